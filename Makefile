@@ -1,0 +1,53 @@
+# Front door for people and CI. The real build is CMake; these targets wrap it.
+#   make            build build/pgwarden
+#   make check      unit + integration tests (installs missing packages first)
+#   make check-sanitize   the same tests on an ASan+UBSan build
+#   make demo       throwaway PostgreSQL with planted problems, then full-analysis
+#   make format     clang-format every C file
+PYTHON ?= /usr/bin/python3
+BUILD ?= build
+SAN_BUILD ?= build-sanitize
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PYTEST_ARGS ?=
+
+.PHONY: all build setup check check-unit check-integration check-sanitize demo format clean bench bench-quick
+
+all: build
+
+setup:
+	@scripts/setup
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGWARDEN_WERROR=ON
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+check: setup
+	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory check-unit check-integration
+
+check-unit:
+	cd $(BUILD) && ctest --output-on-failure
+
+check-integration:
+	PGWARDEN_BIN=$(abspath $(BUILD))/pgwarden $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+$(SAN_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DPGWARDEN_WERROR=ON -DPGWARDEN_SANITIZE=ON
+
+check-sanitize: setup $(SAN_BUILD)/CMakeCache.txt
+	cmake --build $(SAN_BUILD) -j $(JOBS)
+	cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  PGWARDEN_BIN=$(abspath $(SAN_BUILD))/pgwarden $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+demo: setup
+	@$(MAKE) --no-print-directory build
+	@$(PYTHON) scripts/demo.py --bin $(abspath $(BUILD))/pgwarden
+
+format:
+	find src tests bench -name '*.[ch]' -print0 | xargs -0 -r clang-format -i
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD)

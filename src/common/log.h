@@ -1,0 +1,50 @@
+/* Logging: human text lines (default) or JSON lines, to stderr or a file. Messages never
+ * contain secrets; callers pass connection strings through log_redact_conninfo first. */
+#ifndef PGWARDEN_COMMON_LOG_H
+#define PGWARDEN_COMMON_LOG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+enum log_level {
+    LOG_LEVEL_ERROR,
+    LOG_LEVEL_WARNING,
+    LOG_LEVEL_INFO,
+    LOG_LEVEL_DEBUG,
+    LOG_LEVEL_TRACE,
+};
+
+enum log_format {
+    LOG_FORMAT_TEXT,
+    LOG_FORMAT_JSON,
+};
+
+/* Process-wide settings; set at start-up and on reload (single-threaded). */
+void log_configure(enum log_level level, enum log_format format, FILE *out /* borrowed */);
+enum log_level log_get_level(void);
+bool log_enabled(enum log_level level);
+
+/* One line per call. `component` is a short module tag ("pool", "inspect", "manager"). */
+void log_write(enum log_level level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define log_error(comp, ...) log_write(LOG_LEVEL_ERROR, comp, __VA_ARGS__)
+#define log_warning(comp, ...) log_write(LOG_LEVEL_WARNING, comp, __VA_ARGS__)
+#define log_info(comp, ...) log_write(LOG_LEVEL_INFO, comp, __VA_ARGS__)
+#define log_debug(comp, ...)                                                                   \
+    do {                                                                                       \
+        if (log_enabled(LOG_LEVEL_DEBUG))                                                      \
+            log_write(LOG_LEVEL_DEBUG, comp, __VA_ARGS__);                                     \
+    } while (0)
+#define log_trace(comp, ...)                                                                   \
+    do {                                                                                       \
+        if (log_enabled(LOG_LEVEL_TRACE))                                                      \
+            log_write(LOG_LEVEL_TRACE, comp, __VA_ARGS__);                                     \
+    } while (0)
+
+/* Copies a libpq connection string or URI into out with any password replaced by "***".
+ * Handles key=value ("password=secret", "password='a b'") and URI ("postgres://u:secret@h")
+ * forms. */
+void log_redact_conninfo(const char *conninfo, char *out, size_t out_len);
+
+#endif

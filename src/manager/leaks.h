@@ -1,0 +1,56 @@
+/* detect-leaks: scores each connection 0-100 from its evidence and combines the suspects
+ * with utilisation into an overall confidence. The scoring is documented in docs/LEAKS.md. */
+#ifndef PGWARDEN_MANAGER_LEAKS_H
+#define PGWARDEN_MANAGER_LEAKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "manager/options.h"
+#include "manager/snapshot.h"
+
+#define LEAK_MAX_REASONS 8
+#define LEAK_REASON_LEN 160
+
+struct leak_suspect {
+    const struct conn_record *conn; /* borrowed from the current snapshot */
+    int score;                      /* 0-100 */
+    int64_t held_ms;                /* connected for */
+    int64_t idle_ms;                /* in the current non-active state for */
+    int64_t xact_age_ms;            /* 0 outside a transaction */
+    size_t n_reasons;
+    char reasons[LEAK_MAX_REASONS][LEAK_REASON_LEN];
+};
+
+/* An application+user whose connection count only grew between the two snapshots. */
+struct leak_growth {
+    char application[SNAPSHOT_NAME_LEN];
+    char user[SNAPSHOT_NAME_LEN];
+    int before;
+    int after;
+};
+
+struct leak_report {
+    bool detected;
+    int confidence; /* 0-100 */
+    const char *risk_level; /* "none", "low", "medium", "high" (static string) */
+    double utilization_pct;
+    size_t total_suspected;
+    struct leak_suspect *suspects; /* owned, sorted by score desc then idle time desc */
+    struct leak_growth *growth;    /* owned */
+    size_t n_growth;
+    char recommendation[512];
+};
+
+/* A record becomes a suspect at this score or above. */
+#define LEAK_SUSPECT_MIN_SCORE 30
+
+bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
+                  const struct manager_options *opts, struct leak_report *out)
+    __attribute__((warn_unused_result));
+/* Scores one connection on its own evidence (no growth or utilisation terms). */
+int leaks_score_connection(const struct snapshot *cur, const struct conn_record *rec,
+                           const struct manager_options *opts, struct leak_suspect *out);
+void leak_report_free(struct leak_report *report);
+
+#endif

@@ -1,0 +1,46 @@
+/* kill-idle planning: which idle connections may go, within the safety limits. The plan is
+ * pure; an executor (inspect/terminator.c, the pool in serve mode) acts on it and records the
+ * outcome of each action. */
+#ifndef PGWARDEN_MANAGER_REAPER_H
+#define PGWARDEN_MANAGER_REAPER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "manager/options.h"
+#include "manager/snapshot.h"
+
+enum kill_result {
+    KILL_PLANNED,           /* would be killed (dry run) / about to be */
+    KILL_TERMINATED,        /* executor: done */
+    KILL_SKIPPED_LIMIT,     /* over max_kill_percentage */
+    KILL_SKIPPED_PROTECTED, /* superuser, excluded user/app, replication, self, infrastructure */
+    KILL_GONE,              /* executor: no longer the same idle session (woke up, pid reused) */
+    KILL_DENIED,            /* executor: permission denied */
+    KILL_FAILED,            /* executor: other error */
+};
+
+struct kill_action {
+    const struct conn_record *conn; /* borrowed from the snapshot */
+    int64_t idle_ms;
+    enum kill_result result;
+    char reason[200];
+};
+
+struct kill_plan {
+    bool dry_run;
+    size_t candidates;      /* idle long enough and not protected */
+    size_t killed;          /* executor: terminated */
+    size_t skipped;         /* protected or over the limit */
+    int limit;              /* most connections this run may remove */
+    int client_connections; /* the base of the percentage */
+    struct kill_action *actions; /* owned: planned first (oldest idle first), then skipped */
+    size_t n_actions;
+};
+
+bool reaper_plan(const struct snapshot *snap, const struct manager_options *opts,
+                 struct kill_plan *out) __attribute__((warn_unused_result));
+void kill_plan_free(struct kill_plan *plan);
+const char *kill_result_name(enum kill_result result);
+
+#endif

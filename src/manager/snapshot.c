@@ -1,0 +1,84 @@
+/* Snapshot storage and the small helpers every analysis shares. */
+#include "manager/snapshot.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void snapshot_init(struct snapshot *snap, enum snapshot_mode mode, int64_t taken_ms)
+{
+    memset(snap, 0, sizeof(*snap));
+    snap->mode = mode;
+    snap->taken_ms = taken_ms;
+}
+
+struct conn_record *snapshot_add_conn(struct snapshot *snap)
+{
+    if (snap->n_conns == snap->cap_conns) {
+        size_t new_cap = snap->cap_conns ? snap->cap_conns * 2 : 64;
+        struct conn_record *grown = realloc(snap->conns, new_cap * sizeof(*grown));
+        if (grown == NULL)
+            return NULL;
+        snap->conns = grown;
+        snap->cap_conns = new_cap;
+    }
+    struct conn_record *rec = &snap->conns[snap->n_conns++];
+    memset(rec, 0, sizeof(*rec));
+    rec->visible = true;
+    return rec;
+}
+
+void snapshot_free(struct snapshot *snap)
+{
+    free(snap->conns);
+    snap->conns = NULL;
+    snap->n_conns = 0;
+    snap->cap_conns = 0;
+}
+
+int64_t snapshot_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t snapshot_age_ms(const struct snapshot *snap, int64_t at_ms)
+{
+    if (at_ms <= 0 || snap->taken_ms <= at_ms)
+        return 0;
+    return snap->taken_ms - at_ms;
+}
+
+static const char *const state_names[] = {
+    [CONN_STATE_ACTIVE] = "active",
+    [CONN_STATE_IDLE] = "idle",
+    [CONN_STATE_IDLE_IN_XACT] = "idle in transaction",
+    [CONN_STATE_IDLE_IN_XACT_ABORTED] = "idle in transaction (aborted)",
+    [CONN_STATE_FASTPATH] = "fastpath function call",
+    [CONN_STATE_WAITING] = "waiting",
+    [CONN_STATE_OTHER] = "other",
+};
+
+const char *conn_state_name(enum conn_state state)
+{
+    if ((unsigned)state >= sizeof(state_names) / sizeof(state_names[0]))
+        return "other";
+    return state_names[state];
+}
+
+enum conn_state conn_state_from_text(const char *text)
+{
+    if (text == NULL)
+        return CONN_STATE_OTHER;
+    for (size_t i = 0; i < sizeof(state_names) / sizeof(state_names[0]); i++) {
+        if (i != CONN_STATE_OTHER && strcmp(text, state_names[i]) == 0)
+            return (enum conn_state)i;
+    }
+    return CONN_STATE_OTHER;
+}
+
+bool conn_state_in_xact(enum conn_state state)
+{
+    return state == CONN_STATE_IDLE_IN_XACT || state == CONN_STATE_IDLE_IN_XACT_ABORTED;
+}

@@ -1,0 +1,146 @@
+/* A snapshot is plain data describing one moment of a connection source: one record per
+ * connection plus pool/server counters and limits. Both sources fill it (serve: the live
+ * pools; inspect: pg_stat_activity and friends); the engine only ever reads it. */
+#ifndef PGWARDEN_MANAGER_SNAPSHOT_H
+#define PGWARDEN_MANAGER_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Sizes follow PostgreSQL: names are at most NAMEDATALEN-1 (63) bytes. */
+#define SNAPSHOT_NAME_LEN 64
+#define SNAPSHOT_ADDR_LEN 48
+#define SNAPSHOT_QUERY_LEN 256
+#define SNAPSHOT_TIMESTAMP_LEN 40
+
+enum snapshot_mode {
+    SNAPSHOT_MODE_INSPECT,
+    SNAPSHOT_MODE_SERVE,
+};
+
+/* Connection states as pg_stat_activity names them, plus the pooler's own "waiting" (a
+ * client queued for a server). Anything unrecognised is CONN_STATE_OTHER and is never a
+ * kill target. */
+enum conn_state {
+    CONN_STATE_ACTIVE,
+    CONN_STATE_IDLE,
+    CONN_STATE_IDLE_IN_XACT,
+    CONN_STATE_IDLE_IN_XACT_ABORTED,
+    CONN_STATE_FASTPATH,
+    CONN_STATE_WAITING,
+    CONN_STATE_OTHER,
+};
+
+/* One connection. Times are milliseconds since the Unix epoch; 0 means "not known / none"
+ * (xact_start_ms is 0 outside a transaction). */
+struct conn_record {
+    int64_t id;  /* serve: client id; inspect: backend pid */
+    int32_t pid; /* server backend pid, 0 when none is linked */
+    char user[SNAPSHOT_NAME_LEN];
+    char database[SNAPSHOT_NAME_LEN];
+    char application[SNAPSHOT_NAME_LEN];
+    char client_addr[SNAPSHOT_ADDR_LEN]; /* "" for unix sockets */
+    enum conn_state state;
+    int64_t connected_ms;    /* backend_start / client connect time */
+    int64_t state_change_ms; /* when the current state began */
+    int64_t xact_start_ms;   /* 0 when not in a transaction */
+    int64_t query_start_ms;  /* start of the last query, 0 if none yet */
+    /* Identity for re-checks: pg_stat_activity.backend_start as PostgreSQL printed it, so an
+     * executor can compare it exactly without a round trip through floating seconds. */
+    char backend_start_text[SNAPSHOT_TIMESTAMP_LEN];
+    char last_query[SNAPSHOT_QUERY_LEN];
+    char wait_event_type[SNAPSHOT_NAME_LEN];
+    bool is_superuser;
+    bool waiting_on_lock;  /* wait_event_type = 'Lock' */
+    bool blocking_others;  /* appears in another backend's pg_blocking_pids() */
+    bool is_replication;   /* replication role or walsender (never a kill target) */
+    bool is_self;          /* the inspecting session itself */
+    bool is_infrastructure; /* pooler/platform roles and apps (Supavisor, PostgREST, ...) */
+    bool visible;          /* false when the row read "<insufficient privilege>" */
+    int64_t requests;      /* serve: queries/transactions served on this connection */
+};
+
+/* Server slot budget. usable = max_connections - superuser_reserved - reserved. */
+struct snapshot_capacity {
+    int max_connections;
+    int superuser_reserved;
+    int reserved; /* PostgreSQL 16+ reserved_connections, else 0 */
+    int usable;
+    /* Pool bounds (serve mode; inspect leaves them 0). */
+    int pool_min;
+    int pool_max;
+    int pool_current;
+};
+
+/* Cumulative counters; rates come from the difference of two snapshots. has_* tell which
+ * groups the source could read (PostgreSQL 14+ session counters, pooler totals). */
+struct snapshot_counters {
+    bool has_sessions;
+    int64_t sessions;
+    int64_t sessions_abandoned;
+    int64_t sessions_fatal;
+    int64_t sessions_killed;
+    double session_time_ms;
+    double active_time_ms;
+    double idle_in_xact_time_ms;
+    bool has_xacts;
+    int64_t xact_commit;
+    int64_t xact_rollback;
+    bool has_pool_totals;
+    int64_t requests_total;   /* transactions/queries served */
+    double query_time_total_ms;
+    int64_t created_total;    /* connections opened */
+    int64_t closed_total;     /* connections closed */
+    double connect_time_total_ms;
+    int waiting_clients;      /* clients queued right now */
+    double wait_time_total_ms;
+    int64_t waits_total;
+};
+
+/* Server facts and settings the analyses care about (inspect mode; 0 = unknown/off). */
+struct snapshot_server {
+    int version_num;
+    bool in_recovery;
+    bool can_read_all;  /* superuser or pg_read_all_stats: all rows visible */
+    bool can_signal;    /* superuser or pg_signal_backend */
+    bool is_superuser;
+    bool looks_like_supabase;
+    int64_t idle_in_xact_session_timeout_ms;
+    int64_t idle_session_timeout_ms;
+    int64_t statement_timeout_ms;
+    int invisible_rows;
+    int non_client_backends;
+};
+
+struct snapshot {
+    enum snapshot_mode mode;
+    int64_t taken_ms;
+    struct conn_record *conns; /* owned */
+    size_t n_conns;
+    size_t cap_conns;
+    struct snapshot_capacity capacity;
+    struct snapshot_counters counters;
+    struct snapshot_server server;
+};
+
+void snapshot_init(struct snapshot *snap, enum snapshot_mode mode, int64_t taken_ms);
+/* Appends a zeroed record and returns it (borrowed; valid until the next append), or NULL
+ * when memory runs out. */
+struct conn_record *snapshot_add_conn(struct snapshot *snap);
+void snapshot_free(struct snapshot *snap);
+
+/* Milliseconds since the epoch of the wall clock (not monotonic: snapshot times are compared
+ * with server timestamps). */
+int64_t snapshot_now_ms(void);
+
+/* Elapsed milliseconds between a record time and the snapshot time, clamped at 0 so a clock
+ * that went backwards never yields negative ages; 0 when the time is unknown. */
+int64_t snapshot_age_ms(const struct snapshot *snap, int64_t at_ms);
+
+const char *conn_state_name(enum conn_state state);
+/* Maps pg_stat_activity.state text (NULL allowed) to the enum. */
+enum conn_state conn_state_from_text(const char *text);
+bool conn_state_in_xact(enum conn_state state);
+
+#endif
