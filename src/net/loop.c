@@ -1,0 +1,210 @@
+/* libevent glue. Kept tiny: the pooler above sees fds, callbacks and timers only. */
+#include "net/loop.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+
+#define MAX_SIGNALS 8
+
+struct signal_ctx {
+    net_timer_fn fn;
+    void *arg; /* borrowed */
+};
+
+struct net_loop {
+    struct event_base *base;               /* owned */
+    struct event *signals[MAX_SIGNALS];    /* owned */
+    struct signal_ctx sigctx[MAX_SIGNALS];
+    int n_signals;
+};
+
+struct net_io {
+    struct event *ev; /* owned */
+    net_io_fn fn;
+    void *arg;        /* borrowed */
+};
+
+struct net_timer {
+    struct event *ev; /* owned */
+    net_timer_fn fn;
+    void *arg;        /* borrowed */
+    bool periodic;
+};
+
+struct net_loop *net_loop_new(void)
+{
+    struct net_loop *loop = calloc(1, sizeof(*loop));
+    if (!loop)
+        return NULL;
+    struct event_config *cfg = event_config_new();
+    if (cfg) {
+        /* Edge-triggered registrations need a backend that supports them (epoll). */
+        event_config_require_features(cfg, EV_FEATURE_ET);
+        loop->base = event_base_new_with_config(cfg);
+        event_config_free(cfg);
+    }
+    if (!loop->base) {
+        free(loop);
+        return NULL;
+    }
+    return loop;
+}
+
+void net_loop_free(struct net_loop *loop)
+{
+    if (!loop)
+        return;
+    for (int i = 0; i < loop->n_signals; i++)
+        event_free(loop->signals[i]);
+    event_base_free(loop->base);
+    free(loop);
+}
+
+bool net_loop_run(struct net_loop *loop)
+{
+    return event_base_dispatch(loop->base) >= 0;
+}
+
+void net_loop_stop(struct net_loop *loop)
+{
+    event_base_loopbreak(loop->base);
+}
+
+int64_t net_loop_now_us(struct net_loop *loop)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(loop->base, &tv);
+    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+const char *net_loop_backend(struct net_loop *loop)
+{
+    return event_base_get_method(loop->base);
+}
+
+static void io_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct net_io *io = arg;
+    unsigned w = 0;
+    if (what & EV_READ)
+        w |= NET_IO_READABLE;
+    if (what & EV_WRITE)
+        w |= NET_IO_WRITABLE;
+    io->fn((int)fd, w, io->arg);
+}
+
+struct net_io *net_io_new(struct net_loop *loop, int fd, enum net_io_mode mode, net_io_fn fn,
+                          void *arg)
+{
+    struct net_io *io = calloc(1, sizeof(*io));
+    if (!io)
+        return NULL;
+    short flags = mode == NET_IO_EDGE_RW ? (EV_READ | EV_WRITE | EV_PERSIST | EV_ET)
+                                         : (EV_READ | EV_PERSIST);
+    io->fn = fn;
+    io->arg = arg;
+    io->ev = event_new(loop->base, fd, flags, io_cb, io);
+    if (!io->ev || event_add(io->ev, NULL) != 0) {
+        if (io->ev)
+            event_free(io->ev);
+        free(io);
+        return NULL;
+    }
+    return io;
+}
+
+void net_io_free(struct net_io *io)
+{
+    if (!io)
+        return;
+    event_free(io->ev);
+    free(io);
+}
+
+void net_io_pause(struct net_io *io)
+{
+    event_del(io->ev);
+}
+
+void net_io_resume(struct net_io *io)
+{
+    event_add(io->ev, NULL);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct net_timer *t = arg;
+    t->fn(t->arg);
+}
+
+struct net_timer *net_timer_new(struct net_loop *loop, net_timer_fn fn, void *arg)
+{
+    struct net_timer *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->fn = fn;
+    t->arg = arg;
+    t->ev = event_new(loop->base, -1, 0, timer_cb, t);
+    if (!t->ev) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void net_timer_start(struct net_timer *t, int64_t ms, bool periodic)
+{
+    if (periodic != t->periodic) {
+        struct event_base *base = event_get_base(t->ev);
+        event_free(t->ev);
+        t->ev = event_new(base, -1, periodic ? EV_PERSIST : 0, timer_cb, t);
+        t->periodic = periodic;
+    }
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    evtimer_add(t->ev, &tv);
+}
+
+void net_timer_stop(struct net_timer *t)
+{
+    evtimer_del(t->ev);
+}
+
+bool net_timer_pending(const struct net_timer *t)
+{
+    return evtimer_pending(t->ev, NULL) != 0;
+}
+
+void net_timer_free(struct net_timer *t)
+{
+    if (!t)
+        return;
+    event_free(t->ev);
+    free(t);
+}
+
+static void signal_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct signal_ctx *s = arg;
+    s->fn(s->arg);
+}
+
+bool net_signal_add(struct net_loop *loop, int signo, net_timer_fn fn, void *arg)
+{
+    if (loop->n_signals == MAX_SIGNALS)
+        return false;
+    struct signal_ctx *s = &loop->sigctx[loop->n_signals];
+    s->fn = fn;
+    s->arg = arg;
+    struct event *ev = evsignal_new(loop->base, signo, signal_cb, s);
+    if (!ev || evsignal_add(ev, NULL) != 0) {
+        if (ev)
+            event_free(ev);
+        return false;
+    }
+    loop->signals[loop->n_signals++] = ev;
+    return true;
+}

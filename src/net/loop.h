@@ -1,0 +1,58 @@
+/* The event loop: the only module that includes libevent. Connections get one persistent,
+ * edge-triggered read+write registration for their whole life, so parking and resuming a
+ * connection never costs an epoll_ctl; listeners are level-triggered and can be paused. */
+#ifndef PGWARDEN_NET_LOOP_H
+#define PGWARDEN_NET_LOOP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct net_loop;  /* opaque: owns the event base */
+struct net_io;    /* opaque: one fd's registration */
+struct net_timer; /* opaque: a one-shot or periodic timer */
+
+enum net_io_what {
+    NET_IO_READABLE = 1,
+    NET_IO_WRITABLE = 2,
+};
+
+enum net_io_mode {
+    NET_IO_EDGE_RW,    /* connections: edge-triggered read+write, registered once */
+    NET_IO_LEVEL_READ, /* listeners: level-triggered read, pausable */
+};
+
+typedef void (*net_io_fn)(int fd, unsigned what, void *arg);
+typedef void (*net_timer_fn)(void *arg);
+
+/* Returns NULL on failure. Freed by net_loop_free (owner: the caller). */
+struct net_loop *net_loop_new(void);
+void net_loop_free(struct net_loop *loop);
+/* Runs until net_loop_stop. Returns false if the loop could not run. */
+__attribute__((warn_unused_result)) bool net_loop_run(struct net_loop *loop);
+void net_loop_stop(struct net_loop *loop);
+/* Microseconds since the epoch, cached once per loop turn (no system call). */
+int64_t net_loop_now_us(struct net_loop *loop);
+/* Name of the kernel backend (epoll). */
+const char *net_loop_backend(struct net_loop *loop);
+
+/* Registers fd (which stays owned by the caller). Returns NULL on failure. */
+struct net_io *net_io_new(struct net_loop *loop, int fd, enum net_io_mode mode, net_io_fn fn,
+                          void *arg);
+/* Unregisters and frees; does not close the fd. Safe inside the io's own callback. */
+void net_io_free(struct net_io *io);
+/* Level-triggered registrations only: stop/start watching (EMFILE back-off, pause). */
+void net_io_pause(struct net_io *io);
+void net_io_resume(struct net_io *io);
+
+struct net_timer *net_timer_new(struct net_loop *loop, net_timer_fn fn, void *arg);
+/* (Re)arms the timer; periodic timers fire every ms until stopped. */
+void net_timer_start(struct net_timer *t, int64_t ms, bool periodic);
+void net_timer_stop(struct net_timer *t);
+bool net_timer_pending(const struct net_timer *t);
+void net_timer_free(struct net_timer *t);
+
+/* Installs a signal handler run on the loop (not in signal context). */
+__attribute__((warn_unused_result)) bool net_signal_add(struct net_loop *loop, int signo,
+                                                        net_timer_fn fn, void *arg);
+
+#endif

@@ -1,0 +1,53 @@
+/* Sockets without the event loop: listeners (TCP, unix), accept4, non-blocking connects,
+ * and send/recv wrappers that turn errno into named outcomes. */
+#ifndef PGWARDEN_NET_SOCK_H
+#define PGWARDEN_NET_SOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+/* Compact peer address (kept in every client; sockaddr_storage would be 128 bytes). */
+struct net_addr {
+    uint8_t family; /* AF_INET, AF_INET6 or AF_UNIX */
+    uint16_t port;
+    uint8_t ip[16];
+};
+
+/* Listening socket on addr ("*" = all IPv4 addresses, or a numeric address) and port.
+ * Returns the fd or -1 with a reason in err. */
+int net_listen_tcp(const char *addr, int port, int backlog, char *err, size_t err_len);
+/* Listening unix socket dir/.s.PGSQL.<port>; removes a stale socket first. */
+int net_listen_unix(const char *dir, int port, int backlog, char *path_out, size_t path_len,
+                    char *err, size_t err_len);
+
+enum net_accept_result {
+    NET_ACCEPT_OK,
+    NET_ACCEPT_AGAIN,  /* nothing to accept */
+    NET_ACCEPT_NO_FDS, /* EMFILE/ENFILE: back off */
+    NET_ACCEPT_ERROR,
+};
+/* accept4(NONBLOCK|CLOEXEC); TCP peers get TCP_NODELAY and keepalive. */
+enum net_accept_result net_accept(int lfd, int *fd_out, struct net_addr *peer);
+
+/* Starts a non-blocking connect. host starting with '/' is a unix socket directory.
+ * Returns the fd (connecting; completion shows as writability) or -1 with err. */
+int net_connect(const char *host, int port, char *err, size_t err_len);
+/* After writability: 0 when connected, else the errno of the failed connect. */
+int net_connect_result(int fd);
+
+enum net_io_result {
+    NET_OK,    /* *n bytes moved (> 0) */
+    NET_AGAIN, /* would block */
+    NET_EOF,   /* peer closed (recv only) */
+    NET_ERROR, /* connection error (errno kept) */
+};
+enum net_io_result net_recv(int fd, void *buf, size_t len, size_t *n);
+enum net_io_result net_send(int fd, const void *buf, size_t len, size_t *n);
+
+/* Formats a peer as "1.2.3.4:5678" or "unix". */
+void net_addr_format(const struct net_addr *a, char *out, size_t out_len);
+
+#endif
