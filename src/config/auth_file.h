@@ -12,13 +12,15 @@
 #define AUTH_FILE_MAX_SECRET_LEN 8192
 
 enum auth_secret_kind {
+    AUTH_SECRET_NONE,  /* empty or NULL: no password; never authenticates by password */
     AUTH_SECRET_PLAIN, /* a plaintext password */
     AUTH_SECRET_MD5,   /* "md5" + 32 lowercase hex digits */
     AUTH_SECRET_SCRAM, /* starts with "SCRAM-SHA-256$" (validated when used) */
 };
 
 enum auth_secret_kind auth_secret_kind(const char *secret);
-const char *auth_secret_kind_name(enum auth_secret_kind kind); /* "plain", "md5", "scram" */
+/* "none", "plain", "md5", "scram" (for logs and SHOW output: never the secret itself). */
+const char *auth_secret_kind_name(enum auth_secret_kind kind);
 
 struct auth_entry {
     char *user;   /* owned */

@@ -43,6 +43,13 @@ __attribute__((warn_unused_result)) bool ini_parse_string(const char *text, cons
                                                           ini_entry_fn fn, void *ctx, char *err,
                                                           size_t err_len);
 
+/* Reads a whole regular file of at most max_size bytes into *out (NUL-terminated, owned by
+ * the caller: free()), its length in *out_len. Errors read "path: reason". Shared by the
+ * config loaders so that every file gets the same size cap and error wording. */
+__attribute__((warn_unused_result)) bool ini_read_file(const char *path, size_t max_size,
+                                                       char **out, size_t *out_len, char *err,
+                                                       size_t err_len);
+
 /* Called once per key=value pair of a connection string; strings borrowed for the call. */
 typedef bool (*ini_connstr_fn)(void *ctx, const char *key, const char *value, char *err,
                                size_t err_len);
