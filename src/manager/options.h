@@ -52,9 +52,17 @@ void options_free(struct manager_options *opts);
 
 /* Sets one key. The key may use dashes or underscores ("idle-timeout" == "idle_timeout").
  * On failure writes one sentence into err (e.g. "idle_timeout: '5x' is not a duration (use
- * 300s, 5min, 250ms)"). */
+ * 300s, 5min, 250ms)"). Booleans take on/off/true/false/yes/no/1/0. "user", "database" and
+ * "application" set the filters (an empty value clears one); "exclude_user" and
+ * "exclude_app" append to their lists (a comma-separated value adds several). Durations
+ * must be > 0, except max_connection_age where 0 turns the age check off. */
 enum options_result options_set(struct manager_options *opts, const char *key, const char *value,
                                 char *err, size_t err_len);
+
+/* Checks what single keys cannot: min_pool_size <= max_pool_size. Call it once all keys are
+ * set. On failure writes one sentence into err. */
+bool options_validate(const struct manager_options *opts, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
 
 /* True when the key names a manager option (either spelling). */
 bool options_is_known_key(const char *key);
@@ -65,7 +73,9 @@ typedef void (*options_help_fn)(void *ctx, const char *key, const char *default_
                                 const char *meaning);
 void options_describe(options_help_fn emit, void *ctx);
 
-/* True when the record passes the --user/--database/--application filters. */
+/* True when the record passes the --user/--database/--application filters. Names compare
+ * exactly (PostgreSQL names are case-sensitive); a pattern ending in '*' matches by prefix
+ * ("PostgREST*"). The same matching applies to the exclude lists. */
 bool options_match_filters(const struct manager_options *opts, const struct conn_record *rec);
 bool options_user_excluded(const struct manager_options *opts, const char *user);
 bool options_app_excluded(const struct manager_options *opts, const char *application);

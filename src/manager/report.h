@@ -19,5 +19,7 @@ enum exit_code {
 
 const char *report_status_name(enum report_status status);
 enum report_status report_status_worse(enum report_status a, enum report_status b);
+/* OK/WARNING/CRITICAL map to EXIT_OK/EXIT_WARNING/EXIT_CRITICAL. */
+enum exit_code report_status_exit_code(enum report_status status);
 
 #endif

@@ -1,0 +1,373 @@
+/* Manager settings: ONE table drives parsing, defaults and --help, so a key cannot be
+ * accepted, defaulted and documented three different ways. */
+#include "manager/options.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/units.h"
+
+enum option_kind {
+    OPT_DURATION,      /* int64_t milliseconds, > 0 */
+    OPT_DURATION_OFF,  /* int64_t milliseconds, 0 = off */
+    OPT_PERCENT,       /* double, 0-100 */
+    OPT_BOOL,          /* bool */
+    OPT_INT,           /* int within [min, max] */
+    OPT_STRING,        /* char * (owned), "" clears */
+    OPT_LIST,          /* appended through a setter */
+};
+
+typedef enum options_result (*option_setter_fn)(struct manager_options *opts, const char *key,
+                                                const char *value, char *err, size_t err_len);
+
+struct option_spec {
+    const char *key; /* underscore spelling */
+    enum option_kind kind;
+    size_t offset;
+    option_setter_fn setter; /* OPT_LIST only */
+    int min, max;            /* OPT_INT only */
+    const char *default_text;
+    const char *meaning;
+};
+
+static enum options_result add_exclude_users(struct manager_options *opts, const char *key,
+                                             const char *value, char *err, size_t err_len);
+static enum options_result add_exclude_apps(struct manager_options *opts, const char *key,
+                                            const char *value, char *err, size_t err_len);
+
+#define FIELD(name) offsetof(struct manager_options, name)
+
+static const struct option_spec option_table[] = {
+    {"idle_timeout", OPT_DURATION, FIELD(idle_timeout_ms), NULL, 0, 0, "300s",
+     "a connection idle this long is a kill-idle candidate"},
+    {"max_connection_age", OPT_DURATION_OFF, FIELD(max_connection_age_ms), NULL, 0, 0, "3600s",
+     "older connections are retired (serve) or flagged (inspect); 0 turns this off"},
+    {"leak_detection_threshold", OPT_PERCENT, FIELD(leak_detection_threshold_pct), NULL, 0, 0,
+     "80%", "pool/server utilisation above which leak suspects raise the risk level"},
+    {"leak_hold_threshold", OPT_DURATION, FIELD(leak_hold_threshold_ms), NULL, 0, 0, "60s",
+     "idle-in-transaction or held-without-activity time that makes a suspect"},
+    {"health_check_interval", OPT_DURATION, FIELD(health_check_interval_ms), NULL, 0, 0, "30s",
+     "background health probes (serve)"},
+    {"auto_scaling", OPT_BOOL, FIELD(auto_scaling), NULL, 0, 0, "on",
+     "apply scaling decisions (serve); off = recommend only"},
+    {"max_kill_percentage", OPT_PERCENT, FIELD(max_kill_percentage), NULL, 0, 0, "25%",
+     "kill-idle never removes more than this share of client connections per run"},
+    {"min_pool_size", OPT_INT, FIELD(min_pool_size), NULL, 0, 100000, "5",
+     "smallest pool auto-scaling proposes"},
+    {"max_pool_size", OPT_INT, FIELD(max_pool_size), NULL, 1, 100000, "100",
+     "largest pool auto-scaling proposes"},
+    {"growth_rate", OPT_PERCENT, FIELD(growth_rate_pct), NULL, 0, 0, "20%",
+     "largest growth step of one scaling decision (0 = never grow)"},
+    {"shrink_rate", OPT_PERCENT, FIELD(shrink_rate_pct), NULL, 0, 0, "15%",
+     "largest shrink step of one scaling decision (0 = never shrink)"},
+    {"interval", OPT_DURATION, FIELD(interval_ms), NULL, 0, 0, "1s",
+     "time between the two samples that give rates"},
+    {"connections", OPT_INT, FIELD(health_connections), NULL, 1, 1000, "5",
+     "parallel probe connections of health-check"},
+    {"current_size", OPT_INT, FIELD(current_size), NULL, -1, 100000, "-1",
+     "auto-scale: pool size to scale from; -1 = observed"},
+    {"execute", OPT_BOOL, FIELD(execute), NULL, 0, 0, "off",
+     "kill-idle: terminate instead of only planning (dry run)"},
+    {"user", OPT_STRING, FIELD(filter_user), NULL, 0, 0, "",
+     "only connections of this user (trailing * matches a prefix)"},
+    {"database", OPT_STRING, FIELD(filter_database), NULL, 0, 0, "",
+     "only connections to this database (trailing * matches a prefix)"},
+    {"application", OPT_STRING, FIELD(filter_application), NULL, 0, 0, "",
+     "only connections of this application_name (trailing * matches a prefix)"},
+    {"exclude_user", OPT_LIST, 0, add_exclude_users, 0, 0, "",
+     "never kill connections of these users (repeatable, comma-separated)"},
+    {"exclude_app", OPT_LIST, 0, add_exclude_apps, 0, 0, "",
+     "never kill connections of these applications (repeatable, comma-separated)"},
+};
+
+#define N_OPTIONS (sizeof(option_table) / sizeof(option_table[0]))
+
+/* "--idle-timeout" and "idle_timeout" name the same option. Returns false if too long. */
+static bool normalize_key(const char *key, char *out, size_t out_len)
+{
+    if (key == NULL)
+        return false;
+    while (*key == '-')
+        key++;
+    size_t n = strlen(key);
+    if (n == 0 || n >= out_len)
+        return false;
+    for (size_t i = 0; i <= n; i++)
+        out[i] = key[i] == '-' ? '_' : key[i];
+    return true;
+}
+
+static const struct option_spec *find_spec(const char *key)
+{
+    char norm[64];
+    if (!normalize_key(key, norm, sizeof(norm)))
+        return NULL;
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        if (strcasecmp(option_table[i].key, norm) == 0)
+            return &option_table[i];
+    }
+    return NULL;
+}
+
+static bool parse_bool(const char *value, bool *out)
+{
+    static const char *const yes[] = {"on", "true", "yes", "1"};
+    static const char *const no[] = {"off", "false", "no", "0"};
+    if (value == NULL)
+        return false;
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(value, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcasecmp(value, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool parse_int(const char *value, long *out)
+{
+    if (value == NULL || *value == '\0')
+        return false;
+    char *end;
+    long v = strtol(value, &end, 10);
+    end += strspn(end, " \t");
+    if (end == value || *end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Appends each comma-separated name to list, skipping blanks and duplicates. */
+static enum options_result add_names(char **list, size_t *n, const char *key, const char *value,
+                                     char *err, size_t err_len)
+{
+    const char *p = value ? value : "";
+    while (*p != '\0') {
+        p += strspn(p, " \t,");
+        size_t len = strcspn(p, ",");
+        size_t trimmed = len;
+        while (trimmed > 0 && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
+            trimmed--;
+        if (trimmed > 0) {
+            bool dup = false;
+            for (size_t i = 0; i < *n; i++) {
+                if (strlen(list[i]) == trimmed && strncmp(list[i], p, trimmed) == 0)
+                    dup = true;
+            }
+            if (!dup) {
+                if (*n >= OPTIONS_MAX_EXCLUDES) {
+                    snprintf(err, err_len, "%s: cannot add '%.*s', the list already holds %d names",
+                             key, (int)trimmed, p, OPTIONS_MAX_EXCLUDES);
+                    return OPTIONS_BAD_VALUE;
+                }
+                char *copy = strndup(p, trimmed);
+                if (copy == NULL) {
+                    snprintf(err, err_len, "%s: out of memory", key);
+                    return OPTIONS_NO_MEMORY;
+                }
+                list[(*n)++] = copy;
+            }
+        }
+        p += len;
+    }
+    return OPTIONS_OK;
+}
+
+static enum options_result add_exclude_users(struct manager_options *opts, const char *key,
+                                             const char *value, char *err, size_t err_len)
+{
+    return add_names(opts->exclude_users, &opts->n_exclude_users, key, value, err, err_len);
+}
+
+static enum options_result add_exclude_apps(struct manager_options *opts, const char *key,
+                                            const char *value, char *err, size_t err_len)
+{
+    return add_names(opts->exclude_apps, &opts->n_exclude_apps, key, value, err, err_len);
+}
+
+enum options_result options_set(struct manager_options *opts, const char *key, const char *value,
+                                char *err, size_t err_len)
+{
+    char scratch[256];
+    if (err == NULL || err_len == 0) {
+        err = scratch;
+        err_len = sizeof(scratch);
+    }
+    err[0] = '\0';
+    const struct option_spec *spec = find_spec(key);
+    if (spec == NULL) {
+        snprintf(err, err_len, "unknown manager option '%s'", key ? key : "");
+        return OPTIONS_UNKNOWN_KEY;
+    }
+    const char *v = value ? value : "";
+    char *field = (char *)opts + spec->offset;
+    char why[160];
+
+    switch (spec->kind) {
+    case OPT_DURATION:
+    case OPT_DURATION_OFF: {
+        int64_t ms;
+        if (!units_parse_duration_ms(v, &ms, why, sizeof(why))) {
+            snprintf(err, err_len, "%s: %s", spec->key, why);
+            return OPTIONS_BAD_VALUE;
+        }
+        if (ms == 0 && spec->kind == OPT_DURATION) {
+            snprintf(err, err_len, "%s: '%s' must be longer than zero", spec->key, v);
+            return OPTIONS_BAD_VALUE;
+        }
+        memcpy(field, &ms, sizeof(ms));
+        return OPTIONS_OK;
+    }
+    case OPT_PERCENT: {
+        double pct;
+        if (!units_parse_percent(v, &pct, why, sizeof(why))) {
+            snprintf(err, err_len, "%s: %s", spec->key, why);
+            return OPTIONS_BAD_VALUE;
+        }
+        memcpy(field, &pct, sizeof(pct));
+        return OPTIONS_OK;
+    }
+    case OPT_BOOL: {
+        bool b;
+        if (!parse_bool(v, &b)) {
+            snprintf(err, err_len, "%s: '%s' is not a boolean (use on/off, true/false, yes/no, 1/0)",
+                     spec->key, v);
+            return OPTIONS_BAD_VALUE;
+        }
+        memcpy(field, &b, sizeof(b));
+        return OPTIONS_OK;
+    }
+    case OPT_INT: {
+        long n;
+        if (!parse_int(v, &n)) {
+            snprintf(err, err_len, "%s: '%s' is not a whole number", spec->key, v);
+            return OPTIONS_BAD_VALUE;
+        }
+        if (n < spec->min || n > spec->max) {
+            snprintf(err, err_len, "%s: '%s' is outside the range %d to %d", spec->key, v, spec->min,
+                     spec->max);
+            return OPTIONS_BAD_VALUE;
+        }
+        int i = (int)n;
+        memcpy(field, &i, sizeof(i));
+        return OPTIONS_OK;
+    }
+    case OPT_STRING: {
+        char **slot = (char **)(void *)field;
+        char *copy = NULL;
+        if (*v != '\0') {
+            copy = strdup(v);
+            if (copy == NULL) {
+                snprintf(err, err_len, "%s: out of memory", spec->key);
+                return OPTIONS_NO_MEMORY;
+            }
+        }
+        free(*slot);
+        *slot = copy;
+        return OPTIONS_OK;
+    }
+    case OPT_LIST:
+        return spec->setter(opts, spec->key, v, err, err_len);
+    }
+    snprintf(err, err_len, "unknown manager option '%s'", key);
+    return OPTIONS_UNKNOWN_KEY;
+}
+
+void options_init_defaults(struct manager_options *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    /* The defaults are the table's default texts, parsed like user input, so --help can never
+     * show a default that differs from the real one. */
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        if (option_table[i].default_text[0] == '\0')
+            continue;
+        enum options_result rc =
+            options_set(opts, option_table[i].key, option_table[i].default_text, NULL, 0);
+        (void)rc; /* the table's defaults are valid; test_manager_options checks them */
+    }
+}
+
+void options_free(struct manager_options *opts)
+{
+    free(opts->filter_user);
+    free(opts->filter_database);
+    free(opts->filter_application);
+    opts->filter_user = opts->filter_database = opts->filter_application = NULL;
+    for (size_t i = 0; i < opts->n_exclude_users; i++)
+        free(opts->exclude_users[i]);
+    for (size_t i = 0; i < opts->n_exclude_apps; i++)
+        free(opts->exclude_apps[i]);
+    opts->n_exclude_users = 0;
+    opts->n_exclude_apps = 0;
+}
+
+bool options_validate(const struct manager_options *opts, char *err, size_t err_len)
+{
+    if (opts->min_pool_size > opts->max_pool_size) {
+        if (err != NULL && err_len > 0)
+            snprintf(err, err_len,
+                     "min_pool_size %d is larger than max_pool_size %d; lower the minimum or "
+                     "raise the maximum",
+                     opts->min_pool_size, opts->max_pool_size);
+        return false;
+    }
+    return true;
+}
+
+bool options_is_known_key(const char *key)
+{
+    return find_spec(key) != NULL;
+}
+
+void options_describe(options_help_fn emit, void *ctx)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++)
+        emit(ctx, option_table[i].key, option_table[i].default_text, option_table[i].meaning);
+}
+
+static bool name_matches(const char *pattern, const char *name)
+{
+    if (name == NULL)
+        name = "";
+    size_t len = strlen(pattern);
+    if (len > 0 && pattern[len - 1] == '*')
+        return strncmp(pattern, name, len - 1) == 0;
+    return strcmp(pattern, name) == 0;
+}
+
+bool options_match_filters(const struct manager_options *opts, const struct conn_record *rec)
+{
+    if (opts->filter_user != NULL && !name_matches(opts->filter_user, rec->user))
+        return false;
+    if (opts->filter_database != NULL && !name_matches(opts->filter_database, rec->database))
+        return false;
+    if (opts->filter_application != NULL &&
+        !name_matches(opts->filter_application, rec->application))
+        return false;
+    return true;
+}
+
+static bool in_list(char *const *list, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (name_matches(list[i], name))
+            return true;
+    }
+    return false;
+}
+
+bool options_user_excluded(const struct manager_options *opts, const char *user)
+{
+    return in_list(opts->exclude_users, opts->n_exclude_users, user);
+}
+
+bool options_app_excluded(const struct manager_options *opts, const char *application)
+{
+    return in_list(opts->exclude_apps, opts->n_exclude_apps, application);
+}
