@@ -39,12 +39,23 @@ struct health_report {
     char verdict[256];
 };
 
-/* snap may be NULL (server unreachable). */
+/* snap may be NULL (server unreachable): headroom fields are then -1. Latency statistics
+ * cover every probe with a finite, non-negative latency, failed ones included; p95 is the
+ * nearest rank (the ceil(0.95 n)-th smallest). Status: critical when every probe failed or no
+ * usable slot is free; warning on any failure, recovery, or < 10% free slots; with no probes
+ * only the headroom decides. */
 void health_summarize(const struct health_probe *probes, size_t n_probes,
                       const struct snapshot *snap, const struct manager_options *opts,
                       struct health_report *out);
 
-/* Classifies a connection/query failure by SQLSTATE and message (reference: inspect.md 2.5). */
+/* Classifies a connection/query failure by SQLSTATE and message (reference: inspect.md 2.5).
+ * Returns a static string: db_slots_exhausted (53300, every "remaining connection slots are
+ * reserved" variant), connection_limit ("too many connections for role/database", which is
+ * also 53300 but a per-role/database limit), pooler_clients_exhausted (EMAXCONN,
+ * EMAXCONNSESSION, "Max client connections reached"), auth (28P01, 28000), starting_up
+ * (57P03), admin_shutdown (57P01, 57P02), idle_in_transaction_timeout (25P03),
+ * idle_session_timeout (57P05), timeout, network (08xxx, refused, unresolvable host), or
+ * error. Both arguments may be NULL. */
 const char *health_classify_error(const char *sqlstate, const char *message);
 
 #endif

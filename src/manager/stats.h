@@ -27,11 +27,14 @@ struct stats_report {
     int max;                 /* usable slots (inspect) or pool max (serve); 0 = unknown */
     double utilization_pct;  /* all client connections (unfiltered) / max */
 
-    bool have_rates; /* false with a single snapshot or a zero/negative interval */
+    /* false with a single snapshot, a zero/negative interval (clock went backwards) or a
+     * counter that went down (statistics reset); rates are then 0, never negative. */
+    bool have_rates;
+    bool counters_reset; /* a cumulative counter went down between the snapshots */
     double interval_s;
     double requests_per_sec; /* transactions/s (commit + rollback, or pool requests) */
     double created_per_sec;
-    double closed_per_sec;
+    double closed_per_sec; /* inspect: sessions started minus growth in connections */
 
     /* -1 when the source cannot tell. */
     double avg_connect_ms;
@@ -45,6 +48,13 @@ struct stats_report {
     struct app_stats *by_application; /* owned, sorted by total desc */
     size_t n_applications;
 };
+
+/* Slots utilisation is measured against: usable slots (inspect; derived from
+ * max_connections when usable is 0) or the pool max (serve); 0 = unknown. */
+int stats_capacity_max(const struct snapshot *snap);
+/* All client connections in snap (filters ignored: every one takes a slot) / capacity max,
+ * in percent; 0 when the capacity is unknown. May exceed 100 (serve: clients vs pool max). */
+double stats_utilization_pct(const struct snapshot *snap);
 
 /* prev may be NULL (no rates). Returns false only when memory runs out. */
 bool stats_compute(const struct snapshot *prev, const struct snapshot *cur,
