@@ -42,6 +42,9 @@ struct analysis_report {
     enum report_status status;
 };
 
+/* Fills everything after the input pointers (which it never changes; any may be NULL and is
+ * then skipped). Anomaly severity REPORT_OK means "informational". status = the worst
+ * severity among anomalies, recommendations and the health status. */
 void analysis_run(const struct snapshot *prev, const struct snapshot *cur,
                   const struct manager_options *opts, struct analysis_report *out);
 

@@ -38,6 +38,16 @@ struct kill_plan {
     size_t n_actions;
 };
 
+/* Plans one kill-idle run over the records that pass the filters. Idle long enough means:
+ * state idle longer than idle_timeout, or idle in transaction (aborted too) longer than
+ * leak_hold_threshold; other states are never listed. Protected (listed as
+ * KILL_SKIPPED_PROTECTED, never planned): is_self, invisible rows, superusers, replication,
+ * infrastructure, excluded users and applications. limit = floor(max_kill_percentage / 100 x
+ * client_connections), where client_connections counts EVERY record in the snapshot
+ * (filtered out and invisible ones too: they all hold slots). Candidates are ordered idle in
+ * transaction first (they hold locks and xmin), then longest idle first; those beyond the
+ * limit are KILL_SKIPPED_LIMIT. dry_run = !opts->execute. Returns false only when memory
+ * runs out. */
 bool reaper_plan(const struct snapshot *snap, const struct manager_options *opts,
                  struct kill_plan *out) __attribute__((warn_unused_result));
 void kill_plan_free(struct kill_plan *plan);

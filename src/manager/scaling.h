@@ -29,7 +29,14 @@ struct scaling_decision {
     char reason[1024];           /* the arithmetic, in words */
 };
 
-/* current_size < 0 means "use the observed client connections that pass the filters". */
+/* current_size < 0 means "use the observed size": the pool's current size in serve mode when
+ * the snapshot has one, else the client connections that pass the filters.
+ * Mean concurrency comes from, in order: the PG14+ session counters (Δ(active_time +
+ * idle_in_transaction_time) / Δt, database-wide), the pool totals (λ x W), else the busy
+ * connections in cur. target = ceil(max(mean x 1.25, peak_busy)) (+ queued clients in serve),
+ * bounded by min/max, by server_budget (usable slots minus connections outside the filters;
+ * wins over min) and by one growth/shrink step (floor(current x rate), at least 1; a 0% rate
+ * disables that direction). A pool outside [min, max] moves into range in one step. */
 void scaling_decide(const struct snapshot *prev, const struct snapshot *cur,
                     const struct manager_options *opts, int current_size,
                     struct scaling_decision *out);
