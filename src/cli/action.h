@@ -1,0 +1,55 @@
+/* The action registry: name -> handler and table renderer, shared by the command line (and
+ * later the HTTP API). A handler fills an action_run: the `data` JSON on success, or an
+ * error; the renderer wraps it in the result envelope. */
+#ifndef PGWARDEN_CLI_ACTION_H
+#define PGWARDEN_CLI_ACTION_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "inspect/session.h"
+#include "manager/options.h"
+#include "manager/report.h"
+
+enum output_format {
+    OUTPUT_TABLE,
+    OUTPUT_JSON,
+};
+
+struct action_run {
+    /* Inputs (borrowed). */
+    const struct action_def *action;
+    const struct manager_options *opts;
+    const char *conninfo;
+    bool assume_yes;     /* skip the interactive confirmation of --execute */
+    int probe_timeout_ms;
+
+    /* Outputs. */
+    bool have_target;
+    struct inspect_target target;
+    cJSON *data; /* owned; NULL on failure */
+    bool failed;
+    struct inspect_error error;
+    enum exit_code exit_code;
+    char verdict[512]; /* one line for people, printed first in table output */
+};
+
+typedef void (*action_handler_fn)(struct action_run *run);
+typedef void (*action_table_fn)(const struct action_run *run, FILE *out);
+
+struct action_def {
+    const char *name;
+    const char *summary;
+    const char *details; /* extra --help text: what it reads, what it may change */
+    bool samples_twice;  /* takes two snapshots --interval apart (rates) */
+    action_handler_fn handler;
+    action_table_fn render_table;
+};
+
+/* NULL when no action has that name. */
+const struct action_def *action_find(const char *name);
+/* The registry, terminated by an entry with name NULL. */
+const struct action_def *action_all(void);
+
+#endif

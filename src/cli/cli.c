@@ -1,0 +1,323 @@
+/* Argument parsing and the run of one action: config file, options, handler, output. */
+#include "cli/cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/action.h"
+#include "cli/render.h"
+#include "common/log.h"
+#include "common/units.h"
+#include "config/ini.h"
+#include "manager/options.h"
+
+struct cli_invocation {
+    const struct action_def *action;
+    const char *target; /* borrowed from argv */
+    enum output_format format;
+    const char *config_path;
+    bool assume_yes;
+    bool help;
+    int probe_timeout_ms;
+    struct manager_options opts;
+};
+
+void cli_print_usage(FILE *out)
+{
+    fprintf(out,
+            "pgwarden %s - PostgreSQL connection pooler with a built-in pool manager\n\n"
+            "Usage:\n"
+            "  pgwarden serve [-c FILE]            run the pooler\n"
+            "  pgwarden ACTION [--target T] [--format table|json] [options]\n\n"
+            "Actions (inspect mode: T is a PostgreSQL connection string or URI; without it,\n"
+            "DATABASE_URL or the PG* variables are used):\n",
+            PGWARDEN_VERSION);
+    for (const struct action_def *a = action_all(); a->name != NULL; a++)
+        fprintf(out, "  %-15s %s\n", a->name, a->summary);
+    fprintf(out, "\nRun 'pgwarden ACTION --help' for the options of an action.\n"
+                 "Exit codes: 0 ok, 1 warning, 2 critical, 3 could not run, 4 refused by a "
+                 "safety guard.\n");
+}
+
+static void print_option_help(void *ctx, const char *key, const char *default_text,
+                              const char *meaning)
+{
+    FILE *out = ctx;
+    char flag[64];
+    snprintf(flag, sizeof(flag), "--%s", key);
+    for (char *c = flag + 2; *c; c++)
+        if (*c == '_')
+            *c = '-';
+    fprintf(out, "  %-28s %s%s%s%s\n", flag, meaning, default_text[0] ? " (default " : "",
+            default_text, default_text[0] ? ")" : "");
+}
+
+static void print_action_help(const struct action_def *action, FILE *out)
+{
+    fprintf(out, "Usage: pgwarden %s [--target T] [--format table|json] [options]\n\n%s.\n\n%s\n\n",
+            action->name, action->summary, action->details);
+    fprintf(out, "Common options:\n"
+                 "  --target T, -t T             PostgreSQL connection string or URI "
+                 "(default: DATABASE_URL, then PG* variables)\n"
+                 "  --format F, -f F             table (default) or json\n"
+                 "  --config FILE, -c FILE       read [manager] settings from an ini file\n"
+                 "  --timeout D                  probe timeout of health-check (default 5s)\n"
+                 "  --yes, -y                    do not ask before --execute on a terminal\n"
+                 "  --verbose, -v                log what is done to stderr\n"
+                 "  --help, -h                   this text\n\n"
+                 "Manager options (durations take units: 300s, 5min, 250ms; shares: 25%%):\n");
+    options_describe(print_option_help, out);
+    fprintf(out, "\nExit codes: 0 ok, 1 warning, 2 critical, 3 could not run, 4 refused by a "
+                 "safety guard.\n");
+}
+
+struct config_load_ctx {
+    struct manager_options *opts;
+};
+
+/* Only [manager] matters to the actions; other sections belong to `serve` and are skipped
+ * so one pgwarden.ini serves both. */
+static bool config_entry(void *ctx, const char *section, const char *key, const char *value,
+                         const char *file, int line, char *err, size_t err_len)
+{
+    struct config_load_ctx *c = ctx;
+    if (strcmp(section, "manager") != 0)
+        return true;
+    char why[256];
+    enum options_result r = options_set(c->opts, key, value, why, sizeof(why));
+    if (r == OPTIONS_UNKNOWN_KEY) {
+        log_warning("config", "%s:%d: unknown [manager] key '%s' ignored", file, line, key);
+        return true;
+    }
+    if (r != OPTIONS_OK) {
+        snprintf(err, err_len, "%s", why);
+        return false;
+    }
+    return true;
+}
+
+/* Flags that take no value. */
+static bool is_switch(const char *name)
+{
+    return strcmp(name, "execute") == 0 || strcmp(name, "yes") == 0 ||
+           strcmp(name, "help") == 0 || strcmp(name, "verbose") == 0;
+}
+
+static const char *long_name_of(const char *arg)
+{
+    if (strcmp(arg, "-t") == 0)
+        return "target";
+    if (strcmp(arg, "-f") == 0)
+        return "format";
+    if (strcmp(arg, "-c") == 0)
+        return "config";
+    if (strcmp(arg, "-h") == 0)
+        return "help";
+    if (strcmp(arg, "-y") == 0)
+        return "yes";
+    if (strcmp(arg, "-v") == 0)
+        return "verbose";
+    if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0')
+        return arg + 2;
+    return NULL;
+}
+
+/* Parses argv into inv. Returns false with one sentence in err. */
+static bool parse_args(int argc, char **argv, struct cli_invocation *inv, char *err,
+                       size_t err_len)
+{
+    /* The config file is applied first so that command-line options override it. */
+    for (int i = 1; i < argc; i++) {
+        const char *name = long_name_of(argv[i]);
+        if (name != NULL && strncmp(name, "config", 6) == 0 &&
+            (name[6] == '\0' || name[6] == '=')) {
+            inv->config_path = name[6] == '=' ? name + 7 : (i + 1 < argc ? argv[i + 1] : NULL);
+            if (inv->config_path == NULL) {
+                snprintf(err, err_len, "--config needs a file name");
+                return false;
+            }
+            struct config_load_ctx ctx = {&inv->opts};
+            char why[512];
+            if (!ini_parse_file(inv->config_path, config_entry, &ctx, why, sizeof(why))) {
+                snprintf(err, err_len, "%s", why);
+                return false;
+            }
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *name = long_name_of(arg);
+        if (name == NULL) {
+            snprintf(err, err_len, "unexpected argument '%s' (options start with --)", arg);
+            return false;
+        }
+        char key[64];
+        const char *value = NULL;
+        const char *eq = strchr(name, '=');
+        if (eq != NULL) {
+            snprintf(key, sizeof(key), "%.*s", (int)(eq - name), name);
+            value = eq + 1;
+        } else {
+            snprintf(key, sizeof(key), "%s", name);
+        }
+        if (is_switch(key)) {
+            bool on = true;
+            if (value != NULL) {
+                on = strcmp(value, "on") == 0 || strcmp(value, "true") == 0 ||
+                     strcmp(value, "yes") == 0 || strcmp(value, "1") == 0;
+            }
+            if (strcmp(key, "help") == 0)
+                inv->help = on;
+            else if (strcmp(key, "yes") == 0)
+                inv->assume_yes = on;
+            else if (strcmp(key, "verbose") == 0)
+                log_configure(on ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARNING, LOG_FORMAT_TEXT, NULL);
+            else
+                inv->opts.execute = on;
+            continue;
+        }
+        if (value == NULL) {
+            if (i + 1 >= argc) {
+                snprintf(err, err_len, "option --%s needs a value", key);
+                return false;
+            }
+            value = argv[++i];
+        }
+        if (strcmp(key, "target") == 0) {
+            inv->target = value;
+        } else if (strcmp(key, "format") == 0) {
+            if (strcmp(value, "json") == 0) {
+                inv->format = OUTPUT_JSON;
+            } else if (strcmp(value, "table") == 0) {
+                inv->format = OUTPUT_TABLE;
+            } else {
+                snprintf(err, err_len, "--format must be table or json, not '%s'", value);
+                return false;
+            }
+        } else if (strcmp(key, "config") == 0) {
+            continue; /* applied in the first pass */
+        } else if (strcmp(key, "timeout") == 0) {
+            int64_t ms;
+            char why[256];
+            if (!units_parse_duration_ms(value, &ms, why, sizeof(why)) || ms <= 0 ||
+                ms > 3600000) {
+                snprintf(err, err_len, "--timeout: '%s' is not a duration between 1ms and 1h",
+                         value);
+                return false;
+            }
+            inv->probe_timeout_ms = (int)ms;
+        } else {
+            char why[256];
+            enum options_result r = options_set(&inv->opts, key, value, why, sizeof(why));
+            if (r == OPTIONS_UNKNOWN_KEY) {
+                snprintf(err, err_len, "unknown option --%s (see pgwarden %s --help)", key,
+                         inv->action->name);
+                return false;
+            }
+            if (r != OPTIONS_OK) {
+                snprintf(err, err_len, "%s", why);
+                return false;
+            }
+        }
+    }
+    return options_validate(&inv->opts, err, err_len);
+}
+
+static double monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static void iso_now(char *buf, size_t len)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000L);
+}
+
+/* Reports a usage error in the requested format: JSON callers always get one document. */
+static int usage_error(const char *action_name, bool json, const char *message)
+{
+    if (json) {
+        struct action_run run = {0};
+        run.failed = true;
+        snprintf(run.error.code, sizeof(run.error.code), "bad_input");
+        snprintf(run.error.message, sizeof(run.error.message), "%s", message);
+        char ts[40];
+        iso_now(ts, sizeof(ts));
+        render_json(&run, action_name, ts, 0.0, stdout);
+    } else {
+        fprintf(stderr, "pgwarden %s: %s\n", action_name, message);
+    }
+    return EXIT_CANNOT_RUN;
+}
+
+/* Whether --format json was asked for, looked up before full parsing so that even a parse
+ * error comes back as JSON. */
+static bool wants_json(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "--format") == 0 || strcmp(argv[i], "-f") == 0) && i + 1 < argc &&
+            strcmp(argv[i + 1], "json") == 0)
+            return true;
+        if (strcmp(argv[i], "--format=json") == 0)
+            return true;
+    }
+    return false;
+}
+
+int cli_run_action(int argc, char **argv)
+{
+    bool json = wants_json(argc, argv);
+    const struct action_def *action = action_find(argv[0]);
+    if (action == NULL) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "unknown action '%s' (run 'pgwarden --help' for the list)",
+                 argv[0]);
+        return usage_error(argv[0], json, msg);
+    }
+    log_configure(LOG_LEVEL_WARNING, LOG_FORMAT_TEXT, NULL);
+
+    struct cli_invocation inv = {.action = action, .format = OUTPUT_TABLE,
+                                 .probe_timeout_ms = 5000};
+    options_init_defaults(&inv.opts);
+    char err[512];
+    if (!parse_args(argc, argv, &inv, err, sizeof(err))) {
+        options_free(&inv.opts);
+        return usage_error(action->name, json, err);
+    }
+    if (inv.help) {
+        print_action_help(action, stdout);
+        options_free(&inv.opts);
+        return EXIT_OK;
+    }
+
+    char ts[40];
+    iso_now(ts, sizeof(ts));
+    double started = monotonic_ms();
+    struct action_run run = {
+        .action = action,
+        .opts = &inv.opts,
+        .conninfo = inspect_resolve_conninfo(inv.target),
+        .assume_yes = inv.assume_yes,
+        .probe_timeout_ms = inv.probe_timeout_ms,
+    };
+    action->handler(&run);
+    double duration = monotonic_ms() - started;
+
+    if (inv.format == OUTPUT_JSON)
+        render_json(&run, action->name, ts, duration, stdout);
+    else
+        render_table(&run, stdout, stderr);
+
+    int code = (int)run.exit_code;
+    cJSON_Delete(run.data);
+    options_free(&inv.opts);
+    return code;
+}

@@ -1,0 +1,467 @@
+/* Inspect-mode handlers of the manager actions: connect through libpq, take one or two
+ * snapshots, run the engine, execute a kill plan when asked, and build the JSON data. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/action.h"
+#include "cli/inspect_actions.h"
+#include "cli/report_json.h"
+#include "common/units.h"
+#include "inspect/collector.h"
+#include "inspect/probe.h"
+#include "inspect/terminator.h"
+#include "manager/analysis.h"
+
+/* Snapshots of one run: cur always, prev when the action samples twice. */
+struct inspect_samples {
+    PGconn *conn; /* owned */
+    struct snapshot prev;
+    struct snapshot cur;
+    bool have_prev;
+};
+
+static void fail(struct action_run *run, const struct inspect_error *err)
+{
+    run->failed = true;
+    run->error = *err;
+    run->exit_code = strcmp(err->code, "refused") == 0 ? EXIT_REFUSED : EXIT_CANNOT_RUN;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+static bool connect_target(struct action_run *run, struct inspect_samples *s)
+{
+    struct inspect_error err = {0};
+    memset(s, 0, sizeof(*s));
+    s->conn = inspect_connect(run->conninfo, &run->target, &err);
+    run->have_target = true;
+    if (s->conn == NULL) {
+        fail(run, &err);
+        return false;
+    }
+    return true;
+}
+
+/* Takes the snapshot(s). With two samples, the first is taken, then the interval waited,
+ * so rates cover exactly --interval. */
+static bool sample(struct action_run *run, struct inspect_samples *s, bool twice)
+{
+    struct inspect_error err = {0};
+    int64_t interval = run->opts->interval_ms;
+    if (twice && interval > 0) {
+        if (!collector_take_snapshot(s->conn, run->opts, &s->prev, &err)) {
+            fail(run, &err);
+            return false;
+        }
+        s->have_prev = true;
+        if (isatty(STDERR_FILENO)) {
+            char buf[32];
+            fprintf(stderr, "pgwarden: sampling for %s...\n",
+                    units_format_duration(interval, buf, sizeof(buf)));
+        }
+        sleep_ms(interval);
+    }
+    if (!collector_take_snapshot(s->conn, run->opts, &s->cur, &err)) {
+        fail(run, &err);
+        return false;
+    }
+    return true;
+}
+
+static void samples_free(struct inspect_samples *s)
+{
+    if (s->have_prev)
+        snapshot_free(&s->prev);
+    snapshot_free(&s->cur);
+    if (s->conn != NULL)
+        PQfinish(s->conn);
+    s->conn = NULL;
+}
+
+static const struct snapshot *prev_of(const struct inspect_samples *s)
+{
+    return s->have_prev ? &s->prev : NULL;
+}
+
+static void out_of_memory(struct action_run *run)
+{
+    struct inspect_error err = {0};
+    inspect_error_set(&err, "out_of_memory", NULL, "out of memory while analysing");
+    fail(run, &err);
+}
+
+static const char *status_word(enum report_status status)
+{
+    switch (status) {
+    case REPORT_OK:
+        return "OK";
+    case REPORT_WARNING:
+        return "WARNING";
+    case REPORT_CRITICAL:
+        return "CRITICAL";
+    }
+    return "UNKNOWN";
+}
+
+/* Utilisation is a warning past leak_detection_threshold and critical from 95%. */
+static enum report_status utilization_status(const struct stats_report *stats,
+                                             const struct manager_options *opts)
+{
+    if (stats->max <= 0)
+        return REPORT_OK;
+    if (stats->utilization_pct >= 95.0)
+        return REPORT_CRITICAL;
+    if (stats->utilization_pct >= opts->leak_detection_threshold_pct)
+        return REPORT_WARNING;
+    return REPORT_OK;
+}
+
+static enum report_status leak_status(const struct leak_report *leaks)
+{
+    if (!leaks->detected)
+        return REPORT_OK;
+    return strcmp(leaks->risk_level, "high") == 0 ? REPORT_CRITICAL : REPORT_WARNING;
+}
+
+static void describe_stats(char *out, size_t len, const struct stats_report *st)
+{
+    char rate[64] = "";
+    if (st->have_rates)
+        snprintf(rate, sizeof(rate), "; %.1f tx/s", st->requests_per_sec);
+    char max[96] = "";
+    if (st->max > 0)
+        snprintf(max, sizeof(max), " of %d usable (%.1f%% of the server in use)", st->max,
+                 st->utilization_pct);
+    snprintf(out, len, "%d connection%s%s: %d active, %d idle, %d idle in transaction%s",
+             st->total, st->total == 1 ? "" : "s", max, st->active, st->idle, st->idle_in_transaction, rate);
+}
+
+void inspect_action_monitor(struct action_run *run)
+{
+    struct inspect_samples s;
+    if (!connect_target(run, &s) || !sample(run, &s, true)) {
+        samples_free(&s);
+        return;
+    }
+    struct stats_report stats;
+    if (!stats_compute(prev_of(&s), &s.cur, run->opts, &stats)) {
+        out_of_memory(run);
+        samples_free(&s);
+        return;
+    }
+    run->data = report_json_stats(&stats, &s.cur, run->opts);
+    enum report_status status = utilization_status(&stats, run->opts);
+    char text[400];
+    describe_stats(text, sizeof(text), &stats);
+    snprintf(run->verdict, sizeof(run->verdict), "%s: %s", status_word(status), text);
+    run->exit_code = (enum exit_code)status;
+    stats_report_free(&stats);
+    samples_free(&s);
+}
+
+static void describe_leaks(char *out, size_t len, const struct leak_report *leaks)
+{
+    if (!leaks->detected) {
+        snprintf(out, len, "no leaked connections suspected (%.1f%% of the server in use)",
+                 leaks->utilization_pct);
+        return;
+    }
+    const struct leak_suspect *worst = &leaks->suspects[0];
+    char idle[32];
+    snprintf(out, len,
+             "%zu suspected leak%s, confidence %d%%, risk %s; worst: pid %d (%s, app '%s') %s "
+             "for %s, score %d",
+             leaks->total_suspected, leaks->total_suspected == 1 ? "" : "s", leaks->confidence,
+             leaks->risk_level, worst->conn->pid, worst->conn->user, worst->conn->application,
+             conn_state_name(worst->conn->state),
+             units_format_duration(worst->idle_ms, idle, sizeof(idle)), worst->score);
+}
+
+void inspect_action_detect_leaks(struct action_run *run)
+{
+    struct inspect_samples s;
+    if (!connect_target(run, &s) || !sample(run, &s, true)) {
+        samples_free(&s);
+        return;
+    }
+    struct leak_report leaks;
+    if (!leaks_detect(prev_of(&s), &s.cur, run->opts, &leaks)) {
+        out_of_memory(run);
+        samples_free(&s);
+        return;
+    }
+    run->data = report_json_leaks(&leaks, &s.cur);
+    enum report_status status = leak_status(&leaks);
+    char text[400];
+    describe_leaks(text, sizeof(text), &leaks);
+    snprintf(run->verdict, sizeof(run->verdict), "%s: %s", status_word(status), text);
+    run->exit_code = (enum exit_code)status;
+    leak_report_free(&leaks);
+    samples_free(&s);
+}
+
+/* Probes first (they must work against a dead server), then one snapshot for headroom when
+ * the server answers. */
+static void run_health(struct action_run *run, struct inspect_samples *s, bool *have_snapshot,
+                       struct health_probe **probes_out, size_t *n_out,
+                       struct health_report *health)
+{
+    size_t n = run->opts->health_connections > 0 ? (size_t)run->opts->health_connections : 1;
+    struct health_probe *probes = calloc(n, sizeof(*probes));
+    if (probes == NULL) {
+        *probes_out = NULL;
+        *n_out = 0;
+        health_summarize(NULL, 0, NULL, run->opts, health);
+        return;
+    }
+    probe_run(run->conninfo, n, run->probe_timeout_ms, probes);
+    *have_snapshot = false;
+    if (s->conn != NULL) {
+        struct inspect_error err = {0};
+        *have_snapshot = collector_take_snapshot(s->conn, run->opts, &s->cur, &err);
+    }
+    health_summarize(probes, n, *have_snapshot ? &s->cur : NULL, run->opts, health);
+    *probes_out = probes;
+    *n_out = n;
+}
+
+void inspect_action_health_check(struct action_run *run)
+{
+    struct inspect_samples s;
+    memset(&s, 0, sizeof(s));
+    struct inspect_error err = {0};
+    s.conn = inspect_connect(run->conninfo, &run->target, &err);
+    run->have_target = true;
+    if (s.conn == NULL && strcmp(err.code, "server_too_old") == 0) {
+        fail(run, &err);
+        return;
+    }
+    bool have_snapshot = false;
+    struct health_probe *probes;
+    size_t n;
+    struct health_report health;
+    run_health(run, &s, &have_snapshot, &probes, &n, &health);
+    run->data = report_json_health(&health, probes, n);
+    /* The engine's verdict may already start with the status name; say it once. */
+    const char *verdict = health.verdict;
+    size_t prefix = strlen(report_status_name(health.status));
+    if (strncmp(verdict, report_status_name(health.status), prefix) == 0 &&
+        verdict[prefix] == ':')
+        verdict += prefix + 1 + (verdict[prefix + 1] == ' ');
+    snprintf(run->verdict, sizeof(run->verdict), "%s: %s", status_word(health.status), verdict);
+    run->exit_code = (enum exit_code)health.status;
+    free(probes);
+    if (!have_snapshot)
+        memset(&s.cur, 0, sizeof(s.cur));
+    samples_free(&s);
+}
+
+void inspect_action_auto_scale(struct action_run *run)
+{
+    struct inspect_samples s;
+    if (!connect_target(run, &s) || !sample(run, &s, true)) {
+        samples_free(&s);
+        return;
+    }
+    struct scaling_decision scaling;
+    scaling_decide(prev_of(&s), &s.cur, run->opts, run->opts->current_size, &scaling);
+    /* Inspect mode never applies: the pool being sized is not ours. */
+    scaling.applied = false;
+    run->data = report_json_scaling(&scaling);
+    snprintf(run->verdict, sizeof(run->verdict), "%s: pool %d -> %d (recommendation only)",
+             scaling.decision == SCALING_GROW     ? "GROW"
+             : scaling.decision == SCALING_SHRINK ? "SHRINK"
+                                                  : "HOLD",
+             scaling.current_size, scaling.target_size);
+    run->exit_code = EXIT_OK;
+    samples_free(&s);
+}
+
+/* Asks on a terminal before terminating sessions, unless --yes was given. */
+static bool confirm_kill(const struct action_run *run, size_t planned)
+{
+    if (run->assume_yes || !isatty(STDIN_FILENO))
+        return true;
+    fprintf(stderr, "Terminate %zu session%s on %s? [y/N] ", planned, planned == 1 ? "" : "s",
+            run->target.host);
+    char answer[16];
+    if (fgets(answer, sizeof(answer), stdin) == NULL)
+        return false;
+    return answer[0] == 'y' || answer[0] == 'Y';
+}
+
+static size_t count_planned(const struct kill_plan *plan)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < plan->n_actions; i++)
+        if (plan->actions[i].result == KILL_PLANNED)
+            n++;
+    return n;
+}
+
+void inspect_action_kill_idle(struct action_run *run)
+{
+    struct inspect_samples s;
+    if (!connect_target(run, &s) || !sample(run, &s, false)) {
+        samples_free(&s);
+        return;
+    }
+    if (run->opts->execute && !s.cur.server.can_signal) {
+        struct inspect_error err = {0};
+        inspect_error_set(&err, "refused", "42501",
+                          "role '%s' may not terminate other sessions: it needs superuser or "
+                          "membership in pg_signal_backend; nothing was done",
+                          run->target.user);
+        fail(run, &err);
+        samples_free(&s);
+        return;
+    }
+    struct kill_plan plan;
+    if (!reaper_plan(&s.cur, run->opts, &plan)) {
+        out_of_memory(run);
+        samples_free(&s);
+        return;
+    }
+    size_t planned = count_planned(&plan);
+    run->exit_code = EXIT_OK;
+    if (run->opts->execute && planned > 0) {
+        if (!confirm_kill(run, planned)) {
+            struct inspect_error err = {0};
+            inspect_error_set(&err, "refused", NULL, "not confirmed; nothing was done");
+            fail(run, &err);
+            kill_plan_free(&plan);
+            samples_free(&s);
+            return;
+        }
+        terminator_execute(s.conn, run->opts, &plan);
+        size_t problems = 0;
+        for (size_t i = 0; i < plan.n_actions; i++)
+            if (plan.actions[i].result == KILL_DENIED || plan.actions[i].result == KILL_FAILED)
+                problems++;
+        snprintf(run->verdict, sizeof(run->verdict),
+                 "%s: terminated %zu of %zu planned session%s (limit %d = %.0f%% of %d client "
+                 "connections)%s",
+                 problems ? "WARNING" : "OK", plan.killed, planned, planned == 1 ? "" : "s",
+                 plan.limit, run->opts->max_kill_percentage, plan.client_connections,
+                 problems ? "; some could not be terminated" : "");
+        if (problems)
+            run->exit_code = EXIT_WARNING;
+    } else if (run->opts->execute) {
+        snprintf(run->verdict, sizeof(run->verdict), "OK: nothing to terminate (%zu candidates)",
+                 plan.candidates);
+    } else {
+        snprintf(run->verdict, sizeof(run->verdict),
+                 "DRY RUN: %zu candidate%s, %zu would be terminated (limit %d = %.0f%% of %d "
+                 "client connections); add --execute to act",
+                 plan.candidates, plan.candidates == 1 ? "" : "s", planned, plan.limit,
+                 run->opts->max_kill_percentage, plan.client_connections);
+    }
+    run->data = report_json_kill_plan(&plan, &s.cur);
+    kill_plan_free(&plan);
+    samples_free(&s);
+}
+
+void inspect_action_full_analysis(struct action_run *run)
+{
+    struct inspect_samples s;
+    if (!connect_target(run, &s) || !sample(run, &s, true)) {
+        samples_free(&s);
+        return;
+    }
+    struct stats_report stats;
+    struct leak_report leaks;
+    struct kill_plan idle;
+    bool stats_ok = stats_compute(prev_of(&s), &s.cur, run->opts, &stats);
+    bool leaks_ok = stats_ok && leaks_detect(prev_of(&s), &s.cur, run->opts, &leaks);
+    bool idle_ok = leaks_ok && reaper_plan(&s.cur, run->opts, &idle);
+    if (!idle_ok) {
+        if (leaks_ok)
+            leak_report_free(&leaks);
+        if (stats_ok)
+            stats_report_free(&stats);
+        out_of_memory(run);
+        samples_free(&s);
+        return;
+    }
+    struct scaling_decision scaling;
+    scaling_decide(prev_of(&s), &s.cur, run->opts, run->opts->current_size, &scaling);
+
+    size_t n_probes = run->opts->health_connections > 0 ? (size_t)run->opts->health_connections
+                                                        : 1;
+    struct health_probe *probes = calloc(n_probes, sizeof(*probes));
+    struct health_report health;
+    if (probes != NULL) {
+        probe_run(run->conninfo, n_probes, run->probe_timeout_ms, probes);
+        health_summarize(probes, n_probes, &s.cur, run->opts, &health);
+    } else {
+        n_probes = 0;
+        health_summarize(NULL, 0, &s.cur, run->opts, &health);
+    }
+
+    struct analysis_report analysis = {
+        .stats = &stats, .leaks = &leaks, .health = &health, .scaling = &scaling, .idle = &idle};
+    analysis_run(prev_of(&s), &s.cur, run->opts, &analysis);
+    run->data = report_json_analysis(&analysis, &s.cur, probes, n_probes, run->opts);
+    char text[400];
+    describe_stats(text, sizeof(text), &stats);
+    snprintf(run->verdict, sizeof(run->verdict),
+             "%s: %s; %zu anomal%s, %zu recommendation%s, leak risk %s", status_word(analysis.status),
+             text, analysis.n_anomalies, analysis.n_anomalies == 1 ? "y" : "ies",
+             analysis.n_recommendations, analysis.n_recommendations == 1 ? "" : "s",
+             leaks.risk_level);
+    run->exit_code = (enum exit_code)analysis.status;
+    free(probes);
+    kill_plan_free(&idle);
+    leak_report_free(&leaks);
+    stats_report_free(&stats);
+    samples_free(&s);
+}
+
+/* One snapshot, no probes: fast enough for a prompt, cron or a load balancer check. */
+void inspect_action_status(struct action_run *run)
+{
+    struct inspect_samples s;
+    if (!connect_target(run, &s) || !sample(run, &s, false)) {
+        samples_free(&s);
+        return;
+    }
+    struct stats_report stats;
+    struct leak_report leaks;
+    if (!stats_compute(NULL, &s.cur, run->opts, &stats)) {
+        out_of_memory(run);
+        samples_free(&s);
+        return;
+    }
+    if (!leaks_detect(NULL, &s.cur, run->opts, &leaks)) {
+        stats_report_free(&stats);
+        out_of_memory(run);
+        samples_free(&s);
+        return;
+    }
+    enum report_status status =
+        report_status_worse(utilization_status(&stats, run->opts), leak_status(&leaks));
+    char text[400];
+    describe_stats(text, sizeof(text), &stats);
+    snprintf(run->verdict, sizeof(run->verdict), "%s: %s; %zu leak suspect%s",
+             status_word(status), text, leaks.total_suspected,
+             leaks.total_suspected == 1 ? "" : "s");
+    cJSON *data = cJSON_CreateObject();
+    cJSON_AddStringToObject(data, "status", report_status_name(status));
+    cJSON_AddStringToObject(data, "message", run->verdict);
+    cJSON_AddItemToObject(data, "statistics", report_json_stats(&stats, NULL, run->opts));
+    cJSON_AddNumberToObject(data, "leak_suspects", (double)leaks.total_suspected);
+    cJSON_AddNumberToObject(data, "leak_confidence", leaks.confidence);
+    run->data = data;
+    run->exit_code = (enum exit_code)status;
+    leak_report_free(&leaks);
+    stats_report_free(&stats);
+    samples_free(&s);
+}

@@ -1,0 +1,16 @@
+/* The inspect-mode implementations of the actions; the registry in actions.c points at
+ * them. Each fills run->data or run->error, run->verdict and run->exit_code. */
+#ifndef PGWARDEN_CLI_INSPECT_ACTIONS_H
+#define PGWARDEN_CLI_INSPECT_ACTIONS_H
+
+#include "cli/action.h"
+
+void inspect_action_monitor(struct action_run *run);
+void inspect_action_detect_leaks(struct action_run *run);
+void inspect_action_health_check(struct action_run *run);
+void inspect_action_auto_scale(struct action_run *run);
+void inspect_action_kill_idle(struct action_run *run);
+void inspect_action_full_analysis(struct action_run *run);
+void inspect_action_status(struct action_run *run);
+
+#endif

@@ -1,0 +1,24 @@
+/* Inspect-mode source: reads pg_stat_activity, pg_stat_database and pg_settings into a
+ * snapshot (client backends only; version-gated for PostgreSQL 12-17). */
+#ifndef PGWARDEN_INSPECT_COLLECTOR_H
+#define PGWARDEN_INSPECT_COLLECTOR_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "inspect/session.h"
+#include "manager/options.h"
+#include "manager/snapshot.h"
+
+/* Takes one snapshot. Times come from the server's clock (clock_timestamp()), so client and
+ * server clock skew never distorts ages. On failure err says why and snap is left empty. */
+bool collector_take_snapshot(PGconn *conn, const struct manager_options *opts,
+                             struct snapshot *snap, struct inspect_error *err)
+    __attribute__((warn_unused_result));
+
+/* True for application names and roles that belong to poolers and platform services
+ * (Supavisor, PgBouncer, PostgREST, Supabase roles, pgwarden itself): never leaks or kill
+ * targets (reference inspect.md 1.5 and 6). */
+bool collector_is_infrastructure(const char *user, const char *application);
+
+#endif
