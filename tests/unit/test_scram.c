@@ -1,0 +1,754 @@
+/* Unit tests for SCRAM-SHA-256: RFC 7677's test vector on both sides, round trips (password,
+ * stored secret, pass-through keys), and every malformed-input case from bad-inputs.md D.20-22. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "proto/scram.h"
+
+/* RFC 7677 section 3. */
+#define RFC_CLIENT_NONCE "rOprNGfwEbeRWgbNEkqO"
+#define RFC_SERVER_NONCE "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+#define RFC_SALT_B64 "W22ZaJ0SNY7soEsUEjb6gQ=="
+#define RFC_CLIENT_FIRST "n,,n=user,r=" RFC_CLIENT_NONCE
+#define RFC_SERVER_FIRST "r=" RFC_CLIENT_NONCE RFC_SERVER_NONCE ",s=" RFC_SALT_B64 ",i=4096"
+#define RFC_CLIENT_FINAL                                                                     \
+    "c=biws,r=" RFC_CLIENT_NONCE RFC_SERVER_NONCE                                            \
+    ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+#define RFC_SERVER_FINAL "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+
+static void rfc_secret(struct scram_secret *s)
+{
+    uint8_t salt[32];
+    size_t salt_len = 0;
+
+    assert_true(scram_base64_decode(RFC_SALT_B64, strlen(RFC_SALT_B64), salt, sizeof(salt),
+                                    &salt_len));
+    assert_int_equal(salt_len, 16);
+    assert_true(scram_secret_from_password_with_salt("pencil", salt, salt_len, 4096, s));
+}
+
+static void assert_msg(const char *buf, size_t len, const char *expected)
+{
+    char tmp[SCRAM_OUT_MAX + 1];
+
+    assert_true(len < sizeof(tmp));
+    memcpy(tmp, buf, len);
+    tmp[len] = '\0';
+    assert_string_equal(tmp, expected);
+}
+
+/* ---- base64 ---- */
+
+static void test_base64_roundtrip(void **state)
+{
+    (void)state;
+    const uint8_t data[] = {0, 1, 2, 0xfe, 0xff, 0x80, 0x7f};
+    char enc[32];
+    uint8_t dec[16];
+    size_t n;
+
+    for (size_t len = 0; len <= sizeof(data); len++) {
+        assert_true(scram_base64_encode(data, len, enc, sizeof(enc)));
+        assert_int_equal(strlen(enc), scram_base64_encoded_len(len));
+        assert_true(scram_base64_decode(enc, strlen(enc), dec, sizeof(dec), &n));
+        assert_int_equal(n, len);
+        assert_memory_equal(dec, data, len);
+    }
+    assert_true(scram_base64_encode((const uint8_t *)"n,,", 3, enc, sizeof(enc)));
+    assert_string_equal(enc, "biws");
+    assert_true(scram_base64_encode((const uint8_t *)"y,,", 3, enc, sizeof(enc)));
+    assert_string_equal(enc, "eSws");
+    /* Output buffer one byte short of the NUL. */
+    assert_false(scram_base64_encode(data, 3, enc, 4));
+}
+
+static void test_base64_strict(void **state)
+{
+    (void)state;
+    uint8_t out[16];
+    size_t n;
+    const char *bad[] = {"abc", "ab=c", "a===", "====", "ab c", "ab\ncd", "ab*d", "AB==AB==",
+                         "QQ=A", "QR==", /* non-zero unused bits */ "QUJ=", "=AAA"};
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(scram_base64_decode(bad[i], strlen(bad[i]), out, sizeof(out), &n));
+    assert_true(scram_base64_decode("", 0, out, sizeof(out), &n));
+    assert_int_equal(n, 0);
+    assert_true(scram_base64_decode("QQ==", 4, out, sizeof(out), &n));
+    assert_int_equal(n, 1);
+    assert_int_equal(out[0], 'A');
+    /* Does not fit. */
+    assert_false(scram_base64_decode("QUJD", 4, out, 2, &n));
+}
+
+/* ---- secrets ---- */
+
+static void test_secret_roundtrip(void **state)
+{
+    (void)state;
+    struct scram_secret s, t;
+    char text[SCRAM_SECRET_MAX];
+
+    rfc_secret(&s);
+    assert_true(scram_secret_format(&s, text, sizeof(text)));
+    assert_true(strncmp(text, "SCRAM-SHA-256$4096:" RFC_SALT_B64 "$", 43) == 0);
+    assert_true(scram_is_secret(text));
+    assert_true(scram_secret_parse(text, &t));
+    assert_int_equal(t.iterations, 4096);
+    assert_int_equal(t.salt_len, 16);
+    assert_memory_equal(&s, &t, sizeof(s));
+    /* Too small a buffer fails rather than truncating. */
+    assert_false(scram_secret_format(&s, text, 40));
+
+    assert_true(scram_secret_from_password("pencil", &t));
+    assert_int_equal(t.iterations, SCRAM_DEFAULT_ITERATIONS);
+    assert_int_equal(t.salt_len, SCRAM_DEFAULT_SALT_LEN);
+    assert_memory_not_equal(t.salt, s.salt, 16);
+    scram_secret_clear(&t);
+    assert_int_equal(t.iterations, 0);
+}
+
+static void test_secret_parse_rejects(void **state)
+{
+    (void)state;
+    struct scram_secret s;
+    const char *key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    char buf[512];
+    const char *bad[] = {
+        "",
+        "md5aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "SCRAM-SHA-256$",
+        "SCRAM-SHA-256$4096",
+        "SCRAM-SHA-256$4096:c2FsdA==",
+        "SCRAM-SHA-256$4096:c2FsdA==$%s",
+        "SCRAM-SHA-256$0:c2FsdA==$%s:%s",
+        "SCRAM-SHA-256$-1:c2FsdA==$%s:%s",
+        "SCRAM-SHA-256$99999999999:c2FsdA==$%s:%s",
+        "SCRAM-SHA-256$4096x:c2FsdA==$%s:%s",
+        "SCRAM-SHA-256$4096::$%s:%s",
+        "SCRAM-SHA-256$4096:c2Fsd$%s:%s",
+        "SCRAM-SHA-256$4096:c2FsdA==$AAAA:%s",
+        "SCRAM-SHA-256$4096:c2FsdA==$%s:%s:",
+        "SCRAM-SHA-256$4096:c2FsdA==$%s:%s ",
+        "SCRAM-SHA-1$4096:c2FsdA==$%s:%s",
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(buf, sizeof(buf), bad[i], key, key);
+        assert_false(scram_secret_parse(buf, &s));
+    }
+    snprintf(buf, sizeof(buf), "SCRAM-SHA-256$4096:c2FsdA==$%s:%s", key, key);
+    assert_true(scram_secret_parse(buf, &s));
+    assert_int_equal(s.salt_len, 4);
+}
+
+/* ---- RFC 7677 vector ---- */
+
+static void test_rfc7677_server(void **state)
+{
+    (void)state;
+    struct scram_secret s;
+    char secret[SCRAM_SECRET_MAX], out[SCRAM_OUT_MAX], err[256];
+    size_t out_len = 0;
+    struct scram_server st;
+
+    rfc_secret(&s);
+    assert_true(scram_secret_format(&s, secret, sizeof(secret)));
+    scram_server_init(&st);
+    assert_int_equal(scram_server_start_with_nonce(&st, secret, RFC_CLIENT_FIRST,
+                                                   strlen(RFC_CLIENT_FIRST), RFC_SERVER_NONCE,
+                                                   out, sizeof(out), &out_len, err, sizeof(err)),
+                     SCRAM_OK);
+    assert_msg(out, out_len, RFC_SERVER_FIRST);
+    assert_int_equal(scram_server_finish(&st, RFC_CLIENT_FINAL, strlen(RFC_CLIENT_FINAL), out,
+                                         sizeof(out), &out_len, err, sizeof(err)),
+                     SCRAM_OK);
+    assert_msg(out, out_len, RFC_SERVER_FINAL);
+    assert_int_equal(st.phase, SCRAM_SERVER_DONE);
+    assert_true(st.have_client_key);
+    scram_server_clear(&st);
+    assert_null(st.nonce);
+    assert_false(st.have_client_key);
+}
+
+static void test_rfc7677_client(void **state)
+{
+    (void)state;
+    char out[SCRAM_OUT_MAX], err[256];
+    size_t out_len = 0;
+    struct scram_client st;
+
+    scram_client_init(&st);
+    assert_int_equal(scram_client_start_with_nonce(&st, "user", "pencil", NULL, NULL,
+                                                   RFC_CLIENT_NONCE, out, sizeof(out), &out_len,
+                                                   err, sizeof(err)),
+                     SCRAM_OK);
+    assert_msg(out, out_len, RFC_CLIENT_FIRST);
+    assert_int_equal(scram_client_continue(&st, RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), out,
+                                           sizeof(out), &out_len, err, sizeof(err)),
+                     SCRAM_OK);
+    assert_msg(out, out_len, RFC_CLIENT_FINAL);
+    assert_null(st.password); /* wiped and freed once the keys are derived */
+    assert_int_equal(
+        scram_client_finish(&st, RFC_SERVER_FINAL, strlen(RFC_SERVER_FINAL), err, sizeof(err)),
+        SCRAM_OK);
+    assert_int_equal(st.phase, SCRAM_CLIENT_DONE);
+    scram_client_clear(&st);
+}
+
+/* ---- round trips ---- */
+
+/* Runs a full exchange; returns the server's result for the final step (or the first failure)
+ * and, when client_result is given, the client's result for server-final. */
+static enum scram_result exchange(struct scram_server *srv, struct scram_client *cli,
+                                  const char *server_secret, const char *user,
+                                  const char *password, const uint8_t *ck, const uint8_t *sk,
+                                  enum scram_result *client_result)
+{
+    char m1[SCRAM_OUT_MAX], m2[SCRAM_OUT_MAX], m3[SCRAM_OUT_MAX], m4[SCRAM_OUT_MAX];
+    char err[256];
+    size_t l1, l2, l3, l4;
+    enum scram_result r;
+
+    scram_server_init(srv);
+    scram_client_init(cli);
+    assert_int_equal(scram_client_start(cli, user, password, ck, sk, m1, sizeof(m1), &l1, err,
+                                        sizeof(err)),
+                     SCRAM_OK);
+    r = scram_server_start(srv, server_secret, m1, l1, m2, sizeof(m2), &l2, err, sizeof(err));
+    if (r != SCRAM_OK)
+        return r;
+    assert_int_equal(scram_client_continue(cli, m2, l2, m3, sizeof(m3), &l3, err, sizeof(err)),
+                     SCRAM_OK);
+    r = scram_server_finish(srv, m3, l3, m4, sizeof(m4), &l4, err, sizeof(err));
+    if (r == SCRAM_OK && client_result != NULL)
+        *client_result = scram_client_finish(cli, m4, l4, err, sizeof(err));
+    return r;
+}
+
+static void test_roundtrip_secret_and_plain(void **state)
+{
+    (void)state;
+    struct scram_secret s;
+    char secret[SCRAM_SECRET_MAX];
+    struct scram_server srv;
+    struct scram_client cli;
+    enum scram_result cr = SCRAM_INTERNAL_ERROR;
+
+    assert_true(scram_secret_from_password("s3cret,=pass", &s));
+    assert_true(scram_secret_format(&s, secret, sizeof(secret)));
+
+    /* Stored secret on the server, password on the client; user name with escapes. */
+    assert_int_equal(exchange(&srv, &cli, secret, "a,b=c", "s3cret,=pass", NULL, NULL, &cr),
+                     SCRAM_OK);
+    assert_int_equal(cr, SCRAM_OK);
+    /* The recovered ClientKey is the client's own. */
+    assert_memory_equal(srv.client_key, cli.client_key, SCRAM_KEY_LEN);
+    scram_server_clear(&srv);
+    scram_client_clear(&cli);
+
+    /* Plaintext password on the server. */
+    cr = SCRAM_INTERNAL_ERROR;
+    assert_int_equal(exchange(&srv, &cli, "s3cret,=pass", NULL, "s3cret,=pass", NULL, NULL, &cr),
+                     SCRAM_OK);
+    assert_int_equal(cr, SCRAM_OK);
+    scram_server_clear(&srv);
+    scram_client_clear(&cli);
+}
+
+static void test_passthrough_keys(void **state)
+{
+    (void)state;
+    struct scram_secret s;
+    char secret[SCRAM_SECRET_MAX];
+    struct scram_server srv, backend;
+    struct scram_client cli, pooler;
+    uint8_t client_key[SCRAM_KEY_LEN];
+    enum scram_result cr = SCRAM_INTERNAL_ERROR;
+
+    assert_true(scram_secret_from_password("pass-through", &s));
+    assert_true(scram_secret_format(&s, secret, sizeof(secret)));
+    /* Client logs in to the pooler... */
+    assert_int_equal(exchange(&srv, &cli, secret, "", "pass-through", NULL, NULL, &cr), SCRAM_OK);
+    assert_int_equal(cr, SCRAM_OK);
+    memcpy(client_key, srv.client_key, SCRAM_KEY_LEN);
+    scram_server_clear(&srv);
+    scram_client_clear(&cli);
+    /* ...and the pooler logs in to "PostgreSQL" (same secret) without knowing the password. */
+    cr = SCRAM_INTERNAL_ERROR;
+    assert_int_equal(exchange(&backend, &pooler, secret, NULL, NULL, client_key, s.server_key, &cr),
+                     SCRAM_OK);
+    assert_int_equal(cr, SCRAM_OK);
+    scram_server_clear(&backend);
+    scram_client_clear(&pooler);
+
+    /* A wrong ServerKey: the backend accepts, but the pooler rejects the backend's signature. */
+    uint8_t bad_sk[SCRAM_KEY_LEN];
+    memcpy(bad_sk, s.server_key, SCRAM_KEY_LEN);
+    bad_sk[0] ^= 1;
+    cr = SCRAM_OK;
+    assert_int_equal(exchange(&backend, &pooler, secret, NULL, NULL, client_key, bad_sk, &cr),
+                     SCRAM_OK);
+    assert_int_equal(cr, SCRAM_AUTH_FAILED);
+    scram_server_clear(&backend);
+    scram_client_clear(&pooler);
+}
+
+static void test_wrong_password(void **state)
+{
+    (void)state;
+    struct scram_secret s;
+    char secret[SCRAM_SECRET_MAX];
+    struct scram_server srv;
+    struct scram_client cli;
+
+    assert_true(scram_secret_from_password("right", &s));
+    assert_true(scram_secret_format(&s, secret, sizeof(secret)));
+    assert_int_equal(exchange(&srv, &cli, secret, NULL, "wrong", NULL, NULL, NULL),
+                     SCRAM_AUTH_FAILED);
+    assert_int_equal(srv.phase, SCRAM_SERVER_FAILED);
+    assert_false(srv.have_client_key);
+    scram_server_clear(&srv);
+    scram_client_clear(&cli);
+    assert_int_equal(exchange(&srv, &cli, "right", NULL, "Right", NULL, NULL, NULL),
+                     SCRAM_AUTH_FAILED);
+    scram_server_clear(&srv);
+    scram_client_clear(&cli);
+}
+
+static void test_md5_secret_rejected(void **state)
+{
+    (void)state;
+    struct scram_server srv;
+    char out[SCRAM_OUT_MAX], err[256];
+    size_t out_len;
+
+    scram_server_init(&srv);
+    assert_int_equal(scram_server_start(&srv, "md5d5c2c7b1f2f1bc5d4b1c9e1d2a3b4c5d", "n,,n=,r=abc",
+                                        11, out, sizeof(out), &out_len, err, sizeof(err)),
+                     SCRAM_BAD_SECRET);
+    scram_server_clear(&srv);
+    assert_int_equal(scram_server_start(&srv, "SCRAM-SHA-256$broken", "n,,n=,r=abc", 11, out,
+                                        sizeof(out), &out_len, err, sizeof(err)),
+                     SCRAM_BAD_SECRET);
+    scram_server_clear(&srv);
+}
+
+/* Server side helper: start with the RFC secret and a given client-first. */
+static enum scram_result server_first(struct scram_server *st, const char *msg, size_t len,
+                                      char *err, size_t err_len)
+{
+    struct scram_secret s;
+    char secret[SCRAM_SECRET_MAX], out[SCRAM_OUT_MAX];
+    size_t out_len;
+
+    rfc_secret(&s);
+    assert_true(scram_secret_format(&s, secret, sizeof(secret)));
+    scram_server_init(st);
+    return scram_server_start_with_nonce(st, secret, msg, len, RFC_SERVER_NONCE, out,
+                                         sizeof(out), &out_len, err, err_len);
+}
+
+static void test_client_first_garbage(void **state)
+{
+    (void)state;
+    struct scram_server st;
+    char err[256];
+    char big[SCRAM_MAX_MESSAGE_LEN + 16];
+    const char *bad[] = {
+        "",          "n",           "n,",         "n,,",          "n,,n=",      "n,,n=,",
+        "n,,n=,r=",  "n,,r=abc",    "x,,n=,r=ab", "n,a=u,n=,r=a", "n,,m=x,n=,r=a",
+        "n,,n=,r=a,", "n,,n=,r=a,1", "n,,n=,r=a b", "n,,n=,r=a,=x", "nn,n=,r=a",
+        "n,,n=r=abc", "y,n=,r=a",
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_int_not_equal(server_first(&st, bad[i], strlen(bad[i]), err, sizeof(err)), SCRAM_OK);
+        assert_true(err[0] != '\0');
+        assert_int_equal(st.phase, SCRAM_SERVER_FAILED);
+        scram_server_clear(&st);
+    }
+
+    /* Channel binding requested: a clear error, not a generic one. */
+    assert_int_equal(server_first(&st, "p=tls-server-end-point,,n=,r=abc", 32, err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    assert_non_null(strstr(err, "channel binding"));
+    scram_server_clear(&st);
+
+    /* Embedded NUL. */
+    assert_int_equal(server_first(&st, "n,,n=\0,r=abc", 12, err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    scram_server_clear(&st);
+
+    /* Over-long message and over-long nonce. */
+    memset(big, 'a', sizeof(big));
+    memcpy(big, "n,,n=,r=", 8);
+    assert_int_equal(server_first(&st, big, sizeof(big), err, sizeof(err)), SCRAM_PROTOCOL_ERROR);
+    scram_server_clear(&st);
+    assert_int_equal(server_first(&st, big, 8 + SCRAM_MAX_NONCE_LEN + 1, err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    scram_server_clear(&st);
+    assert_int_equal(server_first(&st, big, 8 + SCRAM_MAX_NONCE_LEN, err, sizeof(err)), SCRAM_OK);
+    scram_server_clear(&st);
+
+    /* Accepted variants: escaped user name, extensions after the nonce, "y,,". */
+    assert_int_equal(server_first(&st, "n,,n=a=2Cb=3D,r=abc,x=ext", 25, err, sizeof(err)),
+                     SCRAM_OK);
+    scram_server_clear(&st);
+    assert_int_equal(server_first(&st, "y,,n=,r=abc", 11, err, sizeof(err)), SCRAM_OK);
+    assert_true(st.gs2_y);
+    scram_server_clear(&st);
+
+    /* Second client-first on the same state. */
+    char out[SCRAM_OUT_MAX];
+    size_t out_len;
+    assert_int_equal(server_first(&st, RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), err, sizeof(err)),
+                     SCRAM_OK);
+    assert_int_equal(scram_server_start(&st, "pw", RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), out,
+                                        sizeof(out), &out_len, err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    scram_server_clear(&st);
+}
+
+static enum scram_result final_with(const char *client_final, char *err, size_t err_len)
+{
+    struct scram_server st;
+    char out[SCRAM_OUT_MAX];
+    size_t out_len;
+    enum scram_result r;
+
+    assert_int_equal(server_first(&st, RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), err, err_len),
+                     SCRAM_OK);
+    r = scram_server_finish(&st, client_final, strlen(client_final), out, sizeof(out), &out_len,
+                            err, err_len);
+    if (r != SCRAM_OK) {
+        assert_int_equal(st.phase, SCRAM_SERVER_FAILED);
+        assert_false(st.have_client_key);
+    }
+    scram_server_clear(&st);
+    return r;
+}
+
+#define NONCE RFC_CLIENT_NONCE RFC_SERVER_NONCE
+#define PROOF "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+
+static void test_client_final_garbage(void **state)
+{
+    (void)state;
+    char err[256];
+    const char *protocol_errors[] = {
+        "",
+        "c=biws",
+        "c=biws,r=" NONCE,
+        "c=biws,r=" NONCE ",",
+        "r=" NONCE ",p=" PROOF,                          /* missing c= */
+        "c=biws,p=" PROOF,                               /* missing r= */
+        "c=eSws,r=" NONCE ",p=" PROOF,                   /* c= does not match "n,," */
+        "c=cD10bHMtc2VydmVyLWVuZC1wb2ludCws,r=" NONCE ",p=" PROOF,
+        "c=biws,r=" RFC_CLIENT_NONCE ",p=" PROOF,        /* nonce mismatch (truncated) */
+        "c=biws,r=" NONCE "x,p=" PROOF,                  /* nonce mismatch (longer) */
+        "c=biws,r=" NONCE ",p=" PROOF ",x=1",            /* attribute after proof */
+        "c=biws,r=" NONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ",
+        "c=biws,r=" NONCE ",p=AAAA",                     /* proof of the wrong length */
+        "c=biws,r=" NONCE ",p=" PROOF "AAAA",
+        "c=biws,r=" NONCE ",p=!HzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+        "c=biws,r=" NONCE ",p=",
+        "c=biws,r=" NONCE ",1=x,p=" PROOF,
+    };
+
+    for (size_t i = 0; i < sizeof(protocol_errors) / sizeof(protocol_errors[0]); i++)
+        assert_int_equal(final_with(protocol_errors[i], err, sizeof(err)), SCRAM_PROTOCOL_ERROR);
+
+    /* Tampered proof (valid base64, right length): authentication fails. */
+    assert_int_equal(final_with("c=biws,r=" NONCE ",p=eHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+                                err, sizeof(err)),
+                     SCRAM_AUTH_FAILED);
+    assert_string_equal(err, "SCRAM authentication failed");
+    /* An extension before the proof changes AuthMessage, so the RFC proof no longer fits. */
+    assert_int_equal(final_with("c=biws,r=" NONCE ",x=y,p=" PROOF, err, sizeof(err)),
+                     SCRAM_AUTH_FAILED);
+    assert_int_equal(final_with(RFC_CLIENT_FINAL, err, sizeof(err)), SCRAM_OK);
+}
+
+static void test_finish_before_start(void **state)
+{
+    (void)state;
+    struct scram_server srv;
+    struct scram_client cli;
+    char out[SCRAM_OUT_MAX], err[256];
+    size_t out_len;
+
+    scram_server_init(&srv);
+    assert_int_equal(scram_server_finish(&srv, RFC_CLIENT_FINAL, strlen(RFC_CLIENT_FINAL), out,
+                                         sizeof(out), &out_len, err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    scram_server_clear(&srv);
+
+    scram_client_init(&cli);
+    assert_int_equal(scram_client_continue(&cli, RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), out,
+                                           sizeof(out), &out_len, err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    scram_client_clear(&cli);
+    scram_client_init(&cli);
+    assert_int_equal(
+        scram_client_finish(&cli, RFC_SERVER_FINAL, strlen(RFC_SERVER_FINAL), err, sizeof(err)),
+        SCRAM_PROTOCOL_ERROR);
+    scram_client_clear(&cli);
+
+    /* Neither or both credentials. */
+    uint8_t key[SCRAM_KEY_LEN] = {0};
+    scram_client_init(&cli);
+    assert_int_equal(scram_client_start(&cli, NULL, NULL, NULL, NULL, out, sizeof(out), &out_len,
+                                        err, sizeof(err)),
+                     SCRAM_BAD_SECRET);
+    scram_client_clear(&cli);
+    assert_int_equal(scram_client_start(&cli, NULL, "pw", key, key, out, sizeof(out), &out_len,
+                                        err, sizeof(err)),
+                     SCRAM_BAD_SECRET);
+    scram_client_clear(&cli);
+    assert_int_equal(scram_client_start(&cli, NULL, NULL, key, NULL, out, sizeof(out), &out_len,
+                                        err, sizeof(err)),
+                     SCRAM_BAD_SECRET);
+    scram_client_clear(&cli);
+}
+
+/* Client side: start with the RFC nonce, then feed a server-first. */
+static enum scram_result client_continue_with(const char *server_first_msg, size_t len, char *err,
+                                              size_t err_len)
+{
+    struct scram_client st;
+    char out[SCRAM_OUT_MAX];
+    size_t out_len;
+    enum scram_result r;
+
+    scram_client_init(&st);
+    assert_int_equal(scram_client_start_with_nonce(&st, "user", "pencil", NULL, NULL,
+                                                   RFC_CLIENT_NONCE, out, sizeof(out), &out_len,
+                                                   err, err_len),
+                     SCRAM_OK);
+    r = scram_client_continue(&st, server_first_msg, len, out, sizeof(out), &out_len, err,
+                              err_len);
+    if (r != SCRAM_OK) {
+        assert_int_equal(st.phase, SCRAM_CLIENT_FAILED);
+        assert_null(st.password);
+    }
+    scram_client_clear(&st);
+    return r;
+}
+
+#define SF_PREFIX "r=" NONCE ",s=" RFC_SALT_B64
+
+static void test_server_first_malicious(void **state)
+{
+    (void)state;
+    char err[256];
+    char big[SCRAM_MAX_MESSAGE_LEN + 64];
+    const char *bad[] = {
+        "",
+        "r=" NONCE,
+        "r=" NONCE ",s=" RFC_SALT_B64,
+        SF_PREFIX ",i=0",
+        SF_PREFIX ",i=-1",
+        SF_PREFIX ",i=+4096",
+        SF_PREFIX ",i= 4096",
+        SF_PREFIX ",i=1000000000", /* CVE-2026-6669: never run 10^9 PBKDF2 rounds */
+        SF_PREFIX ",i=1000001",
+        SF_PREFIX ",i=99999999999999999999999",
+        SF_PREFIX ",i=abc",
+        SF_PREFIX ",i=",
+        SF_PREFIX ",i=4096,x=1", /* garbage at the end */
+        SF_PREFIX ",i=4096,",
+        "r=" RFC_CLIENT_NONCE ",s=" RFC_SALT_B64 ",i=4096",        /* no server part */
+        "r=xOprNGfwEbeRWgbNEkqO" RFC_SERVER_NONCE ",s=" RFC_SALT_B64 ",i=4096", /* not ours */
+        "r=rOprNG,s=" RFC_SALT_B64 ",i=4096",
+        "r=" NONCE ",s=,i=4096",
+        "r=" NONCE ",s=W22ZaJ0SNY7soEsUEjb6gQ,i=4096",
+        "r=" NONCE ",s=!!!!,i=4096",
+        "r=" NONCE ",i=4096",
+        "m=ext,r=" NONCE ",s=" RFC_SALT_B64 ",i=4096",
+        "s=" RFC_SALT_B64 ",r=" NONCE ",i=4096",
+        "e=other-error",
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(client_continue_with(bad[i], strlen(bad[i]), err, sizeof(err)),
+                         SCRAM_PROTOCOL_ERROR);
+    assert_int_equal(client_continue_with(SF_PREFIX ",i=1000000000", strlen(SF_PREFIX) + 13, err,
+                                          sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    assert_non_null(strstr(err, "iteration"));
+
+    /* CVE-2026-6665: a very long nonce, within and beyond the message cap. */
+    memset(big, 'A', sizeof(big));
+    memcpy(big, "r=" RFC_CLIENT_NONCE, 22);
+    assert_int_equal(client_continue_with(big, sizeof(big), err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    snprintf(big + 2 + SCRAM_MAX_NONCE_LEN + 1, 64, ",s=%s,i=4096", RFC_SALT_B64);
+    assert_int_equal(client_continue_with(big, strlen(big), err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    /* Over-long salt. */
+    char longsalt[512];
+    snprintf(longsalt, sizeof(longsalt), "r=%s,s=%0*d,i=4096", NONCE, 4 * 30, 0);
+    for (char *p = strstr(longsalt, ",s=") + 3; *p != ','; p++)
+        *p = 'A';
+    assert_int_equal(client_continue_with(longsalt, strlen(longsalt), err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    /* NUL in the message. */
+    assert_int_equal(client_continue_with("r=" NONCE "\0,s=", strlen(NONCE) + 6, err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    /* The good one still works, and i=1 is legal. */
+    assert_int_equal(client_continue_with(RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), err,
+                                          sizeof(err)),
+                     SCRAM_OK);
+    assert_int_equal(client_continue_with(SF_PREFIX ",i=1", strlen(SF_PREFIX) + 4, err, sizeof(err)),
+                     SCRAM_OK);
+}
+
+static enum scram_result client_finish_with(const char *server_final, size_t len, char *err,
+                                            size_t err_len)
+{
+    struct scram_client st;
+    char out[SCRAM_OUT_MAX];
+    size_t out_len;
+    enum scram_result r;
+
+    scram_client_init(&st);
+    assert_int_equal(scram_client_start_with_nonce(&st, "user", "pencil", NULL, NULL,
+                                                   RFC_CLIENT_NONCE, out, sizeof(out), &out_len,
+                                                   err, err_len),
+                     SCRAM_OK);
+    assert_int_equal(scram_client_continue(&st, RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), out,
+                                           sizeof(out), &out_len, err, err_len),
+                     SCRAM_OK);
+    r = scram_client_finish(&st, server_final, len, err, err_len);
+    scram_client_clear(&st);
+    return r;
+}
+
+static void test_server_final_malicious(void **state)
+{
+    (void)state;
+    char err[256];
+    char big[4000];
+
+    assert_int_equal(client_finish_with("", 0, err, sizeof(err)), SCRAM_PROTOCOL_ERROR);
+    assert_int_equal(client_finish_with("v=", 2, err, sizeof(err)), SCRAM_PROTOCOL_ERROR);
+    assert_int_equal(client_finish_with("x=abc", 5, err, sizeof(err)), SCRAM_PROTOCOL_ERROR);
+    assert_int_equal(client_finish_with(RFC_SERVER_FINAL ",x=1", strlen(RFC_SERVER_FINAL) + 4, err,
+                                        sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    assert_int_equal(client_finish_with("v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=AAAA", 50,
+                                        err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    assert_int_equal(client_finish_with("v=7rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=", 46, err,
+                                        sizeof(err)),
+                     SCRAM_AUTH_FAILED);
+    assert_int_equal(client_finish_with("e=invalid-proof", 15, err, sizeof(err)),
+                     SCRAM_AUTH_FAILED);
+    assert_non_null(strstr(err, "invalid-proof"));
+    /* A long or binary e= is truncated and sanitized. */
+    memset(big, '\x01', sizeof(big));
+    memcpy(big, "e=", 2);
+    assert_int_equal(client_finish_with(big, SCRAM_MAX_MESSAGE_LEN, err, sizeof(err)),
+                     SCRAM_AUTH_FAILED);
+    assert_true(strlen(err) < 160);
+    assert_null(strchr(err, '\x01'));
+    assert_int_equal(client_finish_with(big, sizeof(big), err, sizeof(err)), SCRAM_PROTOCOL_ERROR);
+    assert_int_equal(client_finish_with(RFC_SERVER_FINAL, strlen(RFC_SERVER_FINAL), err,
+                                        sizeof(err)),
+                     SCRAM_OK);
+}
+
+static void test_doomed_user(void **state)
+{
+    (void)state;
+    struct scram_server st;
+    struct scram_client cli;
+    char m1[SCRAM_OUT_MAX], m2[SCRAM_OUT_MAX], m2b[SCRAM_OUT_MAX], m3[SCRAM_OUT_MAX];
+    char m4[SCRAM_OUT_MAX], err[256], err_wrong[256];
+    size_t l1, l2, l2b, l3, l4;
+    const char *salt_a, *salt_b;
+
+    scram_client_init(&cli);
+    assert_int_equal(scram_client_start(&cli, NULL, "anything", NULL, NULL, m1, sizeof(m1), &l1,
+                                        err, sizeof(err)),
+                     SCRAM_OK);
+    scram_server_init(&st);
+    assert_int_equal(scram_server_start_doomed(&st, "ghost", m1, l1, m2, sizeof(m2), &l2, err,
+                                               sizeof(err)),
+                     SCRAM_OK);
+    assert_int_equal(scram_client_continue(&cli, m2, l2, m3, sizeof(m3), &l3, err, sizeof(err)),
+                     SCRAM_OK);
+    assert_int_equal(scram_server_finish(&st, m3, l3, m4, sizeof(m4), &l4, err, sizeof(err)),
+                     SCRAM_AUTH_FAILED);
+    scram_server_clear(&st);
+    scram_client_clear(&cli);
+
+    /* Same failure text as a wrong password. */
+    assert_int_equal(final_with("c=biws,r=" NONCE ",p=eHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+                                err_wrong, sizeof(err_wrong)),
+                     SCRAM_AUTH_FAILED);
+    assert_string_equal(err, err_wrong);
+
+    /* The mock salt is stable for a user and differs between users. */
+    m2[l2] = '\0';
+    assert_int_equal(scram_server_start_doomed(&st, "ghost", m1, l1, m2b, sizeof(m2b), &l2b, err,
+                                               sizeof(err)),
+                     SCRAM_OK);
+    m2b[l2b] = '\0';
+    salt_a = strstr(m2, ",s=");
+    salt_b = strstr(m2b, ",s=");
+    assert_string_equal(salt_a, salt_b);
+    scram_server_clear(&st);
+    assert_int_equal(scram_server_start_doomed(&st, "ghost2", m1, l1, m2b, sizeof(m2b), &l2b, err,
+                                               sizeof(err)),
+                     SCRAM_OK);
+    m2b[l2b] = '\0';
+    assert_string_not_equal(salt_a, strstr(m2b, ",s="));
+    scram_server_clear(&st);
+}
+
+static void test_small_output_buffer(void **state)
+{
+    (void)state;
+    struct scram_server st;
+    char out[16], err[256];
+    size_t out_len;
+
+    scram_server_init(&st);
+    assert_int_equal(scram_server_start(&st, "pw", RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), out,
+                                        sizeof(out), &out_len, err, sizeof(err)),
+                     SCRAM_INTERNAL_ERROR);
+    scram_server_clear(&st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_base64_roundtrip),
+        cmocka_unit_test(test_base64_strict),
+        cmocka_unit_test(test_secret_roundtrip),
+        cmocka_unit_test(test_secret_parse_rejects),
+        cmocka_unit_test(test_rfc7677_server),
+        cmocka_unit_test(test_rfc7677_client),
+        cmocka_unit_test(test_roundtrip_secret_and_plain),
+        cmocka_unit_test(test_passthrough_keys),
+        cmocka_unit_test(test_wrong_password),
+        cmocka_unit_test(test_md5_secret_rejected),
+        cmocka_unit_test(test_client_first_garbage),
+        cmocka_unit_test(test_client_final_garbage),
+        cmocka_unit_test(test_finish_before_start),
+        cmocka_unit_test(test_server_first_malicious),
+        cmocka_unit_test(test_server_final_malicious),
+        cmocka_unit_test(test_doomed_user),
+        cmocka_unit_test(test_small_output_buffer),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
