@@ -341,6 +341,11 @@ void inspect_action_kill_idle(struct action_run *run)
             samples_free(&s);
             return;
         }
+        /* Test hook: widens the window between plan and act so the integration tests can
+         * prove that a session which wakes up inside it is spared. */
+        const char *pause = getenv("PGWARDEN_TEST_PAUSE_BEFORE_EXECUTE_MS");
+        if (pause != NULL)
+            sleep_ms(atoll(pause));
         terminator_execute(s.conn, run->opts, &plan);
         size_t problems = 0;
         for (size_t i = 0; i < plan.n_actions; i++)

@@ -24,7 +24,9 @@ static const char environment_sql[] =
     " (SELECT count(*) FROM pg_stat_activity WHERE backend_type IS DISTINCT FROM 'client backend')"
     " FROM pg_roles r WHERE r.rolname = current_user";
 
-/* One row per client backend. Timestamps as epoch milliseconds; backend_start also as text
+/* One row per client backend. Rows hidden from an unprivileged role show NULL backend_type
+ * but keep datid, so a NULL type with a database is counted as a (hidden) client session.
+ * Timestamps as epoch milliseconds; backend_start also as text
  * for exact identity re-checks. blocking_others: the pid appears in some lock waiter's
  * pg_blocking_pids() (computed only for rows waiting on a lock, which keeps it cheap). */
 static const char activity_sql[] =
@@ -48,6 +50,7 @@ static const char activity_sql[] =
     " a.query IS DISTINCT FROM '<insufficient privilege>'"
     " FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid"
     " WHERE a.backend_type = 'client backend'"
+    "    OR (a.backend_type IS NULL AND a.datid IS NOT NULL)"
     " ORDER BY a.backend_start";
 
 /* Cumulative counters summed over the databases the filter selects ($1 NULL = all). The
