@@ -208,7 +208,8 @@ static struct group_key *sorted_keys(const struct snapshot *snap,
         if (eligible(opts, &snap->conns[i]))
             keys[(*n)++].rec = &snap->conns[i];
     }
-    qsort(keys, *n, sizeof(*keys), cmp);
+    if (*n > 1)
+        qsort(keys, *n, sizeof(*keys), cmp);
     return keys;
 }
 
@@ -401,7 +402,18 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
         if (s->score >= LEAK_SUSPECT_MIN_SCORE)
             out->total_suspected++;
     }
-    qsort(out->suspects, out->total_suspected, sizeof(*out->suspects), compare_suspects);
+    if (out->total_suspected > 1)
+        qsort(out->suspects, out->total_suspected, sizeof(*out->suspects), compare_suspects);
+    /* The scratch array had room for every connection; keep only the suspects. */
+    if (out->total_suspected > 0 && out->total_suspected < cur->n_conns) {
+        struct leak_suspect *fit =
+            realloc(out->suspects, out->total_suspected * sizeof(*out->suspects));
+        if (fit != NULL)
+            out->suspects = fit;
+    } else if (out->total_suspected == 0) {
+        free(out->suspects);
+        out->suspects = NULL;
+    }
 
     if (out->total_suspected > 0) {
         out->detected = true;

@@ -83,8 +83,9 @@ static bool group_by_application(const struct snapshot *cur, const struct manage
             app->idle_in_transaction++;
     }
     free(recs);
-    qsort(out->by_application, out->n_applications, sizeof(*out->by_application),
-          compare_app_total);
+    if (out->n_applications > 1)
+        qsort(out->by_application, out->n_applications, sizeof(*out->by_application),
+              compare_app_total);
     return true;
 }
 
