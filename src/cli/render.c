@@ -117,6 +117,8 @@ static const char *fmt_ms(char *buf, size_t len, double ms)
 {
     if (isnan(ms))
         snprintf(buf, len, "-");
+    else if (ms < 10.0)
+        snprintf(buf, len, "%.2fms", ms); /* sub-millisecond transactions are the norm */
     else
         units_format_duration((int64_t)ms, buf, len);
     return buf;
