@@ -16,11 +16,10 @@ struct unit {
 
 /* Durations in microseconds. Longer spellings first is not needed: units match whole words. */
 static const struct unit duration_units[] = {
-    {"us", 1.0},           {"ms", 1e3},           {"s", 1e6},       {"sec", 1e6},
-    {"secs", 1e6},         {"second", 1e6},       {"seconds", 1e6}, {"m", 60e6},
-    {"min", 60e6},         {"mins", 60e6},        {"minute", 60e6}, {"minutes", 60e6},
-    {"h", 3600e6},         {"hour", 3600e6},      {"hours", 3600e6}, {"d", 86400e6},
-    {"day", 86400e6},      {"days", 86400e6},
+    {"us", 1.0},      {"ms", 1e3},       {"s", 1e6},        {"sec", 1e6},     {"secs", 1e6},
+    {"second", 1e6},  {"seconds", 1e6},  {"m", 60e6},       {"min", 60e6},    {"mins", 60e6},
+    {"minute", 60e6}, {"minutes", 60e6}, {"h", 3600e6},     {"hour", 3600e6}, {"hours", 3600e6},
+    {"d", 86400e6},   {"day", 86400e6},  {"days", 86400e6},
 };
 
 static const struct unit size_units[] = {
@@ -76,8 +75,8 @@ static const struct unit *find_unit(const struct unit *units, size_t n, const ch
     for (size_t i = 0; i < n; i++) {
         if (strlen(units[i].name) != len)
             continue;
-        int cmp = ignore_case ? strncasecmp(units[i].name, word, len)
-                              : strncmp(units[i].name, word, len);
+        int cmp =
+            ignore_case ? strncasecmp(units[i].name, word, len) : strncmp(units[i].name, word, len);
         if (cmp == 0)
             return &units[i];
     }
@@ -123,9 +122,9 @@ bool units_parse_duration_us(const char *text, int64_t *out_us, char *err, size_
             bare = true;
             total += value * 1e6;
         } else {
-            const struct unit *u = find_unit(duration_units,
-                                             sizeof(duration_units) / sizeof(duration_units[0]),
-                                             word, len, false);
+            const struct unit *u =
+                find_unit(duration_units, sizeof(duration_units) / sizeof(duration_units[0]), word,
+                          len, false);
             if (u == NULL) {
                 set_err(err, err_len, bad, text);
                 return false;
@@ -253,8 +252,8 @@ char *units_format_duration(int64_t ms, char *buf, size_t buf_len)
     uint64_t big = s / parts[first].secs;
     uint64_t small = (s % parts[first].secs) / parts[first + 1].secs;
     if (small > 0)
-        snprintf(buf, buf_len, "%s%" PRIu64 "%s %" PRIu64 "%s", sign, big, parts[first].name,
-                 small, parts[first + 1].name);
+        snprintf(buf, buf_len, "%s%" PRIu64 "%s %" PRIu64 "%s", sign, big, parts[first].name, small,
+                 parts[first + 1].name);
     else
         snprintf(buf, buf_len, "%s%" PRIu64 "%s", sign, big, parts[first].name);
     return buf;

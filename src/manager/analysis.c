@@ -11,20 +11,19 @@
 #include "common/units.h"
 
 /* A long transaction holds back vacuum; 5 minutes is where common tools start warning. */
-#define LONG_TRANSACTION_MS (5 * 60 * 1000)
-#define CAPACITY_CRITICAL_PCT 95.0
+#define LONG_TRANSACTION_MS    (5 * 60 * 1000)
+#define CAPACITY_CRITICAL_PCT  95.0
 #define CHURN_SESSIONS_PER_SEC 2.0
-#define MANY_IDLE_MIN 10
+#define MANY_IDLE_MIN          10
 
-static void add_anomaly(struct analysis_report *out, const char *code,
-                        enum report_status severity, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+static void add_anomaly(struct analysis_report *out, const char *code, enum report_status severity,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void add_recommendation(struct analysis_report *out, enum report_status severity,
                                const char *setting, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-static void add_anomaly(struct analysis_report *out, const char *code,
-                        enum report_status severity, const char *fmt, ...)
+static void add_anomaly(struct analysis_report *out, const char *code, enum report_status severity,
+                        const char *fmt, ...)
 {
     if (out->n_anomalies >= ANALYSIS_MAX_ITEMS)
         return;
@@ -69,8 +68,7 @@ static void check_capacity(const struct snapshot *cur, const struct manager_opti
         sev = REPORT_WARNING;
         add_anomaly(out, "capacity_near_limit", sev,
                     "%zu client connections use %.0f%% of %d usable slots (threshold %g%%)",
-                    cur->n_conns, st->utilization_pct, st->max,
-                    opts->leak_detection_threshold_pct);
+                    cur->n_conns, st->utilization_pct, st->max, opts->leak_detection_threshold_pct);
     }
     if (sev != REPORT_OK)
         add_recommendation(out, sev, "",
@@ -168,8 +166,8 @@ static void check_churn(const struct snapshot *prev, const struct snapshot *cur,
     if (b->sessions_abandoned > a->sessions_abandoned) {
         int64_t n = b->sessions_abandoned - a->sessions_abandoned;
         add_anomaly(out, "sessions_abandoned", REPORT_WARNING,
-                    "%lld session%s ended because the client connection was lost",
-                    (long long)n, n == 1 ? "" : "s");
+                    "%lld session%s ended because the client connection was lost", (long long)n,
+                    n == 1 ? "" : "s");
         if (cur->server.version_num >= 140000)
             add_recommendation(out, REPORT_OK, "client_connection_check_interval = '10s'",
                                "Clients vanish without closing: enable "
@@ -247,8 +245,8 @@ static void check_actions(const struct snapshot *cur, struct analysis_report *ou
     }
     const struct kill_plan *idle = out->idle;
     if (idle != NULL && idle->dry_run && idle->candidates > 0) {
-        size_t now = idle->candidates < (size_t)idle->limit ? idle->candidates
-                                                             : (size_t)idle->limit;
+        size_t now =
+            idle->candidates < (size_t)idle->limit ? idle->candidates : (size_t)idle->limit;
         add_recommendation(out, REPORT_OK, "",
                            "%zu idle session%s can be reclaimed: run kill-idle with --execute "
                            "(it terminates at most %zu this run).",

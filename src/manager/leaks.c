@@ -20,27 +20,27 @@
 /* Idle in transaction, relative to leak_hold_threshold (r = idle / hold):
  * below the threshold 25*r (never a suspect on its own), at it 45, rising by up to 15 more
  * until 10x the threshold. */
-#define W_IIT_BELOW 25.0
-#define W_IIT_AT_HOLD 45.0
-#define W_IIT_BEYOND 15.0
+#define W_IIT_BELOW     25.0
+#define W_IIT_AT_HOLD   45.0
+#define W_IIT_BEYOND    15.0
 #define IIT_BEYOND_SPAN 9.0
-#define W_ABORTED 10
-#define W_XACT_OLD 5        /* transaction open >= hold */
-#define W_XACT_VERY_OLD 10  /* transaction open >= 10x hold (replaces W_XACT_OLD) */
-#define W_BLOCKING 20
+#define W_ABORTED       10
+#define W_XACT_OLD      5  /* transaction open >= hold */
+#define W_XACT_VERY_OLD 10 /* transaction open >= 10x hold (replaces W_XACT_OLD) */
+#define W_BLOCKING      20
 /* Plain idle, relative to idle_timeout (r = idle / idle_timeout): from r >= 1, 10 rising by
  * up to 10 more until 6x; so plain idle alone tops out at 20, below any suspect. */
 #define W_IDLE_AT_TIMEOUT 10.0
-#define W_IDLE_BEYOND 10.0
-#define IDLE_BEYOND_SPAN 5.0
-#define W_OLD_CONNECTION 10
-#define W_GROWTH 10
-#define W_PRESSURE 10
-#define W_PRESSURE_FULL 15  /* utilisation at or above 100% (replaces W_PRESSURE) */
+#define W_IDLE_BEYOND     10.0
+#define IDLE_BEYOND_SPAN  5.0
+#define W_OLD_CONNECTION  10
+#define W_GROWTH          10
+#define W_PRESSURE        10
+#define W_PRESSURE_FULL   15 /* utilisation at or above 100% (replaces W_PRESSURE) */
 /* Confidence = strongest score + 3 per other suspect (at most +15) + 5 under pressure. */
 #define CONF_PER_CORROBORATION 3
 #define CONF_CORROBORATION_CAP 15
-#define CONF_PRESSURE 5
+#define CONF_PRESSURE          5
 
 static void add_reason(struct leak_suspect *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -96,9 +96,9 @@ int leaks_score_connection(const struct snapshot *cur, const struct conn_record 
         /* Busy connections are doing work; a long query is a performance problem, not a leak. */
         if (rec->state == CONN_STATE_ACTIVE && rec->query_start_ms != 0 &&
             snapshot_age_ms(cur, rec->query_start_ms) >= hold)
-            add_reason(out, "active for %s: a long query, not a leak (+0)",
-                       units_format_duration(snapshot_age_ms(cur, rec->query_start_ms), a,
-                                             sizeof(a)));
+            add_reason(
+                out, "active for %s: a long query, not a leak (+0)",
+                units_format_duration(snapshot_age_ms(cur, rec->query_start_ms), a, sizeof(a)));
         return 0;
     }
 
@@ -193,8 +193,7 @@ static bool eligible(const struct manager_options *opts, const struct conn_recor
  * when there are none, with *n = 0). */
 static struct group_key *sorted_keys(const struct snapshot *snap,
                                      const struct manager_options *opts,
-                                     int (*cmp)(const void *, const void *), size_t *n,
-                                     bool *oom)
+                                     int (*cmp)(const void *, const void *), size_t *n, bool *oom)
 {
     *n = 0;
     if (snap->n_conns == 0)
@@ -337,8 +336,8 @@ static void write_recommendation(const struct snapshot *cur, const struct manage
             n += snprintf(out->recommendation + n, len - (size_t)n,
                           "; the server's idle_in_transaction_session_timeout (%s) will end "
                           "them.",
-                          units_format_pg_duration(cur->server.idle_in_xact_session_timeout_ms,
-                                                   b, sizeof(b)));
+                          units_format_pg_duration(cur->server.idle_in_xact_session_timeout_ms, b,
+                                                   sizeof(b)));
         else
             n += snprintf(out->recommendation + n, len - (size_t)n,
                           "; set ALTER ROLE \"%s\" SET idle_in_transaction_session_timeout = "
@@ -366,8 +365,8 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
     memset(out, 0, sizeof(*out));
     out->risk_level = risk_names[0];
     out->utilization_pct = stats_utilization_pct(cur);
-    bool pressure = stats_capacity_max(cur) > 0 &&
-                    out->utilization_pct > opts->leak_detection_threshold_pct;
+    bool pressure =
+        stats_capacity_max(cur) > 0 && out->utilization_pct > opts->leak_detection_threshold_pct;
     int pressure_points = out->utilization_pct >= 100.0 ? W_PRESSURE_FULL : W_PRESSURE;
 
     if (prev != NULL && !find_growth(prev, cur, opts, out))
@@ -379,8 +378,7 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
     }
     for (size_t i = 0; i < cur->n_conns; i++) {
         const struct conn_record *rec = &cur->conns[i];
-        if (!options_match_filters(opts, rec) || never_suspect(rec) ||
-            !is_idle_state(rec->state))
+        if (!options_match_filters(opts, rec) || never_suspect(rec) || !is_idle_state(rec->state))
             continue;
         struct leak_suspect *s = &out->suspects[out->total_suspected];
         int score = leaks_score_connection(cur, rec, opts, s);
@@ -395,8 +393,7 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
         if (pressure && score > 0) {
             score += pressure_points;
             add_reason(s, "utilisation %.0f%% is above leak_detection_threshold %.0f%% (+%d)",
-                       out->utilization_pct, opts->leak_detection_threshold_pct,
-                       pressure_points);
+                       out->utilization_pct, opts->leak_detection_threshold_pct, pressure_points);
         }
         s->score = score > 100 ? 100 : score;
         if (s->score >= LEAK_SUSPECT_MIN_SCORE)

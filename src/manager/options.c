@@ -10,13 +10,13 @@
 #include "common/units.h"
 
 enum option_kind {
-    OPT_DURATION,      /* int64_t milliseconds, > 0 */
-    OPT_DURATION_OFF,  /* int64_t milliseconds, 0 = off */
-    OPT_PERCENT,       /* double, 0-100 */
-    OPT_BOOL,          /* bool */
-    OPT_INT,           /* int within [min, max] */
-    OPT_STRING,        /* char * (owned), "" clears */
-    OPT_LIST,          /* appended through a setter */
+    OPT_DURATION,     /* int64_t milliseconds, > 0 */
+    OPT_DURATION_OFF, /* int64_t milliseconds, 0 = off */
+    OPT_PERCENT,      /* double, 0-100 */
+    OPT_BOOL,         /* bool */
+    OPT_INT,          /* int within [min, max] */
+    OPT_STRING,       /* char * (owned), "" clears */
+    OPT_LIST,         /* appended through a setter */
 };
 
 typedef enum options_result (*option_setter_fn)(struct manager_options *opts, const char *key,
@@ -236,8 +236,9 @@ enum options_result options_set(struct manager_options *opts, const char *key, c
     case OPT_BOOL: {
         bool b;
         if (!parse_bool(v, &b)) {
-            snprintf(err, err_len, "%s: '%s' is not a boolean (use on/off, true/false, yes/no, 1/0)",
-                     spec->key, v);
+            snprintf(err, err_len,
+                     "%s: '%s' is not a boolean (use on/off, true/false, yes/no, 1/0)", spec->key,
+                     v);
             return OPTIONS_BAD_VALUE;
         }
         memcpy(field, &b, sizeof(b));
@@ -250,8 +251,8 @@ enum options_result options_set(struct manager_options *opts, const char *key, c
             return OPTIONS_BAD_VALUE;
         }
         if (n < spec->min || n > spec->max) {
-            snprintf(err, err_len, "%s: '%s' is outside the range %d to %d", spec->key, v, spec->min,
-                     spec->max);
+            snprintf(err, err_len, "%s: '%s' is outside the range %d to %d", spec->key, v,
+                     spec->min, spec->max);
             return OPTIONS_BAD_VALUE;
         }
         int i = (int)n;

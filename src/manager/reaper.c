@@ -119,12 +119,12 @@ bool reaper_plan(const struct snapshot *snap, const struct manager_options *opts
                      conn_state_name(rec->state), a);
         } else if (conn_state_in_xact(rec->state)) {
             snprintf(act->reason, sizeof(act->reason),
-                     "%s for %s (> %s %s); terminating frees its slot%s", conn_state_name(rec->state),
-                     a, threshold_name, b,
+                     "%s for %s (> %s %s); terminating frees its slot%s",
+                     conn_state_name(rec->state), a, threshold_name, b,
                      rec->state == CONN_STATE_IDLE_IN_XACT ? " and its locks" : "");
         } else {
-            snprintf(act->reason, sizeof(act->reason), "idle for %s (> %s %s)", a,
-                     threshold_name, b);
+            snprintf(act->reason, sizeof(act->reason), "idle for %s (> %s %s)", a, threshold_name,
+                     b);
         }
     }
     qsort(actions, n_cand, sizeof(*actions), compare_actions);

@@ -67,8 +67,8 @@ static double mean_concurrency(const struct snapshot *prev, const struct snapsho
             b->query_time_total_ms >= a->query_time_total_ms) {
             double requests = (double)(b->requests_total - a->requests_total);
             double lambda = requests / (dt_ms / 1000.0);
-            double w_ms = requests > 0 ? (b->query_time_total_ms - a->query_time_total_ms) / requests
-                                       : 0.0;
+            double w_ms =
+                requests > 0 ? (b->query_time_total_ms - a->query_time_total_ms) / requests : 0.0;
             double mean = lambda * w_ms / 1000.0;
             if (isfinite(mean)) {
                 say(out, len, "mean busy %.1f (Little's law: %.1f tx/s x %.1f ms)", mean, lambda,
@@ -134,8 +134,8 @@ void scaling_decide(const struct snapshot *prev, const struct snapshot *cur,
     double need = with_headroom > busy ? with_headroom : (double)busy;
     /* The epsilon keeps 4.0000000001 (float noise) from becoming 5. */
     int target = (int)ceil(need - 1e-9);
-    say(out, &len, " x %.2f headroom = %.1f; peak busy %d -> %d", SCALING_HEADROOM,
-        with_headroom, busy, target);
+    say(out, &len, " x %.2f headroom = %.1f; peak busy %d -> %d", SCALING_HEADROOM, with_headroom,
+        busy, target);
     if (cur->mode == SNAPSHOT_MODE_SERVE) {
         int queued = cur->counters.waiting_clients - waiting_records;
         if (queued > 0) {

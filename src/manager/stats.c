@@ -159,9 +159,9 @@ static void compute_timing(const struct snapshot *prev, const struct snapshot *c
     out->avg_connect_ms = out->avg_query_ms = out->avg_wait_ms = -1.0;
     if (b->has_pool_totals) {
         bool pd = delta && a->has_pool_totals;
-        out->avg_connect_ms = mean_over(prev, pd, a->connect_time_total_ms,
-                                        b->connect_time_total_ms, a->created_total,
-                                        b->created_total);
+        out->avg_connect_ms =
+            mean_over(prev, pd, a->connect_time_total_ms, b->connect_time_total_ms,
+                      a->created_total, b->created_total);
         out->avg_query_ms = mean_over(prev, pd, a->query_time_total_ms, b->query_time_total_ms,
                                       a->requests_total, b->requests_total);
         out->avg_wait_ms = mean_over(prev, pd, a->wait_time_total_ms, b->wait_time_total_ms,

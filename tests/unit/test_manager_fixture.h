@@ -9,8 +9,8 @@
 #include "manager/options.h"
 #include "manager/snapshot.h"
 
-#define FX_NOW 1700000000000LL
-#define FX_S(s) ((int64_t)(s) * 1000)
+#define FX_NOW  1700000000000LL
+#define FX_S(s) ((int64_t)(s)*1000)
 
 /* An inspect snapshot of a server with max_connections 100, 3 reserved: 97 usable. */
 static inline void fx_snapshot(struct snapshot *snap, enum snapshot_mode mode, int64_t taken)

@@ -56,8 +56,7 @@ static void test_latency_stats_nearest_rank(void **state)
     assert_string_equal(r.verdict, "warning: 1 of 2 probes failed");
 
     /* Unmeasured latencies (negative, NaN) are left out of the statistics. */
-    struct health_probe odd[3] = {probe(1, true, 4.0), probe(2, false, -1.0),
-                                  probe(3, false, NAN)};
+    struct health_probe odd[3] = {probe(1, true, 4.0), probe(2, false, -1.0), probe(3, false, NAN)};
     health_summarize(odd, 3, NULL, &o, &r);
     assert_true(r.avg_latency_ms == 4.0);
     assert_true(fabs(r.failure_rate - 2.0 / 3.0) < 1e-12);
@@ -144,8 +143,7 @@ static void test_classify_errors(void **state)
                         "pooler_clients_exhausted");
     assert_string_equal(health_classify_error(NULL, "Max client connections reached"),
                         "pooler_clients_exhausted");
-    assert_string_equal(health_classify_error("28P01", "password authentication failed"),
-                        "auth");
+    assert_string_equal(health_classify_error("28P01", "password authentication failed"), "auth");
     assert_string_equal(health_classify_error("28000", "no pg_hba.conf entry"), "auth");
     assert_string_equal(health_classify_error("57P01", "terminating connection due to "
                                                        "administrator command"),

@@ -41,8 +41,7 @@ static void test_scores_per_evidence(void **state)
     assert_int_equal(score_of(&cur, iit120, &o, &s), 52);
     assert_int_equal(s.score, 52);
     assert_int_equal(s.n_reasons, 2);
-    assert_string_equal(s.reasons[0],
-                        "idle in transaction for 2m (leak_hold_threshold 1m) (+47)");
+    assert_string_equal(s.reasons[0], "idle in transaction for 2m (leak_hold_threshold 1m) (+47)");
     assert_string_equal(s.reasons[1], "transaction open for 2m (+5)");
     assert_int_equal(s.idle_ms, FX_S(120));
     assert_int_equal(s.xact_age_ms, FX_S(120));
@@ -125,10 +124,10 @@ static void test_detect_orders_and_recommends(void **state)
     struct leak_report r;
     fx_snapshot(&cur, SNAPSHOT_MODE_INSPECT, FX_NOW);
     fx_options(&o);
-    fx_conn(&cur, 1, "app", "api", CONN_STATE_IDLE, 600);              /* 12 */
-    fx_conn(&cur, 2, "app", "api", CONN_STATE_IDLE_IN_XACT, 120);      /* 52 */
-    fx_conn(&cur, 3, "bob", "etl", CONN_STATE_IDLE_IN_XACT, 30);       /* 13 */
-    fx_conn(&cur, 4, "app", "api", CONN_STATE_IDLE_IN_XACT, 600);      /* 70 */
+    fx_conn(&cur, 1, "app", "api", CONN_STATE_IDLE, 600);         /* 12 */
+    fx_conn(&cur, 2, "app", "api", CONN_STATE_IDLE_IN_XACT, 120); /* 52 */
+    fx_conn(&cur, 3, "bob", "etl", CONN_STATE_IDLE_IN_XACT, 30);  /* 13 */
+    fx_conn(&cur, 4, "app", "api", CONN_STATE_IDLE_IN_XACT, 600); /* 70 */
     fx_conn(&cur, 5, "app", "api", CONN_STATE_ACTIVE, 5);
     assert_true(leaks_detect(NULL, &cur, &o, &r));
     assert_true(r.detected);
@@ -184,7 +183,7 @@ static void test_pressure_raises_scores_and_risk(void **state)
     fx_options(&o);
     fx_conn(&cur, 1, "app", "api", CONN_STATE_IDLE_IN_XACT, 120); /* 52 on its own */
     fx_conn(&cur, 2, "app", "api", CONN_STATE_IDLE, 600);         /* 12 on its own */
-    for (int i = 0; i < 88; i++)                                   /* 90 of 97: 92.8% */
+    for (int i = 0; i < 88; i++)                                  /* 90 of 97: 92.8% */
         fx_conn(&cur, 100 + i, "app", "api", CONN_STATE_ACTIVE, 1);
     assert_true(leaks_detect(NULL, &cur, &o, &r));
     assert_int_equal(r.total_suspected, 1);
@@ -308,7 +307,7 @@ static void test_clock_and_scale_edges(void **state)
     for (size_t i = 1; i < r.total_suspected; i++)
         assert_true(r.suspects[i - 1].score >= r.suspects[i].score);
     assert_int_equal(r.suspects[0].conn->id, 4951); /* the longest idle */
-    assert_int_equal(r.confidence, 85);            /* 70 + 15 corroboration (capped) */
+    assert_int_equal(r.confidence, 85);             /* 70 + 15 corroboration (capped) */
     assert_string_equal(r.risk_level, "high");
     leak_report_free(&r);
     snapshot_free(&cur);

@@ -47,8 +47,7 @@ static void test_set_spellings_and_units(void **state)
     assert_int_equal(o.idle_timeout_ms, 300000);
     assert_int_equal(options_set(&o, "idle_timeout", "250ms", err, sizeof(err)), OPTIONS_OK);
     assert_int_equal(o.idle_timeout_ms, 250);
-    assert_int_equal(options_set(&o, "--max-kill-percentage", "10%", err, sizeof(err)),
-                     OPTIONS_OK);
+    assert_int_equal(options_set(&o, "--max-kill-percentage", "10%", err, sizeof(err)), OPTIONS_OK);
     assert_true(o.max_kill_percentage == 10.0);
     assert_int_equal(options_set(&o, "leak_detection_threshold", "90", err, sizeof(err)),
                      OPTIONS_OK);
@@ -83,8 +82,7 @@ static void test_booleans(void **state)
         assert_false(o.auto_scaling);
     }
     char err[200];
-    assert_int_equal(options_set(&o, "auto_scaling", "maybe", err, sizeof(err)),
-                     OPTIONS_BAD_VALUE);
+    assert_int_equal(options_set(&o, "auto_scaling", "maybe", err, sizeof(err)), OPTIONS_BAD_VALUE);
     assert_string_equal(err,
                         "auto_scaling: 'maybe' is not a boolean (use on/off, true/false, yes/no, "
                         "1/0)");
@@ -107,12 +105,10 @@ static void test_bad_values_name_key_and_value(void **state)
     assert_non_null(strstr(err, "max_kill_percentage: '150%'"));
     assert_int_equal(options_set(&o, "min_pool_size", "-3", err, sizeof(err)), OPTIONS_BAD_VALUE);
     assert_string_equal(err, "min_pool_size: '-3' is outside the range 0 to 100000");
-    assert_int_equal(options_set(&o, "max_pool_size", "ten", err, sizeof(err)),
-                     OPTIONS_BAD_VALUE);
+    assert_int_equal(options_set(&o, "max_pool_size", "ten", err, sizeof(err)), OPTIONS_BAD_VALUE);
     assert_string_equal(err, "max_pool_size: 'ten' is not a whole number");
     assert_int_equal(options_set(&o, "connections", "0", err, sizeof(err)), OPTIONS_BAD_VALUE);
-    assert_int_equal(options_set(&o, "idle-timeuot", "5s", err, sizeof(err)),
-                     OPTIONS_UNKNOWN_KEY);
+    assert_int_equal(options_set(&o, "idle-timeuot", "5s", err, sizeof(err)), OPTIONS_UNKNOWN_KEY);
     assert_string_equal(err, "unknown manager option 'idle-timeuot'");
     assert_int_equal(options_set(&o, NULL, "5s", err, sizeof(err)), OPTIONS_UNKNOWN_KEY);
     options_free(&o);
@@ -140,8 +136,7 @@ static void test_filters_and_excludes(void **state)
     options_init_defaults(&o);
     char err[200];
     assert_int_equal(options_set(&o, "exclude_user", "alice, bob", err, sizeof(err)), OPTIONS_OK);
-    assert_int_equal(options_set(&o, "exclude-user", "carol,,alice", err, sizeof(err)),
-                     OPTIONS_OK);
+    assert_int_equal(options_set(&o, "exclude-user", "carol,,alice", err, sizeof(err)), OPTIONS_OK);
     assert_int_equal(o.n_exclude_users, 3); /* appended, duplicates and blanks dropped */
     assert_true(options_user_excluded(&o, "bob"));
     assert_true(options_user_excluded(&o, "carol"));

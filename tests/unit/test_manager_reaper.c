@@ -28,12 +28,12 @@ static void test_candidates_and_order(void **state)
     fx_options(&o);
     o.max_kill_percentage = 100;
     fx_snapshot(&cur, SNAPSHOT_MODE_INSPECT, FX_NOW);
-    fx_conn(&cur, 1, "app", "api", CONN_STATE_IDLE, 400);            /* idle > 300 s */
-    fx_conn(&cur, 2, "app", "api", CONN_STATE_IDLE, 900);            /* idle, older */
-    fx_conn(&cur, 3, "app", "api", CONN_STATE_IDLE, 300);            /* exactly 300: not longer */
-    fx_conn(&cur, 4, "app", "api", CONN_STATE_IDLE_IN_XACT, 61);     /* > 60 s hold */
+    fx_conn(&cur, 1, "app", "api", CONN_STATE_IDLE, 400);        /* idle > 300 s */
+    fx_conn(&cur, 2, "app", "api", CONN_STATE_IDLE, 900);        /* idle, older */
+    fx_conn(&cur, 3, "app", "api", CONN_STATE_IDLE, 300);        /* exactly 300: not longer */
+    fx_conn(&cur, 4, "app", "api", CONN_STATE_IDLE_IN_XACT, 61); /* > 60 s hold */
     fx_conn(&cur, 5, "app", "api", CONN_STATE_IDLE_IN_XACT_ABORTED, 120);
-    fx_conn(&cur, 6, "app", "api", CONN_STATE_IDLE_IN_XACT, 30);     /* too young */
+    fx_conn(&cur, 6, "app", "api", CONN_STATE_IDLE_IN_XACT, 30); /* too young */
     fx_conn(&cur, 7, "app", "api", CONN_STATE_ACTIVE, 5000);
     fx_conn(&cur, 8, "app", "api", CONN_STATE_FASTPATH, 5000);
     fx_conn(&cur, 9, "app", "api", CONN_STATE_WAITING, 5000);
@@ -87,8 +87,7 @@ static void test_every_protection(void **state)
     fx_conn(&cur, 2, "", "", CONN_STATE_IDLE, 900)->visible = false;
     fx_conn(&cur, 3, "postgres", "psql", CONN_STATE_IDLE, 900)->is_superuser = true;
     fx_conn(&cur, 4, "repl", "standby", CONN_STATE_IDLE, 900)->is_replication = true;
-    fx_conn(&cur, 5, "supabase_admin", "Supavisor", CONN_STATE_IDLE, 900)->is_infrastructure =
-        true;
+    fx_conn(&cur, 5, "supabase_admin", "Supavisor", CONN_STATE_IDLE, 900)->is_infrastructure = true;
     fx_conn(&cur, 6, "batch", "etl", CONN_STATE_IDLE_IN_XACT, 900);
     fx_conn(&cur, 7, "app", "PostgREST 12", CONN_STATE_IDLE, 900);
     fx_conn(&cur, 8, "app", "api", CONN_STATE_IDLE, 900);

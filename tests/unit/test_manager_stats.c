@@ -258,9 +258,8 @@ static void test_five_thousand_connections(void **state)
     for (int i = 0; i < 5000; i++) {
         char app[16];
         snprintf(app, sizeof(app), "app%d", i % 50);
-        assert_non_null(fx_conn(&cur, i + 1, "u", app, i % 4 == 0 ? CONN_STATE_ACTIVE
-                                                                   : CONN_STATE_IDLE,
-                                i % 600));
+        assert_non_null(fx_conn(&cur, i + 1, "u", app,
+                                i % 4 == 0 ? CONN_STATE_ACTIVE : CONN_STATE_IDLE, i % 600));
     }
     assert_true(stats_compute(NULL, &cur, &o, &r));
     assert_int_equal(r.total, 5000);

@@ -65,9 +65,9 @@ static void test_duration_rejects(void **state)
     bad_duration("1e3");
     bad_duration("inf");
     bad_duration("0x10");
-    bad_duration("1h 5");  /* a bare number only on its own */
+    bad_duration("1h 5"); /* a bare number only on its own */
     bad_duration("5 5");
-    bad_duration("5MIN");  /* units are case-sensitive, like PostgreSQL */
+    bad_duration("5MIN"); /* units are case-sensitive, like PostgreSQL */
     bad_duration("99999999999999999999d");
     char err[160];
     int64_t ms;
@@ -136,15 +136,14 @@ static void test_format_duration(void **state)
     assert_string_equal(units_format_duration(3 * 86400000LL + 4 * 3600000LL, buf, sizeof(buf)),
                         "3d 4h");
     assert_string_equal(units_format_duration(-1500, buf, sizeof(buf)), "-1s");
-    assert_string_equal(units_format_duration(INT64_MIN, buf, sizeof(buf)),
-                        "-106751991167d 7h");
+    assert_string_equal(units_format_duration(INT64_MIN, buf, sizeof(buf)), "-106751991167d 7h");
     char tiny[4];
     assert_string_equal(units_format_duration(252000, tiny, sizeof(tiny)), "4m ");
 
     /* What it prints parses back to the same whole seconds. */
     int64_t ms;
-    assert_true(units_parse_duration_ms(units_format_duration(252000, buf, sizeof(buf)), &ms,
-                                        NULL, 0));
+    assert_true(
+        units_parse_duration_ms(units_format_duration(252000, buf, sizeof(buf)), &ms, NULL, 0));
     assert_int_equal(ms, 252000);
 }
 
@@ -165,9 +164,12 @@ static void test_format_pg_and_size(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_duration_units),  cmocka_unit_test(test_duration_rejects),
-        cmocka_unit_test(test_size),            cmocka_unit_test(test_percent),
-        cmocka_unit_test(test_format_duration), cmocka_unit_test(test_format_pg_and_size),
+        cmocka_unit_test(test_duration_units),
+        cmocka_unit_test(test_duration_rejects),
+        cmocka_unit_test(test_size),
+        cmocka_unit_test(test_percent),
+        cmocka_unit_test(test_format_duration),
+        cmocka_unit_test(test_format_pg_and_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
