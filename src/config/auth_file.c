@@ -83,8 +83,7 @@ static bool line_error(struct loader *ld, int line, const char *fmt, ...)
 
 /* Reads a "quoted" string at *p (which points at the opening quote) up to eol; "" is a
  * literal quote. On success *out is an owned copy and *p points after the closing quote. */
-static bool read_quoted(const char **p, const char *eol, size_t max_len, char **out,
-                        bool *too_long)
+static bool read_quoted(const char **p, const char *eol, size_t max_len, char **out, bool *too_long)
 {
     const char *s = *p + 1;
     size_t n = 0;
@@ -165,8 +164,9 @@ static bool parse_line(struct loader *ld, const char *p, const char *eol, int li
     if (*p != '"')
         return line_error(ld, line, "expected a quoted user name (\"user\" \"secret\")");
     if (!read_quoted(&p, eol, AUTH_FILE_MAX_USER_LEN, &user, &too_long))
-        return line_error(ld, line, too_long ? "user name too long (more than %d bytes)"
-                                             : "unterminated quoted user name",
+        return line_error(ld, line,
+                          too_long ? "user name too long (more than %d bytes)"
+                                   : "unterminated quoted user name",
                           AUTH_FILE_MAX_USER_LEN);
     if (user[0] == '\0') {
         free(user);
@@ -180,8 +180,9 @@ static bool parse_line(struct loader *ld, const char *p, const char *eol, int li
     if (!read_quoted(&p, eol, AUTH_FILE_MAX_SECRET_LEN, &secret, &too_long)) {
         free(user);
         /* Never quote the secret itself: only say what is wrong with it. */
-        return line_error(ld, line, too_long ? "secret too long (more than %d bytes)"
-                                             : "unterminated quoted secret",
+        return line_error(ld, line,
+                          too_long ? "secret too long (more than %d bytes)"
+                                   : "unterminated quoted secret",
                           AUTH_FILE_MAX_SECRET_LEN);
     }
     /* PgBouncer ignores the rest of the line; accept what its files really contain (more
@@ -261,8 +262,8 @@ static bool finish(struct loader *ld, struct auth_file *out)
 bool auth_file_parse(const char *text, size_t len, const char *name, struct auth_file *out,
                      char *err, size_t err_len)
 {
-    struct loader ld = {.name = name != NULL ? name : "<auth_file>", .err = err,
-                        .err_len = err_len};
+    struct loader ld = {
+        .name = name != NULL ? name : "<auth_file>", .err = err, .err_len = err_len};
     const char *p = text, *end = text + len;
     int line = 0;
 

@@ -7,8 +7,8 @@
 #include <stddef.h>
 
 /* Limits: a longer file, user or secret is a load error (never truncated). */
-#define AUTH_FILE_MAX_SIZE (16u * 1024u * 1024u)
-#define AUTH_FILE_MAX_USER_LEN 1024
+#define AUTH_FILE_MAX_SIZE       (16u * 1024u * 1024u)
+#define AUTH_FILE_MAX_USER_LEN   1024
 #define AUTH_FILE_MAX_SECRET_LEN 8192
 
 enum auth_secret_kind {

@@ -18,13 +18,13 @@
 
 struct ini_parser {
     ini_entry_fn fn;
-    void *ctx;                               /* borrowed */
-    char *err;                               /* borrowed */
+    void *ctx; /* borrowed */
+    char *err; /* borrowed */
     size_t err_len;
-    size_t total;                            /* bytes read so far over all files */
-    char *section;                           /* owned; NULL before the first header */
-    char *stack[INI_MAX_INCLUDE_DEPTH + 1];  /* owned real paths of files being parsed */
-    int depth;                               /* entries used in stack */
+    size_t total;                           /* bytes read so far over all files */
+    char *section;                          /* owned; NULL before the first header */
+    char *stack[INI_MAX_INCLUDE_DEPTH + 1]; /* owned real paths of files being parsed */
+    int depth;                              /* entries used in stack */
 };
 
 static void set_errf(char *err, size_t err_len, const char *fmt, ...)
@@ -176,8 +176,10 @@ static bool do_include(struct ini_parser *p, const char *file, int line, const c
         goto done;
     }
     if (len > INI_MAX_TOTAL_SIZE - p->total) {
-        set_errf(p->err, p->err_len, "%s:%d: configuration too large (more than %u bytes in all "
-                 "included files)", file, line, INI_MAX_TOTAL_SIZE);
+        set_errf(p->err, p->err_len,
+                 "%s:%d: configuration too large (more than %u bytes in all "
+                 "included files)",
+                 file, line, INI_MAX_TOTAL_SIZE);
         goto done;
     }
     p->total += len;
@@ -208,8 +210,8 @@ static bool handle_line(struct ini_parser *p, char *s, const char *file, int lin
         char *name;
 
         if (close == NULL || close[1] != '\0') {
-            set_errf(p->err, p->err_len, "%s:%d: malformed section header (expected [name])",
-                     file, line);
+            set_errf(p->err, p->err_len, "%s:%d: malformed section header (expected [name])", file,
+                     line);
             return false;
         }
         *close = '\0';
@@ -440,8 +442,10 @@ bool ini_parse_connstr(const char *text, ini_connstr_fn fn, void *ctx, char *err
             cp++;
             for (;;) {
                 if (*cp == '\0') {
-                    set_errf(err, err_len, "unterminated quoted value for \"%s\" in connection "
-                             "string", echoable_key(key) ? key : "?");
+                    set_errf(err, err_len,
+                             "unterminated quoted value for \"%s\" in connection "
+                             "string",
+                             echoable_key(key) ? key : "?");
                     goto done;
                 }
                 if (*cp == '\\') {

@@ -24,9 +24,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define INI_MAX_FILE_SIZE (16u * 1024u * 1024u)
-#define INI_MAX_TOTAL_SIZE (64u * 1024u * 1024u)
-#define INI_MAX_LINE_LEN (64u * 1024u)
+#define INI_MAX_FILE_SIZE     (16u * 1024u * 1024u)
+#define INI_MAX_TOTAL_SIZE    (64u * 1024u * 1024u)
+#define INI_MAX_LINE_LEN      (64u * 1024u)
 #define INI_MAX_INCLUDE_DEPTH 10
 
 /* Called once per entry, in file order (includes inline). All strings are borrowed and valid

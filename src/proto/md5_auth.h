@@ -29,9 +29,8 @@ __attribute__((warn_unused_result)) bool md5_auth_make_salt(uint8_t salt[MD5_AUT
 bool md5_auth_is_secret(const char *secret);
 
 /* Writes the stored secret "md5" + md5hex(password + user) into out (NUL-terminated). */
-__attribute__((warn_unused_result)) bool md5_auth_build_secret(const char *password,
-                                                               const char *user,
-                                                               char out[MD5_AUTH_BUF_SIZE]);
+__attribute__((warn_unused_result)) bool
+md5_auth_build_secret(const char *password, const char *user, char out[MD5_AUTH_BUF_SIZE]);
 
 /* Writes the response a client sends for salt: from a plaintext password, or directly from a
  * stored md5 secret (so the pooler can log in to PostgreSQL with the userlist's md5 secret).

@@ -4,6 +4,8 @@
  * always an error (CVE-2026-19888), never a success with a field left unset. */
 #include "proto/scram.h"
 
+#include "proto/md5_auth.h"
+
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,9 +18,11 @@
 #include <openssl/rand.h>
 
 #define SCRAM_RAW_NONCE_LEN 18 /* as PostgreSQL: 24 base64 characters */
-#define SECRET_PREFIX "SCRAM-SHA-256$"
+#define SECRET_PREFIX       "SCRAM-SHA-256$"
 #define MAX_FIXED_NONCE_LEN 64 /* for the *_with_nonce test entry points */
 #define MAX_CLIENT_USER_LEN 255
+#define STR_(x)             #x
+#define STR(x)              STR_(x)
 
 /* ------------------------------------------------------------------------------------------
  * small helpers
@@ -200,9 +204,8 @@ static bool sha256(const uint8_t *data, size_t len, uint8_t out[SCRAM_KEY_LEN])
 }
 
 /* SaltedPassword -> ClientKey, ServerKey. */
-static bool derive_keys(const char *password, const uint8_t *salt, size_t salt_len,
-                        int iterations, uint8_t client_key[SCRAM_KEY_LEN],
-                        uint8_t server_key[SCRAM_KEY_LEN])
+static bool derive_keys(const char *password, const uint8_t *salt, size_t salt_len, int iterations,
+                        uint8_t client_key[SCRAM_KEY_LEN], uint8_t server_key[SCRAM_KEY_LEN])
 {
     uint8_t salted[SCRAM_KEY_LEN];
     size_t pw_len = strlen(password);
@@ -295,8 +298,7 @@ static int b64_value(char c)
     return -1;
 }
 
-bool scram_base64_decode(const char *in, size_t len, uint8_t *out, size_t out_cap,
-                         size_t *out_len)
+bool scram_base64_decode(const char *in, size_t len, uint8_t *out, size_t out_cap, size_t *out_len)
 {
     size_t o = 0;
 
@@ -320,8 +322,8 @@ bool scram_base64_decode(const char *in, size_t len, uint8_t *out, size_t out_ca
             if (v[k] < 0)
                 return false;
         }
-        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
-                     (uint32_t)v[3];
+        uint32_t w =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
         size_t n = 3 - (size_t)pad;
         /* Unused bits must be zero so that every byte string has one encoding. */
         if ((pad == 1 && (w & 0xff) != 0) || (pad == 2 && (w & 0xffff) != 0))
@@ -422,8 +424,7 @@ bool scram_secret_format(const struct scram_secret *secret, char *out, size_t ou
 }
 
 bool scram_secret_from_password_with_salt(const char *password, const uint8_t *salt,
-                                          size_t salt_len, int iterations,
-                                          struct scram_secret *out)
+                                          size_t salt_len, int iterations, struct scram_secret *out)
 {
     uint8_t client_key[SCRAM_KEY_LEN];
     bool ok;
@@ -481,7 +482,8 @@ static enum scram_result server_fail(struct scram_server *st, enum scram_result 
                                      size_t err_len, const char *msg)
 {
     st->phase = SCRAM_SERVER_FAILED;
-    set_err(err, err_len, msg);
+    if (msg != NULL) /* NULL: err already says why */
+        set_err(err, err_len, msg);
     return r;
 }
 
@@ -556,8 +558,7 @@ static enum scram_result server_first_step(struct scram_server *st, const char *
     out_str(&o, ",i=");
     out_str(&o, iter);
     if (o.overflow)
-        return server_fail(st, SCRAM_INTERNAL_ERROR, err, err_len,
-                           "SCRAM output buffer too small");
+        return server_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "SCRAM output buffer too small");
     st->server_first = dup_mem(out, o.len);
     if (st->server_first == NULL)
         return server_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "out of memory");
@@ -568,9 +569,9 @@ static enum scram_result server_first_step(struct scram_server *st, const char *
 
 /* Checks the state and message, loads the secret, then runs the first step. */
 static enum scram_result server_start(struct scram_server *st, const char *secret_or_password,
-                                      const char *doomed_user, const char *client_first,
-                                      size_t len, const char *fixed_nonce, char *out,
-                                      size_t out_cap, size_t *out_len, char *err, size_t err_len);
+                                      const char *doomed_user, const char *client_first, size_t len,
+                                      const char *fixed_nonce, char *out, size_t out_cap,
+                                      size_t *out_len, char *err, size_t err_len);
 
 enum scram_result scram_server_start(struct scram_server *st, const char *secret_or_password,
                                      const char *client_first, size_t len, char *out,
@@ -583,15 +584,14 @@ enum scram_result scram_server_start(struct scram_server *st, const char *secret
 enum scram_result scram_server_start_with_nonce(struct scram_server *st,
                                                 const char *secret_or_password,
                                                 const char *client_first, size_t len,
-                                                const char *server_nonce, char *out,
-                                                size_t out_cap, size_t *out_len, char *err,
-                                                size_t err_len)
+                                                const char *server_nonce, char *out, size_t out_cap,
+                                                size_t *out_len, char *err, size_t err_len)
 {
     if (server_nonce == NULL || strlen(server_nonce) > MAX_FIXED_NONCE_LEN ||
         !valid_nonce(server_nonce, strlen(server_nonce)))
         return server_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "invalid fixed server nonce");
-    return server_start(st, secret_or_password, NULL, client_first, len, server_nonce, out,
-                        out_cap, out_len, err, err_len);
+    return server_start(st, secret_or_password, NULL, client_first, len, server_nonce, out, out_cap,
+                        out_len, err, err_len);
 }
 
 enum scram_result scram_server_start_doomed(struct scram_server *st, const char *user,
@@ -599,8 +599,8 @@ enum scram_result scram_server_start_doomed(struct scram_server *st, const char 
                                             size_t out_cap, size_t *out_len, char *err,
                                             size_t err_len)
 {
-    return server_start(st, NULL, user != NULL ? user : "", client_first, len, NULL, out,
-                        out_cap, out_len, err, err_len);
+    return server_start(st, NULL, user != NULL ? user : "", client_first, len, NULL, out, out_cap,
+                        out_len, err, err_len);
 }
 
 /* One random key per process makes mock salts stable across attempts (a real user's salt
@@ -632,9 +632,9 @@ static bool mock_secret(const char *user, struct scram_secret *s)
 }
 
 static enum scram_result server_start(struct scram_server *st, const char *secret_or_password,
-                                      const char *doomed_user, const char *client_first,
-                                      size_t len, const char *fixed_nonce, char *out,
-                                      size_t out_cap, size_t *out_len, char *err, size_t err_len)
+                                      const char *doomed_user, const char *client_first, size_t len,
+                                      const char *fixed_nonce, char *out, size_t out_cap,
+                                      size_t *out_len, char *err, size_t err_len)
 {
     char nonce[SCRAM_OUT_MAX];
 
@@ -643,10 +643,8 @@ static enum scram_result server_start(struct scram_server *st, const char *secre
                            "unexpected SCRAM client-first message");
     if (out == NULL || out_len == NULL)
         return server_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "no output buffer");
-    if (!check_message(client_first, len, err, err_len)) {
-        st->phase = SCRAM_SERVER_FAILED;
-        return SCRAM_PROTOCOL_ERROR;
-    }
+    if (!check_message(client_first, len, err, err_len))
+        return server_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len, NULL);
 
     if (doomed_user != NULL) {
         st->doomed = true;
@@ -658,7 +656,7 @@ static enum scram_result server_start(struct scram_server *st, const char *secre
     } else if (scram_is_secret(secret_or_password)) {
         if (!scram_secret_parse(secret_or_password, &st->secret))
             return server_fail(st, SCRAM_BAD_SECRET, err, err_len, "invalid SCRAM secret");
-    } else if (strncmp(secret_or_password, "md5", 3) == 0 && strlen(secret_or_password) == 35) {
+    } else if (md5_auth_is_secret(secret_or_password)) {
         return server_fail(st, SCRAM_BAD_SECRET, err, err_len,
                            "an md5 secret cannot be used for SCRAM authentication");
     } else if (!scram_secret_from_password(secret_or_password, &st->secret)) {
@@ -673,9 +671,9 @@ static enum scram_result server_start(struct scram_server *st, const char *secre
     return server_first_step(st, client_first, len, nonce, out, out_cap, out_len, err, err_len);
 }
 
-enum scram_result scram_server_finish(struct scram_server *st, const char *client_final,
-                                      size_t len, char *out, size_t out_cap, size_t *out_len,
-                                      char *err, size_t err_len)
+enum scram_result scram_server_finish(struct scram_server *st, const char *client_final, size_t len,
+                                      char *out, size_t out_cap, size_t *out_len, char *err,
+                                      size_t err_len)
 {
     struct cursor c = {.p = client_final, .end = client_final + len};
     const char *val, *proof_b64, *cfwp_end;
@@ -693,10 +691,8 @@ enum scram_result scram_server_finish(struct scram_server *st, const char *clien
                            "unexpected SCRAM client-final message");
     if (out == NULL || out_len == NULL)
         return server_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "no output buffer");
-    if (!check_message(client_final, len, err, err_len)) {
-        st->phase = SCRAM_SERVER_FAILED;
-        return SCRAM_PROTOCOL_ERROR;
-    }
+    if (!check_message(client_final, len, err, err_len))
+        return server_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len, NULL);
 
     /* c= must repeat the gs2 header: base64("n,,") or base64("y,,"). */
     expect_cb = st->gs2_y ? "eSws" : "biws";
@@ -794,7 +790,8 @@ static enum scram_result client_fail(struct scram_client *st, enum scram_result 
     /* The password is not needed after a failure: do not keep it around. */
     free_wiped(st->password);
     st->password = NULL;
-    set_err(err, err_len, msg);
+    if (msg != NULL) /* NULL: err already says why */
+        set_err(err, err_len, msg);
     return r;
 }
 
@@ -842,8 +839,7 @@ static enum scram_result client_start(struct scram_client *st, const char *user,
     out_str(&o, ",r=");
     out_str(&o, nonce);
     if (o.overflow)
-        return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len,
-                           "SCRAM output buffer too small");
+        return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "SCRAM output buffer too small");
     st->client_first_bare = dup_mem(out + 3, o.len - 3);
     if (st->client_first_bare == NULL)
         return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "out of memory");
@@ -868,10 +864,9 @@ enum scram_result scram_client_start(struct scram_client *st, const char *user,
 
 enum scram_result scram_client_start_with_nonce(struct scram_client *st, const char *user,
                                                 const char *password, const uint8_t *client_key,
-                                                const uint8_t *server_key,
-                                                const char *client_nonce, char *out,
-                                                size_t out_cap, size_t *out_len, char *err,
-                                                size_t err_len)
+                                                const uint8_t *server_key, const char *client_nonce,
+                                                char *out, size_t out_cap, size_t *out_len,
+                                                char *err, size_t err_len)
 {
     if (client_nonce == NULL || strlen(client_nonce) > MAX_FIXED_NONCE_LEN ||
         !valid_nonce(client_nonce, strlen(client_nonce)))
@@ -901,8 +896,7 @@ enum scram_result scram_client_continue(struct scram_client *st, const char *ser
     if (out == NULL || out_len == NULL)
         return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "no output buffer");
     if (!check_message(server_first, len, err, err_len))
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "malformed SCRAM server-first message");
+        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len, NULL);
 
     if (c.p[0] == 'm')
         return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
@@ -927,15 +921,15 @@ enum scram_result scram_client_continue(struct scram_client *st, const char *ser
         return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "malformed SCRAM message (iteration count attribute i= expected)");
     if (!parse_iterations(iter_s, iter_len, SCRAM_CLIENT_MAX_ITERATIONS, &iterations))
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "invalid SCRAM iteration count (must be 1 to 1000000)");
+        return client_fail(
+            st, SCRAM_PROTOCOL_ERROR, err, err_len,
+            "invalid SCRAM iteration count (must be 1 to " STR(SCRAM_CLIENT_MAX_ITERATIONS) ")");
     if (!at_end(&c))
         return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "malformed SCRAM message (garbage at end of server-first)");
 
     if (!st->have_keys) {
-        if (!derive_keys(st->password, salt, salt_len, iterations, st->client_key,
-                         st->server_key))
+        if (!derive_keys(st->password, salt, salt_len, iterations, st->client_key, st->server_key))
             return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len,
                                "SCRAM key derivation failed");
         free_wiped(st->password);
@@ -972,8 +966,8 @@ done:
     return r;
 }
 
-enum scram_result scram_client_finish(struct scram_client *st, const char *server_final,
-                                      size_t len, char *err, size_t err_len)
+enum scram_result scram_client_finish(struct scram_client *st, const char *server_final, size_t len,
+                                      char *err, size_t err_len)
 {
     struct cursor c = {.p = server_final, .end = server_final + len};
     const char *val;
@@ -984,8 +978,7 @@ enum scram_result scram_client_finish(struct scram_client *st, const char *serve
         return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "unexpected SCRAM server-final message");
     if (!check_message(server_final, len, err, err_len))
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "malformed SCRAM server-final message");
+        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len, NULL);
 
     if (len >= 2 && server_final[0] == 'e' && server_final[1] == '=') {
         /* Pass the server's reason on, but only as short printable text. */
@@ -1003,8 +996,7 @@ enum scram_result scram_client_finish(struct scram_client *st, const char *serve
         return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "malformed SCRAM message (invalid server signature)");
     if (CRYPTO_memcmp(sig, st->server_signature, SCRAM_KEY_LEN) != 0)
-        return client_fail(st, SCRAM_AUTH_FAILED, err, err_len,
-                           "invalid SCRAM server signature");
+        return client_fail(st, SCRAM_AUTH_FAILED, err, err_len, "invalid SCRAM server signature");
     st->phase = SCRAM_CLIENT_DONE;
     return SCRAM_OK;
 }

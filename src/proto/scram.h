@@ -35,9 +35,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SCRAM_KEY_LEN 32            /* SHA-256 output: keys, proofs, signatures */
-#define SCRAM_DEFAULT_SALT_LEN 16   /* what PostgreSQL generates */
-#define SCRAM_MAX_SALT_LEN 64       /* longest salt accepted in a secret or server-first */
+#define SCRAM_KEY_LEN            32 /* SHA-256 output: keys, proofs, signatures */
+#define SCRAM_DEFAULT_SALT_LEN   16 /* what PostgreSQL generates */
+#define SCRAM_MAX_SALT_LEN       64 /* longest salt accepted in a secret or server-first */
 #define SCRAM_DEFAULT_ITERATIONS 4096
 /* Longest incoming SCRAM message accepted (either side). */
 #define SCRAM_MAX_MESSAGE_LEN 2048
@@ -109,12 +109,12 @@ enum scram_server_phase {
 struct scram_server {
     enum scram_server_phase phase;
     struct scram_secret secret;
-    bool doomed;                /* unknown user: run the exchange, always fail at the end */
-    bool gs2_y;                 /* client sent "y,,": expects c=eSws instead of c=biws */
-    char *client_first_bare;    /* owned: for AuthMessage */
-    char *server_first;         /* owned: for AuthMessage */
-    char *nonce;                /* owned: client nonce + server nonce */
-    bool have_client_key;       /* true after SCRAM_OK from scram_server_finish */
+    bool doomed;                       /* unknown user: run the exchange, always fail at the end */
+    bool gs2_y;                        /* client sent "y,,": expects c=eSws instead of c=biws */
+    char *client_first_bare;           /* owned: for AuthMessage */
+    char *server_first;                /* owned: for AuthMessage */
+    char *nonce;                       /* owned: client nonce + server nonce */
+    bool have_client_key;              /* true after SCRAM_OK from scram_server_finish */
     uint8_t client_key[SCRAM_KEY_LEN]; /* recovered ClientKey, for SCRAM pass-through */
 };
 
@@ -132,8 +132,8 @@ void scram_server_clear(struct scram_server *st);
  * On SCRAM_OK writes server-first (not NUL-terminated, *out_len bytes) into out. */
 __attribute__((warn_unused_result)) enum scram_result
 scram_server_start(struct scram_server *st, const char *secret_or_password,
-                   const char *client_first, size_t len, char *out, size_t out_cap,
-                   size_t *out_len, char *err, size_t err_len);
+                   const char *client_first, size_t len, char *out, size_t out_cap, size_t *out_len,
+                   char *err, size_t err_len);
 
 /* Same with a fixed server nonce (printable ASCII except ','), for deterministic tests. */
 __attribute__((warn_unused_result)) enum scram_result
@@ -162,11 +162,11 @@ scram_server_finish(struct scram_server *st, const char *client_final, size_t le
 /* ---- client side: the pooler logs in to PostgreSQL ---- */
 
 enum scram_client_phase {
-    SCRAM_CLIENT_INIT,        /* nothing sent yet */
-    SCRAM_CLIENT_FIRST_SENT,  /* client-first built, waiting for server-first */
-    SCRAM_CLIENT_FINAL_SENT,  /* client-final built, waiting for server-final */
-    SCRAM_CLIENT_DONE,        /* server signature verified */
-    SCRAM_CLIENT_FAILED,      /* any error; the exchange cannot continue */
+    SCRAM_CLIENT_INIT,       /* nothing sent yet */
+    SCRAM_CLIENT_FIRST_SENT, /* client-first built, waiting for server-first */
+    SCRAM_CLIENT_FINAL_SENT, /* client-final built, waiting for server-final */
+    SCRAM_CLIENT_DONE,       /* server signature verified */
+    SCRAM_CLIENT_FAILED,     /* any error; the exchange cannot continue */
 };
 
 struct scram_client {
@@ -175,8 +175,8 @@ struct scram_client {
     bool have_keys;                    /* client_key/server_key given instead of a password */
     uint8_t client_key[SCRAM_KEY_LEN]; /* given (pass-through) or derived in continue */
     uint8_t server_key[SCRAM_KEY_LEN];
-    char *client_first_bare;           /* owned: for AuthMessage */
-    size_t client_nonce_len;           /* the nonce is the tail of client_first_bare */
+    char *client_first_bare;                 /* owned: for AuthMessage */
+    size_t client_nonce_len;                 /* the nonce is the tail of client_first_bare */
     uint8_t server_signature[SCRAM_KEY_LEN]; /* expected in server-final */
 };
 
@@ -189,15 +189,15 @@ void scram_client_clear(struct scram_client *st);
  * "" (libpq sends "n=", the server ignores it); ',' and '=' in it are escaped as =2C and =3D. */
 __attribute__((warn_unused_result)) enum scram_result
 scram_client_start(struct scram_client *st, const char *user, const char *password,
-                   const uint8_t *client_key, const uint8_t *server_key, char *out,
-                   size_t out_cap, size_t *out_len, char *err, size_t err_len);
+                   const uint8_t *client_key, const uint8_t *server_key, char *out, size_t out_cap,
+                   size_t *out_len, char *err, size_t err_len);
 
 /* Same with a fixed client nonce (printable ASCII except ','), for deterministic tests. */
 __attribute__((warn_unused_result)) enum scram_result
 scram_client_start_with_nonce(struct scram_client *st, const char *user, const char *password,
                               const uint8_t *client_key, const uint8_t *server_key,
-                              const char *client_nonce, char *out, size_t out_cap,
-                              size_t *out_len, char *err, size_t err_len);
+                              const char *client_nonce, char *out, size_t out_cap, size_t *out_len,
+                              char *err, size_t err_len);
 
 /* Handles server-first (the AuthenticationSASLContinue data): checks that the server nonce
  * extends ours, the salt, the iteration count (1..SCRAM_CLIENT_MAX_ITERATIONS), then builds
@@ -209,9 +209,10 @@ scram_client_continue(struct scram_client *st, const char *server_first, size_t 
 /* Handles server-final (the AuthenticationSASLFinal data): "v=<signature>" must verify
  * (SCRAM_AUTH_FAILED otherwise); "e=<error>" gives SCRAM_AUTH_FAILED with the (sanitized,
  * truncated) server error in err. */
-__attribute__((warn_unused_result)) enum scram_result
-scram_client_finish(struct scram_client *st, const char *server_final, size_t len, char *err,
-                    size_t err_len);
+__attribute__((warn_unused_result)) enum scram_result scram_client_finish(struct scram_client *st,
+                                                                          const char *server_final,
+                                                                          size_t len, char *err,
+                                                                          size_t err_len);
 
 /* ---- base64 (RFC 4648, standard alphabet, with padding) ---- */
 
@@ -224,8 +225,7 @@ __attribute__((warn_unused_result)) bool scram_base64_encode(const uint8_t *in, 
 
 /* Strict decoding: length a multiple of 4, only the alphabet, '=' only as final padding, no
  * whitespace, unused bits zero. Writes *out_len bytes; fails if they do not fit in out_cap. */
-__attribute__((warn_unused_result)) bool scram_base64_decode(const char *in, size_t len,
-                                                             uint8_t *out, size_t out_cap,
-                                                             size_t *out_len);
+__attribute__((warn_unused_result)) bool
+scram_base64_decode(const char *in, size_t len, uint8_t *out, size_t out_cap, size_t *out_len);
 
 #endif

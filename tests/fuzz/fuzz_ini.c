@@ -17,7 +17,7 @@ static bool on_pair(void *ctx, const char *key, const char *value, char *err, si
     (void)err;
     (void)err_len;
     if (key[0] == '\0')
-        __builtin_trap(); /* empty keys are a parse error */
+        __builtin_trap();   /* empty keys are a parse error */
     return value[0] != '!'; /* exercise the callback-error path now and then */
 }
 

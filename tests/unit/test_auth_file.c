@@ -125,7 +125,8 @@ static void test_errors(void **state)
     expect_error("\"ok\" \"p\"\n\"alice \"SECRET\"\n", 25, "userlist.txt:2: ");
     expect_error("\n\n\"alice\"\n", 10, "userlist.txt:3: expected a quoted secret");
     expect_error("\"alice\" SECRET\n", 15, "userlist.txt:1: expected a quoted secret");
-    expect_error("\"alice\" \"SECRET\n\"x\" \"y\"\n", 24, "userlist.txt:1: unterminated quoted secret");
+    expect_error("\"alice\" \"SECRET\n\"x\" \"y\"\n", 24,
+                 "userlist.txt:1: unterminated quoted secret");
     expect_error("\"alice\" \"SECRET\" SECRET2\n", 25, "userlist.txt:1: unexpected text after");
     expect_error("\"alice\" \"SECRET\" \"SECRET\n", 25, "userlist.txt:1: unexpected text after");
     expect_error("\"\" \"SECRET\"\n", 12, "userlist.txt:1: empty user name");
@@ -144,8 +145,8 @@ static void test_errors(void **state)
     {
         struct auth_file af;
         char err[256];
-        assert_true(auth_file_parse(big, 5 + AUTH_FILE_MAX_SECRET_LEN + 1, "x", &af, err,
-                                    sizeof(err)));
+        assert_true(
+            auth_file_parse(big, 5 + AUTH_FILE_MAX_SECRET_LEN + 1, "x", &af, err, sizeof(err)));
         assert_int_equal(strlen(auth_file_lookup(&af, "u")), AUTH_FILE_MAX_SECRET_LEN);
         auth_file_free(&af);
     }

@@ -156,7 +156,8 @@ static void test_syntax_errors(void **state)
     expect_string_error("[s]]\n", "x.ini:1: malformed section header (expected [name])");
     expect_string_error("[ ]\n", "x.ini:1: invalid section name");
     expect_string_error("[a[b]\n", "x.ini:1: invalid section name");
-    expect_string_error("[s]\n%includefoo\n", "x.ini:2: unknown directive (only %include is known)");
+    expect_string_error("[s]\n%includefoo\n",
+                        "x.ini:2: unknown directive (only %include is known)");
     expect_string_error("[s]\n%include   \n", "x.ini:2: %include without a file name");
     expect_string_error("[s]\n%include\n", "x.ini:2: %include without a file name");
 }
@@ -167,8 +168,8 @@ static void test_callback_error(void **state)
     struct collected c = {.reject_at = 2};
     char err[256];
 
-    assert_false(ini_parse_string("[s]\na = 1\n\nb = 2\nc = 3\n", "x.ini", collect, &c, err,
-                                  sizeof(err)));
+    assert_false(
+        ini_parse_string("[s]\na = 1\n\nb = 2\nc = 3\n", "x.ini", collect, &c, err, sizeof(err)));
     assert_string_equal(err, "x.ini:4: bad value for b");
     assert_int_equal(c.count, 2);
 }

@@ -12,7 +12,7 @@
 #include "proto/md5_auth.h"
 
 /* md5("pencil" + "user") and md5(that hex + 01 02 03 04). */
-#define SECRET "md520c46e3762c864548e296b33c3406aa9"
+#define SECRET   "md520c46e3762c864548e296b33c3406aa9"
 #define RESPONSE "md54376eb6913b38f9aaff38dc7cf19ca76"
 
 static const uint8_t salt[MD5_AUTH_SALT_LEN] = {1, 2, 3, 4};
@@ -62,9 +62,9 @@ static void test_verify(void **state)
     assert_int_equal(md5_auth_verify(SECRET, "user", salt2, RESPONSE, strlen(RESPONSE)),
                      MD5_AUTH_MISMATCH);
     /* A SCRAM secret cannot check an md5 response. */
-    assert_int_equal(md5_auth_verify("SCRAM-SHA-256$4096:abc$def:ghi", "user", salt, RESPONSE,
-                                     strlen(RESPONSE)),
-                     MD5_AUTH_UNSUPPORTED_SECRET);
+    assert_int_equal(
+        md5_auth_verify("SCRAM-SHA-256$4096:abc$def:ghi", "user", salt, RESPONSE, strlen(RESPONSE)),
+        MD5_AUTH_UNSUPPORTED_SECRET);
     assert_int_equal(md5_auth_verify(NULL, "user", salt, RESPONSE, strlen(RESPONSE)),
                      MD5_AUTH_MISMATCH);
 }
@@ -84,9 +84,9 @@ static void test_verify_wrong_lengths(void **state)
     assert_int_equal(md5_auth_verify(SECRET, "user", salt, "", 0), MD5_AUTH_MISMATCH);
     assert_int_equal(md5_auth_verify("pencil", "user", salt, "pencil", 6), MD5_AUTH_MISMATCH);
     /* Uppercase hex is not what PostgreSQL sends: rejected. */
-    assert_int_equal(md5_auth_verify(SECRET, "user", salt, "MD54376EB6913B38F9AAFF38DC7CF19CA76",
-                                     35),
-                     MD5_AUTH_MISMATCH);
+    assert_int_equal(
+        md5_auth_verify(SECRET, "user", salt, "MD54376EB6913B38F9AAFF38DC7CF19CA76", 35),
+        MD5_AUTH_MISMATCH);
 }
 
 static void test_long_passwords(void **state)

@@ -14,12 +14,12 @@
 /* RFC 7677 section 3. */
 #define RFC_CLIENT_NONCE "rOprNGfwEbeRWgbNEkqO"
 #define RFC_SERVER_NONCE "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
-#define RFC_SALT_B64 "W22ZaJ0SNY7soEsUEjb6gQ=="
+#define RFC_SALT_B64     "W22ZaJ0SNY7soEsUEjb6gQ=="
 #define RFC_CLIENT_FIRST "n,,n=user,r=" RFC_CLIENT_NONCE
 #define RFC_SERVER_FIRST "r=" RFC_CLIENT_NONCE RFC_SERVER_NONCE ",s=" RFC_SALT_B64 ",i=4096"
-#define RFC_CLIENT_FINAL                                                                     \
-    "c=biws,r=" RFC_CLIENT_NONCE RFC_SERVER_NONCE                                            \
-    ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+#define RFC_CLIENT_FINAL                                                                           \
+    "c=biws,r=" RFC_CLIENT_NONCE RFC_SERVER_NONCE ",p=dHzbZapWIk4jUhN+"                            \
+                                                  "Ute9ytag9zjfMHgsqmmiz7AndVQ="
 #define RFC_SERVER_FINAL "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
 
 static void rfc_secret(struct scram_secret *s)
@@ -27,8 +27,8 @@ static void rfc_secret(struct scram_secret *s)
     uint8_t salt[32];
     size_t salt_len = 0;
 
-    assert_true(scram_base64_decode(RFC_SALT_B64, strlen(RFC_SALT_B64), salt, sizeof(salt),
-                                    &salt_len));
+    assert_true(
+        scram_base64_decode(RFC_SALT_B64, strlen(RFC_SALT_B64), salt, sizeof(salt), &salt_len));
     assert_int_equal(salt_len, 16);
     assert_true(scram_secret_from_password_with_salt("pencil", salt, salt_len, 4096, s));
 }
@@ -73,8 +73,18 @@ static void test_base64_strict(void **state)
     (void)state;
     uint8_t out[16];
     size_t n;
-    const char *bad[] = {"abc", "ab=c", "a===", "====", "ab c", "ab\ncd", "ab*d", "AB==AB==",
-                         "QQ=A", "QR==", /* non-zero unused bits */ "QUJ=", "=AAA"};
+    const char *bad[] = {"abc",
+                         "ab=c",
+                         "a===",
+                         "====",
+                         "ab c",
+                         "ab\ncd",
+                         "ab*d",
+                         "AB==AB==",
+                         "QQ=A",
+                         "QR==",
+                         /* non-zero unused bits */ "QUJ=",
+                         "=AAA"};
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_false(scram_base64_decode(bad[i], strlen(bad[i]), out, sizeof(out), &n));
@@ -162,8 +172,8 @@ static void test_rfc7677_server(void **state)
     assert_true(scram_secret_format(&s, secret, sizeof(secret)));
     scram_server_init(&st);
     assert_int_equal(scram_server_start_with_nonce(&st, secret, RFC_CLIENT_FIRST,
-                                                   strlen(RFC_CLIENT_FIRST), RFC_SERVER_NONCE,
-                                                   out, sizeof(out), &out_len, err, sizeof(err)),
+                                                   strlen(RFC_CLIENT_FIRST), RFC_SERVER_NONCE, out,
+                                                   sizeof(out), &out_len, err, sizeof(err)),
                      SCRAM_OK);
     assert_msg(out, out_len, RFC_SERVER_FIRST);
     assert_int_equal(scram_server_finish(&st, RFC_CLIENT_FINAL, strlen(RFC_CLIENT_FINAL), out,
@@ -207,8 +217,8 @@ static void test_rfc7677_client(void **state)
 /* Runs a full exchange; returns the server's result for the final step (or the first failure)
  * and, when client_result is given, the client's result for server-final. */
 static enum scram_result exchange(struct scram_server *srv, struct scram_client *cli,
-                                  const char *server_secret, const char *user,
-                                  const char *password, const uint8_t *ck, const uint8_t *sk,
+                                  const char *server_secret, const char *user, const char *password,
+                                  const uint8_t *ck, const uint8_t *sk,
                                   enum scram_result *client_result)
 {
     char m1[SCRAM_OUT_MAX], m2[SCRAM_OUT_MAX], m3[SCRAM_OUT_MAX], m4[SCRAM_OUT_MAX];
@@ -218,9 +228,9 @@ static enum scram_result exchange(struct scram_server *srv, struct scram_client 
 
     scram_server_init(srv);
     scram_client_init(cli);
-    assert_int_equal(scram_client_start(cli, user, password, ck, sk, m1, sizeof(m1), &l1, err,
-                                        sizeof(err)),
-                     SCRAM_OK);
+    assert_int_equal(
+        scram_client_start(cli, user, password, ck, sk, m1, sizeof(m1), &l1, err, sizeof(err)),
+        SCRAM_OK);
     r = scram_server_start(srv, server_secret, m1, l1, m2, sizeof(m2), &l2, err, sizeof(err));
     if (r != SCRAM_OK)
         return r;
@@ -351,8 +361,8 @@ static enum scram_result server_first(struct scram_server *st, const char *msg, 
     rfc_secret(&s);
     assert_true(scram_secret_format(&s, secret, sizeof(secret)));
     scram_server_init(st);
-    return scram_server_start_with_nonce(st, secret, msg, len, RFC_SERVER_NONCE, out,
-                                         sizeof(out), &out_len, err, err_len);
+    return scram_server_start_with_nonce(st, secret, msg, len, RFC_SERVER_NONCE, out, sizeof(out),
+                                         &out_len, err, err_len);
 }
 
 static void test_client_first_garbage(void **state)
@@ -362,10 +372,24 @@ static void test_client_first_garbage(void **state)
     char err[256];
     char big[SCRAM_MAX_MESSAGE_LEN + 16];
     const char *bad[] = {
-        "",          "n",           "n,",         "n,,",          "n,,n=",      "n,,n=,",
-        "n,,n=,r=",  "n,,r=abc",    "x,,n=,r=ab", "n,a=u,n=,r=a", "n,,m=x,n=,r=a",
-        "n,,n=,r=a,", "n,,n=,r=a,1", "n,,n=,r=a b", "n,,n=,r=a,=x", "nn,n=,r=a",
-        "n,,n=r=abc", "y,n=,r=a",
+        "",
+        "n",
+        "n,",
+        "n,,",
+        "n,,n=",
+        "n,,n=,",
+        "n,,n=,r=",
+        "n,,r=abc",
+        "x,,n=,r=ab",
+        "n,a=u,n=,r=a",
+        "n,,m=x,n=,r=a",
+        "n,,n=,r=a,",
+        "n,,n=,r=a,1",
+        "n,,n=,r=a b",
+        "n,,n=,r=a,=x",
+        "nn,n=,r=a",
+        "n,,n=r=abc",
+        "y,n=,r=a",
     };
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -391,6 +415,7 @@ static void test_client_first_garbage(void **state)
     memset(big, 'a', sizeof(big));
     memcpy(big, "n,,n=,r=", 8);
     assert_int_equal(server_first(&st, big, sizeof(big), err, sizeof(err)), SCRAM_PROTOCOL_ERROR);
+    assert_string_equal(err, "malformed SCRAM message (too long)");
     scram_server_clear(&st);
     assert_int_equal(server_first(&st, big, 8 + SCRAM_MAX_NONCE_LEN + 1, err, sizeof(err)),
                      SCRAM_PROTOCOL_ERROR);
@@ -409,8 +434,8 @@ static void test_client_first_garbage(void **state)
     /* Second client-first on the same state. */
     char out[SCRAM_OUT_MAX];
     size_t out_len;
-    assert_int_equal(server_first(&st, RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), err, sizeof(err)),
-                     SCRAM_OK);
+    assert_int_equal(
+        server_first(&st, RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), err, sizeof(err)), SCRAM_OK);
     assert_int_equal(scram_server_start(&st, "pw", RFC_CLIENT_FIRST, strlen(RFC_CLIENT_FIRST), out,
                                         sizeof(out), &out_len, err, sizeof(err)),
                      SCRAM_PROTOCOL_ERROR);
@@ -448,15 +473,15 @@ static void test_client_final_garbage(void **state)
         "c=biws",
         "c=biws,r=" NONCE,
         "c=biws,r=" NONCE ",",
-        "r=" NONCE ",p=" PROOF,                          /* missing c= */
-        "c=biws,p=" PROOF,                               /* missing r= */
-        "c=eSws,r=" NONCE ",p=" PROOF,                   /* c= does not match "n,," */
+        "r=" NONCE ",p=" PROOF,        /* missing c= */
+        "c=biws,p=" PROOF,             /* missing r= */
+        "c=eSws,r=" NONCE ",p=" PROOF, /* c= does not match "n,," */
         "c=cD10bHMtc2VydmVyLWVuZC1wb2ludCws,r=" NONCE ",p=" PROOF,
-        "c=biws,r=" RFC_CLIENT_NONCE ",p=" PROOF,        /* nonce mismatch (truncated) */
-        "c=biws,r=" NONCE "x,p=" PROOF,                  /* nonce mismatch (longer) */
-        "c=biws,r=" NONCE ",p=" PROOF ",x=1",            /* attribute after proof */
+        "c=biws,r=" RFC_CLIENT_NONCE ",p=" PROOF, /* nonce mismatch (truncated) */
+        "c=biws,r=" NONCE "x,p=" PROOF,           /* nonce mismatch (longer) */
+        "c=biws,r=" NONCE ",p=" PROOF ",x=1",     /* attribute after proof */
         "c=biws,r=" NONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ",
-        "c=biws,r=" NONCE ",p=AAAA",                     /* proof of the wrong length */
+        "c=biws,r=" NONCE ",p=AAAA", /* proof of the wrong length */
         "c=biws,r=" NONCE ",p=" PROOF "AAAA",
         "c=biws,r=" NONCE ",p=!HzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
         "c=biws,r=" NONCE ",p=",
@@ -509,8 +534,8 @@ static void test_finish_before_start(void **state)
                                         err, sizeof(err)),
                      SCRAM_BAD_SECRET);
     scram_client_clear(&cli);
-    assert_int_equal(scram_client_start(&cli, NULL, "pw", key, key, out, sizeof(out), &out_len,
-                                        err, sizeof(err)),
+    assert_int_equal(scram_client_start(&cli, NULL, "pw", key, key, out, sizeof(out), &out_len, err,
+                                        sizeof(err)),
                      SCRAM_BAD_SECRET);
     scram_client_clear(&cli);
     assert_int_equal(scram_client_start(&cli, NULL, NULL, key, NULL, out, sizeof(out), &out_len,
@@ -533,8 +558,7 @@ static enum scram_result client_continue_with(const char *server_first_msg, size
                                                    RFC_CLIENT_NONCE, out, sizeof(out), &out_len,
                                                    err, err_len),
                      SCRAM_OK);
-    r = scram_client_continue(&st, server_first_msg, len, out, sizeof(out), &out_len, err,
-                              err_len);
+    r = scram_client_continue(&st, server_first_msg, len, out, sizeof(out), &out_len, err, err_len);
     if (r != SCRAM_OK) {
         assert_int_equal(st.phase, SCRAM_CLIENT_FAILED);
         assert_null(st.password);
@@ -565,7 +589,7 @@ static void test_server_first_malicious(void **state)
         SF_PREFIX ",i=",
         SF_PREFIX ",i=4096,x=1", /* garbage at the end */
         SF_PREFIX ",i=4096,",
-        "r=" RFC_CLIENT_NONCE ",s=" RFC_SALT_B64 ",i=4096",        /* no server part */
+        "r=" RFC_CLIENT_NONCE ",s=" RFC_SALT_B64 ",i=4096",                     /* no server part */
         "r=xOprNGfwEbeRWgbNEkqO" RFC_SERVER_NONCE ",s=" RFC_SALT_B64 ",i=4096", /* not ours */
         "r=rOprNG,s=" RFC_SALT_B64 ",i=4096",
         "r=" NONCE ",s=,i=4096",
@@ -580,9 +604,9 @@ static void test_server_first_malicious(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(client_continue_with(bad[i], strlen(bad[i]), err, sizeof(err)),
                          SCRAM_PROTOCOL_ERROR);
-    assert_int_equal(client_continue_with(SF_PREFIX ",i=1000000000", strlen(SF_PREFIX) + 13, err,
-                                          sizeof(err)),
-                     SCRAM_PROTOCOL_ERROR);
+    assert_int_equal(
+        client_continue_with(SF_PREFIX ",i=1000000000", strlen(SF_PREFIX) + 13, err, sizeof(err)),
+        SCRAM_PROTOCOL_ERROR);
     assert_non_null(strstr(err, "iteration"));
 
     /* CVE-2026-6665: a very long nonce, within and beyond the message cap. */
@@ -604,11 +628,11 @@ static void test_server_first_malicious(void **state)
     assert_int_equal(client_continue_with("r=" NONCE "\0,s=", strlen(NONCE) + 6, err, sizeof(err)),
                      SCRAM_PROTOCOL_ERROR);
     /* The good one still works, and i=1 is legal. */
-    assert_int_equal(client_continue_with(RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), err,
-                                          sizeof(err)),
-                     SCRAM_OK);
-    assert_int_equal(client_continue_with(SF_PREFIX ",i=1", strlen(SF_PREFIX) + 4, err, sizeof(err)),
-                     SCRAM_OK);
+    assert_int_equal(
+        client_continue_with(RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), err, sizeof(err)),
+        SCRAM_OK);
+    assert_int_equal(
+        client_continue_with(SF_PREFIX ",i=1", strlen(SF_PREFIX) + 4, err, sizeof(err)), SCRAM_OK);
 }
 
 static enum scram_result client_finish_with(const char *server_final, size_t len, char *err,
@@ -641,15 +665,15 @@ static void test_server_final_malicious(void **state)
     assert_int_equal(client_finish_with("", 0, err, sizeof(err)), SCRAM_PROTOCOL_ERROR);
     assert_int_equal(client_finish_with("v=", 2, err, sizeof(err)), SCRAM_PROTOCOL_ERROR);
     assert_int_equal(client_finish_with("x=abc", 5, err, sizeof(err)), SCRAM_PROTOCOL_ERROR);
-    assert_int_equal(client_finish_with(RFC_SERVER_FINAL ",x=1", strlen(RFC_SERVER_FINAL) + 4, err,
-                                        sizeof(err)),
-                     SCRAM_PROTOCOL_ERROR);
+    assert_int_equal(
+        client_finish_with(RFC_SERVER_FINAL ",x=1", strlen(RFC_SERVER_FINAL) + 4, err, sizeof(err)),
+        SCRAM_PROTOCOL_ERROR);
     assert_int_equal(client_finish_with("v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=AAAA", 50,
                                         err, sizeof(err)),
                      SCRAM_PROTOCOL_ERROR);
-    assert_int_equal(client_finish_with("v=7rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=", 46, err,
-                                        sizeof(err)),
-                     SCRAM_AUTH_FAILED);
+    assert_int_equal(
+        client_finish_with("v=7rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=", 46, err, sizeof(err)),
+        SCRAM_AUTH_FAILED);
     assert_int_equal(client_finish_with("e=invalid-proof", 15, err, sizeof(err)),
                      SCRAM_AUTH_FAILED);
     assert_non_null(strstr(err, "invalid-proof"));
@@ -661,9 +685,8 @@ static void test_server_final_malicious(void **state)
     assert_true(strlen(err) < 160);
     assert_null(strchr(err, '\x01'));
     assert_int_equal(client_finish_with(big, sizeof(big), err, sizeof(err)), SCRAM_PROTOCOL_ERROR);
-    assert_int_equal(client_finish_with(RFC_SERVER_FINAL, strlen(RFC_SERVER_FINAL), err,
-                                        sizeof(err)),
-                     SCRAM_OK);
+    assert_int_equal(
+        client_finish_with(RFC_SERVER_FINAL, strlen(RFC_SERVER_FINAL), err, sizeof(err)), SCRAM_OK);
 }
 
 static void test_doomed_user(void **state)
@@ -681,9 +704,9 @@ static void test_doomed_user(void **state)
                                         err, sizeof(err)),
                      SCRAM_OK);
     scram_server_init(&st);
-    assert_int_equal(scram_server_start_doomed(&st, "ghost", m1, l1, m2, sizeof(m2), &l2, err,
-                                               sizeof(err)),
-                     SCRAM_OK);
+    assert_int_equal(
+        scram_server_start_doomed(&st, "ghost", m1, l1, m2, sizeof(m2), &l2, err, sizeof(err)),
+        SCRAM_OK);
     assert_int_equal(scram_client_continue(&cli, m2, l2, m3, sizeof(m3), &l3, err, sizeof(err)),
                      SCRAM_OK);
     assert_int_equal(scram_server_finish(&st, m3, l3, m4, sizeof(m4), &l4, err, sizeof(err)),
@@ -699,17 +722,17 @@ static void test_doomed_user(void **state)
 
     /* The mock salt is stable for a user and differs between users. */
     m2[l2] = '\0';
-    assert_int_equal(scram_server_start_doomed(&st, "ghost", m1, l1, m2b, sizeof(m2b), &l2b, err,
-                                               sizeof(err)),
-                     SCRAM_OK);
+    assert_int_equal(
+        scram_server_start_doomed(&st, "ghost", m1, l1, m2b, sizeof(m2b), &l2b, err, sizeof(err)),
+        SCRAM_OK);
     m2b[l2b] = '\0';
     salt_a = strstr(m2, ",s=");
     salt_b = strstr(m2b, ",s=");
     assert_string_equal(salt_a, salt_b);
     scram_server_clear(&st);
-    assert_int_equal(scram_server_start_doomed(&st, "ghost2", m1, l1, m2b, sizeof(m2b), &l2b, err,
-                                               sizeof(err)),
-                     SCRAM_OK);
+    assert_int_equal(
+        scram_server_start_doomed(&st, "ghost2", m1, l1, m2b, sizeof(m2b), &l2b, err, sizeof(err)),
+        SCRAM_OK);
     m2b[l2b] = '\0';
     assert_string_not_equal(salt_a, strstr(m2b, ",s="));
     scram_server_clear(&st);
