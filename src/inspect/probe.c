@@ -34,25 +34,12 @@ static double monotonic_ms(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
-static void first_line(char *out, size_t len, const char *text)
-{
-    if (text == NULL)
-        text = "";
-    while (strncmp(text, "ERROR:  ", 8) == 0 || strncmp(text, "FATAL:  ", 8) == 0)
-        text += 8;
-    size_t n = strcspn(text, "\n");
-    if (n >= len)
-        n = len - 1;
-    memcpy(out, text, n);
-    out[n] = '\0';
-}
-
 static void probe_fail(struct probe_slot *slot, const char *sqlstate, const char *message)
 {
     struct health_probe *r = slot->result;
     r->healthy = false;
     r->latency_ms = monotonic_ms() - slot->started_ms;
-    first_line(r->error, sizeof(r->error), message);
+    inspect_first_line(r->error, sizeof(r->error), message);
     snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate ? sqlstate : "");
     snprintf(r->error_class, sizeof(r->error_class), "%s",
              health_classify_error(sqlstate, r->error));
@@ -95,7 +82,7 @@ static void advance_query(struct probe_slot *slot)
         } else {
             const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
             snprintf(sqlstate, sizeof(sqlstate), "%s", state ? state : "");
-            first_line(message, sizeof(message), PQresultErrorMessage(res));
+            inspect_first_line(message, sizeof(message), PQresultErrorMessage(res));
         }
         PQclear(res);
     }

@@ -29,8 +29,7 @@ void inspect_error_set(struct inspect_error *err, const char *code, const char *
     va_end(ap);
 }
 
-/* libpq messages end with a newline and may carry DETAIL/HINT lines; keep one sentence. */
-static void first_line(char *out, size_t out_len, const char *text)
+void inspect_first_line(char *out, size_t out_len, const char *text)
 {
     if (text == NULL)
         text = "";
@@ -49,7 +48,7 @@ void inspect_error_from_result(struct inspect_error *err, const char *code, PGco
     const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     char line[400];
-    first_line(line, sizeof(line), primary ? primary : PQerrorMessage(conn));
+    inspect_first_line(line, sizeof(line), primary ? primary : PQerrorMessage(conn));
     inspect_error_set(err, code, sqlstate, "%s", line);
 }
 
@@ -82,7 +81,7 @@ PGconn *inspect_connect(const char *conninfo, struct inspect_target *target,
     fill_target(conn, target);
     if (PQstatus(conn) != CONNECTION_OK) {
         char line[400];
-        first_line(line, sizeof(line), PQerrorMessage(conn));
+        inspect_first_line(line, sizeof(line), PQerrorMessage(conn));
         const char *cls = health_classify_error(NULL, line);
         const char *code = strcmp(cls, "auth") == 0 ? "auth_failed" : "connection_failed";
         inspect_error_set(err, code, NULL, "%s", line[0] ? line : "could not connect");

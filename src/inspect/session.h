@@ -42,6 +42,10 @@ void inspect_error_from_result(struct inspect_error *err, const char *code, PGco
 void inspect_error_set(struct inspect_error *err, const char *code, const char *sqlstate,
                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* Copies the first line of a libpq/server message without its "ERROR:  "/"FATAL:  " prefix:
+ * messages end with a newline and may carry DETAIL/HINT lines; errors show one sentence. */
+void inspect_first_line(char *out, size_t out_len, const char *text);
+
 /* Runs a query expected to return tuples; NULL (with err filled) on failure. */
 PGresult *inspect_query(PGconn *conn, const char *sql, int n_params, const char *const *params,
                         struct inspect_error *err);
