@@ -39,7 +39,7 @@ struct net_loop *net_loop_new(void)
     struct event_config *cfg = event_config_new();
     if (cfg) {
         /* Edge-triggered registrations need a backend that supports them (epoll). */
-        event_config_require_features(cfg, EV_FEATURE_ET);
+        event_config_require_features(cfg, EV_FEATURE_ET | EV_FEATURE_EARLY_CLOSE);
         loop->base = event_base_new_with_config(cfg);
         event_config_free(cfg);
     }
@@ -90,6 +90,8 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
         w |= NET_IO_READABLE;
     if (what & EV_WRITE)
         w |= NET_IO_WRITABLE;
+    if (what & EV_CLOSED)
+        w |= NET_IO_CLOSED | NET_IO_READABLE;
     io->fn((int)fd, w, io->arg);
 }
 
@@ -99,7 +101,7 @@ struct net_io *net_io_new(struct net_loop *loop, int fd, enum net_io_mode mode, 
     struct net_io *io = calloc(1, sizeof(*io));
     if (!io)
         return NULL;
-    short flags = mode == NET_IO_EDGE_RW ? (EV_READ | EV_WRITE | EV_PERSIST | EV_ET)
+    short flags = mode == NET_IO_EDGE_RW ? (EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET)
                                          : (EV_READ | EV_PERSIST);
     io->fn = fn;
     io->arg = arg;

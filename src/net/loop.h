@@ -14,6 +14,7 @@ struct net_timer; /* opaque: a one-shot or periodic timer */
 enum net_io_what {
     NET_IO_READABLE = 1,
     NET_IO_WRITABLE = 2,
+    NET_IO_CLOSED = 4, /* the peer shut down its side (read on until EOF) */
 };
 
 enum net_io_mode {

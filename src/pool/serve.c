@@ -1,12 +1,396 @@
-/* `pgwarden serve` entry point (placeholder until the runtime lands). */
+/* `pgwarden serve`: command line, configuration (load and SIGHUP reload), listeners,
+ * signals as PgBouncer has them, and the event loop's lifetime. */
 #include "pool/serve.h"
 
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "pool/pool.h"
+
+#define JANITOR_PERIOD_MS 500
+#define CANCEL_BUCKETS 65536
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: pgwarden serve [-c FILE] [-v] [FILE]\n"
+            "Runs the connection pooler with a pgbouncer.ini-compatible configuration.\n\n"
+            "  -c, --config FILE   configuration file (pgbouncer.ini syntax)\n"
+            "  -v, --verbose       more logging (repeat for trace)\n"
+            "  -h, --help          this help\n\n"
+            "Signals: SIGINT shutdown after servers are released, SIGTERM shutdown after\n"
+            "clients leave (a second SIGINT/SIGTERM exits at once), SIGQUIT immediate,\n"
+            "SIGUSR1 pause, SIGUSR2 resume, SIGHUP reload.\n");
+}
+
+static FILE *log_file;
+
+static void apply_logging(const struct pooler_config *cfg, int extra_verbose)
+{
+    int v = cfg->verbose + extra_verbose;
+    enum log_level level = v >= 2 ? LOG_LEVEL_TRACE : v == 1 ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO;
+    enum log_format fmt = strcmp(cfg->log_format, "json") == 0 ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT;
+    FILE *out = stderr;
+    if (cfg->logfile && cfg->logfile[0]) {
+        FILE *f = fopen(cfg->logfile, "a");
+        if (f) {
+            setvbuf(f, NULL, _IOLBF, 0);
+            if (log_file)
+                fclose(log_file);
+            log_file = f;
+            out = f;
+        } else {
+            log_warning("serve", "cannot open logfile %s: %s", cfg->logfile, strerror(errno));
+        }
+    }
+    log_configure(level, fmt, out);
+}
+
+static int extra_verbose;
+
+/* ---- accepting ---- */
+
+static void resume_accept_cb(void *arg)
+{
+    struct pooler *p = arg;
+    if (p->accept_paused && p->run_state != POOLER_SHUTDOWN_CLIENTS &&
+        p->run_state != POOLER_SHUTDOWN_SERVERS) {
+        for (int i = 0; i < p->n_listeners; i++)
+            net_io_resume(p->listen_ios[i]);
+        p->accept_paused = false;
+    }
+}
+
+static struct net_timer *accept_timer;
+
+static void accept_cb(int fd, unsigned what, void *arg)
+{
+    (void)what;
+    struct pooler *p = arg;
+    int cfd;
+    struct net_addr addr;
+    /* One accept per wake-up: the level-triggered listener fires again while more are
+     * queued, which costs no extra system call compared to looping into EAGAIN. */
+    switch (net_accept(fd, &cfd, &addr)) {
+    case NET_ACCEPT_OK:
+        break;
+    case NET_ACCEPT_AGAIN:
+        return;
+    case NET_ACCEPT_NO_FDS:
+        log_warning("serve", "accept: out of file descriptors; pausing accepts for 1s");
+        for (int i = 0; i < p->n_listeners; i++)
+            net_io_pause(p->listen_ios[i]);
+        p->accept_paused = true;
+        if (!accept_timer)
+            accept_timer = net_timer_new(p->loop, resume_accept_cb, p);
+        if (accept_timer)
+            net_timer_start(accept_timer, 1000, false);
+        return;
+    case NET_ACCEPT_ERROR:
+        log_warning("serve", "accept failed: %s", strerror(errno));
+        return;
+    }
+    if (!client_new(p, cfd, &addr))
+        close(cfd);
+}
+
+static bool open_listeners(struct pooler *p, char *err, size_t err_len)
+{
+    const struct pooler_config *cfg = p->cfg;
+    if (cfg->listen_addr && cfg->listen_addr[0]) {
+        int fd = net_listen_tcp(cfg->listen_addr, cfg->listen_port, cfg->listen_backlog, err,
+                                err_len);
+        if (fd < 0)
+            return false;
+        p->listen_fds[p->n_listeners++] = fd;
+    }
+    if (cfg->unix_socket_dir && cfg->unix_socket_dir[0]) {
+        int fd = net_listen_unix(cfg->unix_socket_dir, cfg->listen_port, cfg->listen_backlog,
+                                 p->unix_path, sizeof(p->unix_path), err, err_len);
+        if (fd < 0)
+            return false;
+        p->listen_fds[p->n_listeners++] = fd;
+    }
+    if (p->n_listeners == 0) {
+        snprintf(err, err_len, "neither listen_addr nor unix_socket_dir is set");
+        return false;
+    }
+    for (int i = 0; i < p->n_listeners; i++) {
+        p->listen_ios[i] = net_io_new(p->loop, p->listen_fds[i], NET_IO_LEVEL_READ, accept_cb, p);
+        if (!p->listen_ios[i]) {
+            snprintf(err, err_len, "cannot watch listener");
+            return false;
+        }
+    }
+    return true;
+}
+
+static void close_listeners(struct pooler *p)
+{
+    for (int i = 0; i < p->n_listeners; i++) {
+        net_io_free(p->listen_ios[i]);
+        close(p->listen_fds[i]);
+    }
+    p->n_listeners = 0;
+    if (p->unix_path[0]) {
+        unlink(p->unix_path);
+        p->unix_path[0] = '\0';
+    }
+}
+
+/* ---- signals ---- */
+
+static void resume_all(struct pooler *p)
+{
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next)
+        pool_activate(plist_entry(n, struct pool, node));
+}
+
+static void begin_shutdown(struct pooler *p, enum pooler_run_state how, const char *sig)
+{
+    if (p->run_state == POOLER_SHUTDOWN_SERVERS || p->run_state == POOLER_SHUTDOWN_CLIENTS) {
+        log_info("serve", "%s again: shutting down now", sig);
+        net_loop_stop(p->loop);
+        return;
+    }
+    log_info("serve", "%s: %s", sig,
+             how == POOLER_SHUTDOWN_SERVERS ? "shutting down after servers are released"
+                                            : "shutting down after clients disconnect");
+    p->run_state = how;
+    /* Stop accepting TCP clients; the process exits once the condition holds. */
+    close_listeners(p);
+    janitor_run(p);
+}
+
+static void on_sigint(void *arg)
+{
+    begin_shutdown(arg, POOLER_SHUTDOWN_SERVERS, "SIGINT");
+}
+
+static void on_sigterm(void *arg)
+{
+    begin_shutdown(arg, POOLER_SHUTDOWN_CLIENTS, "SIGTERM");
+}
+
+static void on_sigquit(void *arg)
+{
+    struct pooler *p = arg;
+    log_info("serve", "SIGQUIT: shutting down now");
+    net_loop_stop(p->loop);
+}
+
+static void on_sigusr1(void *arg)
+{
+    struct pooler *p = arg;
+    if (p->run_state == POOLER_RUNNING) {
+        log_info("serve", "SIGUSR1: pausing (no servers are handed out until SIGUSR2)");
+        p->run_state = POOLER_PAUSED;
+    }
+}
+
+static void on_sigusr2(void *arg)
+{
+    struct pooler *p = arg;
+    if (p->run_state == POOLER_PAUSED) {
+        log_info("serve", "SIGUSR2: resuming");
+        p->run_state = POOLER_RUNNING;
+        resume_all(p);
+    }
+}
+
+static void on_sighup(void *arg)
+{
+    struct pooler *p = arg;
+    struct pooler_config *next = calloc(1, sizeof(*next));
+    char err[1024];
+    if (!next)
+        return;
+    if (!pooler_config_load(p->cfg->config_file, next, err, sizeof(err))) {
+        log_error("serve", "reload failed, keeping the current configuration: %s", err);
+        free(next);
+        return;
+    }
+    /* Listeners and buffer sizes are fixed for the process's life. */
+    struct pooler_config *old = p->cfg;
+    if (strcmp(next->listen_addr, old->listen_addr) || next->listen_port != old->listen_port ||
+        strcmp(next->unix_socket_dir, old->unix_socket_dir) || next->pkt_buf != old->pkt_buf)
+        log_warning("serve", "reload: listen_addr, listen_port, unix_socket_dir and pkt_buf "
+                             "changes need a restart; keeping the old values");
+    next->listen_port = old->listen_port;
+    next->pkt_buf = old->pkt_buf;
+    char *t = next->listen_addr;
+    next->listen_addr = old->listen_addr;
+    old->listen_addr = t;
+    t = next->unix_socket_dir;
+    next->unix_socket_dir = old->unix_socket_dir;
+    old->unix_socket_dir = t;
+    p->cfg = next;
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next)
+        pool_apply_config(plist_entry(n, struct pool, node));
+    pooler_config_free(old);
+    free(old);
+    apply_logging(p->cfg, extra_verbose);
+    log_info("serve", "configuration reloaded from %s", p->cfg->config_file);
+    resume_all(p);
+}
+
+/* ---- teardown ---- */
+
+static void close_everything(struct pooler *p)
+{
+    struct plist *n;
+    while ((n = plist_first(&p->login_clients)) != NULL)
+        client_close(plist_entry(n, struct client, node), "shutdown");
+    for (n = p->pools.next; n != &p->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
+                                 &pool->waiting_login_clients};
+        for (size_t i = 0; i < 3; i++) {
+            struct plist *m;
+            while ((m = plist_first(lists[i])) != NULL)
+                client_fail(plist_entry(m, struct client, node), "57P01",
+                            "pgwarden is shutting down");
+        }
+        struct plist *slists[] = {&pool->idle_servers, &pool->active_servers,
+                                  &pool->tested_servers, &pool->login_servers,
+                                  &pool->canceling_servers};
+        for (size_t i = 0; i < 5; i++) {
+            struct plist *m;
+            while ((m = plist_first(slists[i])) != NULL)
+                server_close(plist_entry(m, struct server, node), "shutdown");
+        }
+    }
+    pooler_reap(p);
+    cancel_reqs_free_all(p);
+    while ((n = plist_first(&p->pools)) != NULL) {
+        plist_remove(n);
+        pool_free(plist_entry(n, struct pool, node));
+    }
+}
 
 int serve_main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "pgwarden serve: not implemented yet\n");
-    return 3;
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL;
+    int opt;
+    optind = 1;
+    extra_verbose = 0;
+    while ((opt = getopt_long(argc, argv, "c:vh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'v':
+            extra_verbose++;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 3;
+        }
+    }
+    if (!config_path && optind < argc)
+        config_path = argv[optind++];
+    if (!config_path || optind < argc) {
+        usage(stderr);
+        return 3;
+    }
+
+    int rc = 3;
+    char err[1024];
+    struct pooler p;
+    memset(&p, 0, sizeof(p));
+    p.cfg = calloc(1, sizeof(*p.cfg));
+    if (!p.cfg)
+        return 3;
+    log_configure(extra_verbose >= 2 ? LOG_LEVEL_TRACE
+                                     : extra_verbose ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
+                  LOG_FORMAT_TEXT, stderr);
+    if (!pooler_config_load(config_path, p.cfg, err, sizeof(err))) {
+        fprintf(stderr, "pgwarden serve: %s\n", err);
+        free(p.cfg);
+        return 3;
+    }
+    apply_logging(p.cfg, extra_verbose);
+    signal(SIGPIPE, SIG_IGN);
+
+    plist_init(&p.pools);
+    plist_init(&p.login_clients);
+    plist_init(&p.justfree_clients);
+    plist_init(&p.justfree_servers);
+    plist_init(&p.cancel_reqs);
+    iobuf_cache_init(&p.bufs, (uint32_t)p.cfg->pkt_buf);
+    p.cancel_buckets = CANCEL_BUCKETS;
+    p.cancel_table = calloc(p.cancel_buckets, sizeof(*p.cancel_table));
+    p.loop = net_loop_new();
+    if (!p.cancel_table || !p.loop) {
+        fprintf(stderr, "pgwarden serve: cannot create the event loop\n");
+        goto out;
+    }
+    if (!open_listeners(&p, err, sizeof(err))) {
+        fprintf(stderr, "pgwarden serve: %s\n", err);
+        goto out;
+    }
+    p.janitor = net_timer_new(p.loop, janitor_run, &p);
+    if (!p.janitor || !net_signal_add(p.loop, SIGINT, on_sigint, &p) ||
+        !net_signal_add(p.loop, SIGTERM, on_sigterm, &p) ||
+        !net_signal_add(p.loop, SIGQUIT, on_sigquit, &p) ||
+        !net_signal_add(p.loop, SIGUSR1, on_sigusr1, &p) ||
+        !net_signal_add(p.loop, SIGUSR2, on_sigusr2, &p) ||
+        !net_signal_add(p.loop, SIGHUP, on_sighup, &p)) {
+        fprintf(stderr, "pgwarden serve: cannot install timers and signal handlers\n");
+        goto out;
+    }
+    net_timer_start(p.janitor, JANITOR_PERIOD_MS, true);
+    if (p.cfg->pidfile && p.cfg->pidfile[0]) {
+        FILE *f = fopen(p.cfg->pidfile, "w");
+        if (f) {
+            fprintf(f, "%d\n", (int)getpid());
+            fclose(f);
+        }
+    }
+    log_info("serve", "pgwarden %s listening on %s:%d%s%s (%s, %s pooling, backend %s)",
+             PGWARDEN_VERSION, p.cfg->listen_addr, p.cfg->listen_port,
+             p.unix_path[0] ? " and " : "", p.unix_path,
+             p.cfg->auth_type == POOLER_AUTH_TRUST ? "trust auth" : "password auth",
+             pool_mode_name(p.cfg->pool_mode), net_loop_backend(p.loop));
+    if (!net_loop_run(p.loop)) {
+        fprintf(stderr, "pgwarden serve: event loop failed\n");
+        goto out;
+    }
+    rc = 0;
+    log_info("serve", "shut down");
+out:
+    close_everything(&p);
+    close_listeners(&p);
+    if (p.cfg->pidfile && p.cfg->pidfile[0])
+        unlink(p.cfg->pidfile);
+    net_timer_free(p.janitor);
+    net_timer_free(p.reaper);
+    net_timer_free(accept_timer);
+    accept_timer = NULL;
+    net_loop_free(p.loop);
+    iobuf_cache_destroy(&p.bufs);
+    free(p.cancel_table);
+    pooler_config_free(p.cfg);
+    free(p.cfg);
+    log_configure(LOG_LEVEL_INFO, LOG_FORMAT_TEXT, stderr);
+    if (log_file) {
+        fclose(log_file);
+        log_file = NULL;
+    }
+    return rc;
 }

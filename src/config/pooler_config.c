@@ -1,0 +1,702 @@
+/* pgbouncer.ini → struct pooler_config. One table describes every scalar key (type, default,
+ * PgBouncer compatibility, meaning); [databases] and [users] entries are connection-string
+ * style and parsed with ini_parse_connstr. */
+#include "config/pooler_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include "config/ini.h"
+
+enum key_type {
+    KEY_INT,
+    KEY_BOOL,
+    KEY_STRING,
+    KEY_DURATION, /* int64 ms; a bare number is seconds, as in PgBouncer */
+    KEY_SIZE,     /* int64 bytes */
+    KEY_POOL_MODE,
+    KEY_AUTH_TYPE,
+    KEY_IGNORED, /* accepted PgBouncer key that pgwarden does not implement: warns */
+};
+
+struct key_def {
+    const char *name;
+    enum key_type type;
+    size_t offset;
+    const char *default_text;
+    bool pgbouncer; /* same name and meaning as PgBouncer */
+    const char *meaning;
+};
+
+#define OFF(field) offsetof(struct pooler_config, field)
+
+static const struct key_def KEYS[] = {
+    {"listen_addr", KEY_STRING, OFF(listen_addr), "127.0.0.1", true,
+     "TCP address to listen on (\"*\" = all IPv4, empty = no TCP listener)"},
+    {"listen_port", KEY_INT, OFF(listen_port), "6432", true, "TCP port, also names the unix socket"},
+    {"unix_socket_dir", KEY_STRING, OFF(unix_socket_dir), "/tmp", true,
+     "directory of the unix socket .s.PGSQL.<port> (empty = none)"},
+    {"listen_backlog", KEY_INT, OFF(listen_backlog), "128", true, "listen(2) backlog"},
+    {"auth_type", KEY_AUTH_TYPE, OFF(auth_type), "md5", true,
+     "client authentication: trust, plain, md5, scram-sha-256"},
+    {"auth_file", KEY_STRING, OFF(auth_file), "", true,
+     "userlist.txt with \"user\" \"secret\" lines (plain, md5 or SCRAM secrets)"},
+    {"pool_mode", KEY_POOL_MODE, OFF(pool_mode), "session", true,
+     "when a server returns to the pool: session, transaction (statement is rejected)"},
+    {"max_client_conn", KEY_INT, OFF(max_client_conn), "100", true,
+     "most client connections at once; more get ErrorResponse 53300"},
+    {"default_pool_size", KEY_INT, OFF(default_pool_size), "20", true,
+     "server connections per database+user pool"},
+    {"min_pool_size", KEY_INT, OFF(min_pool_size), "0", true,
+     "server connections kept open per pool even when idle"},
+    {"reserve_pool_size", KEY_INT, OFF(reserve_pool_size), "0", true,
+     "extra servers a pool may open when a client waited reserve_pool_timeout"},
+    {"reserve_pool_timeout", KEY_DURATION, OFF(reserve_pool_timeout_ms), "5", true,
+     "wait after which the reserve pool is used"},
+    {"max_db_connections", KEY_INT, OFF(max_db_connections), "0", true,
+     "most server connections per database over all its pools (0 = no limit)"},
+    {"max_user_connections", KEY_INT, OFF(max_user_connections), "0", true,
+     "most server connections per user over all its pools (0 = no limit)"},
+    {"server_reset_query", KEY_STRING, OFF(server_reset_query), "DISCARD ALL", true,
+     "run when a session-mode client lets its server go (empty = none)"},
+    {"server_reset_query_always", KEY_BOOL, OFF(server_reset_query_always), "0", true,
+     "also run server_reset_query in transaction mode"},
+    {"server_check_query", KEY_STRING, OFF(server_check_query), "", true,
+     "health check before reusing a server idle longer than server_check_delay (empty = the "
+     "empty query)"},
+    {"server_check_delay", KEY_DURATION, OFF(server_check_delay_ms), "30", true,
+     "idle time after which a server is checked before reuse"},
+    {"server_lifetime", KEY_DURATION, OFF(server_lifetime_ms), "3600", true,
+     "servers older than this are closed when released (with jitter; 0 = forever)"},
+    {"server_idle_timeout", KEY_DURATION, OFF(server_idle_timeout_ms), "600", true,
+     "idle servers are closed after this (0 = never)"},
+    {"server_connect_timeout", KEY_DURATION, OFF(server_connect_timeout_ms), "15", true,
+     "connect plus login to PostgreSQL must finish within this"},
+    {"server_login_retry", KEY_DURATION, OFF(server_login_retry_ms), "15", true,
+     "after a failed server login, wait this long before trying again"},
+    {"client_login_timeout", KEY_DURATION, OFF(client_login_timeout_ms), "60", true,
+     "a client must finish startup and authentication within this"},
+    {"client_idle_timeout", KEY_DURATION, OFF(client_idle_timeout_ms), "0", true,
+     "close clients idle (without a server) longer than this (0 = never)"},
+    {"idle_transaction_timeout", KEY_DURATION, OFF(idle_transaction_timeout_ms), "0", true,
+     "close clients idle inside a transaction longer than this (0 = never)"},
+    {"query_timeout", KEY_DURATION, OFF(query_timeout_ms), "0", true,
+     "cancel and close a query running longer than this (0 = never)"},
+    {"query_wait_timeout", KEY_DURATION, OFF(query_wait_timeout_ms), "120", true,
+     "a client waiting for a server longer than this gets an error (0 = forever)"},
+    {"pkt_buf", KEY_SIZE, OFF(pkt_buf), "8192", true,
+     "bytes of the I/O buffer an active connection borrows (PgBouncer: 4096)"},
+    {"max_packet_size", KEY_SIZE, OFF(max_packet_size), "2147483647", true,
+     "largest protocol message accepted"},
+    {"ignore_startup_parameters", KEY_STRING, OFF(ignore_startup_parameters), "", true,
+     "comma-separated startup parameters accepted and ignored (e.g. extra_float_digits)"},
+    {"log_connections", KEY_BOOL, OFF(log_connections), "1", true, "log client logins"},
+    {"log_disconnections", KEY_BOOL, OFF(log_disconnections), "1", true,
+     "log disconnections with the reason"},
+    {"log_pooler_errors", KEY_BOOL, OFF(log_pooler_errors), "1", true,
+     "log errors the pooler sends to clients"},
+    {"logfile", KEY_STRING, OFF(logfile), "", true, "log file (empty = stderr)"},
+    {"pidfile", KEY_STRING, OFF(pidfile), "", true, "write the process id here"},
+    {"admin_users", KEY_STRING, OFF(admin_users), "", true, "admin console users"},
+    {"stats_users", KEY_STRING, OFF(stats_users), "", true, "read-only admin console users"},
+    {"verbose", KEY_INT, OFF(verbose), "0", true, "1 = debug, 2 = trace logging"},
+    {"tcp_keepalive", KEY_BOOL, OFF(tcp_keepalive), "1", true, "TCP keepalive on all sockets"},
+    {"log_format", KEY_STRING, OFF(log_format), "text", false, "text or json (JSON lines)"},
+    {"server_lifetime_jitter", KEY_INT, OFF(server_lifetime_jitter_pct), "10", false,
+     "server_lifetime is spread by +/- this percent so servers do not expire together"},
+};
+
+/* PgBouncer keys accepted without effect (a warning says so). */
+static const char *const IGNORED_KEYS[] = {
+    "user", "syslog", "syslog_ident", "syslog_facility", "unix_socket_mode",
+    "unix_socket_group", "so_reuseport", "peer_id", "tcp_defer_accept", "tcp_socket_buffer",
+    "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout", "dns_max_ttl",
+    "dns_nxdomain_ttl", "dns_zone_check_period", "resolv_conf", "server_round_robin",
+    "disable_pqexec", "application_name_add_host", "conffile", "service_name", "job_name",
+    "stats_period", "log_stats", "auth_hba_file", "auth_ident_file", "auth_user",
+    "auth_query", "auth_dbname", "client_tls_sslmode", "client_tls_key_file",
+    "client_tls_cert_file", "client_tls_ca_file", "client_tls_protocols",
+    "client_tls_ciphers", "client_tls_ecdhcurve", "client_tls_dheparams",
+    "server_tls_sslmode", "server_tls_ca_file", "server_tls_key_file",
+    "server_tls_cert_file", "server_tls_protocols", "server_tls_ciphers",
+    "server_fast_close", "sbuf_loopcnt", "suspend_timeout", "max_prepared_statements",
+    "track_extra_parameters", "cancel_wait_timeout", "autodb_idle_timeout",
+    "server_check_query_timeout", "query_wait_notify", "transaction_timeout",
+    "idle_transaction_timeout_notify",
+};
+
+static bool parse_int(const char *v, long long lo, long long hi, long long *out)
+{
+    errno = 0;
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end != '\0' || x < lo || x > hi)
+        return false;
+    *out = x;
+    return true;
+}
+
+static bool parse_bool(const char *v, bool *out)
+{
+    if (!strcmp(v, "1") || !strcasecmp(v, "on") || !strcasecmp(v, "true") ||
+        !strcasecmp(v, "yes")) {
+        *out = true;
+        return true;
+    }
+    if (!strcmp(v, "0") || !strcasecmp(v, "off") || !strcasecmp(v, "false") ||
+        !strcasecmp(v, "no")) {
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
+/* A bare number is seconds (PgBouncer); units us, ms, s, min, h, d are accepted too. */
+static bool parse_duration_ms(const char *v, int64_t *out)
+{
+    errno = 0;
+    char *end;
+    double x = strtod(v, &end);
+    if (errno || end == v || !(x >= 0) || !isfinite(x))
+        return false;
+    while (*end == ' ')
+        end++;
+    double scale;
+    if (*end == '\0' || !strcmp(end, "s") || !strcmp(end, "sec"))
+        scale = 1000.0;
+    else if (!strcmp(end, "ms"))
+        scale = 1.0;
+    else if (!strcmp(end, "us"))
+        scale = 0.001;
+    else if (!strcmp(end, "min"))
+        scale = 60000.0;
+    else if (!strcmp(end, "h"))
+        scale = 3600000.0;
+    else if (!strcmp(end, "d"))
+        scale = 86400000.0;
+    else
+        return false;
+    double ms = x * scale;
+    if (ms > 9e15)
+        return false;
+    *out = (int64_t)ms;
+    if (*out == 0 && ms > 0)
+        *out = 1;
+    return true;
+}
+
+static bool parse_size(const char *v, int64_t *out)
+{
+    errno = 0;
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || x < 0)
+        return false;
+    while (*end == ' ')
+        end++;
+    long long mul = 1;
+    if (*end == '\0' || !strcasecmp(end, "b"))
+        mul = 1;
+    else if (!strcasecmp(end, "kb"))
+        mul = 1024;
+    else if (!strcasecmp(end, "mb"))
+        mul = 1024 * 1024;
+    else if (!strcasecmp(end, "gb"))
+        mul = 1024LL * 1024 * 1024;
+    else
+        return false;
+    if (x > INT64_MAX / mul)
+        return false;
+    *out = x * mul;
+    return true;
+}
+
+static int parse_pool_mode(const char *v)
+{
+    if (!strcasecmp(v, "session"))
+        return POOL_MODE_SESSION;
+    if (!strcasecmp(v, "transaction"))
+        return POOL_MODE_TRANSACTION;
+    if (!strcasecmp(v, "statement"))
+        return POOL_MODE_STATEMENT;
+    return -1;
+}
+
+const char *pool_mode_name(enum pool_mode mode)
+{
+    switch (mode) {
+    case POOL_MODE_SESSION:
+        return "session";
+    case POOL_MODE_TRANSACTION:
+        return "transaction";
+    case POOL_MODE_STATEMENT:
+        return "statement";
+    }
+    return "?";
+}
+
+static bool set_key(struct pooler_config *cfg, const struct key_def *k, const char *v, char *err,
+                    size_t err_len)
+{
+    void *field = (char *)cfg + k->offset;
+    long long i;
+    int64_t d;
+    bool b;
+    switch (k->type) {
+    case KEY_INT:
+        if (!parse_int(v, 0, INT32_MAX, &i)) {
+            snprintf(err, err_len, "%s: '%.64s' is not a non-negative integer", k->name, v);
+            return false;
+        }
+        *(int *)field = (int)i;
+        return true;
+    case KEY_BOOL:
+        if (!parse_bool(v, &b)) {
+            snprintf(err, err_len, "%s: '%.64s' is not a boolean (use 0/1, on/off)", k->name, v);
+            return false;
+        }
+        *(bool *)field = b;
+        return true;
+    case KEY_STRING: {
+        char *copy = strdup(v);
+        if (!copy) {
+            snprintf(err, err_len, "out of memory");
+            return false;
+        }
+        free(*(char **)field);
+        *(char **)field = copy;
+        return true;
+    }
+    case KEY_DURATION:
+        if (!parse_duration_ms(v, &d)) {
+            snprintf(err, err_len, "%s: '%.64s' is not a duration (seconds, or 250ms, 5min, 1h)",
+                     k->name, v);
+            return false;
+        }
+        *(int64_t *)field = d;
+        return true;
+    case KEY_SIZE:
+        if (!parse_size(v, &d)) {
+            snprintf(err, err_len, "%s: '%.64s' is not a size (bytes, or 8kB, 1MB)", k->name, v);
+            return false;
+        }
+        *(int64_t *)field = d;
+        return true;
+    case KEY_POOL_MODE: {
+        int m = parse_pool_mode(v);
+        if (m < 0) {
+            snprintf(err, err_len, "pool_mode: '%.64s' is not session, transaction or statement",
+                     v);
+            return false;
+        }
+        *(enum pool_mode *)field = (enum pool_mode)m;
+        return true;
+    }
+    case KEY_AUTH_TYPE: {
+        enum pooler_auth_type t;
+        if (!strcasecmp(v, "trust"))
+            t = POOLER_AUTH_TRUST;
+        else if (!strcasecmp(v, "plain"))
+            t = POOLER_AUTH_PLAIN;
+        else if (!strcasecmp(v, "md5"))
+            t = POOLER_AUTH_MD5;
+        else if (!strcasecmp(v, "scram-sha-256"))
+            t = POOLER_AUTH_SCRAM;
+        else {
+            snprintf(err, err_len,
+                     "auth_type: '%.64s' is not supported (use trust, plain, md5, scram-sha-256)",
+                     v);
+            return false;
+        }
+        *(enum pooler_auth_type *)field = t;
+        return true;
+    }
+    case KEY_IGNORED:
+        return true;
+    }
+    return false;
+}
+
+bool pooler_config_init_defaults(struct pooler_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    char err[256];
+    for (size_t i = 0; i < sizeof(KEYS) / sizeof(KEYS[0]); i++) {
+        if (!set_key(cfg, &KEYS[i], KEYS[i].default_text, err, sizeof(err))) {
+            pooler_config_free(cfg);
+            return false;
+        }
+    }
+    options_init_defaults(&cfg->manager);
+    return true;
+}
+
+/* ---- [databases] and [users] ---- */
+
+struct db_parse {
+    struct pooler_db_config *db;
+};
+
+static bool set_str(char **field, const char *v)
+{
+    char *c = strdup(v);
+    if (!c)
+        return false;
+    free(*field);
+    *field = c;
+    return true;
+}
+
+static bool db_connstr_cb(void *ctx, const char *key, const char *value, char *err,
+                          size_t err_len)
+{
+    struct pooler_db_config *db = ((struct db_parse *)ctx)->db;
+    long long i;
+    bool ok = true;
+    if (!strcmp(key, "host"))
+        ok = set_str(&db->host, value);
+    else if (!strcmp(key, "port")) {
+        if (!parse_int(value, 1, 65535, &i)) {
+            snprintf(err, err_len, "port: '%.32s' is not a port number", value);
+            return false;
+        }
+        db->port = (int)i;
+    } else if (!strcmp(key, "dbname"))
+        ok = set_str(&db->dbname, value);
+    else if (!strcmp(key, "user"))
+        ok = set_str(&db->user, value);
+    else if (!strcmp(key, "password"))
+        ok = set_str(&db->password, value);
+    else if (!strcmp(key, "client_encoding"))
+        ok = set_str(&db->client_encoding, value);
+    else if (!strcasecmp(key, "datestyle"))
+        ok = set_str(&db->datestyle, value);
+    else if (!strcasecmp(key, "timezone"))
+        ok = set_str(&db->timezone, value);
+    else if (!strcmp(key, "application_name"))
+        ok = set_str(&db->application_name, value);
+    else if (!strcmp(key, "connect_query"))
+        ok = set_str(&db->connect_query, value);
+    else if (!strcmp(key, "pool_size") || !strcmp(key, "min_pool_size") ||
+             !strcmp(key, "reserve_pool") || !strcmp(key, "reserve_pool_size") ||
+             !strcmp(key, "max_db_connections")) {
+        if (!parse_int(value, 0, INT32_MAX, &i)) {
+            snprintf(err, err_len, "%s: '%.32s' is not a non-negative integer", key, value);
+            return false;
+        }
+        if (!strcmp(key, "pool_size"))
+            db->pool_size = (int)i;
+        else if (!strcmp(key, "min_pool_size"))
+            db->min_pool_size = (int)i;
+        else if (!strcmp(key, "max_db_connections"))
+            db->max_db_connections = (int)i;
+        else
+            db->reserve_pool = (int)i;
+    } else if (!strcmp(key, "pool_mode")) {
+        db->pool_mode = parse_pool_mode(value);
+        if (db->pool_mode < 0) {
+            snprintf(err, err_len, "pool_mode: '%.32s' is not session, transaction or statement",
+                     value);
+            return false;
+        }
+    } else {
+        log_warning("config", "[databases] %s: unknown connection parameter '%s' ignored",
+                    db->name, key);
+    }
+    if (!ok)
+        snprintf(err, err_len, "out of memory");
+    return ok;
+}
+
+static void db_free(struct pooler_db_config *db)
+{
+    free(db->name);
+    free(db->host);
+    free(db->dbname);
+    free(db->user);
+    if (db->password) {
+        memset(db->password, 0, strlen(db->password));
+        free(db->password);
+    }
+    free(db->client_encoding);
+    free(db->datestyle);
+    free(db->timezone);
+    free(db->application_name);
+    free(db->connect_query);
+}
+
+static bool add_db(struct pooler_config *cfg, const char *name, const char *value, char *err,
+                   size_t err_len)
+{
+    if (strlen(name) > 63) {
+        snprintf(err, err_len, "database name '%.64s...' is longer than 63 bytes", name);
+        return false;
+    }
+    for (size_t i = 0; i < cfg->n_dbs; i++) {
+        if (!strcmp(cfg->dbs[i].name, name)) {
+            snprintf(err, err_len, "database '%s' is defined twice", name);
+            return false;
+        }
+    }
+    struct pooler_db_config *dbs = realloc(cfg->dbs, (cfg->n_dbs + 1) * sizeof(*dbs));
+    if (!dbs) {
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
+    cfg->dbs = dbs;
+    struct pooler_db_config *db = &dbs[cfg->n_dbs];
+    memset(db, 0, sizeof(*db));
+    db->port = 5432;
+    db->pool_size = db->min_pool_size = db->reserve_pool = db->max_db_connections = -1;
+    db->pool_mode = -1;
+    db->name = strdup(name);
+    if (!db->name) {
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
+    struct db_parse ctx = {db};
+    if (!ini_parse_connstr(value, db_connstr_cb, &ctx, err, err_len)) {
+        db_free(db);
+        return false;
+    }
+    cfg->n_dbs++;
+    return true;
+}
+
+static bool user_connstr_cb(void *ctx, const char *key, const char *value, char *err,
+                            size_t err_len)
+{
+    struct pooler_user_config *u = ctx;
+    long long i;
+    if (!strcmp(key, "pool_mode")) {
+        u->pool_mode = parse_pool_mode(value);
+        if (u->pool_mode < 0) {
+            snprintf(err, err_len, "pool_mode: '%.32s' is not session, transaction or statement",
+                     value);
+            return false;
+        }
+    } else if (!strcmp(key, "pool_size") || !strcmp(key, "max_user_connections")) {
+        if (!parse_int(value, 0, INT32_MAX, &i)) {
+            snprintf(err, err_len, "%s: '%.32s' is not a non-negative integer", key, value);
+            return false;
+        }
+        if (!strcmp(key, "pool_size"))
+            u->pool_size = (int)i;
+        else
+            u->max_user_connections = (int)i;
+    } else {
+        log_warning("config", "[users] %s: unknown setting '%s' ignored", u->name, key);
+    }
+    return true;
+}
+
+static bool add_user(struct pooler_config *cfg, const char *name, const char *value, char *err,
+                     size_t err_len)
+{
+    struct pooler_user_config *us = realloc(cfg->users, (cfg->n_users + 1) * sizeof(*us));
+    if (!us) {
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
+    cfg->users = us;
+    struct pooler_user_config *u = &us[cfg->n_users];
+    memset(u, 0, sizeof(*u));
+    u->pool_mode = u->pool_size = u->max_user_connections = -1;
+    u->name = strdup(name);
+    if (!u->name) {
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
+    if (!ini_parse_connstr(value, user_connstr_cb, u, err, err_len)) {
+        free(u->name);
+        return false;
+    }
+    cfg->n_users++;
+    return true;
+}
+
+static bool is_ignored_key(const char *key)
+{
+    for (size_t i = 0; i < sizeof(IGNORED_KEYS) / sizeof(IGNORED_KEYS[0]); i++)
+        if (!strcmp(IGNORED_KEYS[i], key))
+            return true;
+    return false;
+}
+
+static bool entry_cb(void *ctx, const char *section, const char *key, const char *value,
+                     const char *file, int line, char *err, size_t err_len)
+{
+    struct pooler_config *cfg = ctx;
+    if (!strcasecmp(section, "databases"))
+        return add_db(cfg, key, value, err, err_len);
+    if (!strcasecmp(section, "users"))
+        return add_user(cfg, key, value, err, err_len);
+    if (!strcasecmp(section, "manager")) {
+        enum options_result r = options_set(&cfg->manager, key, value, err, err_len);
+        if (r == OPTIONS_UNKNOWN_KEY) {
+            log_warning("config", "%s:%d: unknown [manager] key '%s' ignored", file, line, key);
+            return true;
+        }
+        return r == OPTIONS_OK;
+    }
+    if (!strcasecmp(section, "pgbouncer") || !strcasecmp(section, "pgwarden")) {
+        for (size_t i = 0; i < sizeof(KEYS) / sizeof(KEYS[0]); i++)
+            if (!strcasecmp(KEYS[i].name, key))
+                return set_key(cfg, &KEYS[i], value, err, err_len);
+        if (is_ignored_key(key)) {
+            log_warning("config", "%s:%d: '%s' is not supported by pgwarden yet; ignored", file,
+                        line, key);
+            return true;
+        }
+        /* Manager keys may also sit in [pgwarden]. */
+        if (!strcasecmp(section, "pgwarden") && options_is_known_key(key))
+            return options_set(&cfg->manager, key, value, err, err_len) == OPTIONS_OK;
+        log_warning("config", "%s:%d: unknown key '%s' in [%s] ignored", file, line, key,
+                    section);
+        return true;
+    }
+    log_warning("config", "%s:%d: unknown section [%s] ignored", file, line, section);
+    return true;
+}
+
+static bool finish(struct pooler_config *cfg, const char *name, char *err, size_t err_len)
+{
+    if (cfg->listen_port < 1 || cfg->listen_port > 65535) {
+        snprintf(err, err_len, "%s: listen_port %d is not a port number", name, cfg->listen_port);
+        return false;
+    }
+    if (cfg->pkt_buf < 1024 || cfg->pkt_buf > 16 * 1024 * 1024) {
+        snprintf(err, err_len, "%s: pkt_buf must be between 1kB and 16MB", name);
+        return false;
+    }
+    if (cfg->max_packet_size < 1024) {
+        snprintf(err, err_len, "%s: max_packet_size must be at least 1kB", name);
+        return false;
+    }
+    if (cfg->max_packet_size > 0x7fffffffLL)
+        cfg->max_packet_size = 0x7fffffffLL;
+    if (cfg->server_lifetime_jitter_pct > 50) {
+        snprintf(err, err_len, "%s: server_lifetime_jitter must be 0..50 (percent)", name);
+        return false;
+    }
+    if (strcmp(cfg->log_format, "text") && strcmp(cfg->log_format, "json")) {
+        snprintf(err, err_len, "%s: log_format must be text or json", name);
+        return false;
+    }
+    if (cfg->pool_mode == POOL_MODE_STATEMENT) {
+        snprintf(err, err_len, "%s: pool_mode statement is not supported yet", name);
+        return false;
+    }
+    if (cfg->auth_type != POOLER_AUTH_TRUST && (!cfg->auth_file || !cfg->auth_file[0])) {
+        snprintf(err, err_len, "%s: auth_type %s needs auth_file", name,
+                 cfg->auth_type == POOLER_AUTH_MD5 ? "md5" : "scram-sha-256/plain");
+        return false;
+    }
+    if (cfg->auth_file && cfg->auth_file[0]) {
+        char path[4096];
+        if (cfg->auth_file[0] != '/' && strchr(name, '/')) {
+            const char *slash = strrchr(name, '/');
+            snprintf(path, sizeof(path), "%.*s/%s", (int)(slash - name), name, cfg->auth_file);
+        } else {
+            snprintf(path, sizeof(path), "%s", cfg->auth_file);
+        }
+        if (!auth_file_load(path, &cfg->auth, err, err_len))
+            return false;
+    }
+    char opt_err[256];
+    if (!options_validate(&cfg->manager, opt_err, sizeof(opt_err))) {
+        snprintf(err, err_len, "%s: [manager] %s", name, opt_err);
+        return false;
+    }
+    return true;
+}
+
+bool pooler_config_load_string(const char *text, const char *name, struct pooler_config *cfg,
+                               char *err, size_t err_len)
+{
+    if (!pooler_config_init_defaults(cfg)) {
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
+    cfg->config_file = strdup(name);
+    if (!ini_parse_string(text, name, entry_cb, cfg, err, err_len) ||
+        !finish(cfg, name, err, err_len)) {
+        pooler_config_free(cfg);
+        return false;
+    }
+    return true;
+}
+
+bool pooler_config_load(const char *path, struct pooler_config *cfg, char *err, size_t err_len)
+{
+    if (!pooler_config_init_defaults(cfg)) {
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
+    cfg->config_file = strdup(path);
+    if (!ini_parse_file(path, entry_cb, cfg, err, err_len) || !finish(cfg, path, err, err_len)) {
+        pooler_config_free(cfg);
+        return false;
+    }
+    return true;
+}
+
+void pooler_config_free(struct pooler_config *cfg)
+{
+    for (size_t i = 0; i < sizeof(KEYS) / sizeof(KEYS[0]); i++) {
+        if (KEYS[i].type == KEY_STRING) {
+            char **f = (char **)((char *)cfg + KEYS[i].offset);
+            free(*f);
+            *f = NULL;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_dbs; i++)
+        db_free(&cfg->dbs[i]);
+    free(cfg->dbs);
+    for (size_t i = 0; i < cfg->n_users; i++)
+        free(cfg->users[i].name);
+    free(cfg->users);
+    auth_file_free(&cfg->auth);
+    options_free(&cfg->manager);
+    free(cfg->config_file);
+    cfg->dbs = NULL;
+    cfg->users = NULL;
+    cfg->n_dbs = cfg->n_users = 0;
+    cfg->config_file = NULL;
+}
+
+const struct pooler_db_config *pooler_config_find_db(const struct pooler_config *cfg,
+                                                     const char *name)
+{
+    const struct pooler_db_config *fallback = NULL;
+    for (size_t i = 0; i < cfg->n_dbs; i++) {
+        if (!strcmp(cfg->dbs[i].name, name))
+            return &cfg->dbs[i];
+        if (!strcmp(cfg->dbs[i].name, "*"))
+            fallback = &cfg->dbs[i];
+    }
+    return fallback;
+}
+
+const struct pooler_user_config *pooler_config_find_user(const struct pooler_config *cfg,
+                                                         const char *name)
+{
+    for (size_t i = 0; i < cfg->n_users; i++)
+        if (!strcmp(cfg->users[i].name, name))
+            return &cfg->users[i];
+    return NULL;
+}
+
+void pooler_config_describe(pooler_config_describe_fn emit, void *ctx)
+{
+    for (size_t i = 0; i < sizeof(KEYS) / sizeof(KEYS[0]); i++)
+        emit(ctx, KEYS[i].pgbouncer ? "pgbouncer" : "pgwarden", KEYS[i].name,
+             KEYS[i].default_text, KEYS[i].pgbouncer, KEYS[i].meaning);
+}

@@ -1,0 +1,147 @@
+/* The pooler's typed configuration: pgbouncer.ini keys ([databases], [users], [pgbouncer])
+ * plus pgwarden's own ([pgwarden], [manager]). Loaded whole and validated; a reload builds a
+ * new struct and swaps it in only when it loaded cleanly, so readers never see a half-applied
+ * config. */
+#ifndef PGWARDEN_CONFIG_POOLER_CONFIG_H
+#define PGWARDEN_CONFIG_POOLER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/auth_file.h"
+#include "manager/options.h"
+
+enum pool_mode {
+    POOL_MODE_SESSION,
+    POOL_MODE_TRANSACTION,
+    POOL_MODE_STATEMENT,
+};
+
+enum pooler_auth_type {
+    POOLER_AUTH_TRUST,
+    POOLER_AUTH_PLAIN,
+    POOLER_AUTH_MD5,
+    POOLER_AUTH_SCRAM,
+};
+
+/* One [databases] entry. Numeric fields are -1 when not set (the [pgbouncer] default applies). */
+struct pooler_db_config {
+    char *name;     /* owned: the name clients connect to ("*" = fallback) */
+    char *host;     /* owned: NULL = unix socket in /var/run/postgresql (as PgBouncer) */
+    int port;       /* 5432 when unset */
+    char *dbname;   /* owned: NULL = same as name (or the client's for "*") */
+    char *user;     /* owned: forced server user, NULL = the client's user */
+    char *password; /* owned: for the forced user; NULL = from auth_file */
+    char *client_encoding;  /* owned, NULL = unset: startup parameters sent to the server */
+    char *datestyle;        /* owned */
+    char *timezone;         /* owned */
+    char *application_name; /* owned */
+    char *connect_query;    /* owned: run once after each server login */
+    int pool_size;
+    int min_pool_size;
+    int reserve_pool;
+    int max_db_connections;
+    int pool_mode; /* enum pool_mode or -1 */
+};
+
+/* One [users] entry. */
+struct pooler_user_config {
+    char *name; /* owned */
+    int pool_mode;            /* enum pool_mode or -1 */
+    int pool_size;            /* -1 = unset */
+    int max_user_connections; /* -1 = unset */
+};
+
+struct pooler_config {
+    char *config_file; /* owned: absolute or as given */
+
+    /* [pgbouncer] */
+    char *listen_addr;     /* owned; "" = no TCP listener */
+    int listen_port;
+    char *unix_socket_dir; /* owned; "" = no unix socket */
+    int listen_backlog;
+    enum pooler_auth_type auth_type;
+    char *auth_file; /* owned; NULL = none */
+    enum pool_mode pool_mode;
+    int max_client_conn;
+    int default_pool_size;
+    int min_pool_size;
+    int reserve_pool_size;
+    int64_t reserve_pool_timeout_ms;
+    int max_db_connections;
+    int max_user_connections;
+    char *server_reset_query; /* owned; "" = none */
+    bool server_reset_query_always;
+    char *server_check_query; /* owned; "" = the empty query */
+    int64_t server_check_delay_ms;
+    int64_t server_lifetime_ms;
+    int64_t server_idle_timeout_ms;
+    int64_t server_connect_timeout_ms;
+    int64_t server_login_retry_ms;
+    int64_t client_login_timeout_ms;
+    int64_t client_idle_timeout_ms;
+    int64_t idle_transaction_timeout_ms;
+    int64_t query_timeout_ms;
+    int64_t query_wait_timeout_ms;
+    int64_t pkt_buf;
+    int64_t max_packet_size;
+    char *ignore_startup_parameters; /* owned: comma-separated */
+    bool log_connections;
+    bool log_disconnections;
+    bool log_pooler_errors;
+    char *logfile;     /* owned; "" = stderr */
+    char *pidfile;     /* owned; "" = none */
+    char *admin_users; /* owned; kept for the admin console */
+    char *stats_users; /* owned */
+    int verbose;
+    bool tcp_keepalive;
+
+    /* [pgwarden] */
+    char *log_format;                /* owned: "text" or "json" */
+    int server_lifetime_jitter_pct;  /* spread of server_lifetime, +/- percent */
+
+    /* [databases], [users] */
+    struct pooler_db_config *dbs; /* owned, n_dbs entries */
+    size_t n_dbs;
+    struct pooler_user_config *users; /* owned */
+    size_t n_users;
+
+    /* auth_file contents, loaded with the config so a reload swaps both together. */
+    struct auth_file auth;
+
+    /* [manager] */
+    struct manager_options manager;
+};
+
+/* Sets every key to its default (strings are owned copies). */
+__attribute__((warn_unused_result)) bool pooler_config_init_defaults(struct pooler_config *cfg);
+
+/* Loads path into a freshly initialised cfg. On failure returns false with "file:line: reason"
+ * in err and leaves cfg freed. Unknown keys log a warning and are ignored. */
+__attribute__((warn_unused_result)) bool pooler_config_load(const char *path,
+                                                            struct pooler_config *cfg, char *err,
+                                                            size_t err_len);
+/* Same from a string (tests); name is used in errors and for relative includes. */
+__attribute__((warn_unused_result)) bool pooler_config_load_string(const char *text,
+                                                                   const char *name,
+                                                                   struct pooler_config *cfg,
+                                                                   char *err, size_t err_len);
+
+void pooler_config_free(struct pooler_config *cfg);
+
+/* The [databases] entry for name, else the "*" entry, else NULL (borrowed). */
+const struct pooler_db_config *pooler_config_find_db(const struct pooler_config *cfg,
+                                                     const char *name);
+const struct pooler_user_config *pooler_config_find_user(const struct pooler_config *cfg,
+                                                         const char *name);
+
+const char *pool_mode_name(enum pool_mode mode);
+
+/* Describes every [pgbouncer]/[pgwarden] key (docs and --help). */
+typedef void (*pooler_config_describe_fn)(void *ctx, const char *section, const char *key,
+                                          const char *default_text, bool pgbouncer_compatible,
+                                          const char *meaning);
+void pooler_config_describe(pooler_config_describe_fn emit, void *ctx);
+
+#endif

@@ -1,0 +1,684 @@
+/* Client side: startup packet, authentication (trust, plain, md5, SCRAM-SHA-256), the
+ * welcome, and the client→server data path. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "common/log.h"
+#include "pool/pool.h"
+#include "proto/md5_auth.h"
+#include "proto/scram.h"
+
+enum login_step {
+    STEP_STARTUP,
+    STEP_PASSWORD,      /* md5 or cleartext PasswordMessage due */
+    STEP_SASL_INITIAL,  /* SASLInitialResponse due */
+    STEP_SASL_RESPONSE, /* SASLResponse (client-final) due */
+};
+
+struct client_login {
+    char *user;     /* owned */
+    char *database; /* owned */
+    char *secret;   /* owned copy; NULL when the user is unknown (the exchange still runs) */
+    enum login_step step;
+    uint8_t salt[MD5_AUTH_SALT_LEN];
+    struct scram_server scram;
+};
+
+enum scan_result {
+    SCAN_OK,
+    SCAN_TERMINATE, /* the client sent Terminate (not forwarded) */
+    SCAN_BAD,       /* framing error */
+};
+
+void client_login_free(struct client *c)
+{
+    struct client_login *l = c->login;
+    if (!l)
+        return;
+    free(l->user);
+    free(l->database);
+    if (l->secret) {
+        OPENSSL_cleanse(l->secret, strlen(l->secret));
+        free(l->secret);
+    }
+    scram_server_clear(&l->scram);
+    free(l);
+    c->login = NULL;
+}
+
+static bool name_listed(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    const char *p = list;
+    while (p && *p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *t = e;
+        while (t > p && t[-1] == ' ')
+            t--;
+        if ((size_t)(t - p) == n && strncasecmp(p, name, n) == 0)
+            return true;
+        p = e;
+    }
+    return false;
+}
+
+/* ---- welcome ---- */
+
+void client_finish_login(struct client *c)
+{
+    struct pool *pool = c->pool;
+    size_t cap = pool->welcome_len + 64;
+    for (int i = 0; i < PARAM_COUNT; i++) {
+        if (!c->params[i] && pool->defaults[i])
+            c->params[i] = pstr_ref(pool->defaults[i]);
+        if (c->params[i])
+            cap += c->params[i]->len + strlen(params_name(i)) + 8;
+    }
+    uint8_t *out = malloc(cap);
+    if (!out) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    struct wire_buf b;
+    wire_buf_init(&b, out, cap);
+    /* The pool's welcome, with the client's own values where it asked for them. */
+    bool sent[PARAM_COUNT] = {false};
+    size_t pos = 0;
+    while (pos + WIRE_HEADER_LEN <= pool->welcome_len) {
+        uint32_t len = wire_get_u32(pool->welcome + pos + 1);
+        const uint8_t *body = pool->welcome + pos + WIRE_HEADER_LEN;
+        const char *name, *value;
+        if (wire_parse_parameter_status(body, len - 4, &name, &value)) {
+            int id = params_lookup(name);
+            if (id >= 0 && c->params[id]) {
+                value = c->params[id]->str;
+                sent[id] = true;
+            }
+            wire_build_parameter_status(&b, name, value);
+        }
+        pos += 1 + len;
+    }
+    for (int i = 0; i < PARAM_COUNT; i++)
+        if (!sent[i] && c->params[i])
+            wire_build_parameter_status(&b, params_name(i), c->params[i]->str);
+    wire_build_backend_key(&b, c->cancel_pid, c->cancel_key);
+    wire_build_ready(&b, WIRE_XACT_IDLE);
+    bool ok = !b.overflow && client_send_raw(c, out, b.len);
+    free(out);
+    if (!ok) {
+        client_close(c, "could not send welcome");
+        return;
+    }
+    /* Bytes the client pipelined after its login are forwarded from here on. */
+    if (c->conn.buf) {
+        if (c->conn.buf->pos == c->conn.buf->end)
+            c->conn.buf->pos = c->conn.buf->end = 0;
+        c->conn.scan = c->conn.buf->pos;
+    }
+    client_change_state(c, CL_ACTIVE);
+    client_pump(c);
+}
+
+static void send_or_close(struct client *c, struct wire_buf *b)
+{
+    if (b->overflow || !client_send_raw(c, b->data, b->len))
+        client_close(c, "could not send to client");
+}
+
+/* Authentication succeeded (or trust): resolve the database, join the pool, greet. */
+static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_final_len)
+{
+    struct pooler *p = c->pooler;
+    struct client_login *l = c->login;
+    const struct pooler_db_config *db = pooler_config_find_db(p->cfg, l->database);
+    if (!db) {
+        client_fail(c, "3D000", "no such database: %s", l->database);
+        return;
+    }
+    struct pool *pool = pool_get(p, db, l->database, l->user);
+    if (!pool) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    /* SCRAM pass-through: the ClientKey recovered from this client logs us in to PostgreSQL
+     * when the auth_file holds the same SCRAM secret the server uses. */
+    if (l->scram.have_client_key && pool->password && scram_is_secret(pool->password) &&
+        l->secret && !strcmp(l->secret, pool->password)) {
+        memcpy(pool->scram_client_key, l->scram.client_key, SCRAM_KEY_LEN);
+        memcpy(pool->scram_server_key, l->scram.secret.server_key, SCRAM_KEY_LEN);
+        pool->have_scram_keys = true;
+    }
+    c->pool = pool;
+    pool->n_clients++;
+    pool->stats.clients_created++;
+    if (p->cfg->log_connections) {
+        char addr[64];
+        net_addr_format(&c->addr, addr, sizeof(addr));
+        log_info("pool", "client %llu %s login db=%s user=%s", (unsigned long long)c->id, addr,
+                 l->database, l->user);
+    }
+    client_login_free(c);
+    client_register_cancel(c);
+
+    uint8_t out[SCRAM_OUT_MAX + 64];
+    struct wire_buf b;
+    wire_buf_init(&b, out, sizeof(out));
+    if (sasl_final)
+        wire_build_auth_sasl_final(&b, sasl_final, sasl_final_len);
+    wire_build_auth_ok(&b);
+    if (pool->welcome_ready) {
+        /* One send for AuthenticationOk and the welcome: the pooled login path is short. */
+        if (b.overflow || !client_send_raw(c, out, b.len)) {
+            client_close(c, "could not send to client");
+            return;
+        }
+        client_change_state(c, CL_WAITING_LOGIN);
+        client_finish_login(c);
+        return;
+    }
+    send_or_close(c, &b);
+    if (c->state == CL_JUSTFREE)
+        return;
+    client_change_state(c, CL_WAITING_LOGIN);
+    if (pool->retry_after_us > pooler_now(p) && pool->last_error && pool->n_servers == 0) {
+        client_fail(c, pool->last_sqlstate, "%s", pool->last_error);
+        return;
+    }
+    pool_activate(pool);
+}
+
+static void auth_failed(struct client *c)
+{
+    client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->login->user);
+}
+
+/* ---- startup ---- */
+
+static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, size_t extra)
+{
+    struct pooler *p = c->pooler;
+    const struct pooler_config *cfg = p->cfg;
+    struct wire_startup *st = malloc(sizeof(*st));
+    if (!st) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    enum wire_startup_kind kind = wire_parse_startup(pkt, len, st);
+    uint8_t out[1024];
+    struct wire_buf b;
+    wire_buf_init(&b, out, sizeof(out));
+    switch (kind) {
+    case WIRE_STARTUP_SSL:
+    case WIRE_STARTUP_GSSENC:
+        /* Bytes sent before our answer would be read as if they came after the handshake
+         * (CVE-2021-23214 class): refuse them. */
+        if (extra > 0) {
+            client_fail(c, "08P01", "unexpected data after encryption request");
+        } else if (!client_send_raw(c, "N", 1)) {
+            client_close(c, "could not answer encryption request");
+        }
+        goto out;
+    case WIRE_STARTUP_CANCEL:
+        pooler_handle_cancel(p, st->cancel_pid, st->cancel_key, st->cancel_key_len);
+        client_close(c, "cancel request handled");
+        goto out;
+    case WIRE_STARTUP_BAD_VERSION:
+        client_fail(c, "0A000", "unsupported frontend protocol %u.%u: server supports 3.0",
+                    WIRE_PROTOCOL_MAJOR(st->version), WIRE_PROTOCOL_MINOR(st->version));
+        goto out;
+    case WIRE_STARTUP_MALFORMED:
+        client_fail(c, "08P01", "invalid startup packet layout");
+        goto out;
+    case WIRE_STARTUP_MESSAGE:
+        break;
+    }
+
+    const char *user = wire_startup_get(st, "user");
+    const char *database = wire_startup_get(st, "database");
+    if (!user || !user[0]) {
+        client_fail(c, "28000", "no PostgreSQL user name specified in startup packet");
+        goto out;
+    }
+    if (!database || !database[0])
+        database = user;
+    if (strlen(user) > 63 || strlen(database) > 63) {
+        client_fail(c, "08P01", "user or database name longer than 63 bytes");
+        goto out;
+    }
+    const char *unsupported[WIRE_MAX_STARTUP_PARAMS];
+    size_t n_unsupported = 0;
+    for (size_t i = 0; i < st->n_params; i++) {
+        const char *k = st->params[i].key, *v = st->params[i].value;
+        int id = params_lookup(k);
+        if (id >= 0) {
+            pstr_set(&c->params[id], v);
+        } else if (!strcmp(k, "user") || !strcmp(k, "database")) {
+            continue;
+        } else if (!strncmp(k, "_pq_.", 5)) {
+            unsupported[n_unsupported++] = k;
+        } else if (!strcmp(k, "replication")) {
+            client_fail(c, "08P01", "replication connections are not supported");
+            goto out;
+        } else if (!strcmp(k, "options") && v[0] == '\0') {
+            continue;
+        } else if (!name_listed(cfg->ignore_startup_parameters, k)) {
+            client_fail(c, "08P01", "unsupported startup parameter: %.64s", k);
+            goto out;
+        }
+    }
+    if (WIRE_PROTOCOL_MINOR(st->version) > 0 || n_unsupported > 0) {
+        wire_build_negotiate_protocol(&b, WIRE_PROTOCOL_3_0, unsupported, n_unsupported);
+        if (b.overflow || !client_send_raw(c, out, b.len)) {
+            client_close(c, "could not negotiate protocol");
+            goto out;
+        }
+        wire_buf_init(&b, out, sizeof(out));
+    }
+    if (p->run_state == POOLER_SHUTDOWN_CLIENTS || p->run_state == POOLER_SHUTDOWN_SERVERS) {
+        client_fail(c, "57P01", "pgwarden is shutting down");
+        goto out;
+    }
+    if (p->n_clients > cfg->max_client_conn) {
+        client_fail(c, "53300", "no more connections allowed (max_client_conn)");
+        goto out;
+    }
+    struct client_login *l = c->login;
+    l->user = strdup(user);
+    l->database = strdup(database);
+    if (!l->user || !l->database) {
+        client_fail(c, "53200", "out of memory");
+        goto out;
+    }
+    if (cfg->auth_type != POOLER_AUTH_TRUST) {
+        const char *secret = auth_file_lookup(&cfg->auth, user);
+        if (secret && !(l->secret = strdup(secret))) {
+            client_fail(c, "53200", "out of memory");
+            goto out;
+        }
+    }
+    switch (cfg->auth_type) {
+    case POOLER_AUTH_TRUST:
+        free(st);
+        auth_done(c, NULL, 0);
+        return;
+    case POOLER_AUTH_MD5:
+        if (!md5_auth_make_salt(l->salt)) {
+            client_fail(c, "XX000", "could not generate a salt");
+            goto out;
+        }
+        wire_build_auth_md5(&b, l->salt);
+        l->step = STEP_PASSWORD;
+        break;
+    case POOLER_AUTH_PLAIN:
+        wire_build_auth_cleartext(&b);
+        l->step = STEP_PASSWORD;
+        break;
+    case POOLER_AUTH_SCRAM:
+        wire_build_auth_sasl(&b, SCRAM_MECHANISM);
+        l->step = STEP_SASL_INITIAL;
+        break;
+    }
+    send_or_close(c, &b);
+out:
+    free(st);
+}
+
+/* ---- password messages ---- */
+
+static bool verify_plain(const char *secret, const char *user, const char *password)
+{
+    switch (auth_secret_kind(secret)) {
+    case AUTH_SECRET_NONE:
+        return false;
+    case AUTH_SECRET_PLAIN: {
+        size_t a = strlen(secret), b = strlen(password);
+        return a == b && CRYPTO_memcmp(secret, password, a) == 0;
+    }
+    case AUTH_SECRET_MD5: {
+        char built[MD5_AUTH_BUF_SIZE];
+        if (!md5_auth_build_secret(password, user, built))
+            return false;
+        return CRYPTO_memcmp(built, secret, MD5_AUTH_SECRET_LEN) == 0;
+    }
+    case AUTH_SECRET_SCRAM: {
+        struct scram_secret stored, derived;
+        bool ok = scram_secret_parse(secret, &stored) &&
+                  scram_secret_from_password_with_salt(password, stored.salt, stored.salt_len,
+                                                       stored.iterations, &derived) &&
+                  CRYPTO_memcmp(stored.stored_key, derived.stored_key, SCRAM_KEY_LEN) == 0;
+        scram_secret_clear(&stored);
+        scram_secret_clear(&derived);
+        return ok;
+    }
+    }
+    return false;
+}
+
+static void handle_auth_message(struct client *c, const uint8_t *body, size_t len)
+{
+    struct client_login *l = c->login;
+    uint8_t out[SCRAM_OUT_MAX + 64];
+    char scram_out[SCRAM_OUT_MAX];
+    size_t scram_len = 0;
+    char err[256];
+    struct wire_buf b;
+    wire_buf_init(&b, out, sizeof(out));
+
+    switch (l->step) {
+    case STEP_STARTUP:
+        break;
+    case STEP_PASSWORD: {
+        if (len == 0 || body[len - 1] != 0 || memchr(body, 0, len) != body + len - 1) {
+            client_fail(c, "08P01", "invalid password packet");
+            return;
+        }
+        const char *pw = (const char *)body;
+        bool ok = false;
+        if (l->secret) {
+            if (c->pooler->cfg->auth_type == POOLER_AUTH_MD5)
+                ok = md5_auth_verify(l->secret, l->user, l->salt, pw, len - 1) == MD5_AUTH_OK;
+            else
+                ok = verify_plain(l->secret, l->user, pw);
+        }
+        if (!ok) {
+            auth_failed(c);
+            return;
+        }
+        auth_done(c, NULL, 0);
+        return;
+    }
+    case STEP_SASL_INITIAL: {
+        const char *mech;
+        const uint8_t *data;
+        size_t dlen;
+        if (!wire_parse_sasl_initial(body, len, &mech, &data, &dlen) || !data) {
+            client_fail(c, "08P01", "invalid SASLInitialResponse");
+            return;
+        }
+        if (strcmp(mech, SCRAM_MECHANISM) != 0) {
+            client_fail(c, "28000", "unsupported SASL mechanism");
+            return;
+        }
+        enum scram_result r = SCRAM_BAD_SECRET;
+        if (l->secret && auth_secret_kind(l->secret) != AUTH_SECRET_MD5)
+            r = scram_server_start(&l->scram, l->secret, (const char *)data, dlen, scram_out,
+                                   sizeof(scram_out), &scram_len, err, sizeof(err));
+        if (r == SCRAM_BAD_SECRET) {
+            /* Unknown user, or a secret SCRAM cannot use: run the exchange to its end and
+             * fail there, exactly like a wrong password. */
+            scram_server_clear(&l->scram);
+            r = scram_server_start_doomed(&l->scram, l->user, (const char *)data, dlen,
+                                          scram_out, sizeof(scram_out), &scram_len, err,
+                                          sizeof(err));
+        }
+        if (r != SCRAM_OK) {
+            client_fail(c, "08P01", "invalid SCRAM exchange: %s", err);
+            return;
+        }
+        wire_build_auth_sasl_continue(&b, scram_out, scram_len);
+        l->step = STEP_SASL_RESPONSE;
+        send_or_close(c, &b);
+        return;
+    }
+    case STEP_SASL_RESPONSE: {
+        enum scram_result r = scram_server_finish(&l->scram, (const char *)body, len, scram_out,
+                                                  sizeof(scram_out), &scram_len, err,
+                                                  sizeof(err));
+        if (r == SCRAM_AUTH_FAILED) {
+            auth_failed(c);
+            return;
+        }
+        if (r != SCRAM_OK) {
+            client_fail(c, "08P01", "invalid SCRAM exchange: %s", err);
+            return;
+        }
+        auth_done(c, (const uint8_t *)scram_out, scram_len);
+        return;
+    }
+    }
+    client_fail(c, "08P01", "unexpected authentication message");
+}
+
+/* Reads and handles startup-phase packets until the client is logged in or must wait. */
+static void login_pump(struct client *c)
+{
+    struct pooler *p = c->pooler;
+    if (!c->login && !(c->login = calloc(1, sizeof(*c->login)))) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    for (;;) {
+        if (c->conn.may_read) {
+            enum fill_result r = pconn_fill(p, &c->conn);
+            if (r == FILL_EOF || r == FILL_ERROR) {
+                client_close(c, "client closed the connection during login");
+                return;
+            }
+            if (r == FILL_NO_MEMORY) {
+                client_fail(c, "53200", "out of memory");
+                return;
+            }
+        }
+        struct iobuf *b = c->conn.buf;
+        if (!b)
+            return;
+        size_t avail = b->end - b->pos;
+        const uint8_t *d = b->data + b->pos;
+        size_t used;
+        if (c->login->step == STEP_STARTUP) {
+            uint32_t len;
+            if (!wire_startup_length(d, avail, &len)) {
+                if (c->conn.may_read)
+                    continue;
+                break;
+            }
+            if (len < WIRE_STARTUP_HEADER_LEN || len > WIRE_MAX_STARTUP_LEN ||
+                len > p->bufs.size) {
+                client_fail(c, "08P01", "invalid startup packet length");
+                return;
+            }
+            if (avail < len) {
+                if (c->conn.may_read)
+                    continue;
+                break;
+            }
+            used = len;
+            b->pos += (uint32_t)used;
+            handle_startup(c, d, len, avail - len);
+        } else {
+            uint8_t type;
+            uint32_t blen;
+            enum wire_header_result h = wire_parse_header(d, avail, p->bufs.size - WIRE_HEADER_LEN,
+                                                          &type, &blen);
+            if (h == WIRE_HEADER_BAD_LENGTH) {
+                client_fail(c, "08P01", "invalid password packet length");
+                return;
+            }
+            if (h == WIRE_HEADER_INCOMPLETE || avail - WIRE_HEADER_LEN < blen) {
+                if (c->conn.may_read)
+                    continue;
+                break;
+            }
+            if (type != WIRE_FE_PASSWORD) {
+                client_fail(c, "08P01", "expected a password response, got message type 0x%02x",
+                            type);
+                return;
+            }
+            b->pos += WIRE_HEADER_LEN + blen;
+            handle_auth_message(c, d + WIRE_HEADER_LEN, blen);
+        }
+        /* Past authentication the client belongs to auth_done/client_finish_login, which
+         * may already have moved or released the buffer. */
+        if (c->state != CL_LOGIN)
+            return;
+        if (b->pos == b->end) {
+            b->pos = b->end = 0;
+            c->conn.scan = 0;
+        }
+    }
+    pconn_release_if_empty(p, &c->conn);
+}
+
+/* ---- forwarding ---- */
+
+static enum scan_result client_scan(struct client *c, struct server *s)
+{
+    struct pconn *cn = &c->conn;
+    struct iobuf *b = cn->buf;
+    uint32_t max = (uint32_t)c->pooler->cfg->max_packet_size;
+    while (cn->scan < b->end) {
+        if (cn->body_left) {
+            uint32_t n = b->end - cn->scan;
+            if (n > cn->body_left)
+                n = cn->body_left;
+            cn->scan += n;
+            cn->body_left -= n;
+            continue;
+        }
+        uint8_t type;
+        uint32_t len;
+        enum wire_header_result h = wire_parse_header(b->data + cn->scan, b->end - cn->scan, max,
+                                                      &type, &len);
+        if (h == WIRE_HEADER_INCOMPLETE)
+            break;
+        if (h == WIRE_HEADER_BAD_LENGTH)
+            return SCAN_BAD;
+        if (type == WIRE_FE_TERMINATE)
+            return SCAN_TERMINATE;
+        server_note_frontend(s, type);
+        cn->scan += WIRE_HEADER_LEN;
+        cn->body_left = len;
+    }
+    return SCAN_OK;
+}
+
+void client_pump(struct client *c)
+{
+    struct pooler *p = c->pooler;
+    switch ((enum client_state)c->state) {
+    case CL_LOGIN:
+        login_pump(c);
+        return;
+    case CL_WAITING_LOGIN:
+    case CL_WAITING:
+        /* The request stays in the socket or buffer until a server is free; only a client
+         * that went away is dealt with now. */
+        if (c->conn.closing && !c->conn.buf)
+            client_close(c, "client closed the connection while waiting");
+        return;
+    case CL_ACTIVE:
+        break;
+    case CL_FREE:
+    case CL_JUSTFREE:
+    case CL_STATE_COUNT:
+        return;
+    }
+    for (;;) {
+        if (c->conn.may_read) {
+            enum fill_result r = pconn_fill(p, &c->conn);
+            if (r == FILL_EOF || r == FILL_ERROR) {
+                client_close(c, r == FILL_EOF ? "client closed the connection"
+                                              : "client connection error");
+                return;
+            }
+            if (r == FILL_NO_MEMORY) {
+                client_fail(c, "53200", "out of memory");
+                return;
+            }
+            if (r == FILL_OK)
+                c->active_us = pooler_now(p);
+        }
+        struct iobuf *b = c->conn.buf;
+        if (!b || b->pos == b->end)
+            break;
+        if (!c->server) {
+            uint8_t type;
+            uint32_t len;
+            enum wire_header_result h =
+                wire_parse_header(b->data + b->pos, b->end - b->pos,
+                                  (uint32_t)p->cfg->max_packet_size, &type, &len);
+            if (h == WIRE_HEADER_BAD_LENGTH) {
+                client_fail(c, "08P01", "invalid message length");
+                return;
+            }
+            if (h == WIRE_HEADER_INCOMPLETE) {
+                if (c->conn.may_read)
+                    continue;
+                break;
+            }
+            if (type == WIRE_FE_TERMINATE) {
+                client_close(c, "client sent Terminate");
+                return;
+            }
+            pool_request_server(c);
+            if (!c->server)
+                return; /* waiting, or failed and closed */
+        }
+        struct server *s = c->server;
+        enum scan_result sr = client_scan(c, s);
+        switch (pconn_flush(&c->conn, s->conn.fd, &c->pool->stats.bytes_received)) {
+        case FLUSH_DONE:
+            break;
+        case FLUSH_PARTIAL:
+            return; /* resumes when the server socket is writable */
+        case FLUSH_ERROR:
+            c->server = NULL;
+            s->client = NULL;
+            server_close(s, "send to server failed");
+            client_fail(c, "08006", "server connection failed");
+            return;
+        }
+        if (sr == SCAN_TERMINATE) {
+            client_close(c, "client sent Terminate");
+            return;
+        }
+        if (sr == SCAN_BAD) {
+            client_fail(c, "08P01", "invalid message length");
+            return;
+        }
+        if (!c->conn.may_read)
+            break;
+    }
+    if (c->state == CL_ACTIVE)
+        pconn_release_if_empty(p, &c->conn);
+}
+
+void client_io_cb(int fd, unsigned what, void *arg)
+{
+    (void)fd;
+    struct client *c = arg;
+    if (c->state == CL_JUSTFREE)
+        return;
+    if (what & NET_IO_CLOSED)
+        c->conn.closing = true;
+    if (what & NET_IO_READABLE)
+        c->conn.may_read = true;
+    /* The client can take more of its server's output. */
+    if ((what & NET_IO_WRITABLE) && c->server && c->server->conn.buf &&
+        c->server->conn.buf->pos < c->server->conn.scan) {
+        server_pump(c->server);
+        if (c->state == CL_JUSTFREE)
+            return;
+    }
+    if (what & NET_IO_READABLE)
+        client_pump(c);
+}
+
+void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key, size_t key_len)
+{
+    if (key_len != 4)
+        return;
+    struct client *c = client_find_cancel(p, pid, wire_get_u32(key));
+    /* Only a query running right now for this very client is cancelled: a client without a
+     * server has nothing to cancel, and its former server belongs to someone else. */
+    if (!c || !c->server || c->server->state != SV_ACTIVE)
+        return;
+    cancel_req_start(p, c->server);
+}

@@ -1,0 +1,111 @@
+/* Periodic housekeeping: every timeout of the PgBouncer family, min_pool_size, retries after
+ * failed logins, and the end of a graceful shutdown. Runs off the hot path. */
+#include "common/log.h"
+#include "pool/pool.h"
+
+static void check_pool(struct pool *pool, int64_t now)
+{
+    const struct pooler_config *cfg = pool->pooler->cfg;
+    struct plist *n, *tmp;
+
+    if (cfg->query_wait_timeout_ms > 0) {
+        int64_t limit = cfg->query_wait_timeout_ms * 1000;
+        plist_for_each_safe(n, tmp, &pool->waiting_clients)
+        {
+            struct client *c = plist_entry(n, struct client, node);
+            if (now - c->state_us > limit)
+                client_fail(c, "08P01", "query_wait_timeout");
+        }
+        plist_for_each_safe(n, tmp, &pool->waiting_login_clients)
+        {
+            struct client *c = plist_entry(n, struct client, node);
+            if (now - c->state_us > limit)
+                client_fail(c, "08P01", "query_wait_timeout");
+        }
+    }
+
+    plist_for_each_safe(n, tmp, &pool->active_clients)
+    {
+        struct client *c = plist_entry(n, struct client, node);
+        struct server *s = c->server;
+        if (!s) {
+            if (cfg->client_idle_timeout_ms > 0 &&
+                now - c->active_us > cfg->client_idle_timeout_ms * 1000)
+                client_fail(c, "08P01", "client_idle_timeout");
+            continue;
+        }
+        bool busy = s->fifo.n > 0 || s->internal_pending > 0;
+        if (busy && cfg->query_timeout_ms > 0 && c->request_us &&
+            now - c->request_us > cfg->query_timeout_ms * 1000) {
+            client_fail(c, "57014", "query_timeout");
+            continue;
+        }
+        if (!busy && s->xact != WIRE_XACT_IDLE && cfg->idle_transaction_timeout_ms > 0 &&
+            now - c->active_us > cfg->idle_transaction_timeout_ms * 1000)
+            client_fail(c, "25P03", "idle_transaction_timeout");
+    }
+
+    plist_for_each_safe(n, tmp, &pool->login_servers)
+    {
+        struct server *s = plist_entry(n, struct server, node);
+        if (now - s->connect_us > cfg->server_connect_timeout_ms * 1000) {
+            log_warning("pool", "%s/%s: server_connect_timeout", pool->db_name, pool->user_name);
+            server_close(s, "server_connect_timeout");
+            pool->retry_after_us = now + cfg->server_login_retry_ms * 1000;
+        }
+    }
+
+    plist_for_each_safe(n, tmp, &pool->idle_servers)
+    {
+        struct server *s = plist_entry(n, struct server, node);
+        if (s->close_needed || (s->expire_us && now >= s->expire_us))
+            server_close(s, s->close_needed ? "configuration changed" : "server_lifetime reached");
+        else if (cfg->server_idle_timeout_ms > 0 && pool->n_servers > pool->min_pool_size &&
+                 now - s->last_used_us > cfg->server_idle_timeout_ms * 1000)
+            server_close(s, "server_idle_timeout");
+    }
+
+    /* min_pool_size is kept only for pools that have clients, as PgBouncer does. */
+    if (pool->n_clients > 0 && pool->pooler->run_state == POOLER_RUNNING) {
+        while (pool->n_servers < pool->min_pool_size && now >= pool->retry_after_us &&
+               server_launch(pool)) {
+        }
+    }
+    pool_activate(pool);
+}
+
+static bool any_active_servers(struct pooler *p)
+{
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        if (!plist_empty(&pool->active_servers))
+            return true;
+    }
+    return false;
+}
+
+void janitor_run(void *arg)
+{
+    struct pooler *p = arg;
+    int64_t now = pooler_now(p);
+    const struct pooler_config *cfg = p->cfg;
+    struct plist *n, *tmp;
+    plist_for_each_safe(n, tmp, &p->login_clients)
+    {
+        struct client *c = plist_entry(n, struct client, node);
+        if (cfg->client_login_timeout_ms > 0 &&
+            now - c->connect_us > cfg->client_login_timeout_ms * 1000)
+            client_fail(c, "08P01", "client_login_timeout");
+    }
+    for (n = p->pools.next; n != &p->pools; n = n->next)
+        check_pool(plist_entry(n, struct pool, node), now);
+    cancel_reqs_expire(p, now);
+
+    if (p->run_state == POOLER_SHUTDOWN_SERVERS && !any_active_servers(p)) {
+        log_info("pool", "all servers released; shutting down");
+        net_loop_stop(p->loop);
+    } else if (p->run_state == POOLER_SHUTDOWN_CLIENTS && p->n_clients == 0) {
+        log_info("pool", "all clients gone; shutting down");
+        net_loop_stop(p->loop);
+    }
+}

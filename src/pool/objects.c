@@ -1,0 +1,691 @@
+/* Object lifecycle and the state machine of clients, servers and pools: creation, the two
+ * change_state functions, linking, releasing, and freeing after the loop turn. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "common/log.h"
+#include "pool/pool.h"
+
+static const char *const CLIENT_STATE_NAMES[CL_STATE_COUNT] = {
+    [CL_FREE] = "free",       [CL_LOGIN] = "login",     [CL_WAITING_LOGIN] = "waiting_login",
+    [CL_ACTIVE] = "active",   [CL_WAITING] = "waiting", [CL_JUSTFREE] = "justfree",
+};
+
+static const char *const SERVER_STATE_NAMES[SV_STATE_COUNT] = {
+    [SV_FREE] = "free",     [SV_LOGIN] = "login",   [SV_IDLE] = "idle",
+    [SV_TESTED] = "tested", [SV_ACTIVE] = "active", [SV_BEING_CANCELED] = "being_canceled",
+    [SV_JUSTFREE] = "justfree",
+};
+
+/* Legal moves: [from][to]. */
+static const bool CLIENT_MOVES[CL_STATE_COUNT][CL_STATE_COUNT] = {
+    [CL_FREE] = {[CL_LOGIN] = true},
+    [CL_LOGIN] = {[CL_WAITING_LOGIN] = true, [CL_ACTIVE] = true, [CL_JUSTFREE] = true},
+    [CL_WAITING_LOGIN] = {[CL_ACTIVE] = true, [CL_JUSTFREE] = true},
+    [CL_ACTIVE] = {[CL_WAITING] = true, [CL_JUSTFREE] = true},
+    [CL_WAITING] = {[CL_ACTIVE] = true, [CL_JUSTFREE] = true},
+    [CL_JUSTFREE] = {[CL_FREE] = true},
+};
+
+static const bool SERVER_MOVES[SV_STATE_COUNT][SV_STATE_COUNT] = {
+    [SV_FREE] = {[SV_LOGIN] = true},
+    [SV_LOGIN] = {[SV_IDLE] = true, [SV_TESTED] = true, [SV_JUSTFREE] = true},
+    [SV_IDLE] = {[SV_ACTIVE] = true, [SV_TESTED] = true, [SV_JUSTFREE] = true},
+    [SV_TESTED] = {[SV_IDLE] = true, [SV_JUSTFREE] = true},
+    [SV_ACTIVE] = {[SV_IDLE] = true, [SV_TESTED] = true, [SV_BEING_CANCELED] = true,
+                   [SV_JUSTFREE] = true},
+    [SV_BEING_CANCELED] = {[SV_IDLE] = true, [SV_TESTED] = true, [SV_JUSTFREE] = true},
+    [SV_JUSTFREE] = {[SV_FREE] = true},
+};
+
+const char *client_state_name(enum client_state st)
+{
+    return st < CL_STATE_COUNT ? CLIENT_STATE_NAMES[st] : "?";
+}
+
+const char *server_state_name(enum server_state st)
+{
+    return st < SV_STATE_COUNT ? SERVER_STATE_NAMES[st] : "?";
+}
+
+static struct plist *client_list_for(struct client *c, enum client_state st)
+{
+    switch (st) {
+    case CL_LOGIN:
+        return &c->pooler->login_clients;
+    case CL_WAITING_LOGIN:
+        return &c->pool->waiting_login_clients;
+    case CL_ACTIVE:
+        return &c->pool->active_clients;
+    case CL_WAITING:
+        return &c->pool->waiting_clients;
+    case CL_JUSTFREE:
+        return &c->pooler->justfree_clients;
+    case CL_FREE:
+    case CL_STATE_COUNT:
+        break;
+    }
+    return NULL;
+}
+
+void client_change_state(struct client *c, enum client_state next)
+{
+    enum client_state prev = (enum client_state)c->state;
+    log_trace("pool", "client %llu going from %s to %s", (unsigned long long)c->id,
+              client_state_name(prev), client_state_name(next));
+    if (!CLIENT_MOVES[prev][next])
+        log_error("pool", "client %llu: illegal state change %s -> %s", (unsigned long long)c->id,
+                  client_state_name(prev), client_state_name(next));
+    if (prev != CL_FREE)
+        plist_remove(&c->node);
+    c->state = (uint8_t)next;
+    c->state_us = pooler_now(c->pooler);
+    struct plist *list = client_list_for(c, next);
+    if (list)
+        plist_append(list, &c->node);
+}
+
+static struct plist *server_list_for(struct server *s, enum server_state st)
+{
+    struct pool *pool = s->pool;
+    switch (st) {
+    case SV_LOGIN:
+        return &pool->login_servers;
+    case SV_IDLE:
+        return &pool->idle_servers;
+    case SV_TESTED:
+        return &pool->tested_servers;
+    case SV_ACTIVE:
+        return &pool->active_servers;
+    case SV_BEING_CANCELED:
+        return &pool->canceling_servers;
+    case SV_JUSTFREE:
+        return &pool->pooler->justfree_servers;
+    case SV_FREE:
+    case SV_STATE_COUNT:
+        break;
+    }
+    return NULL;
+}
+
+void server_change_state(struct server *s, enum server_state next)
+{
+    enum server_state prev = (enum server_state)s->state;
+    log_trace("pool", "server %llu going from %s to %s", (unsigned long long)s->id,
+              server_state_name(prev), server_state_name(next));
+    if (!SERVER_MOVES[prev][next])
+        log_error("pool", "server %llu: illegal state change %s -> %s", (unsigned long long)s->id,
+                  server_state_name(prev), server_state_name(next));
+    if (prev != SV_FREE)
+        plist_remove(&s->node);
+    s->state = (uint8_t)next;
+    s->state_us = pooler_now(s->pool->pooler);
+    struct plist *list = server_list_for(s, next);
+    if (!list)
+        return;
+    /* Idle servers are used most-recently-released first: their caches are warm and the
+     * least used ones age out through server_idle_timeout. */
+    if (next == SV_IDLE)
+        plist_prepend(list, &s->node);
+    else
+        plist_append(list, &s->node);
+}
+
+/* ---- pools ---- */
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+void pool_apply_config(struct pool *pool)
+{
+    const struct pooler_config *cfg = pool->pooler->cfg;
+    const struct pooler_db_config *db = pooler_config_find_db(cfg, pool->db_name);
+    const struct pooler_user_config *u = pooler_config_find_user(cfg, pool->user_name);
+    if (!db)
+        return; /* removed from the config: keep serving with the old settings */
+
+    const char *host = db->host ? db->host : "/var/run/postgresql";
+    const char *server_db = db->dbname ? db->dbname : pool->db_name;
+    const char *server_user = db->user ? db->user : pool->user_name;
+    const char *password = db->user && db->password ? db->password
+                                                    : auth_file_lookup(&cfg->auth, server_user);
+    bool target_changed = pool->host == NULL || strcmp(pool->host, host) != 0 ||
+                          pool->port != db->port || strcmp(pool->server_db, server_db) != 0 ||
+                          strcmp(pool->server_user, server_user) != 0;
+    free(pool->host);
+    free(pool->server_db);
+    free(pool->server_user);
+    if (pool->password) {
+        memset(pool->password, 0, strlen(pool->password));
+        free(pool->password);
+    }
+    pool->host = strdup(host);
+    pool->port = db->port;
+    pool->server_db = strdup(server_db);
+    pool->server_user = strdup(server_user);
+    pool->password = dup_or_null(password);
+    for (int i = 0; i < pool->n_startup_extra; i++)
+        free(pool->startup_extra[i]);
+    pool->n_startup_extra = 0;
+    const char *extras[][2] = {{"client_encoding", db->client_encoding},
+                               {"datestyle", db->datestyle},
+                               {"timezone", db->timezone},
+                               {"application_name", db->application_name}};
+    for (size_t i = 0; i < 4; i++) {
+        if (extras[i][1] && pool->n_startup_extra + 2 <= 8) {
+            pool->startup_extra[pool->n_startup_extra++] = strdup(extras[i][0]);
+            pool->startup_extra[pool->n_startup_extra++] = strdup(extras[i][1]);
+        }
+    }
+    free(pool->connect_query);
+    pool->connect_query = dup_or_null(db->connect_query);
+
+    int mode = cfg->pool_mode;
+    if (db->pool_mode >= 0)
+        mode = db->pool_mode;
+    if (u && u->pool_mode >= 0)
+        mode = u->pool_mode;
+    pool->mode = (enum pool_mode)mode;
+    pool->pool_size = db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size;
+    if (u && u->pool_size >= 0)
+        pool->pool_size = u->pool_size;
+    pool->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
+    pool->reserve_pool = db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size;
+    pool->max_db_connections =
+        db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
+    pool->max_user_connections = u && u->max_user_connections >= 0 ? u->max_user_connections
+                                                                   : cfg->max_user_connections;
+    if (target_changed) {
+        struct plist *lists[] = {&pool->idle_servers, &pool->active_servers,
+                                 &pool->tested_servers, &pool->login_servers,
+                                 &pool->canceling_servers};
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+            for (struct plist *n = lists[i]->next; n != lists[i]; n = n->next)
+                plist_entry(n, struct server, node)->close_needed = true;
+        pool->welcome_ready = false;
+        free(pool->welcome);
+        pool->welcome = NULL;
+        pool->welcome_len = 0;
+    }
+}
+
+struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
+                      const char *user)
+{
+    (void)db;
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        if (!strcmp(pool->db_name, db_name) && !strcmp(pool->user_name, user))
+            return pool;
+    }
+    struct pool *pool = calloc(1, sizeof(*pool));
+    if (!pool)
+        return NULL;
+    pool->pooler = p;
+    pool->db_name = strdup(db_name);
+    pool->user_name = strdup(user);
+    pool->server_db = strdup("");
+    pool->server_user = strdup("");
+    if (!pool->db_name || !pool->user_name || !pool->server_db || !pool->server_user) {
+        pool_free(pool);
+        return NULL;
+    }
+    plist_init(&pool->waiting_login_clients);
+    plist_init(&pool->active_clients);
+    plist_init(&pool->waiting_clients);
+    plist_init(&pool->login_servers);
+    plist_init(&pool->idle_servers);
+    plist_init(&pool->tested_servers);
+    plist_init(&pool->active_servers);
+    plist_init(&pool->canceling_servers);
+    pool_apply_config(pool);
+    if (!pool->host) {
+        pool_free(pool);
+        return NULL;
+    }
+    plist_append(&p->pools, &pool->node);
+    log_debug("pool", "new pool %s/%s (%s mode, size %d)", db_name, user,
+              pool_mode_name(pool->mode), pool->pool_size);
+    return pool;
+}
+
+void pool_free(struct pool *pool)
+{
+    free(pool->db_name);
+    free(pool->user_name);
+    free(pool->host);
+    free(pool->server_db);
+    free(pool->server_user);
+    if (pool->password) {
+        memset(pool->password, 0, strlen(pool->password));
+        free(pool->password);
+    }
+    for (int i = 0; i < pool->n_startup_extra; i++)
+        free(pool->startup_extra[i]);
+    free(pool->connect_query);
+    free(pool->welcome);
+    free(pool->last_error);
+    for (int i = 0; i < PARAM_COUNT; i++)
+        pstr_unref(pool->defaults[i]);
+    memset(pool->scram_client_key, 0, sizeof(pool->scram_client_key));
+    free(pool);
+}
+
+int pool_db_server_count(struct pooler *p, const char *db_name)
+{
+    int n = 0;
+    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
+        struct pool *pool = plist_entry(it, struct pool, node);
+        if (!strcmp(pool->db_name, db_name))
+            n += pool->n_servers;
+    }
+    return n;
+}
+
+int pool_user_server_count(struct pooler *p, const char *user)
+{
+    int n = 0;
+    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
+        struct pool *pool = plist_entry(it, struct pool, node);
+        if (!strcmp(pool->user_name, user))
+            n += pool->n_servers;
+    }
+    return n;
+}
+
+/* ---- clients ---- */
+
+static bool random_u32(uint32_t *out)
+{
+    return RAND_bytes((unsigned char *)out, sizeof(*out)) == 1;
+}
+
+struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
+{
+    struct client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->pooler = p;
+    c->conn.fd = fd;
+    c->id = ++p->next_id;
+    c->addr = *addr;
+    c->connect_us = c->active_us = pooler_now(p);
+    c->conn.io = net_io_new(p->loop, fd, NET_IO_EDGE_RW, client_io_cb, c);
+    if (!c->conn.io) {
+        free(c);
+        return NULL;
+    }
+    plist_init(&c->node);
+    p->n_clients++;
+    client_change_state(c, CL_LOGIN);
+    return c;
+}
+
+void client_register_cancel(struct client *c)
+{
+    struct pooler *p = c->pooler;
+    for (int tries = 0; tries < 8; tries++) {
+        if (!random_u32(&c->cancel_pid) || !random_u32(&c->cancel_key))
+            break;
+        c->cancel_pid &= 0x7fffffff; /* some clients print it as a signed pid */
+        if (c->cancel_pid == 0)
+            continue;
+        size_t b = c->cancel_pid & (p->cancel_buckets - 1);
+        bool clash = false;
+        for (struct client *o = p->cancel_table[b]; o; o = o->cancel_next)
+            clash |= o->cancel_pid == c->cancel_pid;
+        if (clash)
+            continue;
+        c->cancel_next = p->cancel_table[b];
+        p->cancel_table[b] = c;
+        c->in_cancel_table = true;
+        return;
+    }
+    log_warning("pool", "client %llu: no cancel key (random source failed)",
+                (unsigned long long)c->id);
+}
+
+static void client_unregister_cancel(struct client *c)
+{
+    if (!c->in_cancel_table)
+        return;
+    struct pooler *p = c->pooler;
+    struct client **link = &p->cancel_table[c->cancel_pid & (p->cancel_buckets - 1)];
+    while (*link && *link != c)
+        link = &(*link)->cancel_next;
+    if (*link)
+        *link = c->cancel_next;
+    c->in_cancel_table = false;
+}
+
+struct client *client_find_cancel(struct pooler *p, uint32_t pid, uint32_t key)
+{
+    for (struct client *c = p->cancel_table[pid & (p->cancel_buckets - 1)]; c; c = c->cancel_next)
+        if (c->cancel_pid == pid)
+            return ((c->cancel_key ^ key) == 0) ? c : NULL;
+    return NULL;
+}
+
+bool client_send_raw(struct client *c, const void *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        size_t n = 0;
+        enum net_io_result r = net_send(c->conn.fd, (const uint8_t *)data + off, len - off, &n);
+        /* Pooler-generated messages are small and go to a socket whose send buffer is
+         * empty or nearly so; a client that does not read them loses its connection. */
+        if (r != NET_OK)
+            return false;
+        off += n;
+    }
+    return true;
+}
+
+void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+    if (c->state == CL_JUSTFREE)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    uint8_t out[700];
+    struct wire_buf b;
+    wire_buf_init(&b, out, sizeof(out));
+    wire_build_error(&b, "FATAL", sqlstate, msg);
+    if (c->pooler->cfg->log_pooler_errors)
+        log_info("pool", "client %llu: closing with error %s: %s", (unsigned long long)c->id,
+                 sqlstate, msg);
+    if (!b.overflow && !client_send_raw(c, out, b.len))
+        log_debug("pool", "client %llu: error message not delivered", (unsigned long long)c->id);
+    client_close(c, msg);
+}
+
+void client_close(struct client *c, const char *reason)
+{
+    if (c->state == CL_JUSTFREE)
+        return;
+    struct pooler *p = c->pooler;
+    if (p->cfg->log_disconnections && c->state != CL_LOGIN) {
+        char addr[64];
+        net_addr_format(&c->addr, addr, sizeof(addr));
+        log_info("pool", "client %llu %s %s/%s: closing: %s", (unsigned long long)c->id, addr,
+                 c->pool ? c->pool->db_name : "-", c->pool ? c->pool->user_name : "-", reason);
+    }
+    struct server *s = c->server;
+    if (s) {
+        /* A server is only reused when the protocol says it is idle outside a transaction
+         * and holds nothing unsent or unread; anything else would hand an open transaction
+         * or stray results to the next client. */
+        bool unsent = c->conn.buf && c->conn.buf->pos < c->conn.buf->end;
+        if (!unsent && server_is_clean(s) && !(s->conn.buf && s->conn.buf->pos < s->conn.buf->end)) {
+            pool_release_server(s);
+        } else {
+            c->server = NULL;
+            s->client = NULL;
+            server_close(s, "client disconnected while the server was busy");
+        }
+        c->server = NULL;
+    }
+    client_unregister_cancel(c);
+    client_login_free(c);
+    pconn_drop_buffer(p, &c->conn);
+    for (int i = 0; i < PARAM_COUNT; i++) {
+        pstr_unref(c->params[i]);
+        c->params[i] = NULL;
+    }
+    if (c->pool) {
+        c->pool->n_clients--;
+        c->pool->stats.clients_closed++;
+    }
+    p->n_clients--;
+    client_change_state(c, CL_JUSTFREE);
+    pooler_schedule_reap(p);
+}
+
+/* ---- servers: releasing and handing out ---- */
+
+static bool server_needs_check(struct server *s, int64_t now)
+{
+    const struct pooler_config *cfg = s->pool->pooler->cfg;
+    return cfg->server_check_delay_ms > 0 &&
+           now - s->last_used_us > cfg->server_check_delay_ms * 1000;
+}
+
+static void link_client(struct client *c, struct server *s)
+{
+    int64_t now = pooler_now(c->pooler);
+    server_change_state(s, SV_ACTIVE);
+    if (c->state == CL_WAITING) {
+        c->pool->stats.wait_time_us += now - c->state_us;
+        c->pool->stats.wait_count++;
+        client_change_state(c, CL_ACTIVE);
+    }
+    c->server = s;
+    s->client = c;
+    c->request_us = now;
+    s->last_used_us = now;
+    /* Bring the server's session parameters in line with the client's. */
+    size_t need = params_set_len((const struct pstr *const *)c->params,
+                                 (const struct pstr *const *)s->params);
+    if (need > 1) {
+        char *sql = malloc(need);
+        if (sql && params_build_set((const struct pstr *const *)c->params,
+                                    (const struct pstr *const *)s->params, sql, need) > 0) {
+            if (!server_send_internal_query(s, sql)) {
+                free(sql);
+                c->server = NULL;
+                s->client = NULL;
+                server_close(s, "could not send SET");
+                client_fail(c, "08006", "server connection failed");
+                return;
+            }
+        }
+        free(sql);
+    }
+}
+
+void pool_request_server(struct client *c)
+{
+    struct pool *pool = c->pool;
+    struct pooler *p = c->pooler;
+    int64_t now = pooler_now(p);
+    if (p->run_state == POOLER_RUNNING || p->run_state == POOLER_SHUTDOWN_CLIENTS) {
+        struct plist *n;
+        while ((n = plist_first(&pool->idle_servers)) != NULL) {
+            struct server *s = plist_entry(n, struct server, node);
+            if (server_needs_check(s, now)) {
+                const char *q = p->cfg->server_check_query;
+                server_change_state(s, SV_TESTED);
+                if (!server_send_internal_query(s, q))
+                    server_close(s, "check query could not be sent");
+                continue;
+            }
+            if (plist_empty(&pool->waiting_clients) || c->state == CL_WAITING) {
+                link_client(c, s);
+                return;
+            }
+            break;
+        }
+    }
+    if (c->state != CL_WAITING)
+        client_change_state(c, CL_WAITING);
+    if (pool->retry_after_us > now && pool->last_error && plist_empty(&pool->login_servers) &&
+        pool->n_servers == 0) {
+        client_fail(c, pool->last_sqlstate, "%s", pool->last_error);
+        return;
+    }
+    pool_activate(pool);
+}
+
+static int pool_limit(struct pool *pool, int64_t now)
+{
+    int limit = pool->pool_size;
+    struct plist *first = plist_first(&pool->waiting_clients);
+    if (first && pool->reserve_pool > 0) {
+        struct client *c = plist_entry(first, struct client, node);
+        if (now - c->state_us >= pool->pooler->cfg->reserve_pool_timeout_ms * 1000)
+            limit += pool->reserve_pool;
+    }
+    return limit;
+}
+
+static bool pool_may_launch(struct pool *pool, int64_t now)
+{
+    struct pooler *p = pool->pooler;
+    if (p->run_state == POOLER_SHUTDOWN_SERVERS)
+        return false;
+    if (now < pool->retry_after_us)
+        return false;
+    if (pool->n_servers >= pool_limit(pool, now))
+        return false;
+    if (pool->max_db_connections > 0 &&
+        pool_db_server_count(p, pool->db_name) >= pool->max_db_connections)
+        return false;
+    if (pool->max_user_connections > 0 &&
+        pool_user_server_count(p, pool->user_name) >= pool->max_user_connections)
+        return false;
+    return true;
+}
+
+void pool_activate(struct pool *pool)
+{
+    struct pooler *p = pool->pooler;
+    /* PAUSE and the SIGINT shutdown hand out no servers: clients queue until RESUME. */
+    if (p->run_state == POOLER_PAUSED || p->run_state == POOLER_SHUTDOWN_SERVERS)
+        return;
+    int64_t now = pooler_now(p);
+    for (;;) {
+        struct plist *cn = plist_first(&pool->waiting_clients);
+        if (!cn)
+            break;
+        struct plist *sn = plist_first(&pool->idle_servers);
+        if (!sn)
+            break;
+        struct server *s = plist_entry(sn, struct server, node);
+        if (server_needs_check(s, now)) {
+            server_change_state(s, SV_TESTED);
+            if (!server_send_internal_query(s, p->cfg->server_check_query))
+                server_close(s, "check query could not be sent");
+            continue;
+        }
+        struct client *c = plist_entry(cn, struct client, node);
+        link_client(c, s);
+        if (c->server == s)
+            client_pump(c);
+    }
+    /* Launch servers for clients that wait, counting logins already under way. */
+    size_t want = plist_count(&pool->waiting_clients);
+    if (!pool->welcome_ready && !plist_empty(&pool->waiting_login_clients))
+        want++;
+    size_t launching = plist_count(&pool->login_servers) + plist_count(&pool->tested_servers);
+    while (want > launching && pool_may_launch(pool, now)) {
+        if (!server_launch(pool))
+            break;
+        launching++;
+    }
+}
+
+void pool_server_ready(struct server *s)
+{
+    struct pool *pool = s->pool;
+    int64_t now = pooler_now(pool->pooler);
+    if (s->close_needed || (s->expire_us && now >= s->expire_us)) {
+        server_close(s, s->close_needed ? "configuration changed" : "server_lifetime reached");
+        pool_activate(pool);
+        return;
+    }
+    s->last_used_us = now;
+    server_change_state(s, SV_IDLE);
+    if (pool->welcome_ready) {
+        struct plist *n;
+        while ((n = plist_first(&pool->waiting_login_clients)) != NULL)
+            client_finish_login(plist_entry(n, struct client, node));
+    }
+    pool_activate(pool);
+}
+
+void pool_release_server(struct server *s)
+{
+    struct client *c = s->client;
+    struct pool *pool = s->pool;
+    struct pooler *p = pool->pooler;
+    int64_t now = pooler_now(p);
+    if (c) {
+        if (c->request_us) {
+            pool->stats.xact_count++;
+            pool->stats.xact_time_us += now - c->request_us;
+            c->request_us = 0;
+        }
+        c->server = NULL;
+        s->client = NULL;
+    }
+    s->last_used_us = now;
+    bool reset = pool->mode == POOL_MODE_SESSION || p->cfg->server_reset_query_always;
+    if (s->cancels_in_flight > 0) {
+        /* A cancel aimed at this client's query may still land; nobody else may get the
+         * server until it has. */
+        server_change_state(s, SV_BEING_CANCELED);
+        return;
+    }
+    if (s->close_needed || (s->expire_us && now >= s->expire_us)) {
+        server_close(s, s->close_needed ? "configuration changed" : "server_lifetime reached");
+        pool_activate(pool);
+        return;
+    }
+    if (reset && p->cfg->server_reset_query[0]) {
+        server_change_state(s, SV_TESTED);
+        if (!server_send_internal_query(s, p->cfg->server_reset_query))
+            server_close(s, "reset query could not be sent");
+        return;
+    }
+    server_change_state(s, SV_IDLE);
+    pool_activate(pool);
+}
+
+/* ---- freeing after the loop turn ---- */
+
+static void reap_cb(void *arg)
+{
+    pooler_reap(arg);
+}
+
+void pooler_schedule_reap(struct pooler *p)
+{
+    if (!p->reaper) {
+        p->reaper = net_timer_new(p->loop, reap_cb, p);
+        if (!p->reaper)
+            return;
+    }
+    if (!net_timer_pending(p->reaper))
+        net_timer_start(p->reaper, 0, false);
+}
+
+void pooler_reap(struct pooler *p)
+{
+    struct plist *n;
+    cancel_reqs_expire(p, 0); /* frees finished cancel connections only */
+    while ((n = plist_first(&p->justfree_clients)) != NULL) {
+        struct client *c = plist_entry(n, struct client, node);
+        client_change_state(c, CL_FREE);
+        net_io_free(c->conn.io);
+        close(c->conn.fd);
+        free(c);
+    }
+    while ((n = plist_first(&p->justfree_servers)) != NULL) {
+        struct server *s = plist_entry(n, struct server, node);
+        server_change_state(s, SV_FREE);
+        net_io_free(s->conn.io);
+        if (s->conn.fd >= 0)
+            close(s->conn.fd);
+        free(s);
+    }
+}

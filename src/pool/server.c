@@ -1,0 +1,953 @@
+/* Server side: connecting and logging in to PostgreSQL (trust, cleartext, md5, SCRAM with a
+ * password or pass-through keys), the outstanding-request FIFO that decides when a server
+ * may be released, the server→client data path, and cancel requests. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "common/log.h"
+#include "pool/pool.h"
+#include "proto/md5_auth.h"
+#include "proto/scram.h"
+
+enum server_login_step {
+    SL_CONNECTING,
+    SL_AUTH, /* startup sent; authentication and parameter messages follow */
+};
+
+struct server_login {
+    enum server_login_step step;
+    struct scram_client scram;
+    uint8_t *welcome; /* owned: ParameterStatus messages collected for the pool */
+    size_t welcome_len;
+};
+
+enum server_scan_result {
+    SSCAN_OK,
+    SSCAN_RELEASE,        /* transaction over: release after flushing */
+    SSCAN_INTERNAL_DONE,  /* pooler query finished on a server without client */
+    SSCAN_FLUSH_FIRST,    /* forwardable bytes precede a message to swallow */
+    SSCAN_INTERNAL_ERROR, /* a pooler-issued query failed */
+    SSCAN_BAD,            /* framing or protocol-state violation */
+};
+
+void server_login_free(struct server *s)
+{
+    struct server_login *l = s->login;
+    if (!l)
+        return;
+    scram_client_clear(&l->scram);
+    free(l->welcome);
+    free(l);
+    s->login = NULL;
+}
+
+/* ---- request FIFO ---- */
+
+static uint8_t fifo_tail_kind(const struct req_fifo *f)
+{
+    return f->n ? f->kind[(f->head + f->n - 1) % REQ_FIFO_LEN] : 0;
+}
+
+static bool fifo_push(struct req_fifo *f, uint8_t kind)
+{
+    if (f->n && kind != REQ_EXT_OPEN && fifo_tail_kind(f) == kind) {
+        f->count[(f->head + f->n - 1) % REQ_FIFO_LEN]++;
+        return true;
+    }
+    if (f->n == REQ_FIFO_LEN)
+        return false;
+    unsigned i = (f->head + f->n) % REQ_FIFO_LEN;
+    f->kind[i] = kind;
+    f->count[i] = 1;
+    f->n++;
+    return true;
+}
+
+static void fifo_pop_head(struct req_fifo *f)
+{
+    f->head = (uint8_t)((f->head + 1) % REQ_FIFO_LEN);
+    f->n--;
+}
+
+static bool fifo_overflowed(struct server *s, bool ok)
+{
+    if (!ok)
+        s->close_needed = true; /* too many alternating request kinds: give up on reuse */
+    return ok;
+}
+
+void server_note_frontend(struct server *s, uint8_t type)
+{
+    struct req_fifo *f = &s->fifo;
+    switch (type) {
+    case WIRE_FE_QUERY:
+        /* After an error inside an extended batch PostgreSQL skips everything up to Sync,
+         * including simple queries, which then produce no ReadyForQuery. */
+        if (!s->discard_until_sync)
+            fifo_overflowed(s, fifo_push(f, REQ_QUERY));
+        break;
+    case WIRE_FE_FUNCTION_CALL:
+        if (!s->discard_until_sync)
+            fifo_overflowed(s, fifo_push(f, REQ_FUNCTION));
+        break;
+    case WIRE_FE_SYNC:
+        if (s->copy_in)
+            break; /* ignored by the server during COPY FROM STDIN */
+        s->discard_until_sync = false;
+        if (fifo_tail_kind(f) == REQ_EXT_OPEN) {
+            f->n--; /* the open batch becomes a Sync (merged with a Sync before it) */
+        }
+        fifo_overflowed(s, fifo_push(f, REQ_SYNC));
+        break;
+    case WIRE_FE_PARSE:
+    case WIRE_FE_BIND:
+    case WIRE_FE_DESCRIBE:
+    case WIRE_FE_EXECUTE:
+    case WIRE_FE_CLOSE:
+        if (fifo_tail_kind(f) != REQ_EXT_OPEN)
+            fifo_overflowed(s, fifo_push(f, REQ_EXT_OPEN));
+        break;
+    case WIRE_FE_COPY_DONE:
+    case WIRE_FE_COPY_FAIL:
+        /* From here on the server answers Syncs again. */
+        s->copy_in = false;
+        break;
+    default:
+        break; /* Flush, CopyData and unknown types produce no ReadyForQuery */
+    }
+}
+
+/* ReadyForQuery arrived: the oldest request that expects one is done. */
+static bool fifo_on_ready(struct req_fifo *f)
+{
+    while (f->n && f->kind[f->head] == REQ_EXT_OPEN)
+        fifo_pop_head(f); /* a batch closed by a simple Query needs no Sync of its own */
+    if (!f->n)
+        return false;
+    if (--f->count[f->head] == 0)
+        fifo_pop_head(f);
+    return true;
+}
+
+/* ErrorResponse while a client is linked. */
+static void fifo_on_error(struct server *s)
+{
+    struct req_fifo *f = &s->fifo;
+    s->copy_in = false;
+    if (!f->n || f->kind[f->head] != REQ_EXT_OPEN)
+        return; /* a simple query's error, or the batch before a Sync already counted */
+    /* Error inside an open extended batch: the server discards messages up to the next Sync,
+     * so requests queued before that Sync will get no ReadyForQuery. */
+    while (f->n && f->kind[f->head] != REQ_SYNC)
+        fifo_pop_head(f);
+    if (!f->n)
+        s->discard_until_sync = true;
+}
+
+static void fifo_on_copy_in(struct server *s)
+{
+    struct req_fifo *f = &s->fifo;
+    s->copy_in = true;
+    /* COPY via the extended protocol: the Sync sent with Execute reaches the server in copy
+     * mode and is ignored; the client sends another one after CopyDone. */
+    if (f->n && f->kind[f->head] == REQ_SYNC) {
+        if (--f->count[f->head] == 0)
+            f->kind[f->head] = REQ_EXT_OPEN;
+    }
+}
+
+bool server_is_clean(const struct server *s)
+{
+    return s->fifo.n == 0 && s->xact == WIRE_XACT_IDLE && !s->copy_in &&
+           s->internal_pending == 0 && !s->discard_until_sync;
+}
+
+/* ---- sending ---- */
+
+static bool send_all(int fd, const uint8_t *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        size_t n = 0;
+        /* Login messages and pooler queries are small and go out on a socket with an empty
+         * send buffer; failing to send them at once means the connection is unusable. */
+        if (net_send(fd, data + off, len - off, &n) != NET_OK)
+            return false;
+        off += n;
+    }
+    return true;
+}
+
+bool server_send_internal_query(struct server *s, const char *sql)
+{
+    size_t need = strlen(sql) + 16;
+    uint8_t stackbuf[512];
+    uint8_t *buf = need <= sizeof(stackbuf) ? stackbuf : malloc(need);
+    if (!buf)
+        return false;
+    struct wire_buf b;
+    wire_buf_init(&b, buf, need);
+    wire_build_query(&b, sql);
+    bool ok = !b.overflow && send_all(s->conn.fd, buf, b.len);
+    if (buf != stackbuf)
+        free(buf);
+    if (ok)
+        s->internal_pending++;
+    return ok;
+}
+
+/* ---- lifecycle ---- */
+
+static int64_t jittered_lifetime_us(const struct pooler_config *cfg)
+{
+    if (cfg->server_lifetime_ms <= 0)
+        return 0;
+    int64_t base = cfg->server_lifetime_ms * 1000;
+    uint32_t r = 0;
+    if (cfg->server_lifetime_jitter_pct > 0 && RAND_bytes((unsigned char *)&r, sizeof(r)) == 1) {
+        int64_t spread = base * cfg->server_lifetime_jitter_pct / 100;
+        base += (int64_t)(r % (uint32_t)(2 * spread + 1)) - spread;
+    }
+    return base;
+}
+
+static void record_login_failure(struct pool *pool, const char *sqlstate, const char *msg)
+{
+    free(pool->last_error);
+    pool->last_error = strdup(msg);
+    snprintf(pool->last_sqlstate, sizeof(pool->last_sqlstate), "%s", sqlstate);
+    pool->stats.login_failures++;
+    pool->retry_after_us = pooler_now(pool->pooler) + pool->pooler->cfg->server_login_retry_ms * 1000;
+}
+
+bool server_launch(struct pool *pool)
+{
+    struct pooler *p = pool->pooler;
+    char err[256];
+    int fd = net_connect(pool->host, pool->port, err, sizeof(err));
+    if (fd < 0) {
+        log_warning("pool", "%s/%s: %s", pool->db_name, pool->user_name, err);
+        record_login_failure(pool, "08006", "server connection failed");
+        return false;
+    }
+    struct server *s = calloc(1, sizeof(*s));
+    struct server_login *l = calloc(1, sizeof(*l));
+    if (!s || !l) {
+        free(s);
+        free(l);
+        close(fd);
+        return false;
+    }
+    s->pool = pool;
+    s->login = l;
+    s->conn.fd = fd;
+    s->id = ++p->next_id;
+    s->xact = WIRE_XACT_IDLE;
+    plist_init(&s->node);
+    s->conn.io = net_io_new(p->loop, fd, NET_IO_EDGE_RW, server_io_cb, s);
+    if (!s->conn.io) {
+        free(s);
+        free(l);
+        close(fd);
+        return false;
+    }
+    scram_client_init(&l->scram);
+    s->connect_us = pooler_now(p);
+    int64_t life = jittered_lifetime_us(p->cfg);
+    s->expire_us = life ? s->connect_us + life : 0;
+    pool->n_servers++;
+    pool->stats.servers_created++;
+    server_change_state(s, SV_LOGIN);
+    log_debug("pool", "server %llu: connecting to %s:%d for %s/%s", (unsigned long long)s->id,
+              pool->host, pool->port, pool->db_name, pool->user_name);
+    return true;
+}
+
+void server_close(struct server *s, const char *reason)
+{
+    if (s->state == SV_JUSTFREE)
+        return;
+    struct pool *pool = s->pool;
+    struct pooler *p = pool->pooler;
+    log_debug("pool", "server %llu %s/%s: closing: %s", (unsigned long long)s->id, pool->db_name,
+              pool->user_name, reason);
+    if (s->client) {
+        struct client *c = s->client;
+        s->client = NULL;
+        c->server = NULL;
+        client_fail(c, "08006", "server connection closed: %s", reason);
+    }
+    /* A polite Terminate lets PostgreSQL end the backend without logging an error. */
+    if (s->state != SV_LOGIN && s->conn.fd >= 0) {
+        uint8_t t[8];
+        struct wire_buf b;
+        wire_buf_init(&b, t, sizeof(t));
+        wire_build_terminate(&b);
+        (void)send_all(s->conn.fd, t, b.len);
+    }
+    cancel_reqs_forget_server(p, s);
+    server_login_free(s);
+    pconn_drop_buffer(p, &s->conn);
+    for (int i = 0; i < PARAM_COUNT; i++) {
+        pstr_unref(s->params[i]);
+        s->params[i] = NULL;
+    }
+    pool->n_servers--;
+    pool->stats.servers_closed++;
+    server_change_state(s, SV_JUSTFREE);
+    pooler_schedule_reap(p);
+}
+
+/* Login failed: a refused connection or a server still starting up is retried after
+ * server_login_retry while clients keep waiting; any other error (bad password, missing
+ * database) is passed to the waiting clients at once. */
+static void login_failed(struct server *s, const char *sqlstate, const char *msg)
+{
+    struct pool *pool = s->pool;
+    bool transient = sqlstate == NULL || !strcmp(sqlstate, "57P03") ||
+                     !strcmp(sqlstate, "53300") || !strcmp(sqlstate, "57P01");
+    log_warning("pool", "%s/%s: server login failed: %s%s%s", pool->db_name, pool->user_name,
+                sqlstate ? sqlstate : "", sqlstate ? " " : "", msg);
+    record_login_failure(pool, sqlstate ? sqlstate : "08006", msg);
+    server_close(s, "login failed");
+    if (transient)
+        return;
+    struct plist *n;
+    while ((n = plist_first(&pool->waiting_login_clients)) != NULL)
+        client_fail(plist_entry(n, struct client, node), sqlstate, "%s", msg);
+    if (plist_empty(&pool->login_servers) && pool->n_servers == 0) {
+        while ((n = plist_first(&pool->waiting_clients)) != NULL)
+            client_fail(plist_entry(n, struct client, node), sqlstate, "%s", msg);
+    }
+}
+
+static bool send_startup(struct server *s)
+{
+    struct pool *pool = s->pool;
+    struct wire_startup_param params[8];
+    size_t n = 0;
+    params[n++] = (struct wire_startup_param){"user", pool->server_user};
+    params[n++] = (struct wire_startup_param){"database", pool->server_db};
+    for (int i = 0; i + 1 < pool->n_startup_extra && n < 8; i += 2)
+        params[n++] = (struct wire_startup_param){pool->startup_extra[i], pool->startup_extra[i + 1]};
+    uint8_t buf[2048];
+    struct wire_buf b;
+    wire_buf_init(&b, buf, sizeof(buf));
+    wire_build_startup(&b, params, n);
+    return !b.overflow && send_all(s->conn.fd, buf, b.len);
+}
+
+static void welcome_append(struct server *s, const uint8_t *msg, size_t len)
+{
+    struct server_login *l = s->login;
+    uint8_t *w = realloc(l->welcome, l->welcome_len + len);
+    if (!w)
+        return;
+    memcpy(w + l->welcome_len, msg, len);
+    l->welcome = w;
+    l->welcome_len += len;
+}
+
+/* Handles one authentication request from the server. Returns false after failing. */
+static bool handle_auth(struct server *s, const uint8_t *body, size_t len)
+{
+    struct pool *pool = s->pool;
+    struct server_login *l = s->login;
+    uint32_t code;
+    const uint8_t *data;
+    size_t dlen;
+    char err[256];
+    char out[SCRAM_OUT_MAX];
+    size_t out_len = 0;
+    uint8_t msg[SCRAM_OUT_MAX + 64];
+    struct wire_buf b;
+    wire_buf_init(&b, msg, sizeof(msg));
+    if (!wire_parse_auth(body, len, &code, &data, &dlen)) {
+        login_failed(s, "08P01", "invalid authentication request from server");
+        return false;
+    }
+    const char *pw = pool->password;
+    switch (code) {
+    case WIRE_AUTH_OK:
+        return true;
+    case WIRE_AUTH_CLEARTEXT:
+        if (!pw || auth_secret_kind(pw) != AUTH_SECRET_PLAIN) {
+            login_failed(s, "28P01", "server asked for a cleartext password; none is configured");
+            return false;
+        }
+        wire_build_password(&b, pw);
+        break;
+    case WIRE_AUTH_MD5: {
+        char resp[MD5_AUTH_BUF_SIZE];
+        if (dlen != MD5_AUTH_SALT_LEN || !pw ||
+            !md5_auth_build_response(pw, pool->server_user, data, resp)) {
+            login_failed(s, "28P01", "server asked for an md5 password; none is usable");
+            return false;
+        }
+        wire_build_password(&b, resp);
+        OPENSSL_cleanse(resp, sizeof(resp));
+        break;
+    }
+    case WIRE_AUTH_SASL: {
+        if (!wire_sasl_offers(data, dlen, SCRAM_MECHANISM)) {
+            login_failed(s, "28000", "server offers no supported SASL mechanism");
+            return false;
+        }
+        enum scram_result r;
+        if (pw && scram_is_secret(pw)) {
+            if (!pool->have_scram_keys) {
+                login_failed(s, "28P01",
+                             "SCRAM secret in auth_file: a client must log in with SCRAM first");
+                return false;
+            }
+            r = scram_client_start(&l->scram, "", NULL, pool->scram_client_key,
+                                   pool->scram_server_key, out, sizeof(out), &out_len, err,
+                                   sizeof(err));
+        } else if (pw && auth_secret_kind(pw) == AUTH_SECRET_PLAIN) {
+            r = scram_client_start(&l->scram, "", pw, NULL, NULL, out, sizeof(out), &out_len, err,
+                                   sizeof(err));
+        } else {
+            login_failed(s, "28P01", "server asked for SCRAM; no usable password is configured");
+            return false;
+        }
+        if (r != SCRAM_OK) {
+            login_failed(s, "28P01", err);
+            return false;
+        }
+        wire_build_sasl_initial(&b, SCRAM_MECHANISM, out, out_len);
+        break;
+    }
+    case WIRE_AUTH_SASL_CONTINUE:
+        if (scram_client_continue(&l->scram, (const char *)data, dlen, out, sizeof(out), &out_len,
+                                  err, sizeof(err)) != SCRAM_OK) {
+            login_failed(s, "28P01", err);
+            return false;
+        }
+        wire_build_sasl_response(&b, out, out_len);
+        break;
+    case WIRE_AUTH_SASL_FINAL:
+        if (scram_client_finish(&l->scram, (const char *)data, dlen, err, sizeof(err)) !=
+            SCRAM_OK) {
+            login_failed(s, "28P01", err);
+            return false;
+        }
+        return true;
+    default:
+        login_failed(s, "28000", "server asked for an unsupported authentication method");
+        return false;
+    }
+    OPENSSL_cleanse(out, sizeof(out));
+    bool ok = !b.overflow && send_all(s->conn.fd, msg, b.len);
+    OPENSSL_cleanse(msg, sizeof(msg));
+    if (!ok) {
+        login_failed(s, NULL, "could not send to server");
+        return false;
+    }
+    return true;
+}
+
+static void login_complete(struct server *s)
+{
+    struct pool *pool = s->pool;
+    struct server_login *l = s->login;
+    pool->stats.connect_time_us += pooler_now(pool->pooler) - s->connect_us;
+    if (!pool->welcome_ready) {
+        free(pool->welcome);
+        pool->welcome = l->welcome;
+        pool->welcome_len = l->welcome_len;
+        l->welcome = NULL;
+        for (int i = 0; i < PARAM_COUNT; i++) {
+            pstr_unref(pool->defaults[i]);
+            pool->defaults[i] = pstr_ref(s->params[i]);
+        }
+        pool->welcome_ready = true;
+    }
+    free(pool->last_error);
+    pool->last_error = NULL;
+    pool->retry_after_us = 0;
+    server_login_free(s);
+    log_debug("pool", "server %llu: logged in (backend pid %u)", (unsigned long long)s->id,
+              s->be_pid);
+    if (pool->connect_query) {
+        server_change_state(s, SV_TESTED);
+        if (!server_send_internal_query(s, pool->connect_query))
+            server_close(s, "connect_query could not be sent");
+        return;
+    }
+    pool_server_ready(s);
+}
+
+static void login_event(struct server *s, unsigned what)
+{
+    struct pooler *p = s->pool->pooler;
+    struct server_login *l = s->login;
+    if (l->step == SL_CONNECTING) {
+        if (!(what & (NET_IO_WRITABLE | NET_IO_READABLE)))
+            return;
+        int e = net_connect_result(s->conn.fd);
+        if (e != 0) {
+            char msg[256];
+            snprintf(msg, sizeof(msg), "could not connect to server: %s", strerror(e));
+            login_failed(s, NULL, msg);
+            return;
+        }
+        if (!send_startup(s)) {
+            login_failed(s, NULL, "could not send startup packet");
+            return;
+        }
+        l->step = SL_AUTH;
+        return; /* the answer raises a readable edge */
+    }
+    for (;;) {
+        if (s->conn.may_read) {
+            enum fill_result r = pconn_fill(p, &s->conn);
+            if (r == FILL_EOF || r == FILL_ERROR) {
+                login_failed(s, NULL, "server closed the connection during login");
+                return;
+            }
+            if (r == FILL_NO_MEMORY || r == FILL_FULL) {
+                login_failed(s, "08P01", "server login message too large");
+                return;
+            }
+        }
+        struct iobuf *b = s->conn.buf;
+        if (!b)
+            return;
+        while (b->pos < b->end) {
+            uint8_t type;
+            uint32_t len;
+            enum wire_header_result h =
+                wire_parse_header(b->data + b->pos, b->end - b->pos,
+                                  p->bufs.size - WIRE_HEADER_LEN, &type, &len);
+            if (h == WIRE_HEADER_BAD_LENGTH) {
+                login_failed(s, "08P01", "invalid message length from server during login");
+                return;
+            }
+            if (h == WIRE_HEADER_INCOMPLETE || b->end - b->pos - WIRE_HEADER_LEN < len)
+                break;
+            const uint8_t *msg = b->data + b->pos;
+            const uint8_t *body = msg + WIRE_HEADER_LEN;
+            b->pos += WIRE_HEADER_LEN + len;
+            switch (type) {
+            case WIRE_BE_AUTH:
+                if (!handle_auth(s, body, len))
+                    return;
+                break;
+            case WIRE_BE_PARAMETER_STATUS: {
+                const char *name, *value;
+                if (!wire_parse_parameter_status(body, len, &name, &value)) {
+                    login_failed(s, "08P01", "invalid ParameterStatus from server");
+                    return;
+                }
+                int id = params_lookup(name);
+                if (id >= 0)
+                    pstr_set(&s->params[id], value);
+                if (!s->pool->welcome_ready)
+                    welcome_append(s, msg, WIRE_HEADER_LEN + len);
+                break;
+            }
+            case WIRE_BE_BACKEND_KEY_DATA:
+                if (!wire_parse_backend_key(body, len, &s->be_pid, &s->be_key)) {
+                    login_failed(s, "08P01", "invalid BackendKeyData from server");
+                    return;
+                }
+                break;
+            case WIRE_BE_ERROR: {
+                struct wire_error e;
+                char m[300];
+                if (!wire_parse_error(body, len, &e))
+                    memset(&e, 0, sizeof(e));
+                snprintf(m, sizeof(m), "%s", e.message ? e.message : "server login failed");
+                login_failed(s, e.sqlstate && strlen(e.sqlstate) == 5 ? e.sqlstate : "08P01", m);
+                return;
+            }
+            case WIRE_BE_READY_FOR_QUERY: {
+                uint8_t st;
+                if (!wire_parse_ready(body, len, &st)) {
+                    login_failed(s, "08P01", "invalid ReadyForQuery from server");
+                    return;
+                }
+                s->xact = st;
+                bool leftover = b->pos < b->end;
+                if (leftover) {
+                    login_failed(s, "08P01", "unexpected data after server login");
+                    return;
+                }
+                pconn_drop_buffer(p, &s->conn);
+                login_complete(s);
+                return;
+            }
+            case WIRE_BE_NOTICE:
+            case WIRE_BE_NEGOTIATE_PROTOCOL:
+                break;
+            default:
+                login_failed(s, "08P01", "unexpected message from server during login");
+                return;
+            }
+        }
+        if (b->pos == b->end)
+            b->pos = b->end = 0;
+        if (!s->conn.may_read)
+            break;
+    }
+    pconn_release_if_empty(p, &s->conn);
+}
+
+/* ---- server → client ---- */
+
+static bool release_due(const struct server *s)
+{
+    return s->pool->mode != POOL_MODE_SESSION && server_is_clean(s);
+}
+
+static enum server_scan_result server_scan(struct server *s)
+{
+    struct pconn *cn = &s->conn;
+    struct iobuf *b = cn->buf;
+    struct client *c = s->client;
+    uint32_t cap = s->pool->pooler->bufs.size;
+    uint32_t max = (uint32_t)s->pool->pooler->cfg->max_packet_size;
+    while (cn->scan < b->end) {
+        if (cn->body_left) {
+            uint32_t n = b->end - cn->scan;
+            if (n > cn->body_left)
+                n = cn->body_left;
+            cn->scan += n;
+            cn->body_left -= n;
+            if (cn->drop_body)
+                b->pos = cn->scan;
+            continue;
+        }
+        uint8_t type;
+        uint32_t len;
+        enum wire_header_result h = wire_parse_header(b->data + cn->scan, b->end - cn->scan, max,
+                                                      &type, &len);
+        if (h == WIRE_HEADER_INCOMPLETE)
+            break;
+        if (h == WIRE_HEADER_BAD_LENGTH)
+            return SSCAN_BAD;
+        bool swallow = c == NULL || s->internal_pending > 0;
+        if (swallow && b->pos != cn->scan)
+            return SSCAN_FLUSH_FIRST;
+        bool need_whole = type == WIRE_BE_READY_FOR_QUERY || type == WIRE_BE_PARAMETER_STATUS;
+        if (need_whole) {
+            if (len > cap - WIRE_HEADER_LEN)
+                return SSCAN_BAD; /* cannot inspect it in one buffer */
+            if (b->end - cn->scan - WIRE_HEADER_LEN < len)
+                break; /* wait for the rest (the buffer is compacted when full) */
+        }
+        const uint8_t *body = b->data + cn->scan + WIRE_HEADER_LEN;
+        enum server_scan_result after = SSCAN_OK;
+        switch (type) {
+        case WIRE_BE_READY_FOR_QUERY: {
+            uint8_t st;
+            if (!wire_parse_ready(body, len, &st))
+                return SSCAN_BAD;
+            s->xact = st;
+            if (s->internal_pending > 0) {
+                s->internal_pending--;
+                if (s->internal_pending == 0 && c == NULL)
+                    after = SSCAN_INTERNAL_DONE;
+                break;
+            }
+            if (c == NULL || !fifo_on_ready(&s->fifo))
+                return SSCAN_BAD; /* a ReadyForQuery nobody asked for */
+            s->pool->stats.query_count++;
+            if (c->request_us)
+                s->pool->stats.query_time_us += pooler_now(c->pooler) - c->request_us;
+            if (release_due(s))
+                after = SSCAN_RELEASE;
+            break;
+        }
+        case WIRE_BE_PARAMETER_STATUS: {
+            const char *name, *value;
+            if (!wire_parse_parameter_status(body, len, &name, &value))
+                return SSCAN_BAD;
+            int id = params_lookup(name);
+            if (id >= 0) {
+                pstr_set(&s->params[id], value);
+                /* The client now has the value its server reports (after its own SET, a
+                 * ROLLBACK, or the pooler's SET on link). */
+                if (c)
+                    pstr_set(&c->params[id], value);
+            }
+            break;
+        }
+        case WIRE_BE_ERROR:
+            if (s->internal_pending > 0)
+                return SSCAN_INTERNAL_ERROR;
+            if (c)
+                fifo_on_error(s);
+            break;
+        case WIRE_BE_COPY_IN_RESPONSE:
+            if (!c || swallow)
+                return SSCAN_BAD;
+            fifo_on_copy_in(s);
+            break;
+        case WIRE_BE_COPY_BOTH_RESPONSE:
+            return SSCAN_BAD; /* replication is refused at login */
+        case WIRE_BE_NOTICE:
+        case WIRE_BE_NOTIFICATION:
+            break;
+        default:
+            if (c == NULL && s->internal_pending == 0)
+                return SSCAN_BAD; /* results with no request outstanding */
+            break;
+        }
+        uint32_t whole = WIRE_HEADER_LEN + len;
+        if (b->end - cn->scan >= whole) {
+            cn->scan += whole;
+        } else {
+            cn->body_left = whole - (b->end - cn->scan);
+            cn->scan = b->end;
+            cn->drop_body = swallow;
+        }
+        if (swallow)
+            b->pos = cn->scan;
+        if (after != SSCAN_OK)
+            return after;
+    }
+    return SSCAN_OK;
+}
+
+void server_pump(struct server *s)
+{
+    struct pool *pool = s->pool;
+    struct pooler *p = pool->pooler;
+    for (;;) {
+        if (s->state == SV_JUSTFREE || s->state == SV_LOGIN)
+            return;
+        bool progressed = false;
+        if (s->conn.may_read) {
+            enum fill_result r = pconn_fill(p, &s->conn);
+            if (r == FILL_EOF || r == FILL_ERROR) {
+                server_close(s, r == FILL_EOF ? "server closed the connection"
+                                              : "server connection error");
+                pool_activate(pool);
+                return;
+            }
+            if (r == FILL_NO_MEMORY) {
+                server_close(s, "out of memory");
+                return;
+            }
+            progressed = r == FILL_OK;
+        }
+        struct iobuf *b = s->conn.buf;
+        if (!b)
+            break;
+        uint32_t before = s->conn.scan;
+        enum server_scan_result sr = server_scan(s);
+        progressed |= s->conn.scan != before;
+        struct client *c = s->client;
+        if (c) {
+            switch (pconn_flush(&s->conn, c->conn.fd, &pool->stats.bytes_sent)) {
+            case FLUSH_DONE:
+                break;
+            case FLUSH_PARTIAL:
+                return; /* backpressure: no more reads until the client drains */
+            case FLUSH_ERROR:
+                client_close(c, "could not send to client");
+                return;
+            }
+        } else if (b->pos == b->end) {
+            b->pos = b->end = 0;
+            s->conn.scan = 0;
+        }
+        switch (sr) {
+        case SSCAN_OK:
+            break;
+        case SSCAN_FLUSH_FIRST:
+            continue;
+        case SSCAN_BAD:
+            server_close(s, "protocol violation from server");
+            pool_activate(pool);
+            return;
+        case SSCAN_INTERNAL_ERROR:
+            server_close(s, "pooler query failed on server");
+            pool_activate(pool);
+            return;
+        case SSCAN_INTERNAL_DONE:
+            pool_server_ready(s);
+            continue;
+        case SSCAN_RELEASE: {
+            pool_release_server(s);
+            /* A client that already sent its next request competes for a server again. */
+            if (c && c->state == CL_ACTIVE && !c->server && c->conn.buf &&
+                c->conn.buf->pos < c->conn.buf->end)
+                client_pump(c);
+            continue;
+        }
+        }
+        if (!s->conn.may_read && !progressed)
+            break;
+        if (!s->conn.may_read && (!s->conn.buf || s->conn.scan == s->conn.buf->end))
+            break;
+    }
+    if (s->state != SV_JUSTFREE)
+        pconn_release_if_empty(p, &s->conn);
+}
+
+void server_io_cb(int fd, unsigned what, void *arg)
+{
+    (void)fd;
+    struct server *s = arg;
+    if (s->state == SV_JUSTFREE)
+        return;
+    if (what & NET_IO_CLOSED)
+        s->conn.closing = true;
+    if (what & NET_IO_READABLE)
+        s->conn.may_read = true;
+    if (s->state == SV_LOGIN) {
+        login_event(s, what);
+        return;
+    }
+    /* The server can take more of its client's bytes. */
+    if ((what & NET_IO_WRITABLE) && s->client && s->client->conn.buf &&
+        s->client->conn.buf->pos < s->client->conn.scan) {
+        client_pump(s->client);
+        if (s->state == SV_JUSTFREE)
+            return;
+    }
+    if (what & NET_IO_READABLE)
+        server_pump(s);
+}
+
+/* ---- cancel requests ---- */
+
+struct cancel_req {
+    struct plist node;
+    struct pooler *pooler;  /* borrowed */
+    struct server *server;  /* borrowed; NULL once the server is gone */
+    struct net_io *io;      /* owned */
+    int fd;
+    int64_t start_us;
+    uint8_t pkt[16];
+    uint8_t sent;
+    bool done;
+};
+
+static void cancel_req_finish(struct cancel_req *r)
+{
+    if (r->done)
+        return;
+    r->done = true;
+    struct server *s = r->server;
+    r->server = NULL;
+    if (s && s->cancels_in_flight > 0) {
+        s->cancels_in_flight--;
+        if (s->cancels_in_flight == 0 && s->state == SV_BEING_CANCELED)
+            pool_release_server(s);
+    }
+    r->pooler->n_cancel_reqs--;
+    pooler_schedule_reap(r->pooler);
+}
+
+static void cancel_cb(int fd, unsigned what, void *arg)
+{
+    struct cancel_req *r = arg;
+    if (r->done)
+        return;
+    if ((what & NET_IO_WRITABLE) && r->sent < sizeof(r->pkt)) {
+        if (r->sent == 0 && net_connect_result(fd) != 0) {
+            cancel_req_finish(r);
+            return;
+        }
+        size_t n = 0;
+        enum net_io_result res = net_send(fd, r->pkt + r->sent, sizeof(r->pkt) - r->sent, &n);
+        if (res == NET_OK)
+            r->sent = (uint8_t)(r->sent + n);
+        else if (res != NET_AGAIN) {
+            cancel_req_finish(r);
+            return;
+        }
+    }
+    if (what & NET_IO_READABLE) {
+        /* PostgreSQL answers a cancel request by closing the connection once the signal
+         * was sent. */
+        uint8_t tmp[64];
+        size_t n;
+        enum net_io_result res = net_recv(fd, tmp, sizeof(tmp), &n);
+        if (res == NET_EOF || res == NET_ERROR)
+            cancel_req_finish(r);
+    }
+}
+
+void cancel_req_start(struct pooler *p, struct server *s)
+{
+    char err[256];
+    int fd = net_connect(s->pool->host, s->pool->port, err, sizeof(err));
+    if (fd < 0) {
+        log_warning("pool", "cancel: %s", err);
+        return;
+    }
+    struct cancel_req *r = calloc(1, sizeof(*r));
+    if (!r) {
+        close(fd);
+        return;
+    }
+    r->pooler = p;
+    r->server = s;
+    r->fd = fd;
+    r->start_us = pooler_now(p);
+    struct wire_buf b;
+    wire_buf_init(&b, r->pkt, sizeof(r->pkt));
+    wire_build_cancel(&b, s->be_pid, s->be_key);
+    r->io = net_io_new(p->loop, fd, NET_IO_EDGE_RW, cancel_cb, r);
+    if (!r->io) {
+        close(fd);
+        free(r);
+        return;
+    }
+    s->cancels_in_flight++;
+    p->n_cancel_reqs++;
+    plist_append(&p->cancel_reqs, &r->node);
+    log_debug("pool", "server %llu: cancel request sent", (unsigned long long)s->id);
+}
+
+void cancel_reqs_forget_server(struct pooler *p, struct server *s)
+{
+    if (s->cancels_in_flight == 0)
+        return;
+    for (struct plist *n = p->cancel_reqs.next; n != &p->cancel_reqs; n = n->next) {
+        struct cancel_req *r = plist_entry(n, struct cancel_req, node);
+        if (r->server == s)
+            r->server = NULL;
+    }
+    s->cancels_in_flight = 0;
+}
+
+void cancel_reqs_expire(struct pooler *p, int64_t now_us)
+{
+    int64_t limit = p->cfg->server_connect_timeout_ms * 1000;
+    struct plist *n, *tmp;
+    plist_for_each_safe(n, tmp, &p->cancel_reqs)
+    {
+        struct cancel_req *r = plist_entry(n, struct cancel_req, node);
+        if (r->done) {
+            plist_remove(&r->node);
+            net_io_free(r->io);
+            close(r->fd);
+            free(r);
+        } else if (now_us - r->start_us > limit) {
+            cancel_req_finish(r);
+        }
+    }
+}
+
+void cancel_reqs_free_all(struct pooler *p)
+{
+    struct plist *n;
+    while ((n = plist_first(&p->cancel_reqs)) != NULL) {
+        struct cancel_req *r = plist_entry(n, struct cancel_req, node);
+        plist_remove(&r->node);
+        net_io_free(r->io);
+        close(r->fd);
+        free(r);
+    }
+}

@@ -1,0 +1,175 @@
+"""Helpers for `pgwarden serve` integration tests: write a pgbouncer.ini + userlist into a
+temp dir, start the pooler, wait for its port, and always stop it (by pid) at teardown."""
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+
+from pgfixture import PASSWORDS, free_port
+
+
+class Pooler:
+    def __init__(self, binary, pg, pool_mode="transaction", auth_type="trust",
+                 databases=None, settings=None, users=None, server_via="socket",
+                 userlist=None):
+        self.binary = binary
+        self.pg = pg
+        self.dir = tempfile.mkdtemp(prefix="pgwarden-serve-")
+        self.port = free_port()
+        self.proc = None
+        self.logfile = os.path.join(self.dir, "pgwarden.log")
+        self.ini = os.path.join(self.dir, "pgwarden.ini")
+        host = pg.socket_dir if server_via == "socket" else pg.host
+        if databases is None:
+            databases = {
+                "postgres": f"host={host} port={pg.port} dbname=postgres",
+                "appdb": f"host={host} port={pg.port} dbname=appdb",
+            }
+        self.databases = databases
+        self.settings = {
+            "listen_addr": "127.0.0.1",
+            "listen_port": str(self.port),
+            "unix_socket_dir": self.dir,
+            "auth_type": auth_type,
+            "auth_file": os.path.join(self.dir, "userlist.txt"),
+            "pool_mode": pool_mode,
+            "default_pool_size": "5",
+            "server_login_retry": "1",
+            "logfile": self.logfile,
+        }
+        self.settings.update(settings or {})
+        self.users = users or {}
+        if userlist is None:
+            userlist = {u: p for u, p in PASSWORDS.items()}
+        self.userlist = userlist
+        self.write_config()
+
+    def write_config(self):
+        with open(os.path.join(self.dir, "userlist.txt"), "w") as f:
+            for user, secret in self.userlist.items():
+                f.write(f'"{user}" "{secret}"\n')
+        with open(self.ini, "w") as f:
+            f.write("[databases]\n")
+            for name, conn in self.databases.items():
+                f.write(f"{name} = {conn}\n")
+            if self.users:
+                f.write("[users]\n")
+                for name, conn in self.users.items():
+                    f.write(f"{name} = {conn}\n")
+            f.write("[pgbouncer]\n")
+            for k, v in self.settings.items():
+                f.write(f"{k} = {v}\n")
+
+    def start(self, extra_args=()):
+        self.proc = subprocess.Popen([self.binary, "serve", "-c", self.ini, *extra_args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pgwarden exited {self.proc.returncode}: "
+                                   f"{self.proc.stderr.read().decode()}\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("pgwarden did not start listening\n" + self.log())
+
+    def log(self):
+        try:
+            with open(self.logfile) as f:
+                return f.read()[-8000:]
+        except OSError:
+            return ""
+
+    def dsn(self, user="postgres", dbname="postgres", password=None, **extra):
+        if password is None:
+            password = PASSWORDS.get(user, "")
+        parts = [f"host=127.0.0.1 port={self.port} user={user} dbname={dbname}",
+                 "sslmode=disable", "connect_timeout=10"]
+        if password:
+            parts.append(f"password={password}")
+        parts += [f"{k}={v}" for k, v in extra.items()]
+        return " ".join(parts)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def raw_connect(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return s
+
+
+def startup_packet(user, database, extra=None, version=196608):
+    body = struct.pack("!I", version)
+    params = {"user": user, "database": database}
+    params.update(extra or {})
+    for k, v in params.items():
+        body += k.encode() + b"\0" + v.encode() + b"\0"
+    body += b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def read_messages(sock, timeout=5.0, until=None):
+    """Reads backend messages until `until` type byte is seen or the peer closes.
+    Returns a list of (type, body)."""
+    sock.settimeout(timeout)
+    buf = b""
+    msgs = []
+    end = time.time() + timeout
+    while time.time() < end:
+        while len(buf) >= 5:
+            t = buf[0:1]
+            (ln,) = struct.unpack("!I", buf[1:5])
+            if len(buf) < 1 + ln:
+                break
+            msgs.append((t, buf[5:1 + ln]))
+            buf = buf[1 + ln:]
+            if until is not None and t == until:
+                return msgs
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return msgs
+
+
+def error_fields(body):
+    out = {}
+    for part in body.split(b"\0"):
+        if part:
+            out[chr(part[0])] = part[1:].decode(errors="replace")
+    return out
+
+
+def pgwarden_backends(pg, user=None):
+    """Number of PostgreSQL backends opened by the pooler (application_name not psql)."""
+    where = "backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    if user:
+        where += f" AND usename = '{user}'"
+    return int(pg.psql(f"SELECT count(*) FROM pg_stat_activity WHERE {where}"))

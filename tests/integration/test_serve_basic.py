@@ -1,0 +1,100 @@
+"""`pgwarden serve`: the basics through real clients (psql, psycopg) in both pool modes."""
+import os
+import subprocess
+
+import psycopg
+import pytest
+
+from serve_helpers import Pooler
+
+
+@pytest.fixture(params=["transaction", "session"])
+def pooler(request, pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode=request.param).start()
+    yield p
+    p.stop()
+
+
+def test_psycopg_simple_query(pooler):
+    with psycopg.connect(pooler.dsn()) as conn:
+        assert conn.execute("SELECT 1 + 1").fetchone()[0] == 2
+        assert conn.execute("SELECT current_database()").fetchone()[0] == "postgres"
+
+
+def test_psql(pooler, pg):
+    out = subprocess.run([pg.bin("psql"), "-X", "-A", "-t", "-h", "127.0.0.1", "-p",
+                          str(pooler.port), "-U", "postgres", "-d", "appdb", "-c",
+                          "SELECT current_database(), 40 + 2"],
+                         capture_output=True, text=True, timeout=20,
+                         env={**os.environ, "PGSSLMODE": "prefer"})
+    assert out.returncode == 0, out.stderr + pooler.log()
+    assert out.stdout.strip() == "appdb|42"
+
+
+def test_results_equal_direct(pooler, pg):
+    sql = ("SELECT g, md5(g::text), g * 1.5 FROM generate_series(1, 2000) g "
+           "ORDER BY g")
+    with psycopg.connect(pg.dsn()) as direct, psycopg.connect(pooler.dsn()) as pooled:
+        assert pooled.execute(sql).fetchall() == direct.execute(sql).fetchall()
+        # extended protocol with parameters, several types
+        q = "SELECT %s::int + 1, %s::text || 'x', %s::numeric"
+        args = (41, "abc", "3.25")
+        assert pooled.execute(q, args).fetchall() == direct.execute(q, args).fetchall()
+
+
+def test_transactions_and_errors(pooler):
+    with psycopg.connect(pooler.dsn(), autocommit=False) as conn:
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS t_ok (x int) ON COMMIT DROP")
+        conn.execute("INSERT INTO t_ok VALUES (1), (2)")
+        assert conn.execute("SELECT count(*) FROM t_ok").fetchone()[0] == 2
+        conn.commit()
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1/0")
+        conn.rollback()
+        assert conn.execute("SELECT 3").fetchone()[0] == 3
+        conn.commit()
+
+
+def test_pipeline_mode(pooler):
+    with psycopg.connect(pooler.dsn(), autocommit=True) as conn:
+        with conn.pipeline():
+            curs = [conn.execute("SELECT %s::int * 2", (i,)) for i in range(50)]
+        assert [c.fetchone()[0] for c in curs] == [i * 2 for i in range(50)]
+        # an error inside a pipeline, then more work on the same connection
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            with conn.pipeline():
+                conn.execute("SELECT 1")
+                conn.execute("SELECT 1/0")
+                conn.execute("SELECT 2")
+        assert conn.execute("SELECT 7").fetchone()[0] == 7
+
+
+def test_copy_in_and_out(pooler):
+    with psycopg.connect(pooler.dsn(), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS copy_t_" + pooler_mode_suffix(pooler))
+        t = "copy_t_" + pooler_mode_suffix(pooler)
+        conn.execute(f"CREATE TABLE {t} (a int, b text)")
+        with conn.cursor().copy(f"COPY {t} FROM STDIN") as cp:
+            for i in range(1000):
+                cp.write_row((i, f"row {i}"))
+        assert conn.execute(f"SELECT count(*), sum(a) FROM {t}").fetchone() == (1000, 499500)
+        rows = []
+        with conn.cursor().copy(f"COPY {t} TO STDOUT") as cp:
+            for row in cp.rows():
+                rows.append(row)
+        assert len(rows) == 1000
+        conn.execute(f"DROP TABLE {t}")
+
+
+def pooler_mode_suffix(pooler):
+    return pooler.settings["pool_mode"][0] + str(pooler.port)
+
+
+def test_parameter_status_follows_client(pooler):
+    with psycopg.connect(pooler.dsn(application_name="app-one")) as a, \
+         psycopg.connect(pooler.dsn(application_name="app-two")) as b:
+        for _ in range(5):
+            assert a.execute("SHOW application_name").fetchone()[0] == "app-one"
+            assert b.execute("SHOW application_name").fetchone()[0] == "app-two"
+            a.commit()
+            b.commit()
