@@ -46,6 +46,16 @@ demo: setup
 	@$(MAKE) --no-print-directory build
 	@$(PYTHON) scripts/demo.py --bin $(abspath $(BUILD))/pgwarden
 
+bench: setup
+	@$(MAKE) --no-print-directory build
+	@bench/setup.sh
+	@$(PYTHON) bench/run.py --pgwarden $(abspath $(BUILD))/pgwarden $(BENCH_ARGS)
+
+bench-quick: setup
+	@$(MAKE) --no-print-directory build
+	@bench/setup.sh
+	@$(PYTHON) bench/run.py --quick --pgwarden $(abspath $(BUILD))/pgwarden $(BENCH_ARGS)
+
 format:
 	find src tests bench -name '*.[ch]' -print0 | xargs -0 -r clang-format -i
 
