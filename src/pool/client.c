@@ -31,6 +31,7 @@ enum scan_result {
     SCAN_OK,
     SCAN_TERMINATE, /* the client sent Terminate (not forwarded) */
     SCAN_BAD,       /* framing error */
+    SCAN_BAD_TYPE,  /* not a frontend message type */
 };
 
 void client_login_free(struct client *c)
@@ -552,6 +553,8 @@ static enum scan_result client_scan(struct client *c, struct server *s)
             return SCAN_BAD;
         if (type == WIRE_FE_TERMINATE)
             return SCAN_TERMINATE;
+        if (!wire_is_frontend_type(type))
+            return SCAN_BAD_TYPE; /* e.g. a second StartupMessage: never forwarded */
         server_note_frontend(s, type);
         cn->scan += WIRE_HEADER_LEN;
         cn->body_left = len;
@@ -617,6 +620,10 @@ void client_pump(struct client *c)
                 client_close(c, "client sent Terminate");
                 return;
             }
+            if (!wire_is_frontend_type(type)) {
+                client_fail(c, "08P01", "invalid frontend message type");
+                return;
+            }
             pool_request_server(c);
             if (!c->server)
                 return; /* waiting, or failed and closed */
@@ -641,6 +648,10 @@ void client_pump(struct client *c)
         }
         if (sr == SCAN_BAD) {
             client_fail(c, "08P01", "invalid message length");
+            return;
+        }
+        if (sr == SCAN_BAD_TYPE) {
+            client_fail(c, "08P01", "invalid frontend message type");
             return;
         }
         if (!c->conn.may_read)

@@ -425,7 +425,9 @@ void client_close(struct client *c, const char *reason)
         /* A server is only reused when the protocol says it is idle outside a transaction
          * and holds nothing unsent or unread; anything else would hand an open transaction
          * or stray results to the next client. */
-        bool unsent = c->conn.buf && c->conn.buf->pos < c->conn.buf->end;
+        /* Half a message already forwarded (body_left) leaves the server mid-message. */
+        bool unsent = (c->conn.buf && c->conn.buf->pos < c->conn.scan) ||
+                      c->conn.body_left > 0;
         if (!unsent && server_is_clean(s) && !(s->conn.buf && s->conn.buf->pos < s->conn.buf->end)) {
             pool_release_server(s);
         } else {

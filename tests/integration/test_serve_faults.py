@@ -1,0 +1,222 @@
+"""`pgwarden serve` under faults: clients dying mid-transaction, cancels, a PostgreSQL
+restart, and bad bytes from clients. The daemon and other clients must be unaffected."""
+import socket
+import struct
+import threading
+import time
+
+import psycopg
+import pytest
+
+from serve_helpers import (Pooler, error_fields, raw_connect, read_messages,
+                           startup_packet)
+
+
+@pytest.fixture
+def pooler(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1"}).start()
+    yield p
+    p.stop()
+
+
+def login_raw(pooler, user="postgres", db="postgres"):
+    s = raw_connect(pooler.port)
+    s.sendall(startup_packet(user, db))
+    msgs = read_messages(s, until=b"Z")
+    assert msgs and msgs[-1][0] == b"Z", msgs
+    return s
+
+
+def query_msg(sql):
+    body = sql.encode() + b"\0"
+    return b"Q" + struct.pack("!I", len(body) + 4) + body
+
+
+def assert_healthy(pooler):
+    assert pooler.alive(), pooler.log()
+    with psycopg.connect(pooler.dsn()) as conn:
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_client_killed_mid_transaction(pooler, pg):
+    pg.psql("DROP TABLE IF EXISTS serve_kill; CREATE TABLE serve_kill (x int)")
+    s = login_raw(pooler)
+    s.sendall(query_msg("BEGIN; INSERT INTO serve_kill VALUES (1)"))
+    msgs = read_messages(s, until=b"Z")
+    assert msgs[-1] == (b"Z", b"T")  # inside a transaction
+    s.close()  # gone without COMMIT or Terminate
+    time.sleep(0.3)
+    # Pool size 1: the next client gets the only server slot. It must not be inside the
+    # dead client's transaction.
+    with psycopg.connect(pooler.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT txid_current_if_assigned()").fetchone()[0] is None
+        assert conn.execute("SELECT count(*) FROM serve_kill").fetchone()[0] == 0
+    assert pg.psql("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'"
+                   " AND pid <> pg_backend_pid()") == "0"
+    assert pg.psql("SELECT count(*) FROM serve_kill") == "0"
+
+
+def test_cancel_stops_sleep(pooler):
+    with psycopg.connect(pooler.dsn(), autocommit=True) as conn:
+        result = {}
+
+        def run():
+            t0 = time.time()
+            try:
+                conn.execute("SELECT pg_sleep(30)")
+                result["error"] = None
+            except psycopg.errors.QueryCanceled as e:
+                result["error"] = e
+            result["elapsed"] = time.time() - t0
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.5)
+        conn.cancel()
+        t.join(timeout=10)
+        assert not t.is_alive()
+        assert isinstance(result["error"], psycopg.errors.QueryCanceled)
+        assert result["elapsed"] < 5
+        # The connection (and its server) are still usable.
+        assert conn.execute("SELECT 5").fetchone()[0] == 5
+
+
+def test_cancel_without_query_hits_nobody(pooler):
+    with psycopg.connect(pooler.dsn(), autocommit=True) as idle, \
+         psycopg.connect(pooler.dsn(), autocommit=True) as busy:
+        idle.execute("SELECT 1")
+        done = {}
+
+        def run():
+            done["v"] = busy.execute("SELECT pg_sleep(1), 42").fetchone()[1]
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.2)
+        idle.cancel()  # idle holds no server: must not cancel busy's query on the shared server
+        t.join(timeout=10)
+        assert done.get("v") == 42
+
+
+def test_postgres_restart_pool_recovers(pooler, pg):
+    with psycopg.connect(pooler.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
+    pg.restart()
+    deadline = time.time() + 20
+    last = None
+    while time.time() < deadline:
+        try:
+            with psycopg.connect(pooler.dsn(), autocommit=True) as conn:
+                assert conn.execute("SELECT 2").fetchone()[0] == 2
+                break
+        except psycopg.Error as e:
+            last = e
+            time.sleep(0.3)
+    else:
+        pytest.fail(f"pool did not recover: {last}\n{pooler.log()}")
+    assert pooler.alive()
+
+
+@pytest.mark.parametrize("payload", [
+    b"GARBAGE!" * 8,                                          # nonsense length
+    b"p\x00\x00\x00\x0bsecret\x00",                           # password before startup
+    struct.pack("!II", 4, 196608),                            # length below the minimum
+    struct.pack("!II", 0x7FFFFFFF, 196608),                   # huge startup length
+    struct.pack("!II", 0xFFFFFFFF, 196608),
+    struct.pack("!II", 8, 0x00020000),                        # protocol 2.0
+    struct.pack("!I", 20) + struct.pack("!I", 196608) + b"user\0x\0",  # no terminator
+])
+def test_bad_startup_bytes(pooler, payload):
+    s = raw_connect(pooler.port)
+    s.sendall(payload)
+    msgs = read_messages(s, timeout=3)
+    s.close()
+    # Either a clean ErrorResponse or a close; never a hang or a crash.
+    assert all(t == b"E" for t, _ in msgs), msgs
+    assert_healthy(pooler)
+
+
+@pytest.mark.parametrize("payload", [
+    b"Q\xff\xff\xff\xff",                     # length 0xFFFFFFFF
+    b"Q\x00\x00\x00\x02",                     # length < 4
+    startup_packet("postgres", "postgres"),  # second StartupMessage after login
+    b"\x01\x00\x00\x00\x05x",                 # unknown message type
+])
+def test_bad_messages_after_login(pooler, payload):
+    s = login_raw(pooler)
+    s.sendall(payload)
+    msgs = read_messages(s, timeout=3)
+    s.close()
+    assert msgs and msgs[-1][0] == b"E", msgs
+    assert error_fields(msgs[-1][1])["C"] == "08P01"
+    assert_healthy(pooler)
+
+
+def test_oversize_message_with_small_max_packet_size(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, settings={"max_packet_size": "65536"}).start()
+    try:
+        s = login_raw(p)
+        s.sendall(b"Q" + struct.pack("!I", 1 << 20))
+        msgs = read_messages(s, timeout=3)
+        s.close()
+        assert msgs and msgs[-1][0] == b"E"
+        assert_healthy(p)
+    finally:
+        p.stop()
+
+
+def test_ssl_request_answered_no_then_login(pooler):
+    s = raw_connect(pooler.port)
+    s.sendall(struct.pack("!II", 8, 80877103))
+    assert s.recv(1) == b"N"
+    s.sendall(startup_packet("postgres", "postgres"))
+    msgs = read_messages(s, until=b"Z")
+    assert msgs[-1][0] == b"Z"
+    s.close()
+
+
+def test_bytes_after_ssl_request_rejected(pooler):
+    s = raw_connect(pooler.port)
+    s.sendall(struct.pack("!II", 8, 80877103) + query_msg("SELECT 1"))
+    msgs = read_messages(s, timeout=3)
+    s.close()
+    assert msgs and msgs[0][0] == b"E"
+    assert_healthy(pooler)
+
+
+def test_slow_startup_split_bytes(pooler):
+    s = raw_connect(pooler.port)
+    for b in startup_packet("postgres", "postgres"):
+        s.sendall(bytes([b]))
+    msgs = read_messages(s, until=b"Z")
+    assert msgs[-1][0] == b"Z"
+    for b in query_msg("SELECT 1"):
+        s.sendall(bytes([b]))
+    msgs = read_messages(s, until=b"Z")
+    assert [t for t, _ in msgs] == [b"T", b"D", b"C", b"Z"]
+    s.close()
+
+
+def test_max_client_conn(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, settings={"max_client_conn": "3"}).start()
+    try:
+        conns = [psycopg.connect(p.dsn()) for _ in range(3)]
+        with pytest.raises(psycopg.OperationalError) as e:
+            psycopg.connect(p.dsn())
+        assert "max_client_conn" in str(e.value)
+        for c in conns:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+            c.close()
+        time.sleep(0.2)
+        with psycopg.connect(p.dsn()) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        p.stop()
+
+
+def test_unknown_database(pooler):
+    with pytest.raises(psycopg.OperationalError) as e:
+        psycopg.connect(pooler.dsn(dbname="no_such_db"))
+    assert "no such database" in str(e.value)
+    assert_healthy(pooler)
