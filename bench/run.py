@@ -758,19 +758,18 @@ def evaluate_targets(results):
     sysc = {(s["scenario"], s["target"]): s for s in results["syscalls"] if s.get("ok")}
     rows = []
 
-    def verdict(val, goal, higher_better, unit=""):
+    def verdict(val, goal, higher_better, unit="", nd=2):
         if not avail:
             return "not measured: pgwarden not available"
         if val is None:
             return "not measured (run failed or skipped)"
         if higher_better:
-            met = val >= goal
-            diff = (val / goal - 1) * 100
-        else:
-            met = val <= goal
-            diff = (goal / val - 1) * 100 if val else 100.0
-        how = f"{abs(diff):.0f} % {'better than' if met else 'short of'} the target"
-        return f"**{'met' if met else 'NOT met'}** ({how})"
+            if val >= goal:
+                return f"**met**: {fmt(val - goal, nd)}{unit} above ({(val / goal - 1) * 100:+.0f} %)"
+            return f"**NOT met**: {fmt(goal - val, nd)}{unit} short ({(val / goal - 1) * 100:+.0f} %)"
+        if val <= goal:
+            return f"**met**: {fmt(goal - val, nd)}{unit} under the limit"
+        return f"**NOT met**: {fmt(val - goal, nd)}{unit} over ({val / goal:.2f}× the limit)"
 
     def ratio_row(what, scen, goal):
         r = tps_ratio.get(scen)
@@ -778,13 +777,13 @@ def evaluate_targets(results):
         pgb = aggregate(results, "tps").get((scen, "pgbouncer"))
         rows.append((what, f"≥ {goal:.2f}× PgBouncer", fmt(pgb, 0, " tps"),
                      (fmt(r, 2, "×") + f" ({fmt(pgw, 0, ' tps')})") if r else "–",
-                     verdict(r[0] if r else None, goal, True)))
+                     verdict(r[0] if r else None, goal, True, "×")))
 
     ratio_row("`-S -c 50` tps", "select", 1.15)
     c = cpu.get(("select", "pgwarden"))
     rows.append(("pooler CPU per transaction, `-S -c 50`", "≤ 10 µs",
                  fmt(cpu.get(("select", "pgbouncer")), 1, " µs"), fmt(c, 1, " µs"),
-                 verdict(c[0] if c else None, 10.0, False)))
+                 verdict(c[0] if c else None, 10.0, False, " µs", 1)))
     s = sysc.get(("select", "pgwarden"))
     sb = sysc.get(("select", "pgbouncer"))
     rows.append(("system calls per transaction, `-S -c 50`", "≤ 4.5",
@@ -800,17 +799,17 @@ def evaluate_targets(results):
     k = kbpc.get(("idle", "pgwarden"))
     rows.append((f"RSS per idle client ({results['meta']['idle_clients']:,} clients)", "≤ 0.8 KB",
                  fmt(kbpc.get(("idle", "pgbouncer")), 2, " KB"), fmt(k, 2, " KB"),
-                 verdict(k[0] if k else None, 0.8, False)))
+                 verdict(k[0] if k else None, 0.8, False, " KB")))
     for scen in STREAM_SCENARIOS:
         g = growth.get((scen, "pgwarden"))
         gb = growth.get((scen, "pgbouncer"))
         rows.append((f"large result ({scen}): flat RSS", "peak RSS growth ≤ 16 MB",
                      fmt_kb(gb), fmt_kb(g),
-                     verdict(g[0] / 1024 if g else None, 16.0, False)))
+                     verdict(g[0] / 1024 if g else None, 16.0, False, " MB", 1)))
         r = mbs_ratio.get(scen)
         rows.append((f"large result ({scen}): throughput", "≥ 1.00× PgBouncer",
                      fmt(aggregate(results, "mb_s").get((scen, "pgbouncer")), 0, " MB/s"),
-                     fmt(r, 2, "×") if r else "–", verdict(r[0] if r else None, 1.0, True)))
+                     fmt(r, 2, "×") if r else "–", verdict(r[0] if r else None, 1.0, True, "×")))
     return rows
 
 
@@ -1096,6 +1095,8 @@ def parse_args(argv):
     ap.add_argument("--syscall-scenarios",
                     help="scenarios traced for system calls (default all pgbench ones; "
                          "quick: select,connect); 'none' to skip")
+    ap.add_argument("--syscall-tool", choices=["auto", "perf", "strace"], default="auto",
+                    help="how system calls are counted (auto: perf if it can, else strace)")
     ap.add_argument("--start-timeout", type=float, default=10.0,
                     help="seconds a pooler has to answer SELECT 1")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -1264,11 +1265,12 @@ def main(argv=None):
                     time.sleep(0.5)
 
         # System calls per transaction: separate, shorter, traced runs.
-        ok, why = perf_works()
-        tool = "perf" if ok else ("strace" if shutil.which("strace") else None)
+        ok, why = perf_works() if opts.syscall_tool != "strace" else (False, "not asked for")
+        tool = "perf" if ok else ("strace" if shutil.which("strace") and
+                                  opts.syscall_tool != "perf" else None)
         results["syscall_tool"] = f"perf stat (tracepoints)" if tool == "perf" else \
             ("strace -c -f" if tool else "nothing")
-        if not ok:
+        if not ok and opts.syscall_tool != "strace":
             results["not_measured"].append(f"perf cannot count system-call tracepoints here "
                                            f"({why}); " + ("strace -c used instead (it slows "
                                                            "the pooler, counts stay exact)"
