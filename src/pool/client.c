@@ -29,6 +29,8 @@ struct client_login {
 
 enum scan_result {
     SCAN_OK,
+    SCAN_NEED_FLUSH, /* a rewrite needs the bytes before it sent first */
+    SCAN_TOO_BIG,    /* a message to rewrite does not fit in pkt_buf */
     SCAN_TERMINATE, /* the client sent Terminate (not forwarded) */
     SCAN_BAD,       /* framing error */
     SCAN_BAD_TYPE,  /* not a frontend message type */
@@ -527,6 +529,250 @@ static void login_pump(struct client *c)
     pconn_release_if_empty(p, &c->conn);
 }
 
+
+/* ---- prepared statements in transaction mode (see prepared.h) ---- */
+
+enum rewrite_result {
+    RW_PASS,       /* forward the message as it is */
+    RW_DONE,       /* replaced in the buffer; scan and body_left updated */
+    RW_NEED_MORE,  /* wait for more bytes of the message */
+    RW_NEED_FLUSH, /* no room: send the bytes before the message first */
+    RW_TOO_BIG,
+};
+
+/* Replaces old_len bytes at offset m of the client's buffer by new_len bytes. */
+static enum rewrite_result replace_bytes(struct client *c, uint32_t *m, uint32_t old_len,
+                                         const uint8_t *repl, uint32_t new_len)
+{
+    struct pconn *cn = &c->conn;
+    struct iobuf *b = cn->buf;
+    uint32_t cap = c->pooler->bufs.size;
+    if (new_len > old_len && b->end + (new_len - old_len) > cap) {
+        if (b->pos > 0) {
+            uint32_t shift = b->pos;
+            memmove(b->data, b->data + shift, b->end - shift);
+            b->end -= shift;
+            b->pos = 0;
+            cn->scan -= shift;
+            *m -= shift;
+        }
+        if (b->end + (new_len - old_len) > cap)
+            return *m > b->pos ? RW_NEED_FLUSH : RW_TOO_BIG;
+    }
+    memmove(b->data + *m + new_len, b->data + *m + old_len, b->end - (*m + old_len));
+    memcpy(b->data + *m, repl, new_len);
+    b->end = b->end + new_len - old_len;
+    return RW_DONE;
+}
+
+static void put_parse(struct wire_buf *w, const struct prepared_stmt *st)
+{
+    size_t m = wire_msg_begin(w, WIRE_FE_PARSE);
+    wire_put_bytes(w, st->name, (size_t)st->name_len + 1);
+    wire_put_bytes(w, st->body, st->body_len);
+    wire_msg_end(w, m);
+}
+
+static void put_close_stmt(struct wire_buf *w, const char *name)
+{
+    size_t m = wire_msg_begin(w, WIRE_FE_CLOSE);
+    wire_put_u8(w, 'S');
+    wire_put_cstr(w, name);
+    wire_msg_end(w, m);
+}
+
+/* The statement name a pooler-wide statement goes by on s, injecting its Parse first when
+ * s does not have it yet. */
+static void ensure_on_server(struct server *s, struct prepared_stmt *st, struct wire_buf *w,
+                             bool *injected)
+{
+    *injected = false;
+    if (!server_stmts_has(&s->stmts, st->id)) {
+        put_parse(w, st);
+        *injected = true;
+    }
+}
+
+static enum rewrite_result rewrite_message(struct client *c, struct server *s, uint8_t type,
+                                           uint32_t len)
+{
+    struct pconn *cn = &c->conn;
+    struct iobuf *b = cn->buf;
+    struct pooler *p = c->pooler;
+    uint32_t cap = p->bufs.size;
+    uint32_t m = cn->scan;
+    uint32_t avail = b->end - m;
+    uint64_t total = (uint64_t)WIRE_HEADER_LEN + len;
+    const uint8_t *body = b->data + m + WIRE_HEADER_LEN;
+    uint32_t have_body = avail - WIRE_HEADER_LEN;
+    if (have_body > len)
+        have_body = len;
+
+    if (type == WIRE_FE_BIND) {
+        /* Only the two leading names matter; parameters stream through untouched. */
+        const uint8_t *z1 = memchr(body, 0, have_body);
+        const uint8_t *z2 = z1 ? memchr(z1 + 1, 0, have_body - (size_t)(z1 + 1 - body)) : NULL;
+        if (!z2) {
+            if (have_body == len)
+                return RW_PASS; /* malformed: PostgreSQL will say so */
+            return total > cap ? RW_TOO_BIG : RW_NEED_MORE;
+        }
+        const char *portal = (const char *)body;
+        const char *name = (const char *)z1 + 1;
+        if (!name[0])
+            return RW_PASS;
+        struct client_stmt *cs = client_stmt_find(c->stmts, name);
+        if (!cs)
+            return RW_PASS;
+        struct prepared_stmt *st = cs->stmt;
+        size_t portal_len = strlen(portal), name_len = strlen(name);
+        uint32_t prefix_old = (uint32_t)(WIRE_HEADER_LEN + portal_len + 1 + name_len + 1);
+        size_t repl_cap = st->body_len + 64 + portal_len + 64;
+        uint8_t small[512];
+        uint8_t *repl = repl_cap <= sizeof(small) ? small : malloc(repl_cap);
+        if (!repl)
+            return RW_TOO_BIG;
+        struct wire_buf w;
+        wire_buf_init(&w, repl, repl_cap);
+        bool injected;
+        ensure_on_server(s, st, &w, &injected);
+        wire_put_u8(&w, WIRE_FE_BIND);
+        wire_put_u32(&w, (uint32_t)(len + 4 - name_len + st->name_len));
+        wire_put_bytes(&w, portal, portal_len + 1);
+        wire_put_bytes(&w, st->name, (size_t)st->name_len + 1);
+        enum rewrite_result r = w.overflow ? RW_TOO_BIG
+                                           : replace_bytes(c, &m, prefix_old, repl, (uint32_t)w.len);
+        if (repl != small)
+            free(repl);
+        if (r != RW_DONE)
+            return r;
+        if (injected) {
+            if (!expect_push(&s->expect, EXP_PARSE_SWALLOW, st->id) ||
+                !server_stmts_add(&s->stmts, st->id))
+                s->close_needed = true;
+        }
+        cn->scan = m + (uint32_t)w.len;
+        cn->body_left = (uint32_t)(total - prefix_old);
+        return RW_DONE;
+    }
+
+    /* The unnamed statement is never renamed, however long its query. */
+    if (type == WIRE_FE_PARSE && have_body >= 1 && body[0] == 0) {
+        if (!expect_push(&s->expect, EXP_PARSE, 0))
+            s->close_needed = true;
+        return RW_PASS;
+    }
+    if (have_body == 0)
+        return total > cap ? RW_PASS : RW_NEED_MORE;
+    /* Parse, Describe and Close are rewritten whole. */
+    if (total > cap)
+        return type == WIRE_FE_PARSE ? RW_TOO_BIG : RW_PASS;
+    if (avail < total)
+        return RW_NEED_MORE;
+    const uint8_t *z = memchr(body, 0, len);
+    if (type == WIRE_FE_PARSE) {
+        if (!z)
+            return RW_PASS;
+        const char *name = (const char *)body;
+        if (!name[0]) {
+            if (!expect_push(&s->expect, EXP_PARSE, 0))
+                s->close_needed = true;
+            return RW_PASS;
+        }
+        const uint8_t *rest = z + 1;
+        size_t rest_len = len - (size_t)(rest - body);
+        char *cname = strdup(name); /* the name's bytes are about to be replaced */
+        struct prepared_stmt *st = cname ? stmt_registry_get(&p->stmts, rest, rest_len) : NULL;
+        size_t repl_cap = rest_len + 128;
+        uint8_t *repl = st ? malloc(repl_cap) : NULL;
+        if (!repl) {
+            stmt_unref(&p->stmts, st);
+            free(cname);
+            return RW_TOO_BIG;
+        }
+        struct wire_buf w;
+        wire_buf_init(&w, repl, repl_cap);
+        bool had = server_stmts_has(&s->stmts, st->id);
+        /* The server already has it under the pooler's name: re-create it so the client
+         * still gets exactly one ParseComplete for its Parse, in order. */
+        if (had)
+            put_close_stmt(&w, st->name);
+        put_parse(&w, st);
+        enum rewrite_result r = w.overflow ? RW_TOO_BIG
+                                           : replace_bytes(c, &m, (uint32_t)total, repl, (uint32_t)w.len);
+        free(repl);
+        if (r != RW_DONE) {
+            stmt_unref(&p->stmts, st);
+            free(cname);
+            return r;
+        }
+        cn->scan = m + (uint32_t)w.len;
+        cn->body_left = 0;
+        uint64_t id = st->id;
+        bool ok = client_stmt_set(&p->stmts, &c->stmts, cname, st);
+        free(cname);
+        if (!ok || (had && !expect_push(&s->expect, EXP_CLOSE_SWALLOW, 0)) ||
+            !expect_push(&s->expect, EXP_PARSE, id) || !server_stmts_add(&s->stmts, id))
+            s->close_needed = true;
+        return RW_DONE;
+    }
+    if (len < 2 || !z || body[0] != 'S' || body[1] == 0) {
+        if (type == WIRE_FE_CLOSE && !expect_push(&s->expect, EXP_CLOSE, 0))
+            s->close_needed = true;
+        return RW_PASS;
+    }
+    const char *name = (const char *)body + 1;
+    struct client_stmt *cs = client_stmt_find(c->stmts, name);
+    if (!cs) {
+        if (type == WIRE_FE_CLOSE && !expect_push(&s->expect, EXP_CLOSE, 0))
+            s->close_needed = true;
+        return RW_PASS;
+    }
+    struct prepared_stmt *st = cs->stmt;
+    size_t repl_cap = st->body_len + 128;
+    uint8_t small[512];
+    uint8_t *repl = repl_cap <= sizeof(small) ? small : malloc(repl_cap);
+    if (!repl)
+        return RW_TOO_BIG;
+    struct wire_buf w;
+    wire_buf_init(&w, repl, repl_cap);
+    bool injected = false;
+    if (type == WIRE_FE_DESCRIBE) {
+        ensure_on_server(s, st, &w, &injected);
+        size_t mm = wire_msg_begin(&w, WIRE_FE_DESCRIBE);
+        wire_put_u8(&w, 'S');
+        wire_put_bytes(&w, st->name, (size_t)st->name_len + 1);
+        wire_msg_end(&w, mm);
+    } else {
+        /* The server keeps the statement for other clients; closing a name that does not
+         * exist still answers CloseComplete, which the client expects. */
+        put_close_stmt(&w, "PGW_none");
+    }
+    char *cname = type == WIRE_FE_CLOSE ? strdup(name) : NULL;
+    enum rewrite_result r = RW_TOO_BIG;
+    if (!w.overflow && (type != WIRE_FE_CLOSE || cname))
+        r = replace_bytes(c, &m, (uint32_t)total, repl, (uint32_t)w.len);
+    if (repl != small)
+        free(repl);
+    if (r != RW_DONE) {
+        free(cname);
+        return r;
+    }
+    cn->scan = m + (uint32_t)w.len;
+    cn->body_left = 0;
+    if (type == WIRE_FE_CLOSE) {
+        client_stmt_remove(&p->stmts, &c->stmts, cname);
+        free(cname);
+        if (!expect_push(&s->expect, EXP_CLOSE, 0))
+            s->close_needed = true;
+    } else if (injected) {
+        if (!expect_push(&s->expect, EXP_PARSE_SWALLOW, st->id) ||
+            !server_stmts_add(&s->stmts, st->id))
+            s->close_needed = true;
+    }
+    return RW_DONE;
+}
+
 /* ---- forwarding ---- */
 
 static enum scan_result client_scan(struct client *c, struct server *s)
@@ -555,6 +801,24 @@ static enum scan_result client_scan(struct client *c, struct server *s)
             return SCAN_TERMINATE;
         if (!wire_is_frontend_type(type))
             return SCAN_BAD_TYPE; /* e.g. a second StartupMessage: never forwarded */
+        if (s->pool->mode == POOL_MODE_TRANSACTION &&
+            (type == WIRE_FE_PARSE || type == WIRE_FE_BIND || type == WIRE_FE_DESCRIBE ||
+             type == WIRE_FE_CLOSE)) {
+            switch (rewrite_message(c, s, type, len)) {
+            case RW_PASS:
+                break;
+            case RW_DONE:
+                server_note_frontend(s, type);
+                continue;
+            case RW_NEED_MORE:
+                return SCAN_OK;
+            case RW_NEED_FLUSH:
+                return SCAN_NEED_FLUSH;
+            case RW_TOO_BIG:
+                return SCAN_TOO_BIG;
+            }
+            b = cn->buf; /* unchanged, but keep the reader honest */
+        }
         server_note_frontend(s, type);
         cn->scan += WIRE_HEADER_LEN;
         cn->body_left = len;
@@ -654,6 +918,12 @@ void client_pump(struct client *c)
             client_fail(c, "08P01", "invalid frontend message type");
             return;
         }
+        if (sr == SCAN_TOO_BIG) {
+            client_fail(c, "08P01", "prepared statement message larger than pkt_buf");
+            return;
+        }
+        if (sr == SCAN_NEED_FLUSH)
+            continue;
         if (!c->conn.may_read)
             break;
     }

@@ -439,6 +439,7 @@ void client_close(struct client *c, const char *reason)
     }
     client_unregister_cancel(c);
     client_login_free(c);
+    client_stmts_free(&p->stmts, &c->stmts);
     pconn_drop_buffer(p, &c->conn);
     for (int i = 0; i < PARAM_COUNT; i++) {
         pstr_unref(c->params[i]);

@@ -28,6 +28,7 @@
 #include "pool/iobuf.h"
 #include "pool/list.h"
 #include "pool/params.h"
+#include "pool/prepared.h"
 #include "proto/scram.h"
 
 struct pooler;
@@ -94,6 +95,7 @@ struct client {
     struct server *server;      /* borrowed: the linked server, or NULL */
     struct client_login *login; /* owned; only during LOGIN */
     struct client *cancel_next; /* borrowed: cancel-key hash chain */
+    struct client_stmt *stmts;  /* owned: named prepared statements (transaction mode) */
     struct pstr *params[PARAM_COUNT]; /* owned references: the client's session values */
     struct pconn conn;
     uint64_t id;
@@ -116,6 +118,8 @@ struct server {
     struct pstr *params[PARAM_COUNT]; /* owned references: the server's session values */
     struct pconn conn;
     struct req_fifo fifo;
+    struct server_stmts stmts;  /* pooler statements prepared on this server */
+    struct expect_queue expect; /* ParseComplete/CloseComplete bookkeeping (transaction mode) */
     uint64_t id;
     uint32_t be_pid; /* PostgreSQL's BackendKeyData */
     uint32_t be_key;
@@ -211,6 +215,7 @@ struct pooler {
     struct net_loop *loop;     /* owned */
     struct pooler_config *cfg; /* owned; replaced whole on reload */
     struct iobuf_cache bufs;
+    struct stmt_registry stmts;
     struct plist pools;
     struct plist login_clients;
     struct plist justfree_clients;

@@ -336,7 +336,7 @@ int serve_main(int argc, char **argv)
     p.cancel_buckets = CANCEL_BUCKETS;
     p.cancel_table = calloc(p.cancel_buckets, sizeof(*p.cancel_table));
     p.loop = net_loop_new();
-    if (!p.cancel_table || !p.loop) {
+    if (!p.cancel_table || !p.loop || !stmt_registry_init(&p.stmts)) {
         fprintf(stderr, "pgwarden serve: cannot create the event loop\n");
         goto out;
     }
@@ -384,6 +384,7 @@ out:
     accept_timer = NULL;
     net_loop_free(p.loop);
     iobuf_cache_destroy(&p.bufs);
+    stmt_registry_destroy(&p.stmts);
     free(p.cancel_table);
     pooler_config_free(p.cfg);
     free(p.cfg);

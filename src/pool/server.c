@@ -82,6 +82,12 @@ static bool fifo_overflowed(struct server *s, bool ok)
     return ok;
 }
 
+static void expect_mark(struct server *s, uint8_t kind)
+{
+    if (s->pool->mode == POOL_MODE_TRANSACTION && !expect_push(&s->expect, kind, 0))
+        s->close_needed = true;
+}
+
 void server_note_frontend(struct server *s, uint8_t type)
 {
     struct req_fifo *f = &s->fifo;
@@ -89,16 +95,21 @@ void server_note_frontend(struct server *s, uint8_t type)
     case WIRE_FE_QUERY:
         /* After an error inside an extended batch PostgreSQL skips everything up to Sync,
          * including simple queries, which then produce no ReadyForQuery. */
-        if (!s->discard_until_sync)
+        if (!s->discard_until_sync) {
             fifo_overflowed(s, fifo_push(f, REQ_QUERY));
+            expect_mark(s, EXP_QUERY);
+        }
         break;
     case WIRE_FE_FUNCTION_CALL:
-        if (!s->discard_until_sync)
+        if (!s->discard_until_sync) {
             fifo_overflowed(s, fifo_push(f, REQ_FUNCTION));
+            expect_mark(s, EXP_QUERY);
+        }
         break;
     case WIRE_FE_SYNC:
         if (s->copy_in)
             break; /* ignored by the server during COPY FROM STDIN */
+        expect_mark(s, EXP_SYNC);
         s->discard_until_sync = false;
         if (fifo_tail_kind(f) == REQ_EXT_OPEN) {
             f->n--; /* the open batch becomes a Sync (merged with a Sync before it) */
@@ -162,9 +173,41 @@ static void fifo_on_copy_in(struct server *s)
     }
 }
 
+/* Entries still queued when their batch ended (an error skipped them, or they were sent
+ * while the server was discarding) were never executed: a Parse among them did not create
+ * its statement. */
+static void expect_drop_entry(struct server *s, struct expect_entry *e)
+{
+    if ((e->kind == EXP_PARSE || e->kind == EXP_PARSE_SWALLOW) && e->id)
+        server_stmts_remove(&s->stmts, e->id);
+    expect_pop(&s->expect);
+}
+
+static void expect_on_error(struct server *s)
+{
+    struct expect_entry *e = expect_head(&s->expect);
+    if (!e || e->kind == EXP_QUERY)
+        return;
+    while ((e = expect_head(&s->expect)) != NULL && e->kind != EXP_SYNC)
+        expect_drop_entry(s, e);
+}
+
+static void expect_on_ready(struct server *s)
+{
+    struct expect_entry *e;
+    while ((e = expect_head(&s->expect)) != NULL) {
+        bool boundary = e->kind == EXP_SYNC || e->kind == EXP_QUERY;
+        if (boundary) {
+            expect_pop(&s->expect);
+            return;
+        }
+        expect_drop_entry(s, e);
+    }
+}
+
 bool server_is_clean(const struct server *s)
 {
-    return s->fifo.n == 0 && s->xact == WIRE_XACT_IDLE && !s->copy_in &&
+    return s->fifo.n == 0 && s->expect.n == 0 && s->xact == WIRE_XACT_IDLE && !s->copy_in &&
            s->internal_pending == 0 && !s->discard_until_sync;
 }
 
@@ -293,6 +336,8 @@ void server_close(struct server *s, const char *reason)
     }
     cancel_reqs_forget_server(p, s);
     server_login_free(s);
+    server_stmts_free(&s->stmts);
+    expect_free(&s->expect);
     pconn_drop_buffer(p, &s->conn);
     for (int i = 0; i < PARAM_COUNT; i++) {
         pstr_unref(s->params[i]);
@@ -633,6 +678,11 @@ static enum server_scan_result server_scan(struct server *s)
         if (h == WIRE_HEADER_BAD_LENGTH)
             return SSCAN_BAD;
         bool swallow = c == NULL || s->internal_pending > 0;
+        struct expect_entry *ex = expect_head(&s->expect);
+        if (!swallow && ex &&
+            ((type == WIRE_BE_PARSE_COMPLETE && ex->kind == EXP_PARSE_SWALLOW) ||
+             (type == WIRE_BE_CLOSE_COMPLETE && ex->kind == EXP_CLOSE_SWALLOW)))
+            swallow = true; /* the answer to a message the pooler injected */
         if (swallow && b->pos != cn->scan)
             return SSCAN_FLUSH_FIRST;
         bool need_whole = type == WIRE_BE_READY_FOR_QUERY || type == WIRE_BE_PARAMETER_STATUS;
@@ -658,6 +708,7 @@ static enum server_scan_result server_scan(struct server *s)
             }
             if (c == NULL || !fifo_on_ready(&s->fifo))
                 return SSCAN_BAD; /* a ReadyForQuery nobody asked for */
+            expect_on_ready(s);
             s->pool->stats.query_count++;
             if (c->request_us)
                 s->pool->stats.query_time_us += pooler_now(c->pooler) - c->request_us;
@@ -682,8 +733,22 @@ static enum server_scan_result server_scan(struct server *s)
         case WIRE_BE_ERROR:
             if (s->internal_pending > 0)
                 return SSCAN_INTERNAL_ERROR;
-            if (c)
+            if (c) {
                 fifo_on_error(s);
+                expect_on_error(s);
+            }
+            break;
+        case WIRE_BE_PARSE_COMPLETE:
+            if (ex && (ex->kind == EXP_PARSE || ex->kind == EXP_PARSE_SWALLOW))
+                expect_pop(&s->expect);
+            else if (c == NULL && s->internal_pending == 0)
+                return SSCAN_BAD;
+            break;
+        case WIRE_BE_CLOSE_COMPLETE:
+            if (ex && (ex->kind == EXP_CLOSE || ex->kind == EXP_CLOSE_SWALLOW))
+                expect_pop(&s->expect);
+            else if (c == NULL && s->internal_pending == 0)
+                return SSCAN_BAD;
             break;
         case WIRE_BE_COPY_IN_RESPONSE:
             if (!c || swallow)

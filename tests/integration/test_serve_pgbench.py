@@ -39,8 +39,6 @@ def failed(out):
 @pytest.mark.parametrize("mode", ["transaction", "session"])
 @pytest.mark.parametrize("protocol", ["simple", "extended", "prepared"])
 def test_pgbench_protocols(pgwarden_bin, pgbench_db, mode, protocol):
-    if mode == "transaction" and protocol == "prepared":
-        pytest.xfail("protocol-level prepared statements in transaction mode: not yet")
     pg = pgbench_db
     pool_size = "4" if mode == "transaction" else "8"
     p = Pooler(pgwarden_bin, pg, pool_mode=mode,

@@ -1,0 +1,72 @@
+"""Protocol-level prepared statements in transaction mode: clients share servers, so
+statements are renamed and re-prepared on whichever server a client gets."""
+import threading
+
+import psycopg
+import pytest
+
+from serve_helpers import Pooler
+
+
+@pytest.fixture
+def pooler(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "2"}).start()
+    yield p
+    p.stop()
+
+
+def test_same_name_different_queries_on_shared_servers(pooler):
+    # psycopg names its statements _pg3_0, _pg3_1, ... in every connection: with 4 clients
+    # over 2 servers the same name means different queries on the same server.
+    def work(k, out):
+        with psycopg.connect(pooler.dsn(), autocommit=True, prepare_threshold=0) as c:
+            vals = []
+            for i in range(30):
+                vals.append(c.execute(f"SELECT %s::int * {k}", (i,), prepare=True).fetchone()[0])
+                vals.append(c.execute(f"SELECT %s::text || '-{k}'", (str(i),),
+                                      prepare=True).fetchone()[0])
+            out[k] = vals
+
+    out = {}
+    threads = [threading.Thread(target=work, args=(k, out)) for k in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for k in range(1, 5):
+        expected = []
+        for i in range(30):
+            expected += [i * k, f"{i}-{k}"]
+        assert out[k] == expected, (k, pooler.log())
+
+
+def test_prepared_in_pipeline_with_error(pooler):
+    with psycopg.connect(pooler.dsn(), autocommit=True, prepare_threshold=0) as c:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            with c.pipeline():
+                c.execute("SELECT %s::int + 1", (1,), prepare=True)
+                c.execute("SELECT 1 / %s::int", (0,), prepare=True)
+                c.execute("SELECT %s::int + 2", (1,), prepare=True)
+        # statements prepared before the error still work; the one skipped is re-prepared
+        for i in range(5):
+            assert c.execute("SELECT %s::int + 2", (i,), prepare=True).fetchone()[0] == i + 2
+            assert c.execute("SELECT %s::int + 1", (i,), prepare=True).fetchone()[0] == i + 1
+
+
+def test_deallocate_and_reprepare(pooler):
+    with psycopg.connect(pooler.dsn(), autocommit=True) as c:
+        pgc = c.pgconn
+        r = pgc.prepare(b"s1", b"SELECT $1::int * 10")
+        assert r.status == psycopg.pq.ExecStatus.COMMAND_OK
+        r = pgc.exec_prepared(b"s1", [b"4"])
+        assert r.get_value(0, 0) == b"40"
+        r = pgc.describe_prepared(b"s1")
+        assert r.status == psycopg.pq.ExecStatus.COMMAND_OK
+        r = pgc.close_prepared(b"s1") if hasattr(pgc, "close_prepared") else None
+        # same name, new query
+        pgc.exec_(b"DEALLOCATE ALL")  # SQL-level: clears nothing the pooler tracks
+        r = pgc.prepare(b"s1", b"SELECT $1::int * 100")
+        assert r.status == psycopg.pq.ExecStatus.COMMAND_OK, r.error_message
+        r = pgc.exec_prepared(b"s1", [b"4"])
+        assert r.get_value(0, 0) == b"400", r.error_message
