@@ -162,7 +162,37 @@ def machine_cpu():
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
-    return busy, sum(v[:8])
+    return busy, sum(v[:8]), v[0] + v[1] + v[2]  # busy, total, task time (no irq/softirq)
+
+
+def foreign_snapshot():
+    """{pid: utime+stime+cutime+cstime} of every user-space process this run did not start
+    (other users of the machine). Kernel threads are left out: theirs is mostly our own
+    network work."""
+    own = set()
+    for root in OWN_ROOTS + [os.getpid()]:
+        own.update(proc_tree(root))
+    snap = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in own:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[1]) == 2 or entry == "2":  # kthreadd and its children
+                continue
+            snap[int(entry)] = sum(int(x) for x in fields[11:15])
+        except (OSError, ValueError, IndexError):
+            pass
+    return snap
+
+
+def foreign_ticks(before, after):
+    return sum(t - before.get(pid, 0) for pid, t in after.items() if t >= before.get(pid, 0))
+
+
+OWN_ROOTS = []  # postmaster and pooler pids, filled in by main(); our own children count too
 
 
 class Meter:
@@ -175,6 +205,7 @@ class Meter:
         self.hwm_reset = reset_peak_rss(self.pids) if self.pids else False
         self.rss_before = status_kb(self.pids, "VmRSS")
         self.ticks0 = cpu_ticks(self.pids)
+        self.f0 = foreign_snapshot()
         self.m0 = machine_cpu()
         self.t0 = time.monotonic()
         return self
@@ -183,6 +214,7 @@ class Meter:
         self.elapsed = time.monotonic() - self.t0
         self.ticks1 = cpu_ticks(self.pids)
         self.m1 = machine_cpu()
+        self.f1 = foreign_snapshot()
         self.peak_rss = status_kb(self.pids, "VmHWM") if self.hwm_reset else None
         self.rss_after = status_kb(self.pids, "VmRSS")
         return False
@@ -201,6 +233,12 @@ class Meter:
         """Adds the pooler/machine numbers to a result record; per = transactions."""
         rec["elapsed_s"] = round(self.elapsed, 3)
         rec["machine_busy_pct"] = round(self.machine_busy_pct() or 0, 1)
+        total = self.m1[1] - self.m0[1]
+        if total > 0:
+            foreign = foreign_ticks(self.f0, self.f1)
+            # Approximate: a short process reaped during the run brings its whole lifetime in
+            # its parent's cutime, hence the clamp.
+            rec["foreign_cpu_pct"] = round(min(100.0, max(0.0, 100.0 * foreign / total)), 1)
         if self.pids:
             rec["pooler_cpu_s"] = round(self.pooler_cpu_s(), 3)
             rec["rss_before_kb"] = self.rss_before
@@ -335,6 +373,7 @@ class Pooler(Target):
             ok, last = psql_select1(self.port)
             if ok:
                 self.available, self.reason = True, ""
+                OWN_ROOTS.append(self.proc.pid)
                 return True
             time.sleep(0.25)
         self.available = False
@@ -843,6 +882,20 @@ def render_report(results):
              f"(order per scenario: {', '.join(LABEL[t] for t in meta['targets'])}); medians of "
              "rounds with (min–max); ratios are medians of per-round ratios. Elapsed: "
              f"{meta.get('elapsed_s', 0):.0f} s.")
+    foreign = [r["foreign_cpu_pct"] for r in results["runs"]
+               if r.get("ok") and r.get("foreign_cpu_pct") is not None]
+    if foreign:
+        fm = statistics.median(foreign)
+        L.append(f"- CPU used by other processes during the measured runs: median {fm:.1f} %, "
+                 f"max {max(foreign):.1f} % of the machine (approximate: CPU time of user processes "
+                 "this run did not start, from /proc)"
+                 + (" — **the machine was shared; trust ratios, not raw numbers**."
+                    if fm > 10 else "."))
+    if meta.get("background_load_pct") is not None:
+        L.append(f"- Background CPU load before the run (other processes on this machine): "
+                 f"{meta['background_load_pct']} % of all cores"
+                 + (" — raw numbers are depressed; compare ratios only."
+                    if meta["background_load_pct"] > 10 else "."))
     for t in TARGETS:
         info = results["targets"].get(t)
         if info and not info["available"]:
@@ -1119,14 +1172,23 @@ def parse_args(argv):
 
 
 def raise_nofile(want=65536):
+    """Raises the fd limit the poolers, pgbench and the idle clients inherit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        if os.geteuid() == 0 and hard < want:
-            hard = want
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(want, hard)), hard))
-    except (ValueError, OSError):
-        pass
+    for new_hard in ((max(hard, want),) if os.geteuid() == 0 else ()) + (hard,):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(want, new_hard)), new_hard))
+            break
+        except (ValueError, OSError):
+            continue
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def background_load(seconds=2.0):
+    """Share of the machine's CPU busy before we start anything (other users of the cores)."""
+    b0, t0, _ = machine_cpu()
+    time.sleep(seconds)
+    b1, t1, _ = machine_cpu()
+    return round(100.0 * (b1 - b0) / (t1 - t0), 1) if t1 > t0 else None
 
 
 def on_sigterm(signum, frame):
@@ -1191,7 +1253,9 @@ def main(argv=None):
             "pgwarden_version": pgw_version, "pgwarden_bin": opts.pgwarden,
         }
 
-        log(f"work dir {workdir}; starting PostgreSQL")
+        results["meta"]["background_load_pct"] = background_load()
+        log(f"work dir {workdir}; background CPU load "
+            f"{results['meta']['background_load_pct']} %; starting PostgreSQL")
         pg = BenchPg()
         pg.start()
         results["meta"]["pg_version"] = pg.psql("SHOW server_version")
@@ -1201,6 +1265,8 @@ def main(argv=None):
                         "-p", str(pg.port), "-U", "postgres", "postgres"], check=True,
                        capture_output=True, env=clean_env())
         pg.psql("CHECKPOINT")
+        with open(os.path.join(pg.datadir, "postmaster.pid")) as f:
+            OWN_ROOTS.append(int(f.readline()))
 
         used = {pg.port}
 
@@ -1318,7 +1384,7 @@ def write_results(results, opts, workdir, started):
               "perf uses software events and tracepoints only.")
     nm.append("Kernel socket-buffer memory of idle clients: RSS counts only the pooler's own "
               "memory.")
-    if not any(s.get("ok") for s in results["syscalls"]):
+    if results["syscalls"] and not any(s.get("ok") for s in results["syscalls"]):
         nm.append("System calls per transaction: no traced run succeeded.")
     if not results["targets"]["pgwarden"]["available"] and not any(
             r["target"] == "pgwarden" and r.get("ok") for r in results["runs"]):
