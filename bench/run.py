@@ -161,7 +161,7 @@ def reset_peak_rss(pids):
 def machine_cpu():
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
+    busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq
     return busy, sum(v[:8]), v[0] + v[1] + v[2]  # busy, total, task time (no irq/softirq)
 
 
