@@ -9,7 +9,7 @@ void iobuf_cache_init(struct iobuf_cache *cache, uint32_t size)
     cache->size = size;
     cache->n_free = 0;
     cache->n_used = 0;
-    cache->max_free = 1024;
+    cache->max_free = 256; /* bounds what a burst leaves behind: 256 x pkt_buf */
 }
 
 void iobuf_cache_destroy(struct iobuf_cache *cache)

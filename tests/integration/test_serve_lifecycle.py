@@ -1,0 +1,203 @@
+"""`pgwarden serve` lifecycle: reload (good and bad), the PgBouncer signal table, pause and
+resume, the wait/idle timeouts, and memory with many idle clients."""
+import os
+import resource
+import signal
+import threading
+import time
+
+import psycopg
+import pytest
+
+from serve_helpers import Pooler, raw_connect, read_messages, startup_packet
+
+
+def wait_exit(p, timeout):
+    try:
+        p.proc.wait(timeout=timeout)
+        return True
+    except Exception:
+        return False
+
+
+def test_reload_good_and_bad(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg).start()
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn(dbname="alias"))
+        p.databases["alias"] = f"host={pg.socket_dir} port={pg.port} dbname=appdb"
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        with psycopg.connect(p.dsn(dbname="alias")) as c:
+            assert c.execute("SELECT current_database()").fetchone()[0] == "appdb"
+        # a bad file is refused as a whole; the old config keeps working
+        p.settings["max_client_conn"] = "many"
+        p.databases["other"] = f"host={pg.socket_dir} port={pg.port} dbname=postgres"
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert "reload failed" in p.log()
+        assert "max_client_conn" in p.log()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn(dbname="other"))
+        with psycopg.connect(p.dsn(dbname="alias")) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def test_sigterm_waits_for_clients(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg).start()
+    try:
+        c = psycopg.connect(p.dsn(), autocommit=True)
+        c.execute("SELECT 1")
+        p.signal(signal.SIGTERM)
+        assert not wait_exit(p, 1.0), "exited while a client was connected"
+        assert c.execute("SELECT 2").fetchone()[0] == 2  # existing client still served
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn())  # no new clients
+        c.close()
+        assert wait_exit(p, 5.0)
+        assert p.proc.returncode == 0
+    finally:
+        p.stop()
+
+
+def test_second_sigterm_is_immediate(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg).start()
+    try:
+        c = psycopg.connect(p.dsn(), autocommit=True)
+        p.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        p.signal(signal.SIGTERM)
+        assert wait_exit(p, 5.0)
+        c.close()
+    finally:
+        p.stop()
+
+
+def test_sigint_waits_for_transactions(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction").start()
+    try:
+        c = psycopg.connect(p.dsn(), autocommit=False)
+        c.execute("SELECT 1")  # transaction open: the server stays linked
+        p.signal(signal.SIGINT)
+        assert not wait_exit(p, 1.0), "exited with a transaction open"
+        c.commit()
+        assert wait_exit(p, 5.0)
+        c.close()
+    finally:
+        p.stop()
+
+
+def test_sigquit_immediate(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg).start()
+    try:
+        c = psycopg.connect(p.dsn(), autocommit=False)
+        c.execute("SELECT 1")
+        p.signal(signal.SIGQUIT)
+        assert wait_exit(p, 5.0)
+        c.close()
+    finally:
+        p.stop()
+
+
+def test_pause_and_resume(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction").start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            c.execute("SELECT 1")
+            p.signal(signal.SIGUSR1)
+            time.sleep(0.3)
+            result = {}
+            t = threading.Thread(target=lambda: result.setdefault(
+                "v", c.execute("SELECT 42").fetchone()[0]))
+            t.start()
+            time.sleep(0.7)
+            assert "v" not in result, "query ran while paused"
+            p.signal(signal.SIGUSR2)
+            t.join(timeout=10)
+            assert result.get("v") == 42
+    finally:
+        p.stop()
+
+
+def test_query_wait_timeout(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1", "query_wait_timeout": "1"}).start()
+    try:
+        holder = psycopg.connect(p.dsn(), autocommit=False)
+        holder.execute("SELECT 1")  # holds the only server
+        waiter = psycopg.connect(p.dsn(), autocommit=True)
+        t0 = time.time()
+        with pytest.raises(psycopg.OperationalError) as e:
+            waiter.execute("SELECT 2")
+        assert "query_wait_timeout" in str(e.value)
+        assert time.time() - t0 < 10
+        holder.commit()
+        holder.close()
+        waiter.close()
+    finally:
+        p.stop()
+
+
+def test_idle_transaction_timeout(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"idle_transaction_timeout": "1"}).start()
+    try:
+        c = psycopg.connect(p.dsn(), autocommit=False)
+        c.execute("SELECT 1")
+        time.sleep(2.5)
+        with pytest.raises(psycopg.OperationalError):
+            c.execute("SELECT 2")
+        c.close()
+        assert pg.psql("SELECT count(*) FROM pg_stat_activity WHERE state LIKE "
+                       "'idle in transaction%' AND pid <> pg_backend_pid()") == "0"
+    finally:
+        p.stop()
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_idle_clients_memory_flat(pgwarden_bin, pg):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    n = 1000
+    if hard < 2 * n + 100:
+        n = max(100, (hard - 200) // 2)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * n + 200), hard))
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"max_client_conn": str(n + 50), "log_connections": "0",
+                         "log_disconnections": "0"}).start()
+    socks = []
+    try:
+        warm = [raw_connect(p.port) for _ in range(20)]
+        for s in warm:
+            s.sendall(startup_packet("postgres", "postgres"))
+            assert read_messages(s, until=b"Z")[-1][0] == b"Z"
+        before = rss_kb(p.proc.pid)
+        for _ in range(n):
+            s = raw_connect(p.port)
+            s.sendall(startup_packet("postgres", "postgres"))
+            socks.append(s)
+        for s in socks:
+            assert read_messages(s, until=b"Z")[-1][0] == b"Z"
+        after = rss_kb(p.proc.pid)
+        per_client = (after - before) * 1024 / n
+        print(f"RSS {before} kB -> {after} kB with {n} idle clients: {per_client:.0f} B/client")
+        assert per_client < 2048, per_client
+        assert p.alive()
+        for s in warm:
+            s.close()
+    finally:
+        for s in socks:
+            s.close()
+        p.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
