@@ -23,10 +23,37 @@ static void usage(FILE *out)
             "Runs the connection pooler with a pgbouncer.ini-compatible configuration.\n\n"
             "  -c, --config FILE   configuration file (pgbouncer.ini syntax)\n"
             "  -v, --verbose       more logging (repeat for trace)\n"
-            "  -h, --help          this help\n\n"
+            "  -h, --help          this help\n"
+            "      --describe-config  print every configuration key as a markdown table\n\n"
             "Signals: SIGINT shutdown after servers are released, SIGTERM shutdown after\n"
             "clients leave (a second SIGINT/SIGTERM exits at once), SIGQUIT immediate,\n"
             "SIGUSR1 pause, SIGUSR2 resume, SIGHUP reload.\n");
+}
+
+static void describe_key(void *ctx, const char *section, const char *key,
+                         const char *default_text, bool pgbouncer_compatible, const char *meaning)
+{
+    (void)ctx;
+    printf("| `%s` | [%s] | `%s` | %s | %s |\n", key, section,
+           default_text[0] ? default_text : "(empty)", pgbouncer_compatible ? "yes" : "no",
+           meaning);
+}
+
+static void describe_manager_key(void *ctx, const char *key, const char *default_text,
+                                 const char *meaning)
+{
+    (void)ctx;
+    printf("| `%s` | `%s` | %s |\n", key, default_text, meaning);
+}
+
+/* Prints the key tables of docs/CONFIG.md, so the document is generated from the code. */
+static void print_config_keys(void)
+{
+    printf("| key | section | default | PgBouncer-compatible | meaning |\n");
+    printf("|---|---|---|---|---|\n");
+    pooler_config_describe(describe_key, NULL);
+    printf("\n| `[manager]` key | default | meaning |\n|---|---|---|\n");
+    options_describe(describe_manager_key, NULL);
 }
 
 static FILE *log_file;
@@ -280,6 +307,7 @@ int serve_main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
+        {"describe-config", no_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL;
@@ -296,6 +324,9 @@ int serve_main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            return 0;
+        case 'D':
+            print_config_keys();
             return 0;
         default:
             usage(stderr);
