@@ -74,10 +74,19 @@ static bool name_listed(const char *list, const char *name)
 
 /* ---- welcome ---- */
 
+static void finish_login_with(struct client *c, const uint8_t *prefix, size_t prefix_len);
+
 void client_finish_login(struct client *c)
 {
+    finish_login_with(c, NULL, 0);
+}
+
+/* Sends prefix (AuthenticationOk when called from auth_done), the welcome, BackendKeyData
+ * and ReadyForQuery in one send. */
+static void finish_login_with(struct client *c, const uint8_t *prefix, size_t prefix_len)
+{
     struct pool *pool = c->pool;
-    size_t cap = pool->welcome_len + 64;
+    size_t cap = pool->welcome_len + 64 + prefix_len;
     for (int i = 0; i < PARAM_COUNT; i++) {
         if (!c->params[i] && pool->defaults[i])
             c->params[i] = pstr_ref(pool->defaults[i]);
@@ -91,6 +100,7 @@ void client_finish_login(struct client *c)
     }
     struct wire_buf b;
     wire_buf_init(&b, out, cap);
+    wire_put_bytes(&b, prefix, prefix_len);
     /* The pool's welcome, with the client's own values where it asked for them. */
     bool sent[PARAM_COUNT] = {false};
     size_t pos = 0;
@@ -176,14 +186,10 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
     if (sasl_final)
         wire_build_auth_sasl_final(&b, sasl_final, sasl_final_len);
     wire_build_auth_ok(&b);
-    if (pool->welcome_ready) {
+    if (pool->welcome_ready && !b.overflow) {
         /* One send for AuthenticationOk and the welcome: the pooled login path is short. */
-        if (b.overflow || !client_send_raw(c, out, b.len)) {
-            client_close(c, "could not send to client");
-            return;
-        }
         client_change_state(c, CL_WAITING_LOGIN);
-        client_finish_login(c);
+        finish_login_with(c, out, b.len);
         return;
     }
     send_or_close(c, &b);
@@ -837,7 +843,7 @@ void client_pump(struct client *c)
     case CL_WAITING:
         /* The request stays in the socket or buffer until a server is free; only a client
          * that went away is dealt with now. */
-        if (c->conn.closing && !c->conn.buf)
+        if (c->conn.closing)
             client_close(c, "client closed the connection while waiting");
         return;
     case CL_ACTIVE:

@@ -220,3 +220,60 @@ def test_unknown_database(pooler):
         psycopg.connect(pooler.dsn(dbname="no_such_db"))
     assert "no such database" in str(e.value)
     assert_healthy(pooler)
+
+
+def test_cancel_racing_release_never_hits_another_client(pgwarden_bin, pg):
+    """Pool of one server: client A fires cancels right as its short queries finish, client B
+    runs slow queries on the same server. B's queries must never be cancelled."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1"}).start()
+    try:
+        stop = threading.Event()
+        errors = []
+
+        def victim():
+            with psycopg.connect(p.dsn(), autocommit=True) as b:
+                while not stop.is_set():
+                    try:
+                        b.execute("SELECT pg_sleep(0.05)")
+                    except psycopg.errors.QueryCanceled as e:
+                        errors.append(e)
+
+        t = threading.Thread(target=victim)
+        t.start()
+        with psycopg.connect(p.dsn(), autocommit=True) as a:
+            for _ in range(40):
+                try:
+                    a.execute("SELECT 1")
+                except psycopg.errors.QueryCanceled:
+                    pass
+                a.cancel()
+        time.sleep(0.3)
+        stop.set()
+        t.join(timeout=20)
+        assert not errors, f"{len(errors)} of B's queries were cancelled by A's cancels"
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def test_unix_socket_listener(pooler, pg):
+    with psycopg.connect(f"host={pooler.dir} port={pooler.port} user=postgres dbname=postgres",
+                         autocommit=True) as c:
+        assert c.execute("SELECT 11").fetchone()[0] == 11
+
+
+def test_parameter_status_after_rollback(pooler):
+    with psycopg.connect(pooler.dsn(application_name="before"), autocommit=False) as c:
+        c.execute("SET application_name = 'inside'")
+        assert c.pgconn.parameter_status(b"application_name") == b"inside"
+        c.rollback()
+        assert c.pgconn.parameter_status(b"application_name") == b"before"
+        assert c.execute("SHOW application_name").fetchone()[0] == "before"
+        c.commit()
+        c.execute("SET TimeZone = 'America/New_York'")
+        c.commit()
+        # the next transaction may run on any server: the setting follows the client
+        for _ in range(3):
+            assert c.execute("SHOW TimeZone").fetchone()[0] == "America/New_York"
+            c.commit()
