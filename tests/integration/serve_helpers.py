@@ -110,9 +110,17 @@ class Pooler:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        stderr = ""
         if self.proc and self.proc.stderr:
+            try:
+                stderr = self.proc.stderr.read().decode(errors="replace")
+            except (OSError, ValueError):
+                pass
             self.proc.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+        # Sanitizer builds (make check-sanitize) report memory errors and leaks on stderr.
+        if "Sanitizer" in stderr or "runtime error:" in stderr:
+            raise AssertionError("pgwarden sanitizer report:\n" + stderr[-6000:])
 
 
 def raw_connect(port):
