@@ -203,3 +203,54 @@ def test_idle_clients_memory_flat(pgwarden_bin, pg):
             s.close()
         p.stop()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_terminated_idle_servers_are_replaced(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction").start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+            pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                    "backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                    "AND datname = 'postgres'")
+            time.sleep(0.3)
+            # the idle server died; the client's next transaction gets a fresh one
+            assert c.execute("SELECT 2").fetchone()[0] == 2
+    finally:
+        p.stop()
+
+
+def test_max_db_connections(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               settings={"max_db_connections": "2", "default_pool_size": "10",
+                         "query_wait_timeout": "1"}).start()
+    try:
+        a = psycopg.connect(p.dsn("postgres"), autocommit=True)
+        b = psycopg.connect(p.dsn("app_user", password=""), autocommit=True)
+        a.execute("SELECT 1")
+        b.execute("SELECT 1")
+        with pytest.raises(psycopg.OperationalError) as e:
+            # a third server for database postgres is not allowed: the new pool cannot log in
+            with psycopg.connect(p.dsn("monitor", password=""), autocommit=True) as c:
+                c.execute("SELECT 1")
+        assert "query_wait_timeout" in str(e.value)
+        a.close()
+        b.close()
+    finally:
+        p.stop()
+
+
+def test_json_logs(pgwarden_bin, pg):
+    import json
+    p = Pooler(pgwarden_bin, pg, settings={"log_format": "json"}).start()
+    try:
+        with psycopg.connect(p.dsn()) as c:
+            c.execute("SELECT 1")
+        time.sleep(0.2)
+        lines = [l for l in p.log().splitlines() if l.strip()]
+        assert lines
+        for line in lines:
+            json.loads(line)
+        assert any("login" in l for l in lines)
+    finally:
+        p.stop()
