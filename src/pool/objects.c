@@ -645,6 +645,8 @@ void pool_release_server(struct server *s)
         return;
     }
     if (reset && p->cfg->server_reset_query[0]) {
+        /* DISCARD ALL drops prepared statements too: forget what the server had. */
+        server_stmts_free(&s->stmts);
         server_change_state(s, SV_TESTED);
         if (!server_send_internal_query(s, p->cfg->server_reset_query))
             server_close(s, "reset query could not be sent");

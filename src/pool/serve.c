@@ -14,7 +14,6 @@
 #include "pool/pool.h"
 
 #define JANITOR_PERIOD_MS 500
-#define CANCEL_BUCKETS 65536
 
 static void usage(FILE *out)
 {
@@ -364,7 +363,11 @@ int serve_main(int argc, char **argv)
     plist_init(&p.justfree_servers);
     plist_init(&p.cancel_reqs);
     iobuf_cache_init(&p.bufs, (uint32_t)p.cfg->pkt_buf);
-    p.cancel_buckets = CANCEL_BUCKETS;
+    /* About one bucket per allowed client: the table's pages are touched as keys spread over
+     * it, so an oversized table would show up as memory per idle client. */
+    p.cancel_buckets = 256;
+    while (p.cancel_buckets < (size_t)p.cfg->max_client_conn && p.cancel_buckets < (1u << 20))
+        p.cancel_buckets <<= 1;
     p.cancel_table = calloc(p.cancel_buckets, sizeof(*p.cancel_table));
     p.loop = net_loop_new();
     if (!p.cancel_table || !p.loop || !stmt_registry_init(&p.stmts)) {

@@ -757,6 +757,16 @@ static enum server_scan_result server_scan(struct server *s)
             break;
         case WIRE_BE_COPY_BOTH_RESPONSE:
             return SSCAN_BAD; /* replication is refused at login */
+        case WIRE_BE_COMMAND_COMPLETE:
+            /* SQL-level DISCARD ALL / DEALLOCATE ALL drop the pooler's statements as well.
+             * Only these short tags are compared; longer bodies are never looked at. */
+            if (s->stmts.n && (len == sizeof("DISCARD ALL") || len == sizeof("DEALLOCATE ALL")) &&
+                b->end - cn->scan - WIRE_HEADER_LEN >= len &&
+                (!memcmp(body, "DISCARD ALL", len) || !memcmp(body, "DEALLOCATE ALL", len)))
+                s->stmts.n = 0;
+            if (c == NULL && s->internal_pending == 0)
+                return SSCAN_BAD;
+            break;
         case WIRE_BE_NOTICE:
         case WIRE_BE_NOTIFICATION:
             break;

@@ -70,3 +70,14 @@ def test_deallocate_and_reprepare(pooler):
         assert r.status == psycopg.pq.ExecStatus.COMMAND_OK, r.error_message
         r = pgc.exec_prepared(b"s1", [b"4"])
         assert r.get_value(0, 0) == b"400", r.error_message
+
+
+def test_sql_deallocate_all_then_reuse(pooler):
+    with psycopg.connect(pooler.dsn(), autocommit=True) as c:
+        pgc = c.pgconn
+        assert pgc.prepare(b"q", b"SELECT $1::int + 5").status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert pgc.exec_prepared(b"q", [b"1"]).get_value(0, 0) == b"6"
+        pgc.exec_(b"DEALLOCATE ALL")
+        # PostgreSQL forgot everything; the client re-prepares under the same name
+        assert pgc.prepare(b"q", b"SELECT $1::int + 5").status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert pgc.exec_prepared(b"q", [b"2"]).get_value(0, 0) == b"7"
