@@ -832,6 +832,12 @@ def evaluate_targets(results):
     rows.append(("pooler CPU per transaction, `-S -c 50`", "≤ 10 µs",
                  fmt(cpu.get(("select", "pgbouncer")), 1, " µs"), fmt(c, 1, " µs"),
                  verdict(c[0] if c else None, 10.0, False, " µs", 1)))
+    # The 10 µs target assumes PgBouncer at ~15 µs (reference machine); on a slower or shared
+    # machine the same-run ratio is the fairer reading: 10/15 = 0.67× PgBouncer.
+    cr = ratios(results, "pooler_cpu_us_tx", "pgwarden", "pgbouncer").get("select")
+    rows.append(("same, relative to PgBouncer in this run (10 µs / 15 µs)", "≤ 0.67× PgBouncer",
+                 "1", fmt(cr, 2, "×") if cr else "–",
+                 verdict(cr[0] if cr else None, 10.0 / 15.0, False, "×")))
     s = sysc.get(("select", "pgwarden"))
     sb = sysc.get(("select", "pgbouncer"))
     rows.append(("system calls per transaction, `-S -c 50`", "≤ 4.5",
@@ -1167,6 +1173,8 @@ def parse_args(argv):
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
     ap.add_argument("--render", metavar="JSON",
                     help="only re-render the report and chart from a results JSON file")
+    ap.add_argument("--update-docs", action="store_true",
+                    help="also paste the report into docs/BENCHMARKS.md (Latest report)")
     a = ap.parse_args(argv)
     q = a.quick
     a.rounds = a.rounds or (1 if q else 3)
@@ -1215,8 +1223,11 @@ def main(argv=None):
         try:
             os.makedirs(opts.out, exist_ok=True)
             err = render_chart(results, os.path.join(opts.out, "latest.png"), workdir)
+            report = render_report(results)
             with open(os.path.join(opts.out, "latest.md"), "w") as f:
-                f.write(render_report(results))
+                f.write(report)
+            if opts.update_docs:
+                update_docs(report)
             log(f"rendered {opts.out}/latest.md" + (f" ({err})" if err else " and latest.png"))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -1389,6 +1400,31 @@ def main(argv=None):
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+DOCS = os.path.join(ROOT, "docs", "BENCHMARKS.md")
+BEGIN, END = "<!-- latest-report:begin -->", "<!-- latest-report:end -->"
+
+
+def update_docs(report):
+    """Replaces the text between the markers in docs/BENCHMARKS.md with the report, its
+    headings moved two levels down (it sits under '## Latest report')."""
+    with open(DOCS) as f:
+        doc = f.read()
+    if BEGIN not in doc or END not in doc:
+        log(f"{DOCS} has no {BEGIN} … {END} markers; not updated")
+        return
+    body = re.sub(r"^(#+) ", lambda m: "#" * min(6, len(m.group(1)) + 2) + " ", report, flags=re.M)
+    body = body.replace("Chart: `latest.png`", "Chart: [`bench/results/latest.png`]"
+                        "(../bench/results/latest.png)")
+    body = body.replace("Raw numbers of every run: `latest.json`",
+                        "Raw numbers of every run: `bench/results/latest.json`")
+    head, rest = doc.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    with open(DOCS, "w") as f:
+        f.write(head + BEGIN + "\n\n" + body.strip() + "\n\n![latest chart]"
+                "(../bench/results/latest.png)\n\n" + END + tail)
+    log(f"pasted the report into {DOCS}")
+
+
 def write_results(results, opts, workdir, started):
     for t in TARGETS:
         results["targets"].setdefault(t, {"available": False, "reason": "not selected",
@@ -1417,6 +1453,8 @@ def write_results(results, opts, workdir, started):
                         os.path.join(opts.out, f"{stamp}.{name.split('.')[1]}"))
     if not err:
         shutil.copyfile(png, os.path.join(opts.out, f"{stamp}.png"))
+    if opts.update_docs:
+        update_docs(report)
     print()
     print(report)
     log(f"report: {os.path.join(opts.out, 'latest.md')} (copy {stamp}.md), chart latest.png")
