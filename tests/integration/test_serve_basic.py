@@ -98,3 +98,34 @@ def test_parameter_status_follows_client(pooler):
             assert b.execute("SHOW application_name").fetchone()[0] == "app-two"
             a.commit()
             b.commit()
+
+
+def test_session_mode_reset_between_clients(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               settings={"default_pool_size": "1"}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as a:
+            a.execute("SET statement_timeout = 12345")
+            a.execute("PREPARE leak AS SELECT 1")
+        with psycopg.connect(p.dsn(), autocommit=True) as b:
+            assert b.execute("SHOW statement_timeout").fetchone()[0] == "0"
+            assert b.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("reset_always", ["0", "1"])
+def test_transaction_mode_session_state(pgwarden_bin, pg, reset_always):
+    """Transaction mode shares servers between transactions: a session-level SET leaks to the
+    next client (as in PgBouncer) unless server_reset_query_always = 1."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1",
+                         "server_reset_query_always": reset_always}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as a, \
+             psycopg.connect(p.dsn(), autocommit=True) as b:
+            a.execute("SET statement_timeout = 12345")
+            seen = b.execute("SHOW statement_timeout").fetchone()[0]
+            assert seen == ("12345ms" if reset_always == "0" else "0")
+    finally:
+        p.stop()

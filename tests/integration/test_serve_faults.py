@@ -277,3 +277,129 @@ def test_parameter_status_after_rollback(pooler):
         for _ in range(3):
             assert c.execute("SHOW TimeZone").fetchone()[0] == "America/New_York"
             c.commit()
+
+
+def test_deep_pipelining_in_one_write(pooler):
+    s = login_raw(pooler)
+    n = 3000
+    s.sendall(query_msg("SELECT 1") * n)
+    seen = 0
+    deadline = time.time() + 30
+    buf = b""
+    s.settimeout(5)
+    while seen < n and time.time() < deadline:
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 5:
+            (ln,) = struct.unpack("!I", buf[1:5])
+            if len(buf) < 1 + ln:
+                break
+            if buf[0:1] == b"Z":
+                seen += 1
+            elif buf[0:1] == b"E":
+                pytest.fail(error_fields(buf[5:1 + ln]))
+            buf = buf[1 + ln:]
+    s.close()
+    assert seen == n
+    assert_healthy(pooler)
+
+
+def test_extended_pipeline_thousand_syncs(pooler):
+    with psycopg.connect(pooler.dsn(), autocommit=True) as c:
+        with c.pipeline():
+            curs = [c.execute("SELECT %s::int", (i,)) for i in range(1000)]
+        assert sum(cur.fetchone()[0] for cur in curs) == sum(range(1000))
+
+
+def test_slowloris_cut_by_login_timeout(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, settings={"client_login_timeout": "1"}).start()
+    try:
+        s = raw_connect(p.port)
+        s.sendall(b"\x00")
+        msgs = read_messages(s, timeout=5)
+        s.close()
+        assert msgs and msgs[-1][0] == b"E"
+        assert "client_login_timeout" in error_fields(msgs[-1][1])["M"]
+        assert_healthy(p)
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("params,code", [
+    ({"user": ""}, "28000"),
+    ({"user": "postgres", "database": "x" * 64}, "08P01"),
+    ({"user": "postgres", "database": "x" * 5000}, "08P01"),
+    ({"user": "postgres", "replication": "database"}, "08P01"),
+    ({"user": "postgres", "search_path": "evil"}, "08P01"),
+])
+def test_bad_startup_parameters(pooler, params, code):
+    body = struct.pack("!I", 196608)
+    for k, v in params.items():
+        body += k.encode() + b"\0" + v.encode() + b"\0"
+    body += b"\0"
+    s = raw_connect(pooler.port)
+    s.sendall(struct.pack("!I", len(body) + 4) + body)
+    msgs = read_messages(s, timeout=3)
+    s.close()
+    assert msgs and msgs[-1][0] == b"E", msgs
+    assert error_fields(msgs[-1][1])["C"] == code
+    assert_healthy(pooler)
+
+
+def test_startup_without_database_uses_user(pooler):
+    body = struct.pack("!I", 196608) + b"user\0postgres\0\0"
+    s = raw_connect(pooler.port)
+    s.sendall(struct.pack("!I", len(body) + 4) + body)
+    msgs = read_messages(s, until=b"Z")
+    s.close()
+    assert msgs[-1][0] == b"Z"
+
+
+def test_protocol_3_2_negotiated_down(pooler):
+    s = raw_connect(pooler.port)
+    s.sendall(startup_packet("postgres", "postgres", {"_pq_.foo": "1"}, version=0x00030002))
+    msgs = read_messages(s, until=b"Z")
+    s.close()
+    types = [t for t, _ in msgs]
+    assert types[0] == b"v"  # NegotiateProtocolVersion
+    assert struct.unpack("!I", msgs[0][1][:4])[0] == 0x00030000
+    assert b"_pq_.foo" in msgs[0][1]
+    assert types[-1] == b"Z"
+
+
+def test_postgres_restart_under_load(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "4"}).start()
+    try:
+        stop = threading.Event()
+        counts = {"ok": 0, "err": 0}
+
+        def load():
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(p.dsn(), autocommit=True) as c:
+                        while not stop.is_set():
+                            c.execute("SELECT 1")
+                            counts["ok"] += 1
+                except psycopg.Error:
+                    counts["err"] += 1
+                    time.sleep(0.1)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        pg.restart()
+        ok_after_restart = counts["ok"]
+        deadline = time.time() + 20
+        while time.time() < deadline and counts["ok"] < ok_after_restart + 200:
+            time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join(timeout=20)
+        assert counts["ok"] >= ok_after_restart + 200, (counts, p.log())
+        assert p.alive()
+    finally:
+        p.stop()
