@@ -170,6 +170,10 @@ static void fifo_on_copy_in(struct server *s)
     if (f->n && f->kind[f->head] == REQ_SYNC) {
         if (--f->count[f->head] == 0)
             f->kind[f->head] = REQ_EXT_OPEN;
+        /* The same Sync will produce no ReadyForQuery in the expectation queue either. */
+        struct expect_entry *e = expect_head(&s->expect);
+        if (e && e->kind == EXP_SYNC)
+            expect_pop(&s->expect);
     }
 }
 

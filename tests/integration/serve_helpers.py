@@ -39,6 +39,7 @@ class Pooler:
             "pool_mode": pool_mode,
             "default_pool_size": "5",
             "server_login_retry": "1",
+            "query_wait_timeout": "15",
             "logfile": self.logfile,
         }
         self.settings.update(settings or {})

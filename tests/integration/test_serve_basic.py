@@ -1,6 +1,7 @@
 """`pgwarden serve`: the basics through real clients (psql, psycopg) in both pool modes."""
 import os
 import subprocess
+import time
 
 import psycopg
 import pytest
@@ -127,5 +128,60 @@ def test_transaction_mode_session_state(pgwarden_bin, pg, reset_always):
             a.execute("SET statement_timeout = 12345")
             seen = b.execute("SHOW statement_timeout").fetchone()[0]
             assert seen == ("12345ms" if reset_always == "0" else "0")
+    finally:
+        p.stop()
+
+
+def test_copy_extended_protocol(pgwarden_bin, pg):
+    """libpq sends COPY through Parse/Bind/Execute/Sync when parameters are used: the Sync
+    that reaches the server in copy mode gets no answer, the one after CopyDone does."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1"}).start()
+    try:
+        pg.psql("DROP TABLE IF EXISTS copy_ext; CREATE TABLE copy_ext (a int)")
+        with psycopg.connect(p.dsn(), autocommit=True) as c, \
+             psycopg.connect(p.dsn(), autocommit=True) as other:
+            pgc = c.pgconn
+            pgc.send_query_params(b"COPY copy_ext FROM STDIN", None)
+            res = pgc.get_result()
+            assert res.status == psycopg.pq.ExecStatus.COPY_IN, res.error_message
+            for i in range(100):
+                assert pgc.put_copy_data(f"{i}\n".encode()) == 1
+            assert pgc.put_copy_end() == 1
+            res = pgc.get_result()
+            assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+            assert pgc.get_result() is None
+            # the server was released cleanly: another client can use it
+            assert other.execute("SELECT count(*) FROM copy_ext").fetchone()[0] == 100
+            assert c.execute("SELECT sum(a) FROM copy_ext").fetchone()[0] == 4950
+            # a failing COPY (bad data) in extended mode
+            pgc.send_query_params(b"COPY copy_ext FROM STDIN", None)
+            assert pgc.get_result().status == psycopg.pq.ExecStatus.COPY_IN
+            pgc.put_copy_data(b"not a number\n")
+            pgc.put_copy_end()
+            res = pgc.get_result()
+            assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+            while pgc.get_result() is not None:
+                pass
+            assert other.execute("SELECT 1").fetchone()[0] == 1
+            assert c.execute("SELECT count(*) FROM copy_ext").fetchone()[0] == 100
+    finally:
+        p.stop()
+
+
+def test_listen_notify_session_mode(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="session").start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as listener, \
+             psycopg.connect(p.dsn(), autocommit=True) as sender:
+            got = []
+            listener.add_notify_handler(lambda n: got.append(n.payload))
+            listener.execute("LISTEN chan")
+            sender.execute("NOTIFY chan, 'hello'")
+            deadline = time.time() + 5
+            while not got and time.time() < deadline:
+                listener.execute("SELECT 1")
+                time.sleep(0.05)
+            assert got == ["hello"]
     finally:
         p.stop()
