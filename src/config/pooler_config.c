@@ -39,7 +39,7 @@ struct key_def {
 
 static const struct key_def KEYS[] = {
     {"listen_addr", KEY_STRING, OFF(listen_addr), "127.0.0.1", true,
-     "TCP address to listen on (\"*\" = all IPv4, empty = no TCP listener)"},
+     "comma-separated TCP addresses to listen on (\"*\" = all IPv4, empty = no TCP)"},
     {"listen_port", KEY_INT, OFF(listen_port), "6432", true, "TCP port, also names the unix socket"},
     {"unix_socket_dir", KEY_STRING, OFF(unix_socket_dir), "/tmp", true,
      "directory of the unix socket .s.PGSQL.<port> (empty = none)"},

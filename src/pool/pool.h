@@ -228,8 +228,9 @@ struct pooler {
     uint64_t next_id;
     struct net_timer *janitor; /* owned: periodic housekeeping */
     struct net_timer *reaper;  /* owned: frees closed objects after the loop turn */
-    int listen_fds[2];
-    struct net_io *listen_ios[2]; /* owned */
+#define POOLER_MAX_LISTENERS 8
+    int listen_fds[POOLER_MAX_LISTENERS];
+    struct net_io *listen_ios[POOLER_MAX_LISTENERS]; /* owned */
     int n_listeners;
     char unix_path[128];
     bool accept_paused;

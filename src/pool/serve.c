@@ -129,9 +129,23 @@ static void accept_cb(int fd, unsigned what, void *arg)
 static bool open_listeners(struct pooler *p, char *err, size_t err_len)
 {
     const struct pooler_config *cfg = p->cfg;
-    if (cfg->listen_addr && cfg->listen_addr[0]) {
-        int fd = net_listen_tcp(cfg->listen_addr, cfg->listen_port, cfg->listen_backlog, err,
-                                err_len);
+    /* listen_addr is a comma-separated list, as in PgBouncer ("127.0.0.1,::1", "*"). */
+    const char *a = cfg->listen_addr ? cfg->listen_addr : "";
+    while (*a) {
+        while (*a == ',' || *a == ' ')
+            a++;
+        size_t n = strcspn(a, ", ");
+        if (n == 0)
+            break;
+        char addr[128];
+        if (n >= sizeof(addr) || p->n_listeners >= POOLER_MAX_LISTENERS - 1) {
+            snprintf(err, err_len, "listen_addr: too many or too long addresses");
+            return false;
+        }
+        memcpy(addr, a, n);
+        addr[n] = '\0';
+        a += n;
+        int fd = net_listen_tcp(addr, cfg->listen_port, cfg->listen_backlog, err, err_len);
         if (fd < 0)
             return false;
         p->listen_fds[p->n_listeners++] = fd;

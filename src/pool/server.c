@@ -821,6 +821,8 @@ void server_pump(struct server *s)
         if (!b)
             break;
         uint32_t before = s->conn.scan;
+        if (!s->client && b->pos < s->conn.scan)
+            b->pos = s->conn.scan; /* nobody to deliver to: never loop on unsendable bytes */
         enum server_scan_result sr = server_scan(s);
         progressed |= s->conn.scan != before;
         struct client *c = s->client;

@@ -185,3 +185,16 @@ def test_listen_notify_session_mode(pgwarden_bin, pg):
             assert got == ["hello"]
     finally:
         p.stop()
+
+
+def test_two_listen_addresses(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, settings={"listen_addr": "127.0.0.1,localhost"})
+    p.settings["listen_addr"] = "127.0.0.2, 127.0.0.1"
+    p.write_config()
+    p.start()
+    try:
+        for host in ("127.0.0.1", "127.0.0.2"):
+            with psycopg.connect(p.dsn().replace("host=127.0.0.1", f"host={host}")) as c:
+                assert c.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        p.stop()
