@@ -823,8 +823,9 @@ def evaluate_targets(results):
         r = tps_ratio.get(scen)
         pgw = aggregate(results, "tps").get((scen, "pgwarden"))
         pgb = aggregate(results, "tps").get((scen, "pgbouncer"))
-        rows.append((what, f"≥ {goal:.2f}× PgBouncer", fmt(pgb, 0, " tps"),
-                     (fmt(r, 2, "×") + f" ({fmt(pgw, 0, ' tps')})") if r else "–",
+        rows.append((what, f"≥ {goal:.2f}× PgBouncer", fmt(pgb[0] if pgb else None, 0, " tps"),
+                     (fmt(r, 2, "×") + f"; {fmt(pgw[0] if pgw else None, 0, ' tps')}")
+                     if r else "–",
                      verdict(r[0] if r else None, goal, True, "×")))
 
     ratio_row("`-S -c 50` tps", "select", 1.15)
@@ -886,7 +887,8 @@ def render_report(results):
              f"Linux {meta['kernel']}; everything (pgbench, PostgreSQL, poolers) on the same "
              "cores, loopback TCP.")
     L.append(f"- PostgreSQL {meta['pg_version']} (fsync, synchronous_commit and "
-             "full_page_writes off; max_connections 300, shared_buffers 256MB), "
+             f"full_page_writes off; max_connections {meta.get('max_connections', 300)}, "
+             "shared_buffers 256MB), "
              f"{meta['pgbench_version']}, scale {meta['scale']}.")
     L.append(f"- Poolers: {meta['pgbouncer_version']}; pgwarden {meta['pgwarden_version']} "
              f"({meta['pgwarden_bin']}). Transaction pooling, default_pool_size "
@@ -1278,9 +1280,11 @@ def main(argv=None):
         results["meta"]["background_load_pct"] = background_load()
         log(f"work dir {workdir}; background CPU load "
             f"{results['meta']['background_load_pct']} %; starting PostgreSQL")
-        pg = BenchPg()
+        # 250 direct clients plus both poolers' server connections, with room to spare.
+        pg = BenchPg(max_connections=max(300, 250 + 2 * opts.pool_size + 20))
         pg.start()
         results["meta"]["pg_version"] = pg.psql("SHOW server_version")
+        results["meta"]["max_connections"] = pg.max_connections
         log(f"PostgreSQL {results['meta']['pg_version']} on port {pg.port}; "
             f"pgbench -i -s {opts.scale}")
         subprocess.run(["pgbench", "-i", "-q", "-s", str(opts.scale), "-h", pg.socket_dir,
