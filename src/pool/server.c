@@ -652,7 +652,9 @@ static void login_event(struct server *s, unsigned what)
 
 static bool release_due(const struct server *s)
 {
-    return s->pool->mode != POOL_MODE_SESSION && server_is_clean(s);
+    /* A client in the middle of sending a message keeps its server until it is complete. */
+    return s->pool->mode != POOL_MODE_SESSION && server_is_clean(s) &&
+           (!s->client || s->client->conn.body_left == 0);
 }
 
 static enum server_scan_result server_scan(struct server *s)
