@@ -624,6 +624,7 @@ void pool_release_server(struct server *s)
     int64_t now = pooler_now(p);
     if (c) {
         if (c->request_us) {
+            c->xacts++;
             pool->stats.xact_count++;
             pool->stats.xact_time_us += now - c->request_us;
             c->request_us = 0;

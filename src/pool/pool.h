@@ -106,7 +106,8 @@ struct client {
     int64_t request_us; /* start of the current transaction (linked), 0 when none */
     int64_t active_us;  /* last activity */
     struct net_addr addr;
-    uint8_t state; /* enum client_state: written only by client_change_state */
+    uint32_t xacts; /* transactions served (released servers) */
+    uint8_t state;  /* enum client_state: written only by client_change_state */
     bool in_cancel_table;
 };
 

@@ -1,0 +1,134 @@
+/* Unit test for the serve-mode snapshot source: hand-built pool objects (no sockets) are
+ * turned into manager records with the right states, pids, names and totals; also checks
+ * the state machine's legal moves on the way. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "pool/pool.h"
+#include "pool/pool_snapshot.h"
+
+static void init_pooler(struct pooler *p, struct pooler_config *cfg)
+{
+    char err[256];
+    assert_true(pooler_config_load_string("[databases]\napp = host=/tmp dbname=real\n"
+                                          "[pgbouncer]\nauth_type = trust\n"
+                                          "pool_mode = transaction\nmin_pool_size = 2\n",
+                                          "t.ini", cfg, err, sizeof(err)));
+    memset(p, 0, sizeof(*p));
+    p->cfg = cfg;
+    p->loop = net_loop_new();
+    assert_non_null(p->loop);
+    plist_init(&p->pools);
+    plist_init(&p->login_clients);
+    plist_init(&p->justfree_clients);
+    plist_init(&p->justfree_servers);
+    plist_init(&p->cancel_reqs);
+}
+
+static void make_client(struct pooler *p, struct pool *pool, struct client *c, uint64_t id,
+                        enum client_state st)
+{
+    memset(c, 0, sizeof(*c));
+    c->pooler = p;
+    c->id = id;
+    c->conn.fd = -1;
+    plist_init(&c->node);
+    client_change_state(c, CL_LOGIN);
+    c->pool = pool;
+    client_change_state(c, CL_ACTIVE);
+    if (st != CL_ACTIVE)
+        client_change_state(c, st);
+}
+
+static void test_snapshot_states(void **state)
+{
+    (void)state;
+    struct pooler p;
+    struct pooler_config cfg;
+    init_pooler(&p, &cfg);
+    const struct pooler_db_config *db = pooler_config_find_db(&cfg, "app");
+    struct pool *pool = pool_get(&p, db, "app", "alice");
+    assert_non_null(pool);
+    assert_string_equal(pool->server_db, "real");
+    assert_int_equal(pool->mode, POOL_MODE_TRANSACTION);
+
+    struct client busy, waiting, idle;
+    make_client(&p, pool, &busy, 1, CL_ACTIVE);
+    make_client(&p, pool, &waiting, 2, CL_WAITING);
+    make_client(&p, pool, &idle, 3, CL_ACTIVE);
+    idle.params[PARAM_APPLICATION_NAME] = pstr_intern("reporting");
+
+    struct server s;
+    memset(&s, 0, sizeof(s));
+    s.pool = pool;
+    s.be_pid = 4242;
+    s.conn.fd = -1;
+    plist_init(&s.node);
+    server_change_state(&s, SV_LOGIN);
+    server_change_state(&s, SV_IDLE);
+    server_change_state(&s, SV_ACTIVE);
+    s.xact = WIRE_XACT_IN_BLOCK;
+    busy.server = &s;
+    s.client = &busy;
+    pool->n_servers = 1;
+    pool->stats.xact_count = 7;
+
+    struct snapshot snap;
+    snapshot_init(&snap, SNAPSHOT_MODE_SERVE, snapshot_now_ms());
+    assert_true(pool_snapshot_fill(&p, NULL, &snap));
+    assert_int_equal(snap.n_conns, 3);
+    for (size_t i = 0; i < snap.n_conns; i++) {
+        const struct conn_record *r = &snap.conns[i];
+        assert_string_equal(r->user, "alice");
+        assert_string_equal(r->database, "app");
+        if (r->id == 1) {
+            assert_int_equal(r->state, CONN_STATE_IDLE_IN_XACT);
+            assert_int_equal(r->pid, 4242);
+        } else if (r->id == 2) {
+            assert_int_equal(r->state, CONN_STATE_WAITING);
+        } else {
+            assert_int_equal(r->id, 3);
+            assert_int_equal(r->state, CONN_STATE_IDLE);
+            assert_string_equal(r->application, "reporting");
+        }
+    }
+    assert_int_equal(snap.counters.waiting_clients, 1);
+    assert_int_equal(snap.counters.requests_total, 7);
+    assert_int_equal(snap.capacity.pool_max, 20);
+    assert_int_equal(snap.capacity.pool_min, 2);
+    assert_int_equal(snap.capacity.pool_current, 1);
+    snapshot_free(&snap);
+
+    /* A filter on another database yields nothing. */
+    snapshot_init(&snap, SNAPSHOT_MODE_SERVE, snapshot_now_ms());
+    assert_true(pool_snapshot_fill(&p, "other", &snap));
+    assert_int_equal(snap.n_conns, 0);
+    snapshot_free(&snap);
+
+    /* busy goes idle: its server is released to the pool. */
+    s.xact = WIRE_XACT_IDLE;
+    assert_true(server_is_clean(&s));
+    plist_remove(&busy.node);
+    plist_remove(&waiting.node);
+    plist_remove(&idle.node);
+    plist_remove(&s.node);
+    pstr_unref(idle.params[PARAM_APPLICATION_NAME]);
+    plist_remove(&pool->node);
+    pool_free(pool);
+    net_loop_free(p.loop);
+    pooler_config_free(&cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_snapshot_states),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
