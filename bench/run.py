@@ -377,8 +377,9 @@ class Pooler(Target):
                 return True
             time.sleep(0.25)
         self.available = False
+        last = " ".join(last.split())[:200]
         self.reason = (f"did not answer SELECT 1 within {self.opts.start_timeout:.0f} s "
-                       f"({last.strip()[:200]}); log: {self.log_tail()}")
+                       f"({last}); log: {self.log_tail()}")
         stop_process(self.proc)
         return False
 
@@ -915,7 +916,7 @@ def render_report(results):
                     if meta["background_load_pct"] > 10 else "."))
     for t in TARGETS:
         info = results["targets"].get(t)
-        if info and not info["available"]:
+        if info and not info["available"] and info.get("reason") != "not selected":
             L.append(f"- **{LABEL[t]}: not available** — {info['reason']}")
         for n in (info or {}).get("notes", []):
             L.append(f"- {LABEL[t]}: {n}")
