@@ -3,6 +3,7 @@
 #   make check      unit + integration tests (installs missing packages first)
 #   make check-sanitize   the same tests on an ASan+UBSan build
 #   make demo       throwaway PostgreSQL with planted problems, then full-analysis
+#   make fuzz-smoke build every libFuzzer target and run each briefly
 #   make format     clang-format every C file
 PYTHON ?= /usr/bin/python3
 BUILD ?= build
@@ -10,7 +11,7 @@ SAN_BUILD ?= build-sanitize
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS ?=
 
-.PHONY: all build setup check check-unit check-integration check-sanitize demo format clean bench bench-quick
+.PHONY: all build setup check check-unit check-integration check-sanitize demo format clean bench bench-quick fuzz-smoke
 
 all: build
 
@@ -55,6 +56,9 @@ bench-quick: setup
 	@$(MAKE) --no-print-directory build
 	@bench/setup.sh
 	@$(PYTHON) bench/run.py --quick --pgwarden $(abspath $(BUILD))/pgwarden $(BENCH_ARGS)
+
+fuzz-smoke: setup
+	@scripts/fuzz-smoke
 
 format:
 	find src tests bench -name '*.[ch]' -print0 | xargs -0 -r clang-format -i
