@@ -173,6 +173,11 @@ void net_timer_stop(struct net_timer *t)
     evtimer_del(t->ev);
 }
 
+void net_timer_activate(struct net_timer *t)
+{
+    event_active(t->ev, EV_TIMEOUT, 0);
+}
+
 bool net_timer_pending(const struct net_timer *t)
 {
     return evtimer_pending(t->ev, NULL) != 0;

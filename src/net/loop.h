@@ -49,6 +49,9 @@ struct net_timer *net_timer_new(struct net_loop *loop, net_timer_fn fn, void *ar
 /* (Re)arms the timer; periodic timers fire every ms until stopped. */
 void net_timer_start(struct net_timer *t, int64_t ms, bool periodic);
 void net_timer_stop(struct net_timer *t);
+/* Runs the timer's callback once more in this loop turn, after the callbacks already due
+ * (no extra epoll_wait, unlike a 0 ms timeout). */
+void net_timer_activate(struct net_timer *t);
 bool net_timer_pending(const struct net_timer *t);
 void net_timer_free(struct net_timer *t);
 

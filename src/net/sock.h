@@ -29,7 +29,8 @@ enum net_accept_result {
     NET_ACCEPT_NO_FDS, /* EMFILE/ENFILE: back off */
     NET_ACCEPT_ERROR,
 };
-/* accept4(NONBLOCK|CLOEXEC); TCP peers get TCP_NODELAY and keepalive. */
+/* accept4(NONBLOCK|CLOEXEC); TCP peers inherit TCP_NODELAY and keepalive from the
+ * listener (Linux copies both to accepted sockets). */
 enum net_accept_result net_accept(int lfd, int *fd_out, struct net_addr *peer);
 
 /* Starts a non-blocking connect. host starting with '/' is a unix socket directory.

@@ -302,11 +302,6 @@ int pool_user_server_count(struct pooler *p, const char *user)
 
 /* ---- clients ---- */
 
-static bool random_u32(uint32_t *out)
-{
-    return RAND_bytes((unsigned char *)out, sizeof(*out)) == 1;
-}
-
 struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
 {
     struct client *c = calloc(1, sizeof(*c));
@@ -332,8 +327,11 @@ void client_register_cancel(struct client *c)
 {
     struct pooler *p = c->pooler;
     for (int tries = 0; tries < 8; tries++) {
-        if (!random_u32(&c->cancel_pid) || !random_u32(&c->cancel_key))
+        uint32_t r[2];
+        if (RAND_bytes((unsigned char *)r, sizeof(r)) != 1) /* one call: it costs a getpid */
             break;
+        c->cancel_pid = r[0];
+        c->cancel_key = r[1];
         c->cancel_pid &= 0x7fffffff; /* some clients print it as a signed pid */
         if (c->cancel_pid == 0)
             continue;
@@ -671,13 +669,16 @@ void pooler_schedule_reap(struct pooler *p)
         if (!p->reaper)
             return;
     }
-    if (!net_timer_pending(p->reaper))
-        net_timer_start(p->reaper, 0, false);
+    if (!p->reap_scheduled) {
+        p->reap_scheduled = true;
+        net_timer_activate(p->reaper);
+    }
 }
 
 void pooler_reap(struct pooler *p)
 {
     struct plist *n;
+    p->reap_scheduled = false;
     cancel_reqs_expire(p, 0); /* frees finished cancel connections only */
     while ((n = plist_first(&p->justfree_clients)) != NULL) {
         struct client *c = plist_entry(n, struct client, node);

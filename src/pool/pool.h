@@ -235,6 +235,7 @@ struct pooler {
     int n_listeners;
     char unix_path[128];
     bool accept_paused;
+    bool reap_scheduled;
     enum pooler_run_state run_state;
     int64_t shutdown_deadline_us;
     int exit_code;
