@@ -403,3 +403,46 @@ def test_postgres_restart_under_load(pgwarden_bin, pg):
         assert p.alive()
     finally:
         p.stop()
+
+
+def _rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_huge_result_streams_in_constant_memory(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "2"}).start()
+    try:
+        s = login_raw(p)
+        # ~64 MB of DataRows; the reader stalls first, then drains slowly
+        s.sendall(query_msg("SELECT repeat('x', 1000) FROM generate_series(1, 65000)"))
+        time.sleep(1.0)
+        stalled_rss = _rss_kb(p.proc.pid)
+        # another client is unaffected while this one does not read
+        with psycopg.connect(p.dsn(), autocommit=True) as other:
+            assert other.execute("SELECT 3").fetchone()[0] == 3
+        total = 0
+        peak = stalled_rss
+        s.settimeout(10)
+        tail = b""
+        while True:
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            total += len(chunk)
+            tail = (tail + chunk)[-16:]
+            if total % (8 << 20) < len(chunk):
+                peak = max(peak, _rss_kb(p.proc.pid))
+            if tail.endswith(b"Z\x00\x00\x00\x05I"):
+                break
+        s.close()
+        assert total > 64_000_000
+        print(f"pooler RSS: {stalled_rss} kB stalled, {peak} kB peak while streaming {total} B")
+        assert peak < 24_000, f"pooler RSS peaked at {peak} kB while streaming"
+        assert p.alive()
+    finally:
+        p.stop()
