@@ -6,6 +6,7 @@
 
 #include <openssl/crypto.h>
 
+#include "admin/console.h"
 #include "common/log.h"
 #include "pool/pool.h"
 #include "proto/md5_auth.h"
@@ -146,10 +147,60 @@ static void send_or_close(struct client *c, struct wire_buf *b)
 }
 
 /* Authentication succeeded (or trust): resolve the database, join the pool, greet. */
+static void console_login(struct client *c, const uint8_t *sasl_final, size_t sasl_final_len)
+{
+    struct pooler *p = c->pooler;
+    struct client_login *l = c->login;
+    enum console_access access = console_access_for(p->cfg, l->user);
+    if (access == CONSOLE_DENIED || !p->admin_pool) {
+        client_fail(c, "28000", "not allowed to use the admin console");
+        return;
+    }
+    log_info("pool", "client %llu: admin console login user=%s (%s)", (unsigned long long)c->id,
+             l->user, access == CONSOLE_ADMIN ? "admin" : "stats");
+    c->console_access = (uint8_t)access;
+    c->pool = p->admin_pool;
+    p->admin_pool->n_clients++;
+    client_login_free(c);
+    struct console_out o = {0};
+    uint8_t auth[SCRAM_OUT_MAX + 64];
+    struct wire_buf b;
+    wire_buf_init(&b, auth, sizeof(auth));
+    if (sasl_final)
+        wire_build_auth_sasl_final(&b, sasl_final, sasl_final_len);
+    wire_build_auth_ok(&b);
+    uint8_t tail[32];
+    struct wire_buf t;
+    wire_buf_init(&t, tail, sizeof(tail));
+    wire_build_backend_key(&t, 0, 0);
+    wire_build_ready(&t, WIRE_XACT_IDLE);
+    console_welcome(&o, c->params[PARAM_APPLICATION_NAME] ? c->params[PARAM_APPLICATION_NAME]->str
+                                                          : NULL);
+    bool ok = !o.failed && !b.overflow && client_send_raw(c, auth, b.len) &&
+              client_send_raw(c, o.data, o.len) && client_send_raw(c, tail, t.len);
+    console_out_free(&o);
+    if (!ok) {
+        client_close(c, "could not send to client");
+        return;
+    }
+    client_change_state(c, CL_WAITING_LOGIN);
+    client_change_state(c, CL_ACTIVE);
+    if (c->conn.buf) {
+        if (c->conn.buf->pos == c->conn.buf->end)
+            c->conn.buf->pos = c->conn.buf->end = 0;
+        c->conn.scan = c->conn.buf->pos;
+    }
+    client_pump(c);
+}
+
 static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_final_len)
 {
     struct pooler *p = c->pooler;
     struct client_login *l = c->login;
+    if (console_is_admin_db(l->database)) {
+        console_login(c, sasl_final, sasl_final_len);
+        return;
+    }
     const struct pooler_db_config *db = pooler_config_find_db(p->cfg, l->database);
     if (!db) {
         client_fail(c, "3D000", "no such database: %s", l->database);
@@ -832,9 +883,99 @@ static enum scan_result client_scan(struct client *c, struct server *s)
     return SCAN_OK;
 }
 
+/* Sends what is left of a console response. False when the client is gone. */
+static bool console_flush(struct client *c)
+{
+    struct console_out *o = c->console;
+    while (o && o->sent < o->len) {
+        size_t n = 0;
+        enum net_io_result r = net_send(c->conn.fd, o->data + o->sent, o->len - o->sent, &n);
+        if (r == NET_AGAIN)
+            return true; /* the writable edge resumes it */
+        if (r != NET_OK) {
+            client_close(c, "could not send to client");
+            return false;
+        }
+        o->sent += n;
+    }
+    if (o) {
+        console_out_free(o);
+        free(o);
+        c->console = NULL;
+    }
+    return true;
+}
+
+/* Admin console: whole simple-query messages, one response each. */
+static void console_pump(struct client *c)
+{
+    struct pooler *p = c->pooler;
+    while (!c->console) {
+        if (c->conn.may_read) {
+            enum fill_result r = pconn_fill(p, &c->conn);
+            if (r == FILL_EOF || r == FILL_ERROR) {
+                client_close(c, "console client closed the connection");
+                return;
+            }
+            if (r == FILL_NO_MEMORY) {
+                client_fail(c, "53200", "out of memory");
+                return;
+            }
+        }
+        struct iobuf *b = c->conn.buf;
+        if (!b || b->pos == b->end)
+            break;
+        uint8_t type;
+        uint32_t len;
+        enum wire_header_result h = wire_parse_header(b->data + b->pos, b->end - b->pos,
+                                                      p->bufs.size - WIRE_HEADER_LEN, &type, &len);
+        if (h == WIRE_HEADER_BAD_LENGTH) {
+            client_fail(c, "08P01", "invalid message length");
+            return;
+        }
+        if (h == WIRE_HEADER_INCOMPLETE || b->end - b->pos - WIRE_HEADER_LEN < len) {
+            if (c->conn.may_read)
+                continue;
+            break;
+        }
+        const uint8_t *body = b->data + b->pos + WIRE_HEADER_LEN;
+        if (type == WIRE_FE_TERMINATE) {
+            client_close(c, "client sent Terminate");
+            return;
+        }
+        if (type != WIRE_FE_QUERY || len == 0 || body[len - 1] != 0) {
+            client_fail(c, "08P01", "the admin console accepts only simple queries");
+            return;
+        }
+        c->console = calloc(1, sizeof(*c->console));
+        if (!c->console) {
+            client_fail(c, "53200", "out of memory");
+            return;
+        }
+        console_handle_query(p, (enum console_access)c->console_access, (const char *)body,
+                             c->console);
+        b->pos += WIRE_HEADER_LEN + len;
+        if (b->pos == b->end)
+            b->pos = b->end = 0;
+        c->conn.scan = b->pos;
+        if (c->console->failed) {
+            client_fail(c, "53200", "out of memory");
+            return;
+        }
+        if (!console_flush(c) || c->state == CL_JUSTFREE)
+            return;
+    }
+    if (c->state == CL_ACTIVE)
+        pconn_release_if_empty(p, &c->conn);
+}
+
 void client_pump(struct client *c)
 {
     struct pooler *p = c->pooler;
+    if (c->pool && c->pool->is_admin && c->state == CL_ACTIVE) {
+        console_pump(c);
+        return;
+    }
     switch ((enum client_state)c->state) {
     case CL_LOGIN:
         login_pump(c);
@@ -947,6 +1088,13 @@ void client_io_cb(int fd, unsigned what, void *arg)
         c->conn.closing = true;
     if (what & NET_IO_READABLE)
         c->conn.may_read = true;
+    if ((what & NET_IO_WRITABLE) && c->console) {
+        if (!console_flush(c) || c->state == CL_JUSTFREE)
+            return;
+        if (!c->console)
+            client_pump(c); /* requests that waited behind a large response */
+        return;
+    }
     /* The client can take more of its server's output. */
     if ((what & NET_IO_WRITABLE) && c->server && c->server->conn.buf &&
         c->server->conn.buf->pos < c->server->conn.scan) {

@@ -8,6 +8,7 @@
 
 #include <openssl/rand.h>
 
+#include "admin/console.h"
 #include "common/log.h"
 #include "pool/pool.h"
 
@@ -437,6 +438,11 @@ void client_close(struct client *c, const char *reason)
     }
     client_unregister_cancel(c);
     client_login_free(c);
+    if (c->console) {
+        console_out_free(c->console);
+        free(c->console);
+        c->console = NULL;
+    }
     client_stmts_free(&p->stmts, &c->stmts);
     pconn_drop_buffer(p, &c->conn);
     for (int i = 0; i < PARAM_COUNT; i++) {

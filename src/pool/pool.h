@@ -86,6 +86,7 @@ struct req_fifo {
 };
 
 struct client_login; /* private to client.c */
+struct console_out;  /* admin/console.h: pending console output */
 struct server_login; /* private to server.c */
 
 struct client {
@@ -96,6 +97,7 @@ struct client {
     struct client_login *login; /* owned; only during LOGIN */
     struct client *cancel_next; /* borrowed: cancel-key hash chain */
     struct client_stmt *stmts;  /* owned: named prepared statements (transaction mode) */
+    struct console_out *console; /* owned: unsent admin console output, or NULL */
     struct pstr *params[PARAM_COUNT]; /* owned references: the client's session values */
     struct pconn conn;
     uint64_t id;
@@ -108,6 +110,7 @@ struct client {
     struct net_addr addr;
     uint32_t xacts; /* transactions served (released servers) */
     uint8_t state;  /* enum client_state: written only by client_change_state */
+    uint8_t console_access; /* enum console_access for admin console clients */
     bool in_cancel_table;
 };
 
@@ -171,6 +174,7 @@ struct pool {
     int n_startup_extra;
     char *connect_query;    /* owned, may be NULL */
     enum pool_mode mode;
+    bool is_admin; /* the admin console's pseudo-pool: no servers */
     int pool_size;
     int min_pool_size;
     int reserve_pool;
@@ -218,6 +222,7 @@ struct pooler {
     struct iobuf_cache bufs;
     struct stmt_registry stmts;
     struct plist pools;
+    struct pool *admin_pool; /* owned: console clients live here (not on pools) */
     struct plist login_clients;
     struct plist justfree_clients;
     struct plist justfree_servers;

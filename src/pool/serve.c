@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "admin/console.h"
 #include "common/log.h"
 #include "pool/pool.h"
 
@@ -225,36 +226,40 @@ static void on_sigquit(void *arg)
     net_loop_stop(p->loop);
 }
 
-static void on_sigusr1(void *arg)
+void pooler_pause(struct pooler *p)
 {
-    struct pooler *p = arg;
     if (p->run_state == POOLER_RUNNING) {
-        log_info("serve", "SIGUSR1: pausing (no servers are handed out until SIGUSR2)");
+        log_info("serve", "pausing: no servers are handed out until resumed");
         p->run_state = POOLER_PAUSED;
     }
 }
 
-static void on_sigusr2(void *arg)
+void pooler_resume(struct pooler *p)
 {
-    struct pooler *p = arg;
     if (p->run_state == POOLER_PAUSED) {
-        log_info("serve", "SIGUSR2: resuming");
+        log_info("serve", "resuming");
         p->run_state = POOLER_RUNNING;
         resume_all(p);
     }
 }
 
-static void on_sighup(void *arg)
+void pooler_shutdown(struct pooler *p)
 {
-    struct pooler *p = arg;
+    log_info("serve", "SHUTDOWN requested on the admin console");
+    net_loop_stop(p->loop);
+}
+
+bool pooler_reload(struct pooler *p, char *err, size_t err_len)
+{
     struct pooler_config *next = calloc(1, sizeof(*next));
-    char err[1024];
-    if (!next)
-        return;
-    if (!pooler_config_load(p->cfg->config_file, next, err, sizeof(err))) {
+    if (!next) {
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
+    if (!pooler_config_load(p->cfg->config_file, next, err, err_len)) {
         log_error("serve", "reload failed, keeping the current configuration: %s", err);
         free(next);
-        return;
+        return false;
     }
     /* Listeners and buffer sizes are fixed for the process's life. */
     struct pooler_config *old = p->cfg;
@@ -278,15 +283,69 @@ static void on_sighup(void *arg)
     apply_logging(p->cfg, extra_verbose);
     log_info("serve", "configuration reloaded from %s", p->cfg->config_file);
     resume_all(p);
+    return true;
+}
+
+static void on_sigusr1(void *arg)
+{
+    log_info("serve", "SIGUSR1");
+    pooler_pause(arg);
+}
+
+static void on_sigusr2(void *arg)
+{
+    log_info("serve", "SIGUSR2");
+    pooler_resume(arg);
+}
+
+static void on_sighup(void *arg)
+{
+    char err[1024];
+    log_info("serve", "SIGHUP: reloading");
+    (void)pooler_reload(arg, err, sizeof(err));
 }
 
 /* ---- teardown ---- */
+
+static struct pool *admin_pool_new(struct pooler *p)
+{
+    struct pool *pool = calloc(1, sizeof(*pool));
+    if (!pool)
+        return NULL;
+    pool->pooler = p;
+    pool->is_admin = true;
+    pool->mode = POOL_MODE_SESSION;
+    pool->db_name = strdup("pgbouncer");
+    pool->user_name = strdup("");
+    pool->host = strdup("");
+    pool->server_db = strdup("");
+    pool->server_user = strdup("");
+    plist_init(&pool->waiting_login_clients);
+    plist_init(&pool->active_clients);
+    plist_init(&pool->waiting_clients);
+    plist_init(&pool->login_servers);
+    plist_init(&pool->idle_servers);
+    plist_init(&pool->tested_servers);
+    plist_init(&pool->active_servers);
+    plist_init(&pool->canceling_servers);
+    plist_init(&pool->node);
+    if (!pool->db_name || !pool->user_name || !pool->host || !pool->server_db ||
+        !pool->server_user) {
+        pool_free(pool);
+        return NULL;
+    }
+    return pool;
+}
 
 static void close_everything(struct pooler *p)
 {
     struct plist *n;
     while ((n = plist_first(&p->login_clients)) != NULL)
         client_close(plist_entry(n, struct client, node), "shutdown");
+    if (p->admin_pool) {
+        while ((n = plist_first(&p->admin_pool->active_clients)) != NULL)
+            client_close(plist_entry(n, struct client, node), "shutdown");
+    }
     for (n = p->pools.next; n != &p->pools; n = n->next) {
         struct pool *pool = plist_entry(n, struct pool, node);
         struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
@@ -311,6 +370,10 @@ static void close_everything(struct pooler *p)
     while ((n = plist_first(&p->pools)) != NULL) {
         plist_remove(n);
         pool_free(plist_entry(n, struct pool, node));
+    }
+    if (p->admin_pool) {
+        pool_free(p->admin_pool);
+        p->admin_pool = NULL;
     }
 }
 
@@ -384,7 +447,8 @@ int serve_main(int argc, char **argv)
         p.cancel_buckets <<= 1;
     p.cancel_table = calloc(p.cancel_buckets, sizeof(*p.cancel_table));
     p.loop = net_loop_new();
-    if (!p.cancel_table || !p.loop || !stmt_registry_init(&p.stmts)) {
+    p.admin_pool = admin_pool_new(&p);
+    if (!p.cancel_table || !p.loop || !stmt_registry_init(&p.stmts) || !p.admin_pool) {
         fprintf(stderr, "pgwarden serve: cannot create the event loop\n");
         goto out;
     }

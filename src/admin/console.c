@@ -1,0 +1,658 @@
+/* Admin console commands: parsing the one-line SQL, and result sets built as RowDescription
+ * + DataRow + CommandComplete with PgBouncer's column names. Values are computed from the
+ * live pool objects; no secret (password, auth_file entry) is ever printed. */
+#include "admin/console.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "proto/wire.h"
+
+#define OID_INT8 20
+#define OID_TEXT 25
+
+void console_out_free(struct console_out *o)
+{
+    free(o->data);
+    o->data = NULL;
+    o->len = o->cap = 0;
+}
+
+static uint8_t *reserve(struct console_out *o, size_t n)
+{
+    if (o->failed)
+        return NULL;
+    if (o->cap - o->len < n) {
+        size_t cap = o->cap ? o->cap : 1024;
+        while (cap - o->len < n)
+            cap *= 2;
+        uint8_t *d = realloc(o->data, cap);
+        if (!d) {
+            o->failed = true;
+            return NULL;
+        }
+        o->data = d;
+        o->cap = cap;
+    }
+    return o->data + o->len;
+}
+
+/* Appends a message built by fn into o using a wire_buf over reserved space. */
+static void put_bytes(struct console_out *o, const void *p, size_t n)
+{
+    uint8_t *d = reserve(o, n);
+    if (d) {
+        memcpy(d, p, n);
+        o->len += n;
+    }
+}
+
+static void put_u8(struct console_out *o, uint8_t v)
+{
+    put_bytes(o, &v, 1);
+}
+
+static void put_u16(struct console_out *o, uint16_t v)
+{
+    uint8_t b[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+    put_bytes(o, b, 2);
+}
+
+static void put_u32(struct console_out *o, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    put_bytes(o, b, 4);
+}
+
+static void put_cstr(struct console_out *o, const char *s)
+{
+    put_bytes(o, s, strlen(s) + 1);
+}
+
+static size_t msg_begin(struct console_out *o, uint8_t type)
+{
+    size_t at = o->len;
+    put_u8(o, type);
+    put_u32(o, 0);
+    return at;
+}
+
+static void msg_end(struct console_out *o, size_t at)
+{
+    if (o->failed)
+        return;
+    uint32_t len = (uint32_t)(o->len - at - 1);
+    o->data[at + 1] = (uint8_t)(len >> 24);
+    o->data[at + 2] = (uint8_t)(len >> 16);
+    o->data[at + 3] = (uint8_t)(len >> 8);
+    o->data[at + 4] = (uint8_t)len;
+}
+
+static void param_status(struct console_out *o, const char *k, const char *v)
+{
+    size_t m = msg_begin(o, WIRE_BE_PARAMETER_STATUS);
+    put_cstr(o, k);
+    put_cstr(o, v);
+    msg_end(o, m);
+}
+
+void console_welcome(struct console_out *o, const char *application_name)
+{
+    param_status(o, "server_version", "15.0 (pgwarden " PGWARDEN_VERSION ")");
+    param_status(o, "server_encoding", "UTF8");
+    param_status(o, "client_encoding", "UTF8");
+    param_status(o, "DateStyle", "ISO, MDY");
+    param_status(o, "TimeZone", "UTC");
+    param_status(o, "standard_conforming_strings", "on");
+    param_status(o, "integer_datetimes", "on");
+    param_status(o, "is_superuser", "off");
+    param_status(o, "application_name", application_name ? application_name : "");
+}
+
+static void ready(struct console_out *o)
+{
+    size_t m = msg_begin(o, WIRE_BE_READY_FOR_QUERY);
+    put_u8(o, WIRE_XACT_IDLE);
+    msg_end(o, m);
+}
+
+static void command_complete(struct console_out *o, const char *tag)
+{
+    size_t m = msg_begin(o, WIRE_BE_COMMAND_COMPLETE);
+    put_cstr(o, tag);
+    msg_end(o, m);
+}
+
+static void error(struct console_out *o, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void error(struct console_out *o, const char *sqlstate, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    size_t m = msg_begin(o, WIRE_BE_ERROR);
+    put_u8(o, 'S');
+    put_cstr(o, "ERROR");
+    put_u8(o, 'V');
+    put_cstr(o, "ERROR");
+    put_u8(o, 'C');
+    put_cstr(o, sqlstate);
+    put_u8(o, 'M');
+    put_cstr(o, msg);
+    put_u8(o, 0);
+    msg_end(o, m);
+}
+
+/* ---- result sets: columns are "name:i" (int8) or "name" (text) ---- */
+
+struct rowset {
+    struct console_out *o;
+    int ncols;
+    bool numeric[64];
+    size_t row_at; /* current DataRow start */
+    int row_cols;
+    size_t rows;
+};
+
+static void rs_begin(struct rowset *rs, struct console_out *o, const char *const *cols, int n)
+{
+    rs->o = o;
+    rs->ncols = n;
+    rs->rows = 0;
+    size_t m = msg_begin(o, WIRE_BE_ROW_DESCRIPTION);
+    put_u16(o, (uint16_t)n);
+    for (int i = 0; i < n; i++) {
+        const char *c = cols[i];
+        size_t len = strlen(c);
+        bool num = len > 2 && !strcmp(c + len - 2, ":i");
+        rs->numeric[i] = num;
+        char name[64];
+        snprintf(name, sizeof(name), "%.*s", (int)(num ? len - 2 : len), c);
+        put_cstr(o, name);
+        put_u32(o, 0);
+        put_u16(o, 0);
+        put_u32(o, num ? OID_INT8 : OID_TEXT);
+        put_u16(o, num ? 8 : 0xFFFF);
+        put_u32(o, 0xFFFFFFFF);
+        put_u16(o, 0);
+    }
+    msg_end(o, m);
+}
+
+static void rs_row(struct rowset *rs)
+{
+    rs->row_at = msg_begin(rs->o, WIRE_BE_DATA_ROW);
+    put_u16(rs->o, (uint16_t)rs->ncols);
+    rs->row_cols = 0;
+}
+
+static void rs_text(struct rowset *rs, const char *v)
+{
+    if (!v) {
+        put_u32(rs->o, 0xFFFFFFFF);
+    } else {
+        put_u32(rs->o, (uint32_t)strlen(v));
+        put_bytes(rs->o, v, strlen(v));
+    }
+    if (++rs->row_cols == rs->ncols) {
+        msg_end(rs->o, rs->row_at);
+        rs->rows++;
+    }
+}
+
+static void rs_int(struct rowset *rs, int64_t v)
+{
+    char b[32];
+    snprintf(b, sizeof(b), "%" PRId64, v);
+    rs_text(rs, b);
+}
+
+static void rs_end(struct rowset *rs, const char *tag)
+{
+    command_complete(rs->o, tag);
+}
+
+/* ---- access ---- */
+
+bool console_is_admin_db(const char *db)
+{
+    return !strcmp(db, "pgbouncer") || !strcmp(db, "pgwarden");
+}
+
+static bool listed(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    const char *p = list ? list : "";
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t k = strcspn(p, ", ");
+        if (k == n && !strncmp(p, name, n))
+            return true;
+        p += k;
+    }
+    return false;
+}
+
+enum console_access console_access_for(const struct pooler_config *cfg, const char *user)
+{
+    if (listed(cfg->admin_users, user))
+        return CONSOLE_ADMIN;
+    if (listed(cfg->stats_users, user))
+        return CONSOLE_STATS;
+    return CONSOLE_DENIED;
+}
+
+/* ---- SHOW commands ---- */
+
+static int64_t count(const struct plist *l)
+{
+    return (int64_t)plist_count(l);
+}
+
+static int64_t max_wait_us(const struct pool *pool, int64_t now)
+{
+    const struct plist *first = plist_first(&pool->waiting_clients);
+    if (!first)
+        return 0;
+    const struct client *c = plist_entry(first, struct client, node);
+    return now - c->state_us;
+}
+
+static void show_pools(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {
+        "database", "user", "cl_active:i", "cl_waiting:i", "cl_active_cancel_req:i",
+        "cl_waiting_cancel_req:i", "sv_active:i", "sv_active_cancel:i", "sv_being_canceled:i",
+        "sv_idle:i", "sv_used:i", "sv_tested:i", "sv_login:i", "maxwait:i", "maxwait_us:i",
+        "pool_mode"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, 16);
+    int64_t now = pooler_now(p);
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        const struct pool *pool = plist_entry(n, struct pool, node);
+        int64_t mw = max_wait_us(pool, now);
+        rs_row(&rs);
+        rs_text(&rs, pool->db_name);
+        rs_text(&rs, pool->user_name);
+        rs_int(&rs, count(&pool->active_clients));
+        rs_int(&rs, count(&pool->waiting_clients) + count(&pool->waiting_login_clients));
+        rs_int(&rs, 0);
+        rs_int(&rs, 0);
+        rs_int(&rs, count(&pool->active_servers));
+        rs_int(&rs, 0);
+        rs_int(&rs, count(&pool->canceling_servers));
+        rs_int(&rs, count(&pool->idle_servers));
+        rs_int(&rs, 0);
+        rs_int(&rs, count(&pool->tested_servers));
+        rs_int(&rs, count(&pool->login_servers));
+        rs_int(&rs, mw / 1000000);
+        rs_int(&rs, mw % 1000000);
+        rs_text(&rs, pool_mode_name(pool->mode));
+    }
+    rs_end(&rs, "SHOW");
+}
+
+static void show_stats(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {
+        "database", "total_xact_count:i", "total_query_count:i", "total_received:i",
+        "total_sent:i", "total_xact_time:i", "total_query_time:i", "total_wait_time:i",
+        "total_server_created:i", "total_server_closed:i", "total_login_failures:i"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, 11);
+    /* One row per database, summing its pools (PgBouncer groups by database). */
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        const struct pool *pool = plist_entry(n, struct pool, node);
+        bool seen = false;
+        for (struct plist *m = p->pools.next; m != n; m = m->next)
+            seen |= !strcmp(plist_entry(m, struct pool, node)->db_name, pool->db_name);
+        if (seen)
+            continue;
+        struct pool_stats t = {0};
+        for (struct plist *m = n; m != &p->pools; m = m->next) {
+            const struct pool *q = plist_entry(m, struct pool, node);
+            if (strcmp(q->db_name, pool->db_name))
+                continue;
+            t.xact_count += q->stats.xact_count;
+            t.query_count += q->stats.query_count;
+            t.bytes_received += q->stats.bytes_received;
+            t.bytes_sent += q->stats.bytes_sent;
+            t.xact_time_us += q->stats.xact_time_us;
+            t.query_time_us += q->stats.query_time_us;
+            t.wait_time_us += q->stats.wait_time_us;
+            t.servers_created += q->stats.servers_created;
+            t.servers_closed += q->stats.servers_closed;
+            t.login_failures += q->stats.login_failures;
+        }
+        rs_row(&rs);
+        rs_text(&rs, pool->db_name);
+        rs_int(&rs, t.xact_count);
+        rs_int(&rs, t.query_count);
+        rs_int(&rs, t.bytes_received);
+        rs_int(&rs, t.bytes_sent);
+        rs_int(&rs, t.xact_time_us);
+        rs_int(&rs, t.query_time_us);
+        rs_int(&rs, t.wait_time_us);
+        rs_int(&rs, t.servers_created);
+        rs_int(&rs, t.servers_closed);
+        rs_int(&rs, t.login_failures);
+    }
+    rs_end(&rs, "SHOW");
+}
+
+static void show_databases(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {"name", "host", "port:i", "database", "force_user",
+                                       "pool_size:i", "min_pool_size:i", "reserve_pool:i",
+                                       "pool_mode", "max_connections:i", "current_connections:i"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, 11);
+    const struct pooler_config *cfg = p->cfg;
+    for (size_t i = 0; i < cfg->n_dbs; i++) {
+        const struct pooler_db_config *db = &cfg->dbs[i];
+        rs_row(&rs);
+        rs_text(&rs, db->name);
+        rs_text(&rs, db->host ? db->host : "");
+        rs_int(&rs, db->port);
+        rs_text(&rs, db->dbname ? db->dbname : db->name);
+        rs_text(&rs, db->user); /* never the password */
+        rs_int(&rs, db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size);
+        rs_int(&rs, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size);
+        rs_int(&rs, db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size);
+        rs_text(&rs, db->pool_mode >= 0 ? pool_mode_name((enum pool_mode)db->pool_mode) : NULL);
+        rs_int(&rs, db->max_db_connections >= 0 ? db->max_db_connections
+                                                : cfg->max_db_connections);
+        rs_int(&rs, pool_db_server_count(p, db->name));
+    }
+    rs_end(&rs, "SHOW");
+}
+
+static void addr_parts(const struct net_addr *a, char *ip, size_t ip_len, int64_t *port)
+{
+    char buf[80];
+    net_addr_format(a, buf, sizeof(buf));
+    char *colon = strrchr(buf, ':');
+    if (colon && (a->family == AF_INET || a->family == AF_INET6)) {
+        *colon = '\0';
+        size_t n = strlen(buf);
+        if (n >= ip_len)
+            n = ip_len - 1;
+        memcpy(ip, buf, n);
+        ip[n] = '\0';
+        *port = a->port;
+    } else {
+        snprintf(ip, ip_len, "unix");
+        *port = 0;
+    }
+}
+
+static void format_time(int64_t us, char *out, size_t len)
+{
+    time_t t = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+static const char *client_state_label(const struct client *c)
+{
+    return c->state == CL_WAITING || c->state == CL_WAITING_LOGIN ? "waiting" : "active";
+}
+
+static void show_clients(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {
+        "type", "user", "database", "state", "addr", "port:i", "connect_time", "request_time",
+        "wait:i", "wait_us:i", "close_needed:i", "ptr", "link", "remote_pid:i",
+        "application_name", "xact_count:i"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, 16);
+    int64_t now = pooler_now(p);
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        const struct pool *pool = plist_entry(n, struct pool, node);
+        const struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
+                                       &pool->waiting_login_clients};
+        for (size_t i = 0; i < 3; i++) {
+            for (const struct plist *m = lists[i]->next; m != lists[i]; m = m->next) {
+                const struct client *c = plist_entry(m, struct client, node);
+                char ip[64], ct[40], rt[40], ptr[24], link[24] = "";
+                int64_t port;
+                addr_parts(&c->addr, ip, sizeof(ip), &port);
+                format_time(c->connect_us, ct, sizeof(ct));
+                format_time(c->request_us ? c->request_us : c->active_us, rt, sizeof(rt));
+                snprintf(ptr, sizeof(ptr), "c%" PRIu64, c->id);
+                if (c->server)
+                    snprintf(link, sizeof(link), "s%" PRIu64, c->server->id);
+                int64_t wait = c->state == CL_WAITING ? now - c->state_us : 0;
+                rs_row(&rs);
+                rs_text(&rs, "C");
+                rs_text(&rs, pool->user_name);
+                rs_text(&rs, pool->db_name);
+                rs_text(&rs, client_state_label(c));
+                rs_text(&rs, ip);
+                rs_int(&rs, port);
+                rs_text(&rs, ct);
+                rs_text(&rs, rt);
+                rs_int(&rs, wait / 1000000);
+                rs_int(&rs, wait % 1000000);
+                rs_int(&rs, 0);
+                rs_text(&rs, ptr);
+                rs_text(&rs, link);
+                rs_int(&rs, 0);
+                rs_text(&rs, c->params[PARAM_APPLICATION_NAME]
+                                 ? c->params[PARAM_APPLICATION_NAME]->str
+                                 : "");
+                rs_int(&rs, c->xacts);
+            }
+        }
+    }
+    rs_end(&rs, "SHOW");
+}
+
+static void show_servers(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {"type", "user", "database", "state", "addr", "port:i",
+                                       "connect_time", "request_time", "close_needed:i", "ptr",
+                                       "link", "remote_pid:i", "application_name"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, 13);
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        const struct pool *pool = plist_entry(n, struct pool, node);
+        const struct plist *lists[] = {&pool->active_servers, &pool->idle_servers,
+                                       &pool->tested_servers, &pool->login_servers,
+                                       &pool->canceling_servers};
+        static const char *const labels[] = {"active", "idle", "tested", "login",
+                                             "being_canceled"};
+        for (size_t i = 0; i < 5; i++) {
+            for (const struct plist *m = lists[i]->next; m != lists[i]; m = m->next) {
+                const struct server *s = plist_entry(m, struct server, node);
+                char ct[40], rt[40], ptr[24], link[24] = "";
+                format_time(s->connect_us, ct, sizeof(ct));
+                format_time(s->last_used_us ? s->last_used_us : s->connect_us, rt, sizeof(rt));
+                snprintf(ptr, sizeof(ptr), "s%" PRIu64, s->id);
+                if (s->client)
+                    snprintf(link, sizeof(link), "c%" PRIu64, s->client->id);
+                rs_row(&rs);
+                rs_text(&rs, "S");
+                rs_text(&rs, pool->server_user);
+                rs_text(&rs, pool->db_name);
+                rs_text(&rs, labels[i]);
+                rs_text(&rs, pool->host);
+                rs_int(&rs, pool->port);
+                rs_text(&rs, ct);
+                rs_text(&rs, rt);
+                rs_int(&rs, s->close_needed);
+                rs_text(&rs, ptr);
+                rs_text(&rs, link);
+                rs_int(&rs, s->be_pid);
+                rs_text(&rs, s->params[PARAM_APPLICATION_NAME]
+                                 ? s->params[PARAM_APPLICATION_NAME]->str
+                                 : "");
+            }
+        }
+    }
+    rs_end(&rs, "SHOW");
+}
+
+static void config_row(void *ctx, const char *section, const char *key, const char *default_text,
+                       bool pgbouncer_compatible, const char *meaning)
+{
+    (void)section;
+    (void)meaning;
+    struct rowset *rs = ctx;
+    rs_row(rs);
+    rs_text(rs, key);
+    rs_text(rs, default_text);
+    rs_text(rs, pgbouncer_compatible ? "yes" : "no");
+}
+
+static void show_config(struct console_out *o)
+{
+    /* Keys and defaults only: current values may hold secrets (auth_file paths are fine, but
+     * connection strings are not), and the file is the source of truth. */
+    static const char *const cols[] = {"key", "default", "pgbouncer_compatible"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, 3);
+    pooler_config_describe(config_row, &rs);
+    rs_end(&rs, "SHOW");
+}
+
+static void show_lists(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {"list", "items:i"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, 2);
+    int64_t pools = 0, used = 0, idle = 0, login_sv = 0, active_cl = 0, waiting_cl = 0;
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        const struct pool *pool = plist_entry(n, struct pool, node);
+        pools++;
+        used += count(&pool->active_servers);
+        idle += count(&pool->idle_servers);
+        login_sv += count(&pool->login_servers);
+        active_cl += count(&pool->active_clients);
+        waiting_cl += count(&pool->waiting_clients);
+    }
+    const char *names[] = {"pools", "used_servers", "idle_servers", "login_servers",
+                           "active_clients", "waiting_clients", "login_clients", "free_buffers",
+                           "used_buffers", "prepared_statements"};
+    int64_t vals[] = {pools, used, idle, login_sv, active_cl, waiting_cl,
+                      count(&p->login_clients), (int64_t)p->bufs.n_free,
+                      (int64_t)p->bufs.n_used, (int64_t)p->stmts.count};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        rs_row(&rs);
+        rs_text(&rs, names[i]);
+        rs_int(&rs, vals[i]);
+    }
+    rs_end(&rs, "SHOW");
+}
+
+static void show_version(struct console_out *o)
+{
+    static const char *const cols[] = {"version"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, 1);
+    rs_row(&rs);
+    rs_text(&rs, "pgwarden " PGWARDEN_VERSION);
+    rs_end(&rs, "SHOW");
+}
+
+static void show_help(struct console_out *o)
+{
+    static const char *const cols[] = {"command"};
+    static const char *const cmds[] = {
+        "SHOW HELP|VERSION|POOLS|STATS|DATABASES|CLIENTS|SERVERS|CONFIG|LISTS",
+        "PAUSE", "RESUME", "RELOAD", "SHUTDOWN"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, 1);
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        rs_row(&rs);
+        rs_text(&rs, cmds[i]);
+    }
+    rs_end(&rs, "SHOW");
+}
+
+/* ---- dispatch ---- */
+
+/* Normalises sql into upper-case words separated by one space, without a trailing ';'. */
+static void normalise(const char *sql, char *out, size_t len)
+{
+    size_t j = 0;
+    bool space = false;
+    for (const char *s = sql; *s && j + 1 < len; s++) {
+        char ch = *s;
+        if (ch == ';')
+            break;
+        if (isspace((unsigned char)ch)) {
+            space = j > 0;
+            continue;
+        }
+        if (space && j + 1 < len)
+            out[j++] = ' ';
+        space = false;
+        out[j++] = (char)toupper((unsigned char)ch);
+    }
+    out[j] = '\0';
+}
+
+void console_handle_query(struct pooler *p, enum console_access access, const char *sql,
+                          struct console_out *o)
+{
+    char cmd[128];
+    normalise(sql, cmd, sizeof(cmd));
+    if (cmd[0] == '\0') {
+        size_t m = msg_begin(o, WIRE_BE_EMPTY_QUERY);
+        msg_end(o, m);
+    } else if (!strcmp(cmd, "SHOW POOLS")) {
+        show_pools(p, o);
+    } else if (!strcmp(cmd, "SHOW STATS") || !strcmp(cmd, "SHOW STATS_TOTALS")) {
+        show_stats(p, o);
+    } else if (!strcmp(cmd, "SHOW DATABASES")) {
+        show_databases(p, o);
+    } else if (!strcmp(cmd, "SHOW CLIENTS")) {
+        show_clients(p, o);
+    } else if (!strcmp(cmd, "SHOW SERVERS")) {
+        show_servers(p, o);
+    } else if (!strcmp(cmd, "SHOW CONFIG")) {
+        show_config(o);
+    } else if (!strcmp(cmd, "SHOW LISTS")) {
+        show_lists(p, o);
+    } else if (!strcmp(cmd, "SHOW VERSION")) {
+        show_version(o);
+    } else if (!strcmp(cmd, "SHOW HELP") || !strcmp(cmd, "SHOW")) {
+        show_help(o);
+    } else if (!strcmp(cmd, "PAUSE") || !strcmp(cmd, "RESUME") || !strcmp(cmd, "RELOAD") ||
+               !strcmp(cmd, "SHUTDOWN")) {
+        if (access != CONSOLE_ADMIN) {
+            error(o, "42501", "admin access needed for %s (user is in stats_users only)", cmd);
+        } else if (!strcmp(cmd, "PAUSE")) {
+            pooler_pause(p);
+            command_complete(o, "PAUSE");
+        } else if (!strcmp(cmd, "RESUME")) {
+            pooler_resume(p);
+            command_complete(o, "RESUME");
+        } else if (!strcmp(cmd, "RELOAD")) {
+            char err[512];
+            if (pooler_reload(p, err, sizeof(err)))
+                command_complete(o, "RELOAD");
+            else
+                error(o, "F0000", "reload failed, configuration unchanged: %s", err);
+        } else {
+            pooler_shutdown(p);
+            command_complete(o, "SHUTDOWN");
+        }
+    } else {
+        error(o, "42601", "invalid command '%.64s', use SHOW HELP;", cmd);
+    }
+    ready(o);
+}

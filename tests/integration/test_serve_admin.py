@@ -1,0 +1,115 @@
+"""The admin console (virtual databases pgbouncer and pgwarden): PgBouncer's SHOW commands
+over the simple query protocol, access levels, PAUSE/RESUME/RELOAD, and no secrets."""
+import subprocess
+
+import psycopg
+import pytest
+
+from serve_helpers import Pooler
+
+
+@pytest.fixture
+def pooler(pgwarden_bin, pg):
+    dbs = {"postgres": f"host={pg.socket_dir} port={pg.port} dbname=postgres",
+           "secretdb": f"host=127.0.0.1 port={pg.port} dbname=appdb user=app_user "
+                       f"password=app-pw"}
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction", databases=dbs,
+               settings={"admin_users": "postgres", "stats_users": "monitor, nopriv"}).start()
+    yield p
+    p.stop()
+
+
+def console(pooler, user="postgres", db="pgbouncer"):
+    return psycopg.connect(pooler.dsn(user, db, password=""), autocommit=True)
+
+
+def rows(conn, sql):
+    res = conn.pgconn.exec_(sql.encode())
+    assert res.status in (psycopg.pq.ExecStatus.TUPLES_OK, psycopg.pq.ExecStatus.COMMAND_OK), \
+        res.error_message
+    names = [res.fname(i).decode() for i in range(res.nfields)]
+    out = []
+    for r in range(res.ntuples):
+        out.append({names[i]: (res.get_value(r, i) or b"").decode() for i in range(res.nfields)})
+    return out
+
+
+def test_show_pools_stats_clients_servers(pooler):
+    with psycopg.connect(pooler.dsn(application_name="worker"), autocommit=True) as w:
+        for _ in range(5):
+            w.execute("SELECT 1")
+        with console(pooler) as c:
+            pools = rows(c, "SHOW POOLS;")
+            p = [r for r in pools if r["database"] == "postgres" and r["user"] == "postgres"]
+            assert p and p[0]["pool_mode"] == "transaction"
+            assert int(p[0]["cl_active"]) >= 1
+            assert int(p[0]["sv_idle"]) + int(p[0]["sv_active"]) >= 1
+            stats = rows(c, "show stats")
+            s = [r for r in stats if r["database"] == "postgres"]
+            assert s and int(s[0]["total_xact_count"]) >= 5
+            assert int(s[0]["total_received"]) > 0 and int(s[0]["total_sent"]) > 0
+            clients = rows(c, "SHOW CLIENTS")
+            assert any(r["application_name"] == "worker" for r in clients)
+            servers = rows(c, "SHOW SERVERS")
+            assert servers and all(int(r["remote_pid"]) > 0 for r in servers)
+            lists = rows(c, "SHOW LISTS")
+            assert any(r["list"] == "pools" for r in lists)
+            assert rows(c, "SHOW VERSION")[0]["version"].startswith("pgwarden")
+            dbs = rows(c, "SHOW DATABASES")
+            assert any(r["name"] == "secretdb" for r in dbs)
+            assert "app-pw" not in repr(dbs) + repr(rows(c, "SHOW CONFIG"))
+
+
+def test_psql_on_console(pooler, pg):
+    out = subprocess.run([pg.bin("psql"), "-X", "-A", "-t", "-h", "127.0.0.1", "-p",
+                          str(pooler.port), "-U", "postgres", "-d", "pgwarden", "-c",
+                          "SHOW POOLS"], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    bad = subprocess.run([pg.bin("psql"), "-X", "-A", "-t", "-h", "127.0.0.1", "-p",
+                          str(pooler.port), "-U", "postgres", "-d", "pgwarden", "-c",
+                          "DROP TABLE x"], capture_output=True, text=True, timeout=20)
+    assert bad.returncode != 0 and "invalid command" in bad.stderr
+
+
+def test_access_levels(pooler):
+    with pytest.raises(psycopg.OperationalError) as e:
+        console(pooler, "app_user")
+    assert "not allowed" in str(e.value)
+    with console(pooler, "monitor") as c:
+        assert rows(c, "SHOW POOLS") is not None
+        res = c.pgconn.exec_(b"PAUSE")
+        assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert b"admin access" in res.error_message
+        assert rows(c, "SHOW STATS") is not None  # still usable after the error
+
+
+def test_pause_resume_reload(pooler):
+    with console(pooler) as c:
+        assert c.pgconn.exec_(b"PAUSE").status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert c.pgconn.exec_(b"RESUME").status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert c.pgconn.exec_(b"RELOAD").status == psycopg.pq.ExecStatus.COMMAND_OK
+    with psycopg.connect(pooler.dsn(), autocommit=True) as w:
+        assert w.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_extended_protocol_refused(pooler):
+    c = console(pooler)
+    res = c.pgconn.exec_params(b"SHOW POOLS", [])  # Parse/Bind/Execute/Sync
+    assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+    c.close()
+    assert "accepts only simple queries" in pooler.log()
+    assert pooler.alive()
+    with console(pooler) as c2:
+        assert rows(c2, "SHOW POOLS") is not None
+
+
+def test_big_show_clients(pooler):
+    conns = [psycopg.connect(pooler.dsn(application_name="x" * 60), autocommit=True)
+             for _ in range(60)]
+    try:
+        with console(pooler) as c:
+            for _ in range(3):
+                assert len(rows(c, "SHOW CLIENTS")) >= 60
+    finally:
+        for x in conns:
+            x.close()
