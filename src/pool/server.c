@@ -766,9 +766,9 @@ static enum server_scan_result server_scan(struct server *s)
         case WIRE_BE_COMMAND_COMPLETE:
             /* SQL-level DISCARD ALL / DEALLOCATE ALL drop the pooler's statements as well.
              * Only these short tags are compared; longer bodies are never looked at. */
-            if (s->stmts.n && (len == sizeof("DISCARD ALL") || len == sizeof("DEALLOCATE ALL")) &&
-                b->end - cn->scan - WIRE_HEADER_LEN >= len &&
-                (!memcmp(body, "DISCARD ALL", len) || !memcmp(body, "DEALLOCATE ALL", len)))
+            if (s->stmts.n && b->end - cn->scan - WIRE_HEADER_LEN >= len &&
+                ((len == sizeof("DISCARD ALL") && !memcmp(body, "DISCARD ALL", len)) ||
+                 (len == sizeof("DEALLOCATE ALL") && !memcmp(body, "DEALLOCATE ALL", len))))
                 s->stmts.n = 0;
             if (c == NULL && s->internal_pending == 0)
                 return SSCAN_BAD;
