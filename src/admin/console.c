@@ -505,26 +505,25 @@ static void show_servers(struct pooler *p, struct console_out *o)
     rs_end(&rs, "SHOW");
 }
 
-static void config_row(void *ctx, const char *section, const char *key, const char *default_text,
-                       bool pgbouncer_compatible, const char *meaning)
+static void config_row(void *ctx, const char *key, const char *value, const char *default_text,
+                       bool reloadable)
 {
-    (void)section;
-    (void)meaning;
     struct rowset *rs = ctx;
     rs_row(rs);
     rs_text(rs, key);
+    rs_text(rs, value);
     rs_text(rs, default_text);
-    rs_text(rs, pgbouncer_compatible ? "yes" : "no");
+    rs_text(rs, reloadable ? "yes" : "no");
 }
 
-static void show_config(struct console_out *o)
+static void show_config(struct pooler *p, struct console_out *o)
 {
-    /* Keys and defaults only: current values may hold secrets (auth_file paths are fine, but
-     * connection strings are not), and the file is the source of truth. */
-    static const char *const cols[] = {"key", "default", "pgbouncer_compatible"};
+    /* PgBouncer's columns; [databases] connection strings (which may hold passwords) are not
+     * part of this table. */
+    static const char *const cols[] = {"key", "value", "default", "changeable"};
     struct rowset rs;
-    rs_begin(&rs, o, cols, 3);
-    pooler_config_describe(config_row, &rs);
+    rs_begin(&rs, o, cols, 4);
+    pooler_config_values(p->cfg, config_row, &rs);
     rs_end(&rs, "SHOW");
 }
 
@@ -624,7 +623,7 @@ void console_handle_query(struct pooler *p, enum console_access access, const ch
     } else if (!strcmp(cmd, "SHOW SERVERS")) {
         show_servers(p, o);
     } else if (!strcmp(cmd, "SHOW CONFIG")) {
-        show_config(o);
+        show_config(p, o);
     } else if (!strcmp(cmd, "SHOW LISTS")) {
         show_lists(p, o);
     } else if (!strcmp(cmd, "SHOW VERSION")) {

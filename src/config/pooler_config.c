@@ -700,3 +700,54 @@ void pooler_config_describe(pooler_config_describe_fn emit, void *ctx)
         emit(ctx, KEYS[i].pgbouncer ? "pgbouncer" : "pgwarden", KEYS[i].name,
              KEYS[i].default_text, KEYS[i].pgbouncer, KEYS[i].meaning);
 }
+
+static bool restart_only(const char *key)
+{
+    return !strcmp(key, "listen_addr") || !strcmp(key, "listen_port") ||
+           !strcmp(key, "unix_socket_dir") || !strcmp(key, "pkt_buf") ||
+           !strcmp(key, "listen_backlog");
+}
+
+void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_fn emit,
+                          void *ctx)
+{
+    for (size_t i = 0; i < sizeof(KEYS) / sizeof(KEYS[0]); i++) {
+        const struct key_def *k = &KEYS[i];
+        const void *field = (const char *)cfg + k->offset;
+        char buf[64];
+        const char *v = buf;
+        switch (k->type) {
+        case KEY_INT:
+            snprintf(buf, sizeof(buf), "%d", *(const int *)field);
+            break;
+        case KEY_BOOL:
+            snprintf(buf, sizeof(buf), "%d", *(const bool *)field ? 1 : 0);
+            break;
+        case KEY_STRING:
+            v = *(char *const *)field ? *(char *const *)field : "";
+            break;
+        case KEY_DURATION: {
+            int64_t ms = *(const int64_t *)field;
+            if (ms % 1000 == 0)
+                snprintf(buf, sizeof(buf), "%lld", (long long)(ms / 1000));
+            else
+                snprintf(buf, sizeof(buf), "%lldms", (long long)ms);
+            break;
+        }
+        case KEY_SIZE:
+            snprintf(buf, sizeof(buf), "%lld", (long long)*(const int64_t *)field);
+            break;
+        case KEY_POOL_MODE:
+            v = pool_mode_name(*(const enum pool_mode *)field);
+            break;
+        case KEY_AUTH_TYPE: {
+            static const char *const names[] = {"trust", "plain", "md5", "scram-sha-256"};
+            v = names[*(const enum pooler_auth_type *)field];
+            break;
+        }
+        case KEY_IGNORED:
+            continue;
+        }
+        emit(ctx, k->name, v, k->default_text, !restart_only(k->name));
+    }
+}

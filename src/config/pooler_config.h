@@ -144,4 +144,12 @@ typedef void (*pooler_config_describe_fn)(void *ctx, const char *section, const 
                                           const char *meaning);
 void pooler_config_describe(pooler_config_describe_fn emit, void *ctx);
 
+/* Calls emit once per [pgbouncer]/[pgwarden] key with its current value formatted as it would
+ * be written in the file (durations in seconds, sizes in bytes, booleans 0/1), its default,
+ * and whether a reload can change it. No key of this table holds a secret. */
+typedef void (*pooler_config_value_fn)(void *ctx, const char *key, const char *value,
+                                       const char *default_text, bool reloadable);
+void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_fn emit,
+                          void *ctx);
+
 #endif

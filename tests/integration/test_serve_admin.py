@@ -57,7 +57,13 @@ def test_show_pools_stats_clients_servers(pooler):
             assert rows(c, "SHOW VERSION")[0]["version"].startswith("pgwarden")
             dbs = rows(c, "SHOW DATABASES")
             assert any(r["name"] == "secretdb" for r in dbs)
-            assert "app-pw" not in repr(dbs) + repr(rows(c, "SHOW CONFIG"))
+            config = {r["key"]: r for r in rows(c, "SHOW CONFIG")}
+            assert config["max_client_conn"]["value"] == "100"
+            assert config["pool_mode"]["value"] == "transaction"
+            assert config["query_wait_timeout"]["value"] == "15"
+            assert config["default_pool_size"]["default"] == "20"
+            assert config["listen_port"]["changeable"] == "no"
+            assert "app-pw" not in repr(dbs) + repr(config)
 
 
 def test_psql_on_console(pooler, pg):
