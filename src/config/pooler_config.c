@@ -49,7 +49,7 @@ static const struct key_def KEYS[] = {
     {"auth_file", KEY_STRING, OFF(auth_file), "", true,
      "userlist.txt with \"user\" \"secret\" lines (plain, md5 or SCRAM secrets)"},
     {"pool_mode", KEY_POOL_MODE, OFF(pool_mode), "session", true,
-     "when a server returns to the pool: session, transaction (statement is rejected)"},
+     "when a server returns to the pool: session, transaction, statement"},
     {"max_client_conn", KEY_INT, OFF(max_client_conn), "100", true,
      "most client connections at once; more get ErrorResponse 53300"},
     {"default_pool_size", KEY_INT, OFF(default_pool_size), "20", true,
@@ -588,10 +588,6 @@ static bool finish(struct pooler_config *cfg, const char *name, char *err, size_
     }
     if (strcmp(cfg->log_format, "text") && strcmp(cfg->log_format, "json")) {
         snprintf(err, err_len, "%s: log_format must be text or json", name);
-        return false;
-    }
-    if (cfg->pool_mode == POOL_MODE_STATEMENT) {
-        snprintf(err, err_len, "%s: pool_mode statement is not supported yet", name);
         return false;
     }
     if (cfg->auth_type != POOLER_AUTH_TRUST && (!cfg->auth_file || !cfg->auth_file[0])) {

@@ -858,7 +858,7 @@ static enum scan_result client_scan(struct client *c, struct server *s)
             return SCAN_TERMINATE;
         if (!wire_is_frontend_type(type))
             return SCAN_BAD_TYPE; /* e.g. a second StartupMessage: never forwarded */
-        if (s->pool->mode == POOL_MODE_TRANSACTION &&
+        if (s->pool->mode != POOL_MODE_SESSION &&
             (type == WIRE_FE_PARSE || type == WIRE_FE_BIND || type == WIRE_FE_DESCRIBE ||
              type == WIRE_FE_CLOSE)) {
             switch (rewrite_message(c, s, type, len)) {

@@ -34,6 +34,7 @@ enum server_scan_result {
     SSCAN_FLUSH_FIRST,    /* forwardable bytes precede a message to swallow */
     SSCAN_INTERNAL_ERROR, /* a pooler-issued query failed */
     SSCAN_BAD,            /* framing or protocol-state violation */
+    SSCAN_NO_XACT_BLOCKS, /* statement mode: the client opened a transaction block */
 };
 
 void server_login_free(struct server *s)
@@ -84,7 +85,7 @@ static bool fifo_overflowed(struct server *s, bool ok)
 
 static void expect_mark(struct server *s, uint8_t kind)
 {
-    if (s->pool->mode == POOL_MODE_TRANSACTION && !expect_push(&s->expect, kind, 0))
+    if (s->pool->mode != POOL_MODE_SESSION && !expect_push(&s->expect, kind, 0))
         s->close_needed = true;
 }
 
@@ -720,6 +721,9 @@ static enum server_scan_result server_scan(struct server *s)
                 s->pool->stats.query_time_us += pooler_now(c->pooler) - c->request_us;
             if (release_due(s))
                 after = SSCAN_RELEASE;
+            else if (s->pool->mode == POOL_MODE_STATEMENT && s->fifo.n == 0 &&
+                     st != WIRE_XACT_IDLE)
+                after = SSCAN_NO_XACT_BLOCKS;
             break;
         }
         case WIRE_BE_PARAMETER_STATUS: {
@@ -858,6 +862,11 @@ void server_pump(struct server *s)
         case SSCAN_INTERNAL_DONE:
             pool_server_ready(s);
             continue;
+        case SSCAN_NO_XACT_BLOCKS:
+            /* As PgBouncer: the open transaction dies with its server. */
+            client_fail(c, "08P01", "transaction blocks not allowed in statement pooling mode");
+            pool_activate(pool);
+            return;
         case SSCAN_RELEASE: {
             pool_release_server(s);
             /* A client that already sent its next request competes for a server again. */

@@ -198,3 +198,24 @@ def test_two_listen_addresses(pgwarden_bin, pg):
                 assert c.execute("SELECT 1").fetchone()[0] == 1
     finally:
         p.stop()
+
+
+def test_statement_mode(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="statement",
+               settings={"default_pool_size": "1"}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as a, \
+             psycopg.connect(p.dsn(), autocommit=True) as b:
+            for i in range(5):
+                assert a.execute("SELECT %s::int", (i,)).fetchone()[0] == i
+                assert b.execute("SELECT %s::int", (i,), prepare=True).fetchone()[0] == i
+        c = psycopg.connect(p.dsn(), autocommit=False)
+        with pytest.raises(psycopg.OperationalError) as e:
+            c.execute("SELECT 1")  # psycopg opens a transaction block first
+            c.execute("SELECT 2")
+        assert "statement pooling" in str(e.value) + p.log()
+        c.close()
+        with psycopg.connect(p.dsn(), autocommit=True) as d:
+            assert d.execute("SELECT 9").fetchone()[0] == 9
+    finally:
+        p.stop()
