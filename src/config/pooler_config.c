@@ -111,6 +111,8 @@ static const struct key_def KEYS[] = {
     {"log_format", KEY_STRING, OFF(log_format), "text", false, "text or json (JSON lines)"},
     {"server_lifetime_jitter", KEY_INT, OFF(server_lifetime_jitter_pct), "10", false,
      "server_lifetime is spread by +/- this percent so servers do not expire together"},
+    {"shutdown_timeout", KEY_DURATION, OFF(shutdown_timeout_ms), "0", false,
+     "graceful shutdowns (SIGINT, SIGTERM) end after this at the latest (0 = wait forever)"},
 };
 
 /* PgBouncer keys accepted without effect (a warning says so). */

@@ -100,6 +100,7 @@ struct pooler_config {
     /* [pgwarden] */
     char *log_format;                /* owned: "text" or "json" */
     int server_lifetime_jitter_pct;  /* spread of server_lifetime, +/- percent */
+    int64_t shutdown_timeout_ms;     /* deadline of graceful shutdowns; 0 = none */
 
     /* [databases], [users] */
     struct pooler_db_config *dbs; /* owned, n_dbs entries */

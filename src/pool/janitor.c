@@ -101,7 +101,12 @@ void janitor_run(void *arg)
         check_pool(plist_entry(n, struct pool, node), now);
     cancel_reqs_expire(p, now);
 
-    if (p->run_state == POOLER_SHUTDOWN_SERVERS && !any_active_servers(p)) {
+    bool stopping = p->run_state == POOLER_SHUTDOWN_SERVERS ||
+                    p->run_state == POOLER_SHUTDOWN_CLIENTS;
+    if (stopping && p->shutdown_deadline_us && now >= p->shutdown_deadline_us) {
+        log_info("pool", "shutdown_timeout reached; shutting down now");
+        net_loop_stop(p->loop);
+    } else if (p->run_state == POOLER_SHUTDOWN_SERVERS && !any_active_servers(p)) {
         log_info("pool", "all servers released; shutting down");
         net_loop_stop(p->loop);
     } else if (p->run_state == POOLER_SHUTDOWN_CLIENTS && p->n_clients == 0) {

@@ -204,6 +204,8 @@ static void begin_shutdown(struct pooler *p, enum pooler_run_state how, const ch
              how == POOLER_SHUTDOWN_SERVERS ? "shutting down after servers are released"
                                             : "shutting down after clients disconnect");
     p->run_state = how;
+    if (p->cfg->shutdown_timeout_ms > 0)
+        p->shutdown_deadline_us = pooler_now(p) + p->cfg->shutdown_timeout_ms * 1000;
     /* Stop accepting TCP clients; the process exits once the condition holds. */
     close_listeners(p);
     janitor_run(p);

@@ -973,6 +973,13 @@ static void cancel_cb(int fd, unsigned what, void *arg)
 void cancel_req_start(struct pooler *p, struct server *s)
 {
     char err[256];
+    /* A cancel storm must not exhaust file descriptors: at most one cancel connection per
+     * allowed client overall, and two in flight per server. */
+    if (s->cancels_in_flight >= 2 || p->n_cancel_reqs >= p->cfg->max_client_conn) {
+        log_debug("pool", "server %llu: cancel request dropped (too many in flight)",
+                  (unsigned long long)s->id);
+        return;
+    }
     int fd = net_connect(s->pool->host, s->pool->port, err, sizeof(err));
     if (fd < 0) {
         log_warning("pool", "cancel: %s", err);

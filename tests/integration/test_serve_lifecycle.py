@@ -254,3 +254,14 @@ def test_json_logs(pgwarden_bin, pg):
         assert any("login" in l for l in lines)
     finally:
         p.stop()
+
+
+def test_shutdown_timeout(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, settings={"shutdown_timeout": "1"}).start()
+    try:
+        c = psycopg.connect(p.dsn(), autocommit=True)
+        p.signal(signal.SIGTERM)
+        assert wait_exit(p, 5.0), "shutdown_timeout did not end the graceful shutdown"
+        c.close()
+    finally:
+        p.stop()
