@@ -720,7 +720,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         return RW_PASS;
     }
     if (have_body == 0)
-        return total > cap ? RW_PASS : RW_NEED_MORE;
+        return RW_NEED_MORE; /* the first body byte decides (named or not) */
     /* Parse, Describe and Close are rewritten whole. */
     if (total > cap)
         return type == WIRE_FE_PARSE ? RW_TOO_BIG : RW_PASS;
