@@ -81,3 +81,31 @@ def test_sql_deallocate_all_then_reuse(pooler):
         # PostgreSQL forgot everything; the client re-prepares under the same name
         assert pgc.prepare(b"q", b"SELECT $1::int + 5").status == psycopg.pq.ExecStatus.COMMAND_OK
         assert pgc.exec_prepared(b"q", [b"2"]).get_value(0, 0) == b"7"
+
+
+def _msg(t, body):
+    import struct
+    return t + struct.pack("!I", len(body) + 4) + body
+
+
+def test_prepared_messages_split_at_every_byte(pooler):
+    import struct
+    from serve_helpers import raw_connect, read_messages, startup_packet
+    s = raw_connect(pooler.port)
+    s.sendall(startup_packet("postgres", "postgres"))
+    assert read_messages(s, until=b"Z")[-1][0] == b"Z"
+    parse = _msg(b"P", b"stmt1\0SELECT $1::int * 3\0" + struct.pack("!HI", 1, 23))
+    bind = _msg(b"B", b"\0stmt1\0" + struct.pack("!HH", 0, 1) + struct.pack("!I", 2) + b"14" +
+                struct.pack("!H", 0))
+    execute = _msg(b"E", b"\0" + struct.pack("!I", 0))
+    sync = _msg(b"S", b"")
+    for round_ in range(3):
+        data = (parse if round_ == 0 else b"") + bind + execute + sync
+        for b in data:
+            s.sendall(bytes([b]))
+        msgs = read_messages(s, until=b"Z")
+        types = [t for t, _ in msgs]
+        assert b"E" not in types, msgs
+        rows = [body for t, body in msgs if t == b"D"]
+        assert rows and rows[0].endswith(b"42"), msgs
+    s.close()
