@@ -219,3 +219,19 @@ def test_statement_mode(pgwarden_bin, pg):
             assert d.execute("SELECT 9").fetchone()[0] == 9
     finally:
         p.stop()
+
+
+def test_large_copy_in_streams(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction").start()
+    try:
+        pg.psql("DROP TABLE IF EXISTS copy_big; CREATE TABLE copy_big (t text)")
+        line = ("y" * 999 + "\n").encode()
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            with c.cursor().copy("COPY copy_big FROM STDIN") as cp:
+                for _ in range(30):
+                    cp.write(line * 1000)  # 1 MB per write, 30 MB in all
+            assert c.execute("SELECT count(*), sum(length(t)) FROM copy_big").fetchone() == \
+                (30000, 30000 * 999)
+        pg.psql("DROP TABLE copy_big")
+    finally:
+        p.stop()
