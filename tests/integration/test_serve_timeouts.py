@@ -105,14 +105,14 @@ def test_server_connect_timeout(pgwarden_bin, pg):
 def test_server_check_before_reuse(pgwarden_bin, pg):
     """A server idle longer than server_check_delay runs server_check_query before it is
     handed out; one that fails the check is replaced (a failing query makes it visible)."""
-    p = Pooler(pgwarden_bin, pg, settings={"server_check_delay": "0.5",
+    p = Pooler(pgwarden_bin, pg, settings={"server_check_delay": "1",
                                            "server_check_query": "SELECT 1/0",
                                            "default_pool_size": "1"}).start()
     try:
         with psycopg.connect(p.dsn(), autocommit=True) as c:
             pid1 = c.execute("SELECT pg_backend_pid()").fetchone()[0]
             assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid1  # no delay yet
-            time.sleep(1.2)
+            time.sleep(2.5)
             pid2 = c.execute("SELECT pg_backend_pid()").fetchone()[0]
             assert pid2 != pid1
     finally:
@@ -120,12 +120,12 @@ def test_server_check_before_reuse(pgwarden_bin, pg):
 
 
 def test_server_check_passes(pgwarden_bin, pg):
-    p = Pooler(pgwarden_bin, pg, settings={"server_check_delay": "0.5",
+    p = Pooler(pgwarden_bin, pg, settings={"server_check_delay": "1",
                                            "default_pool_size": "1"}).start()
     try:
         with psycopg.connect(p.dsn(), autocommit=True) as c:
             pid1 = c.execute("SELECT pg_backend_pid()").fetchone()[0]
-            time.sleep(1.2)
+            time.sleep(2.5)
             assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid1
     finally:
         p.stop()
