@@ -595,10 +595,25 @@ void pool_activate(struct pool *pool)
         want++;
     size_t launching = plist_count(&pool->login_servers) + plist_count(&pool->tested_servers);
     while (want > launching && pool_may_launch(pool, now)) {
-        if (!server_launch(pool))
+        if (!server_launch(pool)) {
+            pool_fail_waiters(pool); /* e.g. the unix socket is not there */
             break;
+        }
         launching++;
     }
+}
+
+void pool_fail_waiters(struct pool *pool)
+{
+    if (pool->n_servers > 0 || !pool->last_error)
+        return;
+    struct plist *n;
+    while ((n = plist_first(&pool->waiting_login_clients)) != NULL)
+        client_fail(plist_entry(n, struct client, node), pool->last_sqlstate, "%s",
+                    pool->last_error);
+    while ((n = plist_first(&pool->waiting_clients)) != NULL)
+        client_fail(plist_entry(n, struct client, node), pool->last_sqlstate, "%s",
+                    pool->last_error);
 }
 
 void pool_server_ready(struct server *s)

@@ -281,6 +281,9 @@ void pool_activate(struct pool *pool);
 void pool_request_server(struct client *c);
 /* The linked client is done with s (transaction end or client gone). */
 void pool_release_server(struct server *s);
+/* Server logins for pool are failing and none is left: tell every waiting client now
+ * instead of letting it sit until query_wait_timeout (PgBouncer does the same). */
+void pool_fail_waiters(struct pool *pool);
 /* The server finished login or a reset/check query. */
 void pool_server_ready(struct server *s);
 int pool_db_server_count(struct pooler *p, const char *db_name);

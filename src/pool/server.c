@@ -360,21 +360,13 @@ void server_close(struct server *s, const char *reason)
 static void login_failed(struct server *s, const char *sqlstate, const char *msg)
 {
     struct pool *pool = s->pool;
-    bool transient = sqlstate == NULL || !strcmp(sqlstate, "57P03") ||
-                     !strcmp(sqlstate, "53300") || !strcmp(sqlstate, "57P01");
     log_warning("pool", "%s/%s: server login failed: %s%s%s", pool->db_name, pool->user_name,
                 sqlstate ? sqlstate : "", sqlstate ? " " : "", msg);
     record_login_failure(pool, sqlstate ? sqlstate : "08006", msg);
     server_close(s, "login failed");
-    if (transient)
-        return;
-    struct plist *n;
-    while ((n = plist_first(&pool->waiting_login_clients)) != NULL)
-        client_fail(plist_entry(n, struct client, node), sqlstate, "%s", msg);
-    if (plist_empty(&pool->login_servers) && pool->n_servers == 0) {
-        while ((n = plist_first(&pool->waiting_clients)) != NULL)
-            client_fail(plist_entry(n, struct client, node), sqlstate, "%s", msg);
-    }
+    /* With no server left, waiting clients would only sit out server_login_retry: they get
+     * the error now, and new clients get it at once until the retry time has passed. */
+    pool_fail_waiters(pool);
 }
 
 static bool send_startup(struct server *s)

@@ -446,3 +446,20 @@ def test_huge_result_streams_in_constant_memory(pgwarden_bin, pg):
         assert p.alive()
     finally:
         p.stop()
+
+
+def test_unreachable_server_fails_fast(pgwarden_bin, pg):
+    dbs = {"postgres": f"host={pg.socket_dir} port={pg.port} dbname=postgres",
+           "gone": "host=/nonexistent/dir port=5432 dbname=x",
+           "refused": f"host=127.0.0.1 port={pg.port + 1 if pg.port < 32000 else pg.port - 1} "
+                      "dbname=x"}
+    p = Pooler(pgwarden_bin, pg, databases=dbs, settings={"query_wait_timeout": "60"}).start()
+    try:
+        for db in ("gone", "refused"):
+            t0 = time.time()
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(p.dsn(dbname=db))
+            assert time.time() - t0 < 10, "clients waited for query_wait_timeout"
+        assert_healthy(p)
+    finally:
+        p.stop()
