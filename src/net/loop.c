@@ -1,8 +1,12 @@
 /* libevent glue. Kept tiny: the pooler above sees fds, callbacks and timers only. */
 #include "net/loop.h"
 
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define MAX_SIGNALS 8
 
@@ -13,6 +17,7 @@ struct signal_ctx {
 
 struct net_loop {
     struct event_base *base;               /* owned */
+    struct evdns_base *dns;                /* owned; created on first lookup */
     struct event *signals[MAX_SIGNALS];    /* owned */
     struct signal_ctx sigctx[MAX_SIGNALS];
     int n_signals;
@@ -56,6 +61,8 @@ void net_loop_free(struct net_loop *loop)
         return;
     for (int i = 0; i < loop->n_signals; i++)
         event_free(loop->signals[i]);
+    if (loop->dns)
+        evdns_base_free(loop->dns, 1);
     event_base_free(loop->base);
     free(loop);
 }
@@ -214,4 +221,96 @@ bool net_signal_add(struct net_loop *loop, int signo, net_timer_fn fn, void *arg
     }
     loop->signals[loop->n_signals++] = ev;
     return true;
+}
+
+struct net_resolve {
+    struct evdns_getaddrinfo_request *req; /* borrowed: owned by evdns until the callback */
+    net_resolve_fn fn;
+    void *arg; /* borrowed */
+    bool in_start;
+    bool done_early;
+    bool cancelled;
+    bool ok;
+    struct net_sockaddr addr;
+    char err[160];
+};
+
+static void resolve_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct net_resolve *r = arg;
+    r->ok = false;
+    if (result == 0 && res && res->ai_addrlen <= sizeof(r->addr.ss)) {
+        memcpy(&r->addr.ss, res->ai_addr, res->ai_addrlen);
+        r->addr.len = (socklen_t)res->ai_addrlen;
+        r->ok = true;
+    } else {
+        snprintf(r->err, sizeof(r->err), "%s", evutil_gai_strerror(result ? result : -1));
+    }
+    if (res)
+        evutil_freeaddrinfo(res);
+    if (r->in_start) {
+        r->done_early = true; /* net_resolve_start reports it and frees r */
+        return;
+    }
+    if (!r->cancelled)
+        r->fn(r->arg, r->ok, &r->addr, r->err);
+    free(r);
+}
+
+enum net_resolve_result net_resolve_start(struct net_loop *loop, const char *host, int port,
+                                          struct net_sockaddr *out, char *err, size_t err_len,
+                                          net_resolve_fn fn, void *arg,
+                                          struct net_resolve **handle)
+{
+    *handle = NULL;
+    if (!loop->dns) {
+        loop->dns = evdns_base_new(loop->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                                   EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (!loop->dns) {
+            snprintf(err, err_len, "cannot initialise the DNS resolver");
+            return NET_RESOLVE_FAILED;
+        }
+    }
+    struct net_resolve *r = calloc(1, sizeof(*r));
+    if (!r) {
+        snprintf(err, err_len, "out of memory");
+        return NET_RESOLVE_FAILED;
+    }
+    r->fn = fn;
+    r->arg = arg;
+    r->in_start = true;
+    struct evutil_addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    r->req = evdns_getaddrinfo(loop->dns, host, portstr, &hints, resolve_cb, r);
+    r->in_start = false;
+    if (r->done_early) {
+        enum net_resolve_result res = r->ok ? NET_RESOLVE_DONE : NET_RESOLVE_FAILED;
+        if (r->ok)
+            *out = r->addr;
+        else
+            snprintf(err, err_len, "cannot resolve %s: %s", host, r->err);
+        free(r);
+        return res;
+    }
+    if (!r->req) {
+        /* evdns_getaddrinfo returns NULL only after calling back; defensive. */
+        snprintf(err, err_len, "cannot resolve %s", host);
+        free(r);
+        return NET_RESOLVE_FAILED;
+    }
+    *handle = r;
+    return NET_RESOLVE_PENDING;
+}
+
+void net_resolve_cancel(struct net_resolve *r)
+{
+    if (!r)
+        return;
+    r->cancelled = true;
+    evdns_getaddrinfo_cancel(r->req); /* calls back with EVUTIL_EAI_CANCEL, which frees r */
 }

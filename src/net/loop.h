@@ -5,7 +5,10 @@
 #define PGWARDEN_NET_LOOP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "net/sock.h"
 
 struct net_loop;  /* opaque: owns the event base */
 struct net_io;    /* opaque: one fd's registration */
@@ -54,6 +57,23 @@ void net_timer_stop(struct net_timer *t);
 void net_timer_activate(struct net_timer *t);
 bool net_timer_pending(const struct net_timer *t);
 void net_timer_free(struct net_timer *t);
+
+/* Asynchronous DNS (libevent's evdns, /etc/hosts and resolv.conf): the loop never blocks on
+ * a name lookup. */
+enum net_resolve_result {
+    NET_RESOLVE_DONE,    /* answered at once (hosts file, cache): *out is set */
+    NET_RESOLVE_PENDING, /* fn will be called later, unless cancelled */
+    NET_RESOLVE_FAILED,  /* err says why */
+};
+struct net_resolve; /* opaque: one pending lookup */
+typedef void (*net_resolve_fn)(void *arg, bool ok, const struct net_sockaddr *addr,
+                               const char *err);
+enum net_resolve_result net_resolve_start(struct net_loop *loop, const char *host, int port,
+                                          struct net_sockaddr *out, char *err, size_t err_len,
+                                          net_resolve_fn fn, void *arg,
+                                          struct net_resolve **handle);
+/* fn is not called after this; the handle is gone. */
+void net_resolve_cancel(struct net_resolve *r);
 
 /* Installs a signal handler run on the loop (not in signal context). */
 __attribute__((warn_unused_result)) bool net_signal_add(struct net_loop *loop, int signo,

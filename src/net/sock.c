@@ -133,8 +133,8 @@ int net_connect(const char *host, int port, char *err, size_t err_len)
         }
         rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
     } else {
-        /* Hosts are numeric or resolved by the system resolver; pgwarden's configs name
-         * local or numeric servers (async DNS is a known gap). */
+        /* Only numeric hosts come here from the pooler (names go through net_resolve_start
+         * first, so the loop never blocks on DNS). */
         struct addrinfo hints = {0}, *res = NULL;
         hints.ai_family = AF_UNSPEC;
         hints.ai_socktype = SOCK_STREAM;
@@ -158,6 +158,30 @@ int net_connect(const char *host, int port, char *err, size_t err_len)
     }
     if (rc != 0 && errno != EINPROGRESS && errno != EAGAIN) {
         snprintf(err, err_len, "connect to %s:%d: %s", host, port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+bool net_host_is_numeric(const char *host)
+{
+    struct in6_addr a6;
+    struct in_addr a4;
+    return inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
+}
+
+int net_connect_addr(const struct net_sockaddr *addr, char *err, size_t err_len)
+{
+    int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, err_len, "socket: %s", strerror(errno));
+        return -1;
+    }
+    tune_tcp(fd);
+    if (connect(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0 && errno != EINPROGRESS &&
+        errno != EAGAIN) {
+        snprintf(err, err_len, "connect: %s", strerror(errno));
         close(fd);
         return -1;
     }

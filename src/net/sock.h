@@ -16,6 +16,15 @@ struct net_addr {
     uint8_t ip[16];
 };
 
+/* A resolved socket address (IPv4 or IPv6). */
+struct net_sockaddr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+/* True when host is a numeric IPv4/IPv6 address (no DNS needed). */
+bool net_host_is_numeric(const char *host);
+
 /* Listening socket on addr ("*" = all IPv4 addresses, or a numeric address) and port.
  * Returns the fd or -1 with a reason in err. */
 int net_listen_tcp(const char *addr, int port, int backlog, char *err, size_t err_len);
@@ -36,6 +45,8 @@ enum net_accept_result net_accept(int lfd, int *fd_out, struct net_addr *peer);
 /* Starts a non-blocking connect. host starting with '/' is a unix socket directory.
  * Returns the fd (connecting; completion shows as writability) or -1 with err. */
 int net_connect(const char *host, int port, char *err, size_t err_len);
+/* Starts a non-blocking TCP connect to an already resolved address. */
+int net_connect_addr(const struct net_sockaddr *addr, char *err, size_t err_len);
 /* After writability: 0 when connected, else the errno of the failed connect. */
 int net_connect_result(int fd);
 

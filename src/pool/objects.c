@@ -204,6 +204,7 @@ void pool_apply_config(struct pool *pool)
     pool->max_user_connections = u && u->max_user_connections >= 0 ? u->max_user_connections
                                                                    : cfg->max_user_connections;
     if (target_changed) {
+        pool->have_addr = false;
         struct plist *lists[] = {&pool->idle_servers, &pool->active_servers,
                                  &pool->tested_servers, &pool->login_servers,
                                  &pool->canceling_servers};

@@ -201,6 +201,10 @@ struct pool {
     uint8_t scram_client_key[SCRAM_KEY_LEN];
     uint8_t scram_server_key[SCRAM_KEY_LEN];
 
+    struct net_sockaddr addr; /* last resolved address of a host name (DNS cache) */
+    bool have_addr;
+    int64_t addr_expires_us;
+
     int64_t retry_after_us;  /* no new server logins before this (server_login_retry) */
     char *last_error;        /* owned: message of the last failed server login */
     char last_sqlstate[6];

@@ -15,13 +15,18 @@
 #include "proto/md5_auth.h"
 #include "proto/scram.h"
 
+/* How long a resolved server address is reused (PgBouncer's dns_max_ttl default). */
+#define DNS_CACHE_US (15 * 1000000LL)
+
 enum server_login_step {
+    SL_RESOLVING, /* waiting for an asynchronous DNS answer; no socket yet */
     SL_CONNECTING,
     SL_AUTH, /* startup sent; authentication and parameter messages follow */
 };
 
 struct server_login {
     enum server_login_step step;
+    struct net_resolve *resolve; /* pending lookup, cancelled if the server goes first */
     struct scram_client scram;
     uint8_t *welcome; /* owned: ParameterStatus messages collected for the pool */
     size_t welcome_len;
@@ -42,6 +47,8 @@ void server_login_free(struct server *s)
     struct server_login *l = s->login;
     if (!l)
         return;
+    net_resolve_cancel(l->resolve);
+    l->resolve = NULL;
     scram_client_clear(&l->scram);
     free(l->welcome);
     free(l);
@@ -274,46 +281,112 @@ static void record_login_failure(struct pool *pool, const char *sqlstate, const 
     pool->retry_after_us = pooler_now(pool->pooler) + pool->pooler->cfg->server_login_retry_ms * 1000;
 }
 
+/* Registers the connecting socket; the writable edge continues the login. */
+static bool attach_socket(struct server *s, int fd)
+{
+    struct pooler *p = s->pool->pooler;
+    s->conn.fd = fd;
+    s->conn.io = net_io_new(p->loop, fd, NET_IO_EDGE_RW, server_io_cb, s);
+    if (!s->conn.io)
+        return false;
+    s->login->step = SL_CONNECTING;
+    return true;
+}
+
+static void login_failed(struct server *s, const char *sqlstate, const char *msg);
+
+static void resolved_cb(void *arg, bool ok, const struct net_sockaddr *addr, const char *err)
+{
+    struct server *s = arg;
+    struct pool *pool = s->pool;
+    s->login->resolve = NULL;
+    char msg[256];
+    if (!ok) {
+        snprintf(msg, sizeof(msg), "cannot resolve %s: %s", pool->host, err);
+        login_failed(s, NULL, msg);
+        return;
+    }
+    pool->addr = *addr;
+    pool->have_addr = true;
+    pool->addr_expires_us = pooler_now(pool->pooler) + DNS_CACHE_US;
+    int fd = net_connect_addr(addr, msg, sizeof(msg));
+    if (fd < 0) {
+        login_failed(s, NULL, msg);
+        return;
+    }
+    if (!attach_socket(s, fd)) {
+        close(fd);
+        s->conn.fd = -1;
+        login_failed(s, NULL, "out of memory");
+    }
+}
+
 bool server_launch(struct pool *pool)
 {
     struct pooler *p = pool->pooler;
-    char err[256];
-    int fd = net_connect(pool->host, pool->port, err, sizeof(err));
-    if (fd < 0) {
-        log_warning("pool", "%s/%s: %s", pool->db_name, pool->user_name, err);
-        record_login_failure(pool, "08006", "server connection failed");
-        return false;
-    }
+    char err[256] = "";
     struct server *s = calloc(1, sizeof(*s));
     struct server_login *l = calloc(1, sizeof(*l));
     if (!s || !l) {
         free(s);
         free(l);
-        close(fd);
         return false;
     }
     s->pool = pool;
     s->login = l;
-    s->conn.fd = fd;
+    s->conn.fd = -1;
     s->id = ++p->next_id;
     s->xact = WIRE_XACT_IDLE;
     plist_init(&s->node);
-    s->conn.io = net_io_new(p->loop, fd, NET_IO_EDGE_RW, server_io_cb, s);
-    if (!s->conn.io) {
-        free(s);
-        free(l);
-        close(fd);
-        return false;
-    }
     scram_client_init(&l->scram);
     s->connect_us = pooler_now(p);
+
+    /* Unix sockets and numeric addresses connect at once; names go through the resolver
+     * (or its cache) so the loop never waits for DNS. */
+    int fd = -1;
+    bool pending = false;
+    struct net_sockaddr addr;
+    const char *host = pool->host;
+    if (host[0] == '/' || net_host_is_numeric(host)) {
+        fd = net_connect(host, pool->port, err, sizeof(err));
+    } else if (pool->have_addr && s->connect_us < pool->addr_expires_us) {
+        fd = net_connect_addr(&pool->addr, err, sizeof(err));
+    } else {
+        switch (net_resolve_start(p->loop, host, pool->port, &addr, err, sizeof(err),
+                                  resolved_cb, s, &l->resolve)) {
+        case NET_RESOLVE_DONE:
+            pool->addr = addr;
+            pool->have_addr = true;
+            pool->addr_expires_us = s->connect_us + DNS_CACHE_US;
+            fd = net_connect_addr(&addr, err, sizeof(err));
+            break;
+        case NET_RESOLVE_PENDING:
+            pending = true;
+            break;
+        case NET_RESOLVE_FAILED:
+            break;
+        }
+    }
+    if (!pending && (fd < 0 || !attach_socket(s, fd))) {
+        if (fd >= 0)
+            close(fd);
+        log_warning("pool", "%s/%s: %s", pool->db_name, pool->user_name,
+                    fd < 0 ? err : "out of memory");
+        record_login_failure(pool, "08006", fd < 0 ? err : "out of memory");
+        free(s);
+        free(l);
+        return false;
+    }
+    if (pending)
+        l->step = SL_RESOLVING;
     int64_t life = jittered_lifetime_us(p->cfg);
     s->expire_us = life ? s->connect_us + life : 0;
     pool->n_servers++;
     pool->stats.servers_created++;
     server_change_state(s, SV_LOGIN);
-    log_debug("pool", "server %llu: connecting to %s:%d for %s/%s", (unsigned long long)s->id,
-              pool->host, pool->port, pool->db_name, pool->user_name);
+    log_debug("pool", "server %llu: %s %s:%d for %s/%s", (unsigned long long)s->id,
+              pending ? "resolving" : "connecting to", pool->host, pool->port, pool->db_name,
+              pool->user_name);
     return true;
 }
 
@@ -972,7 +1045,14 @@ void cancel_req_start(struct pooler *p, struct server *s)
                   (unsigned long long)s->id);
         return;
     }
-    int fd = net_connect(s->pool->host, s->pool->port, err, sizeof(err));
+    struct pool *pool = s->pool;
+    int fd = -1;
+    if (pool->host[0] == '/' || net_host_is_numeric(pool->host))
+        fd = net_connect(pool->host, pool->port, err, sizeof(err));
+    else if (pool->have_addr) /* the address this server was reached at */
+        fd = net_connect_addr(&pool->addr, err, sizeof(err));
+    else
+        snprintf(err, sizeof(err), "no resolved address for %s", pool->host);
     if (fd < 0) {
         log_warning("pool", "cancel: %s", err);
         return;

@@ -463,3 +463,36 @@ def test_unreachable_server_fails_fast(pgwarden_bin, pg):
         assert_healthy(p)
     finally:
         p.stop()
+
+
+def test_server_host_names_resolve_without_blocking(pgwarden_bin, pg):
+    dbs = {"postgres": f"host={pg.socket_dir} port={pg.port} dbname=postgres",
+           "byname": f"host=localhost port={pg.port} dbname=appdb user=trust_user",
+           "noname": f"host=no-such-host.invalid port={pg.port} dbname=x"}
+    p = Pooler(pgwarden_bin, pg, databases=dbs,
+               settings={"server_connect_timeout": "3", "query_wait_timeout": "20"}).start()
+    try:
+        with psycopg.connect(p.dsn("trust_user", "byname"), autocommit=True) as c:
+            assert c.execute("SELECT current_user").fetchone()[0] == "trust_user"
+            c.cancel()  # the cancel path uses the cached address
+        errors = []
+
+        def bad():
+            try:
+                psycopg.connect(p.dsn(dbname="noname"))
+            except psycopg.OperationalError as e:
+                errors.append(e)
+
+        t = threading.Thread(target=bad)
+        t.start()
+        time.sleep(0.2)
+        # while the bad name is being looked up, everything else keeps working
+        t0 = time.time()
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+        assert time.time() - t0 < 2
+        t.join(timeout=30)
+        assert errors, "connecting to an unresolvable host should fail"
+        assert p.alive()
+    finally:
+        p.stop()
