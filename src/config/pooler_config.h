@@ -96,6 +96,10 @@ struct pooler_config {
     char *stats_users; /* owned */
     int verbose;
     bool tcp_keepalive;
+    int tcp_keepidle;
+    int tcp_keepintvl;
+    int tcp_keepcnt;
+    int tcp_user_timeout_ms; /* milliseconds, as PgBouncer */
 
     /* [pgwarden] */
     char *log_format;                /* owned: "text" or "json" */

@@ -13,11 +13,29 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+static struct net_tcp_opts tcp_opts = {.keepalive = true};
+
+void net_set_tcp_opts(const struct net_tcp_opts *opts)
+{
+    tcp_opts = *opts;
+}
+
 static void tune_tcp(int fd)
 {
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    if (tcp_opts.keepalive) {
+        (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        if (tcp_opts.keepidle_s > 0)
+            (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &tcp_opts.keepidle_s, sizeof(int));
+        if (tcp_opts.keepintvl_s > 0)
+            (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &tcp_opts.keepintvl_s, sizeof(int));
+        if (tcp_opts.keepcnt > 0)
+            (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &tcp_opts.keepcnt, sizeof(int));
+    }
+    if (tcp_opts.user_timeout_ms > 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &tcp_opts.user_timeout_ms,
+                         sizeof(int));
 }
 
 int net_listen_tcp(const char *addr, int port, int backlog, char *err, size_t err_len)

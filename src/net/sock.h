@@ -22,6 +22,18 @@ struct net_sockaddr {
     socklen_t len;
 };
 
+/* TCP options applied to every TCP socket the pooler opens or accepts (accepted sockets
+ * inherit them from the listener). 0 leaves the kernel default. */
+struct net_tcp_opts {
+    bool keepalive;
+    int keepidle_s;
+    int keepintvl_s;
+    int keepcnt;
+    int user_timeout_ms; /* TCP_USER_TIMEOUT: unacknowledged data makes the connection fail */
+};
+/* Process-wide defaults (set at start-up and on reload; single-threaded). */
+void net_set_tcp_opts(const struct net_tcp_opts *opts);
+
 /* True when host is a numeric IPv4/IPv6 address (no DNS needed). */
 bool net_host_is_numeric(const char *host);
 

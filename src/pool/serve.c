@@ -81,6 +81,18 @@ static void apply_logging(const struct pooler_config *cfg, int extra_verbose)
 
 static int extra_verbose;
 
+static void apply_tcp_opts(const struct pooler_config *cfg)
+{
+    struct net_tcp_opts o = {
+        .keepalive = cfg->tcp_keepalive,
+        .keepidle_s = cfg->tcp_keepidle,
+        .keepintvl_s = cfg->tcp_keepintvl,
+        .keepcnt = cfg->tcp_keepcnt,
+        .user_timeout_ms = cfg->tcp_user_timeout_ms,
+    };
+    net_set_tcp_opts(&o);
+}
+
 /* ---- accepting ---- */
 
 static void resume_accept_cb(void *arg)
@@ -283,6 +295,7 @@ bool pooler_reload(struct pooler *p, char *err, size_t err_len)
     pooler_config_free(old);
     free(old);
     apply_logging(p->cfg, extra_verbose);
+    apply_tcp_opts(p->cfg); /* new server connections; accepted clients inherit the listener's */
     log_info("serve", "configuration reloaded from %s", p->cfg->config_file);
     resume_all(p);
     return true;
@@ -434,6 +447,7 @@ int serve_main(int argc, char **argv)
         return 3;
     }
     apply_logging(p.cfg, extra_verbose);
+    apply_tcp_opts(p.cfg);
     signal(SIGPIPE, SIG_IGN);
 
     plist_init(&p.pools);

@@ -265,3 +265,20 @@ def test_shutdown_timeout(pgwarden_bin, pg):
         c.close()
     finally:
         p.stop()
+
+
+def test_tcp_keepalive_options(pgwarden_bin, pg):
+    import subprocess as sp
+    dbs = {"postgres": f"host=127.0.0.1 port={pg.port} dbname=postgres user=trust_user"}
+    p = Pooler(pgwarden_bin, pg, databases=dbs,
+               settings={"tcp_keepidle": "77", "tcp_keepintvl": "5", "tcp_keepcnt": "3",
+                         "tcp_user_timeout": "9000"}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+            out = sp.run(["ss", "-tno", "state", "established", f"( dport = :{pg.port} )"],
+                         capture_output=True, text=True).stdout
+            # the pooler's server socket carries the configured keepalive idle time (77 s)
+            assert "keepalive,1min" in out, out
+    finally:
+        p.stop()

@@ -52,6 +52,8 @@ static void test_values_and_sections(void **state)
                        "idle_transaction_timeout = 250ms\n"
                        "pkt_buf = 16kB\n"
                        "log_connections = off\n"
+                       "tcp_keepidle = 30\n"
+                       "tcp_user_timeout = 5000\n"
                        "some_future_key = 1\n"
                        "[pgwarden]\n"
                        "log_format = json\n";
@@ -62,6 +64,8 @@ static void test_values_and_sections(void **state)
     assert_int_equal(cfg.idle_transaction_timeout_ms, 250);
     assert_int_equal(cfg.pkt_buf, 16384);
     assert_false(cfg.log_connections);
+    assert_int_equal(cfg.tcp_keepidle, 30);
+    assert_int_equal(cfg.tcp_user_timeout_ms, 5000);
     assert_string_equal(cfg.log_format, "json");
     const struct pooler_db_config *db = pooler_config_find_db(&cfg, "app");
     assert_non_null(db);
