@@ -571,7 +571,8 @@ static void show_help(struct console_out *o)
     static const char *const cols[] = {"command"};
     static const char *const cmds[] = {
         "SHOW HELP|VERSION|POOLS|STATS|DATABASES|CLIENTS|SERVERS|CONFIG|LISTS",
-        "PAUSE", "RESUME", "RELOAD", "SHUTDOWN"};
+        "PAUSE", "RESUME", "RELOAD", "SHUTDOWN", "KILL <db>", "KILL_CLIENT <id>",
+        "RECONNECT [<db>]"};
     struct rowset rs;
     rs_begin(&rs, o, cols, 1);
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
@@ -579,6 +580,100 @@ static void show_help(struct console_out *o)
         rs_text(&rs, cmds[i]);
     }
     rs_end(&rs, "SHOW");
+}
+
+/* ---- KILL, KILL_CLIENT, RECONNECT ---- */
+
+/* The database argument as typed (case kept), after the command word. */
+static void argument(const char *sql, char *out, size_t len)
+{
+    while (isspace((unsigned char)*sql))
+        sql++;
+    while (*sql && !isspace((unsigned char)*sql))
+        sql++; /* the command word */
+    while (isspace((unsigned char)*sql))
+        sql++;
+    size_t n = strcspn(sql, " \t\r\n;");
+    if (n >= len)
+        n = len - 1;
+    memcpy(out, sql, n);
+    out[n] = '\0';
+}
+
+static void kill_command(struct pooler *p, const char *sql, const char *cmd,
+                         struct console_out *o)
+{
+    char arg[128];
+    argument(sql, arg, sizeof(arg));
+    if (!strncmp(cmd, "KILL_CLIENT ", 12)) {
+        /* ids as SHOW CLIENTS prints them: c<id> or just <id> */
+        const char *digits = arg[0] == 'c' ? arg + 1 : arg;
+        char *end;
+        unsigned long long id = strtoull(digits, &end, 10);
+        if (!*digits || *end) {
+            error(o, "42601", "KILL_CLIENT needs a client id from SHOW CLIENTS");
+            return;
+        }
+        for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+            struct pool *pool = plist_entry(n, struct pool, node);
+            struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
+                                     &pool->waiting_login_clients};
+            for (size_t i = 0; i < 3; i++) {
+                for (struct plist *m = lists[i]->next; m != lists[i]; m = m->next) {
+                    struct client *c = plist_entry(m, struct client, node);
+                    if (c->id == id) {
+                        /* Same loop turn as any hand-off: the client is closed in the state
+                         * it is in now; a busy server dies with it. */
+                        client_fail(c, "57P01", "terminated by the admin console (KILL_CLIENT)");
+                        command_complete(o, "KILL_CLIENT");
+                        return;
+                    }
+                }
+            }
+        }
+        error(o, "42704", "no such client: %s", arg);
+        return;
+    }
+    bool kill = !strncmp(cmd, "KILL ", 5);
+    if (kill && !arg[0]) {
+        error(o, "42601", "KILL needs a database name");
+        return;
+    }
+    int matched = 0;
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        if (arg[0] && strcmp(pool->db_name, arg))
+            continue;
+        matched++;
+        struct plist *lists[] = {&pool->idle_servers, &pool->active_servers,
+                                 &pool->tested_servers, &pool->login_servers,
+                                 &pool->canceling_servers};
+        if (kill) {
+            struct plist *clists[] = {&pool->active_clients, &pool->waiting_clients,
+                                      &pool->waiting_login_clients};
+            for (size_t i = 0; i < 3; i++) {
+                struct plist *m;
+                while ((m = plist_first(clists[i])) != NULL)
+                    client_fail(plist_entry(m, struct client, node), "57P01",
+                                "terminated by the admin console (KILL)");
+            }
+            for (size_t i = 0; i < 5; i++) {
+                struct plist *m;
+                while ((m = plist_first(lists[i])) != NULL)
+                    server_close(plist_entry(m, struct server, node), "KILL on the console");
+            }
+        } else {
+            /* RECONNECT: every server is replaced when it is next released. */
+            for (size_t i = 0; i < 5; i++)
+                for (struct plist *m = lists[i]->next; m != lists[i]; m = m->next)
+                    plist_entry(m, struct server, node)->close_needed = true;
+        }
+    }
+    if (arg[0] && !matched && !pooler_config_find_db(p->cfg, arg)) {
+        error(o, "3D000", "no such database: %s", arg);
+        return;
+    }
+    command_complete(o, kill ? "KILL" : "RECONNECT");
 }
 
 /* ---- dispatch ---- */
@@ -630,6 +725,12 @@ void console_handle_query(struct pooler *p, enum console_access access, const ch
         show_version(o);
     } else if (!strcmp(cmd, "SHOW HELP") || !strcmp(cmd, "SHOW")) {
         show_help(o);
+    } else if (!strncmp(cmd, "KILL ", 5) || !strcmp(cmd, "RECONNECT") ||
+               !strncmp(cmd, "RECONNECT ", 10) || !strncmp(cmd, "KILL_CLIENT ", 12)) {
+        if (access != CONSOLE_ADMIN)
+            error(o, "42501", "admin access needed for %s (user is in stats_users only)", cmd);
+        else
+            kill_command(p, sql, cmd, o);
     } else if (!strcmp(cmd, "PAUSE") || !strcmp(cmd, "RESUME") || !strcmp(cmd, "RELOAD") ||
                !strcmp(cmd, "SHUTDOWN")) {
         if (access != CONSOLE_ADMIN) {

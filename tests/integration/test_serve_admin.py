@@ -119,3 +119,32 @@ def test_big_show_clients(pooler):
     finally:
         for x in conns:
             x.close()
+
+
+def test_kill_client_kill_db_reconnect(pooler):
+    victim = psycopg.connect(pooler.dsn(application_name="victim"), autocommit=True)
+    victim.execute("SELECT 1")
+    other = psycopg.connect(pooler.dsn(application_name="other"), autocommit=True)
+    pid_before = other.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with console(pooler) as c:
+        ids = [r["ptr"] for r in rows(c, "SHOW CLIENTS") if r["application_name"] == "victim"]
+        assert len(ids) == 1
+        assert c.pgconn.exec_(f"KILL_CLIENT {ids[0]}".encode()).status == \
+            psycopg.pq.ExecStatus.COMMAND_OK
+        with pytest.raises(psycopg.OperationalError):
+            victim.execute("SELECT 1")
+        assert other.execute("SELECT 1").fetchone()[0] == 1
+        # RECONNECT: servers are replaced when released
+        assert c.pgconn.exec_(b"RECONNECT postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
+        other.execute("SELECT 1")
+        assert other.execute("SELECT pg_backend_pid()").fetchone()[0] != pid_before
+        # KILL db: every client and server of the database goes
+        assert c.pgconn.exec_(b"KILL postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
+        with pytest.raises(psycopg.OperationalError):
+            other.execute("SELECT 1")
+        assert c.pgconn.exec_(b"KILL nosuchdb").status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert rows(c, "SHOW POOLS") is not None
+    victim.close()
+    other.close()
+    with psycopg.connect(pooler.dsn(), autocommit=True) as again:
+        assert again.execute("SELECT 1").fetchone()[0] == 1

@@ -129,3 +129,21 @@ def test_server_check_passes(pgwarden_bin, pg):
             assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid1
     finally:
         p.stop()
+
+
+def test_reserve_pool(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1", "reserve_pool_size": "1",
+                         "reserve_pool_timeout": "1"}).start()
+    try:
+        holder = psycopg.connect(p.dsn(dbname="appdb"), autocommit=False)
+        holder.execute("SELECT 1")  # holds the only regular server
+        t0 = time.time()
+        with psycopg.connect(p.dsn(dbname="appdb"), autocommit=True) as waiter:
+            assert waiter.execute("SELECT 2").fetchone()[0] == 2  # served by the reserve
+        assert time.time() - t0 < 10
+        assert backends(pg) == 2
+        holder.commit()
+        holder.close()
+    finally:
+        p.stop()
