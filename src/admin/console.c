@@ -308,9 +308,11 @@ static void show_stats(struct pooler *p, struct console_out *o)
     static const char *const cols[] = {
         "database", "total_xact_count:i", "total_query_count:i", "total_received:i",
         "total_sent:i", "total_xact_time:i", "total_query_time:i", "total_wait_time:i",
-        "total_server_created:i", "total_server_closed:i", "total_login_failures:i"};
+        "avg_xact_count:i", "avg_query_count:i", "avg_recv:i", "avg_sent:i", "avg_xact_time:i",
+        "avg_query_time:i", "avg_wait_time:i", "total_server_created:i",
+        "total_server_closed:i", "total_login_failures:i"};
     struct rowset rs;
-    rs_begin(&rs, o, cols, 11);
+    rs_begin(&rs, o, cols, 18);
     /* One row per database, summing its pools (PgBouncer groups by database). */
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         const struct pool *pool = plist_entry(n, struct pool, node);
@@ -319,11 +321,20 @@ static void show_stats(struct pooler *p, struct console_out *o)
             seen |= !strcmp(plist_entry(m, struct pool, node)->db_name, pool->db_name);
         if (seen)
             continue;
-        struct pool_stats t = {0};
+        struct pool_stats t = {0}, a = {0};
+        int npools = 0;
         for (struct plist *m = n; m != &p->pools; m = m->next) {
             const struct pool *q = plist_entry(m, struct pool, node);
             if (strcmp(q->db_name, pool->db_name))
                 continue;
+            npools++;
+            a.xact_count += q->stats_avg.xact_count;
+            a.query_count += q->stats_avg.query_count;
+            a.bytes_received += q->stats_avg.bytes_received;
+            a.bytes_sent += q->stats_avg.bytes_sent;
+            a.xact_time_us += q->stats_avg.xact_time_us;
+            a.query_time_us += q->stats_avg.query_time_us;
+            a.wait_time_us += q->stats_avg.wait_time_us;
             t.xact_count += q->stats.xact_count;
             t.query_count += q->stats.query_count;
             t.bytes_received += q->stats.bytes_received;
@@ -344,6 +355,14 @@ static void show_stats(struct pooler *p, struct console_out *o)
         rs_int(&rs, t.xact_time_us);
         rs_int(&rs, t.query_time_us);
         rs_int(&rs, t.wait_time_us);
+        rs_int(&rs, a.xact_count);
+        rs_int(&rs, a.query_count);
+        rs_int(&rs, a.bytes_received);
+        rs_int(&rs, a.bytes_sent);
+        /* per-pool mean times, averaged over the database's pools */
+        rs_int(&rs, npools ? a.xact_time_us / npools : 0);
+        rs_int(&rs, npools ? a.query_time_us / npools : 0);
+        rs_int(&rs, npools ? a.wait_time_us / npools : 0);
         rs_int(&rs, t.servers_created);
         rs_int(&rs, t.servers_closed);
         rs_int(&rs, t.login_failures);

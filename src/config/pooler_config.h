@@ -75,6 +75,7 @@ struct pooler_config {
     bool server_reset_query_always;
     char *server_check_query; /* owned; "" = the empty query */
     int64_t server_check_delay_ms;
+    int64_t stats_period_ms;
     int64_t server_lifetime_ms;
     int64_t server_idle_timeout_ms;
     int64_t server_connect_timeout_ms;

@@ -84,10 +84,40 @@ static bool any_active_servers(struct pooler *p)
     return false;
 }
 
+/* Closes a stats period: averages per second (times: per transaction/query, as PgBouncer). */
+static void roll_stats(struct pooler *p, int64_t now)
+{
+    int64_t period_us = now - p->stats_period_start_us;
+    if (p->stats_period_start_us == 0) {
+        p->stats_period_start_us = now;
+        return;
+    }
+    if (period_us < p->cfg->stats_period_ms * 1000 || period_us <= 0)
+        return;
+    double secs = (double)period_us / 1e6;
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        struct pool_stats *t = &pool->stats, *m = &pool->stats_mark, *a = &pool->stats_avg;
+        int64_t xacts = t->xact_count - m->xact_count;
+        int64_t queries = t->query_count - m->query_count;
+        int64_t waits = t->wait_count - m->wait_count;
+        a->xact_count = (int64_t)((double)xacts / secs);
+        a->query_count = (int64_t)((double)queries / secs);
+        a->bytes_received = (int64_t)((double)(t->bytes_received - m->bytes_received) / secs);
+        a->bytes_sent = (int64_t)((double)(t->bytes_sent - m->bytes_sent) / secs);
+        a->xact_time_us = xacts ? (t->xact_time_us - m->xact_time_us) / xacts : 0;
+        a->query_time_us = queries ? (t->query_time_us - m->query_time_us) / queries : 0;
+        a->wait_time_us = waits ? (t->wait_time_us - m->wait_time_us) / waits : 0;
+        *m = *t;
+    }
+    p->stats_period_start_us = now;
+}
+
 void janitor_run(void *arg)
 {
     struct pooler *p = arg;
     int64_t now = pooler_now(p);
+    roll_stats(p, now);
     const struct pooler_config *cfg = p->cfg;
     struct plist *n, *tmp;
     plist_for_each_safe(n, tmp, &p->login_clients)

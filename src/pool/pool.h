@@ -209,6 +209,10 @@ struct pool {
     char *last_error;        /* owned: message of the last failed server login */
     char last_sqlstate[6];
     struct pool_stats stats;
+    /* Totals at the start of the current stats_period, and the per-second averages of the
+     * last complete period (SHOW STATS avg_* columns). */
+    struct pool_stats stats_mark;
+    struct pool_stats stats_avg;
 };
 
 enum pooler_run_state {
@@ -247,6 +251,7 @@ struct pooler {
     bool reap_scheduled;
     enum pooler_run_state run_state;
     int64_t shutdown_deadline_us;
+    int64_t stats_period_start_us;
     int exit_code;
 };
 

@@ -148,3 +148,22 @@ def test_kill_client_kill_db_reconnect(pooler):
     other.close()
     with psycopg.connect(pooler.dsn(), autocommit=True) as again:
         assert again.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_stats_averages(pgwarden_bin, pg):
+    import time
+    p = Pooler(pgwarden_bin, pg, settings={"admin_users": "postgres", "stats_period": "1"}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as w:
+            deadline = time.time() + 2.5
+            while time.time() < deadline:
+                w.execute("SELECT 1")
+            time.sleep(1.2)
+            w.execute("SELECT 1")
+            with console(p) as c:
+                s = [r for r in rows(c, "SHOW STATS") if r["database"] == "postgres"][0]
+                assert int(s["avg_xact_count"]) >= 0
+                assert int(s["total_xact_count"]) > 10
+                assert "avg_query_time" in s and "avg_wait_time" in s
+    finally:
+        p.stop()
