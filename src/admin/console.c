@@ -271,11 +271,22 @@ static int64_t max_wait_us(const struct pool *pool, int64_t now)
 
 static void show_pools(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {
-        "database", "user", "cl_active:i", "cl_waiting:i", "cl_active_cancel_req:i",
-        "cl_waiting_cancel_req:i", "sv_active:i", "sv_active_cancel:i", "sv_being_canceled:i",
-        "sv_idle:i", "sv_used:i", "sv_tested:i", "sv_login:i", "maxwait:i", "maxwait_us:i",
-        "pool_mode"};
+    static const char *const cols[] = {"database",
+                                       "user",
+                                       "cl_active:i",
+                                       "cl_waiting:i",
+                                       "cl_active_cancel_req:i",
+                                       "cl_waiting_cancel_req:i",
+                                       "sv_active:i",
+                                       "sv_active_cancel:i",
+                                       "sv_being_canceled:i",
+                                       "sv_idle:i",
+                                       "sv_used:i",
+                                       "sv_tested:i",
+                                       "sv_login:i",
+                                       "maxwait:i",
+                                       "maxwait_us:i",
+                                       "pool_mode"};
     struct rowset rs;
     rs_begin(&rs, o, cols, 16);
     int64_t now = pooler_now(p);
@@ -305,12 +316,24 @@ static void show_pools(struct pooler *p, struct console_out *o)
 
 static void show_stats(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {
-        "database", "total_xact_count:i", "total_query_count:i", "total_received:i",
-        "total_sent:i", "total_xact_time:i", "total_query_time:i", "total_wait_time:i",
-        "avg_xact_count:i", "avg_query_count:i", "avg_recv:i", "avg_sent:i", "avg_xact_time:i",
-        "avg_query_time:i", "avg_wait_time:i", "total_server_created:i",
-        "total_server_closed:i", "total_login_failures:i"};
+    static const char *const cols[] = {"database",
+                                       "total_xact_count:i",
+                                       "total_query_count:i",
+                                       "total_received:i",
+                                       "total_sent:i",
+                                       "total_xact_time:i",
+                                       "total_query_time:i",
+                                       "total_wait_time:i",
+                                       "avg_xact_count:i",
+                                       "avg_query_count:i",
+                                       "avg_recv:i",
+                                       "avg_sent:i",
+                                       "avg_xact_time:i",
+                                       "avg_query_time:i",
+                                       "avg_wait_time:i",
+                                       "total_server_created:i",
+                                       "total_server_closed:i",
+                                       "total_login_failures:i"};
     struct rowset rs;
     rs_begin(&rs, o, cols, 18);
     /* One row per database, summing its pools (PgBouncer groups by database). */
@@ -372,9 +395,17 @@ static void show_stats(struct pooler *p, struct console_out *o)
 
 static void show_databases(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {"name", "host", "port:i", "database", "force_user",
-                                       "pool_size:i", "min_pool_size:i", "reserve_pool:i",
-                                       "pool_mode", "max_connections:i", "current_connections:i"};
+    static const char *const cols[] = {"name",
+                                       "host",
+                                       "port:i",
+                                       "database",
+                                       "force_user",
+                                       "pool_size:i",
+                                       "min_pool_size:i",
+                                       "reserve_pool:i",
+                                       "pool_mode",
+                                       "max_connections:i",
+                                       "current_connections:i"};
     struct rowset rs;
     rs_begin(&rs, o, cols, 11);
     const struct pooler_config *cfg = p->cfg;
@@ -390,8 +421,7 @@ static void show_databases(struct pooler *p, struct console_out *o)
         rs_int(&rs, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size);
         rs_int(&rs, db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size);
         rs_text(&rs, db->pool_mode >= 0 ? pool_mode_name((enum pool_mode)db->pool_mode) : NULL);
-        rs_int(&rs, db->max_db_connections >= 0 ? db->max_db_connections
-                                                : cfg->max_db_connections);
+        rs_int(&rs, db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections);
         rs_int(&rs, pool_db_server_count(p, db->name));
     }
     rs_end(&rs, "SHOW");
@@ -432,9 +462,10 @@ static const char *client_state_label(const struct client *c)
 static void show_clients(struct pooler *p, struct console_out *o)
 {
     static const char *const cols[] = {
-        "type", "user", "database", "state", "addr", "port:i", "connect_time", "request_time",
-        "wait:i", "wait_us:i", "close_needed:i", "ptr", "link", "remote_pid:i",
-        "application_name", "xact_count:i"};
+        "type",   "user",         "database",         "state",
+        "addr",   "port:i",       "connect_time",     "request_time",
+        "wait:i", "wait_us:i",    "close_needed:i",   "ptr",
+        "link",   "remote_pid:i", "application_name", "xact_count:i"};
     struct rowset rs;
     rs_begin(&rs, o, cols, 16);
     int64_t now = pooler_now(p);
@@ -481,9 +512,10 @@ static void show_clients(struct pooler *p, struct console_out *o)
 
 static void show_servers(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {"type", "user", "database", "state", "addr", "port:i",
-                                       "connect_time", "request_time", "close_needed:i", "ptr",
-                                       "link", "remote_pid:i", "application_name"};
+    static const char *const cols[] = {
+        "type",   "user",         "database",        "state",          "addr",
+        "port:i", "connect_time", "request_time",    "close_needed:i", "ptr",
+        "link",   "remote_pid:i", "application_name"};
     struct rowset rs;
     rs_begin(&rs, o, cols, 13);
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
@@ -491,8 +523,7 @@ static void show_servers(struct pooler *p, struct console_out *o)
         const struct plist *lists[] = {&pool->active_servers, &pool->idle_servers,
                                        &pool->tested_servers, &pool->login_servers,
                                        &pool->canceling_servers};
-        static const char *const labels[] = {"active", "idle", "tested", "login",
-                                             "being_canceled"};
+        static const char *const labels[] = {"active", "idle", "tested", "login", "being_canceled"};
         for (size_t i = 0; i < 5; i++) {
             for (const struct plist *m = lists[i]->next; m != lists[i]; m = m->next) {
                 const struct server *s = plist_entry(m, struct server, node);
@@ -561,12 +592,19 @@ static void show_lists(struct pooler *p, struct console_out *o)
         active_cl += count(&pool->active_clients);
         waiting_cl += count(&pool->waiting_clients);
     }
-    const char *names[] = {"pools", "used_servers", "idle_servers", "login_servers",
-                           "active_clients", "waiting_clients", "login_clients", "free_buffers",
-                           "used_buffers", "prepared_statements"};
-    int64_t vals[] = {pools, used, idle, login_sv, active_cl, waiting_cl,
-                      count(&p->login_clients), (int64_t)p->bufs.n_free,
-                      (int64_t)p->bufs.n_used, (int64_t)p->stmts.count};
+    const char *names[] = {"pools",          "used_servers",       "idle_servers",  "login_servers",
+                           "active_clients", "waiting_clients",    "login_clients", "free_buffers",
+                           "used_buffers",   "prepared_statements"};
+    int64_t vals[] = {pools,
+                      used,
+                      idle,
+                      login_sv,
+                      active_cl,
+                      waiting_cl,
+                      count(&p->login_clients),
+                      (int64_t)p->bufs.n_free,
+                      (int64_t)p->bufs.n_used,
+                      (int64_t)p->stmts.count};
     for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
         rs_row(&rs);
         rs_text(&rs, names[i]);
@@ -590,7 +628,12 @@ static void show_help(struct console_out *o)
     static const char *const cols[] = {"command"};
     static const char *const cmds[] = {
         "SHOW HELP|VERSION|POOLS|STATS|DATABASES|CLIENTS|SERVERS|CONFIG|LISTS",
-        "PAUSE", "RESUME", "RELOAD", "SHUTDOWN", "KILL <db>", "KILL_CLIENT <id>",
+        "PAUSE",
+        "RESUME",
+        "RELOAD",
+        "SHUTDOWN",
+        "KILL <db>",
+        "KILL_CLIENT <id>",
         "RECONNECT [<db>]"};
     struct rowset rs;
     rs_begin(&rs, o, cols, 1);
@@ -619,8 +662,7 @@ static void argument(const char *sql, char *out, size_t len)
     out[n] = '\0';
 }
 
-static void kill_command(struct pooler *p, const char *sql, const char *cmd,
-                         struct console_out *o)
+static void kill_command(struct pooler *p, const char *sql, const char *cmd, struct console_out *o)
 {
     char arg[128];
     argument(sql, arg, sizeof(arg));
@@ -664,9 +706,8 @@ static void kill_command(struct pooler *p, const char *sql, const char *cmd,
         if (arg[0] && strcmp(pool->db_name, arg))
             continue;
         matched++;
-        struct plist *lists[] = {&pool->idle_servers, &pool->active_servers,
-                                 &pool->tested_servers, &pool->login_servers,
-                                 &pool->canceling_servers};
+        struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
+                                 &pool->login_servers, &pool->canceling_servers};
         if (kill) {
             struct plist *clists[] = {&pool->active_clients, &pool->waiting_clients,
                                       &pool->waiting_login_clients};

@@ -40,7 +40,8 @@ struct key_def {
 static const struct key_def KEYS[] = {
     {"listen_addr", KEY_STRING, OFF(listen_addr), "127.0.0.1", true,
      "comma-separated TCP addresses to listen on (\"*\" = all IPv4, empty = no TCP)"},
-    {"listen_port", KEY_INT, OFF(listen_port), "6432", true, "TCP port, also names the unix socket"},
+    {"listen_port", KEY_INT, OFF(listen_port), "6432", true,
+     "TCP port, also names the unix socket"},
     {"unix_socket_dir", KEY_STRING, OFF(unix_socket_dir), "/tmp", true,
      "directory of the unix socket .s.PGSQL.<port> (empty = none)"},
     {"listen_backlog", KEY_INT, OFF(listen_backlog), "128", true, "listen(2) backlog"},
@@ -128,20 +129,56 @@ static const struct key_def KEYS[] = {
 
 /* PgBouncer keys accepted without effect (a warning says so). */
 static const char *const IGNORED_KEYS[] = {
-    "user", "syslog", "syslog_ident", "syslog_facility", "unix_socket_mode",
-    "unix_socket_group", "so_reuseport", "peer_id", "tcp_defer_accept", "tcp_socket_buffer",
+    "user",
+    "syslog",
+    "syslog_ident",
+    "syslog_facility",
+    "unix_socket_mode",
+    "unix_socket_group",
+    "so_reuseport",
+    "peer_id",
+    "tcp_defer_accept",
+    "tcp_socket_buffer",
     "dns_max_ttl",
-    "dns_nxdomain_ttl", "dns_zone_check_period", "resolv_conf", "server_round_robin",
-    "disable_pqexec", "application_name_add_host", "conffile", "service_name", "job_name",
-    "log_stats", "auth_hba_file", "auth_ident_file", "auth_user",
-    "auth_query", "auth_dbname", "client_tls_sslmode", "client_tls_key_file",
-    "client_tls_cert_file", "client_tls_ca_file", "client_tls_protocols",
-    "client_tls_ciphers", "client_tls_ecdhcurve", "client_tls_dheparams",
-    "server_tls_sslmode", "server_tls_ca_file", "server_tls_key_file",
-    "server_tls_cert_file", "server_tls_protocols", "server_tls_ciphers",
-    "server_fast_close", "sbuf_loopcnt", "suspend_timeout", "max_prepared_statements",
-    "track_extra_parameters", "cancel_wait_timeout", "autodb_idle_timeout",
-    "server_check_query_timeout", "query_wait_notify", "transaction_timeout",
+    "dns_nxdomain_ttl",
+    "dns_zone_check_period",
+    "resolv_conf",
+    "server_round_robin",
+    "disable_pqexec",
+    "application_name_add_host",
+    "conffile",
+    "service_name",
+    "job_name",
+    "log_stats",
+    "auth_hba_file",
+    "auth_ident_file",
+    "auth_user",
+    "auth_query",
+    "auth_dbname",
+    "client_tls_sslmode",
+    "client_tls_key_file",
+    "client_tls_cert_file",
+    "client_tls_ca_file",
+    "client_tls_protocols",
+    "client_tls_ciphers",
+    "client_tls_ecdhcurve",
+    "client_tls_dheparams",
+    "server_tls_sslmode",
+    "server_tls_ca_file",
+    "server_tls_key_file",
+    "server_tls_cert_file",
+    "server_tls_protocols",
+    "server_tls_ciphers",
+    "server_fast_close",
+    "sbuf_loopcnt",
+    "suspend_timeout",
+    "max_prepared_statements",
+    "track_extra_parameters",
+    "cancel_wait_timeout",
+    "autodb_idle_timeout",
+    "server_check_query_timeout",
+    "query_wait_notify",
+    "transaction_timeout",
     "idle_transaction_timeout_notify",
 };
 
@@ -367,8 +404,7 @@ static bool set_str(char **field, const char *v)
     return true;
 }
 
-static bool db_connstr_cb(void *ctx, const char *key, const char *value, char *err,
-                          size_t err_len)
+static bool db_connstr_cb(void *ctx, const char *key, const char *value, char *err, size_t err_len)
 {
     struct pooler_db_config *db = ((struct db_parse *)ctx)->db;
     long long i;
@@ -420,8 +456,8 @@ static bool db_connstr_cb(void *ctx, const char *key, const char *value, char *e
             return false;
         }
     } else {
-        log_warning("config", "[databases] %s: unknown connection parameter '%s' ignored",
-                    db->name, key);
+        log_warning("config", "[databases] %s: unknown connection parameter '%s' ignored", db->name,
+                    key);
     }
     if (!ok)
         snprintf(err, err_len, "out of memory");
@@ -571,8 +607,7 @@ static bool entry_cb(void *ctx, const char *section, const char *key, const char
         /* Manager keys may also sit in [pgwarden]. */
         if (!strcasecmp(section, "pgwarden") && options_is_known_key(key))
             return options_set(&cfg->manager, key, value, err, err_len) == OPTIONS_OK;
-        log_warning("config", "%s:%d: unknown key '%s' in [%s] ignored", file, line, key,
-                    section);
+        log_warning("config", "%s:%d: unknown key '%s' in [%s] ignored", file, line, key, section);
         return true;
     }
     log_warning("config", "%s:%d: unknown section [%s] ignored", file, line, section);
@@ -706,8 +741,8 @@ const struct pooler_user_config *pooler_config_find_user(const struct pooler_con
 void pooler_config_describe(pooler_config_describe_fn emit, void *ctx)
 {
     for (size_t i = 0; i < sizeof(KEYS) / sizeof(KEYS[0]); i++)
-        emit(ctx, KEYS[i].pgbouncer ? "pgbouncer" : "pgwarden", KEYS[i].name,
-             KEYS[i].default_text, KEYS[i].pgbouncer, KEYS[i].meaning);
+        emit(ctx, KEYS[i].pgbouncer ? "pgbouncer" : "pgwarden", KEYS[i].name, KEYS[i].default_text,
+             KEYS[i].pgbouncer, KEYS[i].meaning);
 }
 
 static bool restart_only(const char *key)
@@ -717,8 +752,7 @@ static bool restart_only(const char *key)
            !strcmp(key, "listen_backlog");
 }
 
-void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_fn emit,
-                          void *ctx)
+void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_fn emit, void *ctx)
 {
     for (size_t i = 0; i < sizeof(KEYS) / sizeof(KEYS[0]); i++) {
         const struct key_def *k = &KEYS[i];

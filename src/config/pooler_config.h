@@ -27,12 +27,12 @@ enum pooler_auth_type {
 
 /* One [databases] entry. Numeric fields are -1 when not set (the [pgbouncer] default applies). */
 struct pooler_db_config {
-    char *name;     /* owned: the name clients connect to ("*" = fallback) */
-    char *host;     /* owned: NULL = unix socket in /var/run/postgresql (as PgBouncer) */
-    int port;       /* 5432 when unset */
-    char *dbname;   /* owned: NULL = same as name (or the client's for "*") */
-    char *user;     /* owned: forced server user, NULL = the client's user */
-    char *password; /* owned: for the forced user; NULL = from auth_file */
+    char *name;             /* owned: the name clients connect to ("*" = fallback) */
+    char *host;             /* owned: NULL = unix socket in /var/run/postgresql (as PgBouncer) */
+    int port;               /* 5432 when unset */
+    char *dbname;           /* owned: NULL = same as name (or the client's for "*") */
+    char *user;             /* owned: forced server user, NULL = the client's user */
+    char *password;         /* owned: for the forced user; NULL = from auth_file */
     char *client_encoding;  /* owned, NULL = unset: startup parameters sent to the server */
     char *datestyle;        /* owned */
     char *timezone;         /* owned */
@@ -47,7 +47,7 @@ struct pooler_db_config {
 
 /* One [users] entry. */
 struct pooler_user_config {
-    char *name; /* owned */
+    char *name;               /* owned */
     int pool_mode;            /* enum pool_mode or -1 */
     int pool_size;            /* -1 = unset */
     int max_user_connections; /* -1 = unset */
@@ -57,7 +57,7 @@ struct pooler_config {
     char *config_file; /* owned: absolute or as given */
 
     /* [pgbouncer] */
-    char *listen_addr;     /* owned; "" = no TCP listener */
+    char *listen_addr; /* owned; "" = no TCP listener */
     int listen_port;
     char *unix_socket_dir; /* owned; "" = no unix socket */
     int listen_backlog;
@@ -103,9 +103,9 @@ struct pooler_config {
     int tcp_user_timeout_ms; /* milliseconds, as PgBouncer */
 
     /* [pgwarden] */
-    char *log_format;                /* owned: "text" or "json" */
-    int server_lifetime_jitter_pct;  /* spread of server_lifetime, +/- percent */
-    int64_t shutdown_timeout_ms;     /* deadline of graceful shutdowns; 0 = none */
+    char *log_format;               /* owned: "text" or "json" */
+    int server_lifetime_jitter_pct; /* spread of server_lifetime, +/- percent */
+    int64_t shutdown_timeout_ms;    /* deadline of graceful shutdowns; 0 = none */
 
     /* [databases], [users] */
     struct pooler_db_config *dbs; /* owned, n_dbs entries */
@@ -125,9 +125,8 @@ __attribute__((warn_unused_result)) bool pooler_config_init_defaults(struct pool
 
 /* Loads path into a freshly initialised cfg. On failure returns false with "file:line: reason"
  * in err and leaves cfg freed. Unknown keys log a warning and are ignored. */
-__attribute__((warn_unused_result)) bool pooler_config_load(const char *path,
-                                                            struct pooler_config *cfg, char *err,
-                                                            size_t err_len);
+__attribute__((warn_unused_result)) bool
+pooler_config_load(const char *path, struct pooler_config *cfg, char *err, size_t err_len);
 /* Same from a string (tests); name is used in errors and for relative includes. */
 __attribute__((warn_unused_result)) bool pooler_config_load_string(const char *text,
                                                                    const char *name,
@@ -155,7 +154,6 @@ void pooler_config_describe(pooler_config_describe_fn emit, void *ctx);
  * and whether a reload can change it. No key of this table holds a secret. */
 typedef void (*pooler_config_value_fn)(void *ctx, const char *key, const char *value,
                                        const char *default_text, bool reloadable);
-void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_fn emit,
-                          void *ctx);
+void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_fn emit, void *ctx);
 
 #endif

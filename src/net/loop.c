@@ -16,9 +16,9 @@ struct signal_ctx {
 };
 
 struct net_loop {
-    struct event_base *base;               /* owned */
-    struct evdns_base *dns;                /* owned; created on first lookup */
-    struct event *signals[MAX_SIGNALS];    /* owned */
+    struct event_base *base;            /* owned */
+    struct evdns_base *dns;             /* owned; created on first lookup */
+    struct event *signals[MAX_SIGNALS]; /* owned */
     struct signal_ctx sigctx[MAX_SIGNALS];
     int n_signals;
 };
@@ -26,13 +26,13 @@ struct net_loop {
 struct net_io {
     struct event *ev; /* owned */
     net_io_fn fn;
-    void *arg;        /* borrowed */
+    void *arg; /* borrowed */
 };
 
 struct net_timer {
     struct event *ev; /* owned */
     net_timer_fn fn;
-    void *arg;        /* borrowed */
+    void *arg; /* borrowed */
     bool periodic;
 };
 
@@ -259,8 +259,7 @@ static void resolve_cb(int result, struct evutil_addrinfo *res, void *arg)
 
 enum net_resolve_result net_resolve_start(struct net_loop *loop, const char *host, int port,
                                           struct net_sockaddr *out, char *err, size_t err_len,
-                                          net_resolve_fn fn, void *arg,
-                                          struct net_resolve **handle)
+                                          net_resolve_fn fn, void *arg, struct net_resolve **handle)
 {
     *handle = NULL;
     if (!loop->dns) {

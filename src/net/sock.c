@@ -34,8 +34,7 @@ static void tune_tcp(int fd)
             (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &tcp_opts.keepcnt, sizeof(int));
     }
     if (tcp_opts.user_timeout_ms > 0)
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &tcp_opts.user_timeout_ms,
-                         sizeof(int));
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &tcp_opts.user_timeout_ms, sizeof(int));
 }
 
 int net_listen_tcp(const char *addr, int port, int backlog, char *err, size_t err_len)

@@ -32,9 +32,9 @@ enum scan_result {
     SCAN_OK,
     SCAN_NEED_FLUSH, /* a rewrite needs the bytes before it sent first */
     SCAN_TOO_BIG,    /* a message to rewrite does not fit in pkt_buf */
-    SCAN_TERMINATE, /* the client sent Terminate (not forwarded) */
-    SCAN_BAD,       /* framing error */
-    SCAN_BAD_TYPE,  /* not a frontend message type */
+    SCAN_TERMINATE,  /* the client sent Terminate (not forwarded) */
+    SCAN_BAD,        /* framing error */
+    SCAN_BAD_TYPE,   /* not a frontend message type */
 };
 
 void client_login_free(struct client *c)
@@ -474,9 +474,8 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
             /* Unknown user, or a secret SCRAM cannot use: run the exchange to its end and
              * fail there, exactly like a wrong password. */
             scram_server_clear(&l->scram);
-            r = scram_server_start_doomed(&l->scram, l->user, (const char *)data, dlen,
-                                          scram_out, sizeof(scram_out), &scram_len, err,
-                                          sizeof(err));
+            r = scram_server_start_doomed(&l->scram, l->user, (const char *)data, dlen, scram_out,
+                                          sizeof(scram_out), &scram_len, err, sizeof(err));
         }
         if (r != SCRAM_OK) {
             client_fail(c, "08P01", "invalid SCRAM exchange: %s", err);
@@ -489,8 +488,7 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
     }
     case STEP_SASL_RESPONSE: {
         enum scram_result r = scram_server_finish(&l->scram, (const char *)body, len, scram_out,
-                                                  sizeof(scram_out), &scram_len, err,
-                                                  sizeof(err));
+                                                  sizeof(scram_out), &scram_len, err, sizeof(err));
         if (r == SCRAM_AUTH_FAILED) {
             auth_failed(c);
             return;
@@ -539,8 +537,7 @@ static void login_pump(struct client *c)
                     continue;
                 break;
             }
-            if (len < WIRE_STARTUP_HEADER_LEN || len > WIRE_MAX_STARTUP_LEN ||
-                len > p->bufs.size) {
+            if (len < WIRE_STARTUP_HEADER_LEN || len > WIRE_MAX_STARTUP_LEN || len > p->bufs.size) {
                 client_fail(c, "08P01", "invalid startup packet length");
                 return;
             }
@@ -555,8 +552,8 @@ static void login_pump(struct client *c)
         } else {
             uint8_t type;
             uint32_t blen;
-            enum wire_header_result h = wire_parse_header(d, avail, p->bufs.size - WIRE_HEADER_LEN,
-                                                          &type, &blen);
+            enum wire_header_result h =
+                wire_parse_header(d, avail, p->bufs.size - WIRE_HEADER_LEN, &type, &blen);
             if (h == WIRE_HEADER_BAD_LENGTH) {
                 client_fail(c, "08P01", "invalid password packet length");
                 return;
@@ -585,7 +582,6 @@ static void login_pump(struct client *c)
     }
     pconn_release_if_empty(p, &c->conn);
 }
-
 
 /* ---- prepared statements in transaction mode (see prepared.h) ---- */
 
@@ -697,8 +693,8 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         wire_put_u32(&w, (uint32_t)(len + 4 - name_len + st->name_len));
         wire_put_bytes(&w, portal, portal_len + 1);
         wire_put_bytes(&w, st->name, (size_t)st->name_len + 1);
-        enum rewrite_result r = w.overflow ? RW_TOO_BIG
-                                           : replace_bytes(c, &m, prefix_old, repl, (uint32_t)w.len);
+        enum rewrite_result r =
+            w.overflow ? RW_TOO_BIG : replace_bytes(c, &m, prefix_old, repl, (uint32_t)w.len);
         if (repl != small)
             free(repl);
         if (r != RW_DONE)
@@ -755,8 +751,8 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         if (had)
             put_close_stmt(&w, st->name);
         put_parse(&w, st);
-        enum rewrite_result r = w.overflow ? RW_TOO_BIG
-                                           : replace_bytes(c, &m, (uint32_t)total, repl, (uint32_t)w.len);
+        enum rewrite_result r =
+            w.overflow ? RW_TOO_BIG : replace_bytes(c, &m, (uint32_t)total, repl, (uint32_t)w.len);
         free(repl);
         if (r != RW_DONE) {
             stmt_unref(&p->stmts, st);
@@ -848,8 +844,8 @@ static enum scan_result client_scan(struct client *c, struct server *s)
         }
         uint8_t type;
         uint32_t len;
-        enum wire_header_result h = wire_parse_header(b->data + cn->scan, b->end - cn->scan, max,
-                                                      &type, &len);
+        enum wire_header_result h =
+            wire_parse_header(b->data + cn->scan, b->end - cn->scan, max, &type, &len);
         if (h == WIRE_HEADER_INCOMPLETE)
             break;
         if (h == WIRE_HEADER_BAD_LENGTH)
@@ -1015,9 +1011,8 @@ void client_pump(struct client *c)
         if (!c->server) {
             uint8_t type;
             uint32_t len;
-            enum wire_header_result h =
-                wire_parse_header(b->data + b->pos, b->end - b->pos,
-                                  (uint32_t)p->cfg->max_packet_size, &type, &len);
+            enum wire_header_result h = wire_parse_header(
+                b->data + b->pos, b->end - b->pos, (uint32_t)p->cfg->max_packet_size, &type, &len);
             if (h == WIRE_HEADER_BAD_LENGTH) {
                 client_fail(c, "08P01", "invalid message length");
                 return;

@@ -131,8 +131,8 @@ void janitor_run(void *arg)
         check_pool(plist_entry(n, struct pool, node), now);
     cancel_reqs_expire(p, now);
 
-    bool stopping = p->run_state == POOLER_SHUTDOWN_SERVERS ||
-                    p->run_state == POOLER_SHUTDOWN_CLIENTS;
+    bool stopping =
+        p->run_state == POOLER_SHUTDOWN_SERVERS || p->run_state == POOLER_SHUTDOWN_CLIENTS;
     if (stopping && p->shutdown_deadline_us && now >= p->shutdown_deadline_us) {
         log_info("pool", "shutdown_timeout reached; shutting down now");
         net_loop_stop(p->loop);

@@ -61,7 +61,8 @@ static inline size_t plist_count(const struct plist *h)
 }
 
 /* Iterate allowing removal of the current node. */
-#define plist_for_each_safe(pos, tmp, head)                                                    \
-    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
+#define plist_for_each_safe(pos, tmp, head)                                                        \
+    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                               \
+         (pos) = (tmp), (tmp) = (pos)->next)
 
 #endif

@@ -13,13 +13,13 @@
 #include "pool/pool.h"
 
 static const char *const CLIENT_STATE_NAMES[CL_STATE_COUNT] = {
-    [CL_FREE] = "free",       [CL_LOGIN] = "login",     [CL_WAITING_LOGIN] = "waiting_login",
-    [CL_ACTIVE] = "active",   [CL_WAITING] = "waiting", [CL_JUSTFREE] = "justfree",
+    [CL_FREE] = "free",     [CL_LOGIN] = "login",     [CL_WAITING_LOGIN] = "waiting_login",
+    [CL_ACTIVE] = "active", [CL_WAITING] = "waiting", [CL_JUSTFREE] = "justfree",
 };
 
 static const char *const SERVER_STATE_NAMES[SV_STATE_COUNT] = {
-    [SV_FREE] = "free",     [SV_LOGIN] = "login",   [SV_IDLE] = "idle",
-    [SV_TESTED] = "tested", [SV_ACTIVE] = "active", [SV_BEING_CANCELED] = "being_canceled",
+    [SV_FREE] = "free",         [SV_LOGIN] = "login",   [SV_IDLE] = "idle",
+    [SV_TESTED] = "tested",     [SV_ACTIVE] = "active", [SV_BEING_CANCELED] = "being_canceled",
     [SV_JUSTFREE] = "justfree",
 };
 
@@ -38,8 +38,8 @@ static const bool SERVER_MOVES[SV_STATE_COUNT][SV_STATE_COUNT] = {
     [SV_LOGIN] = {[SV_IDLE] = true, [SV_TESTED] = true, [SV_JUSTFREE] = true},
     [SV_IDLE] = {[SV_ACTIVE] = true, [SV_TESTED] = true, [SV_JUSTFREE] = true},
     [SV_TESTED] = {[SV_IDLE] = true, [SV_JUSTFREE] = true},
-    [SV_ACTIVE] = {[SV_IDLE] = true, [SV_TESTED] = true, [SV_BEING_CANCELED] = true,
-                   [SV_JUSTFREE] = true},
+    [SV_ACTIVE] =
+        {[SV_IDLE] = true, [SV_TESTED] = true, [SV_BEING_CANCELED] = true, [SV_JUSTFREE] = true},
     [SV_BEING_CANCELED] = {[SV_IDLE] = true, [SV_TESTED] = true, [SV_JUSTFREE] = true},
     [SV_JUSTFREE] = {[SV_FREE] = true},
 };
@@ -155,8 +155,8 @@ void pool_apply_config(struct pool *pool)
     const char *host = db->host ? db->host : "/var/run/postgresql";
     const char *server_db = db->dbname ? db->dbname : pool->db_name;
     const char *server_user = db->user ? db->user : pool->user_name;
-    const char *password = db->user && db->password ? db->password
-                                                    : auth_file_lookup(&cfg->auth, server_user);
+    const char *password =
+        db->user && db->password ? db->password : auth_file_lookup(&cfg->auth, server_user);
     bool target_changed = pool->host == NULL || strcmp(pool->host, host) != 0 ||
                           pool->port != db->port || strcmp(pool->server_db, server_db) != 0 ||
                           strcmp(pool->server_user, server_user) != 0;
@@ -201,13 +201,12 @@ void pool_apply_config(struct pool *pool)
     pool->reserve_pool = db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size;
     pool->max_db_connections =
         db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
-    pool->max_user_connections = u && u->max_user_connections >= 0 ? u->max_user_connections
-                                                                   : cfg->max_user_connections;
+    pool->max_user_connections =
+        u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections;
     if (target_changed) {
         pool->have_addr = false;
-        struct plist *lists[] = {&pool->idle_servers, &pool->active_servers,
-                                 &pool->tested_servers, &pool->login_servers,
-                                 &pool->canceling_servers};
+        struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
+                                 &pool->login_servers, &pool->canceling_servers};
         for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
             for (struct plist *n = lists[i]->next; n != lists[i]; n = n->next)
                 plist_entry(n, struct server, node)->close_needed = true;
@@ -426,9 +425,9 @@ void client_close(struct client *c, const char *reason)
          * and holds nothing unsent or unread; anything else would hand an open transaction
          * or stray results to the next client. */
         /* Half a message already forwarded (body_left) leaves the server mid-message. */
-        bool unsent = (c->conn.buf && c->conn.buf->pos < c->conn.scan) ||
-                      c->conn.body_left > 0;
-        if (!unsent && server_is_clean(s) && !(s->conn.buf && s->conn.buf->pos < s->conn.buf->end)) {
+        bool unsent = (c->conn.buf && c->conn.buf->pos < c->conn.scan) || c->conn.body_left > 0;
+        if (!unsent && server_is_clean(s) &&
+            !(s->conn.buf && s->conn.buf->pos < s->conn.buf->end)) {
             pool_release_server(s);
         } else {
             c->server = NULL;

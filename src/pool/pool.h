@@ -90,14 +90,14 @@ struct console_out;  /* admin/console.h: pending console output */
 struct server_login; /* private to server.c */
 
 struct client {
-    struct plist node;          /* on the list of its state */
-    struct pooler *pooler;      /* borrowed */
-    struct pool *pool;          /* borrowed; NULL during login */
-    struct server *server;      /* borrowed: the linked server, or NULL */
-    struct client_login *login; /* owned; only during LOGIN */
-    struct client *cancel_next; /* borrowed: cancel-key hash chain */
-    struct client_stmt *stmts;  /* owned: named prepared statements (transaction mode) */
-    struct console_out *console; /* owned: unsent admin console output, or NULL */
+    struct plist node;                /* on the list of its state */
+    struct pooler *pooler;            /* borrowed */
+    struct pool *pool;                /* borrowed; NULL during login */
+    struct server *server;            /* borrowed: the linked server, or NULL */
+    struct client_login *login;       /* owned; only during LOGIN */
+    struct client *cancel_next;       /* borrowed: cancel-key hash chain */
+    struct client_stmt *stmts;        /* owned: named prepared statements (transaction mode) */
+    struct console_out *console;      /* owned: unsent admin console output, or NULL */
     struct pstr *params[PARAM_COUNT]; /* owned references: the client's session values */
     struct pconn conn;
     uint64_t id;
@@ -108,17 +108,17 @@ struct client {
     int64_t request_us; /* start of the current transaction (linked), 0 when none */
     int64_t active_us;  /* last activity */
     struct net_addr addr;
-    uint32_t xacts; /* transactions served (released servers) */
-    uint8_t state;  /* enum client_state: written only by client_change_state */
+    uint32_t xacts;         /* transactions served (released servers) */
+    uint8_t state;          /* enum client_state: written only by client_change_state */
     uint8_t console_access; /* enum console_access for admin console clients */
     bool in_cancel_table;
 };
 
 struct server {
-    struct plist node;          /* on the list of its state */
-    struct pool *pool;          /* borrowed */
-    struct client *client;      /* borrowed: the linked client, or NULL */
-    struct server_login *login; /* owned; only during LOGIN */
+    struct plist node;                /* on the list of its state */
+    struct pool *pool;                /* borrowed */
+    struct client *client;            /* borrowed: the linked client, or NULL */
+    struct server_login *login;       /* owned; only during LOGIN */
     struct pstr *params[PARAM_COUNT]; /* owned references: the server's session values */
     struct pconn conn;
     struct req_fifo fifo;
@@ -133,8 +133,8 @@ struct server {
     int64_t last_used_us;
     uint32_t internal_pending; /* pooler-issued queries whose ReadyForQuery is due */
     uint16_t cancels_in_flight;
-    uint8_t state; /* enum server_state: written only by server_change_state */
-    uint8_t xact;  /* last ReadyForQuery status */
+    uint8_t state;           /* enum server_state: written only by server_change_state */
+    uint8_t xact;            /* last ReadyForQuery status */
     bool copy_in;            /* server is in COPY FROM STDIN */
     bool discard_until_sync; /* error in an open extended batch: PG skips to Sync */
     bool close_needed;       /* config changed or lifetime over: close when released */
@@ -160,19 +160,19 @@ struct pool_stats {
 };
 
 struct pool {
-    struct plist node;      /* pooler->pools */
-    struct pooler *pooler;  /* borrowed */
-    char *db_name;          /* owned: name clients use */
-    char *user_name;        /* owned: client user */
+    struct plist node;     /* pooler->pools */
+    struct pooler *pooler; /* borrowed */
+    char *db_name;         /* owned: name clients use */
+    char *user_name;       /* owned: client user */
     /* Server connection settings resolved from the config (owned copies). */
-    char *host;             /* "/dir" for unix sockets */
+    char *host; /* "/dir" for unix sockets */
     int port;
     char *server_db;
     char *server_user;
     char *password;         /* owned, may be NULL: plain password, md5 or SCRAM secret */
     char *startup_extra[8]; /* owned: key, value pairs sent in the server StartupMessage */
     int n_startup_extra;
-    char *connect_query;    /* owned, may be NULL */
+    char *connect_query; /* owned, may be NULL */
     enum pool_mode mode;
     bool is_admin; /* the admin console's pseudo-pool: no servers */
     int pool_size;
@@ -205,8 +205,8 @@ struct pool {
     bool have_addr;
     int64_t addr_expires_us;
 
-    int64_t retry_after_us;  /* no new server logins before this (server_login_retry) */
-    char *last_error;        /* owned: message of the last failed server login */
+    int64_t retry_after_us; /* no new server logins before this (server_login_retry) */
+    char *last_error;       /* owned: message of the last failed server login */
     char last_sqlstate[6];
     struct pool_stats stats;
     /* Totals at the start of the current stats_period, and the per-second averages of the
@@ -303,9 +303,9 @@ void pooler_reap(struct pooler *p);
 
 /* ---- conn.c: buffer plumbing shared by both directions ---- */
 enum fill_result {
-    FILL_OK,     /* bytes were read */
-    FILL_AGAIN,  /* nothing to read now */
-    FILL_FULL,   /* no room: flush first */
+    FILL_OK,    /* bytes were read */
+    FILL_AGAIN, /* nothing to read now */
+    FILL_FULL,  /* no room: flush first */
     FILL_EOF,
     FILL_ERROR,
     FILL_NO_MEMORY,
@@ -337,7 +337,7 @@ void server_pump(struct server *s);
 void server_login_free(struct server *s);
 /* Sends a pooler-generated query whose results are swallowed. */
 __attribute__((warn_unused_result)) bool server_send_internal_query(struct server *s,
-                                                                   const char *sql);
+                                                                    const char *sql);
 /* Client→server accounting of one frontend message header. */
 void server_note_frontend(struct server *s, uint8_t type);
 bool server_is_clean(const struct server *s);

@@ -79,8 +79,8 @@ bool pool_snapshot_fill(const struct pooler *p, const char *db, struct snapshot 
         k->created_total += pool->stats.servers_created;
         k->closed_total += pool->stats.servers_closed;
         k->connect_time_total_ms += (double)pool->stats.connect_time_us / 1000.0;
-        k->waiting_clients += (int)(plist_count(&pool->waiting_clients) +
-                                    plist_count(&pool->waiting_login_clients));
+        k->waiting_clients +=
+            (int)(plist_count(&pool->waiting_clients) + plist_count(&pool->waiting_login_clients));
         k->wait_time_total_ms += (double)pool->stats.wait_time_us / 1000.0;
         k->waits_total += pool->stats.wait_count;
         cap->pool_min += pool->min_pool_size;

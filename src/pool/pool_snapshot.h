@@ -15,8 +15,7 @@ enum conn_state pool_client_conn_state(const struct client *c);
 /* Appends a record per logged-in client of every pool (only database db when db is not NULL)
  * to snap, which the caller initialised with snapshot_init(SNAPSHOT_MODE_SERVE, ...), and
  * fills counters and capacity. False when memory ran out (snap keeps what was added). */
-__attribute__((warn_unused_result)) bool pool_snapshot_fill(const struct pooler *p,
-                                                            const char *db,
+__attribute__((warn_unused_result)) bool pool_snapshot_fill(const struct pooler *p, const char *db,
                                                             struct snapshot *snap);
 
 #endif

@@ -55,8 +55,8 @@ struct prepared_stmt *stmt_registry_get(struct stmt_registry *r, const uint8_t *
     st->id = ++r->next_id;
     st->hash = h;
     st->refs = 1;
-    st->name_len = (uint8_t)snprintf(st->name, sizeof(st->name), "PGW_%llu",
-                                     (unsigned long long)st->id);
+    st->name_len =
+        (uint8_t)snprintf(st->name, sizeof(st->name), "PGW_%llu", (unsigned long long)st->id);
     st->body_len = len;
     memcpy(st->body, body, len);
     st->next = *bucket;

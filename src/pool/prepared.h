@@ -39,8 +39,7 @@ struct stmt_registry {
 bool stmt_registry_init(struct stmt_registry *r);
 void stmt_registry_destroy(struct stmt_registry *r);
 /* The shared statement for a Parse body (query\0 + types), with a reference taken. */
-struct prepared_stmt *stmt_registry_get(struct stmt_registry *r, const uint8_t *body,
-                                        size_t len);
+struct prepared_stmt *stmt_registry_get(struct stmt_registry *r, const uint8_t *body, size_t len);
 void stmt_unref(struct stmt_registry *r, struct prepared_stmt *st);
 
 /* The client's statement called name, or NULL. */

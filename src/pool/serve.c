@@ -18,20 +18,19 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: pgwarden serve [-c FILE] [-v] [FILE]\n"
-            "Runs the connection pooler with a pgbouncer.ini-compatible configuration.\n\n"
-            "  -c, --config FILE   configuration file (pgbouncer.ini syntax)\n"
-            "  -v, --verbose       more logging (repeat for trace)\n"
-            "  -h, --help          this help\n"
-            "      --describe-config  print every configuration key as a markdown table\n\n"
-            "Signals: SIGINT shutdown after servers are released, SIGTERM shutdown after\n"
-            "clients leave (a second SIGINT/SIGTERM exits at once), SIGQUIT immediate,\n"
-            "SIGUSR1 pause, SIGUSR2 resume, SIGHUP reload.\n");
+    fprintf(out, "Usage: pgwarden serve [-c FILE] [-v] [FILE]\n"
+                 "Runs the connection pooler with a pgbouncer.ini-compatible configuration.\n\n"
+                 "  -c, --config FILE   configuration file (pgbouncer.ini syntax)\n"
+                 "  -v, --verbose       more logging (repeat for trace)\n"
+                 "  -h, --help          this help\n"
+                 "      --describe-config  print every configuration key as a markdown table\n\n"
+                 "Signals: SIGINT shutdown after servers are released, SIGTERM shutdown after\n"
+                 "clients leave (a second SIGINT/SIGTERM exits at once), SIGQUIT immediate,\n"
+                 "SIGUSR1 pause, SIGUSR2 resume, SIGHUP reload.\n");
 }
 
-static void describe_key(void *ctx, const char *section, const char *key,
-                         const char *default_text, bool pgbouncer_compatible, const char *meaning)
+static void describe_key(void *ctx, const char *section, const char *key, const char *default_text,
+                         bool pgbouncer_compatible, const char *meaning)
 {
     (void)ctx;
     printf("| `%s` | [%s] | `%s` | %s | %s |\n", key, section,
@@ -371,9 +370,8 @@ static void close_everything(struct pooler *p)
                 client_fail(plist_entry(m, struct client, node), "57P01",
                             "pgwarden is shutting down");
         }
-        struct plist *slists[] = {&pool->idle_servers, &pool->active_servers,
-                                  &pool->tested_servers, &pool->login_servers,
-                                  &pool->canceling_servers};
+        struct plist *slists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
+                                  &pool->login_servers, &pool->canceling_servers};
         for (size_t i = 0; i < 5; i++) {
             struct plist *m;
             while ((m = plist_first(slists[i])) != NULL)
@@ -439,7 +437,8 @@ int serve_main(int argc, char **argv)
     if (!p.cfg)
         return 3;
     log_configure(extra_verbose >= 2 ? LOG_LEVEL_TRACE
-                                     : extra_verbose ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
+                  : extra_verbose    ? LOG_LEVEL_DEBUG
+                                     : LOG_LEVEL_INFO,
                   LOG_FORMAT_TEXT, stderr);
     if (!pooler_config_load(config_path, p.cfg, err, sizeof(err))) {
         fprintf(stderr, "pgwarden serve: %s\n", err);

@@ -278,7 +278,8 @@ static void record_login_failure(struct pool *pool, const char *sqlstate, const 
     pool->last_error = strdup(msg);
     snprintf(pool->last_sqlstate, sizeof(pool->last_sqlstate), "%s", sqlstate);
     pool->stats.login_failures++;
-    pool->retry_after_us = pooler_now(pool->pooler) + pool->pooler->cfg->server_login_retry_ms * 1000;
+    pool->retry_after_us =
+        pooler_now(pool->pooler) + pool->pooler->cfg->server_login_retry_ms * 1000;
 }
 
 /* Registers the connecting socket; the writable edge continues the login. */
@@ -352,8 +353,8 @@ bool server_launch(struct pool *pool)
     } else if (pool->have_addr && s->connect_us < pool->addr_expires_us) {
         fd = net_connect_addr(&pool->addr, err, sizeof(err));
     } else {
-        switch (net_resolve_start(p->loop, host, pool->port, &addr, err, sizeof(err),
-                                  resolved_cb, s, &l->resolve)) {
+        switch (net_resolve_start(p->loop, host, pool->port, &addr, err, sizeof(err), resolved_cb,
+                                  s, &l->resolve)) {
         case NET_RESOLVE_DONE:
             pool->addr = addr;
             pool->have_addr = true;
@@ -450,7 +451,8 @@ static bool send_startup(struct server *s)
     params[n++] = (struct wire_startup_param){"user", pool->server_user};
     params[n++] = (struct wire_startup_param){"database", pool->server_db};
     for (int i = 0; i + 1 < pool->n_startup_extra && n < 8; i += 2)
-        params[n++] = (struct wire_startup_param){pool->startup_extra[i], pool->startup_extra[i + 1]};
+        params[n++] =
+            (struct wire_startup_param){pool->startup_extra[i], pool->startup_extra[i + 1]};
     uint8_t buf[2048];
     struct wire_buf b;
     wire_buf_init(&b, buf, sizeof(buf));
@@ -637,9 +639,8 @@ static void login_event(struct server *s, unsigned what)
         while (b->pos < b->end) {
             uint8_t type;
             uint32_t len;
-            enum wire_header_result h =
-                wire_parse_header(b->data + b->pos, b->end - b->pos,
-                                  p->bufs.size - WIRE_HEADER_LEN, &type, &len);
+            enum wire_header_result h = wire_parse_header(
+                b->data + b->pos, b->end - b->pos, p->bufs.size - WIRE_HEADER_LEN, &type, &len);
             if (h == WIRE_HEADER_BAD_LENGTH) {
                 login_failed(s, "08P01", "invalid message length from server during login");
                 return;
@@ -743,8 +744,8 @@ static enum server_scan_result server_scan(struct server *s)
         }
         uint8_t type;
         uint32_t len;
-        enum wire_header_result h = wire_parse_header(b->data + cn->scan, b->end - cn->scan, max,
-                                                      &type, &len);
+        enum wire_header_result h =
+            wire_parse_header(b->data + cn->scan, b->end - cn->scan, max, &type, &len);
         if (h == WIRE_HEADER_INCOMPLETE)
             break;
         if (h == WIRE_HEADER_BAD_LENGTH)
@@ -786,8 +787,7 @@ static enum server_scan_result server_scan(struct server *s)
                 s->pool->stats.query_time_us += pooler_now(c->pooler) - c->request_us;
             if (release_due(s))
                 after = SSCAN_RELEASE;
-            else if (s->pool->mode == POOL_MODE_STATEMENT && s->fifo.n == 0 &&
-                     st != WIRE_XACT_IDLE)
+            else if (s->pool->mode == POOL_MODE_STATEMENT && s->fifo.n == 0 && st != WIRE_XACT_IDLE)
                 after = SSCAN_NO_XACT_BLOCKS;
             break;
         }
@@ -979,9 +979,9 @@ void server_io_cb(int fd, unsigned what, void *arg)
 
 struct cancel_req {
     struct plist node;
-    struct pooler *pooler;  /* borrowed */
-    struct server *server;  /* borrowed; NULL once the server is gone */
-    struct net_io *io;      /* owned */
+    struct pooler *pooler; /* borrowed */
+    struct server *server; /* borrowed; NULL once the server is gone */
+    struct net_io *io;     /* owned */
     int fd;
     int64_t start_us;
     uint8_t pkt[16];

@@ -14,16 +14,16 @@
 /* Startup-phase packets have no type byte: int32 length + int32 code. */
 #define WIRE_STARTUP_HEADER_LEN 8
 /* Largest startup packet accepted (PostgreSQL uses 10000). */
-#define WIRE_MAX_STARTUP_LEN 10000
+#define WIRE_MAX_STARTUP_LEN    10000
 #define WIRE_MAX_STARTUP_PARAMS 64
 
 #define WIRE_PROTOCOL(major, minor) (((uint32_t)(major) << 16) | (uint32_t)(minor))
-#define WIRE_PROTOCOL_MAJOR(v) ((v) >> 16)
-#define WIRE_PROTOCOL_MINOR(v) ((v)&0xffff)
-#define WIRE_PROTOCOL_3_0 WIRE_PROTOCOL(3, 0)
-#define WIRE_CANCEL_REQUEST_CODE 80877102u
-#define WIRE_SSL_REQUEST_CODE 80877103u
-#define WIRE_GSSENC_REQUEST_CODE 80877104u
+#define WIRE_PROTOCOL_MAJOR(v)      ((v) >> 16)
+#define WIRE_PROTOCOL_MINOR(v)      ((v)&0xffff)
+#define WIRE_PROTOCOL_3_0           WIRE_PROTOCOL(3, 0)
+#define WIRE_CANCEL_REQUEST_CODE    80877102u
+#define WIRE_SSL_REQUEST_CODE       80877103u
+#define WIRE_GSSENC_REQUEST_CODE    80877104u
 
 /* Frontend (client -> server) message types. */
 enum wire_fe_type {
@@ -105,12 +105,12 @@ bool wire_is_frontend_type(uint8_t type);
 /* ---- startup phase ---- */
 
 enum wire_startup_kind {
-    WIRE_STARTUP_MESSAGE,   /* protocol 3.x StartupMessage */
-    WIRE_STARTUP_SSL,       /* SSLRequest */
-    WIRE_STARTUP_GSSENC,    /* GSSENCRequest */
-    WIRE_STARTUP_CANCEL,    /* CancelRequest */
+    WIRE_STARTUP_MESSAGE,     /* protocol 3.x StartupMessage */
+    WIRE_STARTUP_SSL,         /* SSLRequest */
+    WIRE_STARTUP_GSSENC,      /* GSSENCRequest */
+    WIRE_STARTUP_CANCEL,      /* CancelRequest */
     WIRE_STARTUP_BAD_VERSION, /* a protocol major version other than 3 */
-    WIRE_STARTUP_MALFORMED, /* bad length, missing terminator, too many parameters */
+    WIRE_STARTUP_MALFORMED,   /* bad length, missing terminator, too many parameters */
 };
 
 struct wire_startup_param {
@@ -136,8 +136,7 @@ bool wire_startup_length(const uint8_t *p, size_t avail, uint32_t *len);
 /* Parses one whole startup-phase packet (len bytes including the length field). The packet
  * bytes must stay alive while out's borrowed pointers are used. Keys are never empty;
  * duplicate keys are MALFORMED. */
-enum wire_startup_kind wire_parse_startup(const uint8_t *pkt, size_t len,
-                                          struct wire_startup *out);
+enum wire_startup_kind wire_parse_startup(const uint8_t *pkt, size_t len, struct wire_startup *out);
 
 /* Value of a startup parameter, or NULL. */
 const char *wire_startup_get(const struct wire_startup *st, const char *key);

@@ -18,8 +18,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Framing walk: each accepted header consumes at least 5 bytes. */
     size_t pos = 0;
     while (pos < size) {
-        enum wire_header_result r = wire_parse_header(data + pos, size - pos, 0x7FFFFFFFu, &type,
-                                                      &len);
+        enum wire_header_result r =
+            wire_parse_header(data + pos, size - pos, 0x7FFFFFFFu, &type, &len);
         if (r != WIRE_HEADER_OK)
             break;
         if ((uint64_t)len > size - pos - WIRE_HEADER_LEN)
