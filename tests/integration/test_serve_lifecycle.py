@@ -282,3 +282,26 @@ def test_tcp_keepalive_options(pgwarden_bin, pg):
             assert "keepalive,1min" in out, out
     finally:
         p.stop()
+
+
+def test_connection_storm_leaves_nothing_behind(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"log_connections": "0", "log_disconnections": "0"}).start()
+    try:
+        def fds():
+            return len(os.listdir(f"/proc/{p.proc.pid}/fd"))
+
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            c.execute("SELECT 1")
+        base_fds, base_rss = fds(), rss_kb(p.proc.pid)
+        for _ in range(300):
+            with psycopg.connect(p.dsn(), autocommit=True) as c:
+                c.execute("SELECT 1")
+        for _ in range(20):  # cancel connections with nothing to cancel
+            with psycopg.connect(p.dsn(), autocommit=True) as c:
+                c.cancel()
+        time.sleep(0.5)
+        assert fds() <= base_fds + 6  # pooled servers may have been added (pool size 5)
+        assert rss_kb(p.proc.pid) - base_rss < 2048
+    finally:
+        p.stop()
