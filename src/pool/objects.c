@@ -589,7 +589,12 @@ void pool_activate(struct pool *pool)
         if (c->server == s)
             client_pump(c);
     }
-    /* Launch servers for clients that wait, counting logins already under way. */
+    /* Launch servers for clients that wait, counting logins already under way. A full pool
+     * (the steady state under load) returns before counting anything. */
+    if (plist_empty(&pool->waiting_clients) && plist_empty(&pool->waiting_login_clients))
+        return;
+    if (!pool_may_launch(pool, now))
+        return;
     size_t want = plist_count(&pool->waiting_clients);
     if (!pool->welcome_ready && !plist_empty(&pool->waiting_login_clients))
         want++;
