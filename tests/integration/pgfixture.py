@@ -54,12 +54,18 @@ def port_is_free(port):
     return True
 
 
+# Seeded from os.urandom once, and ports already handed out are not handed out again, so two
+# calls in the same millisecond (or two processes started together) do not collide.
+_port_rng = random.Random()
+_ports_given = set()
+
+
 def free_port(low=20000, high=32000):
     """A free loopback port below 32768 (outside Linux's ephemeral range)."""
-    rng = random.Random(os.getpid() ^ int(time.time() * 1000))
     for _ in range(200):
-        port = rng.randint(low, high)
-        if port_is_free(port):
+        port = _port_rng.randint(low, high)
+        if port not in _ports_given and port_is_free(port):
+            _ports_given.add(port)
             return port
     raise RuntimeError("no free port found below 32768")
 
