@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 
 PASSWORDS = {
     "postgres": "postgres-pw",
