@@ -217,6 +217,18 @@ void pool_apply_config(struct pool *pool)
     }
 }
 
+void pool_init_lists(struct pool *pool)
+{
+    plist_init(&pool->waiting_login_clients);
+    plist_init(&pool->active_clients);
+    plist_init(&pool->waiting_clients);
+    plist_init(&pool->login_servers);
+    plist_init(&pool->idle_servers);
+    plist_init(&pool->tested_servers);
+    plist_init(&pool->active_servers);
+    plist_init(&pool->canceling_servers);
+}
+
 struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
                       const char *user)
 {
@@ -238,14 +250,7 @@ struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const
         pool_free(pool);
         return NULL;
     }
-    plist_init(&pool->waiting_login_clients);
-    plist_init(&pool->active_clients);
-    plist_init(&pool->waiting_clients);
-    plist_init(&pool->login_servers);
-    plist_init(&pool->idle_servers);
-    plist_init(&pool->tested_servers);
-    plist_init(&pool->active_servers);
-    plist_init(&pool->canceling_servers);
+    pool_init_lists(pool);
     pool_apply_config(pool);
     if (!pool->host) {
         pool_free(pool);

@@ -261,6 +261,9 @@ const char *server_state_name(enum server_state st);
 void client_change_state(struct client *c, enum client_state next);
 void server_change_state(struct server *s, enum server_state next);
 
+/* Makes every client and server list of a new pool empty (real pools and the admin
+ * console's pseudo-pool alike). */
+void pool_init_lists(struct pool *pool);
 struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
                       const char *user);
 /* Applies (possibly new) config values to an existing pool; marks servers close_needed when

@@ -334,14 +334,7 @@ static struct pool *admin_pool_new(struct pooler *p)
     pool->host = strdup("");
     pool->server_db = strdup("");
     pool->server_user = strdup("");
-    plist_init(&pool->waiting_login_clients);
-    plist_init(&pool->active_clients);
-    plist_init(&pool->waiting_clients);
-    plist_init(&pool->login_servers);
-    plist_init(&pool->idle_servers);
-    plist_init(&pool->tested_servers);
-    plist_init(&pool->active_servers);
-    plist_init(&pool->canceling_servers);
+    pool_init_lists(pool);
     plist_init(&pool->node);
     if (!pool->db_name || !pool->user_name || !pool->host || !pool->server_db ||
         !pool->server_user) {
