@@ -91,6 +91,15 @@ static const struct snapshot *prev_of(const struct inspect_samples *s)
     return s->have_prev ? &s->prev : NULL;
 }
 
+/* Connects and samples; on failure the run carries the error and nothing is left open. */
+static bool open_samples(struct action_run *run, struct inspect_samples *s, bool twice)
+{
+    if (connect_target(run, s) && sample(run, s, twice))
+        return true;
+    samples_free(s);
+    return false;
+}
+
 static void out_of_memory(struct action_run *run)
 {
     struct inspect_error err = {0};
@@ -147,10 +156,8 @@ static void describe_stats(char *out, size_t len, const struct stats_report *st)
 void inspect_action_monitor(struct action_run *run)
 {
     struct inspect_samples s;
-    if (!connect_target(run, &s) || !sample(run, &s, true)) {
-        samples_free(&s);
+    if (!open_samples(run, &s, true))
         return;
-    }
     struct stats_report stats;
     if (!stats_compute(prev_of(&s), &s.cur, run->opts, &stats)) {
         out_of_memory(run);
@@ -188,10 +195,8 @@ static void describe_leaks(char *out, size_t len, const struct leak_report *leak
 void inspect_action_detect_leaks(struct action_run *run)
 {
     struct inspect_samples s;
-    if (!connect_target(run, &s) || !sample(run, &s, true)) {
-        samples_free(&s);
+    if (!open_samples(run, &s, true))
         return;
-    }
     struct leak_report leaks;
     if (!leaks_detect(prev_of(&s), &s.cur, run->opts, &leaks)) {
         out_of_memory(run);
@@ -267,10 +272,8 @@ void inspect_action_health_check(struct action_run *run)
 void inspect_action_auto_scale(struct action_run *run)
 {
     struct inspect_samples s;
-    if (!connect_target(run, &s) || !sample(run, &s, true)) {
-        samples_free(&s);
+    if (!open_samples(run, &s, true))
         return;
-    }
     struct scaling_decision scaling;
     scaling_decide(prev_of(&s), &s.cur, run->opts, run->opts->current_size, &scaling);
     /* Inspect mode never applies: the pool being sized is not ours. */
@@ -310,10 +313,8 @@ static size_t count_planned(const struct kill_plan *plan)
 void inspect_action_kill_idle(struct action_run *run)
 {
     struct inspect_samples s;
-    if (!connect_target(run, &s) || !sample(run, &s, false)) {
-        samples_free(&s);
+    if (!open_samples(run, &s, false))
         return;
-    }
     if (run->opts->execute && !s.cur.server.can_signal) {
         struct inspect_error err = {0};
         inspect_error_set(&err, "refused", "42501",
@@ -377,10 +378,8 @@ void inspect_action_kill_idle(struct action_run *run)
 void inspect_action_full_analysis(struct action_run *run)
 {
     struct inspect_samples s;
-    if (!connect_target(run, &s) || !sample(run, &s, true)) {
-        samples_free(&s);
+    if (!open_samples(run, &s, true))
         return;
-    }
     struct stats_report stats;
     struct leak_report leaks;
     struct kill_plan idle;
@@ -434,10 +433,8 @@ void inspect_action_full_analysis(struct action_run *run)
 void inspect_action_status(struct action_run *run)
 {
     struct inspect_samples s;
-    if (!connect_target(run, &s) || !sample(run, &s, false)) {
-        samples_free(&s);
+    if (!open_samples(run, &s, false))
         return;
-    }
     struct stats_report stats;
     struct leak_report leaks;
     if (!stats_compute(NULL, &s.cur, run->opts, &stats)) {
