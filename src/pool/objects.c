@@ -318,6 +318,7 @@ struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
     c->id = ++p->next_id;
     c->addr = *addr;
     c->connect_us = c->active_us = pooler_now(p);
+    plist_init(&c->flush_node);
     c->conn.io = net_io_new(p->loop, fd, NET_IO_EDGE_RW, client_io_cb, c);
     if (!c->conn.io) {
         free(c);
@@ -693,6 +694,40 @@ static void reap_cb(void *arg)
     pooler_reap(arg);
 }
 
+/* Deferred client→server sends. Each send to a server wakes a PostgreSQL backend, which on
+ * a busy machine preempts the pooler on return from send(); sending in the middle of an
+ * epoll batch therefore left the rest of the batch (other clients' requests, other servers'
+ * results) waiting in the run queue. Reading every ready socket first and sending the
+ * requests afterwards, all in the same loop turn, cut the pooler's and the servers' CPU per
+ * transaction (docs/BENCHMARKS.md, "Tried"). */
+static void flush_cb(void *arg)
+{
+    struct pooler *p = arg;
+    struct plist *n;
+    p->flushing = true;
+    while ((n = plist_first(&p->flush_clients)) != NULL) {
+        struct client *c = plist_entry(n, struct client, flush_node);
+        plist_remove(n);
+        client_pump(c); /* sends; a closed client (JUSTFREE) returns at once */
+    }
+    p->flushing = false;
+}
+
+bool pooler_defer_send(struct client *c)
+{
+    struct pooler *p = c->pooler;
+    if (!p->flusher) {
+        p->flusher = net_timer_new(p->loop, flush_cb, p);
+        if (!p->flusher)
+            return false;
+    }
+    if (plist_empty(&p->flush_clients))
+        net_timer_activate(p->flusher); /* after the callbacks already due in this turn */
+    if (plist_empty(&c->flush_node))
+        plist_append(&p->flush_clients, &c->flush_node);
+    return true;
+}
+
 void pooler_schedule_reap(struct pooler *p)
 {
     if (!p->reaper) {
@@ -714,6 +749,7 @@ void pooler_reap(struct pooler *p)
     while ((n = plist_first(&p->justfree_clients)) != NULL) {
         struct client *c = plist_entry(n, struct client, node);
         client_change_state(c, CL_FREE);
+        plist_remove(&c->flush_node); /* closed before its deferred send ran */
         net_io_free(c->conn.io);
         close(c->conn.fd);
         free(c);

@@ -100,6 +100,8 @@ struct client {
     struct console_out *console;      /* owned: unsent admin console output, or NULL */
     struct pstr *params[PARAM_COUNT]; /* owned references: the client's session values */
     struct pconn conn;
+    struct plist flush_node; /* on pooler->flush_clients while its request waits for the end
+                                of the loop turn; self-linked otherwise */
     uint64_t id;
     uint32_t cancel_pid; /* our BackendKeyData for this client */
     uint32_t cancel_key;
@@ -242,6 +244,11 @@ struct pooler {
     uint64_t next_id;
     struct net_timer *janitor; /* owned: periodic housekeeping */
     struct net_timer *reaper;  /* owned: frees closed objects after the loop turn */
+    /* Clients whose scanned request is sent to their server at the end of the loop turn,
+     * after every ready socket was read (see pooler_defer_send). */
+    struct plist flush_clients;
+    struct net_timer *flusher; /* owned: runs the deferred sends after the turn's callbacks */
+    bool flushing;             /* inside the flusher: send now, do not defer again */
 #define POOLER_MAX_LISTENERS 8
     int listen_fds[POOLER_MAX_LISTENERS];
     struct net_io *listen_ios[POOLER_MAX_LISTENERS]; /* owned */
@@ -303,6 +310,9 @@ int pool_user_server_count(struct pooler *p, const char *user);
 
 void pooler_schedule_reap(struct pooler *p);
 void pooler_reap(struct pooler *p);
+/* Queues c's scanned request for sending at the end of the loop turn. False when the
+ * flusher could not be created (send now instead). */
+__attribute__((warn_unused_result)) bool pooler_defer_send(struct client *c);
 
 /* ---- conn.c: buffer plumbing shared by both directions ---- */
 enum fill_result {

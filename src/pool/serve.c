@@ -447,6 +447,7 @@ int serve_main(int argc, char **argv)
     plist_init(&p.justfree_clients);
     plist_init(&p.justfree_servers);
     plist_init(&p.cancel_reqs);
+    plist_init(&p.flush_clients);
     iobuf_cache_init(&p.bufs, (uint32_t)p.cfg->pkt_buf);
     /* About one bucket per allowed client: the table's pages are touched as keys spread over
      * it, so an oversized table would show up as memory per idle client. */
@@ -500,6 +501,7 @@ out:
         unlink(p.cfg->pidfile);
     net_timer_free(p.janitor);
     net_timer_free(p.reaper);
+    net_timer_free(p.flusher);
     net_timer_free(accept_timer);
     accept_timer = NULL;
     net_loop_free(p.loop);
