@@ -141,6 +141,8 @@ struct server {
     bool discard_until_sync; /* error in an open extended batch: PG skips to Sync */
     bool close_needed;       /* config changed or lifetime over: close when released */
     bool welcome_source;     /* its login ParameterStatus messages become the pool's welcome */
+    uint8_t deferred_scan;   /* outcome of a scan (release, ...) whose bytes were only partly
+                                sent to the client: acted on once they are (server.c) */
 };
 
 /* Counters the manager reads (cumulative since start). */

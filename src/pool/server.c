@@ -896,13 +896,24 @@ void server_pump(struct server *s)
             b->pos = s->conn.scan; /* nobody to deliver to: never loop on unsendable bytes */
         enum server_scan_result sr = server_scan(s);
         progressed |= s->conn.scan != before;
+        if (s->deferred_scan != SSCAN_OK) {
+            /* An earlier scan ended a result (ReadyForQuery: release) but the send to a slow
+             * client was partial; its bytes are scanned already, so act on it now. */
+            if (sr == SSCAN_OK)
+                sr = (enum server_scan_result)s->deferred_scan;
+            s->deferred_scan = SSCAN_OK;
+        }
         struct client *c = s->client;
         if (c) {
             switch (pconn_flush(&s->conn, c->conn.fd, &pool->stats.bytes_sent)) {
             case FLUSH_DONE:
                 break;
             case FLUSH_PARTIAL:
-                return; /* backpressure: no more reads until the client drains */
+                /* Backpressure: no more reads until the client drains. The scan outcome is
+                 * kept, or a result's final ReadyForQuery would never release the server. */
+                if (sr != SSCAN_OK && sr != SSCAN_FLUSH_FIRST)
+                    s->deferred_scan = (uint8_t)sr;
+                return;
             case FLUSH_ERROR:
                 client_close(c, "could not send to client");
                 return;
