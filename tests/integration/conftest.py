@@ -2,6 +2,7 @@
 binary (PGWARDEN_BIN, default build/pgwarden)."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -11,6 +12,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 from pgfixture import PgServer, free_port  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def _terminate_like_ctrl_c(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# A run stopped by SIGTERM (a CI or `timeout` limit) still tears the fixtures down, so no
+# PostgreSQL or pooler is left running.
+signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
 
 
 @pytest.fixture(scope="session")
