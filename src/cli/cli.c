@@ -3,11 +3,11 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli/action.h"
 #include "cli/render.h"
 #include "common/log.h"
+#include "common/timestamp.h"
 #include "common/units.h"
 #include "config/ini.h"
 #include "manager/options.h"
@@ -224,23 +224,6 @@ static bool parse_args(int argc, char **argv, struct cli_invocation *inv, char *
     return options_validate(&inv->opts, err, err_len);
 }
 
-static double monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
-static void iso_now(char *buf, size_t len)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000L);
-}
-
 /* Reports a usage error in the requested format: JSON callers always get one document. */
 static int usage_error(const char *action_name, bool json, const char *message)
 {
@@ -250,7 +233,7 @@ static int usage_error(const char *action_name, bool json, const char *message)
         snprintf(run.error.code, sizeof(run.error.code), "bad_input");
         snprintf(run.error.message, sizeof(run.error.message), "%s", message);
         char ts[40];
-        iso_now(ts, sizeof(ts));
+        timestamp_format_iso(timestamp_now_ms(), ts, sizeof(ts));
         render_json(&run, action_name, ts, 0.0, stdout);
     } else {
         fprintf(stderr, "pgwarden %s: %s\n", action_name, message);
@@ -299,8 +282,8 @@ int cli_run_action(int argc, char **argv)
     }
 
     char ts[40];
-    iso_now(ts, sizeof(ts));
-    double started = monotonic_ms();
+    timestamp_format_iso(timestamp_now_ms(), ts, sizeof(ts));
+    double started = timestamp_monotonic_ms();
     struct action_run run = {
         .action = action,
         .opts = &inv.opts,
@@ -309,7 +292,7 @@ int cli_run_action(int argc, char **argv)
         .probe_timeout_ms = inv.probe_timeout_ms,
     };
     action->handler(&run);
-    double duration = monotonic_ms() - started;
+    double duration = timestamp_monotonic_ms() - started;
 
     if (inv.format == OUTPUT_JSON)
         render_json(&run, action->name, ts, duration, stdout);

@@ -2,9 +2,10 @@
  * percentages 0-100; unknown values are null rather than a made-up number. */
 #include "cli/report_json.h"
 
+#include "common/timestamp.h"
+
 #include <math.h>
 #include <stdio.h>
-#include <time.h>
 
 static void add_number_or_null(cJSON *obj, const char *name, double value, bool known)
 {
@@ -31,12 +32,8 @@ static void add_epoch_ms_as_iso(cJSON *obj, const char *name, int64_t ms)
         cJSON_AddNullToObject(obj, name);
         return;
     }
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
     char buf[40];
-    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(ms % 1000));
+    timestamp_format_iso(ms, buf, sizeof(buf));
     cJSON_AddStringToObject(obj, name, buf);
 }
 

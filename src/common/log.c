@@ -1,12 +1,12 @@
 /* Log line formatting (text or JSON lines) and password redaction. */
 #include "common/log.h"
 
+#include "common/timestamp.h"
+
 #include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
-#include <time.h>
 
 static enum log_level current_level = LOG_LEVEL_INFO;
 static enum log_format current_format = LOG_FORMAT_TEXT;
@@ -34,16 +34,6 @@ bool log_enabled(enum log_level level)
     return level <= current_level;
 }
 
-static void format_timestamp(char *buf, size_t len)
-{
-    struct timeval tv;
-    struct tm tm;
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, len - n, ".%03dZ", (int)(tv.tv_usec / 1000));
-}
-
 void log_write(enum log_level level, const char *component, const char *fmt, ...)
 {
     if (!log_enabled(level))
@@ -56,7 +46,7 @@ void log_write(enum log_level level, const char *component, const char *fmt, ...
     va_end(ap);
 
     char ts[40];
-    format_timestamp(ts, sizeof(ts));
+    timestamp_format_iso(timestamp_now_ms(), ts, sizeof(ts));
     if (current_format == LOG_FORMAT_JSON) {
         cJSON *line = cJSON_CreateObject();
         cJSON_AddStringToObject(line, "ts", ts);

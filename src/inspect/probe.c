@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/timestamp.h"
 #include "inspect/session.h"
 
 enum probe_phase {
@@ -27,18 +27,11 @@ struct probe_slot {
     struct health_probe *result; /* borrowed */
 };
 
-static double monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
 static void probe_fail(struct probe_slot *slot, const char *sqlstate, const char *message)
 {
     struct health_probe *r = slot->result;
     r->healthy = false;
-    r->latency_ms = monotonic_ms() - slot->started_ms;
+    r->latency_ms = timestamp_monotonic_ms() - slot->started_ms;
     inspect_first_line(r->error, sizeof(r->error), message);
     snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate ? sqlstate : "");
     snprintf(r->error_class, sizeof(r->error_class), "%s",
@@ -54,7 +47,7 @@ static void advance_connect(struct probe_slot *slot)
     if (slot->poll_status == PGRES_POLLING_FAILED) {
         probe_fail(slot, NULL, PQerrorMessage(slot->conn));
     } else if (slot->poll_status == PGRES_POLLING_OK) {
-        slot->connected_ms = monotonic_ms();
+        slot->connected_ms = timestamp_monotonic_ms();
         slot->result->connect_ms = slot->connected_ms - slot->started_ms;
         if (!PQsendQuery(slot->conn, "SELECT 1")) {
             probe_fail(slot, NULL, PQerrorMessage(slot->conn));
@@ -90,7 +83,7 @@ static void advance_query(struct probe_slot *slot)
         probe_fail(slot, sqlstate, message[0] ? message : "SELECT 1 returned no row");
         return;
     }
-    double now = monotonic_ms();
+    double now = timestamp_monotonic_ms();
     struct health_probe *r = slot->result;
     r->healthy = true;
     r->query_ms = now - slot->connected_ms;
@@ -115,13 +108,13 @@ void probe_run(const char *conninfo, size_t n, int timeout_ms, struct health_pro
     }
     const char *keys[] = {"dbname", "application_name", NULL};
     const char *values[] = {conninfo, INSPECT_APPLICATION_NAME, NULL};
-    double deadline = monotonic_ms() + timeout_ms;
+    double deadline = timestamp_monotonic_ms() + timeout_ms;
     for (size_t i = 0; i < n; i++) {
         struct probe_slot *slot = &slots[i];
         memset(&probes[i], 0, sizeof(probes[i]));
         probes[i].id = (int64_t)i + 1;
         slot->result = &probes[i];
-        slot->started_ms = monotonic_ms();
+        slot->started_ms = timestamp_monotonic_ms();
         slot->conn = PQconnectStartParams(keys, values, 1);
         slot->phase = PROBE_CONNECTING;
         slot->poll_status = PGRES_POLLING_WRITING;
@@ -146,7 +139,7 @@ void probe_run(const char *conninfo, size_t n, int timeout_ms, struct health_pro
         }
         if (waiting == 0)
             break;
-        double left = deadline - monotonic_ms();
+        double left = deadline - timestamp_monotonic_ms();
         if (left <= 0) {
             for (size_t i = 0; i < n; i++) {
                 if (slots[i].phase != PROBE_DONE)

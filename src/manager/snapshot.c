@@ -1,9 +1,10 @@
 /* Snapshot storage and the small helpers every analysis shares. */
 #include "manager/snapshot.h"
 
+#include "common/timestamp.h"
+
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 void snapshot_init(struct snapshot *snap, enum snapshot_mode mode, int64_t taken_ms)
 {
@@ -38,9 +39,7 @@ void snapshot_free(struct snapshot *snap)
 
 int64_t snapshot_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return timestamp_now_ms();
 }
 
 int64_t snapshot_age_ms(const struct snapshot *snap, int64_t at_ms)
