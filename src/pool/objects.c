@@ -319,14 +319,21 @@ struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
     c->addr = *addr;
     c->connect_us = c->active_us = pooler_now(p);
     plist_init(&c->flush_node);
-    c->conn.io = net_io_new(p->loop, fd, NET_IO_EDGE_RW, client_io_cb, c);
-    if (!c->conn.io) {
-        free(c);
-        return NULL;
-    }
     plist_init(&c->node);
     p->n_clients++;
     client_change_state(c, CL_LOGIN);
+    /* Read before registering: the client usually sent its first packet (SSLRequest or
+     * StartupMessage) before we accepted, so answering now saves a loop turn and a wake-up
+     * per connection. Registering afterwards is safe with edge triggering: epoll reports
+     * whatever is ready at the time of the registration. */
+    c->conn.may_read = true;
+    client_pump(c);
+    if (c->state == CL_JUSTFREE)
+        return c; /* refused already; freed with the other closed clients */
+    pconn_release_if_empty(p, &c->conn); /* nothing arrived yet: hold no buffer meanwhile */
+    c->conn.io = net_io_new(p->loop, fd, NET_IO_EDGE_RW, client_io_cb, c);
+    if (!c->conn.io)
+        client_close(c, "cannot watch the socket");
     return c;
 }
 
