@@ -125,6 +125,9 @@ static const struct key_def KEYS[] = {
      "server_lifetime is spread by +/- this percent so servers do not expire together"},
     {"shutdown_timeout", KEY_DURATION, OFF(shutdown_timeout_ms), "0", false,
      "graceful shutdowns (SIGINT, SIGTERM) end after this at the latest (0 = wait forever)"},
+    {"io_uring", KEY_BOOL, OFF(io_uring), "1", false,
+     "send each loop turn's requests and results in one io_uring system call (read at start; "
+     "falls back to send() where io_uring is unavailable)"},
 };
 
 /* PgBouncer keys accepted without effect (a warning says so). */

@@ -106,6 +106,7 @@ struct pooler_config {
     char *log_format;               /* owned: "text" or "json" */
     int server_lifetime_jitter_pct; /* spread of server_lifetime, +/- percent */
     int64_t shutdown_timeout_ms;    /* deadline of graceful shutdowns; 0 = none */
+    bool io_uring;                  /* batch a turn's deferred sends (read at start only) */
 
     /* [databases], [users] */
     struct pooler_db_config *dbs; /* owned, n_dbs entries */

@@ -55,16 +55,8 @@ enum flush_result pconn_flush(struct pconn *src, int dst_fd, int64_t *counter)
     size_t n = 0;
     switch (net_send(dst_fd, b->data + b->pos, src->scan - b->pos, &n)) {
     case NET_OK:
-        b->pos += (uint32_t)n;
-        if (counter)
-            *counter += (int64_t)n;
-        if (b->pos < src->scan)
-            return FLUSH_PARTIAL;
-        if (b->pos == b->end) {
-            b->pos = b->end = 0;
-            src->scan = 0;
-        }
-        return FLUSH_DONE;
+        pconn_sent(src, n, counter);
+        return b->pos < src->scan ? FLUSH_PARTIAL : FLUSH_DONE;
     case NET_AGAIN:
         return FLUSH_PARTIAL;
     case NET_EOF:
@@ -72,6 +64,18 @@ enum flush_result pconn_flush(struct pconn *src, int dst_fd, int64_t *counter)
         break;
     }
     return FLUSH_ERROR;
+}
+
+void pconn_sent(struct pconn *src, size_t n, int64_t *counter)
+{
+    struct iobuf *b = src->buf;
+    b->pos += (uint32_t)n;
+    if (counter)
+        *counter += (int64_t)n;
+    if (b->pos == src->scan && b->pos == b->end) {
+        b->pos = b->end = 0;
+        src->scan = 0;
+    }
 }
 
 void pconn_release_if_empty(struct pooler *p, struct pconn *c)

@@ -10,6 +10,7 @@
 
 #include "admin/console.h"
 #include "common/log.h"
+#include "net/sendq.h"
 #include "pool/pool.h"
 
 static const char *const CLIENT_STATE_NAMES[CL_STATE_COUNT] = {
@@ -439,6 +440,7 @@ void client_close(struct client *c, const char *reason)
          * or stray results to the next client. */
         /* Half a message already forwarded (body_left) leaves the server mid-message. */
         bool unsent = (c->conn.buf && c->conn.buf->pos < c->conn.scan) || c->conn.body_left > 0;
+        server_drop_undelivered_result(s);
         if (!unsent && server_is_clean(s) &&
             !(s->conn.buf && s->conn.buf->pos < s->conn.buf->end)) {
             pool_release_server(s);
@@ -701,17 +703,79 @@ static void reap_cb(void *arg)
     pooler_reap(arg);
 }
 
-/* Deferred client→server sends. Each send to a server wakes a PostgreSQL backend, which on
- * a busy machine preempts the pooler on return from send(); sending in the middle of an
- * epoll batch therefore left the rest of the batch (other clients' requests, other servers'
- * results) waiting in the run queue. Reading every ready socket first and sending the
- * requests afterwards, all in the same loop turn, cut the pooler's and the servers' CPU per
- * transaction (docs/BENCHMARKS.md, "Tried"). */
+/* Deferred sends. Each send wakes a process (a PostgreSQL backend, a client), which on a
+ * busy machine preempts the pooler on return from send(); sending in the middle of an epoll
+ * batch therefore left the rest of the batch (other clients' requests, other servers'
+ * results) waiting in the run queue. Reading every ready socket first and sending afterwards,
+ * all in the same loop turn, cut the pooler's and the servers' CPU per transaction
+ * (docs/BENCHMARKS.md, "Tried"). Finished results go first: sending one releases its server,
+ * which may go at once to a waiting client whose request is then sent in the same turn. */
+struct batched_send {
+    struct pconn *src;
+    int64_t *counter;
+};
+
+static void batched_send_done(void *tag, ssize_t result, void *arg)
+{
+    (void)arg;
+    struct batched_send *bs = tag;
+    /* Failures are left to the pumps below: their own send() sees the same EAGAIN or error
+     * and takes the usual path (wait for writability, or close). */
+    if (result > 0)
+        pconn_sent(bs->src, (size_t)result, bs->counter);
+}
+
+static void batch_one(struct pooler *p, struct batched_send *slots, unsigned *used,
+                      struct pconn *src, int dst_fd, int64_t *counter)
+{
+    struct iobuf *b = src->buf;
+    if (!b || b->pos >= src->scan)
+        return;
+    if (*used == POOLER_SEND_BATCH) {
+        if (!net_sendq_submit(p->sendq, batched_send_done, NULL))
+            return;
+        *used = 0;
+    }
+    struct batched_send *bs = &slots[*used];
+    bs->src = src;
+    bs->counter = counter;
+    if (net_sendq_add(p->sendq, dst_fd, b->data + b->pos, src->scan - b->pos, bs))
+        (*used)++;
+}
+
+/* Hands every deferred send of this turn to the kernel in one system call; the pumps that
+ * follow then find their bytes gone and only do the bookkeeping (releases, next reads). */
+static void send_deferred_batch(struct pooler *p)
+{
+    struct batched_send slots[POOLER_SEND_BATCH];
+    unsigned used = 0;
+    for (struct plist *n = p->flush_servers.next; n != &p->flush_servers; n = n->next) {
+        struct server *s = plist_entry(n, struct server, flush_node);
+        if (s->state != SV_JUSTFREE && s->client)
+            batch_one(p, slots, &used, &s->conn, s->client->conn.fd, &s->pool->stats.bytes_sent);
+    }
+    for (struct plist *n = p->flush_clients.next; n != &p->flush_clients; n = n->next) {
+        struct client *c = plist_entry(n, struct client, flush_node);
+        if (c->state != CL_JUSTFREE && c->server && c->server->state != SV_JUSTFREE)
+            batch_one(p, slots, &used, &c->conn, c->server->conn.fd,
+                      &c->pool->stats.bytes_received);
+    }
+    if (used > 0)
+        net_sendq_submit(p->sendq, batched_send_done, NULL);
+}
+
 static void flush_cb(void *arg)
 {
     struct pooler *p = arg;
     struct plist *n;
     p->flushing = true;
+    if (p->sendq)
+        send_deferred_batch(p);
+    while ((n = plist_first(&p->flush_servers)) != NULL) {
+        struct server *s = plist_entry(n, struct server, flush_node);
+        plist_remove(n);
+        server_pump(s); /* sends, then acts on the ReadyForQuery; a closed one returns at once */
+    }
     while ((n = plist_first(&p->flush_clients)) != NULL) {
         struct client *c = plist_entry(n, struct client, flush_node);
         plist_remove(n);
@@ -720,18 +784,34 @@ static void flush_cb(void *arg)
     p->flushing = false;
 }
 
-bool pooler_defer_send(struct client *c)
+static bool flusher_arm(struct pooler *p)
 {
-    struct pooler *p = c->pooler;
     if (!p->flusher) {
         p->flusher = net_timer_new(p->loop, flush_cb, p);
         if (!p->flusher)
             return false;
     }
-    if (plist_empty(&p->flush_clients))
+    if (plist_empty(&p->flush_clients) && plist_empty(&p->flush_servers))
         net_timer_activate(p->flusher); /* after the callbacks already due in this turn */
+    return true;
+}
+
+bool pooler_defer_send(struct client *c)
+{
+    if (!flusher_arm(c->pooler))
+        return false;
     if (plist_empty(&c->flush_node))
-        plist_append(&p->flush_clients, &c->flush_node);
+        plist_append(&c->pooler->flush_clients, &c->flush_node);
+    return true;
+}
+
+bool pooler_defer_result(struct server *s)
+{
+    struct pooler *p = s->pool->pooler;
+    if (!flusher_arm(p))
+        return false;
+    if (plist_empty(&s->flush_node))
+        plist_append(&p->flush_servers, &s->flush_node);
     return true;
 }
 
@@ -764,6 +844,7 @@ void pooler_reap(struct pooler *p)
     while ((n = plist_first(&p->justfree_servers)) != NULL) {
         struct server *s = plist_entry(n, struct server, node);
         server_change_state(s, SV_FREE);
+        plist_remove(&s->flush_node); /* closed before its deferred send ran */
         net_io_free(s->conn.io);
         if (s->conn.fd >= 0)
             close(s->conn.fd);

@@ -24,6 +24,7 @@
 
 #include "config/pooler_config.h"
 #include "net/loop.h"
+#include "net/sendq.h"
 #include "net/sock.h"
 #include "pool/iobuf.h"
 #include "pool/list.h"
@@ -118,6 +119,8 @@ struct client {
 
 struct server {
     struct plist node;                /* on the list of its state */
+    struct plist flush_node; /* on pooler->flush_servers while a finished result waits for the
+                                end of the loop turn; self-linked otherwise */
     struct pool *pool;                /* borrowed */
     struct client *client;            /* borrowed: the linked client, or NULL */
     struct server_login *login;       /* owned; only during LOGIN */
@@ -246,10 +249,14 @@ struct pooler {
     uint64_t next_id;
     struct net_timer *janitor; /* owned: periodic housekeeping */
     struct net_timer *reaper;  /* owned: frees closed objects after the loop turn */
-    /* Clients whose scanned request is sent to their server at the end of the loop turn,
-     * after every ready socket was read (see pooler_defer_send). */
+    /* Sends held back to the end of the loop turn, after every ready socket was read (see
+     * pooler_defer_send): clients' scanned requests, and servers' finished results whose
+     * ReadyForQuery releases the server once they are sent. */
     struct plist flush_clients;
+    struct plist flush_servers;
     struct net_timer *flusher; /* owned: runs the deferred sends after the turn's callbacks */
+    struct net_sendq *sendq;   /* owned: submits them in one system call; NULL: one by one */
+#define POOLER_SEND_BATCH 64   /* sends per system call (a turn with more makes several) */
     bool flushing;             /* inside the flusher: send now, do not defer again */
 #define POOLER_MAX_LISTENERS 8
     int listen_fds[POOLER_MAX_LISTENERS];
@@ -315,6 +322,7 @@ void pooler_reap(struct pooler *p);
 /* Queues c's scanned request for sending at the end of the loop turn. False when the
  * flusher could not be created (send now instead). */
 __attribute__((warn_unused_result)) bool pooler_defer_send(struct client *c);
+__attribute__((warn_unused_result)) bool pooler_defer_result(struct server *s);
 
 /* ---- conn.c: buffer plumbing shared by both directions ---- */
 enum fill_result {
@@ -332,6 +340,8 @@ enum flush_result {
     FLUSH_ERROR,
 };
 enum flush_result pconn_flush(struct pconn *src, int dst_fd, int64_t *counter);
+/* Books n bytes of src's sendable range as sent (pconn_flush, or a batched send). */
+void pconn_sent(struct pconn *src, size_t n, int64_t *counter);
 /* Returns the buffer to the cache when it holds nothing. */
 void pconn_release_if_empty(struct pooler *p, struct pconn *c);
 void pconn_drop_buffer(struct pooler *p, struct pconn *c);
@@ -356,6 +366,9 @@ __attribute__((warn_unused_result)) bool server_send_internal_query(struct serve
 /* Client→server accounting of one frontend message header. */
 void server_note_frontend(struct server *s, uint8_t type);
 bool server_is_clean(const struct server *s);
+/* The linked client is going away: a finished result still waiting to be sent to it is
+ * dropped, so the server counts as idle again. */
+void server_drop_undelivered_result(struct server *s);
 void cancel_req_start(struct pooler *p, struct server *s);
 void cancel_reqs_forget_server(struct pooler *p, struct server *s);
 void cancel_reqs_expire(struct pooler *p, int64_t now_us);

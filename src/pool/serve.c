@@ -448,6 +448,7 @@ int serve_main(int argc, char **argv)
     plist_init(&p.justfree_servers);
     plist_init(&p.cancel_reqs);
     plist_init(&p.flush_clients);
+    plist_init(&p.flush_servers);
     iobuf_cache_init(&p.bufs, (uint32_t)p.cfg->pkt_buf);
     /* About one bucket per allowed client: the table's pages are touched as keys spread over
      * it, so an oversized table would show up as memory per idle client. */
@@ -460,6 +461,13 @@ int serve_main(int argc, char **argv)
     if (!p.cancel_table || !p.loop || !stmt_registry_init(&p.stmts) || !p.admin_pool) {
         fprintf(stderr, "pgwarden serve: cannot create the event loop\n");
         goto out;
+    }
+    if (p.cfg->io_uring) {
+        p.sendq = net_sendq_new(POOLER_SEND_BATCH, err, sizeof(err));
+        if (p.sendq)
+            log_info("serve", "sends are batched per loop turn with io_uring");
+        else
+            log_warning("serve", "%s: sending with one send() per message", err);
     }
     if (!open_listeners(&p, err, sizeof(err))) {
         fprintf(stderr, "pgwarden serve: %s\n", err);
@@ -502,6 +510,7 @@ out:
     net_timer_free(p.janitor);
     net_timer_free(p.reaper);
     net_timer_free(p.flusher);
+    net_sendq_free(p.sendq);
     net_timer_free(accept_timer);
     accept_timer = NULL;
     net_loop_free(p.loop);

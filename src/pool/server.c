@@ -339,6 +339,7 @@ bool server_launch(struct pool *pool)
     s->id = ++p->next_id;
     s->xact = WIRE_XACT_IDLE;
     plist_init(&s->node);
+    plist_init(&s->flush_node);
     scram_client_init(&l->scram);
     s->connect_us = pooler_now(p);
 
@@ -724,6 +725,17 @@ static bool release_due(const struct server *s)
            (!s->client || s->client->conn.body_left == 0);
 }
 
+void server_drop_undelivered_result(struct server *s)
+{
+    struct iobuf *b = s->conn.buf;
+    if (s->deferred_scan == SSCAN_OK || !b || s->conn.scan != b->end)
+        return; /* nothing held back, or bytes not yet scanned: the caller sees it busy */
+    b->pos = b->end = 0;
+    s->conn.scan = 0;
+    s->deferred_scan = SSCAN_OK;
+    plist_remove(&s->flush_node);
+}
+
 static enum server_scan_result server_scan(struct server *s)
 {
     struct pconn *cn = &s->conn;
@@ -897,14 +909,25 @@ void server_pump(struct server *s)
         enum server_scan_result sr = server_scan(s);
         progressed |= s->conn.scan != before;
         if (s->deferred_scan != SSCAN_OK) {
-            /* An earlier scan ended a result (ReadyForQuery: release) but the send to a slow
-             * client was partial; its bytes are scanned already, so act on it now. */
+            /* An earlier scan ended a result (ReadyForQuery: release) but its send was held
+             * back to the end of the turn or was partial (slow client); its bytes are scanned
+             * already, so act on it now -- unless the client has sent another request to this
+             * server meanwhile, which keeps the server linked. */
             if (sr == SSCAN_OK)
                 sr = (enum server_scan_result)s->deferred_scan;
+            if (sr == SSCAN_RELEASE && !release_due(s))
+                sr = SSCAN_OK;
             s->deferred_scan = SSCAN_OK;
         }
         struct client *c = s->client;
         if (c) {
+            /* A finished result goes out at the end of the loop turn (pooler_defer_result),
+             * after every ready socket was read; the release waits for it. */
+            if (sr == SSCAN_RELEASE && !p->flushing && b->pos < s->conn.scan &&
+                pooler_defer_result(s)) {
+                s->deferred_scan = (uint8_t)sr;
+                return;
+            }
             switch (pconn_flush(&s->conn, c->conn.fd, &pool->stats.bytes_sent)) {
             case FLUSH_DONE:
                 break;
