@@ -1038,7 +1038,7 @@ void client_pump(struct client *c)
         enum scan_result sr = client_scan(c, s);
         /* A complete request goes out at the end of the loop turn (pooler_defer_send); the
          * bytes stay accounted in [pos, scan) of the client's buffer until then. */
-        if (sr == SCAN_OK && !p->flushing && c->conn.buf->pos < c->conn.scan &&
+        if (sr == SCAN_OK && !c->conn.send_now && c->conn.buf->pos < c->conn.scan &&
             pooler_defer_send(c))
             return;
         switch (pconn_flush(&c->conn, s->conn.fd, &c->pool->stats.bytes_received)) {

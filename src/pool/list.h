@@ -46,6 +46,18 @@ static inline void plist_remove(struct plist *n)
     n->next = n->prev = n;
 }
 
+/* Moves every node of src to the end of dst; src is left empty. */
+static inline void plist_splice_tail(struct plist *dst, struct plist *src)
+{
+    if (plist_empty(src))
+        return;
+    src->next->prev = dst->prev;
+    dst->prev->next = src->next;
+    src->prev->next = dst;
+    dst->prev = src->prev;
+    plist_init(src);
+}
+
 /* First node or NULL. */
 static inline struct plist *plist_first(const struct plist *h)
 {

@@ -764,23 +764,47 @@ static void send_deferred_batch(struct pooler *p)
         net_sendq_submit(p->sendq, batched_send_done, NULL);
 }
 
+/* Waves: the pumps of one wave release servers to waiting clients, whose requests are
+ * deferred again and go out in the next wave's batch. An object pumped for its own deferred
+ * send sends directly (send_now), so a send that would block takes the usual writable-edge
+ * path instead of coming back; after FLUSH_MAX_WAVES everything is sent directly. */
+#define FLUSH_MAX_WAVES 8
+
 static void flush_cb(void *arg)
 {
     struct pooler *p = arg;
     struct plist *n;
     p->flushing = true;
-    if (p->sendq)
-        send_deferred_batch(p);
-    while ((n = plist_first(&p->flush_servers)) != NULL) {
-        struct server *s = plist_entry(n, struct server, flush_node);
-        plist_remove(n);
-        server_pump(s); /* sends, then acts on the ReadyForQuery; a closed one returns at once */
+    for (int wave = 0; !plist_empty(&p->flush_servers) || !plist_empty(&p->flush_clients);
+         wave++) {
+        bool last = wave + 1 >= FLUSH_MAX_WAVES;
+        if (p->sendq)
+            send_deferred_batch(p);
+        struct plist servers, clients;
+        plist_init(&servers);
+        plist_init(&clients);
+        plist_splice_tail(&servers, &p->flush_servers);
+        plist_splice_tail(&clients, &p->flush_clients);
+        while ((n = plist_first(&servers)) != NULL) {
+            struct server *s = plist_entry(n, struct server, flush_node);
+            plist_remove(n);
+            /* Sends what the batch left, then acts on the ReadyForQuery; a closed server
+             * returns at once. */
+            s->conn.send_now = true;
+            server_pump(s);
+            s->conn.send_now = false;
+        }
+        while ((n = plist_first(&clients)) != NULL) {
+            struct client *c = plist_entry(n, struct client, flush_node);
+            plist_remove(n);
+            c->conn.send_now = true;
+            client_pump(c); /* a closed client (JUSTFREE) returns at once */
+            c->conn.send_now = false;
+        }
+        if (last)
+            p->flush_direct = true;
     }
-    while ((n = plist_first(&p->flush_clients)) != NULL) {
-        struct client *c = plist_entry(n, struct client, flush_node);
-        plist_remove(n);
-        client_pump(c); /* sends; a closed client (JUSTFREE) returns at once */
-    }
+    p->flush_direct = false;
     p->flushing = false;
 }
 
@@ -791,7 +815,9 @@ static bool flusher_arm(struct pooler *p)
         if (!p->flusher)
             return false;
     }
-    if (plist_empty(&p->flush_clients) && plist_empty(&p->flush_servers))
+    if (p->flush_direct)
+        return false; /* the flusher gave up batching for this turn: send at once */
+    if (!p->flushing && plist_empty(&p->flush_clients) && plist_empty(&p->flush_servers))
         net_timer_activate(p->flusher); /* after the callbacks already due in this turn */
     return true;
 }

@@ -68,6 +68,7 @@ struct pconn {
     bool may_read;      /* the socket may still hold bytes (edge-triggered bookkeeping) */
     bool drop_body;     /* the rest of the current message is swallowed, not forwarded */
     bool closing;       /* peer shut down its side: read to EOF */
+    bool send_now;      /* the flusher is pumping its deferred send: send, do not defer again */
 };
 
 /* Outstanding requests of a server: run-length FIFO of the messages that will produce a
@@ -257,7 +258,8 @@ struct pooler {
     struct net_timer *flusher; /* owned: runs the deferred sends after the turn's callbacks */
     struct net_sendq *sendq;   /* owned: submits them in one system call; NULL: one by one */
 #define POOLER_SEND_BATCH 64   /* sends per system call (a turn with more makes several) */
-    bool flushing;             /* inside the flusher: send now, do not defer again */
+    bool flushing;             /* inside the flusher: it picks up what is deferred meanwhile */
+    bool flush_direct;         /* the flusher's last wave: nothing is deferred any more */
 #define POOLER_MAX_LISTENERS 8
     int listen_fds[POOLER_MAX_LISTENERS];
     struct net_io *listen_ios[POOLER_MAX_LISTENERS]; /* owned */

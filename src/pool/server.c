@@ -923,7 +923,7 @@ void server_pump(struct server *s)
         if (c) {
             /* A finished result goes out at the end of the loop turn (pooler_defer_result),
              * after every ready socket was read; the release waits for it. */
-            if (sr == SSCAN_RELEASE && !p->flushing && b->pos < s->conn.scan &&
+            if (sr == SSCAN_RELEASE && !s->conn.send_now && b->pos < s->conn.scan &&
                 pooler_defer_result(s)) {
                 s->deferred_scan = (uint8_t)sr;
                 return;
