@@ -300,6 +300,21 @@ class Direct(Target):
     pass
 
 
+def pgwarden_send_mode(logfile):
+    """How pgwarden sends (its start-up log says whether io_uring batching is on)."""
+    try:
+        with open(logfile, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return "unknown"
+    if "batched per loop turn with io_uring" in text:
+        return "a loop turn's sends batched with io_uring"
+    m = re.search(r"io_uring unavailable: ([^:\n]*)", text)
+    if m:
+        return f"one send() per message (io_uring unavailable: {m.group(1)})"
+    return "one send() per message"
+
+
 class Pooler(Target):
     def __init__(self, name, binary, args, workdir, port, pg, opts):
         super().__init__(name, port)
@@ -895,7 +910,9 @@ def render_report(results):
              f"({meta['pgwarden_bin']}). Transaction pooling, default_pool_size "
              f"{meta['pool_size']}, trust auth, log_connections off, fd limit "
              f"{meta['nofile']}, both reach PostgreSQL over "
-             f"{'TCP 127.0.0.1' if meta['server_via'] == 'tcp' else 'the unix socket'}.")
+             f"{'TCP 127.0.0.1' if meta['server_via'] == 'tcp' else 'the unix socket'}."
+             + (f" pgwarden sends: {meta['pgwarden_sends']}." if meta.get("pgwarden_sends")
+                else ""))
     L.append(f"- {meta['rounds']} interleaved round(s) of {meta['duration']} s per pgbench run "
              f"(order per scenario: {', '.join(LABEL[t] for t in meta['targets'])}); medians of "
              "rounds with (min–max); ratios are medians of per-round ratios. Elapsed: "
@@ -1323,6 +1340,8 @@ def main(argv=None):
                 t.start()
             log(f"{LABEL[name]}: " + (f"answering on port {t.port}" if t.available
                                       else f"NOT AVAILABLE: {t.reason}"))
+            if name == "pgwarden" and t.available:
+                results["meta"]["pgwarden_sends"] = pgwarden_send_mode(t.logfile)
 
         # Warm-up: opens the server pools and the caches; not recorded.
         for t in targets.values():
