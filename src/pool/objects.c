@@ -725,6 +725,13 @@ static void batched_send_done(void *tag, ssize_t result, void *arg)
         pconn_sent(bs->src, (size_t)result, bs->counter);
 }
 
+static void submit_batch(struct pooler *p)
+{
+    if (!net_sendq_submit(p->sendq, batched_send_done, NULL))
+        log_warning("serve", "io_uring refused a batch of sends; sending with one send() per "
+                             "message from now on");
+}
+
 static void batch_one(struct pooler *p, struct batched_send *slots, unsigned *used,
                       struct pconn *src, int dst_fd, int64_t *counter)
 {
@@ -732,8 +739,7 @@ static void batch_one(struct pooler *p, struct batched_send *slots, unsigned *us
     if (!b || b->pos >= src->scan)
         return;
     if (*used == POOLER_SEND_BATCH) {
-        if (!net_sendq_submit(p->sendq, batched_send_done, NULL))
-            return;
+        submit_batch(p);
         *used = 0;
     }
     struct batched_send *bs = &slots[*used];
@@ -761,7 +767,7 @@ static void send_deferred_batch(struct pooler *p)
                       &c->pool->stats.bytes_received);
     }
     if (used > 0)
-        net_sendq_submit(p->sendq, batched_send_done, NULL);
+        submit_batch(p);
 }
 
 /* Waves: the pumps of one wave release servers to waiting clients, whose requests are
