@@ -734,6 +734,7 @@ void server_drop_undelivered_result(struct server *s)
     s->conn.scan = 0;
     s->deferred_scan = SSCAN_OK;
     plist_remove(&s->flush_node);
+    pconn_release_if_empty(s->pool->pooler, &s->conn);
 }
 
 static enum server_scan_result server_scan(struct server *s)
@@ -938,6 +939,10 @@ void server_pump(struct server *s)
                     s->deferred_scan = (uint8_t)sr;
                 return;
             case FLUSH_ERROR:
+                /* A finished result that cannot be delivered leaves the server idle: keep
+                 * the release pending so closing the client releases it, not closes it. */
+                if (sr == SSCAN_RELEASE)
+                    s->deferred_scan = (uint8_t)sr;
                 client_close(c, "could not send to client");
                 return;
             }
