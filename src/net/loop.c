@@ -27,6 +27,7 @@ struct net_io {
     struct event *ev; /* owned */
     net_io_fn fn;
     void *arg; /* borrowed */
+    short flags;
 };
 
 struct net_timer {
@@ -108,10 +109,12 @@ struct net_io *net_io_new(struct net_loop *loop, int fd, enum net_io_mode mode, 
     struct net_io *io = calloc(1, sizeof(*io));
     if (!io)
         return NULL;
-    short flags = mode == NET_IO_EDGE_RW ? (EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET)
-                                         : (EV_READ | EV_PERSIST);
+    short flags = mode == NET_IO_EDGE_RW     ? (EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET)
+                  : mode == NET_IO_EDGE_READ ? (EV_READ | EV_CLOSED | EV_PERSIST | EV_ET)
+                                             : (EV_READ | EV_PERSIST);
     io->fn = fn;
     io->arg = arg;
+    io->flags = flags;
     io->ev = event_new(loop->base, fd, flags, io_cb, io);
     if (!io->ev || event_add(io->ev, NULL) != 0) {
         if (io->ev)
@@ -120,6 +123,20 @@ struct net_io *net_io_new(struct net_loop *loop, int fd, enum net_io_mode mode, 
         return NULL;
     }
     return io;
+}
+
+void net_io_want_write(struct net_io *io)
+{
+    if (!io || (io->flags & EV_WRITE))
+        return;
+    struct event_base *base = event_get_base(io->ev);
+    evutil_socket_t fd = event_get_fd(io->ev);
+    event_del(io->ev);
+    io->flags |= EV_WRITE;
+    /* The new registration polls the socket once: a writable edge that came between the
+     * partial send and this call is reported, not lost. */
+    event_assign(io->ev, base, fd, io->flags, io_cb, io);
+    event_add(io->ev, NULL);
 }
 
 void net_io_free(struct net_io *io)

@@ -22,6 +22,7 @@ enum net_io_what {
 
 enum net_io_mode {
     NET_IO_EDGE_RW,    /* connections: edge-triggered read+write, registered once */
+    NET_IO_EDGE_READ,  /* clients: edge-triggered read until net_io_want_write */
     NET_IO_LEVEL_READ, /* listeners: level-triggered read, pausable */
 };
 
@@ -42,6 +43,9 @@ const char *net_loop_backend(struct net_loop *loop);
 /* Registers fd (which stays owned by the caller). Returns NULL on failure. */
 struct net_io *net_io_new(struct net_loop *loop, int fd, enum net_io_mode mode, net_io_fn fn,
                           void *arg);
+/* An EDGE_READ registration becomes EDGE_RW for good (one re-registration): call it when a
+ * send was partial, before waiting for the writable edge. NULL and RW ios are left alone. */
+void net_io_want_write(struct net_io *io);
 /* Unregisters and frees; does not close the fd. Safe inside the io's own callback. */
 void net_io_free(struct net_io *io);
 /* Level-triggered registrations only: stop/start watching (EMFILE back-off, pause). */

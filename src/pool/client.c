@@ -886,8 +886,10 @@ static bool console_flush(struct client *c)
     while (o && o->sent < o->len) {
         size_t n = 0;
         enum net_io_result r = net_send(c->conn.fd, o->data + o->sent, o->len - o->sent, &n);
-        if (r == NET_AGAIN)
+        if (r == NET_AGAIN) {
+            client_want_writable(c);
             return true; /* the writable edge resumes it */
+        }
         if (r != NET_OK) {
             client_close(c, "could not send to client");
             return false;

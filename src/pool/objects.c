@@ -332,7 +332,11 @@ struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
     if (c->state == CL_JUSTFREE)
         return c; /* refused already; freed with the other closed clients */
     pconn_release_if_empty(p, &c->conn); /* nothing arrived yet: hold no buffer meanwhile */
-    c->conn.io = net_io_new(p->loop, fd, NET_IO_EDGE_RW, client_io_cb, c);
+    /* Read interest only: registering for writes too would report the new socket writable at
+     * once, a wake-up and loop turn for nothing on every connection; partial sends ask for
+     * the writable edge (client_want_writable). */
+    c->conn.io = net_io_new(p->loop, fd, c->conn.want_write ? NET_IO_EDGE_RW : NET_IO_EDGE_READ,
+                            client_io_cb, c);
     if (!c->conn.io)
         client_close(c, "cannot watch the socket");
     return c;
@@ -384,6 +388,12 @@ struct client *client_find_cancel(struct pooler *p, uint32_t pid, uint32_t key)
         if (c->cancel_pid == pid)
             return ((c->cancel_key ^ key) == 0) ? c : NULL;
     return NULL;
+}
+
+void client_want_writable(struct client *c)
+{
+    c->conn.want_write = true; /* before the registration (first read): registered RW */
+    net_io_want_write(c->conn.io);
 }
 
 bool client_send_raw(struct client *c, const void *data, size_t len)
@@ -751,8 +761,18 @@ static void batch_one(struct pooler *p, struct batched_send *slots, unsigned *us
 
 /* Hands every deferred send of this turn to the kernel in one system call; the pumps that
  * follow then find their bytes gone and only do the bookkeeping (releases, next reads). */
+static bool has_two(const struct plist *h)
+{
+    return !plist_empty(h) && h->next->next != h;
+}
+
 static void send_deferred_batch(struct pooler *p)
 {
+    /* A single send is cheaper as send() than as a one-entry batch (typical of connection
+     * set-up traffic, where turns are small); the pump sends it. */
+    bool servers = !plist_empty(&p->flush_servers), clients = !plist_empty(&p->flush_clients);
+    if (!(servers && clients) && !has_two(&p->flush_servers) && !has_two(&p->flush_clients))
+        return;
     struct batched_send slots[POOLER_SEND_BATCH];
     unsigned used = 0;
     for (struct plist *n = p->flush_servers.next; n != &p->flush_servers; n = n->next) {

@@ -69,6 +69,7 @@ struct pconn {
     bool drop_body;     /* the rest of the current message is swallowed, not forwarded */
     bool closing;       /* peer shut down its side: read to EOF */
     bool send_now;      /* the flusher is pumping its deferred send: send, do not defer again */
+    bool want_write;    /* a send was partial: the socket is registered for writable edges */
 };
 
 /* Outstanding requests of a server: run-length FIFO of the messages that will produce a
@@ -350,6 +351,8 @@ void pconn_drop_buffer(struct pooler *p, struct pconn *c);
 
 /* ---- client.c ---- */
 void client_io_cb(int fd, unsigned what, void *arg);
+/* A send to the client was partial: wake up on its writable edge from now on. */
+void client_want_writable(struct client *c);
 /* Runs the client's data path (after it got a server, or its server drained). */
 void client_pump(struct client *c);
 /* Pool's first server logged in: finish the logins of waiting clients. */

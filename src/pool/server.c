@@ -937,6 +937,7 @@ void server_pump(struct server *s)
                  * kept, or a result's final ReadyForQuery would never release the server. */
                 if (sr != SSCAN_OK && sr != SSCAN_FLUSH_FIRST)
                     s->deferred_scan = (uint8_t)sr;
+                client_want_writable(c);
                 return;
             case FLUSH_ERROR:
                 /* A finished result that cannot be delivered leaves the server idle: keep
