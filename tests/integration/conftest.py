@@ -71,3 +71,12 @@ def run_pgwarden(pgwarden_bin):
 @pytest.fixture
 def unused_port():
     return free_port()
+
+
+@pytest.fixture(scope="module")
+def pgbench_db(pg):
+    """The fixture's PostgreSQL with pgbench tables (scale 1) in database postgres."""
+    subprocess.run([pg.bin("pgbench"), "-i", "-q", "-s", "1", "-h", pg.socket_dir, "-p",
+                    str(pg.port), "-U", "postgres", "postgres"],
+                   check=True, capture_output=True, text=True, timeout=120)
+    return pg

@@ -7,6 +7,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 
 from pgfixture import PASSWORDS, free_port
@@ -182,3 +183,13 @@ def pgwarden_backends(pg, user=None):
     if user:
         where += f" AND usename = '{user}'"
     return int(pg.psql(f"SELECT count(*) FROM pg_stat_activity WHERE {where}"))
+
+
+def run_workers(fn, n, what, timeout=120):
+    """Runs fn(0..n-1) in n threads and fails when one of them is still running after timeout."""
+    threads = [threading.Thread(target=fn, args=(w,)) for w in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), f"a {what} hung"

@@ -12,20 +12,13 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import Pooler, error_fields, raw_connect, read_messages, startup_packet
+from serve_helpers import (Pooler, error_fields, raw_connect, read_messages, run_workers,
+                           startup_packet)
 
 POOL_SIZE = 5
 BATCHED = "sends are batched per loop turn with io_uring"
 FALLBACK = "sending with one send() per message"
 BUSY_CLOSE = "client disconnected while the server was busy"
-
-
-@pytest.fixture(scope="module")
-def pgbench_db(pg):
-    subprocess.run([pg.bin("pgbench"), "-i", "-q", "-s", "1", "-h", pg.socket_dir, "-p",
-                    str(pg.port), "-U", "postgres", "postgres"],
-                   check=True, capture_output=True, text=True, timeout=120)
-    return pg
 
 
 def start_pooler(binary, pg, pool_size=POOL_SIZE, io_uring=None, settings=None):
@@ -379,12 +372,7 @@ def test_pipelined_queries_under_load(pgwarden_bin, pgbench_db, io_uring):
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(f"worker {wid}: {e!r}")
 
-        threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert not any(t.is_alive() for t in threads), "a pipelining client hung"
+        run_workers(worker, 4, "pipelining client")
         assert not errors, "\n".join(errors) + "\n" + log_tail(p)
         out, err = bench.communicate(timeout=60)
         assert_pgbench_ok(bench.returncode, out, err, p)
@@ -532,12 +520,7 @@ def test_clients_vanishing_after_a_query(pgwarden_bin, pgbench_db, io_uring):
                     except BaseException as e:  # noqa: BLE001 - reported below
                         errors.append(f"vanisher {wid}: {e!r}")
 
-                threads = [threading.Thread(target=vanisher, args=(w,)) for w in range(3)]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join(timeout=120)
-                assert not any(t.is_alive() for t in threads), "a vanishing client hung"
+                run_workers(vanisher, 3, "vanishing client")
                 out, err = bench.communicate(timeout=60)
             finally:
                 if bench.poll() is None:

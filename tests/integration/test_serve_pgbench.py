@@ -10,14 +10,6 @@ import pytest
 from serve_helpers import Pooler, pgwarden_backends
 
 
-@pytest.fixture(scope="module")
-def pgbench_db(pg):
-    subprocess.run([pg.bin("pgbench"), "-i", "-q", "-s", "1", "-h", pg.socket_dir, "-p",
-                    str(pg.port), "-U", "postgres", "postgres"],
-                   check=True, capture_output=True, text=True, timeout=120)
-    return pg
-
-
 def run_pgbench(pg, port, *args, timeout=60):
     cmd = [pg.bin("pgbench"), "-n", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
            *args, "postgres"]
