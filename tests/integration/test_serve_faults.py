@@ -1,6 +1,5 @@
 """`pgwarden serve` under faults: clients dying mid-transaction, cancels, a PostgreSQL
 restart, and bad bytes from clients. The daemon and other clients must be unaffected."""
-import socket
 import struct
 import threading
 import time

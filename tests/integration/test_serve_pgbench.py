@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from serve_helpers import Pooler, pgwarden_backends
+from serve_helpers import Pooler
 
 
 def run_pgbench(pg, port, *args, timeout=60):
