@@ -45,6 +45,10 @@ static const struct key_def KEYS[] = {
     {"unix_socket_dir", KEY_STRING, OFF(unix_socket_dir), "/tmp", true,
      "directory of the unix socket .s.PGSQL.<port> (empty = none)"},
     {"listen_backlog", KEY_INT, OFF(listen_backlog), "128", true, "listen(2) backlog"},
+    {"tcp_defer_accept", KEY_BOOL, OFF(tcp_defer_accept), "1", true,
+     "TCP listeners report a new client only once its first packet has arrived "
+     "(TCP_DEFER_ACCEPT, 1 s; a silent client is accepted after that), saving a wake-up per "
+     "connection"},
     {"auth_type", KEY_AUTH_TYPE, OFF(auth_type), "md5", true,
      "client authentication: trust, plain, md5, scram-sha-256"},
     {"auth_file", KEY_STRING, OFF(auth_file), "", true,
@@ -140,7 +144,6 @@ static const char *const IGNORED_KEYS[] = {
     "unix_socket_group",
     "so_reuseport",
     "peer_id",
-    "tcp_defer_accept",
     "tcp_socket_buffer",
     "dns_max_ttl",
     "dns_nxdomain_ttl",
@@ -752,7 +755,8 @@ static bool restart_only(const char *key)
 {
     return !strcmp(key, "listen_addr") || !strcmp(key, "listen_port") ||
            !strcmp(key, "unix_socket_dir") || !strcmp(key, "pkt_buf") ||
-           !strcmp(key, "listen_backlog");
+           !strcmp(key, "listen_backlog") || !strcmp(key, "tcp_defer_accept") ||
+           !strcmp(key, "io_uring");
 }
 
 void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_fn emit, void *ctx)

@@ -61,6 +61,7 @@ struct pooler_config {
     int listen_port;
     char *unix_socket_dir; /* owned; "" = no unix socket */
     int listen_backlog;
+    bool tcp_defer_accept; /* wake on a new client only once its first packet is there */
     enum pooler_auth_type auth_type;
     char *auth_file; /* owned; NULL = none */
     enum pool_mode pool_mode;

@@ -37,7 +37,8 @@ static void tune_tcp(int fd)
         (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &tcp_opts.user_timeout_ms, sizeof(int));
 }
 
-int net_listen_tcp(const char *addr, int port, int backlog, char *err, size_t err_len)
+int net_listen_tcp(const char *addr, int port, int backlog, bool defer_accept, char *err,
+                   size_t err_len)
 {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -69,6 +70,14 @@ int net_listen_tcp(const char *addr, int port, int backlog, char *err, size_t er
         return -1;
     }
     freeaddrinfo(res);
+    if (defer_accept) {
+        /* PostgreSQL clients always speak first (startup packet or SSLRequest), so waiting
+         * for that packet delays no one. The value is seconds of deferral: a client that
+         * stays silent is still accepted after about a second (Linux accepts on the ACK of
+         * the retransmitted SYN-ACK), and client_login_timeout then applies as usual. */
+        int secs = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
+    }
     return fd;
 }
 

@@ -38,8 +38,11 @@ void net_set_tcp_opts(const struct net_tcp_opts *opts);
 bool net_host_is_numeric(const char *host);
 
 /* Listening socket on addr ("*" = all IPv4 addresses, or a numeric address) and port.
- * Returns the fd or -1 with a reason in err. */
-int net_listen_tcp(const char *addr, int port, int backlog, char *err, size_t err_len);
+ * defer_accept sets TCP_DEFER_ACCEPT: the listener turns readable only once a new
+ * connection's first packet has arrived, so accepting and reading the startup packet take one
+ * wake-up instead of two. Returns the fd or -1 with a reason in err. */
+int net_listen_tcp(const char *addr, int port, int backlog, bool defer_accept, char *err,
+                   size_t err_len);
 /* Listening unix socket dir/.s.PGSQL.<port>; removes a stale socket first. */
 int net_listen_unix(const char *dir, int port, int backlog, char *path_out, size_t path_len,
                     char *err, size_t err_len);

@@ -330,7 +330,7 @@ struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
     c->conn.may_read = true;
     client_pump(c);
     if (c->state == CL_JUSTFREE)
-        return c; /* refused already; freed with the other closed clients */
+        return c;                        /* refused already; freed with the other closed clients */
     pconn_release_if_empty(p, &c->conn); /* nothing arrived yet: hold no buffer meanwhile */
     /* Read interest only: registering for writes too would report the new socket writable at
      * once, a wake-up and loop turn for nothing on every connection; partial sends ask for
@@ -342,12 +342,28 @@ struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
     return c;
 }
 
+/* Two random words from the pooler's batch; false when the random source fails. */
+static bool cancel_random_pair(struct pooler *p, uint32_t out[2])
+{
+    if (p->cancel_random_left < 2) {
+        if (RAND_bytes((unsigned char *)p->cancel_random, sizeof(p->cancel_random)) != 1)
+            return false;
+        p->cancel_random_left = (int)(sizeof(p->cancel_random) / sizeof(p->cancel_random[0]));
+    }
+    out[0] = p->cancel_random[--p->cancel_random_left];
+    out[1] = p->cancel_random[--p->cancel_random_left];
+    /* A key handed out is never kept where a later dump or reuse could show it. */
+    p->cancel_random[p->cancel_random_left] = 0;
+    p->cancel_random[p->cancel_random_left + 1] = 0;
+    return true;
+}
+
 void client_register_cancel(struct client *c)
 {
     struct pooler *p = c->pooler;
     for (int tries = 0; tries < 8; tries++) {
         uint32_t r[2];
-        if (RAND_bytes((unsigned char *)r, sizeof(r)) != 1) /* one call: it costs a getpid */
+        if (!cancel_random_pair(p, r))
             break;
         c->cancel_pid = r[0];
         c->cancel_key = r[1];
@@ -801,8 +817,7 @@ static void flush_cb(void *arg)
     struct pooler *p = arg;
     struct plist *n;
     p->flushing = true;
-    for (int wave = 0; !plist_empty(&p->flush_servers) || !plist_empty(&p->flush_clients);
-         wave++) {
+    for (int wave = 0; !plist_empty(&p->flush_servers) || !plist_empty(&p->flush_clients); wave++) {
         bool last = wave + 1 >= FLUSH_MAX_WAVES;
         if (p->sendq)
             send_deferred_batch(p);

@@ -120,12 +120,12 @@ struct client {
 };
 
 struct server {
-    struct plist node;                /* on the list of its state */
-    struct plist flush_node; /* on pooler->flush_servers while a finished result waits for the
-                                end of the loop turn; self-linked otherwise */
-    struct pool *pool;                /* borrowed */
-    struct client *client;            /* borrowed: the linked client, or NULL */
-    struct server_login *login;       /* owned; only during LOGIN */
+    struct plist node;          /* on the list of its state */
+    struct plist flush_node;    /* on pooler->flush_servers while a finished result waits for the
+                                   end of the loop turn; self-linked otherwise */
+    struct pool *pool;          /* borrowed */
+    struct client *client;      /* borrowed: the linked client, or NULL */
+    struct server_login *login; /* owned; only during LOGIN */
     struct pstr *params[PARAM_COUNT]; /* owned references: the server's session values */
     struct pconn conn;
     struct req_fifo fifo;
@@ -246,6 +246,10 @@ struct pooler {
     struct plist cancel_reqs;
     struct client **cancel_table; /* owned: buckets of the cancel-key hash */
     size_t cancel_buckets;        /* power of two */
+    /* Random words for cancel keys, drawn in batches: each RAND_bytes call costs a getpid()
+     * system call (OpenSSL's fork check), one per connection if drawn key by key. */
+    uint32_t cancel_random[64];
+    int cancel_random_left;
     int n_clients;
     int n_cancel_reqs;
     uint64_t next_id;

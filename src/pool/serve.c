@@ -157,7 +157,8 @@ static bool open_listeners(struct pooler *p, char *err, size_t err_len)
         memcpy(addr, a, n);
         addr[n] = '\0';
         a += n;
-        int fd = net_listen_tcp(addr, cfg->listen_port, cfg->listen_backlog, err, err_len);
+        int fd = net_listen_tcp(addr, cfg->listen_port, cfg->listen_backlog, cfg->tcp_defer_accept,
+                                err, err_len);
         if (fd < 0)
             return false;
         p->listen_fds[p->n_listeners++] = fd;

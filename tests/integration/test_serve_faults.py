@@ -526,3 +526,38 @@ def test_server_host_names_resolve_without_blocking(pgwarden_bin, pg):
         assert p.alive()
     finally:
         p.stop()
+
+
+def login_clients(pooler):
+    """SHOW LISTS' login_clients: accepted clients that have not finished their startup."""
+    with psycopg.connect(pooler.dsn(dbname="pgbouncer"), autocommit=True) as c:
+        res = c.pgconn.exec_(b"SHOW LISTS")
+        for r in range(res.ntuples):
+            if res.get_value(r, 0) == b"login_clients":
+                return int(res.get_value(r, 1))
+    raise AssertionError("SHOW LISTS has no login_clients row")
+
+
+@pytest.mark.parametrize("defer", ["1", "0"])
+def test_tcp_defer_accept_waits_for_the_first_packet(pgwarden_bin, pg, defer):
+    """With tcp_defer_accept (the default) a connection is accepted only once its first packet
+    is there; a client that never speaks is still accepted after the deferral and then cut by
+    client_login_timeout like any slow client."""
+    p = Pooler(pgwarden_bin, pg, settings={"tcp_defer_accept": defer, "admin_users": "postgres",
+                                           "client_login_timeout": "1"}).start()
+    try:
+        silent = raw_connect(p.port)
+        time.sleep(0.3)
+        assert login_clients(p) == (0 if defer == "1" else 1)
+        speaking = raw_connect(p.port)
+        speaking.sendall(b"\x00\x00")  # half a length word: accepted, still logging in
+        time.sleep(0.3)
+        assert login_clients(p) == (1 if defer == "1" else 2)
+        for s in (silent, speaking):
+            msgs = read_messages(s, timeout=8)
+            s.close()
+            assert msgs and msgs[-1][0] == b"E"
+            assert "client_login_timeout" in error_fields(msgs[-1][1])["M"]
+        assert_healthy(p)
+    finally:
+        p.stop()
