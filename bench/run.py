@@ -914,7 +914,8 @@ def render_report(results):
              + (f" pgwarden sends: {meta['pgwarden_sends']}." if meta.get("pgwarden_sends")
                 else ""))
     L.append(f"- {meta['rounds']} interleaved round(s) of {meta['duration']} s per pgbench run "
-             f"(order per scenario: {', '.join(LABEL[t] for t in meta['targets'])}); medians of "
+             f"(order per scenario: {', '.join(LABEL[t] for t in meta['targets'])}"
+             + (", rotated every round" if meta['rounds'] > 1 else "") + "); medians of "
              "rounds with (min–max); ratios are medians of per-round ratios. Elapsed: "
              f"{meta.get('elapsed_s', 0):.0f} s.")
     foreign = [r["foreign_cpu_pct"] for r in results["runs"]
@@ -1351,8 +1352,12 @@ def main(argv=None):
 
         rows = opts.stream_mb * 1000000 // ROW_BYTES
         for rnd in range(1, opts.rounds + 1):
+            # The order rotates every round: no target always runs right after another's
+            # load (or first, on a cooler machine).
+            shift = (rnd - 1) % len(opts.targets)
+            order = opts.targets[shift:] + opts.targets[:shift]
             for scen in opts.scenarios:
-                for name in opts.targets:
+                for name in order:
                     t = targets[name]
                     if scen == "idle" and name == "direct":
                         continue
@@ -1383,7 +1388,7 @@ def main(argv=None):
         ok, why = perf_works() if opts.syscall_tool != "strace" else (False, "not asked for")
         tool = "perf" if ok else ("strace" if shutil.which("strace") and
                                   opts.syscall_tool != "perf" else None)
-        results["syscall_tool"] = f"perf stat (tracepoints)" if tool == "perf" else \
+        results["syscall_tool"] = "perf stat (tracepoints)" if tool == "perf" else \
             ("strace -c -f" if tool else "nothing")
         if not ok and opts.syscall_tool != "strace":
             results["not_measured"].append(f"perf cannot count system-call tracepoints here "
