@@ -329,8 +329,9 @@ struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
      * whatever is ready at the time of the registration. */
     c->conn.may_read = true;
     client_pump(c);
+    /* Refused already: freed with the other closed clients. */
     if (c->state == CL_JUSTFREE)
-        return c;                        /* refused already; freed with the other closed clients */
+        return c;
     pconn_release_if_empty(p, &c->conn); /* nothing arrived yet: hold no buffer meanwhile */
     /* Read interest only: registering for writes too would report the new socket writable at
      * once, a wake-up and loop turn for nothing on every connection; partial sends ask for
