@@ -312,15 +312,20 @@ def test_extended_pipeline_thousand_syncs(pooler):
         assert sum(cur.fetchone()[0] for cur in curs) == sum(range(1000))
 
 
+def assert_cut_by_login_timeout(sock, timeout):
+    """The pooler ends sock's unfinished login with a client_login_timeout error."""
+    msgs = read_messages(sock, timeout=timeout)
+    sock.close()
+    assert msgs and msgs[-1][0] == b"E"
+    assert "client_login_timeout" in error_fields(msgs[-1][1])["M"]
+
+
 def test_slowloris_cut_by_login_timeout(pgwarden_bin, pg):
     p = Pooler(pgwarden_bin, pg, settings={"client_login_timeout": "1"}).start()
     try:
         s = raw_connect(p.port)
         s.sendall(b"\x00")
-        msgs = read_messages(s, timeout=5)
-        s.close()
-        assert msgs and msgs[-1][0] == b"E"
-        assert "client_login_timeout" in error_fields(msgs[-1][1])["M"]
+        assert_cut_by_login_timeout(s, timeout=5)
         assert_healthy(p)
     finally:
         p.stop()
@@ -554,10 +559,7 @@ def test_tcp_defer_accept_waits_for_the_first_packet(pgwarden_bin, pg, defer):
         time.sleep(0.3)
         assert login_clients(p) == (1 if defer == "1" else 2)
         for s in (silent, speaking):
-            msgs = read_messages(s, timeout=8)
-            s.close()
-            assert msgs and msgs[-1][0] == b"E"
-            assert "client_login_timeout" in error_fields(msgs[-1][1])["M"]
+            assert_cut_by_login_timeout(s, timeout=8)
         assert_healthy(p)
     finally:
         p.stop()
