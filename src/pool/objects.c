@@ -776,13 +776,13 @@ static void batch_one(struct pooler *p, struct batched_send *slots, unsigned *us
         (*used)++;
 }
 
-/* Hands every deferred send of this turn to the kernel in one system call; the pumps that
- * follow then find their bytes gone and only do the bookkeeping (releases, next reads). */
 static bool has_two(const struct plist *h)
 {
     return !plist_empty(h) && h->next->next != h;
 }
 
+/* Hands every deferred send of this turn to the kernel in one system call; the pumps that
+ * follow then find their bytes gone and only do the bookkeeping (releases, next reads). */
 static void send_deferred_batch(struct pooler *p)
 {
     /* A single send is cheaper as send() than as a one-entry batch (typical of connection
