@@ -1,4 +1,5 @@
-/* Log line formatting (text or JSON lines) and password redaction. */
+/* Log line formatting (text or JSON lines, control bytes always escaped) and password
+ * redaction. */
 #include "common/log.h"
 
 #include "common/timestamp.h"
@@ -34,6 +35,82 @@ bool log_enabled(enum log_level level)
     return level <= current_level;
 }
 
+/*
+ * Copies in to out (out_size bytes, always NUL-terminated) with every control byte (below
+ * 0x20, and 0x7f) written as \n, \r, \t or \xNN. Messages carry client-supplied strings
+ * (user and database names, application_name, error texts) before any authentication: a raw
+ * newline in one would let a client forge whole log lines, and escape sequences could drive
+ * the terminal of whoever reads the log. A string without control bytes is copied unchanged.
+ * Backslashes are not doubled, so that ordinary lines stay byte-identical; "\n" in a line
+ * can thus be either escaped or literal, but it never starts a new line. Output that does not
+ * fit is cut before the escape that would overflow; ESCAPED_SIZE(n) bytes always suffice for
+ * an input of n bytes.
+ */
+#define ESCAPED_SIZE(n) (4 * (n) + 1)
+
+static void escape_controls(const char *in, char *out, size_t out_size)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    for (; *in != '\0'; in++) {
+        unsigned char c = (unsigned char)*in;
+        char esc[4];
+        size_t n = 0;
+
+        if (c >= 0x20 && c != 0x7f) {
+            esc[n++] = (char)c;
+        } else {
+            esc[n++] = '\\';
+            if (c == '\n') {
+                esc[n++] = 'n';
+            } else if (c == '\r') {
+                esc[n++] = 'r';
+            } else if (c == '\t') {
+                esc[n++] = 't';
+            } else {
+                esc[n++] = 'x';
+                esc[n++] = hex[c >> 4];
+                esc[n++] = hex[c & 0xf];
+            }
+        }
+        if (o + n >= out_size)
+            break;
+        memcpy(out + o, esc, n);
+        o += n;
+    }
+    out[o] = '\0';
+}
+
+/* cJSON escapes bytes below 0x20 but writes DEL raw: write it as \u007f as well, so a JSON
+ * line holds no control byte at all. DEL can only occur inside a string value, where the
+ * escape means the same character. Returns json itself when it holds no DEL, else a new
+ * string (owned by the caller, who still frees json too), or NULL when out of memory. */
+static char *json_escape_del(char *json)
+{
+    size_t n_del = 0, len = 0;
+    char *out, *o;
+
+    for (; json[len] != '\0'; len++)
+        n_del += json[len] == 0x7f;
+    if (n_del == 0)
+        return json;
+    out = malloc(len + 5 * n_del + 1);
+    if (out == NULL)
+        return NULL;
+    o = out;
+    for (const char *p = json; *p != '\0'; p++) {
+        if (*p == 0x7f) {
+            memcpy(o, "\\u007f", 6);
+            o += 6;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
 void log_write(enum log_level level, const char *component, const char *fmt, ...)
 {
     if (!log_enabled(level))
@@ -54,13 +131,21 @@ void log_write(enum log_level level, const char *component, const char *fmt, ...
         cJSON_AddStringToObject(line, "component", component);
         cJSON_AddStringToObject(line, "msg", message);
         char *text = cJSON_PrintUnformatted(line);
-        if (text != NULL) {
-            fprintf(out, "%s\n", text);
-            free(text);
-        }
+        char *safe = text != NULL ? json_escape_del(text) : NULL;
+        if (safe != NULL)
+            fprintf(out, "%s\n", safe);
+        if (safe != text)
+            free(safe);
+        free(text);
         cJSON_Delete(line);
     } else {
-        fprintf(out, "%s %s %s: %s\n", ts, level_names[level], component, message);
+        /* Components are short fixed tags; they are escaped too so that nothing a caller
+         * passes can break a text line. */
+        char safe_component[256];
+        char safe_message[ESCAPED_SIZE(sizeof(message))];
+        escape_controls(component, safe_component, sizeof(safe_component));
+        escape_controls(message, safe_message, sizeof(safe_message));
+        fprintf(out, "%s %s %s: %s\n", ts, level_names[level], safe_component, safe_message);
     }
     fflush(out);
 }

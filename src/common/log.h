@@ -24,22 +24,24 @@ void log_configure(enum log_level level, enum log_format format, FILE *out /* bo
 enum log_level log_get_level(void);
 bool log_enabled(enum log_level level);
 
-/* One line per call. `component` is a short module tag ("pool", "inspect", "manager"). */
+/* One line per call. `component` is a short module tag ("pool", "inspect", "manager").
+ * Control bytes in the message (client-supplied names may hold any) never reach the output
+ * raw: the text format writes them as \n, \r, \t or \xNN, the JSON format as JSON escapes. */
 void log_write(enum log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define log_error(comp, ...) log_write(LOG_LEVEL_ERROR, comp, __VA_ARGS__)
+#define log_error(comp, ...)   log_write(LOG_LEVEL_ERROR, comp, __VA_ARGS__)
 #define log_warning(comp, ...) log_write(LOG_LEVEL_WARNING, comp, __VA_ARGS__)
-#define log_info(comp, ...) log_write(LOG_LEVEL_INFO, comp, __VA_ARGS__)
-#define log_debug(comp, ...)                                                                   \
-    do {                                                                                       \
-        if (log_enabled(LOG_LEVEL_DEBUG))                                                      \
-            log_write(LOG_LEVEL_DEBUG, comp, __VA_ARGS__);                                     \
+#define log_info(comp, ...)    log_write(LOG_LEVEL_INFO, comp, __VA_ARGS__)
+#define log_debug(comp, ...)                                                                       \
+    do {                                                                                           \
+        if (log_enabled(LOG_LEVEL_DEBUG))                                                          \
+            log_write(LOG_LEVEL_DEBUG, comp, __VA_ARGS__);                                         \
     } while (0)
-#define log_trace(comp, ...)                                                                   \
-    do {                                                                                       \
-        if (log_enabled(LOG_LEVEL_TRACE))                                                      \
-            log_write(LOG_LEVEL_TRACE, comp, __VA_ARGS__);                                     \
+#define log_trace(comp, ...)                                                                       \
+    do {                                                                                           \
+        if (log_enabled(LOG_LEVEL_TRACE))                                                          \
+            log_write(LOG_LEVEL_TRACE, comp, __VA_ARGS__);                                         \
     } while (0)
 
 /* Copies a libpq connection string or URI into out with any password replaced by "***".

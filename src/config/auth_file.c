@@ -129,9 +129,10 @@ static bool read_quoted(const char **p, const char *eol, size_t max_len, char **
     return true;
 }
 
+/* CR is no blank here: it ends a line (see find_eol). */
 static const char *skip_blanks(const char *p, const char *eol)
 {
-    while (p < eol && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\v' || *p == '\f'))
+    while (p < eol && (*p == ' ' || *p == '\t' || *p == '\v' || *p == '\f'))
         p++;
     return p;
 }
@@ -208,6 +209,25 @@ static bool parse_line(struct loader *ld, const char *p, const char *eol, int li
     return true;
 }
 
+/* The end of the line starting at p: the first CR or LF, or end. Files written on Windows
+ * (CRLF) and on old Macs or by some editors and tools (CR alone) must load every line; with
+ * LF as the only separator a CR-only file was one long line, and as the fields after the
+ * second are ignored, only its first user was loaded. */
+static const char *find_eol(const char *p, const char *end)
+{
+    while (p < end && *p != '\n' && *p != '\r')
+        p++;
+    return p;
+}
+
+/* Steps over the line ending at eol (LF, CR or CRLF: one line either way). */
+static const char *skip_eol(const char *eol, const char *end)
+{
+    if (eol < end && *eol == '\r' && eol + 1 < end && eol[1] == '\n')
+        return eol + 2;
+    return eol + 1;
+}
+
 static int cmp_pending(const void *a, const void *b)
 {
     const struct pending *x = a, *y = b;
@@ -276,8 +296,7 @@ bool auth_file_parse(const char *text, size_t len, const char *name, struct auth
         return false;
     }
     while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *eol = nl != NULL ? nl : end;
+        const char *eol = find_eol(p, end);
 
         line++;
         if (memchr(p, '\0', (size_t)(eol - p)) != NULL) {
@@ -286,7 +305,7 @@ bool auth_file_parse(const char *text, size_t len, const char *name, struct auth
         }
         if (!parse_line(&ld, p, eol, line))
             goto fail;
-        p = eol + 1;
+        p = skip_eol(eol, end);
     }
     if (!finish(&ld, out)) {
         if (err != NULL && err_len > 0)
@@ -326,8 +345,10 @@ const char *auth_file_lookup(const struct auth_file *af, const char *user)
         size_t mid = lo + (hi - lo) / 2;
         int c = strcmp(user, af->entries[mid].user);
 
+        /* An empty secret is no secret: returning it would let md5 and SCRAM logins
+         * succeed with an empty password, and the server login send one. */
         if (c == 0)
-            return af->entries[mid].secret;
+            return af->entries[mid].secret[0] != '\0' ? af->entries[mid].secret : NULL;
         if (c < 0)
             hi = mid;
         else

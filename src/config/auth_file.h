@@ -1,5 +1,6 @@
-/* PgBouncer's auth_file (userlist.txt): one `"user" "secret"` per line, `""` for a quote
- * inside a quoted string, `;` or `#` comment lines. Loaded into an owned, sorted table. */
+/* PgBouncer's auth_file (userlist.txt): one `"user" "secret"` per line (lines end with LF,
+ * CRLF or CR), `""` for a quote inside a quoted string, `;` or `#` comment lines. Loaded into
+ * an owned, sorted table. */
 #ifndef PGWARDEN_CONFIG_AUTH_FILE_H
 #define PGWARDEN_CONFIG_AUTH_FILE_H
 
@@ -32,7 +33,9 @@ struct auth_file {
     size_t count;
 };
 
-/* Loads path into out (which need not be initialised; on failure it is left empty). Errors
+/* Loads path into out (which need not be initialised; on failure it is left empty). Only a
+ * regular file is read (a FIFO or device is refused without blocking). A line that is not
+ * blank, a comment or an entry fails the whole load, so no user is dropped silently: errors
  * read "path:line: reason" and never contain a secret. A user listed twice keeps the last
  * secret, as in PgBouncer. After the second quoted field, the rest of a line may hold only
  * whitespace, a comment or more quoted fields (PgBouncer ignores them too). */
@@ -44,7 +47,9 @@ __attribute__((warn_unused_result)) bool auth_file_parse(const char *text, size_
                                                          const char *name, struct auth_file *out,
                                                          char *err, size_t err_len);
 
-/* The secret for user, or NULL. Borrowed: valid until auth_file_free. O(log n). */
+/* The secret for user, or NULL when the user is not listed or its secret is empty (`"u" ""`
+ * allows no password login, as if the user were not listed). Borrowed: valid until
+ * auth_file_free. O(log n). */
 const char *auth_file_lookup(const struct auth_file *af, const char *user);
 
 /* Wipes the secrets, frees everything, leaves af empty (safe to call twice). */

@@ -59,13 +59,33 @@ static char *trim(char *s)
     return s;
 }
 
+/* What a non-regular file is, for the error message. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    return "a special file";
+}
+
 bool ini_read_file(const char *path, size_t max_size, char **out, size_t *out_len, char *err,
                    size_t err_len)
 {
     struct stat sb;
     char *buf = NULL;
     size_t len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int flags;
+    /* O_NONBLOCK because open() itself blocks on a FIFO until a writer appears, which would
+     * hang a reload on the loop thread before the regular-file check below could refuse it.
+     * O_NOCTTY so that naming a terminal cannot make it the controlling one. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 
     *out = NULL;
     *out_len = 0;
@@ -79,7 +99,14 @@ bool ini_read_file(const char *path, size_t max_size, char **out, size_t *out_le
     }
     /* A FIFO or device could block or never end: only regular files are config files. */
     if (!S_ISREG(sb.st_mode)) {
-        set_errf(err, err_len, "%s: not a regular file", path);
+        set_errf(err, err_len, "%s: not a regular file (%s)", path, file_kind(sb.st_mode));
+        goto fail;
+    }
+    /* Reads of a regular file never block, but a file system that honours O_NONBLOCK (FUSE,
+     * network mounts) could answer EAGAIN: read it as a plain blocking file. */
+    flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        set_errf(err, err_len, "%s: cannot clear O_NONBLOCK: %s", path, strerror(errno));
         goto fail;
     }
     if ((unsigned long long)sb.st_size > max_size) {

@@ -16,7 +16,8 @@
  * - `%include path`: path (rest of the line, trimmed) is relative to the directory of the
  *   including file (for ini_parse_string: of name, or the working directory if name has no
  *   '/'). Entries of the included file are reported with its own file and line. Errors: a
- *   missing or unreadable file, an include loop, nesting deeper than INI_MAX_INCLUDE_DEPTH.
+ *   missing or unreadable file, a file that is not a regular file (a FIFO, a device), an
+ *   include loop, nesting deeper than INI_MAX_INCLUDE_DEPTH.
  * - Limits: each file at most INI_MAX_FILE_SIZE bytes, all files of one parse together at
  *   most INI_MAX_TOTAL_SIZE, each line at most INI_MAX_LINE_LEN bytes, no NUL bytes.
  */
@@ -44,8 +45,9 @@ __attribute__((warn_unused_result)) bool ini_parse_string(const char *text, cons
                                                           size_t err_len);
 
 /* Reads a whole regular file of at most max_size bytes into *out (NUL-terminated, owned by
- * the caller: free()), its length in *out_len. Errors read "path: reason". Shared by the
- * config loaders so that every file gets the same size cap and error wording. */
+ * the caller: free()), its length in *out_len. Anything else (a FIFO, socket, device or
+ * directory) is refused at once: opening never blocks. Errors read "path: reason". Shared by
+ * the config loaders so that every file gets the same size cap, checks and error wording. */
 __attribute__((warn_unused_result)) bool ini_read_file(const char *path, size_t max_size,
                                                        char **out, size_t *out_len, char *err,
                                                        size_t err_len);

@@ -1,12 +1,15 @@
-/* Unit tests for the auth_file (userlist.txt) loader: syntax, quoting, lookups, duplicates,
- * secret kinds, and errors with file:line that never reveal a secret. */
+/* Unit tests for the auth_file (userlist.txt) loader: syntax, quoting, line endings, lookups,
+ * empty secrets, duplicates, secret kinds, FIFOs, and errors with file:line that never reveal a
+ * secret. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -16,6 +19,13 @@
 static bool parse(const char *text, struct auth_file *af, char *err, size_t err_len)
 {
     return auth_file_parse(text, strlen(text), "userlist.txt", af, err, err_len);
+}
+
+static void expect_error(const char *text, size_t len, const char *expected_prefix);
+
+static void expect_error_at(const char *text, const char *expected_prefix)
+{
+    expect_error(text, strlen(text), expected_prefix);
 }
 
 static void test_basic(void **state)
@@ -43,7 +53,7 @@ static void test_basic(void **state)
     assert_string_equal(auth_file_lookup(&af, "bob"), "md520c46e3762c864548e296b33c3406aa9");
     assert_string_equal(auth_file_lookup(&af, "say \"hi\""), "pa\"ss word");
     assert_string_equal(auth_file_lookup(&af, "dave"), "dpw");
-    assert_string_equal(auth_file_lookup(&af, "erin"), "");
+    assert_null(auth_file_lookup(&af, "erin")); /* an empty secret is no secret */
     assert_string_equal(auth_file_lookup(&af, "frank"), "fpw");
     assert_string_equal(auth_file_lookup(&af, "zed"), "last line without newline");
     assert_null(auth_file_lookup(&af, "mallory"));
@@ -72,6 +82,58 @@ static void test_secret_kinds(void **state)
     assert_int_equal(auth_secret_kind("scram-sha-256$x"), AUTH_SECRET_PLAIN);
     assert_string_equal(auth_secret_kind_name(AUTH_SECRET_MD5), "md5");
     assert_string_equal(auth_secret_kind_name(AUTH_SECRET_NONE), "none");
+}
+
+/* `"user" ""` must never let anybody in: md5 and SCRAM would otherwise accept the empty
+ * password, and the server login would send it. The lookup answers "no secret", exactly as
+ * for an unknown user, also when the empty secret overrides an earlier one. */
+static void test_empty_secret_is_no_secret(void **state)
+{
+    (void)state;
+    struct auth_file af;
+    char err[256];
+
+    assert_true(parse("\"empty\" \"\"\n"
+                      "\"u\" \"pw\"\n"
+                      "\"u\" \"\"\n"
+                      "\"v\" \"\"\n"
+                      "\"v\" \"vpw\"\n",
+                      &af, err, sizeof(err)));
+    assert_int_equal(af.count, 3);
+    assert_null(auth_file_lookup(&af, "empty"));
+    assert_null(auth_file_lookup(&af, "u"));
+    assert_string_equal(auth_file_lookup(&af, "v"), "vpw");
+    assert_int_equal(auth_secret_kind(auth_file_lookup(&af, "empty")), AUTH_SECRET_NONE);
+    auth_file_free(&af);
+}
+
+/* LF, CRLF and CR alone all end a line; CRLF counts as one line in error messages. */
+static void test_line_endings(void **state)
+{
+    (void)state;
+    static const char *const files[] = {
+        "\"a\" \"pa\"\n\"b\" \"pb\"\n; c\n\"c\" \"pc\"\n",
+        "\"a\" \"pa\"\r\n\"b\" \"pb\"\r\n; c\r\n\"c\" \"pc\"\r\n",
+        "\"a\" \"pa\"\r\"b\" \"pb\"\r; c\r\"c\" \"pc\"\r",
+        "\"a\" \"pa\"\r\"b\" \"pb\"\n\r\n; c\r\"c\" \"pc\"",
+    };
+    struct auth_file af;
+    char err[256];
+
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (!parse(files[i], &af, err, sizeof(err)))
+            fail_msg("file %zu: %s", i, err);
+        assert_int_equal(af.count, 3);
+        assert_string_equal(auth_file_lookup(&af, "a"), "pa");
+        assert_string_equal(auth_file_lookup(&af, "b"), "pb");
+        assert_string_equal(auth_file_lookup(&af, "c"), "pc");
+        auth_file_free(&af);
+    }
+    expect_error_at("\"a\" \"pa\"\r\"b\" \"pb\"\rSECRET\r", "userlist.txt:3: ");
+    expect_error_at("\"a\" \"pa\"\r\n\r\nSECRET\r\n", "userlist.txt:3: ");
+    expect_error_at("\"a\" \"pa\"\n\r\"b\" SECRET\n", "userlist.txt:3: ");
+    /* A quoted string cannot run over a line end of any kind. */
+    expect_error_at("\"a\" \"SECRET\r\"\n", "userlist.txt:1: unterminated quoted secret");
 }
 
 static void test_duplicates_last_wins(void **state)
@@ -189,15 +251,51 @@ static void test_load_file(void **state)
     rmdir(dir);
 }
 
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "test_auth_file: opening a FIFO blocked (no O_NONBLOCK)\n";
+    ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)n;
+    _exit(1);
+}
+
+/* A FIFO as auth_file is refused at once; a blocking open() hung the reload forever. */
+static void test_load_fifo(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pgwarden-auth-XXXXXX";
+    char path[256], err[512];
+    struct auth_file af = {.entries = (void *)1, .count = 99};
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/userlist.fifo", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    signal(SIGALRM, on_alarm);
+    alarm(10);
+    assert_false(auth_file_load(path, &af, err, sizeof(err)));
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
+    assert_null(af.entries);
+    assert_int_equal(af.count, 0);
+    assert_true(strncmp(err, path, strlen(path)) == 0);
+    assert_non_null(strstr(err, ": not a regular file (a FIFO)"));
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basic),
         cmocka_unit_test(test_secret_kinds),
+        cmocka_unit_test(test_empty_secret_is_no_secret),
+        cmocka_unit_test(test_line_endings),
         cmocka_unit_test(test_duplicates_last_wins),
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_load_fifo),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* Unit tests for the pgbouncer.ini tokenizer (syntax, file:line through %include, loops, depth,
- * missing files, limits) and for the libpq-style connection string parser. */
+ * missing files, limits, FIFOs) and for the libpq-style connection string parser. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -325,6 +326,47 @@ static void test_read_file_limits(void **state)
     assert_non_null(strstr(err, "ten.txt:3: NUL byte in line"));
 }
 
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "test_ini: opening a FIFO blocked (no O_NONBLOCK)\n";
+    ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)n;
+    _exit(1);
+}
+
+/* A FIFO named as a config file or an include must be refused at once: a blocking open()
+ * waits for a writer forever and hung a reload. The alarm turns such a hang into a failure. */
+static void test_fifo_refused(void **state)
+{
+    (void)state;
+    char fifo[512], err[1024], *buf = NULL;
+    size_t len = 0;
+    struct collected c = {0};
+
+    snprintf(fifo, sizeof(fifo), "%s/sub/config.fifo", tmpdir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    signal(SIGALRM, on_alarm);
+    alarm(10);
+
+    assert_false(ini_read_file(fifo, 1024, &buf, &len, err, sizeof(err)));
+    assert_null(buf);
+    assert_string_equal(rel_err(err), "T/sub/config.fifo: not a regular file (a FIFO)");
+
+    assert_false(ini_parse_file(fifo, collect, &c, err, sizeof(err)));
+    assert_string_equal(rel_err(err), "T/sub/config.fifo: not a regular file (a FIFO)");
+
+    write_file("fifo_inc.ini", "[s]\na = 1\n%include sub/config.fifo\n");
+    memset(&c, 0, sizeof(c));
+    assert_false(parse_path("fifo_inc.ini", &c, err, sizeof(err)));
+    assert_string_equal(rel_err(err), "T/fifo_inc.ini:3: cannot include: T/sub/config.fifo: "
+                                      "not a regular file (a FIFO)");
+
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
+    unlink(fifo);
+}
+
 /* ---- connection strings ---- */
 
 struct pairs {
@@ -427,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_include_depth),
         cmocka_unit_test(test_string_include_relative_to_name),
         cmocka_unit_test(test_read_file_limits),
+        cmocka_unit_test(test_fifo_refused),
         cmocka_unit_test(test_connstr),
         cmocka_unit_test(test_connstr_quoting),
         cmocka_unit_test(test_connstr_errors),
