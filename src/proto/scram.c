@@ -1,7 +1,9 @@
 /* SCRAM-SHA-256 for both sides of the pooler (see scram.h for the exchange and the formulas).
  * Every message is length-checked and scanned for NULs first, then parsed attribute by
  * attribute with a cursor that never reads past the end; a missing mandatory attribute is
- * always an error (CVE-2026-19888), never a success with a field left unset. */
+ * always an error (CVE-2026-19888), never a success with a field left unset. Keys derived from
+ * plaintext passwords are cached per process so that PBKDF2 stays off the hot path (see
+ * "process keys and derivation caches"). */
 #include "proto/scram.h"
 
 #include "proto/md5_auth.h"
@@ -21,8 +23,6 @@
 #define SECRET_PREFIX       "SCRAM-SHA-256$"
 #define MAX_FIXED_NONCE_LEN 64 /* for the *_with_nonce test entry points */
 #define MAX_CLIENT_USER_LEN 255
-#define STR_(x)             #x
-#define STR(x)              STR_(x)
 
 /* ------------------------------------------------------------------------------------------
  * small helpers
@@ -203,7 +203,10 @@ static bool sha256(const uint8_t *data, size_t len, uint8_t out[SCRAM_KEY_LEN])
     return out_len == SCRAM_KEY_LEN;
 }
 
-/* SaltedPassword -> ClientKey, ServerKey. */
+/* Counters for scram_cache_get_stats; only the loop thread calls in. */
+static struct scram_cache_stats cache_stats;
+
+/* SaltedPassword -> ClientKey, ServerKey. The one place PBKDF2 runs. */
 static bool derive_keys(const char *password, const uint8_t *salt, size_t salt_len, int iterations,
                         uint8_t client_key[SCRAM_KEY_LEN], uint8_t server_key[SCRAM_KEY_LEN])
 {
@@ -213,6 +216,7 @@ static bool derive_keys(const char *password, const uint8_t *salt, size_t salt_l
 
     if (pw_len > INT_MAX || salt_len > INT_MAX || iterations < 1)
         return false;
+    cache_stats.pbkdf2_runs++;
     ok = PKCS5_PBKDF2_HMAC(password, (int)pw_len, salt, (int)salt_len, iterations, EVP_sha256(),
                            SCRAM_KEY_LEN, salted) == 1 &&
          hmac_sha256(salted, SCRAM_KEY_LEN, "Client Key", 10, client_key) &&
@@ -423,10 +427,12 @@ bool scram_secret_format(const struct scram_secret *secret, char *out, size_t ou
     return true;
 }
 
-bool scram_secret_from_password_with_salt(const char *password, const uint8_t *salt,
-                                          size_t salt_len, int iterations, struct scram_secret *out)
+/* Derives the secret for (password, salt, iterations) and, when client_key is not NULL, also
+ * hands back the ClientKey (the client cache keeps it; a stored secret never does). */
+static bool derive_secret(const char *password, const uint8_t *salt, size_t salt_len,
+                          int iterations, struct scram_secret *out, uint8_t *client_key)
 {
-    uint8_t client_key[SCRAM_KEY_LEN];
+    uint8_t ck[SCRAM_KEY_LEN];
     bool ok;
 
     if (password == NULL || salt == NULL || salt_len == 0 || salt_len > SCRAM_MAX_SALT_LEN ||
@@ -436,12 +442,20 @@ bool scram_secret_from_password_with_salt(const char *password, const uint8_t *s
     out->iterations = iterations;
     out->salt_len = salt_len;
     memcpy(out->salt, salt, salt_len);
-    ok = derive_keys(password, salt, salt_len, iterations, client_key, out->server_key) &&
-         sha256(client_key, SCRAM_KEY_LEN, out->stored_key);
-    OPENSSL_cleanse(client_key, sizeof(client_key));
+    ok = derive_keys(password, salt, salt_len, iterations, ck, out->server_key) &&
+         sha256(ck, SCRAM_KEY_LEN, out->stored_key);
+    if (ok && client_key != NULL)
+        memcpy(client_key, ck, SCRAM_KEY_LEN);
+    OPENSSL_cleanse(ck, sizeof(ck));
     if (!ok)
         scram_secret_clear(out);
     return ok;
+}
+
+bool scram_secret_from_password_with_salt(const char *password, const uint8_t *salt,
+                                          size_t salt_len, int iterations, struct scram_secret *out)
+{
+    return derive_secret(password, salt, salt_len, iterations, out, NULL);
 }
 
 bool scram_secret_from_password(const char *password, struct scram_secret *out)
@@ -457,6 +471,183 @@ bool scram_secret_from_password(const char *password, struct scram_secret *out)
 void scram_secret_clear(struct scram_secret *secret)
 {
     OPENSSL_cleanse(secret, sizeof(*secret));
+}
+
+/* ------------------------------------------------------------------------------------------
+ * process keys and derivation caches
+ *
+ * Why the caches exist: PBKDF2 runs on the event loop thread. Deriving a fresh secret (new
+ * random salt, 4096 rounds) on every SCRAM login of a plaintext auth_file user let a handful of
+ * connections hammering one user stall every other client, and told an attacker which users
+ * exist: a real user cost a PBKDF2 before the proof was even read, an unknown user (mock
+ * secret) cost nothing. PostgreSQL keeps one salt per role; we keep one per plaintext password
+ * for the life of the process, so only the first login for a password pays PBKDF2, and after
+ * that a real user's exchange costs what an unknown user's does. On the client side a server
+ * picks the salt, so we cache the keys per (password, salt, iterations): reconnecting to the
+ * same PostgreSQL role costs one derivation, not one per connection.
+ *
+ *   server table  tag = HMAC(server_tag_key, password)
+ *                 -> random salt, 4096 iterations, StoredKey, ServerKey
+ *   client table  tag = HMAC(HMAC(client_tag_key, password), iterations | salt_len | salt)
+ *                 -> same, plus the ClientKey to build proofs with
+ *
+ * An entry holds the tag and what was derived (what an auth_file SCRAM secret holds anyway),
+ * never the password. The tag keys are random per process, so a tag says nothing outside it.
+ * Tables are fixed arrays with least-recently-used replacement; a miss costs one PBKDF2, as
+ * every login did before. Only the loop thread calls in, so nothing is locked. Both tables and
+ * the keys are wiped at exit.
+ * ------------------------------------------------------------------------------------------ */
+
+/* Independent random keys per process: one for mock salts, one per cache table, so that no
+ * value seen from outside (a mock salt) is ever computed with a key that tags passwords. */
+static struct {
+    uint8_t mock_salt[SCRAM_KEY_LEN];
+    uint8_t server_tag[SCRAM_KEY_LEN];
+    uint8_t client_tag[SCRAM_KEY_LEN];
+} process_keys;
+static bool process_keys_ok;
+static pthread_once_t process_keys_once = PTHREAD_ONCE_INIT;
+
+struct cache_slot {
+    bool used;
+    uint64_t last_use;                 /* cache_clock at the last hit, for LRU replacement */
+    uint8_t tag[SCRAM_KEY_LEN];        /* keyed hash of the inputs, never the password */
+    struct scram_secret secret;        /* salt, iterations, StoredKey, ServerKey */
+    uint8_t client_key[SCRAM_KEY_LEN]; /* client table only: the server side needs no ClientKey */
+};
+
+static struct cache_slot server_cache[SCRAM_SERVER_CACHE_SLOTS];
+static struct cache_slot client_cache[SCRAM_CLIENT_CACHE_SLOTS];
+static uint64_t cache_clock;
+
+static void wipe_at_exit(void)
+{
+    scram_cache_clear();
+    OPENSSL_cleanse(&process_keys, sizeof(process_keys));
+    process_keys_ok = false;
+}
+
+static void process_keys_init(void)
+{
+    process_keys_ok = RAND_bytes(process_keys.mock_salt, SCRAM_KEY_LEN) == 1 &&
+                      RAND_bytes(process_keys.server_tag, SCRAM_KEY_LEN) == 1 &&
+                      RAND_bytes(process_keys.client_tag, SCRAM_KEY_LEN) == 1;
+    /* Failing to register only means the keys are not wiped at exit. */
+    (void)atexit(wipe_at_exit);
+}
+
+static bool process_keys_ready(void)
+{
+    return pthread_once(&process_keys_once, process_keys_init) == 0 && process_keys_ok;
+}
+
+/* Returns the slot holding tag (*hit = true) or, on a miss, the slot to fill: a free one, else
+ * the least recently used one, wiped. */
+static struct cache_slot *cache_find(struct cache_slot *table, size_t n,
+                                     const uint8_t tag[SCRAM_KEY_LEN], bool *hit)
+{
+    struct cache_slot *victim = &table[0];
+
+    for (size_t i = 0; i < n; i++) {
+        struct cache_slot *s = &table[i];
+
+        if (s->used && CRYPTO_memcmp(s->tag, tag, SCRAM_KEY_LEN) == 0) {
+            s->last_use = ++cache_clock;
+            *hit = true;
+            return s;
+        }
+        if (victim->used && (!s->used || s->last_use < victim->last_use))
+            victim = s;
+    }
+    OPENSSL_cleanse(victim, sizeof(*victim));
+    *hit = false;
+    return victim;
+}
+
+static void cache_fill(struct cache_slot *slot, const uint8_t tag[SCRAM_KEY_LEN])
+{
+    memcpy(slot->tag, tag, SCRAM_KEY_LEN);
+    slot->last_use = ++cache_clock;
+    slot->used = true;
+}
+
+/* The secret for a plaintext password (server side): from the cache, or derived once with a
+ * random salt and the default iteration count, exactly the shape of a mock secret. */
+static bool plain_secret(const char *password, struct scram_secret *out)
+{
+    uint8_t tag[SCRAM_KEY_LEN], salt[SCRAM_DEFAULT_SALT_LEN];
+    struct cache_slot *slot;
+    bool hit = false, ok = true;
+
+    if (!process_keys_ready() ||
+        !hmac_sha256(process_keys.server_tag, SCRAM_KEY_LEN, password, strlen(password), tag))
+        return false;
+    slot = cache_find(server_cache, SCRAM_SERVER_CACHE_SLOTS, tag, &hit);
+    if (hit) {
+        cache_stats.server_hits++;
+    } else {
+        ok = RAND_bytes(salt, sizeof(salt)) == 1 &&
+             derive_secret(password, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS, &slot->secret,
+                           NULL);
+        if (ok)
+            cache_fill(slot, tag);
+    }
+    if (ok)
+        *out = slot->secret; /* a copy: the slot may be reused before this exchange ends */
+    OPENSSL_cleanse(tag, sizeof(tag));
+    return ok;
+}
+
+/* ClientKey and ServerKey for logging in with a password (client side), from the cache or
+ * derived once per (password, salt, iterations). */
+static bool client_keys(const char *password, const uint8_t *salt, size_t salt_len, int iterations,
+                        uint8_t client_key[SCRAM_KEY_LEN], uint8_t server_key[SCRAM_KEY_LEN])
+{
+    /* iterations (4 bytes, big-endian) | salt_len (1 byte) | salt: fixed-width fields first,
+     * so two different (salt, iterations) pairs never encode alike. */
+    uint8_t params[4 + 1 + SCRAM_MAX_SALT_LEN];
+    uint8_t pw_tag[SCRAM_KEY_LEN], tag[SCRAM_KEY_LEN];
+    struct cache_slot *slot;
+    bool hit = false, ok;
+
+    if (salt_len == 0 || salt_len > SCRAM_MAX_SALT_LEN || iterations < 1 || !process_keys_ready())
+        return false;
+    params[0] = (uint8_t)((uint32_t)iterations >> 24);
+    params[1] = (uint8_t)((uint32_t)iterations >> 16);
+    params[2] = (uint8_t)((uint32_t)iterations >> 8);
+    params[3] = (uint8_t)iterations;
+    params[4] = (uint8_t)salt_len;
+    memcpy(params + 5, salt, salt_len);
+    ok = hmac_sha256(process_keys.client_tag, SCRAM_KEY_LEN, password, strlen(password), pw_tag) &&
+         hmac_sha256(pw_tag, SCRAM_KEY_LEN, params, 5 + salt_len, tag);
+    OPENSSL_cleanse(pw_tag, sizeof(pw_tag));
+    if (!ok)
+        return false;
+    slot = cache_find(client_cache, SCRAM_CLIENT_CACHE_SLOTS, tag, &hit);
+    if (hit) {
+        cache_stats.client_hits++;
+    } else {
+        ok = derive_secret(password, salt, salt_len, iterations, &slot->secret, slot->client_key);
+        if (ok)
+            cache_fill(slot, tag);
+    }
+    if (ok) {
+        memcpy(client_key, slot->client_key, SCRAM_KEY_LEN);
+        memcpy(server_key, slot->secret.server_key, SCRAM_KEY_LEN);
+    }
+    OPENSSL_cleanse(tag, sizeof(tag));
+    return ok;
+}
+
+void scram_cache_get_stats(struct scram_cache_stats *out)
+{
+    *out = cache_stats;
+}
+
+void scram_cache_clear(void)
+{
+    OPENSSL_cleanse(server_cache, sizeof(server_cache));
+    OPENSSL_cleanse(client_cache, sizeof(client_cache));
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -603,24 +794,16 @@ enum scram_result scram_server_start_doomed(struct scram_server *st, const char 
                         out_len, err, err_len);
 }
 
-/* One random key per process makes mock salts stable across attempts (a real user's salt
- * never changes either) yet unpredictable from outside. */
-static uint8_t mock_key[SCRAM_KEY_LEN];
-static bool mock_key_ok;
-static pthread_once_t mock_key_once = PTHREAD_ONCE_INIT;
-
-static void mock_key_init(void)
-{
-    mock_key_ok = RAND_bytes(mock_key, sizeof(mock_key)) == 1;
-}
-
+/* An unknown user gets the same shape of secret as a cached plaintext password: a 16-byte salt
+ * that is stable for the name (a real user's salt never changes either) yet unpredictable from
+ * outside, and the default iteration count. */
 static bool mock_secret(const char *user, struct scram_secret *s)
 {
     uint8_t h[SCRAM_KEY_LEN];
 
-    if (pthread_once(&mock_key_once, mock_key_init) != 0 || !mock_key_ok)
+    if (!process_keys_ready())
         return false;
-    if (!hmac_sha256(mock_key, sizeof(mock_key), user, strlen(user), h))
+    if (!hmac_sha256(process_keys.mock_salt, SCRAM_KEY_LEN, user, strlen(user), h))
         return false;
     memset(s, 0, sizeof(*s));
     s->iterations = SCRAM_DEFAULT_ITERATIONS;
@@ -659,7 +842,7 @@ static enum scram_result server_start(struct scram_server *st, const char *secre
     } else if (md5_auth_is_secret(secret_or_password)) {
         return server_fail(st, SCRAM_BAD_SECRET, err, err_len,
                            "an md5 secret cannot be used for SCRAM authentication");
-    } else if (!scram_secret_from_password(secret_or_password, &st->secret)) {
+    } else if (!plain_secret(secret_or_password, &st->secret)) {
         return server_fail(st, SCRAM_INTERNAL_ERROR, err, err_len,
                            "could not derive a SCRAM secret");
     }
@@ -920,16 +1103,23 @@ enum scram_result scram_client_continue(struct scram_client *st, const char *ser
     if (!read_attr(&c, 'i', &iter_s, &iter_len))
         return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "malformed SCRAM message (iteration count attribute i= expected)");
-    if (!parse_iterations(iter_s, iter_len, SCRAM_CLIENT_MAX_ITERATIONS, &iterations))
-        return client_fail(
-            st, SCRAM_PROTOCOL_ERROR, err, err_len,
-            "invalid SCRAM iteration count (must be 1 to " STR(SCRAM_CLIENT_MAX_ITERATIONS) ")");
+    if (!parse_iterations(iter_s, iter_len, INT_MAX, &iterations))
+        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+                           "malformed SCRAM message (invalid iteration count)");
+    if (iterations > SCRAM_CLIENT_MAX_ITERATIONS) {
+        /* Name the count: an administrator who raised scram_iterations needs to see why. */
+        char msg[128];
+
+        snprintf(msg, sizeof(msg), "server asked for %d SCRAM iterations; at most %d are accepted",
+                 iterations, SCRAM_CLIENT_MAX_ITERATIONS);
+        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len, msg);
+    }
     if (!at_end(&c))
         return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "malformed SCRAM message (garbage at end of server-first)");
 
     if (!st->have_keys) {
-        if (!derive_keys(st->password, salt, salt_len, iterations, st->client_key, st->server_key))
+        if (!client_keys(st->password, salt, salt_len, iterations, st->client_key, st->server_key))
             return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len,
                                "SCRAM key derivation failed");
         free_wiped(st->password);

@@ -1,7 +1,8 @@
 /* SCRAM-SHA-256 (RFC 5802/7677) as PostgreSQL speaks it, without channel binding: stored
  * secrets, the server side (pooler authenticating a client), the client side (pooler logging
  * in to PostgreSQL, with a password or with the ClientKey recovered from the client), base64.
- * Pure code (OpenSSL for HMAC/SHA-256/PBKDF2/RAND); no I/O, no logging. */
+ * Pure code (OpenSSL for HMAC/SHA-256/PBKDF2/RAND); no I/O, no logging. The only process-wide
+ * state is the derivation caches and their random keys, used from the loop thread only. */
 #ifndef PGWARDEN_PROTO_SCRAM_H
 #define PGWARDEN_PROTO_SCRAM_H
 
@@ -46,8 +47,16 @@
 #define SCRAM_MAX_NONCE_LEN 512
 /* Cap on the iteration count a server may ask of us (client side): PBKDF2 runs on the event
  * loop thread, so a server asking for 10^9 iterations would stall the whole pooler
- * (CVE-2026-6669). PostgreSQL's default is 4096. */
-#define SCRAM_CLIENT_MAX_ITERATIONS 1000000
+ * (CVE-2026-6669), and the former cap of 10^6 still let a hostile server stall it ~250 times as
+ * long as a default login, on every login (a new salt each time defeats the client cache).
+ * PostgreSQL's default is 4096; 100000 leaves room for a hardened scram_iterations setting,
+ * and an honest server's count is paid once per (password, salt, iterations). */
+#define SCRAM_CLIENT_MAX_ITERATIONS 100000
+/* Slots in the derivation caches (see "derivation caches" below): plaintext auth_file
+ * passwords on the server side, (password, salt, iterations) of PostgreSQL roles on the
+ * client side. A miss costs one PBKDF2, so more entries than slots only costs speed. */
+#define SCRAM_SERVER_CACHE_SLOTS 256
+#define SCRAM_CLIENT_CACHE_SLOTS 64
 /* Every message we build fits in a buffer of this size (out_cap >= this always suffices). */
 #define SCRAM_OUT_MAX 1280
 /* Longest formatted secret, with NUL. */
@@ -85,7 +94,8 @@ __attribute__((warn_unused_result)) bool scram_secret_parse(const char *text,
 __attribute__((warn_unused_result)) bool scram_secret_format(const struct scram_secret *secret,
                                                              char *out, size_t out_cap);
 
-/* Derives a secret from a plaintext password with a random 16-byte salt and 4096 iterations. */
+/* Derives a secret from a plaintext password with a random 16-byte salt and 4096 iterations.
+ * Uncached: every call runs PBKDF2 and picks a new salt. */
 __attribute__((warn_unused_result)) bool scram_secret_from_password(const char *password,
                                                                     struct scram_secret *out);
 
@@ -125,8 +135,11 @@ void scram_server_init(struct scram_server *st);
 void scram_server_clear(struct scram_server *st);
 
 /* Handles client-first (the SASLInitialResponse data, len bytes) for a user whose stored
- * secret_or_password is a SCRAM secret or a plaintext password (a fresh secret with a random
- * salt is derived: 4096 PBKDF2 iterations per login). md5 secrets give SCRAM_BAD_SECRET.
+ * secret_or_password is a SCRAM secret or a plaintext password. For a plaintext password the
+ * secret comes from the server cache: the first login derives it (random 16-byte salt, 4096
+ * PBKDF2 iterations), later logins reuse the same salt and keys, so the server-first message
+ * looks like an unknown user's (scram_server_start_doomed) and costs as little.
+ * md5 secrets give SCRAM_BAD_SECRET.
  * The user name inside client-first is ignored, as PostgreSQL does: the startup user counts.
  * Rejects "p=" (channel binding), authzid, "m=", missing or over-long r=.
  * On SCRAM_OK writes server-first (not NUL-terminated, *out_len bytes) into out. */
@@ -200,8 +213,10 @@ scram_client_start_with_nonce(struct scram_client *st, const char *user, const c
                               char *err, size_t err_len);
 
 /* Handles server-first (the AuthenticationSASLContinue data): checks that the server nonce
- * extends ours, the salt, the iteration count (1..SCRAM_CLIENT_MAX_ITERATIONS), then builds
- * client-final "c=biws,r=<nonce>,p=<proof>" into out. */
+ * extends ours, the salt, the iteration count (1..SCRAM_CLIENT_MAX_ITERATIONS, a larger one is
+ * refused with an error naming it), then builds client-final "c=biws,r=<nonce>,p=<proof>"
+ * into out. With a password, the keys come from the client cache when this (password, salt,
+ * iterations) was derived before. */
 __attribute__((warn_unused_result)) enum scram_result
 scram_client_continue(struct scram_client *st, const char *server_first, size_t len, char *out,
                       size_t out_cap, size_t *out_len, char *err, size_t err_len);
@@ -213,6 +228,26 @@ __attribute__((warn_unused_result)) enum scram_result scram_client_finish(struct
                                                                           const char *server_final,
                                                                           size_t len, char *err,
                                                                           size_t err_len);
+
+/* ---- derivation caches ----
+ * Each process keeps the keys it derived from plaintext passwords (never the passwords
+ * themselves: entries are found by a keyed hash) so that repeated logins run no PBKDF2 on
+ * the event loop. scram.c explains why. The tables live for the whole process and are wiped
+ * at exit. */
+
+struct scram_cache_stats {
+    uint64_t pbkdf2_runs; /* PBKDF2 derivations run by this module, through a cache or not */
+    uint64_t server_hits; /* plaintext-password logins served without PBKDF2 */
+    uint64_t client_hits; /* logins to PostgreSQL served without PBKDF2 */
+};
+
+/* Copies the counters (cumulative since process start; scram_cache_clear keeps them). */
+void scram_cache_get_stats(struct scram_cache_stats *out);
+
+/* Wipes both caches (OPENSSL_cleanse): the next login for each password derives again, and a
+ * plaintext password gets a new salt. Not needed for correctness (a changed password simply
+ * misses); for tests, and for callers that want keys of removed users gone at once. */
+void scram_cache_clear(void);
 
 /* ---- base64 (RFC 4648, standard alphabet, with padding) ---- */
 

@@ -10,14 +10,21 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Fixed secret (password "pencil", RFC 7677 salt) so no PBKDF2 runs per input on the server
- * side; the client side uses pass-through keys for the same reason (a plaintext password
- * would make every input with i=1000000 take a second). */
+ * side. The plaintext password run is cheap too: the server cache derives its secret on the
+ * first input only. The client side uses pass-through keys: with a plaintext password every
+ * input with a new salt or count (up to SCRAM_CLIENT_MAX_ITERATIONS) would run PBKDF2. */
 static const char secret[] = "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"
                              "WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:"
                              "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
 
+enum server_kind {
+    SERVER_SECRET,    /* stored SCRAM secret */
+    SERVER_PLAINTEXT, /* plaintext password, through the server cache */
+    SERVER_DOOMED,    /* unknown user */
+};
+
 static void run_server(const char *first, size_t first_len, const char *final, size_t final_len,
-                       bool doomed)
+                       enum server_kind kind)
 {
     struct scram_server st;
     char out[SCRAM_OUT_MAX], err[256];
@@ -25,19 +32,19 @@ static void run_server(const char *first, size_t first_len, const char *final, s
     enum scram_result r;
 
     scram_server_init(&st);
-    if (doomed)
+    if (kind == SERVER_DOOMED)
         r = scram_server_start_doomed(&st, "ghost", first, first_len, out, sizeof(out), &out_len,
                                       err, sizeof(err));
     else
-        r = scram_server_start_with_nonce(&st, secret, first, first_len,
-                                          "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0", out, sizeof(out),
-                                          &out_len, err, sizeof(err));
+        r = scram_server_start_with_nonce(&st, kind == SERVER_SECRET ? secret : "pencil", first,
+                                          first_len, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0", out,
+                                          sizeof(out), &out_len, err, sizeof(err));
     if (r == SCRAM_OK) {
         if (out_len > sizeof(out))
             __builtin_trap();
         r = scram_server_finish(&st, final, final_len, out, sizeof(out), &out_len, err,
                                 sizeof(err));
-        if (r == SCRAM_OK && (doomed || !st.have_client_key))
+        if (r == SCRAM_OK && (kind == SERVER_DOOMED || !st.have_client_key))
             __builtin_trap(); /* a doomed exchange must never succeed */
     }
     scram_server_clear(&st);
@@ -72,8 +79,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t buf[256];
     size_t n;
 
-    run_server(p, first_len, final, final_len, false);
-    run_server(p, first_len, final, final_len, true);
+    run_server(p, first_len, final, final_len, SERVER_SECRET);
+    run_server(p, first_len, final, final_len, SERVER_PLAINTEXT);
+    run_server(p, first_len, final, final_len, SERVER_DOOMED);
     run_client(p, first_len, final, final_len);
     (void)scram_base64_decode(p, size, buf, sizeof(buf), &n);
     if (size < 512) {

@@ -1,5 +1,6 @@
 /* Unit tests for SCRAM-SHA-256: RFC 7677's test vector on both sides, round trips (password,
- * stored secret, pass-through keys), and every malformed-input case from bad-inputs.md D.20-22. */
+ * stored secret, pass-through keys), every malformed-input case from bad-inputs.md D.20-22, and
+ * the derivation caches (one salt per plaintext password, no PBKDF2 on a repeated login). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,7 +20,7 @@
 #define RFC_SERVER_FIRST "r=" RFC_CLIENT_NONCE RFC_SERVER_NONCE ",s=" RFC_SALT_B64 ",i=4096"
 #define RFC_CLIENT_FINAL                                                                           \
     "c=biws,r=" RFC_CLIENT_NONCE RFC_SERVER_NONCE ",p=dHzbZapWIk4jUhN+"                            \
-                                                  "Ute9ytag9zjfMHgsqmmiz7AndVQ="
+    "Ute9ytag9zjfMHgsqmmiz7AndVQ="
 #define RFC_SERVER_FINAL "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
 
 static void rfc_secret(struct scram_secret *s)
@@ -584,6 +585,7 @@ static void test_server_first_malicious(void **state)
         SF_PREFIX ",i= 4096",
         SF_PREFIX ",i=1000000000", /* CVE-2026-6669: never run 10^9 PBKDF2 rounds */
         SF_PREFIX ",i=1000001",
+        SF_PREFIX ",i=100001", /* SCRAM_CLIENT_MAX_ITERATIONS + 1 */
         SF_PREFIX ",i=99999999999999999999999",
         SF_PREFIX ",i=abc",
         SF_PREFIX ",i=",
@@ -752,6 +754,324 @@ static void test_small_output_buffer(void **state)
     scram_server_clear(&st);
 }
 
+/* ---- derivation caches ---- */
+
+/* Copies attribute name= of a server-first message (NUL-terminated) into out. */
+static void sf_attr(const char *msg, size_t len, char name, char *out, size_t cap)
+{
+    char tmp[SCRAM_OUT_MAX + 1], key[4] = {',', name, '=', '\0'};
+    const char *p, *end;
+
+    assert_true(len < sizeof(tmp));
+    memcpy(tmp, msg, len);
+    tmp[len] = '\0';
+    p = strstr(tmp, key);
+    assert_non_null(p);
+    p += 3;
+    end = strchr(p, ',');
+    if (end == NULL)
+        end = p + strlen(p);
+    assert_true((size_t)(end - p) < cap);
+    memcpy(out, p, (size_t)(end - p));
+    out[end - p] = '\0';
+}
+
+static void assert_same_secret(const struct scram_secret *a, const struct scram_secret *b)
+{
+    assert_int_equal(a->iterations, b->iterations);
+    assert_int_equal(a->salt_len, b->salt_len);
+    assert_memory_equal(a->salt, b->salt, a->salt_len);
+    assert_memory_equal(a->stored_key, b->stored_key, SCRAM_KEY_LEN);
+    assert_memory_equal(a->server_key, b->server_key, SCRAM_KEY_LEN);
+}
+
+/* Logs in with a plaintext password on the server side; returns the server's result and
+ * copies the secret the server used into used (when the exchange got that far). */
+static enum scram_result plain_login(const char *server_password, const char *client_password,
+                                     struct scram_secret *used)
+{
+    struct scram_server srv;
+    struct scram_client cli;
+    enum scram_result r, cr = SCRAM_INTERNAL_ERROR;
+
+    r = exchange(&srv, &cli, server_password, NULL, client_password, NULL, NULL, &cr);
+    if (used != NULL)
+        *used = srv.secret;
+    if (r == SCRAM_OK)
+        assert_int_equal(cr, SCRAM_OK);
+    scram_server_clear(&srv);
+    scram_client_clear(&cli);
+    return r;
+}
+
+/* A plaintext password keeps one salt and one set of keys: the second login runs no PBKDF2
+ * at all (the server reuses its secret, the client its keys for that salt). */
+static void test_plain_cache_stable_secret(void **state)
+{
+    (void)state;
+    struct scram_secret first, second, third;
+    struct scram_cache_stats before, after;
+
+    scram_cache_clear();
+    assert_int_equal(plain_login("cached-pw", "cached-pw", &first), SCRAM_OK);
+    assert_int_equal(first.iterations, SCRAM_DEFAULT_ITERATIONS);
+    assert_int_equal(first.salt_len, SCRAM_DEFAULT_SALT_LEN);
+
+    scram_cache_get_stats(&before);
+    assert_int_equal(plain_login("cached-pw", "cached-pw", &second), SCRAM_OK);
+    scram_cache_get_stats(&after);
+    assert_same_secret(&first, &second);
+    assert_int_equal(after.pbkdf2_runs, before.pbkdf2_runs);
+    assert_int_equal(after.server_hits, before.server_hits + 1);
+    assert_int_equal(after.client_hits, before.client_hits + 1);
+
+    /* Clearing forgets it: a new salt, one derivation on each side. */
+    scram_cache_clear();
+    scram_cache_get_stats(&before);
+    assert_int_equal(plain_login("cached-pw", "cached-pw", &third), SCRAM_OK);
+    scram_cache_get_stats(&after);
+    assert_memory_not_equal(first.salt, third.salt, SCRAM_DEFAULT_SALT_LEN);
+    assert_int_equal(after.pbkdf2_runs, before.pbkdf2_runs + 2);
+    scram_secret_clear(&first);
+    scram_secret_clear(&second);
+    scram_secret_clear(&third);
+}
+
+/* The cache never turns a wrong password into a right one, before or after the entry exists. */
+static void test_plain_cache_still_checks_password(void **state)
+{
+    (void)state;
+    const char *wrong[] = {"Right-pw", "right-p", "right-pw ", "right-pwright-pw", ""};
+
+    scram_cache_clear();
+    assert_int_equal(plain_login("right-pw", "wrong-pw", NULL), SCRAM_AUTH_FAILED);
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(plain_login("right-pw", "right-pw", NULL), SCRAM_OK);
+        for (size_t i = 0; i < sizeof(wrong) / sizeof(wrong[0]); i++)
+            assert_int_equal(plain_login("right-pw", wrong[i], NULL), SCRAM_AUTH_FAILED);
+    }
+}
+
+/* Different passwords (including prefixes of each other) get different entries. */
+static void test_plain_cache_no_collision(void **state)
+{
+    (void)state;
+    const char *pw[] = {"alpha", "alphab", "beta", "alpha\x01"};
+    struct scram_secret s[4], again;
+
+    scram_cache_clear();
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(plain_login(pw[i], pw[i], &s[i]), SCRAM_OK);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(plain_login(pw[i], pw[i], &again), SCRAM_OK);
+        assert_same_secret(&s[i], &again);
+        for (size_t j = 0; j < 4; j++) {
+            if (i == j)
+                continue;
+            assert_memory_not_equal(s[i].salt, s[j].salt, SCRAM_DEFAULT_SALT_LEN);
+            assert_memory_not_equal(s[i].stored_key, s[j].stored_key, SCRAM_KEY_LEN);
+            assert_int_equal(plain_login(pw[i], pw[j], NULL), SCRAM_AUTH_FAILED);
+        }
+    }
+}
+
+/* An unknown user's server-first must not tell it apart from a plaintext user's: same length,
+ * same salt length, same iteration count, a salt stable across attempts, and no PBKDF2 for
+ * either once the plaintext user has logged in once. */
+static void test_doomed_looks_like_plain(void **state)
+{
+    (void)state;
+    struct scram_server st;
+    struct scram_client cli;
+    struct scram_cache_stats before, after;
+    char m1[SCRAM_OUT_MAX], m2[SCRAM_OUT_MAX], err[256];
+    char salt[2][2][64], iter[2][2][16];
+    uint8_t raw[SCRAM_MAX_SALT_LEN];
+    size_t l1, l2, lens[2][2], raw_len;
+
+    scram_cache_clear();
+    assert_int_equal(plain_login("shape-pw", "shape-pw", NULL), SCRAM_OK);
+    scram_client_init(&cli);
+    assert_int_equal(
+        scram_client_start(&cli, NULL, "guess", NULL, NULL, m1, sizeof(m1), &l1, err, sizeof(err)),
+        SCRAM_OK);
+    scram_cache_get_stats(&before);
+    for (int kind = 0; kind < 2; kind++) {
+        for (int attempt = 0; attempt < 2; attempt++) {
+            scram_server_init(&st);
+            if (kind == 0)
+                assert_int_equal(scram_server_start(&st, "shape-pw", m1, l1, m2, sizeof(m2), &l2,
+                                                    err, sizeof(err)),
+                                 SCRAM_OK);
+            else
+                assert_int_equal(scram_server_start_doomed(&st, "ghost", m1, l1, m2, sizeof(m2),
+                                                           &l2, err, sizeof(err)),
+                                 SCRAM_OK);
+            lens[kind][attempt] = l2;
+            sf_attr(m2, l2, 's', salt[kind][attempt], sizeof(salt[kind][attempt]));
+            sf_attr(m2, l2, 'i', iter[kind][attempt], sizeof(iter[kind][attempt]));
+            assert_true(scram_base64_decode(salt[kind][attempt], strlen(salt[kind][attempt]), raw,
+                                            sizeof(raw), &raw_len));
+            assert_int_equal(raw_len, SCRAM_DEFAULT_SALT_LEN);
+            assert_string_equal(iter[kind][attempt], "4096");
+            scram_server_clear(&st);
+        }
+        assert_string_equal(salt[kind][0], salt[kind][1]);
+    }
+    scram_cache_get_stats(&after);
+    assert_int_equal(after.pbkdf2_runs, before.pbkdf2_runs);
+    assert_int_equal(lens[0][0], lens[1][0]);
+    assert_string_not_equal(salt[0][0], salt[1][0]);
+    scram_client_clear(&cli);
+}
+
+/* Runs the client side with the RFC nonce against server_first_msg and copies client-final
+ * (NUL-terminated) into final_out. */
+static enum scram_result client_final_for(const char *password, const char *server_first_msg,
+                                          char *final_out, char *err, size_t err_len)
+{
+    struct scram_client st;
+    char out[SCRAM_OUT_MAX];
+    size_t out_len;
+    enum scram_result r;
+
+    scram_client_init(&st);
+    assert_int_equal(scram_client_start_with_nonce(&st, "user", password, NULL, NULL,
+                                                   RFC_CLIENT_NONCE, out, sizeof(out), &out_len,
+                                                   err, err_len),
+                     SCRAM_OK);
+    r = scram_client_continue(&st, server_first_msg, strlen(server_first_msg), out, sizeof(out),
+                              &out_len, err, err_len);
+    if (r == SCRAM_OK) {
+        memcpy(final_out, out, out_len);
+        final_out[out_len] = '\0';
+    }
+    scram_client_clear(&st);
+    return r;
+}
+
+static void test_client_iteration_cap(void **state)
+{
+    (void)state;
+    char final1[SCRAM_OUT_MAX + 1], final2[SCRAM_OUT_MAX + 1], err[256];
+    struct scram_cache_stats before, after;
+
+    assert_int_equal(SCRAM_CLIENT_MAX_ITERATIONS, 100000);
+    assert_int_equal(client_final_for("pencil", SF_PREFIX ",i=100001", final1, err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    assert_non_null(strstr(err, "100001"));
+    assert_non_null(strstr(err, "100000"));
+    assert_int_equal(client_final_for("pencil", SF_PREFIX ",i=1000000", final1, err, sizeof(err)),
+                     SCRAM_PROTOCOL_ERROR);
+    assert_non_null(strstr(err, "1000000 SCRAM iterations"));
+    assert_int_equal(
+        client_final_for("pencil", SF_PREFIX ",i=2147483647", final1, err, sizeof(err)),
+        SCRAM_PROTOCOL_ERROR);
+    assert_non_null(strstr(err, "2147483647"));
+    assert_int_equal(
+        client_final_for("pencil", SF_PREFIX ",i=2147483648", final1, err, sizeof(err)),
+        SCRAM_PROTOCOL_ERROR);
+    assert_non_null(strstr(err, "iteration count"));
+
+    /* The cap itself is accepted, and derived once. */
+    scram_cache_get_stats(&before);
+    assert_int_equal(client_final_for("pencil", SF_PREFIX ",i=100000", final1, err, sizeof(err)),
+                     SCRAM_OK);
+    assert_int_equal(client_final_for("pencil", SF_PREFIX ",i=100000", final2, err, sizeof(err)),
+                     SCRAM_OK);
+    scram_cache_get_stats(&after);
+    assert_int_equal(after.pbkdf2_runs, before.pbkdf2_runs + 1);
+    assert_string_equal(final1, final2);
+}
+
+/* The client cache gives exactly what an uncached derivation gives: the RFC 7677 proof. */
+static void test_client_cache_rfc_vector(void **state)
+{
+    (void)state;
+    struct scram_client st;
+    struct scram_secret uncached;
+    struct scram_cache_stats before, after;
+    char out[SCRAM_OUT_MAX], err[256], final[SCRAM_OUT_MAX + 1];
+    size_t out_len;
+
+    scram_cache_clear();
+    rfc_secret(&uncached);
+    for (int round = 0; round < 3; round++) {
+        scram_cache_get_stats(&before);
+        scram_client_init(&st);
+        assert_int_equal(scram_client_start_with_nonce(&st, "user", "pencil", NULL, NULL,
+                                                       RFC_CLIENT_NONCE, out, sizeof(out), &out_len,
+                                                       err, sizeof(err)),
+                         SCRAM_OK);
+        assert_int_equal(scram_client_continue(&st, RFC_SERVER_FIRST, strlen(RFC_SERVER_FIRST), out,
+                                               sizeof(out), &out_len, err, sizeof(err)),
+                         SCRAM_OK);
+        assert_msg(out, out_len, RFC_CLIENT_FINAL);
+        assert_memory_equal(st.server_key, uncached.server_key, SCRAM_KEY_LEN);
+        assert_int_equal(
+            scram_client_finish(&st, RFC_SERVER_FINAL, strlen(RFC_SERVER_FINAL), err, sizeof(err)),
+            SCRAM_OK);
+        scram_client_clear(&st);
+        scram_cache_get_stats(&after);
+        /* Round 0 derives (the rfc_secret above does not fill the cache); later rounds hit. */
+        assert_int_equal(after.pbkdf2_runs, before.pbkdf2_runs + (round == 0 ? 1 : 0));
+        assert_int_equal(after.client_hits, before.client_hits + (round == 0 ? 0 : 1));
+    }
+
+    /* Another password, iteration count or salt is another entry with another proof. */
+    scram_cache_get_stats(&before);
+    assert_int_equal(client_final_for("pencil2", RFC_SERVER_FIRST, final, err, sizeof(err)),
+                     SCRAM_OK);
+    assert_string_not_equal(final, RFC_CLIENT_FINAL);
+    assert_int_equal(client_final_for("pencil", SF_PREFIX ",i=4095", final, err, sizeof(err)),
+                     SCRAM_OK);
+    assert_string_not_equal(final,
+                            "c=biws,r=" NONCE ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
+    assert_int_equal(client_final_for("pencil", "r=" NONCE ",s=X22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
+                                      final, err, sizeof(err)),
+                     SCRAM_OK);
+    scram_cache_get_stats(&after);
+    assert_int_equal(after.pbkdf2_runs, before.pbkdf2_runs + 3);
+    assert_int_equal(after.client_hits, before.client_hits);
+    /* ...and the RFC entry is still there. */
+    assert_int_equal(client_final_for("pencil", RFC_SERVER_FIRST, final, err, sizeof(err)),
+                     SCRAM_OK);
+    assert_string_equal(final, RFC_CLIENT_FINAL);
+    scram_cache_get_stats(&before);
+    assert_int_equal(before.pbkdf2_runs, after.pbkdf2_runs);
+    scram_secret_clear(&uncached);
+}
+
+/* A full table replaces its least recently used entry, and a replaced entry derives again to
+ * the same result (i=1 keeps this fast). */
+static void test_client_cache_eviction(void **state)
+{
+    (void)state;
+    char sf[256], salt_b64[32], final[SCRAM_CLIENT_CACHE_SLOTS + 1][SCRAM_OUT_MAX + 1];
+    char again[SCRAM_OUT_MAX + 1], err[256];
+    uint8_t salt[SCRAM_DEFAULT_SALT_LEN] = {0};
+    struct scram_cache_stats before, after;
+
+    scram_cache_clear();
+    for (int k = 0; k <= SCRAM_CLIENT_CACHE_SLOTS; k++) {
+        salt[0] = (uint8_t)k;
+        assert_true(scram_base64_encode(salt, sizeof(salt), salt_b64, sizeof(salt_b64)));
+        snprintf(sf, sizeof(sf), "r=%s,s=%s,i=1", NONCE, salt_b64);
+        assert_int_equal(client_final_for("evict", sf, final[k], err, sizeof(err)), SCRAM_OK);
+    }
+    /* Salt 0 was the oldest when salt SLOTS came in: it derives again; the newest hits. */
+    for (int k = SCRAM_CLIENT_CACHE_SLOTS; k >= 0; k -= SCRAM_CLIENT_CACHE_SLOTS) {
+        salt[0] = (uint8_t)k;
+        assert_true(scram_base64_encode(salt, sizeof(salt), salt_b64, sizeof(salt_b64)));
+        snprintf(sf, sizeof(sf), "r=%s,s=%s,i=1", NONCE, salt_b64);
+        scram_cache_get_stats(&before);
+        assert_int_equal(client_final_for("evict", sf, again, err, sizeof(err)), SCRAM_OK);
+        scram_cache_get_stats(&after);
+        assert_string_equal(again, final[k]);
+        assert_int_equal(after.pbkdf2_runs, before.pbkdf2_runs + (k == 0 ? 1 : 0));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -772,6 +1092,13 @@ int main(void)
         cmocka_unit_test(test_server_final_malicious),
         cmocka_unit_test(test_doomed_user),
         cmocka_unit_test(test_small_output_buffer),
+        cmocka_unit_test(test_plain_cache_stable_secret),
+        cmocka_unit_test(test_plain_cache_still_checks_password),
+        cmocka_unit_test(test_plain_cache_no_collision),
+        cmocka_unit_test(test_doomed_looks_like_plain),
+        cmocka_unit_test(test_client_iteration_cap),
+        cmocka_unit_test(test_client_cache_rfc_vector),
+        cmocka_unit_test(test_client_cache_eviction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,159 @@
+"""SCRAM derivation caches seen from outside: a plaintext auth_file user keeps one salt (so a
+repeated login runs no PBKDF2) and its server-first looks like an unknown user's; a hostile
+server asking for too many iterations gets a clear refusal instead of stalling the pooler."""
+import base64
+import socket
+import struct
+import threading
+
+import psycopg
+import pytest
+
+from pgfixture import free_port
+from serve_helpers import Pooler, raw_connect, read_messages, startup_packet
+
+AUTH_SASL = 10
+AUTH_SASL_CONTINUE = 11
+
+
+def auth_code(body):
+    return struct.unpack("!I", body[:4])[0]
+
+
+def server_first_for(port, user):
+    """Starts a SCRAM exchange as user and returns the server-first message's attributes."""
+    s = raw_connect(port)
+    try:
+        s.sendall(startup_packet(user, "appdb"))
+        msgs = read_messages(s, until=b"R")
+        assert msgs and msgs[-1][0] == b"R" and auth_code(msgs[-1][1]) == AUTH_SASL, msgs
+        client_first = b"n,,n=,r=fyko+d2lbbFgONRv9qkxdawL"
+        body = b"SCRAM-SHA-256\0" + struct.pack("!i", len(client_first)) + client_first
+        s.sendall(b"p" + struct.pack("!I", len(body) + 4) + body)
+        msgs = read_messages(s, until=b"R")
+        assert msgs and msgs[-1][0] == b"R", msgs
+        body = msgs[-1][1]
+        assert auth_code(body) == AUTH_SASL_CONTINUE, msgs
+        return dict(part.split("=", 1) for part in body[4:].decode().split(","))
+    finally:
+        s.close()
+
+
+def test_plaintext_salt_stable_and_like_unknown_user(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, auth_type="scram-sha-256").start()
+    try:
+        seen = {}
+        for user in ("app_user", "ghost"):
+            firsts = [server_first_for(p.port, user) for _ in range(3)]
+            # One salt per plaintext password, as PostgreSQL keeps one per role: a salt that
+            # changed between attempts would mean a fresh PBKDF2 per login.
+            assert len({f["s"] for f in firsts}) == 1, (user, firsts)
+            seen[user] = firsts[0]
+        for user, f in seen.items():
+            assert len(base64.b64decode(f["s"])) == 16, (user, f)
+            assert f["i"] == "4096", (user, f)
+            assert sorted(f) == ["i", "r", "s"], (user, f)
+        assert len(seen["app_user"]["r"]) == len(seen["ghost"]["r"])
+        assert seen["app_user"]["s"] != seen["ghost"]["s"]
+        # The cached secret still checks the password.
+        with psycopg.connect(p.dsn("app_user", "appdb")) as c:
+            assert c.execute("SELECT current_user").fetchone()[0] == "app_user"
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn("app_user", "appdb", password="wrong"))
+        with psycopg.connect(p.dsn("app_user", "appdb")) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+class HostileServer:
+    """Speaks just enough of the PostgreSQL protocol to ask for SCRAM with a given iteration
+    count and a new salt on every login."""
+
+    def __init__(self, iterations):
+        self.iterations = iterations
+        self.port = free_port()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.stopping = False
+        self.logins = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                try:
+                    self.serve(conn)
+                except OSError:
+                    pass
+
+    @staticmethod
+    def read_exact(conn, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise OSError("closed")
+            buf += chunk
+        return buf
+
+    def serve(self, conn):
+        conn.settimeout(5)
+        while True:
+            (ln,) = struct.unpack("!I", self.read_exact(conn, 4))
+            body = self.read_exact(conn, ln - 4)
+            if struct.unpack("!I", body[:4])[0] == 80877103:  # SSLRequest
+                conn.sendall(b"N")
+                continue
+            break
+        mech = struct.pack("!I", AUTH_SASL) + b"SCRAM-SHA-256\0\0"
+        conn.sendall(b"R" + struct.pack("!I", len(mech) + 4) + mech)
+        assert self.read_exact(conn, 1) == b"p"
+        (ln,) = struct.unpack("!I", self.read_exact(conn, 4))
+        body = self.read_exact(conn, ln - 4)
+        client_first = body[body.index(b"\0") + 5:].decode()
+        cnonce = client_first.split("r=", 1)[1]
+        self.logins += 1
+        salt = base64.b64encode(struct.pack("!16xI", self.logins)[-16:]).decode()
+        sf = f"r={cnonce}hostile,s={salt},i={self.iterations}".encode()
+        msg = struct.pack("!I", AUTH_SASL_CONTINUE) + sf
+        conn.sendall(b"R" + struct.pack("!I", len(msg) + 4) + msg)
+        # Wait for the pooler to give up (it closes) or answer (it should not).
+        conn.settimeout(5)
+        conn.recv(4096)
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("iterations", [100001, 1000000])
+def test_hostile_iteration_count_refused(pgwarden_bin, pg, iterations):
+    evil = HostileServer(iterations)
+    dbs = {"evil": f"host=127.0.0.1 port={evil.port} dbname=x user=app_user password=app-pw",
+           "appdb": f"host={pg.socket_dir} port={pg.port} dbname=appdb"}
+    p = Pooler(pgwarden_bin, pg, auth_type="trust", databases=dbs).start()
+    try:
+        with pytest.raises(psycopg.OperationalError) as e:
+            psycopg.connect(p.dsn("x", "evil"))
+        assert f"{iterations} SCRAM iterations" in str(e.value), str(e.value)
+        assert "100000" in str(e.value)
+        assert evil.logins >= 1
+        # The pooler is still serving others.
+        with psycopg.connect(p.dsn("app_user", "appdb")) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        p.stop()
+        evil.stop()
