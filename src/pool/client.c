@@ -35,6 +35,8 @@ enum scan_result {
     SCAN_TERMINATE,  /* the client sent Terminate (not forwarded) */
     SCAN_BAD,        /* framing error */
     SCAN_BAD_TYPE,   /* not a frontend message type */
+    SCAN_MALFORMED,  /* a message whose contents the pooler must read is malformed */
+    SCAN_BLOCKED,    /* the server's owed queue is full: wait for its answers */
 };
 
 void client_login_free(struct client *c)
@@ -591,6 +593,7 @@ enum rewrite_result {
     RW_NEED_MORE,  /* wait for more bytes of the message */
     RW_NEED_FLUSH, /* no room: send the bytes before the message first */
     RW_TOO_BIG,
+    RW_BAD, /* malformed: the client is ended with a protocol error */
 };
 
 /* Replaces old_len bytes at offset m of the client's buffer by new_len bytes. */
@@ -646,6 +649,37 @@ static void ensure_on_server(struct server *s, struct prepared_stmt *st, struct 
     }
 }
 
+/* Records the messages of a rewrite in s's owed model, in the order they were placed. */
+static void note_injected_parse(struct server *s, const struct prepared_stmt *st, bool injected)
+{
+    if (!injected)
+        return;
+    server_note_frontend(s, WIRE_FE_PARSE, OWED_SWALLOW, st->id);
+    if (!server_stmts_add(&s->stmts, st->id))
+        s->close_needed = true;
+}
+
+/* Whether a complete Parse, Describe or Close body is well formed: PostgreSQL would reject
+ * it, and the pooler must not guess at names it cannot read. */
+static bool body_well_formed(uint8_t type, const uint8_t *body, uint32_t len)
+{
+    if (type == WIRE_FE_PARSE) {
+        const uint8_t *z1 = memchr(body, 0, len);
+        const uint8_t *z2 = z1 ? memchr(z1 + 1, 0, len - (size_t)(z1 + 1 - body)) : NULL;
+        if (!z2)
+            return false;
+        size_t rest = len - (size_t)(z2 + 1 - body);
+        if (rest < 2)
+            return false;
+        size_t n_types = (size_t)z2[1] << 8 | z2[2];
+        return rest == 2 + 4 * n_types;
+    }
+    /* Describe and Close: 'S' or 'P', then one NUL-terminated name filling the message. */
+    if (len < 2 || (body[0] != 'S' && body[0] != 'P'))
+        return false;
+    return memchr(body + 1, 0, len - 1) == body + len - 1;
+}
+
 static enum rewrite_result rewrite_message(struct client *c, struct server *s, uint8_t type,
                                            uint32_t len)
 {
@@ -667,7 +701,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         const uint8_t *z2 = z1 ? memchr(z1 + 1, 0, have_body - (size_t)(z1 + 1 - body)) : NULL;
         if (!z2) {
             if (have_body == len)
-                return RW_PASS; /* malformed: PostgreSQL will say so */
+                return RW_BAD; /* the whole message is here and has no two names */
             return total > cap ? RW_TOO_BIG : RW_NEED_MORE;
         }
         const char *portal = (const char *)body;
@@ -699,22 +733,18 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
             free(repl);
         if (r != RW_DONE)
             return r;
-        if (injected) {
-            if (!expect_push(&s->expect, EXP_PARSE_SWALLOW, st->id) ||
-                !server_stmts_add(&s->stmts, st->id))
-                s->close_needed = true;
-        }
+        note_injected_parse(s, st, injected);
+        server_note_frontend(s, WIRE_FE_BIND, 0, 0);
         cn->scan = m + (uint32_t)w.len;
         cn->body_left = (uint32_t)(total - prefix_old);
         return RW_DONE;
     }
 
+    if (len == 0)
+        return RW_BAD; /* Parse, Describe and Close all have a body */
     /* The unnamed statement is never renamed, however long its query. */
-    if (type == WIRE_FE_PARSE && have_body >= 1 && body[0] == 0) {
-        if (!expect_push(&s->expect, EXP_PARSE, 0))
-            s->close_needed = true;
+    if (type == WIRE_FE_PARSE && have_body >= 1 && body[0] == 0)
         return RW_PASS;
-    }
     if (have_body == 0)
         return RW_NEED_MORE; /* the first body byte decides (named or not) */
     /* Parse, Describe and Close are rewritten whole. */
@@ -722,17 +752,11 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         return type == WIRE_FE_PARSE ? RW_TOO_BIG : RW_PASS;
     if (avail < total)
         return RW_NEED_MORE;
-    const uint8_t *z = memchr(body, 0, len);
+    if (!body_well_formed(type, body, len))
+        return RW_BAD;
     if (type == WIRE_FE_PARSE) {
-        if (!z)
-            return RW_PASS;
         const char *name = (const char *)body;
-        if (!name[0]) {
-            if (!expect_push(&s->expect, EXP_PARSE, 0))
-                s->close_needed = true;
-            return RW_PASS;
-        }
-        const uint8_t *rest = z + 1;
+        const uint8_t *rest = (const uint8_t *)memchr(body, 0, len) + 1;
         size_t rest_len = len - (size_t)(rest - body);
         char *cname = strdup(name); /* the name's bytes are about to be replaced */
         struct prepared_stmt *st = cname ? stmt_registry_get(&p->stmts, rest, rest_len) : NULL;
@@ -764,23 +788,19 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         uint64_t id = st->id;
         bool ok = client_stmt_set(&p->stmts, &c->stmts, cname, st);
         free(cname);
-        if (!ok || (had && !expect_push(&s->expect, EXP_CLOSE_SWALLOW, 0)) ||
-            !expect_push(&s->expect, EXP_PARSE, id) || !server_stmts_add(&s->stmts, id))
+        if (had)
+            server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, 0);
+        server_note_frontend(s, WIRE_FE_PARSE, 0, id);
+        if (!ok || !server_stmts_add(&s->stmts, id))
             s->close_needed = true;
         return RW_DONE;
     }
-    if (len < 2 || !z || body[0] != 'S' || body[1] == 0) {
-        if (type == WIRE_FE_CLOSE && !expect_push(&s->expect, EXP_CLOSE, 0))
-            s->close_needed = true;
-        return RW_PASS;
-    }
+    if (body[0] != 'S' || body[1] == 0)
+        return RW_PASS; /* a portal, or the unnamed statement */
     const char *name = (const char *)body + 1;
     struct client_stmt *cs = client_stmt_find(c->stmts, name);
-    if (!cs) {
-        if (type == WIRE_FE_CLOSE && !expect_push(&s->expect, EXP_CLOSE, 0))
-            s->close_needed = true;
+    if (!cs)
         return RW_PASS;
-    }
     struct prepared_stmt *st = cs->stmt;
     size_t repl_cap = st->body_len + 128;
     uint8_t small[512];
@@ -816,13 +836,10 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     if (type == WIRE_FE_CLOSE) {
         client_stmt_remove(&p->stmts, &c->stmts, cname);
         free(cname);
-        if (!expect_push(&s->expect, EXP_CLOSE, 0))
-            s->close_needed = true;
-    } else if (injected) {
-        if (!expect_push(&s->expect, EXP_PARSE_SWALLOW, st->id) ||
-            !server_stmts_add(&s->stmts, st->id))
-            s->close_needed = true;
+    } else {
+        note_injected_parse(s, st, injected);
     }
+    server_note_frontend(s, type, 0, 0);
     return RW_DONE;
 }
 
@@ -852,8 +869,14 @@ static enum scan_result client_scan(struct client *c, struct server *s)
             return SCAN_BAD;
         if (type == WIRE_FE_TERMINATE)
             return SCAN_TERMINATE;
-        if (!wire_is_frontend_type(type))
+        if (owed_msg_of(type) == OWED_NOT_ALLOWED)
             return SCAN_BAD_TYPE; /* e.g. a second StartupMessage: never forwarded */
+        if (!owed_has_room(&s->owed)) {
+            /* The server owes answers for as many messages as the pooler keeps count of:
+             * forward nothing more until they arrive (the server's answers resume us). */
+            c->owed_wait = true;
+            return SCAN_BLOCKED;
+        }
         if (s->pool->mode != POOL_MODE_SESSION &&
             (type == WIRE_FE_PARSE || type == WIRE_FE_BIND || type == WIRE_FE_DESCRIBE ||
              type == WIRE_FE_CLOSE)) {
@@ -861,18 +884,19 @@ static enum scan_result client_scan(struct client *c, struct server *s)
             case RW_PASS:
                 break;
             case RW_DONE:
-                server_note_frontend(s, type);
-                continue;
+                continue; /* the rewrite counted what it placed */
             case RW_NEED_MORE:
                 return SCAN_OK;
             case RW_NEED_FLUSH:
                 return SCAN_NEED_FLUSH;
             case RW_TOO_BIG:
                 return SCAN_TOO_BIG;
+            case RW_BAD:
+                return SCAN_MALFORMED;
             }
             b = cn->buf; /* unchanged, but keep the reader honest */
         }
-        server_note_frontend(s, type);
+        server_note_frontend(s, type, 0, 0);
         cn->scan += WIRE_HEADER_LEN;
         cn->body_left = len;
     }
@@ -992,9 +1016,12 @@ void client_pump(struct client *c)
     case CL_STATE_COUNT:
         return;
     }
+    if (c->owed_wait)
+        return; /* the server's answers resume this client (server_pump) */
     for (;;) {
+        enum fill_result r = FILL_AGAIN;
         if (c->conn.may_read) {
-            enum fill_result r = pconn_fill(p, &c->conn);
+            r = pconn_fill(p, &c->conn);
             if (r == FILL_EOF || r == FILL_ERROR) {
                 client_close(c, r == FILL_EOF ? "client closed the connection"
                                               : "client connection error");
@@ -1028,7 +1055,7 @@ void client_pump(struct client *c)
                 client_close(c, "client sent Terminate");
                 return;
             }
-            if (!wire_is_frontend_type(type)) {
+            if (owed_msg_of(type) == OWED_NOT_ALLOWED) {
                 client_fail(c, "08P01", "invalid frontend message type");
                 return;
             }
@@ -1037,6 +1064,8 @@ void client_pump(struct client *c)
                 return; /* waiting, or failed and closed */
         }
         struct server *s = c->server;
+        uint32_t scan_before = c->conn.scan;
+        int64_t sent_before = c->pool->stats.bytes_received;
         enum scan_result sr = client_scan(c, s);
         /* A complete request goes out at the end of the loop turn (pooler_defer_send); the
          * bytes stay accounted in [pos, scan) of the client's buffer until then. */
@@ -1071,10 +1100,23 @@ void client_pump(struct client *c)
             client_fail(c, "08P01", "prepared statement message larger than pkt_buf");
             return;
         }
+        if (sr == SCAN_MALFORMED) {
+            client_fail(c, "08P01", "malformed Parse, Bind, Describe or Close message");
+            return;
+        }
+        if (sr == SCAN_BLOCKED)
+            return; /* what was counted went out; the rest waits for the server's answers */
         if (sr == SCAN_NEED_FLUSH)
             continue;
         if (!c->conn.may_read)
             break;
+        /* A full buffer that neither scanned nor sent anything can never make progress:
+         * end this client rather than spin on it. */
+        if (r == FILL_FULL && c->conn.scan == scan_before &&
+            c->pool->stats.bytes_received == sent_before) {
+            client_fail(c, "08P01", "protocol error: a message could not be processed");
+            return;
+        }
     }
     if (c->state == CL_ACTIVE)
         pconn_release_if_empty(p, &c->conn);

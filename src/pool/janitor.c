@@ -34,7 +34,7 @@ static void check_pool(struct pool *pool, int64_t now)
                 client_fail(c, "08P01", "client_idle_timeout");
             continue;
         }
-        bool busy = s->fifo.n > 0 || s->internal_pending > 0;
+        bool busy = server_owes_answers(s);
         if (busy && cfg->query_timeout_ms > 0 && c->request_us &&
             now - c->request_us > cfg->query_timeout_ms * 1000) {
             client_fail(c, "57014", "query_timeout");

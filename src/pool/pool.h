@@ -30,6 +30,7 @@
 #include "pool/list.h"
 #include "pool/params.h"
 #include "pool/prepared.h"
+#include "proto/owed.h"
 #include "proto/scram.h"
 
 struct pooler;
@@ -72,22 +73,6 @@ struct pconn {
     bool want_write;    /* a send was partial: the socket is registered for writable edges */
 };
 
-/* Outstanding requests of a server: run-length FIFO of the messages that will produce a
- * ReadyForQuery (Query, Sync, FunctionCall) and of open extended-protocol batches. */
-enum req_kind {
-    REQ_QUERY = 1,
-    REQ_SYNC,
-    REQ_FUNCTION,
-    REQ_EXT_OPEN, /* Parse/Bind/... sent, no Sync yet: no ReadyForQuery due */
-};
-#define REQ_FIFO_LEN 16
-struct req_fifo {
-    uint8_t head;
-    uint8_t n;
-    uint8_t kind[REQ_FIFO_LEN];
-    uint32_t count[REQ_FIFO_LEN];
-};
-
 struct client_login; /* private to client.c */
 struct console_out;  /* admin/console.h: pending console output */
 struct server_login; /* private to server.c */
@@ -117,6 +102,8 @@ struct client {
     uint8_t state;          /* enum client_state: written only by client_change_state */
     uint8_t console_access; /* enum console_access for admin console clients */
     bool in_cancel_table;
+    bool owed_wait; /* stopped forwarding: its server's owed queue is full (backpressure);
+                       the server's answers resume it */
 };
 
 struct server {
@@ -128,9 +115,8 @@ struct server {
     struct server_login *login; /* owned; only during LOGIN */
     struct pstr *params[PARAM_COUNT]; /* owned references: the server's session values */
     struct pconn conn;
-    struct req_fifo fifo;
-    struct server_stmts stmts;  /* pooler statements prepared on this server */
-    struct expect_queue expect; /* ParseComplete/CloseComplete bookkeeping (transaction mode) */
+    struct owed_queue owed;    /* what the server still owes for the messages sent to it */
+    struct server_stmts stmts; /* pooler statements prepared on this server */
     uint64_t id;
     uint32_t be_pid; /* PostgreSQL's BackendKeyData */
     uint32_t be_key;
@@ -142,8 +128,6 @@ struct server {
     uint16_t cancels_in_flight;
     uint8_t state;           /* enum server_state: written only by server_change_state */
     uint8_t xact;            /* last ReadyForQuery status */
-    bool copy_in;            /* server is in COPY FROM STDIN */
-    bool discard_until_sync; /* error in an open extended batch: PG skips to Sync */
     bool close_needed;       /* config changed or lifetime over: close when released */
     bool welcome_source;     /* its login ParameterStatus messages become the pool's welcome */
     uint8_t deferred_scan;   /* outcome of a scan (release, ...) whose bytes were only partly
@@ -372,9 +356,13 @@ void server_login_free(struct server *s);
 /* Sends a pooler-generated query whose results are swallowed. */
 __attribute__((warn_unused_result)) bool server_send_internal_query(struct server *s,
                                                                     const char *sql);
-/* Client→server accounting of one frontend message header. */
-void server_note_frontend(struct server *s, uint8_t type);
+/* Client→server accounting of one forwarded frontend message (flags and id: see
+ * owed_note_frontend). A message that cannot be counted leaves the server unusable for
+ * anyone else: it stays with its client and is closed afterwards. */
+void server_note_frontend(struct server *s, uint8_t type, uint8_t flags, uint64_t id);
 bool server_is_clean(const struct server *s);
+/* A request (the client's or the pooler's) is still running on s. */
+bool server_owes_answers(const struct server *s);
 /* The linked client is going away: a finished result still waiting to be sent to it is
  * dropped, so the server counts as idle again. */
 void server_drop_undelivered_result(struct server *s);

@@ -12,7 +12,7 @@ enum conn_state pool_client_conn_state(const struct client *c)
     const struct server *s = c->server;
     if (!s)
         return CONN_STATE_IDLE;
-    if (s->fifo.n > 0 || s->internal_pending > 0 || s->copy_in)
+    if (server_owes_answers(s))
         return CONN_STATE_ACTIVE;
     if (s->xact == WIRE_XACT_IN_BLOCK)
         return CONN_STATE_IDLE_IN_XACT;

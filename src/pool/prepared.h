@@ -62,31 +62,4 @@ bool server_stmts_add(struct server_stmts *s, uint64_t id);
 void server_stmts_remove(struct server_stmts *s, uint64_t id);
 void server_stmts_free(struct server_stmts *s);
 
-/* What the server will answer, in order, for the messages whose answers the pooler must
- * recognise: ParseComplete and CloseComplete (forwarded or swallowed) and the request
- * boundaries (Sync, Query) that end them. */
-enum expect_kind {
-    EXP_PARSE,         /* ParseComplete for the client (id = statement marked on server) */
-    EXP_PARSE_SWALLOW, /* ParseComplete of an injected Parse */
-    EXP_CLOSE,         /* CloseComplete for the client */
-    EXP_CLOSE_SWALLOW, /* CloseComplete of an injected Close */
-    EXP_SYNC,          /* ReadyForQuery of a Sync */
-    EXP_QUERY,         /* ReadyForQuery of a Query or FunctionCall */
-};
-struct expect_entry {
-    uint8_t kind;
-    uint64_t id;
-};
-struct expect_queue {
-    struct expect_entry *e; /* owned ring */
-    uint32_t head;
-    uint32_t n;
-    uint32_t cap;
-};
-bool expect_push(struct expect_queue *q, uint8_t kind, uint64_t id);
-/* Head entry or NULL. */
-struct expect_entry *expect_head(struct expect_queue *q);
-void expect_pop(struct expect_queue *q);
-void expect_free(struct expect_queue *q);
-
 #endif

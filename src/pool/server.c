@@ -55,172 +55,28 @@ void server_login_free(struct server *s)
     s->login = NULL;
 }
 
-/* ---- request FIFO ---- */
+/* ---- what the server owes ---- */
 
-static uint8_t fifo_tail_kind(const struct req_fifo *f)
+static void forget_stmt(void *ctx, uint64_t id)
 {
-    return f->n ? f->kind[(f->head + f->n - 1) % REQ_FIFO_LEN] : 0;
+    struct server *s = ctx;
+    server_stmts_remove(&s->stmts, id);
 }
 
-static bool fifo_push(struct req_fifo *f, uint8_t kind)
+void server_note_frontend(struct server *s, uint8_t type, uint8_t flags, uint64_t id)
 {
-    if (f->n && kind != REQ_EXT_OPEN && fifo_tail_kind(f) == kind) {
-        f->count[(f->head + f->n - 1) % REQ_FIFO_LEN]++;
-        return true;
-    }
-    if (f->n == REQ_FIFO_LEN)
-        return false;
-    unsigned i = (f->head + f->n) % REQ_FIFO_LEN;
-    f->kind[i] = kind;
-    f->count[i] = 1;
-    f->n++;
-    return true;
-}
-
-static void fifo_pop_head(struct req_fifo *f)
-{
-    f->head = (uint8_t)((f->head + 1) % REQ_FIFO_LEN);
-    f->n--;
-}
-
-static bool fifo_overflowed(struct server *s, bool ok)
-{
-    if (!ok)
-        s->close_needed = true; /* too many alternating request kinds: give up on reuse */
-    return ok;
-}
-
-static void expect_mark(struct server *s, uint8_t kind)
-{
-    if (s->pool->mode != POOL_MODE_SESSION && !expect_push(&s->expect, kind, 0))
+    if (!owed_note_frontend(&s->owed, type, flags, id))
         s->close_needed = true;
 }
 
-void server_note_frontend(struct server *s, uint8_t type)
+bool server_owes_answers(const struct server *s)
 {
-    struct req_fifo *f = &s->fifo;
-    switch (type) {
-    case WIRE_FE_QUERY:
-        /* After an error inside an extended batch PostgreSQL skips everything up to Sync,
-         * including simple queries, which then produce no ReadyForQuery. */
-        if (!s->discard_until_sync) {
-            fifo_overflowed(s, fifo_push(f, REQ_QUERY));
-            expect_mark(s, EXP_QUERY);
-        }
-        break;
-    case WIRE_FE_FUNCTION_CALL:
-        if (!s->discard_until_sync) {
-            fifo_overflowed(s, fifo_push(f, REQ_FUNCTION));
-            expect_mark(s, EXP_QUERY);
-        }
-        break;
-    case WIRE_FE_SYNC:
-        if (s->copy_in)
-            break; /* ignored by the server during COPY FROM STDIN */
-        expect_mark(s, EXP_SYNC);
-        s->discard_until_sync = false;
-        if (fifo_tail_kind(f) == REQ_EXT_OPEN) {
-            f->n--; /* the open batch becomes a Sync (merged with a Sync before it) */
-        }
-        fifo_overflowed(s, fifo_push(f, REQ_SYNC));
-        break;
-    case WIRE_FE_PARSE:
-    case WIRE_FE_BIND:
-    case WIRE_FE_DESCRIBE:
-    case WIRE_FE_EXECUTE:
-    case WIRE_FE_CLOSE:
-        if (fifo_tail_kind(f) != REQ_EXT_OPEN)
-            fifo_overflowed(s, fifo_push(f, REQ_EXT_OPEN));
-        break;
-    case WIRE_FE_COPY_DONE:
-    case WIRE_FE_COPY_FAIL:
-        /* From here on the server answers Syncs again. */
-        s->copy_in = false;
-        break;
-    default:
-        break; /* Flush, CopyData and unknown types produce no ReadyForQuery */
-    }
-}
-
-/* ReadyForQuery arrived: the oldest request that expects one is done. */
-static bool fifo_on_ready(struct req_fifo *f)
-{
-    while (f->n && f->kind[f->head] == REQ_EXT_OPEN)
-        fifo_pop_head(f); /* a batch closed by a simple Query needs no Sync of its own */
-    if (!f->n)
-        return false;
-    if (--f->count[f->head] == 0)
-        fifo_pop_head(f);
-    return true;
-}
-
-/* ErrorResponse while a client is linked. */
-static void fifo_on_error(struct server *s)
-{
-    struct req_fifo *f = &s->fifo;
-    s->copy_in = false;
-    if (!f->n || f->kind[f->head] != REQ_EXT_OPEN)
-        return; /* a simple query's error, or the batch before a Sync already counted */
-    /* Error inside an open extended batch: the server discards messages up to the next Sync,
-     * so requests queued before that Sync will get no ReadyForQuery. */
-    while (f->n && f->kind[f->head] != REQ_SYNC)
-        fifo_pop_head(f);
-    if (!f->n)
-        s->discard_until_sync = true;
-}
-
-static void fifo_on_copy_in(struct server *s)
-{
-    struct req_fifo *f = &s->fifo;
-    s->copy_in = true;
-    /* COPY via the extended protocol: the Sync sent with Execute reaches the server in copy
-     * mode and is ignored; the client sends another one after CopyDone. */
-    if (f->n && f->kind[f->head] == REQ_SYNC) {
-        if (--f->count[f->head] == 0)
-            f->kind[f->head] = REQ_EXT_OPEN;
-        /* The same Sync will produce no ReadyForQuery in the expectation queue either. */
-        struct expect_entry *e = expect_head(&s->expect);
-        if (e && e->kind == EXP_SYNC)
-            expect_pop(&s->expect);
-    }
-}
-
-/* Entries still queued when their batch ended (an error skipped them, or they were sent
- * while the server was discarding) were never executed: a Parse among them did not create
- * its statement. */
-static void expect_drop_entry(struct server *s, struct expect_entry *e)
-{
-    if ((e->kind == EXP_PARSE || e->kind == EXP_PARSE_SWALLOW) && e->id)
-        server_stmts_remove(&s->stmts, e->id);
-    expect_pop(&s->expect);
-}
-
-static void expect_on_error(struct server *s)
-{
-    struct expect_entry *e = expect_head(&s->expect);
-    if (!e || e->kind == EXP_QUERY)
-        return;
-    while ((e = expect_head(&s->expect)) != NULL && e->kind != EXP_SYNC)
-        expect_drop_entry(s, e);
-}
-
-static void expect_on_ready(struct server *s)
-{
-    struct expect_entry *e;
-    while ((e = expect_head(&s->expect)) != NULL) {
-        bool boundary = e->kind == EXP_SYNC || e->kind == EXP_QUERY;
-        if (boundary) {
-            expect_pop(&s->expect);
-            return;
-        }
-        expect_drop_entry(s, e);
-    }
+    return !owed_is_idle(&s->owed) || s->internal_pending > 0;
 }
 
 bool server_is_clean(const struct server *s)
 {
-    return s->fifo.n == 0 && s->expect.n == 0 && s->xact == WIRE_XACT_IDLE && !s->copy_in &&
-           s->internal_pending == 0 && !s->discard_until_sync;
+    return owed_is_idle(&s->owed) && s->xact == WIRE_XACT_IDLE && s->internal_pending == 0;
 }
 
 /* ---- sending ---- */
@@ -338,6 +194,7 @@ bool server_launch(struct pool *pool)
     s->conn.fd = -1;
     s->id = ++p->next_id;
     s->xact = WIRE_XACT_IDLE;
+    owed_init(&s->owed, forget_stmt, s);
     plist_init(&s->node);
     plist_init(&s->flush_node);
     scram_client_init(&l->scram);
@@ -417,7 +274,7 @@ void server_close(struct server *s, const char *reason)
     cancel_reqs_forget_server(p, s);
     server_login_free(s);
     server_stmts_free(&s->stmts);
-    expect_free(&s->expect);
+    owed_reset(&s->owed);
     pconn_drop_buffer(p, &s->conn);
     for (int i = 0; i < PARAM_COUNT; i++) {
         pstr_unref(s->params[i]);
@@ -763,11 +620,9 @@ static enum server_scan_result server_scan(struct server *s)
             break;
         if (h == WIRE_HEADER_BAD_LENGTH)
             return SSCAN_BAD;
-        bool swallow = c == NULL || s->internal_pending > 0;
-        struct expect_entry *ex = expect_head(&s->expect);
-        if (!swallow && ex &&
-            ((type == WIRE_BE_PARSE_COMPLETE && ex->kind == EXP_PARSE_SWALLOW) ||
-             (type == WIRE_BE_CLOSE_COMPLETE && ex->kind == EXP_CLOSE_SWALLOW)))
+        bool internal = s->internal_pending > 0;
+        bool swallow = c == NULL || internal;
+        if (!swallow && owed_answer_swallowed(&s->owed, type))
             swallow = true; /* the answer to a message the pooler injected */
         if (swallow && b->pos != cn->scan)
             return SSCAN_FLUSH_FIRST;
@@ -780,27 +635,42 @@ static enum server_scan_result server_scan(struct server *s)
         }
         const uint8_t *body = b->data + cn->scan + WIRE_HEADER_LEN;
         enum server_scan_result after = SSCAN_OK;
+        /* Every answer to the client's messages goes through the owed model; one that fits
+         * nowhere means the pooler no longer knows where the server is: close it. */
+        enum owed_verdict v = OWED_OK;
+        if (!internal && c) {
+            v = owed_on_backend(&s->owed, type);
+            if (v == OWED_VIOLATION) {
+                log_warning("pool",
+                            "server %llu %s/%s: unexpected message '%c' from server (%s): closing",
+                            (unsigned long long)s->id, s->pool->db_name, s->pool->user_name,
+                            type >= 0x20 && type < 0x7f ? type : '?',
+                            owed_mode_name((enum owed_mode)s->owed.mode));
+                return SSCAN_BAD;
+            }
+        }
         switch (type) {
         case WIRE_BE_READY_FOR_QUERY: {
             uint8_t st;
             if (!wire_parse_ready(body, len, &st))
                 return SSCAN_BAD;
             s->xact = st;
-            if (s->internal_pending > 0) {
+            if (internal) {
                 s->internal_pending--;
                 if (s->internal_pending == 0 && c == NULL)
                     after = SSCAN_INTERNAL_DONE;
                 break;
             }
-            if (c == NULL || !fifo_on_ready(&s->fifo))
+            if (c == NULL)
                 return SSCAN_BAD; /* a ReadyForQuery nobody asked for */
-            expect_on_ready(s);
             s->pool->stats.query_count++;
             if (c->request_us)
                 s->pool->stats.query_time_us += pooler_now(c->pooler) - c->request_us;
+            if (v != OWED_IDLE)
+                break;
             if (release_due(s))
                 after = SSCAN_RELEASE;
-            else if (s->pool->mode == POOL_MODE_STATEMENT && s->fifo.n == 0 && st != WIRE_XACT_IDLE)
+            else if (s->pool->mode == POOL_MODE_STATEMENT && st != WIRE_XACT_IDLE)
                 after = SSCAN_NO_XACT_BLOCKS;
             break;
         }
@@ -819,32 +689,11 @@ static enum server_scan_result server_scan(struct server *s)
             break;
         }
         case WIRE_BE_ERROR:
-            if (s->internal_pending > 0)
+            if (internal)
                 return SSCAN_INTERNAL_ERROR;
-            if (c) {
-                fifo_on_error(s);
-                expect_on_error(s);
-            }
+            if (c == NULL)
+                s->close_needed = true; /* unasked, e.g. a FATAL termination of an idle server */
             break;
-        case WIRE_BE_PARSE_COMPLETE:
-            if (ex && (ex->kind == EXP_PARSE || ex->kind == EXP_PARSE_SWALLOW))
-                expect_pop(&s->expect);
-            else if (c == NULL && s->internal_pending == 0)
-                return SSCAN_BAD;
-            break;
-        case WIRE_BE_CLOSE_COMPLETE:
-            if (ex && (ex->kind == EXP_CLOSE || ex->kind == EXP_CLOSE_SWALLOW))
-                expect_pop(&s->expect);
-            else if (c == NULL && s->internal_pending == 0)
-                return SSCAN_BAD;
-            break;
-        case WIRE_BE_COPY_IN_RESPONSE:
-            if (!c || swallow)
-                return SSCAN_BAD;
-            fifo_on_copy_in(s);
-            break;
-        case WIRE_BE_COPY_BOTH_RESPONSE:
-            return SSCAN_BAD; /* replication is refused at login */
         case WIRE_BE_COMMAND_COMPLETE:
             /* SQL-level DISCARD ALL / DEALLOCATE ALL drop the pooler's statements as well.
              * Only these short tags are compared; longer bodies are never looked at. */
@@ -852,14 +701,14 @@ static enum server_scan_result server_scan(struct server *s)
                 ((len == sizeof("DISCARD ALL") && !memcmp(body, "DISCARD ALL", len)) ||
                  (len == sizeof("DEALLOCATE ALL") && !memcmp(body, "DEALLOCATE ALL", len))))
                 s->stmts.n = 0;
-            if (c == NULL && s->internal_pending == 0)
+            if (c == NULL && !internal)
                 return SSCAN_BAD;
             break;
         case WIRE_BE_NOTICE:
         case WIRE_BE_NOTIFICATION:
             break;
         default:
-            if (c == NULL && s->internal_pending == 0)
+            if (c == NULL && !internal)
                 return SSCAN_BAD; /* results with no request outstanding */
             break;
         }
@@ -986,8 +835,29 @@ void server_pump(struct server *s)
         if (!s->conn.may_read && (!s->conn.buf || s->conn.scan == s->conn.buf->end))
             break;
     }
-    if (s->state != SV_JUSTFREE)
-        pconn_release_if_empty(p, &s->conn);
+    if (s->state == SV_JUSTFREE)
+        return;
+    /* Unsure whether a failed COPY read the client's Syncs: ask the server itself. */
+    struct client *linked = s->client;
+    if (linked && s->internal_pending == 0 && owed_probe_due(&s->owed) &&
+        linked->conn.body_left == 0 &&
+        !(linked->conn.buf && linked->conn.buf->pos < linked->conn.scan)) {
+        static const uint8_t empty_query[] = {WIRE_FE_QUERY, 0, 0, 0, 5, 0};
+        if (!send_all(s->conn.fd, empty_query, sizeof(empty_query))) {
+            server_close(s, "could not send to server");
+            return;
+        }
+        (void)owed_note_probe(&s->owed);
+    }
+    /* Answers drained the owed queue: the client's held-back requests may go on. */
+    struct client *waiting = s->client;
+    if (waiting && waiting->owed_wait && owed_has_room(&s->owed)) {
+        waiting->owed_wait = false;
+        client_pump(waiting);
+        if (s->state == SV_JUSTFREE)
+            return;
+    }
+    pconn_release_if_empty(p, &s->conn);
 }
 
 void server_io_cb(int fd, unsigned what, void *arg)
