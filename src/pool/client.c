@@ -644,6 +644,8 @@ static void ensure_on_server(struct server *s, struct prepared_stmt *st, struct 
 {
     *injected = false;
     if (!server_stmts_has(&s->stmts, st->id)) {
+        if (s->stmts.suspect)
+            put_close_stmt(w, st->name);
         put_parse(w, st);
         *injected = true;
     }
@@ -654,6 +656,8 @@ static void note_injected_parse(struct server *s, const struct prepared_stmt *st
 {
     if (!injected)
         return;
+    if (s->stmts.suspect)
+        server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, 0);
     server_note_frontend(s, WIRE_FE_PARSE, OWED_SWALLOW, st->id);
     if (!server_stmts_add(&s->stmts, st->id))
         s->close_needed = true;
@@ -772,7 +776,8 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         bool had = server_stmts_has(&s->stmts, st->id);
         /* The server already has it under the pooler's name: re-create it so the client
          * still gets exactly one ParseComplete for its Parse, in order. */
-        if (had)
+        bool close_first = had || s->stmts.suspect;
+        if (close_first)
             put_close_stmt(&w, st->name);
         put_parse(&w, st);
         enum rewrite_result r =
@@ -788,7 +793,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         uint64_t id = st->id;
         bool ok = client_stmt_set(&p->stmts, &c->stmts, cname, st);
         free(cname);
-        if (had)
+        if (close_first)
             server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, 0);
         server_note_frontend(s, WIRE_FE_PARSE, 0, id);
         if (!ok || !server_stmts_add(&s->stmts, id))

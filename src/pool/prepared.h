@@ -56,6 +56,9 @@ struct server_stmts {
     uint64_t *ids; /* owned */
     uint32_t n;
     uint32_t cap;
+    /* SQL-level PREPARE or DEALLOCATE ran on this server: a client may have dropped or
+     * replaced a pooler statement under its name, so each is re-created with a Close first. */
+    bool suspect;
 };
 bool server_stmts_has(const struct server_stmts *s, uint64_t id);
 bool server_stmts_add(struct server_stmts *s, uint64_t id);

@@ -695,12 +695,19 @@ static enum server_scan_result server_scan(struct server *s)
                 s->close_needed = true; /* unasked, e.g. a FATAL termination of an idle server */
             break;
         case WIRE_BE_COMMAND_COMPLETE:
-            /* SQL-level DISCARD ALL / DEALLOCATE ALL drop the pooler's statements as well.
-             * Only these short tags are compared; longer bodies are never looked at. */
-            if (s->stmts.n && b->end - cn->scan - WIRE_HEADER_LEN >= len &&
+            /* SQL-level DISCARD ALL / DEALLOCATE ALL drop the pooler's statements as well;
+             * PREPARE and DEALLOCATE may drop or replace one under its name (a client can
+             * read the names in pg_prepared_statements): from then on every statement is
+             * re-created, Close first, before use, so a replaced one never runs for a
+             * client. Only these short tags are compared; longer bodies are never read. */
+            if (b->end - cn->scan - WIRE_HEADER_LEN >= len &&
                 ((len == sizeof("DISCARD ALL") && !memcmp(body, "DISCARD ALL", len)) ||
-                 (len == sizeof("DEALLOCATE ALL") && !memcmp(body, "DEALLOCATE ALL", len))))
+                 (len == sizeof("DEALLOCATE ALL") && !memcmp(body, "DEALLOCATE ALL", len)) ||
+                 (len == sizeof("DEALLOCATE") && !memcmp(body, "DEALLOCATE", len)) ||
+                 (len == sizeof("PREPARE") && !memcmp(body, "PREPARE", len)))) {
                 s->stmts.n = 0;
+                s->stmts.suspect = true;
+            }
             if (c == NULL && !internal)
                 return SSCAN_BAD;
             break;

@@ -304,3 +304,20 @@ def test_random_sequences_from_several_clients_never_cross(pooler):
         th.join(240)
     assert not failures, f"seed {seed}: {failures}"
     assert pooler.alive()
+
+
+def test_replaced_pooler_statement_never_runs_for_its_client(pooler):
+    """Another client reads the pooler's statement names in pg_prepared_statements and
+    replaces one with its own SQL: the victim's next execution still runs its own query."""
+    with psycopg.connect(pooler.dsn(), autocommit=True) as victim, \
+            psycopg.connect(pooler.dsn(), autocommit=True) as attacker:
+        assert victim.execute("SELECT 'mine'::text AS v", prepare=True).fetchone()[0] == "mine"
+        names = [r[0] for r in attacker.execute(
+            "SELECT name FROM pg_prepared_statements WHERE statement LIKE '%mine%'")]
+        assert names, "the pooler's statement should be on the shared server"
+        for name in names:
+            attacker.execute(f'DEALLOCATE "{name}"')
+            attacker.execute(f"PREPARE \"{name}\" AS SELECT 'stolen'::text AS v")
+        for _ in range(3):
+            assert victim.execute("SELECT 'mine'::text AS v",
+                                  prepare=True).fetchone()[0] == "mine"
