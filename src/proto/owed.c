@@ -310,11 +310,43 @@ static enum owed_verdict on_copy_in(struct owed_queue *q, uint8_t type, uint32_t
     }
 }
 
-/* An answer that must belong to the head message, which must be one of the given kinds. */
-static bool head_is(const struct owed_entry *h, uint8_t a, uint8_t b)
-{
-    return h && (h->msg == a || h->msg == b);
-}
+/* What an answer does to the head message that may send it: part of its output, its
+ * completion before the ReadyForQuery that ends it (Query, FunctionCall), or its end. An
+ * answer with no row for the head message's kind is a violation. ReadyForQuery, errors and
+ * CopyInResponse change more than the head and are handled in on_normal. */
+enum answer_effect {
+    ANSWER_PART,
+    ANSWER_COMPLETES,
+    ANSWER_ENDS,
+};
+
+static const struct {
+    uint8_t type; /* enum wire_be_type */
+    uint8_t msg;  /* enum owed_msg */
+    uint8_t effect;
+} answers[] = {
+    {WIRE_BE_ROW_DESCRIPTION, OWED_QUERY, ANSWER_PART},
+    {WIRE_BE_DATA_ROW, OWED_QUERY, ANSWER_PART},
+    {WIRE_BE_COPY_OUT_RESPONSE, OWED_QUERY, ANSWER_PART},
+    {WIRE_BE_COPY_DATA, OWED_QUERY, ANSWER_PART},
+    {WIRE_BE_COPY_DONE, OWED_QUERY, ANSWER_PART},
+    {WIRE_BE_COMMAND_COMPLETE, OWED_QUERY, ANSWER_COMPLETES},
+    {WIRE_BE_EMPTY_QUERY, OWED_QUERY, ANSWER_COMPLETES},
+    {WIRE_BE_FUNCTION_CALL_RESPONSE, OWED_FUNCTION, ANSWER_COMPLETES},
+    {WIRE_BE_PARSE_COMPLETE, OWED_PARSE, ANSWER_ENDS},
+    {WIRE_BE_BIND_COMPLETE, OWED_BIND, ANSWER_ENDS},
+    {WIRE_BE_PARAMETER_DESCRIPTION, OWED_DESCRIBE, ANSWER_PART},
+    {WIRE_BE_ROW_DESCRIPTION, OWED_DESCRIBE, ANSWER_ENDS},
+    {WIRE_BE_NO_DATA, OWED_DESCRIBE, ANSWER_ENDS},
+    {WIRE_BE_DATA_ROW, OWED_EXECUTE, ANSWER_PART},
+    {WIRE_BE_COPY_OUT_RESPONSE, OWED_EXECUTE, ANSWER_PART},
+    {WIRE_BE_COPY_DATA, OWED_EXECUTE, ANSWER_PART},
+    {WIRE_BE_COPY_DONE, OWED_EXECUTE, ANSWER_PART},
+    {WIRE_BE_COMMAND_COMPLETE, OWED_EXECUTE, ANSWER_ENDS},
+    {WIRE_BE_EMPTY_QUERY, OWED_EXECUTE, ANSWER_ENDS},
+    {WIRE_BE_PORTAL_SUSPENDED, OWED_EXECUTE, ANSWER_ENDS},
+    {WIRE_BE_CLOSE_COMPLETE, OWED_CLOSE, ANSWER_ENDS},
+};
 
 static enum owed_verdict on_normal(struct owed_queue *q, uint8_t type)
 {
@@ -350,63 +382,23 @@ static enum owed_verdict on_normal(struct owed_queue *q, uint8_t type)
         error_at_head(q);
         return OWED_OK;
     case WIRE_BE_COPY_IN_RESPONSE:
-        if (!head_is(h, OWED_QUERY, OWED_EXECUTE))
+        if (h->msg != OWED_QUERY && h->msg != OWED_EXECUTE)
             return OWED_VIOLATION;
         start_copy(q);
         return OWED_OK;
-    case WIRE_BE_COPY_OUT_RESPONSE:
-    case WIRE_BE_COPY_DATA:
-    case WIRE_BE_COPY_DONE:
-    case WIRE_BE_DATA_ROW:
-        return head_is(h, OWED_QUERY, OWED_EXECUTE) ? OWED_OK : OWED_VIOLATION;
-    case WIRE_BE_COMMAND_COMPLETE:
-    case WIRE_BE_EMPTY_QUERY:
-        if (h->msg == OWED_QUERY) {
-            q->head_answered = true;
-            return OWED_OK;
-        }
-        if (h->msg != OWED_EXECUTE)
-            return OWED_VIOLATION;
-        pop_unit(q);
-        return OWED_OK;
-    case WIRE_BE_PORTAL_SUSPENDED:
-        if (h->msg != OWED_EXECUTE)
-            return OWED_VIOLATION;
-        pop_unit(q);
-        return OWED_OK;
-    case WIRE_BE_ROW_DESCRIPTION:
-        if (h->msg == OWED_QUERY)
-            return OWED_OK;
-        if (h->msg != OWED_DESCRIBE)
-            return OWED_VIOLATION;
-        pop_unit(q);
-        return OWED_OK;
-    case WIRE_BE_NO_DATA:
-        if (h->msg != OWED_DESCRIBE)
-            return OWED_VIOLATION;
-        pop_unit(q);
-        return OWED_OK;
-    case WIRE_BE_PARAMETER_DESCRIPTION:
-        return h->msg == OWED_DESCRIBE ? OWED_OK : OWED_VIOLATION;
-    case WIRE_BE_PARSE_COMPLETE:
-    case WIRE_BE_BIND_COMPLETE:
-    case WIRE_BE_CLOSE_COMPLETE: {
-        uint8_t want = type == WIRE_BE_PARSE_COMPLETE  ? OWED_PARSE
-                       : type == WIRE_BE_BIND_COMPLETE ? OWED_BIND
-                                                       : OWED_CLOSE;
-        if (h->msg != want)
-            return OWED_VIOLATION;
-        pop_unit(q);
-        return OWED_OK;
-    }
-    case WIRE_BE_FUNCTION_CALL_RESPONSE:
-        if (h->msg != OWED_FUNCTION)
-            return OWED_VIOLATION;
-        q->head_answered = true;
-        return OWED_OK;
     default:
-        return OWED_VIOLATION; /* CopyBothResponse, login messages, unknown types */
+        break;
     }
+    for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+        if (answers[i].type != type || answers[i].msg != h->msg)
+            continue;
+        if (answers[i].effect == ANSWER_COMPLETES)
+            q->head_answered = true;
+        else if (answers[i].effect == ANSWER_ENDS)
+            pop_unit(q);
+        return OWED_OK;
+    }
+    return OWED_VIOLATION; /* CopyBothResponse, login messages, unknown types */
 }
 
 /* One hypothesis takes one answer; *fork is set to the number of Syncs a failed COPY may
