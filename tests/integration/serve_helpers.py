@@ -193,3 +193,42 @@ def run_workers(fn, n, what, timeout=120):
     for t in threads:
         t.join(timeout=timeout)
     assert not any(t.is_alive() for t in threads), f"a {what} hung"
+
+
+def query_msg(sql):
+    """A simple-protocol Query message."""
+    body = sql.encode() + b"\0"
+    return b"Q" + struct.pack("!I", len(body) + 4) + body
+
+
+def login_raw(pooler, user="postgres", db="postgres"):
+    """A raw socket logged in through the pooler (trust auth), past its ReadyForQuery."""
+    s = raw_connect(pooler.port)
+    s.sendall(startup_packet(user, db))
+    msgs = read_messages(s, timeout=10, until=b"Z")
+    assert msgs and msgs[-1][0] == b"Z", msgs
+    return s
+
+
+def data_row_values(body):
+    """Column values of a DataRow body (text format, None for NULL)."""
+    (n,) = struct.unpack("!H", body[:2])
+    pos, out = 2, []
+    for _ in range(n):
+        (ln,) = struct.unpack("!i", body[pos:pos + 4])
+        pos += 4
+        if ln < 0:
+            out.append(None)
+        else:
+            out.append(body[pos:pos + ln].decode())
+            pos += ln
+    return out
+
+
+def rss_kb(pid):
+    """Resident set size of a process, in KB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0

@@ -12,8 +12,8 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import (Pooler, error_fields, raw_connect, read_messages, run_workers,
-                           startup_packet)
+from serve_helpers import (Pooler, data_row_values, error_fields, login_raw, query_msg,
+                           run_workers)
 
 POOL_SIZE = 5
 BATCHED = "sends are batched per loop turn with io_uring"
@@ -180,19 +180,6 @@ def stats_row(p):
 
 # ---- raw protocol ----------------------------------------------------------------------
 
-def query_msg(sql):
-    body = sql.encode() + b"\0"
-    return b"Q" + struct.pack("!I", len(body) + 4) + body
-
-
-def login_raw(p, user="postgres", db="postgres"):
-    s = raw_connect(p.port)
-    s.sendall(startup_packet(user, db))
-    msgs = read_messages(s, timeout=10, until=b"Z")
-    assert msgs and msgs[-1][0] == b"Z", msgs
-    return s
-
-
 def read_until_ready(sock, n_ready, timeout=15.0):
     """Reads messages until n_ready ReadyForQuery arrived; returns (type, body) pairs."""
     sock.settimeout(timeout)
@@ -221,20 +208,6 @@ def read_until_ready(sock, n_ready, timeout=15.0):
         buf += chunk
     assert not buf, f"bytes after the last ReadyForQuery: {buf!r}"
     return msgs
-
-
-def data_row_values(body):
-    (n,) = struct.unpack("!H", body[:2])
-    pos, out = 2, []
-    for _ in range(n):
-        (ln,) = struct.unpack("!i", body[pos:pos + 4])
-        pos += 4
-        if ln < 0:
-            out.append(None)
-        else:
-            out.append(body[pos:pos + ln].decode())
-            pos += ln
-    return out
 
 
 def split_results(msgs):

@@ -7,8 +7,8 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import (Pooler, error_fields, raw_connect, read_messages,
-                           startup_packet)
+from serve_helpers import (Pooler, error_fields, login_raw, query_msg, raw_connect,
+                           read_messages, rss_kb, startup_packet)
 
 
 @pytest.fixture
@@ -17,19 +17,6 @@ def pooler(pgwarden_bin, pg):
                settings={"default_pool_size": "1"}).start()
     yield p
     p.stop()
-
-
-def login_raw(pooler, user="postgres", db="postgres"):
-    s = raw_connect(pooler.port)
-    s.sendall(startup_packet(user, db))
-    msgs = read_messages(s, until=b"Z")
-    assert msgs and msgs[-1][0] == b"Z", msgs
-    return s
-
-
-def query_msg(sql):
-    body = sql.encode() + b"\0"
-    return b"Q" + struct.pack("!I", len(body) + 4) + body
 
 
 def assert_healthy(pooler):
@@ -409,14 +396,6 @@ def test_postgres_restart_under_load(pgwarden_bin, pg):
         p.stop()
 
 
-def _rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def test_huge_result_streams_in_constant_memory(pgwarden_bin, pg):
     p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
                settings={"default_pool_size": "2"}).start()
@@ -425,7 +404,7 @@ def test_huge_result_streams_in_constant_memory(pgwarden_bin, pg):
         # ~64 MB of DataRows; the reader stalls first, then drains slowly
         s.sendall(query_msg("SELECT repeat('x', 1000) FROM generate_series(1, 65000)"))
         time.sleep(1.0)
-        stalled_rss = _rss_kb(p.proc.pid)
+        stalled_rss = rss_kb(p.proc.pid)
         # another client is unaffected while this one does not read
         with psycopg.connect(p.dsn(), autocommit=True) as other:
             assert other.execute("SELECT 3").fetchone()[0] == 3
@@ -440,7 +419,7 @@ def test_huge_result_streams_in_constant_memory(pgwarden_bin, pg):
             total += len(chunk)
             tail = (tail + chunk)[-16:]
             if total % (8 << 20) < len(chunk):
-                peak = max(peak, _rss_kb(p.proc.pid))
+                peak = max(peak, rss_kb(p.proc.pid))
             if tail.endswith(b"Z\x00\x00\x00\x05I"):
                 break
         s.close()

@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import Pooler, raw_connect, read_messages, startup_packet
+from serve_helpers import Pooler, raw_connect, read_messages, rss_kb, startup_packet
 
 
 def wait_exit(p, timeout):
@@ -157,14 +157,6 @@ def test_idle_transaction_timeout(pgwarden_bin, pg):
                        "'idle in transaction%' AND pid <> pg_backend_pid()") == "0"
     finally:
         p.stop()
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_idle_clients_memory_flat(pgwarden_bin, pg):

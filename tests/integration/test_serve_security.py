@@ -11,7 +11,8 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import Pooler, error_fields, raw_connect, read_messages, startup_packet
+from serve_helpers import (Pooler, data_row_values, error_fields, login_raw, query_msg,
+                           read_messages, rss_kb)
 
 
 @pytest.fixture
@@ -25,33 +26,6 @@ def pooler(pgwarden_bin, pg):
 
 def msg(t, body=b""):
     return t + struct.pack("!I", len(body) + 4) + body
-
-
-def query(sql):
-    return msg(b"Q", sql.encode() + b"\0")
-
-
-def login(pooler):
-    s = raw_connect(pooler.port)
-    s.sendall(startup_packet("postgres", "postgres"))
-    msgs = read_messages(s, until=b"Z")
-    assert msgs and msgs[-1][0] == b"Z", msgs
-    return s
-
-
-def text_values(body):
-    """Column values of a DataRow."""
-    (n,) = struct.unpack("!H", body[:2])
-    pos, out = 2, []
-    for _ in range(n):
-        (ln,) = struct.unpack("!i", body[pos:pos + 4])
-        pos += 4
-        if ln < 0:
-            out.append(None)
-        else:
-            out.append(body[pos:pos + ln].decode())
-            pos += ln
-    return out
 
 
 _pending = {}
@@ -86,12 +60,12 @@ def read_until_readies(sock, n, timeout=20):
 
 
 def rows(msgs):
-    return [text_values(b) for t, b in msgs if t == b"D"]
+    return [data_row_values(b) for t, b in msgs if t == b"D"]
 
 
 def others_query(pooler, tag, results):
-    s = login(pooler)
-    s.sendall(query(f"SELECT '{tag}'"))
+    s = login_raw(pooler)
+    s.sendall(query_msg(f"SELECT '{tag}'"))
     results[tag] = rows(read_until_readies(s, 1))
     s.close()
 
@@ -101,11 +75,11 @@ def test_pipelined_copy_then_sync_never_crosses(pooler):
     a slow query: the Sync is answered, so the server stays with this client until its
     query's ReadyForQuery; the next clients get their own rows."""
     for _ in range(3):
-        a = login(pooler)
-        a.sendall(query("COPY sec_copy FROM STDIN") + msg(b"d", b"a\t1\n") + msg(b"c"))
+        a = login_raw(pooler)
+        a.sendall(query_msg("COPY sec_copy FROM STDIN") + msg(b"d", b"a\t1\n") + msg(b"c"))
         first = read_until_readies(a, 1)
         assert [t for t, _ in first][-2:] == [b"C", b"Z"], first
-        a.sendall(msg(b"S") + msg(b"c") + query("SELECT 'A', pg_sleep(0.3)"))
+        a.sendall(msg(b"S") + msg(b"c") + query_msg("SELECT 'A', pg_sleep(0.3)"))
         results = {}
         threads = [threading.Thread(target=others_query, args=(pooler, tag, results))
                    for tag in ("B", "C")]
@@ -126,9 +100,9 @@ def test_failed_copy_with_sync_inside_never_crosses(pooler, pg):
     """A bad row with a Sync pipelined inside the copy data: whether COPY read that Sync is
     unknowable in advance; the pooler follows both possibilities until the answers tell."""
     for _ in range(3):
-        a = login(pooler)
-        a.sendall(query("COPY sec_copy FROM STDIN") + msg(b"d", b"bad row\n") + msg(b"S") +
-                  msg(b"d", b"x\t2\n") + msg(b"c") + query("SELECT 'A'"))
+        a = login_raw(pooler)
+        a.sendall(query_msg("COPY sec_copy FROM STDIN") + msg(b"d", b"bad row\n") + msg(b"S") +
+                  msg(b"d", b"x\t2\n") + msg(b"c") + query_msg("SELECT 'A'"))
         results = {}
         threads = [threading.Thread(target=others_query, args=(pooler, tag, results))
                    for tag in ("B", "C")]
@@ -166,7 +140,7 @@ def test_extended_copy_failure_releases_server(pooler):
 @pytest.mark.parametrize("kind", [b"P", b"D", b"C", b"B"])
 def test_empty_message_ends_client_not_pooler(pooler, kind):
     """A 5-byte message with no body, then 8 KB of anything, once made the pooler spin."""
-    bad = login(pooler)
+    bad = login_raw(pooler)
     bad.sendall(msg(kind) + b"x" * 9000)
     got = read_messages(bad, timeout=5)
     errors = [error_fields(b) for t, b in got if t == b"E"]
@@ -187,7 +161,7 @@ def test_empty_message_ends_client_not_pooler(pooler, kind):
     msg(b"B", b"portal-only"),
 ])
 def test_malformed_rewritten_messages_end_client(pooler, payload):
-    bad = login(pooler)
+    bad = login_raw(pooler)
     bad.sendall(payload + msg(b"S"))
     got = read_messages(bad, timeout=5)
     errors = [error_fields(b) for t, b in got if t == b"E"]
@@ -197,26 +171,18 @@ def test_malformed_rewritten_messages_end_client(pooler, payload):
         assert conn.execute("SELECT 1").fetchone()[0] == 1
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 @pytest.mark.skipif("ASAN_OPTIONS" in os.environ, reason="ASan's allocator hides RSS")
 def test_pipelining_client_that_never_reads_stays_bounded(pooler):
     """Query/Sync/Parse pipelined by clients that never read: the owed-answer queue fills,
     the pooler stops reading them, and its memory stays flat."""
-    warm = login(pooler)
-    warm.sendall(query("SELECT 1"))
+    warm = login_raw(pooler)
+    warm.sendall(query_msg("SELECT 1"))
     read_until_readies(warm, 1)
     warm.close()
     before = rss_kb(pooler.proc.pid)
-    chunk = (query("SELECT repeat('x', 100)") + msg(b"S") +
+    chunk = (query_msg("SELECT repeat('x', 100)") + msg(b"S") +
              msg(b"P", b"\0SELECT 1\0\0\0") + msg(b"H")) * 200
-    socks = [login(pooler) for _ in range(3)]
+    socks = [login_raw(pooler) for _ in range(3)]
     deadline = time.time() + 4
     for s in socks:
         s.setblocking(False)
@@ -242,31 +208,31 @@ def random_batch(rng, tag):
     choice = rng.randrange(7)
     sel = f"SELECT '{tag}'"
     if choice == 0:
-        return query(sel)
+        return query_msg(sel)
     if choice == 1:
-        return query(sel) * rng.randint(2, 5)
+        return query_msg(sel) * rng.randint(2, 5)
     if choice == 2:  # extended, unnamed
         return (msg(b"P", b"\0" + sel.encode() + b"\0\0\0") + msg(b"B", b"\0\0\0\0\0\0\0\0") +
                 msg(b"E", b"\0\0\0\0\0") + msg(b"S"))
     if choice == 3:  # an error mid-pipeline, the rest skipped up to Sync
         return (msg(b"P", b"\0SELECT 1/0\0\0\0") + msg(b"B", b"\0\0\0\0\0\0\0\0") +
-                msg(b"E", b"\0\0\0\0\0") + query(sel) + msg(b"S") + query(sel))
+                msg(b"E", b"\0\0\0\0\0") + query_msg(sel) + msg(b"S") + query_msg(sel))
     if choice == 4:  # pipelined COPY, then Sync and a stray CopyDone
-        return (query("COPY sec_copy FROM STDIN") + msg(b"d", f"{tag}\t1\n".encode()) +
-                msg(b"c") + msg(b"S") + msg(b"c") + query(sel))
+        return (query_msg("COPY sec_copy FROM STDIN") + msg(b"d", f"{tag}\t1\n".encode()) +
+                msg(b"c") + msg(b"S") + msg(b"c") + query_msg(sel))
     if choice == 5:  # COPY failing on a bad row with a Sync and a Flush inside
-        return (query("COPY sec_copy FROM STDIN") + msg(b"d", b"oops\n") + msg(b"H") +
-                msg(b"S") + msg(b"c") + query(sel))
-    return msg(b"S") + msg(b"H") + query(sel)  # Sync with nothing open
+        return (query_msg("COPY sec_copy FROM STDIN") + msg(b"d", b"oops\n") + msg(b"H") +
+                msg(b"S") + msg(b"c") + query_msg(sel))
+    return msg(b"S") + msg(b"H") + query_msg(sel)  # Sync with nothing open
 
 
 def random_client(pooler, tag, seed, rounds, failures):
     rng = random.Random(seed)
     try:
-        s = login(pooler)
+        s = login_raw(pooler)
         for i in range(rounds):
             sentinel = f"{tag}-end-{i}"
-            s.sendall(random_batch(rng, tag) + query(f"SELECT '{sentinel}'"))
+            s.sendall(random_batch(rng, tag) + query_msg(f"SELECT '{sentinel}'"))
             seen = []
             deadline = time.time() + 20
             while time.time() < deadline:
