@@ -18,29 +18,6 @@ enum wire_header_result wire_parse_header(const uint8_t *p, size_t avail, uint32
     return WIRE_HEADER_OK;
 }
 
-bool wire_is_frontend_type(uint8_t type)
-{
-    switch (type) {
-    case WIRE_FE_BIND:
-    case WIRE_FE_CLOSE:
-    case WIRE_FE_COPY_DATA:
-    case WIRE_FE_COPY_DONE:
-    case WIRE_FE_COPY_FAIL:
-    case WIRE_FE_DESCRIBE:
-    case WIRE_FE_EXECUTE:
-    case WIRE_FE_FLUSH:
-    case WIRE_FE_FUNCTION_CALL:
-    case WIRE_FE_PARSE:
-    case WIRE_FE_PASSWORD:
-    case WIRE_FE_QUERY:
-    case WIRE_FE_SYNC:
-    case WIRE_FE_TERMINATE:
-        return true;
-    default:
-        return false;
-    }
-}
-
 bool wire_startup_length(const uint8_t *p, size_t avail, uint32_t *len)
 {
     if (avail < 4)

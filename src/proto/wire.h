@@ -99,9 +99,6 @@ enum wire_header_result {
 enum wire_header_result wire_parse_header(const uint8_t *p, size_t avail, uint32_t max_body,
                                           uint8_t *type, uint32_t *body_len);
 
-/* True for the message types a frontend may send after startup (Query, Parse, ... Terminate). */
-bool wire_is_frontend_type(uint8_t type);
-
 /* ---- startup phase ---- */
 
 enum wire_startup_kind {

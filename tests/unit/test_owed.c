@@ -301,6 +301,10 @@ static void test_not_allowed_types(void **state)
     (void)state;
     struct owed_queue q;
     owed_init(&q, NULL, NULL);
+    for (const char *t = "QPBEDCSHFdcf"; *t; t++)
+        assert_int_not_equal(owed_msg_of((uint8_t)*t), OWED_NOT_ALLOWED);
+    assert_int_equal(owed_msg_of('Z'), OWED_NOT_ALLOWED);
+    assert_int_equal(owed_msg_of('T'), OWED_NOT_ALLOWED);
     assert_false(owed_note_frontend(&q, 'p', 0, 0));
     assert_false(owed_note_frontend(&q, 'X', 0, 0));
     assert_false(owed_note_frontend(&q, 0, 0, 0));

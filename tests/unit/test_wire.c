@@ -221,23 +221,12 @@ static void test_sasl_initial(void **state)
     assert_false(wire_sasl_offers(mechs, 19, "SCRAM-SHA-256"));
 }
 
-static void test_frontend_types(void **state)
-{
-    (void)state;
-    const char *ok = "QPBEDCSHFdcfXp";
-    for (const char *t = ok; *t; t++)
-        assert_true(wire_is_frontend_type((uint8_t)*t));
-    assert_false(wire_is_frontend_type(0));
-    assert_false(wire_is_frontend_type('Z'));
-    assert_false(wire_is_frontend_type('T'));
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_lengths),   cmocka_unit_test(test_startup_message),
         cmocka_unit_test(test_special_requests), cmocka_unit_test(test_build_and_parse),
-        cmocka_unit_test(test_sasl_initial),     cmocka_unit_test(test_frontend_types),
+        cmocka_unit_test(test_sasl_initial),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
