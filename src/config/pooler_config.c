@@ -102,6 +102,9 @@ static const struct key_def KEYS[] = {
      "bytes of the I/O buffer an active connection borrows (PgBouncer: 4096)"},
     {"max_packet_size", KEY_SIZE, OFF(max_packet_size), "2147483647", true,
      "largest protocol message accepted"},
+    {"max_prepared_statements", KEY_INT, OFF(max_prepared_statements), "200", true,
+     "transaction/statement mode: protocol-level named statements kept prepared per server "
+     "connection, least recently used closed first (0 = named statements are not tracked)"},
     {"ignore_startup_parameters", KEY_STRING, OFF(ignore_startup_parameters), "", true,
      "comma-separated startup parameters accepted and ignored (e.g. extra_float_digits)"},
     {"log_connections", KEY_BOOL, OFF(log_connections), "1", true, "log client logins"},
@@ -178,7 +181,6 @@ static const char *const IGNORED_KEYS[] = {
     "server_fast_close",
     "sbuf_loopcnt",
     "suspend_timeout",
-    "max_prepared_statements",
     "track_extra_parameters",
     "cancel_wait_timeout",
     "autodb_idle_timeout",

@@ -88,6 +88,7 @@ struct pooler_config {
     int64_t query_wait_timeout_ms;
     int64_t pkt_buf;
     int64_t max_packet_size;
+    int max_prepared_statements; /* per server connection, LRU; 0 = no rewriting */
     char *ignore_startup_parameters; /* owned: comma-separated */
     bool log_connections;
     bool log_disconnections;

@@ -37,6 +37,21 @@ enum scan_result {
     SCAN_BAD_TYPE,   /* not a frontend message type */
     SCAN_MALFORMED,  /* a message whose contents the pooler must read is malformed */
     SCAN_BLOCKED,    /* the server's owed queue is full: wait for its answers */
+    SCAN_RESERVED,   /* the client named a statement of the pooler's own */
+    SCAN_RESULT_COUNT,
+};
+
+/* How a scan result that ends the client is reported to it (NULL: not an ending). */
+static const struct {
+    const char *sqlstate;
+    const char *message;
+} SCAN_FAILURES[SCAN_RESULT_COUNT] = {
+    [SCAN_BAD] = {"08P01", "invalid message length"},
+    [SCAN_BAD_TYPE] = {"08P01", "invalid frontend message type"},
+    [SCAN_TOO_BIG] = {"08P01", "prepared statement message larger than pkt_buf"},
+    [SCAN_MALFORMED] = {"08P01", "malformed Parse, Bind, Describe or Close message"},
+    [SCAN_RESERVED] = {"42501", "statement names beginning with pgw_ and the pooler's secret "
+                                "are reserved for the pooler"},
 };
 
 void client_login_free(struct client *c)
@@ -593,7 +608,8 @@ enum rewrite_result {
     RW_NEED_MORE,  /* wait for more bytes of the message */
     RW_NEED_FLUSH, /* no room: send the bytes before the message first */
     RW_TOO_BIG,
-    RW_BAD, /* malformed: the client is ended with a protocol error */
+    RW_BAD,      /* malformed: the client is ended with a protocol error */
+    RW_RESERVED, /* names one of the pooler's statements: the client is ended */
 };
 
 /* Replaces old_len bytes at offset m of the client's buffer by new_len bytes. */
@@ -637,28 +653,61 @@ static void put_close_stmt(struct wire_buf *w, const char *name)
     wire_msg_end(w, m);
 }
 
-/* The statement name a pooler-wide statement goes by on s, injecting its Parse first when
- * s does not have it yet. */
-static void ensure_on_server(struct server *s, struct prepared_stmt *st, struct wire_buf *w,
-                             bool *injected)
+/* What the pooler sends on s ahead of (or instead of) a client's message so that statement
+ * st is prepared there, as it is. */
+struct stmt_plan {
+    bool parse;       /* send st's Parse */
+    bool close_first; /* ... after a Close of its name: the server may hold something under it */
+    uint64_t evict;   /* close this least recently used statement first (0 = none) */
+};
+
+/* for_client_parse: the client's own Parse, always sent (its answer is the client's). */
+static struct stmt_plan plan_statement(const struct client *c, struct server *s,
+                                       const struct prepared_stmt *st, bool for_client_parse)
 {
-    *injected = false;
-    if (!server_stmts_has(&s->stmts, st->id)) {
-        if (s->stmts.suspect)
-            put_close_stmt(w, st->name);
-        put_parse(w, st);
-        *injected = true;
+    struct stmt_plan plan = {0};
+    struct server_stmt *e = server_stmts_find(&s->stmts, st->id);
+    if (e && e->verified && !for_client_parse) {
+        server_stmts_touch(&s->stmts, e);
+        return plan;
     }
+    plan.parse = true;
+    plan.close_first = e != NULL || s->stmts.suspect;
+    if (!e) {
+        int max = c->pooler->cfg->max_prepared_statements;
+        plan.evict = server_stmts_victim(&s->stmts, max > 0 ? (uint32_t)max : 1);
+    }
+    return plan;
 }
 
-/* Records the messages of a rewrite in s's owed model, in the order they were placed. */
-static void note_injected_parse(struct server *s, const struct prepared_stmt *st, bool injected)
+static void put_plan(const struct client *c, struct wire_buf *w, const struct prepared_stmt *st,
+                     const struct stmt_plan *plan)
 {
-    if (!injected)
-        return;
-    if (s->stmts.suspect)
+    if (plan->evict) {
+        char name[STMT_NAME_MAX];
+        stmt_registry_name(&c->pooler->stmts, plan->evict, name);
+        put_close_stmt(w, name);
+    }
+    if (plan->close_first)
+        put_close_stmt(w, st->name);
+    if (plan->parse)
+        put_parse(w, st);
+}
+
+/* Records what put_plan placed in s's owed model and statement set, in the order placed.
+ * parse_flags: OWED_SWALLOW when the Parse is the pooler's, 0 when it is the client's. */
+static void note_plan(struct server *s, const struct prepared_stmt *st,
+                      const struct stmt_plan *plan, uint8_t parse_flags)
+{
+    if (plan->evict) {
+        server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, plan->evict);
+        server_stmts_remove(&s->stmts, plan->evict);
+    }
+    if (plan->close_first)
         server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, 0);
-    server_note_frontend(s, WIRE_FE_PARSE, OWED_SWALLOW, st->id);
+    if (!plan->parse)
+        return;
+    server_note_frontend(s, WIRE_FE_PARSE, parse_flags, st->id);
     if (!server_stmts_add(&s->stmts, st->id))
         s->close_needed = true;
 }
@@ -714,19 +763,19 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
             return RW_PASS;
         struct client_stmt *cs = client_stmt_find(c->stmts, name);
         if (!cs)
-            return RW_PASS;
+            return stmt_registry_owns_name(&p->stmts, name) ? RW_RESERVED : RW_PASS;
         struct prepared_stmt *st = cs->stmt;
         size_t portal_len = strlen(portal), name_len = strlen(name);
         uint32_t prefix_old = (uint32_t)(WIRE_HEADER_LEN + portal_len + 1 + name_len + 1);
-        size_t repl_cap = st->body_len + 64 + portal_len + 64;
+        size_t repl_cap = st->body_len + 3 * 64 + portal_len + 64;
         uint8_t small[512];
         uint8_t *repl = repl_cap <= sizeof(small) ? small : malloc(repl_cap);
         if (!repl)
             return RW_TOO_BIG;
         struct wire_buf w;
         wire_buf_init(&w, repl, repl_cap);
-        bool injected;
-        ensure_on_server(s, st, &w, &injected);
+        struct stmt_plan plan = plan_statement(c, s, st, false);
+        put_plan(c, &w, st, &plan);
         wire_put_u8(&w, WIRE_FE_BIND);
         wire_put_u32(&w, (uint32_t)(len + 4 - name_len + st->name_len));
         wire_put_bytes(&w, portal, portal_len + 1);
@@ -737,7 +786,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
             free(repl);
         if (r != RW_DONE)
             return r;
-        note_injected_parse(s, st, injected);
+        note_plan(s, st, &plan, OWED_SWALLOW);
         server_note_frontend(s, WIRE_FE_BIND, 0, 0);
         cn->scan = m + (uint32_t)w.len;
         cn->body_left = (uint32_t)(total - prefix_old);
@@ -746,8 +795,10 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
 
     if (len == 0)
         return RW_BAD; /* Parse, Describe and Close all have a body */
-    /* The unnamed statement is never renamed, however long its query. */
-    if (type == WIRE_FE_PARSE && have_body >= 1 && body[0] == 0)
+    /* The unnamed statement is never renamed, however long its query; with
+     * max_prepared_statements = 0 no statement is. */
+    if (type == WIRE_FE_PARSE &&
+        ((have_body >= 1 && body[0] == 0) || p->cfg->max_prepared_statements <= 0))
         return RW_PASS;
     if (have_body == 0)
         return RW_NEED_MORE; /* the first body byte decides (named or not) */
@@ -764,7 +815,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         size_t rest_len = len - (size_t)(rest - body);
         char *cname = strdup(name); /* the name's bytes are about to be replaced */
         struct prepared_stmt *st = cname ? stmt_registry_get(&p->stmts, rest, rest_len) : NULL;
-        size_t repl_cap = rest_len + 128;
+        size_t repl_cap = rest_len + 3 * 64 + 32;
         uint8_t *repl = st ? malloc(repl_cap) : NULL;
         if (!repl) {
             stmt_unref(&p->stmts, st);
@@ -773,13 +824,10 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         }
         struct wire_buf w;
         wire_buf_init(&w, repl, repl_cap);
-        bool had = server_stmts_has(&s->stmts, st->id);
-        /* The server already has it under the pooler's name: re-create it so the client
-         * still gets exactly one ParseComplete for its Parse, in order. */
-        bool close_first = had || s->stmts.suspect;
-        if (close_first)
-            put_close_stmt(&w, st->name);
-        put_parse(&w, st);
+        /* Sent even when the server already has it (re-created, Close first) so the
+         * client gets exactly one ParseComplete for its Parse, in order. */
+        struct stmt_plan plan = plan_statement(c, s, st, true);
+        put_plan(c, &w, st, &plan);
         enum rewrite_result r =
             w.overflow ? RW_TOO_BIG : replace_bytes(c, &m, (uint32_t)total, repl, (uint32_t)w.len);
         free(repl);
@@ -790,14 +838,12 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         }
         cn->scan = m + (uint32_t)w.len;
         cn->body_left = 0;
-        uint64_t id = st->id;
-        bool ok = client_stmt_set(&p->stmts, &c->stmts, cname, st);
-        free(cname);
-        if (close_first)
-            server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, 0);
-        server_note_frontend(s, WIRE_FE_PARSE, 0, id);
-        if (!ok || !server_stmts_add(&s->stmts, id))
+        note_plan(s, st, &plan, 0);
+        /* After note_plan: this may drop the last reference to the client's old statement,
+         * never to st. */
+        if (!client_stmt_set(&p->stmts, &c->stmts, cname, st))
             s->close_needed = true;
+        free(cname);
         return RW_DONE;
     }
     if (body[0] != 'S' || body[1] == 0)
@@ -805,18 +851,19 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     const char *name = (const char *)body + 1;
     struct client_stmt *cs = client_stmt_find(c->stmts, name);
     if (!cs)
-        return RW_PASS;
+        return stmt_registry_owns_name(&p->stmts, name) ? RW_RESERVED : RW_PASS;
     struct prepared_stmt *st = cs->stmt;
-    size_t repl_cap = st->body_len + 128;
+    size_t repl_cap = st->body_len + 4 * 64 + 32;
     uint8_t small[512];
     uint8_t *repl = repl_cap <= sizeof(small) ? small : malloc(repl_cap);
     if (!repl)
         return RW_TOO_BIG;
     struct wire_buf w;
     wire_buf_init(&w, repl, repl_cap);
-    bool injected = false;
+    struct stmt_plan plan = {0};
     if (type == WIRE_FE_DESCRIBE) {
-        ensure_on_server(s, st, &w, &injected);
+        plan = plan_statement(c, s, st, false);
+        put_plan(c, &w, st, &plan);
         size_t mm = wire_msg_begin(&w, WIRE_FE_DESCRIBE);
         wire_put_u8(&w, 'S');
         wire_put_bytes(&w, st->name, (size_t)st->name_len + 1);
@@ -824,7 +871,9 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     } else {
         /* The server keeps the statement for other clients; closing a name that does not
          * exist still answers CloseComplete, which the client expects. */
-        put_close_stmt(&w, "PGW_none");
+        char none[STMT_NAME_MAX];
+        stmt_registry_name(&p->stmts, 0, none); /* ids start at 1: never a statement */
+        put_close_stmt(&w, none);
     }
     char *cname = type == WIRE_FE_CLOSE ? strdup(name) : NULL;
     enum rewrite_result r = RW_TOO_BIG;
@@ -842,7 +891,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         client_stmt_remove(&p->stmts, &c->stmts, cname);
         free(cname);
     } else {
-        note_injected_parse(s, st, injected);
+        note_plan(s, st, &plan, OWED_SWALLOW);
     }
     server_note_frontend(s, type, 0, 0);
     return RW_DONE;
@@ -898,6 +947,8 @@ static enum scan_result client_scan(struct client *c, struct server *s)
                 return SCAN_TOO_BIG;
             case RW_BAD:
                 return SCAN_MALFORMED;
+            case RW_RESERVED:
+                return SCAN_RESERVED;
             }
             b = cn->buf; /* unchanged, but keep the reader honest */
         }
@@ -1093,20 +1144,8 @@ void client_pump(struct client *c)
             client_close(c, "client sent Terminate");
             return;
         }
-        if (sr == SCAN_BAD) {
-            client_fail(c, "08P01", "invalid message length");
-            return;
-        }
-        if (sr == SCAN_BAD_TYPE) {
-            client_fail(c, "08P01", "invalid frontend message type");
-            return;
-        }
-        if (sr == SCAN_TOO_BIG) {
-            client_fail(c, "08P01", "prepared statement message larger than pkt_buf");
-            return;
-        }
-        if (sr == SCAN_MALFORMED) {
-            client_fail(c, "08P01", "malformed Parse, Bind, Describe or Close message");
+        if (SCAN_FAILURES[sr].sqlstate) {
+            client_fail(c, SCAN_FAILURES[sr].sqlstate, SCAN_FAILURES[sr].message);
             return;
         }
         if (sr == SCAN_BLOCKED)

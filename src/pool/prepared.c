@@ -1,7 +1,7 @@
-/* Shared prepared-statement registry, per-client names, per-server sets and the queue of
- * expected ParseComplete/CloseComplete answers. */
+/* Shared prepared-statement registry, per-client names and per-server LRU sets. */
 #include "pool/prepared.h"
 
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +12,21 @@ bool stmt_registry_init(struct stmt_registry *r)
     r->buckets = calloc(r->n_buckets, sizeof(*r->buckets));
     r->next_id = 0;
     r->count = 0;
-    return r->buckets != NULL;
+    uint8_t raw[8];
+    if (!r->buckets || RAND_bytes(raw, sizeof(raw)) != 1) {
+        free(r->buckets);
+        r->buckets = NULL;
+        return false;
+    }
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(r->secret + 2 * i, 3, "%02x", raw[i]);
+    return true;
+}
+
+size_t stmt_registry_name(const struct stmt_registry *r, uint64_t id, char out[STMT_NAME_MAX])
+{
+    int n = snprintf(out, STMT_NAME_MAX, "pgw_%s_%llu", r->secret, (unsigned long long)id);
+    return n < 0 ? 0 : (size_t)n;
 }
 
 void stmt_registry_destroy(struct stmt_registry *r)
@@ -27,6 +41,12 @@ void stmt_registry_destroy(struct stmt_registry *r)
     }
     free(r->buckets);
     r->buckets = NULL;
+}
+
+bool stmt_registry_owns_name(const struct stmt_registry *r, const char *name)
+{
+    size_t n = strlen(r->secret);
+    return !strncmp(name, "pgw_", 4) && !strncmp(name + 4, r->secret, n) && name[4 + n] == '_';
 }
 
 static uint32_t hash_bytes(const uint8_t *p, size_t len)
@@ -55,8 +75,7 @@ struct prepared_stmt *stmt_registry_get(struct stmt_registry *r, const uint8_t *
     st->id = ++r->next_id;
     st->hash = h;
     st->refs = 1;
-    st->name_len =
-        (uint8_t)snprintf(st->name, sizeof(st->name), "PGW_%llu", (unsigned long long)st->id);
+    st->name_len = (uint8_t)stmt_registry_name(r, st->id, st->name);
     st->body_len = len;
     memcpy(st->body, body, len);
     st->next = *bucket;
@@ -132,43 +151,67 @@ void client_stmts_free(struct stmt_registry *r, struct client_stmt **list)
     }
 }
 
-bool server_stmts_has(const struct server_stmts *s, uint64_t id)
+struct server_stmt *server_stmts_find(struct server_stmts *s, uint64_t id)
 {
     for (uint32_t i = 0; i < s->n; i++)
-        if (s->ids[i] == id)
-            return true;
-    return false;
+        if (s->e[i].id == id)
+            return &s->e[i];
+    return NULL;
+}
+
+void server_stmts_touch(struct server_stmts *s, struct server_stmt *e)
+{
+    e->last_use = ++s->clock;
 }
 
 bool server_stmts_add(struct server_stmts *s, uint64_t id)
 {
-    if (server_stmts_has(s, id))
-        return true;
-    if (s->n == s->cap) {
-        uint32_t cap = s->cap ? s->cap * 2 : 8;
-        uint64_t *ids = realloc(s->ids, cap * sizeof(*ids));
-        if (!ids)
-            return false;
-        s->ids = ids;
-        s->cap = cap;
+    struct server_stmt *e = server_stmts_find(s, id);
+    if (!e) {
+        if (s->n == s->cap) {
+            uint32_t cap = s->cap ? s->cap * 2 : 8;
+            struct server_stmt *grown = realloc(s->e, cap * sizeof(*grown));
+            if (!grown)
+                return false;
+            s->e = grown;
+            s->cap = cap;
+        }
+        e = &s->e[s->n++];
+        e->id = id;
     }
-    s->ids[s->n++] = id;
+    e->verified = true;
+    server_stmts_touch(s, e);
     return true;
 }
 
 void server_stmts_remove(struct server_stmts *s, uint64_t id)
 {
-    for (uint32_t i = 0; i < s->n; i++) {
-        if (s->ids[i] == id) {
-            s->ids[i] = s->ids[--s->n];
-            return;
-        }
-    }
+    struct server_stmt *e = server_stmts_find(s, id);
+    if (e)
+        *e = s->e[--s->n];
+}
+
+uint64_t server_stmts_victim(const struct server_stmts *s, uint32_t max)
+{
+    if (s->n == 0 || s->n < max)
+        return 0;
+    const struct server_stmt *oldest = &s->e[0];
+    for (uint32_t i = 1; i < s->n; i++)
+        if (s->e[i].last_use < oldest->last_use)
+            oldest = &s->e[i];
+    return oldest->id;
+}
+
+void server_stmts_distrust(struct server_stmts *s)
+{
+    s->suspect = true;
+    for (uint32_t i = 0; i < s->n; i++)
+        s->e[i].verified = false;
 }
 
 void server_stmts_free(struct server_stmts *s)
 {
-    free(s->ids);
-    s->ids = NULL;
+    free(s->e);
+    s->e = NULL;
     s->n = s->cap = 0;
 }

@@ -1,10 +1,16 @@
 /* Protocol-level prepared statements in transaction mode. A client's named statement may
  * land on any server, so statements are renamed: every distinct Parse body (query text and
- * parameter types) gets one pooler-wide name "PGW_<id>", each server remembers which of them
- * it has prepared, and Parse/Bind/Describe/Close are rewritten in the client's buffer.
+ * parameter types) gets one pooler-wide name "pgw_<secret>_<id>", each server remembers which
+ * of them it has prepared, and Parse/Bind/Describe/Close are rewritten in the client's buffer.
  * A Bind or Describe for a statement the server lacks gets the stored Parse injected in
  * front of it; the injected ParseComplete is swallowed on the way back. Session mode never
- * rewrites anything. */
+ * rewrites anything.
+ *
+ * The secret is random per process, so another client cannot guess a statement's name from
+ * its id (it can still read names in pg_prepared_statements: SQL-level PREPARE and
+ * DEALLOCATE make the pooler re-create its statements before use, see server_stmts). A
+ * server keeps at most max_prepared_statements of them; the least recently used is closed
+ * to make room. */
 #ifndef PGWARDEN_POOL_PREPARED_H
 #define PGWARDEN_POOL_PREPARED_H
 
@@ -12,13 +18,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* "pgw_" + 16 hex digits + "_" + up to 20 digits + NUL; below PostgreSQL's NAMEDATALEN. */
+#define STMT_NAME_MAX 48
+
 struct prepared_stmt {
     struct prepared_stmt *next; /* borrowed: hash chain */
     uint64_t id;
     uint32_t hash;
     uint32_t refs;
     uint8_t name_len;
-    char name[24];   /* "PGW_<id>" */
+    char name[STMT_NAME_MAX]; /* "pgw_<secret>_<id>" */
     size_t body_len; /* bytes of the Parse body after the statement name */
     uint8_t body[];
 };
@@ -34,10 +43,17 @@ struct stmt_registry {
     size_t n_buckets;
     uint64_t next_id;
     size_t count;
+    char secret[17]; /* 16 random hex digits, the same for every statement of the process */
 };
 
+/* False on out of memory or when no random secret can be drawn. */
 bool stmt_registry_init(struct stmt_registry *r);
+/* The server-side name of statement id; returns its length. */
+size_t stmt_registry_name(const struct stmt_registry *r, uint64_t id, char out[STMT_NAME_MAX]);
 void stmt_registry_destroy(struct stmt_registry *r);
+/* True when name is one the pooler gives its statements ("pgw_<secret>_..."): a client may
+ * know it only by reading pg_prepared_statements, and must not use it. */
+bool stmt_registry_owns_name(const struct stmt_registry *r, const char *name);
 /* The shared statement for a Parse body (query\0 + types), with a reference taken. */
 struct prepared_stmt *stmt_registry_get(struct stmt_registry *r, const uint8_t *body, size_t len);
 void stmt_unref(struct stmt_registry *r, struct prepared_stmt *st);
@@ -51,18 +67,37 @@ bool client_stmt_set(struct stmt_registry *r, struct client_stmt **list, const c
 void client_stmt_remove(struct stmt_registry *r, struct client_stmt **list, const char *name);
 void client_stmts_free(struct stmt_registry *r, struct client_stmt **list);
 
-/* Which statements a server has prepared (ids; small sets, linear search). */
+/* Which statements a server has prepared, with when each was last used (small sets bounded by
+ * max_prepared_statements, linear search). */
+struct server_stmt {
+    uint64_t id;
+    uint64_t last_use; /* server_stmts.clock when last added or used */
+    /* false after SQL-level PREPARE or DEALLOCATE ran on the server: a client may have
+     * dropped or replaced it under its name (names are readable in pg_prepared_statements),
+     * so it is re-created, Close first, before its next use. */
+    bool verified;
+};
 struct server_stmts {
-    uint64_t *ids; /* owned */
+    struct server_stmt *e; /* owned */
     uint32_t n;
     uint32_t cap;
-    /* SQL-level PREPARE or DEALLOCATE ran on this server: a client may have dropped or
-     * replaced a pooler statement under its name, so each is re-created with a Close first. */
+    uint64_t clock;
+    /* SQL-level PREPARE or DEALLOCATE ran on this server: any statement name may be taken,
+     * so every Parse the pooler sends is preceded by a Close of the same name. */
     bool suspect;
 };
-bool server_stmts_has(const struct server_stmts *s, uint64_t id);
+/* The entry of id, or NULL. */
+struct server_stmt *server_stmts_find(struct server_stmts *s, uint64_t id);
+/* Marks an entry used now. */
+void server_stmts_touch(struct server_stmts *s, struct server_stmt *e);
+/* Records id as prepared (and verified). False on out of memory. */
 bool server_stmts_add(struct server_stmts *s, uint64_t id);
 void server_stmts_remove(struct server_stmts *s, uint64_t id);
+/* The least recently used statement to close before one more is prepared when the server
+ * holds max or more (0 = none to close). */
+uint64_t server_stmts_victim(const struct server_stmts *s, uint32_t max);
+/* SQL-level PREPARE or DEALLOCATE ran: every statement must be re-created before use. */
+void server_stmts_distrust(struct server_stmts *s);
 void server_stmts_free(struct server_stmts *s);
 
 #endif

@@ -57,10 +57,42 @@ void server_login_free(struct server *s)
 
 /* ---- what the server owes ---- */
 
-static void forget_stmt(void *ctx, uint64_t id)
+/* Command tags after which the pooler's statements on a server are not what it thinks.
+ * DISCARD ALL and DEALLOCATE ALL drop them all. PREPARE and DEALLOCATE may drop or replace
+ * one under its name (a client can read the names in pg_prepared_statements); DO and CALL
+ * may run those commands out of sight. After these, every statement is re-created, Close
+ * first, before its next use, so a replaced one never runs for a client. (A function called
+ * from a plain SELECT can do the same unseen: see docs/SECURITY.md.) */
+static const struct {
+    const char *tag;
+    bool all_dropped;
+} STMT_TAGS[] = {
+    {"DISCARD ALL", true}, {"DEALLOCATE ALL", true}, {"DEALLOCATE", false},
+    {"PREPARE", false},    {"DO", false},            {"CALL", false},
+};
+
+/* A CommandComplete body (tag and NUL) from a client's command. Only these short tags are
+ * compared; longer bodies are never read. */
+static void note_command_tag(struct server *s, const char *body, uint32_t len)
+{
+    for (size_t i = 0; i < sizeof(STMT_TAGS) / sizeof(STMT_TAGS[0]); i++) {
+        if (len != strlen(STMT_TAGS[i].tag) + 1 || memcmp(body, STMT_TAGS[i].tag, len))
+            continue;
+        if (STMT_TAGS[i].all_dropped)
+            s->stmts.n = 0;
+        else
+            server_stmts_distrust(&s->stmts);
+        return;
+    }
+}
+
+static void forget_stmt(void *ctx, enum owed_msg msg, uint64_t id)
 {
     struct server *s = ctx;
-    server_stmts_remove(&s->stmts, id);
+    if (msg == OWED_PARSE)
+        server_stmts_remove(&s->stmts, id);
+    else if (!server_stmts_add(&s->stmts, id)) /* a skipped Close: the statement stays */
+        s->close_needed = true;
 }
 
 void server_note_frontend(struct server *s, uint8_t type, uint8_t flags, uint64_t id)
@@ -691,23 +723,23 @@ static enum server_scan_result server_scan(struct server *s)
         case WIRE_BE_ERROR:
             if (internal)
                 return SSCAN_INTERNAL_ERROR;
-            if (c == NULL)
+            if (c == NULL) {
                 s->close_needed = true; /* unasked, e.g. a FATAL termination of an idle server */
+                break;
+            }
+            /* A statement the pooler counts as prepared is missing (26000), or a name it
+             * gives its statements is taken (42P05): SQL run inside a function or DO block
+             * (no PREPARE/DEALLOCATE tag to see) changed them. Re-create before next use. */
+            if (b->end - cn->scan - WIRE_HEADER_LEN >= len) {
+                struct wire_error e;
+                if (wire_parse_error(body, len, &e) && e.sqlstate &&
+                    (!strcmp(e.sqlstate, "26000") || !strcmp(e.sqlstate, "42P05")))
+                    server_stmts_distrust(&s->stmts);
+            }
             break;
         case WIRE_BE_COMMAND_COMPLETE:
-            /* SQL-level DISCARD ALL / DEALLOCATE ALL drop the pooler's statements as well;
-             * PREPARE and DEALLOCATE may drop or replace one under its name (a client can
-             * read the names in pg_prepared_statements): from then on every statement is
-             * re-created, Close first, before use, so a replaced one never runs for a
-             * client. Only these short tags are compared; longer bodies are never read. */
-            if (b->end - cn->scan - WIRE_HEADER_LEN >= len &&
-                ((len == sizeof("DISCARD ALL") && !memcmp(body, "DISCARD ALL", len)) ||
-                 (len == sizeof("DEALLOCATE ALL") && !memcmp(body, "DEALLOCATE ALL", len)) ||
-                 (len == sizeof("DEALLOCATE") && !memcmp(body, "DEALLOCATE", len)) ||
-                 (len == sizeof("PREPARE") && !memcmp(body, "PREPARE", len)))) {
-                s->stmts.n = 0;
-                s->stmts.suspect = true;
-            }
+            if (b->end - cn->scan - WIRE_HEADER_LEN >= len)
+                note_command_tag(s, (const char *)body, len);
             if (c == NULL && !internal)
                 return SSCAN_BAD;
             break;

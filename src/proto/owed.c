@@ -159,12 +159,13 @@ static void pop_unit(struct owed_queue *q)
         q->head = 0;
 }
 
-/* The head message will never run: a Parse among them did not create its statement. */
+/* The head message will never run: a Parse did not create its statement, a Close did not
+ * remove it. */
 static void drop_unit(struct owed_queue *q)
 {
     struct owed_entry *h = &q->e[q->head];
-    if (h->msg == OWED_PARSE && h->id && q->forget)
-        q->forget(q->forget_ctx, h->id);
+    if (h->id && q->forget)
+        q->forget(q->forget_ctx, (enum owed_msg)h->msg, h->id);
     pop_unit(q);
 }
 

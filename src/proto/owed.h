@@ -61,7 +61,8 @@ enum owed_mode {
 };
 
 struct owed_entry {
-    uint64_t id;    /* Parse: the statement id the pooler marked on the server, else 0 */
+    uint64_t id;    /* Parse or Close: the statement id the pooler marked on (or removed from) the
+                       server, else 0 */
     uint32_t count; /* run length: only entries with no id and the same flags merge */
     uint8_t msg;    /* enum owed_msg */
     uint8_t flags;  /* OWED_SWALLOW */
@@ -75,9 +76,10 @@ struct owed_entry {
 /* Room one rewritten client message may need (an injected Close and Parse, the message). */
 #define OWED_RESERVE 4
 
-/* Called for every Parse whose statement the server will not have after all (an error or
- * a skip dropped it). */
-typedef void (*owed_forget_fn)(void *ctx, uint64_t id);
+/* Called for every Parse or Close with an id that the server did not carry out (an error or
+ * a skip dropped it): after a Parse the statement is not there after all, after a Close it
+ * still is. */
+typedef void (*owed_forget_fn)(void *ctx, enum owed_msg msg, uint64_t id);
 
 struct owed_queue {
     struct owed_entry *e; /* owned: entries [head, head + n) are queued */

@@ -312,13 +312,16 @@ static void test_not_allowed_types(void **state)
 }
 
 static uint64_t forgotten[8];
+static enum owed_msg forgotten_msg[8];
 static int n_forgotten;
 
-static void forget(void *ctx, uint64_t id)
+static void forget(void *ctx, enum owed_msg msg, uint64_t id)
 {
     (void)ctx;
-    if (n_forgotten < 8)
+    if (n_forgotten < 8) {
+        forgotten_msg[n_forgotten] = msg;
         forgotten[n_forgotten++] = id;
+    }
 }
 
 static void test_swallow_and_forget(void **state)
@@ -343,6 +346,17 @@ static void test_swallow_and_forget(void **state)
     assert_int_equal(n_forgotten, 2);
     assert_int_equal(forgotten[0], 8);
     assert_int_equal(forgotten[1], 9);
+    assert_int_equal(forgotten_msg[0], OWED_PARSE);
+    /* A skipped Close (the pooler's eviction of statement 3) did not remove it. */
+    n_forgotten = 0;
+    assert_true(owed_note_frontend(&q, 'E', 0, 0));
+    assert_true(owed_note_frontend(&q, 'C', OWED_SWALLOW, 3));
+    assert_true(owed_note_frontend(&q, 'C', OWED_SWALLOW, 0));
+    send_fe(&q, "S");
+    assert_int_equal(recv_be(&q, "E Z"), OWED_IDLE);
+    assert_int_equal(n_forgotten, 1);
+    assert_int_equal(forgotten[0], 3);
+    assert_int_equal(forgotten_msg[0], OWED_CLOSE);
     owed_reset(&q);
 }
 
