@@ -30,6 +30,7 @@ struct server_login {
     struct scram_client scram;
     uint8_t *welcome; /* owned: ParameterStatus messages collected for the pool */
     size_t welcome_len;
+    uint32_t welcome_params; /* ParameterStatus messages seen in this login */
 };
 
 enum server_scan_result {
@@ -350,15 +351,28 @@ static bool send_startup(struct server *s)
     return !b.overflow && send_all(s->conn.fd, buf, b.len);
 }
 
-static void welcome_append(struct server *s, const uint8_t *msg, size_t len)
+/* A login's ParameterStatus messages. PostgreSQL reports a couple of dozen parameters (a few
+ * more with extensions), each under its NAMEDATALEN name and a setting of at most a few kB;
+ * a server that sends far more is not a PostgreSQL the pool should keep. */
+#define WELCOME_MAX_PARAMS 256
+#define WELCOME_MAX_BYTES (64 * 1024)
+
+/* Adds one ParameterStatus to the welcome kept for the pool's clients. False when the server
+ * sent more than a PostgreSQL would (or no memory): the login fails. */
+static bool welcome_append(struct server *s, const uint8_t *msg, size_t len)
 {
     struct server_login *l = s->login;
+    if (++l->welcome_params > WELCOME_MAX_PARAMS || l->welcome_len + len > WELCOME_MAX_BYTES)
+        return false;
+    if (s->pool->welcome_ready)
+        return true; /* counted only: the pool already has its welcome */
     uint8_t *w = realloc(l->welcome, l->welcome_len + len);
     if (!w)
-        return;
+        return false;
     memcpy(w + l->welcome_len, msg, len);
     l->welcome = w;
     l->welcome_len += len;
+    return true;
 }
 
 /* Handles one authentication request from the server. Returns false after failing. */
@@ -554,8 +568,10 @@ static void login_event(struct server *s, unsigned what)
                 int id = params_lookup(name);
                 if (id >= 0)
                     pstr_set(&s->params[id], value);
-                if (!s->pool->welcome_ready)
-                    welcome_append(s, msg, WIRE_HEADER_LEN + len);
+                if (!welcome_append(s, msg, WIRE_HEADER_LEN + len)) {
+                    login_failed(s, "08P01", "too many ParameterStatus messages from server");
+                    return;
+                }
                 break;
             }
             case WIRE_BE_BACKEND_KEY_DATA:

@@ -102,7 +102,7 @@ def test_client_may_not_use_the_poolers_statement_names(pooler, kind):
                 "describe": msg(b"D", b"S" + name.encode() + b"\0"),
                 "close": msg(b"C", b"S" + name.encode() + b"\0")}[kind]
         s.sendall(body + SYNC)
-        msgs = read_messages(s, timeout=10)
+        msgs = read_messages(s, timeout=10, until=b"Z")
         errors = [error_fields(b) for t, b in msgs if t == b"E"]
         assert errors and errors[0].get("C") == "42501", msgs
         assert not any(t == b"D" for t, _ in msgs)
@@ -121,14 +121,14 @@ def test_skipped_eviction_keeps_statements_accounted(pgwarden_bin, pg):
     try:
         s = login_raw(p)
         s.sendall(parse("a", "SELECT 'a'") + parse("b", "SELECT 'b'") + SYNC)
-        assert [t for t, _ in read_messages(s, timeout=10)] == [b"1", b"1", b"Z"]
+        assert [t for t, _ in read_messages(s, timeout=10, until=b"Z")] == [b"1", b"1", b"Z"]
         # The first Parse fails; "c" would evict "a" but everything up to Sync is skipped.
         s.sendall(parse("bad", "SELEC oops") + parse("c", "SELECT 'c'") + SYNC)
-        got = read_messages(s, timeout=10)
+        got = read_messages(s, timeout=10, until=b"Z")
         assert [t for t, _ in got] == [b"E", b"Z"], got
         for name, want in (("a", b"a"), ("c", b"c"), ("b", b"b"), ("a", b"a")):
             s.sendall(bind_execute(name) + SYNC)
-            got = read_messages(s, timeout=10)
+            got = read_messages(s, timeout=10, until=b"Z")
             types = [t for t, _ in got]
             assert b"E" not in types, [error_fields(b) for t, b in got if t == b"E"]
             rows = [b for t, b in got if t == b"D"]
