@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "cli/target_source.h"
 #include "inspect/session.h"
 #include "manager/options.h"
 #include "manager/report.h"
@@ -20,8 +21,9 @@ enum output_format {
 struct action_run {
     /* Inputs (borrowed). */
     const struct action_def *action;
-    const struct manager_options *opts;
+    struct manager_options *opts; /* the target's own settings may fill what the user left */
     const char *conninfo;
+    const struct target_source *source; /* inspect or serve mode, from conninfo */
     bool assume_yes;     /* skip the interactive confirmation of --execute */
     int probe_timeout_ms;
 

@@ -10,7 +10,9 @@ static const struct action_def actions[] = {
     {"monitor", "connections by state, utilisation, throughput and timing",
      "Reads pg_stat_activity, pg_stat_database and pg_settings twice, --interval apart, and\n"
      "reports counts by state and application, utilisation of the usable slots, rates and\n"
-     "timing, plus one record per connection. Changes nothing.",
+     "timing, plus one record per connection. Against pgwarden:// it reads the pooler's\n"
+     "SHOW SNAPSHOT and SHOW SNAPSHOT_TOTALS instead (utilisation of the pools' sizes).\n"
+     "Changes nothing.",
      true, inspect_action_monitor, render_table_monitor},
     {"detect-leaks", "connections that look leaked, with a score and the evidence",
      "Scores every client connection 0-100 from its evidence (idle in transaction versus\n"
@@ -21,23 +23,29 @@ static const struct action_def actions[] = {
     {"health-check", "can we connect and query, how fast, how often it fails",
      "Opens --connections fresh connections in parallel, times the connect and SELECT 1 on\n"
      "each, and reports latency percentiles, the failure rate, connection headroom and\n"
-     "whether the server is in recovery. Against an unreachable server it still reports\n"
-     "(failure rate 1.0, exit code 2).",
+     "whether the server is in recovery. Against pgwarden:// each probe is a fresh admin\n"
+     "console login and one SHOW VERSION, one after another. Against an unreachable server\n"
+     "it still reports (failure rate 1.0, exit code 2).",
      false, inspect_action_health_check, render_table_health_check},
     {"auto-scale", "the pool size that fits the observed load",
      "Estimates concurrency with Little's law from two samples and proposes a pool size\n"
      "within --min-pool-size/--max-pool-size, the server's usable slots and the\n"
      "--growth-rate/--shrink-rate steps from --current-size (default: observed client\n"
-     "connections). In inspect mode it only recommends.",
+     "connections). It only recommends, in both modes: a pgwarden applies its own manager's\n"
+     "decisions.",
      true, inspect_action_auto_scale, render_table_auto_scale},
     {"kill-idle", "idle sessions that can go, within the safety limits",
      "Plans by default (dry run). Candidates: sessions idle longer than --idle-timeout and\n"
      "idle in transaction longer than --leak-hold-threshold. Never: this session, superusers,\n"
-     "non-client backends, replication roles, pooler/platform roles and applications, or\n"
-     "--exclude-user/--exclude-app. At most --max-kill-percentage of client connections per\n"
-     "run. With --execute it terminates each planned session with a statement that re-checks\n"
-     "it is still the same backend in the same idle period (needs superuser or\n"
-     "pg_signal_backend; otherwise refused with exit code 4). Asks on a terminal unless --yes.",
+     "walsenders and other non-client backends, application_name starting with 'pgwarden',\n"
+     "known platform roles and applications, or --exclude-user/--exclude-app/--exclude-addr\n"
+     "(name rules miss most poolers' server connections: exclude a pooler by address). At most\n"
+     "--max-kill-percentage of client connections per run. With --execute it terminates\n"
+     "each planned session with a statement that re-checks it is still the same backend in\n"
+     "the same idle period (needs superuser or pg_signal_backend; otherwise refused with exit\n"
+     "code 4). Against pgwarden:// it closes each planned client with KILL_CLIENT after\n"
+     "re-checking it on a newer snapshot (needs a user in admin_users; otherwise refused with\n"
+     "exit code 4). Asks on a terminal unless --yes.",
      false, inspect_action_kill_idle, render_table_kill_idle},
     {"full-analysis", "all of the above plus anomalies and recommendations",
      "Runs monitor, detect-leaks, health-check, auto-scale and a kill-idle plan (never\n"

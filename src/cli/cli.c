@@ -6,6 +6,7 @@
 
 #include "cli/action.h"
 #include "cli/render.h"
+#include "cli/target_source.h"
 #include "common/log.h"
 #include "common/timestamp.h"
 #include "common/units.h"
@@ -30,8 +31,9 @@ void cli_print_usage(FILE *out)
             "Usage:\n"
             "  pgwarden serve [-c FILE]            run the pooler\n"
             "  pgwarden ACTION [--target T] [--format table|json] [options]\n\n"
-            "Actions (inspect mode: T is a PostgreSQL connection string or URI; without it,\n"
-            "DATABASE_URL or the PG* variables are used):\n",
+            "Actions (T is a PostgreSQL connection string or URI, or a running pgwarden as\n"
+            "pgwarden://[USER[:PASSWORD]@]HOST:PORT; without it, DATABASE_URL or the PG*\n"
+            "variables are used):\n",
             PGWARDEN_VERSION);
     for (const struct action_def *a = action_all(); a->name != NULL; a++)
         fprintf(out, "  %-15s %s\n", a->name, a->summary);
@@ -58,8 +60,9 @@ static void print_action_help(const struct action_def *action, FILE *out)
     fprintf(out, "Usage: pgwarden %s [--target T] [--format table|json] [options]\n\n%s.\n\n%s\n\n",
             action->name, action->summary, action->details);
     fprintf(out, "Common options:\n"
-                 "  --target T, -t T             PostgreSQL connection string or URI "
-                 "(default: DATABASE_URL, then PG* variables)\n"
+                 "  --target T, -t T             PostgreSQL connection string or URI, or "
+                 "pgwarden://[USER[:PASSWORD]@]HOST:PORT\n"
+                 "                               (default: DATABASE_URL, then PG* variables)\n"
                  "  --format F, -f F             table (default) or json\n"
                  "  --config FILE, -c FILE       read [manager] settings from an ini file\n"
                  "  --timeout D                  probe timeout of health-check (default 5s)\n"
@@ -284,10 +287,12 @@ int cli_run_action(int argc, char **argv)
     char ts[40];
     timestamp_format_iso(timestamp_now_ms(), ts, sizeof(ts));
     double started = timestamp_monotonic_ms();
+    const char *conninfo = inspect_resolve_conninfo(inv.target);
     struct action_run run = {
         .action = action,
         .opts = &inv.opts,
-        .conninfo = inspect_resolve_conninfo(inv.target),
+        .conninfo = conninfo,
+        .source = target_source_for(conninfo),
         .assume_yes = inv.assume_yes,
         .probe_timeout_ms = inv.probe_timeout_ms,
     };

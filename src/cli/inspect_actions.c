@@ -1,5 +1,6 @@
-/* Inspect-mode handlers of the manager actions: connect through libpq, take one or two
- * snapshots, run the engine, execute a kill plan when asked, and build the JSON data. */
+/* Handlers of the manager actions: connect to the target's source (a PostgreSQL in inspect
+ * mode, a pgwarden admin console in serve mode; cli/target_source.c picks it), take one or
+ * two snapshots, run the engine, execute a kill plan when asked, and build the JSON data. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +11,7 @@
 #include "cli/inspect_actions.h"
 #include "cli/report_json.h"
 #include "common/units.h"
-#include "inspect/collector.h"
-#include "inspect/probe.h"
-#include "inspect/terminator.h"
+#include "cli/target_source.h"
 #include "manager/analysis.h"
 
 /* Snapshots of one run: cur always, prev when the action samples twice. */
@@ -23,11 +22,23 @@ struct inspect_samples {
     bool have_prev;
 };
 
+/* Error codes with an exit code of their own; every other failure could not run. */
+static const struct {
+    const char *code;
+    enum exit_code exit_code;
+} error_exit_codes[] = {
+    {"refused", EXIT_REFUSED},
+};
+
 static void fail(struct action_run *run, const struct inspect_error *err)
 {
     run->failed = true;
     run->error = *err;
-    run->exit_code = strcmp(err->code, "refused") == 0 ? EXIT_REFUSED : EXIT_CANNOT_RUN;
+    run->exit_code = EXIT_CANNOT_RUN;
+    for (size_t i = 0; i < sizeof(error_exit_codes) / sizeof(error_exit_codes[0]); i++) {
+        if (strcmp(err->code, error_exit_codes[i].code) == 0)
+            run->exit_code = error_exit_codes[i].exit_code;
+    }
 }
 
 static void sleep_ms(int64_t ms)
@@ -41,23 +52,26 @@ static bool connect_target(struct action_run *run, struct inspect_samples *s)
 {
     struct inspect_error err = {0};
     memset(s, 0, sizeof(*s));
-    s->conn = inspect_connect(run->conninfo, &run->target, &err);
+    s->conn = run->source->connect(run->conninfo, &run->target, &err);
     run->have_target = true;
     if (s->conn == NULL) {
         fail(run, &err);
         return false;
     }
+    if (run->source->adopt_settings)
+        run->source->adopt_settings(s->conn, run->opts);
     return true;
 }
 
 /* Takes the snapshot(s). With two samples, the first is taken, then the interval waited,
- * so rates cover exactly --interval. */
+ * so rates cover --interval (serve mode: at least until the pooler's next snapshot, since its
+ * manager samples about once a second). */
 static bool sample(struct action_run *run, struct inspect_samples *s, bool twice)
 {
     struct inspect_error err = {0};
     int64_t interval = run->opts->interval_ms;
     if (twice && interval > 0) {
-        if (!collector_take_snapshot(s->conn, run->opts, &s->prev, &err)) {
+        if (!run->source->take_snapshot(s->conn, run->opts, 0, &s->prev, &err)) {
             fail(run, &err);
             return false;
         }
@@ -69,7 +83,8 @@ static bool sample(struct action_run *run, struct inspect_samples *s, bool twice
         }
         sleep_ms(interval);
     }
-    if (!collector_take_snapshot(s->conn, run->opts, &s->cur, &err)) {
+    int64_t newer_than = s->have_prev ? s->prev.taken_ms : 0;
+    if (!run->source->take_snapshot(s->conn, run->opts, newer_than, &s->cur, &err)) {
         fail(run, &err);
         return false;
     }
@@ -107,48 +122,46 @@ static void out_of_memory(struct action_run *run)
     fail(run, &err);
 }
 
-static const char *status_word(enum report_status status)
+/* The verdict line starts with the status in capitals, for people and monitoring plugins. */
+static const char *const status_words[] = {
+    [REPORT_OK] = "OK",
+    [REPORT_WARNING] = "WARNING",
+    [REPORT_CRITICAL] = "CRITICAL",
+};
+
+static const char *const scaling_words[] = {
+    [SCALING_HOLD] = "HOLD",
+    [SCALING_GROW] = "GROW",
+    [SCALING_SHRINK] = "SHRINK",
+};
+
+/* Ends a successful run: the engine's status decides the exit code and opens the verdict,
+ * followed by text. */
+static void conclude(struct action_run *run, enum report_status status, const char *text)
 {
-    switch (status) {
-    case REPORT_OK:
-        return "OK";
-    case REPORT_WARNING:
-        return "WARNING";
-    case REPORT_CRITICAL:
-        return "CRITICAL";
-    }
-    return "UNKNOWN";
+    snprintf(run->verdict, sizeof(run->verdict), "%s: %s", status_words[status], text);
+    run->exit_code = report_status_exit_code(status);
 }
 
-/* Utilisation is a warning past leak_detection_threshold and critical from 95%. */
-static enum report_status utilization_status(const struct stats_report *stats,
-                                             const struct manager_options *opts)
-{
-    if (stats->max <= 0)
-        return REPORT_OK;
-    if (stats->utilization_pct >= 95.0)
-        return REPORT_CRITICAL;
-    if (stats->utilization_pct >= opts->leak_detection_threshold_pct)
-        return REPORT_WARNING;
-    return REPORT_OK;
-}
+/* What the utilisation is a share of: the server's usable slots, or the pools' sizes. */
+static const struct {
+    const char *slots;
+    const char *whole;
+} capacity_words[] = {
+    [SNAPSHOT_MODE_INSPECT] = {"usable", "of the server"},
+    [SNAPSHOT_MODE_SERVE] = {"pool slots", "of the pool size"},
+};
 
-static enum report_status leak_status(const struct leak_report *leaks)
-{
-    if (!leaks->detected)
-        return REPORT_OK;
-    return strcmp(leaks->risk_level, "high") == 0 ? REPORT_CRITICAL : REPORT_WARNING;
-}
-
-static void describe_stats(char *out, size_t len, const struct stats_report *st)
+static void describe_stats(char *out, size_t len, const struct stats_report *st,
+                           enum snapshot_mode mode)
 {
     char rate[64] = "";
     if (st->have_rates)
         snprintf(rate, sizeof(rate), "; %.1f tx/s", st->requests_per_sec);
     char max[96] = "";
     if (st->max > 0)
-        snprintf(max, sizeof(max), " of %d usable (%.1f%% of the server in use)", st->max,
-                 st->utilization_pct);
+        snprintf(max, sizeof(max), " of %d %s (%.1f%% %s in use)", st->max,
+                 capacity_words[mode].slots, st->utilization_pct, capacity_words[mode].whole);
     snprintf(out, len, "%d connection%s%s: %d active, %d idle, %d idle in transaction%s",
              st->total, st->total == 1 ? "" : "s", max, st->active, st->idle, st->idle_in_transaction, rate);
 }
@@ -165,11 +178,9 @@ void inspect_action_monitor(struct action_run *run)
         return;
     }
     run->data = report_json_stats(&stats, &s.cur, run->opts);
-    enum report_status status = utilization_status(&stats, run->opts);
     char text[400];
-    describe_stats(text, sizeof(text), &stats);
-    snprintf(run->verdict, sizeof(run->verdict), "%s: %s", status_word(status), text);
-    run->exit_code = (enum exit_code)status;
+    describe_stats(text, sizeof(text), &stats, run->source->mode);
+    conclude(run, stats_utilization_status(&stats, run->opts), text);
     stats_report_free(&stats);
     samples_free(&s);
 }
@@ -187,8 +198,8 @@ static void describe_leaks(char *out, size_t len, const struct leak_report *leak
              "%zu suspected leak%s, confidence %d%%, risk %s; worst: pid %d (%s, app '%s') %s "
              "for %s, score %d",
              leaks->total_suspected, leaks->total_suspected == 1 ? "" : "s", leaks->confidence,
-             leaks->risk_level, worst->conn->pid, worst->conn->user, worst->conn->application,
-             conn_state_name(worst->conn->state),
+             leaks_risk_name(leaks->risk_level), worst->conn->pid, worst->conn->user,
+             worst->conn->application, conn_state_name(worst->conn->state),
              units_format_duration(worst->idle_ms, idle, sizeof(idle)), worst->score);
 }
 
@@ -204,11 +215,9 @@ void inspect_action_detect_leaks(struct action_run *run)
         return;
     }
     run->data = report_json_leaks(&leaks, &s.cur);
-    enum report_status status = leak_status(&leaks);
     char text[400];
     describe_leaks(text, sizeof(text), &leaks);
-    snprintf(run->verdict, sizeof(run->verdict), "%s: %s", status_word(status), text);
-    run->exit_code = (enum exit_code)status;
+    conclude(run, leaks_status(&leaks), text);
     leak_report_free(&leaks);
     samples_free(&s);
 }
@@ -227,11 +236,11 @@ static void run_health(struct action_run *run, struct inspect_samples *s, bool *
         health_summarize(NULL, 0, NULL, run->opts, health);
         return;
     }
-    probe_run(run->conninfo, n, run->probe_timeout_ms, probes);
+    run->source->probe(run->conninfo, n, run->probe_timeout_ms, probes);
     *have_snapshot = false;
     if (s->conn != NULL) {
         struct inspect_error err = {0};
-        *have_snapshot = collector_take_snapshot(s->conn, run->opts, &s->cur, &err);
+        *have_snapshot = run->source->take_snapshot(s->conn, run->opts, 0, &s->cur, &err);
     }
     health_summarize(probes, n, *have_snapshot ? &s->cur : NULL, run->opts, health);
     *probes_out = probes;
@@ -243,9 +252,12 @@ void inspect_action_health_check(struct action_run *run)
     struct inspect_samples s;
     memset(&s, 0, sizeof(s));
     struct inspect_error err = {0};
-    s.conn = inspect_connect(run->conninfo, &run->target, &err);
+    s.conn = run->source->connect(run->conninfo, &run->target, &err);
     run->have_target = true;
-    if (s.conn == NULL && strcmp(err.code, "server_too_old") == 0) {
+    /* An unreachable target is a health verdict (every probe fails); a target that cannot
+     * be probed at all (too old, malformed) is not. */
+    if (s.conn == NULL &&
+        (strcmp(err.code, "server_too_old") == 0 || strcmp(err.code, "bad_input") == 0)) {
         fail(run, &err);
         return;
     }
@@ -255,14 +267,7 @@ void inspect_action_health_check(struct action_run *run)
     struct health_report health;
     run_health(run, &s, &have_snapshot, &probes, &n, &health);
     run->data = report_json_health(&health, probes, n);
-    /* The engine's verdict may already start with the status name; say it once. */
-    const char *verdict = health.verdict;
-    size_t prefix = strlen(report_status_name(health.status));
-    if (strncmp(verdict, report_status_name(health.status), prefix) == 0 &&
-        verdict[prefix] == ':')
-        verdict += prefix + 1 + (verdict[prefix + 1] == ' ');
-    snprintf(run->verdict, sizeof(run->verdict), "%s: %s", status_word(health.status), verdict);
-    run->exit_code = (enum exit_code)health.status;
+    conclude(run, health.status, health.reason);
     free(probes);
     if (!have_snapshot)
         memset(&s.cur, 0, sizeof(s.cur));
@@ -280,11 +285,8 @@ void inspect_action_auto_scale(struct action_run *run)
     scaling.applied = false;
     run->data = report_json_scaling(&scaling);
     snprintf(run->verdict, sizeof(run->verdict), "%s: pool %d -> %d (recommendation only)",
-             scaling.decision == SCALING_GROW     ? "GROW"
-             : scaling.decision == SCALING_SHRINK ? "SHRINK"
-                                                  : "HOLD",
-             scaling.current_size, scaling.target_size);
-    run->exit_code = EXIT_OK;
+             scaling_words[scaling.decision], scaling.current_size, scaling.target_size);
+    run->exit_code = report_status_exit_code(REPORT_OK);
     samples_free(&s);
 }
 
@@ -315,13 +317,9 @@ void inspect_action_kill_idle(struct action_run *run)
     struct inspect_samples s;
     if (!open_samples(run, &s, false))
         return;
-    if (run->opts->execute && !s.cur.server.can_signal) {
-        struct inspect_error err = {0};
-        inspect_error_set(&err, "refused", "42501",
-                          "role '%s' may not terminate other sessions: it needs superuser or "
-                          "membership in pg_signal_backend; nothing was done",
-                          run->target.user);
-        fail(run, &err);
+    struct inspect_error denied = {0};
+    if (run->opts->execute && !run->source->may_kill(s.conn, &s.cur, &run->target, &denied)) {
+        fail(run, &denied);
         samples_free(&s);
         return;
     }
@@ -332,7 +330,7 @@ void inspect_action_kill_idle(struct action_run *run)
         return;
     }
     size_t planned = count_planned(&plan);
-    run->exit_code = EXIT_OK;
+    run->exit_code = report_status_exit_code(REPORT_OK);
     if (run->opts->execute && planned > 0) {
         if (!confirm_kill(run, planned)) {
             struct inspect_error err = {0};
@@ -347,7 +345,7 @@ void inspect_action_kill_idle(struct action_run *run)
         const char *pause = getenv("PGWARDEN_TEST_PAUSE_BEFORE_EXECUTE_MS");
         if (pause != NULL)
             sleep_ms(atoll(pause));
-        terminator_execute(s.conn, run->opts, &plan);
+        run->source->kill(s.conn, run->opts, &s.cur, &plan);
         size_t problems = 0;
         for (size_t i = 0; i < plan.n_actions; i++)
             if (plan.actions[i].result == KILL_DENIED || plan.actions[i].result == KILL_FAILED)
@@ -359,7 +357,7 @@ void inspect_action_kill_idle(struct action_run *run)
                  plan.limit, run->opts->max_kill_percentage, plan.client_connections,
                  problems ? "; some could not be terminated" : "");
         if (problems)
-            run->exit_code = EXIT_WARNING;
+            run->exit_code = report_status_exit_code(REPORT_WARNING);
     } else if (run->opts->execute) {
         snprintf(run->verdict, sizeof(run->verdict), "OK: nothing to terminate (%zu candidates)",
                  plan.candidates);
@@ -403,7 +401,7 @@ void inspect_action_full_analysis(struct action_run *run)
     struct health_probe *probes = calloc(n_probes, sizeof(*probes));
     struct health_report health;
     if (probes != NULL) {
-        probe_run(run->conninfo, n_probes, run->probe_timeout_ms, probes);
+        run->source->probe(run->conninfo, n_probes, run->probe_timeout_ms, probes);
         health_summarize(probes, n_probes, &s.cur, run->opts, &health);
     } else {
         n_probes = 0;
@@ -414,14 +412,13 @@ void inspect_action_full_analysis(struct action_run *run)
         .stats = &stats, .leaks = &leaks, .health = &health, .scaling = &scaling, .idle = &idle};
     analysis_run(prev_of(&s), &s.cur, run->opts, &analysis);
     run->data = report_json_analysis(&analysis, &s.cur, probes, n_probes, run->opts);
-    char text[400];
-    describe_stats(text, sizeof(text), &stats);
-    snprintf(run->verdict, sizeof(run->verdict),
-             "%s: %s; %zu anomal%s, %zu recommendation%s, leak risk %s", status_word(analysis.status),
-             text, analysis.n_anomalies, analysis.n_anomalies == 1 ? "y" : "ies",
+    char stats_text[300], text[400];
+    describe_stats(stats_text, sizeof(stats_text), &stats, run->source->mode);
+    snprintf(text, sizeof(text), "%s; %zu anomal%s, %zu recommendation%s, leak risk %s", stats_text,
+             analysis.n_anomalies, analysis.n_anomalies == 1 ? "y" : "ies",
              analysis.n_recommendations, analysis.n_recommendations == 1 ? "" : "s",
-             leaks.risk_level);
-    run->exit_code = (enum exit_code)analysis.status;
+             leaks_risk_name(leaks.risk_level));
+    conclude(run, analysis.status, text);
     free(probes);
     kill_plan_free(&idle);
     leak_report_free(&leaks);
@@ -448,13 +445,12 @@ void inspect_action_status(struct action_run *run)
         samples_free(&s);
         return;
     }
-    enum report_status status =
-        report_status_worse(utilization_status(&stats, run->opts), leak_status(&leaks));
-    char text[400];
-    describe_stats(text, sizeof(text), &stats);
-    snprintf(run->verdict, sizeof(run->verdict), "%s: %s; %zu leak suspect%s",
-             status_word(status), text, leaks.total_suspected,
+    enum report_status status = analysis_quick_status(&stats, &leaks, run->opts);
+    char stats_text[300], text[400];
+    describe_stats(stats_text, sizeof(stats_text), &stats, run->source->mode);
+    snprintf(text, sizeof(text), "%s; %zu leak suspect%s", stats_text, leaks.total_suspected,
              leaks.total_suspected == 1 ? "" : "s");
+    conclude(run, status, text);
     cJSON *data = cJSON_CreateObject();
     cJSON_AddStringToObject(data, "status", report_status_name(status));
     cJSON_AddStringToObject(data, "message", run->verdict);
@@ -462,7 +458,6 @@ void inspect_action_status(struct action_run *run)
     cJSON_AddNumberToObject(data, "leak_suspects", (double)leaks.total_suspected);
     cJSON_AddNumberToObject(data, "leak_confidence", leaks.confidence);
     run->data = data;
-    run->exit_code = (enum exit_code)status;
     leak_report_free(&leaks);
     stats_report_free(&stats);
     samples_free(&s);

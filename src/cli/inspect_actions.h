@@ -1,5 +1,6 @@
-/* The inspect-mode implementations of the actions; the registry in actions.c points at
- * them. Each fills run->data or run->error, run->verdict and run->exit_code. */
+/* The implementations of the actions, for both modes (run->source says which); the registry
+ * in actions.c points at them. Each fills run->data or run->error, run->verdict and
+ * run->exit_code. */
 #ifndef PGWARDEN_CLI_INSPECT_ACTIONS_H
 #define PGWARDEN_CLI_INSPECT_ACTIONS_H
 

@@ -19,7 +19,7 @@ cJSON *render_envelope(const struct action_run *run, const char *action_name,
     cJSON_AddNumberToObject(env, "duration_ms", round(duration_ms * 10.0) / 10.0);
     if (run->have_target) {
         cJSON *t = cJSON_AddObjectToObject(env, "target");
-        cJSON_AddStringToObject(t, "mode", "inspect");
+        cJSON_AddStringToObject(t, "mode", run->source ? run->source->mode_name : "inspect");
         cJSON_AddStringToObject(t, "host", run->target.host);
         int port = atoi(run->target.port);
         if (port > 0)
@@ -367,7 +367,7 @@ void render_table_full_analysis(const struct action_run *run, FILE *out)
     const cJSON *health = field(d, "health");
     if (cJSON_IsObject(health)) {
         print_section(out, "Health");
-        fprintf(out, "  %s\n", str(health, "verdict"));
+        fprintf(out, "  %s: %s\n", str(health, "status"), str(health, "verdict"));
     }
     const cJSON *scaling = field(d, "scaling");
     print_section(out, "Pool sizing");

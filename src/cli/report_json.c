@@ -116,6 +116,14 @@ cJSON *report_json_stats(const struct stats_report *stats, const struct snapshot
         cJSON_AddBoolToObject(server, "can_read_all_stats", snap->server.can_read_all);
         cJSON_AddNumberToObject(server, "invisible_rows", snap->server.invisible_rows);
         cJSON_AddNumberToObject(server, "non_client_backends", snap->server.non_client_backends);
+        if (snap->mode == SNAPSHOT_MODE_SERVE) {
+            /* A pooler's capacity is its pools' sizes (summed over pools), not server slots. */
+            cJSON *pool = cJSON_AddObjectToObject(data, "pool");
+            cJSON_AddNumberToObject(pool, "min_size", snap->capacity.pool_min);
+            cJSON_AddNumberToObject(pool, "max_size", snap->capacity.pool_max);
+            cJSON_AddNumberToObject(pool, "current_size", snap->capacity.pool_current);
+            cJSON_AddNumberToObject(pool, "waiting_clients", snap->counters.waiting_clients);
+        }
     }
     return data;
 }
@@ -125,7 +133,7 @@ cJSON *report_json_leaks(const struct leak_report *leaks, const struct snapshot 
     cJSON *data = cJSON_CreateObject();
     cJSON_AddBoolToObject(data, "detected", leaks->detected);
     cJSON_AddNumberToObject(data, "confidence", leaks->confidence);
-    cJSON_AddStringToObject(data, "risk_level", leaks->risk_level ? leaks->risk_level : "none");
+    cJSON_AddStringToObject(data, "risk_level", leaks_risk_name(leaks->risk_level));
     cJSON_AddNumberToObject(data, "utilization_pct", round2(leaks->utilization_pct));
     cJSON_AddNumberToObject(data, "total_suspected", (double)leaks->total_suspected);
     cJSON *list = cJSON_AddArrayToObject(data, "suspected_connections");
@@ -178,7 +186,7 @@ cJSON *report_json_health(const struct health_report *health, const struct healt
     cJSON_AddNumberToObject(data, "max_latency_ms", round2(health->max_latency_ms));
     cJSON_AddNumberToObject(data, "failure_rate", round(health->failure_rate * 10000) / 10000);
     cJSON_AddStringToObject(data, "status", report_status_name(health->status));
-    cJSON_AddStringToObject(data, "verdict", health->verdict);
+    cJSON_AddStringToObject(data, "verdict", health->reason);
     cJSON *headroom = cJSON_AddObjectToObject(data, "headroom");
     add_number_or_null(headroom, "used_slots", health->used_slots, health->used_slots >= 0);
     add_number_or_null(headroom, "usable_slots", health->usable_slots, health->usable_slots >= 0);

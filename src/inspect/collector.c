@@ -26,6 +26,11 @@ static const char environment_sql[] =
 
 /* One row per client backend. Rows hidden from an unprivileged role show NULL backend_type
  * but keep datid, so a NULL type with a database is counted as a (hidden) client session.
+ * Walsenders (replication connections, logical ones included) are not client backends and
+ * take no max_connections slot: they stay out of the snapshot (non_client_backends counts
+ * them), so no record here is a replication connection. A role's REPLICATION attribute says
+ * nothing about a session: initdb's superuser has it, and its sessions are analysed like any
+ * other (kill-idle protects them as superuser sessions).
  * Timestamps as epoch milliseconds; backend_start also as text
  * for exact identity re-checks. blocking_others: the pid appears in some lock waiter's
  * pg_blocking_pids() (computed only for rows waiting on a lock, which keeps it cheap). */
@@ -44,7 +49,7 @@ static const char activity_sql[] =
     " a.backend_start::text,"
     " COALESCE(a.wait_event_type, ''),"
     " left(a.query, 250),"
-    " COALESCE(r.rolsuper, false), COALESCE(r.rolreplication, false),"
+    " COALESCE(r.rolsuper, false),"
     " a.pid = pg_backend_pid(),"
     " a.pid IN (SELECT pid FROM blockers),"
     " a.query IS DISTINCT FROM '<insufficient privilege>'"
@@ -177,10 +182,9 @@ static bool read_activity(PGconn *conn, struct snapshot *snap, struct inspect_er
         get_text(rec->wait_event_type, sizeof(rec->wait_event_type), res, i, 11);
         get_text(rec->last_query, sizeof(rec->last_query), res, i, 12);
         rec->is_superuser = get_bool(res, i, 13);
-        rec->is_replication = get_bool(res, i, 14);
-        rec->is_self = get_bool(res, i, 15);
-        rec->blocking_others = get_bool(res, i, 16);
-        rec->visible = get_bool(res, i, 17);
+        rec->is_self = get_bool(res, i, 14);
+        rec->blocking_others = get_bool(res, i, 15);
+        rec->visible = get_bool(res, i, 16);
         rec->waiting_on_lock = strcmp(rec->wait_event_type, "Lock") == 0;
         rec->is_infrastructure = collector_is_infrastructure(rec->user, rec->application);
         if (!rec->visible)

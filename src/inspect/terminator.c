@@ -9,16 +9,19 @@
 
 /* The WHERE clause repeats the planner's rules on live data: same pid and backend_start
  * (a reused pid is a new backend), same state and same state_change (the session has not
- * run anything since it was planned), still a non-superuser client backend that is not us,
- * and not excluded. PostgreSQL 14+ waits up to 5 s for the backend to exit. */
+ * run anything since it was planned), still a non-superuser client backend (never a
+ * walsender) that is not us nor a pgwarden connection, and not excluded by user,
+ * application or client address. PostgreSQL 14+ waits up to 5 s for the backend to exit. */
 static const char terminate_sql_fmt[] =
     "SELECT %s FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid"
     " WHERE a.pid = $1::int AND a.backend_start = $2::timestamptz"
     " AND a.state = $3 AND (extract(epoch FROM a.state_change) * 1000)::bigint = $4::bigint"
     " AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()"
-    " AND NOT COALESCE(r.rolsuper, true) AND NOT COALESCE(r.rolreplication, true)"
+    " AND NOT COALESCE(r.rolsuper, true)"
+    " AND NOT starts_with(COALESCE(a.application_name, ''), $7)"
     " AND NOT (a.usename::text = ANY($5::text[]))"
-    " AND NOT (COALESCE(a.application_name, '') = ANY($6::text[]))";
+    " AND NOT (COALESCE(a.application_name, '') = ANY($6::text[]))"
+    " AND NOT COALESCE(a.client_addr <<= ANY($8::inet[]), false)";
 
 /* Builds a PostgreSQL array literal {"a","b"} with quotes and backslashes escaped. */
 static void array_literal(char *out, size_t len, char *const *items, size_t n)
@@ -39,16 +42,29 @@ static void array_literal(char *out, size_t len, char *const *items, size_t n)
         snprintf(out + o, len - o, "}");
 }
 
-static void execute_one(PGconn *conn, const char *sql, const char *users, const char *apps,
+/* The exclusion lists as array literals, built once per run. */
+struct exclusions {
+    char users[4096];
+    char apps[4096];
+    char addrs[OPTIONS_MAX_EXCLUDES * (OPTIONS_ADDR_TEXT_LEN + 3) + 3];
+};
+
+static void execute_one(PGconn *conn, const char *sql, const struct exclusions *ex,
                         struct kill_action *action)
 {
     const struct conn_record *rec = action->conn;
     char pid[16], state_change[32];
     snprintf(pid, sizeof(pid), "%d", rec->pid);
     snprintf(state_change, sizeof(state_change), "%lld", (long long)rec->state_change_ms);
-    const char *params[6] = {pid,  rec->backend_start_text, conn_state_name(rec->state),
-                             state_change, users, apps};
-    PGresult *res = PQexecParams(conn, sql, 6, NULL, params, NULL, NULL, 0);
+    const char *params[8] = {pid,
+                             rec->backend_start_text,
+                             conn_state_name(rec->state),
+                             state_change,
+                             ex->users,
+                             ex->apps,
+                             SNAPSHOT_PGWARDEN_APP_PREFIX,
+                             ex->addrs};
+    PGresult *res = PQexecParams(conn, sql, 8, NULL, params, NULL, NULL, 0);
     ExecStatusType status = PQresultStatus(res);
     if (status == PGRES_TUPLES_OK && PQntuples(res) == 0) {
         action->result = KILL_GONE;
@@ -78,16 +94,20 @@ void terminator_execute(PGconn *conn, const struct manager_options *opts, struct
     snprintf(sql, sizeof(sql), terminate_sql_fmt,
              PQserverVersion(conn) >= 140000 ? "pg_terminate_backend(a.pid, 5000)"
                                              : "pg_terminate_backend(a.pid)");
-    char users[4096], apps[4096];
-    array_literal(users, sizeof(users), opts->exclude_users, opts->n_exclude_users);
-    array_literal(apps, sizeof(apps), opts->exclude_apps, opts->n_exclude_apps);
+    struct exclusions ex;
+    array_literal(ex.users, sizeof(ex.users), opts->exclude_users, opts->n_exclude_users);
+    array_literal(ex.apps, sizeof(ex.apps), opts->exclude_apps, opts->n_exclude_apps);
+    char *addrs[OPTIONS_MAX_EXCLUDES];
+    for (size_t i = 0; i < opts->n_exclude_addrs; i++)
+        addrs[i] = (char *)opts->exclude_addrs[i].text;
+    array_literal(ex.addrs, sizeof(ex.addrs), addrs, opts->n_exclude_addrs);
 
     plan->killed = 0;
     for (size_t i = 0; i < plan->n_actions; i++) {
         struct kill_action *action = &plan->actions[i];
         if (action->result != KILL_PLANNED)
             continue;
-        execute_one(conn, sql, users, apps, action);
+        execute_one(conn, sql, &ex, action);
         if (action->result == KILL_TERMINATED)
             plan->killed++;
     }

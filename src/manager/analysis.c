@@ -12,7 +12,6 @@
 
 /* A long transaction holds back vacuum; 5 minutes is where common tools start warning. */
 #define LONG_TRANSACTION_MS    (5 * 60 * 1000)
-#define CAPACITY_CRITICAL_PCT  95.0
 #define CHURN_SESSIONS_PER_SEC 2.0
 #define MANY_IDLE_MIN          10
 
@@ -57,15 +56,13 @@ static void check_capacity(const struct snapshot *cur, const struct manager_opti
     bool full = out->health != NULL && out->health->free_slots == 0;
     if (st == NULL || (st->max <= 0 && !full))
         return;
-    enum report_status sev = REPORT_OK;
-    if (full || st->utilization_pct >= CAPACITY_CRITICAL_PCT) {
-        sev = REPORT_CRITICAL;
+    enum report_status sev = full ? REPORT_CRITICAL : stats_utilization_status(st, opts);
+    if (sev == REPORT_CRITICAL) {
         add_anomaly(out, "capacity_at_limit", sev,
                     "%zu client connections use %.0f%% of %d usable slots; new logins will be "
                     "refused",
                     cur->n_conns, st->utilization_pct, st->max);
-    } else if (st->utilization_pct > opts->leak_detection_threshold_pct) {
-        sev = REPORT_WARNING;
+    } else if (sev == REPORT_WARNING) {
         add_anomaly(out, "capacity_near_limit", sev,
                     "%zu client connections use %.0f%% of %d usable slots (threshold %g%%)",
                     cur->n_conns, st->utilization_pct, st->max, opts->leak_detection_threshold_pct);
@@ -85,7 +82,9 @@ static void check_idle_in_transaction(const struct snapshot *cur,
     int64_t longest = 0;
     for (size_t i = 0; i < cur->n_conns; i++) {
         const struct conn_record *rec = &cur->conns[i];
-        if (!options_match_filters(opts, rec) || rec->is_self || !conn_state_in_xact(rec->state))
+        /* Only sessions detect-leaks could report: otherwise this anomaly would count
+         * sessions the leak report never accounts for. */
+        if (!leaks_may_suspect(opts, rec) || !conn_state_in_xact(rec->state))
             continue;
         int64_t idle = snapshot_age_ms(cur, rec->state_change_ms);
         if (idle > opts->leak_hold_threshold_ms) {
@@ -222,12 +221,11 @@ static void check_leaks(struct analysis_report *out)
                     g->application, g->user, g->before, g->after);
     }
     if (lk->detected) {
-        enum report_status sev =
-            strcmp(lk->risk_level, "high") == 0 ? REPORT_CRITICAL : REPORT_WARNING;
+        enum report_status sev = leaks_status(lk);
         add_anomaly(out, "connection_leak", sev,
                     "%zu suspected leaked connection%s (confidence %d, risk %s)",
                     lk->total_suspected, lk->total_suspected == 1 ? "" : "s", lk->confidence,
-                    lk->risk_level);
+                    leaks_risk_name(lk->risk_level));
         add_recommendation(out, sev, "", "%s", lk->recommendation);
     }
 }
@@ -252,6 +250,13 @@ static void check_actions(const struct snapshot *cur, struct analysis_report *ou
                            "(it terminates at most %zu this run).",
                            idle->candidates, idle->candidates == 1 ? "" : "s", now);
     }
+}
+
+enum report_status analysis_quick_status(const struct stats_report *stats,
+                                         const struct leak_report *leaks,
+                                         const struct manager_options *opts)
+{
+    return report_status_worse(stats_utilization_status(stats, opts), leaks_status(leaks));
 }
 
 void analysis_run(const struct snapshot *prev, const struct snapshot *cur,

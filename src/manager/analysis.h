@@ -48,4 +48,11 @@ struct analysis_report {
 void analysis_run(const struct snapshot *prev, const struct snapshot *cur,
                   const struct manager_options *opts, struct analysis_report *out);
 
+/* The status of one snapshot without probes (the status action): the worse of the
+ * utilisation rule (stats_utilization_status) and the leak rule (leaks_status), the same two
+ * rules full-analysis applies. */
+enum report_status analysis_quick_status(const struct stats_report *stats,
+                                         const struct leak_report *leaks,
+                                         const struct manager_options *opts);
+
 #endif

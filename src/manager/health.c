@@ -99,7 +99,7 @@ void health_summarize(const struct health_probe *probes, size_t n_probes,
                  out->usable_slots);
         why = buf;
     }
-    snprintf(out->verdict, sizeof(out->verdict), "%s: %s", report_status_name(out->status), why);
+    snprintf(out->reason, sizeof(out->reason), "%s", why);
     (void)opts;
 }
 

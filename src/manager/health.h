@@ -36,7 +36,8 @@ struct health_report {
     int free_slots;
     bool in_recovery;
     enum report_status status;
-    char verdict[256];
+    /* Why this status, in words, without the status name: "1 of 5 probes failed". */
+    char reason[256];
 };
 
 /* snap may be NULL (server unreachable): headroom fields are then -1. Latency statistics

@@ -184,7 +184,7 @@ static int compare_identity(const void *a, const void *b)
     return 0;
 }
 
-static bool eligible(const struct manager_options *opts, const struct conn_record *rec)
+bool leaks_may_suspect(const struct manager_options *opts, const struct conn_record *rec)
 {
     return options_match_filters(opts, rec) && !never_suspect(rec);
 }
@@ -204,7 +204,7 @@ static struct group_key *sorted_keys(const struct snapshot *snap,
         return NULL;
     }
     for (size_t i = 0; i < snap->n_conns; i++) {
-        if (eligible(opts, &snap->conns[i]))
+        if (leaks_may_suspect(opts, &snap->conns[i]))
             keys[(*n)++].rec = &snap->conns[i];
     }
     if (*n > 1)
@@ -291,7 +291,26 @@ static int compare_suspects(const void *a, const void *b)
     return 0;
 }
 
-static const char *const risk_names[] = {"none", "low", "medium", "high"};
+static const char *const risk_names[] = {
+    [LEAK_RISK_NONE] = "none",
+    [LEAK_RISK_LOW] = "low",
+    [LEAK_RISK_MEDIUM] = "medium",
+    [LEAK_RISK_HIGH] = "high",
+};
+
+const char *leaks_risk_name(enum leak_risk risk)
+{
+    if ((size_t)risk >= sizeof(risk_names) / sizeof(risk_names[0]))
+        return "unknown";
+    return risk_names[risk];
+}
+
+enum report_status leaks_status(const struct leak_report *report)
+{
+    if (!report->detected)
+        return REPORT_OK;
+    return report->risk_level == LEAK_RISK_HIGH ? REPORT_CRITICAL : REPORT_WARNING;
+}
 
 static void write_recommendation(const struct snapshot *cur, const struct manager_options *opts,
                                  bool pressure, struct leak_report *out)
@@ -363,7 +382,7 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
                   const struct manager_options *opts, struct leak_report *out)
 {
     memset(out, 0, sizeof(*out));
-    out->risk_level = risk_names[0];
+    out->risk_level = LEAK_RISK_NONE;
     out->utilization_pct = stats_utilization_pct(cur);
     bool pressure =
         stats_capacity_max(cur) > 0 && out->utilization_pct > opts->leak_detection_threshold_pct;
@@ -378,7 +397,7 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
     }
     for (size_t i = 0; i < cur->n_conns; i++) {
         const struct conn_record *rec = &cur->conns[i];
-        if (!options_match_filters(opts, rec) || never_suspect(rec) || !is_idle_state(rec->state))
+        if (!leaks_may_suspect(opts, rec) || !is_idle_state(rec->state))
             continue;
         struct leak_suspect *s = &out->suspects[out->total_suspected];
         int score = leaks_score_connection(cur, rec, opts, s);
@@ -420,10 +439,12 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
             corroboration = CONF_CORROBORATION_CAP;
         int confidence = out->suspects[0].score + corroboration + (pressure ? CONF_PRESSURE : 0);
         out->confidence = confidence > 100 ? 100 : confidence;
-        int level = out->confidence >= 75 ? 3 : out->confidence >= 50 ? 2 : 1;
-        if (pressure && level < 3)
+        enum leak_risk level = out->confidence >= 75   ? LEAK_RISK_HIGH
+                               : out->confidence >= 50 ? LEAK_RISK_MEDIUM
+                                                       : LEAK_RISK_LOW;
+        if (pressure && level < LEAK_RISK_HIGH)
             level++;
-        out->risk_level = risk_names[level];
+        out->risk_level = level;
     }
     write_recommendation(cur, opts, pressure, out);
     return true;

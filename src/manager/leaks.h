@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "manager/options.h"
+#include "manager/report.h"
 #include "manager/snapshot.h"
 
 #define LEAK_MAX_REASONS 8
@@ -30,10 +31,18 @@ struct leak_growth {
     int after;
 };
 
+/* How urgent the suspects are, from the confidence and utilisation pressure. */
+enum leak_risk {
+    LEAK_RISK_NONE,
+    LEAK_RISK_LOW,
+    LEAK_RISK_MEDIUM,
+    LEAK_RISK_HIGH,
+};
+
 struct leak_report {
     bool detected;
     int confidence; /* 0-100 */
-    const char *risk_level; /* "none", "low", "medium", "high" (static string) */
+    enum leak_risk risk_level;
     double utilization_pct;
     size_t total_suspected;
     struct leak_suspect *suspects; /* owned, sorted by score desc then idle time desc */
@@ -52,5 +61,16 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
 int leaks_score_connection(const struct snapshot *cur, const struct conn_record *rec,
                            const struct manager_options *opts, struct leak_suspect *out);
 void leak_report_free(struct leak_report *report);
+
+/* "none", "low", "medium", "high" (the JSON risk_level). */
+const char *leaks_risk_name(enum leak_risk risk);
+/* The one status rule of a leak report: ok without suspects, critical at high risk, else
+ * warning. */
+enum report_status leaks_status(const struct leak_report *report);
+/* True when the record passes the filters and may be a suspect at all: not this session,
+ * visible, not infrastructure, not a replication connection. Every count of leak-like
+ * sessions (full-analysis's idle-in-transaction anomaly) uses this, so none counts a session
+ * detect-leaks could never report. */
+bool leaks_may_suspect(const struct manager_options *opts, const struct conn_record *rec);
 
 #endif

@@ -2,12 +2,14 @@
  * accepted, defaulted and documented three different ways. */
 #include "manager/options.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "common/units.h"
+#include "manager/reclaim.h"
 
 enum option_kind {
     OPT_DURATION,     /* int64_t milliseconds, > 0 */
@@ -16,7 +18,7 @@ enum option_kind {
     OPT_BOOL,         /* bool */
     OPT_INT,          /* int within [min, max] */
     OPT_STRING,       /* char * (owned), "" clears */
-    OPT_LIST,         /* appended through a setter */
+    OPT_LIST,         /* parsed by its own setter (lists, choices) */
 };
 
 typedef enum options_result (*option_setter_fn)(struct manager_options *opts, const char *key,
@@ -36,6 +38,10 @@ static enum options_result add_exclude_users(struct manager_options *opts, const
                                              const char *value, char *err, size_t err_len);
 static enum options_result add_exclude_apps(struct manager_options *opts, const char *key,
                                             const char *value, char *err, size_t err_len);
+static enum options_result add_exclude_addrs(struct manager_options *opts, const char *key,
+                                             const char *value, char *err, size_t err_len);
+static enum options_result set_leak_reclaim(struct manager_options *opts, const char *key,
+                                            const char *value, char *err, size_t err_len);
 
 #define FIELD(name) offsetof(struct manager_options, name)
 
@@ -48,6 +54,9 @@ static const struct option_spec option_table[] = {
      "80%", "pool/server utilisation above which leak suspects raise the risk level"},
     {"leak_hold_threshold", OPT_DURATION, FIELD(leak_hold_threshold_ms), NULL, 0, 0, "60s",
      "idle-in-transaction or held-without-activity time that makes a suspect"},
+    {"leak_reclaim", OPT_LIST, 0, set_leak_reclaim, 0, 0, "off",
+     "serve: how far the manager may go with a leak suspect, one step at a time: off, notice, "
+     "cancel, rollback, disconnect"},
     {"health_check_interval", OPT_DURATION, FIELD(health_check_interval_ms), NULL, 0, 0, "30s",
      "background health probes (serve)"},
     {"auto_scaling", OPT_BOOL, FIELD(auto_scaling), NULL, 0, 0, "on",
@@ -80,9 +89,13 @@ static const struct option_spec option_table[] = {
      "never kill connections of these users (repeatable, comma-separated)"},
     {"exclude_app", OPT_LIST, 0, add_exclude_apps, 0, 0, "",
      "never kill connections of these applications (repeatable, comma-separated)"},
+    {"exclude_addr", OPT_LIST, 0, add_exclude_addrs, 0, 0, "",
+     "never kill connections from these client addresses or CIDR blocks, e.g. another "
+     "pooler's host (repeatable, comma-separated)"},
 };
 
 #define N_OPTIONS (sizeof(option_table) / sizeof(option_table[0]))
+_Static_assert(N_OPTIONS <= 64, "explicitly_set has one bit per option");
 
 /* "--idle-timeout" and "idle_timeout" name the same option. Returns false if too long. */
 static bool normalize_key(const char *key, char *out, size_t out_len)
@@ -191,6 +204,108 @@ static enum options_result add_exclude_apps(struct manager_options *opts, const 
     return add_names(opts->exclude_apps, &opts->n_exclude_apps, key, value, err, err_len);
 }
 
+/* Parses "ADDR" or "ADDR/BITS" (IPv4 or IPv6). IPv4-mapped IPv6 becomes IPv4, so one rule
+ * matches however the server printed the client. Host bits past the prefix are cleared. */
+static bool parse_addr_range(const char *text, struct options_addr_range *out)
+{
+    char buf[OPTIONS_ADDR_TEXT_LEN];
+    if (snprintf(buf, sizeof(buf), "%s", text) >= (int)sizeof(buf))
+        return false;
+    char *slash = strchr(buf, '/');
+    long bits = -1;
+    if (slash != NULL) {
+        *slash = '\0';
+        char *end;
+        bits = strtol(slash + 1, &end, 10);
+        if (slash[1] < '0' || slash[1] > '9' || *end != '\0')
+            return false;
+    }
+    memset(out, 0, sizeof(*out));
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (inet_pton(AF_INET, buf, out->addr) == 1) {
+        out->family = AF_INET;
+        out->prefix_len = 32;
+    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+        out->family = AF_INET6;
+        out->prefix_len = 128;
+        if (memcmp(out->addr, mapped, sizeof(mapped)) == 0 && (bits < 0 || bits >= 96)) {
+            memmove(out->addr, out->addr + 12, 4);
+            memset(out->addr + 4, 0, 12);
+            out->family = AF_INET;
+            out->prefix_len = 32;
+            if (bits >= 0)
+                bits -= 96;
+        }
+    } else {
+        return false;
+    }
+    if (bits > out->prefix_len)
+        return false;
+    if (bits >= 0)
+        out->prefix_len = (int)bits;
+    for (int i = out->prefix_len; i < 128; i++)
+        out->addr[i / 8] &= (unsigned char)~(0x80u >> (i % 8));
+    char host[INET6_ADDRSTRLEN];
+    if (inet_ntop(out->family, out->addr, host, sizeof(host)) == NULL)
+        return false;
+    snprintf(out->text, sizeof(out->text), "%s/%d", host, out->prefix_len);
+    return true;
+}
+
+static bool addr_in_range(const struct options_addr_range *range, int family,
+                          const unsigned char *addr)
+{
+    if (range->family != family)
+        return false;
+    size_t full = (size_t)range->prefix_len / 8;
+    int rest = range->prefix_len % 8;
+    if (memcmp(range->addr, addr, full) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    unsigned char mask = (unsigned char)(0xffu << (8 - rest));
+    return (addr[full] & mask) == range->addr[full];
+}
+
+static enum options_result add_exclude_addrs(struct manager_options *opts, const char *key,
+                                             const char *value, char *err, size_t err_len)
+{
+    const char *p = value ? value : "";
+    while (*p != '\0') {
+        p += strspn(p, " \t,");
+        size_t len = strcspn(p, ",");
+        size_t trimmed = len;
+        while (trimmed > 0 && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
+            trimmed--;
+        if (trimmed > 0) {
+            char item[OPTIONS_ADDR_TEXT_LEN];
+            snprintf(item, sizeof(item), "%.*s", (int)trimmed, p);
+            struct options_addr_range range;
+            if (trimmed >= sizeof(item) || !parse_addr_range(item, &range)) {
+                snprintf(err, err_len,
+                         "%s: '%.*s' is not an IP address or CIDR block (use 10.0.0.5, "
+                         "10.1.0.0/16 or fd00::/8)",
+                         key, (int)trimmed, p);
+                return OPTIONS_BAD_VALUE;
+            }
+            bool dup = false;
+            for (size_t i = 0; i < opts->n_exclude_addrs; i++)
+                dup |= strcmp(opts->exclude_addrs[i].text, range.text) == 0;
+            if (!dup) {
+                if (opts->n_exclude_addrs >= OPTIONS_MAX_EXCLUDES) {
+                    snprintf(err, err_len,
+                             "%s: cannot add '%.*s', the list already holds %d addresses", key,
+                             (int)trimmed, p, OPTIONS_MAX_EXCLUDES);
+                    return OPTIONS_BAD_VALUE;
+                }
+                opts->exclude_addrs[opts->n_exclude_addrs++] = range;
+            }
+        }
+        p += len;
+    }
+    return OPTIONS_OK;
+}
+
 enum options_result options_set(struct manager_options *opts, const char *key, const char *value,
                                 char *err, size_t err_len)
 {
@@ -208,6 +323,7 @@ enum options_result options_set(struct manager_options *opts, const char *key, c
     const char *v = value ? value : "";
     char *field = (char *)opts + spec->offset;
     char why[160];
+    opts->explicitly_set |= 1ull << (spec - option_table);
 
     switch (spec->kind) {
     case OPT_DURATION:
@@ -280,6 +396,17 @@ enum options_result options_set(struct manager_options *opts, const char *key, c
     return OPTIONS_UNKNOWN_KEY;
 }
 
+static enum options_result set_leak_reclaim(struct manager_options *opts, const char *key,
+                                            const char *value, char *err, size_t err_len)
+{
+    if (reclaim_level_from_text(value, &opts->leak_reclaim))
+        return OPTIONS_OK;
+    if (err)
+        snprintf(err, err_len, "%s: '%.64s' is not off, notice, cancel, rollback or disconnect",
+                 key, value ? value : "");
+    return OPTIONS_BAD_VALUE;
+}
+
 void options_init_defaults(struct manager_options *opts)
 {
     memset(opts, 0, sizeof(*opts));
@@ -292,6 +419,13 @@ void options_init_defaults(struct manager_options *opts)
             options_set(opts, option_table[i].key, option_table[i].default_text, NULL, 0);
         (void)rc; /* the table's defaults are valid; test_manager_options checks them */
     }
+    opts->explicitly_set = 0;
+}
+
+bool options_is_set(const struct manager_options *opts, const char *key)
+{
+    const struct option_spec *spec = find_spec(key);
+    return spec && (opts->explicitly_set >> (spec - option_table) & 1);
 }
 
 void options_free(struct manager_options *opts)
@@ -306,11 +440,14 @@ void options_free(struct manager_options *opts)
         free(opts->exclude_apps[i]);
     opts->n_exclude_users = 0;
     opts->n_exclude_apps = 0;
+    opts->n_exclude_addrs = 0;
 }
 
 bool options_validate(const struct manager_options *opts, char *err, size_t err_len)
 {
-    if (opts->min_pool_size > opts->max_pool_size) {
+    /* A default minimum above a chosen maximum is no contradiction: the minimum yields. */
+    if (opts->min_pool_size > opts->max_pool_size && options_is_set(opts, "min_pool_size") &&
+        options_is_set(opts, "max_pool_size")) {
         if (err != NULL && err_len > 0)
             snprintf(err, err_len,
                      "min_pool_size %d is larger than max_pool_size %d; lower the minimum or "
@@ -324,6 +461,50 @@ bool options_validate(const struct manager_options *opts, char *err, size_t err_
 bool options_is_known_key(const char *key)
 {
     return find_spec(key) != NULL;
+}
+
+/* Options that shape one run of an action rather than describe a pool's policy. */
+static bool is_per_run(const char *key)
+{
+    static const char *const keys[] = {"interval", "connections", "current_size", "execute",
+                                       "user",     "database",    "application"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (!strcmp(keys[i], key))
+            return true;
+    return false;
+}
+
+void options_each_value(const struct manager_options *opts, options_value_fn emit, void *ctx)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct option_spec *spec = &option_table[i];
+        if (is_per_run(spec->key))
+            continue;
+        const char *field = (const char *)opts + spec->offset;
+        char buf[64];
+        const char *text = buf;
+        switch (spec->kind) {
+        case OPT_DURATION:
+        case OPT_DURATION_OFF:
+            snprintf(buf, sizeof(buf), "%lldms", (long long)*(const int64_t *)field);
+            break;
+        case OPT_PERCENT:
+            snprintf(buf, sizeof(buf), "%g%%", *(const double *)field);
+            break;
+        case OPT_BOOL:
+            text = *(const bool *)field ? "on" : "off";
+            break;
+        case OPT_INT:
+            snprintf(buf, sizeof(buf), "%d", *(const int *)field);
+            break;
+        case OPT_STRING:
+            text = *(char *const *)field ? *(char *const *)field : "";
+            break;
+        case OPT_LIST:
+            continue; /* lists and choices: per-run filters and serve-only settings */
+        }
+        emit(ctx, spec->key, text);
+    }
 }
 
 void options_describe(options_help_fn emit, void *ctx)
@@ -371,4 +552,18 @@ bool options_user_excluded(const struct manager_options *opts, const char *user)
 bool options_app_excluded(const struct manager_options *opts, const char *application)
 {
     return in_list(opts->exclude_apps, opts->n_exclude_apps, application);
+}
+
+bool options_addr_excluded(const struct manager_options *opts, const char *client_addr)
+{
+    if (client_addr == NULL || client_addr[0] == '\0' || opts->n_exclude_addrs == 0)
+        return false;
+    struct options_addr_range host;
+    if (strchr(client_addr, '/') != NULL || !parse_addr_range(client_addr, &host))
+        return false;
+    for (size_t i = 0; i < opts->n_exclude_addrs; i++) {
+        if (addr_in_range(&opts->exclude_addrs[i], host.family, host.addr))
+            return true;
+    }
+    return false;
 }

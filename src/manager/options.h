@@ -7,15 +7,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "manager/reclaim.h"
 #include "manager/snapshot.h"
 
 #define OPTIONS_MAX_EXCLUDES 32
+/* Room for "ffff:...:ffff/128". */
+#define OPTIONS_ADDR_TEXT_LEN 56
+
+/* One --exclude-addr entry: an address block, or a single address (full prefix length). */
+struct options_addr_range {
+    int family;             /* AF_INET or AF_INET6 */
+    unsigned char addr[16]; /* network byte order, bits past prefix_len cleared */
+    int prefix_len;
+    char text[OPTIONS_ADDR_TEXT_LEN]; /* canonical "10.0.0.0/8", as PostgreSQL's inet reads it */
+};
 
 struct manager_options {
     int64_t idle_timeout_ms;          /* idle this long: kill-idle candidate */
     int64_t max_connection_age_ms;    /* older: retired (serve) / flagged (inspect) */
     double leak_detection_threshold_pct; /* utilisation above which suspects raise the risk */
     int64_t leak_hold_threshold_ms;   /* idle-in-transaction time that makes a suspect */
+    enum reclaim_level leak_reclaim;  /* serve: furthest reclaim step for suspects */
     int64_t health_check_interval_ms; /* background probes (serve) */
     bool auto_scaling;                /* apply scaling decisions (serve) */
     double max_kill_percentage;       /* share of client connections one kill run may remove */
@@ -38,6 +50,10 @@ struct manager_options {
     size_t n_exclude_users;
     char *exclude_apps[OPTIONS_MAX_EXCLUDES]; /* owned */
     size_t n_exclude_apps;
+    uint64_t explicitly_set; /* one bit per option given by the user (not a default) */
+    /* Client addresses kill-idle never touches: other poolers' server connections. */
+    struct options_addr_range exclude_addrs[OPTIONS_MAX_EXCLUDES];
+    size_t n_exclude_addrs;
 };
 
 enum options_result {
@@ -54,7 +70,8 @@ void options_free(struct manager_options *opts);
  * On failure writes one sentence into err (e.g. "idle_timeout: '5x' is not a duration (use
  * 300s, 5min, 250ms)"). Booleans take on/off/true/false/yes/no/1/0. "user", "database" and
  * "application" set the filters (an empty value clears one); "exclude_user" and
- * "exclude_app" append to their lists (a comma-separated value adds several). Durations
+ * "exclude_app" append to their lists (a comma-separated value adds several), and so does
+ * "exclude_addr" with IPv4/IPv6 addresses or CIDR blocks ("10.0.0.5", "10.1.0.0/16"). Durations
  * must be > 0, except max_connection_age where 0 turns the age check off. */
 enum options_result options_set(struct manager_options *opts, const char *key, const char *value,
                                 char *err, size_t err_len);
@@ -66,12 +83,19 @@ bool options_validate(const struct manager_options *opts, char *err, size_t err_
 
 /* True when the key names a manager option (either spelling). */
 bool options_is_known_key(const char *key);
+/* True when key was given by the user (command line or config), not left at its default. */
+bool options_is_set(const struct manager_options *opts, const char *key);
 
 /* Describes every option for --help: calls emit once per key with its name (underscore
  * spelling), default and meaning. */
 typedef void (*options_help_fn)(void *ctx, const char *key, const char *default_text,
                                 const char *meaning);
 void options_describe(options_help_fn emit, void *ctx);
+/* Emits the current value of every scalar policy option (thresholds, limits, sizes; not the
+ * per-run ones such as interval, execute or the filters) in a form options_set accepts
+ * ("60000ms", "80%", "on", "5"); lists and choices are left out. */
+typedef void (*options_value_fn)(void *ctx, const char *key, const char *value);
+void options_each_value(const struct manager_options *opts, options_value_fn emit, void *ctx);
 
 /* True when the record passes the --user/--database/--application filters. Names compare
  * exactly (PostgreSQL names are case-sensitive); a pattern ending in '*' matches by prefix
@@ -79,5 +103,8 @@ void options_describe(options_help_fn emit, void *ctx);
 bool options_match_filters(const struct manager_options *opts, const struct conn_record *rec);
 bool options_user_excluded(const struct manager_options *opts, const char *user);
 bool options_app_excluded(const struct manager_options *opts, const char *application);
+/* True when client_addr (pg_stat_activity's host(client_addr) text; "" for unix sockets,
+ * never excluded) lies in an exclude_addr block. IPv4-mapped IPv6 addresses match as IPv4. */
+bool options_addr_excluded(const struct manager_options *opts, const char *client_addr);
 
 #endif

@@ -41,13 +41,18 @@ static const char *protection(const struct manager_options *opts, const struct c
     if (rec->is_superuser)
         return "protected: superuser session";
     if (rec->is_replication)
-        return "protected: replication connection";
+        return "protected: replication connection (walsender)";
+    if (snapshot_is_pgwarden_conn(rec))
+        return "protected: a pgwarden connection (application_name starts with "
+               "\"" SNAPSHOT_PGWARDEN_APP_PREFIX "\")";
     if (rec->is_infrastructure)
         return "protected: pooler/platform infrastructure connection";
     if (options_user_excluded(opts, rec->user))
         return "protected: user is excluded (exclude_user)";
     if (options_app_excluded(opts, rec->application))
         return "protected: application is excluded (exclude_app)";
+    if (options_addr_excluded(opts, rec->client_addr))
+        return "protected: client address is excluded (exclude_addr)";
     return NULL;
 }
 

@@ -14,7 +14,7 @@ enum kill_result {
     KILL_PLANNED,           /* would be killed (dry run) / about to be */
     KILL_TERMINATED,        /* executor: done */
     KILL_SKIPPED_LIMIT,     /* over max_kill_percentage */
-    KILL_SKIPPED_PROTECTED, /* superuser, excluded user/app, replication, self, infrastructure */
+    KILL_SKIPPED_PROTECTED, /* self, superuser, walsender, pgwarden, infrastructure, excluded */
     KILL_GONE,              /* executor: no longer the same idle session (woke up, pid reused) */
     KILL_DENIED,            /* executor: permission denied */
     KILL_FAILED,            /* executor: other error */
@@ -41,8 +41,9 @@ struct kill_plan {
 /* Plans one kill-idle run over the records that pass the filters. Idle long enough means:
  * state idle longer than idle_timeout, or idle in transaction (aborted too) longer than
  * leak_hold_threshold; other states are never listed. Protected (listed as
- * KILL_SKIPPED_PROTECTED, never planned): is_self, invisible rows, superusers, replication,
- * infrastructure, excluded users and applications. limit = floor(max_kill_percentage / 100 x
+ * KILL_SKIPPED_PROTECTED, never planned): is_self, invisible rows, superusers, replication
+ * connections (walsenders), pgwarden's own connections (snapshot_is_pgwarden_conn),
+ * infrastructure, excluded users, applications and client addresses. limit = floor(max_kill_percentage / 100 x
  * client_connections), where client_connections counts EVERY record in the snapshot
  * (filtered out and invisible ones too: they all hold slots). Candidates are ordered idle in
  * transaction first (they hold locks and xmin), then longest idle first; those beyond the

@@ -49,6 +49,12 @@ int64_t snapshot_age_ms(const struct snapshot *snap, int64_t at_ms)
     return snap->taken_ms - at_ms;
 }
 
+bool snapshot_is_pgwarden_conn(const struct conn_record *rec)
+{
+    return strncmp(rec->application, SNAPSHOT_PGWARDEN_APP_PREFIX,
+                   sizeof(SNAPSHOT_PGWARDEN_APP_PREFIX) - 1) == 0;
+}
+
 static const char *const state_names[] = {
     [CONN_STATE_ACTIVE] = "active",
     [CONN_STATE_IDLE] = "idle",

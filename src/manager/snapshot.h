@@ -54,7 +54,9 @@ struct conn_record {
     bool is_superuser;
     bool waiting_on_lock;  /* wait_event_type = 'Lock' */
     bool blocking_others;  /* appears in another backend's pg_blocking_pids() */
-    bool is_replication;   /* replication role or walsender (never a kill target) */
+    /* A replication connection itself (a walsender), never a leak suspect nor a kill target.
+     * A role's REPLICATION attribute does not make its ordinary sessions one. */
+    bool is_replication;
     bool is_self;          /* the inspecting session itself */
     bool is_infrastructure; /* pooler/platform roles and apps (Supavisor, PostgREST, ...) */
     bool visible;          /* false when the row read "<insufficient privilege>" */
@@ -137,6 +139,13 @@ int64_t snapshot_now_ms(void);
 /* Elapsed milliseconds between a record time and the snapshot time, clamped at 0 so a clock
  * that went backwards never yields negative ages; 0 when the time is unknown. */
 int64_t snapshot_age_ms(const struct snapshot *snap, int64_t at_ms);
+
+/* pgwarden's own connections to a server (and its inspecting sessions) carry an
+ * application_name starting with this; kill-idle never plans them. */
+#define SNAPSHOT_PGWARDEN_APP_PREFIX "pgwarden"
+
+/* True when the record's application_name marks it as a pgwarden connection. */
+bool snapshot_is_pgwarden_conn(const struct conn_record *rec);
 
 const char *conn_state_name(enum conn_state state);
 /* Maps pg_stat_activity.state text (NULL allowed) to the enum. */

@@ -21,7 +21,28 @@ double stats_utilization_pct(const struct snapshot *snap)
     int max = stats_capacity_max(snap);
     if (max <= 0)
         return 0.0;
-    return (double)snap->n_conns * 100.0 / (double)max;
+    size_t using = snap->n_conns;
+    if (snap->mode == SNAPSHOT_MODE_SERVE) {
+        /* A pooler's clients use its servers only while linked to one or queued for one:
+         * many idle clients over few servers is what pooling is for. */
+        using = 0;
+        for (size_t i = 0; i < snap->n_conns; i++)
+            if (snap->conns[i].pid != 0 || snap->conns[i].state == CONN_STATE_WAITING)
+                using++;
+    }
+    return (double)using * 100.0 / (double)max;
+}
+
+enum report_status stats_utilization_status(const struct stats_report *stats,
+                                            const struct manager_options *opts)
+{
+    if (stats->max <= 0)
+        return REPORT_OK;
+    if (stats->utilization_pct >= STATS_UTILIZATION_CRITICAL_PCT)
+        return REPORT_CRITICAL;
+    if (stats->utilization_pct > opts->leak_detection_threshold_pct)
+        return REPORT_WARNING;
+    return REPORT_OK;
 }
 
 static int compare_app_name(const void *a, const void *b)

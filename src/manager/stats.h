@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "manager/options.h"
+#include "manager/report.h"
 #include "manager/snapshot.h"
 
 struct app_stats {
@@ -52,9 +53,22 @@ struct stats_report {
 /* Slots utilisation is measured against: usable slots (inspect; derived from
  * max_connections when usable is 0) or the pool max (serve); 0 = unknown. */
 int stats_capacity_max(const struct snapshot *snap);
-/* All client connections in snap (filters ignored: every one takes a slot) / capacity max,
- * in percent; 0 when the capacity is unknown. May exceed 100 (serve: clients vs pool max). */
+/* Connections using a slot (filters ignored: every one takes a slot) / capacity max, in
+ * percent; 0 when the capacity is unknown. Inspect: every connection. Serve: clients linked
+ * to a server or queued for one (idle clients without a server use none); above 100 when
+ * clients queue. */
 double stats_utilization_pct(const struct snapshot *snap);
+
+/* Utilisation at or above this share of the capacity is critical: the next burst of logins
+ * is refused. */
+#define STATS_UTILIZATION_CRITICAL_PCT 95.0
+
+/* The one utilisation rule of monitor, status and full-analysis: critical at or above
+ * STATS_UTILIZATION_CRITICAL_PCT, warning strictly above leak_detection_threshold (the
+ * threshold itself is still ok, as for the leak pressure bump), ok below or when the
+ * capacity is unknown (max <= 0). */
+enum report_status stats_utilization_status(const struct stats_report *stats,
+                                            const struct manager_options *opts);
 
 /* prev may be NULL (no rates). Returns false only when memory runs out. */
 bool stats_compute(const struct snapshot *prev, const struct snapshot *cur,

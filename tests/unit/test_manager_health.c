@@ -42,7 +42,7 @@ static void test_latency_stats_nearest_rank(void **state)
     assert_int_equal(r.usable_slots, -1);
     assert_int_equal(r.free_slots, -1);
     assert_int_equal(r.status, REPORT_OK);
-    assert_string_equal(r.verdict, "ok: all probes succeeded");
+    assert_string_equal(r.reason, "all probes succeeded");
 
     /* A single probe is its own p95; a failed probe's latency counts too. */
     struct health_probe two[2] = {probe(1, true, 5.0), probe(2, false, 3000.0)};
@@ -53,7 +53,7 @@ static void test_latency_stats_nearest_rank(void **state)
     assert_true(r.max_latency_ms == 3000.0);
     assert_true(r.failure_rate == 0.5);
     assert_int_equal(r.status, REPORT_WARNING);
-    assert_string_equal(r.verdict, "warning: 1 of 2 probes failed");
+    assert_string_equal(r.reason, "1 of 2 probes failed");
 
     /* Unmeasured latencies (negative, NaN) are left out of the statistics. */
     struct health_probe odd[3] = {probe(1, true, 4.0), probe(2, false, -1.0), probe(3, false, NAN)};
@@ -73,7 +73,7 @@ static void test_status_rules(void **state)
     health_summarize(bad, 2, NULL, &o, &r);
     assert_int_equal(r.status, REPORT_CRITICAL);
     assert_true(r.failure_rate == 1.0);
-    assert_string_equal(r.verdict, "critical: every probe failed (2 of 2)");
+    assert_string_equal(r.reason, "every probe failed (2 of 2)");
 
     struct snapshot cur;
     fx_snapshot(&cur, SNAPSHOT_MODE_INSPECT, FX_NOW);
@@ -92,7 +92,7 @@ static void test_status_rules(void **state)
     health_summarize(ok, 1, &cur, &o, &r);
     assert_int_equal(r.free_slots, 9);
     assert_int_equal(r.status, REPORT_WARNING);
-    assert_string_equal(r.verdict, "warning: only 9 of 97 usable slots are free");
+    assert_string_equal(r.reason, "only 9 of 97 usable slots are free");
 
     /* No free slot at all (and more connections than usable, e.g. superusers): critical. */
     for (int i = 0; i < 12; i++)
@@ -100,7 +100,7 @@ static void test_status_rules(void **state)
     health_summarize(ok, 1, &cur, &o, &r);
     assert_int_equal(r.free_slots, 0);
     assert_int_equal(r.status, REPORT_CRITICAL);
-    assert_string_equal(r.verdict, "critical: no free connection slots (100 of 97 used)");
+    assert_string_equal(r.reason, "no free connection slots (100 of 97 used)");
     snapshot_free(&cur);
 
     /* Recovery is a warning; no probes and no snapshot leave the status alone. */
@@ -113,7 +113,7 @@ static void test_status_rules(void **state)
     assert_int_equal(r.total_checked, 0);
     assert_true(r.failure_rate == 0.0 && r.p95_latency_ms == 0.0);
     assert_int_equal(r.status, REPORT_OK);
-    assert_string_equal(r.verdict, "ok: no probes were run");
+    assert_string_equal(r.reason, "no probes were run");
     snapshot_free(&cur);
     options_free(&o);
 }

@@ -109,7 +109,7 @@ static void test_never_suspected(void **state)
     assert_false(r.detected);
     assert_int_equal(r.total_suspected, 0);
     assert_int_equal(r.confidence, 0);
-    assert_string_equal(r.risk_level, "none");
+    assert_int_equal(r.risk_level, LEAK_RISK_NONE);
     assert_string_equal(r.recommendation, "No leak suspects among 8 connections.");
     leak_report_free(&r);
     snapshot_free(&cur);
@@ -138,7 +138,7 @@ static void test_detect_orders_and_recommends(void **state)
     assert_int_equal(r.suspects[1].score, 52);
     /* Strongest 70 + 3 for one corroborating suspect. */
     assert_int_equal(r.confidence, 73);
-    assert_string_equal(r.risk_level, "medium");
+    assert_int_equal(r.risk_level, LEAK_RISK_MEDIUM);
     assert_true(r.utilization_pct > 5.1 && r.utilization_pct < 5.2);
     assert_string_equal(r.recommendation,
                         "2 suspected connections from application 'api' (user 'app') sit idle "
@@ -158,7 +158,7 @@ static void test_detect_orders_and_recommends(void **state)
     assert_true(leaks_detect(NULL, &cur, &o, &r));
     assert_int_equal(r.total_suspected, 3);
     assert_int_equal(r.confidence, 76);
-    assert_string_equal(r.risk_level, "high");
+    assert_int_equal(r.risk_level, LEAK_RISK_HIGH);
     /* Equal scores: longer idle first, then id. */
     assert_int_equal(r.suspects[0].conn->id, 4);
     assert_int_equal(r.suspects[1].conn->id, 6);
@@ -192,7 +192,7 @@ static void test_pressure_raises_scores_and_risk(void **state)
                         "utilisation 93% is above leak_detection_threshold 80% (+10)");
     /* 62 + 5 pressure = 67 -> medium, raised one level by pressure. */
     assert_int_equal(r.confidence, 67);
-    assert_string_equal(r.risk_level, "high");
+    assert_int_equal(r.risk_level, LEAK_RISK_HIGH);
     assert_non_null(strstr(r.recommendation, "above leak_detection_threshold 80%: act now."));
     leak_report_free(&r);
 
@@ -308,7 +308,7 @@ static void test_clock_and_scale_edges(void **state)
         assert_true(r.suspects[i - 1].score >= r.suspects[i].score);
     assert_int_equal(r.suspects[0].conn->id, 4951); /* the longest idle */
     assert_int_equal(r.confidence, 85);             /* 70 + 15 corroboration (capped) */
-    assert_string_equal(r.risk_level, "high");
+    assert_int_equal(r.risk_level, LEAK_RISK_HIGH);
     leak_report_free(&r);
     snapshot_free(&cur);
 
@@ -316,7 +316,7 @@ static void test_clock_and_scale_edges(void **state)
     fx_snapshot(&cur, SNAPSHOT_MODE_INSPECT, FX_NOW);
     assert_true(leaks_detect(NULL, &cur, &o, &r));
     assert_false(r.detected);
-    assert_string_equal(r.risk_level, "none");
+    assert_int_equal(r.risk_level, LEAK_RISK_NONE);
     leak_report_free(&r);
     snapshot_free(&cur);
     options_free(&o);

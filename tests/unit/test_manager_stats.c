@@ -217,6 +217,13 @@ static void test_serve_pool_totals(void **state)
     assert_int_equal(r.max, 20);
     assert_true(r.utilization_pct == 25.0);
     stats_report_free(&r);
+    /* Idle clients without a server use no slot; a queued one wants one. */
+    for (int i = 0; i < 10; i++)
+        fx_conn(&cur, 100 + i, "app", "api", CONN_STATE_IDLE, 1)->pid = 0;
+    fx_conn(&cur, 200, "app", "api", CONN_STATE_WAITING, 1)->pid = 0;
+    assert_true(stats_compute(&prev, &cur, &o, &r));
+    assert_true(r.utilization_pct == 30.0);
+    stats_report_free(&r);
     snapshot_free(&prev);
     snapshot_free(&cur);
     options_free(&o);
