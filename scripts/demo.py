@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""make demo: a throwaway PostgreSQL with planted connection problems, then pgwarden's
-full-analysis and a kill-idle plan against it. Cleans up after itself, even on Ctrl-C."""
+"""make demo: a throwaway PostgreSQL, then pgwarden's two ways of working.
+1. serve: pgwarden pools a workload that queues and an application that leaks a transaction;
+   its live manager grows the pool, finds the leak, rolls it back, and shrinks the pool again.
+2. inspect: planted connection problems straight on PostgreSQL, then full-analysis and a
+   kill-idle plan. Cleans up after itself, even on Ctrl-C."""
 import argparse
 import os
 import subprocess
@@ -13,10 +16,73 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 
 import psycopg  # noqa: E402
 from pgfixture import PgServer  # noqa: E402
+from serve_helpers import Pooler, console_rows  # noqa: E402
 
 
 def banner(text):
     print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
+
+
+def print_rows(rows, cols):
+    if not rows:
+        print("  (none)")
+        return
+    widths = [max(len(c), *(len(str(r.get(c, ""))[:60]) for r in rows)) for c in cols]
+    print("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  " + "  ".join(str(r.get(c, ""))[:60].ljust(w) for c, w in zip(cols, widths)))
+
+
+def console(pooler, sql, cols):
+    print(f"$ psql -p {pooler.port} pgbouncer -c '{sql}'")
+    print_rows(console_rows(pooler, sql), cols)
+
+
+def serve_demo(server, binary):
+    banner("pgwarden serve: a pooler that watches its own pools")
+    pooler = Pooler(binary, server, pool_mode="transaction",
+                    settings={"default_pool_size": "2", "admin_users": "postgres",
+                              "query_wait_timeout": "60"},
+                    manager={"max_pool_size": "6", "leak_hold_threshold": "6s",
+                             "leak_reclaim": "rollback", "shrink_rate": "100%",
+                             "health_check_interval": "5s"}).start()
+    print(f"pgwarden on 127.0.0.1:{pooler.port}: transaction pooling, default_pool_size 2,\n"
+          "[manager] max_pool_size 6, leak_hold_threshold 6s, leak_reclaim rollback")
+    leaker = None
+    try:
+        load = subprocess.Popen(
+            [server.bin("pgbench"), "-n", "-c", "10", "-j", "2", "-T", "10", "-S",
+             "-h", "127.0.0.1", "-p", str(pooler.port), "-U", "postgres", "postgres"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print("pgbench: 10 clients on a pool of 2 (they queue)")
+        leaker = psycopg.connect(pooler.dsn(application_name="billing-worker"))
+        leaker.execute("UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = 1")
+        print("'billing-worker' updated a row and never committed: it holds a server and a lock")
+        time.sleep(4)
+        banner("The manager found the leak (and sent it a notice)")
+        console(pooler, "SHOW LEAKS", ["client", "pid", "application", "state", "score",
+                                       "idle_s", "reclaim", "reason"])
+        time.sleep(5)
+        banner("...rolled it back, and grew the pool for the queue")
+        console(pooler, "SHOW SCALING", ["database", "configured", "min", "max", "size",
+                                         "servers", "waiting", "decision", "status"])
+        load.wait(timeout=60)
+        try:
+            leaker.execute("SELECT 1")
+            print("billing-worker: its next statement ran (not reclaimed yet)")
+        except psycopg.Error as e:
+            print(f"billing-worker's next statement: ERROR {e.sqlstate}: {e}".strip())
+        print("pgbench finished; the pool shrinks back after sustained idleness...")
+        time.sleep(13)
+        banner("Every decision, with its reason")
+        console(pooler, "SHOW EVENTS", ["seq", "event", "database", "client", "before",
+                                        "after", "reason"])
+        console(pooler, "SHOW SCALING", ["database", "configured", "size", "servers",
+                                         "decision", "status"])
+    finally:
+        if leaker is not None:
+            leaker.close()
+        pooler.stop()
 
 
 def main():
@@ -36,6 +102,10 @@ def main():
                         "-p", str(server.port), "-U", "postgres", "postgres"],
                        check=True, capture_output=True)
         server.psql("GRANT ALL ON ALL TABLES IN SCHEMA public TO app_user")
+
+        serve_demo(server, args.bin)
+
+        banner("pgwarden inspect: any PostgreSQL, through a connection string")
 
         banner("Planting problems")
         # A steady, healthy workload so rates and Little's law have something to measure.

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "live/live_manager.h"
 #include "proto/wire.h"
 
 #define OID_INT8 20
@@ -613,8 +614,219 @@ static void show_lists(struct pooler *p, struct console_out *o)
     rs_end(&rs, "SHOW");
 }
 
-static void show_version(struct console_out *o)
+/* ---- the live manager's results ---- */
+
+static void show_leaks(struct pooler *p, struct console_out *o)
 {
+    static const char *const cols[] = {
+        "client",      "pid:i",    "user",     "database",     "application", "addr",
+        "state",       "score:i",  "held_s:i", "idle_s:i",     "xact_s:i",    "reclaim",
+        "reason",      "last_query"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, (int)(sizeof(cols) / sizeof(cols[0])));
+    const struct leak_report *r = p->manager ? live_manager_leaks(p->manager) : NULL;
+    for (size_t i = 0; r && i < r->total_suspected; i++) {
+        const struct leak_suspect *s = &r->suspects[i];
+        const struct conn_record *c = s->conn;
+        char id[32];
+        snprintf(id, sizeof(id), "c%lld", (long long)c->id);
+        rs_row(&rs);
+        rs_text(&rs, id);
+        rs_int(&rs, c->pid);
+        rs_text(&rs, c->user);
+        rs_text(&rs, c->database);
+        rs_text(&rs, c->application);
+        rs_text(&rs, c->client_addr[0] ? c->client_addr : "unix");
+        rs_text(&rs, conn_state_name(c->state));
+        rs_int(&rs, s->score);
+        rs_int(&rs, s->held_ms / 1000);
+        rs_int(&rs, s->idle_ms / 1000);
+        rs_int(&rs, s->xact_age_ms / 1000);
+        rs_text(&rs, reclaim_level_name(live_manager_reclaim_done(p->manager, c->id)));
+        rs_text(&rs, s->n_reasons ? s->reasons[0] : "");
+        rs_text(&rs, c->last_query);
+    }
+    rs_end(&rs, "SHOW");
+}
+
+static void show_events(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {"seq:i",  "time",  "event",    "database", "user",
+                                       "client", "pid:i", "before:i", "after:i",  "reason"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, (int)(sizeof(cols) / sizeof(cols[0])));
+    const struct event_ring *ev = p->manager ? live_manager_events(p->manager) : NULL;
+    for (size_t i = 0; ev && i < ev->n; i++) {
+        const struct event *e = event_ring_at(ev, i);
+        char when[40], client[32];
+        format_time(e->at_ms * 1000, when, sizeof(when));
+        snprintf(client, sizeof(client), "c%lld", (long long)e->client_id);
+        rs_row(&rs);
+        rs_int(&rs, (int64_t)e->seq);
+        rs_text(&rs, when);
+        rs_text(&rs, event_kind_name(e->kind));
+        rs_text(&rs, e->database);
+        rs_text(&rs, e->user);
+        rs_text(&rs, e->client_id ? client : "");
+        rs_int(&rs, e->pid);
+        rs_int(&rs, e->before);
+        rs_int(&rs, e->after);
+        rs_text(&rs, e->reason);
+    }
+    rs_end(&rs, "SHOW");
+}
+
+static void show_scaling(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {
+        "database", "user",      "configured:i", "min:i",    "max:i",   "size:i", "servers:i",
+        "waiting:i", "target:i", "decision",     "applied", "status",  "reason"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, (int)(sizeof(cols) / sizeof(cols[0])));
+    struct live_pool_view v;
+    for (size_t i = 0; p->manager && live_manager_pool_at(p->manager, i, &v); i++) {
+        const struct pool *pool = v.pool;
+        rs_row(&rs);
+        rs_text(&rs, pool->db_name);
+        rs_text(&rs, pool->user_name);
+        rs_int(&rs, pool->configured_size);
+        rs_int(&rs, v.lo);
+        rs_int(&rs, v.hi);
+        rs_int(&rs, pool->pool_size);
+        rs_int(&rs, pool->n_servers);
+        rs_int(&rs, (int64_t)plist_count(&pool->waiting_clients));
+        rs_int(&rs, v.decision->target_size);
+        rs_text(&rs, scaling_verdict_name(v.decision->decision));
+        rs_text(&rs, v.decision->applied ? "yes" : "no");
+        rs_text(&rs, v.hold);
+        rs_text(&rs, v.decision->reason);
+    }
+    rs_end(&rs, "SHOW");
+}
+
+/* The manager's snapshot of the pools, record by record, so `pgwarden ACTION --target
+ * pgwarden://...` runs the engine on exactly what the live manager sees. Times are ms since
+ * the epoch (0 = none). */
+static void show_snapshot(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {
+        "id:i",        "pid:i",          "user",          "database",         "application",
+        "client_addr", "state",          "connected_ms:i", "state_change_ms:i", "xact_start_ms:i",
+        "query_start_ms:i", "requests:i", "taken_ms:i"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, (int)(sizeof(cols) / sizeof(cols[0])));
+    const struct snapshot *snap = p->manager ? live_manager_snapshot(p->manager) : NULL;
+    for (size_t i = 0; snap && i < snap->n_conns; i++) {
+        const struct conn_record *c = &snap->conns[i];
+        rs_row(&rs);
+        rs_int(&rs, c->id);
+        rs_int(&rs, c->pid);
+        rs_text(&rs, c->user);
+        rs_text(&rs, c->database);
+        rs_text(&rs, c->application);
+        rs_text(&rs, c->client_addr);
+        rs_text(&rs, conn_state_name(c->state));
+        rs_int(&rs, c->connected_ms);
+        rs_int(&rs, c->state_change_ms);
+        rs_int(&rs, c->xact_start_ms);
+        rs_int(&rs, c->query_start_ms);
+        rs_int(&rs, c->requests);
+        rs_int(&rs, snap->taken_ms);
+    }
+    rs_end(&rs, "SHOW");
+}
+
+/* The snapshot's pool-wide counters and limits, one row. */
+static void show_snapshot_totals(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {
+        "taken_ms:i",      "requests_total:i", "query_time_total_ms:i", "created_total:i",
+        "closed_total:i",  "connect_time_total_ms:i", "waiting_clients:i",
+        "wait_time_total_ms:i", "waits_total:i", "pool_min:i", "pool_max:i", "pool_current:i"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, (int)(sizeof(cols) / sizeof(cols[0])));
+    const struct snapshot *snap = p->manager ? live_manager_snapshot(p->manager) : NULL;
+    if (snap) {
+        const struct snapshot_counters *k = &snap->counters;
+        const struct snapshot_capacity *cap = &snap->capacity;
+        rs_row(&rs);
+        rs_int(&rs, snap->taken_ms);
+        rs_int(&rs, k->requests_total);
+        rs_int(&rs, (int64_t)k->query_time_total_ms);
+        rs_int(&rs, k->created_total);
+        rs_int(&rs, k->closed_total);
+        rs_int(&rs, (int64_t)k->connect_time_total_ms);
+        rs_int(&rs, k->waiting_clients);
+        rs_int(&rs, (int64_t)k->wait_time_total_ms);
+        rs_int(&rs, k->waits_total);
+        rs_int(&rs, cap->pool_min);
+        rs_int(&rs, cap->pool_max);
+        rs_int(&rs, cap->pool_current);
+    }
+    rs_end(&rs, "SHOW");
+}
+
+static void show_health(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {
+        "database", "user",       "servers:i",    "idle:i",         "probes:i",
+        "failed:i", "recent:i",   "recent_failed:i", "avg_ms",      "p95_ms",
+        "max_ms",   "status",     "reason",       "last_error"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, (int)(sizeof(cols) / sizeof(cols[0])));
+    struct live_pool_view v;
+    for (size_t i = 0; p->manager && live_manager_pool_at(p->manager, i, &v); i++) {
+        const struct pool *pool = v.pool;
+        const struct health_report *h = v.health;
+        char avg[32] = "", p95[32] = "", max[32] = "";
+        if (h && h->total_checked > 0) {
+            snprintf(avg, sizeof(avg), "%.2f", h->avg_latency_ms);
+            snprintf(p95, sizeof(p95), "%.2f", h->p95_latency_ms);
+            snprintf(max, sizeof(max), "%.2f", h->max_latency_ms);
+        }
+        rs_row(&rs);
+        rs_text(&rs, pool->db_name);
+        rs_text(&rs, pool->user_name);
+        rs_int(&rs, pool->n_servers);
+        rs_int(&rs, (int64_t)plist_count(&pool->idle_servers));
+        rs_int(&rs, pool->probes.total);
+        rs_int(&rs, pool->probes.failed);
+        rs_int(&rs, h ? h->total_checked : 0);
+        rs_int(&rs, h ? h->unhealthy : 0);
+        rs_text(&rs, avg);
+        rs_text(&rs, p95);
+        rs_text(&rs, max);
+        rs_text(&rs, h ? report_status_name(h->status) : "unknown");
+        rs_text(&rs, h ? h->reason : "not checked yet");
+        rs_text(&rs, pool->probes.last_error);
+    }
+    rs_end(&rs, "SHOW");
+}
+
+static void manager_row(void *ctx, const char *key, const char *value)
+{
+    struct rowset *rs = ctx;
+    rs_row(rs);
+    rs_text(rs, key);
+    rs_text(rs, value);
+}
+
+/* The [manager] settings in force, in a form the CLI can apply to its own runs. */
+static void show_manager(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {"key", "value"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, 2);
+    options_each_value(&p->cfg->manager, manager_row, &rs);
+    rs_row(&rs);
+    rs_text(&rs, "leak_reclaim");
+    rs_text(&rs, reclaim_level_name(p->cfg->manager.leak_reclaim));
+    rs_end(&rs, "SHOW");
+}
+
+static void show_version(struct pooler *p, struct console_out *o)
+{
+    (void)p;
     static const char *const cols[] = {"version"};
     struct rowset rs;
     rs_begin(&rs, o, cols, 1);
@@ -623,18 +835,23 @@ static void show_version(struct console_out *o)
     rs_end(&rs, "SHOW");
 }
 
-static void show_help(struct console_out *o)
+static void show_help(struct pooler *p, struct console_out *o)
 {
+    (void)p;
     static const char *const cols[] = {"command"};
     static const char *const cmds[] = {
         "SHOW HELP|VERSION|POOLS|STATS|DATABASES|CLIENTS|SERVERS|CONFIG|LISTS",
+        "SHOW LEAKS|EVENTS|SCALING|HEALTH|MANAGER|SNAPSHOT|SNAPSHOT_TOTALS",
         "PAUSE",
         "RESUME",
         "RELOAD",
         "SHUTDOWN",
         "KILL <db>",
         "KILL_CLIENT <id>",
-        "RECONNECT [<db>]"};
+        "RECONNECT [<db>]",
+        "KILL_IDLE [DRY RUN]",
+        "HEALTH_CHECK",
+        "AUTO_SCALE [DRY RUN]"};
     struct rowset rs;
     rs_begin(&rs, o, cols, 1);
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
@@ -645,6 +862,28 @@ static void show_help(struct console_out *o)
 }
 
 /* ---- KILL, KILL_CLIENT, RECONNECT ---- */
+
+/* Normalises sql into upper-case words separated by one space, without a trailing ';'. */
+static void normalise(const char *sql, char *out, size_t len)
+{
+    size_t j = 0;
+    bool space = false;
+    for (const char *s = sql; *s && j + 1 < len; s++) {
+        char ch = *s;
+        if (ch == ';')
+            break;
+        if (isspace((unsigned char)ch)) {
+            space = j > 0;
+            continue;
+        }
+        if (space && j + 1 < len)
+            out[j++] = ' ';
+        space = false;
+        out[j++] = (char)toupper((unsigned char)ch);
+    }
+    out[j] = '\0';
+}
+
 
 /* The database argument as typed (case kept), after the command word. */
 static void argument(const char *sql, char *out, size_t len)
@@ -662,8 +901,10 @@ static void argument(const char *sql, char *out, size_t len)
     out[n] = '\0';
 }
 
-static void kill_command(struct pooler *p, const char *sql, const char *cmd, struct console_out *o)
+static void kill_command(struct pooler *p, const char *sql, struct console_out *o)
 {
+    char cmd[128];
+    normalise(sql, cmd, sizeof(cmd));
     char arg[128];
     argument(sql, arg, sizeof(arg));
     if (!strncmp(cmd, "KILL_CLIENT ", 12)) {
@@ -736,27 +977,173 @@ static void kill_command(struct pooler *p, const char *sql, const char *cmd, str
     command_complete(o, kill ? "KILL" : "RECONNECT");
 }
 
+/* ---- manager actions: KILL_IDLE, HEALTH_CHECK, AUTO_SCALE ---- */
+
+static void kill_idle_rows(struct pooler *p, struct console_out *o, bool execute)
+{
+    static const char *const cols[] = {"client", "pid:i",  "user",   "database",
+                                       "application", "idle_s:i", "result", "reason"};
+    struct kill_plan plan;
+    if (!p->manager || !live_manager_kill_idle(p->manager, execute, &plan)) {
+        error(o, "53200", "out of memory planning kill-idle");
+        return;
+    }
+    struct rowset rs;
+    rs_begin(&rs, o, cols, (int)(sizeof(cols) / sizeof(cols[0])));
+    for (size_t i = 0; i < plan.n_actions; i++) {
+        const struct kill_action *a = &plan.actions[i];
+        char id[32];
+        snprintf(id, sizeof(id), "c%lld", (long long)a->conn->id);
+        rs_row(&rs);
+        rs_text(&rs, id);
+        rs_int(&rs, a->conn->pid);
+        rs_text(&rs, a->conn->user);
+        rs_text(&rs, a->conn->database);
+        rs_text(&rs, a->conn->application);
+        rs_int(&rs, a->idle_ms / 1000);
+        rs_text(&rs, kill_result_name(a->result));
+        rs_text(&rs, a->reason);
+    }
+    kill_plan_free(&plan);
+    rs_end(&rs, "KILL_IDLE");
+}
+
+static void kill_idle_command(struct pooler *p, const char *sql, struct console_out *o)
+{
+    (void)sql;
+    kill_idle_rows(p, o, true);
+}
+
+static void kill_idle_dry_run(struct pooler *p, struct console_out *o)
+{
+    kill_idle_rows(p, o, false);
+}
+
+static void health_check_command(struct pooler *p, const char *sql, struct console_out *o)
+{
+    (void)sql;
+    static const char *const cols[] = {"probes_sent:i"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, 1);
+    rs_row(&rs);
+    rs_int(&rs, p->manager ? live_manager_health_check(p->manager) : 0);
+    rs_end(&rs, "HEALTH_CHECK");
+}
+
+static void auto_scale_command(struct pooler *p, const char *sql, struct console_out *o)
+{
+    (void)sql;
+    if (p->manager)
+        live_manager_auto_scale(p->manager, true);
+    show_scaling(p, o);
+}
+
+static void auto_scale_dry_run(struct pooler *p, struct console_out *o)
+{
+    if (p->manager)
+        live_manager_auto_scale(p->manager, false);
+    show_scaling(p, o);
+}
+
 /* ---- dispatch ---- */
 
-/* Normalises sql into upper-case words separated by one space, without a trailing ';'. */
-static void normalise(const char *sql, char *out, size_t len)
+
+/* ---- PAUSE, RESUME, RELOAD, SHUTDOWN ---- */
+
+static void pause_command(struct pooler *p, const char *sql, struct console_out *o)
 {
-    size_t j = 0;
-    bool space = false;
-    for (const char *s = sql; *s && j + 1 < len; s++) {
-        char ch = *s;
-        if (ch == ';')
-            break;
-        if (isspace((unsigned char)ch)) {
-            space = j > 0;
+    (void)sql;
+    pooler_pause(p);
+    command_complete(o, "PAUSE");
+}
+
+static void resume_command(struct pooler *p, const char *sql, struct console_out *o)
+{
+    (void)sql;
+    pooler_resume(p);
+    command_complete(o, "RESUME");
+}
+
+static void reload_command(struct pooler *p, const char *sql, struct console_out *o)
+{
+    (void)sql;
+    char err[512];
+    if (pooler_reload(p, err, sizeof(err)))
+        command_complete(o, "RELOAD");
+    else
+        error(o, "F0000", "reload failed, configuration unchanged: %s", err);
+}
+
+static void shutdown_command(struct pooler *p, const char *sql, struct console_out *o)
+{
+    (void)sql;
+    pooler_shutdown(p);
+    command_complete(o, "SHUTDOWN");
+}
+
+/* ---- dispatch ---- */
+
+enum arg_rule {
+    ARG_NONE,     /* the command alone */
+    ARG_OPTIONAL, /* the command, or the command and one argument */
+    ARG_REQUIRED, /* the command and one argument */
+};
+
+struct console_command {
+    const char *words; /* upper case, as normalise() leaves them */
+    enum arg_rule arg;
+    bool admin_only; /* stats_users may not run it */
+    void (*show)(struct pooler *p, struct console_out *o);                  /* or: */
+    void (*act)(struct pooler *p, const char *sql, struct console_out *o); /* sql as typed */
+};
+
+static const struct console_command COMMANDS[] = {
+    {"SHOW POOLS", ARG_NONE, false, show_pools, NULL},
+    {"SHOW STATS", ARG_NONE, false, show_stats, NULL},
+    {"SHOW STATS_TOTALS", ARG_NONE, false, show_stats, NULL},
+    {"SHOW DATABASES", ARG_NONE, false, show_databases, NULL},
+    {"SHOW CLIENTS", ARG_NONE, false, show_clients, NULL},
+    {"SHOW SERVERS", ARG_NONE, false, show_servers, NULL},
+    {"SHOW CONFIG", ARG_NONE, false, show_config, NULL},
+    {"SHOW LISTS", ARG_NONE, false, show_lists, NULL},
+    {"SHOW VERSION", ARG_NONE, false, show_version, NULL},
+    {"SHOW LEAKS", ARG_NONE, false, show_leaks, NULL},
+    {"SHOW EVENTS", ARG_NONE, false, show_events, NULL},
+    {"SHOW SCALING", ARG_NONE, false, show_scaling, NULL},
+    {"SHOW HEALTH", ARG_NONE, false, show_health, NULL},
+    {"SHOW MANAGER", ARG_NONE, false, show_manager, NULL},
+    {"SHOW SNAPSHOT", ARG_NONE, false, show_snapshot, NULL},
+    {"KILL_IDLE DRY RUN", ARG_NONE, false, kill_idle_dry_run, NULL},
+    {"KILL_IDLE", ARG_NONE, true, NULL, kill_idle_command},
+    {"HEALTH_CHECK", ARG_NONE, true, NULL, health_check_command},
+    {"AUTO_SCALE DRY RUN", ARG_NONE, false, auto_scale_dry_run, NULL},
+    {"AUTO_SCALE", ARG_NONE, true, NULL, auto_scale_command},
+    {"SHOW SNAPSHOT_TOTALS", ARG_NONE, false, show_snapshot_totals, NULL},
+    {"SHOW HELP", ARG_NONE, false, show_help, NULL},
+    {"SHOW", ARG_NONE, false, show_help, NULL},
+    {"KILL", ARG_REQUIRED, true, NULL, kill_command},
+    {"KILL_CLIENT", ARG_REQUIRED, true, NULL, kill_command},
+    {"RECONNECT", ARG_OPTIONAL, true, NULL, kill_command},
+    {"PAUSE", ARG_NONE, true, NULL, pause_command},
+    {"RESUME", ARG_NONE, true, NULL, resume_command},
+    {"RELOAD", ARG_NONE, true, NULL, reload_command},
+    {"SHUTDOWN", ARG_NONE, true, NULL, shutdown_command},
+};
+
+/* The command cmd (normalised) names, or NULL. */
+static const struct console_command *find_command(const char *cmd)
+{
+    for (size_t i = 0; i < sizeof(COMMANDS) / sizeof(COMMANDS[0]); i++) {
+        const struct console_command *k = &COMMANDS[i];
+        size_t n = strlen(k->words);
+        if (strncmp(cmd, k->words, n))
             continue;
-        }
-        if (space && j + 1 < len)
-            out[j++] = ' ';
-        space = false;
-        out[j++] = (char)toupper((unsigned char)ch);
+        if (cmd[n] == '\0' && k->arg != ARG_REQUIRED)
+            return k;
+        if (cmd[n] == ' ' && k->arg != ARG_NONE && !strchr(cmd + n + 1, ' '))
+            return k;
     }
-    out[j] = '\0';
+    return NULL;
 }
 
 void console_handle_query(struct pooler *p, enum console_access access, const char *sql,
@@ -764,55 +1151,18 @@ void console_handle_query(struct pooler *p, enum console_access access, const ch
 {
     char cmd[128];
     normalise(sql, cmd, sizeof(cmd));
+    const struct console_command *k = cmd[0] ? find_command(cmd) : NULL;
     if (cmd[0] == '\0') {
         size_t m = msg_begin(o, WIRE_BE_EMPTY_QUERY);
         msg_end(o, m);
-    } else if (!strcmp(cmd, "SHOW POOLS")) {
-        show_pools(p, o);
-    } else if (!strcmp(cmd, "SHOW STATS") || !strcmp(cmd, "SHOW STATS_TOTALS")) {
-        show_stats(p, o);
-    } else if (!strcmp(cmd, "SHOW DATABASES")) {
-        show_databases(p, o);
-    } else if (!strcmp(cmd, "SHOW CLIENTS")) {
-        show_clients(p, o);
-    } else if (!strcmp(cmd, "SHOW SERVERS")) {
-        show_servers(p, o);
-    } else if (!strcmp(cmd, "SHOW CONFIG")) {
-        show_config(p, o);
-    } else if (!strcmp(cmd, "SHOW LISTS")) {
-        show_lists(p, o);
-    } else if (!strcmp(cmd, "SHOW VERSION")) {
-        show_version(o);
-    } else if (!strcmp(cmd, "SHOW HELP") || !strcmp(cmd, "SHOW")) {
-        show_help(o);
-    } else if (!strncmp(cmd, "KILL ", 5) || !strcmp(cmd, "RECONNECT") ||
-               !strncmp(cmd, "RECONNECT ", 10) || !strncmp(cmd, "KILL_CLIENT ", 12)) {
-        if (access != CONSOLE_ADMIN)
-            error(o, "42501", "admin access needed for %s (user is in stats_users only)", cmd);
-        else
-            kill_command(p, sql, cmd, o);
-    } else if (!strcmp(cmd, "PAUSE") || !strcmp(cmd, "RESUME") || !strcmp(cmd, "RELOAD") ||
-               !strcmp(cmd, "SHUTDOWN")) {
-        if (access != CONSOLE_ADMIN) {
-            error(o, "42501", "admin access needed for %s (user is in stats_users only)", cmd);
-        } else if (!strcmp(cmd, "PAUSE")) {
-            pooler_pause(p);
-            command_complete(o, "PAUSE");
-        } else if (!strcmp(cmd, "RESUME")) {
-            pooler_resume(p);
-            command_complete(o, "RESUME");
-        } else if (!strcmp(cmd, "RELOAD")) {
-            char err[512];
-            if (pooler_reload(p, err, sizeof(err)))
-                command_complete(o, "RELOAD");
-            else
-                error(o, "F0000", "reload failed, configuration unchanged: %s", err);
-        } else {
-            pooler_shutdown(p);
-            command_complete(o, "SHUTDOWN");
-        }
-    } else {
+    } else if (!k) {
         error(o, "42601", "invalid command '%.64s', use SHOW HELP;", cmd);
+    } else if (k->admin_only && access != CONSOLE_ADMIN) {
+        error(o, "42501", "admin access needed for %s (user is in stats_users only)", cmd);
+    } else if (k->show) {
+        k->show(p, o);
+    } else {
+        k->act(p, sql, o);
     }
     ready(o);
 }

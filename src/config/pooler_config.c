@@ -135,6 +135,14 @@ static const struct key_def KEYS[] = {
     {"io_uring", KEY_BOOL, OFF(io_uring), "1", false,
      "send each loop turn's requests and results in one io_uring system call (read at start; "
      "falls back to send() where io_uring is unavailable)"},
+    {"http_listen", KEY_STRING, OFF(http_listen), "", false,
+     "HTTP endpoint for /healthz, /readyz and /metrics: \"port\" (on 127.0.0.1) or "
+     "\"host:port\" (empty = no HTTP; read at start)"},
+    {"http_auth_token", KEY_STRING, OFF(http_auth_token), "", false,
+     "bearer token every HTTP endpoint but /healthz requires (empty = none; shown masked)"},
+    {"http_auth_token_file", KEY_STRING, OFF(http_auth_token_file), "", false,
+     "file whose first line is the HTTP bearer token (instead of http_auth_token; read at start "
+     "and on reload)"},
 };
 
 /* PgBouncer keys accepted without effect (a warning says so). */
@@ -758,7 +766,7 @@ static bool restart_only(const char *key)
     return !strcmp(key, "listen_addr") || !strcmp(key, "listen_port") ||
            !strcmp(key, "unix_socket_dir") || !strcmp(key, "pkt_buf") ||
            !strcmp(key, "listen_backlog") || !strcmp(key, "tcp_defer_accept") ||
-           !strcmp(key, "io_uring");
+           !strcmp(key, "io_uring") || !strcmp(key, "http_listen");
 }
 
 void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_fn emit, void *ctx)
@@ -777,6 +785,8 @@ void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_f
             break;
         case KEY_STRING:
             v = *(char *const *)field ? *(char *const *)field : "";
+            if (v[0] && !strcmp(k->name, "http_auth_token"))
+                v = "********"; /* the one secret of the table: SHOW CONFIG shows it is set */
             break;
         case KEY_DURATION: {
             int64_t ms = *(const int64_t *)field;

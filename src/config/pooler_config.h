@@ -109,6 +109,9 @@ struct pooler_config {
     int server_lifetime_jitter_pct; /* spread of server_lifetime, +/- percent */
     int64_t shutdown_timeout_ms;    /* deadline of graceful shutdowns; 0 = none */
     bool io_uring;                  /* batch a turn's deferred sends (read at start only) */
+    char *http_listen;              /* owned: "" = no HTTP; "port" or "host:port" */
+    char *http_auth_token;          /* owned, secret: bearer token ("" = none) */
+    char *http_auth_token_file;     /* owned: file holding the token ("" = none) */
 
     /* [databases], [users] */
     struct pooler_db_config *dbs; /* owned, n_dbs entries */
@@ -154,7 +157,7 @@ void pooler_config_describe(pooler_config_describe_fn emit, void *ctx);
 
 /* Calls emit once per [pgbouncer]/[pgwarden] key with its current value formatted as it would
  * be written in the file (durations in seconds, sizes in bytes, booleans 0/1), its default,
- * and whether a reload can change it. No key of this table holds a secret. */
+ * and whether a reload can change it. The one secret key, http_auth_token, is masked. */
 typedef void (*pooler_config_value_fn)(void *ctx, const char *key, const char *value,
                                        const char *default_text, bool reloadable);
 void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_fn emit, void *ctx);

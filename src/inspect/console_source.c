@@ -634,19 +634,8 @@ static void probe_one(const struct login_params *lp, double deadline, struct hea
             return;
         }
     }
-    bool ok = false;
-    char sqlstate[6] = "", message[256] = "";
-    PGresult *res;
-    while ((res = PQgetResult(conn)) != NULL) {
-        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-            ok = true;
-        } else {
-            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-            snprintf(sqlstate, sizeof(sqlstate), "%s", state ? state : "");
-            inspect_first_line(message, sizeof(message), PQresultErrorMessage(res));
-        }
-        PQclear(res);
-    }
+    char sqlstate[6], message[256];
+    bool ok = inspect_read_one_row(conn, sqlstate, message, sizeof(message));
     if (!ok) {
         probe_fail(r, started, sqlstate, message[0] ? message : "SHOW VERSION returned no row");
     } else {

@@ -65,20 +65,8 @@ static void advance_query(struct probe_slot *slot)
     }
     if (PQisBusy(slot->conn))
         return;
-    PGresult *res;
-    bool ok = false;
-    char sqlstate[6] = "";
-    char message[256] = "";
-    while ((res = PQgetResult(slot->conn)) != NULL) {
-        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-            ok = true;
-        } else {
-            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-            snprintf(sqlstate, sizeof(sqlstate), "%s", state ? state : "");
-            inspect_first_line(message, sizeof(message), PQresultErrorMessage(res));
-        }
-        PQclear(res);
-    }
+    char sqlstate[6], message[256];
+    bool ok = inspect_read_one_row(slot->conn, sqlstate, message, sizeof(message));
     if (!ok) {
         probe_fail(slot, sqlstate, message[0] ? message : "SELECT 1 returned no row");
         return;

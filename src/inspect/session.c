@@ -127,3 +127,22 @@ PGresult *inspect_query(PGconn *conn, const char *sql, int n_params, const char 
     }
     return res;
 }
+
+bool inspect_read_one_row(PGconn *conn, char sqlstate[6], char *message, size_t message_len)
+{
+    bool ok = false;
+    sqlstate[0] = '\0';
+    message[0] = '\0';
+    PGresult *res;
+    while ((res = PQgetResult(conn)) != NULL) {
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+            ok = true;
+        } else {
+            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            snprintf(sqlstate, 6, "%s", state ? state : "");
+            inspect_first_line(message, message_len, PQresultErrorMessage(res));
+        }
+        PQclear(res);
+    }
+    return ok;
+}

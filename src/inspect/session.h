@@ -50,4 +50,8 @@ void inspect_first_line(char *out, size_t out_len, const char *text);
 PGresult *inspect_query(PGconn *conn, const char *sql, int n_params, const char *const *params,
                         struct inspect_error *err);
 
+/* Reads every result of the query sent on conn; true when one of them was exactly one row.
+ * Otherwise sqlstate (6 bytes) and message get the error's SQLSTATE and first line, if any. */
+bool inspect_read_one_row(PGconn *conn, char sqlstate[6], char *message, size_t message_len);
+
 #endif

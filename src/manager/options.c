@@ -157,16 +157,28 @@ static bool parse_int(const char *value, long *out)
 }
 
 /* Appends each comma-separated name to list, skipping blanks and duplicates. */
+/* The next item of a comma-separated list at *p, blanks trimmed: its start and length
+ * (*len 0 for an empty item). Advances *p past it; false at the end of the list. */
+static bool next_item(const char **p, const char **item, size_t *len)
+{
+    *p += strspn(*p, " \t,");
+    if (**p == '\0')
+        return false;
+    size_t n = strcspn(*p, ",");
+    *item = *p;
+    *p += n;
+    while (n > 0 && ((*item)[n - 1] == ' ' || (*item)[n - 1] == '\t'))
+        n--;
+    *len = n;
+    return true;
+}
+
 static enum options_result add_names(char **list, size_t *n, const char *key, const char *value,
                                      char *err, size_t err_len)
 {
-    const char *p = value ? value : "";
-    while (*p != '\0') {
-        p += strspn(p, " \t,");
-        size_t len = strcspn(p, ",");
-        size_t trimmed = len;
-        while (trimmed > 0 && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
-            trimmed--;
+    const char *rest = value ? value : "", *p;
+    size_t trimmed;
+    while (next_item(&rest, &p, &trimmed)) {
         if (trimmed > 0) {
             bool dup = false;
             for (size_t i = 0; i < *n; i++) {
@@ -187,7 +199,6 @@ static enum options_result add_names(char **list, size_t *n, const char *key, co
                 list[(*n)++] = copy;
             }
         }
-        p += len;
     }
     return OPTIONS_OK;
 }
@@ -270,13 +281,9 @@ static bool addr_in_range(const struct options_addr_range *range, int family,
 static enum options_result add_exclude_addrs(struct manager_options *opts, const char *key,
                                              const char *value, char *err, size_t err_len)
 {
-    const char *p = value ? value : "";
-    while (*p != '\0') {
-        p += strspn(p, " \t,");
-        size_t len = strcspn(p, ",");
-        size_t trimmed = len;
-        while (trimmed > 0 && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
-            trimmed--;
+    const char *rest = value ? value : "", *p;
+    size_t trimmed;
+    while (next_item(&rest, &p, &trimmed)) {
         if (trimmed > 0) {
             char item[OPTIONS_ADDR_TEXT_LEN];
             snprintf(item, sizeof(item), "%.*s", (int)trimmed, p);
@@ -301,7 +308,6 @@ static enum options_result add_exclude_addrs(struct manager_options *opts, const
                 opts->exclude_addrs[opts->n_exclude_addrs++] = range;
             }
         }
-        p += len;
     }
     return OPTIONS_OK;
 }

@@ -90,6 +90,11 @@ const char *net_loop_backend(struct net_loop *loop)
     return event_base_get_method(loop->base);
 }
 
+void *net_loop_event_base(struct net_loop *loop)
+{
+    return loop->base;
+}
+
 static void io_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct net_io *io = arg;

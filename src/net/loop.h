@@ -39,6 +39,10 @@ void net_loop_stop(struct net_loop *loop);
 int64_t net_loop_now_us(struct net_loop *loop);
 /* Name of the kernel backend (epoll). */
 const char *net_loop_backend(struct net_loop *loop);
+/* The libevent event_base (as an opaque pointer) for the one module that uses a libevent
+ * facility the loop does not wrap: the HTTP server (src/http), which runs evhttp on this same
+ * loop so it needs no thread. Borrowed: valid until net_loop_free. */
+void *net_loop_event_base(struct net_loop *loop);
 
 /* Registers fd (which stays owned by the caller). Returns NULL on failure. */
 struct net_io *net_io_new(struct net_loop *loop, int fd, enum net_io_mode mode, net_io_fn fn,

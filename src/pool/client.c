@@ -38,6 +38,7 @@ enum scan_result {
     SCAN_MALFORMED,  /* a message whose contents the pooler must read is malformed */
     SCAN_BLOCKED,    /* the server's owed queue is full: wait for its answers */
     SCAN_RESERVED,   /* the client named a statement of the pooler's own */
+    SCAN_SERVER_FAILED, /* sending to the server failed */
     SCAN_RESULT_COUNT,
 };
 
@@ -50,6 +51,7 @@ static const struct {
     [SCAN_BAD_TYPE] = {"08P01", "invalid frontend message type"},
     [SCAN_TOO_BIG] = {"08P01", "prepared statement message larger than pkt_buf"},
     [SCAN_MALFORMED] = {"08P01", "malformed Parse, Bind, Describe or Close message"},
+    [SCAN_SERVER_FAILED] = {"08006", "server connection failed"},
     [SCAN_RESERVED] = {"42501", "statement names beginning with pgw_ and the pooler's secret "
                                 "are reserved for the pooler"},
 };
@@ -610,11 +612,17 @@ enum rewrite_result {
     RW_TOO_BIG,
     RW_BAD,      /* malformed: the client is ended with a protocol error */
     RW_RESERVED, /* names one of the pooler's statements: the client is ended */
+    RW_SEND_FAILED, /* the replacement had to go straight to the server and could not */
 };
 
-/* Replaces old_len bytes at offset m of the client's buffer by new_len bytes. */
-static enum rewrite_result replace_bytes(struct client *c, uint32_t *m, uint32_t old_len,
-                                         const uint8_t *repl, uint32_t new_len)
+/* Replaces old_len bytes at offset m of the client's buffer by new_len bytes; *placed is how
+ * many bytes of the replacement are in the buffer from m on (to be forwarded like the rest).
+ * A buffer full of pipelined messages may leave no room for a longer replacement of its first
+ * message: everything before it is sent already, so the replacement goes straight to the
+ * server, the old bytes are dropped, and *placed is 0. */
+static enum rewrite_result replace_bytes(struct client *c, struct server *s, uint32_t *m,
+                                         uint32_t old_len, const uint8_t *repl, uint32_t new_len,
+                                         uint32_t *placed)
 {
     struct pconn *cn = &c->conn;
     struct iobuf *b = cn->buf;
@@ -628,12 +636,22 @@ static enum rewrite_result replace_bytes(struct client *c, uint32_t *m, uint32_t
             cn->scan -= shift;
             *m -= shift;
         }
-        if (b->end + (new_len - old_len) > cap)
-            return *m > b->pos ? RW_NEED_FLUSH : RW_TOO_BIG;
+        if (b->end + (new_len - old_len) > cap) {
+            if (*m > b->pos)
+                return RW_NEED_FLUSH;
+            if (!server_send_raw(s, repl, new_len))
+                return RW_SEND_FAILED;
+            c->pool->stats.bytes_received += new_len;
+            b->pos += old_len;
+            *m = b->pos;
+            *placed = 0;
+            return RW_DONE;
+        }
     }
     memmove(b->data + *m + new_len, b->data + *m + old_len, b->end - (*m + old_len));
     memcpy(b->data + *m, repl, new_len);
     b->end = b->end + new_len - old_len;
+    *placed = new_len;
     return RW_DONE;
 }
 
@@ -780,15 +798,17 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         wire_put_u32(&w, (uint32_t)(len + 4 - name_len + st->name_len));
         wire_put_bytes(&w, portal, portal_len + 1);
         wire_put_bytes(&w, st->name, (size_t)st->name_len + 1);
-        enum rewrite_result r =
-            w.overflow ? RW_TOO_BIG : replace_bytes(c, &m, prefix_old, repl, (uint32_t)w.len);
+        uint32_t placed = 0;
+        enum rewrite_result r = w.overflow ? RW_TOO_BIG
+                                           : replace_bytes(c, s, &m, prefix_old, repl,
+                                                           (uint32_t)w.len, &placed);
         if (repl != small)
             free(repl);
         if (r != RW_DONE)
             return r;
         note_plan(s, st, &plan, OWED_SWALLOW);
         server_note_frontend(s, WIRE_FE_BIND, 0, 0);
-        cn->scan = m + (uint32_t)w.len;
+        cn->scan = m + placed;
         cn->body_left = (uint32_t)(total - prefix_old);
         return RW_DONE;
     }
@@ -828,15 +848,17 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
          * client gets exactly one ParseComplete for its Parse, in order. */
         struct stmt_plan plan = plan_statement(c, s, st, true);
         put_plan(c, &w, st, &plan);
-        enum rewrite_result r =
-            w.overflow ? RW_TOO_BIG : replace_bytes(c, &m, (uint32_t)total, repl, (uint32_t)w.len);
+        uint32_t placed = 0;
+        enum rewrite_result r = w.overflow ? RW_TOO_BIG
+                                           : replace_bytes(c, s, &m, (uint32_t)total, repl,
+                                                           (uint32_t)w.len, &placed);
         free(repl);
         if (r != RW_DONE) {
             stmt_unref(&p->stmts, st);
             free(cname);
             return r;
         }
-        cn->scan = m + (uint32_t)w.len;
+        cn->scan = m + placed;
         cn->body_left = 0;
         note_plan(s, st, &plan, 0);
         /* After note_plan: this may drop the last reference to the client's old statement,
@@ -877,15 +899,16 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     }
     char *cname = type == WIRE_FE_CLOSE ? strdup(name) : NULL;
     enum rewrite_result r = RW_TOO_BIG;
+    uint32_t placed = 0;
     if (!w.overflow && (type != WIRE_FE_CLOSE || cname))
-        r = replace_bytes(c, &m, (uint32_t)total, repl, (uint32_t)w.len);
+        r = replace_bytes(c, s, &m, (uint32_t)total, repl, (uint32_t)w.len, &placed);
     if (repl != small)
         free(repl);
     if (r != RW_DONE) {
         free(cname);
         return r;
     }
-    cn->scan = m + (uint32_t)w.len;
+    cn->scan = m + placed;
     cn->body_left = 0;
     if (type == WIRE_FE_CLOSE) {
         client_stmt_remove(&p->stmts, &c->stmts, cname);
@@ -949,6 +972,8 @@ static enum scan_result client_scan(struct client *c, struct server *s)
                 return SCAN_MALFORMED;
             case RW_RESERVED:
                 return SCAN_RESERVED;
+            case RW_SEND_FAILED:
+                return SCAN_SERVER_FAILED;
             }
             b = cn->buf; /* unchanged, but keep the reader honest */
         }
@@ -1047,6 +1072,137 @@ static void console_pump(struct client *c)
         pconn_release_if_empty(p, &c->conn);
 }
 
+/* ---- the manager's reclaim steps ---- */
+
+bool client_is_quiet(const struct client *c)
+{
+    if (c->state != CL_ACTIVE || c->reclaimed || c->conn.body_left ||
+        (c->conn.buf && c->conn.buf->pos < c->conn.buf->end))
+        return false;
+    const struct server *s = c->server;
+    return !s || (s->state == SV_ACTIVE && !server_owes_answers(s) && !s->conn.body_left &&
+                  !(s->conn.buf && s->conn.buf->pos < s->conn.buf->end));
+}
+
+bool client_send_notice(struct client *c, const char *message)
+{
+    if (!client_is_quiet(c))
+        return false;
+    uint8_t out[600];
+    struct wire_buf b;
+    wire_buf_init(&b, out, sizeof(out));
+    wire_build_notice(&b, "WARNING", "01000", message);
+    if (b.overflow)
+        return false;
+    if (!client_send_raw(c, out, b.len)) {
+        client_close(c, "a notice could not be delivered");
+        return false;
+    }
+    return true;
+}
+
+bool client_reclaim_server(struct client *c, const char *why)
+{
+    struct server *s = c->server;
+    if (!s || !client_is_quiet(c) || s->xact == WIRE_XACT_IDLE)
+        return false;
+    struct pooler *p = c->pooler;
+    struct pool *pool = s->pool;
+    c->server = NULL;
+    s->client = NULL;
+    c->reclaimed = true;
+    c->request_us = 0;
+    s->last_used_us = pooler_now(p);
+    log_info("pool", "client %llu: transaction rolled back and server %llu returned to the pool: %s",
+             (unsigned long long)c->id, (unsigned long long)s->id, why);
+    /* The server answers the pooler's own queries before anyone else gets it. */
+    bool reset = pool->mode == POOL_MODE_SESSION || p->cfg->server_reset_query_always;
+    if (reset && p->cfg->server_reset_query[0])
+        server_stmts_free(&s->stmts); /* DISCARD ALL drops prepared statements too */
+    server_change_state(s, SV_TESTED);
+    if (!server_send_internal_query(s, "ROLLBACK") ||
+        (reset && p->cfg->server_reset_query[0] &&
+         !server_send_internal_query(s, p->cfg->server_reset_query))) {
+        server_close(s, "rollback could not be sent");
+        pool_activate(pool);
+    }
+    return true;
+}
+
+bool client_cancel_query(struct client *c)
+{
+    struct server *s = c->server;
+    if (!s || !server_owes_answers(s))
+        return false;
+    cancel_req_start(c->pooler, s);
+    return true;
+}
+
+/* A reclaimed client's next request: its messages are dropped up to the first Query,
+ * FunctionCall or Sync, which is answered with an error and ReadyForQuery (outside a
+ * transaction, as the server now is). False when the client was closed. */
+static bool answer_reclaimed(struct client *c)
+{
+    struct iobuf *b = c->conn.buf;
+    uint32_t max = (uint32_t)c->pooler->cfg->max_packet_size;
+    while (b && b->pos < b->end && c->reclaimed) {
+        uint32_t have = b->end - b->pos;
+        if (c->discard_left) {
+            uint32_t n = have < c->discard_left ? have : c->discard_left;
+            b->pos += n;
+            c->discard_left -= n;
+            continue;
+        }
+        uint8_t type;
+        uint32_t len;
+        enum wire_header_result h = wire_parse_header(b->data + b->pos, have, max, &type, &len);
+        if (h == WIRE_HEADER_BAD_LENGTH) {
+            client_fail(c, "08P01", "invalid message length");
+            return false;
+        }
+        if (h == WIRE_HEADER_INCOMPLETE)
+            break;
+        if (type == WIRE_FE_TERMINATE) {
+            client_close(c, "client sent Terminate");
+            return false;
+        }
+        enum owed_msg m = owed_msg_of(type);
+        if (m == OWED_NOT_ALLOWED) {
+            client_fail(c, "08P01", "invalid frontend message type");
+            return false;
+        }
+        uint64_t total = (uint64_t)WIRE_HEADER_LEN + len;
+        if (total <= have) {
+            b->pos += (uint32_t)total;
+        } else {
+            c->discard_left = (uint32_t)(total - have);
+            b->pos = b->end;
+        }
+        if (m != OWED_QUERY && m != OWED_FUNCTION && m != OWED_SYNC)
+            continue;
+        if (c->discard_left)
+            break; /* answered once the whole message is in */
+        uint8_t out[700];
+        struct wire_buf w;
+        wire_buf_init(&w, out, sizeof(out));
+        wire_build_error(&w, "ERROR", "25P03",
+                         "pgwarden rolled back this transaction and returned its server to the "
+                         "pool: it was held idle too long (leak_reclaim)");
+        wire_build_ready(&w, WIRE_XACT_IDLE);
+        c->reclaimed = false;
+        if (w.overflow || !client_send_raw(c, out, w.len)) {
+            client_close(c, "could not deliver the reclaim error");
+            return false;
+        }
+    }
+    if (b) {
+        c->conn.scan = b->pos; /* nothing is forwarded without a server */
+        if (b->pos == b->end)
+            b->pos = b->end = c->conn.scan = 0;
+    }
+    return true;
+}
+
 void client_pump(struct client *c)
 {
     struct pooler *p = c->pooler;
@@ -1091,8 +1247,13 @@ void client_pump(struct client *c)
                 c->active_us = pooler_now(p);
         }
         struct iobuf *b = c->conn.buf;
-        if (!b || b->pos == b->end)
+        if (b && c->reclaimed && !answer_reclaimed(c))
+            return;
+        if (!b || b->pos == b->end) {
+            if (b && c->reclaimed && r == FILL_OK)
+                continue;
             break;
+        }
         if (!c->server) {
             uint8_t type;
             uint32_t len;

@@ -195,9 +195,13 @@ void pool_apply_config(struct pool *pool)
     if (u && u->pool_mode >= 0)
         mode = u->pool_mode;
     pool->mode = (enum pool_mode)mode;
-    pool->pool_size = db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size;
+    int size = db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size;
     if (u && u->pool_size >= 0)
-        pool->pool_size = u->pool_size;
+        size = u->pool_size;
+    if (size != pool->configured_size) {
+        pool->pool_size = size;
+        pool->configured_size = size;
+    }
     pool->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
     pool->reserve_pool = db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size;
     pool->max_db_connections =
@@ -516,6 +520,7 @@ static void link_client(struct client *c, struct server *s)
     if (c->state == CL_WAITING) {
         c->pool->stats.wait_time_us += now - c->state_us;
         c->pool->stats.wait_count++;
+        histogram_observe(&c->pool->stats.wait_hist, now - c->state_us);
         client_change_state(c, CL_ACTIVE);
     }
     c->server = s;
@@ -663,6 +668,38 @@ void pool_fail_waiters(struct pool *pool)
                     pool->last_error);
 }
 
+bool pool_probe_server(struct server *s)
+{
+    struct pooler *p = s->pool->pooler;
+    server_change_state(s, SV_TESTED);
+    s->probe_start_us = pooler_now(p);
+    if (server_send_internal_query(s, p->cfg->server_check_query))
+        return true;
+    pool_note_probe(s, false, "probe could not be sent");
+    server_close(s, "health probe could not be sent");
+    return false;
+}
+
+void pool_note_probe(struct server *s, bool ok, const char *error)
+{
+    if (!s->probe_start_us)
+        return;
+    struct pool_probes *pr = &s->pool->probes;
+    int64_t now = pooler_now(s->pool->pooler);
+    pr->latency_ms[pr->next] = (float)(now - s->probe_start_us) / 1000.0f;
+    pr->ok[pr->next] = ok;
+    pr->next = (pr->next + 1) % POOL_PROBE_KEEP;
+    if (pr->n < POOL_PROBE_KEEP)
+        pr->n++;
+    pr->total++;
+    pr->last_us = now;
+    if (!ok) {
+        pr->failed++;
+        snprintf(pr->last_error, sizeof(pr->last_error), "%s", error ? error : "failed");
+    }
+    s->probe_start_us = 0;
+}
+
 void pool_server_ready(struct server *s)
 {
     struct pool *pool = s->pool;
@@ -693,6 +730,7 @@ void pool_release_server(struct server *s)
             c->xacts++;
             pool->stats.xact_count++;
             pool->stats.xact_time_us += now - c->request_us;
+            histogram_observe(&pool->stats.xact_hist, now - c->request_us);
             c->request_us = 0;
         }
         c->server = NULL;

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "config/pooler_config.h"
+#include "manager/histogram.h"
 #include "net/loop.h"
 #include "net/sendq.h"
 #include "net/sock.h"
@@ -104,6 +105,9 @@ struct client {
     bool in_cancel_table;
     bool owed_wait; /* stopped forwarding: its server's owed queue is full (backpressure);
                        the server's answers resume it */
+    bool reclaimed; /* the manager rolled its transaction back and took its server: its next
+                       request is answered with an error (client_reclaim_server) */
+    uint32_t discard_left; /* reclaimed: bytes of a dropped message still to come */
 };
 
 struct server {
@@ -125,6 +129,7 @@ struct server {
     int64_t expire_us; /* server_lifetime with jitter; 0 = never */
     int64_t last_used_us;
     uint32_t internal_pending; /* pooler-issued queries whose ReadyForQuery is due */
+    int64_t probe_start_us;    /* a health probe is in flight since then (0 = none) */
     uint16_t cancels_in_flight;
     uint8_t state;           /* enum server_state: written only by server_change_state */
     uint8_t xact;            /* last ReadyForQuery status */
@@ -150,6 +155,24 @@ struct pool_stats {
     int64_t clients_closed;
     int64_t connect_time_us;
     int64_t login_failures;
+    /* Distributions of the times above, in microseconds (fixed buckets, no allocation). */
+    struct histogram wait_hist;
+    struct histogram xact_hist;
+    struct histogram query_hist;
+};
+
+/* Outcomes of the background health probes on a pool's idle servers (the newest
+ * POOL_PROBE_KEEP; totals since start). */
+#define POOL_PROBE_KEEP 16
+struct pool_probes {
+    float latency_ms[POOL_PROBE_KEEP];
+    bool ok[POOL_PROBE_KEEP];
+    uint32_t n;    /* kept, at most POOL_PROBE_KEEP */
+    uint32_t next; /* slot of the next outcome */
+    int64_t total;
+    int64_t failed;
+    int64_t last_us;
+    char last_error[128]; /* of the newest failure, "" when none */
 };
 
 struct pool {
@@ -168,7 +191,9 @@ struct pool {
     char *connect_query; /* owned, may be NULL */
     enum pool_mode mode;
     bool is_admin; /* the admin console's pseudo-pool: no servers */
-    int pool_size;
+    int pool_size;       /* servers the pool may open now (auto-scaling moves it) */
+    int configured_size; /* pool_size as the config gives it; a reload that keeps it keeps
+                            a size the manager learned */
     int min_pool_size;
     int reserve_pool;
     int max_db_connections;
@@ -202,6 +227,7 @@ struct pool {
     char *last_error;       /* owned: message of the last failed server login */
     char last_sqlstate[6];
     struct pool_stats stats;
+    struct pool_probes probes;
     /* Totals at the start of the current stats_period, and the per-second averages of the
      * last complete period (SHOW STATS avg_* columns). */
     struct pool_stats stats_mark;
@@ -216,6 +242,8 @@ enum pooler_run_state {
 };
 
 struct cancel_req; /* private to cancel handling in server.c */
+
+struct live_manager;
 
 struct pooler {
     struct net_loop *loop;     /* owned */
@@ -238,6 +266,7 @@ struct pooler {
     int n_cancel_reqs;
     uint64_t next_id;
     struct net_timer *janitor; /* owned: periodic housekeeping */
+    struct live_manager *manager; /* owned: the engine run on these pools (live/live_manager.h) */
     struct net_timer *reaper;  /* owned: frees closed objects after the loop turn */
     /* Sends held back to the end of the loop turn, after every ready socket was read (see
      * pooler_defer_send): clients' scanned requests, and servers' finished results whose
@@ -305,6 +334,11 @@ void pool_release_server(struct server *s);
 void pool_fail_waiters(struct pool *pool);
 /* The server finished login or a reset/check query. */
 void pool_server_ready(struct server *s);
+/* Sends a health probe (server_check_query, default the empty query) to an idle server; it
+ * is back in the pool when answered. False when it could not be sent (the server is closed). */
+bool pool_probe_server(struct server *s);
+/* Records the outcome of s's probe in flight, if any (latency up to now). */
+void pool_note_probe(struct server *s, bool ok, const char *error);
 int pool_db_server_count(struct pooler *p, const char *db_name);
 int pool_user_server_count(struct pooler *p, const char *user);
 
@@ -343,6 +377,18 @@ void client_io_cb(int fd, unsigned what, void *arg);
 void client_want_writable(struct client *c);
 /* Runs the client's data path (after it got a server, or its server drained). */
 void client_pump(struct client *c);
+/* Nothing is in flight between the client and its server either way (or it has none), so
+ * the pooler may speak to the client or take the server away without cutting a message. */
+bool client_is_quiet(const struct client *c);
+/* Sends the client a NoticeResponse (WARNING) when it is quiet; false when not sent. */
+bool client_send_notice(struct client *c, const char *message);
+/* Rolls back the open transaction of a quiet client and returns its server to the pool (after
+ * the reset query where one applies). The client stays connected; its next request is answered
+ * with an error saying why, and the one after that runs normally. False when the client is not
+ * quiet or holds no transaction. */
+bool client_reclaim_server(struct client *c, const char *why);
+/* Cancels the query the client's server is running (as a client cancel request would). */
+bool client_cancel_query(struct client *c);
 /* Pool's first server logged in: finish the logins of waiting clients. */
 void client_finish_login(struct client *c);
 void client_login_free(struct client *c);
@@ -352,6 +398,10 @@ void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key, si
 /* ---- server.c ---- */
 void server_io_cb(int fd, unsigned what, void *arg);
 void server_pump(struct server *s);
+/* Sends bytes the pooler wrote itself straight to the server (small, on a socket that takes
+ * them at once); false when it could not, and the server must then be closed. */
+__attribute__((warn_unused_result)) bool server_send_raw(struct server *s, const void *data,
+                                                         size_t len);
 void server_login_free(struct server *s);
 /* Sends a pooler-generated query whose results are swallowed. */
 __attribute__((warn_unused_result)) bool server_send_internal_query(struct server *s,

@@ -12,6 +12,8 @@
 
 #include "admin/console.h"
 #include "common/log.h"
+#include "http/http_server.h"
+#include "live/live_manager.h"
 #include "pool/pool.h"
 
 #define JANITOR_PERIOD_MS 500
@@ -106,6 +108,7 @@ static void resume_accept_cb(void *arg)
 }
 
 static struct net_timer *accept_timer;
+static struct http_server *http_srv; /* owned; NULL when http_listen is empty */
 
 static void accept_cb(int fd, unsigned what, void *arg)
 {
@@ -296,6 +299,7 @@ bool pooler_reload(struct pooler *p, char *err, size_t err_len)
     free(old);
     apply_logging(p->cfg, extra_verbose);
     apply_tcp_opts(p->cfg); /* new server connections; accepted clients inherit the listener's */
+    http_server_reload(http_srv);
     log_info("serve", "configuration reloaded from %s", p->cfg->config_file);
     resume_all(p);
     return true;
@@ -474,6 +478,10 @@ int serve_main(int argc, char **argv)
         fprintf(stderr, "pgwarden serve: %s\n", err);
         goto out;
     }
+    if (http_server_start(&p, &http_srv, err, sizeof(err)) == HTTP_START_FAILED) {
+        fprintf(stderr, "pgwarden serve: %s\n", err);
+        goto out;
+    }
     p.janitor = net_timer_new(p.loop, janitor_run, &p);
     if (!p.janitor || !net_signal_add(p.loop, SIGINT, on_sigint, &p) ||
         !net_signal_add(p.loop, SIGTERM, on_sigterm, &p) ||
@@ -485,6 +493,11 @@ int serve_main(int argc, char **argv)
         goto out;
     }
     net_timer_start(p.janitor, JANITOR_PERIOD_MS, true);
+    p.manager = live_manager_new(&p);
+    if (!p.manager) {
+        fprintf(stderr, "pgwarden serve: cannot start the pool manager\n");
+        goto out;
+    }
     if (p.cfg->pidfile && p.cfg->pidfile[0]) {
         FILE *f = fopen(p.cfg->pidfile, "w");
         if (f) {
@@ -504,10 +517,13 @@ int serve_main(int argc, char **argv)
     rc = 0;
     log_info("serve", "shut down");
 out:
+    http_server_stop(http_srv);
+    http_srv = NULL;
     close_everything(&p);
     close_listeners(&p);
     if (p.cfg->pidfile && p.cfg->pidfile[0])
         unlink(p.cfg->pidfile);
+    live_manager_free(p.manager);
     net_timer_free(p.janitor);
     net_timer_free(p.reaper);
     net_timer_free(p.flusher);

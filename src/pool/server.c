@@ -128,6 +128,11 @@ static bool send_all(int fd, const uint8_t *data, size_t len)
     return true;
 }
 
+bool server_send_raw(struct server *s, const void *data, size_t len)
+{
+    return send_all(s->conn.fd, data, len);
+}
+
 bool server_send_internal_query(struct server *s, const char *sql)
 {
     size_t need = strlen(sql) + 16;
@@ -290,6 +295,7 @@ void server_close(struct server *s, const char *reason)
     struct pooler *p = pool->pooler;
     log_debug("pool", "server %llu %s/%s: closing: %s", (unsigned long long)s->id, pool->db_name,
               pool->user_name, reason);
+    pool_note_probe(s, false, reason); /* a probe in flight failed with its server */
     if (s->client) {
         struct client *c = s->client;
         s->client = NULL;
@@ -712,8 +718,11 @@ static enum server_scan_result server_scan(struct server *s)
             if (c == NULL)
                 return SSCAN_BAD; /* a ReadyForQuery nobody asked for */
             s->pool->stats.query_count++;
-            if (c->request_us)
+            if (c->request_us) {
                 s->pool->stats.query_time_us += pooler_now(c->pooler) - c->request_us;
+                histogram_observe(&s->pool->stats.query_hist,
+                                  pooler_now(c->pooler) - c->request_us);
+            }
             if (v != OWED_IDLE)
                 break;
             if (release_due(s))
@@ -865,10 +874,12 @@ void server_pump(struct server *s)
             pool_activate(pool);
             return;
         case SSCAN_INTERNAL_ERROR:
+            pool_note_probe(s, false, "probe query failed on the server");
             server_close(s, "pooler query failed on server");
             pool_activate(pool);
             return;
         case SSCAN_INTERNAL_DONE:
+            pool_note_probe(s, true, NULL);
             pool_server_ready(s);
             continue;
         case SSCAN_NO_XACT_BLOCKS:

@@ -203,10 +203,11 @@ void wire_build_auth_sasl_final(struct wire_buf *b, const void *data, size_t len
     auth_msg(b, WIRE_AUTH_SASL_FINAL, data, len);
 }
 
-void wire_build_error(struct wire_buf *b, const char *severity, const char *sqlstate,
-                      const char *message)
+/* ErrorResponse and NoticeResponse share their field layout. */
+static void build_report(struct wire_buf *b, uint8_t type, const char *severity,
+                         const char *sqlstate, const char *message)
 {
-    size_t m = wire_msg_begin(b, WIRE_BE_ERROR);
+    size_t m = wire_msg_begin(b, type);
     wire_put_u8(b, 'S');
     wire_put_cstr(b, severity);
     wire_put_u8(b, 'V');
@@ -217,6 +218,18 @@ void wire_build_error(struct wire_buf *b, const char *severity, const char *sqls
     wire_put_cstr(b, message);
     wire_put_u8(b, 0);
     wire_msg_end(b, m);
+}
+
+void wire_build_error(struct wire_buf *b, const char *severity, const char *sqlstate,
+                      const char *message)
+{
+    build_report(b, WIRE_BE_ERROR, severity, sqlstate, message);
+}
+
+void wire_build_notice(struct wire_buf *b, const char *severity, const char *sqlstate,
+                       const char *message)
+{
+    build_report(b, WIRE_BE_NOTICE, severity, sqlstate, message);
 }
 
 void wire_build_parameter_status(struct wire_buf *b, const char *name, const char *value)

@@ -167,6 +167,9 @@ void wire_build_auth_sasl_final(struct wire_buf *b, const void *data, size_t len
 /* severity e.g. "FATAL"/"ERROR"; sets both S and V. */
 void wire_build_error(struct wire_buf *b, const char *severity, const char *sqlstate,
                       const char *message);
+/* NoticeResponse; severity e.g. "WARNING". */
+void wire_build_notice(struct wire_buf *b, const char *severity, const char *sqlstate,
+                       const char *message);
 void wire_build_parameter_status(struct wire_buf *b, const char *name, const char *value);
 void wire_build_backend_key(struct wire_buf *b, uint32_t pid, uint32_t key);
 void wire_build_ready(struct wire_buf *b, uint8_t status);

@@ -16,7 +16,7 @@ from pgfixture import PASSWORDS, free_port
 class Pooler:
     def __init__(self, binary, pg, pool_mode="transaction", auth_type="trust",
                  databases=None, settings=None, users=None, server_via="socket",
-                 userlist=None):
+                 userlist=None, manager=None):
         self.binary = binary
         self.pg = pg
         self.dir = tempfile.mkdtemp(prefix="pgwarden-serve-")
@@ -45,6 +45,7 @@ class Pooler:
         }
         self.settings.update(settings or {})
         self.users = users or {}
+        self.manager = manager or {}  # [manager] keys: the live manager's settings
         if userlist is None:
             userlist = {u: p for u, p in PASSWORDS.items()}
         self.userlist = userlist
@@ -65,6 +66,10 @@ class Pooler:
             f.write("[pgbouncer]\n")
             for k, v in self.settings.items():
                 f.write(f"{k} = {v}\n")
+            if self.manager:
+                f.write("[manager]\n")
+                for k, v in self.manager.items():
+                    f.write(f"{k} = {v}\n")
 
     def start(self, extra_args=()):
         self.proc = subprocess.Popen([self.binary, "serve", "-c", self.ini, *extra_args],
@@ -232,3 +237,74 @@ def rss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def console_rows(pooler, sql, user="postgres"):
+    """Runs one admin console command and returns its rows as dicts of text values."""
+    import psycopg
+    with psycopg.connect(pooler.dsn(user, "pgbouncer", password=""), autocommit=True) as c:
+        res = c.pgconn.exec_(sql.encode())
+        assert res.status == psycopg.pq.ExecStatus.TUPLES_OK, res.error_message
+        names = [res.fname(i).decode() for i in range(res.nfields)]
+        return [{names[i]: (res.get_value(r, i) or b"").decode() for i in range(res.nfields)}
+                for r in range(res.ntuples)]
+
+
+def wait_for(fn, timeout=15, what="condition"):
+    """Polls fn every 0.2 s until it returns something true (returned), or fails."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class FakeServer:
+    """A listening socket on loopback that plays a PostgreSQL server: each accepted connection
+    is handed to serve(conn) in a thread of its own; subclasses speak the protocol."""
+
+    def __init__(self):
+        from pgfixture import free_port
+        self.port = free_port()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.stopping = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                try:
+                    self.serve(conn)
+                except OSError:
+                    pass
+
+    def serve(self, conn):
+        raise NotImplementedError
+
+    @staticmethod
+    def read_exact(conn, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise OSError("closed")
+            buf += chunk
+        return buf
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+        self.thread.join(timeout=10)

@@ -1,49 +1,24 @@
 """A hostile or broken PostgreSQL server behind `pgwarden serve`: a login that floods
 ParameterStatus messages fails with a clear error instead of growing the pooler's memory, and
 the pooler keeps serving the pools of healthy servers."""
-import socket
 import struct
-import threading
 
 import psycopg
 
-from pgfixture import free_port
-from serve_helpers import Pooler, rss_kb
+from serve_helpers import FakeServer, Pooler, rss_kb
 
 
 def be_msg(t, body):
     return t + struct.pack("!I", len(body) + 4) + body
 
 
-class FloodingServer:
+class FloodingServer(FakeServer):
     """Accepts a login with AuthenticationOk, then sends ParameterStatus messages (each under
     a new name, 1 kB of value) until the pooler hangs up."""
 
     def __init__(self):
-        self.port = free_port()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.stopping = False
         self.sent = 0
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with conn:
-                try:
-                    self.serve(conn)
-                except OSError:
-                    pass
+        super().__init__()
 
     def serve(self, conn):
         conn.settimeout(5)
@@ -55,11 +30,6 @@ class FloodingServer:
                              for i in range(64))
             conn.sendall(batch)
             self.sent += 64
-
-    def stop(self):
-        self.stopping = True
-        self.sock.close()
-        self.thread.join(timeout=10)
 
 
 def test_parameter_status_flood_fails_login_with_bounded_memory(pgwarden_bin, pg):

@@ -2,15 +2,12 @@
 repeated login runs no PBKDF2) and its server-first looks like an unknown user's; a hostile
 server asking for too many iterations gets a clear refusal instead of stalling the pooler."""
 import base64
-import socket
 import struct
-import threading
 
 import psycopg
 import pytest
 
-from pgfixture import free_port
-from serve_helpers import Pooler, raw_connect, read_messages, startup_packet
+from serve_helpers import FakeServer, Pooler, raw_connect, read_messages, startup_packet
 
 AUTH_SASL = 10
 AUTH_SASL_CONTINUE = 11
@@ -67,46 +64,14 @@ def test_plaintext_salt_stable_and_like_unknown_user(pgwarden_bin, pg):
         p.stop()
 
 
-class HostileServer:
+class HostileServer(FakeServer):
     """Speaks just enough of the PostgreSQL protocol to ask for SCRAM with a given iteration
     count and a new salt on every login."""
 
     def __init__(self, iterations):
         self.iterations = iterations
-        self.port = free_port()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.stopping = False
         self.logins = 0
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with conn:
-                try:
-                    self.serve(conn)
-                except OSError:
-                    pass
-
-    @staticmethod
-    def read_exact(conn, n):
-        buf = b""
-        while len(buf) < n:
-            chunk = conn.recv(n - len(buf))
-            if not chunk:
-                raise OSError("closed")
-            buf += chunk
-        return buf
+        super().__init__()
 
     def serve(self, conn):
         conn.settimeout(5)
@@ -132,11 +97,6 @@ class HostileServer:
         # Wait for the pooler to give up (it closes) or answer (it should not).
         conn.settimeout(5)
         conn.recv(4096)
-
-    def stop(self):
-        self.stopping = True
-        self.sock.close()
-        self.thread.join(timeout=5)
 
 
 @pytest.mark.parametrize("iterations", [100001, 1000000])

@@ -153,3 +153,34 @@ def test_replacement_hidden_in_do_block_is_not_run_for_victim(pooler):
                 f"EXECUTE 'PREPARE \"{name}\" AS SELECT ''stolen''::text AS v'; END$$")
         for _ in range(3):
             assert victim.execute("SELECT 'mine'::text AS v").fetchone()[0] == "mine"
+
+
+def test_pipelined_prepared_statements_in_a_full_buffer(pgwarden_bin, pg):
+    """A pipeline fills the client's buffer; when the first message of the buffer is a Bind
+    whose rewrite is longer (the pooler's statement name, an injected Parse), it must still
+    go out: once failed with 'prepared statement message larger than pkt_buf'."""
+    import threading
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1", "pkt_buf": "2048"}).start()
+    failures = []
+
+    def run():
+        for _ in range(3):
+            try:
+                with psycopg.connect(p.dsn(), autocommit=True) as c:
+                    with c.pipeline():
+                        curs = [c.execute("SELECT %s::int", (i,)) for i in range(1000)]
+                    total = sum(cur.fetchone()[0] for cur in curs)
+                    assert total == sum(range(1000)), total
+            except Exception as e:  # noqa: BLE001 - collected for the assertion below
+                failures.append(repr(e))
+
+    try:
+        threads = [threading.Thread(target=run) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not failures, (failures[:3], p.log()[-2000:])
+    finally:
+        p.stop()

@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 #include "pool/pool.h"
-#include "pool/pool_snapshot.h"
+#include "live/pool_source.h"
 
 static void init_pooler(struct pooler *p, struct pooler_config *cfg)
 {
@@ -81,7 +81,7 @@ static void test_snapshot_states(void **state)
 
     struct snapshot snap;
     snapshot_init(&snap, SNAPSHOT_MODE_SERVE, snapshot_now_ms());
-    assert_true(pool_snapshot_fill(&p, NULL, &snap));
+    assert_true(pool_source_fill(&p, NULL, &snap));
     assert_int_equal(snap.n_conns, 3);
     for (size_t i = 0; i < snap.n_conns; i++) {
         const struct conn_record *r = &snap.conns[i];
@@ -107,7 +107,7 @@ static void test_snapshot_states(void **state)
 
     /* A filter on another database yields nothing. */
     snapshot_init(&snap, SNAPSHOT_MODE_SERVE, snapshot_now_ms());
-    assert_true(pool_snapshot_fill(&p, "other", &snap));
+    assert_true(pool_source_fill(&p, "other", &snap));
     assert_int_equal(snap.n_conns, 0);
     snapshot_free(&snap);
 

@@ -1,8 +1,8 @@
 /* The serve-mode source of the manager: turns the live pools into a struct snapshot (one
  * record per client, pool counters and limits). Reads only what the pool keeps anyway, so
  * sampling costs nothing on the hot path. */
-#ifndef PGWARDEN_POOL_POOL_SNAPSHOT_H
-#define PGWARDEN_POOL_POOL_SNAPSHOT_H
+#ifndef PGWARDEN_LIVE_POOL_SOURCE_H
+#define PGWARDEN_LIVE_POOL_SOURCE_H
 
 #include <stdbool.h>
 
@@ -10,12 +10,16 @@
 #include "pool/pool.h"
 
 /* The manager's state for a logged-in client. */
-enum conn_state pool_client_conn_state(const struct client *c);
+enum conn_state pool_source_conn_state(const struct client *c);
 
 /* Appends a record per logged-in client of every pool (only database db when db is not NULL)
  * to snap, which the caller initialised with snapshot_init(SNAPSHOT_MODE_SERVE, ...), and
  * fills counters and capacity. False when memory ran out (snap keeps what was added). */
-__attribute__((warn_unused_result)) bool pool_snapshot_fill(const struct pooler *p, const char *db,
+__attribute__((warn_unused_result)) bool pool_source_fill(const struct pooler *p, const char *db,
                                                             struct snapshot *snap);
+
+/* The same for one pool only (its clients, counters and limits). */
+__attribute__((warn_unused_result)) bool pool_source_fill_pool(const struct pool *pool,
+                                                               struct snapshot *snap);
 
 #endif

@@ -1,11 +1,11 @@
-/* Live pools → snapshot records and totals. */
-#include "pool/pool_snapshot.h"
+/* Live pools → snapshot records and totals (the serve-mode counterpart of inspect/collector.c). */
+#include "live/pool_source.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
-enum conn_state pool_client_conn_state(const struct client *c)
+enum conn_state pool_source_conn_state(const struct client *c)
 {
     if (c->state == CL_WAITING || c->state == CL_WAITING_LOGIN)
         return CONN_STATE_WAITING;
@@ -47,7 +47,7 @@ static bool add_client(const struct pool *pool, const struct client *c, struct s
         memcpy(r->client_addr, ip, n);
         r->client_addr[n] = '\0';
     }
-    r->state = pool_client_conn_state(c);
+    r->state = pool_source_conn_state(c);
     r->connected_ms = c->connect_us / 1000;
     int64_t changed = c->state_us > c->active_us ? c->state_us : c->active_us;
     r->state_change_ms = changed / 1000;
@@ -59,33 +59,41 @@ static bool add_client(const struct pool *pool, const struct client *c, struct s
     return true;
 }
 
-bool pool_snapshot_fill(const struct pooler *p, const char *db, struct snapshot *snap)
+bool pool_source_fill_pool(const struct pool *pool, struct snapshot *snap)
 {
     struct snapshot_counters *k = &snap->counters;
     struct snapshot_capacity *cap = &snap->capacity;
     k->has_pool_totals = true;
+    const struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
+                                   &pool->waiting_login_clients};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        for (const struct plist *m = lists[i]->next; m != lists[i]; m = m->next)
+            if (!add_client(pool, plist_entry(m, struct client, node), snap))
+                return false;
+    k->requests_total += pool->stats.xact_count;
+    k->query_time_total_ms += (double)pool->stats.query_time_us / 1000.0;
+    k->created_total += pool->stats.servers_created;
+    k->closed_total += pool->stats.servers_closed;
+    k->connect_time_total_ms += (double)pool->stats.connect_time_us / 1000.0;
+    k->waiting_clients +=
+        (int)(plist_count(&pool->waiting_clients) + plist_count(&pool->waiting_login_clients));
+    k->wait_time_total_ms += (double)pool->stats.wait_time_us / 1000.0;
+    k->waits_total += pool->stats.wait_count;
+    cap->pool_min += pool->min_pool_size;
+    cap->pool_max += pool->pool_size;
+    cap->pool_current += pool->n_servers;
+    return true;
+}
+
+bool pool_source_fill(const struct pooler *p, const char *db, struct snapshot *snap)
+{
+    snap->counters.has_pool_totals = true;
     for (const struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         const struct pool *pool = plist_entry(n, struct pool, node);
         if (db && strcmp(db, pool->db_name) != 0)
             continue;
-        const struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
-                                       &pool->waiting_login_clients};
-        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
-            for (const struct plist *m = lists[i]->next; m != lists[i]; m = m->next)
-                if (!add_client(pool, plist_entry(m, struct client, node), snap))
-                    return false;
-        k->requests_total += pool->stats.xact_count;
-        k->query_time_total_ms += (double)pool->stats.query_time_us / 1000.0;
-        k->created_total += pool->stats.servers_created;
-        k->closed_total += pool->stats.servers_closed;
-        k->connect_time_total_ms += (double)pool->stats.connect_time_us / 1000.0;
-        k->waiting_clients +=
-            (int)(plist_count(&pool->waiting_clients) + plist_count(&pool->waiting_login_clients));
-        k->wait_time_total_ms += (double)pool->stats.wait_time_us / 1000.0;
-        k->waits_total += pool->stats.wait_count;
-        cap->pool_min += pool->min_pool_size;
-        cap->pool_max += pool->pool_size;
-        cap->pool_current += pool->n_servers;
+        if (!pool_source_fill_pool(pool, snap))
+            return false;
     }
     return true;
 }

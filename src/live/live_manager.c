@@ -1,0 +1,468 @@
+/* The live manager's periodic run: snapshot → detect-leaks → events and reclaim steps. */
+#include "live/live_manager.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "manager/autoscale.h"
+#include "manager/health.h"
+#include "manager/reaper.h"
+#include "live/pool_executor.h"
+#include "live/pool_source.h"
+#include "net/loop.h"
+
+/* What the manager remembers about a client that was a suspect, for as long as the client is
+ * connected: one that leaks again after a reclaim step continues from that step. */
+struct suspect_track {
+    int64_t client_id;
+    struct reclaim_track reclaim;
+    bool suspected; /* a suspect in the latest run */
+    bool seen;      /* a suspect in the current run */
+};
+
+/* What the manager keeps about one pool between runs: auto-scaling and health. */
+struct pool_watch {
+    const struct pool *pool; /* borrowed: pools live as long as the pooler */
+    struct autoscale_state state;
+    struct snapshot_counters prev; /* counters at the previous decision (rates) */
+    int64_t prev_ms;               /* 0 = no previous decision */
+    struct scaling_decision last;
+    int lo, hi; /* bounds of the last decision */
+    char hold[160]; /* what held the last decision back, or that it went ahead */
+    struct health_report health; /* summary of the pool's recent probes */
+    bool have_health;
+};
+
+struct live_manager {
+    struct pooler *pooler; /* borrowed */
+    struct net_timer *timer;
+    struct snapshot prev, cur; /* owned; prev gives growth between runs */
+    bool have_cur;
+    struct leak_report leaks; /* owned; suspects point into cur */
+    bool have_leaks;
+    struct suspect_track *tracks; /* owned */
+    size_t n_tracks, cap_tracks;
+    struct event_ring events;
+    struct pool_watch *watch; /* owned */
+    size_t n_watch, cap_watch;
+    int64_t last_scaling_ms;
+    int64_t last_probe_ms;
+};
+
+static void run_cb(void *arg)
+{
+    live_manager_run(arg);
+}
+
+struct live_manager *live_manager_new(struct pooler *p)
+{
+    struct live_manager *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->pooler = p;
+    snapshot_init(&m->prev, SNAPSHOT_MODE_SERVE, 0);
+    snapshot_init(&m->cur, SNAPSHOT_MODE_SERVE, 0);
+    if (!event_ring_init(&m->events, EVENT_RING_DEFAULT_CAP) ||
+        !(m->timer = net_timer_new(p->loop, run_cb, m))) {
+        live_manager_free(m);
+        return NULL;
+    }
+    net_timer_start(m->timer, LIVE_MANAGER_PERIOD_MS, true);
+    return m;
+}
+
+void live_manager_free(struct live_manager *m)
+{
+    if (!m)
+        return;
+    if (m->timer)
+        net_timer_free(m->timer);
+    if (m->have_leaks)
+        leak_report_free(&m->leaks);
+    snapshot_free(&m->prev);
+    snapshot_free(&m->cur);
+    event_ring_free(&m->events);
+    free(m->tracks);
+    free(m->watch);
+    free(m);
+}
+
+/* Room for one more element in a growable array of n elements; false on out of memory. */
+static bool make_room(void **array, size_t n, size_t *cap, size_t elem_size)
+{
+    if (n < *cap)
+        return true;
+    size_t grown = *cap ? *cap * 2 : 16;
+    void *p = realloc(*array, grown * elem_size);
+    if (!p)
+        return false;
+    *array = p;
+    *cap = grown;
+    return true;
+}
+
+static struct suspect_track *track_for(struct live_manager *m, int64_t client_id)
+{
+    for (size_t i = 0; i < m->n_tracks; i++)
+        if (m->tracks[i].client_id == client_id)
+            return &m->tracks[i];
+    if (!make_room((void **)&m->tracks, m->n_tracks, &m->cap_tracks, sizeof(*m->tracks)))
+        return NULL;
+    struct suspect_track *t = &m->tracks[m->n_tracks++];
+    memset(t, 0, sizeof(*t));
+    t->client_id = client_id;
+    return t;
+}
+
+/* Records an event about a client and writes it to the log. */
+static struct event *record(struct live_manager *m, enum event_kind kind,
+                            const struct conn_record *rec, const char *reason)
+{
+    struct event *e = event_ring_push(&m->events, kind, m->cur.taken_ms);
+    event_set_conn(e, rec);
+    event_set_reason(e, reason);
+    log_warning("manager", "%s: client %lld %s%s%s/%s app '%s' backend pid %d: %s",
+                event_kind_name(kind), (long long)rec->id, rec->client_addr,
+                rec->client_addr[0] ? " " : "", rec->database, rec->user, rec->application,
+                (int)rec->pid, reason);
+    return e;
+}
+
+static const enum event_kind STEP_EVENTS[RECLAIM_LEVEL_COUNT] = {
+    [RECLAIM_NOTICE] = EVENT_RECLAIM_NOTICE,
+    [RECLAIM_CANCEL] = EVENT_RECLAIM_CANCEL,
+    [RECLAIM_ROLLBACK] = EVENT_RECLAIM_ROLLBACK,
+    [RECLAIM_DISCONNECT] = EVENT_RECLAIM_DISCONNECT,
+};
+
+/* New suspects are announced once; allowed reclaim steps are taken, a few per run. */
+static void act_on_suspects(struct live_manager *m)
+{
+    const struct manager_options *opts = &m->pooler->cfg->manager;
+    int64_t gap = reclaim_step_gap_ms(opts->leak_hold_threshold_ms);
+    int steps = 0;
+    for (size_t i = 0; i < m->n_tracks; i++)
+        m->tracks[i].seen = false;
+    for (size_t i = 0; i < m->leaks.total_suspected; i++) {
+        const struct leak_suspect *s = &m->leaks.suspects[i];
+        struct suspect_track *t = track_for(m, s->conn->id);
+        if (!t)
+            return;
+        t->seen = true;
+        const char *why = s->n_reasons ? s->reasons[0] : "leak suspect";
+        if (!t->suspected) {
+            t->suspected = true;
+            char reason[EVENT_REASON_LEN + 32];
+            snprintf(reason, sizeof(reason), "score %d: %s", s->score, why);
+            record(m, EVENT_LEAK_SUSPECTED, s->conn, reason)->after = s->score;
+        }
+        if (steps >= RECLAIM_MAX_PER_RUN)
+            continue;
+        enum reclaim_level step = reclaim_next_step(opts->leak_reclaim, &t->reclaim,
+                                                    s->conn->state, m->cur.taken_ms, gap);
+        if (step == RECLAIM_OFF)
+            continue;
+        steps++;
+        char outcome[128];
+        bool done = pool_executor_reclaim(m->pooler, s->conn->id, step, why, outcome,
+                                          sizeof(outcome));
+        char reason[EVENT_REASON_LEN + 256];
+        snprintf(reason, sizeof(reason), "leak_reclaim = %s, score %d (%s): %s",
+                 reclaim_level_name(opts->leak_reclaim), s->score, why, outcome);
+        struct event *e = record(m, STEP_EVENTS[step], s->conn, reason);
+        e->before = t->reclaim.done;
+        if (done) {
+            t->reclaim.done = step;
+            t->reclaim.last_ms = m->cur.taken_ms;
+        }
+        e->after = t->reclaim.done;
+    }
+    /* Suspects no longer suspect are announced; clients gone are forgotten. */
+    size_t kept = 0;
+    for (size_t i = 0; i < m->n_tracks; i++) {
+        struct suspect_track *t = &m->tracks[i];
+        bool connected = t->seen;
+        for (size_t j = 0; j < m->cur.n_conns && !connected; j++)
+            connected = m->cur.conns[j].id == t->client_id;
+        if (t->suspected && !t->seen) {
+            t->suspected = false;
+            struct event *e = event_ring_push(&m->events, EVENT_LEAK_CLEARED, m->cur.taken_ms);
+            e->client_id = t->client_id;
+            snprintf(e->reason, sizeof(e->reason), "no longer a suspect (%s)",
+                     connected ? "active again" : "disconnected");
+            log_info("manager", "leak_cleared: client %lld: %s", (long long)e->client_id,
+                     e->reason);
+        }
+        if (connected)
+            m->tracks[kept++] = *t;
+    }
+    m->n_tracks = kept;
+}
+
+static struct pool_watch *watch_for(struct live_manager *m, const struct pool *pool)
+{
+    for (size_t i = 0; i < m->n_watch; i++)
+        if (m->watch[i].pool == pool)
+            return &m->watch[i];
+    if (!make_room((void **)&m->watch, m->n_watch, &m->cap_watch, sizeof(*m->watch)))
+        return NULL;
+    struct pool_watch *g = &m->watch[m->n_watch++];
+    memset(g, 0, sizeof(*g));
+    g->pool = pool;
+    return g;
+}
+
+/* One auto-scaling decision for a pool: the engine's target within the pool's bounds, held
+ * back by hysteresis and cooldown, applied when auto_scaling is on. */
+/* How a scaling decision is taken: by the periodic run (hysteresis, cooldown, auto_scaling),
+ * or on request (AUTO_SCALE on the console: applied at once, or only shown). */
+enum scale_mode {
+    SCALE_PERIODIC,
+    SCALE_NOW,
+    SCALE_DRY_RUN,
+};
+
+static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms,
+                       int64_t interval_ms, enum scale_mode mode)
+{
+    const struct manager_options *opts = &m->pooler->cfg->manager;
+    struct pool_watch *g = watch_for(m, pool);
+    if (!g)
+        return;
+    struct snapshot cur, prev;
+    snapshot_init(&cur, SNAPSHOT_MODE_SERVE, now_ms);
+    snapshot_init(&prev, SNAPSHOT_MODE_SERVE, g->prev_ms);
+    prev.counters = g->prev;
+    bool filled = pool_source_fill_pool(pool, &cur);
+    if (filled) {
+        struct manager_options bounded = *opts;
+        autoscale_bounds(pool->configured_size, opts, &g->lo, &g->hi);
+        bounded.min_pool_size = g->lo;
+        bounded.max_pool_size = g->hi;
+        scaling_decide(g->prev_ms ? &prev : NULL, &cur, &bounded, pool->pool_size, &g->last);
+    }
+    g->prev = cur.counters;
+    g->prev_ms = now_ms;
+    snapshot_free(&cur);
+    if (!filled)
+        return;
+    bool go;
+    if (mode == SCALE_PERIODIC) {
+        go = autoscale_accept(&g->state, &g->last, now_ms, interval_ms, g->hold, sizeof(g->hold));
+    } else {
+        go = g->last.target_size != pool->pool_size;
+        snprintf(g->hold, sizeof(g->hold), "%s", mode == SCALE_NOW ? "requested" : "dry run");
+    }
+    if (!go)
+        return;
+    bool apply = mode == SCALE_NOW || (mode == SCALE_PERIODIC && opts->auto_scaling);
+    int before = pool->pool_size;
+    enum event_kind kind = !apply                              ? EVENT_SCALE_RECOMMEND
+                           : g->last.decision == SCALING_GROW ? EVENT_SCALE_GROW
+                                                              : EVENT_SCALE_SHRINK;
+    if (apply) {
+        pool_executor_resize(pool, g->last.target_size);
+        g->last.applied = true;
+    }
+    struct event *e = event_ring_push(&m->events, kind, now_ms);
+    snprintf(e->database, sizeof(e->database), "%s", pool->db_name);
+    snprintf(e->user, sizeof(e->user), "%s", pool->user_name);
+    e->before = before;
+    e->after = g->last.target_size;
+    event_set_reason(e, g->last.reason);
+    log_info("manager", "%s: pool %s/%s size %d -> %d (bounds %d..%d): %s",
+             event_kind_name(kind), pool->db_name, pool->user_name, before,
+             g->last.target_size, g->lo, g->hi, g->last.reason);
+}
+
+static void scale_pools(struct live_manager *m, int64_t now_ms)
+{
+    int64_t interval = m->pooler->cfg->manager.interval_ms;
+    if (interval < LIVE_MANAGER_PERIOD_MS)
+        interval = LIVE_MANAGER_PERIOD_MS;
+    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        pool_executor_trim(pool); /* servers above a lowered size go once they are idle */
+    }
+    if (m->last_scaling_ms && now_ms - m->last_scaling_ms < interval)
+        return;
+    m->last_scaling_ms = now_ms;
+    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next)
+        scale_pool(m, plist_entry(n, struct pool, node), now_ms, interval, SCALE_PERIODIC);
+}
+
+void live_manager_auto_scale(struct live_manager *m, bool apply)
+{
+    int64_t now_ms = snapshot_now_ms();
+    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next)
+        scale_pool(m, plist_entry(n, struct pool, node), now_ms, 0,
+                   apply ? SCALE_NOW : SCALE_DRY_RUN);
+}
+
+int live_manager_health_check(struct live_manager *m)
+{
+    int sent = 0;
+    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next)
+        sent += pool_executor_probe_idle(plist_entry(n, struct pool, node), 0);
+    return sent;
+}
+
+/* The pool's health from its recent probes and its logins; a change of status is an event. */
+static void summarize_health(struct live_manager *m, struct pool *pool, int64_t now_ms)
+{
+    struct pool_watch *w = watch_for(m, pool);
+    if (!w)
+        return;
+    const struct pool_probes *pr = &pool->probes;
+    struct health_probe probes[POOL_PROBE_KEEP];
+    memset(probes, 0, sizeof(probes));
+    for (uint32_t i = 0; i < pr->n; i++) {
+        probes[i].id = i + 1;
+        probes[i].healthy = pr->ok[i];
+        probes[i].latency_ms = pr->latency_ms[i];
+        probes[i].query_ms = pr->latency_ms[i];
+        if (!pr->ok[i])
+            snprintf(probes[i].error, sizeof(probes[i].error), "%s", pr->last_error);
+    }
+    enum report_status before = w->have_health ? w->health.status : REPORT_OK;
+    health_summarize(probes, pr->n, NULL, &m->pooler->cfg->manager, &w->health);
+    /* No server can be opened right now: the database is down whatever the probes said. */
+    if (pool->last_error && pool->n_servers == 0 &&
+        pool->retry_after_us > pooler_now(m->pooler)) {
+        w->health.status = REPORT_CRITICAL;
+        snprintf(w->health.reason, sizeof(w->health.reason), "server logins fail: %s",
+                 pool->last_error);
+    }
+    w->have_health = true;
+    if (w->health.status == before)
+        return;
+    struct event *e = event_ring_push(&m->events, EVENT_HEALTH_CHANGED, now_ms);
+    snprintf(e->database, sizeof(e->database), "%s", pool->db_name);
+    snprintf(e->user, sizeof(e->user), "%s", pool->user_name);
+    e->before = before;
+    e->after = w->health.status;
+    char reason[EVENT_REASON_LEN + 64];
+    snprintf(reason, sizeof(reason), "%s -> %s: %s", report_status_name(before),
+             report_status_name(w->health.status), w->health.reason);
+    event_set_reason(e, reason);
+    log_warning("manager", "health_changed: pool %s/%s %s", pool->db_name, pool->user_name,
+                e->reason);
+}
+
+/* Every health_check_interval: probes the idle servers that did no work for half of it (a
+ * busy server proves itself), then summarizes every pool. */
+static void check_health(struct live_manager *m, int64_t now_ms)
+{
+    int64_t interval = m->pooler->cfg->manager.health_check_interval_ms;
+    if (m->last_probe_ms && now_ms - m->last_probe_ms < interval)
+        return;
+    m->last_probe_ms = now_ms;
+    int64_t quiet_us = interval * 1000 / 2;
+    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        pool_executor_probe_idle(pool, quiet_us);
+        summarize_health(m, pool, now_ms);
+    }
+}
+
+void live_manager_run(struct live_manager *m)
+{
+    struct pooler *p = m->pooler;
+    if (m->have_leaks) {
+        leak_report_free(&m->leaks);
+        m->have_leaks = false;
+    }
+    snapshot_free(&m->prev);
+    m->prev = m->cur;
+    snapshot_init(&m->cur, SNAPSHOT_MODE_SERVE, snapshot_now_ms());
+    if (!pool_source_fill(p, NULL, &m->cur)) {
+        log_warning("manager", "out of memory taking a snapshot of the pools; skipping this run");
+        return;
+    }
+    const struct snapshot *prev = m->have_cur ? &m->prev : NULL;
+    m->have_cur = true;
+    if (!leaks_detect(prev, &m->cur, &p->cfg->manager, &m->leaks)) {
+        log_warning("manager", "out of memory detecting leaks; skipping this run");
+        return;
+    }
+    m->have_leaks = true;
+    act_on_suspects(m);
+    scale_pools(m, m->cur.taken_ms);
+    check_health(m, m->cur.taken_ms);
+}
+
+bool live_manager_kill_idle(struct live_manager *m, bool execute, struct kill_plan *out)
+{
+    live_manager_run(m); /* plan on the pools as they are now */
+    struct manager_options opts = m->pooler->cfg->manager;
+    opts.execute = execute;
+    if (!reaper_plan(&m->cur, &opts, out))
+        return false;
+    for (size_t i = 0; i < out->n_actions; i++) {
+        struct kill_action *a = &out->actions[i];
+        if (a->result != KILL_PLANNED)
+            continue;
+        const struct conn_record *rec = a->conn;
+        if (execute) {
+            struct client *c = pool_executor_find_client(m->pooler, rec->id);
+            if (!c || pool_source_conn_state(c) != rec->state) {
+                a->result = KILL_GONE;
+                continue;
+            }
+            client_fail(c, "57P01", "terminated by pgwarden kill-idle: %s", a->reason);
+            a->result = KILL_TERMINATED;
+            out->killed++;
+        }
+        char reason[EVENT_REASON_LEN + 32];
+        snprintf(reason, sizeof(reason), "%s%s", execute ? "" : "dry run: ", a->reason);
+        struct event *e = record(m, execute ? EVENT_KILL_IDLE : EVENT_KILL_IDLE_PLANNED, rec,
+                                 reason);
+        e->before = a->idle_ms / 1000;
+    }
+    return true;
+}
+
+size_t live_manager_pool_count(const struct live_manager *m)
+{
+    return m->n_watch;
+}
+
+bool live_manager_pool_at(const struct live_manager *m, size_t i,
+                             struct live_pool_view *out)
+{
+    if (i >= m->n_watch)
+        return false;
+    const struct pool_watch *g = &m->watch[i];
+    out->pool = g->pool;
+    out->decision = &g->last;
+    out->lo = g->lo;
+    out->hi = g->hi;
+    out->hold = g->hold;
+    out->health = g->have_health ? &g->health : NULL;
+    return true;
+}
+
+const struct snapshot *live_manager_snapshot(const struct live_manager *m)
+{
+    return &m->cur;
+}
+
+const struct leak_report *live_manager_leaks(const struct live_manager *m)
+{
+    return m->have_leaks ? &m->leaks : NULL;
+}
+
+enum reclaim_level live_manager_reclaim_done(const struct live_manager *m, int64_t client_id)
+{
+    for (size_t i = 0; i < m->n_tracks; i++)
+        if (m->tracks[i].client_id == client_id)
+            return m->tracks[i].reclaim.done;
+    return RECLAIM_OFF;
+}
+
+const struct event_ring *live_manager_events(const struct live_manager *m)
+{
+    return &m->events;
+}

@@ -1,0 +1,84 @@
+/* Reclaim steps on live clients. */
+#include "live/pool_executor.h"
+
+#include <stdio.h>
+
+struct client *pool_executor_find_client(struct pooler *p, int64_t client_id)
+{
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
+                                 &pool->waiting_login_clients};
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+            for (struct plist *m = lists[i]->next; m != lists[i]; m = m->next) {
+                struct client *c = plist_entry(m, struct client, node);
+                if ((int64_t)c->id == client_id)
+                    return c;
+            }
+    }
+    return NULL;
+}
+
+bool pool_executor_reclaim(struct pooler *p, int64_t client_id, enum reclaim_level step,
+                           const char *why, char *outcome, size_t outcome_len)
+{
+    struct client *c = pool_executor_find_client(p, client_id);
+    if (!c) {
+        snprintf(outcome, outcome_len, "client gone");
+        return false;
+    }
+    bool done = false;
+    char text[400];
+    switch (step) {
+    case RECLAIM_NOTICE:
+        snprintf(text, sizeof(text), "pgwarden: this connection looks leaked (%s)", why);
+        done = client_send_notice(c, text);
+        break;
+    case RECLAIM_CANCEL:
+        done = client_cancel_query(c);
+        break;
+    case RECLAIM_ROLLBACK:
+        done = client_reclaim_server(c, why);
+        break;
+    case RECLAIM_DISCONNECT:
+        client_fail(c, "25P03", "pgwarden closed this connection: it looked leaked (%s)", why);
+        done = true;
+        break;
+    case RECLAIM_OFF:
+    case RECLAIM_LEVEL_COUNT:
+        break;
+    }
+    snprintf(outcome, outcome_len, "%s", done ? "done" : "not now: the client or its server is busy");
+    return done;
+}
+
+void pool_executor_trim(struct pool *pool)
+{
+    struct plist *n;
+    while (pool->n_servers > pool->pool_size && plist_empty(&pool->waiting_clients) &&
+           (n = plist_first(&pool->idle_servers)) != NULL)
+        server_close(plist_entry(n, struct server, node), "pool shrunk by auto-scaling");
+}
+
+void pool_executor_resize(struct pool *pool, int size)
+{
+    pool->pool_size = size;
+    pool_executor_trim(pool);
+    pool_activate(pool);
+}
+
+int pool_executor_probe_idle(struct pool *pool, int64_t quiet_us)
+{
+    int64_t now = pooler_now(pool->pooler);
+    int sent = 0;
+    struct plist *n = pool->idle_servers.next;
+    while (n != &pool->idle_servers) {
+        struct server *s = plist_entry(n, struct server, node);
+        n = n->next; /* a probed server leaves the idle list */
+        if (now - s->last_used_us < quiet_us)
+            continue;
+        if (pool_probe_server(s))
+            sent++;
+    }
+    return sent;
+}

@@ -1,0 +1,48 @@
+/* Bounds, hysteresis and cooldown for live auto-scaling. */
+#include "manager/autoscale.h"
+
+#include <stdio.h>
+
+void autoscale_bounds(int base, const struct manager_options *opts, int *lo, int *hi)
+{
+    *lo = base;
+    *hi = base;
+    if (options_is_set(opts, "min_pool_size") && opts->min_pool_size < base)
+        *lo = opts->min_pool_size;
+    if (options_is_set(opts, "max_pool_size") && opts->max_pool_size > base)
+        *hi = opts->max_pool_size;
+}
+
+bool autoscale_accept(struct autoscale_state *st, const struct scaling_decision *d,
+                      int64_t now_ms, int64_t interval_ms, char *why, size_t why_len)
+{
+    if (d->decision == SCALING_HOLD || d->target_size == d->current_size) {
+        st->streak = 0;
+        st->streak_verdict = SCALING_HOLD;
+        snprintf(why, why_len, "hold");
+        return false;
+    }
+    if (d->decision != st->streak_verdict) {
+        st->streak_verdict = d->decision;
+        st->streak = 0;
+    }
+    st->streak++;
+    bool grow = d->decision == SCALING_GROW;
+    int need = grow ? AUTOSCALE_GROW_STREAK : AUTOSCALE_SHRINK_STREAK;
+    int64_t cooldown = (grow ? AUTOSCALE_GROW_COOLDOWN : AUTOSCALE_SHRINK_COOLDOWN) * interval_ms;
+    if (st->streak < need) {
+        snprintf(why, why_len, "%s seen %d of %d times in a row", scaling_verdict_name(d->decision),
+                 st->streak, need);
+        return false;
+    }
+    if (st->last_resize_ms && now_ms - st->last_resize_ms < cooldown) {
+        snprintf(why, why_len, "cooling down: last resize %.1f s ago, %s waits %.1f s",
+                 (double)(now_ms - st->last_resize_ms) / 1000.0, scaling_verdict_name(d->decision),
+                 (double)cooldown / 1000.0);
+        return false;
+    }
+    st->last_resize_ms = now_ms;
+    st->streak = 0;
+    snprintf(why, why_len, "%s confirmed %d times in a row", scaling_verdict_name(d->decision), need);
+    return true;
+}

@@ -1,0 +1,305 @@
+"""The live manager inside `pgwarden serve`, against a real PostgreSQL: clients left idle in a
+transaction are named by SHOW LEAKS above healthy clients and logged once; with
+leak_reclaim = rollback their servers go back to the pool so waiting clients proceed, and the
+leaking client gets an error on its next statement (not a hang), then works again; every
+step is an event."""
+import threading
+import time
+
+import psycopg
+import pytest
+
+from serve_helpers import Pooler, console_rows, wait_for
+
+
+def start(pgwarden_bin, pg, reclaim="off", pool_size="1", mode="transaction"):
+    return Pooler(pgwarden_bin, pg, pool_mode=mode,
+                  settings={"default_pool_size": str(pool_size), "query_wait_timeout": "60",
+                            "admin_users": "postgres"},
+                  manager={"leak_hold_threshold": "1s", "leak_reclaim": reclaim}).start()
+
+
+def test_show_leaks_names_idle_in_transaction_client(pgwarden_bin, pg):
+    p = start(pgwarden_bin, pg, pool_size="3")
+    try:
+        with psycopg.connect(p.dsn(application_name="leaky-app")) as leaker, \
+                psycopg.connect(p.dsn(application_name="healthy-app"), autocommit=True) as ok:
+            leaker.execute("SELECT 1")  # psycopg opens a transaction and leaves it open
+            ok.execute("SELECT 1")
+            leaks = wait_for(lambda: [r for r in console_rows(p, "SHOW LEAKS")
+                                      if r["application"] == "leaky-app"],
+                             what="the leaking client in SHOW LEAKS")
+            row = leaks[0]
+            assert row["state"].startswith("idle in transaction"), row
+            assert int(row["score"]) >= 30 and int(row["pid"]) > 0, row
+            assert row["reclaim"] == "off"
+            names = [r["application"] for r in console_rows(p, "SHOW LEAKS")]
+            assert "healthy-app" not in names
+            events = console_rows(p, "SHOW EVENTS")
+            suspected = [e for e in events if e["event"] == "leak_suspected"]
+            assert len(suspected) == 1, events
+            assert suspected[0]["client"] == row["client"]
+            # Logged once, with the address, application, user, database and backend pid.
+            time.sleep(1.5)
+            log = p.log()
+            lines = [ln for ln in log.splitlines() if "leak_suspected" in ln]
+            assert len(lines) == 1, lines
+            assert "leaky-app" in lines[0] and row["pid"] in lines[0], lines
+            # The leaking client is still untouched: reclaim is off by default.
+            assert leaker.execute("SELECT 2").fetchone()[0] == 2
+    finally:
+        p.stop()
+
+
+def test_rollback_reclaim_frees_server_for_waiting_client(pgwarden_bin, pg):
+    pg.psql("DROP TABLE IF EXISTS reclaim_t; CREATE TABLE reclaim_t (n int)")
+    p = start(pgwarden_bin, pg, reclaim="rollback", pool_size="1")
+    try:
+        leaker = psycopg.connect(p.dsn(application_name="leaky-app"))
+        leaker.execute("INSERT INTO reclaim_t VALUES (1)")  # left open, holding the only server
+        result = {}
+
+        def waiter():
+            t0 = time.time()
+            with psycopg.connect(p.dsn(application_name="waiter"), autocommit=True) as c:
+                result["value"] = c.execute("SELECT 42").fetchone()[0]
+            result["waited"] = time.time() - t0
+
+        th = threading.Thread(target=waiter)
+        th.start()
+        th.join(30)
+        assert result.get("value") == 42, "the waiting client should get the reclaimed server"
+        # The leaking client's next statement fails with the reason, then it works again.
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout) as e:
+            leaker.execute("SELECT 1")
+        assert "rolled back" in str(e.value)
+        leaker.rollback()
+        assert leaker.execute("SELECT 7").fetchone()[0] == 7
+        leaker.close()
+        # Its insert was rolled back.
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("SELECT count(*) FROM reclaim_t").fetchone()[0] == 0
+        kinds = [e["event"] for e in console_rows(p, "SHOW EVENTS")]
+        assert "leak_suspected" in kinds and "reclaim_notice" in kinds, kinds
+        assert "reclaim_rollback" in kinds, kinds
+        assert kinds.index("reclaim_notice") < kinds.index("reclaim_rollback")
+    finally:
+        p.stop()
+
+
+def test_repeat_leaker_is_disconnected_in_session_mode(pgwarden_bin, pg):
+    """Steps continue where they stopped when the same client leaks again: notice, rollback,
+    then (leaking once more) disconnect."""
+    p = start(pgwarden_bin, pg, reclaim="disconnect", pool_size="1", mode="session")
+    try:
+        leaker = psycopg.connect(p.dsn(application_name="leaky-app"))
+        leaker.execute("SELECT 1")
+        wait_for(lambda: any(e["event"] == "reclaim_rollback"
+                             for e in console_rows(p, "SHOW EVENTS")),
+                 timeout=20, what="the rollback step")
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            leaker.execute("SELECT 1")
+        leaker.rollback()
+        leaker.execute("SELECT 1")  # and leaks again
+        wait_for(lambda: any(e["event"] == "reclaim_disconnect"
+                             for e in console_rows(p, "SHOW EVENTS")),
+                 timeout=20, what="the disconnect step")
+        with pytest.raises(psycopg.OperationalError):
+            leaker.execute("SELECT 1")
+        leaker.close()
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+        kinds = [e["event"] for e in console_rows(p, "SHOW EVENTS")]
+        assert kinds.count("reclaim_notice") == 1, kinds
+    finally:
+        p.stop()
+
+
+def test_bad_leak_reclaim_value_is_refused(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, manager={"leak_reclaim": "maybe"})
+    with pytest.raises(RuntimeError) as e:
+        p.start()
+    assert "leak_reclaim" in str(e.value)
+
+
+def test_pool_grows_under_queueing_and_shrinks_back(pgwarden_bin, pg):
+    """A pool configured with 1 server and [manager] max_pool_size 4 grows while clients
+    queue, never above 4, and shrinks back to 1 after the load stops; each resize is an event
+    that carries the engine's arithmetic."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1", "query_wait_timeout": "60",
+                         "admin_users": "postgres"},
+               manager={"max_pool_size": "4", "interval": "500ms", "shrink_rate": "100%",
+                        "growth_rate": "100%"}).start()
+    try:
+        stop = threading.Event()
+        peak = {"servers": 0}
+
+        def worker():
+            with psycopg.connect(p.dsn(), autocommit=True) as c:
+                while not stop.is_set():
+                    c.execute("SELECT pg_sleep(0.2)")
+
+        threads = [threading.Thread(target=worker) for _ in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            def grown():
+                row = [r for r in console_rows(p, "SHOW SCALING")
+                       if r["database"] == "postgres" and r["user"] == "postgres"]
+                if row:
+                    peak["servers"] = max(peak["servers"], int(row[0]["servers"]))
+                    assert int(row[0]["size"]) <= 4 and int(row[0]["servers"]) <= 4, row
+                return row and int(row[0]["size"]) == 4
+            wait_for(grown, timeout=30, what="the pool to grow to max_pool_size")
+            time.sleep(2)
+            grown()
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        assert peak["servers"] <= 4
+        row = wait_for(lambda: [r for r in console_rows(p, "SHOW SCALING")
+                                if r["database"] == "postgres" and int(r["size"]) == 1],
+                       timeout=30, what="the pool to shrink back")
+        assert row[0]["configured"] == "1" and row[0]["max"] == "4"
+        events = console_rows(p, "SHOW EVENTS")
+        grows = [e for e in events if e["event"] == "scale_grow"]
+        shrinks = [e for e in events if e["event"] == "scale_shrink"]
+        assert grows and shrinks, events
+        assert all(int(e["after"]) <= 4 for e in grows)
+        assert "queued" in grows[0]["reason"] or "busy" in grows[0]["reason"]
+        assert int(shrinks[-1]["after"]) == 1
+        # Idle servers above the new size were closed.
+        wait_for(lambda: [r for r in console_rows(p, "SHOW SCALING")
+                          if r["database"] == "postgres" and int(r["servers"]) <= 1],
+                 timeout=15, what="extra servers to close")
+    finally:
+        p.stop()
+
+
+def test_without_bounds_pool_keeps_configured_size(pgwarden_bin, pg):
+    """A PgBouncer config alone never resizes: queueing clients on a pool of 1 stay queued."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1", "admin_users": "postgres"}).start()
+    try:
+        stop = threading.Event()
+
+        def worker():
+            with psycopg.connect(p.dsn(), autocommit=True) as c:
+                while not stop.is_set():
+                    c.execute("SELECT pg_sleep(0.1)")
+
+        threads = [threading.Thread(target=worker) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(4)
+        rows = [r for r in console_rows(p, "SHOW SCALING") if r["database"] == "postgres"]
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert rows and rows[0]["size"] == "1" and rows[0]["max"] == "1", rows
+        assert int(rows[0]["servers"]) <= 1
+        assert not [e for e in console_rows(p, "SHOW EVENTS") if e["event"].startswith("scale")]
+    finally:
+        p.stop()
+
+
+def test_background_probe_replaces_killed_idle_server(pgwarden_bin, pg):
+    """A server connection terminated while idle in the pool is found by the background
+    health check (or its own socket) and replaced, before any client gets it; SHOW HEALTH
+    reports probes with latencies."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "2", "min_pool_size": "2",
+                         "admin_users": "postgres"},
+               manager={"health_check_interval": "1s"}).start()
+    try:
+        def backends():
+            out = pg.psql("SELECT pid FROM pg_stat_activity WHERE usename = 'postgres' "
+                          "AND datname = 'postgres' AND pid <> pg_backend_pid() "
+                          "AND backend_type = 'client backend'")
+            return [int(x) for x in out.split()]
+        # A connected client keeps min_pool_size servers open (as in PgBouncer).
+        holder = psycopg.connect(p.dsn(), autocommit=True)
+        holder.execute("SELECT 1")
+        before = wait_for(lambda: len(backends()) >= 2 and backends(), what="min_pool_size")
+        wait_for(lambda: [r for r in console_rows(p, "SHOW HEALTH")
+                          if r["database"] == "postgres" and int(r["probes"]) > 0],
+                 what="background probes")
+        victim = before[0]
+        pg.psql(f"SELECT pg_terminate_backend({victim})")
+        wait_for(lambda: victim not in backends() and len(backends()) >= 2,
+                 what="the killed server to be replaced")
+        # No client ever saw the dead server.
+        for _ in range(6):
+            with psycopg.connect(p.dsn(), autocommit=True) as c:
+                assert c.execute("SELECT 1").fetchone()[0] == 1
+        row = wait_for(lambda: [r for r in console_rows(p, "SHOW HEALTH")
+                                if r["database"] == "postgres" and r["max_ms"]],
+                       what="probe latencies")[0]
+        assert row["status"] in ("ok", "warning"), row
+        assert float(row["max_ms"]) >= 0
+        holder.close()
+    finally:
+        p.stop()
+
+
+def test_health_marks_unreachable_database_critical(pgwarden_bin, pg):
+    from pgfixture import free_port
+    dbs = {"gone": f"host=127.0.0.1 port={free_port()} dbname=postgres",
+           "postgres": f"host={pg.socket_dir} port={pg.port} dbname=postgres"}
+    p = Pooler(pgwarden_bin, pg, databases=dbs,
+               settings={"admin_users": "postgres", "server_login_retry": "30"},
+               manager={"health_check_interval": "1s"}).start()
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn(dbname="gone"))
+        row = wait_for(lambda: [r for r in console_rows(p, "SHOW HEALTH")
+                                if r["database"] == "gone" and r["status"] == "critical"],
+                       what="the unreachable database to be critical")
+        assert "login" in row[0]["reason"]
+        assert any(e["event"] == "health_changed" and e["database"] == "gone"
+                   for e in console_rows(p, "SHOW EVENTS"))
+    finally:
+        p.stop()
+
+
+def test_console_actions_kill_idle_health_check_auto_scale(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               settings={"default_pool_size": "4", "admin_users": "postgres",
+                         "stats_users": "monitor"},
+               manager={"idle_timeout": "1s", "max_kill_percentage": "100%",
+                        "max_pool_size": "8"}).start()
+    try:
+        idle = [psycopg.connect(p.dsn(application_name=f"idle-{i}"), autocommit=True)
+                for i in range(2)]
+        for c in idle:
+            c.execute("SELECT 1")
+        busy = psycopg.connect(p.dsn(application_name="busy"), autocommit=True)
+        time.sleep(2.2)
+        busy.execute("SELECT 1")
+        plan = console_rows(p, "KILL_IDLE DRY RUN", user="monitor")
+        planned = {r["application"] for r in plan if r["result"] == "planned"}
+        assert planned == {"idle-0", "idle-1"}, plan
+        for c in idle:  # a dry run changes nothing
+            assert c.execute("SELECT 2").fetchone()[0] == 2
+        with pytest.raises(AssertionError):
+            console_rows(p, "KILL_IDLE", user="monitor")  # stats users may not act
+        time.sleep(2.2)
+        busy.execute("SELECT 1")
+        done = console_rows(p, "KILL_IDLE")
+        assert {r["application"] for r in done if r["result"] == "terminated"} == \
+            {"idle-0", "idle-1"}, done
+        for c in idle:
+            with pytest.raises(psycopg.OperationalError):
+                c.execute("SELECT 1")
+            c.close()
+        assert busy.execute("SELECT 3").fetchone()[0] == 3
+        kinds = [e["event"] for e in console_rows(p, "SHOW EVENTS")]
+        assert kinds.count("kill_idle") == 2 and kinds.count("kill_idle_planned") == 2, kinds
+        assert int(console_rows(p, "HEALTH_CHECK")[0]["probes_sent"]) >= 0
+        rows = console_rows(p, "AUTO_SCALE DRY RUN", user="monitor")
+        assert rows and rows[0]["applied"] == "no", rows
+        busy.close()
+    finally:
+        p.stop()

@@ -1,0 +1,81 @@
+/* Unit tests for manager/autoscale: serve-mode bounds, hysteresis and cooldown. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <string.h>
+
+#include "manager/autoscale.h"
+
+static void test_bounds_only_from_explicit_keys(void **state)
+{
+    (void)state;
+    struct manager_options o;
+    options_init_defaults(&o);
+    int lo, hi;
+    autoscale_bounds(20, &o, &lo, &hi);
+    assert_int_equal(lo, 20); /* defaults (5..100) do not apply: a PgBouncer config alone */
+    assert_int_equal(hi, 20);
+    char err[200];
+    assert_int_equal(options_set(&o, "max_pool_size", "50", err, sizeof(err)), OPTIONS_OK);
+    autoscale_bounds(20, &o, &lo, &hi);
+    assert_int_equal(lo, 20);
+    assert_int_equal(hi, 50);
+    assert_int_equal(options_set(&o, "min_pool_size", "4", err, sizeof(err)), OPTIONS_OK);
+    autoscale_bounds(20, &o, &lo, &hi);
+    assert_int_equal(lo, 4);
+    autoscale_bounds(60, &o, &lo, &hi); /* the configured size is always inside the bounds */
+    assert_int_equal(hi, 60);
+    assert_int_equal(lo, 4);
+    assert_true(options_is_set(&o, "max-pool-size"));
+    assert_false(options_is_set(&o, "idle_timeout"));
+    options_free(&o);
+}
+
+static struct scaling_decision decision(enum scaling_verdict v, int current, int target)
+{
+    struct scaling_decision d;
+    memset(&d, 0, sizeof(d));
+    d.decision = v;
+    d.current_size = current;
+    d.target_size = target;
+    return d;
+}
+
+static void test_hysteresis_and_cooldown(void **state)
+{
+    (void)state;
+    struct autoscale_state st;
+    memset(&st, 0, sizeof(st));
+    char why[160];
+    struct scaling_decision grow = decision(SCALING_GROW, 2, 4);
+    struct scaling_decision shrink = decision(SCALING_SHRINK, 4, 2);
+    struct scaling_decision hold = decision(SCALING_HOLD, 4, 4);
+    int64_t iv = 1000, t = 1000;
+    assert_false(autoscale_accept(&st, &grow, t, iv, why, sizeof(why)));
+    assert_non_null(strstr(why, "1 of 2"));
+    assert_true(autoscale_accept(&st, &grow, t += iv, iv, why, sizeof(why)));
+    /* Growing again right away waits for the cooldown (2 intervals). */
+    assert_false(autoscale_accept(&st, &grow, t += iv, iv, why, sizeof(why)));
+    assert_false(autoscale_accept(&st, &grow, t += 500, iv, why, sizeof(why)));
+    assert_non_null(strstr(why, "cooling down"));
+    assert_true(autoscale_accept(&st, &grow, t += 500, iv, why, sizeof(why)));
+    /* A hold breaks a shrink streak: shrinking needs 10 in a row. */
+    for (int i = 0; i < 9; i++)
+        assert_false(autoscale_accept(&st, &shrink, t += iv, iv, why, sizeof(why)));
+    assert_false(autoscale_accept(&st, &hold, t += iv, iv, why, sizeof(why)));
+    for (int i = 0; i < 9; i++)
+        assert_false(autoscale_accept(&st, &shrink, t += iv, iv, why, sizeof(why)));
+    assert_true(autoscale_accept(&st, &shrink, t += iv, iv, why, sizeof(why)));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bounds_only_from_explicit_keys),
+        cmocka_unit_test(test_hysteresis_and_cooldown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

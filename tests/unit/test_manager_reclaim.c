@@ -1,0 +1,124 @@
+/* Unit tests for the live manager's pure parts: graduated reclaim steps and the event ring. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <string.h>
+
+#include "manager/events.h"
+#include "manager/options.h"
+#include "manager/reclaim.h"
+
+static void test_level_names_round_trip(void **state)
+{
+    (void)state;
+    for (int i = 0; i < RECLAIM_LEVEL_COUNT; i++) {
+        enum reclaim_level l;
+        assert_true(reclaim_level_from_text(reclaim_level_name((enum reclaim_level)i), &l));
+        assert_int_equal(l, i);
+    }
+    enum reclaim_level l;
+    assert_true(reclaim_level_from_text("ROLLBACK", &l));
+    assert_int_equal(l, RECLAIM_ROLLBACK);
+    assert_false(reclaim_level_from_text("maybe", &l));
+    assert_false(reclaim_level_from_text(NULL, &l));
+}
+
+static void test_option_default_off_and_parsed(void **state)
+{
+    (void)state;
+    struct manager_options o;
+    options_init_defaults(&o);
+    assert_int_equal(o.leak_reclaim, RECLAIM_OFF);
+    char err[200];
+    assert_int_equal(options_set(&o, "leak-reclaim", "cancel", err, sizeof(err)), OPTIONS_OK);
+    assert_int_equal(o.leak_reclaim, RECLAIM_CANCEL);
+    assert_int_equal(options_set(&o, "leak_reclaim", "kill", err, sizeof(err)),
+                     OPTIONS_BAD_VALUE);
+    assert_non_null(strstr(err, "leak_reclaim"));
+    options_free(&o);
+}
+
+static void test_steps_climb_one_at_a_time(void **state)
+{
+    (void)state;
+    struct reclaim_track t = {RECLAIM_OFF, 0};
+    int64_t gap = 1000;
+    /* Idle in transaction: notice, then rollback (cancel has nothing to cancel), then
+     * disconnect; never above the allowed level. */
+    assert_int_equal(reclaim_next_step(RECLAIM_DISCONNECT, &t, CONN_STATE_IDLE_IN_XACT, 0, gap),
+                     RECLAIM_NOTICE);
+    t = (struct reclaim_track){RECLAIM_NOTICE, 0};
+    assert_int_equal(reclaim_next_step(RECLAIM_DISCONNECT, &t, CONN_STATE_IDLE_IN_XACT, 999, gap),
+                     RECLAIM_OFF); /* too soon */
+    assert_int_equal(reclaim_next_step(RECLAIM_DISCONNECT, &t, CONN_STATE_IDLE_IN_XACT, 1000, gap),
+                     RECLAIM_ROLLBACK);
+    assert_int_equal(reclaim_next_step(RECLAIM_CANCEL, &t, CONN_STATE_IDLE_IN_XACT, 5000, gap),
+                     RECLAIM_OFF); /* cancel allowed but useless; rollback not allowed */
+    assert_int_equal(reclaim_next_step(RECLAIM_CANCEL, &t, CONN_STATE_ACTIVE, 5000, gap),
+                     RECLAIM_CANCEL);
+    t = (struct reclaim_track){RECLAIM_ROLLBACK, 0};
+    assert_int_equal(reclaim_next_step(RECLAIM_DISCONNECT, &t, CONN_STATE_IDLE, 5000, gap),
+                     RECLAIM_DISCONNECT);
+    assert_int_equal(reclaim_next_step(RECLAIM_ROLLBACK, &t, CONN_STATE_IDLE_IN_XACT, 5000, gap),
+                     RECLAIM_OFF);
+    t = (struct reclaim_track){RECLAIM_OFF, 0};
+    assert_int_equal(reclaim_next_step(RECLAIM_OFF, &t, CONN_STATE_IDLE_IN_XACT, 0, gap),
+                     RECLAIM_OFF);
+    /* Plain idle (session mode holding a server): only notice and disconnect apply. */
+    assert_true(reclaim_step_applies(RECLAIM_NOTICE, CONN_STATE_IDLE));
+    assert_false(reclaim_step_applies(RECLAIM_ROLLBACK, CONN_STATE_IDLE));
+    assert_false(reclaim_step_applies(RECLAIM_CANCEL, CONN_STATE_IDLE));
+    assert_true(reclaim_step_applies(RECLAIM_ROLLBACK, CONN_STATE_IDLE_IN_XACT_ABORTED));
+}
+
+static void test_step_gap_bounds(void **state)
+{
+    (void)state;
+    assert_int_equal(reclaim_step_gap_ms(100), 1000);
+    assert_int_equal(reclaim_step_gap_ms(10000), 5000);
+    assert_int_equal(reclaim_step_gap_ms(3600000), 60000);
+}
+
+static void test_event_ring_keeps_newest(void **state)
+{
+    (void)state;
+    struct event_ring r;
+    assert_true(event_ring_init(&r, 3));
+    for (int i = 0; i < 5; i++)
+        event_ring_push(&r, EVENT_LEAK_SUSPECTED, 1000 + i)->after = i;
+    assert_int_equal(r.n, 3);
+    for (size_t i = 0; i < 3; i++) {
+        const struct event *e = event_ring_at(&r, i);
+        assert_int_equal(e->seq, 3 + i);
+        assert_int_equal(e->after, 2 + (int64_t)i);
+        assert_int_equal(e->at_ms, 1002 + (int64_t)i);
+    }
+    assert_null(event_ring_at(&r, 3));
+    struct conn_record rec;
+    memset(&rec, 0, sizeof(rec));
+    rec.id = 9;
+    rec.pid = 77;
+    strcpy(rec.database, "app");
+    struct event *e = event_ring_push(&r, EVENT_RECLAIM_ROLLBACK, 2000);
+    event_set_conn(e, &rec);
+    assert_string_equal(event_ring_at(&r, 2)->database, "app");
+    assert_int_equal(event_ring_at(&r, 2)->pid, 77);
+    assert_string_equal(event_kind_name(EVENT_RECLAIM_ROLLBACK), "reclaim_rollback");
+    assert_string_equal(event_kind_name(EVENT_KIND_COUNT), "unknown");
+    event_ring_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_level_names_round_trip),
+        cmocka_unit_test(test_option_default_off_and_parsed),
+        cmocka_unit_test(test_steps_climb_one_at_a_time),
+        cmocka_unit_test(test_step_gap_bounds),
+        cmocka_unit_test(test_event_ring_keeps_newest),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
