@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "http/api.h"
 #include "http/metrics.h"
 #include "live/readiness.h"
 #include "net/loop.h"
@@ -321,6 +322,35 @@ struct route {
     void (*handle)(struct http_server *srv, struct evhttp_request *req);
 };
 
+/* /api/v1/<action> (http/api.c): GET reads, POST acts (only with a token configured). */
+static void handle_api(struct http_server *srv, struct evhttp_request *req)
+{
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    bool post = evhttp_request_get_command(req) == EVHTTP_REQ_POST;
+    /* evhttp already refused bodies above HTTP_MAX_BODY_SIZE. */
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = post ? evbuffer_get_length(in) : 0;
+    char *body = malloc(n + 1);
+    struct evbuffer *b = body ? evbuffer_new() : NULL;
+    if (!b) {
+        free(body);
+        reply_text(req, 500, "Internal Server Error", "out of memory");
+        return;
+    }
+    evbuffer_copyout(in, body, n);
+    body[n] = '\0';
+    int status = api_handle(srv->p, evhttp_uri_get_path(uri), post, body, srv->token != NULL,
+                            evhttp_uri_get_query(uri), b);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_send_reply(req, status, status == 200 ? "OK" : "Error", b);
+    evbuffer_free(b);
+    free(body);
+}
+
+static const struct route API_ROUTE = {"/api/v1/", true, handle_api};
+
 /* /api/v1/<action> routes join this table. */
 static const struct route ROUTES[] = {
     {"/healthz", false, handle_healthz},
@@ -351,6 +381,8 @@ static void request_cb(struct evhttp_request *req, void *arg)
     for (size_t i = 0; path && i < sizeof(ROUTES) / sizeof(ROUTES[0]); i++)
         if (!strcmp(path, ROUTES[i].path))
             route = &ROUTES[i];
+    if (!route && api_is_route(path))
+        route = &API_ROUTE;
     /* Unknown paths need the token too, so an unauthenticated client learns nothing. */
     if ((!route || route->needs_token) && srv->token && !token_ok(srv, req)) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
@@ -359,7 +391,12 @@ static void request_cb(struct evhttp_request *req, void *arg)
         return;
     }
     if (!route) {
-        reply_text(req, 404, "Not Found", "not found (try /healthz, /readyz, /metrics)");
+        reply_text(req, 404, "Not Found",
+                   "not found (try /healthz, /readyz, /metrics, /api/v1/<action>)");
+        return;
+    }
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_POST && route != &API_ROUTE) {
+        reply_text(req, 405, "Method Not Allowed", "only GET and HEAD");
         return;
     }
     route->handle(srv, req);
@@ -416,7 +453,7 @@ enum http_start_result http_server_start(struct pooler *p, struct http_server **
     evhttp_set_timeout(srv->http, HTTP_IO_TIMEOUT_S);
     evhttp_set_max_headers_size(srv->http, HTTP_MAX_HEADERS_SIZE);
     evhttp_set_max_body_size(srv->http, HTTP_MAX_BODY_SIZE);
-    evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
     evhttp_set_bevcb(srv->http, new_conn_bev_cb, srv);
     evhttp_set_gencb(srv->http, request_cb, srv);
     log_info("http", "HTTP listening on %s%s%s:%d (/healthz, /readyz, /metrics%s)",

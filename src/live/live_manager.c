@@ -449,6 +449,11 @@ const struct snapshot *live_manager_snapshot(const struct live_manager *m)
     return &m->cur;
 }
 
+const struct snapshot *live_manager_prev_snapshot(const struct live_manager *m)
+{
+    return m->have_cur && m->prev.taken_ms ? &m->prev : NULL;
+}
+
 const struct leak_report *live_manager_leaks(const struct live_manager *m)
 {
     return m->have_leaks ? &m->leaks : NULL;

@@ -35,6 +35,8 @@ void live_manager_run(struct live_manager *m);
 /* Results of the latest run, valid until the next one. The report's suspects point into
  * the snapshot. */
 const struct snapshot *live_manager_snapshot(const struct live_manager *m);
+/* The run before the latest (rates), or NULL before the second run. */
+const struct snapshot *live_manager_prev_snapshot(const struct live_manager *m);
 const struct leak_report *live_manager_leaks(const struct live_manager *m);
 /* The furthest reclaim step taken on a client so far (RECLAIM_OFF: none). */
 enum reclaim_level live_manager_reclaim_done(const struct live_manager *m, int64_t client_id);

@@ -1306,7 +1306,7 @@ void client_pump(struct client *c)
             return;
         }
         if (SCAN_FAILURES[sr].sqlstate) {
-            client_fail(c, SCAN_FAILURES[sr].sqlstate, SCAN_FAILURES[sr].message);
+            client_fail(c, SCAN_FAILURES[sr].sqlstate, "%s", SCAN_FAILURES[sr].message);
             return;
         }
         if (sr == SCAN_BLOCKED)

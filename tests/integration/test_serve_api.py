@@ -1,0 +1,131 @@
+"""The live manager over HTTP: /api/v1/<action> answers with the CLI's JSON envelope
+(target.mode "serve") from the live pools, /api/v1/events lists the manager's events, and
+acting (POST) needs a configured bearer token."""
+import http.client
+import json
+import time
+
+import psycopg
+
+from pgfixture import free_port
+from serve_helpers import Pooler, wait_for
+
+TOKEN = "api-token-for-tests"
+
+
+def call(port, path, method="GET", body=None, token=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        raw = body if isinstance(body, str) or body is None else json.dumps(body)
+        conn.request(method, path, body=raw, headers=headers)
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        if resp.getheader("Content-Type", "").startswith("application/json"):
+            return resp.status, json.loads(text)
+        return resp.status, text
+    finally:
+        conn.close()
+
+
+def start(pgwarden_bin, pg, token=None, **manager):
+    http_port = free_port()
+    settings = {"http_listen": str(http_port), "default_pool_size": "2",
+                "admin_users": "postgres"}
+    if token:
+        settings["http_auth_token"] = token
+    m = {"leak_hold_threshold": "1s", "idle_timeout": "1s", "max_kill_percentage": "100%"}
+    m.update(manager)
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction", settings=settings, manager=m).start()
+    p.http_port = http_port
+    return p
+
+
+def check_envelope(doc, action):
+    assert doc["action"] == action, doc
+    assert doc["target"]["mode"] == "serve", doc
+    for key in ("success", "timestamp", "duration_ms", "data", "error"):
+        assert key in doc, doc
+
+
+def test_read_actions_answer_in_the_cli_envelope(pgwarden_bin, pg):
+    p = start(pgwarden_bin, pg)
+    try:
+        with psycopg.connect(p.dsn(application_name="leaky-app")) as leaker, \
+                psycopg.connect(p.dsn(application_name="healthy-app"), autocommit=True) as ok:
+            leaker.execute("SELECT 1")
+            ok.execute("SELECT 1")
+
+            def leak_listed():
+                status, doc = call(p.http_port, "/api/v1/detect-leaks")
+                return status == 200 and [s for s in doc["data"]["suspected_connections"]
+                                          if s["application"] == "leaky-app"] and doc
+            doc = wait_for(leak_listed, what="the leak in /api/v1/detect-leaks")
+            check_envelope(doc, "detect-leaks")
+            assert doc["success"] is True and doc["data"]["detected"] is True
+            names = [s["application"] for s in doc["data"]["suspected_connections"]]
+            assert names[0] == "leaky-app" and "healthy-app" not in names, names
+
+            status, doc = call(p.http_port, "/api/v1/monitor")
+            assert status == 200, doc
+            check_envelope(doc, "monitor")
+            assert doc["data"]["connections"]["total"] >= 2, doc["data"]
+            apps = {c["application"] for c in doc["data"]["connection_list"]}
+            assert {"leaky-app", "healthy-app"} <= apps
+
+            for action in ("health-check", "auto-scale", "kill-idle", "full-analysis"):
+                status, doc = call(p.http_port, f"/api/v1/{action}")
+                assert status == 200, (action, doc)
+                check_envelope(doc, action)
+            status, doc = call(p.http_port, "/api/v1/kill-idle")
+            assert doc["data"]["dry_run"] is True
+            status, doc = call(p.http_port, "/api/v1/full-analysis")
+            assert doc["data"]["status"] in ("warning", "critical"), doc["data"]
+
+            status, doc = call(p.http_port, "/api/v1/events")
+            events = doc["data"]["events"]
+            assert any(e["event"] == "leak_suspected" and e["application"] == "leaky-app"
+                       for e in events), events
+            last = events[-1]["seq"]
+            status, doc = call(p.http_port, f"/api/v1/events?since={last}")
+            assert all(e["seq"] > last for e in doc["data"]["events"])
+
+            status, doc = call(p.http_port, "/api/v1/nope")
+            assert status == 404 and doc["success"] is False
+            # Without a token configured, acting over HTTP is refused and changes nothing.
+            status, doc = call(p.http_port, "/api/v1/kill-idle", "POST", {"execute": True})
+            assert status == 403 and doc["error"]["code"] == "refused", doc
+            assert leaker.execute("SELECT 2").fetchone()[0] == 2
+            status, doc = call(p.http_port, "/api/v1/monitor", "POST", {})
+            assert status == 405, doc
+    finally:
+        p.stop()
+
+
+def test_post_kill_idle_with_token_disconnects_idle_clients(pgwarden_bin, pg):
+    p = start(pgwarden_bin, pg, token=TOKEN)
+    try:
+        idle = psycopg.connect(p.dsn(application_name="idle-app"), autocommit=True)
+        idle.execute("SELECT 1")
+        time.sleep(2.2)
+        status, doc = call(p.http_port, "/api/v1/kill-idle", "POST", {"execute": True})
+        assert status == 401, doc  # the token is required
+        status, doc = call(p.http_port, "/api/v1/kill-idle", "POST", {"execute": True},
+                           token=TOKEN)
+        assert status == 200, doc
+        check_envelope(doc, "kill-idle")
+        assert doc["data"]["dry_run"] is False
+        results = {a["application"]: a["result"] for a in doc["data"]["actions"]}
+        assert results.get("idle-app") == "terminated", doc["data"]
+        try:
+            idle.execute("SELECT 1")
+            raise AssertionError("the idle client should have been disconnected")
+        except psycopg.OperationalError:
+            pass
+        idle.close()
+        status, doc = call(p.http_port, "/api/v1/kill-idle", "POST", "not json", token=TOKEN)
+        assert status == 400, doc
+    finally:
+        p.stop()
