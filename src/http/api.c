@@ -207,20 +207,11 @@ static void api_full_analysis(struct api_call *x)
     stats_report_free(&stats);
 }
 
-static void api_events(struct api_call *x)
+/* One event as the API shows it, or NULL when memory runs out. */
+static cJSON *event_json(const struct event *e)
 {
-    const struct event_ring *ev = live_manager_events(x->m);
-    cJSON *data = cJSON_CreateObject();
-    cJSON *list = data ? cJSON_AddArrayToObject(data, "events") : NULL;
-    const cJSON *since_item = x->body ? cJSON_GetObjectItemCaseSensitive(x->body, "since") : NULL;
-    double since = cJSON_IsNumber(since_item) ? since_item->valuedouble : 0;
-    for (size_t i = 0; list && i < ev->n; i++) {
-        const struct event *e = event_ring_at(ev, i);
-        if ((double)e->seq <= since)
-            continue;
-        cJSON *o = cJSON_CreateObject();
-        if (!o)
-            break;
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
         char when[40];
         timestamp_format_iso(e->at_ms, when, sizeof(when));
         cJSON_AddNumberToObject(o, "seq", (double)e->seq);
@@ -238,9 +229,60 @@ static void api_events(struct api_call *x)
         cJSON_AddNumberToObject(o, "before", (double)e->before);
         cJSON_AddNumberToObject(o, "after", (double)e->after);
         cJSON_AddStringToObject(o, "reason", e->reason);
+    }
+    return o;
+}
+
+static void api_events(struct api_call *x)
+{
+    const struct event_ring *ev = live_manager_events(x->m);
+    cJSON *data = cJSON_CreateObject();
+    cJSON *list = data ? cJSON_AddArrayToObject(data, "events") : NULL;
+    const cJSON *since_item = x->body ? cJSON_GetObjectItemCaseSensitive(x->body, "since") : NULL;
+    double since = cJSON_IsNumber(since_item) ? since_item->valuedouble : 0;
+    for (size_t i = 0; list && i < ev->n; i++) {
+        const struct event *e = event_ring_at(ev, i);
+        if ((double)e->seq <= since)
+            continue;
+        cJSON *o = event_json(e);
+        if (!o)
+            break;
         cJSON_AddItemToArray(list, o);
     }
     x->run.data = data;
+}
+
+bool api_is_event_stream(const char *path, const char *query)
+{
+    return path && !strcmp(path, API_PREFIX "events") && query && strstr(query, "follow");
+}
+
+uint64_t api_events_since(const char *query)
+{
+    const char *since = query ? strstr(query, "since=") : NULL;
+    return since ? strtoull(since + 6, NULL, 10) : 0;
+}
+
+uint64_t api_write_events_sse(struct pooler *p, uint64_t after, struct evbuffer *out)
+{
+    if (!p->manager)
+        return after;
+    const struct event_ring *ev = live_manager_events(p->manager);
+    for (size_t i = 0; i < ev->n; i++) {
+        const struct event *e = event_ring_at(ev, i);
+        if (e->seq <= after)
+            continue;
+        cJSON *o = event_json(e);
+        char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+        cJSON_Delete(o);
+        if (!text)
+            break;
+        evbuffer_add_printf(out, "id: %llu\nevent: %s\ndata: %s\n\n", (unsigned long long)e->seq,
+                            event_kind_name(e->kind), text);
+        free(text);
+        after = e->seq;
+    }
+    return after;
 }
 
 struct api_route {

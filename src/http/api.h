@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct pooler;
 struct evbuffer;
@@ -20,5 +21,14 @@ bool api_is_route(const char *path);
  * status and fills out with the JSON body. */
 int api_handle(struct pooler *p, const char *path, bool post, const char *body,
                bool acting_allowed, const char *query, struct evbuffer *out);
+
+/* GET /api/v1/events?follow: the events as Server-Sent Events, streamed (http_server keeps
+ * the stream and calls api_write_events_sse every second). */
+bool api_is_event_stream(const char *path, const char *query);
+/* ?since=N (0 when absent). */
+uint64_t api_events_since(const char *query);
+/* Appends the events after seq `after` in SSE form ("id:", "event:", "data: <json>"); returns
+ * the seq of the last one written (after when none). */
+uint64_t api_write_events_sse(struct pooler *p, uint64_t after, struct evbuffer *out);
 
 #endif

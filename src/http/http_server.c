@@ -50,6 +50,7 @@
 #define HTTP_MAX_BODY_SIZE    65536
 #define HTTP_BACKLOG          64
 #define HTTP_TOKEN_MAX        4096
+#define HTTP_MAX_FOLLOWERS    16   /* open /api/v1/events?follow streams */
 /* The listener may accept a few more in the turn that reaches the cap. */
 #define HTTP_TRACK_SLOTS (HTTP_MAX_CONNECTIONS + 16)
 
@@ -59,6 +60,14 @@ struct http_track {
     dev_t dev;
     ino_t ino;
     int64_t start_us;
+};
+
+/* An open event stream: the request stays unanswered-to-the-end, chunks are sent as events
+ * come. Known by its connection so the close callback can find it. */
+struct http_follower {
+    struct evhttp_request *req;     /* borrowed: valid until its connection closes */
+    struct evhttp_connection *conn; /* borrowed */
+    uint64_t last_seq;              /* newest event sent */
 };
 
 struct http_server {
@@ -77,6 +86,8 @@ struct http_server {
     struct http_track tracks[HTTP_TRACK_SLOTS];
     int n_tracks;
     bool paused; /* at the cap: the listener is disabled */
+    struct http_follower followers[HTTP_MAX_FOLLOWERS];
+    int n_followers;
 };
 
 /* ---- configuration: address and token ---- */
@@ -244,6 +255,60 @@ static struct bufferevent *new_conn_bev_cb(struct event_base *base, void *arg)
     return bev;
 }
 
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text);
+
+/* Sends a follower the events it has not seen, or a comment line that keeps the connection
+ * from timing out. */
+static void follower_push(struct http_server *srv, struct http_follower *f)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b)
+        return;
+    uint64_t last = api_write_events_sse(srv->p, f->last_seq, b);
+    if (last == f->last_seq)
+        evbuffer_add_printf(b, ": keepalive\n\n");
+    f->last_seq = last;
+    evhttp_send_reply_chunk(f->req, b);
+    evbuffer_free(b);
+}
+
+static void follower_closed(struct evhttp_connection *conn, void *arg)
+{
+    struct http_server *srv = arg;
+    for (int i = 0; i < srv->n_followers; i++) {
+        if (srv->followers[i].conn == conn) {
+            srv->followers[i] = srv->followers[--srv->n_followers];
+            return;
+        }
+    }
+}
+
+/* GET /api/v1/events?follow[&since=N]: an event stream (text/event-stream). Like every HTTP
+ * connection it ends after HTTP_CONN_LIFETIME_S; EventSource clients reconnect by themselves
+ * and resume with Last-Event-ID. */
+static void follow_events(struct http_server *srv, struct evhttp_request *req, const char *query)
+{
+    if (srv->n_followers >= HTTP_MAX_FOLLOWERS) {
+        reply_text(req, 503, "Service Unavailable", "too many event streams open");
+        return;
+    }
+    uint64_t since = api_events_since(query);
+    const char *resume =
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Last-Event-ID");
+    if (resume)
+        since = strtoull(resume, NULL, 10);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "text/event-stream");
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_send_reply_start(req, 200, "OK");
+    struct http_follower *f = &srv->followers[srv->n_followers++];
+    f->req = req;
+    f->conn = evhttp_request_get_connection(req);
+    f->last_seq = since;
+    evhttp_connection_set_closecb(f->conn, follower_closed, srv);
+    follower_push(srv, f);
+}
+
 static void sweep_cb(evutil_socket_t fd_unused, short what, void *arg)
 {
     (void)fd_unused;
@@ -268,6 +333,8 @@ static void sweep_cb(evutil_socket_t fd_unused, short what, void *arg)
     }
     srv->n_tracks = kept;
     update_pause(srv);
+    for (int i = 0; i < srv->n_followers; i++)
+        follower_push(srv, &srv->followers[i]);
 }
 
 /* ---- endpoints ---- */
@@ -327,6 +394,10 @@ static void handle_api(struct http_server *srv, struct evhttp_request *req)
 {
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     bool post = evhttp_request_get_command(req) == EVHTTP_REQ_POST;
+    if (!post && api_is_event_stream(evhttp_uri_get_path(uri), evhttp_uri_get_query(uri))) {
+        follow_events(srv, req, evhttp_uri_get_query(uri));
+        return;
+    }
     /* evhttp already refused bodies above HTTP_MAX_BODY_SIZE. */
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t n = post ? evbuffer_get_length(in) : 0;
@@ -494,6 +565,7 @@ void http_server_stop(struct http_server *h)
         event_free(h->adopt);
     if (h->sweep)
         event_free(h->sweep);
+    h->n_followers = 0; /* their connections go with evhttp below */
     /* Frees the listener and every connection. */
     if (h->http)
         evhttp_free(h->http);

@@ -28,6 +28,14 @@
 #define W_XACT_OLD      5  /* transaction open >= hold */
 #define W_XACT_VERY_OLD 10 /* transaction open >= 10x hold (replaces W_XACT_OLD) */
 #define W_BLOCKING      20
+/* Serve mode, plain idle while holding a server (session pooling), relative to
+ * leak_hold_threshold (r = idle / hold): below it 20*r, at it 35 rising by up to 15 more
+ * until 10x. The server is held for nothing: other clients may be waiting for it. */
+#define W_HOLD_BELOW   20.0
+#define W_HOLD_AT_HOLD 35.0
+#define W_HOLD_BEYOND  15.0
+/* Serve mode: results left unread at least leak_hold_threshold while holding a server. */
+#define W_NOT_READING 50
 /* Plain idle, relative to idle_timeout (r = idle / idle_timeout): from r >= 1, 10 rising by
  * up to 10 more until 6x; so plain idle alone tops out at 20, below any suspect. */
 #define W_IDLE_AT_TIMEOUT 10.0
@@ -92,7 +100,12 @@ int leaks_score_connection(const struct snapshot *cur, const struct conn_record 
     char a[32], b[32];
     int score = 0;
 
-    if (!is_idle_state(rec->state)) {
+    if (cur->mode == SNAPSHOT_MODE_SERVE && rec->output_blocked_ms >= hold) {
+        /* Not busy at all: the server's results wait on a client that stopped reading. */
+        score += W_NOT_READING;
+        add_reason(out, "has not read its results for %s while holding a server (+%d)",
+                   units_format_duration(rec->output_blocked_ms, a, sizeof(a)), W_NOT_READING);
+    } else if (!is_idle_state(rec->state)) {
         /* Busy connections are doing work; a long query is a performance problem, not a leak. */
         if (rec->state == CONN_STATE_ACTIVE && rec->query_start_ms != 0 &&
             snapshot_age_ms(cur, rec->query_start_ms) >= hold)
@@ -102,7 +115,9 @@ int leaks_score_connection(const struct snapshot *cur, const struct conn_record 
         return 0;
     }
 
-    if (conn_state_in_xact(rec->state)) {
+    if (!is_idle_state(rec->state)) {
+        /* only the unread results above count */
+    } else if (conn_state_in_xact(rec->state)) {
         double r = (double)idle / (double)hold;
         double points;
         if (r < 1.0)
@@ -130,6 +145,17 @@ int leaks_score_connection(const struct snapshot *cur, const struct conn_record 
             add_reason(out, "transaction open for %s (+%d)",
                        units_format_duration(xact, a, sizeof(a)), W_XACT_OLD);
         }
+    } else if (cur->mode == SNAPSHOT_MODE_SERVE && rec->pid != 0) {
+        double r = (double)idle / (double)hold;
+        double points = r < 1.0 ? W_HOLD_BELOW * r
+                                : W_HOLD_AT_HOLD + W_HOLD_BEYOND * fmin((r - 1.0) / IIT_BEYOND_SPAN, 1.0);
+        int p = (int)lround(points);
+        score += p;
+        add_reason(out,
+                   "holds a server connection without traffic for %s (session pooling; "
+                   "leak_hold_threshold %s) (+%d)",
+                   units_format_duration(idle, a, sizeof(a)), units_format_duration(hold, b, sizeof(b)),
+                   p);
     } else {
         double r = (double)idle / (double)idle_timeout;
         if (r >= 1.0) {

@@ -61,6 +61,8 @@ struct conn_record {
     bool is_infrastructure; /* pooler/platform roles and apps (Supavisor, PostgREST, ...) */
     bool visible;          /* false when the row read "<insufficient privilege>" */
     int64_t requests;      /* serve: queries/transactions served on this connection */
+    int64_t output_blocked_ms; /* serve: the client has left results unread this long while
+                                  holding a server (its socket takes no more); 0 = not */
 };
 
 /* Server slot budget. usable = max_connections - superuser_reserved - reserved. */

@@ -129,3 +129,35 @@ def test_post_kill_idle_with_token_disconnects_idle_clients(pgwarden_bin, pg):
         assert status == 400, doc
     finally:
         p.stop()
+
+
+def test_events_follow_streams_server_sent_events(pgwarden_bin, pg):
+    import socket
+    p = start(pgwarden_bin, pg)
+    try:
+        s = socket.create_connection(("127.0.0.1", p.http_port), timeout=10)
+        s.sendall(b"GET /api/v1/events?follow HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        deadline = time.time() + 10
+        while b"text/event-stream" not in got and time.time() < deadline:
+            got += s.recv(65536)
+        assert b"200 OK" in got and b"text/event-stream" in got, got
+        # A leak appears while the stream is open: its event arrives on the stream.
+        with psycopg.connect(p.dsn(application_name="streamed-leak")) as leaker:
+            leaker.execute("SELECT 1")
+            deadline = time.time() + 15
+            while b"streamed-leak" not in got and time.time() < deadline:
+                try:
+                    got += s.recv(65536)
+                except TimeoutError:
+                    pass
+        text = got.decode(errors="replace")
+        assert "event: leak_suspected" in text and "streamed-leak" in text, text[-2000:]
+        data = [ln[6:] for ln in text.splitlines() if ln.startswith("data: ")]
+        assert any(json.loads(d)["application"] == "streamed-leak" for d in data)
+        s.close()
+        # The pooler keeps serving, and a new stream can start where the last one ended.
+        status, doc = call(p.http_port, "/api/v1/events")
+        assert status == 200
+    finally:
+        p.stop()

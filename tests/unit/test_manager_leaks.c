@@ -322,6 +322,43 @@ static void test_clock_and_scale_edges(void **state)
     options_free(&o);
 }
 
+/* Serve mode: a session-pooling client that holds its server without traffic, and one that
+ * stopped reading its results, are suspects; an idle transaction-pooling client (no server)
+ * is not, and neither rule applies to inspect mode's idle sessions. */
+static void test_serve_holding_and_not_reading(void **state)
+{
+    (void)state;
+    struct manager_options o;
+    fx_options(&o); /* leak_hold_threshold 60 s */
+    struct snapshot cur;
+    fx_snapshot(&cur, SNAPSHOT_MODE_SERVE, FX_NOW);
+    struct conn_record *holder = fx_conn(&cur, 1, "app", "session-app", CONN_STATE_IDLE, 61);
+    struct conn_record *no_server = fx_conn(&cur, 2, "app", "tx-app", CONN_STATE_IDLE, 600);
+    no_server->pid = 0;
+    struct conn_record *stuck = fx_conn(&cur, 3, "app", "slow-reader", CONN_STATE_ACTIVE, 90);
+    stuck->output_blocked_ms = FX_S(90);
+    struct leak_suspect sus;
+    int s_holder = leaks_score_connection(&cur, holder, &o, &sus);
+    assert_true(s_holder >= LEAK_SUSPECT_MIN_SCORE);
+    assert_non_null(strstr(sus.reasons[0], "holds a server connection without traffic"));
+    assert_true(leaks_score_connection(&cur, no_server, &o, &sus) < LEAK_SUSPECT_MIN_SCORE);
+    int s_stuck = leaks_score_connection(&cur, stuck, &o, &sus);
+    assert_true(s_stuck >= LEAK_SUSPECT_MIN_SCORE);
+    assert_non_null(strstr(sus.reasons[0], "has not read its results"));
+    assert_int_equal(sus.n_reasons, 1);
+    /* Below the threshold: not yet. */
+    stuck->output_blocked_ms = FX_S(30);
+    assert_int_equal(leaks_score_connection(&cur, stuck, &o, &sus), 0);
+    snapshot_free(&cur);
+
+    struct snapshot insp;
+    fx_snapshot(&insp, SNAPSHOT_MODE_INSPECT, FX_NOW);
+    struct conn_record *idle = fx_conn(&insp, 4, "app", "session-app", CONN_STATE_IDLE, 61);
+    assert_true(leaks_score_connection(&insp, idle, &o, &sus) < LEAK_SUSPECT_MIN_SCORE);
+    snapshot_free(&insp);
+    options_free(&o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -331,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_pressure_raises_scores_and_risk),
         cmocka_unit_test(test_growth_flagged),
         cmocka_unit_test(test_clock_and_scale_edges),
+        cmocka_unit_test(test_serve_holding_and_not_reading),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
