@@ -39,6 +39,11 @@ struct action_run {
 
 typedef void (*action_handler_fn)(struct action_run *run);
 typedef void (*action_table_fn)(const struct action_run *run, FILE *out);
+/* One report from snapshots taken elsewhere: prev is the sample before cur (NULL when there
+ * is none, so no rates). Fills the run like a handler. --watch repeats it over one open
+ * connection (cli/watch.c). */
+typedef void (*action_report_fn)(struct action_run *run, const struct snapshot *prev,
+                                 const struct snapshot *cur);
 
 struct action_def {
     const char *name;
@@ -47,6 +52,7 @@ struct action_def {
     bool samples_twice;  /* takes two snapshots --interval apart (rates) */
     action_handler_fn handler;
     action_table_fn render_table;
+    action_report_fn watch_report; /* NULL: --watch is refused for this action */
 };
 
 /* NULL when no action has that name. */

@@ -7,6 +7,7 @@
 #include "cli/action.h"
 #include "cli/render.h"
 #include "cli/target_source.h"
+#include "cli/watch.h"
 #include "common/log.h"
 #include "common/timestamp.h"
 #include "common/units.h"
@@ -21,8 +22,14 @@ struct cli_invocation {
     bool assume_yes;
     bool help;
     int probe_timeout_ms;
+    int64_t watch_ms; /* 0 = one report */
+    long watch_count; /* 0 = until interrupted */
     struct manager_options opts;
 };
+
+/* --watch: at least watch(1)'s tenth of a second, so a typo cannot hammer the target. */
+#define WATCH_MIN_MS 100
+#define WATCH_MAX_MS (24 * 3600 * 1000)
 
 void cli_print_usage(FILE *out)
 {
@@ -68,8 +75,14 @@ static void print_action_help(const struct action_def *action, FILE *out)
                  "  --timeout D                  probe timeout of health-check (default 5s)\n"
                  "  --yes, -y                    do not ask before --execute on a terminal\n"
                  "  --verbose, -v                log what is done to stderr\n"
-                 "  --help, -h                   this text\n\n"
-                 "Manager options (durations take units: 300s, 5min, 250ms; shares: 25%%):\n");
+                 "  --help, -h                   this text\n\n");
+    if (action->watch_report != NULL)
+        fprintf(out, "Watch options:\n"
+                     "  --watch D                    report again every D (500ms, 2s) over one\n"
+                     "                               connection until Ctrl-C; redrawn on a\n"
+                     "                               terminal, JSON Lines with --format json\n"
+                     "  --count N                    with --watch: stop after N reports\n\n");
+    fprintf(out, "Manager options (durations take units: 300s, 5min, 250ms; shares: 25%%):\n");
     options_describe(print_option_help, out);
     fprintf(out, "\nExit codes: 0 ok, 1 warning, 2 critical, 3 could not run, 4 refused by a "
                  "safety guard.\n");
@@ -124,6 +137,28 @@ static const char *long_name_of(const char *arg)
     if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0')
         return arg + 2;
     return NULL;
+}
+
+/* --watch only where the registry has a watch_report; --count only with --watch. */
+static bool check_watch(const struct cli_invocation *inv, char *err, size_t err_len)
+{
+    if (inv->watch_ms > 0 && inv->action->watch_report == NULL) {
+        char names[256] = "";
+        size_t used = 0;
+        for (const struct action_def *a = action_all(); a->name != NULL; a++) {
+            if (a->watch_report != NULL && used < sizeof(names))
+                used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
+                                         used ? ", " : "", a->name);
+        }
+        snprintf(err, err_len, "--watch is not available for %s (only for %s)",
+                 inv->action->name, names);
+        return false;
+    }
+    if (inv->watch_count > 0 && inv->watch_ms == 0) {
+        snprintf(err, err_len, "--count needs --watch");
+        return false;
+    }
+    return true;
 }
 
 /* Parses argv into inv. Returns false with one sentence in err. */
@@ -210,6 +245,25 @@ static bool parse_args(int argc, char **argv, struct cli_invocation *inv, char *
                 return false;
             }
             inv->probe_timeout_ms = (int)ms;
+        } else if (strcmp(key, "watch") == 0) {
+            int64_t ms;
+            char why[256];
+            if (!units_parse_duration_ms(value, &ms, why, sizeof(why)) || ms < WATCH_MIN_MS ||
+                ms > WATCH_MAX_MS) {
+                snprintf(err, err_len, "--watch: '%s' is not a duration between 100ms and 1d",
+                         value);
+                return false;
+            }
+            inv->watch_ms = ms;
+        } else if (strcmp(key, "count") == 0) {
+            char *end;
+            long n = strtol(value, &end, 10);
+            if (end == value || *end != '\0' || n < 1) {
+                snprintf(err, err_len, "--count: '%s' is not a whole number of at least 1",
+                         value);
+                return false;
+            }
+            inv->watch_count = n;
         } else {
             char why[256];
             enum options_result r = options_set(&inv->opts, key, value, why, sizeof(why));
@@ -224,7 +278,7 @@ static bool parse_args(int argc, char **argv, struct cli_invocation *inv, char *
             }
         }
     }
-    return options_validate(&inv->opts, err, err_len);
+    return check_watch(inv, err, err_len) && options_validate(&inv->opts, err, err_len);
 }
 
 /* Reports a usage error in the requested format: JSON callers always get one document. */
@@ -296,6 +350,14 @@ int cli_run_action(int argc, char **argv)
         .assume_yes = inv.assume_yes,
         .probe_timeout_ms = inv.probe_timeout_ms,
     };
+    if (inv.watch_ms > 0) {
+        struct watch_request req = {
+            .base = &run, .format = inv.format, .every_ms = inv.watch_ms,
+            .count = inv.watch_count};
+        int code = watch_run(&req);
+        options_free(&inv.opts);
+        return code;
+    }
     action->handler(&run);
     double duration = timestamp_monotonic_ms() - started;
 

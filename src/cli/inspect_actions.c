@@ -166,22 +166,27 @@ static void describe_stats(char *out, size_t len, const struct stats_report *st,
              st->total, st->total == 1 ? "" : "s", max, st->active, st->idle, st->idle_in_transaction, rate);
 }
 
+void inspect_action_monitor_report(struct action_run *run, const struct snapshot *prev,
+                                   const struct snapshot *cur)
+{
+    struct stats_report stats;
+    if (!stats_compute(prev, cur, run->opts, &stats)) {
+        out_of_memory(run);
+        return;
+    }
+    run->data = report_json_stats(&stats, cur, run->opts);
+    char text[400];
+    describe_stats(text, sizeof(text), &stats, run->source->mode);
+    conclude(run, stats_utilization_status(&stats, run->opts), text);
+    stats_report_free(&stats);
+}
+
 void inspect_action_monitor(struct action_run *run)
 {
     struct inspect_samples s;
     if (!open_samples(run, &s, true))
         return;
-    struct stats_report stats;
-    if (!stats_compute(prev_of(&s), &s.cur, run->opts, &stats)) {
-        out_of_memory(run);
-        samples_free(&s);
-        return;
-    }
-    run->data = report_json_stats(&stats, &s.cur, run->opts);
-    char text[400];
-    describe_stats(text, sizeof(text), &stats, run->source->mode);
-    conclude(run, stats_utilization_status(&stats, run->opts), text);
-    stats_report_free(&stats);
+    inspect_action_monitor_report(run, prev_of(&s), &s.cur);
     samples_free(&s);
 }
 

@@ -51,11 +51,11 @@ cJSON *render_envelope(const struct action_run *run, const char *action_name,
     return env;
 }
 
-void render_json(const struct action_run *run, const char *action_name, const char *timestamp,
-                 double duration_ms, FILE *out)
+static void print_envelope(const struct action_run *run, const char *action_name,
+                           const char *timestamp, double duration_ms, bool compact, FILE *out)
 {
     cJSON *env = render_envelope(run, action_name, timestamp, duration_ms);
-    char *text = cJSON_Print(env);
+    char *text = compact ? cJSON_PrintUnformatted(env) : cJSON_Print(env);
     if (text != NULL) {
         fprintf(out, "%s\n", text);
         free(text);
@@ -66,6 +66,18 @@ void render_json(const struct action_run *run, const char *action_name, const ch
                 action_name);
     }
     cJSON_Delete(env);
+}
+
+void render_json(const struct action_run *run, const char *action_name, const char *timestamp,
+                 double duration_ms, FILE *out)
+{
+    print_envelope(run, action_name, timestamp, duration_ms, false, out);
+}
+
+void render_json_line(const struct action_run *run, const char *action_name,
+                      const char *timestamp, double duration_ms, FILE *out)
+{
+    print_envelope(run, action_name, timestamp, duration_ms, true, out);
 }
 
 void render_table(const struct action_run *run, FILE *out, FILE *err)
