@@ -4,6 +4,7 @@
 #   make check-sanitize   the same tests on an ASan+UBSan build
 #   make demo       throwaway PostgreSQL with planted problems, then full-analysis
 #   make fuzz-smoke build every libFuzzer target and run each briefly
+#   make bench-manager  what the live manager costs: tps with it on vs off, side by side
 #   make format     clang-format every C file
 PYTHON ?= /usr/bin/python3
 BUILD ?= build
@@ -11,7 +12,7 @@ SAN_BUILD ?= build-sanitize
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS ?=
 
-.PHONY: all build setup check check-unit check-integration check-sanitize demo format clean bench bench-quick fuzz-smoke
+.PHONY: all build setup check check-unit check-integration check-sanitize demo format clean bench bench-quick bench-manager fuzz-smoke
 
 all: build
 
@@ -51,6 +52,10 @@ bench: setup
 	@$(MAKE) --no-print-directory build
 	@bench/setup.sh
 	@$(PYTHON) bench/run.py --pgwarden $(abspath $(BUILD))/pgwarden $(BENCH_ARGS)
+
+bench-manager: setup
+	@$(MAKE) --no-print-directory build
+	@$(PYTHON) bench/manager_overhead.py --pgwarden $(abspath $(BUILD))/pgwarden $(BENCH_ARGS)
 
 bench-quick: setup
 	@$(MAKE) --no-print-directory build

@@ -14,122 +14,63 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "config/pooler_config.h"
 #include "live/live_manager.h"
+#include "pool/handout.h"
+#include "pool/objects.h"
+#include "pool/pool.h"
+#include "pool/serve.h"
+#include "pool/server.h"
 #include "proto/wire.h"
 
 #define OID_INT8 20
 #define OID_TEXT 25
 
+/* Grows the output like a vector (1 kB, then doubling); the bytes belong to the console_out. */
+static bool out_grow(struct wire_buf *b, size_t need)
+{
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap - b->len < need)
+        cap *= 2;
+    uint8_t *d = realloc(b->data, cap);
+    if (!d)
+        return false;
+    b->data = d;
+    b->cap = cap;
+    return true;
+}
+
+void console_out_init(struct console_out *o)
+{
+    wire_buf_init_growable(&o->buf, out_grow);
+    o->sent = 0;
+}
+
 void console_out_free(struct console_out *o)
 {
-    free(o->data);
-    o->data = NULL;
-    o->len = o->cap = 0;
-}
-
-static uint8_t *reserve(struct console_out *o, size_t n)
-{
-    if (o->failed)
-        return NULL;
-    if (o->cap - o->len < n) {
-        size_t cap = o->cap ? o->cap : 1024;
-        while (cap - o->len < n)
-            cap *= 2;
-        uint8_t *d = realloc(o->data, cap);
-        if (!d) {
-            o->failed = true;
-            return NULL;
-        }
-        o->data = d;
-        o->cap = cap;
-    }
-    return o->data + o->len;
-}
-
-/* Appends a message built by fn into o using a wire_buf over reserved space. */
-static void put_bytes(struct console_out *o, const void *p, size_t n)
-{
-    uint8_t *d = reserve(o, n);
-    if (d) {
-        memcpy(d, p, n);
-        o->len += n;
-    }
-}
-
-static void put_u8(struct console_out *o, uint8_t v)
-{
-    put_bytes(o, &v, 1);
-}
-
-static void put_u16(struct console_out *o, uint16_t v)
-{
-    uint8_t b[2] = {(uint8_t)(v >> 8), (uint8_t)v};
-    put_bytes(o, b, 2);
-}
-
-static void put_u32(struct console_out *o, uint32_t v)
-{
-    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
-    put_bytes(o, b, 4);
-}
-
-static void put_cstr(struct console_out *o, const char *s)
-{
-    put_bytes(o, s, strlen(s) + 1);
-}
-
-static size_t msg_begin(struct console_out *o, uint8_t type)
-{
-    size_t at = o->len;
-    put_u8(o, type);
-    put_u32(o, 0);
-    return at;
-}
-
-static void msg_end(struct console_out *o, size_t at)
-{
-    if (o->failed)
-        return;
-    uint32_t len = (uint32_t)(o->len - at - 1);
-    o->data[at + 1] = (uint8_t)(len >> 24);
-    o->data[at + 2] = (uint8_t)(len >> 16);
-    o->data[at + 3] = (uint8_t)(len >> 8);
-    o->data[at + 4] = (uint8_t)len;
-}
-
-static void param_status(struct console_out *o, const char *k, const char *v)
-{
-    size_t m = msg_begin(o, WIRE_BE_PARAMETER_STATUS);
-    put_cstr(o, k);
-    put_cstr(o, v);
-    msg_end(o, m);
+    free(o->buf.data);
+    console_out_init(o);
 }
 
 void console_welcome(struct console_out *o, const char *application_name)
 {
-    param_status(o, "server_version", "15.0 (pgwarden " PGWARDEN_VERSION ")");
-    param_status(o, "server_encoding", "UTF8");
-    param_status(o, "client_encoding", "UTF8");
-    param_status(o, "DateStyle", "ISO, MDY");
-    param_status(o, "TimeZone", "UTC");
-    param_status(o, "standard_conforming_strings", "on");
-    param_status(o, "integer_datetimes", "on");
-    param_status(o, "is_superuser", "off");
-    param_status(o, "application_name", application_name ? application_name : "");
-}
-
-static void ready(struct console_out *o)
-{
-    size_t m = msg_begin(o, WIRE_BE_READY_FOR_QUERY);
-    put_u8(o, WIRE_XACT_IDLE);
-    msg_end(o, m);
+    struct wire_buf *b = &o->buf;
+    wire_build_parameter_status(b, "server_version", "15.0 (pgwarden " PGWARDEN_VERSION ")");
+    wire_build_parameter_status(b, "server_encoding", "UTF8");
+    wire_build_parameter_status(b, "client_encoding", "UTF8");
+    wire_build_parameter_status(b, "DateStyle", "ISO, MDY");
+    wire_build_parameter_status(b, "TimeZone", "UTC");
+    wire_build_parameter_status(b, "standard_conforming_strings", "on");
+    wire_build_parameter_status(b, "integer_datetimes", "on");
+    wire_build_parameter_status(b, "is_superuser", "off");
+    wire_build_parameter_status(b, "application_name", application_name ? application_name : "");
 }
 
 static void command_complete(struct console_out *o, const char *tag)
 {
-    size_t m = msg_begin(o, WIRE_BE_COMMAND_COMPLETE);
-    put_cstr(o, tag);
-    msg_end(o, m);
+    size_t m = wire_msg_begin(&o->buf, WIRE_BE_COMMAND_COMPLETE);
+    wire_put_cstr(&o->buf, tag);
+    wire_msg_end(&o->buf, m);
 }
 
 static void error(struct console_out *o, const char *sqlstate, const char *fmt, ...)
@@ -141,17 +82,7 @@ static void error(struct console_out *o, const char *sqlstate, const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    size_t m = msg_begin(o, WIRE_BE_ERROR);
-    put_u8(o, 'S');
-    put_cstr(o, "ERROR");
-    put_u8(o, 'V');
-    put_cstr(o, "ERROR");
-    put_u8(o, 'C');
-    put_cstr(o, sqlstate);
-    put_u8(o, 'M');
-    put_cstr(o, msg);
-    put_u8(o, 0);
-    msg_end(o, m);
+    wire_build_error(&o->buf, "ERROR", sqlstate, msg);
 }
 
 /* ---- result sets: columns are "name:i" (int8) or "name" (text) ---- */
@@ -170,8 +101,9 @@ static void rs_begin(struct rowset *rs, struct console_out *o, const char *const
     rs->o = o;
     rs->ncols = n;
     rs->rows = 0;
-    size_t m = msg_begin(o, WIRE_BE_ROW_DESCRIPTION);
-    put_u16(o, (uint16_t)n);
+    struct wire_buf *b = &o->buf;
+    size_t m = wire_msg_begin(b, WIRE_BE_ROW_DESCRIPTION);
+    wire_put_u16(b, (uint16_t)n);
     for (int i = 0; i < n; i++) {
         const char *c = cols[i];
         size_t len = strlen(c);
@@ -179,34 +111,35 @@ static void rs_begin(struct rowset *rs, struct console_out *o, const char *const
         rs->numeric[i] = num;
         char name[64];
         snprintf(name, sizeof(name), "%.*s", (int)(num ? len - 2 : len), c);
-        put_cstr(o, name);
-        put_u32(o, 0);
-        put_u16(o, 0);
-        put_u32(o, num ? OID_INT8 : OID_TEXT);
-        put_u16(o, num ? 8 : 0xFFFF);
-        put_u32(o, 0xFFFFFFFF);
-        put_u16(o, 0);
+        wire_put_cstr(b, name);
+        wire_put_u32(b, 0);
+        wire_put_u16(b, 0);
+        wire_put_u32(b, num ? OID_INT8 : OID_TEXT);
+        wire_put_u16(b, num ? 8 : 0xFFFF);
+        wire_put_u32(b, 0xFFFFFFFF);
+        wire_put_u16(b, 0);
     }
-    msg_end(o, m);
+    wire_msg_end(b, m);
 }
 
 static void rs_row(struct rowset *rs)
 {
-    rs->row_at = msg_begin(rs->o, WIRE_BE_DATA_ROW);
-    put_u16(rs->o, (uint16_t)rs->ncols);
+    rs->row_at = wire_msg_begin(&rs->o->buf, WIRE_BE_DATA_ROW);
+    wire_put_u16(&rs->o->buf, (uint16_t)rs->ncols);
     rs->row_cols = 0;
 }
 
 static void rs_text(struct rowset *rs, const char *v)
 {
+    struct wire_buf *b = &rs->o->buf;
     if (!v) {
-        put_u32(rs->o, 0xFFFFFFFF);
+        wire_put_u32(b, 0xFFFFFFFF);
     } else {
-        put_u32(rs->o, (uint32_t)strlen(v));
-        put_bytes(rs->o, v, strlen(v));
+        wire_put_u32(b, (uint32_t)strlen(v));
+        wire_put_bytes(b, v, strlen(v));
     }
     if (++rs->row_cols == rs->ncols) {
-        msg_end(rs->o, rs->row_at);
+        wire_msg_end(b, rs->row_at);
         rs->rows++;
     }
 }
@@ -712,7 +645,7 @@ static void show_snapshot(struct pooler *p, struct console_out *o)
     static const char *const cols[] = {
         "id:i",        "pid:i",          "user",          "database",         "application",
         "client_addr", "state",          "connected_ms:i", "state_change_ms:i", "xact_start_ms:i",
-        "query_start_ms:i", "requests:i", "taken_ms:i"};
+        "query_start_ms:i", "requests:i", "taken_ms:i", "output_blocked_ms:i"};
     struct rowset rs;
     rs_begin(&rs, o, cols, (int)(sizeof(cols) / sizeof(cols[0])));
     const struct snapshot *snap = p->manager ? live_manager_snapshot(p->manager) : NULL;
@@ -732,6 +665,7 @@ static void show_snapshot(struct pooler *p, struct console_out *o)
         rs_int(&rs, c->query_start_ms);
         rs_int(&rs, c->requests);
         rs_int(&rs, snap->taken_ms);
+        rs_int(&rs, c->output_blocked_ms);
     }
     rs_end(&rs, "SHOW");
 }
@@ -1153,8 +1087,8 @@ void console_handle_query(struct pooler *p, enum console_access access, const ch
     normalise(sql, cmd, sizeof(cmd));
     const struct console_command *k = cmd[0] ? find_command(cmd) : NULL;
     if (cmd[0] == '\0') {
-        size_t m = msg_begin(o, WIRE_BE_EMPTY_QUERY);
-        msg_end(o, m);
+        size_t m = wire_msg_begin(&o->buf, WIRE_BE_EMPTY_QUERY);
+        wire_msg_end(&o->buf, m);
     } else if (!k) {
         error(o, "42601", "invalid command '%.64s', use SHOW HELP;", cmd);
     } else if (k->admin_only && access != CONSOLE_ADMIN) {
@@ -1164,5 +1098,5 @@ void console_handle_query(struct pooler *p, enum console_access access, const ch
     } else {
         k->act(p, sql, o);
     }
-    ready(o);
+    wire_build_ready(&o->buf, WIRE_XACT_IDLE);
 }

@@ -1,7 +1,9 @@
 /* The admin console: the virtual databases "pgbouncer" and "pgwarden", reached with any
  * PostgreSQL client over the simple query protocol. PgBouncer's SHOW commands and columns
  * (so existing exporters keep working) plus PAUSE, RESUME, RELOAD and SHUTDOWN for
- * admin_users. stats_users may only SHOW. */
+ * admin_users. stats_users may only SHOW. Pooler-wide actions go through pool/serve.h (the
+ * console declares nothing the pooler implements); KILL and KILL_CLIENT close objects with
+ * client_fail/server_close, everything else only reads the pool objects. */
 #ifndef PGWARDEN_ADMIN_CONSOLE_H
 #define PGWARDEN_ADMIN_CONSOLE_H
 
@@ -9,7 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pool/pool.h"
+#include "proto/wire.h"
+
+struct pooler;
+struct pooler_config;
 
 enum console_access {
     CONSOLE_DENIED,
@@ -21,14 +26,14 @@ enum console_access {
 bool console_is_admin_db(const char *db);
 enum console_access console_access_for(const struct pooler_config *cfg, const char *user);
 
-/* Growable output of a console response (owned bytes). */
+/* Output of a console response: the messages, built with the wire builders into a buffer
+ * that grows as needed (buf.data owned; buf.overflow: out of memory). */
 struct console_out {
-    uint8_t *data; /* owned */
-    size_t len;
-    size_t cap;
+    struct wire_buf buf;
     size_t sent; /* bytes already delivered (a large SHOW may need several sends) */
-    bool failed; /* out of memory */
 };
+/* Makes o empty; console_out_free releases its bytes. */
+void console_out_init(struct console_out *o);
 void console_out_free(struct console_out *o);
 
 /* Appends the console's welcome (ParameterStatus set) to o. */
@@ -38,12 +43,5 @@ void console_welcome(struct console_out *o, const char *application_name);
  * and ReadyForQuery to o. */
 void console_handle_query(struct pooler *p, enum console_access access, const char *sql,
                           struct console_out *o);
-
-/* ---- pooler actions the console triggers (implemented in pool/serve.c) ---- */
-void pooler_pause(struct pooler *p);
-void pooler_resume(struct pooler *p);
-/* Returns false with the reason in err when the new configuration was refused. */
-bool pooler_reload(struct pooler *p, char *err, size_t err_len);
-void pooler_shutdown(struct pooler *p);
 
 #endif

@@ -12,6 +12,7 @@
 #include "live/pool_executor.h"
 #include "live/pool_source.h"
 #include "net/loop.h"
+#include "pool/objects.h"
 
 /* What the manager remembers about a client that was a suspect, for as long as the client is
  * connected: one that leaks again after a reclaim step continues from that step. */

@@ -3,6 +3,11 @@
 
 #include <stdio.h>
 
+#include "pool/client.h"
+#include "pool/handout.h"
+#include "pool/objects.h"
+#include "pool/server.h"
+
 struct client *pool_executor_find_client(struct pooler *p, int64_t client_id)
 {
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {

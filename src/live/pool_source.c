@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "pool/server.h"
+
 enum conn_state pool_source_conn_state(const struct client *c)
 {
     if (c->state == CL_WAITING || c->state == CL_WAITING_LOGIN)
@@ -56,6 +58,8 @@ static bool add_client(const struct pool *pool, const struct client *c, struct s
     r->query_start_ms = c->request_us ? c->request_us / 1000 : c->active_us / 1000;
     r->visible = true;
     r->requests = c->xacts;
+    if (c->output_blocked_us && c->server)
+        r->output_blocked_ms = (pooler_now(pool->pooler) - c->output_blocked_us) / 1000;
     return true;
 }
 

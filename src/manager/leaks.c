@@ -423,7 +423,10 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
     }
     for (size_t i = 0; i < cur->n_conns; i++) {
         const struct conn_record *rec = &cur->conns[i];
-        if (!leaks_may_suspect(opts, rec) || !is_idle_state(rec->state))
+        /* Busy connections are doing work, unless the work waits on a client that stopped
+         * reading (serve mode). */
+        bool stalled = cur->mode == SNAPSHOT_MODE_SERVE && rec->output_blocked_ms > 0;
+        if (!leaks_may_suspect(opts, rec) || (!is_idle_state(rec->state) && !stalled))
             continue;
         struct leak_suspect *s = &out->suspects[out->total_suspected];
         int score = leaks_score_connection(cur, rec, opts, s);

@@ -59,6 +59,9 @@ static const struct option_spec option_table[] = {
      "cancel, rollback, disconnect"},
     {"health_check_interval", OPT_DURATION, FIELD(health_check_interval_ms), NULL, 0, 0, "30s",
      "background health probes (serve)"},
+    {"live", OPT_BOOL, FIELD(live), NULL, 0, 0, "on",
+     "serve: run the manager inside the pooler (read at start; off: the pools are served and "
+     "nothing watches them)"},
     {"auto_scaling", OPT_BOOL, FIELD(auto_scaling), NULL, 0, 0, "on",
      "apply scaling decisions (serve); off = recommend only"},
     {"max_kill_percentage", OPT_PERCENT, FIELD(max_kill_percentage), NULL, 0, 0, "25%",

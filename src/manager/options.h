@@ -29,6 +29,7 @@ struct manager_options {
     int64_t leak_hold_threshold_ms;   /* idle-in-transaction time that makes a suspect */
     enum reclaim_level leak_reclaim;  /* serve: furthest reclaim step for suspects */
     int64_t health_check_interval_ms; /* background probes (serve) */
+    bool live;                        /* serve: run the live manager (read at start) */
     bool auto_scaling;                /* apply scaling decisions (serve) */
     double max_kill_percentage;       /* share of client connections one kill run may remove */
     int min_pool_size;

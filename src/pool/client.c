@@ -1,5 +1,7 @@
 /* Client side: startup packet, authentication (trust, plain, md5, SCRAM-SHA-256), the
  * welcome, and the client→server data path. */
+#include "pool/client.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +10,13 @@
 
 #include "admin/console.h"
 #include "common/log.h"
-#include "pool/pool.h"
+#include "pool/batch.h"
+#include "pool/cancel.h"
+#include "pool/conn.h"
+#include "pool/handout.h"
+#include "pool/objects.h"
+#include "pool/server.h"
+#include "pool/states.h"
 #include "proto/md5_auth.h"
 #include "proto/scram.h"
 
@@ -159,6 +167,27 @@ static void finish_login_with(struct client *c, const uint8_t *prefix, size_t pr
     client_pump(c);
 }
 
+void client_want_writable(struct client *c)
+{
+    c->conn.want_write = true; /* before the registration (first read): registered RW */
+    net_io_want_write(c->conn.io);
+}
+
+bool client_send_raw(struct client *c, const void *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        size_t n = 0;
+        enum net_io_result r = net_send(c->conn.fd, (const uint8_t *)data + off, len - off, &n);
+        /* Pooler-generated messages are small and go to a socket whose send buffer is
+         * empty or nearly so; a client that does not read them loses its connection. */
+        if (r != NET_OK)
+            return false;
+        off += n;
+    }
+    return true;
+}
+
 static void send_or_close(struct client *c, struct wire_buf *b)
 {
     if (b->overflow || !client_send_raw(c, b->data, b->len))
@@ -181,7 +210,8 @@ static void console_login(struct client *c, const uint8_t *sasl_final, size_t sa
     c->pool = p->admin_pool;
     p->admin_pool->n_clients++;
     client_login_free(c);
-    struct console_out o = {0};
+    struct console_out o;
+    console_out_init(&o);
     uint8_t auth[SCRAM_OUT_MAX + 64];
     struct wire_buf b;
     wire_buf_init(&b, auth, sizeof(auth));
@@ -195,8 +225,8 @@ static void console_login(struct client *c, const uint8_t *sasl_final, size_t sa
     wire_build_ready(&t, WIRE_XACT_IDLE);
     console_welcome(&o, c->params[PARAM_APPLICATION_NAME] ? c->params[PARAM_APPLICATION_NAME]->str
                                                           : NULL);
-    bool ok = !o.failed && !b.overflow && client_send_raw(c, auth, b.len) &&
-              client_send_raw(c, o.data, o.len) && client_send_raw(c, tail, t.len);
+    bool ok = !o.buf.overflow && !b.overflow && client_send_raw(c, auth, b.len) &&
+              client_send_raw(c, o.buf.data, o.buf.len) && client_send_raw(c, tail, t.len);
     console_out_free(&o);
     if (!ok) {
         client_close(c, "could not send to client");
@@ -988,9 +1018,10 @@ static enum scan_result client_scan(struct client *c, struct server *s)
 static bool console_flush(struct client *c)
 {
     struct console_out *o = c->console;
-    while (o && o->sent < o->len) {
+    while (o && o->sent < o->buf.len) {
         size_t n = 0;
-        enum net_io_result r = net_send(c->conn.fd, o->data + o->sent, o->len - o->sent, &n);
+        enum net_io_result r =
+            net_send(c->conn.fd, o->buf.data + o->sent, o->buf.len - o->sent, &n);
         if (r == NET_AGAIN) {
             client_want_writable(c);
             return true; /* the writable edge resumes it */
@@ -1050,18 +1081,19 @@ static void console_pump(struct client *c)
             client_fail(c, "08P01", "the admin console accepts only simple queries");
             return;
         }
-        c->console = calloc(1, sizeof(*c->console));
+        c->console = malloc(sizeof(*c->console));
         if (!c->console) {
             client_fail(c, "53200", "out of memory");
             return;
         }
+        console_out_init(c->console);
         console_handle_query(p, (enum console_access)c->console_access, (const char *)body,
                              c->console);
         b->pos += WIRE_HEADER_LEN + len;
         if (b->pos == b->end)
             b->pos = b->end = 0;
         c->conn.scan = b->pos;
-        if (c->console->failed) {
+        if (c->console->buf.overflow) {
             client_fail(c, "53200", "out of memory");
             return;
         }
@@ -1353,16 +1385,4 @@ void client_io_cb(int fd, unsigned what, void *arg)
     }
     if (what & NET_IO_READABLE)
         client_pump(c);
-}
-
-void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key, size_t key_len)
-{
-    if (key_len != 4)
-        return;
-    struct client *c = client_find_cancel(p, pid, wire_get_u32(key));
-    /* Only a query running right now for this very client is cancelled: a client without a
-     * server has nothing to cancel, and its former server belongs to someone else. */
-    if (!c || !c->server || c->server->state != SV_ACTIVE)
-        return;
-    cancel_req_start(p, c->server);
 }

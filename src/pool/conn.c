@@ -1,8 +1,8 @@
 /* Buffer plumbing for one socket: read into the free tail of a borrowed buffer, send an
  * accounted range to the peer in one call. Nothing here looks at message contents. */
-#include <string.h>
+#include "pool/conn.h"
 
-#include "pool/pool.h"
+#include <string.h>
 
 enum fill_result pconn_fill(struct pooler *p, struct pconn *c)
 {

@@ -1,7 +1,12 @@
 /* Periodic housekeeping: every timeout of the PgBouncer family, min_pool_size, retries after
  * failed logins, and the end of a graceful shutdown. Runs off the hot path. */
+#include "pool/janitor.h"
+
 #include "common/log.h"
-#include "pool/pool.h"
+#include "pool/cancel.h"
+#include "pool/handout.h"
+#include "pool/objects.h"
+#include "pool/server.h"
 
 static void check_pool(struct pool *pool, int64_t now)
 {

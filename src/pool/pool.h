@@ -1,6 +1,10 @@
-/* Clients, servers and pools of the running pooler. State is the list an object sits on:
- * client_change_state() and server_change_state() are the only writers of the state field,
- * and they check every move against a table of legal transitions.
+/* The pooler's data types: clients, servers, pools and the pooler itself. Functions live in
+ * the header of the file that implements them (states.h, objects.h, handout.h, batch.h,
+ * cancel.h, client.h, server.h, conn.h, janitor.h, serve.h).
+ *
+ * State is the list an object sits on: client_change_state() and server_change_state()
+ * (states.h) are the only writers of the state field, and they check every move against a
+ * table of legal transitions.
  *
  *   client:  LOGIN ──auth ok──► WAITING_LOGIN ──server login──► ACTIVE ◄──► WAITING
  *              │                      │                          │  (needs a server / got one)
@@ -105,6 +109,7 @@ struct client {
     bool in_cancel_table;
     bool owed_wait; /* stopped forwarding: its server's owed queue is full (backpressure);
                        the server's answers resume it */
+    int64_t output_blocked_us; /* since when its results wait on its socket (0 = they do not) */
     bool reclaimed; /* the manager rolled its transaction back and took its server: its next
                        request is answered with an error (client_reclaim_server) */
     uint32_t discard_left; /* reclaimed: bytes of a dropped message still to come */
@@ -241,7 +246,7 @@ enum pooler_run_state {
     POOLER_SHUTDOWN_CLIENTS, /* SIGTERM: stop accepting, exit when no client is left */
 };
 
-struct cancel_req; /* private to cancel handling in server.c */
+struct cancel_req; /* private to cancel.c */
 
 struct live_manager;
 
@@ -291,139 +296,7 @@ struct pooler {
     int exit_code;
 };
 
-/* ---- objects.c ---- */
-const char *client_state_name(enum client_state st);
-const char *server_state_name(enum server_state st);
-void client_change_state(struct client *c, enum client_state next);
-void server_change_state(struct server *s, enum server_state next);
-
-/* Makes every client and server list of a new pool empty (real pools and the admin
- * console's pseudo-pool alike). */
-void pool_init_lists(struct pool *pool);
-struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
-                      const char *user);
-/* Applies (possibly new) config values to an existing pool; marks servers close_needed when
- * the connection target changed. */
-void pool_apply_config(struct pool *pool);
-void pool_free(struct pool *pool);
-
-struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr);
-/* Sends an ErrorResponse (best effort) and closes. */
-void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Closes the connection; its server is released when clean, closed otherwise. */
-void client_close(struct client *c, const char *reason);
-/* Sends bytes the pooler generated (welcome, errors); false when the socket failed. */
-__attribute__((warn_unused_result)) bool client_send_raw(struct client *c, const void *data,
-                                                         size_t len);
-void client_register_cancel(struct client *c);
-struct client *client_find_cancel(struct pooler *p, uint32_t pid, uint32_t key);
-
-/* Launches a server login for pool; false when it could not even start. */
-bool server_launch(struct pool *pool);
-void server_close(struct server *s, const char *reason);
-
-/* Gives idle servers to waiting clients, launches servers within limits. */
-void pool_activate(struct pool *pool);
-/* A client needs a server: link now, or queue. */
-void pool_request_server(struct client *c);
-/* The linked client is done with s (transaction end or client gone). */
-void pool_release_server(struct server *s);
-/* Server logins for pool are failing and none is left: tell every waiting client now
- * instead of letting it sit until query_wait_timeout (PgBouncer does the same). */
-void pool_fail_waiters(struct pool *pool);
-/* The server finished login or a reset/check query. */
-void pool_server_ready(struct server *s);
-/* Sends a health probe (server_check_query, default the empty query) to an idle server; it
- * is back in the pool when answered. False when it could not be sent (the server is closed). */
-bool pool_probe_server(struct server *s);
-/* Records the outcome of s's probe in flight, if any (latency up to now). */
-void pool_note_probe(struct server *s, bool ok, const char *error);
-int pool_db_server_count(struct pooler *p, const char *db_name);
-int pool_user_server_count(struct pooler *p, const char *user);
-
-void pooler_schedule_reap(struct pooler *p);
-void pooler_reap(struct pooler *p);
-/* Queues c's scanned request for sending at the end of the loop turn. False when the
- * flusher could not be created (send now instead). */
-__attribute__((warn_unused_result)) bool pooler_defer_send(struct client *c);
-__attribute__((warn_unused_result)) bool pooler_defer_result(struct server *s);
-
-/* ---- conn.c: buffer plumbing shared by both directions ---- */
-enum fill_result {
-    FILL_OK,    /* bytes were read */
-    FILL_AGAIN, /* nothing to read now */
-    FILL_FULL,  /* no room: flush first */
-    FILL_EOF,
-    FILL_ERROR,
-    FILL_NO_MEMORY,
-};
-enum fill_result pconn_fill(struct pooler *p, struct pconn *c);
-enum flush_result {
-    FLUSH_DONE,
-    FLUSH_PARTIAL, /* destination would block */
-    FLUSH_ERROR,
-};
-enum flush_result pconn_flush(struct pconn *src, int dst_fd, int64_t *counter);
-/* Books n bytes of src's sendable range as sent (pconn_flush, or a batched send). */
-void pconn_sent(struct pconn *src, size_t n, int64_t *counter);
-/* Returns the buffer to the cache when it holds nothing. */
-void pconn_release_if_empty(struct pooler *p, struct pconn *c);
-void pconn_drop_buffer(struct pooler *p, struct pconn *c);
-
-/* ---- client.c ---- */
-void client_io_cb(int fd, unsigned what, void *arg);
-/* A send to the client was partial: wake up on its writable edge from now on. */
-void client_want_writable(struct client *c);
-/* Runs the client's data path (after it got a server, or its server drained). */
-void client_pump(struct client *c);
-/* Nothing is in flight between the client and its server either way (or it has none), so
- * the pooler may speak to the client or take the server away without cutting a message. */
-bool client_is_quiet(const struct client *c);
-/* Sends the client a NoticeResponse (WARNING) when it is quiet; false when not sent. */
-bool client_send_notice(struct client *c, const char *message);
-/* Rolls back the open transaction of a quiet client and returns its server to the pool (after
- * the reset query where one applies). The client stays connected; its next request is answered
- * with an error saying why, and the one after that runs normally. False when the client is not
- * quiet or holds no transaction. */
-bool client_reclaim_server(struct client *c, const char *why);
-/* Cancels the query the client's server is running (as a client cancel request would). */
-bool client_cancel_query(struct client *c);
-/* Pool's first server logged in: finish the logins of waiting clients. */
-void client_finish_login(struct client *c);
-void client_login_free(struct client *c);
-/* Cancel request received on a fresh connection. */
-void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key, size_t key_len);
-
-/* ---- server.c ---- */
-void server_io_cb(int fd, unsigned what, void *arg);
-void server_pump(struct server *s);
-/* Sends bytes the pooler wrote itself straight to the server (small, on a socket that takes
- * them at once); false when it could not, and the server must then be closed. */
-__attribute__((warn_unused_result)) bool server_send_raw(struct server *s, const void *data,
-                                                         size_t len);
-void server_login_free(struct server *s);
-/* Sends a pooler-generated query whose results are swallowed. */
-__attribute__((warn_unused_result)) bool server_send_internal_query(struct server *s,
-                                                                    const char *sql);
-/* Client→server accounting of one forwarded frontend message (flags and id: see
- * owed_note_frontend). A message that cannot be counted leaves the server unusable for
- * anyone else: it stays with its client and is closed afterwards. */
-void server_note_frontend(struct server *s, uint8_t type, uint8_t flags, uint64_t id);
-bool server_is_clean(const struct server *s);
-/* A request (the client's or the pooler's) is still running on s. */
-bool server_owes_answers(const struct server *s);
-/* The linked client is going away: a finished result still waiting to be sent to it is
- * dropped, so the server counts as idle again. */
-void server_drop_undelivered_result(struct server *s);
-void cancel_req_start(struct pooler *p, struct server *s);
-void cancel_reqs_forget_server(struct pooler *p, struct server *s);
-void cancel_reqs_expire(struct pooler *p, int64_t now_us);
-void cancel_reqs_free_all(struct pooler *p);
-
-/* ---- janitor.c ---- */
-void janitor_run(void *arg);
-
+/* Now, in microseconds since the epoch, as cached for this loop turn (no system call). */
 static inline int64_t pooler_now(struct pooler *p)
 {
     return net_loop_now_us(p->loop);

@@ -10,11 +10,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "admin/console.h"
 #include "common/log.h"
 #include "http/http_server.h"
 #include "live/live_manager.h"
-#include "pool/pool.h"
+#include "pool/cancel.h"
+#include "pool/handout.h"
+#include "pool/janitor.h"
+#include "pool/objects.h"
+#include "pool/server.h"
+#include "pool/states.h"
 
 #define JANITOR_PERIOD_MS 500
 
@@ -493,10 +497,14 @@ int serve_main(int argc, char **argv)
         goto out;
     }
     net_timer_start(p.janitor, JANITOR_PERIOD_MS, true);
-    p.manager = live_manager_new(&p);
-    if (!p.manager) {
-        fprintf(stderr, "pgwarden serve: cannot start the pool manager\n");
-        goto out;
+    if (p.cfg->manager.live) {
+        p.manager = live_manager_new(&p);
+        if (!p.manager) {
+            fprintf(stderr, "pgwarden serve: cannot start the pool manager\n");
+            goto out;
+        }
+    } else {
+        log_info("serve", "[manager] live = off: the pools are served, nothing watches them");
     }
     if (p.cfg->pidfile && p.cfg->pidfile[0]) {
         FILE *f = fopen(p.cfg->pidfile, "w");

@@ -1,10 +1,23 @@
 /* `pgwarden serve`: the pooler runtime's entry point. Parses the command line, loads the
- * configuration, runs the event loop until shutdown. */
+ * configuration, runs the event loop until shutdown. Also the pooler-wide actions the admin
+ * console triggers (its one way to act on the pooler). */
 #ifndef PGWARDEN_POOL_SERVE_H
 #define PGWARDEN_POOL_SERVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct pooler;
 
 /* argv[0] is "serve". Options: -c/--config FILE, -v/--verbose (repeat for trace), -h/--help.
  * Returns the process exit code (0 after a clean shutdown, 3 for bad input or config). */
 int serve_main(int argc, char **argv);
+
+/* ---- pooler actions (PAUSE, RESUME, RELOAD, SHUTDOWN on the admin console) ---- */
+void pooler_pause(struct pooler *p);
+void pooler_resume(struct pooler *p);
+/* Returns false with the reason in err when the new configuration was refused. */
+bool pooler_reload(struct pooler *p, char *err, size_t err_len);
+void pooler_shutdown(struct pooler *p);
 
 #endif

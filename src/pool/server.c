@@ -1,6 +1,8 @@
 /* Server side: connecting and logging in to PostgreSQL (trust, cleartext, md5, SCRAM with a
  * password or pass-through keys), the outstanding-request FIFO that decides when a server
- * may be released, the server→client data path, and cancel requests. */
+ * may be released, and the server→client data path. */
+#include "pool/server.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +13,13 @@
 #include <openssl/rand.h>
 
 #include "common/log.h"
-#include "pool/pool.h"
+#include "pool/batch.h"
+#include "pool/cancel.h"
+#include "pool/client.h"
+#include "pool/conn.h"
+#include "pool/handout.h"
+#include "pool/objects.h"
+#include "pool/states.h"
 #include "proto/md5_auth.h"
 #include "proto/scram.h"
 
@@ -844,12 +852,15 @@ void server_pump(struct server *s)
             }
             switch (pconn_flush(&s->conn, c->conn.fd, &pool->stats.bytes_sent)) {
             case FLUSH_DONE:
+                c->output_blocked_us = 0;
                 break;
             case FLUSH_PARTIAL:
                 /* Backpressure: no more reads until the client drains. The scan outcome is
                  * kept, or a result's final ReadyForQuery would never release the server. */
                 if (sr != SSCAN_OK && sr != SSCAN_FLUSH_FIRST)
                     s->deferred_scan = (uint8_t)sr;
+                if (!c->output_blocked_us) /* the manager flags clients that stop reading */
+                    c->output_blocked_us = pooler_now(c->pooler);
                 client_want_writable(c);
                 return;
             case FLUSH_ERROR:
@@ -949,152 +960,4 @@ void server_io_cb(int fd, unsigned what, void *arg)
     }
     if (what & NET_IO_READABLE)
         server_pump(s);
-}
-
-/* ---- cancel requests ---- */
-
-struct cancel_req {
-    struct plist node;
-    struct pooler *pooler; /* borrowed */
-    struct server *server; /* borrowed; NULL once the server is gone */
-    struct net_io *io;     /* owned */
-    int fd;
-    int64_t start_us;
-    uint8_t pkt[16];
-    uint8_t sent;
-    bool done;
-};
-
-static void cancel_req_finish(struct cancel_req *r)
-{
-    if (r->done)
-        return;
-    r->done = true;
-    struct server *s = r->server;
-    r->server = NULL;
-    if (s && s->cancels_in_flight > 0) {
-        s->cancels_in_flight--;
-        if (s->cancels_in_flight == 0 && s->state == SV_BEING_CANCELED)
-            pool_release_server(s);
-    }
-    r->pooler->n_cancel_reqs--;
-    pooler_schedule_reap(r->pooler);
-}
-
-static void cancel_cb(int fd, unsigned what, void *arg)
-{
-    struct cancel_req *r = arg;
-    if (r->done)
-        return;
-    if ((what & NET_IO_WRITABLE) && r->sent < sizeof(r->pkt)) {
-        if (r->sent == 0 && net_connect_result(fd) != 0) {
-            cancel_req_finish(r);
-            return;
-        }
-        size_t n = 0;
-        enum net_io_result res = net_send(fd, r->pkt + r->sent, sizeof(r->pkt) - r->sent, &n);
-        if (res == NET_OK)
-            r->sent = (uint8_t)(r->sent + n);
-        else if (res != NET_AGAIN) {
-            cancel_req_finish(r);
-            return;
-        }
-    }
-    if (what & NET_IO_READABLE) {
-        /* PostgreSQL answers a cancel request by closing the connection once the signal
-         * was sent. */
-        uint8_t tmp[64];
-        size_t n;
-        enum net_io_result res = net_recv(fd, tmp, sizeof(tmp), &n);
-        if (res == NET_EOF || res == NET_ERROR)
-            cancel_req_finish(r);
-    }
-}
-
-void cancel_req_start(struct pooler *p, struct server *s)
-{
-    char err[256];
-    /* A cancel storm must not exhaust file descriptors: at most one cancel connection per
-     * allowed client overall, and two in flight per server. */
-    if (s->cancels_in_flight >= 2 || p->n_cancel_reqs >= p->cfg->max_client_conn) {
-        log_debug("pool", "server %llu: cancel request dropped (too many in flight)",
-                  (unsigned long long)s->id);
-        return;
-    }
-    struct pool *pool = s->pool;
-    int fd = -1;
-    if (pool->host[0] == '/' || net_host_is_numeric(pool->host))
-        fd = net_connect(pool->host, pool->port, err, sizeof(err));
-    else if (pool->have_addr) /* the address this server was reached at */
-        fd = net_connect_addr(&pool->addr, err, sizeof(err));
-    else
-        snprintf(err, sizeof(err), "no resolved address for %s", pool->host);
-    if (fd < 0) {
-        log_warning("pool", "cancel: %s", err);
-        return;
-    }
-    struct cancel_req *r = calloc(1, sizeof(*r));
-    if (!r) {
-        close(fd);
-        return;
-    }
-    r->pooler = p;
-    r->server = s;
-    r->fd = fd;
-    r->start_us = pooler_now(p);
-    struct wire_buf b;
-    wire_buf_init(&b, r->pkt, sizeof(r->pkt));
-    wire_build_cancel(&b, s->be_pid, s->be_key);
-    r->io = net_io_new(p->loop, fd, NET_IO_EDGE_RW, cancel_cb, r);
-    if (!r->io) {
-        close(fd);
-        free(r);
-        return;
-    }
-    s->cancels_in_flight++;
-    p->n_cancel_reqs++;
-    plist_append(&p->cancel_reqs, &r->node);
-    log_debug("pool", "server %llu: cancel request sent", (unsigned long long)s->id);
-}
-
-void cancel_reqs_forget_server(struct pooler *p, struct server *s)
-{
-    if (s->cancels_in_flight == 0)
-        return;
-    for (struct plist *n = p->cancel_reqs.next; n != &p->cancel_reqs; n = n->next) {
-        struct cancel_req *r = plist_entry(n, struct cancel_req, node);
-        if (r->server == s)
-            r->server = NULL;
-    }
-    s->cancels_in_flight = 0;
-}
-
-void cancel_reqs_expire(struct pooler *p, int64_t now_us)
-{
-    int64_t limit = p->cfg->server_connect_timeout_ms * 1000;
-    struct plist *n, *tmp;
-    plist_for_each_safe(n, tmp, &p->cancel_reqs)
-    {
-        struct cancel_req *r = plist_entry(n, struct cancel_req, node);
-        if (r->done) {
-            plist_remove(&r->node);
-            net_io_free(r->io);
-            close(r->fd);
-            free(r);
-        } else if (now_us - r->start_us > limit) {
-            cancel_req_finish(r);
-        }
-    }
-}
-
-void cancel_reqs_free_all(struct pooler *p)
-{
-    struct plist *n;
-    while ((n = plist_first(&p->cancel_reqs)) != NULL) {
-        struct cancel_req *r = plist_entry(n, struct cancel_req, node);
-        plist_remove(&r->node);
-        net_io_free(r->io);
-        close(r->fd);
-        free(r);
-    }
 }

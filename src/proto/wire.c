@@ -107,11 +107,20 @@ void wire_buf_init(struct wire_buf *b, uint8_t *data, size_t cap)
     b->len = 0;
     b->cap = cap;
     b->overflow = false;
+    b->grow = NULL;
+}
+
+void wire_buf_init_growable(struct wire_buf *b, wire_grow_fn grow)
+{
+    wire_buf_init(b, NULL, 0);
+    b->grow = grow;
 }
 
 void wire_put_bytes(struct wire_buf *b, const void *p, size_t n)
 {
-    if (b->overflow || n > b->cap - b->len) {
+    if (b->overflow)
+        return;
+    if (n > b->cap - b->len && !(b->grow && b->grow(b, n))) {
         b->overflow = true;
         return;
     }

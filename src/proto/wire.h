@@ -140,14 +140,23 @@ const char *wire_startup_get(const struct wire_startup *st, const char *key);
 
 /* ---- building messages (appends into a caller-owned buffer) ---- */
 
+struct wire_buf;
+/* Makes room for at least need more bytes when an append does not fit (may replace data and
+ * cap); false when it cannot, and the buffer overflows. The owner of a growable buffer
+ * supplies it and owns the bytes: wire itself never allocates. */
+typedef bool (*wire_grow_fn)(struct wire_buf *b, size_t need);
+
 struct wire_buf {
-    uint8_t *data; /* borrowed */
+    uint8_t *data; /* borrowed; owned by the grow function's user when grow is set */
     size_t len;
     size_t cap;
-    bool overflow; /* set when an append did not fit; len is then unchanged */
+    bool overflow;     /* set when an append did not fit; len is then unchanged */
+    wire_grow_fn grow; /* NULL: the capacity is fixed */
 };
 
 void wire_buf_init(struct wire_buf *b, uint8_t *data, size_t cap);
+/* An empty buffer (no bytes yet) that grows through grow as messages are appended. */
+void wire_buf_init_growable(struct wire_buf *b, wire_grow_fn grow);
 
 /* Starts a regular message of type; returns its offset for wire_msg_end. */
 size_t wire_msg_begin(struct wire_buf *b, uint8_t type);

@@ -303,3 +303,28 @@ def test_console_actions_kill_idle_health_check_auto_scale(pgwarden_bin, pg):
         busy.close()
     finally:
         p.stop()
+
+
+def test_client_that_stops_reading_is_a_suspect(pgwarden_bin, pg):
+    """A client that asks for a big result and never reads it holds its server; the manager
+    names it (and the session-mode client holding an idle server) in SHOW LEAKS."""
+    from serve_helpers import login_raw, query_msg
+    p = start(pgwarden_bin, pg, pool_size="2", mode="session")
+    try:
+        slow = login_raw(p)
+        slow.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
+        slow.sendall(query_msg("SELECT repeat('x', 1000) FROM generate_series(1, 200000)"))
+        holder = psycopg.connect(p.dsn(application_name="idle-holder"), autocommit=True)
+        holder.execute("SELECT 1")
+        rows = wait_for(lambda: [r for r in console_rows(p, "SHOW LEAKS")
+                                 if "has not read its results" in r["reason"]],
+                        timeout=20, what="the client that stopped reading")
+        assert int(rows[0]["pid"]) > 0
+        wait_for(lambda: [r for r in console_rows(p, "SHOW LEAKS")
+                          if r["application"] == "idle-holder"
+                          and "without traffic" in r["reason"]],
+                 timeout=20, what="the session client holding an idle server")
+        slow.close()
+        holder.close()
+    finally:
+        p.stop()

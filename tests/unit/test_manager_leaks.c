@@ -346,6 +346,11 @@ static void test_serve_holding_and_not_reading(void **state)
     assert_true(s_stuck >= LEAK_SUSPECT_MIN_SCORE);
     assert_non_null(strstr(sus.reasons[0], "has not read its results"));
     assert_int_equal(sus.n_reasons, 1);
+    /* The report lists both, the stalled one although it is "active". */
+    struct leak_report rep;
+    assert_true(leaks_detect(NULL, &cur, &o, &rep));
+    assert_int_equal(rep.total_suspected, 2);
+    leak_report_free(&rep);
     /* Below the threshold: not yet. */
     stuck->output_blocked_ms = FX_S(30);
     assert_int_equal(leaks_score_connection(&cur, stuck, &o, &sus), 0);

@@ -10,7 +10,10 @@
 
 #include <cmocka.h>
 
+#include "pool/objects.h"
 #include "pool/pool.h"
+#include "pool/server.h"
+#include "pool/states.h"
 #include "live/pool_source.h"
 
 static void init_pooler(struct pooler *p, struct pooler_config *cfg)

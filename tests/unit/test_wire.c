@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -221,12 +222,65 @@ static void test_sasl_initial(void **state)
     assert_false(wire_sasl_offers(mechs, 19, "SCRAM-SHA-256"));
 }
 
+/* A growable buffer: realloc'ed up to a limit the test sets. */
+static size_t grow_limit;
+
+static bool test_grow(struct wire_buf *b, size_t need)
+{
+    size_t cap = b->cap ? b->cap : 8;
+    while (cap - b->len < need)
+        cap *= 2;
+    if (cap > grow_limit)
+        return false;
+    uint8_t *d = realloc(b->data, cap);
+    if (!d)
+        return false;
+    b->data = d;
+    b->cap = cap;
+    return true;
+}
+
+static void test_growable_buffer(void **state)
+{
+    (void)state;
+    struct wire_buf b;
+    grow_limit = 1 << 20;
+    wire_buf_init_growable(&b, test_grow);
+    for (int i = 0; i < 100; i++)
+        wire_build_error(&b, "ERROR", "42601", "a message long enough to need growing");
+    assert_false(b.overflow);
+    /* Every message is intact: walk the framing. */
+    size_t off = 0;
+    int n = 0;
+    while (off < b.len) {
+        uint8_t type;
+        uint32_t len;
+        assert_int_equal(wire_parse_header(b.data + off, b.len - off, 1 << 20, &type, &len),
+                         WIRE_HEADER_OK);
+        assert_int_equal(type, 'E');
+        off += WIRE_HEADER_LEN + len;
+        n++;
+    }
+    assert_int_equal(n, 100);
+    free(b.data);
+    /* A grow that fails overflows the buffer and keeps what fitted. */
+    grow_limit = 64;
+    wire_buf_init_growable(&b, test_grow);
+    wire_build_ready(&b, 'I');
+    size_t kept = b.len;
+    for (int i = 0; i < 10; i++)
+        wire_build_error(&b, "ERROR", "42601", "too long for the limit of sixty-four bytes");
+    assert_true(b.overflow);
+    assert_true(b.len >= kept && b.len <= 64);
+    free(b.data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_lengths),   cmocka_unit_test(test_startup_message),
         cmocka_unit_test(test_special_requests), cmocka_unit_test(test_build_and_parse),
-        cmocka_unit_test(test_sasl_initial),
+        cmocka_unit_test(test_sasl_initial), cmocka_unit_test(test_growable_buffer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

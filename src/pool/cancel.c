@@ -1,0 +1,243 @@
+/* Cancel requests. Each client gets pgwarden's own BackendKeyData (random pid and key, in a
+ * hash table sized by max_client_conn). A CancelRequest is forwarded only while that client
+ * holds an ACTIVE server, on a new connection with the server's own key; while it is in
+ * flight the server counts it, so a server released meanwhile waits in BEING_CANCELED and a
+ * late cancel never hits the next client's query. */
+#include "pool/cancel.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "common/log.h"
+#include "pool/handout.h"
+#include "pool/objects.h"
+#include "proto/wire.h"
+
+/* ---- cancel keys of our clients ---- */
+
+/* Two random words from the pooler's batch; false when the random source fails. */
+static bool cancel_random_pair(struct pooler *p, uint32_t out[2])
+{
+    if (p->cancel_random_left < 2) {
+        if (RAND_bytes((unsigned char *)p->cancel_random, sizeof(p->cancel_random)) != 1)
+            return false;
+        p->cancel_random_left = (int)(sizeof(p->cancel_random) / sizeof(p->cancel_random[0]));
+    }
+    out[0] = p->cancel_random[--p->cancel_random_left];
+    out[1] = p->cancel_random[--p->cancel_random_left];
+    /* A key handed out is never kept where a later dump or reuse could show it. */
+    p->cancel_random[p->cancel_random_left] = 0;
+    p->cancel_random[p->cancel_random_left + 1] = 0;
+    return true;
+}
+
+void client_register_cancel(struct client *c)
+{
+    struct pooler *p = c->pooler;
+    for (int tries = 0; tries < 8; tries++) {
+        uint32_t r[2];
+        if (!cancel_random_pair(p, r))
+            break;
+        c->cancel_pid = r[0];
+        c->cancel_key = r[1];
+        c->cancel_pid &= 0x7fffffff; /* some clients print it as a signed pid */
+        if (c->cancel_pid == 0)
+            continue;
+        size_t b = c->cancel_pid & (p->cancel_buckets - 1);
+        bool clash = false;
+        for (struct client *o = p->cancel_table[b]; o; o = o->cancel_next)
+            clash |= o->cancel_pid == c->cancel_pid;
+        if (clash)
+            continue;
+        c->cancel_next = p->cancel_table[b];
+        p->cancel_table[b] = c;
+        c->in_cancel_table = true;
+        return;
+    }
+    log_warning("pool", "client %llu: no cancel key (random source failed)",
+                (unsigned long long)c->id);
+}
+
+void client_unregister_cancel(struct client *c)
+{
+    if (!c->in_cancel_table)
+        return;
+    struct pooler *p = c->pooler;
+    struct client **link = &p->cancel_table[c->cancel_pid & (p->cancel_buckets - 1)];
+    while (*link && *link != c)
+        link = &(*link)->cancel_next;
+    if (*link)
+        *link = c->cancel_next;
+    c->in_cancel_table = false;
+}
+
+static struct client *client_find_cancel(struct pooler *p, uint32_t pid, uint32_t key)
+{
+    for (struct client *c = p->cancel_table[pid & (p->cancel_buckets - 1)]; c; c = c->cancel_next)
+        if (c->cancel_pid == pid)
+            return ((c->cancel_key ^ key) == 0) ? c : NULL;
+    return NULL;
+}
+
+void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key, size_t key_len)
+{
+    if (key_len != 4)
+        return;
+    struct client *c = client_find_cancel(p, pid, wire_get_u32(key));
+    /* Only a query running right now for this very client is cancelled: a client without a
+     * server has nothing to cancel, and its former server belongs to someone else. */
+    if (!c || !c->server || c->server->state != SV_ACTIVE)
+        return;
+    cancel_req_start(p, c->server);
+}
+
+/* ---- cancel connections to servers ---- */
+
+struct cancel_req {
+    struct plist node;
+    struct pooler *pooler; /* borrowed */
+    struct server *server; /* borrowed; NULL once the server is gone */
+    struct net_io *io;     /* owned */
+    int fd;
+    int64_t start_us;
+    uint8_t pkt[16];
+    uint8_t sent;
+    bool done;
+};
+
+static void cancel_req_finish(struct cancel_req *r)
+{
+    if (r->done)
+        return;
+    r->done = true;
+    struct server *s = r->server;
+    r->server = NULL;
+    if (s && s->cancels_in_flight > 0) {
+        s->cancels_in_flight--;
+        if (s->cancels_in_flight == 0 && s->state == SV_BEING_CANCELED)
+            pool_release_server(s);
+    }
+    r->pooler->n_cancel_reqs--;
+    pooler_schedule_reap(r->pooler);
+}
+
+static void cancel_cb(int fd, unsigned what, void *arg)
+{
+    struct cancel_req *r = arg;
+    if (r->done)
+        return;
+    if ((what & NET_IO_WRITABLE) && r->sent < sizeof(r->pkt)) {
+        if (r->sent == 0 && net_connect_result(fd) != 0) {
+            cancel_req_finish(r);
+            return;
+        }
+        size_t n = 0;
+        enum net_io_result res = net_send(fd, r->pkt + r->sent, sizeof(r->pkt) - r->sent, &n);
+        if (res == NET_OK)
+            r->sent = (uint8_t)(r->sent + n);
+        else if (res != NET_AGAIN) {
+            cancel_req_finish(r);
+            return;
+        }
+    }
+    if (what & NET_IO_READABLE) {
+        /* PostgreSQL answers a cancel request by closing the connection once the signal
+         * was sent. */
+        uint8_t tmp[64];
+        size_t n;
+        enum net_io_result res = net_recv(fd, tmp, sizeof(tmp), &n);
+        if (res == NET_EOF || res == NET_ERROR)
+            cancel_req_finish(r);
+    }
+}
+
+void cancel_req_start(struct pooler *p, struct server *s)
+{
+    char err[256];
+    /* A cancel storm must not exhaust file descriptors: at most one cancel connection per
+     * allowed client overall, and two in flight per server. */
+    if (s->cancels_in_flight >= 2 || p->n_cancel_reqs >= p->cfg->max_client_conn) {
+        log_debug("pool", "server %llu: cancel request dropped (too many in flight)",
+                  (unsigned long long)s->id);
+        return;
+    }
+    struct pool *pool = s->pool;
+    int fd = -1;
+    if (pool->host[0] == '/' || net_host_is_numeric(pool->host))
+        fd = net_connect(pool->host, pool->port, err, sizeof(err));
+    else if (pool->have_addr) /* the address this server was reached at */
+        fd = net_connect_addr(&pool->addr, err, sizeof(err));
+    else
+        snprintf(err, sizeof(err), "no resolved address for %s", pool->host);
+    if (fd < 0) {
+        log_warning("pool", "cancel: %s", err);
+        return;
+    }
+    struct cancel_req *r = calloc(1, sizeof(*r));
+    if (!r) {
+        close(fd);
+        return;
+    }
+    r->pooler = p;
+    r->server = s;
+    r->fd = fd;
+    r->start_us = pooler_now(p);
+    struct wire_buf b;
+    wire_buf_init(&b, r->pkt, sizeof(r->pkt));
+    wire_build_cancel(&b, s->be_pid, s->be_key);
+    r->io = net_io_new(p->loop, fd, NET_IO_EDGE_RW, cancel_cb, r);
+    if (!r->io) {
+        close(fd);
+        free(r);
+        return;
+    }
+    s->cancels_in_flight++;
+    p->n_cancel_reqs++;
+    plist_append(&p->cancel_reqs, &r->node);
+    log_debug("pool", "server %llu: cancel request sent", (unsigned long long)s->id);
+}
+
+void cancel_reqs_forget_server(struct pooler *p, struct server *s)
+{
+    if (s->cancels_in_flight == 0)
+        return;
+    for (struct plist *n = p->cancel_reqs.next; n != &p->cancel_reqs; n = n->next) {
+        struct cancel_req *r = plist_entry(n, struct cancel_req, node);
+        if (r->server == s)
+            r->server = NULL;
+    }
+    s->cancels_in_flight = 0;
+}
+
+void cancel_reqs_expire(struct pooler *p, int64_t now_us)
+{
+    int64_t limit = p->cfg->server_connect_timeout_ms * 1000;
+    struct plist *n, *tmp;
+    plist_for_each_safe(n, tmp, &p->cancel_reqs)
+    {
+        struct cancel_req *r = plist_entry(n, struct cancel_req, node);
+        if (r->done) {
+            plist_remove(&r->node);
+            net_io_free(r->io);
+            close(r->fd);
+            free(r);
+        } else if (now_us - r->start_us > limit) {
+            cancel_req_finish(r);
+        }
+    }
+}
+
+void cancel_reqs_free_all(struct pooler *p)
+{
+    struct plist *n;
+    while ((n = plist_first(&p->cancel_reqs)) != NULL) {
+        struct cancel_req *r = plist_entry(n, struct cancel_req, node);
+        plist_remove(&r->node);
+        net_io_free(r->io);
+        close(r->fd);
+        free(r);
+    }
+}

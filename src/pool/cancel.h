@@ -1,0 +1,28 @@
+/* Cancel requests: pgwarden's own cancel keys for clients (a hash table), and the cancel
+ * connections forwarded to servers with the server's key. */
+#ifndef PGWARDEN_POOL_CANCEL_H
+#define PGWARDEN_POOL_CANCEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pool/pool.h"
+
+/* Gives c a random BackendKeyData of ours and enters it in the cancel-key table. */
+void client_register_cancel(struct client *c);
+void client_unregister_cancel(struct client *c);
+
+/* Cancel request received on a fresh connection. */
+void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key, size_t key_len);
+
+/* Opens a cancel connection for the query s is running (dropped when too many are in
+ * flight). */
+void cancel_req_start(struct pooler *p, struct server *s);
+/* s is going away: its cancels in flight no longer refer to it. */
+void cancel_reqs_forget_server(struct pooler *p, struct server *s);
+/* Frees finished cancel connections and finishes those older than server_connect_timeout
+ * (now_us 0: finished ones only). */
+void cancel_reqs_expire(struct pooler *p, int64_t now_us);
+void cancel_reqs_free_all(struct pooler *p);
+
+#endif

@@ -1,0 +1,35 @@
+/* Client side: startup, authentication, the welcome, the client→server data path, the admin
+ * console's connections, and the manager's actions on one client. */
+#ifndef PGWARDEN_POOL_CLIENT_H
+#define PGWARDEN_POOL_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "pool/pool.h"
+
+void client_io_cb(int fd, unsigned what, void *arg);
+/* A send to the client was partial: wake up on its writable edge from now on. */
+void client_want_writable(struct client *c);
+/* Sends bytes the pooler generated (welcome, errors); false when the socket failed. */
+__attribute__((warn_unused_result)) bool client_send_raw(struct client *c, const void *data,
+                                                         size_t len);
+/* Runs the client's data path (after it got a server, or its server drained). */
+void client_pump(struct client *c);
+/* Nothing is in flight between the client and its server either way (or it has none), so
+ * the pooler may speak to the client or take the server away without cutting a message. */
+bool client_is_quiet(const struct client *c);
+/* Sends the client a NoticeResponse (WARNING) when it is quiet; false when not sent. */
+bool client_send_notice(struct client *c, const char *message);
+/* Rolls back the open transaction of a quiet client and returns its server to the pool (after
+ * the reset query where one applies). The client stays connected; its next request is answered
+ * with an error saying why, and the one after that runs normally. False when the client is not
+ * quiet or holds no transaction. */
+bool client_reclaim_server(struct client *c, const char *why);
+/* Cancels the query the client's server is running (as a client cancel request would). */
+bool client_cancel_query(struct client *c);
+/* Pool's first server logged in: finish the logins of waiting clients. */
+void client_finish_login(struct client *c);
+void client_login_free(struct client *c);
+
+#endif

@@ -1,0 +1,36 @@
+/* Server side: connecting and logging in to PostgreSQL, and the server→client data path
+ * through the owed-answer model. */
+#ifndef PGWARDEN_POOL_SERVER_H
+#define PGWARDEN_POOL_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pool/pool.h"
+
+/* Launches a server login for pool; false when it could not even start. */
+bool server_launch(struct pool *pool);
+void server_close(struct server *s, const char *reason);
+void server_io_cb(int fd, unsigned what, void *arg);
+void server_pump(struct server *s);
+/* Sends bytes the pooler wrote itself straight to the server (small, on a socket that takes
+ * them at once); false when it could not, and the server must then be closed. */
+__attribute__((warn_unused_result)) bool server_send_raw(struct server *s, const void *data,
+                                                         size_t len);
+void server_login_free(struct server *s);
+/* Sends a pooler-generated query whose results are swallowed. */
+__attribute__((warn_unused_result)) bool server_send_internal_query(struct server *s,
+                                                                    const char *sql);
+/* Client→server accounting of one forwarded frontend message (flags and id: see
+ * owed_note_frontend). A message that cannot be counted leaves the server unusable for
+ * anyone else: it stays with its client and is closed afterwards. */
+void server_note_frontend(struct server *s, uint8_t type, uint8_t flags, uint64_t id);
+bool server_is_clean(const struct server *s);
+/* A request (the client's or the pooler's) is still running on s. */
+bool server_owes_answers(const struct server *s);
+/* The linked client is going away: a finished result still waiting to be sent to it is
+ * dropped, so the server counts as idle again. */
+void server_drop_undelivered_result(struct server *s);
+
+#endif
