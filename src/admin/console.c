@@ -613,7 +613,7 @@ static void show_scaling(struct pooler *p, struct console_out *o)
 {
     static const char *const cols[] = {
         "database", "user",      "configured:i", "min:i",    "max:i",   "size:i", "servers:i",
-        "waiting:i", "target:i", "decision",     "applied", "status",  "reason"};
+        "waiting:i", "target:i", "decision",     "applied", "status",  "reason", "server_slots:i"};
     struct rowset rs;
     rs_begin(&rs, o, cols, (int)(sizeof(cols) / sizeof(cols[0])));
     struct live_pool_view v;
@@ -633,6 +633,7 @@ static void show_scaling(struct pooler *p, struct console_out *o)
         rs_text(&rs, v.decision->applied ? "yes" : "no");
         rs_text(&rs, v.hold);
         rs_text(&rs, v.decision->reason);
+        rs_int(&rs, pool->server_usable_slots);
     }
     rs_end(&rs, "SHOW");
 }

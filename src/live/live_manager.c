@@ -237,6 +237,14 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
     snapshot_init(&prev, SNAPSHOT_MODE_SERVE, g->prev_ms);
     prev.counters = g->prev;
     bool filled = pool_source_fill_pool(pool, &cur);
+    /* The pools sharing this pool's server split its usable slots. */
+    int sharing = 0;
+    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next) {
+        const struct pool *o = plist_entry(n, struct pool, node);
+        sharing += o->port == pool->port && o->host && pool->host && !strcmp(o->host, pool->host);
+    }
+    cur.capacity.usable =
+        autoscale_fair_share(pool->server_usable_slots, sharing, pool->configured_size);
     if (filled) {
         struct manager_options bounded = *opts;
         autoscale_bounds(pool->configured_size, opts, &g->lo, &g->hi);

@@ -13,6 +13,14 @@ void autoscale_bounds(int base, const struct manager_options *opts, int *lo, int
         *hi = opts->max_pool_size;
 }
 
+int autoscale_fair_share(int usable_slots, int pools_on_server, int configured)
+{
+    if (usable_slots <= 0)
+        return 0;
+    int share = usable_slots / (pools_on_server > 0 ? pools_on_server : 1);
+    return share > configured ? share : configured;
+}
+
 bool autoscale_accept(struct autoscale_state *st, const struct scaling_decision *d,
                       int64_t now_ms, int64_t interval_ms, char *why, size_t why_len)
 {

@@ -24,6 +24,12 @@
  * user set it; unset, that side stays at base, so a PgBouncer config alone never resizes. */
 void autoscale_bounds(int base, const struct manager_options *opts, int *lo, int *hi);
 
+/* The server slots one pool may grow into: an equal share of the server's usable slots
+ * (max_connections minus reserved) among the pools that use that server, but never less
+ * than the pool's configured size (a configuration is not overruled, only growth beyond it
+ * is bounded). 0 when the server's slots are unknown. */
+int autoscale_fair_share(int usable_slots, int pools_on_server, int configured);
+
 /* One pool's hysteresis state between decisions. */
 struct autoscale_state {
     enum scaling_verdict streak_verdict;

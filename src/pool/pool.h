@@ -135,6 +135,7 @@ struct server {
     int64_t last_used_us;
     uint32_t internal_pending; /* pooler-issued queries whose ReadyForQuery is due */
     int64_t probe_start_us;    /* a health probe is in flight since then (0 = none) */
+    bool reading_slots;        /* the pooler's query for the server's usable slots is due */
     uint16_t cancels_in_flight;
     uint8_t state;           /* enum server_state: written only by server_change_state */
     uint8_t xact;            /* last ReadyForQuery status */
@@ -233,6 +234,9 @@ struct pool {
     char last_sqlstate[6];
     struct pool_stats stats;
     struct pool_probes probes;
+    int server_usable_slots; /* the server's max_connections minus reserved slots, read at a
+                                server login (0 = not known yet) */
+    int64_t slots_read_us;   /* when that was last asked */
     /* Totals at the start of the current stats_period, and the per-second averages of the
      * last complete period (SHOW STATS avg_* columns). */
     struct pool_stats stats_mark;

@@ -64,6 +64,14 @@ void server_login_free(struct server *s)
     s->login = NULL;
 }
 
+/* max_connections minus the slots only superusers (and, on PostgreSQL 16+, roles with
+ * pg_use_reserved_connections) may use: what ordinary pools can have at most. */
+#define SLOTS_QUERY                                                                             \
+    "SELECT coalesce(current_setting('max_connections', true)::int, 0)"                         \
+    " - coalesce(current_setting('superuser_reserved_connections', true)::int, 0)"              \
+    " - coalesce(current_setting('reserved_connections', true)::int, 0)"
+#define SLOTS_REREAD_US (600LL * 1000000) /* settings change only with a server restart */
+
 /* ---- what the server owes ---- */
 
 /* Command tags after which the pooler's statements on a server are not what it thinks.
@@ -509,9 +517,20 @@ static void login_complete(struct server *s)
     server_login_free(s);
     log_debug("pool", "server %llu: logged in (backend pid %u)", (unsigned long long)s->id,
               s->be_pid);
-    if (pool->connect_query) {
+    /* The server's usable connection slots bound auto-scaling: read them now and then. */
+    int64_t now = pooler_now(pool->pooler);
+    bool read_slots = !pool->slots_read_us || now - pool->slots_read_us > SLOTS_REREAD_US;
+    if (read_slots || pool->connect_query) {
         server_change_state(s, SV_TESTED);
-        if (!server_send_internal_query(s, pool->connect_query))
+        if (read_slots) {
+            pool->slots_read_us = now;
+            s->reading_slots = true;
+            if (!server_send_internal_query(s, SLOTS_QUERY)) {
+                server_close(s, "pooler query could not be sent");
+                return;
+            }
+        }
+        if (pool->connect_query && !server_send_internal_query(s, pool->connect_query))
             server_close(s, "connect_query could not be sent");
         return;
     }
@@ -754,6 +773,12 @@ static enum server_scan_result server_scan(struct server *s)
             break;
         }
         case WIRE_BE_ERROR:
+            if (internal && s->reading_slots) {
+                /* A PostgreSQL-compatible server without these settings: slots stay unknown,
+                 * the server is fine. */
+                s->reading_slots = false;
+                break;
+            }
             if (internal)
                 return SSCAN_INTERNAL_ERROR;
             if (c == NULL) {
@@ -779,6 +804,18 @@ static enum server_scan_result server_scan(struct server *s)
         case WIRE_BE_NOTICE:
         case WIRE_BE_NOTIFICATION:
             break;
+        case WIRE_BE_DATA_ROW: {
+            long long slots;
+            if (internal && s->reading_slots) {
+                if (b->end - cn->scan - WIRE_HEADER_LEN >= len &&
+                    wire_parse_data_row_int(body, len, &slots) && slots > 0 && slots < 1000000)
+                    s->pool->server_usable_slots = (int)slots;
+                s->reading_slots = false; /* its one row, usable or not */
+            }
+            if (c == NULL && !internal)
+                return SSCAN_BAD; /* results with no request outstanding */
+            break;
+        }
         default:
             if (c == NULL && !internal)
                 return SSCAN_BAD; /* results with no request outstanding */

@@ -390,6 +390,27 @@ bool wire_parse_ready(const uint8_t *body, size_t len, uint8_t *status)
     return true;
 }
 
+bool wire_parse_data_row_int(const uint8_t *body, size_t len, long long *out)
+{
+    if (len < 6 || (body[0] << 8 | body[1]) < 1)
+        return false;
+    uint32_t n = (uint32_t)body[2] << 24 | (uint32_t)body[3] << 16 | (uint32_t)body[4] << 8 |
+                 body[5];
+    if (n == 0xFFFFFFFFu || n == 0 || n > 20 || n > len - 6)
+        return false; /* NULL, empty, or not a number that fits */
+    long long v = 0;
+    bool neg = body[6] == '-';
+    for (uint32_t i = neg ? 1 : 0; i < n; i++) {
+        if (body[6 + i] < '0' || body[6 + i] > '9' || v > 100000000000LL)
+            return false;
+        v = v * 10 + (body[6 + i] - '0');
+    }
+    if (neg && n == 1)
+        return false;
+    *out = neg ? -v : v;
+    return true;
+}
+
 bool wire_parse_backend_key(const uint8_t *body, size_t len, uint32_t *pid, uint32_t *key)
 {
     if (len != 8)

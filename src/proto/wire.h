@@ -207,6 +207,9 @@ bool wire_parse_error(const uint8_t *body, size_t len, struct wire_error *out);
 bool wire_parse_parameter_status(const uint8_t *body, size_t len, const char **name,
                                  const char **value);
 bool wire_parse_ready(const uint8_t *body, size_t len, uint8_t *status);
+/* DataRow whose first column is a decimal integer in text form (at most 11 digits, optional
+ * minus); false for anything else (NULL, empty, not a number). */
+bool wire_parse_data_row_int(const uint8_t *body, size_t len, long long *out);
 /* Protocol 3.0 BackendKeyData: exactly 8 bytes. */
 bool wire_parse_backend_key(const uint8_t *body, size_t len, uint32_t *pid, uint32_t *key);
 /* 'R': the code and the bytes after it. */

@@ -51,6 +51,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 'K':
             (void)wire_parse_backend_key(body, len, &u1, &u2);
             break;
+        case 'D': {
+            long long v;
+            if (wire_parse_data_row_int(body, len, &v) && (v > 100000000000LL * 10 + 9 ||
+                                                           v < -(100000000000LL * 10 + 9)))
+                __builtin_trap();
+            break;
+        }
         case 'R':
             if (wire_parse_auth(body, len, &u1, &d, &dl)) {
                 if (dl > len)

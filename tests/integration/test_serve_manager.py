@@ -328,3 +328,25 @@ def test_client_that_stops_reading_is_a_suspect(pgwarden_bin, pg):
         holder.close()
     finally:
         p.stop()
+
+
+def test_server_usable_slots_are_read_and_bound_growth(pgwarden_bin, pg):
+    """The pooler reads the server's usable slots (max_connections minus reserved) at a server
+    login, for auto-scaling's fair-share bound (the bound itself: test_manager_autoscale)."""
+    expected = int(pg.psql(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+        " - coalesce(current_setting('reserved_connections', true)::int, 0)"))
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1", "admin_users": "postgres"},
+               manager={"max_pool_size": "100000"}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            c.execute("SELECT 1")
+            row = wait_for(lambda: [r for r in console_rows(p, "AUTO_SCALE DRY RUN")
+                                    if r["database"] == "postgres" and r["server_slots"] != "0"],
+                           what="the server's slots")[0]
+            assert int(row["server_slots"]) == expected, (row, expected)
+            assert int(row["max"]) == 100000
+    finally:
+        p.stop()

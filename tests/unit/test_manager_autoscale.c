@@ -71,11 +71,21 @@ static void test_hysteresis_and_cooldown(void **state)
     assert_true(autoscale_accept(&st, &shrink, t += iv, iv, why, sizeof(why)));
 }
 
+static void test_fair_share(void **state)
+{
+    (void)state;
+    assert_int_equal(autoscale_fair_share(0, 3, 20), 0);    /* unknown: no bound */
+    assert_int_equal(autoscale_fair_share(97, 4, 10), 24);  /* equal share */
+    assert_int_equal(autoscale_fair_share(97, 4, 30), 30);  /* never below the config */
+    assert_int_equal(autoscale_fair_share(97, 0, 5), 97);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bounds_only_from_explicit_keys),
         cmocka_unit_test(test_hysteresis_and_cooldown),
+        cmocka_unit_test(test_fair_share),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

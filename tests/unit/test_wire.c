@@ -275,12 +275,35 @@ static void test_growable_buffer(void **state)
     free(b.data);
 }
 
+static void test_data_row_int(void **state)
+{
+    (void)state;
+    long long v = 0;
+    const uint8_t row[] = {0, 1, 0, 0, 0, 3, '1', '1', '7'};
+    assert_true(wire_parse_data_row_int(row, sizeof(row), &v));
+    assert_int_equal(v, 117);
+    const uint8_t neg[] = {0, 1, 0, 0, 0, 2, '-', '5'};
+    assert_true(wire_parse_data_row_int(neg, sizeof(neg), &v));
+    assert_int_equal(v, -5);
+    const uint8_t null_col[] = {0, 1, 0xff, 0xff, 0xff, 0xff};
+    assert_false(wire_parse_data_row_int(null_col, sizeof(null_col), &v));
+    const uint8_t text[] = {0, 1, 0, 0, 0, 2, 'o', 'n'};
+    assert_false(wire_parse_data_row_int(text, sizeof(text), &v));
+    const uint8_t cut[] = {0, 1, 0, 0, 0, 9, '1'};
+    assert_false(wire_parse_data_row_int(cut, sizeof(cut), &v));
+    const uint8_t none[] = {0, 0};
+    assert_false(wire_parse_data_row_int(none, sizeof(none), &v));
+    const uint8_t minus[] = {0, 1, 0, 0, 0, 1, '-'};
+    assert_false(wire_parse_data_row_int(minus, sizeof(minus), &v));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_lengths),   cmocka_unit_test(test_startup_message),
         cmocka_unit_test(test_special_requests), cmocka_unit_test(test_build_and_parse),
         cmocka_unit_test(test_sasl_initial), cmocka_unit_test(test_growable_buffer),
+        cmocka_unit_test(test_data_row_int),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
