@@ -3,6 +3,7 @@ transaction are named by SHOW LEAKS above healthy clients and logged once; with
 leak_reclaim = rollback their servers go back to the pool so waiting clients proceed, and the
 leaking client gets an error on its next statement (not a hang), then works again; every
 step is an event."""
+import contextlib
 import threading
 import time
 
@@ -10,6 +11,28 @@ import psycopg
 import pytest
 
 from serve_helpers import Pooler, console_rows, wait_for
+
+
+@contextlib.contextmanager
+def sleeping_load(pooler, clients, sleep_s):
+    """`clients` connections running SELECT pg_sleep(sleep_s) in a loop through the pooler
+    while the block runs: they queue on a small pool."""
+    stop = threading.Event()
+
+    def worker():
+        with psycopg.connect(pooler.dsn(), autocommit=True) as c:
+            while not stop.is_set():
+                c.execute(f"SELECT pg_sleep({sleep_s})")
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
 
 
 def start(pgwarden_bin, pg, reclaim="off", pool_size="1", mode="transaction"):
@@ -132,18 +155,8 @@ def test_pool_grows_under_queueing_and_shrinks_back(pgwarden_bin, pg):
                manager={"max_pool_size": "4", "interval": "500ms", "shrink_rate": "100%",
                         "growth_rate": "100%"}).start()
     try:
-        stop = threading.Event()
         peak = {"servers": 0}
-
-        def worker():
-            with psycopg.connect(p.dsn(), autocommit=True) as c:
-                while not stop.is_set():
-                    c.execute("SELECT pg_sleep(0.2)")
-
-        threads = [threading.Thread(target=worker) for _ in range(6)]
-        for t in threads:
-            t.start()
-        try:
+        with sleeping_load(p, 6, 0.2):
             def grown():
                 row = [r for r in console_rows(p, "SHOW SCALING")
                        if r["database"] == "postgres" and r["user"] == "postgres"]
@@ -154,10 +167,6 @@ def test_pool_grows_under_queueing_and_shrinks_back(pgwarden_bin, pg):
             wait_for(grown, timeout=30, what="the pool to grow to max_pool_size")
             time.sleep(2)
             grown()
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(30)
         assert peak["servers"] <= 4
         row = wait_for(lambda: [r for r in console_rows(p, "SHOW SCALING")
                                 if r["database"] == "postgres" and int(r["size"]) == 1],
@@ -183,21 +192,9 @@ def test_without_bounds_pool_keeps_configured_size(pgwarden_bin, pg):
     p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
                settings={"default_pool_size": "1", "admin_users": "postgres"}).start()
     try:
-        stop = threading.Event()
-
-        def worker():
-            with psycopg.connect(p.dsn(), autocommit=True) as c:
-                while not stop.is_set():
-                    c.execute("SELECT pg_sleep(0.1)")
-
-        threads = [threading.Thread(target=worker) for _ in range(3)]
-        for t in threads:
-            t.start()
-        time.sleep(4)
-        rows = [r for r in console_rows(p, "SHOW SCALING") if r["database"] == "postgres"]
-        stop.set()
-        for t in threads:
-            t.join(30)
+        with sleeping_load(p, 3, 0.1):
+            time.sleep(4)
+            rows = [r for r in console_rows(p, "SHOW SCALING") if r["database"] == "postgres"]
         assert rows and rows[0]["size"] == "1" and rows[0]["max"] == "1", rows
         assert int(rows[0]["servers"]) <= 1
         assert not [e for e in console_rows(p, "SHOW EVENTS") if e["event"].startswith("scale")]
