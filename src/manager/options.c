@@ -74,8 +74,9 @@ static const struct option_spec option_table[] = {
      "largest growth step of one scaling decision (0 = never grow)"},
     {"shrink_rate", OPT_PERCENT, FIELD(shrink_rate_pct), NULL, 0, 0, "15%",
      "largest shrink step of one scaling decision (0 = never shrink)"},
-    {"interval", OPT_DURATION, FIELD(interval_ms), NULL, 0, 0, "1s",
-     "time between the two samples that give rates"},
+    {"interval", OPT_DURATION_OFF, FIELD(interval_ms), NULL, 0, 0, "1s",
+     "time between the two samples that give rates (0 = one sample, no rates; serve: how often "
+     "auto-scaling decides, at least 1 s)"},
     {"connections", OPT_INT, FIELD(health_connections), NULL, 1, 1000, "5",
      "parallel probe connections of health-check"},
     {"current_size", OPT_INT, FIELD(current_size), NULL, -1, 100000, "-1",

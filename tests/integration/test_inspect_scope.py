@@ -163,3 +163,15 @@ def test_bad_exclude_addr_is_bad_input(pg, run_pgwarden, value):
     err = r.json()["error"]
     assert err["code"] == "bad_input"
     assert "exclude_addr" in err["message"] and "CIDR" in err["message"]
+
+
+def test_interval_zero_takes_one_sample(pg, run_pgwarden):
+    """--interval 0 means one sample and no rates, as docs/CLI.md says."""
+    started = time.time()
+    r = run_pgwarden("monitor", "-t", pg.dsn(), "-f", "json", "--interval", "0")
+    assert r.returncode in (0, 1, 2), r.stdout
+    doc = r.json()
+    assert doc["success"] is True, doc
+    assert doc["data"]["connections"]["total"] >= 1
+    assert doc["data"]["throughput"]["requests_per_sec"] is None  # no second sample
+    assert time.time() - started < 5
