@@ -367,20 +367,100 @@ static void handle_readyz(struct http_server *srv, struct evhttp_request *req)
         reply_text(req, 503, "Service Unavailable", reason);
 }
 
+/* A /metrics answer larger than one slice goes out in chunks, one slice per loop turn, so
+ * pooling is never held up for long by a scrape of many pools. */
+#define METRICS_SLICE_BYTES (256 * 1024)
+
+struct metrics_stream {
+    struct evhttp_request *req;     /* borrowed: valid until its connection closes */
+    struct evhttp_connection *conn; /* borrowed */
+    struct metrics_render *render;  /* owned */
+    struct event *next;             /* owned: the next slice, in a later loop turn */
+};
+
+static void metrics_stream_free(struct metrics_stream *st)
+{
+    evhttp_connection_set_closecb(st->conn, NULL, NULL);
+    event_free(st->next);
+    metrics_render_free(st->render);
+    free(st);
+}
+
+static void metrics_stream_closed(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    struct metrics_stream *st = arg;
+    st->req = NULL; /* evhttp frees it with the connection */
+    metrics_stream_free(st);
+}
+
+/* A zero timeout, not event_active: timers run after the loop has polled for I/O again, so
+ * every slice lets the pooler's sockets in first. */
+static void metrics_stream_later(struct metrics_stream *st)
+{
+    static const struct timeval now = {0, 0};
+    event_add(st->next, &now);
+}
+
+static void metrics_stream_slice(evutil_socket_t fd_unused, short what, void *arg)
+{
+    (void)fd_unused;
+    (void)what;
+    struct metrics_stream *st = arg;
+    struct evbuffer *b = evbuffer_new();
+    enum metrics_step step = b ? metrics_render_step(st->render, b, METRICS_SLICE_BYTES)
+                               : METRICS_FAILED;
+    if (b && evbuffer_get_length(b))
+        evhttp_send_reply_chunk(st->req, b);
+    if (b)
+        evbuffer_free(b);
+    if (step == METRICS_MORE) {
+        metrics_stream_later(st);
+        return;
+    }
+    /* Done, or out of memory: a cut-short exposition fails the scrape, which is honest. */
+    struct evhttp_request *req = st->req;
+    metrics_stream_free(st);
+    evhttp_send_reply_end(req);
+}
+
 static void handle_metrics(struct http_server *srv, struct evhttp_request *req)
 {
-    struct evbuffer *b = evbuffer_new();
-    if (!b || !metrics_render(srv->p, b)) {
+    struct metrics_render *r = metrics_render_begin(srv->p);
+    struct evbuffer *b = r ? evbuffer_new() : NULL;
+    enum metrics_step step = b ? metrics_render_step(r, b, METRICS_SLICE_BYTES) : METRICS_FAILED;
+    if (step == METRICS_FAILED) {
         if (b)
             evbuffer_free(b);
+        metrics_render_free(r);
         reply_text(req, 500, "Internal Server Error", "out of memory");
         return;
     }
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", METRICS_CONTENT_TYPE);
     evhttp_add_header(h, "Cache-Control", "no-store");
-    evhttp_send_reply(req, 200, "OK", b);
+    struct metrics_stream *st = step == METRICS_MORE ? calloc(1, sizeof(*st)) : NULL;
+    if (st)
+        st->next = event_new(srv->base, -1, 0, metrics_stream_slice, st);
+    if (step == METRICS_DONE || !st || !st->next) {
+        /* It fit in one slice (or no memory to stream: send what there is, all at once). */
+        while (step == METRICS_MORE)
+            step = metrics_render_step(r, b, (size_t)-1);
+        if (st)
+            free(st);
+        metrics_render_free(r);
+        evhttp_send_reply(req, 200, "OK", b);
+        evbuffer_free(b);
+        return;
+    }
+    st->req = req;
+    st->conn = evhttp_request_get_connection(req);
+    st->render = r;
+    evhttp_connection_set_closecb(st->conn, metrics_stream_closed, st);
+    evhttp_send_reply_start(req, 200, "OK");
+    evhttp_send_reply_chunk(req, b);
     evbuffer_free(b);
+    metrics_stream_later(st);
 }
 
 struct route {

@@ -426,31 +426,59 @@ static void out_histogram(struct out *o, const struct metric_def *m, size_t name
     out_put(o, "\n", 1);
 }
 
-bool metrics_render(const struct pooler *p, struct evbuffer *out_ev)
+/* An exposition in progress: the pools' values are taken once, at the start (one consistent
+ * moment), then written out a slice at a time. */
+struct metrics_render {
+    const struct pooler *p; /* borrowed */
+    struct out *o;          /* owned */
+    struct pool_view *views; /* owned */
+    size_t n_pools;
+    size_t metric; /* next metric family */
+    size_t pool;   /* next pool within it (0 = its header is due) */
+};
+
+struct metrics_render *metrics_render_begin(const struct pooler *p)
 {
-    struct out *o = malloc(sizeof(*o));
-    size_t n_pools = plist_count(&p->pools);
-    struct pool_view *views = calloc(n_pools ? n_pools : 1, sizeof(*views));
-    if (!o || !views) {
-        free(o);
-        free(views);
-        return false;
+    struct metrics_render *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->p = p;
+    r->o = malloc(sizeof(*r->o));
+    r->n_pools = plist_count(&p->pools);
+    r->views = calloc(r->n_pools ? r->n_pools : 1, sizeof(*r->views));
+    if (!r->o || !r->views) {
+        metrics_render_free(r);
+        return NULL;
     }
-    o->ev = out_ev;
-    o->len = 0;
-    o->failed = false;
+    r->o->len = 0;
+    r->o->failed = false;
     int64_t now = net_loop_now_us(p->loop);
     int64_t check_delay_us = p->cfg->server_check_delay_ms * 1000;
     size_t i = 0;
-    for (const struct plist *n = p->pools.next; n != &p->pools && i < n_pools; n = n->next)
-        view_fill(&views[i++], plist_entry(n, struct pool, node), now, check_delay_us);
+    for (const struct plist *n = p->pools.next; n != &p->pools && i < r->n_pools; n = n->next)
+        view_fill(&r->views[i++], plist_entry(n, struct pool, node), now, check_delay_us);
+    return r;
+}
 
-    for (size_t m = 0; m < N_METRICS && !o->failed; m++) {
-        const struct metric_def *d = &METRICS[m];
-        if (!d->process_get && n_pools == 0)
-            continue; /* a family without samples is noise */
-        out_header(o, d);
+enum metrics_step metrics_render_step(struct metrics_render *r, struct evbuffer *out_ev,
+                                      size_t budget)
+{
+    struct out *o = r->o;
+    o->ev = out_ev;
+    size_t start = evbuffer_get_length(out_ev);
+    while (r->metric < N_METRICS && !o->failed) {
+        if (evbuffer_get_length(out_ev) + o->len - start >= budget) {
+            out_flush(o);
+            return o->failed ? METRICS_FAILED : METRICS_MORE;
+        }
+        const struct metric_def *d = &METRICS[r->metric];
+        if (!d->process_get && r->n_pools == 0) {
+            r->metric++; /* a family without samples is noise */
+            continue;
+        }
         size_t name_len = strlen(d->name);
+        if (r->pool == 0)
+            out_header(o, d);
         if (d->process_get) {
             out_put(o, d->name, name_len);
             if (d->process_labels) {
@@ -459,28 +487,49 @@ bool metrics_render(const struct pooler *p, struct evbuffer *out_ev)
                 out_put(o, "}", 1);
             }
             out_put(o, " ", 1);
-            out_value(o, d->unit, d->process_get(p));
+            out_value(o, d->unit, d->process_get(r->p));
             out_put(o, "\n", 1);
+            r->metric++;
             continue;
         }
-        for (size_t k = 0; k < n_pools; k++) {
-            if (o->len > STAGE_FLUSH_AT)
-                out_flush(o);
-            if (d->hist_get) {
-                out_histogram(o, d, name_len, &views[k]);
-                continue;
-            }
+        /* One pool's lines per turn of this loop, so the budget is checked between pools. */
+        size_t k = r->pool;
+        if (o->len > STAGE_FLUSH_AT)
+            out_flush(o);
+        if (d->hist_get) {
+            out_histogram(o, d, name_len, &r->views[k]);
+        } else {
             out_put(o, d->name, name_len);
             out_put(o, "{", 1);
-            out_put(o, views[k].labels, views[k].labels_len);
+            out_put(o, r->views[k].labels, r->views[k].labels_len);
             out_put(o, "} ", 2);
-            out_value(o, d->unit, d->pool_get(&views[k]));
+            out_value(o, d->unit, d->pool_get(&r->views[k]));
             out_put(o, "\n", 1);
+        }
+        if (++r->pool == r->n_pools) {
+            r->pool = 0;
+            r->metric++;
         }
     }
     out_flush(o);
-    bool ok = !o->failed;
-    free(views);
-    free(o);
-    return ok;
+    return o->failed ? METRICS_FAILED : METRICS_DONE;
+}
+
+void metrics_render_free(struct metrics_render *r)
+{
+    if (!r)
+        return;
+    free(r->views);
+    free(r->o);
+    free(r);
+}
+
+bool metrics_render(const struct pooler *p, struct evbuffer *out_ev)
+{
+    struct metrics_render *r = metrics_render_begin(p);
+    if (!r)
+        return false;
+    enum metrics_step st = metrics_render_step(r, out_ev, (size_t)-1);
+    metrics_render_free(r);
+    return st == METRICS_DONE;
 }

@@ -5,6 +5,7 @@
 #define PGWARDEN_HTTP_METRICS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct pooler;
 struct evbuffer;
@@ -15,5 +16,19 @@ struct evbuffer;
  * memory ran out; out may then hold part of it. */
 __attribute__((warn_unused_result)) bool metrics_render(const struct pooler *p,
                                                         struct evbuffer *out);
+
+/* The same exposition a slice at a time, so a large one never holds the event loop for long:
+ * begin takes every pool's values (one consistent moment); each step appends about budget
+ * bytes (whole lines). */
+struct metrics_render;
+enum metrics_step {
+    METRICS_MORE,   /* call again (in a later loop turn) */
+    METRICS_DONE,   /* the exposition is complete */
+    METRICS_FAILED, /* out of memory */
+};
+struct metrics_render *metrics_render_begin(const struct pooler *p);
+enum metrics_step metrics_render_step(struct metrics_render *r, struct evbuffer *out,
+                                      size_t budget);
+void metrics_render_free(struct metrics_render *r);
 
 #endif

@@ -435,3 +435,39 @@ def test_hostile_http_clients_change_nothing_for_pooled_clients(pgwarden_bin, pg
             assert conn.execute("SELECT 7").fetchone()[0] == 7
     finally:
         p.stop()
+
+
+def test_large_metrics_stream_in_slices_and_parse(pgwarden_bin, pg):
+    """With hundreds of pools /metrics is several MB: it goes out in slices (chunked), and the
+    whole still parses, with every pool's samples."""
+    import struct as _struct
+    dead = free_port()
+    p = start_http_pooler(pgwarden_bin, pg,
+                          settings={"server_login_retry": "3600", "max_client_conn": "1000"},
+                          databases={"*": f"host=127.0.0.1 port={dead}",
+                                     "postgres": f"host={pg.socket_dir} port={pg.port} "
+                                                 "dbname=postgres"})
+    try:
+        for i in range(300):
+            with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+                body = _struct.pack("!I", 196608) + b"user\0postgres\0database\0" + \
+                    f"db{i}".encode() + b"\0\0"
+                s.sendall(_struct.pack("!I", len(body) + 4) + body)
+                s.settimeout(5)
+                try:
+                    while s.recv(4096):
+                        pass
+                except OSError:
+                    pass
+        status, headers, text = http_get(p.http_port, "/metrics")
+        assert status == 200
+        assert headers.get("Transfer-Encoding") == "chunked", headers
+        assert len(text) > 1_000_000
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        dbs = {s.labels["database"] for s in fams["pgwarden_pool_clients_waiting"].samples}
+        assert {f"db{i}" for i in range(300)} <= dbs
+        # Still serving while and after it streams.
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        p.stop()
