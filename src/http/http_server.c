@@ -272,11 +272,21 @@ static void follower_push(struct http_server *srv, struct http_follower *f)
     evbuffer_free(b);
 }
 
+/* A reply still streaming when its client went away: libevent detaches the request from the
+ * dead connection and leaves it to us; ending the reply frees it. (At shutdown the request is
+ * still attached and goes with its connection.) */
+static void release_orphaned_request(struct evhttp_request *req)
+{
+    if (req && !evhttp_request_get_connection(req))
+        evhttp_send_reply_end(req);
+}
+
 static void follower_closed(struct evhttp_connection *conn, void *arg)
 {
     struct http_server *srv = arg;
     for (int i = 0; i < srv->n_followers; i++) {
         if (srv->followers[i].conn == conn) {
+            release_orphaned_request(srv->followers[i].req);
             srv->followers[i] = srv->followers[--srv->n_followers];
             return;
         }
@@ -390,7 +400,7 @@ static void metrics_stream_closed(struct evhttp_connection *conn, void *arg)
 {
     (void)conn;
     struct metrics_stream *st = arg;
-    st->req = NULL; /* evhttp frees it with the connection */
+    release_orphaned_request(st->req);
     metrics_stream_free(st);
 }
 
