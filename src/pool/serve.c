@@ -3,11 +3,13 @@
 #include "pool/serve.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -63,6 +65,40 @@ static void print_config_keys(void)
 
 static FILE *log_file;
 
+/* Opens a log or pid file for writing without ever blocking: a FIFO named there would hang
+ * startup or a reload until a reader came. Only regular files are accepted. NULL with errno
+ * set otherwise (EINVAL for a file that is not regular). */
+static FILE *open_regular_for_writing(const char *path, bool append)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        errno = EINVAL; /* say so, rather than what open() of it would say (ENXIO) */
+        return NULL;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK | (append ? O_APPEND : 0),
+                  0644);
+    if (fd < 0)
+        return NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!append && ftruncate(fd, 0) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0)
+        (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, append ? "a" : "w");
+    if (!f)
+        close(fd);
+    return f;
+}
+
 static void apply_logging(const struct pooler_config *cfg, int extra_verbose)
 {
     int v = cfg->verbose + extra_verbose;
@@ -70,7 +106,7 @@ static void apply_logging(const struct pooler_config *cfg, int extra_verbose)
     enum log_format fmt = strcmp(cfg->log_format, "json") == 0 ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT;
     FILE *out = stderr;
     if (cfg->logfile && cfg->logfile[0]) {
-        FILE *f = fopen(cfg->logfile, "a");
+        FILE *f = open_regular_for_writing(cfg->logfile, true);
         if (f) {
             setvbuf(f, NULL, _IOLBF, 0);
             if (log_file)
@@ -78,7 +114,8 @@ static void apply_logging(const struct pooler_config *cfg, int extra_verbose)
             log_file = f;
             out = f;
         } else {
-            log_warning("serve", "cannot open logfile %s: %s", cfg->logfile, strerror(errno));
+            log_warning("serve", "cannot open logfile %s: %s", cfg->logfile,
+                        errno == EINVAL ? "not a regular file" : strerror(errno));
         }
     }
     log_configure(level, fmt, out);
@@ -507,10 +544,13 @@ int serve_main(int argc, char **argv)
         log_info("serve", "[manager] live = off: the pools are served, nothing watches them");
     }
     if (p.cfg->pidfile && p.cfg->pidfile[0]) {
-        FILE *f = fopen(p.cfg->pidfile, "w");
+        FILE *f = open_regular_for_writing(p.cfg->pidfile, false);
         if (f) {
             fprintf(f, "%d\n", (int)getpid());
             fclose(f);
+        } else {
+            log_warning("serve", "cannot write pidfile %s: %s", p.cfg->pidfile,
+                        errno == EINVAL ? "not a regular file" : strerror(errno));
         }
     }
     log_info("serve", "pgwarden %s listening on %s:%d%s%s (%s, %s pooling, backend %s)",

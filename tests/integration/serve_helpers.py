@@ -124,6 +124,7 @@ class Pooler:
             except (OSError, ValueError):
                 pass
             self.proc.stderr.close()
+        self.stderr_text = stderr  # what pgwarden wrote to stderr, for tests to read
         shutil.rmtree(self.dir, ignore_errors=True)
         # Sanitizer builds (make check-sanitize) report memory errors and leaks on stderr.
         if "Sanitizer" in stderr or "runtime error:" in stderr:

@@ -234,6 +234,32 @@ def test_reload_refuses_fifo_config_files(pgwarden_bin, pg):
         p.stop()
 
 
+def test_fifo_logfile_and_pidfile_never_block(pgwarden_bin, pg):
+    """A FIFO named as logfile or pidfile (nobody reading it) used to hang startup in open():
+    pgwarden must start at once, log to stderr instead and say why."""
+    p = Pooler(pgwarden_bin, pg)
+    log_fifo = os.path.join(p.dir, "log.fifo")
+    pid_fifo = os.path.join(p.dir, "pid.fifo")
+    os.mkfifo(log_fifo)
+    os.mkfifo(pid_fifo)
+    p.settings["logfile"] = log_fifo
+    p.settings["pidfile"] = pid_fifo
+    p.write_config()
+    started = time.time()
+    try:
+        p.start()  # raises when it does not listen within 10 s
+        assert time.time() - started < 5
+        _assert_serves(p)
+        p.signal(signal.SIGHUP)  # a reload opens the logfile again: no hang either
+        time.sleep(0.5)
+        _assert_serves(p)
+    finally:
+        p.stop()
+    err = p.stderr_text
+    assert "cannot open logfile" in err and "not a regular file" in err, err
+    assert "cannot write pidfile" in err, err
+
+
 FORGED = "2099-01-01T00:00:00.000Z error serve: FORGED"
 
 
