@@ -851,24 +851,15 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
             error(o, "42601", "KILL_CLIENT needs a client id from SHOW CLIENTS");
             return;
         }
-        for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
-            struct pool *pool = plist_entry(n, struct pool, node);
-            struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
-                                     &pool->waiting_login_clients};
-            for (size_t i = 0; i < 3; i++) {
-                for (struct plist *m = lists[i]->next; m != lists[i]; m = m->next) {
-                    struct client *c = plist_entry(m, struct client, node);
-                    if (c->id == id) {
-                        /* Same loop turn as any hand-off: the client is closed in the state
-                         * it is in now; a busy server dies with it. */
-                        client_fail(c, "57P01", "terminated by the admin console (KILL_CLIENT)");
-                        command_complete(o, "KILL_CLIENT");
-                        return;
-                    }
-                }
-            }
+        struct client *c = client_find(p, id);
+        if (!c) {
+            error(o, "42704", "no such client: %s", arg);
+            return;
         }
-        error(o, "42704", "no such client: %s", arg);
+        /* Same loop turn as any hand-off: the client is closed in the state it is in now; a
+         * busy server dies with it. */
+        client_fail(c, "57P01", "terminated by the admin console (KILL_CLIENT)");
+        command_complete(o, "KILL_CLIENT");
         return;
     }
     bool kill = !strncmp(cmd, "KILL ", 5);

@@ -15,6 +15,7 @@
 #include "common/timestamp.h"
 #include "inspect/console_source.h"
 #include "live/live_manager.h"
+#include "live/pool_source.h"
 #include "manager/analysis.h"
 #include "manager/stats.h"
 #include "pool/pool.h"
@@ -85,28 +86,19 @@ static void api_detect_leaks(struct api_call *x)
     x->run.data = report_json_leaks(leaks, cur);
 }
 
-/* The probe outcomes of every pool, newest last per pool, and their summary. */
+/* The recent probe outcomes of every pool (ids renumbered across pools). */
 static size_t all_probes(struct api_call *x, struct health_probe **out)
 {
     size_t n = 0, cap = 0;
     *out = NULL;
-    for (struct plist *it = x->p->pools.next; it != &x->p->pools; it = it->next) {
-        const struct pool_probes *pr = &plist_entry(it, struct pool, node)->probes;
-        cap += pr->n;
-    }
+    for (struct plist *it = x->p->pools.next; it != &x->p->pools; it = it->next)
+        cap += plist_entry(it, struct pool, node)->probes.n;
     if (cap == 0 || !(*out = calloc(cap, sizeof(**out))))
         return 0;
-    for (struct plist *it = x->p->pools.next; it != &x->p->pools; it = it->next) {
-        const struct pool_probes *pr = &plist_entry(it, struct pool, node)->probes;
-        for (uint32_t i = 0; i < pr->n; i++, n++) {
-            (*out)[n].id = (int64_t)n + 1;
-            (*out)[n].healthy = pr->ok[i];
-            (*out)[n].latency_ms = pr->latency_ms[i];
-            (*out)[n].query_ms = pr->latency_ms[i];
-            if (!pr->ok[i])
-                snprintf((*out)[n].error, sizeof((*out)[n].error), "%s", pr->last_error);
-        }
-    }
+    for (struct plist *it = x->p->pools.next; it != &x->p->pools; it = it->next)
+        n += pool_source_probes(plist_entry(it, struct pool, node), *out + n);
+    for (size_t i = 0; i < n; i++)
+        (*out)[i].id = (int64_t)i + 1;
     return n;
 }
 
@@ -317,12 +309,11 @@ bool api_is_route(const char *path)
 /* ?since=N for /events as a JSON body equivalent. */
 static cJSON *query_as_body(const char *query)
 {
-    const char *since = query ? strstr(query, "since=") : NULL;
-    if (!since)
+    if (!query || !strstr(query, "since="))
         return NULL;
     cJSON *o = cJSON_CreateObject();
     if (o)
-        cJSON_AddNumberToObject(o, "since", strtod(since + 6, NULL));
+        cJSON_AddNumberToObject(o, "since", (double)api_events_since(query));
     return o;
 }
 

@@ -131,6 +131,16 @@ static struct event *record(struct live_manager *m, enum event_kind kind,
     return e;
 }
 
+/* Records an event about a pool (the caller fills the numbers and the reason and logs it). */
+static struct event *record_pool(struct live_manager *m, enum event_kind kind,
+                                 const struct pool *pool, int64_t now_ms)
+{
+    struct event *e = event_ring_push(&m->events, kind, now_ms);
+    snprintf(e->database, sizeof(e->database), "%s", pool->db_name);
+    snprintf(e->user, sizeof(e->user), "%s", pool->user_name);
+    return e;
+}
+
 static const enum event_kind STEP_EVENTS[RECLAIM_LEVEL_COUNT] = {
     [RECLAIM_NOTICE] = EVENT_RECLAIM_NOTICE,
     [RECLAIM_CANCEL] = EVENT_RECLAIM_CANCEL,
@@ -275,9 +285,7 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
         pool_executor_resize(pool, g->last.target_size);
         g->last.applied = true;
     }
-    struct event *e = event_ring_push(&m->events, kind, now_ms);
-    snprintf(e->database, sizeof(e->database), "%s", pool->db_name);
-    snprintf(e->user, sizeof(e->user), "%s", pool->user_name);
+    struct event *e = record_pool(m, kind, pool, now_ms);
     e->before = before;
     e->after = g->last.target_size;
     event_set_reason(e, g->last.reason);
@@ -324,19 +332,10 @@ static void summarize_health(struct live_manager *m, struct pool *pool, int64_t 
     struct pool_watch *w = watch_for(m, pool);
     if (!w)
         return;
-    const struct pool_probes *pr = &pool->probes;
     struct health_probe probes[POOL_PROBE_KEEP];
-    memset(probes, 0, sizeof(probes));
-    for (uint32_t i = 0; i < pr->n; i++) {
-        probes[i].id = i + 1;
-        probes[i].healthy = pr->ok[i];
-        probes[i].latency_ms = pr->latency_ms[i];
-        probes[i].query_ms = pr->latency_ms[i];
-        if (!pr->ok[i])
-            snprintf(probes[i].error, sizeof(probes[i].error), "%s", pr->last_error);
-    }
+    size_t n_probes = pool_source_probes(pool, probes);
     enum report_status before = w->have_health ? w->health.status : REPORT_OK;
-    health_summarize(probes, pr->n, NULL, &m->pooler->cfg->manager, &w->health);
+    health_summarize(probes, n_probes, NULL, &m->pooler->cfg->manager, &w->health);
     /* No server can be opened right now: the database is down whatever the probes said. */
     if (pool->last_error && pool->n_servers == 0 &&
         pool->retry_after_us > pooler_now(m->pooler)) {
@@ -347,9 +346,7 @@ static void summarize_health(struct live_manager *m, struct pool *pool, int64_t 
     w->have_health = true;
     if (w->health.status == before)
         return;
-    struct event *e = event_ring_push(&m->events, EVENT_HEALTH_CHANGED, now_ms);
-    snprintf(e->database, sizeof(e->database), "%s", pool->db_name);
-    snprintf(e->user, sizeof(e->user), "%s", pool->user_name);
+    struct event *e = record_pool(m, EVENT_HEALTH_CHANGED, pool, now_ms);
     e->before = before;
     e->after = w->health.status;
     char reason[EVENT_REASON_LEN + 64];
@@ -415,7 +412,7 @@ bool live_manager_kill_idle(struct live_manager *m, bool execute, struct kill_pl
             continue;
         const struct conn_record *rec = a->conn;
         if (execute) {
-            struct client *c = pool_executor_find_client(m->pooler, rec->id);
+            struct client *c = client_find(m->pooler, (uint64_t)rec->id);
             if (!c || pool_source_conn_state(c) != rec->state) {
                 a->result = KILL_GONE;
                 continue;

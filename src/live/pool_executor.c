@@ -8,26 +8,10 @@
 #include "pool/objects.h"
 #include "pool/server.h"
 
-struct client *pool_executor_find_client(struct pooler *p, int64_t client_id)
-{
-    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
-        struct pool *pool = plist_entry(n, struct pool, node);
-        struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
-                                 &pool->waiting_login_clients};
-        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
-            for (struct plist *m = lists[i]->next; m != lists[i]; m = m->next) {
-                struct client *c = plist_entry(m, struct client, node);
-                if ((int64_t)c->id == client_id)
-                    return c;
-            }
-    }
-    return NULL;
-}
-
 bool pool_executor_reclaim(struct pooler *p, int64_t client_id, enum reclaim_level step,
                            const char *why, char *outcome, size_t outcome_len)
 {
-    struct client *c = pool_executor_find_client(p, client_id);
+    struct client *c = client_find(p, (uint64_t)client_id);
     if (!c) {
         snprintf(outcome, outcome_len, "client gone");
         return false;

@@ -11,9 +11,6 @@
 #include "manager/reclaim.h"
 #include "pool/pool.h"
 
-/* The logged-in client with this id in any pool, or NULL. */
-struct client *pool_executor_find_client(struct pooler *p, int64_t client_id);
-
 /* Takes one reclaim step on a client. why is shown to the client (notice, disconnect) and
  * logged. Returns false, with the reason in outcome, when the step could not be taken now
  * (the client was busy or gone). */

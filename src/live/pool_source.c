@@ -101,3 +101,18 @@ bool pool_source_fill(const struct pooler *p, const char *db, struct snapshot *s
     }
     return true;
 }
+
+size_t pool_source_probes(const struct pool *pool, struct health_probe *out)
+{
+    const struct pool_probes *pr = &pool->probes;
+    for (uint32_t i = 0; i < pr->n; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
+        out[i].id = i + 1;
+        out[i].healthy = pr->ok[i];
+        out[i].latency_ms = pr->latency_ms[i];
+        out[i].query_ms = pr->latency_ms[i];
+        if (!pr->ok[i])
+            snprintf(out[i].error, sizeof(out[i].error), "%s", pr->last_error);
+    }
+    return pr->n;
+}

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 
+#include "manager/health.h"
 #include "manager/snapshot.h"
 #include "pool/pool.h"
 
@@ -17,6 +18,10 @@ enum conn_state pool_source_conn_state(const struct client *c);
  * fills counters and capacity. False when memory ran out (snap keeps what was added). */
 __attribute__((warn_unused_result)) bool pool_source_fill(const struct pooler *p, const char *db,
                                                             struct snapshot *snap);
+
+/* The pool's recent background probe outcomes as the engine's probe records (at most
+ * POOL_PROBE_KEEP, written to out); returns how many. */
+size_t pool_source_probes(const struct pool *pool, struct health_probe *out);
 
 /* The same for one pool only (its clients, counters and limits). */
 __attribute__((warn_unused_result)) bool pool_source_fill_pool(const struct pool *pool,

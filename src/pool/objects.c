@@ -193,6 +193,22 @@ struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
     return c;
 }
 
+struct client *client_find(struct pooler *p, uint64_t id)
+{
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
+                                 &pool->waiting_login_clients};
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+            for (struct plist *m = lists[i]->next; m != lists[i]; m = m->next) {
+                struct client *c = plist_entry(m, struct client, node);
+                if (c->id == id)
+                    return c;
+            }
+    }
+    return NULL;
+}
+
 void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
     if (c->state == CL_JUSTFREE)

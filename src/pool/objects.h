@@ -13,6 +13,8 @@ void pool_apply_config(struct pool *pool);
 void pool_free(struct pool *pool);
 
 struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr);
+/* The logged-in client with this id (as SHOW CLIENTS prints it) in any pool, or NULL. */
+struct client *client_find(struct pooler *p, uint64_t id);
 /* Sends an ErrorResponse (best effort) and closes. */
 void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
