@@ -576,7 +576,13 @@ static void show_leaks(struct pooler *p, struct console_out *o)
         rs_int(&rs, s->idle_ms / 1000);
         rs_int(&rs, s->xact_age_ms / 1000);
         rs_text(&rs, reclaim_level_name(live_manager_reclaim_done(p->manager, c->id)));
-        rs_text(&rs, s->n_reasons ? s->reasons[0] : "");
+        char reasons[LEAK_MAX_REASONS * (LEAK_REASON_LEN + 2)];
+        size_t len = 0;
+        reasons[0] = '\0';
+        for (size_t k = 0; k < s->n_reasons; k++)
+            len += (size_t)snprintf(reasons + len, sizeof(reasons) - len, "%s%s",
+                                    k ? "; " : "", s->reasons[k]);
+        rs_text(&rs, reasons);
         rs_text(&rs, c->last_query);
     }
     rs_end(&rs, "SHOW");
@@ -646,7 +652,8 @@ static void show_snapshot(struct pooler *p, struct console_out *o)
     static const char *const cols[] = {
         "id:i",        "pid:i",          "user",          "database",         "application",
         "client_addr", "state",          "connected_ms:i", "state_change_ms:i", "xact_start_ms:i",
-        "query_start_ms:i", "requests:i", "taken_ms:i", "output_blocked_ms:i"};
+        "query_start_ms:i", "requests:i", "taken_ms:i", "output_blocked_ms:i", "hold_total_ms:i",
+        "app_usual_hold_ms:i"};
     struct rowset rs;
     rs_begin(&rs, o, cols, (int)(sizeof(cols) / sizeof(cols[0])));
     const struct snapshot *snap = p->manager ? live_manager_snapshot(p->manager) : NULL;
@@ -667,6 +674,8 @@ static void show_snapshot(struct pooler *p, struct console_out *o)
         rs_int(&rs, c->requests);
         rs_int(&rs, snap->taken_ms);
         rs_int(&rs, c->output_blocked_ms);
+        rs_int(&rs, c->hold_total_ms);
+        rs_int(&rs, c->app_usual_hold_ms);
     }
     rs_end(&rs, "SHOW");
 }

@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "manager/autoscale.h"
 #include "manager/health.h"
+#include "manager/hold_norms.h"
 #include "manager/reaper.h"
 #include "live/pool_executor.h"
 #include "live/pool_source.h"
@@ -40,6 +41,7 @@ struct live_manager {
     struct pooler *pooler; /* borrowed */
     struct net_timer *timer;
     struct snapshot prev, cur; /* owned; prev gives growth between runs */
+    struct hold_norms norms;   /* what each application usually holds a server for */
     bool have_cur;
     struct leak_report leaks; /* owned; suspects point into cur */
     bool have_leaks;
@@ -65,6 +67,7 @@ struct live_manager *live_manager_new(struct pooler *p)
     m->pooler = p;
     snapshot_init(&m->prev, SNAPSHOT_MODE_SERVE, 0);
     snapshot_init(&m->cur, SNAPSHOT_MODE_SERVE, 0);
+    hold_norms_init(&m->norms);
     if (!event_ring_init(&m->events, EVENT_RING_DEFAULT_CAP) ||
         !(m->timer = net_timer_new(p->loop, run_cb, m))) {
         live_manager_free(m);
@@ -84,6 +87,7 @@ void live_manager_free(struct live_manager *m)
         leak_report_free(&m->leaks);
     snapshot_free(&m->prev);
     snapshot_free(&m->cur);
+    hold_norms_free(&m->norms);
     event_ring_free(&m->events);
     free(m->tracks);
     free(m->watch);
@@ -389,6 +393,9 @@ void live_manager_run(struct live_manager *m)
     }
     const struct snapshot *prev = m->have_cur ? &m->prev : NULL;
     m->have_cur = true;
+    if (!hold_norms_observe(&m->norms, prev, &m->cur))
+        log_warning("manager", "out of memory learning usual hold times; keeping the old ones");
+    hold_norms_annotate(&m->norms, &m->cur);
     if (!leaks_detect(prev, &m->cur, &p->cfg->manager, &m->leaks)) {
         log_warning("manager", "out of memory detecting leaks; skipping this run");
         return;

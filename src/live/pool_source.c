@@ -58,6 +58,7 @@ static bool add_client(const struct pool *pool, const struct client *c, struct s
     r->query_start_ms = c->request_us ? c->request_us / 1000 : c->active_us / 1000;
     r->visible = true;
     r->requests = c->xacts;
+    r->hold_total_ms = c->hold_us / 1000;
     if (c->output_blocked_us && c->server)
         r->output_blocked_ms = (pooler_now(pool->pooler) - c->output_blocked_us) / 1000;
     return true;

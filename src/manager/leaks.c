@@ -28,6 +28,14 @@
 #define W_XACT_OLD      5  /* transaction open >= hold */
 #define W_XACT_VERY_OLD 10 /* transaction open >= 10x hold (replaces W_XACT_OLD) */
 #define W_BLOCKING      20
+/* Serve mode, in a transaction on a server for far longer than the application usually holds
+ * one (app_usual_hold_ms, r = hold / usual): from r >= 10 (and at least 1 s), 20 rising by
+ * up to 10 more until 100x. Catches a leak long before leak_hold_threshold when the
+ * application's transactions are short. */
+#define UNUSUAL_HOLD_RATIO    10.0
+#define UNUSUAL_HOLD_FLOOR_MS 1000
+#define W_UNUSUAL_HOLD        20.0
+#define W_UNUSUAL_HOLD_BEYOND 10.0
 /* Serve mode, plain idle while holding a server (session pooling), relative to
  * leak_hold_threshold (r = idle / hold): below it 20*r, at it 35 rising by up to 15 more
  * until 10x. The server is held for nothing: other clients may be waiting for it. */
@@ -77,6 +85,24 @@ static bool is_idle_state(enum conn_state state)
 static const char *app_label(const char *application)
 {
     return application[0] != '\0' ? application : "(no application_name)";
+}
+
+/* Points for a transaction held far longer than its application usually holds a server. */
+static int score_unusual_hold(const struct conn_record *rec, int64_t xact, struct leak_suspect *out)
+{
+    if (rec->app_usual_hold_ms <= 0 || rec->pid == 0 || xact < UNUSUAL_HOLD_FLOOR_MS)
+        return 0;
+    double r = (double)xact / (double)rec->app_usual_hold_ms;
+    if (r < UNUSUAL_HOLD_RATIO)
+        return 0;
+    int p = (int)lround(W_UNUSUAL_HOLD + W_UNUSUAL_HOLD_BEYOND * fmin(log10(r) - 1.0, 1.0));
+    char a[32], b[32];
+    add_reason(out,
+               "holds its server in a transaction for %s, %.0fx what application '%s' usually "
+               "holds (%s) (+%d)",
+               units_format_duration(xact, a, sizeof(a)), r, app_label(rec->application),
+               units_format_duration(rec->app_usual_hold_ms, b, sizeof(b)), p);
+    return p;
 }
 
 int leaks_score_connection(const struct snapshot *cur, const struct conn_record *rec,
@@ -136,6 +162,7 @@ int leaks_score_connection(const struct snapshot *cur, const struct conn_record 
                        "(+%d)",
                        W_ABORTED);
         }
+        score += score_unusual_hold(rec, xact, out);
         if (xact >= 10 * hold) {
             score += W_XACT_VERY_OLD;
             add_reason(out, "transaction open for %s, over 10x leak_hold_threshold (+%d)",

@@ -61,6 +61,9 @@ struct conn_record {
     bool is_infrastructure; /* pooler/platform roles and apps (Supavisor, PostgREST, ...) */
     bool visible;          /* false when the row read "<insufficient privilege>" */
     int64_t requests;      /* serve: queries/transactions served on this connection */
+    int64_t hold_total_ms; /* serve: server time held by those finished transactions */
+    int64_t app_usual_hold_ms; /* serve: what this application usually holds a server per
+                                  transaction (manager/hold_norms); 0 = not known yet */
     int64_t output_blocked_ms; /* serve: the client has left results unread this long while
                                   holding a server (its socket takes no more); 0 = not */
 };

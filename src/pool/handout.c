@@ -257,6 +257,7 @@ void pool_release_server(struct server *s)
     if (c) {
         if (c->request_us) {
             c->xacts++;
+            c->hold_us += now - c->request_us;
             pool->stats.xact_count++;
             pool->stats.xact_time_us += now - c->request_us;
             histogram_observe(&pool->stats.xact_hist, now - c->request_us);

@@ -104,6 +104,7 @@ struct client {
     int64_t active_us;  /* last activity */
     struct net_addr addr;
     uint32_t xacts;         /* transactions served (released servers) */
+    int64_t hold_us;        /* server time held by those transactions */
     uint8_t state;          /* enum client_state: written only by client_change_state */
     uint8_t console_access; /* enum console_access for admin console clients */
     bool in_cancel_table;

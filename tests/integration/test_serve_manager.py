@@ -347,3 +347,34 @@ def test_server_usable_slots_are_read_and_bound_growth(pgwarden_bin, pg):
             assert int(row["max"]) == 100000
     finally:
         p.stop()
+
+
+def test_hold_far_above_application_usual_is_a_suspect(pgwarden_bin, pg):
+    """An application whose transactions take milliseconds: one of its clients idle in a
+    transaction for a few seconds is a suspect long before leak_hold_threshold (60 s here),
+    with the usual hold in the reason; the manager learned it from the pool's traffic."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "3", "admin_users": "postgres"},
+               manager={"leak_hold_threshold": "60s"}).start()
+    try:
+        with psycopg.connect(p.dsn(application_name="web"), autocommit=True) as busy, \
+                psycopg.connect(p.dsn(application_name="web")) as leaker:
+            def learned():
+                for _ in range(30):
+                    busy.execute("SELECT 1")
+                rows = [r for r in console_rows(p, "SHOW SNAPSHOT") if r["application"] == "web"]
+                return all(int(r["app_usual_hold_ms"]) > 0 for r in rows) and rows
+            rows = wait_for(learned, what="the usual hold of application web")
+            usual = int(rows[0]["app_usual_hold_ms"])
+            assert 1 <= usual < 100, rows
+            leaker.execute("SELECT 1")  # opens a transaction and leaves it open
+            leaks = wait_for(lambda: [r for r in console_rows(p, "SHOW LEAKS")
+                                      if "usually holds" in r["reason"]],
+                             what="the long hold in SHOW LEAKS", timeout=15)
+            assert leaks[0]["application"] == "web", leaks
+            assert int(leaks[0]["idle_s"]) < 60, leaks
+            assert "what application 'web' usually holds" in leaks[0]["reason"], leaks
+            # The busy client of the same application is not a suspect.
+            assert len(leaks) == 1, leaks
+    finally:
+        p.stop()

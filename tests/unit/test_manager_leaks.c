@@ -364,6 +364,47 @@ static void test_serve_holding_and_not_reading(void **state)
     options_free(&o);
 }
 
+/* Serve mode: a client idle in a transaction for 3 s, far below leak_hold_threshold, is a
+ * suspect when its application usually holds a server for 5 ms; the same hold is ordinary for
+ * an application whose transactions take a second, and unknown norms change nothing. */
+static void test_serve_hold_far_above_usual(void **state)
+{
+    (void)state;
+    struct manager_options o;
+    fx_options(&o); /* leak_hold_threshold 60 s */
+    struct snapshot cur;
+    fx_snapshot(&cur, SNAPSHOT_MODE_SERVE, FX_NOW);
+    struct conn_record *quick = fx_conn(&cur, 1, "app", "web", CONN_STATE_IDLE_IN_XACT, 3);
+    quick->app_usual_hold_ms = 5; /* 600x */
+    struct conn_record *batch = fx_conn(&cur, 2, "app", "batch", CONN_STATE_IDLE_IN_XACT, 3);
+    batch->app_usual_hold_ms = 1000; /* 3x */
+    struct conn_record *unknown = fx_conn(&cur, 3, "app", "new", CONN_STATE_IDLE_IN_XACT, 3);
+    struct conn_record *edge = fx_conn(&cur, 4, "app", "web", CONN_STATE_IDLE_IN_XACT, 1);
+    edge->app_usual_hold_ms = 100; /* exactly 10x the usual, at the 1 s floor */
+    struct leak_suspect sus;
+    int s_quick = leaks_score_connection(&cur, quick, &o, &sus);
+    assert_true(s_quick >= LEAK_SUSPECT_MIN_SCORE);
+    assert_int_equal(sus.n_reasons, 2);
+    assert_non_null(strstr(sus.reasons[1], "600x what application 'web' usually holds (5ms)"));
+    assert_non_null(strstr(sus.reasons[1], "(+30)"));
+    assert_true(leaks_score_connection(&cur, batch, &o, &sus) < LEAK_SUSPECT_MIN_SCORE);
+    assert_int_equal(sus.n_reasons, 1);
+    assert_true(leaks_score_connection(&cur, unknown, &o, &sus) < LEAK_SUSPECT_MIN_SCORE);
+    leaks_score_connection(&cur, edge, &o, &sus);
+    assert_int_equal(sus.n_reasons, 2);
+    assert_non_null(strstr(sus.reasons[1], "(+20)"));
+    /* Below the 1 s floor nothing counts, however short the usual hold. */
+    edge->state_change_ms = edge->xact_start_ms = FX_NOW - 900;
+    leaks_score_connection(&cur, edge, &o, &sus);
+    assert_int_equal(sus.n_reasons, 1);
+    /* A client without a server (it cannot hold one) gets no such points. */
+    quick->pid = 0;
+    leaks_score_connection(&cur, quick, &o, &sus);
+    assert_int_equal(sus.n_reasons, 1);
+    snapshot_free(&cur);
+    options_free(&o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -374,6 +415,7 @@ int main(void)
         cmocka_unit_test(test_growth_flagged),
         cmocka_unit_test(test_clock_and_scale_edges),
         cmocka_unit_test(test_serve_holding_and_not_reading),
+        cmocka_unit_test(test_serve_hold_far_above_usual),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
