@@ -710,6 +710,97 @@ static void show_snapshot_totals(struct pooler *p, struct console_out *o)
     rs_end(&rs, "SHOW");
 }
 
+static void rs_ms(struct rowset *rs, double ms)
+{
+    char text[32];
+    snprintf(text, sizeof(text), "%.3f", ms);
+    rs_text(rs, text);
+}
+
+/* The manager's per-pool records (limits, contents, rates, quantiles; -1 = no observation),
+ * so `--target pgwarden://` analyses what the live manager analyses. */
+static void show_snapshot_pools(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {
+        "database",          "user",          "server",           "pool_mode",
+        "size:i",            "reserve:i",     "max_size:i",       "server_usable:i",
+        "cl_active:i",       "cl_waiting:i",  "cl_idle:i",        "sv_active:i",
+        "sv_idle:i",         "sv_tested:i",   "sv_login:i",       "xacts_per_sec",
+        "queries_per_sec",   "servers_opened_per_sec", "servers_closed_per_sec",
+        "bytes_in_per_sec",  "bytes_out_per_sec", "avg_xact_ms",  "avg_query_ms",
+        "avg_wait_ms",       "wait_p95_ms",   "wait_p99_ms",      "wait_max_ms",
+        "xact_p95_ms",       "xact_p99_ms",   "query_wait_timeout_ms:i",
+        "idle_transaction_timeout_ms:i"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, (int)(sizeof(cols) / sizeof(cols[0])));
+    const struct snapshot *snap = p->manager ? live_manager_snapshot(p->manager) : NULL;
+    for (size_t i = 0; snap && i < snap->n_pools; i++) {
+        const struct pool_record *pl = &snap->pools[i];
+        rs_row(&rs);
+        rs_text(&rs, pl->database);
+        rs_text(&rs, pl->user);
+        rs_text(&rs, pl->server);
+        rs_text(&rs, snapshot_pool_mode_name(pl->mode));
+        const int counts[] = {pl->size,      pl->reserve,    pl->max_size, pl->server_usable,
+                              pl->cl_active, pl->cl_waiting, pl->cl_idle,  pl->sv_active,
+                              pl->sv_idle,   pl->sv_tested,  pl->sv_login};
+        for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++)
+            rs_int(&rs, counts[k]);
+        const double values[] = {
+            pl->xacts_per_sec,    pl->queries_per_sec,   pl->servers_opened_per_sec,
+            pl->servers_closed_per_sec, pl->bytes_in_per_sec, pl->bytes_out_per_sec,
+            pl->avg_xact_ms,      pl->avg_query_ms,      pl->avg_wait_ms,
+            pl->wait_p95_ms,      pl->wait_p99_ms,       pl->wait_max_ms,
+            pl->xact_p95_ms,      pl->xact_p99_ms};
+        for (size_t k = 0; k < sizeof(values) / sizeof(values[0]); k++)
+            rs_ms(&rs, values[k]);
+        rs_int(&rs, pl->query_wait_timeout_ms);
+        rs_int(&rs, pl->idle_transaction_timeout_ms);
+    }
+    rs_end(&rs, "SHOW");
+}
+
+/* full-analysis on the live pools: the overall status, then each anomaly and recommendation. */
+static void show_analysis(struct pooler *p, struct console_out *o)
+{
+    static const char *const cols[] = {"kind", "code", "severity", "message", "setting"};
+    struct rowset rs;
+    rs_begin(&rs, o, cols, (int)(sizeof(cols) / sizeof(cols[0])));
+    struct live_analysis la;
+    if (p->manager && live_manager_analyse(p->manager, &la)) {
+        const struct analysis_report *a = &la.analysis;
+        char summary[160];
+        snprintf(summary, sizeof(summary), "%zu anomal%s, %zu recommendation%s, leak risk %s",
+                 a->n_anomalies, a->n_anomalies == 1 ? "y" : "ies", a->n_recommendations,
+                 a->n_recommendations == 1 ? "" : "s",
+                 a->leaks ? leaks_risk_name(a->leaks->risk_level) : "none");
+        rs_row(&rs);
+        rs_text(&rs, "status");
+        rs_text(&rs, "");
+        rs_text(&rs, report_status_name(a->status));
+        rs_text(&rs, summary);
+        rs_text(&rs, "");
+        for (size_t i = 0; i < a->n_anomalies; i++) {
+            rs_row(&rs);
+            rs_text(&rs, "anomaly");
+            rs_text(&rs, a->anomalies[i].code);
+            rs_text(&rs, report_status_name(a->anomalies[i].severity));
+            rs_text(&rs, a->anomalies[i].message);
+            rs_text(&rs, "");
+        }
+        for (size_t i = 0; i < a->n_recommendations; i++) {
+            rs_row(&rs);
+            rs_text(&rs, "recommendation");
+            rs_text(&rs, "");
+            rs_text(&rs, report_status_name(a->recommendations[i].severity));
+            rs_text(&rs, a->recommendations[i].message);
+            rs_text(&rs, a->recommendations[i].setting);
+        }
+        live_analysis_free(&la);
+    }
+    rs_end(&rs, "SHOW");
+}
+
 static void show_health(struct pooler *p, struct console_out *o)
 {
     static const char *const cols[] = {
@@ -785,7 +876,8 @@ static void show_help(struct pooler *p, struct console_out *o)
     static const char *const cols[] = {"command"};
     static const char *const cmds[] = {
         "SHOW HELP|VERSION|POOLS|STATS|DATABASES|CLIENTS|SERVERS|CONFIG|LISTS",
-        "SHOW LEAKS|EVENTS|SCALING|HEALTH|MANAGER|SNAPSHOT|SNAPSHOT_TOTALS",
+        "SHOW LEAKS|EVENTS|SCALING|HEALTH|ANALYSIS|MANAGER",
+        "SHOW SNAPSHOT|SNAPSHOT_TOTALS|SNAPSHOT_POOLS",
         "PAUSE",
         "RESUME",
         "RELOAD",
@@ -1054,6 +1146,8 @@ static const struct console_command COMMANDS[] = {
     {"AUTO_SCALE DRY RUN", ARG_NONE, false, auto_scale_dry_run, NULL},
     {"AUTO_SCALE", ARG_NONE, true, NULL, auto_scale_command},
     {"SHOW SNAPSHOT_TOTALS", ARG_NONE, false, show_snapshot_totals, NULL},
+    {"SHOW SNAPSHOT_POOLS", ARG_NONE, false, show_snapshot_pools, NULL},
+    {"SHOW ANALYSIS", ARG_NONE, false, show_analysis, NULL},
     {"SHOW HELP", ARG_NONE, false, show_help, NULL},
     {"SHOW", ARG_NONE, false, show_help, NULL},
     {"KILL", ARG_REQUIRED, true, NULL, kill_command},

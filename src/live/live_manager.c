@@ -437,6 +437,59 @@ bool live_manager_kill_idle(struct live_manager *m, bool execute, struct kill_pl
     return true;
 }
 
+size_t live_manager_probes(const struct live_manager *m, struct health_probe **out)
+{
+    const struct plist *pools = &m->pooler->pools;
+    size_t n = 0, cap = 0;
+    *out = NULL;
+    for (const struct plist *it = pools->next; it != pools; it = it->next)
+        cap += plist_entry(it, struct pool, node)->probes.n;
+    if (cap == 0 || !(*out = calloc(cap, sizeof(**out))))
+        return 0;
+    for (const struct plist *it = pools->next; it != pools; it = it->next)
+        n += pool_source_probes(plist_entry(it, struct pool, node), *out + n);
+    for (size_t i = 0; i < n; i++)
+        (*out)[i].id = (int64_t)i + 1;
+    return n;
+}
+
+bool live_manager_analyse(const struct live_manager *m, struct live_analysis *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->cur = live_manager_snapshot(m);
+    out->prev = live_manager_prev_snapshot(m);
+    const struct leak_report *leaks = live_manager_leaks(m);
+    if (out->cur->taken_ms == 0 || !leaks)
+        return false;
+    const struct manager_options *opts = &m->pooler->cfg->manager;
+    if (!stats_compute(out->prev, out->cur, opts, &out->stats))
+        return false;
+    struct manager_options plan_opts = *opts;
+    plan_opts.execute = false;
+    if (!reaper_plan(out->cur, &plan_opts, &out->idle)) {
+        stats_report_free(&out->stats);
+        return false;
+    }
+    out->n_probes = live_manager_probes(m, &out->probes);
+    health_summarize(out->probes, out->n_probes, NULL, opts, &out->health);
+    scaling_decide(out->prev, out->cur, opts, -1, &out->scaling);
+    out->analysis.stats = &out->stats;
+    out->analysis.leaks = leaks;
+    out->analysis.health = &out->health;
+    out->analysis.scaling = &out->scaling;
+    out->analysis.idle = &out->idle;
+    analysis_run(out->prev, out->cur, opts, &out->analysis);
+    return true;
+}
+
+void live_analysis_free(struct live_analysis *a)
+{
+    free(a->probes);
+    kill_plan_free(&a->idle);
+    stats_report_free(&a->stats);
+    memset(a, 0, sizeof(*a));
+}
+
 size_t live_manager_pool_count(const struct live_manager *m)
 {
     return m->n_watch;

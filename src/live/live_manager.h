@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "manager/analysis.h"
 #include "manager/events.h"
 #include "manager/health.h"
 #include "manager/leaks.h"
@@ -66,6 +67,27 @@ struct live_pool_view {
     const char *hold; /* why it was or was not applied */
     const struct health_report *health; /* latest health summary, NULL before the first */
 };
+/* The recent probe outcomes of every pool, ids numbered across pools; *out is owned by the
+ * caller (free), NULL when there are none or memory ran out. */
+size_t live_manager_probes(const struct live_manager *m, struct health_probe **out);
+
+/* full-analysis on the live pools: every report of the engine on the latest run's
+ * snapshots, then the analysis of them all (the console's SHOW ANALYSIS and the API). */
+struct live_analysis {
+    const struct snapshot *cur, *prev; /* borrowed from the manager */
+    struct stats_report stats;
+    struct kill_plan idle; /* dry run */
+    struct health_probe *probes;
+    size_t n_probes;
+    struct health_report health;
+    struct scaling_decision scaling;
+    struct analysis_report analysis;
+};
+/* False before the manager's first run or when memory ran out (nothing to free then). */
+bool live_manager_analyse(const struct live_manager *m, struct live_analysis *out)
+    __attribute__((warn_unused_result));
+void live_analysis_free(struct live_analysis *a);
+
 size_t live_manager_pool_count(const struct live_manager *m);
 bool live_manager_pool_at(const struct live_manager *m, size_t i,
                              struct live_pool_view *out);

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "manager/autoscale.h"
+#include "manager/histogram.h"
 #include "pool/server.h"
 
 enum conn_state pool_source_conn_state(const struct client *c)
@@ -64,8 +66,80 @@ static bool add_client(const struct pool *pool, const struct client *c, struct s
     return true;
 }
 
+static const enum snapshot_pool_mode pool_modes[] = {
+    [POOL_MODE_SESSION] = SNAPSHOT_POOL_SESSION,
+    [POOL_MODE_TRANSACTION] = SNAPSHOT_POOL_TRANSACTION,
+    [POOL_MODE_STATEMENT] = SNAPSHOT_POOL_STATEMENT,
+};
+
+/* A quantile in ms of the observations since the period before the last stats roll. */
+static double window_quantile_ms(const struct histogram *now, const struct histogram *mark,
+                                 double q)
+{
+    struct histogram window;
+    histogram_diff(now, mark, &window);
+    double us = histogram_quantile(&window, q);
+    return us < 0 ? -1 : us / 1000.0;
+}
+
+static int count_idle_clients(const struct pool *pool)
+{
+    int idle = 0;
+    for (const struct plist *m = pool->active_clients.next; m != &pool->active_clients;
+         m = m->next)
+        idle += plist_entry(m, struct client, node)->server == NULL;
+    return idle;
+}
+
+static bool add_pool(const struct pool *pool, struct snapshot *snap)
+{
+    struct pool_record *r = snapshot_add_pool(snap);
+    if (!r)
+        return false;
+    const struct pooler_config *cfg = pool->pooler->cfg;
+    const struct pool_stats *t = &pool->stats, *a = &pool->stats_avg, *m = &pool->stats_prev_mark;
+    snprintf(r->database, sizeof(r->database), "%s", pool->db_name);
+    snprintf(r->user, sizeof(r->user), "%s", pool->user_name);
+    snprintf(r->server, sizeof(r->server), "%s:%d", pool->host ? pool->host : "", pool->port);
+    r->mode = pool_modes[pool->mode];
+    r->size = pool->pool_size;
+    r->reserve = pool->reserve_pool;
+    int lo;
+    autoscale_bounds(pool->configured_size, &cfg->manager, &lo, &r->max_size);
+    r->server_usable = pool->server_usable_slots;
+    r->cl_idle = count_idle_clients(pool);
+    r->cl_active = (int)plist_count(&pool->active_clients) - r->cl_idle;
+    r->cl_waiting =
+        (int)(plist_count(&pool->waiting_clients) + plist_count(&pool->waiting_login_clients));
+    r->sv_active = (int)(plist_count(&pool->active_servers) + plist_count(&pool->canceling_servers));
+    r->sv_idle = (int)plist_count(&pool->idle_servers);
+    r->sv_tested = (int)plist_count(&pool->tested_servers);
+    r->sv_login = (int)plist_count(&pool->login_servers);
+    r->xacts_per_sec = (double)a->xact_count;
+    r->queries_per_sec = (double)a->query_count;
+    r->servers_opened_per_sec = (double)a->servers_created;
+    r->servers_closed_per_sec = (double)a->servers_closed;
+    r->bytes_in_per_sec = (double)a->bytes_received;
+    r->bytes_out_per_sec = (double)a->bytes_sent;
+    r->avg_xact_ms = (double)a->xact_time_us / 1000.0;
+    r->avg_query_ms = (double)a->query_time_us / 1000.0;
+    r->avg_wait_ms = (double)a->wait_time_us / 1000.0;
+    r->wait_p95_ms = window_quantile_ms(&t->wait_hist, &m->wait_hist, 0.95);
+    r->wait_p99_ms = window_quantile_ms(&t->wait_hist, &m->wait_hist, 0.99);
+    int64_t wait_max = pool->wait_max_us > pool->prev_wait_max_us ? pool->wait_max_us
+                                                                  : pool->prev_wait_max_us;
+    r->wait_max_ms = r->wait_p99_ms < 0 ? -1 : (double)wait_max / 1000.0;
+    r->xact_p95_ms = window_quantile_ms(&t->xact_hist, &m->xact_hist, 0.95);
+    r->xact_p99_ms = window_quantile_ms(&t->xact_hist, &m->xact_hist, 0.99);
+    r->query_wait_timeout_ms = cfg->query_wait_timeout_ms;
+    r->idle_transaction_timeout_ms = cfg->idle_transaction_timeout_ms;
+    return true;
+}
+
 bool pool_source_fill_pool(const struct pool *pool, struct snapshot *snap)
 {
+    if (!add_pool(pool, snap))
+        return false;
     struct snapshot_counters *k = &snap->counters;
     struct snapshot_capacity *cap = &snap->capacity;
     k->has_pool_totals = true;

@@ -4,8 +4,10 @@
  * connections (PostgreSQL docs warning; inspect.md section 6, rule 13). */
 #include "manager/analysis.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/units.h"
@@ -14,6 +16,19 @@
 #define LONG_TRANSACTION_MS    (5 * 60 * 1000)
 #define CHURN_SESSIONS_PER_SEC 2.0
 #define MANY_IDLE_MIN          10
+/* Serve mode (pool records). Queueing below this p99 is not worth a resize. */
+#define POOL_WAIT_NOTICE_MS 10.0
+/* Little's law headroom, as auto-scale uses. */
+#define POOL_SIZE_HEADROOM 1.25
+/* Clients' p99 wait at this share of query_wait_timeout: the next burst times out. */
+#define WAIT_TIMEOUT_SHARE 0.5
+/* idle_transaction_timeout suggestion: this many times the p99 transaction, at least 1 s. */
+#define IDLE_XACT_TIMEOUT_FACTOR   10.0
+#define IDLE_XACT_TIMEOUT_FLOOR_MS 1000
+/* A session pool whose servers are busy less than this share of the time would need far
+ * fewer servers in transaction pooling. */
+#define SESSION_BUSY_SHARE   0.2
+#define SESSION_MIN_SERVERS  2
 
 static void add_anomaly(struct analysis_report *out, const char *code, enum report_status severity,
                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -252,6 +267,142 @@ static void check_actions(const struct snapshot *cur, struct analysis_report *ou
     }
 }
 
+/* ---- serve mode: what the pooler sees per pool ---- */
+
+static int compare_pool_server(const void *a, const void *b)
+{
+    return strcmp((*(const struct pool_record *const *)a)->server,
+                  (*(const struct pool_record *const *)b)->server);
+}
+
+/* Pools that together may open more connections than their server has usable slots: at a
+ * burst some of them fail their logins. */
+static void check_pools_vs_server(const struct snapshot *cur, struct analysis_report *out)
+{
+    if (cur->n_pools == 0)
+        return;
+    const struct pool_record **by_server = malloc(cur->n_pools * sizeof(*by_server));
+    if (by_server == NULL)
+        return; /* an advisory check: skipped when memory is short */
+    for (size_t i = 0; i < cur->n_pools; i++)
+        by_server[i] = &cur->pools[i];
+    qsort(by_server, cur->n_pools, sizeof(*by_server), compare_pool_server);
+    for (size_t i = 0; i < cur->n_pools;) {
+        size_t end = i;
+        int most = 0, usable = 0;
+        while (end < cur->n_pools && strcmp(by_server[end]->server, by_server[i]->server) == 0) {
+            most += by_server[end]->max_size + by_server[end]->reserve;
+            if (by_server[end]->server_usable > usable)
+                usable = by_server[end]->server_usable;
+            end++;
+        }
+        if (usable > 0 && most > usable) {
+            add_anomaly(out, "pools_exceed_server", REPORT_WARNING,
+                        "the %zu pool%s on server %s may open %d connections; it has %d usable "
+                        "slots",
+                        end - i, end - i == 1 ? "" : "s", by_server[i]->server, most, usable);
+            add_recommendation(out, REPORT_WARNING, "",
+                               "Pools on %s may open %d connections but the server takes %d: "
+                               "lower their pool_size/reserve_pool (or [manager] "
+                               "max_pool_size), or cap them with max_db_connections, so a burst "
+                               "does not end in refused logins.",
+                               by_server[i]->server, most, usable);
+        }
+        i = end;
+    }
+    free(by_server);
+}
+
+/* Clients that queue: a size from Little's law (busy servers = transactions/s x mean
+ * transaction time, plus headroom), and a warning when the queueing nears
+ * query_wait_timeout. */
+static void check_pool_queueing(const struct pool_record *pl, struct analysis_report *out)
+{
+    char a[32], b[32];
+    if (pl->query_wait_timeout_ms > 0 && pl->wait_p99_ms >= 0 &&
+        pl->wait_p99_ms >= WAIT_TIMEOUT_SHARE * (double)pl->query_wait_timeout_ms)
+        add_anomaly(out, "wait_near_timeout", REPORT_WARNING,
+                    "clients of pool %s/%s wait up to %s (p99) for a server; query_wait_timeout "
+                    "%s ends their queries",
+                    pl->database, pl->user,
+                    units_format_duration((int64_t)pl->wait_p99_ms, a, sizeof(a)),
+                    units_format_duration(pl->query_wait_timeout_ms, b, sizeof(b)));
+    if (pl->wait_p99_ms < POOL_WAIT_NOTICE_MS || pl->xacts_per_sec <= 0 || pl->avg_xact_ms <= 0)
+        return;
+    double busy = pl->xacts_per_sec * pl->avg_xact_ms / 1000.0;
+    int need = (int)ceil(busy * POOL_SIZE_HEADROOM);
+    if (need <= pl->size)
+        return;
+    char setting[128];
+    snprintf(setting, sizeof(setting), "pool_size = %d", need);
+    add_recommendation(out, REPORT_WARNING, setting,
+                       "Pool %s/%s queues clients (p99 wait %.0f ms): %.1f tx/s x %.1f ms per "
+                       "transaction keeps %.1f servers busy (Little's law); with %.0f%% headroom "
+                       "it needs %d, it has %d.%s",
+                       pl->database, pl->user, pl->wait_p99_ms, pl->xacts_per_sec,
+                       pl->avg_xact_ms, busy, (POOL_SIZE_HEADROOM - 1.0) * 100.0, need, pl->size,
+                       pl->max_size > pl->size ? " Auto-scaling may grow it up to max_pool_size."
+                                               : "");
+}
+
+/* A session pool whose servers mostly sit idle under their clients: transaction pooling
+ * would serve the same clients with fewer servers, if they keep no session state. */
+static void check_session_pool(const struct pool_record *pl, struct analysis_report *out)
+{
+    if (pl->mode != SNAPSHOT_POOL_SESSION || pl->sv_active < SESSION_MIN_SERVERS ||
+        pl->queries_per_sec <= 0)
+        return;
+    double share = pl->queries_per_sec * pl->avg_query_ms / 1000.0 / (double)pl->sv_active;
+    if (share >= SESSION_BUSY_SHARE)
+        return;
+    add_recommendation(out, REPORT_OK, "pool_mode = transaction",
+                       "Pool %s/%s runs in session mode and its %d linked servers are busy %.0f%% "
+                       "of the time: if its clients keep no session state (SET, LISTEN, session "
+                       "advisory locks, temporary tables, WITH HOLD cursors), transaction "
+                       "pooling serves them with about %d.",
+                       pl->database, pl->user, pl->sv_active, share * 100.0,
+                       (int)ceil(pl->queries_per_sec * pl->avg_query_ms / 1000.0 *
+                                 POOL_SIZE_HEADROOM));
+}
+
+/* idle_transaction_timeout off: suggest one from the observed transaction times, so a
+ * client that leaves a transaction open gives its server back on its own. */
+static void check_idle_transaction_timeout(const struct snapshot *cur,
+                                           struct analysis_report *out)
+{
+    double p99 = -1;
+    for (size_t i = 0; i < cur->n_pools; i++) {
+        if (cur->pools[i].idle_transaction_timeout_ms > 0)
+            return; /* set already (one setting for every pool) */
+        if (cur->pools[i].xact_p99_ms > p99)
+            p99 = cur->pools[i].xact_p99_ms;
+    }
+    if (p99 < 0)
+        return;
+    int64_t ms = (int64_t)ceil(p99 * IDLE_XACT_TIMEOUT_FACTOR);
+    if (ms < IDLE_XACT_TIMEOUT_FLOOR_MS)
+        ms = IDLE_XACT_TIMEOUT_FLOOR_MS;
+    int64_t seconds = (ms + 999) / 1000;
+    char setting[128], a[32];
+    snprintf(setting, sizeof(setting), "idle_transaction_timeout = %lld", (long long)seconds);
+    add_recommendation(out, REPORT_OK, setting,
+                       "idle_transaction_timeout is off: transactions take up to %s (p99 over "
+                       "the recent stats periods), so %llds (%.0fx that, at least 1 s) ends "
+                       "only clients that left a transaction open.",
+                       units_format_duration((int64_t)ceil(p99), a, sizeof(a)),
+                       (long long)seconds, IDLE_XACT_TIMEOUT_FACTOR);
+}
+
+static void check_pools(const struct snapshot *cur, struct analysis_report *out)
+{
+    check_pools_vs_server(cur, out);
+    for (size_t i = 0; i < cur->n_pools; i++) {
+        check_pool_queueing(&cur->pools[i], out);
+        check_session_pool(&cur->pools[i], out);
+    }
+    check_idle_transaction_timeout(cur, out);
+}
+
 enum report_status analysis_quick_status(const struct stats_report *stats,
                                          const struct leak_report *leaks,
                                          const struct manager_options *opts)
@@ -277,6 +428,7 @@ void analysis_run(const struct snapshot *prev, const struct snapshot *cur,
     check_health(cur, out);
     check_visibility(cur, out);
     check_actions(cur, out);
+    check_pools(cur, out);
 
     enum report_status status = out->health != NULL ? out->health->status : REPORT_OK;
     for (size_t i = 0; i < out->n_anomalies; i++)

@@ -29,12 +29,46 @@ struct conn_record *snapshot_add_conn(struct snapshot *snap)
     return rec;
 }
 
+struct pool_record *snapshot_add_pool(struct snapshot *snap)
+{
+    if (snap->n_pools == snap->cap_pools) {
+        size_t new_cap = snap->cap_pools ? snap->cap_pools * 2 : 8;
+        struct pool_record *grown = realloc(snap->pools, new_cap * sizeof(*grown));
+        if (grown == NULL)
+            return NULL;
+        snap->pools = grown;
+        snap->cap_pools = new_cap;
+    }
+    struct pool_record *rec = &snap->pools[snap->n_pools++];
+    memset(rec, 0, sizeof(*rec));
+    rec->wait_p95_ms = rec->wait_p99_ms = rec->wait_max_ms = -1;
+    rec->xact_p95_ms = rec->xact_p99_ms = -1;
+    return rec;
+}
+
+static const char *const pool_mode_names[] = {
+    [SNAPSHOT_POOL_SESSION] = "session",
+    [SNAPSHOT_POOL_TRANSACTION] = "transaction",
+    [SNAPSHOT_POOL_STATEMENT] = "statement",
+};
+
+const char *snapshot_pool_mode_name(enum snapshot_pool_mode mode)
+{
+    return (size_t)mode < sizeof(pool_mode_names) / sizeof(pool_mode_names[0])
+               ? pool_mode_names[mode]
+               : "unknown";
+}
+
 void snapshot_free(struct snapshot *snap)
 {
     free(snap->conns);
     snap->conns = NULL;
     snap->n_conns = 0;
     snap->cap_conns = 0;
+    free(snap->pools);
+    snap->pools = NULL;
+    snap->n_pools = 0;
+    snap->cap_pools = 0;
 }
 
 int64_t snapshot_now_ms(void)

@@ -120,12 +120,46 @@ struct snapshot_server {
     int non_client_backends;
 };
 
+enum snapshot_pool_mode {
+    SNAPSHOT_POOL_SESSION,
+    SNAPSHOT_POOL_TRANSACTION,
+    SNAPSHOT_POOL_STATEMENT,
+};
+
+/* One pool (serve mode): its limits, what is in it now, and what it did over the recent
+ * window (per-second rates and mean times of the last complete stats_period; quantiles over
+ * the last one to two periods; -1 = no observation yet). */
+struct pool_record {
+    char database[SNAPSHOT_NAME_LEN];
+    char user[SNAPSHOT_NAME_LEN];
+    char server[SNAPSHOT_ADDR_LEN + 8]; /* "host:port" (or "/socket/dir:port") it connects to */
+    enum snapshot_pool_mode mode;
+    int size;          /* servers it may open now */
+    int reserve;       /* extra servers for clients that waited reserve_pool_timeout */
+    int max_size;      /* the most it may be sized to: [manager] max_pool_size, else size */
+    int server_usable; /* the server's usable slots (max_connections - reserved); 0 = unknown */
+    int cl_active, cl_waiting, cl_idle;
+    int sv_active, sv_idle, sv_tested, sv_login;
+    double xacts_per_sec, queries_per_sec;
+    double servers_opened_per_sec, servers_closed_per_sec;
+    double bytes_in_per_sec, bytes_out_per_sec;
+    double avg_xact_ms, avg_query_ms, avg_wait_ms;
+    double wait_p95_ms, wait_p99_ms, wait_max_ms;
+    double xact_p95_ms, xact_p99_ms;
+    /* The pooler's timeouts for this pool, 0 = off. */
+    int64_t query_wait_timeout_ms;
+    int64_t idle_transaction_timeout_ms;
+};
+
 struct snapshot {
     enum snapshot_mode mode;
     int64_t taken_ms;
     struct conn_record *conns; /* owned */
     size_t n_conns;
     size_t cap_conns;
+    struct pool_record *pools; /* owned; serve mode only */
+    size_t n_pools;
+    size_t cap_pools;
     struct snapshot_capacity capacity;
     struct snapshot_counters counters;
     struct snapshot_server server;
@@ -135,6 +169,9 @@ void snapshot_init(struct snapshot *snap, enum snapshot_mode mode, int64_t taken
 /* Appends a zeroed record and returns it (borrowed; valid until the next append), or NULL
  * when memory runs out. */
 struct conn_record *snapshot_add_conn(struct snapshot *snap);
+/* Appends a zeroed pool record (quantiles -1) and returns it, or NULL on out of memory. */
+struct pool_record *snapshot_add_pool(struct snapshot *snap);
+const char *snapshot_pool_mode_name(enum snapshot_pool_mode mode);
 void snapshot_free(struct snapshot *snap);
 
 /* Milliseconds since the epoch of the wall clock (not monotonic: snapshot times are compared

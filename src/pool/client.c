@@ -1275,8 +1275,13 @@ void client_pump(struct client *c)
                 client_fail(c, "53200", "out of memory");
                 return;
             }
-            if (r == FILL_OK)
+            if (r == FILL_OK) {
                 c->active_us = pooler_now(p);
+                /* A request starts when bytes arrive while its server owes nothing (in
+                 * session pooling the server stays linked between queries). */
+                if (!c->server || !server_owes_answers(c->server))
+                    c->query_us = c->active_us;
+            }
         }
         struct iobuf *b = c->conn.buf;
         if (b && c->reclaimed && !answer_reclaimed(c))

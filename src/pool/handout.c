@@ -50,6 +50,8 @@ static void link_client(struct client *c, struct server *s)
         c->pool->stats.wait_time_us += now - c->state_us;
         c->pool->stats.wait_count++;
         histogram_observe(&c->pool->stats.wait_hist, now - c->state_us);
+        if (now - c->state_us > c->pool->wait_max_us)
+            c->pool->wait_max_us = now - c->state_us;
         client_change_state(c, CL_ACTIVE);
     }
     c->server = s;

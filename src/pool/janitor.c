@@ -113,7 +113,12 @@ static void roll_stats(struct pooler *p, int64_t now)
         a->xact_time_us = xacts ? (t->xact_time_us - m->xact_time_us) / xacts : 0;
         a->query_time_us = queries ? (t->query_time_us - m->query_time_us) / queries : 0;
         a->wait_time_us = waits ? (t->wait_time_us - m->wait_time_us) / waits : 0;
+        a->servers_created = (int64_t)((double)(t->servers_created - m->servers_created) / secs);
+        a->servers_closed = (int64_t)((double)(t->servers_closed - m->servers_closed) / secs);
+        pool->stats_prev_mark = *m;
         *m = *t;
+        pool->prev_wait_max_us = pool->wait_max_us;
+        pool->wait_max_us = 0;
     }
     p->stats_period_start_us = now;
 }

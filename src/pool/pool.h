@@ -102,6 +102,7 @@ struct client {
     int64_t state_us;   /* when the current state (or wait) began */
     int64_t request_us; /* start of the current transaction (linked), 0 when none */
     int64_t active_us;  /* last activity */
+    int64_t query_us;   /* when the current request's first bytes arrived (query time) */
     struct net_addr addr;
     uint32_t xacts;         /* transactions served (released servers) */
     int64_t hold_us;        /* server time held by those transactions */
@@ -242,6 +243,11 @@ struct pool {
      * last complete period (SHOW STATS avg_* columns). */
     struct pool_stats stats_mark;
     struct pool_stats stats_avg;
+    /* The mark of the period before (quantiles cover one to two periods, never an empty
+     * window right after a roll), and the longest wait of this period and the last. */
+    struct pool_stats stats_prev_mark;
+    int64_t wait_max_us;
+    int64_t prev_wait_max_us;
 };
 
 enum pooler_run_state {

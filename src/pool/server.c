@@ -745,10 +745,10 @@ static enum server_scan_result server_scan(struct server *s)
             if (c == NULL)
                 return SSCAN_BAD; /* a ReadyForQuery nobody asked for */
             s->pool->stats.query_count++;
-            if (c->request_us) {
-                s->pool->stats.query_time_us += pooler_now(c->pooler) - c->request_us;
-                histogram_observe(&s->pool->stats.query_hist,
-                                  pooler_now(c->pooler) - c->request_us);
+            int64_t began = c->query_us > c->request_us ? c->query_us : c->request_us;
+            if (began) {
+                s->pool->stats.query_time_us += pooler_now(c->pooler) - began;
+                histogram_observe(&s->pool->stats.query_hist, pooler_now(c->pooler) - began);
             }
             if (v != OWED_IDLE)
                 break;

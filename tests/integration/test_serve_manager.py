@@ -378,3 +378,67 @@ def test_hold_far_above_application_usual_is_a_suspect(pgwarden_bin, pg):
             assert len(leaks) == 1, leaks
     finally:
         p.stop()
+
+
+def test_show_analysis_sizes_queued_pool_and_suggests_timeouts(pgwarden_bin, pg):
+    """A pool of 1 with 4 clients running 50 ms queries: the manager's per-pool record shows
+    the queueing (p99 wait, rates from the last stats period), and SHOW ANALYSIS recommends
+    a pool size by Little's law from those numbers, and an idle_transaction_timeout from the
+    observed transaction times (it is off)."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1", "admin_users": "postgres",
+                         "stats_period": "1", "query_wait_timeout": "60"}).start()
+    try:
+        with sleeping_load(p, clients=4, sleep_s=0.05):
+            def queued():
+                rows = console_rows(p, "SHOW SNAPSHOT_POOLS")
+                row = [r for r in rows if r["database"] == "postgres"]
+                return row and float(row[0]["wait_p99_ms"]) > 10 \
+                    and float(row[0]["xacts_per_sec"]) > 1 and row[0]
+            pool = wait_for(queued, what="queueing in SHOW SNAPSHOT_POOLS", timeout=20)
+            assert pool["pool_mode"] == "transaction" and int(pool["size"]) == 1, pool
+            assert float(pool["avg_xact_ms"]) >= 40, pool
+            assert float(pool["wait_max_ms"]) >= float(pool["wait_p95_ms"]) * 0.5, pool
+            assert int(pool["query_wait_timeout_ms"]) == 60000, pool
+
+            def recommended():
+                rows = console_rows(p, "SHOW ANALYSIS")
+                return [r for r in rows if r["setting"].startswith("pool_size =")] and rows
+            rows = wait_for(recommended, what="a pool_size recommendation", timeout=20)
+        status = [r for r in rows if r["kind"] == "status"]
+        assert len(status) == 1 and status[0]["severity"] in ("ok", "warning", "critical")
+        size = [r for r in rows if r["setting"].startswith("pool_size =")][0]
+        assert int(size["setting"].split("=")[1]) >= 2, size
+        assert "Little's law" in size["message"] and "postgres/" in size["message"], size
+        idle = [r for r in rows if r["setting"].startswith("idle_transaction_timeout =")]
+        assert idle and int(idle[0]["setting"].split("=")[1]) >= 1, rows
+    finally:
+        p.stop()
+
+
+def test_show_analysis_session_pool_that_would_fit_transaction_mode(pgwarden_bin, pg):
+    """Session pooling with 3 clients that each hold a server and query rarely: SHOW ANALYSIS
+    suggests transaction pooling, with the busy share it measured."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               settings={"default_pool_size": "5", "admin_users": "postgres",
+                         "stats_period": "1"}).start()
+    try:
+        conns = [psycopg.connect(p.dsn(), autocommit=True) for _ in range(3)]
+        try:
+            def suggested():
+                for c in conns:
+                    c.execute("SELECT 1")
+                rows = console_rows(p, "SHOW ANALYSIS")
+                return [r for r in rows if r["setting"] == "pool_mode = transaction"]
+            rec = wait_for(suggested, what="a pool_mode recommendation", timeout=20)[0]
+            assert "session mode" in rec["message"] and "3 linked servers" in rec["message"], rec
+            assert rec["severity"] == "ok"
+            # Query time counts from each query, not from the start of the session.
+            pool = [r for r in console_rows(p, "SHOW SNAPSHOT_POOLS")
+                    if r["database"] == "postgres"][0]
+            assert 0 < float(pool["avg_query_ms"]) < 100, pool
+        finally:
+            for c in conns:
+                c.close()
+    finally:
+        p.stop()

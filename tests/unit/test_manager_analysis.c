@@ -240,6 +240,93 @@ static void test_scaling_recommendation_and_null_inputs(void **state)
     options_free(&o);
 }
 
+static struct pool_record *fx_pool(struct snapshot *snap, const char *db, const char *server,
+                                   int size)
+{
+    struct pool_record *pl = snapshot_add_pool(snap);
+    assert_non_null(pl);
+    snprintf(pl->database, sizeof(pl->database), "%s", db);
+    snprintf(pl->user, sizeof(pl->user), "app");
+    snprintf(pl->server, sizeof(pl->server), "%s", server);
+    pl->mode = SNAPSHOT_POOL_TRANSACTION;
+    pl->size = pl->max_size = size;
+    pl->query_wait_timeout_ms = FX_S(120);
+    pl->idle_transaction_timeout_ms = FX_S(30);
+    return pl;
+}
+
+/* Serve mode: what the pooler sees per pool gives its own anomalies and recommendations. */
+static void test_pool_records(void **state)
+{
+    (void)state;
+    struct snapshot cur;
+    struct manager_options o;
+    fx_options(&o);
+    fx_snapshot(&cur, SNAPSHOT_MODE_SERVE, FX_NOW);
+    /* Two pools on one server that may open 60 + 50 (+5 reserve) of its 97 usable slots; a
+     * third on another server is not counted with them. */
+    struct pool_record *queued = fx_pool(&cur, "shop", "db1:5432", 10);
+    queued->max_size = 60;
+    queued->server_usable = 97;
+    struct pool_record *other = fx_pool(&cur, "crm", "db1:5432", 50);
+    other->reserve = 5;
+    fx_pool(&cur, "logs", "db2:5432", 90)->server_usable = 97;
+    /* shop queues: 400 tx/s x 50 ms = 20 busy, x 1.25 = 25 > 10; p99 wait 70 s of 120 s. */
+    queued->xacts_per_sec = 400;
+    queued->avg_xact_ms = 50;
+    queued->wait_p99_ms = 70000;
+    queued->xact_p99_ms = 180;
+    struct analysis_report a;
+    memset(&a, 0, sizeof(a));
+    analysis_run(NULL, &cur, &o, &a);
+    const struct anomaly *over = find_anomaly(&a, "pools_exceed_server");
+    assert_non_null(over);
+    assert_non_null(strstr(over->message, "the 2 pools on server db1:5432 may open 115"));
+    assert_non_null(strstr(over->message, "97 usable"));
+    assert_non_null(find_anomaly(&a, "wait_near_timeout"));
+    const struct recommendation *size = find_setting(&a, "pool_size = 25");
+    assert_non_null(size);
+    assert_non_null(strstr(size->message, "400.0 tx/s x 50.0 ms"));
+    assert_non_null(strstr(size->message, "Auto-scaling may grow it"));
+    /* idle_transaction_timeout is set: no suggestion for it. */
+    assert_null(find_setting(&a, "idle_transaction_timeout"));
+    assert_int_equal(a.status, REPORT_WARNING);
+
+    /* Off: suggested from the p99 transaction (180 ms x 10 = 1.8 s, whole seconds up). */
+    for (size_t i = 0; i < cur.n_pools; i++)
+        cur.pools[i].idle_transaction_timeout_ms = 0;
+    /* A session pool whose 8 linked servers are busy 5% of the time. */
+    struct pool_record *sess = fx_pool(&cur, "admin", "db3:5432", 8);
+    sess->mode = SNAPSHOT_POOL_SESSION;
+    sess->sv_active = 8;
+    sess->queries_per_sec = 40;
+    sess->avg_query_ms = 10; /* 0.4 busy of 8 */
+    sess->idle_transaction_timeout_ms = 0;
+    memset(&a, 0, sizeof(a));
+    analysis_run(NULL, &cur, &o, &a);
+    const struct recommendation *idle = find_setting(&a, "idle_transaction_timeout");
+    assert_non_null(idle);
+    assert_string_equal(idle->setting, "idle_transaction_timeout = 2");
+    const struct recommendation *mode = find_setting(&a, "pool_mode = transaction");
+    assert_non_null(mode);
+    const char *why = mode ? mode->message : "";
+    assert_non_null(strstr(why, "busy 5% of the time"));
+    assert_int_equal(mode ? mode->severity : REPORT_CRITICAL, REPORT_OK);
+
+    /* Calm pools: none of these. */
+    queued->wait_p99_ms = 2;
+    queued->max_size = 10;
+    sess->queries_per_sec = 600; /* 6 of 8 busy */
+    memset(&a, 0, sizeof(a));
+    analysis_run(NULL, &cur, &o, &a);
+    assert_null(find_anomaly(&a, "pools_exceed_server"));
+    assert_null(find_anomaly(&a, "wait_near_timeout"));
+    assert_null(find_setting(&a, "pool_size"));
+    assert_null(find_setting(&a, "pool_mode"));
+    snapshot_free(&cur);
+    options_free(&o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,6 +334,7 @@ int main(void)
         cmocka_unit_test(test_leaky_server),
         cmocka_unit_test(test_full_server_is_critical),
         cmocka_unit_test(test_scaling_recommendation_and_null_inputs),
+        cmocka_unit_test(test_pool_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
