@@ -178,6 +178,41 @@ static void stats_summary(const cJSON *data, FILE *out)
     print_kv(out, "longest transaction", fmt_ms(b, sizeof(b), num(t, "longest_transaction_ms")));
 }
 
+/* Serve mode: one line per pool with what a person watching it asks first. */
+static void pools_table(const cJSON *pools, FILE *out)
+{
+    if (cJSON_GetArraySize(pools) <= 0)
+        return;
+    print_section(out, "Pools");
+    const char *h[] = {"DATABASE", "USER", "MODE", "SIZE", "CL ACT", "CL WAIT", "SV ACT",
+                       "SV IDLE", "TX/S", "WAIT P99", "WAIT MAX", "TX P99"};
+    enum { N = sizeof(h) / sizeof(h[0]) };
+    struct table t;
+    table_init(&t, N, h);
+    for (size_t c = 3; c < N; c++)
+        table_align_right(&t, c);
+    const cJSON *p;
+    cJSON_ArrayForEach(p, pools)
+    {
+        const cJSON *cl = field(p, "clients"), *sv = field(p, "servers");
+        const cJSON *rate = field(p, "per_sec"), *tm = field(p, "timing_ms");
+        char size[16], ca[16], cw[16], sa[16], si[16], tps[16], w99[32], wmax[32], x99[32];
+        snprintf(tps, sizeof(tps), "%.1f", num(rate, "transactions"));
+        const char *row[N] = {str(p, "database"), str(p, "user"), str(p, "pool_mode"),
+                              fmt_num(size, 16, num(p, "size")),
+                              fmt_num(ca, 16, num(cl, "active")),
+                              fmt_num(cw, 16, num(cl, "waiting")),
+                              fmt_num(sa, 16, num(sv, "active")),
+                              fmt_num(si, 16, num(sv, "idle")), tps,
+                              fmt_ms(w99, sizeof(w99), num(tm, "wait_p99")),
+                              fmt_ms(wmax, sizeof(wmax), num(tm, "wait_max")),
+                              fmt_ms(x99, sizeof(x99), num(tm, "transaction_p99"))};
+        table_add_row(&t, row);
+    }
+    table_print(&t, out);
+    table_free(&t);
+}
+
 void render_table_monitor(const struct action_run *run, FILE *out)
 {
     stats_summary(run->data, out);
@@ -202,6 +237,7 @@ void render_table_monitor(const struct action_run *run, FILE *out)
         table_print(&t, out);
         table_free(&t);
     }
+    pools_table(field(run->data, "pools"), out);
     const cJSON *list = field(run->data, "connection_list");
     if (cJSON_GetArraySize(list) > 0) {
         print_section(out, "Connections");

@@ -60,6 +60,45 @@ cJSON *report_json_connection(const struct snapshot *snap, const struct conn_rec
     return c;
 }
 
+cJSON *report_json_pool(const struct pool_record *pl)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "database", pl->database);
+    cJSON_AddStringToObject(o, "user", pl->user);
+    cJSON_AddStringToObject(o, "server", pl->server);
+    cJSON_AddStringToObject(o, "pool_mode", snapshot_pool_mode_name(pl->mode));
+    cJSON_AddNumberToObject(o, "size", pl->size);
+    cJSON_AddNumberToObject(o, "reserve", pl->reserve);
+    cJSON_AddNumberToObject(o, "max_size", pl->max_size);
+    add_number_or_null(o, "server_usable_slots", pl->server_usable, pl->server_usable > 0);
+    cJSON *cl = cJSON_AddObjectToObject(o, "clients");
+    cJSON_AddNumberToObject(cl, "active", pl->cl_active);
+    cJSON_AddNumberToObject(cl, "waiting", pl->cl_waiting);
+    cJSON_AddNumberToObject(cl, "idle", pl->cl_idle);
+    cJSON *sv = cJSON_AddObjectToObject(o, "servers");
+    cJSON_AddNumberToObject(sv, "active", pl->sv_active);
+    cJSON_AddNumberToObject(sv, "idle", pl->sv_idle);
+    cJSON_AddNumberToObject(sv, "tested", pl->sv_tested);
+    cJSON_AddNumberToObject(sv, "login", pl->sv_login);
+    cJSON *rate = cJSON_AddObjectToObject(o, "per_sec");
+    cJSON_AddNumberToObject(rate, "transactions", round2(pl->xacts_per_sec));
+    cJSON_AddNumberToObject(rate, "queries", round2(pl->queries_per_sec));
+    cJSON_AddNumberToObject(rate, "servers_opened", round2(pl->servers_opened_per_sec));
+    cJSON_AddNumberToObject(rate, "servers_closed", round2(pl->servers_closed_per_sec));
+    cJSON_AddNumberToObject(rate, "bytes_in", round2(pl->bytes_in_per_sec));
+    cJSON_AddNumberToObject(rate, "bytes_out", round2(pl->bytes_out_per_sec));
+    cJSON *t = cJSON_AddObjectToObject(o, "timing_ms");
+    add_ms(t, "avg_transaction", pl->avg_xact_ms);
+    add_ms(t, "avg_query", pl->avg_query_ms);
+    add_ms(t, "avg_wait", pl->avg_wait_ms);
+    add_ms(t, "wait_p95", pl->wait_p95_ms);
+    add_ms(t, "wait_p99", pl->wait_p99_ms);
+    add_ms(t, "wait_max", pl->wait_max_ms);
+    add_ms(t, "transaction_p95", pl->xact_p95_ms);
+    add_ms(t, "transaction_p99", pl->xact_p99_ms);
+    return o;
+}
+
 cJSON *report_json_stats(const struct stats_report *stats, const struct snapshot *snap,
                          const struct manager_options *opts)
 {
@@ -123,6 +162,9 @@ cJSON *report_json_stats(const struct stats_report *stats, const struct snapshot
             cJSON_AddNumberToObject(pool, "max_size", snap->capacity.pool_max);
             cJSON_AddNumberToObject(pool, "current_size", snap->capacity.pool_current);
             cJSON_AddNumberToObject(pool, "waiting_clients", snap->counters.waiting_clients);
+            cJSON *pools = cJSON_AddArrayToObject(data, "pools");
+            for (size_t i = 0; i < snap->n_pools; i++)
+                cJSON_AddItemToArray(pools, report_json_pool(&snap->pools[i]));
         }
     }
     return data;

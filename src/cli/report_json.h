@@ -11,6 +11,8 @@
 
 cJSON *report_json_connection(const struct snapshot *snap, const struct conn_record *rec);
 /* connection_list is included only when snap is not NULL. */
+/* One pool record (serve mode) as monitor lists it under "pools". */
+cJSON *report_json_pool(const struct pool_record *pl);
 cJSON *report_json_stats(const struct stats_report *stats, const struct snapshot *snap,
                          const struct manager_options *opts);
 cJSON *report_json_leaks(const struct leak_report *leaks, const struct snapshot *snap);

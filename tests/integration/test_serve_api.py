@@ -74,6 +74,12 @@ def test_read_actions_answer_in_the_cli_envelope(pgwarden_bin, pg):
             assert doc["data"]["connections"]["total"] >= 2, doc["data"]
             apps = {c["application"] for c in doc["data"]["connection_list"]}
             assert {"leaky-app", "healthy-app"} <= apps
+            # One record per pool: the leaker holds a server, the healthy client does not.
+            pools = doc["data"]["pools"]
+            assert len(pools) == 1, pools
+            assert pools[0]["database"] == "postgres" and pools[0]["pool_mode"], pools
+            assert pools[0]["servers"]["active"] >= 1 and pools[0]["clients"]["idle"] >= 1, pools
+            assert set(pools[0]["timing_ms"]) >= {"wait_p99", "transaction_p99", "wait_max"}
 
             for action in ("health-check", "auto-scale", "kill-idle", "full-analysis"):
                 status, doc = call(p.http_port, f"/api/v1/{action}")
