@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "manager/snapshot.h"
 #include "pool/client.h"
 #include "pool/objects.h"
 #include "pool/server.h"
@@ -199,12 +200,26 @@ void pool_fail_waiters(struct pool *pool)
                     pool->last_error);
 }
 
+/* What a server idle in the pool calls itself in pg_stat_activity, so that pgwarden (and an
+ * operator) can tell the pool's idle connections from clients' sessions: kill-idle never
+ * plans a connection named so. The next client's own application_name is set again when it
+ * gets the server (params sync), so clients never see it. */
+#define POOL_IDLE_APPLICATION_NAME SNAPSHOT_PGWARDEN_APP_PREFIX
+
 bool pool_probe_server(struct server *s)
 {
     struct pooler *p = s->pool->pooler;
     server_change_state(s, SV_TESTED);
     s->probe_start_us = pooler_now(p);
-    if (server_send_internal_query(s, p->cfg->server_check_query))
+    const struct pstr *app = s->params[PARAM_APPLICATION_NAME];
+    const char *check = p->cfg->server_check_query;
+    char sql[512];
+    /* The probe also renames the idle server (one round trip for both). */
+    if ((!app || strcmp(app->str, POOL_IDLE_APPLICATION_NAME) != 0) &&
+        (size_t)snprintf(sql, sizeof(sql), "SET application_name = '%s';%s",
+                         POOL_IDLE_APPLICATION_NAME, check) < sizeof(sql))
+        check = sql;
+    if (server_send_internal_query(s, check))
         return true;
     pool_note_probe(s, false, "probe could not be sent");
     server_close(s, "health probe could not be sent");

@@ -442,3 +442,32 @@ def test_show_analysis_session_pool_that_would_fit_transaction_mode(pgwarden_bin
                 c.close()
     finally:
         p.stop()
+
+
+def test_idle_pool_servers_are_named_pgwarden_and_spared_by_kill_idle(pgwarden_bin, pg,
+                                                                       run_pgwarden):
+    """A server idle in the pool is renamed 'pgwarden' by the background probe, so inspect
+    mode's kill-idle (pointed at the same PostgreSQL) recognises it as pgwarden's own and
+    never plans it; the next client still sees its own application_name."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "2", "admin_users": "postgres"},
+               manager={"health_check_interval": "1s"}).start()
+    try:
+        with psycopg.connect(p.dsn(application_name="shop"), autocommit=True) as c:
+            pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+        def app_of(backend):
+            return pg.psql(f"SELECT application_name FROM pg_stat_activity WHERE pid = {backend}")
+        wait_for(lambda: app_of(pid).strip() == "pgwarden", what="the idle server renamed")
+        r = run_pgwarden("kill-idle", "-t", pg.dsn(), "-f", "json", "--idle-timeout", "1s",
+                         "--max-kill-percentage", "100%")
+        actions = {a["pid"]: a for a in r.json()["data"]["actions"]}
+        assert pid not in actions or actions[pid]["result"] == "skipped_protected", actions
+        with psycopg.connect(p.dsn(application_name="shop"), autocommit=True) as c:
+            again, name = c.execute("SELECT pg_backend_pid(), current_setting('application_name')"
+                                    ).fetchone()
+            assert name == "shop"
+            assert c.info.parameter_status("application_name") == "shop"
+        assert again == pid  # the same pooled server, named for its client while it has one
+    finally:
+        p.stop()
