@@ -125,19 +125,26 @@ enum net_accept_result net_accept(int lfd, int *fd_out, struct net_addr *peer)
             return NET_ACCEPT_NO_FDS;
         return NET_ACCEPT_ERROR;
     }
-    memset(peer, 0, sizeof(*peer));
-    peer->family = (uint8_t)ss.ss_family;
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        memcpy(peer->ip, &in->sin_addr, 4);
-        peer->port = ntohs(in->sin_port);
-    } else if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        memcpy(peer->ip, &in6->sin6_addr, 16);
-        peer->port = ntohs(in6->sin6_port);
-    }
+    net_addr_from_sockaddr(peer, (const struct sockaddr *)&ss, sl);
     *fd_out = fd;
     return NET_ACCEPT_OK;
+}
+
+void net_addr_from_sockaddr(struct net_addr *out, const struct sockaddr *sa, socklen_t len)
+{
+    memset(out, 0, sizeof(*out));
+    out->family = (uint8_t)sa->sa_family;
+    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        memcpy(out->ip, &in->sin_addr, 4);
+        out->port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        memcpy(out->ip, &in6->sin6_addr, 16);
+        out->port = ntohs(in6->sin6_port);
+    } else if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6) {
+        out->family = AF_UNIX;
+    }
 }
 
 int net_connect(const char *host, int port, char *err, size_t err_len)

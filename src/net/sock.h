@@ -74,6 +74,9 @@ enum net_io_result {
 enum net_io_result net_recv(int fd, void *buf, size_t len, size_t *n);
 enum net_io_result net_send(int fd, const void *buf, size_t len, size_t *n);
 
+/* Fills out from a socket address (AF_UNIX for anything not IPv4/IPv6). */
+void net_addr_from_sockaddr(struct net_addr *out, const struct sockaddr *sa, socklen_t len);
+
 /* Formats a peer as "1.2.3.4:5678" or "unix". */
 void net_addr_format(const struct net_addr *a, char *out, size_t out_len);
 

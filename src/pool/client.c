@@ -755,6 +755,7 @@ static void note_plan(struct server *s, const struct prepared_stmt *st,
         server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, 0);
     if (!plan->parse)
         return;
+    s->pool->stats.server_parse_count++;
     server_note_frontend(s, WIRE_FE_PARSE, parse_flags, st->id);
     if (!server_stmts_add(&s->stmts, st->id))
         s->close_needed = true;
@@ -838,6 +839,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
             return r;
         note_plan(s, st, &plan, OWED_SWALLOW);
         server_note_frontend(s, WIRE_FE_BIND, 0, 0);
+        s->pool->stats.bind_count++;
         cn->scan = m + placed;
         cn->body_left = (uint32_t)(total - prefix_old);
         return RW_DONE;
@@ -890,6 +892,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         }
         cn->scan = m + placed;
         cn->body_left = 0;
+        s->pool->stats.client_parse_count++;
         note_plan(s, st, &plan, 0);
         /* After note_plan: this may drop the last reference to the client's old statement,
          * never to st. */

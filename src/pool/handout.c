@@ -57,6 +57,7 @@ static void link_client(struct client *c, struct server *s)
     }
     c->server = s;
     s->client = c;
+    c->pool->stats.server_assignments++;
     c->request_us = now;
     s->last_used_us = now;
     /* Bring the server's session parameters in line with the client's. */

@@ -116,6 +116,7 @@ static void roll_stats(struct pooler *p, int64_t now)
         a->servers_created = (int64_t)((double)(t->servers_created - m->servers_created) / secs);
         a->servers_closed = (int64_t)((double)(t->servers_closed - m->servers_closed) / secs);
         pool->stats_prev_mark = *m;
+        pool->period_us = period_us;
         *m = *t;
         pool->prev_wait_max_us = pool->wait_max_us;
         pool->wait_max_us = 0;

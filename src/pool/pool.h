@@ -149,6 +149,7 @@ struct server {
 
 /* Counters the manager reads (cumulative since start). */
 struct pool_stats {
+    int64_t server_assignments; /* a server was linked to a client */
     int64_t xact_count;
     int64_t query_count;
     int64_t xact_time_us;
@@ -163,6 +164,11 @@ struct pool_stats {
     int64_t clients_closed;
     int64_t connect_time_us;
     int64_t login_failures;
+    /* Protocol-level prepared statements (transaction pooling): named Parse messages from
+     * clients, Parse messages the pooler sent to servers, Bind messages to named ones. */
+    int64_t client_parse_count;
+    int64_t server_parse_count;
+    int64_t bind_count;
     /* Distributions of the times above, in microseconds (fixed buckets, no allocation). */
     struct histogram wait_hist;
     struct histogram xact_hist;
@@ -246,6 +252,7 @@ struct pool {
     /* The mark of the period before (quantiles cover one to two periods, never an empty
      * window right after a roll), and the longest wait of this period and the last. */
     struct pool_stats stats_prev_mark;
+    int64_t period_us; /* length of the last complete stats period */
     int64_t wait_max_us;
     int64_t prev_wait_max_us;
 };
