@@ -18,5 +18,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "serve") == 0)
         return serve_main(argc - 1, argv + 1);
+    if (cli_is_pgbouncer_command_line(argv[1]))
+        return serve_main(argc, argv); /* `pgwarden [-d] [-q] [-v] [-u USER] FILE.ini` */
     return cli_run_action(argc - 1, argv + 1);
 }

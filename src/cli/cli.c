@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/action.h"
 #include "cli/render.h"
@@ -36,7 +37,8 @@ void cli_print_usage(FILE *out)
     fprintf(out,
             "pgwarden %s - PostgreSQL connection pooler with a built-in pool manager\n\n"
             "Usage:\n"
-            "  pgwarden serve [-c FILE]            run the pooler\n"
+            "  pgwarden serve [-c FILE] [-d] [-q] [-v] [-u USER]  run the pooler\n"
+            "  pgwarden [-d] [-q] [-v] [-u USER] FILE.ini         the same, as PgBouncer\n"
             "  pgwarden ACTION [--target T] [--format table|json] [options]\n\n"
             "Actions (T is a PostgreSQL connection string or URI, or a running pgwarden as\n"
             "pgwarden://[USER[:PASSWORD]@]HOST:PORT; without it, DATABASE_URL or the PG*\n"
@@ -44,9 +46,22 @@ void cli_print_usage(FILE *out)
             PGWARDEN_VERSION);
     for (const struct action_def *a = action_all(); a->name != NULL; a++)
         fprintf(out, "  %-15s %s\n", a->name, a->summary);
-    fprintf(out, "\nRun 'pgwarden ACTION --help' for the options of an action.\n"
+    fprintf(out, "\nRun 'pgwarden serve --help' for the pooler's options and signals, and\n"
+                 "'pgwarden ACTION --help' for the options of an action.\n"
                  "Exit codes: 0 ok, 1 warning, 2 critical, 3 could not run, 4 refused by a "
                  "safety guard.\n");
+}
+
+bool cli_is_pgbouncer_command_line(const char *arg)
+{
+    if (arg[0] == '-')
+        return true;
+    if (action_find(arg) != NULL)
+        return false;
+    size_t n = strlen(arg);
+    struct stat st;
+    return strchr(arg, '/') != NULL || (n > 4 && strcmp(arg + n - 4, ".ini") == 0) ||
+           stat(arg, &st) == 0;
 }
 
 static void print_option_help(void *ctx, const char *key, const char *default_text,

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,6 @@ enum key_type {
     KEY_SIZE,     /* int64 bytes */
     KEY_POOL_MODE,
     KEY_AUTH_TYPE,
-    KEY_IGNORED, /* accepted PgBouncer key that pgwarden does not implement: warns */
 };
 
 struct key_def {
@@ -39,7 +39,8 @@ struct key_def {
 
 static const struct key_def KEYS[] = {
     {"listen_addr", KEY_STRING, OFF(listen_addr), "127.0.0.1", true,
-     "comma-separated TCP addresses to listen on (\"*\" = all IPv4, empty = no TCP)"},
+     "comma-separated TCP addresses to listen on (\"*\" = all IPv4 and IPv6 addresses, empty = "
+     "no TCP)"},
     {"listen_port", KEY_INT, OFF(listen_port), "6432", true,
      "TCP port, also names the unix socket"},
     {"unix_socket_dir", KEY_STRING, OFF(unix_socket_dir), "/tmp", true,
@@ -113,7 +114,11 @@ static const struct key_def KEYS[] = {
     {"log_pooler_errors", KEY_BOOL, OFF(log_pooler_errors), "1", true,
      "log errors the pooler sends to clients"},
     {"logfile", KEY_STRING, OFF(logfile), "", true, "log file (empty = stderr)"},
-    {"pidfile", KEY_STRING, OFF(pidfile), "", true, "write the process id here"},
+    {"pidfile", KEY_STRING, OFF(pidfile), "", true,
+     "write the process id here; refuse to start while it names a live process (read at "
+     "start)"},
+    {"user", KEY_STRING, OFF(user), "", true,
+     "Unix user to switch to once the listeners are bound (needs root; read at start)"},
     {"admin_users", KEY_STRING, OFF(admin_users), "", true, "admin console users"},
     {"stats_users", KEY_STRING, OFF(stats_users), "", true, "read-only admin console users"},
     {"verbose", KEY_INT, OFF(verbose), "0", true, "1 = debug, 2 = trace logging"},
@@ -145,58 +150,150 @@ static const struct key_def KEYS[] = {
      "and on reload)"},
 };
 
-/* PgBouncer keys accepted without effect (a warning says so). */
-static const char *const IGNORED_KEYS[] = {
-    "user",
-    "syslog",
-    "syslog_ident",
-    "syslog_facility",
-    "unix_socket_mode",
-    "unix_socket_group",
-    "so_reuseport",
-    "peer_id",
-    "tcp_socket_buffer",
-    "dns_max_ttl",
-    "dns_nxdomain_ttl",
-    "dns_zone_check_period",
-    "resolv_conf",
-    "server_round_robin",
-    "disable_pqexec",
-    "application_name_add_host",
-    "conffile",
-    "service_name",
-    "job_name",
-    "log_stats",
-    "auth_hba_file",
-    "auth_ident_file",
-    "auth_user",
-    "auth_query",
-    "auth_dbname",
-    "client_tls_sslmode",
-    "client_tls_key_file",
-    "client_tls_cert_file",
-    "client_tls_ca_file",
-    "client_tls_protocols",
-    "client_tls_ciphers",
-    "client_tls_ecdhcurve",
-    "client_tls_dheparams",
-    "server_tls_sslmode",
-    "server_tls_ca_file",
-    "server_tls_key_file",
-    "server_tls_cert_file",
-    "server_tls_protocols",
-    "server_tls_ciphers",
-    "server_fast_close",
-    "sbuf_loopcnt",
-    "suspend_timeout",
-    "track_extra_parameters",
-    "cancel_wait_timeout",
-    "autodb_idle_timeout",
-    "server_check_query_timeout",
-    "query_wait_notify",
-    "transaction_timeout",
-    "idle_transaction_timeout_notify",
+/*
+ * PgBouncer keys pgwarden does not implement. Each has a rule chosen by what running without
+ * the feature means. Most only tune something pgwarden does its own way: a warning says the
+ * key is ignored. Where the file asks for a protection pgwarden cannot give (TLS, an HBA file,
+ * passwords looked up with auth_query), starting anyway would weaken it without a word, so the
+ * load fails instead, naming the key and its value; a reload then keeps the running config.
+ */
+enum unimplemented_rule {
+    RULE_IGNORE,        /* harmless without it: warn that it is ignored */
+    RULE_REFUSE_IF_SET, /* any non-empty value asks for a check pgwarden does not make */
+    RULE_SSLMODE,       /* disable: fine; allow, prefer: TLS optional, warn; else refuse */
+    RULE_TLS_SETTING,   /* a TLS file, protocol or cipher: warn when set (no TLS to use it) */
 };
+
+struct unimplemented_key {
+    const char *name;
+    enum unimplemented_rule rule;
+    const char *risk; /* REFUSE_IF_SET, SSLMODE: what happens without the feature */
+};
+
+static const char AUTH_QUERY_RISK[] =
+    "clients are checked against auth_file only, not through auth_query as the file asks";
+
+static const struct unimplemented_key UNIMPLEMENTED[] = {
+    {"syslog", RULE_IGNORE, NULL},
+    {"syslog_ident", RULE_IGNORE, NULL},
+    {"syslog_facility", RULE_IGNORE, NULL},
+    {"unix_socket_mode", RULE_IGNORE, NULL},
+    {"unix_socket_group", RULE_IGNORE, NULL},
+    {"so_reuseport", RULE_IGNORE, NULL},
+    {"peer_id", RULE_IGNORE, NULL},
+    {"tcp_socket_buffer", RULE_IGNORE, NULL},
+    {"dns_max_ttl", RULE_IGNORE, NULL},
+    {"dns_nxdomain_ttl", RULE_IGNORE, NULL},
+    {"dns_zone_check_period", RULE_IGNORE, NULL},
+    {"resolv_conf", RULE_IGNORE, NULL},
+    {"server_round_robin", RULE_IGNORE, NULL},
+    {"disable_pqexec", RULE_IGNORE, NULL},
+    {"application_name_add_host", RULE_IGNORE, NULL},
+    {"conffile", RULE_IGNORE, NULL},
+    {"service_name", RULE_IGNORE, NULL},
+    {"job_name", RULE_IGNORE, NULL},
+    {"log_stats", RULE_IGNORE, NULL},
+    {"auth_dbname", RULE_IGNORE, NULL},       /* only used by auth_user, refused below */
+    {"auth_ldap_options", RULE_IGNORE, NULL}, /* only used by auth_type = ldap, refused */
+    {"auth_hba_file", RULE_REFUSE_IF_SET, "the access rules of the HBA file are not applied"},
+    {"auth_ident_file", RULE_REFUSE_IF_SET, "the user name maps of the ident file are not applied"},
+    {"auth_user", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
+    {"auth_query", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
+    {"client_tls_sslmode", RULE_SSLMODE, "clients are served in cleartext"},
+    {"server_tls_sslmode", RULE_SSLMODE, "server connections are made in cleartext"},
+    {"client_tls_key_file", RULE_TLS_SETTING, NULL},
+    {"client_tls_cert_file", RULE_TLS_SETTING, NULL},
+    {"client_tls_ca_file", RULE_TLS_SETTING, NULL},
+    {"client_tls_protocols", RULE_TLS_SETTING, NULL},
+    {"client_tls_ciphers", RULE_TLS_SETTING, NULL},
+    {"client_tls13_ciphers", RULE_TLS_SETTING, NULL},
+    {"client_tls_ecdhcurve", RULE_TLS_SETTING, NULL},
+    {"client_tls_dheparams", RULE_TLS_SETTING, NULL},
+    {"server_tls_ca_file", RULE_TLS_SETTING, NULL},
+    {"server_tls_key_file", RULE_TLS_SETTING, NULL},
+    {"server_tls_cert_file", RULE_TLS_SETTING, NULL},
+    {"server_tls_protocols", RULE_TLS_SETTING, NULL},
+    {"server_tls_ciphers", RULE_TLS_SETTING, NULL},
+    {"server_tls13_ciphers", RULE_TLS_SETTING, NULL},
+    {"server_fast_close", RULE_IGNORE, NULL},
+    {"sbuf_loopcnt", RULE_IGNORE, NULL},
+    {"suspend_timeout", RULE_IGNORE, NULL},
+    {"track_extra_parameters", RULE_IGNORE, NULL},
+    {"cancel_wait_timeout", RULE_IGNORE, NULL},
+    {"autodb_idle_timeout", RULE_IGNORE, NULL},
+    {"server_check_query_timeout", RULE_IGNORE, NULL},
+    {"query_wait_notify", RULE_IGNORE, NULL},
+    {"transaction_timeout", RULE_IGNORE, NULL},
+    {"idle_transaction_timeout_notify", RULE_IGNORE, NULL},
+};
+
+/* The same for the parameters of a [databases] connection string. */
+static const struct unimplemented_key UNIMPLEMENTED_DB[] = {
+    {"auth_user", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
+    {"auth_query", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
+    {"auth_dbname", RULE_IGNORE, NULL},
+};
+
+enum unimplemented_verdict {
+    UNIMPLEMENTED_SILENT, /* nothing to say (an empty value, sslmode = disable) */
+    UNIMPLEMENTED_WARN,   /* accepted; msg is the warning */
+    UNIMPLEMENTED_REFUSE, /* the load fails; msg is the reason */
+};
+
+static const struct unimplemented_key *find_unimplemented(const struct unimplemented_key *keys,
+                                                          size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcasecmp(keys[i].name, name))
+            return &keys[i];
+    return NULL;
+}
+
+/* Applies k's rule to value; writes the warning or the reason for refusing into msg. */
+static enum unimplemented_verdict judge_unimplemented(const struct unimplemented_key *k,
+                                                      const char *value, char *msg, size_t msg_len)
+{
+    switch (k->rule) {
+    case RULE_IGNORE:
+        snprintf(msg, msg_len, "'%s' is not supported by pgwarden yet; ignored", k->name);
+        return UNIMPLEMENTED_WARN;
+    case RULE_REFUSE_IF_SET:
+        if (!value[0])
+            return UNIMPLEMENTED_SILENT;
+        snprintf(msg, msg_len,
+                 "%s = '%.200s' is refused: pgwarden does not implement it (%s); remove the "
+                 "key to run without it",
+                 k->name, value, k->risk);
+        return UNIMPLEMENTED_REFUSE;
+    case RULE_SSLMODE:
+        if (!strcasecmp(value, "disable"))
+            return UNIMPLEMENTED_SILENT;
+        if (!strcasecmp(value, "allow") || !strcasecmp(value, "prefer")) {
+            snprintf(msg, msg_len,
+                     "%s = %s: pgwarden has no TLS (%s); accepted because %s does not require TLS",
+                     k->name, value, k->risk, value);
+            return UNIMPLEMENTED_WARN;
+        }
+        if (!strcasecmp(value, "require") || !strcasecmp(value, "verify-ca") ||
+            !strcasecmp(value, "verify-full"))
+            snprintf(msg, msg_len,
+                     "%s = %s is refused: it requires TLS, which pgwarden does not implement (%s); "
+                     "set disable (or prefer) to run without TLS",
+                     k->name, value, k->risk);
+        else
+            snprintf(msg, msg_len,
+                     "%s = '%.64s' is not an sslmode (disable, allow, prefer, require, "
+                     "verify-ca, verify-full)",
+                     k->name, value);
+        return UNIMPLEMENTED_REFUSE;
+    case RULE_TLS_SETTING:
+        if (!value[0])
+            return UNIMPLEMENTED_SILENT;
+        snprintf(msg, msg_len, "'%s' is set but pgwarden has no TLS; ignored", k->name);
+        return UNIMPLEMENTED_WARN;
+    }
+    return UNIMPLEMENTED_SILENT;
+}
 
 static bool parse_int(const char *v, long long lo, long long hi, long long *out)
 {
@@ -384,8 +481,6 @@ static bool set_key(struct pooler_config *cfg, const struct key_def *k, const ch
         *(enum pooler_auth_type *)field = t;
         return true;
     }
-    case KEY_IGNORED:
-        return true;
     }
     return false;
 }
@@ -404,9 +499,57 @@ bool pooler_config_init_defaults(struct pooler_config *cfg)
     return true;
 }
 
+/* Keeps a warning of the load for pooler_config_log_warnings. Out of memory, it is logged
+ * at once instead of being lost. */
+__attribute__((format(printf, 2, 3))) static void add_warning(struct pooler_config *cfg,
+                                                              const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    char **more = realloc(cfg->warnings, (cfg->n_warnings + 1) * sizeof(*more));
+    char *copy = more ? strdup(msg) : NULL;
+    if (more)
+        cfg->warnings = more;
+    if (!copy) {
+        log_warning("config", "%s", msg);
+        return;
+    }
+    cfg->warnings[cfg->n_warnings++] = copy;
+}
+
+void pooler_config_log_warnings(const struct pooler_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_warnings; i++)
+        log_warning("config", "%s", cfg->warnings[i]);
+}
+
+/* Judges value of the unimplemented key u: keeps a warning (prefixed with warn_where) and
+ * returns true, or returns false with the reason (prefixed with err_where) in err. */
+static bool apply_unimplemented(struct pooler_config *cfg, const struct unimplemented_key *u,
+                                const char *value, const char *warn_where, const char *err_where,
+                                char *err, size_t err_len)
+{
+    char msg[512];
+    switch (judge_unimplemented(u, value, msg, sizeof(msg))) {
+    case UNIMPLEMENTED_SILENT:
+        return true;
+    case UNIMPLEMENTED_WARN:
+        add_warning(cfg, "%s%s", warn_where, msg);
+        return true;
+    case UNIMPLEMENTED_REFUSE:
+        break;
+    }
+    snprintf(err, err_len, "%s%s", err_where, msg);
+    return false;
+}
+
 /* ---- [databases] and [users] ---- */
 
 struct db_parse {
+    struct pooler_config *cfg; /* borrowed: where warnings go */
     struct pooler_db_config *db;
 };
 
@@ -472,8 +615,14 @@ static bool db_connstr_cb(void *ctx, const char *key, const char *value, char *e
             return false;
         }
     } else {
-        log_warning("config", "[databases] %s: unknown connection parameter '%s' ignored", db->name,
-                    key);
+        struct pooler_config *cfg = ((struct db_parse *)ctx)->cfg;
+        const struct unimplemented_key *u = find_unimplemented(
+            UNIMPLEMENTED_DB, sizeof(UNIMPLEMENTED_DB) / sizeof(UNIMPLEMENTED_DB[0]), key);
+        char where[128];
+        snprintf(where, sizeof(where), "[databases] %s: ", db->name);
+        if (u)
+            return apply_unimplemented(cfg, u, value, where, where, err, err_len);
+        add_warning(cfg, "%sunknown connection parameter '%s' ignored", where, key);
     }
     if (!ok)
         snprintf(err, err_len, "out of memory");
@@ -526,7 +675,7 @@ static bool add_db(struct pooler_config *cfg, const char *name, const char *valu
         snprintf(err, err_len, "out of memory");
         return false;
     }
-    struct db_parse ctx = {db};
+    struct db_parse ctx = {cfg, db};
     if (!ini_parse_connstr(value, db_connstr_cb, &ctx, err, err_len)) {
         db_free(db);
         return false;
@@ -535,10 +684,15 @@ static bool add_db(struct pooler_config *cfg, const char *name, const char *valu
     return true;
 }
 
+struct user_parse {
+    struct pooler_config *cfg; /* borrowed: where warnings go */
+    struct pooler_user_config *u;
+};
+
 static bool user_connstr_cb(void *ctx, const char *key, const char *value, char *err,
                             size_t err_len)
 {
-    struct pooler_user_config *u = ctx;
+    struct pooler_user_config *u = ((struct user_parse *)ctx)->u;
     long long i;
     if (!strcmp(key, "pool_mode")) {
         u->pool_mode = parse_pool_mode(value);
@@ -557,7 +711,8 @@ static bool user_connstr_cb(void *ctx, const char *key, const char *value, char 
         else
             u->max_user_connections = (int)i;
     } else {
-        log_warning("config", "[users] %s: unknown setting '%s' ignored", u->name, key);
+        add_warning(((struct user_parse *)ctx)->cfg, "[users] %s: unknown setting '%s' ignored",
+                    u->name, key);
     }
     return true;
 }
@@ -579,20 +734,13 @@ static bool add_user(struct pooler_config *cfg, const char *name, const char *va
         snprintf(err, err_len, "out of memory");
         return false;
     }
-    if (!ini_parse_connstr(value, user_connstr_cb, u, err, err_len)) {
+    struct user_parse ctx = {cfg, u};
+    if (!ini_parse_connstr(value, user_connstr_cb, &ctx, err, err_len)) {
         free(u->name);
         return false;
     }
     cfg->n_users++;
     return true;
-}
-
-static bool is_ignored_key(const char *key)
-{
-    for (size_t i = 0; i < sizeof(IGNORED_KEYS) / sizeof(IGNORED_KEYS[0]); i++)
-        if (!strcmp(IGNORED_KEYS[i], key))
-            return true;
-    return false;
 }
 
 static bool entry_cb(void *ctx, const char *section, const char *key, const char *value,
@@ -606,7 +754,7 @@ static bool entry_cb(void *ctx, const char *section, const char *key, const char
     if (!strcasecmp(section, "manager")) {
         enum options_result r = options_set(&cfg->manager, key, value, err, err_len);
         if (r == OPTIONS_UNKNOWN_KEY) {
-            log_warning("config", "%s:%d: unknown [manager] key '%s' ignored", file, line, key);
+            add_warning(cfg, "%s:%d: unknown [manager] key '%s' ignored", file, line, key);
             return true;
         }
         return r == OPTIONS_OK;
@@ -615,18 +763,20 @@ static bool entry_cb(void *ctx, const char *section, const char *key, const char
         for (size_t i = 0; i < sizeof(KEYS) / sizeof(KEYS[0]); i++)
             if (!strcasecmp(KEYS[i].name, key))
                 return set_key(cfg, &KEYS[i], value, err, err_len);
-        if (is_ignored_key(key)) {
-            log_warning("config", "%s:%d: '%s' is not supported by pgwarden yet; ignored", file,
-                        line, key);
-            return true;
+        const struct unimplemented_key *u = find_unimplemented(
+            UNIMPLEMENTED, sizeof(UNIMPLEMENTED) / sizeof(UNIMPLEMENTED[0]), key);
+        if (u) {
+            char where[512];
+            snprintf(where, sizeof(where), "%s:%d: ", file, line);
+            return apply_unimplemented(cfg, u, value, where, "", err, err_len); /* ini adds it */
         }
         /* Manager keys may also sit in [pgwarden]. */
         if (!strcasecmp(section, "pgwarden") && options_is_known_key(key))
             return options_set(&cfg->manager, key, value, err, err_len) == OPTIONS_OK;
-        log_warning("config", "%s:%d: unknown key '%s' in [%s] ignored", file, line, key, section);
+        add_warning(cfg, "%s:%d: unknown key '%s' in [%s] ignored", file, line, key, section);
         return true;
     }
-    log_warning("config", "%s:%d: unknown section [%s] ignored", file, line, section);
+    add_warning(cfg, "%s:%d: unknown section [%s] ignored", file, line, section);
     return true;
 }
 
@@ -726,6 +876,11 @@ void pooler_config_free(struct pooler_config *cfg)
     auth_file_free(&cfg->auth);
     options_free(&cfg->manager);
     free(cfg->config_file);
+    for (size_t i = 0; i < cfg->n_warnings; i++)
+        free(cfg->warnings[i]);
+    free(cfg->warnings);
+    cfg->warnings = NULL;
+    cfg->n_warnings = 0;
     cfg->dbs = NULL;
     cfg->users = NULL;
     cfg->n_dbs = cfg->n_users = 0;
@@ -766,7 +921,8 @@ static bool restart_only(const char *key)
     return !strcmp(key, "listen_addr") || !strcmp(key, "listen_port") ||
            !strcmp(key, "unix_socket_dir") || !strcmp(key, "pkt_buf") ||
            !strcmp(key, "listen_backlog") || !strcmp(key, "tcp_defer_accept") ||
-           !strcmp(key, "io_uring") || !strcmp(key, "http_listen");
+           !strcmp(key, "io_uring") || !strcmp(key, "http_listen") || !strcmp(key, "pidfile") ||
+           !strcmp(key, "user");
 }
 
 void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_fn emit, void *ctx)
@@ -807,8 +963,6 @@ void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_f
             v = names[*(const enum pooler_auth_type *)field];
             break;
         }
-        case KEY_IGNORED:
-            continue;
         }
         emit(ctx, k->name, v, k->default_text, !restart_only(k->name));
     }

@@ -95,6 +95,7 @@ struct pooler_config {
     bool log_pooler_errors;
     char *logfile;     /* owned; "" = stderr */
     char *pidfile;     /* owned; "" = none */
+    char *user;        /* owned: Unix user to switch to once listening; "" = stay (read at start) */
     char *admin_users; /* owned; kept for the admin console */
     char *stats_users; /* owned */
     int verbose;
@@ -124,13 +125,22 @@ struct pooler_config {
 
     /* [manager] */
     struct manager_options manager;
+
+    /* Warnings of the load (unknown and ignored keys, TLS settings without TLS), in file
+     * order. Loading only collects them: the caller logs them with pooler_config_log_warnings
+     * once its log target (logfile) is open, so they reach it and not only stderr. */
+    char **warnings; /* owned, n_warnings strings (owned) */
+    size_t n_warnings;
 };
 
 /* Sets every key to its default (strings are owned copies). */
 __attribute__((warn_unused_result)) bool pooler_config_init_defaults(struct pooler_config *cfg);
 
 /* Loads path into a freshly initialised cfg. On failure returns false with "file:line: reason"
- * in err and leaves cfg freed. Unknown keys log a warning and are ignored. */
+ * in err and leaves cfg freed. Unknown keys are ignored with a warning in cfg->warnings. A
+ * PgBouncer key pgwarden does not implement is ignored with a warning too, unless running
+ * without it would weaken security (client_tls_sslmode = require, auth_hba_file, ...): then
+ * the load fails, naming the key and its value. */
 __attribute__((warn_unused_result)) bool
 pooler_config_load(const char *path, struct pooler_config *cfg, char *err, size_t err_len);
 /* Same from a string (tests); name is used in errors and for relative includes. */
@@ -140,6 +150,9 @@ __attribute__((warn_unused_result)) bool pooler_config_load_string(const char *t
                                                                    char *err, size_t err_len);
 
 void pooler_config_free(struct pooler_config *cfg);
+
+/* Logs cfg->warnings (component "config"), each once per call. */
+void pooler_config_log_warnings(const struct pooler_config *cfg);
 
 /* The [databases] entry for name, else the "*" entry, else NULL (borrowed). */
 const struct pooler_db_config *pooler_config_find_db(const struct pooler_config *cfg,

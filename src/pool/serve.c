@@ -1,15 +1,19 @@
 /* `pgwarden serve`: command line, configuration (load and SIGHUP reload), listeners,
- * signals as PgBouncer has them, and the event loop's lifetime. */
+ * signals as PgBouncer has them, pidfile, user switch and -d, and the event loop's lifetime. */
 #include "pool/serve.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -26,15 +30,24 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: pgwarden serve [-c FILE] [-v] [FILE]\n"
-                 "Runs the connection pooler with a pgbouncer.ini-compatible configuration.\n\n"
-                 "  -c, --config FILE   configuration file (pgbouncer.ini syntax)\n"
-                 "  -v, --verbose       more logging (repeat for trace)\n"
-                 "  -h, --help          this help\n"
-                 "      --describe-config  print every configuration key as a markdown table\n\n"
-                 "Signals: SIGINT shutdown after servers are released, SIGTERM shutdown after\n"
-                 "clients leave (a second SIGINT/SIGTERM exits at once), SIGQUIT immediate,\n"
-                 "SIGUSR1 pause, SIGUSR2 resume, SIGHUP reload.\n");
+    fprintf(out,
+            "Usage: pgwarden serve [-c FILE] [-d] [-q] [-v]... [-u USER] [FILE]\n"
+            "       pgwarden [-d] [-q] [-v]... [-u USER] FILE.ini   (PgBouncer's command line)\n"
+            "Runs the connection pooler with a pgbouncer.ini-compatible configuration.\n\n"
+            "  -c, --config FILE   configuration file (pgbouncer.ini syntax)\n"
+            "  -d, --daemon        run in the background (needs logfile and pidfile); returns\n"
+            "                      0 once the pooler listens, 3 when it could not start\n"
+            "  -q, --quiet         no log lines on stderr (a reason not to start still is)\n"
+            "  -v, --verbose       more logging (repeat for trace)\n"
+            "  -u, --user USER     switch to USER once the listeners are bound (needs root;\n"
+            "                      overrides the user key)\n"
+            "  -V, --version       print the version\n"
+            "  -h, --help          this help\n"
+            "      --describe-config  print every configuration key as a markdown table\n"
+            "  -R, --reboot        PgBouncer's online restart: not supported, refused\n\n"
+            "Signals: SIGINT shutdown after servers are released, SIGTERM shutdown after\n"
+            "clients leave (a second SIGINT/SIGTERM exits at once), SIGQUIT immediate,\n"
+            "SIGUSR1 pause, SIGUSR2 resume, SIGHUP reload.\n");
 }
 
 static void describe_key(void *ctx, const char *section, const char *key, const char *default_text,
@@ -99,6 +112,9 @@ static FILE *open_regular_for_writing(const char *path, bool append)
     return f;
 }
 
+static FILE *quiet_sink; /* owned: /dev/null, where -q sends log lines when there is no logfile */
+static bool quiet;       /* -q, or -d once in the background: no log lines on stderr */
+
 static void apply_logging(const struct pooler_config *cfg, int extra_verbose)
 {
     int v = cfg->verbose + extra_verbose;
@@ -113,15 +129,262 @@ static void apply_logging(const struct pooler_config *cfg, int extra_verbose)
                 fclose(log_file);
             log_file = f;
             out = f;
+        } else if (log_file) {
+            /* A reload after the switch to `user` may no longer open a file root opened:
+             * logging goes on to the one that is open rather than to a detached stderr. */
+            out = log_file;
+            log_warning("serve", "cannot open logfile %s again: %s; logging on to the open file",
+                        cfg->logfile, errno == EINVAL ? "not a regular file" : strerror(errno));
         } else {
             log_warning("serve", "cannot open logfile %s: %s", cfg->logfile,
                         errno == EINVAL ? "not a regular file" : strerror(errno));
         }
     }
+    if (out == stderr && quiet) {
+        if (!quiet_sink)
+            quiet_sink = fopen("/dev/null", "we");
+        if (quiet_sink)
+            out = quiet_sink;
+    }
     log_configure(level, fmt, out);
 }
 
+/* Back to stderr, closing the files apply_logging opened. */
+static void release_logging(void)
+{
+    log_configure(LOG_LEVEL_INFO, LOG_FORMAT_TEXT, stderr);
+    if (log_file) {
+        fclose(log_file);
+        log_file = NULL;
+    }
+    if (quiet_sink) {
+        fclose(quiet_sink);
+        quiet_sink = NULL;
+    }
+}
+
 static int extra_verbose;
+
+/* ---- pidfile, user switch, background ---- */
+
+static char pidfile_written[4096]; /* the pidfile this process wrote ("" = none) */
+
+/* Reads the pid held in a pidfile: the pid, 0 when the file is missing, empty, not a regular
+ * file or holds no pid, -1 when it cannot be read (errno set). Never blocks (see
+ * open_regular_for_writing). */
+static long pidfile_read(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -1;
+    if (!S_ISREG(st.st_mode))
+        return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    char buf[32];
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    int e = errno;
+    close(fd);
+    if (n < 0) {
+        errno = e;
+        return -1;
+    }
+    buf[n] = '\0';
+    char *end;
+    long pid = strtol(buf, &end, 10);
+    return pid > 0 && end != buf && (*end == '\0' || *end == '\n') ? pid : 0;
+}
+
+/* Refuses a pidfile that names a live process other than this one (another pgwarden, most
+ * likely). A stale one (its process is gone) is overwritten later. */
+static bool pidfile_check(const char *path, char *err, size_t err_len)
+{
+    long pid = pidfile_read(path);
+    if (pid < 0) {
+        snprintf(err, err_len, "cannot read pidfile %s: %s", path, strerror(errno));
+        return false;
+    }
+    if (pid == 0 || pid == (long)getpid())
+        return true;
+    /* EPERM: the process exists but belongs to someone else; it is alive all the same. */
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) {
+        snprintf(err, err_len,
+                 "pidfile %s names process %ld, which is running: is another pgwarden using "
+                 "this configuration? (remove the file if not)",
+                 path, pid);
+        return false;
+    }
+    log_info("serve", "pidfile %s names process %ld, which is gone: replacing it", path, pid);
+    return true;
+}
+
+static bool pidfile_write(const char *path)
+{
+    FILE *f = open_regular_for_writing(path, false);
+    if (!f) {
+        log_warning("serve", "cannot write pidfile %s: %s", path,
+                    errno == EINVAL ? "not a regular file" : strerror(errno));
+        return false;
+    }
+    fprintf(f, "%d\n", (int)getpid());
+    if (fclose(f) != 0) {
+        log_warning("serve", "cannot write pidfile %s: %s", path, strerror(errno));
+        return false;
+    }
+    snprintf(pidfile_written, sizeof(pidfile_written), "%s", path);
+    return true;
+}
+
+/* Removes the pidfile at exit, but only while it still holds this process's pid: a newer
+ * instance may have replaced it (and a failed start never wrote it). */
+static void pidfile_remove(void)
+{
+    if (pidfile_written[0] && pidfile_read(pidfile_written) == (long)getpid())
+        unlink(pidfile_written);
+    pidfile_written[0] = '\0';
+}
+
+/* Who to become once the listeners are bound (the user key, or -u). */
+struct run_as {
+    bool needed; /* false: stay as started */
+    uid_t uid;
+    gid_t gid;
+    char name[256];
+};
+
+static bool run_as_resolve(const char *name, struct run_as *r, char *err, size_t err_len)
+{
+    memset(r, 0, sizeof(*r));
+    if (!name || !name[0])
+        return true;
+    errno = 0;
+    struct passwd *pw = getpwnam(name);
+    if (!pw) {
+        snprintf(err, err_len, "user %s: %s", name, errno ? strerror(errno) : "no such user");
+        return false;
+    }
+    if (pw->pw_uid == geteuid() && pw->pw_uid == getuid())
+        return true; /* already that user (PgBouncer allows this too) */
+    if (geteuid() != 0) {
+        snprintf(err, err_len, "switching to user %s needs root (running as uid %d)", name,
+                 (int)geteuid());
+        return false;
+    }
+    r->needed = true;
+    r->uid = pw->pw_uid;
+    r->gid = pw->pw_gid;
+    snprintf(r->name, sizeof(r->name), "%s", pw->pw_name);
+    return true;
+}
+
+/* Drops root for good: supplementary groups, group, then user (in this order: after setuid
+ * the others are no longer allowed). Checks that root cannot be regained. */
+static bool run_as_switch(const struct run_as *r, char *err, size_t err_len)
+{
+    if (!r->needed)
+        return true;
+    if (initgroups(r->name, r->gid) != 0 || setgid(r->gid) != 0 || setuid(r->uid) != 0) {
+        snprintf(err, err_len, "cannot switch to user %s: %s", r->name, strerror(errno));
+        return false;
+    }
+    if (setuid(0) == 0 || geteuid() != r->uid || getegid() != r->gid) {
+        snprintf(err, err_len, "switching to user %s did not drop root", r->name);
+        return false;
+    }
+    log_info("serve", "running as user %s (uid %d, gid %d)", r->name, (int)r->uid, (int)r->gid);
+    return true;
+}
+
+/*
+ * -d: the process that was started waits, in daemon_start, until the background one says it
+ * listens, so `pgwarden -d` returns 0 only for a pooler that is up, and 3 (with the reason on
+ * its stderr, which the background process still shares until then) for one that failed:
+ *
+ *   started ── fork ──► child: setsid, fork ──► daemon: loop, listeners, user, pidfile,
+ *      │                  (exits)                 stdio → /dev/null, 'R' into the pipe
+ *      └── reads the pipe: 'R' → exit 0; end of file (the daemon died) → exit 3
+ */
+static int daemon_ready_fd = -1; /* write end of that pipe, in the daemon until it is ready */
+
+enum daemon_role {
+    DAEMON_PARENT, /* the started process: *exit_code says how the daemon started */
+    DAEMON_CHILD,  /* the background process: go on starting */
+};
+
+static enum daemon_role daemon_start(int *exit_code)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        fprintf(stderr, "pgwarden: cannot go to the background: pipe: %s\n", strerror(errno));
+        *exit_code = 3;
+        return DAEMON_PARENT;
+    }
+    fflush(NULL); /* nothing buffered is written twice */
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "pgwarden: cannot go to the background: fork: %s\n", strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        *exit_code = 3;
+        return DAEMON_PARENT;
+    }
+    if (pid > 0) {
+        close(fds[1]);
+        char c = 0;
+        ssize_t n;
+        while ((n = read(fds[0], &c, 1)) < 0 && errno == EINTR)
+            ;
+        close(fds[0]);
+        (void)waitpid(pid, NULL, 0); /* the intermediate child exits at once */
+        *exit_code = n == 1 && c == 'R' ? 0 : 3;
+        if (*exit_code != 0)
+            fprintf(stderr, "pgwarden: the background process did not start\n");
+        return DAEMON_PARENT;
+    }
+    close(fds[0]);
+    /* A session of its own, without a controlling terminal; the second fork makes the daemon
+     * a non-leader, so opening a terminal can never make it its controlling one. */
+    if (setsid() < 0)
+        _exit(3);
+    pid = fork();
+    if (pid < 0)
+        _exit(3);
+    if (pid > 0)
+        _exit(0);
+    daemon_ready_fd = fds[1];
+    return DAEMON_CHILD;
+}
+
+/* In the daemon, once it serves: lets go of the terminal's stdio and releases the waiting
+ * parent. */
+static void daemon_ready(void)
+{
+    if (daemon_ready_fd < 0)
+        return;
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        (void)dup2(fd, STDIN_FILENO);
+        (void)dup2(fd, STDOUT_FILENO);
+        (void)dup2(fd, STDERR_FILENO);
+        if (fd > STDERR_FILENO)
+            close(fd);
+    }
+    ssize_t n;
+    while ((n = write(daemon_ready_fd, "R", 1)) < 0 && errno == EINTR)
+        ;
+    close(daemon_ready_fd);
+    daemon_ready_fd = -1;
+}
+
+/* A reason not to start: on stderr (a daemon shares its caller's until it is ready) and in
+ * the logfile when one is open. */
+static void startup_failed(const char *why)
+{
+    fprintf(stderr, "pgwarden serve: %s\n", why);
+    if (log_file)
+        log_error("serve", "not starting: %s", why);
+}
 
 static void apply_tcp_opts(const struct pooler_config *cfg)
 {
@@ -136,6 +399,18 @@ static void apply_tcp_opts(const struct pooler_config *cfg)
 }
 
 /* ---- accepting ---- */
+
+/* An IPv4 client of a dual-stack listener ("*", "::") arrives as ::ffff:a.b.c.d: it is
+ * recorded as the IPv4 address it is, so logs, SHOW CLIENTS and exclude_addr see one form. */
+static void unmap_ipv4(struct net_addr *a)
+{
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a->family != AF_INET6 || memcmp(a->ip, v4mapped, sizeof(v4mapped)) != 0)
+        return;
+    a->family = AF_INET;
+    memmove(a->ip, a->ip + 12, 4);
+    memset(a->ip + 4, 0, sizeof(a->ip) - 4);
+}
 
 static void resume_accept_cb(void *arg)
 {
@@ -178,8 +453,41 @@ static void accept_cb(int fd, unsigned what, void *arg)
         log_warning("serve", "accept failed: %s", strerror(errno));
         return;
     }
+    unmap_ipv4(&addr);
     if (!client_new(p, cfd, &addr))
         close(cfd);
+}
+
+static bool add_tcp_listener(struct pooler *p, const char *addr, char *err, size_t err_len)
+{
+    const struct pooler_config *cfg = p->cfg;
+    if (p->n_listeners >= POOLER_MAX_LISTENERS - 1) {
+        snprintf(err, err_len, "listen_addr: too many addresses");
+        return false;
+    }
+    int fd = net_listen_tcp(addr, cfg->listen_port, cfg->listen_backlog, cfg->tcp_defer_accept, err,
+                            err_len);
+    if (fd < 0)
+        return false;
+    p->listen_fds[p->n_listeners++] = fd;
+    return true;
+}
+
+/* "*" is every address of both families, as in PgBouncer. "::" is bound first: Linux makes it
+ * dual-stack (IPv4 too) unless net.ipv6.bindv6only is set, and 0.0.0.0 would then collide
+ * with it, so 0.0.0.0 is added only for a socket that is IPv6-only. A kernel without IPv6
+ * gets 0.0.0.0 alone, with a warning. */
+static bool listen_tcp_everywhere(struct pooler *p, char *err, size_t err_len)
+{
+    char why[256];
+    if (!add_tcp_listener(p, "::", why, sizeof(why))) {
+        log_warning("serve", "listen_addr *: no IPv6 listener (%s); listening on IPv4 only", why);
+        return add_tcp_listener(p, "0.0.0.0", err, err_len);
+    }
+    int fd = p->listen_fds[p->n_listeners - 1], v6only = 1;
+    socklen_t len = sizeof(v6only);
+    bool dual_stack = getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len) == 0 && !v6only;
+    return dual_stack || add_tcp_listener(p, "0.0.0.0", err, err_len);
 }
 
 static bool open_listeners(struct pooler *p, char *err, size_t err_len)
@@ -194,18 +502,16 @@ static bool open_listeners(struct pooler *p, char *err, size_t err_len)
         if (n == 0)
             break;
         char addr[128];
-        if (n >= sizeof(addr) || p->n_listeners >= POOLER_MAX_LISTENERS - 1) {
-            snprintf(err, err_len, "listen_addr: too many or too long addresses");
+        if (n >= sizeof(addr)) {
+            snprintf(err, err_len, "listen_addr: too long an address");
             return false;
         }
         memcpy(addr, a, n);
         addr[n] = '\0';
         a += n;
-        int fd = net_listen_tcp(addr, cfg->listen_port, cfg->listen_backlog, cfg->tcp_defer_accept,
-                                err, err_len);
-        if (fd < 0)
+        if (!(strcmp(addr, "*") == 0 ? listen_tcp_everywhere(p, err, err_len)
+                                     : add_tcp_listener(p, addr, err, err_len)))
             return false;
-        p->listen_fds[p->n_listeners++] = fd;
     }
     if (cfg->unix_socket_dir && cfg->unix_socket_dir[0]) {
         int fd = net_listen_unix(cfg->unix_socket_dir, cfg->listen_port, cfg->listen_backlog,
@@ -339,6 +645,7 @@ bool pooler_reload(struct pooler *p, char *err, size_t err_len)
     pooler_config_free(old);
     free(old);
     apply_logging(p->cfg, extra_verbose);
+    pooler_config_log_warnings(p->cfg);
     apply_tcp_opts(p->cfg); /* new server connections; accepted clients inherit the listener's */
     http_server_reload(http_srv);
     log_info("serve", "configuration reloaded from %s", p->cfg->config_file);
@@ -429,46 +736,109 @@ static void close_everything(struct pooler *p)
     }
 }
 
-int serve_main(int argc, char **argv)
+/* The command line: `serve [-c FILE] [FILE]`, and PgBouncer's `[-d] [-q] [-v] [-u USER]
+ * FILE.ini` (main.c hands that form over whole). */
+struct serve_args {
+    const char *config_path; /* borrowed from argv */
+    const char *user;        /* borrowed: -u, NULL = the user key */
+    bool daemon;
+};
+
+/* Returns true to go on serving; false with the process exit code in *exit_code when the
+ * command line is wrong or asked for something else (help, version). */
+static bool parse_serve_args(int argc, char **argv, struct serve_args *a, int *exit_code)
 {
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
+        {"daemon", no_argument, NULL, 'd'},
+        {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
+        {"user", required_argument, NULL, 'u'},
+        {"reboot", no_argument, NULL, 'R'},
+        {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {"describe-config", no_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };
-    const char *config_path = NULL;
     int opt;
+    memset(a, 0, sizeof(*a));
     optind = 1;
     extra_verbose = 0;
-    while ((opt = getopt_long(argc, argv, "c:vh", longopts, NULL)) != -1) {
+    quiet = false;
+    *exit_code = 0;
+    while ((opt = getopt_long(argc, argv, "c:dqvu:RVh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':
-            config_path = optarg;
+            a->config_path = optarg;
+            break;
+        case 'd':
+            a->daemon = true;
+            break;
+        case 'q':
+            quiet = true;
             break;
         case 'v':
             extra_verbose++;
             break;
+        case 'u':
+            a->user = optarg;
+            break;
+        case 'R':
+            fprintf(stderr, "pgwarden: -R/--reboot (online restart, deprecated in PgBouncer) is "
+                            "not supported: stop the running pooler (SIGINT lets its "
+                            "transactions finish), then start the new one\n");
+            *exit_code = 3;
+            return false;
+        case 'V':
+            printf("pgwarden %s\n", PGWARDEN_VERSION);
+            return false;
         case 'h':
             usage(stdout);
-            return 0;
+            return false;
         case 'D':
             print_config_keys();
-            return 0;
+            return false;
         default:
             usage(stderr);
-            return 3;
+            *exit_code = 3;
+            return false;
         }
     }
-    if (!config_path && optind < argc)
-        config_path = argv[optind++];
-    if (!config_path || optind < argc) {
+    if (!a->config_path && optind < argc)
+        a->config_path = argv[optind++];
+    if (!a->config_path || optind < argc) {
         usage(stderr);
-        return 3;
+        *exit_code = 3;
+        return false;
     }
+    return true;
+}
 
-    int rc = 3;
+/* What -d needs, checked before going to the background, where nobody would see the error. */
+static bool daemon_check(const struct pooler_config *cfg, char *err, size_t err_len)
+{
+    if (!cfg->pidfile || !cfg->pidfile[0] || !cfg->logfile || !cfg->logfile[0]) {
+        snprintf(err, err_len, "-d needs pidfile and logfile in %s (pgwarden has no syslog)",
+                 cfg->config_file);
+        return false;
+    }
+    if (!log_file) {
+        snprintf(err, err_len, "-d needs a logfile it can open (%s)", cfg->logfile);
+        return false;
+    }
+    return true;
+}
+
+int serve_main(int argc, char **argv)
+{
+    struct serve_args args;
+    int rc;
+    if (!parse_serve_args(argc, argv, &args, &rc))
+        return rc;
+    rc = 3; /* until the loop ends cleanly */
+    if (args.daemon)
+        quiet = true; /* as PgBouncer: once in the background, nothing goes to stderr */
+
     char err[1024];
     struct pooler p;
     memset(&p, 0, sizeof(p));
@@ -479,12 +849,30 @@ int serve_main(int argc, char **argv)
                   : extra_verbose    ? LOG_LEVEL_DEBUG
                                      : LOG_LEVEL_INFO,
                   LOG_FORMAT_TEXT, stderr);
-    if (!pooler_config_load(config_path, p.cfg, err, sizeof(err))) {
+    if (!pooler_config_load(args.config_path, p.cfg, err, sizeof(err))) {
         fprintf(stderr, "pgwarden serve: %s\n", err);
         free(p.cfg);
         return 3;
     }
     apply_logging(p.cfg, extra_verbose);
+    /* The load's warnings go out now that the log target is open, so they reach the logfile. */
+    pooler_config_log_warnings(p.cfg);
+    struct run_as run_as;
+    int code = -1; /* >= 0: this process is done (a refusal, or the parent of a daemon) */
+    if (!run_as_resolve(args.user ? args.user : p.cfg->user, &run_as, err, sizeof(err)) ||
+        (p.cfg->pidfile[0] && !pidfile_check(p.cfg->pidfile, err, sizeof(err))) ||
+        (args.daemon && !daemon_check(p.cfg, err, sizeof(err)))) {
+        startup_failed(err);
+        code = 3;
+    } else if (args.daemon && daemon_start(&code) == DAEMON_CHILD) {
+        code = -1;
+    }
+    if (code >= 0) {
+        pooler_config_free(p.cfg);
+        free(p.cfg);
+        release_logging();
+        return code;
+    }
     apply_tcp_opts(p.cfg);
     signal(SIGPIPE, SIG_IGN);
 
@@ -505,7 +893,7 @@ int serve_main(int argc, char **argv)
     p.loop = net_loop_new();
     p.admin_pool = admin_pool_new(&p);
     if (!p.cancel_table || !p.loop || !stmt_registry_init(&p.stmts) || !p.admin_pool) {
-        fprintf(stderr, "pgwarden serve: cannot create the event loop\n");
+        startup_failed("cannot create the event loop");
         goto out;
     }
     if (p.cfg->io_uring) {
@@ -515,12 +903,10 @@ int serve_main(int argc, char **argv)
         else
             log_warning("serve", "%s: sending with one send() per message", err);
     }
-    if (!open_listeners(&p, err, sizeof(err))) {
-        fprintf(stderr, "pgwarden serve: %s\n", err);
-        goto out;
-    }
-    if (http_server_start(&p, &http_srv, err, sizeof(err)) == HTTP_START_FAILED) {
-        fprintf(stderr, "pgwarden serve: %s\n", err);
+    if (!open_listeners(&p, err, sizeof(err)) ||
+        http_server_start(&p, &http_srv, err, sizeof(err)) == HTTP_START_FAILED ||
+        !run_as_switch(&run_as, err, sizeof(err))) { /* root is needed up to here only */
+        startup_failed(err);
         goto out;
     }
     p.janitor = net_timer_new(p.loop, janitor_run, &p);
@@ -530,34 +916,32 @@ int serve_main(int argc, char **argv)
         !net_signal_add(p.loop, SIGUSR1, on_sigusr1, &p) ||
         !net_signal_add(p.loop, SIGUSR2, on_sigusr2, &p) ||
         !net_signal_add(p.loop, SIGHUP, on_sighup, &p)) {
-        fprintf(stderr, "pgwarden serve: cannot install timers and signal handlers\n");
+        startup_failed("cannot install timers and signal handlers");
         goto out;
     }
     net_timer_start(p.janitor, JANITOR_PERIOD_MS, true);
     if (p.cfg->manager.live) {
         p.manager = live_manager_new(&p);
         if (!p.manager) {
-            fprintf(stderr, "pgwarden serve: cannot start the pool manager\n");
+            startup_failed("cannot start the pool manager");
             goto out;
         }
     } else {
         log_info("serve", "[manager] live = off: the pools are served, nothing watches them");
     }
-    if (p.cfg->pidfile && p.cfg->pidfile[0]) {
-        FILE *f = open_regular_for_writing(p.cfg->pidfile, false);
-        if (f) {
-            fprintf(f, "%d\n", (int)getpid());
-            fclose(f);
-        } else {
-            log_warning("serve", "cannot write pidfile %s: %s", p.cfg->pidfile,
-                        errno == EINVAL ? "not a regular file" : strerror(errno));
-        }
+    /* Written as the user the pooler runs as (as PgBouncer), so it can remove it at exit. A
+     * daemon is found through its pidfile only: without one it does not start. */
+    if (p.cfg->pidfile[0] && !pidfile_write(p.cfg->pidfile) && args.daemon) {
+        snprintf(err, sizeof(err), "cannot write pidfile %s", p.cfg->pidfile);
+        startup_failed(err);
+        goto out;
     }
     log_info("serve", "pgwarden %s listening on %s:%d%s%s (%s, %s pooling, backend %s)",
              PGWARDEN_VERSION, p.cfg->listen_addr, p.cfg->listen_port,
              p.unix_path[0] ? " and " : "", p.unix_path,
              p.cfg->auth_type == POOLER_AUTH_TRUST ? "trust auth" : "password auth",
              pool_mode_name(p.cfg->pool_mode), net_loop_backend(p.loop));
+    daemon_ready();
     if (!net_loop_run(p.loop)) {
         fprintf(stderr, "pgwarden serve: event loop failed\n");
         goto out;
@@ -569,8 +953,7 @@ out:
     http_srv = NULL;
     close_everything(&p);
     close_listeners(&p);
-    if (p.cfg->pidfile && p.cfg->pidfile[0])
-        unlink(p.cfg->pidfile);
+    pidfile_remove();
     live_manager_free(p.manager);
     net_timer_free(p.janitor);
     net_timer_free(p.reaper);
@@ -584,10 +967,6 @@ out:
     free(p.cancel_table);
     pooler_config_free(p.cfg);
     free(p.cfg);
-    log_configure(LOG_LEVEL_INFO, LOG_FORMAT_TEXT, stderr);
-    if (log_file) {
-        fclose(log_file);
-        log_file = NULL;
-    }
+    release_logging();
     return rc;
 }

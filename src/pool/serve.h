@@ -9,8 +9,11 @@
 
 struct pooler;
 
-/* argv[0] is "serve". Options: -c/--config FILE, -v/--verbose (repeat for trace), -h/--help.
- * Returns the process exit code (0 after a clean shutdown, 3 for bad input or config). */
+/* argv[0] is "serve", or the program's name for PgBouncer's `pgwarden [-d] [-q] [-v] [-u USER]
+ * FILE.ini`. Options: -c/--config FILE, -d/--daemon, -q/--quiet, -v/--verbose (repeat for
+ * trace), -u/--user USER, -V/--version, -h/--help, --describe-config; -R/--reboot is refused.
+ * Returns the process exit code (0 after a clean shutdown, 3 for bad input or config, or a
+ * start that failed; with -d, in the started process, 0 once the daemon listens). */
 int serve_main(int argc, char **argv);
 
 /* ---- pooler actions (PAUSE, RESUME, RELOAD, SHUTDOWN on the admin console) ---- */

@@ -1,0 +1,499 @@
+"""PgBouncer 1.25 drop-in: security-relevant keys pgwarden does not implement stop a start
+and a reload, config warnings reach the logfile, PgBouncer's command line (FILE.ini, -d, -q,
+-v, -u, -V, -h, -R), the pidfile and the user key, and listen_addr = * on IPv4 and IPv6."""
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import psycopg
+import pytest
+
+from serve_helpers import Pooler, console_rows, wait_for
+
+# (section, key, value): each asks for a protection pgwarden cannot give.
+REFUSED = [("pgbouncer", f"{side}_tls_sslmode", mode)
+           for side in ("server", "client") for mode in ("require", "verify-ca", "verify-full")]
+REFUSED += [("pgbouncer", "auth_type", method) for method in ("hba", "cert", "pam", "ldap")]
+REFUSED += [
+    ("pgbouncer", "server_tls_sslmode", "requre"),  # a typo is no sslmode either
+    ("pgbouncer", "auth_query", "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"),
+    ("pgbouncer", "auth_user", "pgbouncer_auth"),
+    ("pgbouncer", "auth_hba_file", "/etc/pgbouncer/pgbouncer_hba.conf"),
+    ("pgbouncer", "auth_ident_file", "/etc/pgbouncer/ident.map"),
+    ("databases", "auth_user", "pgbouncer_auth"),
+]
+
+
+def _refused_id(case):
+    return f"{case[0]}-{case[1]}={case[2]}".replace(" ", "_")
+
+
+def _set(p, section, key, value):
+    if section == "databases":
+        p.databases["postgres"] += f" {key}={value}"
+    else:
+        p.settings[key] = value
+    p.write_config()
+
+
+def _no_sanitizer_report(stderr):
+    # Sanitizer builds (make check-sanitize) report memory errors and leaks on stderr.
+    assert "Sanitizer" not in stderr and "runtime error:" not in stderr, stderr[-6000:]
+
+
+def _run(args, timeout=10, **kw):
+    out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kw)
+    _no_sanitizer_report(out.stderr)
+    return out
+
+
+def _listening(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _serves(p, host="127.0.0.1"):
+    dsn = p.dsn().replace("host=127.0.0.1", f"host={host}")
+    with psycopg.connect(dsn) as c:
+        return c.execute("SELECT 1").fetchone()[0] == 1
+
+
+def _running(pid):
+    """A process that exists and is not a zombie (a daemon's parent, init here, may never
+    reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pid, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not _running(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _read_pid(path):
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+def _with_pidfile(p, content=None):
+    """Sets p's pidfile (in its directory, optionally written beforehand) and returns it."""
+    pidfile = os.path.join(p.dir, "pgwarden.pid")
+    if content is not None:
+        with open(pidfile, "w") as f:
+            f.write(content)
+    p.settings["pidfile"] = pidfile
+    p.write_config()
+    return pidfile
+
+
+def _stop_pid(pid):
+    if _running(pid):
+        os.kill(pid, signal.SIGQUIT)
+        if not _wait_gone(pid, 5):
+            os.kill(pid, signal.SIGKILL)
+
+
+# ---- 1. security-relevant keys that pgwarden does not implement ----
+
+@pytest.mark.parametrize("case", REFUSED, ids=_refused_id)
+def test_security_key_refused_at_startup(pgwarden_bin, pg, case):
+    section, key, value = case
+    p = Pooler(pgwarden_bin, pg)
+    try:
+        _set(p, section, key, value)
+        try:
+            out = _run([pgwarden_bin, "serve", "-c", p.ini])
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{key} = {value} was accepted: pgwarden started")
+        assert out.returncode != 0, out
+        assert key in out.stderr and value in out.stderr, out.stderr
+        assert not _listening(p.port)
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("key,value", [("server_tls_sslmode", "require"),
+                                       ("client_tls_sslmode", "verify-full"),
+                                       ("auth_hba_file", "/etc/pgbouncer/hba.conf")])
+def test_security_key_refused_on_reload(pgwarden_bin, pg, key, value):
+    p = Pooler(pgwarden_bin, pg, settings={"admin_users": "postgres"}).start()
+    try:
+        p.settings[key] = value
+        p.settings["max_client_conn"] = "7"
+        p.write_config()
+        # RELOAD on the console answers an error that names the key ...
+        with psycopg.connect(p.dsn("postgres", "pgbouncer", password=""), autocommit=True) as c:
+            res = c.pgconn.exec_(b"RELOAD")
+            assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+            assert key in res.error_message.decode(), res.error_message
+        # ... and so does the log of a SIGHUP.
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: p.log().count("reload failed") >= 2, what="the refused reload logged")
+        line = [ln for ln in p.log().splitlines() if "reload failed" in ln][-1]
+        assert key in line and value in line, line
+        assert p.alive() and _serves(p)
+        rows = console_rows(p, "SHOW CONFIG")
+        assert {r["key"]: r["value"] for r in rows}["max_client_conn"] == "100"
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("key", ["server_tls_sslmode", "client_tls_sslmode"])
+@pytest.mark.parametrize("value", ["prefer", "allow"])
+def test_optional_tls_starts_with_one_warning(pgwarden_bin, pg, key, value):
+    p = Pooler(pgwarden_bin, pg, settings={key: value}).start()
+    try:
+        assert _serves(p)
+        assert _serves(p)  # a second client: still one warning, at load time
+        warnings = [ln for ln in p.log().splitlines() if "warning" in ln and key in ln]
+        assert len(warnings) == 1, p.log()
+        assert value in warnings[0] and "TLS" in warnings[0], warnings[0]
+    finally:
+        p.stop()
+
+
+def test_disable_is_silent_and_tls_files_warn(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, settings={"client_tls_sslmode": "disable",
+                                           "server_tls_sslmode": "disable",
+                                           "client_tls_key_file": "/etc/ssl/pgb.key",
+                                           "server_tls_protocols": ""}).start()
+    try:
+        assert _serves(p)
+        log = p.log()
+        assert "client_tls_sslmode" not in log and "server_tls_sslmode" not in log, log
+        assert "server_tls_protocols" not in log, log  # empty: as if not set
+        assert "client_tls_key_file" in log and "no TLS" in log, log
+    finally:
+        p.stop()
+
+
+# ---- 2. config warnings reach the logfile ----
+
+def test_config_warnings_reach_logfile(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, settings={"some_future_key": "1", "syslog_ident": "pgb"})
+    p.users = {"postgres": "pool_size=3 max_user_client_connections=5"}
+    p.write_config()
+    p.start()
+    try:
+        log = p.log()
+        assert "unknown key 'some_future_key'" in log, log
+        assert "'syslog_ident' is not supported" in log, log
+        assert "unknown setting 'max_user_client_connections'" in log, log
+        # A reload's warnings go to the logfile as well.
+        p.settings["another_future_key"] = "2"
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: "another_future_key" in p.log(), what="the reload's warning")
+    finally:
+        p.stop()
+    assert "some_future_key" not in p.stderr_text, p.stderr_text
+
+
+# ---- 3. PgBouncer's command line ----
+
+def _popen(args, **kw):
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            **kw)
+
+
+def _wait_listening(proc, port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode}: {proc.stderr.read()}")
+        if _listening(port):
+            return
+        time.sleep(0.05)
+    raise AssertionError("not listening")
+
+
+def _finish(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    _no_sanitizer_report(err)
+    return err
+
+
+def test_pgbouncer_command_line_serves(pgwarden_bin, pg):
+    """`pgwarden FILE.ini` (no subcommand) runs the pooler, like `pgbouncer FILE.ini`."""
+    p = Pooler(pgwarden_bin, pg)
+    proc = _popen([pgwarden_bin, p.ini])
+    try:
+        _wait_listening(proc, p.port)
+        assert _serves(p)
+    finally:
+        _finish(proc)
+        p.stop()
+
+
+def test_config_file_found_by_name(pgwarden_bin, pg):
+    """A first argument that names an existing file is a configuration file even without a
+    .ini ending; an unknown word that is no file stays an unknown action."""
+    p = Pooler(pgwarden_bin, pg)
+    conf = os.path.join(p.dir, "pgbouncer.conf")
+    shutil.copy(p.ini, conf)
+    proc = _popen([pgwarden_bin, "pgbouncer.conf"], cwd=p.dir)
+    try:
+        _wait_listening(proc, p.port)
+    finally:
+        _finish(proc)
+        p.stop()
+    out = _run([pgwarden_bin, "monitr"])
+    assert out.returncode == 3 and "unknown action 'monitr'" in out.stderr, out
+
+
+def test_quiet_and_verbose(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg)
+    del p.settings["logfile"]
+    p.write_config()
+    proc = _popen([pgwarden_bin, "-q", p.ini])
+    try:
+        _wait_listening(proc, p.port)
+        assert _serves(p)
+    finally:
+        err = _finish(proc)
+    assert "listening" not in err and " info " not in err, err
+
+    p.settings["logfile"] = p.logfile
+    p.write_config()
+    proc = _popen([pgwarden_bin, "-v", "-v", p.ini])
+    try:
+        _wait_listening(proc, p.port)
+        assert _serves(p)
+    finally:
+        _finish(proc)
+    assert " debug " in p.log(), p.log()
+    p.stop()
+
+
+def test_version_help_and_reboot(pgwarden_bin, pg):
+    for args in (["-V"], ["--version"], ["serve", "-V"]):
+        out = _run([pgwarden_bin, *args])
+        assert out.returncode == 0 and out.stdout.startswith("pgwarden "), (args, out)
+    out = _run([pgwarden_bin, "--help"])
+    assert out.returncode == 0 and "FILE.ini" in out.stdout, out.stdout
+    out = _run([pgwarden_bin, "serve", "--help"])
+    for flag in ("--daemon", "--quiet", "--verbose", "--user", "--version", "--reboot"):
+        assert flag in out.stdout, (flag, out.stdout)
+    p = Pooler(pgwarden_bin, pg)
+    try:
+        for flag in ("-R", "--reboot"):
+            out = _run([pgwarden_bin, flag, p.ini])
+            assert out.returncode == 3, out
+            assert "not supported" in out.stderr and "-R" in out.stderr, out.stderr
+            assert not _listening(p.port)
+    finally:
+        p.stop()
+
+
+def test_daemon(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg)
+    pidfile = _with_pidfile(p)
+    pid = None
+    try:
+        started = time.time()
+        out = _run([pgwarden_bin, "-d", p.ini])  # capture_output: returns only once detached
+        assert out.returncode == 0, out
+        assert time.time() - started < 5
+        pid = _read_pid(pidfile)
+        assert _running(pid)
+        assert _serves(p)
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        assert int(fields[3]) != pid, "the daemon should not lead its session"  # session id
+        os.kill(pid, signal.SIGTERM)
+        assert _wait_gone(pid), "SIGTERM did not stop the daemon"
+        assert not os.path.exists(pidfile)
+        assert "shut down" in p.log()
+    finally:
+        if pid:
+            _stop_pid(pid)
+        p.stop()
+
+
+def test_daemon_needs_pidfile_and_logfile_and_reports_failure(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg)
+    try:
+        out = _run([pgwarden_bin, "-d", p.ini])  # a logfile but no pidfile
+        assert out.returncode == 3 and "pidfile" in out.stderr, out
+        del p.settings["logfile"]
+        _with_pidfile(p)
+        out = _run([pgwarden_bin, "-d", p.ini])
+        assert out.returncode == 3 and "logfile" in out.stderr, out
+        assert not _listening(p.port)
+        # A daemon that cannot listen: the caller gets 3 and the reason, not 0.
+        p.settings["logfile"] = p.logfile
+        p.write_config()
+        with socket.socket() as busy:
+            busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            busy.bind(("127.0.0.1", p.port))
+            busy.listen(1)
+            out = _run([pgwarden_bin, "-d", p.ini])
+        assert out.returncode == 3, out
+        assert "cannot listen" in out.stderr, out.stderr
+        assert "cannot listen" in p.log(), p.log()
+        assert not os.path.exists(p.settings["pidfile"])
+    finally:
+        p.stop()
+
+
+def test_pidfile_of_a_live_process_refuses_start(pgwarden_bin, pg):
+    a = Pooler(pgwarden_bin, pg)
+    pidfile = _with_pidfile(a)
+    a.start()
+    try:
+        wait_for(lambda: os.path.exists(pidfile), what="the pidfile")
+        assert _read_pid(pidfile) == a.proc.pid
+        # A second pooler with the same pidfile (another port) is refused, and the first
+        # one's pidfile is left as it is.
+        b = Pooler(pgwarden_bin, pg, settings={"pidfile": pidfile})
+        try:
+            out = _run([pgwarden_bin, "serve", "-c", b.ini])
+            assert out.returncode == 3, out
+            assert pidfile in out.stderr and str(a.proc.pid) in out.stderr, out.stderr
+            assert not _listening(b.port)
+        finally:
+            b.stop()
+        assert _read_pid(pidfile) == a.proc.pid
+        # At exit, a pidfile that names another process now is not removed.
+        with open(pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        a.proc.send_signal(signal.SIGTERM)
+        a.proc.wait(timeout=10)
+        assert os.path.exists(pidfile) and _read_pid(pidfile) == os.getpid()
+    finally:
+        a.stop()
+
+
+def test_stale_pidfile_is_replaced(pgwarden_bin, pg):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    p = Pooler(pgwarden_bin, pg)
+    pidfile = _with_pidfile(p, f"{gone.pid}\n")
+    p.start()
+    try:
+        wait_for(lambda: os.path.exists(pidfile) and _read_pid(pidfile) == p.proc.pid,
+                 what="the pidfile rewritten")
+        p.proc.send_signal(signal.SIGTERM)
+        p.proc.wait(timeout=10)
+        assert not os.path.exists(pidfile)
+    finally:
+        p.stop()
+
+
+def _uid_gid(pid):
+    ids = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("Uid:", "Gid:")):
+                ids[line[:3]] = {int(x) for x in line.split()[1:]}
+    return ids["Uid"], ids["Gid"]
+
+
+def _nobody_pooler(pgwarden_bin, pg):
+    """A pooler whose directory (config, unix socket, pidfile) belongs to nobody."""
+    p = Pooler(pgwarden_bin, pg, server_via="tcp")
+    _with_pidfile(p)
+    nobody = pwd.getpwnam("nobody")
+    for path in [p.dir] + [os.path.join(p.dir, f) for f in os.listdir(p.dir)]:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    os.chmod(p.dir, 0o755)
+    return p, nobody
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+@pytest.mark.parametrize("how", ["-u", "user key"])
+def test_switch_user_after_binding(pgwarden_bin, pg, how):
+    p, nobody = _nobody_pooler(pgwarden_bin, pg)
+    if how == "user key":
+        p.settings["user"] = "nobody"
+        p.write_config()
+        os.chown(p.ini, nobody.pw_uid, nobody.pw_gid)
+        extra = ()
+    else:
+        extra = ("-u", "nobody")
+    try:
+        p.start(extra)
+        uids, gids = _uid_gid(p.proc.pid)
+        assert uids == {nobody.pw_uid} and gids == {nobody.pw_gid}, (uids, gids)
+        assert _serves(p)
+        wait_for(lambda: os.path.exists(p.settings["pidfile"]), what="the pidfile")
+        assert os.stat(p.settings["pidfile"]).st_uid == nobody.pw_uid
+        assert "running as user nobody" in p.log(), p.log()
+        p.proc.send_signal(signal.SIGTERM)
+        p.proc.wait(timeout=10)
+        assert not os.path.exists(p.settings["pidfile"])
+    finally:
+        p.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run pgwarden as another user")
+def test_switch_user_needs_root(pgwarden_bin, pg):
+    p, nobody = _nobody_pooler(pgwarden_bin, pg)
+    try:
+        # pgwarden_bin may sit in a directory nobody cannot enter: run a copy.
+        tmp = tempfile.mkdtemp(prefix="pgwarden-bin-")
+        os.chmod(tmp, 0o755)
+        binary = shutil.copy(pgwarden_bin, tmp)
+        try:
+            out = _run([binary, "-u", "root", p.ini], user="nobody", cwd=tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        assert out.returncode == 3, out
+        assert "needs root" in out.stderr, out.stderr
+        assert not _listening(p.port)
+        out = _run([pgwarden_bin, "-u", "no-such-user-here", p.ini])
+        assert out.returncode == 3 and "no-such-user-here" in out.stderr, out
+    finally:
+        p.stop()
+
+
+# ---- 4. listen_addr = * ----
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_listen_everywhere_ipv4_and_ipv6(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, settings={"listen_addr": "*", "admin_users": "postgres"})
+    p.start()
+    try:
+        assert _serves(p, "127.0.0.1")
+        with psycopg.connect(p.dsn()) as c:
+            rows = console_rows(p, "SHOW CLIENTS")
+            addrs = {r["addr"] for r in rows}
+            # An IPv4 client of the dual-stack socket shows as IPv4, not ::ffff:127.0.0.1.
+            assert "127.0.0.1" in addrs and not any("ffff" in a for a in addrs), rows
+            c.execute("SELECT 1")
+        if not _ipv6_loopback():
+            pytest.skip("no IPv6 loopback on this machine")
+        assert _serves(p, "::1")
+    finally:
+        p.stop()
