@@ -277,3 +277,15 @@ void net_addr_format(const struct net_addr *a, char *out, size_t out_len)
         snprintf(out, out_len, "unix");
     }
 }
+
+void net_refuse(int fd, const void *msg, size_t len)
+{
+    /* Read what the client already sent (its startup packet), so closing does not answer
+     * with a reset that could discard the message before the client reads it. */
+    char drain[1024];
+    for (int i = 0; i < 8 && recv(fd, drain, sizeof(drain), MSG_DONTWAIT) > 0; i++)
+        ;
+    (void)send(fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}

@@ -74,6 +74,9 @@ enum net_io_result {
 enum net_io_result net_recv(int fd, void *buf, size_t len, size_t *n);
 enum net_io_result net_send(int fd, const void *buf, size_t len, size_t *n);
 
+/* Best effort: sends msg (an error for the client) on a just-accepted socket and closes it. */
+void net_refuse(int fd, const void *msg, size_t len);
+
 /* Fills out from a socket address (AF_UNIX for anything not IPv4/IPv6). */
 void net_addr_from_sockaddr(struct net_addr *out, const struct sockaddr *sa, socklen_t len);
 

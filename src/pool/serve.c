@@ -23,6 +23,7 @@
 #include "pool/objects.h"
 #include "pool/server.h"
 #include "pool/states.h"
+#include "proto/wire.h"
 
 #define JANITOR_PERIOD_MS 500
 
@@ -178,6 +179,52 @@ static void resume_accept_cb(void *arg)
 static struct net_timer *accept_timer;
 static struct http_server *http_srv; /* owned; NULL when http_listen is empty */
 
+/* A descriptor held in reserve (/dev/null) for the moment the process runs out (EMFILE): it
+ * is closed to accept one more client, which is told why it cannot be served, and taken
+ * again. Without it, over-limit clients would wait in the backlog or be dropped without a
+ * word. */
+static int spare_fd = -1;
+static int64_t refused_since_log;
+static int64_t refusal_logged_us;
+
+static void spare_fd_take(void)
+{
+    if (spare_fd < 0)
+        spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Accepts one client on lfd with the spare descriptor and refuses it with an error; false
+ * when even that was impossible. */
+static bool refuse_over_limit(struct pooler *p, int lfd)
+{
+    if (spare_fd < 0)
+        return false;
+    close(spare_fd);
+    spare_fd = -1;
+    int cfd;
+    struct net_addr addr;
+    bool accepted = net_accept(lfd, &cfd, &addr) == NET_ACCEPT_OK;
+    if (accepted) {
+        uint8_t buf[256];
+        struct wire_buf b;
+        wire_buf_init(&b, buf, sizeof(buf));
+        wire_build_error(&b, "FATAL", "53300",
+                         "sorry, too many clients already: pgwarden has no file descriptor "
+                         "left (raise its open-file limit or lower max_client_conn)");
+        net_refuse(cfd, buf, b.len);
+        refused_since_log++;
+    }
+    spare_fd_take();
+    int64_t now = pooler_now(p);
+    if (refused_since_log > 0 && now - refusal_logged_us >= 1000000) {
+        log_warning("serve", "out of file descriptors: refused %lld client%s with an error",
+                    (long long)refused_since_log, refused_since_log == 1 ? "" : "s");
+        refused_since_log = 0;
+        refusal_logged_us = now;
+    }
+    return accepted;
+}
+
 static void accept_cb(int fd, unsigned what, void *arg)
 {
     (void)what;
@@ -192,6 +239,8 @@ static void accept_cb(int fd, unsigned what, void *arg)
     case NET_ACCEPT_AGAIN:
         return;
     case NET_ACCEPT_NO_FDS:
+        if (refuse_over_limit(p, fd))
+            return;
         log_warning("serve", "accept: out of file descriptors; pausing accepts for 1s");
         for (int i = 0; i < p->n_listeners; i++)
             net_io_pause(p->listen_ios[i]);
@@ -451,6 +500,10 @@ static struct pool *admin_pool_new(struct pooler *p)
 
 static void close_everything(struct pooler *p)
 {
+    if (spare_fd >= 0) {
+        close(spare_fd);
+        spare_fd = -1;
+    }
     struct plist *n;
     while ((n = plist_first(&p->login_clients)) != NULL)
         client_close(plist_entry(n, struct client, node), "shutdown");
@@ -655,6 +708,7 @@ int serve_main(int argc, char **argv)
         else
             log_warning("serve", "%s: sending with one send() per message", err);
     }
+    spare_fd_take();
     if (!open_listeners(&p, err, sizeof(err)) ||
         http_server_start(&p, &http_srv, err, sizeof(err)) == HTTP_START_FAILED ||
         !process_run_as_switch(&run_as, err, sizeof(err))) { /* root is needed up to here only */

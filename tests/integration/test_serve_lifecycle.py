@@ -297,3 +297,38 @@ def test_connection_storm_leaves_nothing_behind(pgwarden_bin, pg):
         assert rss_kb(p.proc.pid) - base_rss < 2048
     finally:
         p.stop()
+
+
+def test_out_of_descriptors_refuses_with_an_error_and_recovers(pgwarden_bin, pg):
+    """With its open-file limit reached, pgwarden still tells each new client why it cannot
+    serve it (FATAL 53300) instead of leaving it in the backlog or dropping it without a word,
+    and serves new clients again once descriptors are free."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1", "log_connections": "0"}).start()
+    held = []
+    try:
+        first = psycopg.connect(p.dsn(), autocommit=True)
+        first.execute("SELECT 1")  # its server is open: the pool needs no new descriptor
+        held.append(first)
+        in_use = len(os.listdir(f"/proc/{p.proc.pid}/fd"))
+        resource.prlimit(p.proc.pid, resource.RLIMIT_NOFILE, (in_use + 2, in_use + 2))
+        refused = []
+        for _ in range(6):
+            try:
+                held.append(psycopg.connect(p.dsn(), autocommit=True, connect_timeout=5))
+            except psycopg.OperationalError as e:
+                refused.append(str(e))
+        assert len(held) >= 2, "the free descriptors should still take clients"
+        assert refused, "no client was refused at the limit"
+        assert all("no file descriptor left" in r for r in refused), refused
+        for c in held[1:]:
+            assert c.execute("SELECT 2").fetchone()[0] == 2  # the others are unaffected
+            c.close()
+        del held[1:]
+        with psycopg.connect(p.dsn(), autocommit=True, connect_timeout=5) as c:
+            assert c.execute("SELECT 3").fetchone()[0] == 3
+        assert "out of file descriptors: refused" in p.log()
+    finally:
+        for c in held:
+            c.close()
+        p.stop()
