@@ -88,6 +88,12 @@ static bool listed(const char *list, const char *name)
     return false;
 }
 
+enum console_access console_peer_access(const char *user, bool same_uid_over_unix_socket)
+{
+    return same_uid_over_unix_socket && !strcmp(user, "pgbouncer") ? CONSOLE_ADMIN
+                                                                   : CONSOLE_DENIED;
+}
+
 enum console_access console_access_for(const struct pooler_config *cfg, const char *user)
 {
     if (listed(cfg->admin_users, user))
@@ -321,6 +327,44 @@ static const struct console_command *find_command(const char *cmd)
             return k;
     }
     return NULL;
+}
+
+enum console_verdict console_handle_message(struct pooler *p, enum console_access access,
+                                            uint8_t type, const uint8_t *body, uint32_t len,
+                                            bool *skipping, struct console_out *o)
+{
+    if (type == WIRE_FE_SYNC) {
+        /* The end of an extended-protocol batch: whatever it held was refused once. */
+        *skipping = false;
+        wire_build_ready(&o->buf, WIRE_XACT_IDLE);
+        return CONSOLE_ANSWERED;
+    }
+    if (*skipping)
+        return CONSOLE_ANSWERED; /* as PostgreSQL: everything up to Sync is discarded */
+    switch (type) {
+    case WIRE_FE_QUERY:
+        if (len == 0 || body[len - 1] != 0)
+            return CONSOLE_PROTOCOL_VIOLATION;
+        console_handle_query(p, access, (const char *)body, o);
+        return CONSOLE_ANSWERED;
+    case WIRE_FE_PARSE:
+    case WIRE_FE_BIND:
+    case WIRE_FE_DESCRIBE:
+    case WIRE_FE_EXECUTE:
+    case WIRE_FE_CLOSE:
+    case WIRE_FE_FLUSH:
+        reply_error(o, "0A000",
+                    "the admin console accepts only the simple query protocol (as psql sends "
+                    "it)");
+        *skipping = true;
+        return CONSOLE_ANSWERED;
+    case WIRE_FE_FUNCTION_CALL:
+        reply_error(o, "0A000", "the admin console has no functions to call");
+        wire_build_ready(&o->buf, WIRE_XACT_IDLE);
+        return CONSOLE_ANSWERED;
+    default:
+        return CONSOLE_PROTOCOL_VIOLATION;
+    }
 }
 
 void console_handle_query(struct pooler *p, enum console_access access, const char *sql,

@@ -25,6 +25,9 @@ enum console_access {
 /* True for the console's database names. */
 bool console_is_admin_db(const char *db);
 enum console_access console_access_for(const struct pooler_config *cfg, const char *user);
+/* Access granted by who the peer is, without a password: user "pgbouncer" over the unix
+ * socket from a process of the pooler's own Unix user is an admin (PgBouncer's rule). */
+enum console_access console_peer_access(const char *user, bool same_uid_over_unix_socket);
 
 /* Output of a console response: the messages, built with the wire builders into a buffer
  * that grows as needed (buf.data owned; buf.overflow: out of memory). */
@@ -38,6 +41,19 @@ void console_out_free(struct console_out *o);
 
 /* Appends the console's welcome (ParameterStatus set) to o. */
 void console_welcome(struct console_out *o, const char *application_name);
+
+/* Handles one message from a console client, appending the answer (if any) to o. The simple
+ * query protocol is served; extended-protocol messages get one error and are discarded up to
+ * their Sync, which answers ReadyForQuery, as PostgreSQL does after an error (*skipping is the
+ * client's state between messages). Anything else is a protocol violation that ends the
+ * client. */
+enum console_verdict {
+    CONSOLE_ANSWERED,
+    CONSOLE_PROTOCOL_VIOLATION,
+};
+enum console_verdict console_handle_message(struct pooler *p, enum console_access access,
+                                            uint8_t type, const uint8_t *body, uint32_t len,
+                                            bool *skipping, struct console_out *o);
 
 /* Handles one simple Query (sql NUL-terminated) from a console client; appends the result
  * and ReadyForQuery to o. */

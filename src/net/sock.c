@@ -289,3 +289,13 @@ void net_refuse(int fd, const void *msg, size_t len)
     shutdown(fd, SHUT_WR);
     close(fd);
 }
+
+bool net_peer_uid(int fd, uid_t *uid)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof(cred))
+        return false;
+    *uid = cred.uid;
+    return true;
+}

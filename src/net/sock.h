@@ -74,6 +74,9 @@ enum net_io_result {
 enum net_io_result net_recv(int fd, void *buf, size_t len, size_t *n);
 enum net_io_result net_send(int fd, const void *buf, size_t len, size_t *n);
 
+/* The Unix user of the process at the other end of a unix socket; false when unknown. */
+bool net_peer_uid(int fd, uid_t *uid);
+
 /* Best effort: sends msg (an error for the client) on a just-accepted socket and closes it. */
 void net_refuse(int fd, const void *msg, size_t len);
 

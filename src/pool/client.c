@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -34,6 +36,7 @@ struct client_login {
     enum login_step step;
     uint8_t salt[MD5_AUTH_SALT_LEN];
     struct scram_server scram;
+    enum console_access peer_access; /* console access granted by the peer's identity alone */
 };
 
 enum scan_result {
@@ -199,7 +202,9 @@ static void console_login(struct client *c, const uint8_t *sasl_final, size_t sa
 {
     struct pooler *p = c->pooler;
     struct client_login *l = c->login;
-    enum console_access access = console_access_for(p->cfg, l->user);
+    enum console_access access = l->peer_access != CONSOLE_DENIED
+                                     ? l->peer_access
+                                     : console_access_for(p->cfg, l->user);
     if (access == CONSOLE_DENIED || !p->admin_pool) {
         client_fail(c, "28000", "not allowed to use the admin console");
         return;
@@ -404,6 +409,19 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
     if (!l->user || !l->database) {
         client_fail(c, "53200", "out of memory");
         goto out;
+    }
+    /* The console user "pgbouncer" over the unix socket, run by the pooler's own Unix user,
+     * needs no password (PgBouncer's rule): the operator is already that user. */
+    if (console_is_admin_db(database)) {
+        uid_t peer;
+        bool same_uid = c->addr.family == AF_UNIX && net_peer_uid(c->conn.fd, &peer) &&
+                        peer == geteuid();
+        l->peer_access = console_peer_access(user, same_uid);
+        if (l->peer_access != CONSOLE_DENIED) {
+            free(st);
+            auth_done(c, NULL, 0);
+            return;
+        }
     }
     if (cfg->auth_type != POOLER_AUTH_TRUST) {
         const char *secret = auth_file_lookup(&cfg->auth, user);
@@ -1080,18 +1098,17 @@ static void console_pump(struct client *c)
             client_close(c, "client sent Terminate");
             return;
         }
-        if (type != WIRE_FE_QUERY || len == 0 || body[len - 1] != 0) {
-            client_fail(c, "08P01", "the admin console accepts only simple queries");
-            return;
-        }
         c->console = malloc(sizeof(*c->console));
         if (!c->console) {
             client_fail(c, "53200", "out of memory");
             return;
         }
         console_out_init(c->console);
-        console_handle_query(p, (enum console_access)c->console_access, (const char *)body,
-                             c->console);
+        if (console_handle_message(p, (enum console_access)c->console_access, type, body, len,
+                                   &c->console_skipping, c->console) != CONSOLE_ANSWERED) {
+            client_fail(c, "08P01", "invalid message on the admin console");
+            return;
+        }
         b->pos += WIRE_HEADER_LEN + len;
         if (b->pos == b->end)
             b->pos = b->end = 0;

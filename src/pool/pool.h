@@ -108,6 +108,7 @@ struct client {
     int64_t hold_us;        /* server time held by those transactions */
     uint8_t state;          /* enum client_state: written only by client_change_state */
     uint8_t console_access; /* enum console_access for admin console clients */
+    bool console_skipping;  /* console: discarding extended-protocol messages up to Sync */
     bool in_cancel_table;
     bool owed_wait; /* stopped forwarding: its server's owed queue is full (backpressure);
                        the server's answers resume it */

@@ -99,14 +99,28 @@ def test_pause_resume_reload(pooler):
 
 
 def test_extended_protocol_refused(pooler):
-    c = console(pooler)
-    res = c.pgconn.exec_params(b"SHOW POOLS", [])  # Parse/Bind/Execute/Sync
-    assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
-    c.close()
-    assert "accepts only simple queries" in pooler.log()
+    """The extended protocol gets an error, as from PostgreSQL, and the session goes on."""
+    with console(pooler) as c:
+        res = c.pgconn.exec_params(b"SHOW POOLS", [])  # Parse/Bind/Describe/Execute/Sync
+        assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert b"simple query protocol" in res.error_message, res.error_message
+        assert rows(c, "SHOW POOLS") is not None  # the same connection still works
+        res = c.pgconn.exec_params(b"SHOW VERSION", [])
+        assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert rows(c, "SHOW VERSION")[0]["version"].startswith("pgwarden")
     assert pooler.alive()
-    with console(pooler) as c2:
-        assert rows(c2, "SHOW POOLS") is not None
+
+
+def test_pgbouncer_user_over_unix_socket_needs_no_password(pooler):
+    """PgBouncer's rule: user "pgbouncer" on the console over the unix socket, from the
+    pooler's own Unix user, is an admin without a password; over TCP it is nobody."""
+    dsn = f"host={pooler.dir} port={pooler.port} user=pgbouncer dbname=pgbouncer"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        assert rows(c, "SHOW VERSION")
+        c.pgconn.exec_(b"RELOAD")  # an admin command is allowed
+        assert rows(c, "SHOW STATE")
+    with pytest.raises(psycopg.OperationalError, match="not allowed to use the admin console"):
+        psycopg.connect(pooler.dsn("pgbouncer", "pgbouncer", password=""))
 
 
 def test_big_show_clients(pooler):
