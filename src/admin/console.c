@@ -246,12 +246,88 @@ static void shutdown_command(struct pooler *p, const char *sql, struct console_o
     reply_complete(o, "SHUTDOWN");
 }
 
+/* ---- SET key = value ---- */
+
+bool console_parse_set(const char *sql, char *key, size_t key_len, char *value, size_t value_len)
+{
+    const char *s = sql;
+    while (isspace((unsigned char)*s))
+        s++;
+    if (strncasecmp(s, "SET", 3) != 0 || !isspace((unsigned char)s[3]))
+        return false;
+    s += 3;
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = 0;
+    while (isalnum((unsigned char)s[n]) || s[n] == '_')
+        n++;
+    if (n == 0 || n >= key_len)
+        return false;
+    memcpy(key, s, n);
+    key[n] = '\0';
+    s += n;
+    while (isspace((unsigned char)*s))
+        s++;
+    if (*s == '=')
+        s++;
+    else if (!strncasecmp(s, "TO", 2) && isspace((unsigned char)s[2]))
+        s += 2;
+    else
+        return false;
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t j = 0;
+    if (*s == '\'') {
+        /* A quoted value; '' stands for one quote. */
+        for (s++;; s++) {
+            if (*s == '\0')
+                return false; /* unterminated */
+            if (*s == '\'') {
+                if (s[1] != '\'')
+                    break;
+                s++;
+            }
+            if (j + 1 >= value_len)
+                return false;
+            value[j++] = *s;
+        }
+        s++;
+    } else {
+        while (*s && !isspace((unsigned char)*s) && *s != ';') {
+            if (j + 1 >= value_len)
+                return false;
+            value[j++] = *s++;
+        }
+        if (j == 0)
+            return false;
+    }
+    value[j] = '\0';
+    while (isspace((unsigned char)*s) || *s == ';')
+        s++;
+    return *s == '\0';
+}
+
+static void set_command(struct pooler *p, const char *sql, struct console_out *o)
+{
+    char key[64], value[1024], err[512];
+    if (!console_parse_set(sql, key, sizeof(key), value, sizeof(value))) {
+        reply_error(o, "42601", "SET needs: SET key = value (quote values with spaces: 'a b')");
+        return;
+    }
+    if (!pooler_set(p, key, value, err, sizeof(err))) {
+        reply_error(o, "F0000", "%s", err);
+        return;
+    }
+    reply_complete(o, "SET");
+}
+
 /* ---- dispatch ---- */
 
 enum arg_rule {
     ARG_NONE,     /* the command alone */
     ARG_OPTIONAL, /* the command, or the command and one argument */
     ARG_REQUIRED, /* the command and one argument */
+    ARG_ANY,      /* the command and whatever follows (the act parses sql itself) */
 };
 
 struct console_command {
@@ -311,6 +387,7 @@ static const struct console_command COMMANDS[] = {
     {"RESUME", ARG_NONE, true, NULL, resume_command},
     {"RELOAD", ARG_NONE, true, NULL, reload_command},
     {"SHUTDOWN", ARG_NONE, true, NULL, shutdown_command},
+    {"SET", ARG_ANY, true, NULL, set_command},
 };
 
 /* The command cmd (normalised) names, or NULL. */
@@ -322,6 +399,8 @@ static const struct console_command *find_command(const char *cmd)
         if (strncmp(cmd, k->words, n))
             continue;
         if (cmd[n] == '\0' && k->arg != ARG_REQUIRED)
+            return k;
+        if (cmd[n] == ' ' && k->arg == ARG_ANY)
             return k;
         if (cmd[n] == ' ' && k->arg != ARG_NONE && !strchr(cmd + n + 1, ' '))
             return k;

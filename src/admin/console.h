@@ -55,6 +55,11 @@ enum console_verdict console_handle_message(struct pooler *p, enum console_acces
                                             uint8_t type, const uint8_t *body, uint32_t len,
                                             bool *skipping, struct console_out *o);
 
+/* Parses "SET key = value" (or "SET key TO value"; value bare or in single quotes with ''
+ * for a quote; a trailing ';' allowed). False when sql is not that, or a part is too long. */
+bool console_parse_set(const char *sql, char *key, size_t key_len, char *value,
+                       size_t value_len);
+
 /* Handles one simple Query (sql NUL-terminated) from a console client; appends the result
  * and ReadyForQuery to o. */
 void console_handle_query(struct pooler *p, enum console_access access, const char *sql,

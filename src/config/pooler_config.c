@@ -33,6 +33,7 @@ struct key_def {
     const char *default_text;
     bool pgbouncer; /* same name and meaning as PgBouncer */
     const char *meaning;
+    bool restart; /* read at start only: a reload or SET cannot change it */
 };
 
 #define OFF(field) offsetof(struct pooler_config, field)
@@ -40,114 +41,114 @@ struct key_def {
 static const struct key_def KEYS[] = {
     {"listen_addr", KEY_STRING, OFF(listen_addr), "127.0.0.1", true,
      "comma-separated TCP addresses to listen on (\"*\" = all IPv4 and IPv6 addresses, empty = "
-     "no TCP)"},
+     "no TCP)", true},
     {"listen_port", KEY_INT, OFF(listen_port), "6432", true,
-     "TCP port, also names the unix socket"},
+     "TCP port, also names the unix socket", true},
     {"unix_socket_dir", KEY_STRING, OFF(unix_socket_dir), "/tmp", true,
-     "directory of the unix socket .s.PGSQL.<port> (empty = none)"},
-    {"listen_backlog", KEY_INT, OFF(listen_backlog), "128", true, "listen(2) backlog"},
+     "directory of the unix socket .s.PGSQL.<port> (empty = none)", true},
+    {"listen_backlog", KEY_INT, OFF(listen_backlog), "128", true, "listen(2) backlog", true},
     {"tcp_defer_accept", KEY_BOOL, OFF(tcp_defer_accept), "1", true,
      "TCP listeners report a new client only once its first packet has arrived "
      "(TCP_DEFER_ACCEPT, 1 s; a silent client is accepted after that), saving a wake-up per "
-     "connection"},
+     "connection", true},
     {"auth_type", KEY_AUTH_TYPE, OFF(auth_type), "md5", true,
-     "client authentication: trust, plain, md5, scram-sha-256"},
+     "client authentication: trust, plain, md5, scram-sha-256", false},
     {"auth_file", KEY_STRING, OFF(auth_file), "", true,
-     "userlist.txt with \"user\" \"secret\" lines (plain, md5 or SCRAM secrets)"},
+     "userlist.txt with \"user\" \"secret\" lines (plain, md5 or SCRAM secrets)", false},
     {"pool_mode", KEY_POOL_MODE, OFF(pool_mode), "session", true,
-     "when a server returns to the pool: session, transaction, statement"},
+     "when a server returns to the pool: session, transaction, statement", false},
     {"max_client_conn", KEY_INT, OFF(max_client_conn), "100", true,
-     "most client connections at once; more get ErrorResponse 53300"},
+     "most client connections at once; more get ErrorResponse 53300", false},
     {"default_pool_size", KEY_INT, OFF(default_pool_size), "20", true,
-     "server connections per database+user pool"},
+     "server connections per database+user pool", false},
     {"min_pool_size", KEY_INT, OFF(min_pool_size), "0", true,
-     "server connections kept open per pool even when idle"},
+     "server connections kept open per pool even when idle", false},
     {"reserve_pool_size", KEY_INT, OFF(reserve_pool_size), "0", true,
-     "extra servers a pool may open when a client waited reserve_pool_timeout"},
+     "extra servers a pool may open when a client waited reserve_pool_timeout", false},
     {"reserve_pool_timeout", KEY_DURATION, OFF(reserve_pool_timeout_ms), "5", true,
-     "wait after which the reserve pool is used"},
+     "wait after which the reserve pool is used", false},
     {"max_db_connections", KEY_INT, OFF(max_db_connections), "0", true,
-     "most server connections per database over all its pools (0 = no limit)"},
+     "most server connections per database over all its pools (0 = no limit)", false},
     {"max_user_connections", KEY_INT, OFF(max_user_connections), "0", true,
-     "most server connections per user over all its pools (0 = no limit)"},
+     "most server connections per user over all its pools (0 = no limit)", false},
     {"server_reset_query", KEY_STRING, OFF(server_reset_query), "DISCARD ALL", true,
-     "run when a session-mode client lets its server go (empty = none)"},
+     "run when a session-mode client lets its server go (empty = none)", false},
     {"server_reset_query_always", KEY_BOOL, OFF(server_reset_query_always), "0", true,
-     "also run server_reset_query in transaction mode"},
+     "also run server_reset_query in transaction mode", false},
     {"server_check_query", KEY_STRING, OFF(server_check_query), "", true,
      "health check before reusing a server idle longer than server_check_delay (empty = the "
-     "empty query)"},
+     "empty query)", false},
     {"server_check_delay", KEY_DURATION, OFF(server_check_delay_ms), "30", true,
-     "idle time after which a server is checked before reuse"},
+     "idle time after which a server is checked before reuse", false},
     {"stats_period", KEY_DURATION, OFF(stats_period_ms), "60", true,
-     "period over which SHOW STATS averages are computed"},
+     "period over which SHOW STATS averages are computed", false},
     {"server_lifetime", KEY_DURATION, OFF(server_lifetime_ms), "3600", true,
-     "servers older than this are closed when released (with jitter; 0 = forever)"},
+     "servers older than this are closed when released (with jitter; 0 = forever)", false},
     {"server_idle_timeout", KEY_DURATION, OFF(server_idle_timeout_ms), "600", true,
-     "idle servers are closed after this (0 = never)"},
+     "idle servers are closed after this (0 = never)", false},
     {"server_connect_timeout", KEY_DURATION, OFF(server_connect_timeout_ms), "15", true,
-     "connect plus login to PostgreSQL must finish within this"},
+     "connect plus login to PostgreSQL must finish within this", false},
     {"server_login_retry", KEY_DURATION, OFF(server_login_retry_ms), "15", true,
-     "after a failed server login, wait this long before trying again"},
+     "after a failed server login, wait this long before trying again", false},
     {"client_login_timeout", KEY_DURATION, OFF(client_login_timeout_ms), "60", true,
-     "a client must finish startup and authentication within this"},
+     "a client must finish startup and authentication within this", false},
     {"client_idle_timeout", KEY_DURATION, OFF(client_idle_timeout_ms), "0", true,
-     "close clients idle (without a server) longer than this (0 = never)"},
+     "close clients idle (without a server) longer than this (0 = never)", false},
     {"idle_transaction_timeout", KEY_DURATION, OFF(idle_transaction_timeout_ms), "0", true,
-     "close clients idle inside a transaction longer than this (0 = never)"},
+     "close clients idle inside a transaction longer than this (0 = never)", false},
     {"query_timeout", KEY_DURATION, OFF(query_timeout_ms), "0", true,
-     "cancel and close a query running longer than this (0 = never)"},
+     "cancel and close a query running longer than this (0 = never)", false},
     {"query_wait_timeout", KEY_DURATION, OFF(query_wait_timeout_ms), "120", true,
-     "a client waiting for a server longer than this gets an error (0 = forever)"},
+     "a client waiting for a server longer than this gets an error (0 = forever)", false},
     {"pkt_buf", KEY_SIZE, OFF(pkt_buf), "8192", true,
-     "bytes of the I/O buffer an active connection borrows (PgBouncer: 4096)"},
+     "bytes of the I/O buffer an active connection borrows (PgBouncer: 4096)", true},
     {"max_packet_size", KEY_SIZE, OFF(max_packet_size), "2147483647", true,
-     "largest protocol message accepted"},
+     "largest protocol message accepted", false},
     {"max_prepared_statements", KEY_INT, OFF(max_prepared_statements), "200", true,
      "transaction/statement mode: protocol-level named statements kept prepared per server "
-     "connection, least recently used closed first (0 = named statements are not tracked)"},
+     "connection, least recently used closed first (0 = named statements are not tracked)", false},
     {"ignore_startup_parameters", KEY_STRING, OFF(ignore_startup_parameters), "", true,
-     "comma-separated startup parameters accepted and ignored (e.g. extra_float_digits)"},
-    {"log_connections", KEY_BOOL, OFF(log_connections), "1", true, "log client logins"},
+     "comma-separated startup parameters accepted and ignored (e.g. extra_float_digits)", false},
+    {"log_connections", KEY_BOOL, OFF(log_connections), "1", true, "log client logins", false},
     {"log_disconnections", KEY_BOOL, OFF(log_disconnections), "1", true,
-     "log disconnections with the reason"},
+     "log disconnections with the reason", false},
     {"log_pooler_errors", KEY_BOOL, OFF(log_pooler_errors), "1", true,
-     "log errors the pooler sends to clients"},
-    {"logfile", KEY_STRING, OFF(logfile), "", true, "log file (empty = stderr)"},
+     "log errors the pooler sends to clients", false},
+    {"logfile", KEY_STRING, OFF(logfile), "", true, "log file (empty = stderr)", false},
     {"pidfile", KEY_STRING, OFF(pidfile), "", true,
      "write the process id here; refuse to start while it names a live process (read at "
-     "start)"},
+     "start)", true},
     {"user", KEY_STRING, OFF(user), "", true,
-     "Unix user to switch to once the listeners are bound (needs root; read at start)"},
-    {"admin_users", KEY_STRING, OFF(admin_users), "", true, "admin console users"},
-    {"stats_users", KEY_STRING, OFF(stats_users), "", true, "read-only admin console users"},
-    {"verbose", KEY_INT, OFF(verbose), "0", true, "1 = debug, 2 = trace logging"},
-    {"tcp_keepalive", KEY_BOOL, OFF(tcp_keepalive), "1", true, "TCP keepalive on all sockets"},
+     "Unix user to switch to once the listeners are bound (needs root; read at start)", true},
+    {"admin_users", KEY_STRING, OFF(admin_users), "", true, "admin console users", false},
+    {"stats_users", KEY_STRING, OFF(stats_users), "", true, "read-only admin console users", false},
+    {"verbose", KEY_INT, OFF(verbose), "0", true, "1 = debug, 2 = trace logging", false},
+    {"tcp_keepalive", KEY_BOOL, OFF(tcp_keepalive), "1", true, "TCP keepalive on all sockets", false},
     {"tcp_keepidle", KEY_INT, OFF(tcp_keepidle), "0", true,
-     "seconds idle before the first keepalive probe (0 = kernel default)"},
+     "seconds idle before the first keepalive probe (0 = kernel default)", false},
     {"tcp_keepintvl", KEY_INT, OFF(tcp_keepintvl), "0", true,
-     "seconds between keepalive probes (0 = kernel default)"},
+     "seconds between keepalive probes (0 = kernel default)", false},
     {"tcp_keepcnt", KEY_INT, OFF(tcp_keepcnt), "0", true,
-     "unanswered probes before the connection is dropped (0 = kernel default)"},
+     "unanswered probes before the connection is dropped (0 = kernel default)", false},
     {"tcp_user_timeout", KEY_INT, OFF(tcp_user_timeout_ms), "0", true,
      "milliseconds unacknowledged data may wait before the connection fails (TCP_USER_TIMEOUT; "
-     "0 = off)"},
-    {"log_format", KEY_STRING, OFF(log_format), "text", false, "text or json (JSON lines)"},
+     "0 = off)", false},
+    {"log_format", KEY_STRING, OFF(log_format), "text", false, "text or json (JSON lines)", false},
     {"server_lifetime_jitter", KEY_INT, OFF(server_lifetime_jitter_pct), "10", false,
-     "server_lifetime is spread by +/- this percent so servers do not expire together"},
+     "server_lifetime is spread by +/- this percent so servers do not expire together", false},
     {"shutdown_timeout", KEY_DURATION, OFF(shutdown_timeout_ms), "0", false,
-     "graceful shutdowns (SIGINT, SIGTERM) end after this at the latest (0 = wait forever)"},
+     "graceful shutdowns (SIGINT, SIGTERM) end after this at the latest (0 = wait forever)", false},
     {"io_uring", KEY_BOOL, OFF(io_uring), "1", false,
      "send each loop turn's requests and results in one io_uring system call (read at start; "
-     "falls back to send() where io_uring is unavailable)"},
+     "falls back to send() where io_uring is unavailable)", true},
     {"http_listen", KEY_STRING, OFF(http_listen), "", false,
      "HTTP endpoint for /healthz, /readyz and /metrics: \"port\" (on 127.0.0.1) or "
-     "\"host:port\" (empty = no HTTP; read at start)"},
+     "\"host:port\" (empty = no HTTP; read at start)", true},
     {"http_auth_token", KEY_STRING, OFF(http_auth_token), "", false,
-     "bearer token every HTTP endpoint but /healthz requires (empty = none; shown masked)"},
+     "bearer token every HTTP endpoint but /healthz requires (empty = none; shown masked)", false},
     {"http_auth_token_file", KEY_STRING, OFF(http_auth_token_file), "", false,
      "file whose first line is the HTTP bearer token (instead of http_auth_token; read at start "
-     "and on reload)"},
+     "and on reload)", false},
 };
 
 /*
@@ -780,7 +781,8 @@ static bool entry_cb(void *ctx, const char *section, const char *key, const char
     return true;
 }
 
-static bool finish(struct pooler_config *cfg, const char *name, char *err, size_t err_len)
+/* Rules between values that one key alone cannot check (load, and SET on the console). */
+static bool check_values(struct pooler_config *cfg, const char *name, char *err, size_t err_len)
 {
     if (cfg->listen_port < 1 || cfg->listen_port > 65535) {
         snprintf(err, err_len, "%s: listen_port %d is not a port number", name, cfg->listen_port);
@@ -809,6 +811,13 @@ static bool finish(struct pooler_config *cfg, const char *name, char *err, size_
                  cfg->auth_type == POOLER_AUTH_MD5 ? "md5" : "scram-sha-256/plain");
         return false;
     }
+    return true;
+}
+
+static bool finish(struct pooler_config *cfg, const char *name, char *err, size_t err_len)
+{
+    if (!check_values(cfg, name, err, err_len))
+        return false;
     if (cfg->auth_file && cfg->auth_file[0]) {
         char path[4096];
         if (cfg->auth_file[0] != '/' && strchr(name, '/')) {
@@ -909,6 +918,58 @@ const struct pooler_user_config *pooler_config_find_user(const struct pooler_con
     return NULL;
 }
 
+/* Bytes of a key's field, for restoring it when a SET is refused. */
+static size_t field_size(enum key_type type)
+{
+    static const size_t sizes[] = {
+        [KEY_INT] = sizeof(int),
+        [KEY_BOOL] = sizeof(bool),
+        [KEY_STRING] = sizeof(char *),
+        [KEY_DURATION] = sizeof(int64_t),
+        [KEY_SIZE] = sizeof(int64_t),
+        [KEY_POOL_MODE] = sizeof(enum pool_mode),
+        [KEY_AUTH_TYPE] = sizeof(enum pooler_auth_type),
+    };
+    return sizes[type];
+}
+
+enum pooler_set_result pooler_config_set(struct pooler_config *cfg, const char *key,
+                                         const char *value, char *err, size_t err_len)
+{
+    const struct key_def *k = NULL;
+    for (size_t i = 0; i < sizeof(KEYS) / sizeof(KEYS[0]) && !k; i++)
+        if (!strcasecmp(KEYS[i].name, key))
+            k = &KEYS[i];
+    if (!k) {
+        snprintf(err, err_len, "unknown or unsupported key: %.64s", key);
+        return POOLER_SET_UNKNOWN;
+    }
+    if (k->restart) {
+        snprintf(err, err_len, "%s is read at start only: change it in the file and restart",
+                 k->name);
+        return POOLER_SET_REFUSED;
+    }
+    unsigned char saved[sizeof(int64_t) > sizeof(char *) ? sizeof(int64_t) : sizeof(char *)];
+    void *field = (char *)cfg + k->offset;
+    size_t n = field_size(k->type);
+    memcpy(saved, field, n);
+    if (k->type == KEY_STRING)
+        *(char **)field = NULL; /* set_key frees the old value: keep it until the checks pass */
+    if (!set_key(cfg, k, value, err, err_len)) {
+        memcpy(field, saved, n);
+        return POOLER_SET_REFUSED;
+    }
+    if (!check_values(cfg, "SET", err, err_len)) {
+        if (k->type == KEY_STRING)
+            free(*(char **)field);
+        memcpy(field, saved, n);
+        return POOLER_SET_REFUSED;
+    }
+    if (k->type == KEY_STRING)
+        free(*(char **)saved);
+    return POOLER_SET_OK;
+}
+
 void pooler_config_describe(pooler_config_describe_fn emit, void *ctx)
 {
     for (size_t i = 0; i < sizeof(KEYS) / sizeof(KEYS[0]); i++)
@@ -916,14 +977,6 @@ void pooler_config_describe(pooler_config_describe_fn emit, void *ctx)
              KEYS[i].pgbouncer, KEYS[i].meaning);
 }
 
-static bool restart_only(const char *key)
-{
-    return !strcmp(key, "listen_addr") || !strcmp(key, "listen_port") ||
-           !strcmp(key, "unix_socket_dir") || !strcmp(key, "pkt_buf") ||
-           !strcmp(key, "listen_backlog") || !strcmp(key, "tcp_defer_accept") ||
-           !strcmp(key, "io_uring") || !strcmp(key, "http_listen") || !strcmp(key, "pidfile") ||
-           !strcmp(key, "user");
-}
 
 void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_fn emit, void *ctx)
 {
@@ -964,6 +1017,6 @@ void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_f
             break;
         }
         }
-        emit(ctx, k->name, v, k->default_text, !restart_only(k->name));
+        emit(ctx, k->name, v, k->default_text, !k->restart);
     }
 }

@@ -162,6 +162,17 @@ const struct pooler_user_config *pooler_config_find_user(const struct pooler_con
 
 const char *pool_mode_name(enum pool_mode mode);
 
+/* SET key = value on a live configuration (the admin console): a [pgbouncer]/[pgwarden] key
+ * that a reload may change, checked like a loaded file. On refusal the configuration is
+ * unchanged and err says why. A later RELOAD reads the file again, as in PgBouncer. */
+enum pooler_set_result {
+    POOLER_SET_OK,
+    POOLER_SET_UNKNOWN, /* no such key, or one pgwarden does not implement */
+    POOLER_SET_REFUSED, /* read at start only, or a bad value */
+};
+enum pooler_set_result pooler_config_set(struct pooler_config *cfg, const char *key,
+                                         const char *value, char *err, size_t err_len);
+
 /* Describes every [pgbouncer]/[pgwarden] key (docs and --help). */
 typedef void (*pooler_config_describe_fn)(void *ctx, const char *section, const char *key,
                                           const char *default_text, bool pgbouncer_compatible,

@@ -414,6 +414,15 @@ void pooler_shutdown(struct pooler *p)
     net_loop_stop(p->loop);
 }
 
+/* Brings pools, logging and socket options in line with p->cfg after it changed. */
+static void apply_config(struct pooler *p)
+{
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next)
+        pool_apply_config(plist_entry(n, struct pool, node));
+    apply_logging(p->cfg, extra_verbose);
+    apply_tcp_opts(p->cfg); /* new server connections; accepted clients inherit the listener's */
+}
+
 bool pooler_reload(struct pooler *p, char *err, size_t err_len)
 {
     struct pooler_config *next = calloc(1, sizeof(*next));
@@ -441,15 +450,22 @@ bool pooler_reload(struct pooler *p, char *err, size_t err_len)
     next->unix_socket_dir = old->unix_socket_dir;
     old->unix_socket_dir = t;
     p->cfg = next;
-    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next)
-        pool_apply_config(plist_entry(n, struct pool, node));
     pooler_config_free(old);
     free(old);
-    apply_logging(p->cfg, extra_verbose);
+    apply_config(p);
     pooler_config_log_warnings(p->cfg);
-    apply_tcp_opts(p->cfg); /* new server connections; accepted clients inherit the listener's */
     http_server_reload(http_srv);
     log_info("serve", "configuration reloaded from %s", p->cfg->config_file);
+    resume_all(p);
+    return true;
+}
+
+bool pooler_set(struct pooler *p, const char *key, const char *value, char *err, size_t err_len)
+{
+    if (pooler_config_set(p->cfg, key, value, err, err_len) != POOLER_SET_OK)
+        return false;
+    apply_config(p);
+    log_info("serve", "SET %s = '%s' on the admin console (until the next RELOAD)", key, value);
     resume_all(p);
     return true;
 }

@@ -21,6 +21,9 @@ void pooler_pause(struct pooler *p);
 void pooler_resume(struct pooler *p);
 /* Returns false with the reason in err when the new configuration was refused. */
 bool pooler_reload(struct pooler *p, char *err, size_t err_len);
+/* SET key = value: changes one key of the running configuration (until the next RELOAD) and
+ * applies it; false with the reason in err when refused (nothing changed then). */
+bool pooler_set(struct pooler *p, const char *key, const char *value, char *err, size_t err_len);
 void pooler_shutdown(struct pooler *p);
 
 #endif

@@ -181,3 +181,35 @@ def test_stats_averages(pgwarden_bin, pg):
                 assert "avg_query_time" in s and "avg_wait_time" in s
     finally:
         p.stop()
+
+
+def test_set_changes_a_key_until_reload(pooler):
+    """SET key = value on the console changes a running setting (shown by SHOW CONFIG) until
+    the next RELOAD reads the file again; keys read at start, unknown keys and bad values are
+    refused with the reason, and stats users may not SET."""
+    def value(c, key):
+        return [r for r in rows(c, "SHOW CONFIG") if r["key"] == key][0]["value"]
+
+    with console(pooler) as c:
+        assert c.pgconn.exec_(b"SET default_pool_size = 3").status == \
+            psycopg.pq.ExecStatus.COMMAND_OK
+        assert value(c, "default_pool_size") == "3"
+        res = c.pgconn.exec_(b"SET server_reset_query TO 'DISCARD ALL'")
+        assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+        assert value(c, "server_reset_query") == "DISCARD ALL"
+        for sql, why in ((b"SET listen_port = 7000", b"read at start"),
+                         (b"SET no_such_key = 1", b"unknown"),
+                         (b"SET default_pool_size = lots", b"not a non-negative integer"),
+                         (b"SET default_pool_size", b"SET needs")):
+            res = c.pgconn.exec_(sql)
+            assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR, sql
+            assert why in res.error_message, (sql, res.error_message)
+        assert value(c, "default_pool_size") == "3"
+        assert c.pgconn.exec_(b"RELOAD").status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert value(c, "default_pool_size") == "5"
+    with console(pooler, "monitor") as c:
+        res = c.pgconn.exec_(b"SET default_pool_size = 9")
+        assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert b"admin access" in res.error_message
+    with psycopg.connect(pooler.dsn(), autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone()[0] == 1
