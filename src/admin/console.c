@@ -19,6 +19,7 @@
 #include "admin/reply.h"
 #include "common/log.h"
 #include "config/pooler_config.h"
+#include "pool/control.h"
 #include "pool/handout.h"
 #include "pool/objects.h"
 #include "pool/pool.h"
@@ -44,6 +45,8 @@ void console_out_init(struct console_out *o)
 {
     wire_buf_init_growable(&o->buf, out_grow);
     o->sent = 0;
+    o->wait = CONSOLE_WAIT_NONE;
+    o->wait_db[0] = '\0';
 }
 
 void console_out_free(struct console_out *o)
@@ -143,6 +146,15 @@ static void argument(const char *sql, char *out, size_t len)
     out[n] = '\0';
 }
 
+/* PgBouncer's answer to PAUSE and KILL while everything is paused already. */
+static bool refuse_when_paused(const struct pooler *p, struct console_out *o)
+{
+    if (p->run_state != POOLER_PAUSED)
+        return false;
+    reply_error(o, "55000", "already suspended/paused");
+    return true;
+}
+
 static void kill_command(struct pooler *p, const char *sql, struct console_out *o)
 {
     char cmd[128];
@@ -169,17 +181,20 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
         reply_complete(o, "KILL_CLIENT");
         return;
     }
-    bool kill = !strncmp(cmd, "KILL ", 5);
-    if (kill && !arg[0]) {
-        reply_error(o, "42601", "KILL needs a database name");
+    bool kill = !strcmp(cmd, "KILL") || !strncmp(cmd, "KILL ", 5);
+    if (kill && refuse_when_paused(p, o))
         return;
-    }
     int matched = 0;
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         struct pool *pool = plist_entry(n, struct pool, node);
         if (arg[0] && strcmp(pool->db_name, arg))
             continue;
         matched++;
+        /* New clients of a killed database wait for RESUME, as in PgBouncer. */
+        if (kill && !control_pause(p, pool->db_name)) {
+            reply_error(o, "53200", "out of memory");
+            return;
+        }
         struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
                                  &pool->login_servers, &pool->canceling_servers};
         if (kill) {
@@ -215,18 +230,108 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
 
 /* ---- PAUSE, RESUME, RELOAD, SHUTDOWN ---- */
 
+/* The database named after the command word, checked to exist: false (answered) when not. */
+static bool database_argument(struct pooler *p, const char *sql, char *db, size_t len,
+                              struct console_out *o)
+{
+    argument(sql, db, len);
+    if (!db[0])
+        return true;
+    bool known = pooler_config_find_db(p->cfg, db) != NULL;
+    for (struct plist *n = p->pools.next; n != &p->pools && !known; n = n->next)
+        known = !strcmp(plist_entry(n, struct pool, node)->db_name, db);
+    if (!known)
+        reply_error(o, "3D000", "no such database: %s", db);
+    return known;
+}
+
+/* The answer comes when the condition holds (console_wait_finish). */
+static void wait_for(struct console_out *o, enum console_wait wait, const char *db)
+{
+    o->wait = (uint8_t)wait;
+    snprintf(o->wait_db, sizeof(o->wait_db), "%s", db);
+}
+
 static void pause_command(struct pooler *p, const char *sql, struct console_out *o)
 {
-    (void)sql;
-    pooler_pause(p);
-    reply_complete(o, "PAUSE");
+    char db[64];
+    if (refuse_when_paused(p, o) || !database_argument(p, sql, db, sizeof(db), o))
+        return;
+    if (db[0] && !control_pause(p, db)) {
+        reply_error(o, "53200", "out of memory");
+        return;
+    }
+    if (!db[0])
+        pooler_pause(p);
+    wait_for(o, CONSOLE_WAIT_PAUSE, db);
 }
 
 static void resume_command(struct pooler *p, const char *sql, struct console_out *o)
 {
-    (void)sql;
-    pooler_resume(p);
+    char db[64];
+    if (!database_argument(p, sql, db, sizeof(db), o))
+        return;
+    if (db[0] && !control_db_paused(p, db)) {
+        reply_error(o, "55000", "database %s is not paused", db);
+        return;
+    }
+    if (!db[0] && p->run_state != POOLER_PAUSED) {
+        reply_error(o, "55000", "pooler is not paused/suspended");
+        return;
+    }
+    if (db[0])
+        control_resume(p, db);
+    else
+        pooler_resume(p);
     reply_complete(o, "RESUME");
+}
+
+static void disable_command(struct pooler *p, const char *sql, struct console_out *o)
+{
+    char db[64];
+    if (!database_argument(p, sql, db, sizeof(db), o))
+        return;
+    bool disable = !strncasecmp(sql + strspn(sql, " \t\r\n"), "DISABLE", 7);
+    if (!control_disable(p, db, disable)) {
+        reply_error(o, "53200", "out of memory");
+        return;
+    }
+    reply_complete(o, disable ? "DISABLE" : "ENABLE");
+}
+
+static void wait_close_command(struct pooler *p, const char *sql, struct console_out *o)
+{
+    char db[64];
+    if (database_argument(p, sql, db, sizeof(db), o))
+        wait_for(o, CONSOLE_WAIT_CLOSE, db);
+}
+
+static void suspend_command(struct pooler *p, const char *sql, struct console_out *o)
+{
+    (void)p;
+    (void)sql;
+    reply_error(o, "0A000",
+                "SUSPEND prepares PgBouncer's online restart (-R), which pgwarden does not have: "
+                "restart it instead (clients reconnect)");
+}
+
+bool console_wait_over(const struct pooler *p, enum console_wait wait, const char *db)
+{
+    switch (wait) {
+    case CONSOLE_WAIT_PAUSE:
+        return control_paused_done(p, db);
+    case CONSOLE_WAIT_CLOSE:
+        return control_closed_done(p, db);
+    case CONSOLE_WAIT_NONE:
+        break;
+    }
+    return true;
+}
+
+void console_wait_finish(enum console_wait wait, struct console_out *o)
+{
+    reply_complete(o, wait == CONSOLE_WAIT_PAUSE ? "PAUSE" : "WAIT_CLOSE");
+    wire_build_ready(&o->buf, WIRE_XACT_IDLE);
 }
 
 static void reload_command(struct pooler *p, const char *sql, struct console_out *o)
@@ -241,8 +346,16 @@ static void reload_command(struct pooler *p, const char *sql, struct console_out
 
 static void shutdown_command(struct pooler *p, const char *sql, struct console_out *o)
 {
-    (void)sql;
-    pooler_shutdown(p);
+    char how[64];
+    argument(sql, how, sizeof(how));
+    if (!how[0]) {
+        pooler_shutdown(p);
+    } else if (!strcasecmp(how, "WAIT_FOR_SERVERS") || !strcasecmp(how, "WAIT_FOR_CLIENTS")) {
+        pooler_shutdown_when(p, !strcasecmp(how, "WAIT_FOR_CLIENTS"));
+    } else {
+        reply_error(o, "42601", "SHUTDOWN takes WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS");
+        return;
+    }
     reply_complete(o, "SHUTDOWN");
 }
 
@@ -380,13 +493,17 @@ static const struct console_command COMMANDS[] = {
     {"AUTO_SCALE DRY RUN", ARG_NONE, false, manager_console_auto_scale_dry_run, NULL},
     {"AUTO_SCALE", ARG_NONE, true, NULL, manager_console_auto_scale},
     /* steering the pooler */
-    {"KILL", ARG_REQUIRED, true, NULL, kill_command},
+    {"KILL", ARG_OPTIONAL, true, NULL, kill_command},
     {"KILL_CLIENT", ARG_REQUIRED, true, NULL, kill_command},
     {"RECONNECT", ARG_OPTIONAL, true, NULL, kill_command},
-    {"PAUSE", ARG_NONE, true, NULL, pause_command},
-    {"RESUME", ARG_NONE, true, NULL, resume_command},
+    {"PAUSE", ARG_OPTIONAL, true, NULL, pause_command},
+    {"RESUME", ARG_OPTIONAL, true, NULL, resume_command},
+    {"DISABLE", ARG_REQUIRED, true, NULL, disable_command},
+    {"ENABLE", ARG_REQUIRED, true, NULL, disable_command},
+    {"WAIT_CLOSE", ARG_OPTIONAL, true, NULL, wait_close_command},
+    {"SUSPEND", ARG_NONE, true, NULL, suspend_command},
     {"RELOAD", ARG_NONE, true, NULL, reload_command},
-    {"SHUTDOWN", ARG_NONE, true, NULL, shutdown_command},
+    {"SHUTDOWN", ARG_OPTIONAL, true, NULL, shutdown_command},
     {"SET", ARG_ANY, true, NULL, set_command},
 };
 
@@ -464,5 +581,6 @@ void console_handle_query(struct pooler *p, enum console_access access, const ch
     } else {
         k->act(p, sql, o);
     }
-    wire_build_ready(&o->buf, WIRE_XACT_IDLE);
+    if (o->wait == CONSOLE_WAIT_NONE)
+        wire_build_ready(&o->buf, WIRE_XACT_IDLE);
 }

@@ -31,9 +31,19 @@ enum console_access console_peer_access(const char *user, bool same_uid_over_uni
 
 /* Output of a console response: the messages, built with the wire builders into a buffer
  * that grows as needed (buf.data owned; buf.overflow: out of memory). */
+/* Commands whose answer waits for the pooler (PgBouncer's PAUSE and WAIT_CLOSE return only
+ * when done); the client's further input waits with it. */
+enum console_wait {
+    CONSOLE_WAIT_NONE,
+    CONSOLE_WAIT_PAUSE, /* no server of the database (all: "") linked to a client */
+    CONSOLE_WAIT_CLOSE, /* no server of the database marked to be closed */
+};
+
 struct console_out {
     struct wire_buf buf;
-    size_t sent; /* bytes already delivered (a large SHOW may need several sends) */
+    size_t sent;     /* bytes already delivered (a large SHOW may need several sends) */
+    uint8_t wait;    /* enum console_wait: the answer is completed by console_wait_finish */
+    char wait_db[64]; /* the database waited for, "" = all */
 };
 /* Makes o empty; console_out_free releases its bytes. */
 void console_out_init(struct console_out *o);
@@ -54,6 +64,11 @@ enum console_verdict {
 enum console_verdict console_handle_message(struct pooler *p, enum console_access access,
                                             uint8_t type, const uint8_t *body, uint32_t len,
                                             bool *skipping, struct console_out *o);
+
+/* Whether a waiting command's condition holds now (db NULL = all databases). */
+bool console_wait_over(const struct pooler *p, enum console_wait wait, const char *db);
+/* Appends the waiting command's CommandComplete and ReadyForQuery to o. */
+void console_wait_finish(enum console_wait wait, struct console_out *o);
 
 /* Parses "SET key = value" (or "SET key TO value"; value bare or in single quotes with ''
  * for a quote; a trailing ';' allowed). False when sql is not that, or a part is too long. */

@@ -11,6 +11,7 @@
 
 #include "admin/reply.h"
 #include "config/pooler_config.h"
+#include "pool/control.h"
 #include "pool/handout.h"
 #include "pool/objects.h"
 #include "pool/pool.h"
@@ -368,8 +369,8 @@ void pooler_tables_databases(struct pooler *p, struct console_out *o)
         reply_int(&r, pool_db_server_count(p, db->name));
         reply_int(&r, 0); /* max_db_client_connections: no limit */
         reply_int(&r, db_client_count(p, db->name));
-        reply_int(&r, 0);
-        reply_int(&r, 0);
+        reply_int(&r, control_db_paused(p, db->name));
+        reply_int(&r, control_db_disabled(p, db->name));
     }
     /* The console itself, as PgBouncer lists it. */
     reply_row(&r);
@@ -970,13 +971,19 @@ void pooler_tables_help(struct pooler *p, struct console_out *o)
                         "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n"
                         "\tSHOW LEAKS|EVENTS|SCALING|HEALTH|ANALYSIS|MANAGER\n"
                         "\tSHOW SNAPSHOT|SNAPSHOT_TOTALS|SNAPSHOT_POOLS|POOL_COUNTERS\n"
+                        "\tSET key = arg\n"
                         "\tRELOAD\n"
-                        "\tPAUSE\n"
-                        "\tRESUME\n"
+                        "\tPAUSE [<db>]\n"
+                        "\tRESUME [<db>]\n"
+                        "\tDISABLE <db>\n"
+                        "\tENABLE <db>\n"
                         "\tRECONNECT [<db>]\n"
-                        "\tKILL <db>\n"
+                        "\tKILL [<db>]\n"
                         "\tKILL_CLIENT <client_id>\n"
+                        "\tSUSPEND\n"
                         "\tSHUTDOWN\n"
+                        "\tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n"
+                        "\tWAIT_CLOSE [<db>]\n"
                         "\tKILL_IDLE [DRY RUN]\n"
                         "\tHEALTH_CHECK\n"
                         "\tAUTO_SCALE [DRY RUN]");

@@ -265,6 +265,11 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
         client_fail(c, "53200", "out of memory");
         return;
     }
+    if (pool->db_disabled) {
+        client_fail(c, "57P03", "database \"%s\" is disabled (DISABLE on the admin console)",
+                    l->database);
+        return;
+    }
     /* SCRAM pass-through: the ClientKey recovered from this client logs us in to PostgreSQL
      * when the auth_file holds the same SCRAM secret the server uses. */
     if (l->scram.have_client_key && pool->password && scram_is_secret(pool->password) &&
@@ -1077,6 +1082,8 @@ static void console_pump(struct client *c)
                 return;
             }
         }
+        if (c->console_wait != CONSOLE_WAIT_NONE)
+            break; /* a PAUSE or WAIT_CLOSE is not answered yet: the rest waits with it */
         struct iobuf *b = c->conn.buf;
         if (!b || b->pos == b->end)
             break;
@@ -1117,11 +1124,50 @@ static void console_pump(struct client *c)
             client_fail(c, "53200", "out of memory");
             return;
         }
+        if (c->console->wait != CONSOLE_WAIT_NONE) {
+            c->console_wait = c->console->wait;
+            c->console_wait_db = c->console->wait_db[0] ? strdup(c->console->wait_db) : NULL;
+            if (c->console->wait_db[0] && !c->console_wait_db) {
+                client_fail(c, "53200", "out of memory");
+                return;
+            }
+        }
         if (!console_flush(c) || c->state == CL_JUSTFREE)
             return;
     }
     if (c->state == CL_ACTIVE)
         pconn_release_if_empty(p, &c->conn);
+}
+
+void client_console_finish_waits(struct pooler *p)
+{
+    if (!p->admin_pool)
+        return;
+    struct plist *n, *tmp;
+    plist_for_each_safe(n, tmp, &p->admin_pool->active_clients)
+    {
+        struct client *c = plist_entry(n, struct client, node);
+        enum console_wait wait = (enum console_wait)c->console_wait;
+        if (wait == CONSOLE_WAIT_NONE || c->console ||
+            !console_wait_over(p, wait, c->console_wait_db))
+            continue;
+        c->console = malloc(sizeof(*c->console));
+        if (!c->console) {
+            client_fail(c, "53200", "out of memory");
+            continue;
+        }
+        console_out_init(c->console);
+        console_wait_finish(wait, c->console);
+        c->console_wait = CONSOLE_WAIT_NONE;
+        free(c->console_wait_db);
+        c->console_wait_db = NULL;
+        if (c->console->buf.overflow) {
+            client_fail(c, "53200", "out of memory");
+            continue;
+        }
+        if (console_flush(c) && c->state != CL_JUSTFREE)
+            console_pump(c); /* what it sent meanwhile */
+    }
 }
 
 /* ---- the manager's reclaim steps ---- */

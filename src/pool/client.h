@@ -32,4 +32,8 @@ bool client_cancel_query(struct client *c);
 void client_finish_login(struct client *c);
 void client_login_free(struct client *c);
 
+/* Answers the console commands whose condition now holds (PAUSE, WAIT_CLOSE); the janitor
+ * calls it. */
+void client_console_finish_waits(struct pooler *p);
+
 #endif

@@ -4,6 +4,7 @@
 
 #include "common/log.h"
 #include "pool/cancel.h"
+#include "pool/client.h"
 #include "pool/handout.h"
 #include "pool/objects.h"
 #include "pool/server.h"
@@ -60,10 +61,15 @@ static void check_pool(struct pool *pool, int64_t now)
         }
     }
 
+    /* A paused pool gives its idle servers back to PostgreSQL (PgBouncer's PAUSE: the
+     * database can be restarted once the active ones are released too). */
+    bool paused = pool->db_paused || pool->pooler->run_state == POOLER_PAUSED;
     plist_for_each_safe(n, tmp, &pool->idle_servers)
     {
         struct server *s = plist_entry(n, struct server, node);
-        if (s->close_needed || (s->expire_us && now >= s->expire_us))
+        if (paused)
+            server_close(s, "pause mode");
+        else if (s->close_needed || (s->expire_us && now >= s->expire_us))
             server_close(s, s->close_needed ? "configuration changed" : "server_lifetime reached");
         else if (cfg->server_idle_timeout_ms > 0 && pool->n_servers > pool->min_pool_size &&
                  now - s->last_used_us > cfg->server_idle_timeout_ms * 1000)
@@ -71,7 +77,7 @@ static void check_pool(struct pool *pool, int64_t now)
     }
 
     /* min_pool_size is kept only for pools that have clients, as PgBouncer does. */
-    if (pool->n_clients > 0 && pool->pooler->run_state == POOLER_RUNNING) {
+    if (pool->n_clients > 0 && pool->pooler->run_state == POOLER_RUNNING && !pool->db_paused) {
         while (pool->n_servers < pool->min_pool_size && now >= pool->retry_after_us &&
                server_launch(pool)) {
         }
@@ -141,6 +147,7 @@ void janitor_run(void *arg)
     for (n = p->pools.next; n != &p->pools; n = n->next)
         check_pool(plist_entry(n, struct pool, node), now);
     cancel_reqs_expire(p, now);
+    client_console_finish_waits(p);
 
     bool stopping =
         p->run_state == POOLER_SHUTDOWN_SERVERS || p->run_state == POOLER_SHUTDOWN_CLIENTS;

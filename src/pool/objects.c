@@ -13,6 +13,7 @@
 #include "pool/cancel.h"
 #include "pool/client.h"
 #include "pool/conn.h"
+#include "pool/control.h"
 #include "pool/handout.h"
 #include "pool/server.h"
 #include "pool/states.h"
@@ -125,6 +126,7 @@ struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const
     }
     pool_init_lists(pool);
     pool_apply_config(pool);
+    control_apply(pool);
     if (!pool->host) {
         pool_free(pool);
         return NULL;
@@ -266,6 +268,8 @@ void client_close(struct client *c, const char *reason)
         free(c->console);
         c->console = NULL;
     }
+    free(c->console_wait_db);
+    c->console_wait_db = NULL;
     client_stmts_free(&p->stmts, &c->stmts);
     pconn_drop_buffer(p, &c->conn);
     for (int i = 0; i < PARAM_COUNT; i++) {

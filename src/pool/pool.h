@@ -108,6 +108,8 @@ struct client {
     int64_t hold_us;        /* server time held by those transactions */
     uint8_t state;          /* enum client_state: written only by client_change_state */
     uint8_t console_access; /* enum console_access for admin console clients */
+    uint8_t console_wait;   /* enum console_wait: a command whose answer waits (PAUSE, ...) */
+    char *console_wait_db;  /* owned: the database it waits for, NULL = all */
     bool console_skipping;  /* console: discarding extended-protocol messages up to Sync */
     bool in_cancel_table;
     bool owed_wait; /* stopped forwarding: its server's owed queue is full (backpressure);
@@ -246,6 +248,8 @@ struct pool {
     int server_usable_slots; /* the server's max_connections minus reserved slots, read at a
                                 server login (0 = not known yet) */
     int64_t slots_read_us;   /* when that was last asked */
+    bool db_paused;   /* PAUSE <db>: no server handed out, idle ones closed (pool/control) */
+    bool db_disabled; /* DISABLE <db>: no new client logins (pool/control) */
     /* Totals at the start of the current stats_period, and the per-second averages of the
      * last complete period (SHOW STATS avg_* columns). */
     struct pool_stats stats_mark;
@@ -313,6 +317,8 @@ struct pooler {
     int64_t shutdown_deadline_us;
     int64_t stats_period_start_us;
     int exit_code;
+    struct db_control *db_controls; /* owned: per-database PAUSE/DISABLE (pool/control) */
+    size_t n_db_controls;
 };
 
 /* Now, in microseconds since the epoch, as cached for this loop turn (no system call). */

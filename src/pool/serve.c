@@ -18,6 +18,7 @@
 #include "http/http_server.h"
 #include "live/live_manager.h"
 #include "pool/cancel.h"
+#include "pool/control.h"
 #include "pool/handout.h"
 #include "pool/janitor.h"
 #include "pool/objects.h"
@@ -408,6 +409,12 @@ void pooler_resume(struct pooler *p)
     }
 }
 
+void pooler_shutdown_when(struct pooler *p, bool wait_for_clients)
+{
+    begin_shutdown(p, wait_for_clients ? POOLER_SHUTDOWN_CLIENTS : POOLER_SHUTDOWN_SERVERS,
+                   wait_for_clients ? "SHUTDOWN WAIT_FOR_CLIENTS" : "SHUTDOWN WAIT_FOR_SERVERS");
+}
+
 void pooler_shutdown(struct pooler *p)
 {
     log_info("serve", "SHUTDOWN requested on the admin console");
@@ -520,6 +527,7 @@ static void close_everything(struct pooler *p)
         close(spare_fd);
         spare_fd = -1;
     }
+    control_free(p);
     struct plist *n;
     while ((n = plist_first(&p->login_clients)) != NULL)
         client_close(plist_entry(n, struct client, node), "shutdown");

@@ -25,5 +25,7 @@ bool pooler_reload(struct pooler *p, char *err, size_t err_len);
  * applies it; false with the reason in err when refused (nothing changed then). */
 bool pooler_set(struct pooler *p, const char *key, const char *value, char *err, size_t err_len);
 void pooler_shutdown(struct pooler *p);
+/* SHUTDOWN WAIT_FOR_SERVERS (false) / WAIT_FOR_CLIENTS (true): as SIGINT / SIGTERM. */
+void pooler_shutdown_when(struct pooler *p, bool wait_for_clients);
 
 #endif

@@ -158,6 +158,8 @@ def test_kill_client_kill_db_reconnect(pooler):
             other.execute("SELECT 1")
         assert c.pgconn.exec_(b"KILL nosuchdb").status == psycopg.pq.ExecStatus.FATAL_ERROR
         assert rows(c, "SHOW POOLS") is not None
+        # A killed database waits for RESUME, as in PgBouncer.
+        assert c.pgconn.exec_(b"RESUME postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
     victim.close()
     other.close()
     with psycopg.connect(pooler.dsn(), autocommit=True) as again:
@@ -213,3 +215,119 @@ def test_set_changes_a_key_until_reload(pooler):
         assert b"admin access" in res.error_message
     with psycopg.connect(pooler.dsn(), autocommit=True) as c:
         assert c.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_pause_waits_for_servers_then_holds_clients(pooler):
+    """PAUSE answers only once no server is linked to a client (a transaction in progress is
+    waited for), closes idle servers, and holds new requests until RESUME; a second PAUSE
+    is refused, as is RESUME when nothing is paused."""
+    import threading
+    import time
+    busy = psycopg.connect(pooler.dsn())
+    busy.execute("SELECT 1")  # in a transaction: its server is linked
+    answered = []
+    with console(pooler) as c:
+        t = threading.Thread(target=lambda: answered.append(c.pgconn.exec_(b"PAUSE").status))
+        t.start()
+        time.sleep(1.2)
+        assert not answered, "PAUSE answered while a transaction held a server"
+        busy.commit()  # releases the server
+        t.join(5)
+        assert answered == [psycopg.pq.ExecStatus.COMMAND_OK]
+    with console(pooler) as c:
+        res = c.pgconn.exec_(b"PAUSE")
+        assert b"already suspended/paused" in res.error_message
+        assert [r for r in rows(c, "SHOW STATE") if r["key"] == "paused"][0]["value"] == "yes"
+        # A request now waits for RESUME.
+        done = []
+        t = threading.Thread(target=lambda: done.append(busy.execute("SELECT 2").fetchone()))
+        t.start()
+        time.sleep(0.8)
+        assert not done
+        assert c.pgconn.exec_(b"RESUME").status == psycopg.pq.ExecStatus.COMMAND_OK
+        t.join(5)
+        assert done == [(2,)]
+        res = c.pgconn.exec_(b"RESUME")
+        assert b"not paused" in res.error_message
+    busy.close()
+
+
+def test_pause_one_database_disable_enable_kill(pooler):
+    """PAUSE db holds only that database; DISABLE db refuses new logins to it while its
+    connected clients go on; KILL db closes its clients and pauses it until RESUME db."""
+    import threading
+    import time
+    with console(pooler) as c, psycopg.connect(pooler.dsn(), autocommit=True) as pg_client:
+        pg_client.execute("SELECT 1")
+        assert c.pgconn.exec_(b"PAUSE postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
+        dbs = {r["name"]: r for r in rows(c, "SHOW DATABASES")}
+        assert dbs["postgres"]["paused"] == "1" and dbs["secretdb"]["paused"] == "0"
+        with psycopg.connect(pooler.dsn(dbname="secretdb"), autocommit=True) as other:
+            assert other.execute("SELECT 3").fetchone()[0] == 3  # not paused
+        done = []
+        t = threading.Thread(target=lambda: done.append(pg_client.execute("SELECT 4").fetchone()))
+        t.start()
+        time.sleep(0.8)
+        assert not done
+        assert c.pgconn.exec_(b"RESUME postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
+        t.join(5)
+        assert done == [(4,)]
+        res = c.pgconn.exec_(b"PAUSE nosuchdb")
+        assert b"no such database" in res.error_message
+
+        assert c.pgconn.exec_(b"DISABLE postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
+        with pytest.raises(psycopg.OperationalError, match="disabled"):
+            psycopg.connect(pooler.dsn())
+        assert pg_client.execute("SELECT 5").fetchone()[0] == 5  # connected clients go on
+        assert [r for r in rows(c, "SHOW DATABASES") if r["name"] == "postgres"][0][
+            "disabled"] == "1"
+        assert c.pgconn.exec_(b"ENABLE postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
+        with psycopg.connect(pooler.dsn(), autocommit=True) as again:
+            assert again.execute("SELECT 6").fetchone()[0] == 6
+
+        assert c.pgconn.exec_(b"KILL postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
+        with pytest.raises(psycopg.OperationalError):
+            pg_client.execute("SELECT 7")
+        assert c.pgconn.exec_(b"RESUME postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
+    with psycopg.connect(pooler.dsn(), autocommit=True) as fresh:
+        assert fresh.execute("SELECT 8").fetchone()[0] == 8
+
+
+def test_wait_close_after_reconnect(pooler):
+    """RECONNECT marks servers to be closed when released; WAIT_CLOSE answers once none is
+    left marked."""
+    import threading
+    import time
+    busy = psycopg.connect(pooler.dsn())
+    busy.execute("SELECT 1")
+    with console(pooler) as c:
+        assert c.pgconn.exec_(b"RECONNECT postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
+        answered = []
+        t = threading.Thread(target=lambda: answered.append(
+            c.pgconn.exec_(b"WAIT_CLOSE postgres").status))
+        t.start()
+        time.sleep(1.0)
+        assert not answered
+        busy.commit()
+        t.join(5)
+        assert answered == [psycopg.pq.ExecStatus.COMMAND_OK]
+        res = c.pgconn.exec_(b"SUSPEND")
+        assert b"online restart" in res.error_message
+    busy.close()
+
+
+def test_shutdown_wait_for_clients(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, settings={"admin_users": "postgres"}).start()
+    try:
+        client = psycopg.connect(p.dsn(), autocommit=True)
+        with console(p) as c:
+            res = c.pgconn.exec_(b"SHUTDOWN WAIT_FOR_CLIENTS")
+            assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+        assert client.execute("SELECT 1").fetchone()[0] == 1  # existing clients go on
+        assert p.proc.poll() is None
+        client.close()
+        p.proc.wait(timeout=10)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn(), connect_timeout=2)
+    finally:
+        p.stop()

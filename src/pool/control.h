@@ -1,0 +1,35 @@
+/* What the admin console steers per database (PgBouncer's PAUSE db, RESUME db, DISABLE,
+ * ENABLE, WAIT_CLOSE): the state is kept per database name, so pools made later for the same
+ * database (another user) start paused or disabled too. A paused pool hands out no server
+ * and closes its idle ones (the janitor); its clients wait. A disabled database takes no new
+ * client logins; connected clients go on. The pooler-wide PAUSE is pool/serve.h's. */
+#ifndef PGWARDEN_POOL_CONTROL_H
+#define PGWARDEN_POOL_CONTROL_H
+
+#include <stdbool.h>
+
+#include "pool/pool.h"
+
+struct db_control {
+    char *name; /* owned */
+    bool paused;
+    bool disabled;
+};
+
+/* False only when memory ran out. */
+bool control_pause(struct pooler *p, const char *db);
+void control_resume(struct pooler *p, const char *db);
+bool control_disable(struct pooler *p, const char *db, bool disabled);
+bool control_db_paused(const struct pooler *p, const char *db);
+bool control_db_disabled(const struct pooler *p, const char *db);
+/* Copies the database's state onto a new pool. */
+void control_apply(struct pool *pool);
+
+/* PAUSE's answer is due once no server of the database (NULL: of any database) is linked to
+ * a client; WAIT_CLOSE's once none is marked to be closed. */
+bool control_paused_done(const struct pooler *p, const char *db);
+bool control_closed_done(const struct pooler *p, const char *db);
+
+void control_free(struct pooler *p);
+
+#endif
