@@ -34,7 +34,7 @@ struct action_run {
     bool failed;
     struct inspect_error error;
     enum exit_code exit_code;
-    char verdict[512]; /* one line for people, printed first in table output */
+    char verdict[1024]; /* one line for people, printed first in table output */
 };
 
 typedef void (*action_handler_fn)(struct action_run *run);
@@ -53,6 +53,7 @@ struct action_def {
     action_handler_fn handler;
     action_table_fn render_table;
     action_report_fn watch_report; /* NULL: --watch is refused for this action */
+    unsigned option_use;           /* enum option_use bit: the manager options it reads */
 };
 
 /* NULL when no action has that name. */

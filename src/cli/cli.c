@@ -86,10 +86,12 @@ static void print_action_help(const struct action_def *action, FILE *out)
                  "pgwarden://[USER[:PASSWORD]@]HOST:PORT\n"
                  "                               (default: DATABASE_URL, then PG* variables)\n"
                  "  --format F, -f F             table (default) or json\n"
-                 "  --config FILE, -c FILE       read [manager] settings from an ini file\n"
-                 "  --timeout D                  probe timeout of health-check (default 5s)\n"
-                 "  --yes, -y                    do not ask before --execute on a terminal\n"
-                 "  --verbose, -v                log what is done to stderr\n"
+                 "  --config FILE, -c FILE       read [manager] settings from an ini file\n");
+    if (action->option_use & (OPTION_USE_HEALTH_CHECK | OPTION_USE_FULL_ANALYSIS))
+        fprintf(out, "  --timeout D                  timeout of each probe (default 5s)\n");
+    if (action->option_use & OPTION_USE_KILL_IDLE)
+        fprintf(out, "  --yes, -y                    do not ask before --execute on a terminal\n");
+    fprintf(out, "  --verbose, -v                log what is done to stderr\n"
                  "  --help, -h                   this text\n\n");
     if (action->watch_report != NULL)
         fprintf(out, "Watch options:\n"
@@ -98,7 +100,7 @@ static void print_action_help(const struct action_def *action, FILE *out)
                      "                               terminal, JSON Lines with --format json\n"
                      "  --count N                    with --watch: stop after N reports\n\n");
     fprintf(out, "Manager options (durations take units: 300s, 5min, 250ms; shares: 25%%):\n");
-    options_describe(print_option_help, out);
+    options_describe(action->option_use, print_option_help, out);
     fprintf(out, "\nExit codes: 0 ok, 1 warning, 2 critical, 3 could not run, 4 refused by a "
                  "safety guard.\n");
 }
@@ -128,27 +130,146 @@ static bool config_entry(void *ctx, const char *section, const char *key, const 
     return true;
 }
 
-/* Flags that take no value. */
-static bool is_switch(const char *name)
+/* ---- the command line's own options (the manager's come from manager/options) ---- */
+
+typedef bool (*cli_option_fn)(struct cli_invocation *inv, const char *value, char *err,
+                              size_t err_len);
+
+static bool set_target(struct cli_invocation *inv, const char *value, char *err, size_t err_len)
 {
-    return strcmp(name, "execute") == 0 || strcmp(name, "yes") == 0 ||
-           strcmp(name, "help") == 0 || strcmp(name, "verbose") == 0;
+    (void)err;
+    (void)err_len;
+    inv->target = value;
+    return true;
+}
+
+static bool set_format(struct cli_invocation *inv, const char *value, char *err, size_t err_len)
+{
+    static const struct {
+        const char *name;
+        enum output_format format;
+    } formats[] = {{"table", OUTPUT_TABLE}, {"json", OUTPUT_JSON}};
+    for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++)
+        if (!strcmp(value, formats[i].name)) {
+            inv->format = formats[i].format;
+            return true;
+        }
+    snprintf(err, err_len, "--format must be table or json, not '%s'", value);
+    return false;
+}
+
+static bool skip_config(struct cli_invocation *inv, const char *value, char *err, size_t err_len)
+{
+    (void)inv;
+    (void)value;
+    (void)err;
+    (void)err_len;
+    return true; /* applied in the first pass */
+}
+
+static bool set_timeout(struct cli_invocation *inv, const char *value, char *err, size_t err_len)
+{
+    int64_t ms;
+    char why[256];
+    if (!units_parse_duration_ms(value, &ms, why, sizeof(why)) || ms <= 0 || ms > 3600000) {
+        snprintf(err, err_len, "--timeout: '%s' is not a duration between 1ms and 1h", value);
+        return false;
+    }
+    inv->probe_timeout_ms = (int)ms;
+    return true;
+}
+
+static bool set_watch(struct cli_invocation *inv, const char *value, char *err, size_t err_len)
+{
+    int64_t ms;
+    char why[256];
+    if (!units_parse_duration_ms(value, &ms, why, sizeof(why)) || ms < WATCH_MIN_MS ||
+        ms > WATCH_MAX_MS) {
+        snprintf(err, err_len, "--watch: '%s' is not a duration between 100ms and 1d", value);
+        return false;
+    }
+    inv->watch_ms = ms;
+    return true;
+}
+
+static bool set_count(struct cli_invocation *inv, const char *value, char *err, size_t err_len)
+{
+    char *end;
+    long n = strtol(value, &end, 10);
+    if (end == value || *end != '\0' || n < 1) {
+        snprintf(err, err_len, "--count: '%s' is not a whole number of at least 1", value);
+        return false;
+    }
+    inv->watch_count = n;
+    return true;
+}
+
+/* Switches take no value ("--yes"), or an explicit "--yes=off". */
+static bool switch_on(const char *value)
+{
+    return value == NULL || !strcmp(value, "on") || !strcmp(value, "true") ||
+           !strcmp(value, "yes") || !strcmp(value, "1");
+}
+
+static bool set_help(struct cli_invocation *inv, const char *value, char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    inv->help = switch_on(value);
+    return true;
+}
+
+static bool set_yes(struct cli_invocation *inv, const char *value, char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    inv->assume_yes = switch_on(value);
+    return true;
+}
+
+static bool set_verbose(struct cli_invocation *inv, const char *value, char *err, size_t err_len)
+{
+    (void)inv;
+    (void)err;
+    (void)err_len;
+    log_configure(switch_on(value) ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARNING, LOG_FORMAT_TEXT, NULL);
+    return true;
+}
+
+static bool set_execute(struct cli_invocation *inv, const char *value, char *err, size_t err_len)
+{
+    (void)err;
+    (void)err_len;
+    inv->opts.execute = switch_on(value);
+    return true;
+}
+
+static const struct cli_option {
+    const char *name;
+    const char *short_name; /* "-t", or NULL */
+    bool takes_value;
+    cli_option_fn apply;
+} CLI_OPTIONS[] = {
+    {"target", "-t", true, set_target},   {"format", "-f", true, set_format},
+    {"config", "-c", true, skip_config},  {"timeout", NULL, true, set_timeout},
+    {"watch", NULL, true, set_watch},     {"count", NULL, true, set_count},
+    {"help", "-h", false, set_help},      {"yes", "-y", false, set_yes},
+    {"verbose", "-v", false, set_verbose}, {"execute", NULL, false, set_execute},
+};
+
+static const struct cli_option *cli_option_named(const char *name)
+{
+    for (size_t i = 0; i < sizeof(CLI_OPTIONS) / sizeof(CLI_OPTIONS[0]); i++)
+        if (!strcmp(CLI_OPTIONS[i].name, name))
+            return &CLI_OPTIONS[i];
+    return NULL;
 }
 
 static const char *long_name_of(const char *arg)
 {
-    if (strcmp(arg, "-t") == 0)
-        return "target";
-    if (strcmp(arg, "-f") == 0)
-        return "format";
-    if (strcmp(arg, "-c") == 0)
-        return "config";
-    if (strcmp(arg, "-h") == 0)
-        return "help";
-    if (strcmp(arg, "-y") == 0)
-        return "yes";
-    if (strcmp(arg, "-v") == 0)
-        return "verbose";
+    for (size_t i = 0; i < sizeof(CLI_OPTIONS) / sizeof(CLI_OPTIONS[0]); i++)
+        if (CLI_OPTIONS[i].short_name && !strcmp(arg, CLI_OPTIONS[i].short_name))
+            return CLI_OPTIONS[i].name;
     if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0')
         return arg + 2;
     return NULL;
@@ -214,83 +335,29 @@ static bool parse_args(int argc, char **argv, struct cli_invocation *inv, char *
         } else {
             snprintf(key, sizeof(key), "%s", name);
         }
-        if (is_switch(key)) {
-            bool on = true;
-            if (value != NULL) {
-                on = strcmp(value, "on") == 0 || strcmp(value, "true") == 0 ||
-                     strcmp(value, "yes") == 0 || strcmp(value, "1") == 0;
-            }
-            if (strcmp(key, "help") == 0)
-                inv->help = on;
-            else if (strcmp(key, "yes") == 0)
-                inv->assume_yes = on;
-            else if (strcmp(key, "verbose") == 0)
-                log_configure(on ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARNING, LOG_FORMAT_TEXT, NULL);
-            else
-                inv->opts.execute = on;
-            continue;
+        const struct cli_option *own = cli_option_named(key);
+        if (!own && !options_is_known_key(key)) {
+            snprintf(err, err_len, "unknown option --%s (see pgwarden %s --help)", key,
+                     inv->action->name);
+            return false;
         }
-        if (value == NULL) {
+        bool takes_value = own ? own->takes_value : true;
+        if (takes_value && value == NULL) {
             if (i + 1 >= argc) {
                 snprintf(err, err_len, "option --%s needs a value", key);
                 return false;
             }
             value = argv[++i];
         }
-        if (strcmp(key, "target") == 0) {
-            inv->target = value;
-        } else if (strcmp(key, "format") == 0) {
-            if (strcmp(value, "json") == 0) {
-                inv->format = OUTPUT_JSON;
-            } else if (strcmp(value, "table") == 0) {
-                inv->format = OUTPUT_TABLE;
-            } else {
-                snprintf(err, err_len, "--format must be table or json, not '%s'", value);
+        if (own) {
+            if (!own->apply(inv, value, err, err_len))
                 return false;
-            }
-        } else if (strcmp(key, "config") == 0) {
-            continue; /* applied in the first pass */
-        } else if (strcmp(key, "timeout") == 0) {
-            int64_t ms;
-            char why[256];
-            if (!units_parse_duration_ms(value, &ms, why, sizeof(why)) || ms <= 0 ||
-                ms > 3600000) {
-                snprintf(err, err_len, "--timeout: '%s' is not a duration between 1ms and 1h",
-                         value);
-                return false;
-            }
-            inv->probe_timeout_ms = (int)ms;
-        } else if (strcmp(key, "watch") == 0) {
-            int64_t ms;
-            char why[256];
-            if (!units_parse_duration_ms(value, &ms, why, sizeof(why)) || ms < WATCH_MIN_MS ||
-                ms > WATCH_MAX_MS) {
-                snprintf(err, err_len, "--watch: '%s' is not a duration between 100ms and 1d",
-                         value);
-                return false;
-            }
-            inv->watch_ms = ms;
-        } else if (strcmp(key, "count") == 0) {
-            char *end;
-            long n = strtol(value, &end, 10);
-            if (end == value || *end != '\0' || n < 1) {
-                snprintf(err, err_len, "--count: '%s' is not a whole number of at least 1",
-                         value);
-                return false;
-            }
-            inv->watch_count = n;
-        } else {
-            char why[256];
-            enum options_result r = options_set(&inv->opts, key, value, why, sizeof(why));
-            if (r == OPTIONS_UNKNOWN_KEY) {
-                snprintf(err, err_len, "unknown option --%s (see pgwarden %s --help)", key,
-                         inv->action->name);
-                return false;
-            }
-            if (r != OPTIONS_OK) {
-                snprintf(err, err_len, "%s", why);
-                return false;
-            }
+            continue;
+        }
+        char why[256];
+        if (options_set(&inv->opts, key, value, why, sizeof(why)) != OPTIONS_OK) {
+            snprintf(err, err_len, "%s", why);
+            return false;
         }
     }
     return check_watch(inv, err, err_len) && options_validate(&inv->opts, err, err_len);

@@ -432,6 +432,37 @@ void inspect_action_full_analysis(struct action_run *run)
 }
 
 /* One snapshot, no probes: fast enough for a prompt, cron or a load balancer check. */
+/* A threshold as a count of connections for perfdata (a share is taken of the capacity);
+ * "" when unset or not convertible. */
+static void threshold_count(char *out, size_t len, const struct options_threshold *t, int max)
+{
+    out[0] = '\0';
+    if (!t->set)
+        return;
+    if (!t->percent)
+        snprintf(out, len, "%g", t->value);
+    else if (max > 0)
+        snprintf(out, len, "%g", t->value * max / 100.0);
+}
+
+/* Nagios plugin perfdata ('label'=value[UOM];[warn];[crit];[min];[max], space-separated), as
+ * check_postgres prints it after '|', so graphing picks the numbers up. */
+static void format_perfdata(char *out, size_t len, const struct stats_report *st,
+                            const struct leak_report *leaks, const struct manager_options *o)
+{
+    char w[32], c[32], max[32] = "";
+    threshold_count(w, sizeof(w), &o->status_warning, st->max);
+    threshold_count(c, sizeof(c), &o->status_critical, st->max);
+    if (st->max > 0)
+        snprintf(max, sizeof(max), "%d", st->max);
+    int n = snprintf(out, len, "connections=%d;%s;%s;0;%s utilization=%.1f%%;;;0;100 total=%d "
+                               "idle_in_transaction=%d waiting=%d leak_suspects=%zu",
+                     st->in_use, w, c, max, st->utilization_pct, st->total,
+                     st->idle_in_transaction, st->waiting, leaks->total_suspected);
+    if (n < 0 || (size_t)n >= len)
+        out[len - 1] = '\0';
+}
+
 void inspect_action_status(struct action_run *run)
 {
     struct inspect_samples s;
@@ -456,9 +487,15 @@ void inspect_action_status(struct action_run *run)
     snprintf(text, sizeof(text), "%s; %zu leak suspect%s", stats_text, leaks.total_suspected,
              leaks.total_suspected == 1 ? "" : "s");
     conclude(run, status, text);
+    char perfdata[400];
+    format_perfdata(perfdata, sizeof(perfdata), &stats, &leaks, run->opts);
     cJSON *data = cJSON_CreateObject();
     cJSON_AddStringToObject(data, "status", report_status_name(status));
     cJSON_AddStringToObject(data, "message", run->verdict);
+    cJSON_AddStringToObject(data, "perfdata", perfdata);
+    /* The verdict line is what a monitoring system reads: text, then perfdata after '|'. */
+    size_t at = strlen(run->verdict);
+    snprintf(run->verdict + at, sizeof(run->verdict) - at, " | %s", perfdata);
     cJSON_AddItemToObject(data, "statistics", report_json_stats(&stats, NULL, run->opts));
     cJSON_AddNumberToObject(data, "leak_suspects", (double)leaks.total_suspected);
     cJSON_AddNumberToObject(data, "leak_confidence", leaks.confidence);

@@ -407,7 +407,11 @@ enum report_status analysis_quick_status(const struct stats_report *stats,
                                          const struct leak_report *leaks,
                                          const struct manager_options *opts)
 {
-    return report_status_worse(stats_utilization_status(stats, opts), leaks_status(leaks));
+    bool thresholds = opts->status_warning.set || opts->status_critical.set;
+    enum report_status use =
+        thresholds ? stats_threshold_status(stats, &opts->status_warning, &opts->status_critical)
+                   : stats_utilization_status(stats, opts);
+    return report_status_worse(use, leaks_status(leaks));
 }
 
 void analysis_run(const struct snapshot *prev, const struct snapshot *cur,

@@ -49,8 +49,8 @@ void analysis_run(const struct snapshot *prev, const struct snapshot *cur,
                   const struct manager_options *opts, struct analysis_report *out);
 
 /* The status of one snapshot without probes (the status action): the worse of the
- * utilisation rule (stats_utilization_status) and the leak rule (leaks_status), the same two
- * rules full-analysis applies. */
+ * utilisation rule (stats_utilization_status, or stats_threshold_status when --warning or
+ * --critical is given) and the leak rule (leaks_status), the rules full-analysis applies. */
 enum report_status analysis_quick_status(const struct stats_report *stats,
                                          const struct leak_report *leaks,
                                          const struct manager_options *opts);

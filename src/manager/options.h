@@ -22,6 +22,14 @@ struct options_addr_range {
     char text[OPTIONS_ADDR_TEXT_LEN]; /* canonical "10.0.0.0/8", as PostgreSQL's inet reads it */
 };
 
+/* A monitoring threshold (status --warning/--critical), Nagios style: client connections in
+ * use as a count ("80") or as a share of the capacity ("80%"). */
+struct options_threshold {
+    bool set;
+    bool percent;
+    double value;
+};
+
 struct manager_options {
     int64_t idle_timeout_ms;          /* idle this long: kill-idle candidate */
     int64_t max_connection_age_ms;    /* older: retired (serve) / flagged (inspect) */
@@ -42,6 +50,8 @@ struct manager_options {
     int health_connections; /* parallel probe connections of health-check */
     int current_size;       /* auto-scale: pool size to scale from; -1 = observed */
     bool execute;           /* kill-idle: act instead of planning */
+    struct options_threshold status_warning;  /* status: thresholds replacing the */
+    struct options_threshold status_critical; /* utilisation rule when given */
 
     /* Filters applied by every action; NULL = no filter. Strings are owned. */
     char *filter_user;
@@ -55,6 +65,19 @@ struct manager_options {
     /* Client addresses kill-idle never touches: other poolers' server connections. */
     struct options_addr_range exclude_addrs[OPTIONS_MAX_EXCLUDES];
     size_t n_exclude_addrs;
+};
+
+/* Where an option matters: the actions (for per-action --help) and the live manager in
+ * `pgwarden serve` ([manager] keys). */
+enum option_use {
+    OPTION_USE_MONITOR = 1u << 0,
+    OPTION_USE_DETECT_LEAKS = 1u << 1,
+    OPTION_USE_HEALTH_CHECK = 1u << 2,
+    OPTION_USE_AUTO_SCALE = 1u << 3,
+    OPTION_USE_KILL_IDLE = 1u << 4,
+    OPTION_USE_FULL_ANALYSIS = 1u << 5,
+    OPTION_USE_STATUS = 1u << 6,
+    OPTION_USE_SERVE = 1u << 7,
 };
 
 enum options_result {
@@ -87,11 +110,11 @@ bool options_is_known_key(const char *key);
 /* True when key was given by the user (command line or config), not left at its default. */
 bool options_is_set(const struct manager_options *opts, const char *key);
 
-/* Describes every option for --help: calls emit once per key with its name (underscore
- * spelling), default and meaning. */
+/* Describes the options for --help: calls emit once per key used where uses says (enum
+ * option_use bits) with its name (underscore spelling), default and meaning. */
 typedef void (*options_help_fn)(void *ctx, const char *key, const char *default_text,
                                 const char *meaning);
-void options_describe(options_help_fn emit, void *ctx);
+void options_describe(unsigned uses, options_help_fn emit, void *ctx);
 /* Emits the current value of every scalar policy option (thresholds, limits, sizes; not the
  * per-run ones such as interval, execute or the filters) in a form options_set accepts
  * ("60000ms", "80%", "on", "5"); lists and choices are left out. */

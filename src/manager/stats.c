@@ -16,11 +16,8 @@ int stats_capacity_max(const struct snapshot *snap)
     return derived > 0 ? derived : 0;
 }
 
-double stats_utilization_pct(const struct snapshot *snap)
+int stats_in_use(const struct snapshot *snap)
 {
-    int max = stats_capacity_max(snap);
-    if (max <= 0)
-        return 0.0;
     size_t using = snap->n_conns;
     if (snap->mode == SNAPSHOT_MODE_SERVE) {
         /* A pooler's clients use its servers only while linked to one or queued for one:
@@ -30,7 +27,36 @@ double stats_utilization_pct(const struct snapshot *snap)
             if (snap->conns[i].pid != 0 || snap->conns[i].state == CONN_STATE_WAITING)
                 using++;
     }
-    return (double)using * 100.0 / (double)max;
+    return (int)using;
+}
+
+double stats_utilization_pct(const struct snapshot *snap)
+{
+    int max = stats_capacity_max(snap);
+    if (max <= 0)
+        return 0.0;
+    return (double)stats_in_use(snap) * 100.0 / (double)max;
+}
+
+/* One threshold crossed: a count of connections in use, or a share of the capacity. */
+static bool crossed(const struct options_threshold *t, const struct stats_report *stats)
+{
+    if (!t->set)
+        return false;
+    if (t->percent)
+        return stats->max > 0 && stats->utilization_pct >= t->value;
+    return (double)stats->in_use >= t->value;
+}
+
+enum report_status stats_threshold_status(const struct stats_report *stats,
+                                          const struct options_threshold *warning,
+                                          const struct options_threshold *critical)
+{
+    if (crossed(critical, stats))
+        return REPORT_CRITICAL;
+    if (crossed(warning, stats))
+        return REPORT_WARNING;
+    return REPORT_OK;
 }
 
 enum report_status stats_utilization_status(const struct stats_report *stats,
@@ -243,6 +269,7 @@ bool stats_compute(const struct snapshot *prev, const struct snapshot *cur,
     }
     out->max = stats_capacity_max(cur);
     out->utilization_pct = stats_utilization_pct(cur);
+    out->in_use = stats_in_use(cur);
     compute_rates(prev, cur, out);
     compute_timing(prev, cur, out);
     if (!group_by_application(cur, opts, out)) {

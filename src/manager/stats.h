@@ -27,6 +27,7 @@ struct stats_report {
     int broken;              /* aborted transactions (inspect) / broken servers (serve) */
     int max;                 /* usable slots (inspect) or pool max (serve); 0 = unknown */
     double utilization_pct;  /* all client connections (unfiltered) / max */
+    int in_use;              /* the connections utilisation counts (unfiltered) */
 
     /* false with a single snapshot, a zero/negative interval (clock went backwards) or a
      * counter that went down (statistics reset); rates are then 0, never negative. */
@@ -58,6 +59,14 @@ int stats_capacity_max(const struct snapshot *snap);
  * to a server or queued for one (idle clients without a server use none); above 100 when
  * clients queue. */
 double stats_utilization_pct(const struct snapshot *snap);
+/* The connections that count as using a slot (see stats_utilization_pct). */
+int stats_in_use(const struct snapshot *snap);
+/* status --warning/--critical: critical when the critical threshold is reached (at or
+ * above), else warning when the warning one is, else ok; a percent threshold needs a known
+ * capacity. */
+enum report_status stats_threshold_status(const struct stats_report *stats,
+                                          const struct options_threshold *warning,
+                                          const struct options_threshold *critical);
 
 /* Utilisation at or above this share of the capacity is critical: the next burst of logins
  * is refused. */

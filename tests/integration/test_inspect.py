@@ -423,3 +423,39 @@ def test_help_and_version(run_pgwarden):
     r = run_pgwarden("kill-idle", "--help")
     assert r.returncode == 0
     assert "--max-kill-percentage" in r.stdout and "--execute" in r.stdout
+
+
+def test_status_is_a_nagios_check_with_thresholds_and_perfdata(pg, run_pgwarden):
+    """status drops into Nagios/Icinga: --warning/--critical as a count or a share of the
+    usable slots decide the exit code, and perfdata follows '|' on the one line."""
+    import psycopg
+    conns = [psycopg.connect(pg.dsn(), autocommit=True) for _ in range(3)]
+    try:
+        r = run_pgwarden("status", "-t", pg.dsn(), "--warning", "2", "--critical", "1000")
+        assert r.returncode == 1, r.stdout + r.stderr
+        line = r.stdout.strip()
+        assert len(line.splitlines()) == 1 and line.startswith("WARNING:"), line
+        text, perf = line.split(" | ")
+        fields = dict(f.split("=", 1) for f in perf.split())
+        used, warn, crit, low, high = fields["connections"].split(";")
+        assert int(used) >= 3 and warn == "2" and crit == "1000" and low == "0" and int(high) > 0
+        assert fields["utilization"].endswith(";;;0;100")
+        r = run_pgwarden("status", "-t", pg.dsn(), "--warning", "1%", "--critical", "2")
+        assert r.returncode == 2 and r.stdout.startswith("CRITICAL:"), r.stdout
+        r = run_pgwarden("status", "-t", pg.dsn(), "--warning", "999", "--critical", "1000")
+        assert r.returncode == 0 and r.stdout.startswith("OK:"), r.stdout
+        r = run_pgwarden("status", "-t", pg.dsn(), "-f", "json", "--warning", "2")
+        assert "connections=" in r.json()["data"]["perfdata"]
+        r = run_pgwarden("status", "-t", pg.dsn(), "--warning", "90%", "--critical", "80%")
+        assert r.returncode == 3 and "above --critical" in r.stderr, r.stderr
+        r = run_pgwarden("status", "-t", pg.dsn(), "--warning", "lots")
+        assert r.returncode == 3 and "not a number of connections" in r.stderr, r.stderr
+        # --help lists the options status uses, and only those.
+        r = run_pgwarden("status", "--help")
+        assert "--warning" in r.stdout and "--critical" in r.stdout
+        assert "--execute" not in r.stdout and "--max-kill-percentage" not in r.stdout
+        r = run_pgwarden("status", "--bogus")
+        assert r.returncode == 3 and "unknown option --bogus" in r.stderr
+    finally:
+        for c in conns:
+            c.close()

@@ -199,11 +199,20 @@ static void test_describe_and_known_keys(void **state)
 {
     (void)state;
     struct describe_ctx c = {0, false, true};
-    options_describe(collect, &c);
+    options_describe(~0u, collect, &c);
     /* At least the keys this file tests; other keys may be added without touching this. */
     assert_true(c.count >= 21);
     assert_true(c.saw_idle_timeout);
     assert_true(c.all_known);
+    /* Per action: health-check reads neither the filters nor kill-idle's settings; the live
+     * manager's keys are not listed for the CLI actions. */
+    struct describe_ctx health = {0, false, true};
+    options_describe(OPTION_USE_HEALTH_CHECK, collect, &health);
+    assert_int_equal(health.count, 1); /* --connections */
+    struct describe_ctx kill = {0, false, true};
+    options_describe(OPTION_USE_KILL_IDLE, collect, &kill);
+    assert_true(kill.saw_idle_timeout);
+    assert_true(kill.count < c.count);
     assert_true(options_is_known_key("leak-hold-threshold"));
     assert_true(options_is_known_key("exclude_app"));
     assert_true(options_is_known_key("exclude-addr"));
