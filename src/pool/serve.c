@@ -73,7 +73,7 @@ static void print_config_keys(void)
     printf("|---|---|---|---|---|\n");
     pooler_config_describe(describe_key, NULL);
     printf("\n| `[manager]` key | default | meaning |\n|---|---|---|\n");
-    options_describe(OPTION_USE_SERVE, describe_manager_key, NULL);
+    options_describe(~0u, describe_manager_key, NULL); /* all: the CLI reads [manager] too */
 }
 
 static FILE *log_file;
