@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +27,7 @@
 struct api_call {
     struct pooler *p;
     struct live_manager *m;
-    bool post;
-    cJSON *body; /* owned, may be NULL */
+    const struct api_request *req; /* borrowed */
     bool acting_allowed;
     struct action_run run;
     int status;
@@ -51,12 +51,6 @@ static bool snapshots(struct api_call *x, const struct snapshot **cur, const str
         return false;
     }
     return true;
-}
-
-static bool body_flag(const struct api_call *x, const char *name)
-{
-    const cJSON *v = x->body ? cJSON_GetObjectItemCaseSensitive(x->body, name) : NULL;
-    return cJSON_IsTrue(v);
 }
 
 static void api_monitor(struct api_call *x)
@@ -104,7 +98,7 @@ static size_t all_probes(struct api_call *x, struct health_probe **out)
 
 static void api_health_check(struct api_call *x)
 {
-    if (x->post) {
+    if (x->req->post) {
         if (!x->acting_allowed) {
             fail(x, 403, "refused", "acting over HTTP needs http_auth_token to be set");
             return;
@@ -121,12 +115,12 @@ static void api_health_check(struct api_call *x)
 
 static void api_auto_scale(struct api_call *x)
 {
-    if (x->post) {
+    if (x->req->post) {
         if (!x->acting_allowed) {
             fail(x, 403, "refused", "acting over HTTP needs http_auth_token to be set");
             return;
         }
-        live_manager_auto_scale(x->m, !body_flag(x, "dry_run"));
+        live_manager_auto_scale(x->m, !x->req->dry_run);
     }
     cJSON *data = cJSON_CreateObject();
     cJSON *pools = data ? cJSON_AddArrayToObject(data, "pools") : NULL;
@@ -147,7 +141,7 @@ static void api_auto_scale(struct api_call *x)
 
 static void api_kill_idle(struct api_call *x)
 {
-    bool execute = x->post && body_flag(x, "execute");
+    bool execute = x->req->post && x->req->execute;
     if (execute && !x->acting_allowed) {
         fail(x, 403, "refused", "acting over HTTP needs http_auth_token to be set");
         return;
@@ -230,11 +224,9 @@ static void api_events(struct api_call *x)
     const struct event_ring *ev = live_manager_events(x->m);
     cJSON *data = cJSON_CreateObject();
     cJSON *list = data ? cJSON_AddArrayToObject(data, "events") : NULL;
-    const cJSON *since_item = x->body ? cJSON_GetObjectItemCaseSensitive(x->body, "since") : NULL;
-    double since = cJSON_IsNumber(since_item) ? since_item->valuedouble : 0;
     for (size_t i = 0; list && i < ev->n; i++) {
         const struct event *e = event_ring_at(ev, i);
-        if ((double)e->seq <= since)
+        if (e->seq <= x->req->since)
             continue;
         cJSON *o = event_json(e);
         if (!o)
@@ -244,15 +236,61 @@ static void api_events(struct api_call *x)
     x->run.data = data;
 }
 
+/* The value of the first key in a query ("k=v" pairs split at '&'; a key without '=' has the
+ * value ""), with its length in *len; NULL when absent. Keys are matched whole, so "nofollow"
+ * is not "follow". */
+static const char *query_value(const char *query, const char *key, size_t *len)
+{
+    size_t key_len = strlen(key);
+    for (const char *pair = query; pair != NULL; pair = strchr(pair, '&')) {
+        if (*pair == '&')
+            pair++;
+        size_t pair_len = strcspn(pair, "&");
+        if (pair_len >= key_len && !strncmp(pair, key, key_len) &&
+            (pair_len == key_len || pair[key_len] == '=')) {
+            const char *value = pair + key_len + (pair_len > key_len);
+            *len = pair_len - (size_t)(value - pair);
+            return value;
+        }
+    }
+    return NULL;
+}
+
+/* An event seq written as digits only (no sign, no space): strtoull would take "-1" as
+ * UINT64_MAX and so hide every event. Saturates at UINT64_MAX; 0 when not a number. */
+static uint64_t seq_from_digits(const char *s, size_t n)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        unsigned digit = (unsigned)(s[i] - '0');
+        v = v > (UINT64_MAX - digit) / 10 ? UINT64_MAX : v * 10 + digit;
+    }
+    return v;
+}
+
+/* A JSON number as an event seq: "after 2.5" is after 2; below 1 (or not a number) is 0. */
+static uint64_t seq_from_json(const cJSON *item)
+{
+    if (!cJSON_IsNumber(item) || !(item->valuedouble >= 1))
+        return 0;
+    if (item->valuedouble >= 18446744073709551616.0) /* 2^64 */
+        return UINT64_MAX;
+    return (uint64_t)floor(item->valuedouble);
+}
+
 bool api_is_event_stream(const char *path, const char *query)
 {
-    return path && !strcmp(path, API_PREFIX "events") && query && strstr(query, "follow");
+    size_t len;
+    return path && !strcmp(path, API_PREFIX "events") && query_value(query, "follow", &len);
 }
 
 uint64_t api_events_since(const char *query)
 {
-    const char *since = query ? strstr(query, "since=") : NULL;
-    return since ? strtoull(since + 6, NULL, 10) : 0;
+    size_t len = 0;
+    const char *since = query_value(query, "since", &len);
+    return since ? seq_from_digits(since, len) : 0;
 }
 
 uint64_t api_write_events_sse(struct pooler *p, uint64_t after, struct evbuffer *out)
@@ -306,22 +344,47 @@ bool api_is_route(const char *path)
     return path && !strncmp(path, API_PREFIX, strlen(API_PREFIX));
 }
 
-/* ?since=N for /events as a JSON body equivalent. */
-static cJSON *query_as_body(const char *query)
+static void refuse(struct api_request *req, int status, const char *code, const char *message)
 {
-    if (!query || !strstr(query, "since="))
-        return NULL;
-    cJSON *o = cJSON_CreateObject();
-    if (o)
-        cJSON_AddNumberToObject(o, "since", (double)api_events_since(query));
-    return o;
+    req->status = status;
+    req->code = code;
+    req->message = message;
+}
+
+void api_parse_request(const char *path, bool post, const char *body, const char *query,
+                       struct api_request *req)
+{
+    memset(req, 0, sizeof(*req));
+    req->route = find_route(path);
+    req->action = req->route ? req->route->name : "unknown";
+    req->status = 200;
+    req->post = post;
+    if (body && body[0]) {
+        cJSON *json = cJSON_Parse(body);
+        if (!cJSON_IsObject(json)) {
+            cJSON_Delete(json);
+            refuse(req, 400, "bad_input", "the request body is not a JSON object");
+            return;
+        }
+        req->execute = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "execute"));
+        req->dry_run = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "dry_run"));
+        req->since = seq_from_json(cJSON_GetObjectItemCaseSensitive(json, "since"));
+        cJSON_Delete(json);
+    } else {
+        req->since = api_events_since(query);
+    }
+    if (!req->route)
+        refuse(req, 404, "not_found", "unknown action");
+    else if (post && !req->route->may_post)
+        refuse(req, 405, "bad_input", "this action only reads: use GET");
 }
 
 int api_handle(struct pooler *p, const char *path, bool post, const char *body,
                bool acting_allowed, const char *query, struct evbuffer *out)
 {
-    const struct api_route *route = find_route(path);
-    struct api_call x = {.p = p, .m = p->manager, .post = post, .acting_allowed = acting_allowed,
+    struct api_request req;
+    api_parse_request(path, post, body, query, &req);
+    struct api_call x = {.p = p, .m = p->manager, .req = &req, .acting_allowed = acting_allowed,
                          .status = 200};
     double started = timestamp_monotonic_ms();
     x.run.opts = &p->cfg->manager;
@@ -330,23 +393,18 @@ int api_handle(struct pooler *p, const char *path, bool post, const char *body,
     snprintf(x.run.target.host, sizeof(x.run.target.host), "%s", p->cfg->listen_addr);
     snprintf(x.run.target.port, sizeof(x.run.target.port), "%d", p->cfg->listen_port);
     snprintf(x.run.target.server_version, sizeof(x.run.target.server_version), "pgwarden");
-    x.body = body && body[0] ? cJSON_Parse(body) : query_as_body(query);
-    if (body && body[0] && !cJSON_IsObject(x.body))
-        fail(&x, 400, "bad_input", "the request body is not a JSON object");
-    else if (!route)
-        fail(&x, 404, "not_found", "unknown action");
-    else if (post && !route->may_post)
-        fail(&x, 405, "bad_input", "this action only reads: use GET");
+    if (req.status != 200)
+        fail(&x, req.status, req.code, req.message);
     else if (!x.m)
         fail(&x, 503, "not_ready", "the manager is not running");
     else
-        route->handle(&x);
+        req.route->handle(&x);
     if (!x.run.failed && !x.run.data)
         fail(&x, 500, "out_of_memory", "out of memory");
     char when[40];
     timestamp_format_iso(timestamp_now_ms(), when, sizeof(when));
     double ms = timestamp_monotonic_ms() - started;
-    cJSON *env = render_envelope(&x.run, route ? route->name : "unknown", when, ms);
+    cJSON *env = render_envelope(&x.run, req.action, when, ms);
     char *text = env ? cJSON_PrintUnformatted(env) : NULL;
     if (text) {
         evbuffer_add(out, text, strlen(text));
@@ -357,6 +415,5 @@ int api_handle(struct pooler *p, const char *path, bool post, const char *body,
     }
     cJSON_Delete(env);
     cJSON_Delete(x.run.data);
-    cJSON_Delete(x.body);
     return x.status;
 }

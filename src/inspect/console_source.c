@@ -22,16 +22,6 @@
 
 /* ---- the target URI ----------------------------------------------------------------- */
 
-struct console_uri {
-    char user[SNAPSHOT_NAME_LEN];
-    char password[256];
-    bool has_user;
-    bool has_password;
-    char host[256];
-    char port[8];
-    char database[16];
-};
-
 /* The console answers under both virtual database names. */
 static const char *const console_databases[] = {"pgbouncer", "pgwarden"};
 
@@ -135,19 +125,21 @@ static bool parse_host_port(const char *s, size_t n, struct console_uri *u, cons
     return true;
 }
 
-/* pgwarden://[USER[:PASSWORD]@]HOST[:PORT][/pgbouncer|/pgwarden]. Errors never quote the
- * URI: it may hold a password. */
-static bool parse_uri(const char *uri, struct console_uri *u, struct inspect_error *err)
+bool console_source_parse_uri(const char *uri, struct console_uri *u, struct inspect_error *err)
 {
     memset(u, 0, sizeof(*u));
     const char *why = NULL;
+    if (strncmp(uri, CONSOLE_SOURCE_SCHEME, strlen(CONSOLE_SOURCE_SCHEME)) != 0) {
+        why = "it does not start with " CONSOLE_SOURCE_SCHEME;
+        goto bad;
+    }
     const char *s = uri + strlen(CONSOLE_SOURCE_SCHEME);
     size_t authority = strcspn(s, "/?#");
     const char *path = s + authority;
     const char *at = NULL;
     for (size_t i = 0; i < authority; i++)
         if (s[i] == '@')
-            at = s + i; /* the last '@': a password may contain an encoded one only */
+            at = s + i; /* the last '@': a password may hold a raw '@' too */
     const char *hostport = s;
     if (at != NULL) {
         size_t info_len = (size_t)(at - s);
@@ -280,7 +272,7 @@ PGconn *console_source_connect(const char *uri, struct inspect_target *target,
 {
     memset(target, 0, sizeof(*target));
     struct console_uri u;
-    if (!parse_uri(uri, &u, err)) {
+    if (!console_source_parse_uri(uri, &u, err)) {
         console_uri_forget_password(&u);
         return NULL;
     }
@@ -655,7 +647,7 @@ void console_source_probe(const char *uri, size_t n, int timeout_ms, struct heal
     }
     struct console_uri u;
     struct inspect_error err = {0};
-    if (!parse_uri(uri, &u, &err)) {
+    if (!console_source_parse_uri(uri, &u, &err)) {
         for (size_t i = 0; i < n; i++) {
             snprintf(probes[i].error, sizeof(probes[i].error), "%.200s", err.message);
             snprintf(probes[i].error_class, sizeof(probes[i].error_class), "error");

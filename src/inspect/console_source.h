@@ -21,6 +21,26 @@
 /* PgBouncer's (and so pgwarden's) default listen port, used when the URI names none. */
 #define CONSOLE_SOURCE_DEFAULT_PORT "6432"
 
+/* A pgwarden:// target taken apart: user and password percent-decoded, host as written
+ * (without the [ ] of an IPv6 address), the port in decimal, the console database. Every
+ * field is NUL-terminated within its array, also after a refusal. */
+struct console_uri {
+    char user[SNAPSHOT_NAME_LEN];
+    char password[256];
+    bool has_user;     /* a non-empty user before the '@' */
+    bool has_password; /* a ':' in the user part, even with nothing after it */
+    char host[256];    /* never empty when accepted */
+    char port[8];      /* 1..65535, CONSOLE_SOURCE_DEFAULT_PORT when the URI names none */
+    char database[16]; /* "pgbouncer" (the default) or "pgwarden" */
+};
+
+/* Parses pgwarden://[USER[:PASSWORD]@]HOST[:PORT][/pgbouncer|/pgwarden] (an IPv6 HOST in
+ * [ ]). Pure: no environment, no connection. On a refusal err says why (code bad_input)
+ * without quoting the URI, which may hold a password; the caller wipes u->password either
+ * way when it no longer needs it. */
+bool console_source_parse_uri(const char *uri, struct console_uri *u, struct inspect_error *err)
+    __attribute__((warn_unused_result));
+
 /* Logs in to the admin console (database pgbouncer, or pgwarden when the URI says so). The
  * user comes from the URI, else PGUSER, else "postgres"; the password from the URI, else
  * libpq's PGPASSWORD/.pgpass. Checks with SHOW VERSION that the other end is a pgwarden and
