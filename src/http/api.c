@@ -80,22 +80,6 @@ static void api_detect_leaks(struct api_call *x)
     x->run.data = report_json_leaks(leaks, cur);
 }
 
-/* The recent probe outcomes of every pool (ids renumbered across pools). */
-static size_t all_probes(struct api_call *x, struct health_probe **out)
-{
-    size_t n = 0, cap = 0;
-    *out = NULL;
-    for (struct plist *it = x->p->pools.next; it != &x->p->pools; it = it->next)
-        cap += plist_entry(it, struct pool, node)->probes.n;
-    if (cap == 0 || !(*out = calloc(cap, sizeof(**out))))
-        return 0;
-    for (struct plist *it = x->p->pools.next; it != &x->p->pools; it = it->next)
-        n += pool_source_probes(plist_entry(it, struct pool, node), *out + n);
-    for (size_t i = 0; i < n; i++)
-        (*out)[i].id = (int64_t)i + 1;
-    return n;
-}
-
 static void api_health_check(struct api_call *x)
 {
     if (x->req->post) {
@@ -106,7 +90,7 @@ static void api_health_check(struct api_call *x)
         (void)live_manager_health_check(x->m);
     }
     struct health_probe *probes;
-    size_t n = all_probes(x, &probes);
+    size_t n = live_manager_probes(x->m, &probes);
     struct health_report h;
     health_summarize(probes, n, NULL, x->run.opts, &h);
     x->run.data = report_json_health(&h, probes, n);
@@ -160,37 +144,13 @@ static void api_full_analysis(struct api_call *x)
     const struct snapshot *cur, *prev;
     if (!snapshots(x, &cur, &prev))
         return;
-    struct stats_report stats;
-    struct kill_plan idle;
-    if (!stats_compute(prev, cur, x->run.opts, &stats)) {
+    struct live_analysis la;
+    if (!live_manager_analyse(x->m, &la)) {
         fail(x, 500, "out_of_memory", "out of memory");
         return;
     }
-    struct manager_options plan_opts = *x->run.opts;
-    plan_opts.execute = false;
-    if (!reaper_plan(cur, &plan_opts, &idle)) {
-        stats_report_free(&stats);
-        fail(x, 500, "out_of_memory", "out of memory");
-        return;
-    }
-    struct health_probe *probes;
-    size_t n = all_probes(x, &probes);
-    struct health_report h;
-    health_summarize(probes, n, NULL, x->run.opts, &h);
-    struct scaling_decision scaling;
-    scaling_decide(prev, cur, x->run.opts, -1, &scaling);
-    struct analysis_report analysis = {
-        .stats = &stats,
-        .leaks = live_manager_leaks(x->m),
-        .health = &h,
-        .scaling = &scaling,
-        .idle = &idle,
-    };
-    analysis_run(prev, cur, x->run.opts, &analysis);
-    x->run.data = report_json_analysis(&analysis, cur, probes, n, x->run.opts);
-    free(probes);
-    kill_plan_free(&idle);
-    stats_report_free(&stats);
+    x->run.data = report_json_analysis(&la.analysis, la.cur, la.probes, la.n_probes, x->run.opts);
+    live_analysis_free(&la);
 }
 
 /* One event as the API shows it, or NULL when memory runs out. */
@@ -258,7 +218,7 @@ static const char *query_value(const char *query, const char *key, size_t *len)
 
 /* An event seq written as digits only (no sign, no space): strtoull would take "-1" as
  * UINT64_MAX and so hide every event. Saturates at UINT64_MAX; 0 when not a number. */
-static uint64_t seq_from_digits(const char *s, size_t n)
+uint64_t api_parse_seq(const char *s, size_t n)
 {
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++) {
@@ -290,7 +250,7 @@ uint64_t api_events_since(const char *query)
 {
     size_t len = 0;
     const char *since = query_value(query, "since", &len);
-    return since ? seq_from_digits(since, len) : 0;
+    return since ? api_parse_seq(since, len) : 0;
 }
 
 uint64_t api_write_events_sse(struct pooler *p, uint64_t after, struct evbuffer *out)

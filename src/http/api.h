@@ -51,6 +51,9 @@ bool api_is_event_stream(const char *path, const char *query);
 /* ?since=N: the first "since" key's value when it is all digits (at most UINT64_MAX); 0 when
  * absent or not a number. */
 uint64_t api_events_since(const char *query);
+/* An event sequence number written in n decimal digits (capped at UINT64_MAX); 0 when
+ * anything but a digit is there (a Last-Event-ID of "-1" resumes from the start). */
+uint64_t api_parse_seq(const char *s, size_t n);
 /* Appends the events after seq `after` in SSE form ("id:", "event:", "data: <json>"); returns
  * the seq of the last one written (after when none). */
 uint64_t api_write_events_sse(struct pooler *p, uint64_t after, struct evbuffer *out);

@@ -306,7 +306,7 @@ static void follow_events(struct http_server *srv, struct evhttp_request *req, c
     const char *resume =
         evhttp_find_header(evhttp_request_get_input_headers(req), "Last-Event-ID");
     if (resume)
-        since = strtoull(resume, NULL, 10);
+        since = api_parse_seq(resume, strlen(resume));
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", "text/event-stream");
     evhttp_add_header(h, "Cache-Control", "no-store");

@@ -338,6 +338,9 @@ enum client_column {
     CLIENT_QUERY_START_MS,
     CLIENT_REQUESTS,
     CLIENT_TAKEN_MS,
+    CLIENT_OUTPUT_BLOCKED_MS,
+    CLIENT_HOLD_TOTAL_MS,
+    CLIENT_APP_USUAL_HOLD_MS,
     N_CLIENT_COLUMNS,
 };
 
@@ -355,6 +358,9 @@ static const char *const client_columns[N_CLIENT_COLUMNS] = {
     [CLIENT_QUERY_START_MS] = "query_start_ms",
     [CLIENT_REQUESTS] = "requests",
     [CLIENT_TAKEN_MS] = "taken_ms",
+    [CLIENT_OUTPUT_BLOCKED_MS] = "output_blocked_ms",
+    [CLIENT_HOLD_TOTAL_MS] = "hold_total_ms",
+    [CLIENT_APP_USUAL_HOLD_MS] = "app_usual_hold_ms",
 };
 
 enum totals_column {
@@ -493,9 +499,141 @@ static enum read_result read_clients(PGconn *conn, struct snapshot *snap, struct
         rec->xact_start_ms = get_i64(res, i, col[CLIENT_XACT_START_MS]);
         rec->query_start_ms = get_i64(res, i, col[CLIENT_QUERY_START_MS]);
         rec->requests = get_i64(res, i, col[CLIENT_REQUESTS]);
+        rec->output_blocked_ms = get_i64(res, i, col[CLIENT_OUTPUT_BLOCKED_MS]);
+        rec->hold_total_ms = get_i64(res, i, col[CLIENT_HOLD_TOTAL_MS]);
+        rec->app_usual_hold_ms = get_i64(res, i, col[CLIENT_APP_USUAL_HOLD_MS]);
         /* The same protection rules as inspect mode: a platform service that connects
          * through the pooler (PostgREST, Supavisor, ...) is never a suspect nor a target. */
         rec->is_infrastructure = collector_is_infrastructure(rec->user, rec->application);
+    }
+    PQclear(res);
+    return READ_OK;
+}
+
+/* SHOW SNAPSHOT_POOLS: one record per pool (limits, contents, rates, quantiles). */
+enum pool_column {
+    POOL_DATABASE,
+    POOL_USER,
+    POOL_SERVER,
+    POOL_MODE,
+    POOL_SIZE,
+    POOL_RESERVE,
+    POOL_MAX_SIZE,
+    POOL_SERVER_USABLE,
+    POOL_CL_ACTIVE,
+    POOL_CL_WAITING,
+    POOL_CL_IDLE,
+    POOL_SV_ACTIVE,
+    POOL_SV_IDLE,
+    POOL_SV_TESTED,
+    POOL_SV_LOGIN,
+    POOL_XACTS_PER_SEC,
+    POOL_QUERIES_PER_SEC,
+    POOL_OPENED_PER_SEC,
+    POOL_CLOSED_PER_SEC,
+    POOL_BYTES_IN_PER_SEC,
+    POOL_BYTES_OUT_PER_SEC,
+    POOL_AVG_XACT_MS,
+    POOL_AVG_QUERY_MS,
+    POOL_AVG_WAIT_MS,
+    POOL_WAIT_P95_MS,
+    POOL_WAIT_P99_MS,
+    POOL_WAIT_MAX_MS,
+    POOL_XACT_P95_MS,
+    POOL_XACT_P99_MS,
+    POOL_QUERY_WAIT_TIMEOUT_MS,
+    POOL_IDLE_TRANSACTION_TIMEOUT_MS,
+    N_POOL_COLUMNS,
+};
+
+static const char *const pool_columns[N_POOL_COLUMNS] = {
+    [POOL_DATABASE] = "database",
+    [POOL_USER] = "user",
+    [POOL_SERVER] = "server",
+    [POOL_MODE] = "pool_mode",
+    [POOL_SIZE] = "size",
+    [POOL_RESERVE] = "reserve",
+    [POOL_MAX_SIZE] = "max_size",
+    [POOL_SERVER_USABLE] = "server_usable",
+    [POOL_CL_ACTIVE] = "cl_active",
+    [POOL_CL_WAITING] = "cl_waiting",
+    [POOL_CL_IDLE] = "cl_idle",
+    [POOL_SV_ACTIVE] = "sv_active",
+    [POOL_SV_IDLE] = "sv_idle",
+    [POOL_SV_TESTED] = "sv_tested",
+    [POOL_SV_LOGIN] = "sv_login",
+    [POOL_XACTS_PER_SEC] = "xacts_per_sec",
+    [POOL_QUERIES_PER_SEC] = "queries_per_sec",
+    [POOL_OPENED_PER_SEC] = "servers_opened_per_sec",
+    [POOL_CLOSED_PER_SEC] = "servers_closed_per_sec",
+    [POOL_BYTES_IN_PER_SEC] = "bytes_in_per_sec",
+    [POOL_BYTES_OUT_PER_SEC] = "bytes_out_per_sec",
+    [POOL_AVG_XACT_MS] = "avg_xact_ms",
+    [POOL_AVG_QUERY_MS] = "avg_query_ms",
+    [POOL_AVG_WAIT_MS] = "avg_wait_ms",
+    [POOL_WAIT_P95_MS] = "wait_p95_ms",
+    [POOL_WAIT_P99_MS] = "wait_p99_ms",
+    [POOL_WAIT_MAX_MS] = "wait_max_ms",
+    [POOL_XACT_P95_MS] = "xact_p95_ms",
+    [POOL_XACT_P99_MS] = "xact_p99_ms",
+    [POOL_QUERY_WAIT_TIMEOUT_MS] = "query_wait_timeout_ms",
+    [POOL_IDLE_TRANSACTION_TIMEOUT_MS] = "idle_transaction_timeout_ms",
+};
+
+static double get_double(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? 0.0 : strtod(PQgetvalue(res, row, col), NULL);
+}
+
+static const struct {
+    const char *name;
+    enum snapshot_pool_mode mode;
+} pool_modes[] = {{"session", SNAPSHOT_POOL_SESSION},
+                  {"transaction", SNAPSHOT_POOL_TRANSACTION},
+                  {"statement", SNAPSHOT_POOL_STATEMENT}};
+
+static enum read_result read_pools(PGconn *conn, struct snapshot *snap, struct inspect_error *err)
+{
+    static const char command[] = "SHOW SNAPSHOT_POOLS";
+    PGresult *res = console_exec(conn, command, PGRES_TUPLES_OK, err);
+    if (res == NULL)
+        return READ_FAILED;
+    int col[N_POOL_COLUMNS];
+    if (!find_columns(res, command, pool_columns, N_POOL_COLUMNS, col, err)) {
+        PQclear(res);
+        return READ_FAILED;
+    }
+    int rows = PQntuples(res);
+    for (int i = 0; i < rows; i++) {
+        struct pool_record *pl = snapshot_add_pool(snap);
+        if (pl == NULL) {
+            inspect_error_set(err, "out_of_memory", NULL, "out of memory reading %d pools", rows);
+            PQclear(res);
+            return READ_FAILED;
+        }
+        get_text(pl->database, sizeof(pl->database), res, i, col[POOL_DATABASE]);
+        get_text(pl->user, sizeof(pl->user), res, i, col[POOL_USER]);
+        get_text(pl->server, sizeof(pl->server), res, i, col[POOL_SERVER]);
+        const char *mode = PQgetvalue(res, i, col[POOL_MODE]);
+        for (size_t m = 0; m < sizeof(pool_modes) / sizeof(pool_modes[0]); m++)
+            if (!strcmp(mode, pool_modes[m].name))
+                pl->mode = pool_modes[m].mode;
+        int *counts[] = {&pl->size,      &pl->reserve,    &pl->max_size, &pl->server_usable,
+                         &pl->cl_active, &pl->cl_waiting, &pl->cl_idle,  &pl->sv_active,
+                         &pl->sv_idle,   &pl->sv_tested,  &pl->sv_login};
+        for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++)
+            *counts[k] = (int)get_i64(res, i, col[POOL_SIZE + (int)k]);
+        double *values[] = {&pl->xacts_per_sec,    &pl->queries_per_sec,
+                            &pl->servers_opened_per_sec, &pl->servers_closed_per_sec,
+                            &pl->bytes_in_per_sec, &pl->bytes_out_per_sec,
+                            &pl->avg_xact_ms,      &pl->avg_query_ms,
+                            &pl->avg_wait_ms,      &pl->wait_p95_ms,
+                            &pl->wait_p99_ms,      &pl->wait_max_ms,
+                            &pl->xact_p95_ms,      &pl->xact_p99_ms};
+        for (size_t k = 0; k < sizeof(values) / sizeof(values[0]); k++)
+            *values[k] = get_double(res, i, col[POOL_XACTS_PER_SEC + (int)k]);
+        pl->query_wait_timeout_ms = get_i64(res, i, col[POOL_QUERY_WAIT_TIMEOUT_MS]);
+        pl->idle_transaction_timeout_ms = get_i64(res, i, col[POOL_IDLE_TRANSACTION_TIMEOUT_MS]);
     }
     PQclear(res);
     return READ_OK;
@@ -521,6 +659,8 @@ bool console_source_take_snapshot(PGconn *conn, const struct manager_options *op
         enum read_result r = read_totals(conn, newer_than_ms, snap, err);
         if (r == READ_OK)
             r = read_clients(conn, snap, err);
+        if (r == READ_OK)
+            r = read_pools(conn, snap, err);
         if (r == READ_OK)
             return true;
         snapshot_free(snap);

@@ -147,6 +147,10 @@ def test_monitor_counts_what_the_pooler_holds(pooler, run_pgwarden):
             assert data["throughput"]["interval_s"] and data["throughput"]["interval_s"] > 0
             assert data["throughput"]["requests_per_sec"] is not None
             assert r.returncode == 0, data["utilization_pct"]  # 4 of 5 = 80%, not above it
+            # The pool's own record, read from SHOW SNAPSHOT_POOLS.
+            pools = data["pools"]
+            assert len(pools) == 1 and pools[0]["database"] == "postgres", pools
+            assert pools[0]["size"] == 5 and pools[0]["servers"]["active"] >= 1, pools
         finally:
             th.join(15)
 
