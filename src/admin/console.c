@@ -121,14 +121,17 @@ static void normalise(const char *sql, char *out, size_t len)
             space = j > 0;
             continue;
         }
-        if (space && j + 1 < len)
+        /* Room for the separator, this character and the terminator: a long command is
+         * cut, never written past out (the fuzz target found the one-byte overrun). */
+        if (space && j + 2 >= len)
+            break;
+        if (space)
             out[j++] = ' ';
         space = false;
         out[j++] = (char)toupper((unsigned char)ch);
     }
     out[j] = '\0';
 }
-
 
 /* The database argument as typed (case kept), after the command word. */
 static void argument(const char *sql, char *out, size_t len)

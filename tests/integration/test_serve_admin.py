@@ -331,3 +331,14 @@ def test_shutdown_wait_for_clients(pgwarden_bin, pg):
             psycopg.connect(p.dsn(), connect_timeout=2)
     finally:
         p.stop()
+
+
+def test_long_console_command_is_refused_cleanly(pooler):
+    """A command longer than the console reads, words separated by spaces (the fuzz target
+    found a one-byte overrun there), is an error and nothing else."""
+    with console(pooler, "monitor") as c:
+        for n in range(120, 140):
+            res = c.pgconn.exec_(("SHOW " + "a " * n).encode())
+            assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert rows(c, "SHOW VERSION")
+    assert pooler.alive()
