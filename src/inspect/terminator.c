@@ -46,7 +46,7 @@ static void array_literal(char *out, size_t len, char *const *items, size_t n)
 struct exclusions {
     char users[4096];
     char apps[4096];
-    char addrs[OPTIONS_MAX_EXCLUDES * (OPTIONS_ADDR_TEXT_LEN + 3) + 3];
+    char addrs[OPTIONS_MAX_EXCLUDES * (CIDR_TEXT_LEN + 3) + 3];
 };
 
 static void execute_one(PGconn *conn, const char *sql, const struct exclusions *ex,

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/cidr.h"
 #include "common/units.h"
 #include "manager/reclaim.h"
 
@@ -238,69 +239,6 @@ static enum options_result add_exclude_apps(struct manager_options *opts, const 
     return add_names(opts->exclude_apps, &opts->n_exclude_apps, key, value, err, err_len);
 }
 
-/* Parses "ADDR" or "ADDR/BITS" (IPv4 or IPv6). IPv4-mapped IPv6 becomes IPv4, so one rule
- * matches however the server printed the client. Host bits past the prefix are cleared. */
-static bool parse_addr_range(const char *text, struct options_addr_range *out)
-{
-    char buf[OPTIONS_ADDR_TEXT_LEN];
-    if (snprintf(buf, sizeof(buf), "%s", text) >= (int)sizeof(buf))
-        return false;
-    char *slash = strchr(buf, '/');
-    long bits = -1;
-    if (slash != NULL) {
-        *slash = '\0';
-        char *end;
-        bits = strtol(slash + 1, &end, 10);
-        if (slash[1] < '0' || slash[1] > '9' || *end != '\0')
-            return false;
-    }
-    memset(out, 0, sizeof(*out));
-    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (inet_pton(AF_INET, buf, out->addr) == 1) {
-        out->family = AF_INET;
-        out->prefix_len = 32;
-    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
-        out->family = AF_INET6;
-        out->prefix_len = 128;
-        if (memcmp(out->addr, mapped, sizeof(mapped)) == 0 && (bits < 0 || bits >= 96)) {
-            memmove(out->addr, out->addr + 12, 4);
-            memset(out->addr + 4, 0, 12);
-            out->family = AF_INET;
-            out->prefix_len = 32;
-            if (bits >= 0)
-                bits -= 96;
-        }
-    } else {
-        return false;
-    }
-    if (bits > out->prefix_len)
-        return false;
-    if (bits >= 0)
-        out->prefix_len = (int)bits;
-    for (int i = out->prefix_len; i < 128; i++)
-        out->addr[i / 8] &= (unsigned char)~(0x80u >> (i % 8));
-    char host[INET6_ADDRSTRLEN];
-    if (inet_ntop(out->family, out->addr, host, sizeof(host)) == NULL)
-        return false;
-    snprintf(out->text, sizeof(out->text), "%s/%d", host, out->prefix_len);
-    return true;
-}
-
-static bool addr_in_range(const struct options_addr_range *range, int family,
-                          const unsigned char *addr)
-{
-    if (range->family != family)
-        return false;
-    size_t full = (size_t)range->prefix_len / 8;
-    int rest = range->prefix_len % 8;
-    if (memcmp(range->addr, addr, full) != 0)
-        return false;
-    if (rest == 0)
-        return true;
-    unsigned char mask = (unsigned char)(0xffu << (8 - rest));
-    return (addr[full] & mask) == range->addr[full];
-}
-
 static enum options_result add_exclude_addrs(struct manager_options *opts, const char *key,
                                              const char *value, char *err, size_t err_len)
 {
@@ -308,10 +246,10 @@ static enum options_result add_exclude_addrs(struct manager_options *opts, const
     size_t trimmed;
     while (next_item(&rest, &p, &trimmed)) {
         if (trimmed > 0) {
-            char item[OPTIONS_ADDR_TEXT_LEN];
+            char item[CIDR_TEXT_LEN];
             snprintf(item, sizeof(item), "%.*s", (int)trimmed, p);
-            struct options_addr_range range;
-            if (trimmed >= sizeof(item) || !parse_addr_range(item, &range)) {
+            struct cidr range;
+            if (trimmed >= sizeof(item) || !cidr_parse(item, &range)) {
                 snprintf(err, err_len,
                          "%s: '%.*s' is not an IP address or CIDR block (use 10.0.0.5, "
                          "10.1.0.0/16 or fd00::/8)",
@@ -625,11 +563,11 @@ bool options_addr_excluded(const struct manager_options *opts, const char *clien
 {
     if (client_addr == NULL || client_addr[0] == '\0' || opts->n_exclude_addrs == 0)
         return false;
-    struct options_addr_range host;
-    if (strchr(client_addr, '/') != NULL || !parse_addr_range(client_addr, &host))
+    struct cidr host;
+    if (strchr(client_addr, '/') != NULL || !cidr_parse(client_addr, &host))
         return false;
     for (size_t i = 0; i < opts->n_exclude_addrs; i++) {
-        if (addr_in_range(&opts->exclude_addrs[i], host.family, host.addr))
+        if (cidr_contains(&opts->exclude_addrs[i], host.family, host.addr))
             return true;
     }
     return false;

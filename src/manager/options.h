@@ -7,20 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/cidr.h"
 #include "manager/reclaim.h"
 #include "manager/snapshot.h"
 
 #define OPTIONS_MAX_EXCLUDES 32
-/* Room for "ffff:...:ffff/128". */
-#define OPTIONS_ADDR_TEXT_LEN 56
-
-/* One --exclude-addr entry: an address block, or a single address (full prefix length). */
-struct options_addr_range {
-    int family;             /* AF_INET or AF_INET6 */
-    unsigned char addr[16]; /* network byte order, bits past prefix_len cleared */
-    int prefix_len;
-    char text[OPTIONS_ADDR_TEXT_LEN]; /* canonical "10.0.0.0/8", as PostgreSQL's inet reads it */
-};
 
 /* A monitoring threshold (status --warning/--critical), Nagios style: client connections in
  * use as a count ("80") or as a share of the capacity ("80%"). */
@@ -63,7 +54,7 @@ struct manager_options {
     size_t n_exclude_apps;
     uint64_t explicitly_set; /* one bit per option given by the user (not a default) */
     /* Client addresses kill-idle never touches: other poolers' server connections. */
-    struct options_addr_range exclude_addrs[OPTIONS_MAX_EXCLUDES];
+    struct cidr exclude_addrs[OPTIONS_MAX_EXCLUDES];
     size_t n_exclude_addrs;
 };
 
