@@ -1,0 +1,103 @@
+/* auth_hba_file and auth_ident_file: which authentication method a client gets, decided from
+ * how it connects (unix socket, TCP with or without TLS), its address, the database and the
+ * user, in pg_hba.conf syntax as PgBouncer reads it. First matching line wins; no match is a
+ * refusal. Pure: files in, decisions out.
+ *
+ * Supported, as in PgBouncer: record types local, host, hostssl, hostnossl; databases all,
+ * sameuser, replication, names, @file, lists; users all, names, @file, lists; addresses all,
+ * IPv4/IPv6 CIDR or address + netmask; methods trust, reject, password, md5, scram-sha-256,
+ * cert, peer; the map= option (cert, peer). Refused with the line's number: +group (role
+ * membership needs the server), samerole/samegroup, samehost/samenet, host names, other
+ * methods and options. */
+#ifndef PGWARDEN_CONFIG_HBA_H
+#define PGWARDEN_CONFIG_HBA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/cidr.h"
+
+enum hba_conn {
+    HBA_LOCAL,     /* unix socket */
+    HBA_HOST,      /* TCP, with or without TLS */
+    HBA_HOSTSSL,   /* TCP with TLS */
+    HBA_HOSTNOSSL, /* TCP without TLS */
+};
+
+enum hba_method {
+    HBA_TRUST,
+    HBA_REJECT,
+    HBA_PASSWORD,
+    HBA_MD5,
+    HBA_SCRAM,
+    HBA_CERT,
+    HBA_PEER,
+};
+
+/* A database or user field: keywords and names (names owned). */
+struct hba_names {
+    bool all;
+    bool sameuser;    /* databases only: the database named like the user */
+    bool replication; /* databases only: a replication connection */
+    char **names;
+    size_t n;
+};
+
+struct hba_rule {
+    int line;
+    enum hba_conn conn;
+    struct hba_names databases;
+    struct hba_names users;
+    bool any_addr; /* "all", or local */
+    struct cidr addr;
+    enum hba_method method;
+    char *map; /* owned: map= for cert and peer, NULL when none */
+};
+
+struct hba {
+    struct hba_rule *rules; /* owned */
+    size_t n;
+};
+
+/* What the pooler knows of a connecting client. */
+struct hba_request {
+    bool unix_socket;
+    bool tls;
+    int family;                /* AF_INET or AF_INET6 (TCP) */
+    const unsigned char *addr; /* 4 or 16 bytes (TCP) */
+    const char *database;
+    const char *user;
+    bool replication;
+};
+
+/* Loads an HBA file (@file names are relative to its directory). False with "file:line:
+ * reason" in err, out left empty. */
+bool hba_load(const char *path, struct hba *out, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+/* The same from text; dir resolves @file names (NULL: @file is refused). */
+bool hba_parse(const char *text, const char *name, const char *dir, struct hba *out, char *err,
+               size_t err_len) __attribute__((warn_unused_result));
+void hba_free(struct hba *hba);
+
+/* The first rule matching the request, or NULL (refuse the client). */
+const struct hba_rule *hba_match(const struct hba *hba, const struct hba_request *req);
+const char *hba_method_name(enum hba_method method);
+
+/* The ident map (auth_ident_file): "map system-user database-user" lines. */
+struct ident_entry {
+    char *map, *system_user, *db_user; /* owned; db_user "all" matches any */
+};
+struct ident_map {
+    struct ident_entry *entries; /* owned */
+    size_t n;
+};
+bool ident_load(const char *path, struct ident_map *out, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+bool ident_parse(const char *text, const char *name, struct ident_map *out, char *err,
+                 size_t err_len) __attribute__((warn_unused_result));
+void ident_free(struct ident_map *map);
+/* True when the map lets system_user log in as db_user. */
+bool ident_allows(const struct ident_map *map, const char *map_name, const char *system_user,
+                  const char *db_user);
+
+#endif
