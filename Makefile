@@ -5,6 +5,7 @@
 #   make demo       throwaway PostgreSQL with planted problems, then full-analysis
 #   make fuzz-smoke build every libFuzzer target and run each briefly
 #   make bench-manager  what the live manager costs: tps with it on vs off, side by side
+#   make soak       mixed workload for DURATION seconds (default 600), then a verdict
 #   make format     clang-format every C file
 PYTHON ?= /usr/bin/python3
 BUILD ?= build
@@ -12,7 +13,7 @@ SAN_BUILD ?= build-sanitize
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS ?=
 
-.PHONY: all build setup check check-unit check-integration check-sanitize demo format clean bench bench-quick bench-manager fuzz-smoke
+.PHONY: all build setup check check-unit check-integration check-sanitize demo format clean bench bench-quick bench-manager fuzz-smoke soak soak-sanitize
 
 all: build
 
@@ -64,6 +65,18 @@ bench-quick: setup
 
 fuzz-smoke: setup
 	@scripts/fuzz-smoke
+
+DURATION ?= 600
+soak: setup
+	@$(MAKE) --no-print-directory build
+	@$(PYTHON) scripts/soak.py --bin $(abspath $(BUILD))/pgwarden --duration $(DURATION)
+
+# The soak on the sanitizer build (CI runs a short one): memory errors and leaks under churn.
+SOAK_SANITIZE_DURATION ?= 60
+soak-sanitize: setup $(SAN_BUILD)/CMakeCache.txt
+	cmake --build $(SAN_BUILD) -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(PYTHON) scripts/soak.py --bin $(abspath $(SAN_BUILD))/pgwarden --duration $(SOAK_SANITIZE_DURATION)
 
 format:
 	find src tests bench -name '*.[ch]' -print0 | xargs -0 -r clang-format -i
