@@ -396,10 +396,13 @@ static bool read_rule(struct field *fields, size_t n, const char *dir, struct hb
     return true;
 }
 
-bool hba_parse(const char *text, const char *name, const char *dir, struct hba *out, char *err,
-               size_t err_len)
+/* Calls line_fn for every non-empty line of text, split into fields. False (with "name:line:
+ * reason" in err) at the first line split_line or line_fn refuses. */
+typedef bool (*line_fn)(struct field *fields, size_t n, int line_no, void *ctx, const char **why);
+
+static bool each_line(const char *text, const char *name, line_fn fn, void *ctx, char *err,
+                      size_t err_len)
 {
-    memset(out, 0, sizeof(*out));
     int line_no = 0;
     const char *p = text;
     while (*p) {
@@ -410,7 +413,6 @@ bool hba_parse(const char *text, const char *name, const char *dir, struct hba *
         p += len + (end ? 1 : 0);
         if (!line) {
             set_err(err, err_len, name, line_no, "out of memory");
-            hba_free(out);
             return false;
         }
         struct field fields[HBA_MAX_FIELDS];
@@ -418,29 +420,51 @@ bool hba_parse(const char *text, const char *name, const char *dir, struct hba *
         const char *why = NULL;
         bool ok = split_line(line, fields, &n, &why);
         free(line);
-        if (ok && n > 0) {
-            struct hba_rule r = {.line = line_no};
-            ok = read_rule(fields, n, dir, &r, &why);
-            struct hba_rule *grown = ok ? realloc(out->rules, (out->n + 1) * sizeof(*grown)) : NULL;
-            if (ok && !grown) {
-                ok = false;
-                why = "out of memory";
-            }
-            if (ok) {
-                out->rules = grown;
-                out->rules[out->n++] = r;
-            } else {
-                rule_free(&r);
-            }
-        }
+        if (ok && n > 0)
+            ok = fn(fields, n, line_no, ctx, &why);
         fields_free(fields, n);
         if (!ok) {
             set_err(err, err_len, name, line_no, "%s", why);
-            hba_free(out);
             return false;
         }
     }
     return true;
+}
+
+struct hba_parsing {
+    struct hba *out;
+    const char *dir;
+};
+
+static bool add_rule(struct field *fields, size_t n, int line_no, void *ctx, const char **why)
+{
+    struct hba_parsing *hp = ctx;
+    struct hba_rule r = {.line = line_no};
+    bool ok = read_rule(fields, n, hp->dir, &r, why);
+    struct hba_rule *grown =
+        ok ? realloc(hp->out->rules, (hp->out->n + 1) * sizeof(*grown)) : NULL;
+    if (ok && !grown) {
+        ok = false;
+        *why = "out of memory";
+    }
+    if (!ok) {
+        rule_free(&r);
+        return false;
+    }
+    hp->out->rules = grown;
+    hp->out->rules[hp->out->n++] = r;
+    return true;
+}
+
+bool hba_parse(const char *text, const char *name, const char *dir, struct hba *out, char *err,
+               size_t err_len)
+{
+    memset(out, 0, sizeof(*out));
+    struct hba_parsing hp = {out, dir};
+    if (each_line(text, name, add_rule, &hp, err, err_len))
+        return true;
+    hba_free(out);
+    return false;
 }
 
 bool hba_load(const char *path, struct hba *out, char *err, size_t err_len)
@@ -514,65 +538,46 @@ const struct hba_rule *hba_match(const struct hba *hba, const struct hba_request
 
 /* ---- ident map ---- */
 
+static bool add_ident(struct field *fields, size_t n, int line_no, void *ctx, const char **why)
+{
+    (void)line_no;
+    struct ident_map *out = ctx;
+    for (size_t i = 0; i < n; i++)
+        if (!one_item(&fields[i], why))
+            return false;
+    if (n != 3) {
+        *why = "expected: map-name system-username database-username";
+        return false;
+    }
+    if (fields[1].items[0].text[0] == '/' || fields[2].items[0].text[0] == '+') {
+        *why = "regular expressions and +group are not supported";
+        return false;
+    }
+    struct ident_entry *grown = realloc(out->entries, (out->n + 1) * sizeof(*grown));
+    if (!grown) {
+        *why = "out of memory";
+        return false;
+    }
+    out->entries = grown;
+    struct ident_entry *e = &out->entries[out->n++];
+    e->map = strdup(fields[0].items[0].text);
+    e->system_user = strdup(fields[1].items[0].text);
+    e->db_user = strdup(fields[2].items[0].text);
+    if (!e->map || !e->system_user || !e->db_user) {
+        *why = "out of memory";
+        return false;
+    }
+    return true;
+}
+
 bool ident_parse(const char *text, const char *name, struct ident_map *out, char *err,
                  size_t err_len)
 {
     memset(out, 0, sizeof(*out));
-    int line_no = 0;
-    const char *p = text;
-    while (*p) {
-        line_no++;
-        const char *end = strchr(p, '\n');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        char *line = strndup(p, len);
-        p += len + (end ? 1 : 0);
-        if (!line) {
-            set_err(err, err_len, name, line_no, "out of memory");
-            ident_free(out);
-            return false;
-        }
-        struct field fields[HBA_MAX_FIELDS];
-        size_t n = 0;
-        const char *why = NULL;
-        bool ok = split_line(line, fields, &n, &why);
-        free(line);
-        if (ok && n > 0) {
-            for (size_t i = 0; i < n && ok; i++)
-                ok = one_item(&fields[i], &why);
-            if (ok && n != 3) {
-                ok = false;
-                why = "expected: map-name system-username database-username";
-            }
-            if (ok && (fields[1].items[0].text[0] == '/' || fields[2].items[0].text[0] == '+')) {
-                ok = false;
-                why = "regular expressions and +group are not supported";
-            }
-            struct ident_entry *grown =
-                ok ? realloc(out->entries, (out->n + 1) * sizeof(*grown)) : NULL;
-            if (ok && grown) {
-                out->entries = grown;
-                struct ident_entry *e = &out->entries[out->n];
-                e->map = strdup(fields[0].items[0].text);
-                e->system_user = strdup(fields[1].items[0].text);
-                e->db_user = strdup(fields[2].items[0].text);
-                out->n++;
-                if (!e->map || !e->system_user || !e->db_user) {
-                    ok = false;
-                    why = "out of memory";
-                }
-            } else if (ok) {
-                ok = false;
-                why = "out of memory";
-            }
-        }
-        fields_free(fields, n);
-        if (!ok) {
-            set_err(err, err_len, name, line_no, "%s", why);
-            ident_free(out);
-            return false;
-        }
-    }
-    return true;
+    if (each_line(text, name, add_ident, out, err, err_len))
+        return true;
+    ident_free(out);
+    return false;
 }
 
 bool ident_load(const char *path, struct ident_map *out, char *err, size_t err_len)
