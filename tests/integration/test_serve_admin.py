@@ -23,6 +23,24 @@ def console(pooler, user="postgres", db="pgbouncer"):
     return psycopg.connect(pooler.dsn(user, db, password=""), autocommit=True)
 
 
+def held(fn, hold_s=0.8):
+    """Runs fn in a thread and checks it is still waiting after hold_s; returns a function
+    that, once the wait is released, joins it and gives fn's result."""
+    import threading
+    import time
+    done = []
+    t = threading.Thread(target=lambda: done.append(fn()))
+    t.start()
+    time.sleep(hold_s)
+    assert not done, "answered while it should wait"
+
+    def released():
+        t.join(5)
+        assert done, "still waiting after the release"
+        return done[0]
+    return released
+
+
 def rows(conn, sql):
     res = conn.pgconn.exec_(sql.encode())
     assert res.status in (psycopg.pq.ExecStatus.TUPLES_OK, psycopg.pq.ExecStatus.COMMAND_OK), \
@@ -221,32 +239,20 @@ def test_pause_waits_for_servers_then_holds_clients(pooler):
     """PAUSE answers only once no server is linked to a client (a transaction in progress is
     waited for), closes idle servers, and holds new requests until RESUME; a second PAUSE
     is refused, as is RESUME when nothing is paused."""
-    import threading
-    import time
     busy = psycopg.connect(pooler.dsn())
     busy.execute("SELECT 1")  # in a transaction: its server is linked
-    answered = []
     with console(pooler) as c:
-        t = threading.Thread(target=lambda: answered.append(c.pgconn.exec_(b"PAUSE").status))
-        t.start()
-        time.sleep(1.2)
-        assert not answered, "PAUSE answered while a transaction held a server"
+        answer = held(lambda: c.pgconn.exec_(b"PAUSE").status, hold_s=1.2)
         busy.commit()  # releases the server
-        t.join(5)
-        assert answered == [psycopg.pq.ExecStatus.COMMAND_OK]
+        assert answer() == psycopg.pq.ExecStatus.COMMAND_OK
     with console(pooler) as c:
         res = c.pgconn.exec_(b"PAUSE")
         assert b"already suspended/paused" in res.error_message
         assert [r for r in rows(c, "SHOW STATE") if r["key"] == "paused"][0]["value"] == "yes"
         # A request now waits for RESUME.
-        done = []
-        t = threading.Thread(target=lambda: done.append(busy.execute("SELECT 2").fetchone()))
-        t.start()
-        time.sleep(0.8)
-        assert not done
+        result = held(lambda: busy.execute("SELECT 2").fetchone())
         assert c.pgconn.exec_(b"RESUME").status == psycopg.pq.ExecStatus.COMMAND_OK
-        t.join(5)
-        assert done == [(2,)]
+        assert result() == (2,)
         res = c.pgconn.exec_(b"RESUME")
         assert b"not paused" in res.error_message
     busy.close()
@@ -255,8 +261,6 @@ def test_pause_waits_for_servers_then_holds_clients(pooler):
 def test_pause_one_database_disable_enable_kill(pooler):
     """PAUSE db holds only that database; DISABLE db refuses new logins to it while its
     connected clients go on; KILL db closes its clients and pauses it until RESUME db."""
-    import threading
-    import time
     with console(pooler) as c, psycopg.connect(pooler.dsn(), autocommit=True) as pg_client:
         pg_client.execute("SELECT 1")
         assert c.pgconn.exec_(b"PAUSE postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
@@ -264,14 +268,9 @@ def test_pause_one_database_disable_enable_kill(pooler):
         assert dbs["postgres"]["paused"] == "1" and dbs["secretdb"]["paused"] == "0"
         with psycopg.connect(pooler.dsn(dbname="secretdb"), autocommit=True) as other:
             assert other.execute("SELECT 3").fetchone()[0] == 3  # not paused
-        done = []
-        t = threading.Thread(target=lambda: done.append(pg_client.execute("SELECT 4").fetchone()))
-        t.start()
-        time.sleep(0.8)
-        assert not done
+        result = held(lambda: pg_client.execute("SELECT 4").fetchone())
         assert c.pgconn.exec_(b"RESUME postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
-        t.join(5)
-        assert done == [(4,)]
+        assert result() == (4,)
         res = c.pgconn.exec_(b"PAUSE nosuchdb")
         assert b"no such database" in res.error_message
 
@@ -296,21 +295,13 @@ def test_pause_one_database_disable_enable_kill(pooler):
 def test_wait_close_after_reconnect(pooler):
     """RECONNECT marks servers to be closed when released; WAIT_CLOSE answers once none is
     left marked."""
-    import threading
-    import time
     busy = psycopg.connect(pooler.dsn())
     busy.execute("SELECT 1")
     with console(pooler) as c:
         assert c.pgconn.exec_(b"RECONNECT postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
-        answered = []
-        t = threading.Thread(target=lambda: answered.append(
-            c.pgconn.exec_(b"WAIT_CLOSE postgres").status))
-        t.start()
-        time.sleep(1.0)
-        assert not answered
+        answer = held(lambda: c.pgconn.exec_(b"WAIT_CLOSE postgres").status, hold_s=1.0)
         busy.commit()
-        t.join(5)
-        assert answered == [psycopg.pq.ExecStatus.COMMAND_OK]
+        assert answer() == psycopg.pq.ExecStatus.COMMAND_OK
         res = c.pgconn.exec_(b"SUSPEND")
         assert b"online restart" in res.error_message
     busy.close()
