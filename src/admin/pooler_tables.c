@@ -11,6 +11,7 @@
 
 #include "admin/reply.h"
 #include "config/pooler_config.h"
+#include "net/tls.h"
 #include "pool/control.h"
 #include "pool/handout.h"
 #include "pool/objects.h"
@@ -172,33 +173,95 @@ static void averages_of(const struct db_stats *d, struct db_averages *a)
     a->wait_time = s->server_assignments ? s->wait_time_us / s->server_assignments : 0;
 }
 
-static void put_totals(struct reply *r, const struct pool_stats *t)
+/* The eleven counters in PgBouncer's order (totals or averages). */
+#define N_STATS_COUNTERS 11
+
+static void totals_values(const struct pool_stats *t, int64_t v[N_STATS_COUNTERS])
 {
-    const int64_t v[] = {t->server_assignments, t->xact_count,        t->query_count,
-                         t->bytes_received,     t->bytes_sent,        t->xact_time_us,
-                         t->query_time_us,      t->wait_time_us,      t->client_parse_count,
-                         t->server_parse_count, t->bind_count};
-    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
-        reply_int(r, v[i]);
+    const int64_t values[N_STATS_COUNTERS] = {
+        t->server_assignments, t->xact_count,    t->query_count,   t->bytes_received,
+        t->bytes_sent,         t->xact_time_us,  t->query_time_us, t->wait_time_us,
+        t->client_parse_count, t->server_parse_count, t->bind_count};
+    memcpy(v, values, sizeof(values));
 }
 
-static void put_averages(struct reply *r, const struct db_averages *a)
+static void averages_values(const struct db_stats *d, int64_t v[N_STATS_COUNTERS])
 {
-    const int64_t v[] = {a->server_assignments, a->xacts,      a->queries,       a->received,
-                         a->sent,               a->xact_time,  a->query_time,    a->wait_time,
-                         a->client_parses,      a->server_parses, a->binds};
-    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+    struct db_averages a;
+    averages_of(d, &a);
+    const int64_t values[N_STATS_COUNTERS] = {
+        a.server_assignments, a.xacts,      a.queries,       a.received,
+        a.sent,               a.xact_time,  a.query_time,    a.wait_time,
+        a.client_parses,      a.server_parses, a.binds};
+    memcpy(v, values, sizeof(values));
+}
+
+static void put_values(struct reply *r, const int64_t v[N_STATS_COUNTERS])
+{
+    for (size_t i = 0; i < N_STATS_COUNTERS; i++)
         reply_int(r, v[i]);
 }
 
 static void stats_row(struct reply *r, const struct db_stats *d)
 {
-    struct db_averages a;
-    averages_of(d, &a);
+    int64_t v[N_STATS_COUNTERS];
     reply_row(r);
     reply_text(r, d->database);
-    put_totals(r, &d->total);
-    put_averages(r, &a);
+    totals_values(&d->total, v);
+    put_values(r, v);
+    averages_values(d, v);
+    put_values(r, v);
+}
+
+static void stats_totals_row(struct reply *r, const struct db_stats *d)
+{
+    int64_t v[N_STATS_COUNTERS];
+    reply_row(r);
+    reply_text(r, d->database);
+    totals_values(&d->total, v);
+    put_values(r, v);
+}
+
+static void stats_averages_row(struct reply *r, const struct db_stats *d)
+{
+    int64_t v[N_STATS_COUNTERS];
+    reply_row(r);
+    reply_text(r, d->database);
+    averages_values(d, v);
+    put_values(r, v);
+}
+
+static void totals_rows(struct reply *r, const struct db_stats *d)
+{
+    static const char *const names[N_STATS_COUNTERS] = {
+        "server_assignment_count", "xact_count", "query_count",       "received",
+        "sent",                    "xact_time",  "query_time",        "wait_time",
+        "client_parse_count",      "server_parse_count", "bind_count"};
+    int64_t totals[N_STATS_COUNTERS], avgs[N_STATS_COUNTERS];
+    totals_values(&d->total, totals);
+    averages_values(d, avgs);
+    const struct {
+        const char *prefix;
+        const int64_t *v;
+    } halves[] = {{"total_", totals}, {"avg_", avgs}};
+    char name[64];
+    for (size_t h = 0; h < 2; h++)
+        for (size_t i = 0; i < N_STATS_COUNTERS; i++) {
+            snprintf(name, sizeof(name), "%s%s", halves[h].prefix, names[i]);
+            reply_row(r);
+            reply_text(r, name);
+            reply_int(r, halves[h].v[i]);
+        }
+}
+
+/* A statistics table: one row per database (or one for all), made by row. */
+static void stats_table(struct pooler *p, struct console_out *o, const char *const *cols, int n,
+                        bool all, void (*row)(struct reply *, const struct db_stats *))
+{
+    struct reply r;
+    reply_begin(&r, o, cols, n);
+    each_db_stats(p, all, row, &r);
+    reply_end(&r, "SHOW");
 }
 
 void pooler_tables_stats(struct pooler *p, struct console_out *o)
@@ -216,17 +279,7 @@ void pooler_tables_stats(struct pooler *p, struct console_out *o)
         "avg_query_time:n",         "avg_wait_time:n",
         "avg_client_parse_count:n", "avg_server_parse_count:n",
         "avg_bind_count:n"};
-    struct reply r;
-    reply_begin(&r, o, cols, REPLY_COLS(cols));
-    each_db_stats(p, false, stats_row, &r);
-    reply_end(&r, "SHOW");
-}
-
-static void stats_totals_row(struct reply *r, const struct db_stats *d)
-{
-    reply_row(r);
-    reply_text(r, d->database);
-    put_totals(r, &d->total);
+    stats_table(p, o, cols, REPLY_COLS(cols), false, stats_row);
 }
 
 void pooler_tables_stats_totals(struct pooler *p, struct console_out *o)
@@ -236,19 +289,7 @@ void pooler_tables_stats_totals(struct pooler *p, struct console_out *o)
         "bytes_received:n", "bytes_sent:n",             "xact_time:n",   "query_time:n",
         "wait_time:n",     "client_parse_count:n",      "server_parse_count:n",
         "bind_count:n"};
-    struct reply r;
-    reply_begin(&r, o, cols, REPLY_COLS(cols));
-    each_db_stats(p, false, stats_totals_row, &r);
-    reply_end(&r, "SHOW");
-}
-
-static void stats_averages_row(struct reply *r, const struct db_stats *d)
-{
-    struct db_averages a;
-    averages_of(d, &a);
-    reply_row(r);
-    reply_text(r, d->database);
-    put_averages(r, &a);
+    stats_table(p, o, cols, REPLY_COLS(cols), false, stats_totals_row);
 }
 
 void pooler_tables_stats_averages(struct pooler *p, struct console_out *o)
@@ -258,50 +299,13 @@ void pooler_tables_stats_averages(struct pooler *p, struct console_out *o)
         "bytes_received:n", "bytes_sent:n",             "xact_time:n",   "query_time:n",
         "wait_time:n",     "avg_client_parse_count:n",  "avg_server_parse_count:n",
         "avg_bind_count:n"};
-    struct reply r;
-    reply_begin(&r, o, cols, REPLY_COLS(cols));
-    each_db_stats(p, false, stats_averages_row, &r);
-    reply_end(&r, "SHOW");
-}
-
-static void totals_rows(struct reply *r, const struct db_stats *d)
-{
-    static const char *const names[] = {
-        "server_assignment_count", "xact_count", "query_count",       "received",
-        "sent",                    "xact_time",  "query_time",        "wait_time",
-        "client_parse_count",      "server_parse_count", "bind_count"};
-    const struct pool_stats *t = &d->total;
-    const int64_t totals[] = {t->server_assignments, t->xact_count,     t->query_count,
-                              t->bytes_received,     t->bytes_sent,     t->xact_time_us,
-                              t->query_time_us,      t->wait_time_us,   t->client_parse_count,
-                              t->server_parse_count, t->bind_count};
-    struct db_averages a;
-    averages_of(d, &a);
-    const int64_t avgs[] = {a.server_assignments, a.xacts,      a.queries,       a.received,
-                            a.sent,               a.xact_time,  a.query_time,    a.wait_time,
-                            a.client_parses,      a.server_parses, a.binds};
-    char name[64];
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        snprintf(name, sizeof(name), "total_%s", names[i]);
-        reply_row(r);
-        reply_text(r, name);
-        reply_int(r, totals[i]);
-    }
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        snprintf(name, sizeof(name), "avg_%s", names[i]);
-        reply_row(r);
-        reply_text(r, name);
-        reply_int(r, avgs[i]);
-    }
+    stats_table(p, o, cols, REPLY_COLS(cols), false, stats_averages_row);
 }
 
 void pooler_tables_totals(struct pooler *p, struct console_out *o)
 {
     static const char *const cols[] = {"name", "value:n"};
-    struct reply r;
-    reply_begin(&r, o, cols, REPLY_COLS(cols));
-    each_db_stats(p, true, totals_rows, &r);
-    reply_end(&r, "SHOW");
+    stats_table(p, o, cols, REPLY_COLS(cols), true, totals_rows);
 }
 
 /* pgwarden's own per-pool counters that PgBouncer's tables have no column for. */
@@ -328,12 +332,13 @@ void pooler_tables_pool_counters(struct pooler *p, struct console_out *o)
 
 /* ---- databases and users ---- */
 
-static int64_t db_client_count(struct pooler *p, const char *db)
+/* Clients of the pools of a database, or of a user (the other NULL). */
+static int64_t client_count(struct pooler *p, const char *db, const char *user)
 {
     int64_t n = 0;
     for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
         const struct pool *pool = plist_entry(it, struct pool, node);
-        if (!strcmp(pool->db_name, db))
+        if ((!db || !strcmp(pool->db_name, db)) && (!user || !strcmp(pool->user_name, user)))
             n += pool->n_clients;
     }
     return n;
@@ -368,7 +373,7 @@ void pooler_tables_databases(struct pooler *p, struct console_out *o)
                                                   : cfg->max_db_connections);
         reply_int(&r, pool_db_server_count(p, db->name));
         reply_int(&r, 0); /* max_db_client_connections: no limit */
-        reply_int(&r, db_client_count(p, db->name));
+        reply_int(&r, client_count(p, db->name, NULL));
         reply_int(&r, control_db_paused(p, db->name));
         reply_int(&r, control_db_disabled(p, db->name));
     }
@@ -392,17 +397,6 @@ void pooler_tables_databases(struct pooler *p, struct console_out *o)
     reply_int(&r, 0);
     reply_int(&r, 0);
     reply_end(&r, "SHOW");
-}
-
-static int64_t user_client_count(struct pooler *p, const char *user)
-{
-    int64_t n = 0;
-    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
-        const struct pool *pool = plist_entry(it, struct pool, node);
-        if (!strcmp(pool->user_name, user))
-            n += pool->n_clients;
-    }
-    return n;
 }
 
 static const struct pooler_user_config *user_config(const struct pooler_config *cfg,
@@ -431,7 +425,7 @@ static void user_row(struct pooler *p, struct reply *r, const char *name)
     reply_int(r, max);
     reply_int(r, pool_user_server_count(p, name));
     reply_int(r, 0); /* max_user_client_connections: no limit */
-    reply_int(r, user_client_count(p, name));
+    reply_int(r, client_count(p, NULL, name));
 }
 
 void pooler_tables_users(struct pooler *p, struct console_out *o)
@@ -539,6 +533,16 @@ static const char *const SOCKET_COLS[] = {
     "send_avail:i"};
 #define SOCKET_STD_COLS 21
 
+/* PgBouncer's tls column: "TLSv1.3/TLS_AES_256_GCM_SHA384/ECDH=X25519", empty when plain
+ * (or while the handshake runs). */
+static void reply_tls(struct reply *r, const struct pconn *c)
+{
+    char desc[160] = "";
+    if (c->tls)
+        tls_describe(c->tls, desc, sizeof(desc));
+    reply_text(r, desc);
+}
+
 static const char *param_text(struct pstr *const params[PARAM_COUNT], enum param_id id)
 {
     return params[id] ? params[id]->str : "";
@@ -586,7 +590,7 @@ static void client_row(struct reply *r, struct pooler *p, const struct pool *poo
     reply_text(r, ptr);
     reply_text(r, link);
     reply_int(r, peer_pid(c->conn.fd, &c->addr));
-    reply_text(r, "");
+    reply_tls(r, &c->conn);
     reply_text(r, param_text(c->params, PARAM_APPLICATION_NAME));
     reply_int(r, client_stmt_count(c));
     reply_int(r, (int64_t)c->id);
@@ -624,7 +628,7 @@ static void server_row(struct reply *r, const struct pool *pool, const struct se
     reply_text(r, ptr);
     reply_text(r, link);
     reply_int(r, s->be_pid);
-    reply_text(r, "");
+    reply_tls(r, &s->conn);
     reply_text(r, param_text(s->params, PARAM_APPLICATION_NAME));
     reply_int(r, s->stmts.n);
     reply_int(r, (int64_t)s->id);

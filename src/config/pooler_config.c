@@ -24,6 +24,7 @@ enum key_type {
     KEY_SIZE,     /* int64 bytes */
     KEY_POOL_MODE,
     KEY_AUTH_TYPE,
+    KEY_SSLMODE, /* enum tls_sslmode */
 };
 
 struct key_def {
@@ -133,6 +134,44 @@ static const struct key_def KEYS[] = {
     {"tcp_user_timeout", KEY_INT, OFF(tcp_user_timeout_ms), "0", true,
      "milliseconds unacknowledged data may wait before the connection fails (TCP_USER_TIMEOUT; "
      "0 = off)", false},
+    {"client_tls_sslmode", KEY_SSLMODE, OFF(client_tls.sslmode), "disable", true,
+     "TLS for clients: disable (an SSLRequest is answered N), allow/prefer (TLS when the client "
+     "asks), require (plain TCP clients are refused; unix socket clients are not), verify-ca/"
+     "verify-full (a client certificate signed by client_tls_ca_file is required)", false},
+    {"client_tls_key_file", KEY_STRING, OFF(client_tls.key_file), "", true,
+     "private key (PEM, not encrypted) for TLS with clients", false},
+    {"client_tls_cert_file", KEY_STRING, OFF(client_tls.cert_file), "", true,
+     "certificate (PEM, then intermediates) shown to clients", false},
+    {"client_tls_ca_file", KEY_STRING, OFF(client_tls.ca_file), "", true,
+     "CA certificates that sign client certificates (verify-ca, verify-full)", false},
+    {"client_tls_protocols", KEY_STRING, OFF(client_tls.protocols), "secure", true,
+     "TLS versions for clients: tlsv1.0 .. tlsv1.3, all, secure (1.2 and 1.3), legacy, !name",
+     false},
+    {"client_tls_ciphers", KEY_STRING, OFF(client_tls.ciphers), "default", true,
+     "TLS 1.2 and older cipher list for clients (OpenSSL syntax; default/secure/fast/normal = "
+     "OpenSSL's default, all)", false},
+    {"client_tls13_ciphers", KEY_STRING, OFF(client_tls.tls13_ciphers), "", true,
+     "TLS 1.3 suites for clients, ':'-separated (empty = OpenSSL's default)", false},
+    {"client_tls_dheparams", KEY_STRING, OFF(client_tls.dheparams), "auto", true,
+     "DHE key exchange with clients: auto, none (legacy is refused)", false},
+    {"client_tls_ecdhcurve", KEY_STRING, OFF(client_tls.ecdhcurve), "auto", true,
+     "ECDH groups for clients: auto, none, or names separated by ':'", false},
+    {"server_tls_sslmode", KEY_SSLMODE, OFF(server_tls.sslmode), "prefer", true,
+     "TLS to PostgreSQL over TCP: disable, allow/prefer (TLS when the server agrees, else plain), "
+     "require (TLS or no connection), verify-ca (and a trusted certificate), verify-full (and "
+     "the host name matches)", false},
+    {"server_tls_ca_file", KEY_STRING, OFF(server_tls.ca_file), "", true,
+     "CA certificates for PostgreSQL's certificate (\"system\" = OpenSSL's store)", false},
+    {"server_tls_key_file", KEY_STRING, OFF(server_tls.key_file), "", true,
+     "client certificate's private key for PostgreSQL (with server_tls_cert_file)", false},
+    {"server_tls_cert_file", KEY_STRING, OFF(server_tls.cert_file), "", true,
+     "client certificate shown to PostgreSQL", false},
+    {"server_tls_protocols", KEY_STRING, OFF(server_tls.protocols), "secure", true,
+     "TLS versions to PostgreSQL (as client_tls_protocols)", false},
+    {"server_tls_ciphers", KEY_STRING, OFF(server_tls.ciphers), "default", true,
+     "TLS 1.2 and older cipher list to PostgreSQL (as client_tls_ciphers)", false},
+    {"server_tls13_ciphers", KEY_STRING, OFF(server_tls.tls13_ciphers), "", true,
+     "TLS 1.3 suites to PostgreSQL (empty = OpenSSL's default)", false},
     {"log_format", KEY_STRING, OFF(log_format), "text", false, "text or json (JSON lines)", false},
     {"server_lifetime_jitter", KEY_INT, OFF(server_lifetime_jitter_pct), "10", false,
      "server_lifetime is spread by +/- this percent so servers do not expire together", false},
@@ -154,21 +193,19 @@ static const struct key_def KEYS[] = {
 /*
  * PgBouncer keys pgwarden does not implement. Each has a rule chosen by what running without
  * the feature means. Most only tune something pgwarden does its own way: a warning says the
- * key is ignored. Where the file asks for a protection pgwarden cannot give (TLS, an HBA file,
+ * key is ignored. Where the file asks for a protection pgwarden cannot give (an HBA file,
  * passwords looked up with auth_query), starting anyway would weaken it without a word, so the
  * load fails instead, naming the key and its value; a reload then keeps the running config.
  */
 enum unimplemented_rule {
     RULE_IGNORE,        /* harmless without it: warn that it is ignored */
     RULE_REFUSE_IF_SET, /* any non-empty value asks for a check pgwarden does not make */
-    RULE_SSLMODE,       /* disable: fine; allow, prefer: TLS optional, warn; else refuse */
-    RULE_TLS_SETTING,   /* a TLS file, protocol or cipher: warn when set (no TLS to use it) */
 };
 
 struct unimplemented_key {
     const char *name;
     enum unimplemented_rule rule;
-    const char *risk; /* REFUSE_IF_SET, SSLMODE: what happens without the feature */
+    const char *risk; /* REFUSE_IF_SET: what happens without the feature */
 };
 
 static const char AUTH_QUERY_RISK[] =
@@ -200,22 +237,6 @@ static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"auth_ident_file", RULE_REFUSE_IF_SET, "the user name maps of the ident file are not applied"},
     {"auth_user", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
     {"auth_query", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
-    {"client_tls_sslmode", RULE_SSLMODE, "clients are served in cleartext"},
-    {"server_tls_sslmode", RULE_SSLMODE, "server connections are made in cleartext"},
-    {"client_tls_key_file", RULE_TLS_SETTING, NULL},
-    {"client_tls_cert_file", RULE_TLS_SETTING, NULL},
-    {"client_tls_ca_file", RULE_TLS_SETTING, NULL},
-    {"client_tls_protocols", RULE_TLS_SETTING, NULL},
-    {"client_tls_ciphers", RULE_TLS_SETTING, NULL},
-    {"client_tls13_ciphers", RULE_TLS_SETTING, NULL},
-    {"client_tls_ecdhcurve", RULE_TLS_SETTING, NULL},
-    {"client_tls_dheparams", RULE_TLS_SETTING, NULL},
-    {"server_tls_ca_file", RULE_TLS_SETTING, NULL},
-    {"server_tls_key_file", RULE_TLS_SETTING, NULL},
-    {"server_tls_cert_file", RULE_TLS_SETTING, NULL},
-    {"server_tls_protocols", RULE_TLS_SETTING, NULL},
-    {"server_tls_ciphers", RULE_TLS_SETTING, NULL},
-    {"server_tls13_ciphers", RULE_TLS_SETTING, NULL},
     {"server_fast_close", RULE_IGNORE, NULL},
     {"sbuf_loopcnt", RULE_IGNORE, NULL},
     {"suspend_timeout", RULE_IGNORE, NULL},
@@ -236,7 +257,7 @@ static const struct unimplemented_key UNIMPLEMENTED_DB[] = {
 };
 
 enum unimplemented_verdict {
-    UNIMPLEMENTED_SILENT, /* nothing to say (an empty value, sslmode = disable) */
+    UNIMPLEMENTED_SILENT, /* nothing to say (an empty value) */
     UNIMPLEMENTED_WARN,   /* accepted; msg is the warning */
     UNIMPLEMENTED_REFUSE, /* the load fails; msg is the reason */
 };
@@ -266,32 +287,6 @@ static enum unimplemented_verdict judge_unimplemented(const struct unimplemented
                  "key to run without it",
                  k->name, value, k->risk);
         return UNIMPLEMENTED_REFUSE;
-    case RULE_SSLMODE:
-        if (!strcasecmp(value, "disable"))
-            return UNIMPLEMENTED_SILENT;
-        if (!strcasecmp(value, "allow") || !strcasecmp(value, "prefer")) {
-            snprintf(msg, msg_len,
-                     "%s = %s: pgwarden has no TLS (%s); accepted because %s does not require TLS",
-                     k->name, value, k->risk, value);
-            return UNIMPLEMENTED_WARN;
-        }
-        if (!strcasecmp(value, "require") || !strcasecmp(value, "verify-ca") ||
-            !strcasecmp(value, "verify-full"))
-            snprintf(msg, msg_len,
-                     "%s = %s is refused: it requires TLS, which pgwarden does not implement (%s); "
-                     "set disable (or prefer) to run without TLS",
-                     k->name, value, k->risk);
-        else
-            snprintf(msg, msg_len,
-                     "%s = '%.64s' is not an sslmode (disable, allow, prefer, require, "
-                     "verify-ca, verify-full)",
-                     k->name, value);
-        return UNIMPLEMENTED_REFUSE;
-    case RULE_TLS_SETTING:
-        if (!value[0])
-            return UNIMPLEMENTED_SILENT;
-        snprintf(msg, msg_len, "'%s' is set but pgwarden has no TLS; ignored", k->name);
-        return UNIMPLEMENTED_WARN;
     }
     return UNIMPLEMENTED_SILENT;
 }
@@ -480,6 +475,18 @@ static bool set_key(struct pooler_config *cfg, const struct key_def *k, const ch
             return false;
         }
         *(enum pooler_auth_type *)field = t;
+        return true;
+    }
+    case KEY_SSLMODE: {
+        enum tls_sslmode m;
+        if (!tls_sslmode_parse(v, &m)) {
+            snprintf(err, err_len,
+                     "%s: '%.64s' is not an sslmode (disable, allow, prefer, require, verify-ca, "
+                     "verify-full)",
+                     k->name, v);
+            return false;
+        }
+        *(enum tls_sslmode *)field = m;
         return true;
     }
     }
@@ -806,6 +813,18 @@ static bool check_values(struct pooler_config *cfg, const char *name, char *err,
         snprintf(err, err_len, "%s: log_format must be text or json", name);
         return false;
     }
+    /* The protocol lists are checked now; files, ciphers and curves when the pooler builds
+     * its TLS contexts (at start, a bad one stops it; on reload the old context stays). */
+    const struct pooler_tls_config *sides[] = {&cfg->client_tls, &cfg->server_tls};
+    for (size_t i = 0; i < 2; i++) {
+        struct tls_protocols range;
+        char why[256];
+        if (!tls_protocols_parse(sides[i]->protocols, &range, why, sizeof(why))) {
+            snprintf(err, err_len, "%s: %s_tls_protocols = '%.64s': %s", name,
+                     i == 0 ? "client" : "server", sides[i]->protocols, why);
+            return false;
+        }
+    }
     if (cfg->auth_type != POOLER_AUTH_TRUST && (!cfg->auth_file || !cfg->auth_file[0])) {
         snprintf(err, err_len, "%s: auth_type %s needs auth_file", name,
                  cfg->auth_type == POOLER_AUTH_MD5 ? "md5" : "scram-sha-256/plain");
@@ -909,6 +928,24 @@ const struct pooler_db_config *pooler_config_find_db(const struct pooler_config 
     return fallback;
 }
 
+void pooler_config_tls_settings(const struct pooler_config *cfg, bool client_side,
+                                struct tls_settings *out)
+{
+    const struct pooler_tls_config *t = client_side ? &cfg->client_tls : &cfg->server_tls;
+    *out = (struct tls_settings){
+        .side = client_side ? "client" : "server",
+        .sslmode = t->sslmode,
+        .key_file = t->key_file,
+        .cert_file = t->cert_file,
+        .ca_file = t->ca_file,
+        .protocols = t->protocols,
+        .ciphers = t->ciphers,
+        .tls13_ciphers = t->tls13_ciphers,
+        .dheparams = t->dheparams,
+        .ecdhcurve = t->ecdhcurve,
+    };
+}
+
 const struct pooler_user_config *pooler_config_find_user(const struct pooler_config *cfg,
                                                          const char *name)
 {
@@ -929,6 +966,7 @@ static size_t field_size(enum key_type type)
         [KEY_SIZE] = sizeof(int64_t),
         [KEY_POOL_MODE] = sizeof(enum pool_mode),
         [KEY_AUTH_TYPE] = sizeof(enum pooler_auth_type),
+        [KEY_SSLMODE] = sizeof(enum tls_sslmode),
     };
     return sizes[type];
 }
@@ -1016,6 +1054,9 @@ void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_f
             v = names[*(const enum pooler_auth_type *)field];
             break;
         }
+        case KEY_SSLMODE:
+            v = tls_sslmode_name(*(const enum tls_sslmode *)field);
+            break;
         }
         emit(ctx, k->name, v, k->default_text, !k->restart);
     }

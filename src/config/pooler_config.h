@@ -11,6 +11,7 @@
 
 #include "config/auth_file.h"
 #include "manager/options.h"
+#include "net/tls.h"
 
 enum pool_mode {
     POOL_MODE_SESSION,
@@ -43,6 +44,20 @@ struct pooler_db_config {
     int reserve_pool;
     int max_db_connections;
     int pool_mode; /* enum pool_mode or -1 */
+};
+
+/* One side's *_tls_* keys. Strings are owned; "" = not set. dheparams and ecdhcurve exist
+ * for clients only (server_tls has no such keys: NULL). */
+struct pooler_tls_config {
+    enum tls_sslmode sslmode;
+    char *key_file;
+    char *cert_file;
+    char *ca_file;
+    char *protocols;
+    char *ciphers;
+    char *tls13_ciphers;
+    char *dheparams;
+    char *ecdhcurve;
 };
 
 /* One [users] entry. */
@@ -105,6 +120,11 @@ struct pooler_config {
     int tcp_keepcnt;
     int tcp_user_timeout_ms; /* milliseconds, as PgBouncer */
 
+    /* TLS (docs/TLS.md): client_tls_* for connections from clients (pgwarden is the TLS
+     * server), server_tls_* for connections to PostgreSQL. */
+    struct pooler_tls_config client_tls;
+    struct pooler_tls_config server_tls;
+
     /* [pgwarden] */
     char *log_format;               /* owned: "text" or "json" */
     int server_lifetime_jitter_pct; /* spread of server_lifetime, +/- percent */
@@ -126,9 +146,9 @@ struct pooler_config {
     /* [manager] */
     struct manager_options manager;
 
-    /* Warnings of the load (unknown and ignored keys, TLS settings without TLS), in file
-     * order. Loading only collects them: the caller logs them with pooler_config_log_warnings
-     * once its log target (logfile) is open, so they reach it and not only stderr. */
+    /* Warnings of the load (unknown and ignored keys), in file order. Loading only collects them:
+     * the caller logs them with pooler_config_log_warnings once its log target (logfile) is open,
+     * so they reach it and not only stderr. */
     char **warnings; /* owned, n_warnings strings (owned) */
     size_t n_warnings;
 };
@@ -139,8 +159,9 @@ __attribute__((warn_unused_result)) bool pooler_config_init_defaults(struct pool
 /* Loads path into a freshly initialised cfg. On failure returns false with "file:line: reason"
  * in err and leaves cfg freed. Unknown keys are ignored with a warning in cfg->warnings. A
  * PgBouncer key pgwarden does not implement is ignored with a warning too, unless running
- * without it would weaken security (client_tls_sslmode = require, auth_hba_file, ...): then
- * the load fails, naming the key and its value. */
+ * without it would weaken security (auth_hba_file, auth_query, ...): then the load fails,
+ * naming the key and its value. The TLS keys are checked here (sslmode names, protocol lists);
+ * their files are read when the pooler builds its TLS contexts. */
 __attribute__((warn_unused_result)) bool
 pooler_config_load(const char *path, struct pooler_config *cfg, char *err, size_t err_len);
 /* Same from a string (tests); name is used in errors and for relative includes. */
@@ -161,6 +182,11 @@ const struct pooler_user_config *pooler_config_find_user(const struct pooler_con
                                                          const char *name);
 
 const char *pool_mode_name(enum pool_mode mode);
+
+/* The client_tls_* (client_side) or server_tls_* settings of cfg, for tls_context_new_*. The
+ * strings are borrowed from cfg: valid while cfg is. */
+void pooler_config_tls_settings(const struct pooler_config *cfg, bool client_side,
+                                struct tls_settings *out);
 
 /* SET key = value on a live configuration (the admin console): a [pgbouncer]/[pgwarden] key
  * that a reload may change, checked like a loaded file. On refusal the configuration is

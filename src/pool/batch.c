@@ -37,11 +37,12 @@ static void submit_batch(struct pooler *p)
                              "message from now on");
 }
 
+/* A TLS destination is left to its pump: io_uring would send the bytes unencrypted. */
 static void batch_one(struct pooler *p, struct batched_send *slots, unsigned *used,
-                      struct pconn *src, int dst_fd, int64_t *counter)
+                      struct pconn *src, const struct pconn *dst, int64_t *counter)
 {
     struct iobuf *b = src->buf;
-    if (!b || b->pos >= src->scan)
+    if (!b || b->pos >= src->scan || dst->tls)
         return;
     if (*used == POOLER_SEND_BATCH) {
         submit_batch(p);
@@ -50,7 +51,7 @@ static void batch_one(struct pooler *p, struct batched_send *slots, unsigned *us
     struct batched_send *bs = &slots[*used];
     bs->src = src;
     bs->counter = counter;
-    if (net_sendq_add(p->sendq, dst_fd, b->data + b->pos, src->scan - b->pos, bs))
+    if (net_sendq_add(p->sendq, dst->fd, b->data + b->pos, src->scan - b->pos, bs))
         (*used)++;
 }
 
@@ -73,13 +74,12 @@ static void send_deferred_batch(struct pooler *p)
     for (struct plist *n = p->flush_servers.next; n != &p->flush_servers; n = n->next) {
         struct server *s = plist_entry(n, struct server, flush_node);
         if (s->state != SV_JUSTFREE && s->client)
-            batch_one(p, slots, &used, &s->conn, s->client->conn.fd, &s->pool->stats.bytes_sent);
+            batch_one(p, slots, &used, &s->conn, &s->client->conn, &s->pool->stats.bytes_sent);
     }
     for (struct plist *n = p->flush_clients.next; n != &p->flush_clients; n = n->next) {
         struct client *c = plist_entry(n, struct client, flush_node);
         if (c->state != CL_JUSTFREE && c->server && c->server->state != SV_JUSTFREE)
-            batch_one(p, slots, &used, &c->conn, c->server->conn.fd,
-                      &c->pool->stats.bytes_received);
+            batch_one(p, slots, &used, &c->conn, &c->server->conn, &c->pool->stats.bytes_received);
     }
     if (used > 0)
         submit_batch(p);

@@ -1,5 +1,6 @@
-/* Client side: startup packet, authentication (trust, plain, md5, SCRAM-SHA-256), the
- * welcome, and the client→server data path. */
+/* Client side: TLS (SSLRequest or PostgreSQL 17's direct TLS), startup packet,
+ * authentication (trust, plain, md5, SCRAM-SHA-256), the welcome, and the client→server data
+ * path. */
 #include "pool/client.h"
 
 #include <stdio.h>
@@ -12,6 +13,7 @@
 
 #include "admin/console.h"
 #include "common/log.h"
+#include "net/tls.h"
 #include "pool/batch.h"
 #include "pool/cancel.h"
 #include "pool/conn.h"
@@ -23,7 +25,8 @@
 #include "proto/scram.h"
 
 enum login_step {
-    STEP_STARTUP,
+    STEP_STARTUP,       /* first: a new login (calloc) starts here */
+    STEP_TLS_HANDSHAKE, /* TLS agreed (or direct TLS): the handshake runs, nothing is sent */
     STEP_PASSWORD,      /* md5 or cleartext PasswordMessage due */
     STEP_SASL_INITIAL,  /* SASLInitialResponse due */
     STEP_SASL_RESPONSE, /* SASLResponse (client-final) due */
@@ -37,6 +40,7 @@ struct client_login {
     uint8_t salt[MD5_AUTH_SALT_LEN];
     struct scram_server scram;
     enum console_access peer_access; /* console access granted by the peer's identity alone */
+    bool tls_direct; /* TLS began without an SSLRequest (PostgreSQL 17): ALPN is required */
 };
 
 enum scan_result {
@@ -178,17 +182,10 @@ void client_want_writable(struct client *c)
 
 bool client_send_raw(struct client *c, const void *data, size_t len)
 {
-    size_t off = 0;
-    while (off < len) {
-        size_t n = 0;
-        enum net_io_result r = net_send(c->conn.fd, (const uint8_t *)data + off, len - off, &n);
-        /* Pooler-generated messages are small and go to a socket whose send buffer is
-         * empty or nearly so; a client that does not read them loses its connection. */
-        if (r != NET_OK)
-            return false;
-        off += n;
-    }
-    return true;
+    /* Inside the TLS handshake nothing can be sent: not in the clear, not encrypted yet. */
+    if (c->login && c->login->step == STEP_TLS_HANDSHAKE)
+        return false;
+    return pconn_send_all(&c->conn, data, len);
 }
 
 static void send_or_close(struct client *c, struct wire_buf *b)
@@ -318,6 +315,95 @@ static void auth_failed(struct client *c)
     client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->login->user);
 }
 
+/* ---- TLS ---- */
+
+/* The context a client's TLS uses: none over a unix socket (as PgBouncer and PostgreSQL), nor
+ * when client_tls_sslmode = disable. */
+static struct tls_context *client_tls_context(const struct client *c)
+{
+    return c->addr.family == AF_UNIX ? NULL : c->pooler->client_tls;
+}
+
+static void log_tls_failure(const struct client *c, const char *what, const char *why)
+{
+    char addr[64];
+    net_addr_format(&c->addr, addr, sizeof(addr));
+    log_warning("pool", "client %llu %s: %s: %s", (unsigned long long)c->id, addr, what, why);
+}
+
+/* Puts TLS on the client's socket; the handshake runs in login_pump. preread: what was read
+ * of a direct-TLS ClientHello. False after closing the client. */
+static bool start_tls(struct client *c, const uint8_t *preread, size_t preread_len, bool direct)
+{
+    char err[256];
+    c->conn.tls = tls_conn_new(c->pooler->client_tls, c->conn.fd, NULL, preread, preread_len, err,
+                               sizeof(err));
+    if (!c->conn.tls) {
+        log_tls_failure(c, "cannot start TLS", err);
+        client_close(c, "cannot start TLS");
+        return false;
+    }
+    c->login->step = STEP_TLS_HANDSHAKE;
+    c->login->tls_direct = direct;
+    return true;
+}
+
+/* Advances the handshake; true once it is done and the startup packet may be read (over TLS).
+ * False while it waits for an edge, or after closing the client (state JUSTFREE). A failure
+ * is logged, never answered: nothing can be sent in the clear once TLS was agreed. */
+static bool client_tls_handshake(struct client *c)
+{
+    switch (tls_handshake(c->conn.tls)) {
+    case TLS_IO_DONE:
+        break;
+    case TLS_IO_WANT_READ:
+        c->conn.may_read = false; /* the socket is drained: the next readable edge resumes */
+        return false;
+    case TLS_IO_WANT_WRITE:
+        client_want_writable(c); /* client_io_cb pumps a login on any edge */
+        return false;
+    case TLS_IO_EOF:
+    case TLS_IO_ERROR:
+        log_tls_failure(c, "TLS handshake failed", tls_error(c->conn.tls));
+        client_close(c, "TLS handshake failed");
+        return false;
+    }
+    /* Direct TLS is told from a plain connection by ALPN alone (PostgreSQL 17's rule). */
+    if (c->login->tls_direct && !tls_alpn_selected(c->conn.tls)) {
+        log_tls_failure(c, "direct TLS refused", "the client did not offer ALPN \"postgresql\"");
+        client_close(c, "direct TLS without ALPN");
+        return false;
+    }
+    char desc[128];
+    tls_describe(c->conn.tls, desc, sizeof(desc));
+    log_debug("pool", "client %llu: TLS established%s: %s", (unsigned long long)c->id,
+              c->login->tls_direct ? " (direct)" : "", desc);
+    c->login->step = STEP_STARTUP;
+    /* Its startup packet often came with the handshake's last records: that edge is spent. */
+    c->conn.may_read = true;
+    return true;
+}
+
+/* Answers an SSLRequest or GSSENCRequest: 'S' and TLS when a context is there (TCP only),
+ * else 'N'. extra: bytes that followed the request in the buffer. */
+static void answer_encryption_request(struct client *c, enum wire_startup_kind kind, size_t extra)
+{
+    /* Bytes sent before our answer would be read as if they came after the handshake
+     * (CVE-2021-23214 class): refuse them. */
+    if (extra > 0) {
+        client_fail(c, "08P01", "unexpected data after encryption request");
+    } else if (c->conn.tls) {
+        client_fail(c, "08P01", "encryption request inside an encrypted connection");
+    } else if (kind == WIRE_STARTUP_SSL && client_tls_context(c)) {
+        if (!client_send_raw(c, "S", 1))
+            client_close(c, "could not answer encryption request");
+        else
+            (void)start_tls(c, NULL, 0, false);
+    } else if (!client_send_raw(c, "N", 1)) {
+        client_close(c, "could not answer encryption request");
+    }
+}
+
 /* ---- startup ---- */
 
 static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, size_t extra)
@@ -336,13 +422,7 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
     switch (kind) {
     case WIRE_STARTUP_SSL:
     case WIRE_STARTUP_GSSENC:
-        /* Bytes sent before our answer would be read as if they came after the handshake
-         * (CVE-2021-23214 class): refuse them. */
-        if (extra > 0) {
-            client_fail(c, "08P01", "unexpected data after encryption request");
-        } else if (!client_send_raw(c, "N", 1)) {
-            client_close(c, "could not answer encryption request");
-        }
+        answer_encryption_request(c, kind, extra);
         goto out;
     case WIRE_STARTUP_CANCEL:
         pooler_handle_cancel(p, st->cancel_pid, st->cancel_key, st->cancel_key_len);
@@ -357,6 +437,12 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
         goto out;
     case WIRE_STARTUP_MESSAGE:
         break;
+    }
+    /* client_tls_sslmode require and up: TCP clients must use TLS (unix sockets need not). */
+    struct tls_context *tls = client_tls_context(c);
+    if (!c->conn.tls && tls && tls_context_sslmode(tls) >= TLS_REQUIRE) {
+        client_fail(c, "08P01", "SSL required");
+        goto out;
     }
 
     const char *user = wire_startup_get(st, "user");
@@ -505,6 +591,7 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
 
     switch (l->step) {
     case STEP_STARTUP:
+    case STEP_TLS_HANDSHAKE:
         break;
     case STEP_PASSWORD: {
         if (len == 0 || body[len - 1] != 0 || memchr(body, 0, len) != body + len - 1) {
@@ -585,6 +672,11 @@ static void login_pump(struct client *c)
         return;
     }
     for (;;) {
+        if (c->login->step == STEP_TLS_HANDSHAKE && !client_tls_handshake(c)) {
+            if (c->state != CL_LOGIN)
+                return;
+            break; /* an edge resumes it */
+        }
         if (c->conn.may_read) {
             enum fill_result r = pconn_fill(p, &c->conn);
             if (r == FILL_EOF || r == FILL_ERROR) {
@@ -603,6 +695,15 @@ static void login_pump(struct client *c)
         const uint8_t *d = b->data + b->pos;
         size_t used;
         if (c->login->step == STEP_STARTUP) {
+            /* PostgreSQL 17's direct TLS: a ClientHello instead of a startup packet. */
+            if (!c->conn.tls && tls_looks_like_client_hello(d, avail) && client_tls_context(c)) {
+                bool started = start_tls(c, d, avail, true);
+                b->pos = b->end = 0; /* handed over as the TLS stream's first bytes */
+                c->conn.scan = 0;
+                if (!started)
+                    return;
+                continue;
+            }
             uint32_t len;
             if (!wire_startup_length(d, avail, &len)) {
                 if (c->conn.may_read)
@@ -1046,17 +1147,16 @@ static bool console_flush(struct client *c)
     struct console_out *o = c->console;
     while (o && o->sent < o->buf.len) {
         size_t n = 0;
-        enum net_io_result r =
-            net_send(c->conn.fd, o->buf.data + o->sent, o->buf.len - o->sent, &n);
-        if (r == NET_AGAIN) {
+        enum flush_result r = pconn_send(&c->conn, o->buf.data + o->sent, o->buf.len - o->sent, &n);
+        o->sent += n;
+        if (r == FLUSH_PARTIAL) {
             client_want_writable(c);
             return true; /* the writable edge resumes it */
         }
-        if (r != NET_OK) {
+        if (r == FLUSH_ERROR) {
             client_close(c, "could not send to client");
             return false;
         }
-        o->sent += n;
     }
     if (o) {
         console_out_free(o);
@@ -1392,7 +1492,7 @@ void client_pump(struct client *c)
         if (sr == SCAN_OK && !c->conn.send_now && c->conn.buf->pos < c->conn.scan &&
             pooler_defer_send(c))
             return;
-        switch (pconn_flush(&c->conn, s->conn.fd, &c->pool->stats.bytes_received)) {
+        switch (pconn_flush(&c->conn, &s->conn, &c->pool->stats.bytes_received)) {
         case FLUSH_DONE:
             break;
         case FLUSH_PARTIAL:
@@ -1436,10 +1536,16 @@ void client_io_cb(int fd, unsigned what, void *arg)
     struct client *c = arg;
     if (c->state == CL_JUSTFREE)
         return;
+    if (c->conn.tls)
+        what = pconn_tls_edges(&c->conn, what);
     if (what & NET_IO_CLOSED)
         c->conn.closing = true;
     if (what & NET_IO_READABLE)
         c->conn.may_read = true;
+    if (c->state == CL_LOGIN) {
+        client_pump(c); /* a TLS handshake may wait for either edge */
+        return;
+    }
     if ((what & NET_IO_WRITABLE) && c->console) {
         if (!console_flush(c) || c->state == CL_JUSTFREE)
             return;

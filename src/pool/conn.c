@@ -1,8 +1,44 @@
 /* Buffer plumbing for one socket: read into the free tail of a borrowed buffer, send an
- * accounted range to the peer in one call. Nothing here looks at message contents. */
+ * accounted range to the peer in one call. Nothing here looks at message contents. A
+ * connection with TLS reads and writes through it; a plain one pays one pointer test.
+ *
+ * TLS and edge triggering: a TLS read is repeated while it returns TLS_IO_DONE (a short read
+ * says nothing about the socket: bytes may wait inside OpenSSL), and may_read drops only
+ * when it asks for an edge. A read that needs the writable edge, or a write that needs the
+ * readable one, leaves a flag that pconn_tls_edges turns into the edge the operation's own
+ * path waits for. */
 #include "pool/conn.h"
 
 #include <string.h>
+
+#include "net/tls.h"
+
+static enum fill_result tls_fill(struct pconn *c, struct iobuf *b, size_t want)
+{
+    size_t got = 0;
+    enum tls_io r = tls_read(c->tls, b->data + b->end, want, &got);
+    b->end += (uint32_t)got;
+    switch (r) {
+    case TLS_IO_DONE:
+        return FILL_OK; /* the buffer is full or an end is queued: may_read stays set */
+    case TLS_IO_WANT_READ:
+        c->may_read = false;
+        return got ? FILL_OK : FILL_AGAIN;
+    case TLS_IO_WANT_WRITE:
+        c->may_read = false;
+        c->read_wants_write = true;
+        c->want_write = true; /* before the registration (first read): registered RW */
+        net_io_want_write(c->io);
+        return got ? FILL_OK : FILL_WANT_WRITE;
+    case TLS_IO_EOF:
+        c->may_read = false;
+        return FILL_EOF;
+    case TLS_IO_ERROR:
+        break;
+    }
+    c->may_read = false;
+    return FILL_ERROR;
+}
 
 enum fill_result pconn_fill(struct pooler *p, struct pconn *c)
 {
@@ -26,6 +62,8 @@ enum fill_result pconn_fill(struct pooler *p, struct pconn *c)
     if (b->end == cap)
         return FILL_FULL;
     size_t want = cap - b->end, got = 0;
+    if (c->tls)
+        return tls_fill(c, b, want);
     switch (net_recv(c->fd, b->data + b->end, want, &got)) {
     case NET_OK:
         b->end += (uint32_t)got;
@@ -47,23 +85,66 @@ enum fill_result pconn_fill(struct pooler *p, struct pconn *c)
     return FILL_ERROR;
 }
 
-enum flush_result pconn_flush(struct pconn *src, int dst_fd, int64_t *counter)
+static enum flush_result tls_send(struct pconn *dst, const void *data, size_t len, size_t *sent)
 {
-    struct iobuf *b = src->buf;
-    if (!b || b->pos >= src->scan)
+    switch (tls_write(dst->tls, data, len, sent)) {
+    case TLS_IO_DONE:
         return FLUSH_DONE;
-    size_t n = 0;
-    switch (net_send(dst_fd, b->data + b->pos, src->scan - b->pos, &n)) {
+    case TLS_IO_WANT_READ:
+        dst->send_wants_read = true;
+        return FLUSH_PARTIAL;
+    case TLS_IO_WANT_WRITE:
+        return FLUSH_PARTIAL;
+    case TLS_IO_EOF:
+    case TLS_IO_ERROR:
+        break;
+    }
+    return FLUSH_ERROR;
+}
+
+enum flush_result pconn_send(struct pconn *dst, const void *data, size_t len, size_t *sent)
+{
+    *sent = 0;
+    if (dst->tls)
+        return tls_send(dst, data, len, sent);
+    switch (net_send(dst->fd, data, len, sent)) {
     case NET_OK:
-        pconn_sent(src, n, counter);
-        return b->pos < src->scan ? FLUSH_PARTIAL : FLUSH_DONE;
+        return *sent < len ? FLUSH_PARTIAL : FLUSH_DONE;
     case NET_AGAIN:
+        *sent = 0;
         return FLUSH_PARTIAL;
     case NET_EOF:
     case NET_ERROR:
         break;
     }
+    *sent = 0;
     return FLUSH_ERROR;
+}
+
+bool pconn_send_all(struct pconn *dst, const void *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        size_t n = 0;
+        enum flush_result r = pconn_send(dst, (const uint8_t *)data + off, len - off, &n);
+        off += n;
+        /* A plain send that took part of it may take the rest; anything else would block. */
+        if (r == FLUSH_ERROR || (r == FLUSH_PARTIAL && (n == 0 || dst->tls)))
+            return false;
+    }
+    return true;
+}
+
+enum flush_result pconn_flush(struct pconn *src, struct pconn *dst, int64_t *counter)
+{
+    struct iobuf *b = src->buf;
+    if (!b || b->pos >= src->scan)
+        return FLUSH_DONE;
+    size_t n = 0;
+    enum flush_result r = pconn_send(dst, b->data + b->pos, src->scan - b->pos, &n);
+    if (n > 0)
+        pconn_sent(src, n, counter);
+    return r;
 }
 
 void pconn_sent(struct pconn *src, size_t n, int64_t *counter)
@@ -76,6 +157,19 @@ void pconn_sent(struct pconn *src, size_t n, int64_t *counter)
         b->pos = b->end = 0;
         src->scan = 0;
     }
+}
+
+unsigned pconn_tls_edges(struct pconn *c, unsigned what)
+{
+    if ((what & NET_IO_READABLE) && c->send_wants_read) {
+        c->send_wants_read = false;
+        what |= NET_IO_WRITABLE;
+    }
+    if ((what & NET_IO_WRITABLE) && c->read_wants_write) {
+        c->read_wants_write = false;
+        what |= NET_IO_READABLE;
+    }
+    return what;
 }
 
 void pconn_release_if_empty(struct pooler *p, struct pconn *c)

@@ -1,8 +1,9 @@
-/* Buffer plumbing shared by both directions: one recv into a borrowed buffer, one send of an
- * accounted range. */
+/* Buffer plumbing shared by both directions: one read into a borrowed buffer, one send of an
+ * accounted range, through TLS when the connection has it. */
 #ifndef PGWARDEN_POOL_CONN_H
 #define PGWARDEN_POOL_CONN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,16 +16,33 @@ enum fill_result {
     FILL_EOF,
     FILL_ERROR,
     FILL_NO_MEMORY,
+    FILL_WANT_WRITE, /* TLS: nothing read; the read goes on at the socket's writable edge
+                        (registered), which pconn_tls_edges turns into a readable one */
 };
 enum fill_result pconn_fill(struct pooler *p, struct pconn *c);
 enum flush_result {
     FLUSH_DONE,
-    FLUSH_PARTIAL, /* destination would block */
+    FLUSH_PARTIAL, /* destination would block: its writable edge resumes (its readable edge
+                      when dst->send_wants_read) */
     FLUSH_ERROR,
 };
-enum flush_result pconn_flush(struct pconn *src, int dst_fd, int64_t *counter);
+/* Sends data to dst in one attempt (TLS when dst has it); *sent is always set. After
+ * FLUSH_PARTIAL the next send to dst must offer the unsent bytes again, at least as many
+ * (TLS refuses fewer). */
+enum flush_result pconn_send(struct pconn *dst, const void *data, size_t len, size_t *sent);
+/* Sends all of data now; false when dst would block or failed. For the small messages the
+ * pooler writes itself (errors, login, internal queries) on a socket whose send buffer is
+ * empty or nearly so: a peer that does not take them loses its connection. */
+__attribute__((warn_unused_result)) bool pconn_send_all(struct pconn *dst, const void *data,
+                                                        size_t len);
+/* Sends src's accounted range [pos, scan) to dst and books what went. */
+enum flush_result pconn_flush(struct pconn *src, struct pconn *dst, int64_t *counter);
 /* Books n bytes of src's sendable range as sent (pconn_flush, or a batched send). */
 void pconn_sent(struct pconn *src, size_t n, int64_t *counter);
+/* TLS connections only (callers test c->tls): a TLS read may need the writable edge and a
+ * TLS write the readable one. Returns the io callback's `what` with those edges added, so
+ * the callback's usual paths (read on readable, flush on writable) resume them. */
+unsigned pconn_tls_edges(struct pconn *c, unsigned what);
 /* Returns the buffer to the cache when it holds nothing. */
 void pconn_release_if_empty(struct pooler *p, struct pconn *c);
 void pconn_drop_buffer(struct pooler *p, struct pconn *c);

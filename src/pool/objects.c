@@ -10,6 +10,7 @@
 
 #include "admin/console.h"
 #include "common/log.h"
+#include "net/tls.h"
 #include "pool/cancel.h"
 #include "pool/client.h"
 #include "pool/conn.h"
@@ -315,6 +316,7 @@ void pooler_reap(struct pooler *p)
         client_change_state(c, CL_FREE);
         plist_remove(&c->flush_node); /* closed before its deferred send ran */
         net_io_free(c->conn.io);
+        tls_conn_free(c->conn.tls); /* its close_notify needs the socket */
         close(c->conn.fd);
         free(c);
     }
@@ -323,6 +325,7 @@ void pooler_reap(struct pooler *p)
         server_change_state(s, SV_FREE);
         plist_remove(&s->flush_node); /* closed before its deferred send ran */
         net_io_free(s->conn.io);
+        tls_conn_free(s->conn.tls);
         if (s->conn.fd >= 0)
             close(s->conn.fd);
         free(s);

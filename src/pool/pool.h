@@ -64,18 +64,27 @@ enum server_state {
     SV_STATE_COUNT,
 };
 
-/* One socket and the buffer it borrows. */
+struct tls_conn;
+struct tls_context;
+
+/* One socket and the buffer it borrows. With tls set, every read and write of the socket goes
+ * through it (conn.c); plain connections pay one pointer test for that. */
 struct pconn {
     int fd;
-    struct net_io *io;  /* owned */
-    struct iobuf *buf;  /* owned while bytes are in flight, else NULL */
-    uint32_t scan;      /* buffer offset: bytes in [pos, scan) are accounted and may be sent */
-    uint32_t body_left; /* bytes of the message at scan still to come beyond end */
-    bool may_read;      /* the socket may still hold bytes (edge-triggered bookkeeping) */
-    bool drop_body;     /* the rest of the current message is swallowed, not forwarded */
-    bool closing;       /* peer shut down its side: read to EOF */
-    bool send_now;      /* the flusher is pumping its deferred send: send, do not defer again */
-    bool want_write;    /* a send was partial: the socket is registered for writable edges */
+    struct net_io *io;    /* owned */
+    struct tls_conn *tls; /* owned: TLS on this socket (handshake included), else NULL */
+    struct iobuf *buf;    /* owned while bytes are in flight, else NULL */
+    uint32_t scan;        /* buffer offset: bytes in [pos, scan) are accounted and may be sent */
+    uint32_t body_left;   /* bytes of the message at scan still to come beyond end */
+    bool may_read;        /* the socket may still hold bytes (edge-triggered bookkeeping) */
+    bool drop_body;       /* the rest of the current message is swallowed, not forwarded */
+    bool closing;         /* peer shut down its side: read to EOF */
+    bool send_now;        /* the flusher is pumping its deferred send: send, do not defer again */
+    bool want_write;      /* registered for writable edges: a send was partial (or a TLS read
+                             waits for the writable edge) */
+    /* TLS only: an operation waits for the other edge than its own (pconn_tls_edges). */
+    bool read_wants_write; /* a read needs the writable edge before it can go on */
+    bool send_wants_read;  /* a send needs the readable edge before it can go on */
 };
 
 struct client_login; /* private to client.c */
@@ -303,6 +312,12 @@ struct pooler {
     struct plist flush_servers;
     struct net_timer *flusher; /* owned: runs the deferred sends after the turn's callbacks */
     struct net_sendq *sendq;   /* owned: submits them in one system call; NULL: one by one */
+    /* TLS contexts built from the config (serve.c; a reload swaps them when the new ones
+     * build): accepting clients, NULL when client_tls_sslmode = disable; connecting to
+     * PostgreSQL over TCP, NULL when server_tls_sslmode = disable. Connections hold their own
+     * reference, so a swap never pulls one from under an open connection. */
+    struct tls_context *client_tls; /* owned */
+    struct tls_context *server_tls; /* owned */
 #define POOLER_SEND_BATCH 64   /* sends per system call (a turn with more makes several) */
     bool flushing;             /* inside the flusher: it picks up what is deferred meanwhile */
     bool flush_direct;         /* the flusher's last wave: nothing is deferred any more */

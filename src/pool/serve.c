@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "common/process.h"
 #include "http/http_server.h"
 #include "live/live_manager.h"
+#include "net/tls.h"
 #include "pool/cancel.h"
 #include "pool/control.h"
 #include "pool/handout.h"
@@ -421,6 +423,68 @@ void pooler_shutdown(struct pooler *p)
     net_loop_stop(p->loop);
 }
 
+/* ---- TLS contexts ---- */
+
+/* Builds one side's context from cfg into *out: NULL (and true) when its sslmode is disable;
+ * false with a reason naming the setting and file in err. */
+static bool tls_build(const struct pooler_config *cfg, bool client_side, struct tls_context **out,
+                      char *err, size_t err_len)
+{
+    struct tls_settings set;
+    pooler_config_tls_settings(cfg, client_side, &set);
+    *out = NULL;
+    if (set.sslmode == TLS_DISABLE)
+        return true;
+    *out = client_side ? tls_context_new_accept(&set, err, err_len)
+                       : tls_context_new_connect(&set, err, err_len);
+    return *out != NULL;
+}
+
+/* PgBouncer reconnects servers when TLS settings change: idle ones are closed now (the next
+ * client must not get one made with the old settings), the others once released. */
+static void replace_servers(struct pooler *p)
+{
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        struct plist *m;
+        while ((m = plist_first(&pool->idle_servers)) != NULL)
+            server_close(plist_entry(m, struct server, node), "TLS settings changed");
+        struct plist *lists[] = {&pool->active_servers, &pool->tested_servers, &pool->login_servers,
+                                 &pool->canceling_servers};
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+            for (m = lists[i]->next; m != lists[i]; m = m->next)
+                plist_entry(m, struct server, node)->close_needed = true;
+    }
+}
+
+/* After p->cfg changed (reload, SET): builds one side's new context first. When that fails
+ * the old context stays, the reason is logged and put in err, and false is returned. Open
+ * connections keep the context they were made with; a changed server context closes server
+ * connections as they are released. */
+static bool tls_apply(struct pooler *p, bool client_side, char *err, size_t err_len)
+{
+    const char *side = client_side ? "client" : "server";
+    struct tls_context **cur = client_side ? &p->client_tls : &p->server_tls;
+    struct tls_context *next;
+    if (!tls_build(p->cfg, client_side, &next, err, err_len)) {
+        log_error("serve", "%s_tls_* settings not applied, TLS goes on with the previous ones: %s",
+                  side, err);
+        return false;
+    }
+    if (tls_context_same(*cur, next)) {
+        tls_context_free(next);
+        return true;
+    }
+    tls_context_free(*cur);
+    *cur = next;
+    log_info("serve", "%s TLS: %s from now on%s", side,
+             next ? tls_sslmode_name(tls_context_sslmode(next)) : "disable",
+             client_side ? " (for new clients)" : "; server connections are replaced");
+    if (!client_side)
+        replace_servers(p);
+    return true;
+}
+
 /* Brings pools, logging and socket options in line with p->cfg after it changed. */
 static void apply_config(struct pooler *p)
 {
@@ -460,6 +524,9 @@ bool pooler_reload(struct pooler *p, char *err, size_t err_len)
     pooler_config_free(old);
     free(old);
     apply_config(p);
+    char tls_err[512]; /* logged by tls_apply; the rest of the reload stands */
+    (void)tls_apply(p, true, tls_err, sizeof(tls_err));
+    (void)tls_apply(p, false, tls_err, sizeof(tls_err));
     pooler_config_log_warnings(p->cfg);
     http_server_reload(http_srv);
     log_info("serve", "configuration reloaded from %s", p->cfg->config_file);
@@ -467,10 +534,48 @@ bool pooler_reload(struct pooler *p, char *err, size_t err_len)
     return true;
 }
 
+struct key_value {
+    const char *key;
+    char *value; /* owned */
+};
+
+static void find_value(void *ctx, const char *key, const char *value, const char *default_text,
+                       bool reloadable)
+{
+    (void)default_text;
+    (void)reloadable;
+    struct key_value *kv = ctx;
+    if (!kv->value && !strcasecmp(key, kv->key))
+        kv->value = strdup(value);
+}
+
 bool pooler_set(struct pooler *p, const char *key, const char *value, char *err, size_t err_len)
 {
-    if (pooler_config_set(p->cfg, key, value, err, err_len) != POOLER_SET_OK)
+    /* A TLS key is kept only when its side's context builds: the old value is put back
+     * otherwise, and err says why (a bad file, a missing key). */
+    bool client_tls = !strncasecmp(key, "client_tls", 10);
+    bool tls = client_tls || !strncasecmp(key, "server_tls", 10);
+    struct key_value old = {key, NULL};
+    if (tls) {
+        pooler_config_values(p->cfg, find_value, &old);
+        if (!old.value) {
+            snprintf(err, err_len, "out of memory");
+            return false;
+        }
+    }
+    if (pooler_config_set(p->cfg, key, value, err, err_len) != POOLER_SET_OK) {
+        free(old.value);
         return false;
+    }
+    if (tls && !tls_apply(p, client_tls, err, err_len)) {
+        char ignored[256];
+        if (pooler_config_set(p->cfg, key, old.value, ignored, sizeof(ignored)) != POOLER_SET_OK)
+            log_error("serve", "SET %s: the previous value could not be restored: %s", key,
+                      ignored);
+        free(old.value);
+        return false;
+    }
+    free(old.value);
     apply_config(p);
     log_info("serve", "SET %s = '%s' on the admin console (until the next RELOAD)", key, value);
     resume_all(p);
@@ -733,6 +838,13 @@ int serve_main(int argc, char **argv)
             log_warning("serve", "%s: sending with one send() per message", err);
     }
     spare_fd_take();
+    /* Before the switch to `user`: key files are often readable by root only. A reload after
+     * the switch reads them as that user. */
+    if (!tls_build(p.cfg, true, &p.client_tls, err, sizeof(err)) ||
+        !tls_build(p.cfg, false, &p.server_tls, err, sizeof(err))) {
+        startup_failed(err);
+        goto out;
+    }
     if (!open_listeners(&p, err, sizeof(err)) ||
         http_server_start(&p, &http_srv, err, sizeof(err)) == HTTP_START_FAILED ||
         !process_run_as_switch(&run_as, err, sizeof(err))) { /* root is needed up to here only */
@@ -792,6 +904,8 @@ out:
     net_timer_free(accept_timer);
     accept_timer = NULL;
     net_loop_free(p.loop);
+    tls_context_free(p.client_tls);
+    tls_context_free(p.server_tls);
     iobuf_cache_destroy(&p.bufs);
     stmt_registry_destroy(&p.stmts);
     free(p.cancel_table);

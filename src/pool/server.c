@@ -1,6 +1,6 @@
-/* Server side: connecting and logging in to PostgreSQL (trust, cleartext, md5, SCRAM with a
- * password or pass-through keys), the outstanding-request FIFO that decides when a server
- * may be released, and the server→client data path. */
+/* Server side: connecting and logging in to PostgreSQL (TLS per server_tls_sslmode; trust,
+ * cleartext, md5, SCRAM with a password or pass-through keys), the outstanding-request FIFO
+ * that decides when a server may be released, and the server→client data path. */
 #include "pool/server.h"
 
 #include <errno.h>
@@ -13,6 +13,7 @@
 #include <openssl/rand.h>
 
 #include "common/log.h"
+#include "net/tls.h"
 #include "pool/batch.h"
 #include "pool/cancel.h"
 #include "pool/client.h"
@@ -29,7 +30,9 @@
 enum server_login_step {
     SL_RESOLVING, /* waiting for an asynchronous DNS answer; no socket yet */
     SL_CONNECTING,
-    SL_AUTH, /* startup sent; authentication and parameter messages follow */
+    SL_SSL_ANSWER,    /* SSLRequest sent; its one-byte answer is due */
+    SL_TLS_HANDSHAKE, /* the server said 'S': TLS handshake, then the startup over TLS */
+    SL_AUTH,          /* startup sent; authentication and parameter messages follow */
 };
 
 struct server_login {
@@ -130,23 +133,11 @@ bool server_is_clean(const struct server *s)
 
 /* ---- sending ---- */
 
-static bool send_all(int fd, const uint8_t *data, size_t len)
-{
-    size_t off = 0;
-    while (off < len) {
-        size_t n = 0;
-        /* Login messages and pooler queries are small and go out on a socket with an empty
-         * send buffer; failing to send them at once means the connection is unusable. */
-        if (net_send(fd, data + off, len - off, &n) != NET_OK)
-            return false;
-        off += n;
-    }
-    return true;
-}
-
+/* Login messages and pooler queries are small and go out on a socket with an empty send
+ * buffer; failing to send them at once means the connection is unusable. */
 bool server_send_raw(struct server *s, const void *data, size_t len)
 {
-    return send_all(s->conn.fd, data, len);
+    return pconn_send_all(&s->conn, data, len);
 }
 
 bool server_send_internal_query(struct server *s, const char *sql)
@@ -159,7 +150,7 @@ bool server_send_internal_query(struct server *s, const char *sql)
     struct wire_buf b;
     wire_buf_init(&b, buf, need);
     wire_build_query(&b, sql);
-    bool ok = !b.overflow && send_all(s->conn.fd, buf, b.len);
+    bool ok = !b.overflow && server_send_raw(s, buf, b.len);
     if (buf != stackbuf)
         free(buf);
     if (ok)
@@ -324,7 +315,8 @@ void server_close(struct server *s, const char *reason)
         struct wire_buf b;
         wire_buf_init(&b, t, sizeof(t));
         wire_build_terminate(&b);
-        (void)send_all(s->conn.fd, t, b.len);
+        if (!server_send_raw(s, t, b.len))
+            log_debug("pool", "server %llu: Terminate not delivered", (unsigned long long)s->id);
     }
     cancel_reqs_forget_server(p, s);
     server_login_free(s);
@@ -370,7 +362,7 @@ static bool send_startup(struct server *s)
     struct wire_buf b;
     wire_buf_init(&b, buf, sizeof(buf));
     wire_build_startup(&b, params, n);
-    return !b.overflow && send_all(s->conn.fd, buf, b.len);
+    return !b.overflow && server_send_raw(s, buf, b.len);
 }
 
 /* A login's ParameterStatus messages. PostgreSQL reports a couple of dozen parameters (a few
@@ -486,7 +478,7 @@ static bool handle_auth(struct server *s, const uint8_t *body, size_t len)
         return false;
     }
     OPENSSL_cleanse(out, sizeof(out));
-    bool ok = !b.overflow && send_all(s->conn.fd, msg, b.len);
+    bool ok = !b.overflow && server_send_raw(s, msg, b.len);
     OPENSSL_cleanse(msg, sizeof(msg));
     if (!ok) {
         login_failed(s, NULL, "could not send to server");
@@ -537,6 +529,146 @@ static void login_complete(struct server *s)
     pool_server_ready(s);
 }
 
+/* ---- TLS to the server ---- */
+
+/* The context for s: TCP servers only (a unix socket is never encrypted), NULL when
+ * server_tls_sslmode = disable. The current one is asked at each step: a reload meanwhile
+ * marks the server close_needed, so a stale decision never outlives its login. */
+static struct tls_context *server_tls_context(const struct server *s)
+{
+    return s->pool->host[0] == '/' ? NULL : s->pool->pooler->server_tls;
+}
+
+/* The socket is connected: ask for TLS, or log in in the clear. */
+static void begin_login(struct server *s)
+{
+    struct server_login *l = s->login;
+    if (!server_tls_context(s)) {
+        if (!send_startup(s)) {
+            login_failed(s, NULL, "could not send startup packet");
+            return;
+        }
+        l->step = SL_AUTH;
+        return; /* the answer raises a readable edge */
+    }
+    uint8_t req[8];
+    struct wire_buf b;
+    wire_buf_init(&b, req, sizeof(req));
+    wire_put_u32(&b, sizeof(req));
+    wire_put_u32(&b, WIRE_SSL_REQUEST_CODE);
+    if (b.overflow || !server_send_raw(s, req, b.len)) {
+        login_failed(s, NULL, "could not send the SSL request");
+        return;
+    }
+    l->step = SL_SSL_ANSWER;
+}
+
+/* Reads the server's one-byte answer to the SSLRequest. True when the login goes on (TLS
+ * handshake, or the startup sent in the clear), false while waiting or after failing. The
+ * answer is all the pooler takes from the server before TLS: whatever else it sent (an
+ * ErrorResponse, bytes after 'S' that a man in the middle could have injected, CVE-2021-23222
+ * class) ends the login, and none of it reaches a client. */
+static bool read_ssl_answer(struct server *s)
+{
+    struct pooler *p = s->pool->pooler;
+    if (!s->conn.may_read)
+        return false;
+    switch (pconn_fill(p, &s->conn)) {
+    case FILL_OK:
+        break;
+    case FILL_AGAIN:
+    case FILL_WANT_WRITE: /* not TLS yet: never */
+        return false;
+    case FILL_FULL: /* an empty buffer: never */
+    case FILL_EOF:
+    case FILL_ERROR:
+        login_failed(s, NULL, "server closed the connection after the SSL request");
+        return false;
+    case FILL_NO_MEMORY:
+        login_failed(s, NULL, "out of memory");
+        return false;
+    }
+    struct iobuf *b = s->conn.buf;
+    uint8_t answer = b->data[b->pos];
+    bool more = b->end - b->pos > 1;
+    pconn_drop_buffer(p, &s->conn);
+    if (answer == 'S' && !more) {
+        struct tls_context *ctx = server_tls_context(s);
+        char err[300];
+        if (!ctx) {
+            login_failed(s, NULL, "server_tls_sslmode changed to disable during the login");
+            return false;
+        }
+        s->conn.tls = tls_conn_new(ctx, s->conn.fd, s->pool->host, NULL, 0, err, sizeof(err));
+        if (!s->conn.tls) {
+            char msg[400];
+            snprintf(msg, sizeof(msg), "cannot start TLS with the server: %s", err);
+            login_failed(s, NULL, msg);
+            return false;
+        }
+        s->login->step = SL_TLS_HANDSHAKE;
+        return true;
+    }
+    if (answer == 'N' && !more) {
+        struct tls_context *ctx = server_tls_context(s);
+        if (ctx && tls_context_sslmode(ctx) >= TLS_REQUIRE) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "server does not accept TLS (server_tls_sslmode = %s)",
+                     tls_sslmode_name(tls_context_sslmode(ctx)));
+            login_failed(s, "08006", msg);
+            return false;
+        }
+        if (!send_startup(s)) {
+            login_failed(s, NULL, "could not send startup packet");
+            return false;
+        }
+        s->login->step = SL_AUTH;
+        return true;
+    }
+    char msg[160];
+    if (answer == 'S' || answer == 'N')
+        snprintf(msg, sizeof(msg),
+                 "server sent unencrypted data after its answer '%c' to the SSL request", answer);
+    else
+        snprintf(msg, sizeof(msg),
+                 "unexpected answer to the SSL request (a message of type 0x%02x); nothing of "
+                 "it is passed on",
+                 answer);
+    login_failed(s, "08P01", msg);
+    return false;
+}
+
+/* Advances the TLS handshake with the server; once done, sends the startup over TLS. True
+ * when the login goes on, false while waiting for an edge or after failing. */
+static bool server_tls_handshake(struct server *s)
+{
+    char msg[400];
+    switch (tls_handshake(s->conn.tls)) {
+    case TLS_IO_DONE:
+        break;
+    case TLS_IO_WANT_READ:
+        s->conn.may_read = false;
+        return false;
+    case TLS_IO_WANT_WRITE:
+        return false; /* registered for both edges since the connect */
+    case TLS_IO_EOF:
+    case TLS_IO_ERROR:
+        snprintf(msg, sizeof(msg), "TLS handshake with the server failed: %s",
+                 tls_error(s->conn.tls));
+        login_failed(s, "08006", msg);
+        return false;
+    }
+    tls_describe(s->conn.tls, msg, sizeof(msg));
+    log_debug("pool", "server %llu: TLS established: %s", (unsigned long long)s->id, msg);
+    if (!send_startup(s)) {
+        login_failed(s, NULL, "could not send startup packet");
+        return false;
+    }
+    s->login->step = SL_AUTH;
+    s->conn.may_read = true; /* records may wait inside OpenSSL already */
+    return true;
+}
+
 static void login_event(struct server *s, unsigned what)
 {
     struct pooler *p = s->pool->pooler;
@@ -551,13 +683,15 @@ static void login_event(struct server *s, unsigned what)
             login_failed(s, NULL, msg);
             return;
         }
-        if (!send_startup(s)) {
-            login_failed(s, NULL, "could not send startup packet");
-            return;
-        }
-        l->step = SL_AUTH;
+        begin_login(s);
         return; /* the answer raises a readable edge */
     }
+    /* Each step either moves the login on (true) or waits for an edge, or failed (false;
+     * the login is freed then). */
+    if (l->step == SL_SSL_ANSWER && !read_ssl_answer(s))
+        return;
+    if (s->login->step == SL_TLS_HANDSHAKE && !server_tls_handshake(s))
+        return;
     for (;;) {
         if (s->conn.may_read) {
             enum fill_result r = pconn_fill(p, &s->conn);
@@ -887,7 +1021,7 @@ void server_pump(struct server *s)
                 s->deferred_scan = (uint8_t)sr;
                 return;
             }
-            switch (pconn_flush(&s->conn, c->conn.fd, &pool->stats.bytes_sent)) {
+            switch (pconn_flush(&s->conn, &c->conn, &pool->stats.bytes_sent)) {
             case FLUSH_DONE:
                 c->output_blocked_us = 0;
                 break;
@@ -957,7 +1091,7 @@ void server_pump(struct server *s)
         linked->conn.body_left == 0 &&
         !(linked->conn.buf && linked->conn.buf->pos < linked->conn.scan)) {
         static const uint8_t empty_query[] = {WIRE_FE_QUERY, 0, 0, 0, 5, 0};
-        if (!send_all(s->conn.fd, empty_query, sizeof(empty_query))) {
+        if (!server_send_raw(s, empty_query, sizeof(empty_query))) {
             server_close(s, "could not send to server");
             return;
         }
@@ -980,6 +1114,8 @@ void server_io_cb(int fd, unsigned what, void *arg)
     struct server *s = arg;
     if (s->state == SV_JUSTFREE)
         return;
+    if (s->conn.tls)
+        what = pconn_tls_edges(&s->conn, what);
     if (what & NET_IO_CLOSED)
         s->conn.closing = true;
     if (what & NET_IO_READABLE)

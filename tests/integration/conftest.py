@@ -34,6 +34,17 @@ def pg():
 
 
 @pytest.fixture(scope="session")
+def pg_tls():
+    """A second PostgreSQL with ssl = on (see PgServer(ssl=True)), for the TLS tests."""
+    server = PgServer(ssl=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
 def pgwarden_bin():
     path = os.environ.get("PGWARDEN_BIN", os.path.join(ROOT, "build", "pgwarden"))
     if not os.path.exists(path):
@@ -76,7 +87,4 @@ def unused_port():
 @pytest.fixture(scope="module")
 def pgbench_db(pg):
     """The fixture's PostgreSQL with pgbench tables (scale 1) in database postgres."""
-    subprocess.run([pg.bin("pgbench"), "-i", "-q", "-s", "1", "-h", pg.socket_dir, "-p",
-                    str(pg.port), "-U", "postgres", "postgres"],
-                   check=True, capture_output=True, text=True, timeout=120)
-    return pg
+    return pg.pgbench_init()

@@ -9,6 +9,11 @@ own; run as the `postgres` user when we are root (initdb refuses root). Roles cr
   monitor      pg_read_all_stats + pg_signal_backend, password "monitor-pw"
   nopriv       ordinary role without monitoring privileges, password "nopriv-pw"
 Every role may connect over the unix socket without a password.
+
+PgServer(ssl=True) also turns TLS on over TCP (plain TCP stays allowed): certificates from
+scripts/make-test-certs in <base>/certs (ca, server for localhost/127.0.0.1, client, expired,
+untrusted), server.crt as the server's certificate and ca.crt for client certificates;
+use_certificate() switches the server's certificate with a reload.
 """
 import glob
 import os
@@ -18,6 +23,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 PASSWORDS = {
     "postgres": "postgres-pw",
@@ -70,8 +78,10 @@ def free_port(low=20000, high=32000):
 
 
 class PgServer:
-    def __init__(self, bindir=None):
+    def __init__(self, bindir=None, ssl=False):
         self.bindir = bindir or find_bindir()
+        self.ssl = ssl
+        self.certs = None  # with ssl: the directory of make-test-certs' files
         self.host = "127.0.0.1"
         self.port = None
         self.base = None
@@ -145,10 +155,26 @@ class PgServer:
                 "host all all 127.0.0.1/32 scram-sha-256\n"
             )
         self.port = free_port()
+        if self.ssl:
+            self._make_certs()
         self._write_conf()
         self._start_postgres()
         self._create_roles()
         return self
+
+    def _make_certs(self):
+        self.certs = os.path.join(self.base, "certs")
+        subprocess.run([os.path.join(ROOT, "scripts", "make-test-certs"), self.certs],
+                       check=True, capture_output=True, text=True)
+        os.chmod(self.certs, 0o755)
+        if self.run_as:
+            pw = pwd.getpwnam(self.run_as)
+            for name in os.listdir(self.certs):
+                os.chown(os.path.join(self.certs, name), pw.pw_uid, pw.pw_gid)
+
+    def cert(self, name):
+        """Path of one of make-test-certs' files (ssl=True only), e.g. cert("ca.crt")."""
+        return os.path.join(self.certs, name)
 
     def _write_conf(self):
         with open(os.path.join(self.datadir, "postgresql.auto.conf"), "a") as f:
@@ -161,6 +187,33 @@ class PgServer:
                 "shared_buffers = 64MB\n"
                 "log_min_messages = warning\n"
             )
+            if self.ssl:
+                f.write(
+                    "ssl = on\n"
+                    f"ssl_cert_file = '{self.cert('server.crt')}'\n"
+                    f"ssl_key_file = '{self.cert('server.key')}'\n"
+                    f"ssl_ca_file = '{self.cert('ca.crt')}'\n"
+                )
+
+    def pgbench_init(self, dbname="postgres"):
+        """pgbench's tables (scale 1) in dbname, over the unix socket."""
+        subprocess.run([self.bin("pgbench"), "-i", "-q", "-s", "1", "-h", self.socket_dir, "-p",
+                        str(self.port), "-U", "postgres", dbname],
+                       check=True, capture_output=True, text=True, timeout=120)
+        return self
+
+    def use_certificate(self, crt, key):
+        """Makes the server present crt/key (paths readable by the server) to new TLS
+        connections; returns once a new connection sees the setting."""
+        self.psql(f"ALTER SYSTEM SET ssl_cert_file = '{crt}'")
+        self.psql(f"ALTER SYSTEM SET ssl_key_file = '{key}'")
+        self.psql("SELECT pg_reload_conf()")
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.psql("SHOW ssl_cert_file") == crt:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"PostgreSQL did not take ssl_cert_file = {crt}\n{self.read_log()}")
 
     def _start_postgres(self):
         last_error = None

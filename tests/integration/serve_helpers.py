@@ -262,6 +262,9 @@ def wait_for(fn, timeout=15, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+SSL_REQUEST_CODE = 80877103
+
+
 class FakeServer:
     """A listening socket on loopback that plays a PostgreSQL server: each accepted connection
     is handed to serve(conn) in a thread of its own; subclasses speak the protocol."""
@@ -304,6 +307,16 @@ class FakeServer:
                 raise OSError("closed")
             buf += chunk
         return buf
+
+    def read_startup(self, conn):
+        """Reads the pooler's StartupMessage and returns its body, answering an SSLRequest
+        first with 'N' as a server without TLS does."""
+        while True:
+            (ln,) = struct.unpack("!I", self.read_exact(conn, 4))
+            body = self.read_exact(conn, ln - 4)
+            if struct.unpack("!I", body[:4])[0] != SSL_REQUEST_CODE:
+                return body
+            conn.sendall(b"N")
 
     def stop(self):
         self.stopping = True

@@ -15,12 +15,12 @@ import pytest
 
 from serve_helpers import Pooler, console_rows, wait_for
 
-# (section, key, value): each asks for a protection pgwarden cannot give.
-REFUSED = [("pgbouncer", f"{side}_tls_sslmode", mode)
-           for side in ("server", "client") for mode in ("require", "verify-ca", "verify-full")]
-REFUSED += [("pgbouncer", "auth_type", method) for method in ("hba", "cert", "pam", "ldap")]
+# (section, key, value): each asks for a protection pgwarden cannot give. (TLS is implemented:
+# test_serve_tls.py; only a value that is no sslmode is refused here.)
+REFUSED = [("pgbouncer", "auth_type", method) for method in ("hba", "cert", "pam", "ldap")]
 REFUSED += [
-    ("pgbouncer", "server_tls_sslmode", "requre"),  # a typo is no sslmode either
+    ("pgbouncer", "server_tls_sslmode", "requre"),  # a typo is no sslmode
+    ("pgbouncer", "client_tls_sslmode", "on"),
     ("pgbouncer", "auth_query", "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"),
     ("pgbouncer", "auth_user", "pgbouncer_auth"),
     ("pgbouncer", "auth_hba_file", "/etc/pgbouncer/pgbouncer_hba.conf"),
@@ -127,8 +127,8 @@ def test_security_key_refused_at_startup(pgwarden_bin, pg, case):
         p.stop()
 
 
-@pytest.mark.parametrize("key,value", [("server_tls_sslmode", "require"),
-                                       ("client_tls_sslmode", "verify-full"),
+@pytest.mark.parametrize("key,value", [("server_tls_sslmode", "requre"),
+                                       ("client_tls_protocols", "tlsv1.0,tlsv1.2"),
                                        ("auth_hba_file", "/etc/pgbouncer/hba.conf")])
 def test_security_key_refused_on_reload(pgwarden_bin, pg, key, value):
     p = Pooler(pgwarden_bin, pg, settings={"admin_users": "postgres"}).start()
@@ -153,31 +153,38 @@ def test_security_key_refused_on_reload(pgwarden_bin, pg, key, value):
         p.stop()
 
 
-@pytest.mark.parametrize("key", ["server_tls_sslmode", "client_tls_sslmode"])
 @pytest.mark.parametrize("value", ["prefer", "allow"])
-def test_optional_tls_starts_with_one_warning(pgwarden_bin, pg, key, value):
-    p = Pooler(pgwarden_bin, pg, settings={key: value}).start()
+def test_optional_server_tls_starts_without_warning(pgwarden_bin, pg, value):
+    p = Pooler(pgwarden_bin, pg, settings={"server_tls_sslmode": value}).start()
     try:
         assert _serves(p)
-        assert _serves(p)  # a second client: still one warning, at load time
-        warnings = [ln for ln in p.log().splitlines() if "warning" in ln and key in ln]
-        assert len(warnings) == 1, p.log()
-        assert value in warnings[0] and "TLS" in warnings[0], warnings[0]
+        warnings = [ln for ln in p.log().splitlines() if "warning" in ln and "tls" in ln]
+        assert not warnings, p.log()
     finally:
         p.stop()
 
 
-def test_disable_is_silent_and_tls_files_warn(pgwarden_bin, pg):
+@pytest.mark.parametrize("value", ["prefer", "allow"])
+def test_client_tls_without_key_file_stops_startup(pgwarden_bin, pg, value):
+    # As PgBouncer: TLS for clients needs client_tls_key_file and client_tls_cert_file.
+    p = Pooler(pgwarden_bin, pg, settings={"client_tls_sslmode": value})
+    try:
+        out = _run([pgwarden_bin, "serve", "-c", p.ini])
+        assert out.returncode == 3, out
+        assert "client_tls_key_file" in out.stderr, out.stderr
+        assert not _listening(p.port)
+    finally:
+        p.stop()
+
+
+def test_disable_is_silent_with_tls_files(pgwarden_bin, pg):
     p = Pooler(pgwarden_bin, pg, settings={"client_tls_sslmode": "disable",
                                            "server_tls_sslmode": "disable",
                                            "client_tls_key_file": "/etc/ssl/pgb.key",
                                            "server_tls_protocols": ""}).start()
     try:
         assert _serves(p)
-        log = p.log()
-        assert "client_tls_sslmode" not in log and "server_tls_sslmode" not in log, log
-        assert "server_tls_protocols" not in log, log  # empty: as if not set
-        assert "client_tls_key_file" in log and "no TLS" in log, log
+        assert "tls" not in p.log(), p.log()  # files unused under disable: nothing to say
     finally:
         p.stop()
 

@@ -22,7 +22,7 @@ class FloodingServer(FakeServer):
 
     def serve(self, conn):
         conn.settimeout(5)
-        conn.recv(65536)  # the startup packet
+        self.read_startup(conn)
         conn.sendall(be_msg(b"R", struct.pack("!I", 0)))
         value = b"v" * 1024
         while not self.stopping and self.sent < 200000:

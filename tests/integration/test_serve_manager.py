@@ -436,7 +436,7 @@ def test_show_analysis_session_pool_that_would_fit_transaction_mode(pgwarden_bin
             # Query time counts from each query, not from the start of the session.
             pool = [r for r in console_rows(p, "SHOW SNAPSHOT_POOLS")
                     if r["database"] == "postgres"][0]
-            assert 0 < float(pool["avg_query_ms"]) < 100, pool
+            assert 0 <= float(pool["avg_query_ms"]) < 100, pool  # not the session's age
         finally:
             for c in conns:
                 c.close()

@@ -75,13 +75,7 @@ class HostileServer(FakeServer):
 
     def serve(self, conn):
         conn.settimeout(5)
-        while True:
-            (ln,) = struct.unpack("!I", self.read_exact(conn, 4))
-            body = self.read_exact(conn, ln - 4)
-            if struct.unpack("!I", body[:4])[0] == 80877103:  # SSLRequest
-                conn.sendall(b"N")
-                continue
-            break
+        self.read_startup(conn)
         mech = struct.pack("!I", AUTH_SASL) + b"SCRAM-SHA-256\0\0"
         conn.sendall(b"R" + struct.pack("!I", len(mech) + 4) + mech)
         assert self.read_exact(conn, 1) == b"p"

@@ -1,6 +1,8 @@
-/* Unit tests for the PgBouncer keys pgwarden does not implement: the ones whose absence
- * would weaken security stop the load (naming key and value), the rest are kept as warnings
- * that the caller logs once its log target is open; and the `user` key. */
+/* Unit tests for PgBouncer's keys: the ones pgwarden does not implement (those whose absence
+ * would weaken security stop the load, naming key and value; the rest are kept as warnings
+ * that the caller logs once its log target is open), the `user` key, and the client_tls_* and
+ * server_tls_* keys (PgBouncer's defaults, sslmodes and protocol lists checked at load and by
+ * SET, SHOW CONFIG's view, the settings handed to the TLS module). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,7 +35,8 @@ static void expect_refused(const char *section_and_line, const char *key, const 
 static void test_refused(void **state)
 {
     (void)state;
-    static const char *const modes[] = {"require", "verify-ca", "verify-full", "REQUIRE", "bogus"};
+    /* Only a value that is no sslmode is refused (require and up are implemented now). */
+    static const char *const modes[] = {"bogus", "requre"};
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
         char line[128];
         snprintf(line, sizeof(line), "server_tls_sslmode = %s", modes[i]);
@@ -74,12 +77,11 @@ static size_t warnings_about(const char *text, const char *needle)
 static void test_accepted_with_or_without_warning(void **state)
 {
     (void)state;
-    assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\nserver_tls_sslmode = prefer\n",
-                                    "server_tls_sslmode = prefer"),
-                     1);
-    assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\nclient_tls_sslmode = allow\n",
-                                    "client_tls_sslmode = allow"),
-                     1);
+    /* TLS keys are real keys now: no warning whatever their value. */
+    assert_int_equal(
+        warnings_about("[pgbouncer]\nauth_type = trust\nserver_tls_sslmode = prefer\n", "tls"), 0);
+    assert_int_equal(
+        warnings_about("[pgbouncer]\nauth_type = trust\nclient_tls_sslmode = allow\n", "tls"), 0);
     assert_int_equal(
         warnings_about("[pgbouncer]\nauth_type = trust\nclient_tls_sslmode = disable\n", "tls"), 0);
     /* An empty value is the key unset. */
@@ -88,9 +90,7 @@ static void test_accepted_with_or_without_warning(void **state)
                                     "auth"),
                      0);
     assert_int_equal(
-        warnings_about("[pgbouncer]\nauth_type = trust\nclient_tls_key_file = /k.pem\n",
-                       "'client_tls_key_file' is set but pgwarden has no TLS"),
-        1);
+        warnings_about("[pgbouncer]\nauth_type = trust\nclient_tls_key_file = /k.pem\n", "tls"), 0);
     assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\nsyslog = 1\n",
                                     "t.ini:3: 'syslog' is not supported"),
                      1);
@@ -162,6 +162,132 @@ static void test_user_key(void **state)
     pooler_config_free(&cfg);
 }
 
+/* ---- TLS keys ---- */
+
+static void load_pgbouncer(const char *lines, struct pooler_config *cfg)
+{
+    char text[2048], err[512] = "";
+    snprintf(text, sizeof(text), "[pgbouncer]\nauth_type = trust\n%s\n", lines);
+    if (!pooler_config_load_string(text, "t.ini", cfg, err, sizeof(err)))
+        fail_msg("refused: %s", err);
+}
+
+static void test_tls_defaults_are_pgbouncers(void **state)
+{
+    (void)state;
+    struct pooler_config cfg;
+    load_pgbouncer("", &cfg);
+    assert_int_equal(cfg.client_tls.sslmode, TLS_DISABLE);
+    assert_int_equal(cfg.server_tls.sslmode, TLS_PREFER);
+    const struct pooler_tls_config *sides[] = {&cfg.client_tls, &cfg.server_tls};
+    for (size_t i = 0; i < 2; i++) {
+        assert_string_equal(sides[i]->protocols, "secure");
+        assert_string_equal(sides[i]->ciphers, "default");
+        assert_string_equal(sides[i]->tls13_ciphers, "");
+        assert_string_equal(sides[i]->key_file, "");
+        assert_string_equal(sides[i]->ca_file, "");
+    }
+    assert_string_equal(cfg.client_tls.dheparams, "auto");
+    assert_string_equal(cfg.client_tls.ecdhcurve, "auto");
+    pooler_config_free(&cfg);
+}
+
+static void test_tls_values_reach_the_settings(void **state)
+{
+    (void)state;
+    struct pooler_config cfg;
+    load_pgbouncer("client_tls_sslmode = VERIFY-CA\n"
+                   "client_tls_key_file = /k.pem\nclient_tls_cert_file = /c.pem\n"
+                   "client_tls_ca_file = /ca.pem\nclient_tls_protocols = tlsv1.3\n"
+                   "client_tls_ciphers = HIGH\nclient_tls13_ciphers = TLS_AES_256_GCM_SHA384\n"
+                   "client_tls_dheparams = none\nclient_tls_ecdhcurve = prime256v1\n"
+                   "server_tls_sslmode = verify-full\nserver_tls_ca_file = system\n"
+                   "server_tls_key_file = /sk.pem\nserver_tls_cert_file = /sc.pem\n"
+                   "server_tls_protocols = !tlsv1.0\nserver_tls_ciphers = all\n"
+                   "server_tls13_ciphers = TLS_AES_128_GCM_SHA256\n",
+                   &cfg);
+    assert_int_equal(cfg.n_warnings, 0);
+    struct tls_settings c, s;
+    pooler_config_tls_settings(&cfg, true, &c);
+    pooler_config_tls_settings(&cfg, false, &s);
+    /* side, sslmode, then the strings in struct order */
+    const char *want_c[] = {"/k.pem",  "/c.pem",    "/ca.pem",
+                            "tlsv1.3", "HIGH",      "TLS_AES_256_GCM_SHA384",
+                            "none",    "prime256v1"};
+    const char *have_c[] = {c.key_file, c.cert_file,     c.ca_file,   c.protocols,
+                            c.ciphers,  c.tls13_ciphers, c.dheparams, c.ecdhcurve};
+    const char *want_s[] = {"/sk.pem",  "/sc.pem", "system",
+                            "!tlsv1.0", "all",     "TLS_AES_128_GCM_SHA256"};
+    const char *have_s[] = {s.key_file,  s.cert_file, s.ca_file,
+                            s.protocols, s.ciphers,   s.tls13_ciphers};
+    assert_string_equal(c.side, "client");
+    assert_int_equal(c.sslmode, TLS_VERIFY_CA);
+    for (size_t i = 0; i < sizeof(want_c) / sizeof(want_c[0]); i++)
+        assert_string_equal(have_c[i], want_c[i]);
+    assert_string_equal(s.side, "server");
+    assert_int_equal(s.sslmode, TLS_VERIFY_FULL);
+    for (size_t i = 0; i < sizeof(want_s) / sizeof(want_s[0]); i++)
+        assert_string_equal(have_s[i], want_s[i]);
+    assert_null(s.dheparams); /* connecting: OpenSSL's defaults */
+    assert_null(s.ecdhcurve);
+    pooler_config_free(&cfg);
+}
+
+static void test_tls_bad_values_stop_the_load(void **state)
+{
+    (void)state;
+    expect_refused("client_tls_sslmode = on", "client_tls_sslmode", "on");
+    /* OpenSSL takes a range: a list with a hole is refused, not widened. */
+    expect_refused("client_tls_protocols = tlsv1.0,tlsv1.2", "client_tls_protocols",
+                   "tlsv1.0,tlsv1.2");
+    expect_refused("server_tls_protocols = tlsv9", "server_tls_protocols", "tlsv9");
+}
+
+struct seen {
+    const char *key;
+    char value[64];
+    bool reloadable;
+};
+
+static void find_key(void *ctx, const char *key, const char *value, const char *default_text,
+                     bool reloadable)
+{
+    (void)default_text;
+    struct seen *s = ctx;
+    if (!strcmp(key, s->key)) {
+        snprintf(s->value, sizeof(s->value), "%s", value);
+        s->reloadable = reloadable;
+    }
+}
+
+static void test_tls_show_config_and_set(void **state)
+{
+    (void)state;
+    struct pooler_config cfg;
+    char err[512];
+    load_pgbouncer("server_tls_sslmode = Require", &cfg);
+    struct seen s = {"server_tls_sslmode", "", false};
+    pooler_config_values(&cfg, find_key, &s);
+    assert_string_equal(s.value, "require");
+    assert_true(s.reloadable);
+
+    assert_int_equal(pooler_config_set(&cfg, "client_tls_sslmode", "verify-full", err, sizeof(err)),
+                     POOLER_SET_OK);
+    assert_int_equal(cfg.client_tls.sslmode, TLS_VERIFY_FULL);
+    assert_int_equal(pooler_config_set(&cfg, "client_tls_sslmode", "sometimes", err, sizeof(err)),
+                     POOLER_SET_REFUSED);
+    assert_non_null(strstr(err, "not an sslmode"));
+    assert_int_equal(cfg.client_tls.sslmode, TLS_VERIFY_FULL);
+    assert_int_equal(
+        pooler_config_set(&cfg, "server_tls_protocols", "tlsv1.1,tlsv1.3", err, sizeof(err)),
+        POOLER_SET_REFUSED);
+    assert_string_equal(cfg.server_tls.protocols, "secure");
+    assert_int_equal(pooler_config_set(&cfg, "server_tls_protocols", "tlsv1.3", err, sizeof(err)),
+                     POOLER_SET_OK);
+    assert_string_equal(cfg.server_tls.protocols, "tlsv1.3");
+    pooler_config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -169,6 +295,10 @@ int main(void)
         cmocka_unit_test(test_accepted_with_or_without_warning),
         cmocka_unit_test(test_warnings_are_kept_for_the_log),
         cmocka_unit_test(test_user_key),
+        cmocka_unit_test(test_tls_defaults_are_pgbouncers),
+        cmocka_unit_test(test_tls_values_reach_the_settings),
+        cmocka_unit_test(test_tls_bad_values_stop_the_load),
+        cmocka_unit_test(test_tls_show_config_and_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,560 @@
+"""TLS through `pgwarden serve` on both sides: clients (psql, psycopg, pgbench, raw sockets,
+Python's ssl for PostgreSQL 17's direct TLS) against each client_tls_sslmode, pgwarden against
+a PostgreSQL with ssl = on (the pg_tls fixture) for each server_tls_sslmode, certificates that
+must fail verify-full, hostile or plain servers, and reloads that change certificates."""
+import os
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import tempfile
+import time
+
+import psycopg
+import pytest
+
+from serve_helpers import (FakeServer, Pooler, error_fields, raw_connect, read_messages,
+                           startup_packet, wait_for)
+
+SSL_REQUEST = struct.pack("!II", 8, 80877103)
+
+
+def tls_pooler(pgwarden_bin, pg, client_mode="require", server_mode="verify-full",
+               host="localhost", settings=None, databases=None, **kw):
+    """A pooler with TLS for clients (pg's server.crt, which names localhost and 127.0.0.1)
+    and to pg over TCP (verified against pg's CA); not started."""
+    conf = {"client_tls_sslmode": client_mode,
+            "client_tls_key_file": pg.cert("server.key"),
+            "client_tls_cert_file": pg.cert("server.crt"),
+            "client_tls_ca_file": pg.cert("ca.crt"),
+            "server_tls_sslmode": server_mode,
+            "server_tls_ca_file": pg.cert("ca.crt")}
+    conf.update(settings or {})
+    if databases is None:
+        databases = {"postgres": f"host={host} port={pg.port} dbname=postgres",
+                     "appdb": f"host={host} port={pg.port} dbname=appdb"}
+    return Pooler(pgwarden_bin, pg, settings=conf, databases=databases, **kw)
+
+
+def client_dsn(p, pg, sslmode="verify-full", dbname="postgres", user="postgres", **extra):
+    """A libpq connection string to the pooler over TCP with the given sslmode, trusting pg's
+    CA."""
+    parts = [f"host=localhost port={p.port} user={user} dbname={dbname}",
+             f"sslmode={sslmode}", f"sslrootcert={pg.cert('ca.crt')}", "connect_timeout=10"]
+    parts += [f"{k}={v}" for k, v in extra.items()]
+    return " ".join(parts)
+
+
+def console(p, sql):
+    """Rows of an admin console command, over the pooler's unix socket (peer admin)."""
+    with psycopg.connect(host=p.dir, port=p.port, user="pgbouncer", dbname="pgbouncer",
+                         autocommit=True) as c:
+        res = c.pgconn.exec_(sql.encode())
+        assert res.status in (psycopg.pq.ExecStatus.TUPLES_OK,
+                              psycopg.pq.ExecStatus.COMMAND_OK), res.error_message
+        names = [res.fname(i).decode() for i in range(res.nfields)]
+        return [{names[i]: (res.get_value(r, i) or b"").decode() for i in range(res.nfields)}
+                for r in range(res.ntuples)]
+
+
+def ssl_of_pooler_backends(pg):
+    """(with TLS, without) among PostgreSQL's client backends connected over TCP."""
+    out = pg.psql("SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) "
+                  "FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+                  "WHERE a.backend_type = 'client backend' AND a.client_addr IS NOT NULL")
+    with_tls, without = out.split("|")
+    return int(with_tls), int(without)
+
+
+def make_server_cert(pg, name, cn):
+    """A server certificate for the DNS name cn only, signed by pg's CA, in pg's certs dir
+    (readable by the server); returns (crt, key)."""
+    crt, key = pg.cert(f"{name}.crt"), pg.cert(f"{name}.key")
+    if os.path.exists(crt):
+        return crt, key
+    work = tempfile.mkdtemp(prefix="pgwarden-cert-")
+    try:
+        ext = os.path.join(work, "ext")
+        with open(ext, "w") as f:
+            f.write("basicConstraints = critical, CA:FALSE\n"
+                    "keyUsage = critical, digitalSignature, keyEncipherment\n"
+                    f"extendedKeyUsage = serverAuth\nsubjectAltName = DNS:{cn}\n")
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+        run("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-out", key)
+        run("openssl", "req", "-new", "-key", key, "-subj", f"/CN={cn}",
+            "-out", os.path.join(work, "csr"))
+        run("openssl", "x509", "-req", "-in", os.path.join(work, "csr"), "-CA", pg.cert("ca.crt"),
+            "-CAkey", pg.cert("ca.key"), "-CAserial", os.path.join(work, "srl"),
+            "-CAcreateserial", "-days", "30", "-sha256", "-extfile", ext, "-out", crt)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    os.chmod(key, 0o600)
+    if pg.run_as:
+        import pwd
+        pw = pwd.getpwnam(pg.run_as)
+        for path in (crt, key):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+    return crt, key
+
+
+def serves_tls(dsn):
+    """True when a client connects with dsn over TLS and gets a query answered."""
+    with psycopg.connect(dsn) as c:
+        return c.pgconn.ssl_in_use and c.execute("SELECT 1").fetchone()[0] == 1
+
+
+def connect_error(dsn):
+    """The error message of a connection attempt that must fail."""
+    with pytest.raises(psycopg.OperationalError) as e:
+        psycopg.connect(dsn).close()
+    return str(e.value)
+
+
+def raw_recv_all(s, timeout=5.0):
+    """Everything the peer sends until it closes (or the timeout)."""
+    s.settimeout(timeout)
+    data = b""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            break
+        if not chunk:
+            return data
+        data += chunk
+    return data
+
+
+# ---- 1. the usual clients, TLS on both sides ----
+
+def test_psql_and_psycopg_tls_on_both_sides(pgwarden_bin, pg_tls):
+    p = tls_pooler(pgwarden_bin, pg_tls).start()
+    try:
+        env = dict(os.environ, PGSSLMODE="verify-full", PGSSLROOTCERT=pg_tls.cert("ca.crt"))
+        out = subprocess.run([pg_tls.bin("psql"), "-X", "-A", "-t", "-h", "localhost",
+                              "-p", str(p.port), "-U", "postgres", "-d", "postgres", "-c",
+                              "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"],
+                             env=env, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "t", out.stdout  # pgwarden's backend uses TLS
+        with psycopg.connect(client_dsn(p, pg_tls), autocommit=True) as c:
+            assert c.pgconn.ssl_in_use
+            assert c.execute("SELECT sum(g) FROM generate_series(1, 1000) g").fetchone()[0] \
+                == 500500
+            # A result larger than pkt_buf and than one TLS record, both ways.
+            big = "x" * 200000
+            assert c.execute("SELECT length(%s::text)", (big,)).fetchone()[0] == 200000
+            rows = c.execute("SELECT repeat('y', 1000) FROM generate_series(1, 500)").fetchall()
+            assert len(rows) == 500 and rows[0][0] == "y" * 1000
+            clients = [r for r in console(p, "SHOW CLIENTS") if r["database"] == "postgres"]
+            assert clients and all(r["tls"].startswith("TLSv1.3/") for r in clients), clients
+            servers = console(p, "SHOW SERVERS")
+            assert servers and all(r["tls"].startswith("TLSv1.3/") for r in servers), servers
+        with_tls, without = ssl_of_pooler_backends(pg_tls)
+        assert with_tls >= 1 and without == 0, (with_tls, without)
+        # The console's own connection (unix socket) is plain: its tls column is empty.
+        me = [r for r in console(p, "SHOW CLIENTS") if r["database"] == "pgbouncer"]
+        assert me and all(r["tls"] == "" for r in me), me
+    finally:
+        p.stop()
+
+
+def test_pgbench_through_tls_on_both_sides(pgwarden_bin, pg_tls):
+    pg = pg_tls.pgbench_init()
+    p = tls_pooler(pgwarden_bin, pg, settings={"default_pool_size": "4"}).start()
+    try:
+        env = {"PATH": "/usr/bin:/bin", "PGSSLMODE": "verify-full",
+               "PGSSLROOTCERT": pg.cert("ca.crt")}
+        out = subprocess.run([pg.bin("pgbench"), "-n", "-c", "8", "-j", "2", "-t", "200",
+                              "-h", "localhost", "-p", str(p.port), "-U", "postgres",
+                              "postgres"], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "number of transactions actually processed: 1600/1600" in out.stdout, out.stdout
+        # Every transaction's effects are there, once: the balances add up.
+        check = pg.psql("SELECT (SELECT count(*) FROM pgbench_history), "
+                        "(SELECT sum(abalance) FROM pgbench_accounts) = "
+                        "(SELECT sum(delta) FROM pgbench_history), "
+                        "(SELECT sum(tbalance) FROM pgbench_tellers) = "
+                        "(SELECT sum(delta) FROM pgbench_history)")
+        assert check == "1600|t|t", check
+        servers = console(p, "SHOW SERVERS")
+        assert servers and all(r["tls"] for r in servers), servers
+        assert ssl_of_pooler_backends(pg)[1] == 0
+    finally:
+        p.stop()
+
+
+# ---- 2. each client sslmode against each client_tls_sslmode ----
+
+# libpq sslmode -> "tls", "plain" or "fail", per client_tls_sslmode.
+CLIENT_MODES = {
+    "disable": {"disable": "plain", "allow": "plain", "prefer": "plain", "require": "fail",
+                "verify-ca": "fail", "verify-full": "fail"},
+    "prefer": {"disable": "plain", "allow": "plain", "prefer": "tls", "require": "tls",
+               "verify-ca": "tls", "verify-full": "tls"},
+    # libpq's allow tries plain first and TLS after "SSL required".
+    "require": {"disable": "fail", "allow": "tls", "prefer": "tls", "require": "tls",
+                "verify-ca": "tls", "verify-full": "tls"},
+}
+
+
+@pytest.mark.parametrize("pooler_mode", list(CLIENT_MODES))
+def test_client_sslmodes(pgwarden_bin, pg_tls, pooler_mode):
+    p = tls_pooler(pgwarden_bin, pg_tls, client_mode=pooler_mode).start()
+    try:
+        for client_mode, want in CLIENT_MODES[pooler_mode].items():
+            dsn = client_dsn(p, pg_tls, client_mode)
+            if want == "fail":
+                msg = connect_error(dsn)
+                expected = "SSL required" if client_mode == "disable" else "does not support SSL"
+                assert expected in msg, (client_mode, msg)
+                continue
+            with psycopg.connect(dsn) as c:
+                assert c.execute("SELECT 1").fetchone()[0] == 1
+                assert c.pgconn.ssl_in_use == (want == "tls"), (pooler_mode, client_mode)
+        if pooler_mode == "require":
+            assert "SSL required" in p.log()
+            # Unix socket clients need no TLS, and an SSLRequest there is answered N.
+            with psycopg.connect(host=p.dir, port=p.port, user="postgres",
+                                 dbname="postgres") as c:
+                assert c.execute("SELECT 1").fetchone()[0] == 1
+            u = socket.socket(socket.AF_UNIX)
+            u.connect(os.path.join(p.dir, f".s.PGSQL.{p.port}"))
+            u.sendall(SSL_REQUEST)
+            assert u.recv(1) == b"N"
+            u.close()
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("pooler_mode", ["verify-ca", "verify-full"])
+def test_client_certificate_required(pgwarden_bin, pg_tls, pooler_mode):
+    p = tls_pooler(pgwarden_bin, pg_tls, client_mode=pooler_mode).start()
+    try:
+        assert serves_tls(client_dsn(p, pg_tls, "verify-full", sslcert=pg_tls.cert("client.crt"),
+                                     sslkey=pg_tls.cert("client.key")))
+        connect_error(client_dsn(p, pg_tls, "require"))
+        wait_for(lambda: "TLS handshake failed" in p.log(), what="the refusal logged")
+        line = [ln for ln in p.log().splitlines() if "TLS handshake failed" in ln][-1]
+        assert "127.0.0.1:" in line and "certificate" in line, line
+    finally:
+        p.stop()
+
+
+# ---- 3. pgwarden to PostgreSQL ----
+
+def test_server_sslmodes_against_a_tls_server(pgwarden_bin, pg_tls):
+    """prefer and require use TLS (certificate not checked: any CA file is fine); disable
+    stays plain; verify-ca accepts the right CA."""
+    for mode, ca, want in [("disable", "", False), ("prefer", "", True),
+                           ("require", "", True), ("verify-ca", pg_tls.cert("ca.crt"), True)]:
+        p = tls_pooler(pgwarden_bin, pg_tls, client_mode="disable", server_mode=mode,
+                       settings={"server_tls_ca_file": ca}).start()
+        try:
+            with psycopg.connect(p.dsn(), autocommit=True) as c:
+                assert c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                                 ).fetchone()[0] is want, mode
+            servers = console(p, "SHOW SERVERS")
+            assert servers and all(bool(r["tls"]) == want for r in servers), (mode, servers)
+        finally:
+            p.stop()
+
+
+@pytest.mark.parametrize("case", ["wrong-host-name", "untrusted", "expired"])
+def test_server_verify_full_failures(pgwarden_bin, pg_tls, case):
+    pg = pg_tls
+    if case == "wrong-host-name":
+        crt, key = make_server_cert(pg, "otherhost", "db.example.invalid")
+        reason = "host name mismatch"
+    elif case == "untrusted":
+        crt, key = pg.cert("untrusted.crt"), pg.cert("untrusted.key")
+        reason = "self-signed certificate"
+    else:
+        crt, key = pg.cert("expired.crt"), pg.cert("expired.key")
+        reason = "certificate has expired"
+    dbs = {"postgres": f"host=localhost port={pg.port} dbname=postgres",
+           "other": f"host={pg.socket_dir} port={pg.port} dbname=postgres"}
+    p = tls_pooler(pgwarden_bin, pg, client_mode="disable", databases=dbs).start()
+    pg.use_certificate(crt, key)
+    try:
+        msg = connect_error(p.dsn())
+        assert "TLS handshake with the server failed" in msg and reason in msg, msg
+        log = p.log()
+        assert "server login failed" in log and reason in log, log
+        # Other pools are unaffected.
+        with psycopg.connect(p.dsn(dbname="other")) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        pg.use_certificate(pg.cert("server.crt"), pg.cert("server.key"))
+        p.stop()
+
+
+class SslAnswerServer(FakeServer):
+    """Answers the pooler's first packet (an SSLRequest) with fixed bytes, then records what
+    the pooler sends next (b"" when it hangs up)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.first = []
+        self.after = []
+        super().__init__()
+
+    def serve(self, conn):
+        conn.settimeout(5)
+        self.first.append(self.read_exact(conn, 8))
+        conn.sendall(self.answer)
+        try:
+            self.after.append(conn.recv(65536))
+        except socket.timeout:
+            self.after.append(b"<silence>")
+
+
+def be_msg(t, body):
+    return t + struct.pack("!I", len(body) + 4) + body
+
+
+@pytest.mark.parametrize("case", ["S-then-bytes", "error-response", "N-under-require"])
+def test_hostile_answers_to_ssl_request(pgwarden_bin, pg_tls, case):
+    """Whatever the server answers besides a clean 'S' (or 'N' where plain is allowed) ends
+    the login: no ClientHello after injected bytes, no StartupMessage in the clear, and none
+    of the server's bytes reach the client."""
+    answers = {
+        # A man in the middle's bytes queued behind the 'S' (CVE-2021-23222 class).
+        "S-then-bytes": b"S" + be_msg(b"R", struct.pack("!I", 0)),
+        "error-response": be_msg(b"E", b"SFATAL\0C28000\0MEVIL-SECRET-TEXT\0\0"),
+        "N-under-require": b"N",
+    }
+    expected = {"S-then-bytes": "unencrypted data after",
+                "error-response": "unexpected answer to the SSL request",
+                "N-under-require": "server does not accept TLS (server_tls_sslmode = require)"}
+    evil = SslAnswerServer(answers[case])
+    dbs = {"evil": f"host=127.0.0.1 port={evil.port} dbname=x",
+           "good": f"host=localhost port={pg_tls.port} dbname=postgres"}
+    mode = "require" if case == "N-under-require" else "prefer"
+    p = tls_pooler(pgwarden_bin, pg_tls, client_mode="disable", server_mode=mode,
+                   databases=dbs, settings={"server_tls_ca_file": ""}).start()
+    try:
+        msg = connect_error(p.dsn(dbname="evil"))
+        assert expected[case] in msg, msg
+        assert "EVIL" not in msg and "EVIL" not in p.log(), msg
+        wait_for(lambda: evil.after, what="the fake server's connection to end")
+        assert evil.first[0] == SSL_REQUEST, evil.first
+        assert evil.after == [b""], evil.after  # hung up: nothing sent after the answer
+        with psycopg.connect(p.dsn(dbname="good")) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        p.stop()
+        evil.stop()
+
+
+def test_server_require_against_a_plain_server(pgwarden_bin, pg):
+    """The plain PostgreSQL fixture answers N: require fails with a message, prefer goes on in
+    the clear."""
+    dbs = {"postgres": f"host=127.0.0.1 port={pg.port} dbname=postgres"}
+    p = Pooler(pgwarden_bin, pg, databases=dbs,
+               settings={"server_tls_sslmode": "require"}).start()
+    try:
+        msg = connect_error(p.dsn())
+        assert "server does not accept TLS" in msg, msg
+        assert "server does not accept TLS" in p.log()
+    finally:
+        p.stop()
+    p = Pooler(pgwarden_bin, pg, databases=dbs, settings={"server_tls_sslmode": "prefer"}).start()
+    try:
+        with psycopg.connect(p.dsn()) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        p.stop()
+
+
+# ---- 4. hostile clients ----
+
+def test_bytes_after_ssl_request_close_the_connection(pgwarden_bin, pg_tls):
+    p = tls_pooler(pgwarden_bin, pg_tls).start()
+    try:
+        s = raw_connect(p.port)
+        s.sendall(SSL_REQUEST + startup_packet("postgres", "postgres"))
+        data = raw_recv_all(s)
+        s.close()
+        assert not data.startswith(b"S"), data  # no TLS for injected bytes
+        msgs = read_messages_from(data)
+        assert msgs and msgs[0][0] == b"E", data
+        assert "unexpected data after encryption request" in error_fields(msgs[0][1])["M"]
+        # The same request alone is answered 'S'.
+        s = raw_connect(p.port)
+        s.sendall(SSL_REQUEST)
+        assert s.recv(1) == b"S"
+        s.close()
+        assert serves_tls(client_dsn(p, pg_tls))
+    finally:
+        p.stop()
+
+
+def read_messages_from(data):
+    msgs = []
+    while len(data) >= 5:
+        (ln,) = struct.unpack("!I", data[1:5])
+        msgs.append((data[0:1], data[5:1 + ln]))
+        data = data[1 + ln:]
+    return msgs
+
+
+@pytest.mark.parametrize("how", ["direct", "after-S"])
+def test_malformed_client_hello_closes_cleanly(pgwarden_bin, pg_tls, how):
+    p = tls_pooler(pgwarden_bin, pg_tls).start()
+    try:
+        s = raw_connect(p.port)
+        if how == "after-S":
+            s.sendall(SSL_REQUEST)
+            assert s.recv(1) == b"S"
+        # A handshake record whose body is no ClientHello.
+        s.sendall(b"\x16\x03\x01\x00\x08" + b"\x01\x00\x00\x04junk")
+        data = raw_recv_all(s)
+        s.close()
+        # At most a TLS alert record, never a plaintext ErrorResponse.
+        assert not data or data[0] == 0x15, data
+        wait_for(lambda: "TLS handshake failed" in p.log(), what="the failure logged")
+        assert p.alive()
+        assert serves_tls(client_dsn(p, pg_tls))
+    finally:
+        p.stop()
+
+
+def test_client_login_timeout_covers_the_handshake(pgwarden_bin, pg_tls):
+    p = tls_pooler(pgwarden_bin, pg_tls, settings={"client_login_timeout": "1"}).start()
+    try:
+        s = raw_connect(p.port)
+        s.sendall(SSL_REQUEST)
+        assert s.recv(1) == b"S"
+        t0 = time.time()
+        data = raw_recv_all(s, timeout=10)  # no ClientHello: the handshake never ends
+        s.close()
+        assert data == b"", data  # closed, and nothing sent in the clear
+        assert time.time() - t0 < 5
+    finally:
+        p.stop()
+
+
+def direct_tls_socket(p, pg, alpn):
+    ctx = ssl.create_default_context(cafile=pg.cert("ca.crt"))
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx.wrap_socket(raw_connect(p.port), server_hostname="localhost")
+
+
+def test_direct_tls_needs_alpn(pgwarden_bin, pg_tls):
+    """PostgreSQL 17's sslnegotiation=direct: a ClientHello instead of an SSLRequest."""
+    p = tls_pooler(pgwarden_bin, pg_tls).start()
+    try:
+        s = direct_tls_socket(p, pg_tls, ["postgresql"])
+        assert s.selected_alpn_protocol() == "postgresql"
+        s.sendall(startup_packet("postgres", "postgres"))
+        msgs = read_messages(s, timeout=10, until=b"Z")
+        assert msgs and msgs[-1][0] == b"Z", msgs
+        s.close()
+        # Without ALPN the connection is closed after the handshake, unanswered.
+        try:
+            s = direct_tls_socket(p, pg_tls, None)
+            s.sendall(startup_packet("postgres", "postgres"))
+            assert read_messages(s, timeout=5) == []
+            s.close()
+        except (ssl.SSLError, OSError):
+            pass
+        wait_for(lambda: "direct TLS refused" in p.log(), what="the refusal logged")
+    finally:
+        p.stop()
+
+
+# ---- 5. reloads ----
+
+def reload_with(p, how="RELOAD", **settings):
+    """Writes settings into p's file and reloads (the console's RELOAD, or SIGHUP)."""
+    p.settings.update(settings)
+    p.write_config()
+    if how == "SIGHUP":
+        p.signal(signal.SIGHUP)
+    else:
+        console(p, "RELOAD")
+
+def test_reload_with_a_broken_cert_keeps_the_old_context(pgwarden_bin, pg_tls):
+    p = tls_pooler(pgwarden_bin, pg_tls).start()
+    try:
+        # SET refuses a file that does not build and keeps the value.
+        with psycopg.connect(host=p.dir, port=p.port, user="pgbouncer", dbname="pgbouncer",
+                             autocommit=True) as c:
+            res = c.pgconn.exec_(b"SET client_tls_key_file = '/nonexistent/x.key'")
+            assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+            assert "client_tls_key_file /nonexistent/x.key" in res.error_message.decode(), \
+                res.error_message
+        rows = {r["key"]: r["value"] for r in console(p, "SHOW CONFIG")}
+        assert rows["client_tls_key_file"] == pg_tls.cert("server.key")
+        old = psycopg.connect(client_dsn(p, pg_tls), autocommit=True)
+        broken = os.path.join(p.dir, "broken.crt")
+        with open(broken, "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+        reload_with(p, client_tls_cert_file=broken, max_client_conn="77")  # the rest applies
+        log = p.log()
+        assert "client_tls_* settings not applied" in log and broken in log, log
+        rows = {r["key"]: r["value"] for r in console(p, "SHOW CONFIG")}
+        assert rows["max_client_conn"] == "77"
+        # New clients still get the old certificate; the old client goes on.
+        assert serves_tls(client_dsn(p, pg_tls))
+        assert old.execute("SELECT 2").fetchone()[0] == 2
+        old.close()
+    finally:
+        p.stop()
+
+
+def test_reload_with_a_new_cert_serves_new_clients(pgwarden_bin, pg_tls):
+    p = tls_pooler(pgwarden_bin, pg_tls).start()
+    try:
+        old = psycopg.connect(client_dsn(p, pg_tls), autocommit=True)
+        reload_with(p, "SIGHUP", client_tls_cert_file=pg_tls.cert("untrusted.crt"),
+                    client_tls_key_file=pg_tls.cert("untrusted.key"))
+        wait_for(lambda: "client TLS: require from now on" in p.log(), what="the new context")
+        # New clients see the new (self-signed) certificate: the old CA no longer vouches.
+        msg = connect_error(client_dsn(p, pg_tls))
+        assert "certificate verify failed" in msg, msg
+        assert serves_tls(client_dsn(p, pg_tls, sslrootcert=pg_tls.cert("untrusted.crt")))
+        # The client connected before the reload stays, on its old session.
+        assert old.execute("SELECT 3").fetchone()[0] == 3
+        old.close()
+    finally:
+        p.stop()
+
+
+def test_reload_of_server_tls_replaces_server_connections(pgwarden_bin, pg_tls):
+    p = tls_pooler(pgwarden_bin, pg_tls, client_mode="disable", server_mode="require",
+                   settings={"server_tls_ca_file": ""}).start()
+    try:
+        with psycopg.connect(p.dsn()) as c:
+            assert c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                             ).fetchone()[0] is True
+        reload_with(p, server_tls_sslmode="disable")
+        assert "server connections are replaced" in p.log()
+        with psycopg.connect(p.dsn()) as c:
+            assert c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                             ).fetchone()[0] is False
+        servers = console(p, "SHOW SERVERS")
+        assert servers and all(r["tls"] == "" for r in servers), servers
+    finally:
+        p.stop()
+
+
+def test_bad_tls_file_stops_startup(pgwarden_bin, pg_tls):
+    p = tls_pooler(pgwarden_bin, pg_tls,
+                   settings={"client_tls_key_file": "/nonexistent/pgwarden.key"})
+    try:
+        out = subprocess.run([pgwarden_bin, "serve", "-c", p.ini], capture_output=True,
+                             text=True, timeout=20)
+        assert out.returncode == 3, out
+        assert "client_tls_key_file" in out.stderr and "/nonexistent/pgwarden.key" in out.stderr, \
+            out.stderr
+    finally:
+        p.stop()
