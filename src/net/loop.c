@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define MAX_SIGNALS 8
 
@@ -15,9 +16,13 @@ struct signal_ctx {
     void *arg; /* borrowed */
 };
 
+/* Where names are looked up before DNS (as libc does). */
+#define HOSTS_FILE "/etc/hosts"
+
 struct net_loop {
     struct event_base *base;            /* owned */
     struct evdns_base *dns;             /* owned; created on first lookup */
+    struct timespec hosts_mtime;        /* of /etc/hosts when evdns last read it */
     struct event *signals[MAX_SIGNALS]; /* owned */
     struct signal_ctx sigctx[MAX_SIGNALS];
     int n_signals;
@@ -284,6 +289,8 @@ enum net_resolve_result net_resolve_start(struct net_loop *loop, const char *hos
                                           net_resolve_fn fn, void *arg, struct net_resolve **handle)
 {
     *handle = NULL;
+    struct stat hosts;
+    bool have_hosts = stat(HOSTS_FILE, &hosts) == 0;
     if (!loop->dns) {
         loop->dns = evdns_base_new(loop->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
                                                    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
@@ -291,6 +298,16 @@ enum net_resolve_result net_resolve_start(struct net_loop *loop, const char *hos
             snprintf(err, err_len, "cannot initialise the DNS resolver");
             return NET_RESOLVE_FAILED;
         }
+        if (have_hosts)
+            loop->hosts_mtime = hosts.st_mtim;
+    } else if (have_hosts && (hosts.st_mtim.tv_sec != loop->hosts_mtime.tv_sec ||
+                              hosts.st_mtim.tv_nsec != loop->hosts_mtime.tv_nsec)) {
+        /* evdns reads the hosts file once; a line added or removed later must count (a
+         * lookup happens only when a pool's cached address has expired, so one stat is
+         * cheap). */
+        evdns_base_clear_host_addresses(loop->dns);
+        (void)evdns_base_load_hosts(loop->dns, HOSTS_FILE);
+        loop->hosts_mtime = hosts.st_mtim;
     }
     struct net_resolve *r = calloc(1, sizeof(*r));
     if (!r) {

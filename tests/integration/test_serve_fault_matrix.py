@@ -993,12 +993,6 @@ def test_dns_failure_and_recovery(pgwarden_bin, pg):
 
 
 @needs_mount_ns
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "pgwarden resolves through libevent's evdns, whose base (created at the first lookup "
-    "with EVDNS_BASE_INITIALIZE_NAMESERVERS) loads /etc/hosts once: a line added later is "
-    "never seen, not after server_login_retry, the 15 s cache or SIGHUP; pgwarden keeps "
-    "asking DNS (NXDOMAIN) until restarted. CONFIG.md promises resolution through "
-    "/etc/hosts"))
 def test_dns_hosts_file_change_is_seen(pgwarden_bin, pg):
     """The name is missing from /etc/hosts (and DNS says NXDOMAIN), then added to
     /etc/hosts: CONFIG.md says names resolve through /etc/hosts, cached 15 s, so new
