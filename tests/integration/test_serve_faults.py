@@ -1,5 +1,6 @@
 """`pgwarden serve` under faults: clients dying mid-transaction, cancels, a PostgreSQL
 restart, and bad bytes from clients. The daemon and other clients must be unaffected."""
+import os
 import struct
 import threading
 import time
@@ -425,7 +426,11 @@ def test_huge_result_streams_in_constant_memory(pgwarden_bin, pg):
         s.close()
         assert total > 64_000_000
         print(f"pooler RSS: {stalled_rss} kB stalled, {peak} kB peak while streaming {total} B")
-        assert peak < 24_000, f"pooler RSS peaked at {peak} kB while streaming"
+        # Constant memory: streaming 64 MB adds little to what the stalled pooler held (a
+        # sanitizer build's baseline is higher, so the bound is relative as well).
+        assert peak - stalled_rss < 8_000, f"RSS grew {peak - stalled_rss} kB while streaming"
+        if "ASAN_OPTIONS" not in os.environ:
+            assert peak < 24_000, f"pooler RSS peaked at {peak} kB while streaming"
         assert p.alive()
     finally:
         p.stop()
