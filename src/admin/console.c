@@ -169,13 +169,14 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
         const char *digits = arg[0] == 'c' ? arg + 1 : arg;
         char *end;
         unsigned long long id = strtoull(digits, &end, 10);
+        /* PgBouncer's words (it takes the id as a pointer), with its code. */
         if (!*digits || *end) {
-            reply_error(o, "42601", "KILL_CLIENT needs a client id from SHOW CLIENTS");
+            reply_error(o, "08P01", "invalid client pointer supplied");
             return;
         }
         struct client *c = client_find(p, id);
         if (!c) {
-            reply_error(o, "42704", "no such client: %s", arg);
+            reply_error(o, "08P01", "client not found");
             return;
         }
         /* Same loop turn as any hand-off: the client is closed in the state it is in now; a
@@ -222,7 +223,7 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
         }
     }
     if (arg[0] && !matched && !pooler_config_find_db(p->cfg, arg)) {
-        reply_error(o, "3D000", "no such database: %s", arg);
+        reply_error(o, "08P01", "no such database: %s", arg); /* PgBouncer's code */
         return;
     }
     reply_complete(o, kill ? "KILL" : "RECONNECT");
@@ -244,7 +245,7 @@ static bool database_argument(struct pooler *p, const char *sql, char *db, size_
     for (struct plist *n = p->pools.next; n != &p->pools && !known; n = n->next)
         known = !strcmp(plist_entry(n, struct pool, node)->db_name, db);
     if (!known)
-        reply_error(o, "3D000", "no such database: %s", db);
+        reply_error(o, "08P01", "no such database: %s", db); /* PgBouncer's code */
     return known;
 }
 
@@ -341,10 +342,28 @@ static void reload_command(struct pooler *p, const char *sql, struct console_out
 {
     (void)sql;
     char err[512];
-    if (pooler_reload(p, err, sizeof(err)))
+    if (pooler_reload(p, err, sizeof(err))) {
         reply_complete(o, "RELOAD");
-    else
-        reply_error(o, "F0000", "reload failed, configuration unchanged: %s", err);
+        return;
+    }
+    /* PgBouncer's message (pooler_reload logs why); the reason goes in the error's detail
+     * too, which psql and libpq show under it. The configuration stays. */
+    struct wire_buf *b = &o->buf;
+    size_t m = wire_msg_begin(b, WIRE_BE_ERROR);
+    const struct {
+        uint8_t code;
+        const char *value;
+    } fields[] = {{'S', "ERROR"},
+                  {'V', "ERROR"},
+                  {'C', "F0000"},
+                  {'M', "RELOAD failed, see logs for additional details"},
+                  {'D', err}};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        wire_put_u8(b, fields[i].code);
+        wire_put_cstr(b, fields[i].value);
+    }
+    wire_put_u8(b, 0);
+    wire_msg_end(b, m);
 }
 
 static void shutdown_command(struct pooler *p, const char *sql, struct console_out *o)

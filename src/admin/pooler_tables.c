@@ -14,6 +14,7 @@
 #include "net/tls.h"
 #include "pool/control.h"
 #include "pool/handout.h"
+#include "pool/client.h"
 #include "pool/objects.h"
 #include "pool/pool.h"
 #include "pool/server.h"
@@ -109,36 +110,48 @@ static void add_stats(struct pool_stats *sum, const struct pool_stats *a,
 #undef ADD
 }
 
-/* Calls fn once per database (in the order its first pool was made) with its counters; with
- * database NULL, once for all of them together. */
+static void add_pool_stats(struct db_stats *d, const struct pool *pool)
+{
+    add_stats(&d->total, &pool->stats, NULL);
+    add_stats(&d->period, &pool->stats_mark, &pool->stats_prev_mark);
+    if (pool->period_us > d->period_us)
+        d->period_us = pool->period_us;
+}
+
+/* Calls fn once per database (in the order its first pool was made) with its counters, the
+ * console's "pgbouncer" last (its commands, as PgBouncer counts them); with all, once for all
+ * of them together. */
 static void each_db_stats(struct pooler *p, bool all, void (*fn)(struct reply *, const struct db_stats *),
                           struct reply *r)
 {
     struct db_stats everything = {.database = NULL};
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         const struct pool *pool = plist_entry(n, struct pool, node);
-        if (!all) {
-            bool seen = false;
-            for (struct plist *m = p->pools.next; m != n && !seen; m = m->next)
-                seen = !strcmp(plist_entry(m, struct pool, node)->db_name, pool->db_name);
-            if (seen)
-                continue;
+        if (all) {
+            add_pool_stats(&everything, pool);
+            continue;
         }
+        bool seen = false;
+        for (struct plist *m = p->pools.next; m != n && !seen; m = m->next)
+            seen = !strcmp(plist_entry(m, struct pool, node)->db_name, pool->db_name);
+        if (seen)
+            continue;
         struct db_stats d = {.database = pool->db_name};
         for (struct plist *m = n; m != &p->pools; m = m->next) {
             const struct pool *q = plist_entry(m, struct pool, node);
-            if (!all && strcmp(q->db_name, pool->db_name))
-                continue;
-            add_stats(&d.total, &q->stats, NULL);
-            add_stats(&d.period, &q->stats_mark, &q->stats_prev_mark);
-            if (q->period_us > d.period_us)
-                d.period_us = q->period_us;
-        }
-        if (all) {
-            everything = d;
-            break;
+            if (!strcmp(q->db_name, pool->db_name))
+                add_pool_stats(&d, q);
         }
         fn(r, &d);
+    }
+    if (p->admin_pool) {
+        if (all) {
+            add_pool_stats(&everything, p->admin_pool);
+        } else {
+            struct db_stats d = {.database = p->admin_pool->db_name};
+            add_pool_stats(&d, p->admin_pool);
+            fn(r, &d);
+        }
     }
     if (all)
         fn(r, &everything);
@@ -332,15 +345,50 @@ void pooler_tables_pool_counters(struct pooler *p, struct console_out *o)
 
 /* ---- databases and users ---- */
 
-/* Clients of the pools of a database, or of a user (the other NULL). */
+/* Calls fn for every client of a pool: active, waiting, and waiting for its first server. */
+static void each_client(const struct pool *pool, void (*fn)(void *ctx, const struct client *c),
+                        void *ctx)
+{
+    const struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
+                                   &pool->waiting_login_clients};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        for (const struct plist *m = lists[i]->next; m != lists[i]; m = m->next)
+            fn(ctx, plist_entry(m, struct client, node));
+}
+
+struct user_count {
+    const char *user;
+    int64_t n;
+};
+
+static void count_user_client(void *ctx, const struct client *c)
+{
+    struct user_count *u = ctx;
+    u->n += !strcmp(client_user_name(c), u->user);
+}
+
+/* Clients of a pool that logged in as user. */
+static int64_t pool_user_clients(const struct pool *pool, const char *user)
+{
+    struct user_count u = {user, 0};
+    each_client(pool, count_user_client, &u);
+    return u.n;
+}
+
+/* Clients of the pools of a database, or the clients (console ones too) that logged in as a
+ * user (the other NULL). */
 static int64_t client_count(struct pooler *p, const char *db, const char *user)
 {
     int64_t n = 0;
     for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
         const struct pool *pool = plist_entry(it, struct pool, node);
-        if ((!db || !strcmp(pool->db_name, db)) && (!user || !strcmp(pool->user_name, user)))
+        if (user)
+            n += pool_user_clients(pool, user);
+        else if (!strcmp(pool->db_name, db))
             n += pool->n_clients;
     }
+    if (user && p->admin_pool)
+        n += pool_user_clients(p->admin_pool, user);
     return n;
 }
 
@@ -372,7 +420,8 @@ void pooler_tables_databases(struct pooler *p, struct console_out *o)
         reply_int(&r, db->max_db_connections >= 0 ? db->max_db_connections
                                                   : cfg->max_db_connections);
         reply_int(&r, pool_db_server_count(p, db->name));
-        reply_int(&r, 0); /* max_db_client_connections: no limit */
+        reply_int(&r, db->max_db_client_connections > 0 ? db->max_db_client_connections
+                                                        : cfg->max_db_client_connections);
         reply_int(&r, client_count(p, db->name, NULL));
         reply_int(&r, control_db_paused(p, db->name));
         reply_int(&r, control_db_disabled(p, db->name));
@@ -392,7 +441,7 @@ void pooler_tables_databases(struct pooler *p, struct console_out *o)
     reply_text(&r, NULL);
     reply_int(&r, 0);
     reply_int(&r, 0);
-    reply_int(&r, 0);
+    reply_int(&r, cfg->max_db_client_connections); /* stats users count; admins do not */
     reply_int(&r, p->admin_pool ? count(&p->admin_pool->active_clients) : 0);
     reply_int(&r, 0);
     reply_int(&r, 0);
@@ -424,8 +473,46 @@ static void user_row(struct pooler *p, struct reply *r, const char *name)
     reply_text(r, u && u->pool_mode >= 0 ? pool_mode_name((enum pool_mode)u->pool_mode) : NULL);
     reply_int(r, max);
     reply_int(r, pool_user_server_count(p, name));
-    reply_int(r, 0); /* max_user_client_connections: no limit */
+    reply_int(r, u && u->max_user_client_connections > 0 ? u->max_user_client_connections
+                                                        : cfg->max_user_client_connections);
     reply_int(r, client_count(p, NULL, name));
+}
+
+/* The names SHOW USERS lists, each once, in the order first met. */
+struct user_names {
+    const char **names; /* borrowed strings, owned array */
+    size_t n, cap;
+};
+
+static void user_name_add(struct user_names *u, const char *name)
+{
+    if (!name || !name[0])
+        return;
+    for (size_t i = 0; i < u->n; i++)
+        if (!strcmp(u->names[i], name))
+            return;
+    if (u->n == u->cap) {
+        size_t cap = u->cap ? u->cap * 2 : 16;
+        const char **grown = realloc(u->names, cap * sizeof(*grown));
+        if (!grown)
+            return; /* a row short rather than no table */
+        u->names = grown;
+        u->cap = cap;
+    }
+    u->names[u->n++] = name;
+}
+
+static void add_client_user(void *ctx, const struct client *c)
+{
+    user_name_add(ctx, client_user_name(c));
+}
+
+/* The console's users from admin_users or stats_users (a list to split into names). */
+static void console_user_names(struct user_names *u, char *list_copy)
+{
+    for (char *save = NULL, *t = strtok_r(list_copy, ", ", &save); t;
+         t = strtok_r(NULL, ", ", &save))
+        user_name_add(u, t);
 }
 
 void pooler_tables_users(struct pooler *p, struct console_out *o)
@@ -435,17 +522,30 @@ void pooler_tables_users(struct pooler *p, struct console_out *o)
         "current_connections:i", "max_user_client_connections:i", "current_client_connections:i"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
-    /* [users] entries, then users that only have pools. */
+    /* [users] entries, users with pools, the console's users (admin_users, stats_users, and
+     * whoever is logged in to it). */
+    struct user_names u = {0};
     for (size_t i = 0; i < p->cfg->n_users; i++)
-        user_row(p, &r, p->cfg->users[i].name);
+        user_name_add(&u, p->cfg->users[i].name);
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         const struct pool *pool = plist_entry(n, struct pool, node);
-        bool seen = user_config(p->cfg, pool->user_name) != NULL;
-        for (struct plist *m = p->pools.next; m != n && !seen; m = m->next)
-            seen = !strcmp(plist_entry(m, struct pool, node)->user_name, pool->user_name);
-        if (!seen)
-            user_row(p, &r, pool->user_name);
+        user_name_add(&u, pool->user_name);
+        /* A forced-user database's pool is its forced user's; its clients are themselves. */
+        each_client(pool, add_client_user, &u);
     }
+    char *admins = strdup(p->cfg->admin_users ? p->cfg->admin_users : "");
+    char *stats = strdup(p->cfg->stats_users ? p->cfg->stats_users : "");
+    if (admins)
+        console_user_names(&u, admins);
+    if (stats)
+        console_user_names(&u, stats);
+    if (p->admin_pool)
+        each_client(p->admin_pool, add_client_user, &u);
+    for (size_t i = 0; i < u.n; i++)
+        user_row(p, &r, u.names[i]);
+    free(u.names);
+    free(admins);
+    free(stats);
     reply_end(&r, "SHOW");
 }
 
@@ -574,7 +674,8 @@ static void client_row(struct reply *r, struct pooler *p, const struct pool *poo
         state = "idle";
     reply_row(r);
     reply_text(r, "C");
-    reply_text(r, pool->user_name[0] ? pool->user_name : "(nouser)");
+    const char *user = client_user_name(c);
+    reply_text(r, user[0] ? user : "(nouser)");
     reply_text(r, pool->db_name);
     reply_text(r, "none");
     reply_text(r, state);

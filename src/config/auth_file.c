@@ -334,7 +334,8 @@ bool auth_file_load(const char *path, struct auth_file *out, char *err, size_t e
     return ok;
 }
 
-const char *auth_file_lookup(const struct auth_file *af, const char *user)
+/* The entry of user, or NULL. O(log n). */
+static const struct auth_entry *find_entry(const struct auth_file *af, const char *user)
 {
     size_t lo = 0, hi;
 
@@ -345,16 +346,27 @@ const char *auth_file_lookup(const struct auth_file *af, const char *user)
         size_t mid = lo + (hi - lo) / 2;
         int c = strcmp(user, af->entries[mid].user);
 
-        /* An empty secret is no secret: returning it would let md5 and SCRAM logins
-         * succeed with an empty password, and the server login send one. */
         if (c == 0)
-            return af->entries[mid].secret[0] != '\0' ? af->entries[mid].secret : NULL;
+            return &af->entries[mid];
         if (c < 0)
             hi = mid;
         else
             lo = mid + 1;
     }
     return NULL;
+}
+
+const char *auth_file_lookup(const struct auth_file *af, const char *user)
+{
+    const struct auth_entry *e = find_entry(af, user);
+    /* An empty secret is no secret: returning it would let md5 and SCRAM logins succeed with
+     * an empty password, and the server login send one. */
+    return e && e->secret[0] != '\0' ? e->secret : NULL;
+}
+
+bool auth_file_lists(const struct auth_file *af, const char *user)
+{
+    return find_entry(af, user) != NULL;
 }
 
 void auth_file_free(struct auth_file *af)

@@ -51,6 +51,9 @@ __attribute__((warn_unused_result)) bool auth_file_parse(const char *text, size_
  * allows no password login, as if the user were not listed). Borrowed: valid until
  * auth_file_free. O(log n). */
 const char *auth_file_lookup(const struct auth_file *af, const char *user);
+/* Whether user has a line, even one with an empty secret (auth_type = trust lets exactly the
+ * listed users in). O(log n). */
+bool auth_file_lists(const struct auth_file *af, const char *user);
 
 /* Wipes the secrets, frees everything, leaves af empty (safe to call twice). */
 void auth_file_free(struct auth_file *af);

@@ -72,6 +72,10 @@ static const struct key_def KEYS[] = {
      "most server connections per database over all its pools (0 = no limit)", false},
     {"max_user_connections", KEY_INT, OFF(max_user_connections), "0", true,
      "most server connections per user over all its pools (0 = no limit)", false},
+    {"max_db_client_connections", KEY_INT, OFF(max_db_client_connections), "0", true,
+     "most client connections per database (0 = no limit); more get an error at login", false},
+    {"max_user_client_connections", KEY_INT, OFF(max_user_client_connections), "0", true,
+     "most client connections per user (0 = no limit); more get an error at login", false},
     {"server_reset_query", KEY_STRING, OFF(server_reset_query), "DISCARD ALL", true,
      "run when a session-mode client lets its server go (empty = none)", false},
     {"server_reset_query_always", KEY_BOOL, OFF(server_reset_query_always), "0", true,
@@ -80,11 +84,13 @@ static const struct key_def KEYS[] = {
      "health check before reusing a server idle longer than server_check_delay (empty = the "
      "empty query)", false},
     {"server_check_delay", KEY_DURATION, OFF(server_check_delay_ms), "30", true,
-     "idle time after which a server is checked before reuse", false},
+     "idle time after which a server is checked before reuse (0 = check before every reuse)",
+     false},
     {"stats_period", KEY_DURATION, OFF(stats_period_ms), "60", true,
      "period over which SHOW STATS averages are computed", false},
     {"server_lifetime", KEY_DURATION, OFF(server_lifetime_ms), "3600", true,
-     "servers older than this are closed when released (with jitter; 0 = forever)", false},
+     "servers older than this are closed when released (with jitter; 0 = a server serves one "
+     "client, then is closed)", false},
     {"server_idle_timeout", KEY_DURATION, OFF(server_idle_timeout_ms), "600", true,
      "idle servers are closed after this (0 = never)", false},
     {"server_connect_timeout", KEY_DURATION, OFF(server_connect_timeout_ms), "15", true,
@@ -602,7 +608,7 @@ static bool db_connstr_cb(void *ctx, const char *key, const char *value, char *e
         ok = set_str(&db->connect_query, value);
     else if (!strcmp(key, "pool_size") || !strcmp(key, "min_pool_size") ||
              !strcmp(key, "reserve_pool") || !strcmp(key, "reserve_pool_size") ||
-             !strcmp(key, "max_db_connections")) {
+             !strcmp(key, "max_db_connections") || !strcmp(key, "max_db_client_connections")) {
         if (!parse_int(value, 0, INT32_MAX, &i)) {
             snprintf(err, err_len, "%s: '%.32s' is not a non-negative integer", key, value);
             return false;
@@ -613,8 +619,18 @@ static bool db_connstr_cb(void *ctx, const char *key, const char *value, char *e
             db->min_pool_size = (int)i;
         else if (!strcmp(key, "max_db_connections"))
             db->max_db_connections = (int)i;
+        else if (!strcmp(key, "max_db_client_connections"))
+            db->max_db_client_connections = (int)i;
         else
             db->reserve_pool = (int)i;
+    } else if (!strcmp(key, "server_lifetime")) {
+        int64_t ms;
+        if (!parse_duration_ms(value, &ms)) {
+            snprintf(err, err_len, "server_lifetime: '%.32s' is not a duration", value);
+            return false;
+        }
+        /* As PgBouncer: 0 in a database entry means the [pgbouncer] value. */
+        db->server_lifetime_ms = ms > 0 ? ms : -1;
     } else if (!strcmp(key, "pool_mode")) {
         db->pool_mode = parse_pool_mode(value);
         if (db->pool_mode < 0) {
@@ -677,6 +693,8 @@ static bool add_db(struct pooler_config *cfg, const char *name, const char *valu
     memset(db, 0, sizeof(*db));
     db->port = 5432;
     db->pool_size = db->min_pool_size = db->reserve_pool = db->max_db_connections = -1;
+    db->max_db_client_connections = -1;
+    db->server_lifetime_ms = -1;
     db->pool_mode = -1;
     db->name = strdup(name);
     if (!db->name) {
@@ -697,6 +715,24 @@ struct user_parse {
     struct pooler_user_config *u;
 };
 
+/* The [users] parameters besides pool_mode (PgBouncer's per-user settings): counts and
+ * durations. */
+static const struct {
+    const char *key;
+    size_t offset;
+    bool duration; /* int64_t milliseconds; else int */
+} USER_KEYS[] = {
+    {"pool_size", offsetof(struct pooler_user_config, pool_size), false},
+    {"reserve_pool_size", offsetof(struct pooler_user_config, reserve_pool_size), false},
+    {"max_user_connections", offsetof(struct pooler_user_config, max_user_connections), false},
+    {"max_user_client_connections",
+     offsetof(struct pooler_user_config, max_user_client_connections), false},
+    {"query_timeout", offsetof(struct pooler_user_config, query_timeout_ms), true},
+    {"idle_transaction_timeout", offsetof(struct pooler_user_config, idle_transaction_timeout_ms),
+     true},
+    {"client_idle_timeout", offsetof(struct pooler_user_config, client_idle_timeout_ms), true},
+};
+
 static bool user_connstr_cb(void *ctx, const char *key, const char *value, char *err,
                             size_t err_len)
 {
@@ -709,18 +745,25 @@ static bool user_connstr_cb(void *ctx, const char *key, const char *value, char 
                      value);
             return false;
         }
-    } else if (!strcmp(key, "pool_size") || !strcmp(key, "max_user_connections")) {
-        if (!parse_int(value, 0, INT32_MAX, &i)) {
-            snprintf(err, err_len, "%s: '%.32s' is not a non-negative integer", key, value);
+    } else {
+        size_t k = 0;
+        while (k < sizeof(USER_KEYS) / sizeof(USER_KEYS[0]) && strcmp(USER_KEYS[k].key, key))
+            k++;
+        if (k == sizeof(USER_KEYS) / sizeof(USER_KEYS[0])) {
+            add_warning(((struct user_parse *)ctx)->cfg,
+                        "[users] %s: unknown setting '%s' ignored", u->name, key);
+            return true;
+        }
+        void *field = (char *)u + USER_KEYS[k].offset;
+        if (USER_KEYS[k].duration ? !parse_duration_ms(value, field)
+                                  : !parse_int(value, 0, INT32_MAX, &i)) {
+            snprintf(err, err_len, "%s: '%.32s' is not a %s", key, value,
+                     USER_KEYS[k].duration ? "duration (seconds, or 250ms, 5min)"
+                                           : "non-negative integer");
             return false;
         }
-        if (!strcmp(key, "pool_size"))
-            u->pool_size = (int)i;
-        else
-            u->max_user_connections = (int)i;
-    } else {
-        add_warning(((struct user_parse *)ctx)->cfg, "[users] %s: unknown setting '%s' ignored",
-                    u->name, key);
+        if (!USER_KEYS[k].duration)
+            *(int *)field = (int)i;
     }
     return true;
 }
@@ -736,7 +779,9 @@ static bool add_user(struct pooler_config *cfg, const char *name, const char *va
     cfg->users = us;
     struct pooler_user_config *u = &us[cfg->n_users];
     memset(u, 0, sizeof(*u));
-    u->pool_mode = u->pool_size = u->max_user_connections = -1;
+    u->pool_mode = u->pool_size = u->reserve_pool_size = u->max_user_connections = -1;
+    u->max_user_client_connections = -1;
+    u->query_timeout_ms = u->idle_transaction_timeout_ms = u->client_idle_timeout_ms = -1;
     u->name = strdup(name);
     if (!u->name) {
         snprintf(err, err_len, "out of memory");

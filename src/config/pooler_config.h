@@ -43,6 +43,8 @@ struct pooler_db_config {
     int min_pool_size;
     int reserve_pool;
     int max_db_connections;
+    int max_db_client_connections;
+    int64_t server_lifetime_ms; /* -1 = the [pgbouncer] value (0 there: used once) */
     int pool_mode; /* enum pool_mode or -1 */
 };
 
@@ -60,12 +62,18 @@ struct pooler_tls_config {
     char *ecdhcurve;
 };
 
-/* One [users] entry. */
+/* One [users] entry. Numbers are -1 when not set; the timeouts override the [pgbouncer] ones
+ * for this user's clients when set above 0 (PgBouncer). */
 struct pooler_user_config {
-    char *name;               /* owned */
-    int pool_mode;            /* enum pool_mode or -1 */
-    int pool_size;            /* -1 = unset */
-    int max_user_connections; /* -1 = unset */
+    char *name;     /* owned */
+    int pool_mode;  /* enum pool_mode or -1 */
+    int pool_size;
+    int reserve_pool_size;
+    int max_user_connections;
+    int max_user_client_connections;
+    int64_t query_timeout_ms;
+    int64_t idle_transaction_timeout_ms;
+    int64_t client_idle_timeout_ms;
 };
 
 struct pooler_config {
@@ -87,6 +95,8 @@ struct pooler_config {
     int64_t reserve_pool_timeout_ms;
     int max_db_connections;
     int max_user_connections;
+    int max_db_client_connections;   /* clients per database (0 = no limit) */
+    int max_user_client_connections; /* clients per user (0 = no limit) */
     char *server_reset_query; /* owned; "" = none */
     bool server_reset_query_always;
     char *server_check_query; /* owned; "" = the empty query */

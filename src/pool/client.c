@@ -23,6 +23,8 @@
 #include "pool/states.h"
 #include "proto/md5_auth.h"
 #include "proto/scram.h"
+#include "proto/sql_effects.h"
+#include "proto/startup_options.h"
 
 enum login_step {
     STEP_STARTUP,       /* first: a new login (calloc) starts here */
@@ -41,6 +43,11 @@ struct client_login {
     struct scram_server scram;
     enum console_access peer_access; /* console access granted by the peer's identity alone */
     bool tls_direct; /* TLS began without an SSLRequest (PostgreSQL 17): ALPN is required */
+    /* Startup parameters whose names have no slot yet, as name and value (owned pairs): they
+     * get one only once the client has authenticated, so that nobody uses the slots up
+     * without a password. */
+    char **deferred;
+    uint32_t n_deferred;
 };
 
 enum scan_result {
@@ -71,7 +78,16 @@ static const struct {
                                 "are reserved for the pooler"},
 };
 
+static void session_free(struct client *c);
+static void login_free(struct client *c);
+
 void client_login_free(struct client *c)
+{
+    login_free(c);
+    session_free(c);
+}
+
+static void login_free(struct client *c)
 {
     struct client_login *l = c->login;
     if (!l)
@@ -83,6 +99,9 @@ void client_login_free(struct client *c)
         free(l->secret);
     }
     scram_server_clear(&l->scram);
+    for (uint32_t i = 0; i < 2 * l->n_deferred; i++)
+        free(l->deferred[i]);
+    free(l->deferred);
     free(l);
     c->login = NULL;
 }
@@ -107,9 +126,616 @@ static bool name_listed(const char *list, const char *name)
     return false;
 }
 
+/* ---- the session: user, startup parameters, what the client's statements did ---- */
+
+/* Pending entries that are not an enum sql_effect_kind. */
+#define PENDING_PARSE 0x40 /* the client's named Parse: ParseComplete confirms its binding */
+#define PENDING_NONE  0xff
+
+/* Something the client sent whose effect waits for the server's answer: a SET, RESET, DISCARD
+ * or DEALLOCATE statement (confirmed by its CommandComplete) or a named Parse (by its
+ * ParseComplete). Requests are counted as they go out (Query, FunctionCall, Sync) and as
+ * their ReadyForQuery comes back: what is still pending when its request's ReadyForQuery
+ * arrives was skipped or failed. */
+struct pending {
+    uint32_t group;     /* the request whose ReadyForQuery ends it */
+    uint8_t kind;       /* enum sql_effect_kind, PENDING_PARSE or PENDING_NONE */
+    uint8_t tag;        /* enum sql_tag of the CommandComplete that confirms an effect */
+    int16_t param;      /* the parameter's slot, -1 when the pooler keeps none for it */
+    uint32_t seq;       /* PENDING_PARSE: which binding of the name (client_stmt.seq) */
+    struct pstr *value; /* owned: SET's value, as SQL text */
+    char *name;         /* owned: the statement of a DEALLOCATE or a Parse */
+};
+
+/* A SET or RESET that succeeded, applied when its transaction commits (PostgreSQL undoes it
+ * when the transaction rolls back). */
+struct staged {
+    uint8_t kind; /* SQL_EFFECT_SET, SQL_EFFECT_SET_DEFAULT or SQL_EFFECT_RESET_ALL */
+    int16_t param;
+    struct pstr *value; /* owned */
+};
+
+struct startup_value {
+    int16_t param;
+    struct pstr *value; /* owned */
+};
+
+struct client_session {
+    struct startup_value *startup; /* owned: from the startup packet and its options */
+    uint32_t n_startup;
+    struct pending *pending; /* owned, oldest first */
+    uint32_t n_pending;
+    uint32_t cap_pending;
+    struct staged *staged; /* owned */
+    uint32_t n_staged;
+    uint32_t cap_staged;
+    uint32_t sent;                 /* requests forwarded */
+    uint32_t answered;             /* ReadyForQuery messages that answered them */
+    struct pending *unnamed_stmt;   /* owned: the effect of the unnamed statement, or NULL */
+    struct pending *unnamed_portal; /* owned: the same of the unnamed portal */
+    bool xact_failed; /* an error or a ROLLBACK since the transaction of the staged changes began */
+    bool resync;      /* the client's values differ from its server's: SET them before its next
+                         request */
+    char user[];      /* the login user */
+};
+
+/* Most statements followed per client at once; more (an endless pipeline of SETs) are not. */
+#define MAX_PENDING 256
+
+/* items, with room for one more after its n of *cap elements (of size bytes): the same array,
+ * or a larger one (*cap grown). NULL on out of memory, items then unchanged. */
+static void *room_for_one(void *items, uint32_t n, uint32_t *cap, size_t size)
+{
+    if (n < *cap)
+        return items;
+    uint32_t more = *cap ? *cap * 2 : 4;
+    void *grown = realloc(items, (size_t)more * size);
+    if (grown)
+        *cap = more;
+    return grown;
+}
+
+static void pending_clear(struct pending *e)
+{
+    pstr_unref(e->value);
+    free(e->name);
+    memset(e, 0, sizeof(*e));
+    e->kind = PENDING_NONE;
+}
+
+/* dst becomes a copy of src (its own references); false on out of memory (dst cleared). */
+static bool pending_copy(struct pending *dst, const struct pending *src)
+{
+    pending_clear(dst);
+    *dst = *src;
+    dst->value = pstr_ref(src->value);
+    dst->name = src->name ? strdup(src->name) : NULL;
+    if (src->name && !dst->name) {
+        pending_clear(dst);
+        return false;
+    }
+    return true;
+}
+
+/* The client's session, made when its startup packet names its user. False on out of
+ * memory. */
+static bool session_new(struct client *c, const char *user)
+{
+    size_t n = strlen(user) + 1;
+    c->session = calloc(1, sizeof(*c->session) + n);
+    if (c->session)
+        memcpy(c->session->user, user, n);
+    return c->session != NULL;
+}
+
+/* Clears and frees *e, which may be NULL. */
+static void pending_drop(struct pending **e)
+{
+    if (*e) {
+        pending_clear(*e);
+        free(*e);
+        *e = NULL;
+    }
+}
+
+static void drop_staged(struct client_session *ss)
+{
+    for (uint32_t i = 0; i < ss->n_staged; i++)
+        pstr_unref(ss->staged[i].value);
+    ss->n_staged = 0;
+}
+
+static void session_free(struct client *c)
+{
+    struct client_session *ss = c->session;
+    if (!ss)
+        return;
+    for (uint32_t i = 0; i < ss->n_startup; i++)
+        pstr_unref(ss->startup[i].value);
+    free(ss->startup);
+    for (uint32_t i = 0; i < ss->n_pending; i++)
+        pending_clear(&ss->pending[i]);
+    free(ss->pending);
+    drop_staged(ss);
+    free(ss->staged);
+    pending_drop(&ss->unnamed_stmt);
+    pending_drop(&ss->unnamed_portal);
+    free(ss);
+    c->session = NULL;
+}
+
+const char *client_user_name(const struct client *c)
+{
+    if (c->session)
+        return c->session->user;
+    return c->pool ? c->pool->user_name : "";
+}
+
+/* The client's startup value of a parameter, or NULL. */
+static struct pstr *startup_value(const struct client *c, int param)
+{
+    const struct client_session *ss = c->session;
+    for (uint32_t i = 0; ss && i < ss->n_startup; i++)
+        if (ss->startup[i].param == param)
+            return ss->startup[i].value;
+    return NULL;
+}
+
+/* Records a startup value (a later one for the same parameter replaces it) and makes it the
+ * client's current value. False on out of memory. */
+static bool set_startup_value(struct client *c, int param, const char *value)
+{
+    struct client_session *ss = c->session;
+    struct pstr *v = pstr_intern(value);
+    if (!ss || !v) {
+        pstr_unref(v);
+        return false;
+    }
+    pstr_assign(&c->params[param], v);
+    for (uint32_t i = 0; i < ss->n_startup; i++) {
+        if (ss->startup[i].param == param) {
+            pstr_unref(ss->startup[i].value);
+            ss->startup[i].value = v;
+            return true;
+        }
+    }
+    struct startup_value *grown = realloc(ss->startup, (ss->n_startup + 1) * sizeof(*grown));
+    if (!grown) {
+        pstr_unref(v);
+        return false;
+    }
+    ss->startup = grown;
+    ss->startup[ss->n_startup++] = (struct startup_value){(int16_t)param, v};
+    return true;
+}
+
+bool client_sync_server_params(struct client *c, struct server *s)
+{
+    if (c->session)
+        c->session->resync = false;
+    const struct pstr *const *want = (const struct pstr *const *)c->params;
+    const struct pstr *const *have = (const struct pstr *const *)s->params;
+    size_t need = params_set_len(want, have);
+    if (need <= 1)
+        return true;
+    char *sql = malloc(need);
+    if (!sql)
+        return false;
+    bool ok = true;
+    if (params_build_set(want, have, sql, need) > 0) {
+        log_debug("pool", "client %llu: varcache_apply: %s", (unsigned long long)c->id, sql);
+        ok = server_send_internal_query(s, sql);
+        /* The server now holds the client's values. Those it reports come back in
+         * ParameterStatus (or do not, when the server's spelling means the same: see
+         * take_canonical). */
+        for (int i = 0; ok && i < PARAM_COUNT; i++)
+            if (!params_reported(i))
+                pstr_assign(&s->params[i], c->params[i]);
+    }
+    free(sql);
+    return ok;
+}
+
+/* The pooler's SET is done: where the client's value and the server's of a reported
+ * parameter still differ, the server did not report a change, so its value is the client's in
+ * its own spelling ("ISO" is "ISO, MDY"). The client takes it, and the next comparison finds
+ * them equal (PgBouncer's varcache_set_canonical). */
+static void take_canonical(struct client *c, struct server *s)
+{
+    for (int i = 0; i < PARAM_COUNT; i++) {
+        if (!params_reported(i) || !s->params[i] || c->params[i] == s->params[i])
+            continue;
+        log_debug("pool",
+                  "client %llu: varcache_set_canonical: setting %s to its canonical version "
+                  "%s -> %s",
+                  (unsigned long long)c->id, params_name(i), c->params[i] ? c->params[i]->str : "",
+                  s->params[i]->str);
+        pstr_assign(&c->params[i], s->params[i]);
+    }
+}
+
+/* A parameter's value for the client after RESET or SET ... TO DEFAULT: its startup value,
+ * as PostgreSQL has it; without one, the server's default. The server itself went back to
+ * its own login value. */
+static void reset_param(struct client *c, struct server *s, int param)
+{
+    struct pstr *start = startup_value(c, param);
+    if (params_reported(param)) {
+        if (start)
+            pstr_assign(&c->params[param], start); /* what the server reported is its own */
+        return;
+    }
+    pstr_assign(&c->params[param], start);
+    pstr_assign(&s->params[param], NULL);
+}
+
+static bool stage(struct client_session *ss, uint8_t kind, int param, struct pstr *value)
+{
+    struct staged *room = room_for_one(ss->staged, ss->n_staged, &ss->cap_staged, sizeof(*room));
+    if (!room)
+        return false;
+    ss->staged = room;
+    ss->staged[ss->n_staged++] = (struct staged){kind, (int16_t)param, pstr_ref(value)};
+    return true;
+}
+
+/* The transaction of the staged changes committed: they hold now. */
+static void commit_staged(struct client *c, struct server *s)
+{
+    struct client_session *ss = c->session;
+    for (uint32_t i = 0; i < ss->n_staged; i++) {
+        const struct staged *x = &ss->staged[i];
+        if (x->kind == SQL_EFFECT_SET) {
+            pstr_assign(&c->params[x->param], x->value);
+            pstr_assign(&s->params[x->param], x->value);
+        } else if (x->kind == SQL_EFFECT_SET_DEFAULT) {
+            reset_param(c, s, x->param);
+        } else {
+            for (int p = 0; p < PARAM_COUNT; p++)
+                if (params_name(p)[0])
+                    reset_param(c, s, p);
+        }
+    }
+    drop_staged(ss);
+    for (int p = 0; p < PARAM_COUNT; p++)
+        if (c->params[p] != s->params[p])
+            ss->resync = true;
+}
+
+/* A pending entry was answered, or will never be. A named Parse that failed or was skipped
+ * keeps its binding, unconfirmed: the name may be prepared again (PostgreSQL has no such
+ * statement), and meanwhile a Bind to it prepares it (more lenient than PostgreSQL, which a
+ * driver that misses a skipped Parse needs: psycopg 3.1 in a pipeline after an error). */
+static void pending_done(struct client *c, struct pending *e, bool confirmed)
+{
+    if (e->kind == PENDING_PARSE && confirmed) {
+        struct client_stmt *cs = client_stmt_find(c->stmts, e->name);
+        if (cs && cs->seq == e->seq)
+            cs->confirmed = true;
+    }
+    pending_clear(e);
+}
+
+/* Removes pending entry i. */
+static void pending_remove(struct client *c, uint32_t i, bool confirmed)
+{
+    struct client_session *ss = c->session;
+    pending_done(c, &ss->pending[i], confirmed);
+    memmove(ss->pending + i, ss->pending + i + 1, (ss->n_pending - i - 1) * sizeof(*ss->pending));
+    ss->n_pending--;
+}
+
+static bool pending_push(struct client *c, const struct pending *e)
+{
+    struct client_session *ss = c->session;
+    if (!ss || ss->n_pending >= MAX_PENDING)
+        return false;
+    struct pending *room =
+        room_for_one(ss->pending, ss->n_pending, &ss->cap_pending, sizeof(*room));
+    if (!room)
+        return false;
+    ss->pending = room;
+    struct pending *slot = &ss->pending[ss->n_pending];
+    slot->kind = PENDING_NONE;
+    slot->value = NULL;
+    slot->name = NULL;
+    if (!pending_copy(slot, e))
+        return false;
+    ss->n_pending++;
+    return true;
+}
+
+/* The first pending entry of the request being answered now that a ParseComplete (parse) or
+ * a CommandComplete with an effect's tag (!parse) would answer, or -1. */
+static int pending_first(const struct client_session *ss, bool parse)
+{
+    for (uint32_t i = 0; i < ss->n_pending; i++) {
+        const struct pending *e = &ss->pending[i];
+        if ((e->kind == PENDING_PARSE) != parse)
+            continue;
+        return e->group == ss->answered + 1 ? (int)i : -1;
+    }
+    return -1;
+}
+
+/* A statement's effect as a pending entry (not yet confirmed). */
+static void effect_entry(const struct sql_effect *e, uint32_t group, struct pending *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->group = group;
+    out->kind = (uint8_t)e->kind;
+    out->tag = (uint8_t)e->tag;
+    out->param = -1;
+    if (e->kind == SQL_EFFECT_SET || e->kind == SQL_EFFECT_SET_DEFAULT) {
+        int p = params_lookup(e->name);
+        out->param = (int16_t)p;
+        /* A parameter the server reports is followed through its reports; of the others,
+         * those the pooler keeps (someone's startup value) through the statement. */
+        if (p >= 0 && e->kind == SQL_EFFECT_SET && !params_reported(p))
+            out->value = pstr_intern_sql(e->value, e->value_len);
+    }
+    if (e->kind == SQL_EFFECT_DEALLOCATE)
+        out->name = strdup(e->name); /* NULL on out of memory: then no effect */
+}
+
+struct scan_ctx {
+    struct client *c;
+    uint32_t group;
+    struct pending *first; /* a Parse: its one statement goes here */
+};
+
+static void on_effect(void *arg, const struct sql_effect *e)
+{
+    struct scan_ctx *x = arg;
+    struct pending entry;
+    effect_entry(e, x->group, &entry);
+    if (x->first) {
+        if (x->first->kind == PENDING_NONE)
+            *x->first = entry;
+        else
+            pending_clear(&entry);
+        return;
+    }
+    if (!pending_push(x->c, &entry))
+        log_debug("pool", "client %llu: statement effect not followed (too many pending)",
+                  (unsigned long long)x->c->id);
+    pending_clear(&entry);
+}
+
+/* SQL text of the client's, in a Query (out NULL: its statements are pushed) or a Parse (out:
+ * its statement's effect). */
+static void scan_sql(struct client *c, const uint8_t *text, uint32_t len, uint32_t group,
+                     struct pending *out)
+{
+    const struct pstr *scs = c->params[PARAM_STANDARD_CONFORMING_STRINGS];
+    struct scan_ctx x = {c, group, out};
+    const char *t = (const char *)text;
+    size_t n = strnlen(t, len); /* the text ends at its NUL */
+    sql_effects_scan(t, n, scs && !strcmp(scs->str, "off"), on_effect, &x);
+}
+
+/* A message the client's scan forwards to its server: a transaction may start; requests are
+ * counted; SQL text, the unnamed statement and portal, and Execute are followed. body holds
+ * have bytes of the len of the message. */
+static void note_client_message(struct client *c, uint8_t type, const uint8_t *body, uint32_t have,
+                                uint32_t len)
+{
+    /* In session pooling the server stays: a transaction starts with the first message
+     * after the last one ended (client_end_transaction). */
+    if (!c->request_us)
+        c->request_us = pooler_now(c->pooler);
+    struct client_session *ss = c->session;
+    if (!ss)
+        return;
+    bool whole = have >= len;
+    switch (type) {
+    case WIRE_FE_QUERY:
+        ss->sent++;
+        if (whole && len > 0)
+            scan_sql(c, body, len, ss->sent, NULL);
+        return;
+    case WIRE_FE_FUNCTION_CALL:
+    case WIRE_FE_SYNC:
+        ss->sent++;
+        return;
+    case WIRE_FE_PARSE: {
+        if (have < 1 || body[0] != 0)
+            return; /* a named statement's SET is not followed */
+        pending_drop(&ss->unnamed_stmt);
+        struct pending e = {.kind = PENDING_NONE};
+        if (whole && len > 1)
+            scan_sql(c, body + 1, len - 1, 0, &e);
+        if (e.kind != PENDING_NONE && (ss->unnamed_stmt = malloc(sizeof(e))) != NULL)
+            *ss->unnamed_stmt = e; /* the references move */
+        else
+            pending_clear(&e);
+        return;
+    }
+    case WIRE_FE_BIND:
+        if (have < 2 || body[0] != 0)
+            return;
+        pending_drop(&ss->unnamed_portal);
+        if (body[1] == 0 && ss->unnamed_stmt &&
+            (ss->unnamed_portal = malloc(sizeof(*ss->unnamed_portal))) != NULL) {
+            ss->unnamed_portal->kind = PENDING_NONE;
+            ss->unnamed_portal->value = NULL;
+            ss->unnamed_portal->name = NULL;
+            if (!pending_copy(ss->unnamed_portal, ss->unnamed_stmt))
+                pending_drop(&ss->unnamed_portal);
+        }
+        return;
+    case WIRE_FE_EXECUTE:
+        if (have >= 1 && body[0] == 0 && ss->unnamed_portal) {
+            ss->unnamed_portal->group = ss->sent + 1;
+            (void)pending_push(c, ss->unnamed_portal); /* copies it */
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+/* A CommandComplete of the client's own: the effect it confirms. */
+static void effect_confirmed(struct client *c, enum sql_tag tag)
+{
+    struct client_session *ss = c->session;
+    int i = pending_first(ss, false);
+    if (i < 0)
+        return; /* a statement the scan did not see (a named statement's, say) */
+    struct pending *e = &ss->pending[i];
+    if (e->tag != tag) {
+        /* The answers and the statements the scan found disagree: believe none of them. */
+        log_debug("pool", "client %llu: statement effects out of step; not followed",
+                  (unsigned long long)c->id);
+        for (uint32_t k = ss->n_pending; k-- > 0;)
+            if (ss->pending[k].kind != PENDING_PARSE)
+                pending_remove(c, k, false);
+        return;
+    }
+    struct stmt_registry *reg = &c->pooler->stmts;
+    switch ((enum sql_effect_kind)e->kind) {
+    case SQL_EFFECT_SET:
+        if (e->value && e->param >= 0)
+            (void)stage(ss, SQL_EFFECT_SET, e->param, e->value);
+        break;
+    case SQL_EFFECT_SET_DEFAULT:
+        if (e->param >= 0)
+            (void)stage(ss, SQL_EFFECT_SET_DEFAULT, e->param, NULL);
+        break;
+    case SQL_EFFECT_DISCARD_ALL:
+        client_stmts_free(reg, &c->stmts);
+        (void)stage(ss, SQL_EFFECT_RESET_ALL, -1, NULL);
+        break;
+    case SQL_EFFECT_RESET_ALL:
+        (void)stage(ss, SQL_EFFECT_RESET_ALL, -1, NULL);
+        break;
+    case SQL_EFFECT_DEALLOCATE:
+        if (e->name)
+            client_stmt_remove(reg, &c->stmts, e->name);
+        break;
+    case SQL_EFFECT_DEALLOCATE_ALL:
+        client_stmts_free(reg, &c->stmts);
+        break;
+    case SQL_EFFECT_SET_OTHER:
+        break;
+    }
+    pending_remove(c, (uint32_t)i, true);
+}
+
+void client_end_transaction(struct client *c)
+{
+    if (!c->request_us)
+        return;
+    struct pool *pool = c->pool;
+    int64_t took = pooler_now(c->pooler) - c->request_us;
+    c->xacts++;
+    c->hold_us += took;
+    pool->stats.xact_count++;
+    pool->stats.xact_time_us += took;
+    histogram_observe(&pool->stats.xact_hist, took);
+    c->request_us = 0;
+}
+
+/* The ReadyForQuery of the client's request: what it left pending will never be answered;
+ * at the end of a transaction, its staged changes hold or are undone, and the transaction is
+ * counted (in session pooling too, where the server stays). */
+static void request_answered(struct client *c, struct server *s, uint8_t status)
+{
+    struct client_session *ss = c->session;
+    ss->answered++;
+    bool idle = owed_is_idle(&s->owed);
+    if (idle)
+        ss->answered = ss->sent; /* nothing else is owed: a miscount (COPY) ends here */
+    for (uint32_t k = ss->n_pending; k-- > 0;)
+        if (idle || (int32_t)(ss->pending[k].group - ss->answered) <= 0)
+            pending_remove(c, k, false);
+    if (status != WIRE_XACT_IDLE)
+        return;
+    client_end_transaction(c);
+    if (!ss->xact_failed)
+        commit_staged(c, s);
+    drop_staged(ss);
+    ss->xact_failed = false;
+}
+
+/* The client's server was taken back (its transaction rolled back): nothing it sent is
+ * pending any more, and what it changed in the transaction is undone. */
+static void forget_requests(struct client *c)
+{
+    struct client_session *ss = c->session;
+    if (!ss)
+        return;
+    for (uint32_t k = ss->n_pending; k-- > 0;)
+        pending_remove(c, k, false);
+    drop_staged(ss);
+    ss->answered = ss->sent;
+    ss->xact_failed = false;
+}
+
+void client_note_server_message(struct server *s, bool ours, uint8_t type, const uint8_t *body,
+                                uint32_t len)
+{
+    struct client *c = s->client;
+    if (type == WIRE_BE_COMMAND_COMPLETE && !c && body) {
+        /* The reset query (DISCARD ALL, RESET ALL) on a released server: it is back at its
+         * login values, of those it does not report too. */
+        enum sql_tag tag = sql_tag_of((const char *)body, len);
+        if (tag == SQL_TAG_DISCARD_ALL || tag == SQL_TAG_RESET)
+            for (int p = 0; p < PARAM_COUNT; p++)
+                if (!params_reported(p))
+                    pstr_assign(&s->params[p], NULL);
+        return;
+    }
+    if (!c || !c->session)
+        return;
+    struct client_session *ss = c->session;
+    switch (type) {
+    case WIRE_BE_PARAMETER_STATUS: {
+        const char *name, *value;
+        int id;
+        if (!body || !wire_parse_parameter_status(body, len, &name, &value) ||
+            (id = params_lookup(name)) < 0)
+            return;
+        /* The client's own SET, a ROLLBACK, or the pooler's SET (in the server's spelling of
+         * the client's value): the client has the server's value from now on. */
+        pstr_set(&c->params[id], value);
+        return;
+    }
+    case WIRE_BE_COMMAND_COMPLETE: {
+        if (!ours || !body)
+            return;
+        enum sql_tag tag = sql_tag_of((const char *)body, len);
+        if (tag != SQL_TAG_NONE)
+            effect_confirmed(c, tag);
+        else if (len >= 8 && !memcmp(body, "ROLLBACK", 8))
+            ss->xact_failed = true;
+        return;
+    }
+    case WIRE_BE_PARSE_COMPLETE: {
+        int i = ours ? pending_first(ss, true) : -1;
+        if (i >= 0)
+            pending_remove(c, (uint32_t)i, true);
+        return;
+    }
+    case WIRE_BE_ERROR:
+        if (ours)
+            ss->xact_failed = true;
+        return;
+    case WIRE_BE_READY_FOR_QUERY:
+        if (ours && body && len >= 1)
+            request_answered(c, s, body[0]);
+        else if (!ours && s->internal_pending == 1)
+            take_canonical(c, s); /* the end of the pooler's last query: its SET */
+        return;
+    default:
+        return;
+    }
+}
+
 /* ---- welcome ---- */
 
 static void finish_login_with(struct client *c, const uint8_t *prefix, size_t prefix_len);
+static bool take_deferred_params(struct client *c);
 
 void client_finish_login(struct client *c)
 {
@@ -136,7 +762,9 @@ static void finish_login_with(struct client *c, const uint8_t *prefix, size_t pr
     struct wire_buf b;
     wire_buf_init(&b, out, cap);
     wire_put_bytes(&b, prefix, prefix_len);
-    /* The pool's welcome, with the client's own values where it asked for them. */
+    /* The pool's welcome, with the client's own values where it asked for them. The server
+     * reports what the welcome names: parameters with a slot among them are followed through
+     * its reports (and a slot given after the pool's first login takes its value here). */
     bool sent[PARAM_COUNT] = {false};
     size_t pos = 0;
     while (pos + WIRE_HEADER_LEN <= pool->welcome_len) {
@@ -145,16 +773,21 @@ static void finish_login_with(struct client *c, const uint8_t *prefix, size_t pr
         const char *name, *value;
         if (wire_parse_parameter_status(body, len - 4, &name, &value)) {
             int id = params_lookup(name);
-            if (id >= 0 && c->params[id]) {
-                value = c->params[id]->str;
-                sent[id] = true;
+            if (id >= 0) {
+                params_mark_reported(id);
+                if (!c->params[id])
+                    pstr_set(&c->params[id], value);
+                if (c->params[id]) {
+                    value = c->params[id]->str;
+                    sent[id] = true;
+                }
             }
             wire_build_parameter_status(&b, name, value);
         }
         pos += 1 + len;
     }
     for (int i = 0; i < PARAM_COUNT; i++)
-        if (!sent[i] && c->params[i])
+        if (!sent[i] && c->params[i] && params_tracked(i))
             wire_build_parameter_status(&b, params_name(i), c->params[i]->str);
     wire_build_backend_key(&b, c->cancel_pid, c->cancel_key);
     wire_build_ready(&b, WIRE_XACT_IDLE);
@@ -206,12 +839,22 @@ static void console_login(struct client *c, const uint8_t *sasl_final, size_t sa
         client_fail(c, "28000", "not allowed to use the admin console");
         return;
     }
+    /* Stats users count against the client limits, admins do not (PgBouncer); the console
+     * stays open while the pooler shuts down. */
+    const char *sqlstate;
+    bool limited = access != CONSOLE_ADMIN &&
+                   (p->run_state == POOLER_RUNNING || p->run_state == POOLER_PAUSED);
+    const char *refusal = limited ? pool_login_refusal(p->admin_pool, l->user, &sqlstate) : NULL;
+    if (refusal) {
+        client_fail(c, sqlstate, "%s", refusal);
+        return;
+    }
     log_info("pool", "client %llu: admin console login user=%s (%s)", (unsigned long long)c->id,
              l->user, access == CONSOLE_ADMIN ? "admin" : "stats");
     c->console_access = (uint8_t)access;
     c->pool = p->admin_pool;
     p->admin_pool->n_clients++;
-    client_login_free(c);
+    login_free(c);
     struct console_out o;
     console_out_init(&o);
     uint8_t auth[SCRAM_OUT_MAX + 64];
@@ -257,6 +900,8 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
         client_fail(c, "3D000", "no such database: %s", l->database);
         return;
     }
+    if (!take_deferred_params(c))
+        return;
     struct pool *pool = pool_get(p, db, l->database, l->user);
     if (!pool) {
         client_fail(c, "53200", "out of memory");
@@ -265,6 +910,12 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
     if (pool->db_disabled) {
         client_fail(c, "57P03", "database \"%s\" is disabled (DISABLE on the admin console)",
                     l->database);
+        return;
+    }
+    const char *sqlstate;
+    const char *refusal = pool_login_refusal(pool, l->user, &sqlstate);
+    if (refusal) {
+        client_fail(c, sqlstate, "%s", refusal);
         return;
     }
     /* SCRAM pass-through: the ClientKey recovered from this client logs us in to PostgreSQL
@@ -284,7 +935,7 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
         log_info("pool", "client %llu %s login db=%s user=%s", (unsigned long long)c->id, addr,
                  l->database, l->user);
     }
-    client_login_free(c);
+    login_free(c);
     client_register_cancel(c);
 
     uint8_t out[SCRAM_OUT_MAX + 64];
@@ -313,6 +964,14 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
 static void auth_failed(struct client *c)
 {
     client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->login->user);
+}
+
+/* PgBouncer's words for a failed SCRAM exchange first, then PostgreSQL's. */
+static void sasl_failed(struct client *c)
+{
+    client_fail(c, "28P01",
+                "SASL authentication failed: password authentication failed for user \"%s\"",
+                c->login->user);
 }
 
 /* ---- TLS ---- */
@@ -406,6 +1065,114 @@ static void answer_encryption_request(struct client *c, enum wire_startup_kind k
 
 /* ---- startup ---- */
 
+/* One startup parameter (from the packet, or from "options" when in_options): the five and
+ * track_extra_parameters are always taken, names in ignore_startup_parameters are dropped
+ * (from "options" too, everything untracked when "options" itself is listed), and any other
+ * is taken too, the pooler setting it on every server the client is given (a name new to the
+ * pooler once the client has authenticated). False after failing the client. */
+static bool take_param(struct client *c, const char *name, const char *value, bool in_options)
+{
+    const char *ignore = c->pooler->cfg->ignore_startup_parameters;
+    int id = params_lookup(name);
+    if (id < 0 || !params_tracked(id)) {
+        if (name_listed(ignore, name) || (in_options && name_listed(ignore, "options"))) {
+            log_debug("pool", "client %llu: ignoring startup parameter %.64s",
+                      (unsigned long long)c->id, name);
+            return true;
+        }
+    }
+    if (id < 0 && !params_valid_name(name)) {
+        client_fail(c, "08P01", "invalid startup parameter name: %.64s", name);
+        return false;
+    }
+    if (id < 0) {
+        struct client_login *l = c->login;
+        char **grown = realloc(l->deferred, 2 * (l->n_deferred + 1) * sizeof(*grown));
+        if (grown)
+            l->deferred = grown;
+        char *n = grown ? strdup(name) : NULL, *v = n ? strdup(value) : NULL;
+        if (!v) {
+            free(n);
+            client_fail(c, "53200", "out of memory");
+            return false;
+        }
+        l->deferred[2 * l->n_deferred] = n;
+        l->deferred[2 * l->n_deferred + 1] = v;
+        l->n_deferred++;
+        return true;
+    }
+    if (!set_startup_value(c, id, value)) {
+        client_fail(c, "53200", "out of memory");
+        return false;
+    }
+    return true;
+}
+
+/* The client authenticated: its parameters without a slot get one. False after failing it. */
+static bool take_deferred_params(struct client *c)
+{
+    struct client_login *l = c->login;
+    for (uint32_t i = 0; i < l->n_deferred; i++) {
+        const char *name = l->deferred[2 * i], *value = l->deferred[2 * i + 1];
+        int id = params_register(name);
+        if (id < 0) {
+            client_fail(c, "53400",
+                        "too many different startup parameters in use (pgwarden follows %d; "
+                        "ignore_startup_parameters can drop some): %.64s",
+                        PARAM_COUNT, name);
+            return false;
+        }
+        if (!set_startup_value(c, id, value)) {
+            client_fail(c, "53200", "out of memory");
+            return false;
+        }
+    }
+    return true;
+}
+
+struct options_ctx {
+    struct client *c;
+    bool failed; /* the client was failed */
+};
+
+static bool take_option(void *arg, const char *name, const char *value)
+{
+    struct options_ctx *x = arg;
+    if (!strcmp(name, "user") || !strcmp(name, "database") || !strcmp(name, "options") ||
+        !strcmp(name, "replication") || !strncmp(name, "_pq_.", 5)) {
+        client_fail(x->c, "08P01", "unsupported startup parameter in options: %.64s", name);
+        x->failed = true;
+        return false;
+    }
+    if (!take_param(x->c, name, value, true)) {
+        x->failed = true;
+        return false;
+    }
+    return true;
+}
+
+/* The "options" startup parameter's settings (libpq's PGOPTIONS). False after failing the
+ * client. */
+static bool take_options(struct client *c, const char *options)
+{
+    size_t n = strlen(options) + 1; /* an unescaped word is never longer */
+    char *scratch = malloc(n);
+    if (!scratch) {
+        client_fail(c, "53200", "out of memory");
+        return false;
+    }
+    struct options_ctx x = {c, false};
+    enum startup_options_result r = startup_options_parse(options, scratch, n, take_option, &x);
+    free(scratch);
+    if (x.failed)
+        return false;
+    if (r != STARTUP_OPTIONS_OK) {
+        client_fail(c, "08P01", "%s", startup_options_error(r));
+        return false;
+    }
+    return true;
+}
+
 static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, size_t extra)
 {
     struct pooler *p = c->pooler;
@@ -457,24 +1224,27 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
         client_fail(c, "08P01", "user or database name longer than 63 bytes");
         goto out;
     }
+    if (!session_new(c, user)) {
+        client_fail(c, "53200", "out of memory");
+        goto out;
+    }
+    /* Settings in "options" first: parameters of the packet itself override them, as in
+     * PostgreSQL. */
+    const char *options = wire_startup_get(st, "options");
+    if (options && options[0] && !take_options(c, options))
+        goto out;
     const char *unsupported[WIRE_MAX_STARTUP_PARAMS];
     size_t n_unsupported = 0;
     for (size_t i = 0; i < st->n_params; i++) {
         const char *k = st->params[i].key, *v = st->params[i].value;
-        int id = params_lookup(k);
-        if (id >= 0) {
-            pstr_set(&c->params[id], v);
-        } else if (!strcmp(k, "user") || !strcmp(k, "database")) {
+        if (!strcmp(k, "user") || !strcmp(k, "database") || !strcmp(k, "options")) {
             continue;
         } else if (!strncmp(k, "_pq_.", 5)) {
             unsupported[n_unsupported++] = k;
         } else if (!strcmp(k, "replication")) {
             client_fail(c, "08P01", "replication connections are not supported");
             goto out;
-        } else if (!strcmp(k, "options") && v[0] == '\0') {
-            continue;
-        } else if (!name_listed(cfg->ignore_startup_parameters, k)) {
-            client_fail(c, "08P01", "unsupported startup parameter: %.64s", k);
+        } else if (!take_param(c, k, v, false)) {
             goto out;
         }
     }
@@ -486,7 +1256,10 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
         }
         wire_buf_init(&b, out, sizeof(out));
     }
-    if (p->run_state == POOLER_SHUTDOWN_CLIENTS || p->run_state == POOLER_SHUTDOWN_SERVERS) {
+    /* The console stays open while the pooler shuts down (PgBouncer keeps its unix socket
+     * for it). */
+    if ((p->run_state == POOLER_SHUTDOWN_CLIENTS || p->run_state == POOLER_SHUTDOWN_SERVERS) &&
+        !console_is_admin_db(database)) {
         client_fail(c, "57P01", "pgwarden is shutting down");
         goto out;
     }
@@ -523,10 +1296,24 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
     }
     switch (cfg->auth_type) {
     case POOLER_AUTH_TRUST:
+        /* PgBouncer's rule: with an auth_file, trust still lets in only the users it lists
+         * (with any secret, or none). The console goes by admin_users and stats_users. */
+        if (cfg->auth_file && cfg->auth_file[0] && !console_is_admin_db(database) &&
+            !auth_file_lists(&cfg->auth, user)) {
+            client_fail(c, "28000", "\"trust\" authentication failed");
+            goto out;
+        }
         free(st);
         auth_done(c, NULL, 0);
         return;
     case POOLER_AUTH_MD5:
+        /* A SCRAM secret cannot check an md5 answer: that user logs in with SCRAM instead
+         * (PgBouncer). */
+        if (l->secret && auth_secret_kind(l->secret) == AUTH_SECRET_SCRAM) {
+            wire_build_auth_sasl(&b, SCRAM_MECHANISM);
+            l->step = STEP_SASL_INITIAL;
+            break;
+        }
         if (!md5_auth_make_salt(l->salt)) {
             client_fail(c, "XX000", "could not generate a salt");
             goto out;
@@ -649,7 +1436,7 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
         enum scram_result r = scram_server_finish(&l->scram, (const char *)body, len, scram_out,
                                                   sizeof(scram_out), &scram_len, err, sizeof(err));
         if (r == SCRAM_AUTH_FAILED) {
-            auth_failed(c);
+            sasl_failed(c);
             return;
         }
         if (r != SCRAM_OK) {
@@ -825,39 +1612,55 @@ static void put_close_stmt(struct wire_buf *w, const char *name)
     wire_msg_end(w, m);
 }
 
+/* Most statements closed ahead of one message when the server holds too many (after
+ * max_prepared_statements was lowered, the rest go with the next new statements). */
+#define PLAN_MAX_EVICT 16
 /* What the pooler sends on s ahead of (or instead of) a client's message so that statement
  * st is prepared there, as it is. */
 struct stmt_plan {
     bool parse;       /* send st's Parse */
     bool close_first; /* ... after a Close of its name: the server may hold something under it */
-    uint64_t evict;   /* close this least recently used statement first (0 = none) */
+    bool kept;        /* the server holds st already: the Close and Parse re-create it */
+    uint32_t n_evict; /* close these least recently used statements first */
+    uint64_t evict[PLAN_MAX_EVICT];
 };
 
 /* for_client_parse: the client's own Parse, always sent (its answer is the client's). */
-static struct stmt_plan plan_statement(const struct client *c, struct server *s,
-                                       const struct prepared_stmt *st, bool for_client_parse)
+static void plan_statement(const struct client *c, struct server *s, const struct prepared_stmt *st,
+                           bool for_client_parse, struct stmt_plan *plan)
 {
-    struct stmt_plan plan = {0};
+    memset(plan, 0, sizeof(*plan));
     struct server_stmt *e = server_stmts_find(&s->stmts, st->id);
     if (e && e->verified && !for_client_parse) {
         server_stmts_touch(&s->stmts, e);
-        return plan;
+        return;
     }
-    plan.parse = true;
-    plan.close_first = e != NULL || s->stmts.suspect;
+    plan->parse = true;
+    plan->close_first = e != NULL || s->stmts.suspect;
+    plan->kept = e != NULL;
     if (!e) {
         int max = c->pooler->cfg->max_prepared_statements;
-        plan.evict = server_stmts_victim(&s->stmts, max > 0 ? (uint32_t)max : 1);
+        plan->n_evict = server_stmts_victims(&s->stmts, max > 0 ? (uint32_t)max : 1, plan->evict,
+                                             PLAN_MAX_EVICT);
     }
-    return plan;
+}
+
+/* Bytes put_plan writes at most. */
+static size_t plan_bytes(const struct stmt_plan *plan, const struct prepared_stmt *st)
+{
+    size_t close = WIRE_HEADER_LEN + 1 + STMT_NAME_MAX;
+    size_t n = (plan->n_evict + (plan->close_first ? 1 : 0)) * close;
+    if (plan->parse)
+        n += WIRE_HEADER_LEN + STMT_NAME_MAX + st->body_len;
+    return n;
 }
 
 static void put_plan(const struct client *c, struct wire_buf *w, const struct prepared_stmt *st,
                      const struct stmt_plan *plan)
 {
-    if (plan->evict) {
+    for (uint32_t i = 0; i < plan->n_evict; i++) {
         char name[STMT_NAME_MAX];
-        stmt_registry_name(&c->pooler->stmts, plan->evict, name);
+        stmt_registry_name(&c->pooler->stmts, plan->evict[i], name);
         put_close_stmt(w, name);
     }
     if (plan->close_first)
@@ -871,17 +1674,19 @@ static void put_plan(const struct client *c, struct wire_buf *w, const struct pr
 static void note_plan(struct server *s, const struct prepared_stmt *st,
                       const struct stmt_plan *plan, uint8_t parse_flags)
 {
-    if (plan->evict) {
-        server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, plan->evict);
-        server_stmts_remove(&s->stmts, plan->evict);
+    for (uint32_t i = 0; i < plan->n_evict; i++) {
+        server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, plan->evict[i]);
+        server_stmts_remove(&s->stmts, plan->evict[i]);
     }
     if (plan->close_first)
         server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, 0);
     if (!plan->parse)
         return;
-    s->pool->stats.server_parse_count++;
-    server_note_frontend(s, WIRE_FE_PARSE, parse_flags, st->id);
-    if (!server_stmts_add(&s->stmts, st->id))
+    /* Re-creating a statement the server holds prepares nothing new. */
+    if (!plan->kept)
+        s->pool->stats.server_parse_count++;
+    server_note_frontend(s, WIRE_FE_PARSE, parse_flags | (plan->kept ? OWED_KEPT : 0), st->id);
+    if (!server_stmts_prepared(&s->stmts, st->id))
         s->close_needed = true;
 }
 
@@ -904,6 +1709,58 @@ static bool body_well_formed(uint8_t type, const uint8_t *body, uint32_t len)
     if (len < 2 || (body[0] != 'S' && body[0] != 'P'))
         return false;
     return memchr(body + 1, 0, len - 1) == body + len - 1;
+}
+
+/* The client's Parse of a name it has prepared already must fail with 42P05, as on
+ * PostgreSQL, whatever else is in the pipeline. The server is made to say so itself: a Parse
+ * of that name (an empty query, its answer swallowed) goes first, then the client's own Parse
+ * as it is, which the server refuses and then skips to Sync. The server is closed when it is
+ * released, since it now holds a statement under the client's name. */
+static enum rewrite_result refuse_name_reuse(struct client *c, struct server *s, uint32_t m,
+                                             uint32_t total)
+{
+    const char *name = (const char *)c->conn.buf->data + m + WIRE_HEADER_LEN;
+    log_info("pool", "client %llu: prepared statement '%.64s' was already prepared",
+             (unsigned long long)c->id, name);
+    /* The Parse of that name: an empty query, no parameter types (a rare path: malloc). */
+    size_t name_len = strlen(name);
+    size_t cap = WIRE_HEADER_LEN + name_len + 4;
+    uint8_t *msg = malloc(cap);
+    if (!msg)
+        return RW_TOO_BIG;
+    struct wire_buf w;
+    wire_buf_init(&w, msg, cap);
+    size_t mm = wire_msg_begin(&w, WIRE_FE_PARSE);
+    wire_put_bytes(&w, name, name_len + 1);
+    wire_put_u8(&w, 0);
+    wire_put_u8(&w, 0);
+    wire_put_u8(&w, 0);
+    wire_msg_end(&w, mm);
+    uint32_t placed = 0;
+    enum rewrite_result r =
+        w.overflow ? RW_TOO_BIG : replace_bytes(c, s, &m, 0, msg, (uint32_t)w.len, &placed);
+    free(msg);
+    if (r != RW_DONE)
+        return r;
+    server_note_frontend(s, WIRE_FE_PARSE, OWED_SWALLOW, 0);
+    server_note_frontend(s, WIRE_FE_PARSE, 0, 0);
+    s->close_needed = true;
+    c->conn.scan = m + placed + total;
+    c->conn.body_left = 0;
+    return RW_DONE;
+}
+
+/* A new binding of the client's, confirmed by its ParseComplete (client_note_server_message). */
+static void note_named_parse(struct client *c, const struct client_stmt *cs)
+{
+    if (!c->session)
+        return;
+    struct pending e = {.group = c->session->sent + 1,
+                        .kind = PENDING_PARSE,
+                        .param = -1,
+                        .seq = cs->seq,
+                        .name = (char *)cs->name};
+    (void)pending_push(c, &e); /* copies the name */
 }
 
 static enum rewrite_result rewrite_message(struct client *c, struct server *s, uint8_t type,
@@ -940,14 +1797,15 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         struct prepared_stmt *st = cs->stmt;
         size_t portal_len = strlen(portal), name_len = strlen(name);
         uint32_t prefix_old = (uint32_t)(WIRE_HEADER_LEN + portal_len + 1 + name_len + 1);
-        size_t repl_cap = st->body_len + 3 * 64 + portal_len + 64;
+        struct stmt_plan plan;
+        plan_statement(c, s, st, false, &plan);
+        size_t repl_cap = plan_bytes(&plan, st) + WIRE_HEADER_LEN + portal_len + STMT_NAME_MAX + 2;
         uint8_t small[512];
         uint8_t *repl = repl_cap <= sizeof(small) ? small : malloc(repl_cap);
         if (!repl)
             return RW_TOO_BIG;
         struct wire_buf w;
         wire_buf_init(&w, repl, repl_cap);
-        struct stmt_plan plan = plan_statement(c, s, st, false);
         put_plan(c, &w, st, &plan);
         wire_put_u8(&w, WIRE_FE_BIND);
         wire_put_u32(&w, (uint32_t)(len + 4 - name_len + st->name_len));
@@ -987,12 +1845,23 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         return RW_BAD;
     if (type == WIRE_FE_PARSE) {
         const char *name = (const char *)body;
+        const struct client_stmt *bound = client_stmt_find(c->stmts, name);
+        if (bound && bound->confirmed)
+            return refuse_name_reuse(c, s, m, (uint32_t)total);
         const uint8_t *rest = (const uint8_t *)memchr(body, 0, len) + 1;
         size_t rest_len = len - (size_t)(rest - body);
         char *cname = strdup(name); /* the name's bytes are about to be replaced */
         struct prepared_stmt *st = cname ? stmt_registry_get(&p->stmts, rest, rest_len) : NULL;
-        size_t repl_cap = rest_len + 3 * 64 + 32;
-        uint8_t *repl = st ? malloc(repl_cap) : NULL;
+        if (!st) {
+            free(cname);
+            return RW_TOO_BIG;
+        }
+        /* Sent even when the server already has it (re-created, Close first) so the
+         * client gets exactly one ParseComplete for its Parse, in order. */
+        struct stmt_plan plan;
+        plan_statement(c, s, st, true, &plan);
+        size_t repl_cap = plan_bytes(&plan, st);
+        uint8_t *repl = malloc(repl_cap);
         if (!repl) {
             stmt_unref(&p->stmts, st);
             free(cname);
@@ -1000,9 +1869,6 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         }
         struct wire_buf w;
         wire_buf_init(&w, repl, repl_cap);
-        /* Sent even when the server already has it (re-created, Close first) so the
-         * client gets exactly one ParseComplete for its Parse, in order. */
-        struct stmt_plan plan = plan_statement(c, s, st, true);
         put_plan(c, &w, st, &plan);
         uint32_t placed = 0;
         enum rewrite_result r = w.overflow ? RW_TOO_BIG
@@ -1019,9 +1885,13 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         s->pool->stats.client_parse_count++;
         note_plan(s, st, &plan, 0);
         /* After note_plan: this may drop the last reference to the client's old statement,
-         * never to st. */
-        if (!client_stmt_set(&p->stmts, &c->stmts, cname, st))
+         * never to st. Once the server's ParseComplete confirms the binding, the name cannot
+         * be prepared again (refuse_name_reuse). */
+        struct client_stmt *cs = client_stmt_set(&p->stmts, &c->stmts, cname, st);
+        if (!cs)
             s->close_needed = true;
+        else
+            note_named_parse(c, cs);
         free(cname);
         return RW_DONE;
     }
@@ -1032,16 +1902,17 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     if (!cs)
         return stmt_registry_owns_name(&p->stmts, name) ? RW_RESERVED : RW_PASS;
     struct prepared_stmt *st = cs->stmt;
-    size_t repl_cap = st->body_len + 4 * 64 + 32;
+    struct stmt_plan plan = {0};
+    if (type == WIRE_FE_DESCRIBE)
+        plan_statement(c, s, st, false, &plan);
+    size_t repl_cap = plan_bytes(&plan, st) + WIRE_HEADER_LEN + STMT_NAME_MAX + 2;
     uint8_t small[512];
     uint8_t *repl = repl_cap <= sizeof(small) ? small : malloc(repl_cap);
     if (!repl)
         return RW_TOO_BIG;
     struct wire_buf w;
     wire_buf_init(&w, repl, repl_cap);
-    struct stmt_plan plan = {0};
     if (type == WIRE_FE_DESCRIBE) {
-        plan = plan_statement(c, s, st, false);
         put_plan(c, &w, st, &plan);
         size_t mm = wire_msg_begin(&w, WIRE_FE_DESCRIBE);
         wire_put_u8(&w, 'S');
@@ -1111,6 +1982,10 @@ static enum scan_result client_scan(struct client *c, struct server *s)
             c->owed_wait = true;
             return SCAN_BLOCKED;
         }
+        /* Before a rewrite changes it (looking again at a message a rewrite waits for
+         * changes nothing). */
+        note_client_message(c, type, b->data + cn->scan + WIRE_HEADER_LEN,
+                            b->end - cn->scan - WIRE_HEADER_LEN, len);
         if (s->pool->mode != POOL_MODE_SESSION &&
             (type == WIRE_FE_PARSE || type == WIRE_FE_BIND || type == WIRE_FE_DESCRIBE ||
              type == WIRE_FE_CLOSE)) {
@@ -1211,6 +2086,11 @@ static void console_pump(struct client *c)
             return;
         }
         console_out_init(c->console);
+        if (type == WIRE_FE_QUERY) {
+            /* A console command is a transaction and a query of "pgbouncer" (PgBouncer). */
+            c->pool->stats.xact_count++;
+            c->pool->stats.query_count++;
+        }
         if (console_handle_message(p, (enum console_access)c->console_access, type, body, len,
                                    &c->console_skipping, c->console) != CONSOLE_ANSWERED) {
             client_fail(c, "08P01", "invalid message on the admin console");
@@ -1310,6 +2190,7 @@ bool client_reclaim_server(struct client *c, const char *why)
     s->client = NULL;
     c->reclaimed = true;
     c->request_us = 0;
+    forget_requests(c); /* rolled back: its SETs with it */
     s->last_used_us = pooler_now(p);
     log_info("pool", "client %llu: transaction rolled back and server %llu returned to the pool: %s",
              (unsigned long long)c->id, (unsigned long long)s->id, why);
@@ -1484,6 +2365,16 @@ void client_pump(struct client *c)
                 return; /* waiting, or failed and closed */
         }
         struct server *s = c->server;
+        /* Its own RESET or SET left the server with other values than the client's (its
+         * startup ones): set them before its next request. */
+        if (c->session && c->session->resync && !server_owes_answers(s) &&
+            !client_sync_server_params(c, s)) {
+            c->server = NULL;
+            s->client = NULL;
+            server_close(s, "could not send SET");
+            client_fail(c, "08006", "server connection failed");
+            return;
+        }
         uint32_t scan_before = c->conn.scan;
         int64_t sent_before = c->pool->stats.bytes_received;
         enum scan_result sr = client_scan(c, s);

@@ -30,7 +30,26 @@ bool client_reclaim_server(struct client *c, const char *why);
 bool client_cancel_query(struct client *c);
 /* Pool's first server logged in: finish the logins of waiting clients. */
 void client_finish_login(struct client *c);
+/* Frees what the client module keeps for c (its login state, its session): when c closes. */
 void client_login_free(struct client *c);
+/* The user the client logged in as (console clients included). */
+const char *client_user_name(const struct client *c);
+
+/* Sends s, as one pooler query answered before the client's next request, the SET and RESET
+ * statements that give it c's session parameters; records them as s's. False when it could
+ * not be sent. Called when c is given s. */
+__attribute__((warn_unused_result)) bool client_sync_server_params(struct client *c,
+                                                                   struct server *s);
+/* The client's transaction ended (ReadyForQuery outside a transaction block, or its server
+ * released): counted in its pool's statistics once. */
+void client_end_transaction(struct client *c);
+/* A message from s as server_scan reads it, for its client's session: ParameterStatus,
+ * CommandComplete, ErrorResponse, ReadyForQuery and ParseComplete, after the owed model took
+ * it. ours: it answers the client's own messages (not the pooler's queries, nor messages the
+ * pooler injected). body is NULL when the message is not whole in the buffer. s may have no
+ * client (a reset or check query). */
+void client_note_server_message(struct server *s, bool ours, uint8_t type, const uint8_t *body,
+                                uint32_t len);
 
 /* Answers the console commands whose condition now holds (PAUSE, WAIT_CLOSE); the janitor
  * calls it. */

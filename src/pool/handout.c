@@ -1,18 +1,25 @@
 /* Handing servers to clients and taking them back: link a waiting client to an idle server
  * (after a check query when the server sat unused too long), launch servers within the pool's
- * limits, release a server at the end of a transaction (reset query, cancel in flight,
- * lifetime), and the background health probes. */
+ * limits (closing an idle server of another pool when max_db_connections or
+ * max_user_connections is what stands in the way), release a server at the end of a
+ * transaction (reset query, cancel in flight, lifetime), and the background health probes. */
 #include "pool/handout.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "manager/snapshot.h"
 #include "pool/client.h"
 #include "pool/objects.h"
 #include "pool/server.h"
 #include "pool/states.h"
+
+/* A server reused within this long of its release was read from moments ago; one idle longer
+ * is asked whether PostgreSQL closed it meanwhile (one non-blocking peek) before a client
+ * gets it. Under load servers come back far sooner, so the hot path pays nothing. */
+#define IDLE_PEEK_AFTER_US 10000
 
 int pool_db_server_count(struct pooler *p, const char *db_name)
 {
@@ -36,11 +43,59 @@ int pool_user_server_count(struct pooler *p, const char *user)
     return n;
 }
 
-static bool server_needs_check(struct server *s, int64_t now)
+/* Servers that can serve a client now or soon: logged in and not marked to be closed. */
+static int usable_servers(const struct pool *pool)
 {
-    const struct pooler_config *cfg = s->pool->pooler->cfg;
-    return cfg->server_check_delay_ms > 0 &&
-           now - s->last_used_us > cfg->server_check_delay_ms * 1000;
+    int n = 0;
+    const struct plist *lists[] = {&pool->idle_servers, &pool->active_servers,
+                                   &pool->tested_servers, &pool->canceling_servers};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        for (const struct plist *m = lists[i]->next; m != lists[i]; m = m->next)
+            n += !plist_entry(m, struct server, node)->close_needed;
+    return n;
+}
+
+bool pool_login_failing(const struct pool *pool)
+{
+    return pool->last_error && pool->retry_after_us > pooler_now(pool->pooler) &&
+           plist_empty(&pool->login_servers) && pool->n_servers == 0;
+}
+
+/* server_check_delay = 0 checks a server before every reuse (PgBouncer), but not one that
+ * has just logged in or answered its check or reset query. */
+static bool server_needs_check(const struct server *s, int64_t now)
+{
+    int64_t delay_ms = s->pool->pooler->cfg->server_check_delay_ms;
+    if (delay_ms == 0)
+        return s->used_since_ready;
+    return now - s->last_used_us > delay_ms * 1000;
+}
+
+/* The first idle server that may be handed out now, or NULL. On the way, servers marked to be
+ * closed (RECONNECT, a changed database entry, an ErrorResponse while idle) and servers that
+ * PostgreSQL closed are closed, and servers due a check are sent their check query (they are
+ * back in the pool once it is answered). */
+static struct server *take_idle_server(struct pool *pool, int64_t now)
+{
+    const char *check = pool->pooler->cfg->server_check_query;
+    struct plist *n;
+    while ((n = plist_first(&pool->idle_servers)) != NULL) {
+        struct server *s = plist_entry(n, struct server, node);
+        if (s->close_needed) {
+            server_close(s, "obsolete connection");
+            continue;
+        }
+        if (now - s->last_used_us >= IDLE_PEEK_AFTER_US && !server_idle_alive(s))
+            continue;
+        if (server_needs_check(s, now)) {
+            server_change_state(s, SV_TESTED);
+            if (!server_send_internal_query(s, check))
+                server_close(s, "check query could not be sent");
+            continue;
+        }
+        return s;
+    }
+    return NULL;
 }
 
 static void link_client(struct client *c, struct server *s)
@@ -57,6 +112,10 @@ static void link_client(struct client *c, struct server *s)
     }
     c->server = s;
     s->client = c;
+    s->used_since_ready = true;
+    /* server_lifetime = 0: the server serves this one client, then is closed. */
+    if (!s->expire_us && s->pool->server_lifetime_ms == 0)
+        s->expire_us = now;
     c->pool->stats.server_assignments++;
     c->request_us = now;
     s->last_used_us = now;
@@ -80,66 +139,108 @@ static void link_client(struct client *c, struct server *s)
     }
 }
 
+/* A client that needs a server while the pooler shuts down: PgBouncer's messages. False when
+ * the client was closed. */
+static bool may_wait_during_shutdown(struct client *c)
+{
+    struct pooler *p = c->pooler;
+    if (p->run_state == POOLER_SHUTDOWN_SERVERS) {
+        client_fail(c, "08P01", "server shutting down");
+        return false;
+    }
+    if (p->shutdown_since_us && c->connect_us >= p->shutdown_since_us) {
+        client_fail(c, "08P01", "pooler is shutting down");
+        return false;
+    }
+    return true;
+}
+
 void pool_request_server(struct client *c)
 {
     struct pool *pool = c->pool;
     struct pooler *p = c->pooler;
     int64_t now = pooler_now(p);
-    if (p->run_state == POOLER_RUNNING || p->run_state == POOLER_SHUTDOWN_CLIENTS) {
-        struct plist *n;
-        while ((n = plist_first(&pool->idle_servers)) != NULL) {
-            struct server *s = plist_entry(n, struct server, node);
-            if (server_needs_check(s, now)) {
-                const char *q = p->cfg->server_check_query;
-                server_change_state(s, SV_TESTED);
-                if (!server_send_internal_query(s, q))
-                    server_close(s, "check query could not be sent");
-                continue;
-            }
-            if (plist_empty(&pool->waiting_clients) || c->state == CL_WAITING) {
-                link_client(c, s);
-                return;
-            }
-            break;
+    if (!may_wait_during_shutdown(c))
+        return;
+    if ((p->run_state == POOLER_RUNNING || p->run_state == POOLER_SHUTDOWN_CLIENTS) &&
+        !pool->db_paused && (plist_empty(&pool->waiting_clients) || c->state == CL_WAITING)) {
+        struct server *s = take_idle_server(pool, now);
+        if (s) {
+            link_client(c, s);
+            return;
         }
     }
     if (c->state != CL_WAITING)
         client_change_state(c, CL_WAITING);
-    if (pool->retry_after_us > now && pool->last_error && plist_empty(&pool->login_servers) &&
-        pool->n_servers == 0) {
-        client_fail(c, pool->last_sqlstate, "%s", pool->last_error);
+    /* PgBouncer's fast fail: while logins keep failing and no server is left, a client is
+     * told at once instead of queueing behind a retry that is not due yet. */
+    if (pool_login_failing(pool)) {
+        client_fail(c, pool->last_sqlstate,
+                    "server login has been failing, cached error: %s (server_login_retry)",
+                    pool->last_error);
         return;
     }
     pool_activate(pool);
 }
 
-static int pool_limit(struct pool *pool, int64_t now)
-{
-    int limit = pool->pool_size;
-    struct plist *first = plist_first(&pool->waiting_clients);
-    if (first && pool->reserve_pool > 0) {
-        struct client *c = plist_entry(first, struct client, node);
-        if (now - c->state_us >= pool->pooler->cfg->reserve_pool_timeout_ms * 1000)
-            limit += pool->reserve_pool;
-    }
-    return limit;
-}
+/* Whether a server may be launched for pool now, and if not, what is in the way. */
+enum launch_verdict {
+    LAUNCH_OK,
+    LAUNCH_NOT_NOW,   /* paused, shutting down, or server_login_retry after a failed login */
+    LAUNCH_POOL_FULL, /* pool_size, plus reserve_pool_size once a client waited
+                         reserve_pool_timeout */
+    LAUNCH_DB_FULL,   /* max_db_connections over the database's pools */
+    LAUNCH_USER_FULL, /* max_user_connections over the user's pools */
+};
 
-static bool pool_may_launch(struct pool *pool, int64_t now)
+/* reserve: the reserve pool may be used (launches for waiting clients; min_pool_size never
+ * takes it). */
+static enum launch_verdict launch_verdict(struct pool *pool, int64_t now, bool reserve)
 {
     struct pooler *p = pool->pooler;
-    if (p->run_state == POOLER_SHUTDOWN_SERVERS)
-        return false;
-    if (now < pool->retry_after_us)
-        return false;
-    if (pool->n_servers >= pool_limit(pool, now))
-        return false;
+    if (p->run_state != POOLER_RUNNING && p->run_state != POOLER_SHUTDOWN_CLIENTS)
+        return LAUNCH_NOT_NOW;
+    if (pool->db_paused || now < pool->retry_after_us)
+        return LAUNCH_NOT_NOW;
+    int limit = pool->pool_size;
+    struct plist *first = plist_first(&pool->waiting_clients);
+    if (reserve && first && pool->reserve_pool > 0 &&
+        now - plist_entry(first, struct client, node)->state_us >=
+            p->cfg->reserve_pool_timeout_ms * 1000)
+        limit += pool->reserve_pool;
+    if (pool->n_servers >= limit)
+        return LAUNCH_POOL_FULL;
     if (pool->max_db_connections > 0 &&
         pool_db_server_count(p, pool->db_name) >= pool->max_db_connections)
-        return false;
+        return LAUNCH_DB_FULL;
     if (pool->max_user_connections > 0 &&
         pool_user_server_count(p, pool->user_name) >= pool->max_user_connections)
+        return LAUNCH_USER_FULL;
+    return LAUNCH_OK;
+}
+
+/* Makes room under max_db_connections (why = LAUNCH_DB_FULL) or max_user_connections
+ * (LAUNCH_USER_FULL) for a client that waits: closes the idle server that has been unused
+ * longest among the pools of pool's database or user, as PgBouncer evicts. False when none
+ * of them has an idle server. */
+static bool evict_idle_server(struct pool *pool, enum launch_verdict why)
+{
+    struct server *oldest = NULL;
+    struct pooler *p = pool->pooler;
+    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
+        struct pool *other = plist_entry(it, struct pool, node);
+        bool shares = why == LAUNCH_DB_FULL ? !strcmp(other->db_name, pool->db_name)
+                                            : !strcmp(other->user_name, pool->user_name);
+        if (!shares || plist_empty(&other->idle_servers))
+            continue;
+        /* Idle servers are kept most recently used first: the last one waited longest. */
+        struct server *s = plist_entry(other->idle_servers.prev, struct server, node);
+        if (!oldest || s->last_used_us < oldest->last_used_us)
+            oldest = s;
+    }
+    if (!oldest)
         return false;
+    server_close(oldest, "evicted");
     return true;
 }
 
@@ -147,24 +248,16 @@ void pool_activate(struct pool *pool)
 {
     struct pooler *p = pool->pooler;
     /* PAUSE and the SIGINT shutdown hand out no servers: clients queue until RESUME. */
-    if (p->run_state == POOLER_PAUSED || p->run_state == POOLER_SHUTDOWN_SERVERS ||
-        pool->db_paused)
+    if (p->run_state == POOLER_PAUSED || p->run_state == POOLER_SHUTDOWN_SERVERS || pool->db_paused)
         return;
     int64_t now = pooler_now(p);
     for (;;) {
         struct plist *cn = plist_first(&pool->waiting_clients);
         if (!cn)
             break;
-        struct plist *sn = plist_first(&pool->idle_servers);
-        if (!sn)
+        struct server *s = take_idle_server(pool, now);
+        if (!s)
             break;
-        struct server *s = plist_entry(sn, struct server, node);
-        if (server_needs_check(s, now)) {
-            server_change_state(s, SV_TESTED);
-            if (!server_send_internal_query(s, p->cfg->server_check_query))
-                server_close(s, "check query could not be sent");
-            continue;
-        }
         struct client *c = plist_entry(cn, struct client, node);
         link_client(c, s);
         if (c->server == s)
@@ -174,24 +267,51 @@ void pool_activate(struct pool *pool)
      * (the steady state under load) returns before counting anything. */
     if (plist_empty(&pool->waiting_clients) && plist_empty(&pool->waiting_login_clients))
         return;
-    if (!pool_may_launch(pool, now))
+    enum launch_verdict v = launch_verdict(pool, now, true);
+    if (v == LAUNCH_NOT_NOW || v == LAUNCH_POOL_FULL)
         return;
     size_t want = plist_count(&pool->waiting_clients);
     if (!pool->welcome_ready && !plist_empty(&pool->waiting_login_clients))
         want++;
     size_t launching = plist_count(&pool->login_servers) + plist_count(&pool->tested_servers);
-    while (want > launching && pool_may_launch(pool, now)) {
-        if (!server_launch(pool)) {
-            pool_fail_waiters(pool); /* e.g. the unix socket is not there */
+    while (want > launching) {
+        v = launch_verdict(pool, now, true);
+        if ((v == LAUNCH_DB_FULL || v == LAUNCH_USER_FULL) && evict_idle_server(pool, v))
+            continue;
+        if (v != LAUNCH_OK)
             break;
-        }
+        if (pool->n_servers >= pool->pool_size)
+            log_warning("pool", "%s/%s: taking connection from reserve_pool", pool->db_name,
+                        pool->user_name);
+        /* A launch that fails at once (the unix socket is not there) is a failed login:
+         * clients stay queued for the retry, as after any other connect failure. */
+        if (!server_launch(pool))
+            break;
         launching++;
+    }
+}
+
+void pool_keep_min_size(struct pool *pool)
+{
+    struct pooler *p = pool->pooler;
+    if (p->run_state != POOLER_RUNNING || pool->min_pool_size <= 0)
+        return;
+    /* min_pool_size is kept for pools that have clients, and for a forced-user database's
+     * pool even before any (PgBouncer); never beyond pool_size, nor past
+     * max_db_connections / max_user_connections (nothing is evicted for it). */
+    if (pool->n_clients == 0 && !pool->forced_user)
+        return;
+    int64_t now = pooler_now(p);
+    while (pool->n_servers < pool->min_pool_size && launch_verdict(pool, now, false) == LAUNCH_OK &&
+           server_launch(pool)) {
     }
 }
 
 void pool_fail_waiters(struct pool *pool)
 {
-    if (pool->n_servers > 0 || !pool->last_error)
+    /* A server still in use keeps the pool working: its clients go on, and the waiting ones
+     * get it in turn. Servers marked to be closed do not count: they leave once released. */
+    if (!pool->last_error || usable_servers(pool) > 0)
         return;
     struct plist *n;
     while ((n = plist_first(&pool->waiting_login_clients)) != NULL)
@@ -248,16 +368,25 @@ void pool_note_probe(struct server *s, bool ok, const char *error)
     s->probe_start_us = 0;
 }
 
+static bool server_expired(const struct server *s, int64_t now)
+{
+    return s->expire_us && now >= s->expire_us;
+}
+
 void pool_server_ready(struct server *s)
 {
     struct pool *pool = s->pool;
     int64_t now = pooler_now(pool->pooler);
-    if (s->close_needed || (s->expire_us && now >= s->expire_us)) {
-        server_close(s, s->close_needed ? "configuration changed" : "server_lifetime reached");
+    /* A fresh login is never past its lifetime here: with server_lifetime = 0 it still has
+     * its one client to serve. */
+    if (s->close_needed || (s->used_since_ready && server_expired(s, now))) {
+        server_close(s,
+                     s->close_needed ? "database configuration changed" : "server lifetime over");
         pool_activate(pool);
         return;
     }
     s->last_used_us = now;
+    s->used_since_ready = false;
     server_change_state(s, SV_IDLE);
     if (pool->welcome_ready) {
         struct plist *n;
@@ -293,8 +422,9 @@ void pool_release_server(struct server *s)
         server_change_state(s, SV_BEING_CANCELED);
         return;
     }
-    if (s->close_needed || (s->expire_us && now >= s->expire_us)) {
-        server_close(s, s->close_needed ? "configuration changed" : "server_lifetime reached");
+    if (s->close_needed || server_expired(s, now)) {
+        server_close(s,
+                     s->close_needed ? "database configuration changed" : "server lifetime over");
         pool_activate(pool);
         return;
     }

@@ -13,9 +13,17 @@ void pool_activate(struct pool *pool);
 void pool_request_server(struct client *c);
 /* The linked client is done with s (transaction end or client gone). */
 void pool_release_server(struct server *s);
-/* Server logins for pool are failing and none is left: tell every waiting client now
- * instead of letting it sit until query_wait_timeout (PgBouncer does the same). */
+/* The server refused a login for pool (an ErrorResponse other than 57P03, or credentials the
+ * pooler cannot use): every waiting client would get the same answer, so each gets
+ * pool->last_error now, unless a usable server is left (PgBouncer's kill_pool_logins). A
+ * server that could not be reached leaves the clients queued for the retry instead. */
 void pool_fail_waiters(struct pool *pool);
+/* Logins for pool have been failing, the retry (server_login_retry) is not due yet, and the
+ * pool has no server at all: a client that needs one is told pool->last_error at once. */
+bool pool_login_failing(const struct pool *pool);
+/* Opens servers up to min_pool_size (the janitor): for pools with clients, and for a
+ * forced-user database's pool even without any. */
+void pool_keep_min_size(struct pool *pool);
 /* The server finished login or a reset/check query. */
 void pool_server_ready(struct server *s);
 /* Sends a health probe (server_check_query, default the empty query) to an idle server; it

@@ -2,6 +2,8 @@
  * failed logins, and the end of a graceful shutdown. Runs off the hot path. */
 #include "pool/janitor.h"
 
+#include <string.h>
+
 #include "common/log.h"
 #include "pool/cancel.h"
 #include "pool/client.h"
@@ -9,46 +11,75 @@
 #include "pool/objects.h"
 #include "pool/server.h"
 
+/* Why a client that waits for a server is given up on now, or NULL (PgBouncer's janitor). */
+static const char *waiting_too_long(const struct pool *pool, const struct client *c, int64_t now)
+{
+    const struct pooler_config *cfg = pool->pooler->cfg;
+    int64_t waited = now - c->state_us;
+    /* Told at the janitor's first pass after the command, as PgBouncer's maintenance does
+     * (a loop turn's time is cached: the pass the command runs itself has now == since). */
+    if (pool->pooler->run_state == POOLER_SHUTDOWN_SERVERS && now > pool->pooler->shutdown_since_us)
+        return "server shutting down";
+    if (pool->query_timeout_ms > 0 && waited > pool->query_timeout_ms * 1000)
+        return "query_timeout";
+    if (cfg->query_wait_timeout_ms > 0 && waited > cfg->query_wait_timeout_ms * 1000)
+        return "query_wait_timeout";
+    /* A client that never got the pool's welcome waits for a server that does not come. */
+    if (c->state == CL_WAITING_LOGIN && !pool->welcome_ready && cfg->client_login_timeout_ms > 0 &&
+        now - c->connect_us > cfg->client_login_timeout_ms * 1000)
+        return "client_login_timeout (server down)";
+    return NULL;
+}
+
+static void fail_waiting(struct pool *pool, struct plist *list, int64_t now)
+{
+    struct plist *n, *tmp;
+    plist_for_each_safe(n, tmp, list)
+    {
+        struct client *c = plist_entry(n, struct client, node);
+        const char *why = waiting_too_long(pool, c, now);
+        if (!why)
+            continue;
+        /* A wait that ends because logins keep failing says so. */
+        if (pool->last_error)
+            client_fail(c, "08P01", "%s (server login has been failing: %s)", why,
+                        pool->last_error);
+        else
+            client_fail(c, "08P01", "%s", why);
+    }
+}
+
 static void check_pool(struct pool *pool, int64_t now)
 {
     const struct pooler_config *cfg = pool->pooler->cfg;
     struct plist *n, *tmp;
 
-    if (cfg->query_wait_timeout_ms > 0) {
-        int64_t limit = cfg->query_wait_timeout_ms * 1000;
-        plist_for_each_safe(n, tmp, &pool->waiting_clients)
-        {
-            struct client *c = plist_entry(n, struct client, node);
-            if (now - c->state_us > limit)
-                client_fail(c, "08P01", "query_wait_timeout");
-        }
-        plist_for_each_safe(n, tmp, &pool->waiting_login_clients)
-        {
-            struct client *c = plist_entry(n, struct client, node);
-            if (now - c->state_us > limit)
-                client_fail(c, "08P01", "query_wait_timeout");
-        }
-    }
+    fail_waiting(pool, &pool->waiting_clients, now);
+    fail_waiting(pool, &pool->waiting_login_clients, now);
 
+    /* PgBouncer's wording: "query timeout" and "idle transaction timeout"; the setting's name
+     * follows in parentheses. */
     plist_for_each_safe(n, tmp, &pool->active_clients)
     {
         struct client *c = plist_entry(n, struct client, node);
         struct server *s = c->server;
         if (!s) {
-            if (cfg->client_idle_timeout_ms > 0 &&
-                now - c->active_us > cfg->client_idle_timeout_ms * 1000)
+            if (pool->client_idle_timeout_ms > 0 &&
+                now - c->active_us > pool->client_idle_timeout_ms * 1000)
                 client_fail(c, "08P01", "client_idle_timeout");
             continue;
         }
         bool busy = server_owes_answers(s);
-        if (busy && cfg->query_timeout_ms > 0 && c->request_us &&
-            now - c->request_us > cfg->query_timeout_ms * 1000) {
-            client_fail(c, "57014", "query_timeout");
+        if (busy && pool->query_timeout_ms > 0 && c->request_us &&
+            now - c->request_us > pool->query_timeout_ms * 1000) {
+            client_fail(c, "57014", "query timeout (query_timeout)");
             continue;
         }
-        if (!busy && s->xact != WIRE_XACT_IDLE && cfg->idle_transaction_timeout_ms > 0 &&
-            now - c->active_us > cfg->idle_transaction_timeout_ms * 1000)
-            client_fail(c, "25P03", "idle_transaction_timeout");
+        /* Idle in a transaction since the server's last ReadyForQuery (PgBouncer counts
+         * from the server's side: a long query is not idleness). */
+        if (!busy && s->xact != WIRE_XACT_IDLE && pool->idle_transaction_timeout_ms > 0 &&
+            now - s->ready_us > pool->idle_transaction_timeout_ms * 1000)
+            client_fail(c, "25P03", "idle transaction timeout (idle_transaction_timeout)");
     }
 
     plist_for_each_safe(n, tmp, &pool->login_servers)
@@ -56,8 +87,7 @@ static void check_pool(struct pool *pool, int64_t now)
         struct server *s = plist_entry(n, struct server, node);
         if (now - s->connect_us > cfg->server_connect_timeout_ms * 1000) {
             log_warning("pool", "%s/%s: server_connect_timeout", pool->db_name, pool->user_name);
-            server_close(s, "server_connect_timeout");
-            pool->retry_after_us = now + cfg->server_login_retry_ms * 1000;
+            server_login_failed(s, "08006", "connect timeout");
         }
     }
 
@@ -69,20 +99,33 @@ static void check_pool(struct pool *pool, int64_t now)
         struct server *s = plist_entry(n, struct server, node);
         if (paused)
             server_close(s, "pause mode");
-        else if (s->close_needed || (s->expire_us && now >= s->expire_us))
-            server_close(s, s->close_needed ? "configuration changed" : "server_lifetime reached");
+        else if (s->close_needed)
+            server_close(s, "database configuration changed");
+        else if (s->expire_us && now >= s->expire_us)
+            server_close(s, "server lifetime over");
         else if (cfg->server_idle_timeout_ms > 0 && pool->n_servers > pool->min_pool_size &&
                  now - s->last_used_us > cfg->server_idle_timeout_ms * 1000)
-            server_close(s, "server_idle_timeout");
+            server_close(s, "server idle timeout");
     }
 
-    /* min_pool_size is kept only for pools that have clients, as PgBouncer does. */
-    if (pool->n_clients > 0 && pool->pooler->run_state == POOLER_RUNNING && !pool->db_paused) {
-        while (pool->n_servers < pool->min_pool_size && now >= pool->retry_after_us &&
-               server_launch(pool)) {
-        }
-    }
+    pool_keep_min_size(pool);
     pool_activate(pool);
+}
+
+/* A forced-user database with a min_pool_size has its pool before any client comes, so that
+ * the janitor keeps its servers open (PgBouncer; other pools exist once a client logs in). */
+static void create_forced_pools(struct pooler *p)
+{
+    const struct pooler_config *cfg = p->cfg;
+    if (p->run_state != POOLER_RUNNING)
+        return;
+    for (size_t i = 0; i < cfg->n_dbs; i++) {
+        const struct pooler_db_config *db = &cfg->dbs[i];
+        int min = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
+        if (db->user && min > 0 && strcmp(db->name, "*") != 0 &&
+            !pool_get(p, db, db->name, db->user))
+            log_warning("pool", "%s/%s: out of memory for the pool", db->name, db->user);
+    }
 }
 
 static bool any_active_servers(struct pooler *p)
@@ -144,6 +187,7 @@ void janitor_run(void *arg)
             now - c->connect_us > cfg->client_login_timeout_ms * 1000)
             client_fail(c, "08P01", "client_login_timeout");
     }
+    create_forced_pools(p);
     for (n = p->pools.next; n != &p->pools; n = n->next)
         check_pool(plist_entry(n, struct pool, node), now);
     cancel_reqs_expire(p, now);

@@ -71,6 +71,9 @@ void pool_apply_config(struct pool *pool)
     free(pool->connect_query);
     pool->connect_query = dup_or_null(db->connect_query);
 
+    /* A [users] setting beats the database's, which beats [pgbouncer] (PgBouncer's order).
+     * The user is the pool's: for a forced-user database, the forced user's entry applies,
+     * never the entry of whoever logged in. */
     int mode = cfg->pool_mode;
     if (db->pool_mode >= 0)
         mode = db->pool_mode;
@@ -86,10 +89,23 @@ void pool_apply_config(struct pool *pool)
     }
     pool->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
     pool->reserve_pool = db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size;
+    if (u && u->reserve_pool_size >= 0)
+        pool->reserve_pool = u->reserve_pool_size;
+    /* 0 in an entry means "no setting here" for these limits, as in PgBouncer. */
     pool->max_db_connections =
-        db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections;
+        db->max_db_connections > 0 ? db->max_db_connections : cfg->max_db_connections;
     pool->max_user_connections =
-        u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections;
+        u && u->max_user_connections > 0 ? u->max_user_connections : cfg->max_user_connections;
+    pool->server_lifetime_ms =
+        db->server_lifetime_ms >= 0 ? db->server_lifetime_ms : cfg->server_lifetime_ms;
+    pool->forced_user = db->user && !strcmp(db->user, pool->user_name);
+    pool->query_timeout_ms =
+        u && u->query_timeout_ms > 0 ? u->query_timeout_ms : cfg->query_timeout_ms;
+    pool->idle_transaction_timeout_ms = u && u->idle_transaction_timeout_ms > 0
+                                            ? u->idle_transaction_timeout_ms
+                                            : cfg->idle_transaction_timeout_ms;
+    pool->client_idle_timeout_ms = u && u->client_idle_timeout_ms > 0 ? u->client_idle_timeout_ms
+                                                                      : cfg->client_idle_timeout_ms;
     if (target_changed) {
         pool->have_addr = false;
         struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
@@ -107,7 +123,11 @@ void pool_apply_config(struct pool *pool)
 struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
                       const char *user)
 {
-    (void)db;
+    /* A database with a forced user has one pool, keyed by that user (PgBouncer keys pools
+     * by database and server user): its pool_size bounds the database's servers however many
+     * client users share it. */
+    if (db->user)
+        user = db->user;
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         struct pool *pool = plist_entry(n, struct pool, node);
         if (!strcmp(pool->db_name, db_name) && !strcmp(pool->user_name, user))
@@ -136,6 +156,71 @@ struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const
     log_debug("pool", "new pool %s/%s (%s mode, size %d)", db_name, user,
               pool_mode_name(pool->mode), pool->pool_size);
     return pool;
+}
+
+/* Clients of the pools of a database. */
+static int db_client_count(const struct pooler *p, const char *db_name)
+{
+    int n = 0;
+    for (const struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
+        const struct pool *pool = plist_entry(it, struct pool, node);
+        if (!strcmp(pool->db_name, db_name))
+            n += pool->n_clients;
+    }
+    return n;
+}
+
+/* Clients of pool that logged in as user: all of them in the user's own pool; in a pool
+ * shared under a forced user (and the console's), each client says who it is. */
+static int pool_clients_of_user(const struct pool *pool, const char *user)
+{
+    if (!pool->forced_user && !pool->is_admin)
+        return strcmp(pool->user_name, user) ? 0 : pool->n_clients;
+    int n = 0;
+    const struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
+                                   &pool->waiting_login_clients};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        for (const struct plist *m = lists[i]->next; m != lists[i]; m = m->next)
+            n += !strcmp(client_user_name(plist_entry(m, struct client, node)), user);
+    return n;
+}
+
+/* Clients (console ones included) that logged in as user. */
+static int user_client_count(const struct pooler *p, const char *user)
+{
+    int n = p->admin_pool ? pool_clients_of_user(p->admin_pool, user) : 0;
+    for (const struct plist *it = p->pools.next; it != &p->pools; it = it->next)
+        n += pool_clients_of_user(plist_entry(it, struct pool, node), user);
+    return n;
+}
+
+const char *pool_login_refusal(const struct pool *pool, const char *login_user,
+                               const char **sqlstate)
+{
+    const struct pooler *p = pool->pooler;
+    const struct pooler_config *cfg = p->cfg;
+    if (!pool->is_admin &&
+        (p->run_state == POOLER_SHUTDOWN_SERVERS || p->run_state == POOLER_SHUTDOWN_CLIENTS)) {
+        *sqlstate = "08P01";
+        return "pooler is shutting down";
+    }
+    const struct pooler_db_config *db =
+        pool->is_admin ? NULL : pooler_config_find_db(cfg, pool->db_name);
+    int max = db && db->max_db_client_connections > 0 ? db->max_db_client_connections
+                                                      : cfg->max_db_client_connections;
+    int clients = pool->is_admin ? pool->n_clients : db_client_count(p, pool->db_name);
+    if (max > 0 && clients >= max) {
+        *sqlstate = "53300";
+        return "client connections exceeded (max_db_client_connections)";
+    }
+    const struct pooler_user_config *u = pooler_config_find_user(cfg, login_user);
+    max = u && u->max_user_client_connections > 0 ? u->max_user_client_connections
+                                                  : cfg->max_user_client_connections;
+    if (max > 0 && user_client_count(p, login_user) >= max) {
+        *sqlstate = "53300";
+        return "client connections exceeded (max_user_client_connections)";
+    }
+    return NULL;
 }
 
 void pool_free(struct pool *pool)
@@ -241,8 +326,10 @@ void client_close(struct client *c, const char *reason)
     if (p->cfg->log_disconnections && c->state != CL_LOGIN) {
         char addr[64];
         net_addr_format(&c->addr, addr, sizeof(addr));
-        log_info("pool", "client %llu %s %s/%s: closing: %s", (unsigned long long)c->id, addr,
-                 c->pool ? c->pool->db_name : "-", c->pool ? c->pool->user_name : "-", reason);
+        log_info("pool", "client %llu %s %s/%s: closing because: %s (age=%llds)",
+                 (unsigned long long)c->id, addr, c->pool ? c->pool->db_name : "-",
+                 c->pool ? c->pool->user_name : "-", reason,
+                 (long long)((pooler_now(p) - c->connect_us) / 1000000));
     }
     struct server *s = c->server;
     if (s) {

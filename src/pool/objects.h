@@ -11,6 +11,16 @@ struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const
  * the connection target changed. */
 void pool_apply_config(struct pool *pool);
 void pool_free(struct pool *pool);
+/* Why a client that authenticated as login_user for pool (the admin pool for a console login)
+ * may not log in now, or NULL; *sqlstate is set with a reason. Refused: a login to a database
+ * while the pooler shuts down (SHUTDOWN WAIT_FOR_SERVERS / WAIT_FOR_CLIENTS, SIGINT,
+ * SIGTERM: the unix socket stays open for the console), and a client beyond
+ * max_db_client_connections (clients of the database, or of the console) or
+ * max_user_client_connections (clients that logged in as login_user, console ones included).
+ * Who is exempt (PgBouncer: admin users on the console) is the caller's to decide. Called
+ * before the client is counted in pool. The returned string is static. */
+const char *pool_login_refusal(const struct pool *pool, const char *login_user,
+                               const char **sqlstate);
 
 struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr);
 /* The logged-in client with this id (as SHOW CLIENTS prints it) in any pool, or NULL. */

@@ -1,5 +1,6 @@
-/* Tracked session parameters: names, the interning table and SET generation. The table is
- * process-wide (single-threaded loop); entries die when their last reference goes. */
+/* Session parameters: the process-wide slots, the interning table and SET generation. Both
+ * tables are process-wide (single-threaded loop); interned values die with their last
+ * reference, slots live as long as the process. */
 #include "pool/params.h"
 
 #include <stdio.h>
@@ -7,33 +8,115 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *const NAMES[PARAM_COUNT] = {
-    [PARAM_CLIENT_ENCODING] = "client_encoding",
-    [PARAM_DATESTYLE] = "DateStyle",
-    [PARAM_TIMEZONE] = "TimeZone",
-    [PARAM_STANDARD_CONFORMING_STRINGS] = "standard_conforming_strings",
-    [PARAM_APPLICATION_NAME] = "application_name",
+struct slot {
+    char name[64];
+    bool tracked; /* one of the five, or listed in track_extra_parameters */
+    bool seen;    /* a server reported it at login */
 };
+
+static struct slot slots[PARAM_COUNT] = {
+    [PARAM_CLIENT_ENCODING] = {"client_encoding", true, true},
+    [PARAM_DATESTYLE] = {"DateStyle", true, true},
+    [PARAM_TIMEZONE] = {"TimeZone", true, true},
+    [PARAM_STANDARD_CONFORMING_STRINGS] = {"standard_conforming_strings", true, true},
+    [PARAM_APPLICATION_NAME] = {"application_name", true, true},
+    [PARAM_FIXED_COUNT] = {"IntervalStyle", true, false}, /* track_extra_parameters' default */
+};
+static int n_slots = PARAM_FIXED_COUNT + 1;
 
 #define TABLE_SIZE 1024
 static struct pstr *table[TABLE_SIZE];
 
 int params_lookup(const char *name)
 {
-    for (int i = 0; i < PARAM_COUNT; i++)
-        if (!strcasecmp(NAMES[i], name))
+    for (int i = 0; i < n_slots; i++)
+        if (!strcasecmp(slots[i].name, name))
             return i;
     return -1;
 }
 
-const char *params_name(enum param_id id)
+static bool name_start(char c)
 {
-    return NAMES[id];
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
 
-static uint32_t hash_str(const char *s, size_t len)
+bool params_valid_name(const char *name)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
+    size_t len = strlen(name);
+    if (len == 0 || len >= sizeof(slots[0].name))
+        return false;
+    bool part_start = true;
+    for (const char *c = name; *c; c++) {
+        if (part_start) {
+            if (!name_start(*c))
+                return false;
+            part_start = false;
+        } else if (*c == '.') {
+            part_start = true;
+        } else if (!name_start(*c) && !(*c >= '0' && *c <= '9') && *c != '$') {
+            return false;
+        }
+    }
+    return !part_start;
+}
+
+int params_register(const char *name)
+{
+    int id = params_lookup(name);
+    if (id >= 0)
+        return id;
+    if (!params_valid_name(name) || n_slots == PARAM_COUNT)
+        return -1;
+    struct slot *s = &slots[n_slots];
+    memset(s, 0, sizeof(*s));
+    memcpy(s->name, name, strlen(name) + 1);
+    return n_slots++;
+}
+
+const char *params_name(int id)
+{
+    return id >= 0 && id < n_slots ? slots[id].name : "";
+}
+
+bool params_reported(int id)
+{
+    return id >= 0 && id < n_slots && (slots[id].tracked || slots[id].seen);
+}
+
+void params_mark_reported(int id)
+{
+    if (id >= 0 && id < n_slots)
+        slots[id].seen = true;
+}
+
+bool params_tracked(int id)
+{
+    return id >= 0 && id < n_slots && slots[id].tracked;
+}
+
+void params_track_extra(const char *list)
+{
+    for (int i = PARAM_FIXED_COUNT; i < n_slots; i++)
+        slots[i].tracked = false;
+    const char *p = list ? list : "";
+    while (*p) {
+        p += strspn(p, ", \t");
+        size_t n = strcspn(p, ", \t");
+        char name[sizeof(slots[0].name)];
+        if (n > 0 && n < sizeof(name)) {
+            memcpy(name, p, n);
+            name[n] = '\0';
+            int id = params_register(name);
+            if (id >= 0)
+                slots[id].tracked = true;
+        }
+        p += n;
+    }
+}
+
+static uint32_t hash_str(const char *s, size_t len, bool sql)
+{
+    uint32_t h = sql ? 0x811c9dc5u ^ 0x5a : 2166136261u; /* FNV-1a; SQL text hashes apart */
     for (size_t i = 0; i < len; i++) {
         h ^= (uint8_t)s[i];
         h *= 16777619u;
@@ -41,13 +124,12 @@ static uint32_t hash_str(const char *s, size_t len)
     return h;
 }
 
-struct pstr *pstr_intern(const char *s)
+static struct pstr *intern(const char *s, size_t len, bool sql)
 {
-    size_t len = strlen(s);
-    uint32_t h = hash_str(s, len);
+    uint32_t h = hash_str(s, len, sql);
     struct pstr **bucket = &table[h % TABLE_SIZE];
     for (struct pstr *p = *bucket; p; p = p->next) {
-        if (p->hash == h && p->len == len && !memcmp(p->str, s, len)) {
+        if (p->hash == h && p->sql == sql && p->len == len && !memcmp(p->str, s, len)) {
             p->refs++;
             return p;
         }
@@ -57,11 +139,23 @@ struct pstr *pstr_intern(const char *s)
         return NULL;
     p->refs = 1;
     p->hash = h;
+    p->sql = sql;
     p->len = len;
-    memcpy(p->str, s, len + 1);
+    memcpy(p->str, s, len);
+    p->str[len] = '\0';
     p->next = *bucket;
     *bucket = p;
     return p;
+}
+
+struct pstr *pstr_intern(const char *s)
+{
+    return intern(s, strlen(s), false);
+}
+
+struct pstr *pstr_intern_sql(const char *s, size_t len)
+{
+    return intern(s, len, true);
 }
 
 struct pstr *pstr_ref(struct pstr *p)
@@ -91,13 +185,46 @@ void pstr_set(struct pstr **slot, const char *value)
     *slot = n;
 }
 
-/* 'value' as an E'' literal: quotes and backslashes doubled, so the result means the same
- * whatever standard_conforming_strings is. */
-static size_t quoted_len(const struct pstr *v)
+void pstr_assign(struct pstr **slot, struct pstr *value)
 {
-    size_t n = 3; /* E'' */
+    if (*slot == value)
+        return;
+    pstr_unref(*slot);
+    *slot = pstr_ref(value);
+}
+
+/* A value as SQL: the text of an SQL value as it is; a string as a literal, '' quoted, or E''
+ * with backslashes doubled too when it has one, so that it means the same whatever
+ * standard_conforming_strings is. */
+static size_t value_len(const struct pstr *v)
+{
+    if (v->sql)
+        return v->len;
+    bool backslash = memchr(v->str, '\\', v->len) != NULL;
+    size_t n = backslash ? 3 : 2;
     for (size_t i = 0; i < v->len; i++)
-        n += (v->str[i] == '\'' || v->str[i] == '\\') ? 2 : 1;
+        n += (v->str[i] == '\'' || (backslash && v->str[i] == '\\')) ? 2 : 1;
+    return n;
+}
+
+static size_t put_value(char *out, const struct pstr *v)
+{
+    if (v->sql) {
+        memcpy(out, v->str, v->len);
+        return v->len;
+    }
+    bool backslash = memchr(v->str, '\\', v->len) != NULL;
+    size_t n = 0;
+    if (backslash)
+        out[n++] = 'E';
+    out[n++] = '\'';
+    for (size_t i = 0; i < v->len; i++) {
+        char ch = v->str[i];
+        if (ch == '\'' || (backslash && ch == '\\'))
+            out[n++] = ch;
+        out[n++] = ch;
+    }
+    out[n++] = '\'';
     return n;
 }
 
@@ -105,9 +232,14 @@ size_t params_set_len(const struct pstr *const want[PARAM_COUNT],
                       const struct pstr *const have[PARAM_COUNT])
 {
     size_t n = 1;
-    for (int i = 0; i < PARAM_COUNT; i++)
-        if (want[i] && want[i] != have[i])
-            n += strlen("SET  = ;") + strlen(NAMES[i]) + quoted_len(want[i]);
+    for (int i = 0; i < n_slots; i++) {
+        if (want[i] == have[i])
+            continue;
+        if (want[i])
+            n += strlen("SET =;") + strlen(slots[i].name) + value_len(want[i]);
+        else
+            n += strlen("RESET ;") + strlen(slots[i].name);
+    }
     return n;
 }
 
@@ -118,21 +250,18 @@ int params_build_set(const struct pstr *const want[PARAM_COUNT],
         return -1;
     int count = 0;
     size_t pos = 0;
-    sql[0] = '\0';
-    for (int i = 0; i < PARAM_COUNT; i++) {
-        if (!want[i] || want[i] == have[i])
+    for (int i = 0; i < n_slots; i++) {
+        if (want[i] == have[i])
             continue;
-        pos += (size_t)sprintf(sql + pos, "SET %s = E'", NAMES[i]);
-        for (size_t k = 0; k < want[i]->len; k++) {
-            char ch = want[i]->str[k];
-            if (ch == '\'' || ch == '\\')
-                sql[pos++] = ch;
-            sql[pos++] = ch;
+        if (want[i]) {
+            pos += (size_t)sprintf(sql + pos, "SET %s=", slots[i].name);
+            pos += put_value(sql + pos, want[i]);
+            sql[pos++] = ';';
+        } else {
+            pos += (size_t)sprintf(sql + pos, "RESET %s;", slots[i].name);
         }
-        sql[pos++] = '\'';
-        sql[pos++] = ';';
-        sql[pos] = '\0';
         count++;
     }
+    sql[pos] = '\0';
     return count;
 }

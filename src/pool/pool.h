@@ -88,6 +88,7 @@ struct pconn {
 };
 
 struct client_login; /* private to client.c */
+struct client_session; /* private to client.c */
 struct console_out;  /* admin/console.h: pending console output */
 struct server_login; /* private to server.c */
 
@@ -99,6 +100,8 @@ struct client {
     struct client_login *login;       /* owned; only during LOGIN */
     struct client *cancel_next;       /* borrowed: cancel-key hash chain */
     struct client_stmt *stmts;        /* owned: named prepared statements (transaction mode) */
+    struct client_session *session;   /* owned (client.c): its user, startup parameters and what
+                                         its SET, RESET and DEALLOCATE statements did */
     struct console_out *console;      /* owned: unsent admin console output, or NULL */
     struct pstr *params[PARAM_COUNT]; /* owned references: the client's session values */
     struct pconn conn;
@@ -145,8 +148,11 @@ struct server {
     uint32_t be_key;
     int64_t connect_us;
     int64_t state_us;
-    int64_t expire_us; /* server_lifetime with jitter; 0 = never */
+    int64_t expire_us; /* server_lifetime with jitter; 0 = not yet (server_lifetime = 0 sets
+                          it when the server is first used: it serves one client) */
     int64_t last_used_us;
+    int64_t ready_us;          /* its last ReadyForQuery (idle_transaction_timeout counts from
+                                  there) */
     uint32_t internal_pending; /* pooler-issued queries whose ReadyForQuery is due */
     int64_t probe_start_us;    /* a health probe is in flight since then (0 = none) */
     bool reading_slots;        /* the pooler's query for the server's usable slots is due */
@@ -155,6 +161,8 @@ struct server {
     uint8_t xact;            /* last ReadyForQuery status */
     bool close_needed;       /* config changed or lifetime over: close when released */
     bool welcome_source;     /* its login ParameterStatus messages become the pool's welcome */
+    bool used_since_ready;   /* linked to a client since its login or its last check/reset
+                                query: server_check_delay = 0 checks it before the next */
     uint8_t deferred_scan;   /* outcome of a scan (release, ...) whose bytes were only partly
                                 sent to the client: acted on once they are (server.c) */
 };
@@ -205,7 +213,8 @@ struct pool {
     struct plist node;     /* pooler->pools */
     struct pooler *pooler; /* borrowed */
     char *db_name;         /* owned: name clients use */
-    char *user_name;       /* owned: client user */
+    char *user_name;       /* owned: the clients' user, or the database's forced user (user=),
+                              whose one pool every client of the database shares */
     /* Server connection settings resolved from the config (owned copies). */
     char *host; /* "/dir" for unix sockets */
     int port;
@@ -224,6 +233,14 @@ struct pool {
     int reserve_pool;
     int max_db_connections;
     int max_user_connections;
+    int64_t server_lifetime_ms; /* the database's, else the global one; 0 = used once */
+    /* The pool user's [users] timeouts where set above 0, else the [pgbouncer] ones (for a
+     * forced-user database, the forced user's, as PgBouncer counts them per server user). */
+    int64_t query_timeout_ms;
+    int64_t idle_transaction_timeout_ms;
+    int64_t client_idle_timeout_ms;
+    bool forced_user;           /* user_name is the database's user=: min_pool_size is kept
+                                   even with no client (PgBouncer) */
 
     struct plist waiting_login_clients;
     struct plist active_clients;
@@ -250,7 +267,9 @@ struct pool {
     int64_t addr_expires_us;
 
     int64_t retry_after_us; /* no new server logins before this (server_login_retry) */
-    char *last_error;       /* owned: message of the last failed server login */
+    char *last_error;       /* owned: message of the last failed server login, NULL once one
+                               succeeds; a server starting up or shutting down (57P03) leaves
+                               it as it was */
     char last_sqlstate[6];
     struct pool_stats stats;
     struct pool_probes probes;
@@ -329,6 +348,8 @@ struct pooler {
     bool accept_paused;
     bool reap_scheduled;
     enum pooler_run_state run_state;
+    int64_t shutdown_since_us; /* when SHUTDOWN WAIT_FOR_* began (0 = running): clients that
+                                  logged in since are refused a server */
     int64_t shutdown_deadline_us;
     int64_t stats_period_start_us;
     int exit_code;

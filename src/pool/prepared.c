@@ -106,26 +106,28 @@ struct client_stmt *client_stmt_find(struct client_stmt *list, const char *name)
     return NULL;
 }
 
-bool client_stmt_set(struct stmt_registry *r, struct client_stmt **list, const char *name,
-                     struct prepared_stmt *st)
+struct client_stmt *client_stmt_set(struct stmt_registry *r, struct client_stmt **list,
+                                    const char *name, struct prepared_stmt *st)
 {
+    static uint32_t seq;
     struct client_stmt *cs = client_stmt_find(*list, name);
-    if (cs) {
-        stmt_unref(r, cs->stmt);
-        cs->stmt = st;
-        return true;
-    }
-    size_t n = strlen(name);
-    cs = malloc(sizeof(*cs) + n + 1);
     if (!cs) {
-        stmt_unref(r, st);
-        return false;
+        size_t n = strlen(name);
+        cs = malloc(sizeof(*cs) + n + 1);
+        if (!cs) {
+            stmt_unref(r, st);
+            return NULL;
+        }
+        memcpy(cs->name, name, n + 1);
+        cs->next = *list;
+        *list = cs;
+    } else {
+        stmt_unref(r, cs->stmt);
     }
-    memcpy(cs->name, name, n + 1);
     cs->stmt = st;
-    cs->next = *list;
-    *list = cs;
-    return true;
+    cs->seq = ++seq;
+    cs->confirmed = false;
+    return cs;
 }
 
 void client_stmt_remove(struct stmt_registry *r, struct client_stmt **list, const char *name)
@@ -164,24 +166,44 @@ void server_stmts_touch(struct server_stmts *s, struct server_stmt *e)
     e->last_use = ++s->clock;
 }
 
-bool server_stmts_add(struct server_stmts *s, uint64_t id)
+/* The entry of id, added when missing (unverified). */
+static struct server_stmt *find_or_add(struct server_stmts *s, uint64_t id)
 {
     struct server_stmt *e = server_stmts_find(s, id);
-    if (!e) {
-        if (s->n == s->cap) {
-            uint32_t cap = s->cap ? s->cap * 2 : 8;
-            struct server_stmt *grown = realloc(s->e, cap * sizeof(*grown));
-            if (!grown)
-                return false;
-            s->e = grown;
-            s->cap = cap;
-        }
-        e = &s->e[s->n++];
-        e->id = id;
+    if (e)
+        return e;
+    if (s->n == s->cap) {
+        uint32_t cap = s->cap ? s->cap * 2 : 8;
+        struct server_stmt *grown = realloc(s->e, cap * sizeof(*grown));
+        if (!grown)
+            return NULL;
+        s->e = grown;
+        s->cap = cap;
     }
-    e->verified = true;
+    e = &s->e[s->n++];
+    e->id = id;
+    e->verified = false;
+    return e;
+}
+
+static bool record(struct server_stmts *s, uint64_t id, bool verified)
+{
+    struct server_stmt *e = find_or_add(s, id);
+    if (!e)
+        return false;
+    e->verified = verified;
     server_stmts_touch(s, e);
     return true;
+}
+
+bool server_stmts_prepared(struct server_stmts *s, uint64_t id)
+{
+    return record(s, id, true);
+}
+
+bool server_stmts_add(struct server_stmts *s, uint64_t id)
+{
+    return record(s, id, false);
 }
 
 void server_stmts_remove(struct server_stmts *s, uint64_t id)
@@ -200,6 +222,39 @@ uint64_t server_stmts_victim(const struct server_stmts *s, uint32_t max)
         if (s->e[i].last_use < oldest->last_use)
             oldest = &s->e[i];
     return oldest->id;
+}
+
+static int by_last_use(const void *a, const void *b)
+{
+    const struct server_stmt *x = a, *y = b;
+    return x->last_use < y->last_use ? -1 : x->last_use > y->last_use;
+}
+
+uint32_t server_stmts_victims(const struct server_stmts *s, uint32_t max, uint64_t *out,
+                              uint32_t cap)
+{
+    if (max == 0)
+        max = 1;
+    if (s->n < max || cap == 0)
+        return 0;
+    uint32_t want = s->n - max + 1;
+    if (want > cap)
+        want = cap;
+    if (want == 1) {
+        out[0] = server_stmts_victim(s, max);
+        return 1;
+    }
+    struct server_stmt *sorted = malloc(s->n * sizeof(*sorted));
+    if (!sorted) {
+        out[0] = server_stmts_victim(s, max); /* one at a time, as before */
+        return 1;
+    }
+    memcpy(sorted, s->e, s->n * sizeof(*sorted));
+    qsort(sorted, s->n, sizeof(*sorted), by_last_use);
+    for (uint32_t i = 0; i < want; i++)
+        out[i] = sorted[i].id;
+    free(sorted);
+    return want;
 }
 
 void server_stmts_distrust(struct server_stmts *s)

@@ -35,6 +35,9 @@ struct prepared_stmt {
 struct client_stmt {
     struct client_stmt *next;   /* owned: the client's list */
     struct prepared_stmt *stmt; /* owned reference */
+    uint32_t seq;               /* tells this binding from a later one of the same name */
+    bool confirmed;             /* the server answered its Parse with ParseComplete: a Parse of
+                                   the same name now fails, as on PostgreSQL */
     char name[];                /* the client's statement name */
 };
 
@@ -60,10 +63,10 @@ void stmt_unref(struct stmt_registry *r, struct prepared_stmt *st);
 
 /* The client's statement called name, or NULL. */
 struct client_stmt *client_stmt_find(struct client_stmt *list, const char *name);
-/* Binds name to st in the client's list (replacing an older binding); takes over the
- * reference. False on out of memory (the reference is then dropped). */
-bool client_stmt_set(struct stmt_registry *r, struct client_stmt **list, const char *name,
-                     struct prepared_stmt *st);
+/* Binds name to st in the client's list (replacing an older binding), unconfirmed and with a
+ * new seq; takes over the reference. NULL on out of memory (the reference is then dropped). */
+struct client_stmt *client_stmt_set(struct stmt_registry *r, struct client_stmt **list,
+                                    const char *name, struct prepared_stmt *st);
 void client_stmt_remove(struct stmt_registry *r, struct client_stmt **list, const char *name);
 void client_stmts_free(struct stmt_registry *r, struct client_stmt **list);
 
@@ -90,12 +93,21 @@ struct server_stmts {
 struct server_stmt *server_stmts_find(struct server_stmts *s, uint64_t id);
 /* Marks an entry used now. */
 void server_stmts_touch(struct server_stmts *s, struct server_stmt *e);
-/* Records id as prepared (and verified). False on out of memory. */
+/* Records id as prepared by the pooler's own Parse (verified). False on out of memory. */
+bool server_stmts_prepared(struct server_stmts *s, uint64_t id);
+/* A Close of id that the server skipped, or a Parse replacing a statement it held that it
+ * skipped: the statement stays (or is back). Whether it is the pooler's own is not known, so
+ * it is recorded unverified and re-created before its next use. False on out of memory. */
 bool server_stmts_add(struct server_stmts *s, uint64_t id);
 void server_stmts_remove(struct server_stmts *s, uint64_t id);
 /* The least recently used statement to close before one more is prepared when the server
  * holds max or more (0 = none to close). */
 uint64_t server_stmts_victim(const struct server_stmts *s, uint32_t max);
+/* The statements to close, least recently used first, so that one more fits within max
+ * (after max_prepared_statements was lowered, more than one); at most cap of them go to out.
+ * Returns how many. */
+uint32_t server_stmts_victims(const struct server_stmts *s, uint32_t max, uint64_t *out,
+                              uint32_t cap);
 /* SQL-level PREPARE or DEALLOCATE ran: every statement must be re-created before use. */
 void server_stmts_distrust(struct server_stmts *s);
 void server_stmts_free(struct server_stmts *s);

@@ -338,6 +338,23 @@ static bool open_listeners(struct pooler *p, char *err, size_t err_len)
     return true;
 }
 
+/* A graceful shutdown stops taking TCP clients; the unix socket stays open for the admin
+ * console (PgBouncer) until the process exits. */
+static void close_tcp_listeners(struct pooler *p)
+{
+    int kept = 0;
+    for (int i = 0; i < p->n_listeners; i++) {
+        if (p->unix_path[0] && i == p->n_listeners - 1) { /* open_listeners adds it last */
+            p->listen_fds[kept] = p->listen_fds[i];
+            p->listen_ios[kept++] = p->listen_ios[i];
+            continue;
+        }
+        net_io_free(p->listen_ios[i]);
+        close(p->listen_fds[i]);
+    }
+    p->n_listeners = kept;
+}
+
 static void close_listeners(struct pooler *p)
 {
     for (int i = 0; i < p->n_listeners; i++) {
@@ -370,10 +387,12 @@ static void begin_shutdown(struct pooler *p, enum pooler_run_state how, const ch
              how == POOLER_SHUTDOWN_SERVERS ? "shutting down after servers are released"
                                             : "shutting down after clients disconnect");
     p->run_state = how;
+    p->shutdown_since_us = pooler_now(p);
     if (p->cfg->shutdown_timeout_ms > 0)
         p->shutdown_deadline_us = pooler_now(p) + p->cfg->shutdown_timeout_ms * 1000;
-    /* Stop accepting TCP clients; the process exits once the condition holds. */
-    close_listeners(p);
+    /* Stop accepting TCP clients; the process exits once the condition holds. Clients that
+     * come over the unix socket meanwhile may use the admin console only. */
+    close_tcp_listeners(p);
     janitor_run(p);
 }
 
@@ -590,8 +609,13 @@ static void on_sigusr1(void *arg)
 
 static void on_sigusr2(void *arg)
 {
+    struct pooler *p = arg;
+    if (p->run_state == POOLER_SHUTDOWN_SERVERS || p->run_state == POOLER_SHUTDOWN_CLIENTS) {
+        log_info("serve", "got SIGUSR2 while shutting down, ignoring");
+        return;
+    }
     log_info("serve", "SIGUSR2");
-    pooler_resume(arg);
+    pooler_resume(p);
 }
 
 static void on_sighup(void *arg)

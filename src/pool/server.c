@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -158,13 +159,32 @@ bool server_send_internal_query(struct server *s, const char *sql)
     return ok;
 }
 
+bool server_idle_alive(struct server *s)
+{
+    uint8_t byte;
+    ssize_t n = recv(s->conn.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return true;
+    /* With TLS the bytes may be a record that carries no data (a session ticket): the
+     * readable edge they raised lets server_pump sort it out. */
+    if (n > 0 && s->conn.tls)
+        return true;
+    server_close(s, n == 0  ? "server closed the connection while idle"
+                    : n > 0 ? "server sent data while idle"
+                            : "server connection error while idle");
+    return false;
+}
+
 /* ---- lifecycle ---- */
 
-static int64_t jittered_lifetime_us(const struct pooler_config *cfg)
+/* The pool's server_lifetime spread by server_lifetime_jitter; 0 when the lifetime is 0 (the
+ * server expires at its first use, link_client). */
+static int64_t jittered_lifetime_us(const struct pool *pool)
 {
-    if (cfg->server_lifetime_ms <= 0)
+    const struct pooler_config *cfg = pool->pooler->cfg;
+    if (pool->server_lifetime_ms <= 0)
         return 0;
-    int64_t base = cfg->server_lifetime_ms * 1000;
+    int64_t base = pool->server_lifetime_ms * 1000;
     uint32_t r = 0;
     if (cfg->server_lifetime_jitter_pct > 0 && RAND_bytes((unsigned char *)&r, sizeof(r)) == 1) {
         int64_t spread = base * cfg->server_lifetime_jitter_pct / 100;
@@ -173,14 +193,22 @@ static int64_t jittered_lifetime_us(const struct pooler_config *cfg)
     return base;
 }
 
+/* Postgres' "the database system is starting up / shutting down / in recovery mode". */
+#define SQLSTATE_CANNOT_CONNECT_NOW "57P03"
+
+/* A failed login: no new one before server_login_retry. The error is kept for the clients
+ * that arrive meanwhile (and for health reporting), except that of a server starting up or
+ * shutting down, which is no reason to turn anyone away: they wait for it. */
 static void record_login_failure(struct pool *pool, const char *sqlstate, const char *msg)
 {
-    free(pool->last_error);
-    pool->last_error = strdup(msg);
-    snprintf(pool->last_sqlstate, sizeof(pool->last_sqlstate), "%s", sqlstate);
     pool->stats.login_failures++;
     pool->retry_after_us =
         pooler_now(pool->pooler) + pool->pooler->cfg->server_login_retry_ms * 1000;
+    if (!strcmp(sqlstate, SQLSTATE_CANNOT_CONNECT_NOW))
+        return;
+    free(pool->last_error);
+    pool->last_error = strdup(msg);
+    snprintf(pool->last_sqlstate, sizeof(pool->last_sqlstate), "%s", sqlstate);
 }
 
 /* Registers the connecting socket; the writable edge continues the login. */
@@ -196,6 +224,7 @@ static bool attach_socket(struct server *s, int fd)
 }
 
 static void login_failed(struct server *s, const char *sqlstate, const char *msg);
+static void login_refused(struct server *s, const char *sqlstate, const char *msg);
 
 static void resolved_cb(void *arg, bool ok, const struct net_sockaddr *addr, const char *err)
 {
@@ -204,8 +233,9 @@ static void resolved_cb(void *arg, bool ok, const struct net_sockaddr *addr, con
     s->login->resolve = NULL;
     char msg[256];
     if (!ok) {
+        /* A name that does not resolve will not for the next client either. */
         snprintf(msg, sizeof(msg), "cannot resolve %s: %s", pool->host, err);
-        login_failed(s, NULL, msg);
+        login_refused(s, "08006", msg);
         return;
     }
     pool->addr = *addr;
@@ -248,7 +278,7 @@ bool server_launch(struct pool *pool)
     /* Unix sockets and numeric addresses connect at once; names go through the resolver
      * (or its cache) so the loop never waits for DNS. */
     int fd = -1;
-    bool pending = false;
+    bool pending = false, unresolved = false;
     struct net_sockaddr addr;
     const char *host = pool->host;
     if (host[0] == '/' || net_host_is_numeric(host)) {
@@ -268,22 +298,27 @@ bool server_launch(struct pool *pool)
             pending = true;
             break;
         case NET_RESOLVE_FAILED:
+            unresolved = true;
             break;
         }
     }
     if (!pending && (fd < 0 || !attach_socket(s, fd))) {
         if (fd >= 0)
             close(fd);
-        log_warning("pool", "%s/%s: %s", pool->db_name, pool->user_name,
-                    fd < 0 ? err : "out of memory");
-        record_login_failure(pool, "08006", fd < 0 ? err : "out of memory");
+        char msg[300];
+        snprintf(msg, sizeof(msg), "%s%s",
+                 unresolved ? "" : "connect failed: ", fd < 0 ? err : "out of memory");
+        log_warning("pool", "%s/%s: server login failed: %s", pool->db_name, pool->user_name, msg);
+        record_login_failure(pool, "08006", msg);
         free(s);
         free(l);
+        if (unresolved) /* as in resolved_cb: the waiting clients are told */
+            pool_fail_waiters(pool);
         return false;
     }
     if (pending)
         l->step = SL_RESOLVING;
-    int64_t life = jittered_lifetime_us(p->cfg);
+    int64_t life = jittered_lifetime_us(pool);
     s->expire_us = life ? s->connect_us + life : 0;
     pool->n_servers++;
     pool->stats.servers_created++;
@@ -300,8 +335,13 @@ void server_close(struct server *s, const char *reason)
         return;
     struct pool *pool = s->pool;
     struct pooler *p = pool->pooler;
-    log_debug("pool", "server %llu %s/%s: closing: %s", (unsigned long long)s->id, pool->db_name,
-              pool->user_name, reason);
+    long long age_s = (long long)((pooler_now(p) - s->connect_us) / 1000000);
+    if (p->cfg->log_disconnections)
+        log_info("pool", "server %llu %s/%s: closing because: %s (age=%llds)",
+                 (unsigned long long)s->id, pool->db_name, pool->user_name, reason, age_s);
+    else
+        log_debug("pool", "server %llu %s/%s: closing because: %s (age=%llds)",
+                  (unsigned long long)s->id, pool->db_name, pool->user_name, reason, age_s);
     pool_note_probe(s, false, reason); /* a probe in flight failed with its server */
     if (s->client) {
         struct client *c = s->client;
@@ -333,19 +373,48 @@ void server_close(struct server *s, const char *reason)
     pooler_schedule_reap(p);
 }
 
-/* Login failed: a refused connection or a server still starting up is retried after
- * server_login_retry while clients keep waiting; any other error (bad password, missing
- * database) is passed to the waiting clients at once. */
-static void login_failed(struct server *s, const char *sqlstate, const char *msg)
+/* What a failed login means for the clients waiting for the pool (PgBouncer's rules):
+ *
+ *   the server could not be reached, or   clients stay queued; the login is retried after
+ *   broke off the login (a refused        server_login_retry (their wait is bounded by
+ *   connect, a close, connect timeout,    query_timeout / query_wait_timeout); new clients
+ *   a garbled message)                    meanwhile are told the error at once
+ *                                         (pool_login_failing)
+ *   57P03 (starting up, shutting down)    clients stay queued; nobody is told
+ *   refused: an ErrorResponse, no usable  every waiting client gets the error now: a
+ *   credentials (28xxx), and, where       retry would only meet the same answer
+ *   pgwarden is stricter than PgBouncer,
+ *   any answer it will not take (a
+ *   protocol violation, a TLS exchange
+ *   the policy refuses) and a name that
+ *   does not resolve
+ */
+static void end_login(struct server *s, bool refused, const char *sqlstate, const char *msg)
 {
     struct pool *pool = s->pool;
     log_warning("pool", "%s/%s: server login failed: %s%s%s", pool->db_name, pool->user_name,
                 sqlstate ? sqlstate : "", sqlstate ? " " : "", msg);
     record_login_failure(pool, sqlstate ? sqlstate : "08006", msg);
-    server_close(s, "login failed");
-    /* With no server left, waiting clients would only sit out server_login_retry: they get
-     * the error now, and new clients get it at once until the retry time has passed. */
-    pool_fail_waiters(pool);
+    server_close(s, msg);
+    if (refused && sqlstate && strcmp(sqlstate, SQLSTATE_CANNOT_CONNECT_NOW) != 0)
+        pool_fail_waiters(pool);
+}
+
+/* The login broke off: unreachable server, a close, a protocol error. */
+static void login_failed(struct server *s, const char *sqlstate, const char *msg)
+{
+    end_login(s, false, sqlstate, msg);
+}
+
+void server_login_failed(struct server *s, const char *sqlstate, const char *msg)
+{
+    login_failed(s, sqlstate, msg);
+}
+
+/* The server (or the lack of credentials it accepts) refused the login. */
+static void login_refused(struct server *s, const char *sqlstate, const char *msg)
+{
+    end_login(s, true, sqlstate, msg);
 }
 
 static bool send_startup(struct server *s)
@@ -389,6 +458,10 @@ static bool welcome_append(struct server *s, const uint8_t *msg, size_t len)
     return true;
 }
 
+/* The largest PasswordMessage the pooler builds: a cleartext password from auth_file or the
+ * database entry is sent whole (PgBouncer allows about 2 kB; PostgreSQL takes far more). */
+#define AUTH_MSG_MAX (64 * 1024)
+
 /* Handles one authentication request from the server. Returns false after failing. */
 static bool handle_auth(struct server *s, const uint8_t *body, size_t len)
 {
@@ -400,11 +473,13 @@ static bool handle_auth(struct server *s, const uint8_t *body, size_t len)
     char err[256];
     char out[SCRAM_OUT_MAX];
     size_t out_len = 0;
-    uint8_t msg[SCRAM_OUT_MAX + 64];
+    uint8_t stack_msg[SCRAM_OUT_MAX + 64];
+    uint8_t *msg = stack_msg; /* owned when it is not stack_msg: a long cleartext password */
+    size_t msg_cap = sizeof(stack_msg);
     struct wire_buf b;
-    wire_buf_init(&b, msg, sizeof(msg));
+    wire_buf_init(&b, msg, msg_cap);
     if (!wire_parse_auth(body, len, &code, &data, &dlen)) {
-        login_failed(s, "08P01", "invalid authentication request from server");
+        login_refused(s, "08P01", "invalid authentication request from server");
         return false;
     }
     const char *pw = pool->password;
@@ -413,8 +488,20 @@ static bool handle_auth(struct server *s, const uint8_t *body, size_t len)
         return true;
     case WIRE_AUTH_CLEARTEXT:
         if (!pw || auth_secret_kind(pw) != AUTH_SECRET_PLAIN) {
-            login_failed(s, "28P01", "server asked for a cleartext password; none is configured");
+            login_refused(s, "28P01", "server asked for a cleartext password; none is configured");
             return false;
+        }
+        if (strlen(pw) + WIRE_HEADER_LEN + 1 > msg_cap) {
+            msg_cap = strlen(pw) + WIRE_HEADER_LEN + 1;
+            msg = msg_cap <= AUTH_MSG_MAX ? malloc(msg_cap) : NULL;
+            if (!msg) {
+                login_refused(s, "28P01",
+                              msg_cap > AUTH_MSG_MAX
+                                  ? "the configured password is longer than 64 kB"
+                                  : "out of memory for the password message");
+                return false;
+            }
+            wire_buf_init(&b, msg, msg_cap);
         }
         wire_build_password(&b, pw);
         break;
@@ -422,7 +509,7 @@ static bool handle_auth(struct server *s, const uint8_t *body, size_t len)
         char resp[MD5_AUTH_BUF_SIZE];
         if (dlen != MD5_AUTH_SALT_LEN || !pw ||
             !md5_auth_build_response(pw, pool->server_user, data, resp)) {
-            login_failed(s, "28P01", "server asked for an md5 password; none is usable");
+            login_refused(s, "28P01", "server asked for an md5 password; none is usable");
             return false;
         }
         wire_build_password(&b, resp);
@@ -431,14 +518,15 @@ static bool handle_auth(struct server *s, const uint8_t *body, size_t len)
     }
     case WIRE_AUTH_SASL: {
         if (!wire_sasl_offers(data, dlen, SCRAM_MECHANISM)) {
-            login_failed(s, "28000", "server offers no supported SASL mechanism");
+            login_refused(s, "28000", "server offers no supported SASL mechanism");
             return false;
         }
         enum scram_result r;
         if (pw && scram_is_secret(pw)) {
             if (!pool->have_scram_keys) {
-                login_failed(s, "28P01",
-                             "SCRAM secret in auth_file: a client must log in with SCRAM first");
+                login_refused(s, "28P01",
+                              "wrong password type: the SCRAM secret in auth_file logs in to "
+                              "the server only after a client logged in with SCRAM");
                 return false;
             }
             r = scram_client_start(&l->scram, "", NULL, pool->scram_client_key,
@@ -448,11 +536,11 @@ static bool handle_auth(struct server *s, const uint8_t *body, size_t len)
             r = scram_client_start(&l->scram, "", pw, NULL, NULL, out, sizeof(out), &out_len, err,
                                    sizeof(err));
         } else {
-            login_failed(s, "28P01", "server asked for SCRAM; no usable password is configured");
+            login_refused(s, "28P01", "server asked for SCRAM; no usable password is configured");
             return false;
         }
         if (r != SCRAM_OK) {
-            login_failed(s, "28P01", err);
+            login_refused(s, "28P01", err);
             return false;
         }
         wire_build_sasl_initial(&b, SCRAM_MECHANISM, out, out_len);
@@ -461,7 +549,7 @@ static bool handle_auth(struct server *s, const uint8_t *body, size_t len)
     case WIRE_AUTH_SASL_CONTINUE:
         if (scram_client_continue(&l->scram, (const char *)data, dlen, out, sizeof(out), &out_len,
                                   err, sizeof(err)) != SCRAM_OK) {
-            login_failed(s, "28P01", err);
+            login_refused(s, "28P01", err);
             return false;
         }
         wire_build_sasl_response(&b, out, out_len);
@@ -469,18 +557,25 @@ static bool handle_auth(struct server *s, const uint8_t *body, size_t len)
     case WIRE_AUTH_SASL_FINAL:
         if (scram_client_finish(&l->scram, (const char *)data, dlen, err, sizeof(err)) !=
             SCRAM_OK) {
-            login_failed(s, "28P01", err);
+            login_refused(s, "28P01", err);
             return false;
         }
         return true;
     default:
-        login_failed(s, "28000", "server asked for an unsupported authentication method");
+        login_refused(s, "28000", "server asked for an unsupported authentication method");
         return false;
     }
     OPENSSL_cleanse(out, sizeof(out));
-    bool ok = !b.overflow && server_send_raw(s, msg, b.len);
-    OPENSSL_cleanse(msg, sizeof(msg));
-    if (!ok) {
+    bool overflow = b.overflow;
+    bool sent = !overflow && server_send_raw(s, msg, b.len);
+    OPENSSL_cleanse(msg, msg_cap);
+    if (msg != stack_msg)
+        free(msg);
+    if (overflow) {
+        login_refused(s, "08P01", "authentication message too large for its buffer");
+        return false;
+    }
+    if (!sent) {
         login_failed(s, NULL, "could not send to server");
         return false;
     }
@@ -537,6 +632,29 @@ static void login_complete(struct server *s)
 static struct tls_context *server_tls_context(const struct server *s)
 {
     return s->pool->host[0] == '/' ? NULL : s->pool->pooler->server_tls;
+}
+
+/* PgBouncer's line for a new server connection, with the pooler's own address over TCP. */
+static void log_connected(const struct server *s)
+{
+    const struct pool *pool = s->pool;
+    if (!pool->pooler->cfg->log_connections)
+        return;
+    if (pool->host[0] == '/') {
+        log_info("pool", "server %llu %s/%s: new connection to server", (unsigned long long)s->id,
+                 pool->db_name, pool->user_name);
+        return;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    struct net_addr local = {0};
+    char addr[64] = "?";
+    if (getsockname(s->conn.fd, (struct sockaddr *)&ss, &len) == 0) {
+        net_addr_from_sockaddr(&local, (const struct sockaddr *)&ss, len);
+        net_addr_format(&local, addr, sizeof(addr));
+    }
+    log_info("pool", "server %llu %s/%s: new connection to server (from %s)",
+             (unsigned long long)s->id, pool->db_name, pool->user_name, addr);
 }
 
 /* The socket is connected: ask for TLS, or log in in the clear. */
@@ -603,7 +721,7 @@ static bool read_ssl_answer(struct server *s)
         if (!s->conn.tls) {
             char msg[400];
             snprintf(msg, sizeof(msg), "cannot start TLS with the server: %s", err);
-            login_failed(s, NULL, msg);
+            login_refused(s, "08006", msg);
             return false;
         }
         s->login->step = SL_TLS_HANDSHAKE;
@@ -615,7 +733,7 @@ static bool read_ssl_answer(struct server *s)
             char msg[160];
             snprintf(msg, sizeof(msg), "server does not accept TLS (server_tls_sslmode = %s)",
                      tls_sslmode_name(tls_context_sslmode(ctx)));
-            login_failed(s, "08006", msg);
+            login_refused(s, "08006", msg);
             return false;
         }
         if (!send_startup(s)) {
@@ -634,7 +752,7 @@ static bool read_ssl_answer(struct server *s)
                  "unexpected answer to the SSL request (a message of type 0x%02x); nothing of "
                  "it is passed on",
                  answer);
-    login_failed(s, "08P01", msg);
+    login_refused(s, "08P01", msg);
     return false;
 }
 
@@ -655,7 +773,7 @@ static bool server_tls_handshake(struct server *s)
     case TLS_IO_ERROR:
         snprintf(msg, sizeof(msg), "TLS handshake with the server failed: %s",
                  tls_error(s->conn.tls));
-        login_failed(s, "08006", msg);
+        login_refused(s, "08006", msg);
         return false;
     }
     tls_describe(s->conn.tls, msg, sizeof(msg));
@@ -679,10 +797,11 @@ static void login_event(struct server *s, unsigned what)
         int e = net_connect_result(s->conn.fd);
         if (e != 0) {
             char msg[256];
-            snprintf(msg, sizeof(msg), "could not connect to server: %s", strerror(e));
+            snprintf(msg, sizeof(msg), "connect failed: %s", strerror(e));
             login_failed(s, NULL, msg);
             return;
         }
+        log_connected(s);
         begin_login(s);
         return; /* the answer raises a readable edge */
     }
@@ -700,7 +819,7 @@ static void login_event(struct server *s, unsigned what)
                 return;
             }
             if (r == FILL_NO_MEMORY || r == FILL_FULL) {
-                login_failed(s, "08P01", "server login message too large");
+                login_refused(s, "08P01", "server login message too large");
                 return;
             }
         }
@@ -713,7 +832,7 @@ static void login_event(struct server *s, unsigned what)
             enum wire_header_result h = wire_parse_header(
                 b->data + b->pos, b->end - b->pos, p->bufs.size - WIRE_HEADER_LEN, &type, &len);
             if (h == WIRE_HEADER_BAD_LENGTH) {
-                login_failed(s, "08P01", "invalid message length from server during login");
+                login_refused(s, "08P01", "invalid message length from server during login");
                 return;
             }
             if (h == WIRE_HEADER_INCOMPLETE || b->end - b->pos - WIRE_HEADER_LEN < len)
@@ -729,21 +848,21 @@ static void login_event(struct server *s, unsigned what)
             case WIRE_BE_PARAMETER_STATUS: {
                 const char *name, *value;
                 if (!wire_parse_parameter_status(body, len, &name, &value)) {
-                    login_failed(s, "08P01", "invalid ParameterStatus from server");
+                    login_refused(s, "08P01", "invalid ParameterStatus from server");
                     return;
                 }
                 int id = params_lookup(name);
                 if (id >= 0)
                     pstr_set(&s->params[id], value);
                 if (!welcome_append(s, msg, WIRE_HEADER_LEN + len)) {
-                    login_failed(s, "08P01", "too many ParameterStatus messages from server");
+                    login_refused(s, "08P01", "too many ParameterStatus messages from server");
                     return;
                 }
                 break;
             }
             case WIRE_BE_BACKEND_KEY_DATA:
                 if (!wire_parse_backend_key(body, len, &s->be_pid, &s->be_key)) {
-                    login_failed(s, "08P01", "invalid BackendKeyData from server");
+                    login_refused(s, "08P01", "invalid BackendKeyData from server");
                     return;
                 }
                 break;
@@ -753,19 +872,19 @@ static void login_event(struct server *s, unsigned what)
                 if (!wire_parse_error(body, len, &e))
                     memset(&e, 0, sizeof(e));
                 snprintf(m, sizeof(m), "%s", e.message ? e.message : "server login failed");
-                login_failed(s, e.sqlstate && strlen(e.sqlstate) == 5 ? e.sqlstate : "08P01", m);
+                login_refused(s, e.sqlstate && strlen(e.sqlstate) == 5 ? e.sqlstate : "08P01", m);
                 return;
             }
             case WIRE_BE_READY_FOR_QUERY: {
                 uint8_t st;
                 if (!wire_parse_ready(body, len, &st)) {
-                    login_failed(s, "08P01", "invalid ReadyForQuery from server");
+                    login_refused(s, "08P01", "invalid ReadyForQuery from server");
                     return;
                 }
                 s->xact = st;
                 bool leftover = b->pos < b->end;
                 if (leftover) {
-                    login_failed(s, "08P01", "unexpected data after server login");
+                    login_refused(s, "08P01", "unexpected data after server login");
                     return;
                 }
                 pconn_drop_buffer(p, &s->conn);
@@ -776,7 +895,7 @@ static void login_event(struct server *s, unsigned what)
             case WIRE_BE_NEGOTIATE_PROTOCOL:
                 break;
             default:
-                login_failed(s, "08P01", "unexpected message from server during login");
+                login_refused(s, "08P01", "unexpected message from server during login");
                 return;
             }
         }
@@ -870,6 +989,7 @@ static enum server_scan_result server_scan(struct server *s)
             if (!wire_parse_ready(body, len, &st))
                 return SSCAN_BAD;
             s->xact = st;
+            s->ready_us = pooler_now(s->pool->pooler);
             if (internal) {
                 s->internal_pending--;
                 if (s->internal_pending == 0 && c == NULL)

@@ -9,9 +9,17 @@
 
 #include "pool/pool.h"
 
-/* Launches a server login for pool; false when it could not even start. */
+/* Launches a server login for pool; false when it could not even start (the failure is
+ * recorded as a failed login). */
 bool server_launch(struct pool *pool);
 void server_close(struct server *s, const char *reason);
+/* Ends a login that broke off (server_connect_timeout): recorded as a failed login, retried
+ * after server_login_retry while clients stay queued. */
+void server_login_failed(struct server *s, const char *sqlstate, const char *msg);
+/* Before an idle server is handed out: false when PostgreSQL closed it or sent something
+ * while it sat idle (pg_terminate_backend, a restart) and the event has not been handled yet;
+ * the server is closed then. One non-blocking peek. */
+bool server_idle_alive(struct server *s);
 void server_io_cb(int fd, unsigned what, void *arg);
 void server_pump(struct server *s);
 /* Sends bytes the pooler wrote itself straight to the server (small, on a socket that takes

@@ -159,13 +159,19 @@ static void pop_unit(struct owed_queue *q)
         q->head = 0;
 }
 
-/* The head message will never run: a Parse did not create its statement, a Close did not
- * remove it. */
-static void drop_unit(struct owed_queue *q)
+/* The head message will never run, skipped (an earlier error) or failed itself: a Parse did
+ * not create its statement, a Close did not remove it. A skipped Parse that was to replace a
+ * statement the server holds (OWED_KEPT; its Close went first and was skipped too) leaves
+ * that statement in place, as a skipped Close does. */
+static void drop_unit(struct owed_queue *q, bool skipped)
 {
     struct owed_entry *h = &q->e[q->head];
-    if (h->id && q->forget)
-        q->forget(q->forget_ctx, (enum owed_msg)h->msg, h->id);
+    if (h->id && q->forget) {
+        enum owed_msg msg = (enum owed_msg)h->msg;
+        if (skipped && msg == OWED_PARSE && (h->flags & OWED_KEPT))
+            msg = OWED_CLOSE;
+        q->forget(q->forget_ctx, msg, h->id);
+    }
     pop_unit(q);
 }
 
@@ -178,7 +184,7 @@ static void settle(struct owed_queue *q)
         if (q->mode == OWED_MODE_NORMAL && silent(h->msg))
             pop_unit(q);
         else if (q->mode == OWED_MODE_SKIP && h->msg != OWED_SYNC)
-            drop_unit(q);
+            drop_unit(q, true);
         else
             break;
     }
@@ -263,7 +269,7 @@ static void error_at_head(struct owed_queue *q)
         q->head_answered = true;
         return;
     }
-    drop_unit(q);
+    drop_unit(q, false);
     q->mode = OWED_MODE_SKIP;
     settle(q);
 }

@@ -52,6 +52,9 @@ enum owed_msg {
 /* The pooler injected this message itself (a statement's Parse or Close): its answer is
  * swallowed, not forwarded to the client. */
 #define OWED_SWALLOW 0x01
+/* A Parse of a statement the server holds already, sent right after a Close of its name (to
+ * re-create it): when the server skips both, the statement is still there. */
+#define OWED_KEPT 0x02
 
 enum owed_mode {
     OWED_MODE_NORMAL,
@@ -78,7 +81,8 @@ struct owed_entry {
 
 /* Called for every Parse or Close with an id that the server did not carry out (an error or
  * a skip dropped it): after a Parse the statement is not there after all, after a Close it
- * still is. */
+ * still is. A skipped Parse marked OWED_KEPT is reported as a Close: the statement it was to
+ * replace stays. */
 typedef void (*owed_forget_fn)(void *ctx, enum owed_msg msg, uint64_t id);
 
 struct owed_queue {

@@ -148,7 +148,7 @@ def server_history(p):
         m = re.search(r"server (\d+): logged in \(backend pid (\d+)\)", line)
         if m:
             pid_of[m.group(1)] = int(m.group(2))
-        m = re.search(r"server (\d+) \S+: closing: ", line)
+        m = re.search(r"server (\d+) \S+: closing because: ", line)
         if m:
             held.discard(m.group(1))
             if m.group(1) in pid_of:

@@ -168,12 +168,6 @@ def float_digits_seen(out):
     return {k: int(v) for k, v in re.findall(r"([^=, ]+)=(\d+)", m.group(1))}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PgJDBC's startup packet carries extra_float_digits=2 and pgwarden refuses it "
-    "(FATAL 08P01 unsupported startup parameter) unless ignore_startup_parameters lists it; "
-    "listed, it is dropped, and the SET extra_float_digits = 3 PgJDBC sends after login "
-    "stays on whichever server ran it, so PgJDBC clients read 1 on other servers and "
-    "clients that never set it read 3"))
 def test_pgjdbc(pooler, pg):
     """PgJDBC with no ignore_startup_parameters: every JDBC client reads its own
     extra_float_digits (3) on every server, and a psycopg client sharing the pool keeps
@@ -365,12 +359,6 @@ def test_psycopg(pooler, pg):
     check_pooler_after(pooler, pg)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a client's Parse of a statement the server already has becomes Close + Parse of the "
-    "pooler's name; when an earlier error in the same pipeline makes the server skip both, "
-    "pgwarden records the statement as gone (the skipped Parse) although the server still "
-    "has it, so the next Parse of the same query is sent without Close and fails with "
-    "42P05 prepared statement \"pgw_..._N\" already exists"))
 def test_psycopg_parse_after_error(pgwarden_bin, pg):
     """psycopg prepares a statement inside a pipeline after an error (so the server skips
     the Parse) while another client has prepared the same query on that server; both
@@ -523,12 +511,6 @@ def test_asyncpg_pool(pooler, pg):
     check_pooler_after(pooler, pg)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RESET ALL (asyncpg's pool runs it on every release) returns the server connection to "
-    "its own login values, and pgwarden adopts the ParameterStatus that follows as the "
-    "client's: application_name, TimeZone and DateStyle from the client's startup packet "
-    "are lost for the rest of the session (PostgreSQL resets to the startup values; "
-    "PgBouncer 1.18 behaves as pgwarden does)"))
 def test_asyncpg_pool_reset_keeps_startup_settings(pooler, pg):
     asyncpg = asyncpg_or_skip()
     settings = {"application_name": "drivers-test", "TimeZone": "America/New_York",

@@ -193,14 +193,14 @@ def test_disable_is_silent_with_tls_files(pgwarden_bin, pg):
 
 def test_config_warnings_reach_logfile(pgwarden_bin, pg):
     p = Pooler(pgwarden_bin, pg, settings={"some_future_key": "1", "syslog_ident": "pgb"})
-    p.users = {"postgres": "pool_size=3 max_user_client_connections=5"}
+    p.users = {"postgres": "pool_size=3 transaction_timeout=5"}
     p.write_config()
     p.start()
     try:
         log = p.log()
         assert "unknown key 'some_future_key'" in log, log
         assert "'syslog_ident' is not supported" in log, log
-        assert "unknown setting 'max_user_client_connections'" in log, log
+        assert "unknown setting 'transaction_timeout'" in log, log
         # A reload's warnings go to the logfile as well.
         p.settings["another_future_key"] = "2"
         p.write_config()

@@ -362,8 +362,11 @@ def test_fault(env, fault):
 
     if fault in ("refuse", "refuse_rst"):
         how = "close" if fault == "refuse" else "rst"
+        # A client stays queued through the retries (server_login_retry), as in PgBouncer,
+        # until query_timeout ends its wait; one arriving before the retry is due is told at
+        # once.
         a, b, bystander = handshake_fault(env, Fault("refuse", how=how), True,
-                                          bound=CONNECT_TIMEOUT + MARGIN)
+                                          bound=QUERY_TIMEOUT + MARGIN)
         assert not server_ports(env.pooler, "faulty")
         if how == "rst":
             assert proxy.refused >= 1

@@ -468,17 +468,25 @@ def test_server_is_released_when_the_end_of_a_result_was_sent_in_pieces(pgwarden
 
 
 def test_unreachable_server_fails_fast(pgwarden_bin, pg):
+    """A server that cannot be reached keeps the waiting client queued for the retry (as
+    PgBouncer), up to query_wait_timeout, and its error says why; a client arriving while
+    the retry is not due is told the cached error at once."""
     dbs = {"postgres": f"host={pg.socket_dir} port={pg.port} dbname=postgres",
            "gone": "host=/nonexistent/dir port=5432 dbname=x",
            "refused": f"host=127.0.0.1 port={pg.port + 1 if pg.port < 32000 else pg.port - 1} "
                       "dbname=x"}
-    p = Pooler(pgwarden_bin, pg, databases=dbs, settings={"query_wait_timeout": "60"}).start()
+    p = Pooler(pgwarden_bin, pg, databases=dbs, settings={"query_wait_timeout": "2",
+                                                         "server_login_retry": "30"}).start()
     try:
         for db in ("gone", "refused"):
             t0 = time.time()
-            with pytest.raises(psycopg.OperationalError):
+            with pytest.raises(psycopg.OperationalError, match="connect failed"):
                 psycopg.connect(p.dsn(dbname=db))
-            assert time.time() - t0 < 10, "clients waited for query_wait_timeout"
+            assert time.time() - t0 < 10, "the client waited past query_wait_timeout"
+            t0 = time.time()
+            with pytest.raises(psycopg.OperationalError, match="connect failed"):
+                psycopg.connect(p.dsn(dbname=db))
+            assert time.time() - t0 < 1, "the cached error was not given at once"
         assert_healthy(p)
     finally:
         p.stop()

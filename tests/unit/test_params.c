@@ -21,6 +21,7 @@ static void test_lookup_is_case_insensitive_and_bounded(void **state)
     assert_int_equal(params_lookup("search_path"), -1);
     assert_int_equal(params_lookup(""), -1);
     assert_string_equal(params_name(PARAM_DATESTYLE), "DateStyle");
+    assert_string_equal(params_name(PARAM_COUNT - 1), ""); /* no name there yet */
 }
 
 static void test_interning_shares_and_frees(void **state)
@@ -76,16 +77,16 @@ static void test_set_statement_only_for_differences_and_quoted(void **state)
     have[PARAM_TIMEZONE] = pstr_ref(want[PARAM_TIMEZONE]); /* same: nothing to set */
     want[PARAM_APPLICATION_NAME] = pstr_intern("it's a \\ test");
     have[PARAM_APPLICATION_NAME] = pstr_intern("other");
-    want[PARAM_DATESTYLE] = NULL; /* no preference */
+    want[PARAM_DATESTYLE] = NULL; /* the server's default: what it had at login */
     have[PARAM_DATESTYLE] = pstr_intern("ISO, MDY");
     const struct pstr *const *w = (const struct pstr *const *)want;
     const struct pstr *const *h = (const struct pstr *const *)have;
     size_t need = params_set_len(w, h);
     char *sql = malloc(need);
-    assert_int_equal(params_build_set(w, h, sql, need), 1);
+    assert_int_equal(params_build_set(w, h, sql, need), 2);
     /* E'' literal with quotes and backslashes doubled: safe under any
      * standard_conforming_strings. */
-    assert_string_equal(sql, "SET application_name = E'it''s a \\\\ test';");
+    assert_string_equal(sql, "RESET DateStyle;SET application_name=E'it''s a \\\\ test';");
     assert_int_equal(strlen(sql) + 1, need);
     /* Too small a buffer is refused, never overrun. */
     assert_int_equal(params_build_set(w, h, sql, need - 1), -1);
@@ -93,6 +94,8 @@ static void test_set_statement_only_for_differences_and_quoted(void **state)
     /* Nothing differs: an empty statement of length 1 (the NUL). */
     pstr_unref(have[PARAM_APPLICATION_NAME]);
     have[PARAM_APPLICATION_NAME] = pstr_ref(want[PARAM_APPLICATION_NAME]);
+    pstr_unref(have[PARAM_DATESTYLE]);
+    have[PARAM_DATESTYLE] = NULL;
     assert_int_equal(params_set_len(w, h), 1);
     char empty[1];
     assert_int_equal(params_build_set(w, h, empty, 1), 0);

@@ -94,13 +94,13 @@ static void test_server_sets_evict_least_recently_used(void **state)
     struct server_stmts s = {0};
     assert_int_equal(server_stmts_victim(&s, 3), 0);
     for (uint64_t id = 1; id <= 3; id++)
-        assert_true(server_stmts_add(&s, id));
+        assert_true(server_stmts_prepared(&s, id));
     assert_int_equal(server_stmts_victim(&s, 4), 0); /* below the bound: nothing to close */
     assert_int_equal(server_stmts_victim(&s, 3), 1);  /* at it: the oldest */
     server_stmts_touch(&s, server_stmts_find(&s, 1));
     assert_int_equal(server_stmts_victim(&s, 3), 2);
     /* Adding an existing id refreshes it instead of duplicating. */
-    assert_true(server_stmts_add(&s, 2));
+    assert_true(server_stmts_prepared(&s, 2));
     assert_int_equal(s.n, 3);
     assert_int_equal(server_stmts_victim(&s, 3), 3);
     server_stmts_remove(&s, 3);
@@ -111,12 +111,12 @@ static void test_server_sets_evict_least_recently_used(void **state)
     server_stmts_distrust(&s);
     assert_true(s.suspect);
     assert_false(server_stmts_find(&s, 1)->verified);
-    assert_true(server_stmts_add(&s, 1));
+    assert_true(server_stmts_prepared(&s, 1));
     assert_true(server_stmts_find(&s, 1)->verified);
     assert_false(server_stmts_find(&s, 2)->verified);
     /* Growth past the first allocation keeps every entry. */
     for (uint64_t id = 10; id < 100; id++)
-        assert_true(server_stmts_add(&s, id));
+        assert_true(server_stmts_prepared(&s, id));
     for (uint64_t id = 10; id < 100; id++)
         assert_non_null(server_stmts_find(&s, id));
     assert_int_equal(server_stmts_victim(&s, 50), 2); /* 2 was used least recently */
