@@ -375,19 +375,25 @@ static int64_t pool_user_clients(const struct pool *pool, const char *user)
     return u.n;
 }
 
-/* Clients of the pools of a database, or the clients (console ones too) that logged in as a
- * user (the other NULL). */
-static int64_t client_count(struct pooler *p, const char *db, const char *user)
+/* Clients of the pools of a database. */
+static int64_t database_client_count(struct pooler *p, const char *db)
 {
     int64_t n = 0;
     for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
         const struct pool *pool = plist_entry(it, struct pool, node);
-        if (user)
-            n += pool_user_clients(pool, user);
-        else if (!strcmp(pool->db_name, db))
+        if (!strcmp(pool->db_name, db))
             n += pool->n_clients;
     }
-    if (user && p->admin_pool)
+    return n;
+}
+
+/* Clients (console ones too) that logged in as a user. */
+static int64_t user_client_count(struct pooler *p, const char *user)
+{
+    int64_t n = 0;
+    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next)
+        n += pool_user_clients(plist_entry(it, struct pool, node), user);
+    if (p->admin_pool)
         n += pool_user_clients(p->admin_pool, user);
     return n;
 }
@@ -422,7 +428,7 @@ void pooler_tables_databases(struct pooler *p, struct console_out *o)
         reply_int(&r, pool_db_server_count(p, db->name));
         reply_int(&r, db->max_db_client_connections > 0 ? db->max_db_client_connections
                                                         : cfg->max_db_client_connections);
-        reply_int(&r, client_count(p, db->name, NULL));
+        reply_int(&r, database_client_count(p, db->name));
         reply_int(&r, control_db_paused(p, db->name));
         reply_int(&r, control_db_disabled(p, db->name));
     }
@@ -475,7 +481,7 @@ static void user_row(struct pooler *p, struct reply *r, const char *name)
     reply_int(r, pool_user_server_count(p, name));
     reply_int(r, u && u->max_user_client_connections > 0 ? u->max_user_client_connections
                                                         : cfg->max_user_client_connections);
-    reply_int(r, client_count(p, NULL, name));
+    reply_int(r, user_client_count(p, name));
 }
 
 /* The names SHOW USERS lists, each once, in the order first met. */

@@ -116,6 +116,10 @@ static const struct key_def KEYS[] = {
      "connection, least recently used closed first (0 = named statements are not tracked)", false},
     {"ignore_startup_parameters", KEY_STRING, OFF(ignore_startup_parameters), "", true,
      "comma-separated startup parameters accepted and ignored (e.g. extra_float_digits)", false},
+    {"track_extra_parameters", KEY_STRING, OFF(track_extra_parameters), "IntervalStyle", true,
+     "comma-separated parameters besides the five PgBouncer tracks whose changes PostgreSQL "
+     "reports (ParameterStatus): a client's value, from its startup packet or its SET, is "
+     "restored on every server it is given", false},
     {"log_connections", KEY_BOOL, OFF(log_connections), "1", true, "log client logins", false},
     {"log_disconnections", KEY_BOOL, OFF(log_disconnections), "1", true,
      "log disconnections with the reason", false},
@@ -246,7 +250,6 @@ static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"server_fast_close", RULE_IGNORE, NULL},
     {"sbuf_loopcnt", RULE_IGNORE, NULL},
     {"suspend_timeout", RULE_IGNORE, NULL},
-    {"track_extra_parameters", RULE_IGNORE, NULL},
     {"cancel_wait_timeout", RULE_IGNORE, NULL},
     {"autodb_idle_timeout", RULE_IGNORE, NULL},
     {"server_check_query_timeout", RULE_IGNORE, NULL},

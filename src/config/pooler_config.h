@@ -115,6 +115,7 @@ struct pooler_config {
     int64_t max_packet_size;
     int max_prepared_statements; /* per server connection, LRU; 0 = no rewriting */
     char *ignore_startup_parameters; /* owned: comma-separated */
+    char *track_extra_parameters;    /* owned: comma-separated; their SETs are followed */
     bool log_connections;
     bool log_disconnections;
     bool log_pooler_errors;

@@ -120,22 +120,12 @@ static void link_client(struct client *c, struct server *s)
     c->request_us = now;
     s->last_used_us = now;
     /* Bring the server's session parameters in line with the client's. */
-    size_t need = params_set_len((const struct pstr *const *)c->params,
-                                 (const struct pstr *const *)s->params);
-    if (need > 1) {
-        char *sql = malloc(need);
-        if (sql && params_build_set((const struct pstr *const *)c->params,
-                                    (const struct pstr *const *)s->params, sql, need) > 0) {
-            if (!server_send_internal_query(s, sql)) {
-                free(sql);
-                c->server = NULL;
-                s->client = NULL;
-                server_close(s, "could not send SET");
-                client_fail(c, "08006", "server connection failed");
-                return;
-            }
-        }
-        free(sql);
+    if (!client_sync_server_params(c, s)) {
+        c->server = NULL;
+        s->client = NULL;
+        server_close(s, "could not send SET");
+        client_fail(c, "08006", "server connection failed");
+        return;
     }
 }
 
@@ -403,14 +393,7 @@ void pool_release_server(struct server *s)
     struct pooler *p = pool->pooler;
     int64_t now = pooler_now(p);
     if (c) {
-        if (c->request_us) {
-            c->xacts++;
-            c->hold_us += now - c->request_us;
-            pool->stats.xact_count++;
-            pool->stats.xact_time_us += now - c->request_us;
-            histogram_observe(&pool->stats.xact_hist, now - c->request_us);
-            c->request_us = 0;
-        }
+        client_end_transaction(c);
         c->server = NULL;
         s->client = NULL;
     }

@@ -507,6 +507,7 @@ static bool tls_apply(struct pooler *p, bool client_side, char *err, size_t err_
 /* Brings pools, logging and socket options in line with p->cfg after it changed. */
 static void apply_config(struct pooler *p)
 {
+    params_track_extra(p->cfg->track_extra_parameters);
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next)
         pool_apply_config(plist_entry(n, struct pool, node));
     apply_logging(p->cfg, extra_verbose);
@@ -813,6 +814,7 @@ int serve_main(int argc, char **argv)
         return 3;
     }
     apply_logging(p.cfg, extra_verbose);
+    params_track_extra(p.cfg->track_extra_parameters);
     /* The load's warnings go out now that the log target is open, so they reach the logfile. */
     pooler_config_log_warnings(p.cfg);
     struct process_run_as run_as;

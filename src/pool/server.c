@@ -983,6 +983,14 @@ static enum server_scan_result server_scan(struct server *s)
                 return SSCAN_BAD;
             }
         }
+        /* The client's session follows its SET, RESET and DEALLOCATE statements and named
+         * Parses through these answers (client.c). */
+        if (type == WIRE_BE_PARAMETER_STATUS || type == WIRE_BE_COMMAND_COMPLETE ||
+            type == WIRE_BE_READY_FOR_QUERY || type == WIRE_BE_ERROR ||
+            type == WIRE_BE_PARSE_COMPLETE)
+            client_note_server_message(s, !swallow, type,
+                                       b->end - cn->scan - WIRE_HEADER_LEN >= len ? body : NULL,
+                                       len);
         switch (type) {
         case WIRE_BE_READY_FOR_QUERY: {
             uint8_t st;
@@ -1017,13 +1025,8 @@ static enum server_scan_result server_scan(struct server *s)
             if (!wire_parse_parameter_status(body, len, &name, &value))
                 return SSCAN_BAD;
             int id = params_lookup(name);
-            if (id >= 0) {
-                pstr_set(&s->params[id], value);
-                /* The client now has the value its server reports (after its own SET, a
-                 * ROLLBACK, or the pooler's SET on link). */
-                if (c)
-                    pstr_set(&c->params[id], value);
-            }
+            if (id >= 0)
+                pstr_set(&s->params[id], value); /* the client's: client_note_server_message */
             break;
         }
         case WIRE_BE_ERROR:
