@@ -16,6 +16,7 @@
 
 #include "live/readiness.h"
 #include "manager/histogram.h"
+#include "pool/handout.h"
 #include "pool/pool.h"
 
 /* ---- output staging ---- */
@@ -124,8 +125,7 @@ static size_t escape_label(char *dst, size_t room, const char *v)
     return n;
 }
 
-static void view_fill(struct pool_view *v, const struct pool *pool, int64_t now_us,
-                      int64_t check_delay_us)
+static void view_fill(struct pool_view *v, const struct pool *pool, int64_t now_us)
 {
     memset(v, 0, offsetof(struct pool_view, labels));
     v->pool = pool;
@@ -145,7 +145,7 @@ static void view_fill(struct pool_view *v, const struct pool *pool, int64_t now_
     v->sv_active = (int)plist_count(&pool->active_servers);
     for (const struct plist *n = pool->idle_servers.next; n != &pool->idle_servers; n = n->next) {
         const struct server *s = plist_entry(n, struct server, node);
-        if (check_delay_us > 0 && now_us - s->last_used_us > check_delay_us)
+        if (pool_server_due_check(s, now_us))
             v->sv_used++;
         else
             v->sv_idle++;
@@ -307,8 +307,7 @@ static const struct metric_def METRICS[] = {
     POOL("pgwarden_pool_servers_idle", METRIC_GAUGE, UNIT_NUMBER,
          "server connections ready to be handed out", get_sv_idle),
     POOL("pgwarden_pool_servers_used", METRIC_GAUGE, UNIT_NUMBER,
-         "idle server connections unused for longer than server_check_delay (checked before "
-         "reuse)",
+         "idle server connections due server_check_query before reuse (see server_check_delay)",
          get_sv_used),
     POOL("pgwarden_pool_servers_tested", METRIC_GAUGE, UNIT_NUMBER,
          "server connections running a reset, check or connect query", get_sv_tested),
@@ -453,10 +452,9 @@ struct metrics_render *metrics_render_begin(const struct pooler *p)
     r->o->len = 0;
     r->o->failed = false;
     int64_t now = net_loop_now_us(p->loop);
-    int64_t check_delay_us = p->cfg->server_check_delay_ms * 1000;
     size_t i = 0;
     for (const struct plist *n = p->pools.next; n != &p->pools && i < r->n_pools; n = n->next)
-        view_fill(&r->views[i++], plist_entry(n, struct pool, node), now, check_delay_us);
+        view_fill(&r->views[i++], plist_entry(n, struct pool, node), now);
     return r;
 }
 

@@ -61,9 +61,7 @@ bool pool_login_failing(const struct pool *pool)
            plist_empty(&pool->login_servers) && pool->n_servers == 0;
 }
 
-/* server_check_delay = 0 checks a server before every reuse (PgBouncer), but not one that
- * has just logged in or answered its check or reset query. */
-static bool server_needs_check(const struct server *s, int64_t now)
+bool pool_server_due_check(const struct server *s, int64_t now)
 {
     int64_t delay_ms = s->pool->pooler->cfg->server_check_delay_ms;
     if (delay_ms == 0)
@@ -87,7 +85,7 @@ static struct server *take_idle_server(struct pool *pool, int64_t now)
         }
         if (now - s->last_used_us >= IDLE_PEEK_AFTER_US && !server_idle_alive(s))
             continue;
-        if (server_needs_check(s, now)) {
+        if (pool_server_due_check(s, now)) {
             server_change_state(s, SV_TESTED);
             if (!server_send_internal_query(s, check))
                 server_close(s, "check query could not be sent");

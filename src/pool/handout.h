@@ -29,6 +29,10 @@ void pool_server_ready(struct server *s);
 /* Sends a health probe (server_check_query, default the empty query) to an idle server; it
  * is back in the pool when answered. False when it could not be sent (the server is closed). */
 bool pool_probe_server(struct server *s);
+/* An idle server must answer server_check_query before its next use: unused for longer than
+ * server_check_delay; with server_check_delay = 0, used at all since it last logged in or
+ * answered its check or reset query (PgBouncer checks before every reuse). */
+bool pool_server_due_check(const struct server *s, int64_t now);
 /* Records the outcome of s's probe in flight, if any (latency up to now). */
 void pool_note_probe(struct server *s, bool ok, const char *error);
 /* Servers of every pool of a database / of a user (max_db_connections,

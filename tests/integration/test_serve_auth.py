@@ -3,7 +3,7 @@ login over TCP (trust, md5, SCRAM with a password or with pass-through keys)."""
 import psycopg
 import pytest
 
-from serve_helpers import Pooler
+from serve_helpers import PASSWORDS, Pooler
 
 
 def tcp_databases(pg, **forced):
@@ -68,7 +68,9 @@ def test_scram_pass_through(pgwarden_bin, pg):
 
 def test_forced_user_with_password(pgwarden_bin, pg):
     dbs = {"forced": f"host=127.0.0.1 port={pg.port} dbname=appdb user=app_user password=app-pw"}
-    p = Pooler(pgwarden_bin, pg, auth_type="trust", databases=dbs).start()
+    # trust still needs the client's user in auth_file (PgBouncer's rule)
+    p = Pooler(pgwarden_bin, pg, auth_type="trust", databases=dbs,
+               userlist={**PASSWORDS, "anyone": "x"}).start()
     try:
         with psycopg.connect(p.dsn("anyone", "forced")) as c:
             assert c.execute("SELECT current_user, current_database()").fetchone() == \
@@ -80,7 +82,8 @@ def test_forced_user_with_password(pgwarden_bin, pg):
 def test_server_login_error_reaches_client(pgwarden_bin, pg):
     """A wrong server password is reported to the client, not retried forever."""
     dbs = {"bad": f"host=127.0.0.1 port={pg.port} dbname=appdb user=app_user password=wrong"}
-    p = Pooler(pgwarden_bin, pg, auth_type="trust", databases=dbs).start()
+    p = Pooler(pgwarden_bin, pg, auth_type="trust", databases=dbs,
+               userlist={**PASSWORDS, "x": "x"}).start()
     try:
         with pytest.raises(psycopg.OperationalError) as e:
             psycopg.connect(p.dsn("x", "bad"))

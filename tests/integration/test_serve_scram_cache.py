@@ -7,7 +7,7 @@ import struct
 import psycopg
 import pytest
 
-from serve_helpers import FakeServer, Pooler, raw_connect, read_messages, startup_packet
+from serve_helpers import FakeServer, PASSWORDS, Pooler, raw_connect, read_messages, startup_packet
 
 AUTH_SASL = 10
 AUTH_SASL_CONTINUE = 11
@@ -98,7 +98,8 @@ def test_hostile_iteration_count_refused(pgwarden_bin, pg, iterations):
     evil = HostileServer(iterations)
     dbs = {"evil": f"host=127.0.0.1 port={evil.port} dbname=x user=app_user password=app-pw",
            "appdb": f"host={pg.socket_dir} port={pg.port} dbname=appdb"}
-    p = Pooler(pgwarden_bin, pg, auth_type="trust", databases=dbs).start()
+    p = Pooler(pgwarden_bin, pg, auth_type="trust", databases=dbs,
+               userlist={**PASSWORDS, "x": "x"}).start()
     try:
         with pytest.raises(psycopg.OperationalError) as e:
             psycopg.connect(p.dsn("x", "evil"))
