@@ -2,12 +2,21 @@
  * failed logins, and the end of a graceful shutdown. Runs off the hot path. */
 #include "pool/janitor.h"
 
+#include <poll.h>
+#include <stdlib.h>
+
 #include "common/log.h"
 #include "pool/cancel.h"
 #include "pool/client.h"
 #include "pool/handout.h"
 #include "pool/objects.h"
 #include "pool/server.h"
+
+/* A connection the sweep may look at, and what its io callback needs. */
+struct swept {
+    bool is_server;
+    void *obj;
+};
 
 static void check_pool(struct pool *pool, int64_t now)
 {
@@ -130,6 +139,83 @@ static void roll_stats(struct pooler *p, int64_t now)
     p->stats_period_start_us = now;
 }
 
+static void sweep_add(struct pollfd *fds, struct swept *who, size_t *n, struct pconn *cn,
+                      bool is_server, void *obj)
+{
+    /* A connection that may still read will find the end itself. */
+    if (cn->fd < 0 || cn->may_read)
+        return;
+    fds[*n] = (struct pollfd){.fd = cn->fd, .events = POLLIN | POLLRDHUP};
+    who[*n] = (struct swept){is_server, obj};
+    (*n)++;
+}
+
+/* Edges the loop lost. Sockets are edge-triggered and a short read is taken to mean
+ * "drained"; when bytes and a reset arrive in one epoll report, libevent maps EPOLLERR to a
+ * plain read+write event (no close), the short read returns the bytes, and no later edge
+ * ever tells of the reset: a client would wait forever for the rest of its result. One
+ * poll() per tick over the connections whose stall would hurt -- linked pairs, idle
+ * servers, clients holding a partial message -- finds such sockets and replays the lost
+ * edge through the connection's own callback. */
+static void sweep_lost_hangups(struct pooler *p)
+{
+    size_t cap = 0, n = 0;
+    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
+        const struct pool *pool = plist_entry(it, struct pool, node);
+        cap += (size_t)pool->n_servers * 2 + (size_t)pool->n_clients;
+    }
+    if (cap == 0)
+        return;
+    struct pollfd *fds = malloc(cap * sizeof(*fds));
+    struct swept *who = malloc(cap * sizeof(*who));
+    if (!fds || !who)
+        goto out;
+    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
+        struct pool *pool = plist_entry(it, struct pool, node);
+        struct plist *node;
+        for (node = pool->active_servers.next; node != &pool->active_servers; node = node->next) {
+            struct server *s = plist_entry(node, struct server, node);
+            sweep_add(fds, who, &n, &s->conn, true, s);
+            if (s->client)
+                sweep_add(fds, who, &n, &s->client->conn, false, s->client);
+        }
+        for (node = pool->idle_servers.next; node != &pool->idle_servers; node = node->next) {
+            struct server *s = plist_entry(node, struct server, node);
+            sweep_add(fds, who, &n, &s->conn, true, s);
+        }
+        for (node = pool->active_clients.next; node != &pool->active_clients;
+             node = node->next) {
+            struct client *c = plist_entry(node, struct client, node);
+            if (!c->server && c->conn.buf)
+                sweep_add(fds, who, &n, &c->conn, false, c);
+        }
+    }
+    if (n == 0 || poll(fds, n, 0) <= 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        short r = fds[i].revents;
+        if (!(r & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)))
+            continue;
+        unsigned what = NET_IO_READABLE;
+        if (r & (POLLRDHUP | POLLHUP | POLLERR))
+            what |= NET_IO_CLOSED;
+        log_debug("pool", "%s %llu: the loop missed its socket's %s; replaying it",
+                  who[i].is_server ? "server" : "client",
+                  (unsigned long long)(who[i].is_server ? ((struct server *)who[i].obj)->id
+                                                        : ((struct client *)who[i].obj)->id),
+                  (what & NET_IO_CLOSED) ? "hangup" : "readable edge");
+        /* Both callbacks ignore an object closed earlier in this sweep; freeing waits for
+         * the reaper, so the pointers stay valid. */
+        if (who[i].is_server)
+            server_io_cb(fds[i].fd, what, who[i].obj);
+        else
+            client_io_cb(fds[i].fd, what, who[i].obj);
+    }
+out:
+    free(fds);
+    free(who);
+}
+
 void janitor_run(void *arg)
 {
     struct pooler *p = arg;
@@ -146,6 +232,7 @@ void janitor_run(void *arg)
     }
     for (n = p->pools.next; n != &p->pools; n = n->next)
         check_pool(plist_entry(n, struct pool, node), now);
+    sweep_lost_hangups(p);
     cancel_reqs_expire(p, now);
     client_console_finish_waits(p);
 

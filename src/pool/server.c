@@ -919,14 +919,20 @@ static enum server_scan_result server_scan(struct server *s)
                 s->close_needed = true; /* unasked, e.g. a FATAL termination of an idle server */
                 break;
             }
-            /* A statement the pooler counts as prepared is missing (26000), or a name it
-             * gives its statements is taken (42P05): SQL run inside a function or DO block
-             * (no PREPARE/DEALLOCATE tag to see) changed them. Re-create before next use. */
             if (b->end - cn->scan - WIRE_HEADER_LEN >= len) {
                 struct wire_error e;
-                if (wire_parse_error(body, len, &e) && e.sqlstate &&
-                    (!strcmp(e.sqlstate, "26000") || !strcmp(e.sqlstate, "42P05")))
+                if (!wire_parse_error(body, len, &e))
+                    break;
+                /* A statement the pooler counts as prepared is missing (26000), or a name it
+                 * gives its statements is taken (42P05): SQL run inside a function or DO
+                 * block (no PREPARE/DEALLOCATE tag to see) changed them. Re-create before
+                 * next use. */
+                if (e.sqlstate && (!strcmp(e.sqlstate, "26000") || !strcmp(e.sqlstate, "42P05")))
                     server_stmts_distrust(&s->stmts);
+                /* The backend exits after a FATAL: read on to its end now rather than trust
+                 * a short read (its reset may already be queued behind these bytes). */
+                if (e.severity && (!strcmp(e.severity, "FATAL") || !strcmp(e.severity, "PANIC")))
+                    cn->closing = true;
             }
             break;
         case WIRE_BE_COMMAND_COMPLETE:

@@ -1,9 +1,15 @@
 """A hostile or broken PostgreSQL server behind `pgwarden serve`: a login that floods
 ParameterStatus messages fails with a clear error instead of growing the pooler's memory, and
 the pooler keeps serving the pools of healthy servers."""
+import os
+import signal
+import socket
 import struct
+import threading
+import time
 
 import psycopg
+import pytest
 
 from serve_helpers import FakeServer, Pooler, rss_kb
 
@@ -53,3 +59,101 @@ def test_parameter_status_flood_fails_login_with_bounded_memory(pgwarden_bin, pg
     finally:
         p.stop()
         evil.stop()
+
+
+class ResettingServer(FakeServer):
+    """Logs the pooler in, answers its own queries, and meets a client query containing
+    'reset-me' with `reply` followed at once by a TCP reset (SO_LINGER 0). The pooler is
+    stopped (SIGSTOP) while both leave, so its next epoll report carries the bytes and the
+    reset together: the case where a readable edge's short read does not mean the socket is
+    drained, and no further edge will ever come."""
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.pooler_pid = None
+        self.queries = []
+        super().__init__()
+
+    @staticmethod
+    def welcome():
+        return (be_msg(b"R", struct.pack("!I", 0)) +
+                be_msg(b"S", b"server_version\x0015.0\x00") +
+                be_msg(b"S", b"client_encoding\x00UTF8\x00") +
+                be_msg(b"K", struct.pack("!II", 4242, 99)) + be_msg(b"Z", b"I"))
+
+    def serve(self, conn):
+        conn.settimeout(30)
+        self.read_startup(conn)
+        conn.sendall(self.welcome())
+        pending = b""
+        while not self.stopping:
+            t, ln = struct.unpack("!cI", self.read_exact(conn, 5))
+            body = self.read_exact(conn, ln - 4)
+            pending += t + body
+            if t == b"X":
+                return
+            if t not in (b"Q", b"S"):
+                continue  # extended protocol: act at the Sync
+            request, pending = pending, b""
+            self.queries.append(request)
+            if b"reset-me" in request:
+                os.kill(self.pooler_pid, signal.SIGSTOP)
+                try:
+                    conn.sendall(self.reply)
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+                    conn.close()
+                    time.sleep(0.1)
+                finally:
+                    os.kill(self.pooler_pid, signal.SIGCONT)
+                return
+            if request.startswith(b"Q") and b"SET " in request.upper():
+                conn.sendall(be_msg(b"C", b"SET\x00") + be_msg(b"Z", b"I"))
+            else:
+                err = b"SERROR\x00C0A000\x00Mnot supported by this fake server\x00\x00"
+                conn.sendall(be_msg(b"E", err) + be_msg(b"Z", b"I"))
+
+
+FATAL_ADMIN = be_msg(b"E", b"SFATAL\x00C57P01\x00Mterminating connection due to administrator "
+                           b"command\x00\x00")
+HALF_RESULT = (be_msg(b"T", struct.pack("!H", 1) + b"v\x00" + struct.pack("!IhIhih", 0, 0, 25,
+                                                                           -1, -1, 0)) +
+               be_msg(b"D", struct.pack("!HI", 1, 2) + b"ok"))
+
+
+@pytest.mark.parametrize("reply", [FATAL_ADMIN, HALF_RESULT], ids=["fatal", "half_result"])
+def test_reset_right_after_bytes_reaches_the_client(pgwarden_bin, pg, reply):
+    """A server that sends bytes and resets the connection in the same instant (PostgreSQL
+    shutting down as a query arrives; a backend killed mid-result) must end its client's
+    query with an error, not leave it waiting for bytes that will never come."""
+    fake = ResettingServer(reply)
+    dbs = {"fake": f"host=127.0.0.1 port={fake.port} dbname=x"}
+    p = Pooler(pgwarden_bin, pg, auth_type="trust", databases=dbs).start()
+    fake.pooler_pid = p.proc.pid
+    conn = None
+    try:
+        conn = psycopg.connect(p.dsn("app_user", "fake"), connect_timeout=20, autocommit=True)
+        conn.execute("SET statement_timeout = 0")  # the link works before the reset
+        started = time.monotonic()
+        outcome = {}
+
+        def query():
+            try:
+                conn.execute("SELECT 'reset-me'")
+                outcome["error"] = None
+            except psycopg.Error as e:
+                outcome["error"] = e
+
+        t = threading.Thread(target=query, daemon=True)
+        t.start()
+        t.join(timeout=15)
+        assert not t.is_alive(), \
+            f"the client still waits after the server reset:\n{p.log()[-2000:]}"
+        assert isinstance(outcome["error"], psycopg.OperationalError), outcome
+        assert time.monotonic() - started < 5, "the reset was noticed late"
+        assert p.alive()
+    finally:
+        p.stop()  # first: a client thread still waiting on the pooler is released
+        if conn is not None:
+            conn.close()
+        fake.stop()
