@@ -145,7 +145,7 @@ static void sweep_add(struct pollfd *fds, struct swept *who, size_t *n, struct p
     /* A connection that may still read will find the end itself. */
     if (cn->fd < 0 || cn->may_read)
         return;
-    fds[*n] = (struct pollfd){.fd = cn->fd, .events = POLLIN | POLLRDHUP};
+    fds[*n] = (struct pollfd){.fd = cn->fd, .events = 0}; /* HUP and ERR are always reported */
     who[*n] = (struct swept){is_server, obj};
     (*n)++;
 }
@@ -155,8 +155,8 @@ static void sweep_add(struct pollfd *fds, struct swept *who, size_t *n, struct p
  * plain read+write event (no close), the short read returns the bytes, and no later edge
  * ever tells of the reset: a client would wait forever for the rest of its result. One
  * poll() per tick over the connections whose stall would hurt -- linked pairs, idle
- * servers, clients holding a partial message -- finds such sockets and replays the lost
- * edge through the connection's own callback. */
+ * servers, clients holding a partial message -- finds sockets with a reset or hangup the
+ * loop never acted on and replays it through the connection's own callback. */
 static void sweep_lost_hangups(struct pooler *p)
 {
     size_t cap = 0, n = 0;
@@ -193,17 +193,16 @@ static void sweep_lost_hangups(struct pooler *p)
     if (n == 0 || poll(fds, n, 0) <= 0)
         goto out;
     for (size_t i = 0; i < n; i++) {
-        short r = fds[i].revents;
-        if (!(r & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)))
+        /* Only a reset or a full hangup: a FIN alone reaches the loop as EV_CLOSED, and
+         * bytes alone raise their own edge (perhaps queued behind this timer in the same
+         * turn: replaying those would only reorder the turn). */
+        if (!(fds[i].revents & (POLLHUP | POLLERR)))
             continue;
-        unsigned what = NET_IO_READABLE;
-        if (r & (POLLRDHUP | POLLHUP | POLLERR))
-            what |= NET_IO_CLOSED;
-        log_debug("pool", "%s %llu: the loop missed its socket's %s; replaying it",
+        unsigned what = NET_IO_READABLE | NET_IO_CLOSED;
+        log_debug("pool", "%s %llu: the loop missed its socket's hangup; replaying it",
                   who[i].is_server ? "server" : "client",
                   (unsigned long long)(who[i].is_server ? ((struct server *)who[i].obj)->id
-                                                        : ((struct client *)who[i].obj)->id),
-                  (what & NET_IO_CLOSED) ? "hangup" : "readable edge");
+                                                        : ((struct client *)who[i].obj)->id));
         /* Both callbacks ignore an object closed earlier in this sweep; freeing waits for
          * the reaper, so the pointers stay valid. */
         if (who[i].is_server)
