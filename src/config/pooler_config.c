@@ -107,6 +107,14 @@ static const struct key_def KEYS[] = {
      "cancel and close a query running longer than this (0 = never)", false},
     {"query_wait_timeout", KEY_DURATION, OFF(query_wait_timeout_ms), "120", true,
      "a client waiting for a server longer than this gets an error (0 = forever)", false},
+    {"transaction_timeout", KEY_DURATION, OFF(transaction_timeout_ms), "0", true,
+     "close clients whose transaction has been open longer than this (0 = never)", false},
+    {"query_wait_notify", KEY_DURATION, OFF(query_wait_notify_ms), "5", true,
+     "a client queued for a server longer than this gets a notice saying so (0 = never)", false},
+    {"server_fast_close", KEY_BOOL, OFF(server_fast_close), "0", true,
+     "session pooling: a server marked to be closed (RECONNECT, a changed database entry) is "
+     "closed with its client at the end of the current transaction instead of the session",
+     false},
     {"pkt_buf", KEY_SIZE, OFF(pkt_buf), "8192", true,
      "bytes of the I/O buffer an active connection borrows (PgBouncer: 4096)", true},
     {"max_packet_size", KEY_SIZE, OFF(max_packet_size), "2147483647", true,
@@ -247,14 +255,11 @@ static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"auth_ident_file", RULE_REFUSE_IF_SET, "the user name maps of the ident file are not applied"},
     {"auth_user", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
     {"auth_query", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
-    {"server_fast_close", RULE_IGNORE, NULL},
     {"sbuf_loopcnt", RULE_IGNORE, NULL},
     {"suspend_timeout", RULE_IGNORE, NULL},
     {"cancel_wait_timeout", RULE_IGNORE, NULL},
     {"autodb_idle_timeout", RULE_IGNORE, NULL},
     {"server_check_query_timeout", RULE_IGNORE, NULL},
-    {"query_wait_notify", RULE_IGNORE, NULL},
-    {"transaction_timeout", RULE_IGNORE, NULL},
     {"idle_transaction_timeout_notify", RULE_IGNORE, NULL},
 };
 
@@ -734,6 +739,7 @@ static const struct {
     {"idle_transaction_timeout", offsetof(struct pooler_user_config, idle_transaction_timeout_ms),
      true},
     {"client_idle_timeout", offsetof(struct pooler_user_config, client_idle_timeout_ms), true},
+    {"transaction_timeout", offsetof(struct pooler_user_config, transaction_timeout_ms), true},
 };
 
 static bool user_connstr_cb(void *ctx, const char *key, const char *value, char *err,
@@ -785,6 +791,7 @@ static bool add_user(struct pooler_config *cfg, const char *name, const char *va
     u->pool_mode = u->pool_size = u->reserve_pool_size = u->max_user_connections = -1;
     u->max_user_client_connections = -1;
     u->query_timeout_ms = u->idle_transaction_timeout_ms = u->client_idle_timeout_ms = -1;
+    u->transaction_timeout_ms = -1;
     u->name = strdup(name);
     if (!u->name) {
         snprintf(err, err_len, "out of memory");

@@ -74,6 +74,7 @@ struct pooler_user_config {
     int64_t query_timeout_ms;
     int64_t idle_transaction_timeout_ms;
     int64_t client_idle_timeout_ms;
+    int64_t transaction_timeout_ms;
 };
 
 struct pooler_config {
@@ -111,6 +112,9 @@ struct pooler_config {
     int64_t idle_transaction_timeout_ms;
     int64_t query_timeout_ms;
     int64_t query_wait_timeout_ms;
+    int64_t transaction_timeout_ms; /* a transaction open longer is ended with its client */
+    int64_t query_wait_notify_ms;   /* a client queued this long is told so (0 = never) */
+    bool server_fast_close; /* session pooling: a server marked close_needed leaves at once */
     int64_t pkt_buf;
     int64_t max_packet_size;
     int max_prepared_statements; /* per server connection, LRU; 0 = no rewriting */

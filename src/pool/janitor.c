@@ -12,6 +12,7 @@
 #include "pool/handout.h"
 #include "pool/objects.h"
 #include "pool/server.h"
+#include "proto/wire.h"
 
 /* A connection the sweep may look at, and what its io callback needs. */
 struct swept {
@@ -57,6 +58,49 @@ static void fail_waiting(struct pool *pool, struct plist *list, int64_t now)
     }
 }
 
+/* PgBouncer's words, so that applications and tests that look for them find them. */
+#define QUEUED_NOTICE "No server connection available in postgres backend, client being queued"
+
+/* query_wait_notify: a client queued that long hears why its query has not started, once
+ * per wait. */
+static void notify_queued(struct pool *pool, int64_t now)
+{
+    int64_t after = pool->pooler->cfg->query_wait_notify_ms * 1000;
+    if (after <= 0)
+        return;
+    struct plist *n, *tmp;
+    plist_for_each_safe(n, tmp, &pool->waiting_clients)
+    {
+        struct client *c = plist_entry(n, struct client, node);
+        if (c->wait_noticed_us == c->state_us || now - c->state_us <= after)
+            continue;
+        c->wait_noticed_us = c->state_us;
+        uint8_t out[160];
+        struct wire_buf b;
+        wire_buf_init(&b, out, sizeof(out));
+        wire_build_notice(&b, "NOTICE", "00000", QUEUED_NOTICE);
+        if (!client_send_raw(c, out, b.len))
+            client_close(c, "could not send the queue notice");
+    }
+}
+
+/* server_fast_close, session pooling: a server marked to be closed leaves between
+ * transactions instead of at the session's end, and takes its client along so that the
+ * client notices its session was cut (PgBouncer). */
+static void fast_close(struct pool *pool)
+{
+    if (!pool->pooler->cfg->server_fast_close || pool->mode != POOL_MODE_SESSION)
+        return;
+    struct plist *n, *tmp;
+    plist_for_each_safe(n, tmp, &pool->active_servers)
+    {
+        struct server *s = plist_entry(n, struct server, node);
+        if (s->close_needed && s->client && s->xact == WIRE_XACT_IDLE &&
+            !server_owes_answers(s) && client_is_quiet(s->client))
+            client_fail(s->client, "08P01", "database configuration changed");
+    }
+}
+
 static void check_pool(struct pool *pool, int64_t now)
 {
     const struct pooler_config *cfg = pool->pooler->cfg;
@@ -64,9 +108,11 @@ static void check_pool(struct pool *pool, int64_t now)
 
     fail_waiting(pool, &pool->waiting_clients, now);
     fail_waiting(pool, &pool->waiting_login_clients, now);
+    notify_queued(pool, now);
+    fast_close(pool);
 
-    /* PgBouncer's wording: "query timeout" and "idle transaction timeout"; the setting's name
-     * follows in parentheses. */
+    /* PgBouncer's wording: "query timeout", "idle transaction timeout", "transaction
+     * timeout"; the setting's name follows in parentheses. */
     plist_for_each_safe(n, tmp, &pool->active_clients)
     {
         struct client *c = plist_entry(n, struct client, node);
@@ -88,8 +134,15 @@ static void check_pool(struct pool *pool, int64_t now)
         /* Idle in a transaction since the server's last ReadyForQuery (PgBouncer counts
          * from the server's side: a long query is not idleness). */
         if (!busy && s->xact != WIRE_XACT_IDLE && pool->idle_transaction_timeout_ms > 0 &&
-            now - s->ready_us > pool->idle_transaction_timeout_ms * 1000)
+            now - s->ready_us > pool->idle_transaction_timeout_ms * 1000) {
             client_fail(c, "25P03", "idle transaction timeout (idle_transaction_timeout)");
+            continue;
+        }
+        /* From the transaction's first request (request_us: the first message after the
+         * last transaction ended), busy or idle. */
+        if (pool->transaction_timeout_ms > 0 && c->request_us &&
+            now - c->request_us > pool->transaction_timeout_ms * 1000)
+            client_fail(c, "25P04", "transaction timeout (transaction_timeout)");
     }
 
     plist_for_each_safe(n, tmp, &pool->login_servers)

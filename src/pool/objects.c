@@ -106,6 +106,8 @@ void pool_apply_config(struct pool *pool)
                                             : cfg->idle_transaction_timeout_ms;
     pool->client_idle_timeout_ms = u && u->client_idle_timeout_ms > 0 ? u->client_idle_timeout_ms
                                                                       : cfg->client_idle_timeout_ms;
+    pool->transaction_timeout_ms = u && u->transaction_timeout_ms > 0 ? u->transaction_timeout_ms
+                                                                      : cfg->transaction_timeout_ms;
     if (target_changed) {
         pool->have_addr = false;
         struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,

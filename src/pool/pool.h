@@ -130,6 +130,7 @@ struct client {
     bool reclaimed; /* the manager rolled its transaction back and took its server: its next
                        request is answered with an error (client_reclaim_server) */
     uint32_t discard_left; /* reclaimed: bytes of a dropped message still to come */
+    int64_t wait_noticed_us; /* state_us of the wait it was told about (query_wait_notify) */
 };
 
 struct server {
@@ -238,6 +239,7 @@ struct pool {
      * forced-user database, the forced user's, as PgBouncer counts them per server user). */
     int64_t query_timeout_ms;
     int64_t idle_transaction_timeout_ms;
+    int64_t transaction_timeout_ms;
     int64_t client_idle_timeout_ms;
     bool forced_user;           /* user_name is the database's user=: min_pool_size is kept
                                    even with no client (PgBouncer) */

@@ -29,6 +29,9 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.client_login_timeout_ms, 60000);
     assert_int_equal(cfg.query_wait_timeout_ms, 120000);
     assert_int_equal(cfg.server_check_delay_ms, 30000);
+    assert_int_equal(cfg.transaction_timeout_ms, 0);
+    assert_int_equal(cfg.query_wait_notify_ms, 5000);
+    assert_false(cfg.server_fast_close);
     assert_int_equal(cfg.pool_mode, POOL_MODE_SESSION);
     assert_string_equal(cfg.server_reset_query, "DISCARD ALL");
     pooler_config_free(&cfg);

@@ -48,7 +48,7 @@ static void test_user_settings(void **state)
         "[users]\n"
         "u1 = pool_mode=transaction pool_size=1 reserve_pool_size=2 max_user_connections=3 "
         "max_user_client_connections=4 query_timeout=1.5 idle_transaction_timeout=250ms "
-        "client_idle_timeout=1min\n"
+        "client_idle_timeout=1min transaction_timeout=2\n"
         "u2 = pool_size=5\n"
         "[pgbouncer]\nauth_type = trust\n",
         "t.ini", &cfg, err, sizeof(err)));
@@ -62,11 +62,13 @@ static void test_user_settings(void **state)
     assert_int_equal(u->query_timeout_ms, 1500);
     assert_int_equal(u->idle_transaction_timeout_ms, 250);
     assert_int_equal(u->client_idle_timeout_ms, 60000);
+    assert_int_equal(u->transaction_timeout_ms, 2000);
     u = pooler_config_find_user(&cfg, "u2");
     assert_int_equal(u->pool_size, 5);
     assert_int_equal(u->reserve_pool_size, -1);
     assert_int_equal(u->max_user_client_connections, -1);
     assert_int_equal(u->query_timeout_ms, -1);
+    assert_int_equal(u->transaction_timeout_ms, -1);
     pooler_config_free(&cfg);
 }
 
