@@ -2,6 +2,7 @@
  * ":i" int4, ":q" int8, ":n" numeric, text otherwise (admin/reply.h). */
 #include "admin/pooler_tables.h"
 
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "admin/reply.h"
 #include "config/pooler_config.h"
 #include "net/tls.h"
+#include "pool/cancel.h"
 #include "pool/control.h"
 #include "pool/handout.h"
 #include "pool/client.h"
@@ -72,15 +74,28 @@ void pooler_tables_pools(struct pooler *p, struct console_out *o)
     reply_end(&r, "SHOW");
 }
 
+/* A cancel request passed on to a peer is one connection opened and closed: it is counted as
+ * an active cancel (PgBouncer's cl_active_cancel_req and sv_active_cancel); nothing waits. */
 void pooler_tables_peer_pools(struct pooler *p, struct console_out *o)
 {
-    (void)p;
     static const char *const cols[] = {"peer_id:i", "cl_active_cancel_req:i",
                                        "cl_waiting_cancel_req:i", "sv_active_cancel:i",
                                        "sv_login:i"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
-    reply_end(&r, "SHOW"); /* no [peers]: nothing to list */
+    for (size_t i = 0; i < p->cfg->n_peers; i++) {
+        const struct pooler_peer_config *peer = &p->cfg->peers[i];
+        if (peer->id == p->cfg->peer_id)
+            continue; /* its own entry is allowed and ignored */
+        int active = cancel_reqs_to_peer(p, peer->id);
+        reply_row(&r);
+        reply_int(&r, peer->id);
+        reply_int(&r, active);
+        reply_int(&r, 0);
+        reply_int(&r, active);
+        reply_int(&r, 0);
+    }
+    reply_end(&r, "SHOW");
 }
 
 /* ---- statistics ---- */
@@ -555,12 +570,23 @@ void pooler_tables_users(struct pooler *p, struct console_out *o)
     reply_end(&r, "SHOW");
 }
 
+/* pool_size 0: pgwarden sets no limit per peer (cancel connections are bounded by
+ * max_client_conn overall). */
 void pooler_tables_peers(struct pooler *p, struct console_out *o)
 {
-    (void)p;
     static const char *const cols[] = {"peer_id:i", "host", "port:i", "pool_size:i"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
+    for (size_t i = 0; i < p->cfg->n_peers; i++) {
+        const struct pooler_peer_config *peer = &p->cfg->peers[i];
+        if (peer->id == p->cfg->peer_id)
+            continue;
+        reply_row(&r);
+        reply_int(&r, peer->id);
+        reply_text(&r, peer->host);
+        reply_int(&r, peer->port);
+        reply_int(&r, 0);
+    }
     reply_end(&r, "SHOW");
 }
 

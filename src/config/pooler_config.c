@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "config/ini.h"
+#include "net/sock.h"
 
 enum key_type {
     KEY_INT,
@@ -48,6 +49,13 @@ static const struct key_def KEYS[] = {
     {"unix_socket_dir", KEY_STRING, OFF(unix_socket_dir), "/tmp", true,
      "directory of the unix socket .s.PGSQL.<port> (empty = none)", true},
     {"listen_backlog", KEY_INT, OFF(listen_backlog), "128", true, "listen(2) backlog", true},
+    {"so_reuseport", KEY_BOOL, OFF(so_reuseport), "0", true,
+     "set SO_REUSEPORT on the TCP listeners, so several pgwarden processes share the port (give "
+     "each its own unix_socket_dir and pidfile, and a peer_id with [peers] so that cancel "
+     "requests reach the process holding the query)", true},
+    {"peer_id", KEY_INT, OFF(peer_id), "0", true,
+     "this process's id in a group of peered processes, 1..16383 (0 = no peering); it is "
+     "written into the cancel keys handed to clients", true},
     {"tcp_defer_accept", KEY_BOOL, OFF(tcp_defer_accept), "1", true,
      "TCP listeners report a new client only once its first packet has arrived "
      "(TCP_DEFER_ACCEPT, 1 s; a silent client is accepted after that), saving a wake-up per "
@@ -235,8 +243,6 @@ static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"syslog_facility", RULE_IGNORE, NULL},
     {"unix_socket_mode", RULE_IGNORE, NULL},
     {"unix_socket_group", RULE_IGNORE, NULL},
-    {"so_reuseport", RULE_IGNORE, NULL},
-    {"peer_id", RULE_IGNORE, NULL},
     {"tcp_socket_buffer", RULE_IGNORE, NULL},
     {"dns_max_ttl", RULE_IGNORE, NULL},
     {"dns_nxdomain_ttl", RULE_IGNORE, NULL},
@@ -806,6 +812,78 @@ static bool add_user(struct pooler_config *cfg, const char *name, const char *va
     return true;
 }
 
+/* [peers]: "<peer_id> = host=... port=..." as in PgBouncer. */
+static bool peer_connstr_cb(void *ctx, const char *key, const char *value, char *err,
+                            size_t err_len)
+{
+    struct pooler_config *cfg = ctx;
+    struct pooler_peer_config *peer = &cfg->peers[cfg->n_peers];
+    long long i;
+    if (!strcmp(key, "host")) {
+        if (value[0] != '/' && !net_host_is_numeric(value)) {
+            /* Resolving would block the loop when a cancel comes: names are not taken. */
+            snprintf(err, err_len, "host: a peer is a unix socket directory or a numeric "
+                                   "address");
+            return false;
+        }
+        free(peer->host);
+        peer->host = strdup(value);
+        if (!peer->host) {
+            snprintf(err, err_len, "out of memory");
+            return false;
+        }
+    } else if (!strcmp(key, "port")) {
+        if (!parse_int(value, 1, 65535, &i)) {
+            snprintf(err, err_len, "port: '%.16s' is not a port number", value);
+            return false;
+        }
+        peer->port = (int)i;
+    } else if (strcmp(key, "pool_size") != 0) { /* cancels need no pool of their own here */
+        add_warning(cfg, "[peers] %d: unknown setting '%s' ignored", peer->id, key);
+    }
+    return true;
+}
+
+static bool add_peer(struct pooler_config *cfg, const char *name, const char *value, char *err,
+                     size_t err_len)
+{
+    long long id;
+    if (!parse_int(name, 1, 16383, &id)) {
+        snprintf(err, err_len, "[peers] '%.16s' is not a peer_id (1..16383)", name);
+        return false;
+    }
+    if (pooler_config_find_peer(cfg, (int)id)) {
+        snprintf(err, err_len, "[peers] peer %lld is listed twice", id);
+        return false;
+    }
+    struct pooler_peer_config *ps = realloc(cfg->peers, (cfg->n_peers + 1) * sizeof(*ps));
+    if (!ps) {
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
+    cfg->peers = ps;
+    struct pooler_peer_config *peer = &ps[cfg->n_peers];
+    *peer = (struct pooler_peer_config){.id = (int)id, .host = NULL, .port = 6432};
+    if (!ini_parse_connstr(value, peer_connstr_cb, cfg, err, err_len)) {
+        free(peer->host);
+        return false;
+    }
+    if (!peer->host) {
+        snprintf(err, err_len, "[peers] peer %lld: host is missing", id);
+        return false;
+    }
+    cfg->n_peers++;
+    return true;
+}
+
+const struct pooler_peer_config *pooler_config_find_peer(const struct pooler_config *cfg, int id)
+{
+    for (size_t i = 0; i < cfg->n_peers; i++)
+        if (cfg->peers[i].id == id)
+            return &cfg->peers[i];
+    return NULL;
+}
+
 static bool entry_cb(void *ctx, const char *section, const char *key, const char *value,
                      const char *file, int line, char *err, size_t err_len)
 {
@@ -814,6 +892,8 @@ static bool entry_cb(void *ctx, const char *section, const char *key, const char
         return add_db(cfg, key, value, err, err_len);
     if (!strcasecmp(section, "users"))
         return add_user(cfg, key, value, err, err_len);
+    if (!strcasecmp(section, "peers"))
+        return add_peer(cfg, key, value, err, err_len);
     if (!strcasecmp(section, "manager")) {
         enum options_result r = options_set(&cfg->manager, key, value, err, err_len);
         if (r == OPTIONS_UNKNOWN_KEY) {
@@ -848,6 +928,10 @@ static bool check_values(struct pooler_config *cfg, const char *name, char *err,
 {
     if (cfg->listen_port < 1 || cfg->listen_port > 65535) {
         snprintf(err, err_len, "%s: listen_port %d is not a port number", name, cfg->listen_port);
+        return false;
+    }
+    if (cfg->peer_id < 0 || cfg->peer_id > 16383) {
+        snprintf(err, err_len, "%s: peer_id %d is not between 0 and 16383", name, cfg->peer_id);
         return false;
     }
     if (cfg->pkt_buf < 1024 || cfg->pkt_buf > 16 * 1024 * 1024) {
@@ -956,6 +1040,11 @@ void pooler_config_free(struct pooler_config *cfg)
     for (size_t i = 0; i < cfg->n_users; i++)
         free(cfg->users[i].name);
     free(cfg->users);
+    for (size_t i = 0; i < cfg->n_peers; i++)
+        free(cfg->peers[i].host);
+    free(cfg->peers);
+    cfg->peers = NULL;
+    cfg->n_peers = 0;
     auth_file_free(&cfg->auth);
     options_free(&cfg->manager);
     free(cfg->config_file);

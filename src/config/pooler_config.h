@@ -77,6 +77,14 @@ struct pooler_user_config {
     int64_t transaction_timeout_ms;
 };
 
+/* One [peers] entry: another pgwarden (or PgBouncer) of the same group, where cancel requests
+ * carrying its peer_id are forwarded. */
+struct pooler_peer_config {
+    int id;     /* 1..16383 */
+    char *host; /* owned: a unix socket directory ("/...") or a numeric address */
+    int port;
+};
+
 struct pooler_config {
     char *config_file; /* owned: absolute or as given */
 
@@ -155,6 +163,12 @@ struct pooler_config {
     struct pooler_user_config *users; /* owned */
     size_t n_users;
 
+    /* [peers] and this process's place in the group (peer_id 0 = no peering) */
+    int peer_id;
+    bool so_reuseport; /* TCP listeners shared with the other processes of the group */
+    struct pooler_peer_config *peers; /* owned, n_peers entries */
+    size_t n_peers;
+
     /* auth_file contents, loaded with the config so a reload swaps both together. */
     struct auth_file auth;
 
@@ -167,6 +181,9 @@ struct pooler_config {
     char **warnings; /* owned, n_warnings strings (owned) */
     size_t n_warnings;
 };
+
+/* The [peers] entry for id, or NULL. */
+const struct pooler_peer_config *pooler_config_find_peer(const struct pooler_config *cfg, int id);
 
 /* Sets every key to its default (strings are owned copies). */
 __attribute__((warn_unused_result)) bool pooler_config_init_defaults(struct pooler_config *cfg);

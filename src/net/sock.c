@@ -37,8 +37,8 @@ static void tune_tcp(int fd)
         (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &tcp_opts.user_timeout_ms, sizeof(int));
 }
 
-int net_listen_tcp(const char *addr, int port, int backlog, bool defer_accept, char *err,
-                   size_t err_len)
+static int listen_tcp(const char *addr, int port, int backlog, bool defer_accept, bool reuseport,
+                      char *err, size_t err_len)
 {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -60,6 +60,12 @@ int net_listen_tcp(const char *addr, int port, int backlog, bool defer_accept, c
     }
     int one = 1;
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        snprintf(err, err_len, "so_reuseport: %s", strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
     /* Accepted sockets inherit TCP_NODELAY and SO_KEEPALIVE from the listener on Linux,
      * which saves two system calls per client connection. */
     tune_tcp(fd);
@@ -79,6 +85,18 @@ int net_listen_tcp(const char *addr, int port, int backlog, bool defer_accept, c
         (void)setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
     }
     return fd;
+}
+
+int net_listen_tcp(const char *addr, int port, int backlog, bool defer_accept, char *err,
+                   size_t err_len)
+{
+    return listen_tcp(addr, port, backlog, defer_accept, false, err, err_len);
+}
+
+int net_listen_tcp_shared(const char *addr, int port, int backlog, bool defer_accept, char *err,
+                          size_t err_len)
+{
+    return listen_tcp(addr, port, backlog, defer_accept, true, err, err_len);
 }
 
 int net_listen_unix(const char *dir, int port, int backlog, char *path_out, size_t path_len,

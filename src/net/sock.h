@@ -43,6 +43,10 @@ bool net_host_is_numeric(const char *host);
  * wake-up instead of two. Returns the fd or -1 with a reason in err. */
 int net_listen_tcp(const char *addr, int port, int backlog, bool defer_accept, char *err,
                    size_t err_len);
+/* The same with SO_REUSEPORT: several processes bind the port and the kernel spreads new
+ * connections over them (so_reuseport). */
+int net_listen_tcp_shared(const char *addr, int port, int backlog, bool defer_accept, char *err,
+                          size_t err_len);
 /* Listening unix socket dir/.s.PGSQL.<port>; removes a stale socket first. */
 int net_listen_unix(const char *dir, int port, int backlog, char *path_out, size_t path_len,
                     char *err, size_t err_len);

@@ -2,7 +2,11 @@
  * hash table sized by max_client_conn). A CancelRequest is forwarded only while that client
  * holds an ACTIVE server, on a new connection with the server's own key; while it is in
  * flight the server counts it, so a server released meanwhile waits in BEING_CANCELED and a
- * late cancel never hits the next client's query. */
+ * late cancel never hits the next client's query.
+ *
+ * Peering (peer_id, [peers]): processes sharing a port (so_reuseport) or a load balancer each
+ * write their peer_id into the keys they hand out (proto/cancel_key.h). A cancel request that
+ * lands on another process of the group is passed on, as is, to the process its key names. */
 #include "pool/cancel.h"
 
 #include <stdio.h>
@@ -14,7 +18,22 @@
 #include "common/log.h"
 #include "pool/handout.h"
 #include "pool/objects.h"
+#include "proto/cancel_key.h"
 #include "proto/wire.h"
+
+/* A connection that carries one CancelRequest: to a server, or on to a peer. */
+struct cancel_req {
+    struct plist node;
+    struct pooler *pooler; /* borrowed */
+    struct server *server; /* borrowed; NULL once the server is gone */
+    struct net_io *io;     /* owned */
+    int peer_id;           /* passed on to this peer; 0 for a cancel sent to a server */
+    int fd;
+    int64_t start_us;
+    uint8_t pkt[16];
+    uint8_t sent;
+    bool done;
+};
 
 /* ---- cancel keys of our clients ---- */
 
@@ -34,9 +53,16 @@ static bool cancel_random_pair(struct pooler *p, uint32_t out[2])
     return true;
 }
 
+/* A peer_id fills 16 bits of the pid: the bucket mixes pid and key. */
+static size_t cancel_bucket(const struct pooler *p, uint32_t pid, uint32_t key)
+{
+    return ((pid ^ (key * 0x9E3779B1u)) * 0x85EBCA6Bu >> 7) & (p->cancel_buckets - 1);
+}
+
 void client_register_cancel(struct client *c)
 {
     struct pooler *p = c->pooler;
+    int peer_id = p->cfg->peer_id;
     for (int tries = 0; tries < 8; tries++) {
         uint32_t r[2];
         if (!cancel_random_pair(p, r))
@@ -44,12 +70,14 @@ void client_register_cancel(struct client *c)
         c->cancel_pid = r[0];
         c->cancel_key = r[1];
         c->cancel_pid &= 0x7fffffff; /* some clients print it as a signed pid */
+        if (peer_id > 0)
+            cancel_key_mark_peer(&c->cancel_pid, &c->cancel_key, peer_id);
         if (c->cancel_pid == 0)
             continue;
-        size_t b = c->cancel_pid & (p->cancel_buckets - 1);
+        size_t b = cancel_bucket(p, c->cancel_pid, c->cancel_key);
         bool clash = false;
         for (struct client *o = p->cancel_table[b]; o; o = o->cancel_next)
-            clash |= o->cancel_pid == c->cancel_pid;
+            clash |= o->cancel_pid == c->cancel_pid && o->cancel_key == c->cancel_key;
         if (clash)
             continue;
         c->cancel_next = p->cancel_table[b];
@@ -66,7 +94,7 @@ void client_unregister_cancel(struct client *c)
     if (!c->in_cancel_table)
         return;
     struct pooler *p = c->pooler;
-    struct client **link = &p->cancel_table[c->cancel_pid & (p->cancel_buckets - 1)];
+    struct client **link = &p->cancel_table[cancel_bucket(p, c->cancel_pid, c->cancel_key)];
     while (*link && *link != c)
         link = &(*link)->cancel_next;
     if (*link)
@@ -76,17 +104,62 @@ void client_unregister_cancel(struct client *c)
 
 static struct client *client_find_cancel(struct pooler *p, uint32_t pid, uint32_t key)
 {
-    for (struct client *c = p->cancel_table[pid & (p->cancel_buckets - 1)]; c; c = c->cancel_next)
-        if (c->cancel_pid == pid)
-            return ((c->cancel_key ^ key) == 0) ? c : NULL;
+    for (struct client *c = p->cancel_table[cancel_bucket(p, pid, key)]; c; c = c->cancel_next)
+        if (c->cancel_pid == pid && c->cancel_key == key)
+            return c;
     return NULL;
 }
 
-void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key, size_t key_len)
+static struct cancel_req *open_cancel_conn(struct pooler *p, int fd, uint32_t pid, uint32_t key,
+                                           struct server *s);
+
+/* A cancel request whose key names another process of the group: passed on with one hop
+ * less, over a new connection to that peer. */
+static void forward_to_peer(struct pooler *p, int peer_id, uint32_t pid, uint32_t key)
+{
+    if (cancel_key_ttl(key) == 0) {
+        log_info("pool", "cancel request for peer %d dropped: forwarded too many times",
+                 peer_id);
+        return;
+    }
+    const struct pooler_peer_config *peer = pooler_config_find_peer(p->cfg, peer_id);
+    if (!peer) {
+        log_warning("pool", "cancel request for peer %d dropped: no such peer in [peers]",
+                    peer_id);
+        return;
+    }
+    if (p->n_cancel_reqs >= p->cfg->max_client_conn) {
+        log_debug("pool", "cancel request for peer %d dropped (too many in flight)", peer_id);
+        return;
+    }
+    char err[256];
+    int fd = net_connect(peer->host, peer->port, err, sizeof(err));
+    if (fd < 0) {
+        log_warning("pool", "cancel request for peer %d: %s", peer_id, err);
+        return;
+    }
+    log_debug("pool", "forwarding a cancel request to peer %d", peer_id);
+    struct cancel_req *r = open_cancel_conn(p, fd, pid, key - 1, NULL);
+    if (r)
+        r->peer_id = peer_id;
+}
+
+void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key_bytes,
+                          size_t key_len)
 {
     if (key_len != 4)
         return;
-    struct client *c = client_find_cancel(p, pid, wire_get_u32(key));
+    uint32_t key = wire_get_u32(key_bytes);
+    int own = p->cfg->peer_id;
+    if (own > 0) {
+        int target = cancel_key_peer_id(pid);
+        if (target != own) {
+            forward_to_peer(p, target, pid, key);
+            return;
+        }
+        key |= CANCEL_KEY_TTL_MASK; /* as handed out, whatever hops it made */
+    }
+    struct client *c = client_find_cancel(p, pid, key);
     /* Only a query running right now for this very client is cancelled: a client without a
      * server has nothing to cancel, and its former server belongs to someone else. */
     if (!c || !c->server || c->server->state != SV_ACTIVE)
@@ -94,19 +167,7 @@ void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key, si
     cancel_req_start(p, c->server);
 }
 
-/* ---- cancel connections to servers ---- */
-
-struct cancel_req {
-    struct plist node;
-    struct pooler *pooler; /* borrowed */
-    struct server *server; /* borrowed; NULL once the server is gone */
-    struct net_io *io;     /* owned */
-    int fd;
-    int64_t start_us;
-    uint8_t pkt[16];
-    uint8_t sent;
-    bool done;
-};
+/* ---- cancel connections to servers and peers ---- */
 
 static void cancel_req_finish(struct cancel_req *r)
 {
@@ -176,10 +237,20 @@ void cancel_req_start(struct pooler *p, struct server *s)
         log_warning("pool", "cancel: %s", err);
         return;
     }
+    open_cancel_conn(p, fd, s->be_pid, s->be_key, s);
+    log_debug("pool", "server %llu: cancel request sent", (unsigned long long)s->id);
+}
+
+/* Sends CancelRequest(pid, key) over fd, a connection under way; s is the server whose query
+ * it cancels (counted as in flight on it), NULL for one passed on to a peer. NULL when it
+ * could not be set up (fd is closed then). */
+static struct cancel_req *open_cancel_conn(struct pooler *p, int fd, uint32_t pid, uint32_t key,
+                                           struct server *s)
+{
     struct cancel_req *r = calloc(1, sizeof(*r));
     if (!r) {
         close(fd);
-        return;
+        return NULL;
     }
     r->pooler = p;
     r->server = s;
@@ -187,17 +258,28 @@ void cancel_req_start(struct pooler *p, struct server *s)
     r->start_us = pooler_now(p);
     struct wire_buf b;
     wire_buf_init(&b, r->pkt, sizeof(r->pkt));
-    wire_build_cancel(&b, s->be_pid, s->be_key);
+    wire_build_cancel(&b, pid, key);
     r->io = net_io_new(p->loop, fd, NET_IO_EDGE_RW, cancel_cb, r);
     if (!r->io) {
         close(fd);
         free(r);
-        return;
+        return NULL;
     }
-    s->cancels_in_flight++;
+    if (s)
+        s->cancels_in_flight++;
     p->n_cancel_reqs++;
     plist_append(&p->cancel_reqs, &r->node);
-    log_debug("pool", "server %llu: cancel request sent", (unsigned long long)s->id);
+    return r;
+}
+
+int cancel_reqs_to_peer(const struct pooler *p, int peer_id)
+{
+    int n = 0;
+    for (const struct plist *it = p->cancel_reqs.next; it != &p->cancel_reqs; it = it->next) {
+        const struct cancel_req *r = plist_entry(it, struct cancel_req, node);
+        n += !r->done && r->peer_id == peer_id;
+    }
+    return n;
 }
 
 void cancel_reqs_forget_server(struct pooler *p, struct server *s)

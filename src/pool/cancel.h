@@ -24,5 +24,7 @@ void cancel_reqs_forget_server(struct pooler *p, struct server *s);
  * (now_us 0: finished ones only). */
 void cancel_reqs_expire(struct pooler *p, int64_t now_us);
 void cancel_reqs_free_all(struct pooler *p);
+/* Cancel requests being passed on to a peer right now. */
+int cancel_reqs_to_peer(const struct pooler *p, int peer_id);
 
 #endif

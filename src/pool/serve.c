@@ -269,8 +269,10 @@ static bool add_tcp_listener(struct pooler *p, const char *addr, char *err, size
         snprintf(err, err_len, "listen_addr: too many addresses");
         return false;
     }
-    int fd = net_listen_tcp(addr, cfg->listen_port, cfg->listen_backlog, cfg->tcp_defer_accept, err,
-                            err_len);
+    int fd = cfg->so_reuseport ? net_listen_tcp_shared(addr, cfg->listen_port, cfg->listen_backlog,
+                                                       cfg->tcp_defer_accept, err, err_len)
+                               : net_listen_tcp(addr, cfg->listen_port, cfg->listen_backlog,
+                                                cfg->tcp_defer_accept, err, err_len);
     if (fd < 0)
         return false;
     p->listen_fds[p->n_listeners++] = fd;

@@ -16,7 +16,7 @@ from pgfixture import PASSWORDS, free_port
 class Pooler:
     def __init__(self, binary, pg, pool_mode="transaction", auth_type="trust",
                  databases=None, settings=None, users=None, server_via="socket",
-                 userlist=None, manager=None):
+                 userlist=None, manager=None, peers=None):
         self.binary = binary
         self.pg = pg
         self.dir = tempfile.mkdtemp(prefix="pgwarden-serve-")
@@ -46,6 +46,7 @@ class Pooler:
         self.settings.update(settings or {})
         self.users = users or {}
         self.manager = manager or {}  # [manager] keys: the live manager's settings
+        self.peers = peers or {}  # [peers]: peer_id -> connection string
         if userlist is None:
             userlist = {u: p for u, p in PASSWORDS.items()}
         self.userlist = userlist
@@ -66,6 +67,10 @@ class Pooler:
             f.write("[pgbouncer]\n")
             for k, v in self.settings.items():
                 f.write(f"{k} = {v}\n")
+            if self.peers:
+                f.write("[peers]\n")
+                for peer_id, conn in self.peers.items():
+                    f.write(f"{peer_id} = {conn}\n")
             if self.manager:
                 f.write("[manager]\n")
                 for k, v in self.manager.items():
