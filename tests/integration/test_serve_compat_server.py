@@ -382,7 +382,9 @@ def test_a_server_terminated_while_idle_is_not_handed_out(pgwarden_bin, pg, nolo
             keep.execute("SELECT 1")  # the pool has an idle server
             time.sleep(0.05)
             admin.execute(f"ALTER ROLE {nologin_role} NOLOGIN")
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            # with a timeout, pg_terminate_backend waits for the backend to be gone: before
+            # that, nothing on the pooler's socket tells the server is about to die
+            admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                           f"WHERE usename = '{nologin_role}'")
             for _ in range(2):
                 with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
