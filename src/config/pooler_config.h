@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "config/auth_file.h"
+#include "config/hba.h"
 #include "manager/options.h"
 #include "net/tls.h"
 
@@ -24,6 +25,9 @@ enum pooler_auth_type {
     POOLER_AUTH_PLAIN,
     POOLER_AUTH_MD5,
     POOLER_AUTH_SCRAM,
+    POOLER_AUTH_CERT, /* the TLS client certificate's common name is the user name */
+    POOLER_AUTH_PEER, /* unix socket: the peer's Unix user name is the user name */
+    POOLER_AUTH_HBA,  /* per auth_hba_file */
 };
 
 /* One [databases] entry. Numeric fields are -1 when not set (the [pgbouncer] default applies). */
@@ -87,6 +91,8 @@ struct pooler_config {
     bool tcp_defer_accept; /* wake on a new client only once its first packet is there */
     enum pooler_auth_type auth_type;
     char *auth_file; /* owned; NULL = none */
+    char *auth_hba_file;   /* owned; "" = none (auth_type = hba needs it) */
+    char *auth_ident_file; /* owned; "" = none */
     enum pool_mode pool_mode;
     int max_client_conn;
     int default_pool_size;
@@ -153,6 +159,9 @@ struct pooler_config {
 
     /* auth_file contents, loaded with the config so a reload swaps both together. */
     struct auth_file auth;
+    /* auth_hba_file and auth_ident_file contents (auth_type = hba only), loaded the same way. */
+    struct hba hba;
+    struct ident_map ident;
 
     /* [manager] */
     struct manager_options manager;

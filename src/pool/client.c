@@ -1,8 +1,9 @@
 /* Client side: TLS (SSLRequest or PostgreSQL 17's direct TLS), startup packet,
- * authentication (trust, plain, md5, SCRAM-SHA-256), the welcome, and the client→server data
+ * authentication (trust, plain, md5, SCRAM-SHA-256, cert, peer; per auth_hba_file), the welcome, and the client→server data
  * path. */
 #include "pool/client.h"
 
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,7 @@ struct client_login {
     char *database; /* owned */
     char *secret;   /* owned copy; NULL when the user is unknown (the exchange still runs) */
     enum login_step step;
+    enum hba_method method; /* what this client must pass (auth_type, or its HBA line) */
     uint8_t salt[MD5_AUTH_SALT_LEN];
     struct scram_server scram;
     enum console_access peer_access; /* console access granted by the peer's identity alone */
@@ -1173,6 +1175,74 @@ static bool take_options(struct client *c, const char *options)
     return true;
 }
 
+/* ---- which method, and identities proven by the connection ---- */
+
+/* The method each global auth_type stands for (auth_type = hba asks auth_hba_file). */
+static const enum hba_method GLOBAL_METHOD[] = {
+    [POOLER_AUTH_TRUST] = HBA_TRUST, [POOLER_AUTH_PLAIN] = HBA_PASSWORD,
+    [POOLER_AUTH_MD5] = HBA_MD5,     [POOLER_AUTH_SCRAM] = HBA_SCRAM,
+    [POOLER_AUTH_CERT] = HBA_CERT,   [POOLER_AUTH_PEER] = HBA_PEER,
+};
+
+/* What c must pass to log in as user to database; *rule is the HBA line that decided (NULL
+ * without auth_type = hba, or when no line matched: then the answer is reject). The rule is
+ * borrowed from the running config: use it before returning to the loop. */
+static enum hba_method login_method(const struct client *c, const char *database,
+                                    const char *user, const struct hba_rule **rule)
+{
+    const struct pooler_config *cfg = c->pooler->cfg;
+    *rule = NULL;
+    if (cfg->auth_type != POOLER_AUTH_HBA)
+        return GLOBAL_METHOD[cfg->auth_type];
+    struct hba_request req = {
+        .unix_socket = c->addr.family == AF_UNIX,
+        .tls = c->conn.tls != NULL,
+        .family = c->addr.family,
+        .addr = c->addr.ip,
+        .database = database,
+        .user = user,
+    };
+    return hba_decide(&cfg->hba, &req, rule);
+}
+
+/* PgBouncer's rule for methods that check no password: with an auth_file, only the users it
+ * lists may log in (the console goes by admin_users and stats_users instead). */
+static bool user_known(const struct client *c, const char *database, const char *user)
+{
+    const struct pooler_config *cfg = c->pooler->cfg;
+    return !cfg->auth_file || !cfg->auth_file[0] || console_is_admin_db(database) ||
+           auth_file_lists(&cfg->auth, user);
+}
+
+/* cert: the verified client certificate's common name; peer: the unix socket peer's Unix
+ * user. Either must be user itself, or map to it through the line's map= (auth_ident_file). */
+static bool identity_proven(const struct client *c, enum hba_method method,
+                            const struct hba_rule *rule, const char *user)
+{
+    const struct pooler_config *cfg = c->pooler->cfg;
+    char name[256];
+    const char *who = NULL;
+    if (method == HBA_CERT) {
+        if (c->conn.tls && tls_peer_cn(c->conn.tls, name, sizeof(name)))
+            who = name;
+    } else {
+        uid_t uid;
+        struct passwd pw, *found = NULL;
+        char pwbuf[1024];
+        if (c->addr.family == AF_UNIX && net_peer_uid(c->conn.fd, &uid) &&
+            getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &found) == 0 && found &&
+            (size_t)snprintf(name, sizeof(name), "%s", found->pw_name) < sizeof(name))
+            who = name;
+    }
+    bool ok = hba_identity_ok(&cfg->ident, rule ? rule->map : NULL, who, user);
+    if (!ok)
+        log_info("pool", "client %llu: %s identity %s%s%s does not allow user %s%s%s",
+                 (unsigned long long)c->id, hba_method_name(method), who ? "\"" : "",
+                 who ? who : "(none)", who ? "\"" : "", user,
+                 rule && rule->map ? " through map " : "", rule && rule->map ? rule->map : "");
+    return ok;
+}
+
 static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, size_t extra)
 {
     struct pooler *p = c->pooler;
@@ -1287,26 +1357,41 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
             return;
         }
     }
-    if (cfg->auth_type != POOLER_AUTH_TRUST) {
+    const struct hba_rule *rule = NULL;
+    l->method = login_method(c, database, user, &rule);
+    if (l->method != HBA_TRUST && l->method != HBA_REJECT) {
         const char *secret = auth_file_lookup(&cfg->auth, user);
         if (secret && !(l->secret = strdup(secret))) {
             client_fail(c, "53200", "out of memory");
             goto out;
         }
     }
-    switch (cfg->auth_type) {
-    case POOLER_AUTH_TRUST:
+    switch (l->method) {
+    case HBA_TRUST:
         /* PgBouncer's rule: with an auth_file, trust still lets in only the users it lists
          * (with any secret, or none). The console goes by admin_users and stats_users. */
-        if (cfg->auth_file && cfg->auth_file[0] && !console_is_admin_db(database) &&
-            !auth_file_lists(&cfg->auth, user)) {
+        if (!user_known(c, database, user)) {
             client_fail(c, "28000", "\"trust\" authentication failed");
             goto out;
         }
         free(st);
         auth_done(c, NULL, 0);
         return;
-    case POOLER_AUTH_MD5:
+    case HBA_CERT:
+    case HBA_PEER:
+        /* The connection itself proves who the client is; no password is asked. */
+        if (!user_known(c, database, user) || !identity_proven(c, l->method, rule, user)) {
+            client_fail(c, "28000", "%s authentication failed for user \"%s\"",
+                        l->method == HBA_CERT ? "certificate" : "peer", user);
+            goto out;
+        }
+        free(st);
+        auth_done(c, NULL, 0);
+        return;
+    case HBA_REJECT:
+        /* A rejecting line (or none matching) is not announced: the client is asked for an
+         * md5 password like anyone and fails exactly as a wrong password does. */
+    case HBA_MD5:
         /* A SCRAM secret cannot check an md5 answer: that user logs in with SCRAM instead
          * (PgBouncer). */
         if (l->secret && auth_secret_kind(l->secret) == AUTH_SECRET_SCRAM) {
@@ -1321,11 +1406,11 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
         wire_build_auth_md5(&b, l->salt);
         l->step = STEP_PASSWORD;
         break;
-    case POOLER_AUTH_PLAIN:
+    case HBA_PASSWORD:
         wire_build_auth_cleartext(&b);
         l->step = STEP_PASSWORD;
         break;
-    case POOLER_AUTH_SCRAM:
+    case HBA_SCRAM:
         wire_build_auth_sasl(&b, SCRAM_MECHANISM);
         l->step = STEP_SASL_INITIAL;
         break;
@@ -1388,7 +1473,7 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
         const char *pw = (const char *)body;
         bool ok = false;
         if (l->secret) {
-            if (c->pooler->cfg->auth_type == POOLER_AUTH_MD5)
+            if (l->method == HBA_MD5 || l->method == HBA_REJECT)
                 ok = md5_auth_verify(l->secret, l->user, l->salt, pw, len - 1) == MD5_AUTH_OK;
             else
                 ok = verify_plain(l->secret, l->user, pw);
