@@ -58,6 +58,16 @@ static const struct key_def KEYS[] = {
      "auth_hba_file)", false},
     {"auth_file", KEY_STRING, OFF(auth_file), "", true,
      "userlist.txt with \"user\" \"secret\" lines (plain, md5 or SCRAM secrets)", false},
+    {"auth_user", KEY_STRING, OFF(auth_user), "", true,
+     "user whose auth_file secret logs in to run auth_query for users auth_file does not list "
+     "(empty = no lookups)", false},
+    {"auth_query", KEY_STRING, OFF(auth_query),
+     "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM "
+     "pg_authid WHERE rolname=$1 AND rolcanlogin",
+     true, "query returning (user name, secret) for $1; a NULL secret refuses the user", false},
+    {"auth_dbname", KEY_STRING, OFF(auth_dbname), "", true,
+     "[databases] entry auth_query runs in (empty = the client's database; a database's own "
+     "auth_dbname= wins)", false},
     {"auth_hba_file", KEY_STRING, OFF(auth_hba_file), "", true,
      "pg_hba.conf-style rules for auth_type = hba (local, host, hostssl, hostnossl; read at "
      "start and on reload)", false},
@@ -227,7 +237,7 @@ struct unimplemented_key {
 };
 
 static const char AUTH_QUERY_RISK[] =
-    "clients are checked against auth_file only, not through auth_query as the file asks";
+    "a per-database auth_user or auth_query is not implemented; set them in [pgbouncer]";
 
 static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"syslog", RULE_IGNORE, NULL},
@@ -249,10 +259,7 @@ static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"service_name", RULE_IGNORE, NULL},
     {"job_name", RULE_IGNORE, NULL},
     {"log_stats", RULE_IGNORE, NULL},
-    {"auth_dbname", RULE_IGNORE, NULL},       /* only used by auth_user, refused below */
     {"auth_ldap_options", RULE_IGNORE, NULL}, /* only used by auth_type = ldap, refused */
-    {"auth_user", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
-    {"auth_query", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
     {"server_fast_close", RULE_IGNORE, NULL},
     {"sbuf_loopcnt", RULE_IGNORE, NULL},
     {"suspend_timeout", RULE_IGNORE, NULL},
@@ -268,7 +275,6 @@ static const struct unimplemented_key UNIMPLEMENTED[] = {
 static const struct unimplemented_key UNIMPLEMENTED_DB[] = {
     {"auth_user", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
     {"auth_query", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
-    {"auth_dbname", RULE_IGNORE, NULL},
 };
 
 enum unimplemented_verdict {
@@ -622,6 +628,8 @@ static bool db_connstr_cb(void *ctx, const char *key, const char *value, char *e
         ok = set_str(&db->application_name, value);
     else if (!strcmp(key, "connect_query"))
         ok = set_str(&db->connect_query, value);
+    else if (!strcmp(key, "auth_dbname"))
+        ok = set_str(&db->auth_dbname, value);
     else if (!strcmp(key, "pool_size") || !strcmp(key, "min_pool_size") ||
              !strcmp(key, "reserve_pool") || !strcmp(key, "reserve_pool_size") ||
              !strcmp(key, "max_db_connections") || !strcmp(key, "max_db_client_connections")) {
@@ -684,6 +692,7 @@ static void db_free(struct pooler_db_config *db)
     free(db->timezone);
     free(db->application_name);
     free(db->connect_query);
+    free(db->auth_dbname);
 }
 
 static bool add_db(struct pooler_config *cfg, const char *name, const char *value, char *err,

@@ -43,6 +43,7 @@ struct pooler_db_config {
     char *timezone;         /* owned */
     char *application_name; /* owned */
     char *connect_query;    /* owned: run once after each server login */
+    char *auth_dbname;      /* owned: where auth_query runs for this database, NULL = global */
     int pool_size;
     int min_pool_size;
     int reserve_pool;
@@ -91,6 +92,9 @@ struct pooler_config {
     bool tcp_defer_accept; /* wake on a new client only once its first packet is there */
     enum pooler_auth_type auth_type;
     char *auth_file; /* owned; NULL = none */
+    char *auth_user;       /* owned; "" = no auth_query lookups */
+    char *auth_query;      /* owned: $1 is the user name */
+    char *auth_dbname;     /* owned; "" = the client's database */
     char *auth_hba_file;   /* owned; "" = none (auth_type = hba needs it) */
     char *auth_ident_file; /* owned; "" = none */
     enum pool_mode pool_mode;
