@@ -183,7 +183,8 @@ __attribute__((warn_unused_result)) bool pooler_config_init_defaults(struct pool
 /* Loads path into a freshly initialised cfg. On failure returns false with "file:line: reason"
  * in err and leaves cfg freed. Unknown keys are ignored with a warning in cfg->warnings. A
  * PgBouncer key pgwarden does not implement is ignored with a warning too, unless running
- * without it would weaken security (auth_hba_file, auth_query, ...): then the load fails,
+ * without it would weaken security (a per-database auth_user or auth_query, auth_type pam or
+ * ldap): then the load fails,
  * naming the key and its value. The TLS keys are checked here (sslmode names, protocol lists);
  * their files are read when the pooler builds its TLS contexts. */
 __attribute__((warn_unused_result)) bool
