@@ -79,6 +79,12 @@ static bool split_line(const char *line, struct field *fields, size_t *n_fields,
             p++;
         if (*p == '\0' || *p == '#')
             break;
+        if (*p == ',' && !continues && *n_fields > 0) {
+            /* "a , b": a comma after a space continues the list before it (PgBouncer). */
+            p++;
+            continues = true;
+            continue;
+        }
         if (!continues) {
             if (*n_fields >= HBA_MAX_FIELDS) {
                 *why = "too many fields";
@@ -225,6 +231,9 @@ static void names_free(struct hba_names *names)
     memset(names, 0, sizeof(*names));
 }
 
+/* read_names' reason for a +group name: the line is skipped, not refused (see add_rule). */
+static const char SKIP_GROUP[] = "+group";
+
 /* A database (for_db) or user field. */
 static bool read_names(const struct field *f, bool for_db, const char *dir, struct hba_names *out,
                        const char **why)
@@ -242,7 +251,7 @@ static bool read_names(const struct field *f, bool for_db, const char *dir, stru
             *why = "samerole and samegroup are not supported (role membership is the server's)";
             return false;
         } else if (!it->quoted && it->text[0] == '+') {
-            *why = "+group is not supported (role membership is the server's)";
+            *why = SKIP_GROUP;
             return false;
         } else if (!it->quoted && it->text[0] == '@') {
             if (!add_names_from_file(out, dir, it->text + 1, why))
@@ -374,8 +383,10 @@ static bool read_rule(struct field *fields, size_t n, const char *dir, struct hb
         *why = "peer works over the unix socket only (local lines)";
         return false;
     }
-    if (r->method == HBA_CERT && r->conn != HBA_HOSTSSL) {
-        *why = "cert needs TLS (hostssl lines)";
+    /* PgBouncer takes cert on host lines too (a connection without TLS then fails it); only a
+     * unix socket can never carry a certificate. */
+    if (r->method == HBA_CERT && r->conn == HBA_LOCAL) {
+        *why = "cert needs TLS (host or hostssl lines)";
         return false;
     }
     for (at++; at < n; at++) {
@@ -441,6 +452,14 @@ static bool add_rule(struct field *fields, size_t n, int line_no, void *ctx, con
     struct hba_parsing *hp = ctx;
     struct hba_rule r = {.line = line_no};
     bool ok = read_rule(fields, n, hp->dir, &r, why);
+    if (!ok && *why == SKIP_GROUP) {
+        /* Role membership lives in the server, so a pooler cannot tell who is in a +group.
+         * PgBouncer skips such a line with a warning; so do we, and say so once per file. */
+        rule_free(&r);
+        if (hp->out->n_skipped++ == 0)
+            hp->out->first_skipped_line = line_no;
+        return true;
+    }
     struct hba_rule *grown =
         ok ? realloc(hp->out->rules, (hp->out->n + 1) * sizeof(*grown)) : NULL;
     if (ok && !grown) {
@@ -487,6 +506,38 @@ void hba_free(struct hba *hba)
         rule_free(&hba->rules[i]);
     free(hba->rules);
     memset(hba, 0, sizeof(*hba));
+}
+
+enum hba_method hba_decide(const struct hba *hba, const struct hba_request *req,
+                           const struct hba_rule **rule)
+{
+    *rule = hba_match(hba, req);
+    return *rule ? (*rule)->method : HBA_REJECT;
+}
+
+bool hba_identity_ok(const struct ident_map *map, const char *map_name, const char *system_user,
+                     const char *db_user)
+{
+    if (!system_user)
+        return false;
+    if (!map_name)
+        return !strcmp(system_user, db_user);
+    return map && ident_allows(map, map_name, system_user, db_user);
+}
+
+const char *hba_missing_map(const struct hba *hba, const struct ident_map *map)
+{
+    for (size_t i = 0; i < hba->n; i++) {
+        const char *want = hba->rules[i].map;
+        if (!want)
+            continue;
+        bool found = false;
+        for (size_t k = 0; map && k < map->n && !found; k++)
+            found = !strcmp(map->entries[k].map, want);
+        if (!found)
+            return want;
+    }
+    return NULL;
 }
 
 static bool names_match(const struct hba_names *names, const char *name)

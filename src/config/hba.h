@@ -6,9 +6,9 @@
  * Supported, as in PgBouncer: record types local, host, hostssl, hostnossl; databases all,
  * sameuser, replication, names, @file, lists; users all, names, @file, lists; addresses all,
  * IPv4/IPv6 CIDR or address + netmask; methods trust, reject, password, md5, scram-sha-256,
- * cert, peer; the map= option (cert, peer). Refused with the line's number: +group (role
- * membership needs the server), samerole/samegroup, samehost/samenet, host names, other
- * methods and options. */
+ * cert, peer; the map= option (cert, peer). A line naming a +group is skipped (role membership
+ * needs the server; PgBouncer skips it too) and counted in n_skipped. Refused with the line's
+ * number: samerole/samegroup, samehost/samenet, host names, other methods and options. */
 #ifndef PGWARDEN_CONFIG_HBA_H
 #define PGWARDEN_CONFIG_HBA_H
 
@@ -57,6 +57,8 @@ struct hba_rule {
 struct hba {
     struct hba_rule *rules; /* owned */
     size_t n;
+    size_t n_skipped;       /* lines skipped because they name a +group */
+    int first_skipped_line; /* the first of them (0 = none) */
 };
 
 /* What the pooler knows of a connecting client. */
@@ -82,6 +84,10 @@ void hba_free(struct hba *hba);
 /* The first rule matching the request, or NULL (refuse the client). */
 const struct hba_rule *hba_match(const struct hba *hba, const struct hba_request *req);
 const char *hba_method_name(enum hba_method method);
+/* The method a request must pass: its first matching rule's (returned in *rule), or
+ * HBA_REJECT with *rule NULL when no line matches. */
+enum hba_method hba_decide(const struct hba *hba, const struct hba_request *req,
+                           const struct hba_rule **rule);
 
 /* The ident map (auth_ident_file): "map system-user database-user" lines. */
 struct ident_entry {
@@ -99,5 +105,12 @@ void ident_free(struct ident_map *map);
 /* True when the map lets system_user log in as db_user. */
 bool ident_allows(const struct ident_map *map, const char *map_name, const char *system_user,
                   const char *db_user);
+/* Whether the identity the connection proved (system_user: the peer's Unix user name or the
+ * certificate's common name; NULL when there is none) may log in as db_user: the same name
+ * without map_name, else through map_name in map (map may be NULL: nothing is allowed). */
+bool hba_identity_ok(const struct ident_map *map, const char *map_name, const char *system_user,
+                     const char *db_user);
+/* The first map= name of hba that map does not define (borrowed), or NULL when all are. */
+const char *hba_missing_map(const struct hba *hba, const struct ident_map *map);
 
 #endif

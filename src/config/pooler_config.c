@@ -61,9 +61,27 @@ static const struct key_def KEYS[] = {
      "(TCP_DEFER_ACCEPT, 1 s; a silent client is accepted after that), saving a wake-up per "
      "connection", true},
     {"auth_type", KEY_AUTH_TYPE, OFF(auth_type), "md5", true,
-     "client authentication: trust, plain, md5, scram-sha-256", false},
+     "client authentication: trust, plain, md5, scram-sha-256, cert (TLS client certificate "
+     "whose common name is the user), peer (unix socket, the peer's Unix user), hba (per "
+     "auth_hba_file)", false},
     {"auth_file", KEY_STRING, OFF(auth_file), "", true,
      "userlist.txt with \"user\" \"secret\" lines (plain, md5 or SCRAM secrets)", false},
+    {"auth_user", KEY_STRING, OFF(auth_user), "", true,
+     "user whose auth_file secret logs in to run auth_query for users auth_file does not list "
+     "(empty = no lookups)", false},
+    {"auth_query", KEY_STRING, OFF(auth_query),
+     "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM "
+     "pg_authid WHERE rolname=$1 AND rolcanlogin",
+     true, "query returning (user name, secret) for $1; a NULL secret refuses the user", false},
+    {"auth_dbname", KEY_STRING, OFF(auth_dbname), "", true,
+     "[databases] entry auth_query runs in (empty = the client's database; a database's own "
+     "auth_dbname= wins)", false},
+    {"auth_hba_file", KEY_STRING, OFF(auth_hba_file), "", true,
+     "pg_hba.conf-style rules for auth_type = hba (local, host, hostssl, hostnossl; read at "
+     "start and on reload)", false},
+    {"auth_ident_file", KEY_STRING, OFF(auth_ident_file), "", true,
+     "user name maps (\"map system-user database-user\") for map= on peer and cert lines",
+     false},
     {"pool_mode", KEY_POOL_MODE, OFF(pool_mode), "session", true,
      "when a server returns to the pool: session, transaction, statement", false},
     {"max_client_conn", KEY_INT, OFF(max_client_conn), "100", true,
@@ -235,7 +253,7 @@ struct unimplemented_key {
 };
 
 static const char AUTH_QUERY_RISK[] =
-    "clients are checked against auth_file only, not through auth_query as the file asks";
+    "a per-database auth_user or auth_query is not implemented; set them in [pgbouncer]";
 
 static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"syslog", RULE_IGNORE, NULL},
@@ -255,12 +273,7 @@ static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"service_name", RULE_IGNORE, NULL},
     {"job_name", RULE_IGNORE, NULL},
     {"log_stats", RULE_IGNORE, NULL},
-    {"auth_dbname", RULE_IGNORE, NULL},       /* only used by auth_user, refused below */
     {"auth_ldap_options", RULE_IGNORE, NULL}, /* only used by auth_type = ldap, refused */
-    {"auth_hba_file", RULE_REFUSE_IF_SET, "the access rules of the HBA file are not applied"},
-    {"auth_ident_file", RULE_REFUSE_IF_SET, "the user name maps of the ident file are not applied"},
-    {"auth_user", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
-    {"auth_query", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
     {"sbuf_loopcnt", RULE_IGNORE, NULL},
     {"suspend_timeout", RULE_IGNORE, NULL},
     {"cancel_wait_timeout", RULE_IGNORE, NULL},
@@ -273,7 +286,6 @@ static const struct unimplemented_key UNIMPLEMENTED[] = {
 static const struct unimplemented_key UNIMPLEMENTED_DB[] = {
     {"auth_user", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
     {"auth_query", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
-    {"auth_dbname", RULE_IGNORE, NULL},
 };
 
 enum unimplemented_verdict {
@@ -488,9 +500,16 @@ static bool set_key(struct pooler_config *cfg, const struct key_def *k, const ch
             t = POOLER_AUTH_MD5;
         else if (!strcasecmp(v, "scram-sha-256"))
             t = POOLER_AUTH_SCRAM;
+        else if (!strcasecmp(v, "cert"))
+            t = POOLER_AUTH_CERT;
+        else if (!strcasecmp(v, "peer"))
+            t = POOLER_AUTH_PEER;
+        else if (!strcasecmp(v, "hba"))
+            t = POOLER_AUTH_HBA;
         else {
             snprintf(err, err_len,
-                     "auth_type: '%.64s' is not supported (use trust, plain, md5, scram-sha-256)",
+                     "auth_type: '%.64s' is not supported (use trust, plain, md5, scram-sha-256, "
+                     "cert, peer, hba)",
                      v);
             return false;
         }
@@ -620,6 +639,8 @@ static bool db_connstr_cb(void *ctx, const char *key, const char *value, char *e
         ok = set_str(&db->application_name, value);
     else if (!strcmp(key, "connect_query"))
         ok = set_str(&db->connect_query, value);
+    else if (!strcmp(key, "auth_dbname"))
+        ok = set_str(&db->auth_dbname, value);
     else if (!strcmp(key, "pool_size") || !strcmp(key, "min_pool_size") ||
              !strcmp(key, "reserve_pool") || !strcmp(key, "reserve_pool_size") ||
              !strcmp(key, "max_db_connections") || !strcmp(key, "max_db_client_connections")) {
@@ -682,6 +703,7 @@ static void db_free(struct pooler_db_config *db)
     free(db->timezone);
     free(db->application_name);
     free(db->connect_query);
+    free(db->auth_dbname);
 }
 
 static bool add_db(struct pooler_config *cfg, const char *name, const char *value, char *err,
@@ -964,9 +986,68 @@ static bool check_values(struct pooler_config *cfg, const char *name, char *err,
             return false;
         }
     }
-    if (cfg->auth_type != POOLER_AUTH_TRUST && (!cfg->auth_file || !cfg->auth_file[0])) {
+    /* Only a verifying TLS context asks clients for a certificate. */
+    if (cfg->auth_type == POOLER_AUTH_CERT && cfg->client_tls.sslmode < TLS_VERIFY_CA) {
+        snprintf(err, err_len,
+                 "%s: auth_type cert needs client_tls_sslmode verify-ca or verify-full (and "
+                 "client_tls_ca_file): only then do clients present a certificate",
+                 name);
+        return false;
+    }
+    bool password_type = cfg->auth_type == POOLER_AUTH_PLAIN || cfg->auth_type == POOLER_AUTH_MD5 ||
+                         cfg->auth_type == POOLER_AUTH_SCRAM;
+    if (password_type && (!cfg->auth_file || !cfg->auth_file[0])) {
         snprintf(err, err_len, "%s: auth_type %s needs auth_file", name,
                  cfg->auth_type == POOLER_AUTH_MD5 ? "md5" : "scram-sha-256/plain");
+        return false;
+    }
+    return true;
+}
+
+/* A file named in the config: relative names are relative to the config file's directory. */
+static void config_relative_path(const char *config_name, const char *file, char *path,
+                                 size_t path_len)
+{
+    if (file[0] != '/' && strchr(config_name, '/')) {
+        const char *slash = strrchr(config_name, '/');
+        snprintf(path, path_len, "%.*s/%s", (int)(slash - config_name), config_name, file);
+    } else {
+        snprintf(path, path_len, "%s", file);
+    }
+}
+
+/* auth_hba_file and auth_ident_file, read with the config so that a reload swaps rules and
+ * maps together with the users they name; a file that does not parse fails the load (at
+ * start pgwarden does not run, on reload the running rules stay). */
+static bool load_hba(struct pooler_config *cfg, const char *name, char *err, size_t err_len)
+{
+    char path[4096];
+    bool have_hba = cfg->auth_hba_file && cfg->auth_hba_file[0];
+    if (cfg->auth_type != POOLER_AUTH_HBA) {
+        if (have_hba)
+            add_warning(cfg, "auth_hba_file is used only with auth_type = hba; ignored");
+        return true;
+    }
+    if (!have_hba) {
+        snprintf(err, err_len, "%s: auth_type hba needs auth_hba_file", name);
+        return false;
+    }
+    if (cfg->auth_ident_file && cfg->auth_ident_file[0]) {
+        config_relative_path(name, cfg->auth_ident_file, path, sizeof(path));
+        if (!ident_load(path, &cfg->ident, err, err_len))
+            return false;
+    }
+    config_relative_path(name, cfg->auth_hba_file, path, sizeof(path));
+    if (!hba_load(path, &cfg->hba, err, err_len))
+        return false;
+    if (cfg->hba.n_skipped)
+        add_warning(cfg,
+                    "%s: %zu line(s) naming a +group skipped (first: line %d): role membership "
+                    "is known to the server only",
+                    path, cfg->hba.n_skipped, cfg->hba.first_skipped_line);
+    const char *missing = hba_missing_map(&cfg->hba, &cfg->ident);
+    if (missing) {
+        snprintf(err, err_len, "%s: map=%.64s is not defined in auth_ident_file", path, missing);
         return false;
     }
     return true;
@@ -978,15 +1059,12 @@ static bool finish(struct pooler_config *cfg, const char *name, char *err, size_
         return false;
     if (cfg->auth_file && cfg->auth_file[0]) {
         char path[4096];
-        if (cfg->auth_file[0] != '/' && strchr(name, '/')) {
-            const char *slash = strrchr(name, '/');
-            snprintf(path, sizeof(path), "%.*s/%s", (int)(slash - name), name, cfg->auth_file);
-        } else {
-            snprintf(path, sizeof(path), "%s", cfg->auth_file);
-        }
+        config_relative_path(name, cfg->auth_file, path, sizeof(path));
         if (!auth_file_load(path, &cfg->auth, err, err_len))
             return false;
     }
+    if (!load_hba(cfg, name, err, err_len))
+        return false;
     char opt_err[256];
     if (!options_validate(&cfg->manager, opt_err, sizeof(opt_err))) {
         snprintf(err, err_len, "%s: [manager] %s", name, opt_err);
@@ -1046,6 +1124,8 @@ void pooler_config_free(struct pooler_config *cfg)
     cfg->peers = NULL;
     cfg->n_peers = 0;
     auth_file_free(&cfg->auth);
+    hba_free(&cfg->hba);
+    ident_free(&cfg->ident);
     options_free(&cfg->manager);
     free(cfg->config_file);
     for (size_t i = 0; i < cfg->n_warnings; i++)
@@ -1194,7 +1274,8 @@ void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_f
             v = pool_mode_name(*(const enum pool_mode *)field);
             break;
         case KEY_AUTH_TYPE: {
-            static const char *const names[] = {"trust", "plain", "md5", "scram-sha-256"};
+            static const char *const names[] = {"trust", "plain", "md5", "scram-sha-256",
+                                                "cert",  "peer",  "hba"};
             v = names[*(const enum pooler_auth_type *)field];
             break;
         }

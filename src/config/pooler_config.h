@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "config/auth_file.h"
+#include "config/hba.h"
 #include "manager/options.h"
 #include "net/tls.h"
 
@@ -24,6 +25,9 @@ enum pooler_auth_type {
     POOLER_AUTH_PLAIN,
     POOLER_AUTH_MD5,
     POOLER_AUTH_SCRAM,
+    POOLER_AUTH_CERT, /* the TLS client certificate's common name is the user name */
+    POOLER_AUTH_PEER, /* unix socket: the peer's Unix user name is the user name */
+    POOLER_AUTH_HBA,  /* per auth_hba_file */
 };
 
 /* One [databases] entry. Numeric fields are -1 when not set (the [pgbouncer] default applies). */
@@ -39,6 +43,7 @@ struct pooler_db_config {
     char *timezone;         /* owned */
     char *application_name; /* owned */
     char *connect_query;    /* owned: run once after each server login */
+    char *auth_dbname;      /* owned: where auth_query runs for this database, NULL = global */
     int pool_size;
     int min_pool_size;
     int reserve_pool;
@@ -96,6 +101,11 @@ struct pooler_config {
     bool tcp_defer_accept; /* wake on a new client only once its first packet is there */
     enum pooler_auth_type auth_type;
     char *auth_file; /* owned; NULL = none */
+    char *auth_user;       /* owned; "" = no auth_query lookups */
+    char *auth_query;      /* owned: $1 is the user name */
+    char *auth_dbname;     /* owned; "" = the client's database */
+    char *auth_hba_file;   /* owned; "" = none (auth_type = hba needs it) */
+    char *auth_ident_file; /* owned; "" = none */
     enum pool_mode pool_mode;
     int max_client_conn;
     int default_pool_size;
@@ -171,6 +181,9 @@ struct pooler_config {
 
     /* auth_file contents, loaded with the config so a reload swaps both together. */
     struct auth_file auth;
+    /* auth_hba_file and auth_ident_file contents (auth_type = hba only), loaded the same way. */
+    struct hba hba;
+    struct ident_map ident;
 
     /* [manager] */
     struct manager_options manager;
@@ -191,7 +204,8 @@ __attribute__((warn_unused_result)) bool pooler_config_init_defaults(struct pool
 /* Loads path into a freshly initialised cfg. On failure returns false with "file:line: reason"
  * in err and leaves cfg freed. Unknown keys are ignored with a warning in cfg->warnings. A
  * PgBouncer key pgwarden does not implement is ignored with a warning too, unless running
- * without it would weaken security (auth_hba_file, auth_query, ...): then the load fails,
+ * without it would weaken security (a per-database auth_user or auth_query, auth_type pam or
+ * ldap): then the load fails,
  * naming the key and its value. The TLS keys are checked here (sslmode names, protocol lists);
  * their files are read when the pooler builds its TLS contexts. */
 __attribute__((warn_unused_result)) bool

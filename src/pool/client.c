@@ -1,8 +1,9 @@
 /* Client side: TLS (SSLRequest or PostgreSQL 17's direct TLS), startup packet,
- * authentication (trust, plain, md5, SCRAM-SHA-256), the welcome, and the client→server data
+ * authentication (trust, plain, md5, SCRAM-SHA-256, cert, peer; per auth_hba_file), the welcome, and the client→server data
  * path. */
 #include "pool/client.h"
 
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "admin/console.h"
 #include "common/log.h"
 #include "net/tls.h"
+#include "pool/auth_lookup.h"
 #include "pool/batch.h"
 #include "pool/cancel.h"
 #include "pool/conn.h"
@@ -32,6 +34,7 @@ enum login_step {
     STEP_PASSWORD,      /* md5 or cleartext PasswordMessage due */
     STEP_SASL_INITIAL,  /* SASLInitialResponse due */
     STEP_SASL_RESPONSE, /* SASLResponse (client-final) due */
+    STEP_LOOKUP,        /* waiting for auth_query's answer (auth_lookup.c); nothing is due */
 };
 
 struct client_login {
@@ -39,6 +42,9 @@ struct client_login {
     char *database; /* owned */
     char *secret;   /* owned copy; NULL when the user is unknown (the exchange still runs) */
     enum login_step step;
+    enum hba_method method; /* what this client must pass (auth_type, or its HBA line) */
+    struct auth_lookup *lookup; /* owned by auth_lookup.c; set while STEP_LOOKUP */
+    bool looked_up; /* the secret came from auth_query: the user is known */
     uint8_t salt[MD5_AUTH_SALT_LEN];
     struct scram_server scram;
     enum console_access peer_access; /* console access granted by the peer's identity alone */
@@ -92,6 +98,7 @@ static void login_free(struct client *c)
     struct client_login *l = c->login;
     if (!l)
         return;
+    auth_lookup_cancel(l->lookup);
     free(l->user);
     free(l->database);
     if (l->secret) {
@@ -918,8 +925,21 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
         client_fail(c, sqlstate, "%s", refusal);
         return;
     }
+    /* A secret auth_query found is the server's own: the pool logs in with it (md5) or with
+     * the keys below (SCRAM), as it would with an auth_file entry. */
+    if (l->looked_up && !pool->forced_user && l->secret &&
+        (!pool->password || strcmp(pool->password, l->secret) != 0)) {
+        char *copy = strdup(l->secret);
+        if (copy) {
+            if (pool->password) {
+                OPENSSL_cleanse(pool->password, strlen(pool->password));
+                free(pool->password);
+            }
+            pool->password = copy;
+        }
+    }
     /* SCRAM pass-through: the ClientKey recovered from this client logs us in to PostgreSQL
-     * when the auth_file holds the same SCRAM secret the server uses. */
+     * when the auth_file (or auth_query) holds the same SCRAM secret the server uses. */
     if (l->scram.have_client_key && pool->password && scram_is_secret(pool->password) &&
         l->secret && !strcmp(l->secret, pool->password)) {
         memcpy(pool->scram_client_key, l->scram.client_key, SCRAM_KEY_LEN);
@@ -1173,6 +1193,180 @@ static bool take_options(struct client *c, const char *options)
     return true;
 }
 
+/* ---- which method, and identities proven by the connection ---- */
+
+/* The method each global auth_type stands for (auth_type = hba asks auth_hba_file). */
+static const enum hba_method GLOBAL_METHOD[] = {
+    [POOLER_AUTH_TRUST] = HBA_TRUST, [POOLER_AUTH_PLAIN] = HBA_PASSWORD,
+    [POOLER_AUTH_MD5] = HBA_MD5,     [POOLER_AUTH_SCRAM] = HBA_SCRAM,
+    [POOLER_AUTH_CERT] = HBA_CERT,   [POOLER_AUTH_PEER] = HBA_PEER,
+};
+
+/* What c must pass to log in as user to database; *rule is the HBA line that decided (NULL
+ * without auth_type = hba, or when no line matched: then the answer is reject). The rule is
+ * borrowed from the running config: use it before returning to the loop. */
+static enum hba_method login_method(const struct client *c, const char *database,
+                                    const char *user, const struct hba_rule **rule)
+{
+    const struct pooler_config *cfg = c->pooler->cfg;
+    *rule = NULL;
+    if (cfg->auth_type != POOLER_AUTH_HBA)
+        return GLOBAL_METHOD[cfg->auth_type];
+    struct hba_request req = {
+        .unix_socket = c->addr.family == AF_UNIX,
+        .tls = c->conn.tls != NULL,
+        .family = c->addr.family,
+        .addr = c->addr.ip,
+        .database = database,
+        .user = user,
+    };
+    return hba_decide(&cfg->hba, &req, rule);
+}
+
+/* PgBouncer's rule for methods that check no password: with an auth_file, only the users it
+ * lists may log in (the console goes by admin_users and stats_users instead). */
+static bool user_known(const struct client *c, const char *database, const char *user)
+{
+    const struct pooler_config *cfg = c->pooler->cfg;
+    return !cfg->auth_file || !cfg->auth_file[0] || console_is_admin_db(database) ||
+           auth_file_lists(&cfg->auth, user) || c->login->looked_up;
+}
+
+/* cert: the verified client certificate's common name; peer: the unix socket peer's Unix
+ * user. Either must be user itself, or map to it through the line's map= (auth_ident_file). */
+static bool identity_proven(const struct client *c, enum hba_method method,
+                            const struct hba_rule *rule, const char *user)
+{
+    const struct pooler_config *cfg = c->pooler->cfg;
+    char name[256];
+    const char *who = NULL;
+    if (method == HBA_CERT) {
+        if (c->conn.tls && tls_peer_cn(c->conn.tls, name, sizeof(name)))
+            who = name;
+    } else {
+        uid_t uid;
+        struct passwd pw, *found = NULL;
+        char pwbuf[1024];
+        if (c->addr.family == AF_UNIX && net_peer_uid(c->conn.fd, &uid) &&
+            getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &found) == 0 && found &&
+            (size_t)snprintf(name, sizeof(name), "%s", found->pw_name) < sizeof(name))
+            who = name;
+    }
+    bool ok = hba_identity_ok(&cfg->ident, rule ? rule->map : NULL, who, user);
+    if (!ok)
+        log_info("pool", "client %llu: %s identity %s%s%s does not allow user %s%s%s",
+                 (unsigned long long)c->id, hba_method_name(method), who ? "\"" : "",
+                 who ? who : "(none)", who ? "\"" : "", user,
+                 rule && rule->map ? " through map " : "", rule && rule->map ? rule->map : "");
+    return ok;
+}
+
+/* The [databases] entry auth_query runs in: the client's database entry's auth_dbname=,
+ * else the global auth_dbname, else the client's database itself (PgBouncer's order). */
+static const char *lookup_database(const struct client *c)
+{
+    const struct pooler_config *cfg = c->pooler->cfg;
+    const struct pooler_db_config *db = pooler_config_find_db(cfg, c->login->database);
+    if (db && db->auth_dbname && db->auth_dbname[0])
+        return db->auth_dbname;
+    if (cfg->auth_dbname[0])
+        return cfg->auth_dbname;
+    return c->login->database;
+}
+
+/* Asks the client for what its method needs (or lets it in: trust, cert, peer), once its
+ * secret is known (from auth_file, or auth_query's answer). */
+static void begin_auth(struct client *c)
+{
+    struct client_login *l = c->login;
+    const char *database = l->database, *user = l->user;
+    /* Decided again: after a lookup the config may have been reloaded meanwhile. */
+    const struct hba_rule *rule = NULL;
+    l->method = login_method(c, database, user, &rule);
+    uint8_t out[1024];
+    struct wire_buf b;
+    wire_buf_init(&b, out, sizeof(out));
+    switch (l->method) {
+    case HBA_TRUST:
+        /* PgBouncer's rule: with an auth_file, trust still lets in only the users it lists
+         * (with any secret, or none). The console goes by admin_users and stats_users. */
+        if (!user_known(c, database, user)) {
+            client_fail(c, "28000", "\"trust\" authentication failed");
+            return;
+        }
+        auth_done(c, NULL, 0);
+        return;
+    case HBA_CERT:
+    case HBA_PEER:
+        /* The connection itself proves who the client is; no password is asked. */
+        if (!user_known(c, database, user) || !identity_proven(c, l->method, rule, user)) {
+            client_fail(c, "28000", "%s authentication failed for user \"%s\"",
+                        l->method == HBA_CERT ? "certificate" : "peer", user);
+            return;
+        }
+        auth_done(c, NULL, 0);
+        return;
+    case HBA_REJECT:
+        /* A rejecting line (or none matching) is not announced: the client is asked for an
+         * md5 password like anyone and fails exactly as a wrong password does. */
+    case HBA_MD5:
+        /* A SCRAM secret cannot check an md5 answer: that user logs in with SCRAM instead
+         * (PgBouncer). */
+        if (l->secret && auth_secret_kind(l->secret) == AUTH_SECRET_SCRAM) {
+            wire_build_auth_sasl(&b, SCRAM_MECHANISM);
+            l->step = STEP_SASL_INITIAL;
+            break;
+        }
+        if (!md5_auth_make_salt(l->salt)) {
+            client_fail(c, "XX000", "could not generate a salt");
+            return;
+        }
+        wire_build_auth_md5(&b, l->salt);
+        l->step = STEP_PASSWORD;
+        break;
+    case HBA_PASSWORD:
+        wire_build_auth_cleartext(&b);
+        l->step = STEP_PASSWORD;
+        break;
+    case HBA_SCRAM:
+        wire_build_auth_sasl(&b, SCRAM_MECHANISM);
+        l->step = STEP_SASL_INITIAL;
+        break;
+    }
+    send_or_close(c, &b);
+}
+
+/* auth_user is set, the user is not in auth_file, and its method checks who it is: its
+ * secret comes from auth_query. Not for the console, nor for a database the config does not
+ * have (no lookup can be made: the user stays unknown and fails like a wrong password). */
+static bool lookup_needed(const struct client *c)
+{
+    const struct pooler_config *cfg = c->pooler->cfg;
+    const struct client_login *l = c->login;
+    return cfg->auth_user[0] && l->method != HBA_REJECT && !console_is_admin_db(l->database) &&
+           !auth_file_lists(&cfg->auth, l->user) && pooler_config_find_db(cfg, l->database) &&
+           pooler_config_find_db(cfg, lookup_database(c));
+}
+
+void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict,
+                             const char *secret, const char *error)
+{
+    struct client_login *l = c->login;
+    l->lookup = NULL;
+    if (error) {
+        client_fail(c, "08006", "authentication lookup failed: %s", error);
+        return;
+    }
+    /* No user, an expired one, or an answer that makes no sense: the exchange runs without a
+     * secret and fails like a wrong password. */
+    if (verdict == AUTH_LOOKUP_SECRET && !(l->secret = strdup(secret))) {
+        client_fail(c, "53200", "out of memory");
+        return;
+    }
+    l->looked_up = verdict == AUTH_LOOKUP_SECRET;
+    begin_auth(c);
+}
+
 static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, size_t extra)
 {
     struct pooler *p = c->pooler;
@@ -1287,49 +1481,25 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
             return;
         }
     }
-    if (cfg->auth_type != POOLER_AUTH_TRUST) {
+    const struct hba_rule *rule = NULL;
+    l->method = login_method(c, database, user, &rule);
+    if (l->method != HBA_TRUST && l->method != HBA_REJECT) {
         const char *secret = auth_file_lookup(&cfg->auth, user);
         if (secret && !(l->secret = strdup(secret))) {
             client_fail(c, "53200", "out of memory");
             goto out;
         }
     }
-    switch (cfg->auth_type) {
-    case POOLER_AUTH_TRUST:
-        /* PgBouncer's rule: with an auth_file, trust still lets in only the users it lists
-         * (with any secret, or none). The console goes by admin_users and stats_users. */
-        if (cfg->auth_file && cfg->auth_file[0] && !console_is_admin_db(database) &&
-            !auth_file_lists(&cfg->auth, user)) {
-            client_fail(c, "28000", "\"trust\" authentication failed");
-            goto out;
-        }
-        free(st);
-        auth_done(c, NULL, 0);
-        return;
-    case POOLER_AUTH_MD5:
-        /* A SCRAM secret cannot check an md5 answer: that user logs in with SCRAM instead
-         * (PgBouncer). */
-        if (l->secret && auth_secret_kind(l->secret) == AUTH_SECRET_SCRAM) {
-            wire_build_auth_sasl(&b, SCRAM_MECHANISM);
-            l->step = STEP_SASL_INITIAL;
-            break;
-        }
-        if (!md5_auth_make_salt(l->salt)) {
-            client_fail(c, "XX000", "could not generate a salt");
-            goto out;
-        }
-        wire_build_auth_md5(&b, l->salt);
-        l->step = STEP_PASSWORD;
-        break;
-    case POOLER_AUTH_PLAIN:
-        wire_build_auth_cleartext(&b);
-        l->step = STEP_PASSWORD;
-        break;
-    case POOLER_AUTH_SCRAM:
-        wire_build_auth_sasl(&b, SCRAM_MECHANISM);
-        l->step = STEP_SASL_INITIAL;
-        break;
+    free(st);
+    if (lookup_needed(c)) {
+        const char *where = lookup_database(c);
+        l->step = STEP_LOOKUP;
+        if (!auth_lookup_start(c, where, user, &l->lookup))
+            client_fail(c, "53200", "out of memory");
+        return; /* the answer (maybe already given) goes on in client_auth_lookup_done */
     }
+    begin_auth(c);
+    return;
     send_or_close(c, &b);
 out:
     free(st);
@@ -1379,6 +1549,7 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
     switch (l->step) {
     case STEP_STARTUP:
     case STEP_TLS_HANDSHAKE:
+    case STEP_LOOKUP:
         break;
     case STEP_PASSWORD: {
         if (len == 0 || body[len - 1] != 0 || memchr(body, 0, len) != body + len - 1) {
@@ -1388,7 +1559,7 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
         const char *pw = (const char *)body;
         bool ok = false;
         if (l->secret) {
-            if (c->pooler->cfg->auth_type == POOLER_AUTH_MD5)
+            if (l->method == HBA_MD5 || l->method == HBA_REJECT)
                 ok = md5_auth_verify(l->secret, l->user, l->salt, pw, len - 1) == MD5_AUTH_OK;
             else
                 ok = verify_plain(l->secret, l->user, pw);

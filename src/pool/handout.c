@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "manager/snapshot.h"
+#include "pool/auth_lookup.h"
 #include "pool/client.h"
 #include "pool/objects.h"
 #include "pool/server.h"
@@ -376,6 +377,10 @@ void pool_server_ready(struct server *s)
     s->last_used_us = now;
     s->used_since_ready = false;
     server_change_state(s, SV_IDLE);
+    if (pool->auth_lookup) {
+        auth_lookup_pump(pool); /* its only users */
+        return;
+    }
     if (pool->welcome_ready) {
         struct plist *n;
         while ((n = plist_first(&pool->waiting_login_clients)) != NULL)

@@ -37,9 +37,11 @@ void pool_apply_config(struct pool *pool)
 
     const char *host = db->host ? db->host : "/var/run/postgresql";
     const char *server_db = db->dbname ? db->dbname : pool->db_name;
-    const char *server_user = db->user ? db->user : pool->user_name;
+    /* auth_user's pool logs in as auth_user even where the database forces another user. */
+    bool forced = db->user && !pool->auth_lookup;
+    const char *server_user = forced ? db->user : pool->user_name;
     const char *password =
-        db->user && db->password ? db->password : auth_file_lookup(&cfg->auth, server_user);
+        forced && db->password ? db->password : auth_file_lookup(&cfg->auth, server_user);
     bool target_changed = pool->host == NULL || strcmp(pool->host, host) != 0 ||
                           pool->port != db->port || strcmp(pool->server_db, server_db) != 0 ||
                           strcmp(pool->server_user, server_user) != 0;
@@ -69,7 +71,7 @@ void pool_apply_config(struct pool *pool)
         }
     }
     free(pool->connect_query);
-    pool->connect_query = dup_or_null(db->connect_query);
+    pool->connect_query = pool->auth_lookup ? NULL : dup_or_null(db->connect_query);
 
     /* A [users] setting beats the database's, which beats [pgbouncer] (PgBouncer's order).
      * The user is the pool's: for a forced-user database, the forced user's entry applies,
@@ -98,7 +100,7 @@ void pool_apply_config(struct pool *pool)
         u && u->max_user_connections > 0 ? u->max_user_connections : cfg->max_user_connections;
     pool->server_lifetime_ms =
         db->server_lifetime_ms >= 0 ? db->server_lifetime_ms : cfg->server_lifetime_ms;
-    pool->forced_user = db->user && !strcmp(db->user, pool->user_name);
+    pool->forced_user = forced && !strcmp(db->user, pool->user_name);
     pool->query_timeout_ms =
         u && u->query_timeout_ms > 0 ? u->query_timeout_ms : cfg->query_timeout_ms;
     pool->idle_transaction_timeout_ms = u && u->idle_transaction_timeout_ms > 0
@@ -122,23 +124,20 @@ void pool_apply_config(struct pool *pool)
     }
 }
 
-struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
-                      const char *user)
+static struct pool *find_or_make(struct pooler *p, const struct pooler_db_config *db,
+                                 const char *db_name, const char *user, bool auth_lookup)
 {
-    /* A database with a forced user has one pool, keyed by that user (PgBouncer keys pools
-     * by database and server user): its pool_size bounds the database's servers however many
-     * client users share it. */
-    if (db->user)
-        user = db->user;
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         struct pool *pool = plist_entry(n, struct pool, node);
-        if (!strcmp(pool->db_name, db_name) && !strcmp(pool->user_name, user))
+        if (pool->auth_lookup == auth_lookup && !strcmp(pool->db_name, db_name) &&
+            !strcmp(pool->user_name, user))
             return pool;
     }
     struct pool *pool = calloc(1, sizeof(*pool));
     if (!pool)
         return NULL;
     pool->pooler = p;
+    pool->auth_lookup = auth_lookup;
     pool->db_name = strdup(db_name);
     pool->user_name = strdup(user);
     pool->server_db = strdup("");
@@ -155,9 +154,27 @@ struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const
         return NULL;
     }
     plist_append(&p->pools, &pool->node);
-    log_debug("pool", "new pool %s/%s (%s mode, size %d)", db_name, user,
-              pool_mode_name(pool->mode), pool->pool_size);
+    (void)db;
+    log_debug("pool", "new %spool %s/%s (%s mode, size %d)", auth_lookup ? "auth_query " : "",
+              db_name, user, pool_mode_name(pool->mode), pool->pool_size);
     return pool;
+}
+
+struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
+                      const char *user)
+{
+    /* A database with a forced user has one pool, keyed by that user (PgBouncer keys pools
+     * by database and server user): its pool_size bounds the database's servers however many
+     * client users share it. */
+    if (db->user)
+        user = db->user;
+    return find_or_make(p, db, db_name, user, false);
+}
+
+struct pool *pool_get_auth(struct pooler *p, const struct pooler_db_config *db,
+                           const char *db_name, const char *auth_user)
+{
+    return find_or_make(p, db, db_name, auth_user, true);
 }
 
 /* Clients of the pools of a database. */

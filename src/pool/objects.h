@@ -7,6 +7,10 @@
 
 struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
                       const char *user);
+/* auth_user's own pool in db_name, apart from the pool clients logging in as auth_user use
+ * (auth_lookup.c runs auth_query on its servers). */
+struct pool *pool_get_auth(struct pooler *p, const struct pooler_db_config *db,
+                           const char *db_name, const char *auth_user);
 /* Applies (possibly new) config values to an existing pool; marks servers close_needed when
  * the connection target changed. */
 void pool_apply_config(struct pool *pool);

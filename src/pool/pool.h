@@ -133,8 +133,11 @@ struct client {
     int64_t wait_noticed_us; /* state_us of the wait it was told about (query_wait_notify) */
 };
 
+struct auth_lookup; /* private to auth_lookup.c */
+
 struct server {
     struct plist node;          /* on the list of its state */
+    struct auth_lookup *lookup; /* borrowed: the auth_query this server runs, or NULL */
     struct plist flush_node;    /* on pooler->flush_servers while a finished result waits for the
                                    end of the loop turn; self-linked otherwise */
     struct pool *pool;          /* borrowed */
@@ -243,6 +246,9 @@ struct pool {
     int64_t client_idle_timeout_ms;
     bool forced_user;           /* user_name is the database's user=: min_pool_size is kept
                                    even with no client (PgBouncer) */
+    bool auth_lookup; /* auth_user's pool that runs auth_query (auth_lookup.c): no client
+                         ever gets its servers, so no client's startup parameters reach them */
+    struct plist lookups; /* auth_lookup.c: requests queued or running on this pool */
 
     struct plist waiting_login_clients;
     struct plist active_clients;

@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "net/tls.h"
+#include "pool/auth_lookup.h"
 #include "pool/batch.h"
 #include "pool/cancel.h"
 #include "pool/client.h"
@@ -343,6 +344,7 @@ void server_close(struct server *s, const char *reason)
         log_debug("pool", "server %llu %s/%s: closing because: %s (age=%llds)",
                   (unsigned long long)s->id, pool->db_name, pool->user_name, reason, age_s);
     pool_note_probe(s, false, reason); /* a probe in flight failed with its server */
+    auth_lookup_server_gone(s, reason);  /* and so did an auth_query */
     if (s->client) {
         struct client *c = s->client;
         s->client = NULL;
@@ -396,6 +398,7 @@ static void end_login(struct server *s, bool refused, const char *sqlstate, cons
                 sqlstate ? sqlstate : "", sqlstate ? " " : "", msg);
     record_login_failure(pool, sqlstate ? sqlstate : "08006", msg);
     server_close(s, msg);
+    auth_lookup_login_failed(pool, msg);
     if (refused && sqlstate && strcmp(sqlstate, SQLSTATE_CANNOT_CONNECT_NOW) != 0)
         pool_fail_waiters(pool);
 }
@@ -960,7 +963,8 @@ static enum server_scan_result server_scan(struct server *s)
             swallow = true; /* the answer to a message the pooler injected */
         if (swallow && b->pos != cn->scan)
             return SSCAN_FLUSH_FIRST;
-        bool need_whole = type == WIRE_BE_READY_FOR_QUERY || type == WIRE_BE_PARAMETER_STATUS;
+        bool need_whole = type == WIRE_BE_READY_FOR_QUERY || type == WIRE_BE_PARAMETER_STATUS ||
+                          (s->lookup && (type == WIRE_BE_DATA_ROW || type == WIRE_BE_ERROR));
         if (need_whole) {
             if (len > cap - WIRE_HEADER_LEN)
                 return SSCAN_BAD; /* cannot inspect it in one buffer */
@@ -1036,8 +1040,10 @@ static enum server_scan_result server_scan(struct server *s)
                 s->reading_slots = false;
                 break;
             }
-            if (internal)
+            if (internal) {
+                auth_lookup_on_error(s, body, len);
                 return SSCAN_INTERNAL_ERROR;
+            }
             if (c == NULL) {
                 s->close_needed = true; /* unasked, e.g. a FATAL termination of an idle server */
                 break;
@@ -1069,6 +1075,8 @@ static enum server_scan_result server_scan(struct server *s)
             break;
         case WIRE_BE_DATA_ROW: {
             long long slots;
+            if (internal && s->lookup)
+                auth_lookup_on_row(s, body, len);
             if (internal && s->reading_slots) {
                 if (b->end - cn->scan - WIRE_HEADER_LEN >= len &&
                     wire_parse_data_row_int(body, len, &slots) && slots > 0 && slots < 1000000)
@@ -1190,6 +1198,7 @@ void server_pump(struct server *s)
             pool_activate(pool);
             return;
         case SSCAN_INTERNAL_DONE:
+            auth_lookup_query_done(s);
             pool_note_probe(s, true, NULL);
             pool_server_ready(s);
             continue;

@@ -140,4 +140,5 @@ void pool_init_lists(struct pool *pool)
     plist_init(&pool->tested_servers);
     plist_init(&pool->active_servers);
     plist_init(&pool->canceling_servers);
+    plist_init(&pool->lookups);
 }

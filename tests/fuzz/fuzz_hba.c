@@ -42,6 +42,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const struct hba_rule *r = hba_match(&h, &reqs[i]);
             if (r && (r < h.rules || r >= h.rules + h.n))
                 abort();
+            const struct hba_rule *d;
+            enum hba_method m = hba_decide(&h, &reqs[i], &d);
+            if (d != r || (!d && m != HBA_REJECT) || (d && m != d->method))
+                abort();
+        }
+        /* The same text as its own ident map: every map= it names is checked against it. */
+        struct ident_map self;
+        if (ident_parse(text, "i", &self, err, sizeof(err))) {
+            const char *missing = hba_missing_map(&h, &self);
+            for (size_t i = 0; missing && i < self.n; i++)
+                if (!strcmp(self.entries[i].map, missing))
+                    abort();
+            for (size_t i = 0; i < h.n; i++)
+                (void)hba_identity_ok(&self, h.rules[i].map, "u", "u");
+            ident_free(&self);
         }
         hba_free(&h);
     } else if (strncmp(err, "f:", 2) != 0) {

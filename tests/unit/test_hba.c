@@ -96,7 +96,6 @@ static void test_refusals_name_the_line(void **state)
     } bad[] = {
         {"host all all\n", ":1: too few fields"},
         {"\n\nhostgssenc all all all trust\n", ":3: unknown record type"},
-        {"host all +admins all md5\n", "+group is not supported"},
         {"host samerole all all md5\n", "samerole"},
         {"host all all samenet md5\n", "samehost and samenet"},
         {"host all all db.example.com md5\n", "host names are not supported"},
@@ -104,7 +103,7 @@ static void test_refusals_name_the_line(void **state)
         {"host all all 10.0.0.0 255.0.255.0 md5\n", "host names are not supported"},
         {"host all all all ldap\n", "unsupported authentication method"},
         {"host all all all peer\n", "peer works over the unix socket"},
-        {"host all all all cert\n", "cert needs TLS"},
+        {"local all all cert\n", "cert needs TLS"},
         {"local all all md5 map=x\n", "unsupported option"},
         {"local \"all all md5\n", "unterminated quote"},
         {"local all, all md5,\n", "ends with a comma"},
@@ -162,12 +161,102 @@ static void test_at_file_and_ident_map(void **state)
     assert_int_equal(system(path), 0);
 }
 
+/* A +group cannot be resolved by a pooler: the line is skipped (PgBouncer), counted, and the
+ * next line decides. A user list that also names plain users is skipped whole, as there. */
+static void test_group_lines_are_skipped(void **state)
+{
+    (void)state;
+    struct hba h;
+    char err[256];
+    const char *text = "host all +admins,bob all trust\n"
+                       "host all all all md5\n"
+                       "host +dbs all all trust\n";
+    assert_true(hba_parse(text, "hba.conf", NULL, &h, err, sizeof(err)));
+    assert_int_equal(h.n, 1);
+    assert_int_equal(h.n_skipped, 2);
+    assert_int_equal(h.first_skipped_line, 1);
+    const struct hba_rule *r = ask(&h, false, false, "127.0.0.1", "db", "bob");
+    assert_int_equal(r->method, HBA_MD5);
+    hba_free(&h);
+}
+
+/* PgBouncer reads "u1,u2 , u3" as one list, and takes cert on host lines. */
+static void test_spaced_lists_and_cert_on_host(void **state)
+{
+    (void)state;
+    struct hba h;
+    char err[256];
+    assert_true(hba_parse("host db u1,u2 , u3 10.0.0.0/8 md5\nhost all all all cert\n",
+                          "hba.conf", NULL, &h, err, sizeof(err)));
+    assert_int_equal(h.n, 2);
+    assert_int_equal(h.rules[0].users.n, 3);
+    assert_string_equal(h.rules[0].users.names[2], "u3");
+    assert_int_equal(ask(&h, false, false, "10.0.0.1", "db", "u3")->method, HBA_MD5);
+    assert_int_equal(ask(&h, false, false, "10.0.0.1", "db", "u4")->method, HBA_CERT);
+    hba_free(&h);
+}
+
+/* hba_decide: the first match's method, and reject when nothing matches. */
+static void test_decide_defaults_to_reject(void **state)
+{
+    (void)state;
+    struct hba h;
+    char err[256];
+    assert_true(hba_parse("hostssl all all all scram-sha-256\n", "hba.conf", NULL, &h, err,
+                          sizeof(err)));
+    unsigned char addr[4] = {127, 0, 0, 1};
+    struct hba_request req = {.family = AF_INET, .addr = addr, .database = "d", .user = "u"};
+    const struct hba_rule *rule = NULL;
+    assert_int_equal(hba_decide(&h, &req, &rule), HBA_REJECT); /* plain TCP: no match */
+    assert_null(rule);
+    req.tls = true;
+    assert_int_equal(hba_decide(&h, &req, &rule), HBA_SCRAM);
+    assert_non_null(rule);
+    req.unix_socket = true; /* a unix socket never matches host lines */
+    assert_int_equal(hba_decide(&h, &req, &rule), HBA_REJECT);
+    struct hba empty = {0};
+    req.unix_socket = false;
+    assert_int_equal(hba_decide(&empty, &req, &rule), HBA_REJECT);
+    hba_free(&h);
+}
+
+/* Whose identity may log in as whom: the same name without a map, the map's lines with one. */
+static void test_identity_with_and_without_map(void **state)
+{
+    (void)state;
+    struct ident_map m;
+    char err[256];
+    assert_true(ident_parse("ops  root  postgres\nops  alice  all\nother bob bob\n", "ident",
+                            &m, err, sizeof(err)));
+    assert_true(hba_identity_ok(&m, NULL, "bob", "bob"));
+    assert_false(hba_identity_ok(&m, NULL, "bob", "alice"));
+    assert_false(hba_identity_ok(&m, NULL, NULL, "bob")); /* no proven identity */
+    assert_true(hba_identity_ok(&m, "ops", "root", "postgres"));
+    assert_false(hba_identity_ok(&m, "ops", "root", "app")); /* not mapped to app */
+    assert_true(hba_identity_ok(&m, "ops", "alice", "app")); /* "all" */
+    assert_false(hba_identity_ok(&m, "ops", "bob", "bob"));  /* a map replaces the same name */
+    assert_false(hba_identity_ok(&m, "nosuch", "bob", "bob"));
+    assert_false(hba_identity_ok(NULL, "ops", "root", "postgres"));
+
+    struct hba h;
+    assert_true(hba_parse("local all all peer map=ops\nhostssl all all all cert map=gone\n",
+                          "hba.conf", NULL, &h, err, sizeof(err)));
+    assert_string_equal(hba_missing_map(&h, &m), "gone");
+    assert_string_equal(hba_missing_map(&h, NULL), "ops");
+    hba_free(&h);
+    ident_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_line_type_and_method),
         cmocka_unit_test(test_refusals_name_the_line),
         cmocka_unit_test(test_at_file_and_ident_map),
+        cmocka_unit_test(test_group_lines_are_skipped),
+        cmocka_unit_test(test_spaced_lists_and_cert_on_host),
+        cmocka_unit_test(test_decide_defaults_to_reject),
+        cmocka_unit_test(test_identity_with_and_without_map),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -44,16 +44,13 @@ static void test_refused(void **state)
         snprintf(line, sizeof(line), "client_tls_sslmode = %s", modes[i]);
         expect_refused(line, "client_tls_sslmode", modes[i]);
     }
-    expect_refused("auth_query = SELECT 1", "auth_query", "SELECT 1");
-    expect_refused("auth_user = authenticator", "auth_user", "authenticator");
-    expect_refused("auth_hba_file = /etc/hba.conf", "auth_hba_file", "/etc/hba.conf");
-    expect_refused("auth_ident_file = /etc/ident", "auth_ident_file", "/etc/ident");
+    /* auth_user and auth_query are implemented globally; per database they are refused. */
+    /* hba needs its file; cert needs a TLS mode that asks clients for a certificate. */
     expect_refused("auth_type = hba", "auth_type", "hba");
     expect_refused("auth_type = cert", "auth_type", "cert");
     expect_refused("auth_type = pam", "auth_type", "pam");
     expect_refused("auth_type = ldap", "auth_type", "ldap");
     /* In [pgwarden] too, and per database. */
-    expect_refused("[pgwarden]\nauth_hba_file = h", "auth_hba_file", "h");
     expect_refused("[databases]\napp = host=/tmp auth_user=authenticator", "auth_user",
                    "authenticator");
 }
@@ -91,13 +88,18 @@ static void test_accepted_with_or_without_warning(void **state)
                      0);
     assert_int_equal(
         warnings_about("[pgbouncer]\nauth_type = trust\nclient_tls_key_file = /k.pem\n", "tls"), 0);
+    /* An HBA file with another auth_type is not read: a warning says so (PgBouncer reads it
+     * only for auth_type = hba). */
+    assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\nauth_hba_file = /no/hba\n",
+                                    "auth_hba_file is used only with auth_type = hba"),
+                     1);
     assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\nsyslog = 1\n",
                                     "t.ini:3: 'syslog' is not supported"),
                      1);
     assert_int_equal(warnings_about("[databases]\napp = host=/tmp auth_dbname=x\n"
-                                    "[pgbouncer]\nauth_type = trust\n",
-                                    "[databases] app: 'auth_dbname'"),
-                     1);
+                                    "[pgbouncer]\nauth_type = trust\nauth_user = a\n",
+                                    "auth"),
+                     0);
 }
 
 /* Loading only collects warnings: nothing reaches the log until pooler_config_log_warnings,
