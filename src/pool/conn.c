@@ -172,6 +172,28 @@ unsigned pconn_tls_edges(struct pconn *c, unsigned what)
     return what;
 }
 
+void pconn_tls_book_ok(struct pconn *c, struct tls_counters *counts)
+{
+    if (c->tls_booked)
+        return;
+    c->tls_booked = true;
+    counts->handshakes++;
+}
+
+void pconn_tls_book_failure(struct pconn *c, struct tls_counters *counts, enum tls_failure why)
+{
+    if (c->tls_booked)
+        return;
+    c->tls_booked = true;
+    counts->failures[why < TLS_FAILURE_COUNT ? why : TLS_FAILURE_OTHER]++;
+}
+
+void pconn_tls_book_close(struct pconn *c, struct tls_counters *counts)
+{
+    if (c->tls)
+        pconn_tls_book_failure(c, counts, tls_failure_of(c->tls));
+}
+
 void pconn_release_if_empty(struct pooler *p, struct pconn *c)
 {
     if (c->buf && c->buf->pos == c->buf->end) {
