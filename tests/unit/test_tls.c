@@ -285,9 +285,9 @@ static void assert_contains(const char *text, const char *part)
 /* Runs a handshake that must fail on both sides; checks the connecting side's message (and
  * the accepting side's, when expect_srv is given) and the failure classes /metrics counts
  * (unless ANY_CLASS). */
-static void connect_fails_as(struct tls_context *actx, struct tls_context *cctx,
-                             const char *host, const char *expect_cli, const char *expect_srv,
-                             int cli_class, int srv_class)
+static void connect_fails_as(struct tls_context *actx, struct tls_context *cctx, const char *host,
+                             const char *expect_cli, const char *expect_srv, int cli_class,
+                             int srv_class)
 {
     struct pair p;
     pair_open(&p, actx, cctx, host);
