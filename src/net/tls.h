@@ -125,9 +125,11 @@ enum tls_io tls_handshake(struct tls_conn *c);
 /* Reads decrypted bytes until buf is full or nothing more can be had without waiting.
  * *got is always set and must be booked whatever the result. TLS_IO_DONE with *got < len
  * means an end (EOF or error) follows on the next call; WANT_READ/WANT_WRITE mean nothing
- * is left until that edge (edge-triggered: the socket was drained). So a TLS reader keeps
- * reading while the result is TLS_IO_DONE, never by comparing *got with len. EOF and ERROR
- * come with *got == 0. */
+ * is left until that edge (edge-triggered: the socket was drained). WANT_READ with *got > 0
+ * may also follow a short recv, which drained the socket, without the system call that
+ * would prove it; a peer that shut down its side may then still have its end to give (read
+ * on while the loop reports the hang-up). So a TLS reader keeps reading while the result is
+ * TLS_IO_DONE, never by comparing *got with len. EOF and ERROR come with *got == 0. */
 enum tls_io tls_read(struct tls_conn *c, void *buf, size_t len, size_t *got);
 /* Encrypts and sends buf until all is sent or the socket would block. *sent is always set
  * and must be booked. After WANT_READ/WANT_WRITE, the next call must offer the unsent bytes

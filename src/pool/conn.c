@@ -22,6 +22,11 @@ static enum fill_result tls_fill(struct pconn *c, struct iobuf *b, size_t want)
     case TLS_IO_DONE:
         return FILL_OK; /* the buffer is full or an end is queued: may_read stays set */
     case TLS_IO_WANT_READ:
+        /* After a short read (tls_read's shortcut) a peer that shut down still has its
+         * close_notify or EOF to give, and no new edge will say so: read on, as the plain
+         * path does. */
+        if (got && c->closing)
+            return FILL_OK;
         c->may_read = false;
         return got ? FILL_OK : FILL_AGAIN;
     case TLS_IO_WANT_WRITE:

@@ -237,7 +237,7 @@ static void read_exactly(struct tls_conn *c, int fd, uint8_t *buf, size_t n)
         size_t got = 0;
         enum tls_io r = tls_read(c, buf + have, n - have, &got);
         have += got;
-        if (r == TLS_IO_DONE)
+        if (r == TLS_IO_DONE || have == n) /* WANT_READ may come with the last bytes */
             continue;
         if (!wants(r))
             fail_msg("read: %s (%s)", tls_io_name(r), tls_error(c));
@@ -886,7 +886,10 @@ static void test_pending_and_ends(void **state)
     shutdown(p.fd[0], SHUT_WR);
     pfd.fd = p.fd[1];
     assert_int_equal(poll(&pfd, 1, 2000), 1);
-    assert_int_equal(tls_read(p.cli, buf, sizeof(buf), &got), TLS_IO_DONE);
+    /* The bytes, with DONE, or with WANT_READ after the short recv that drained the socket
+     * (a caller that saw the hang-up reads on); then the error. */
+    r = tls_read(p.cli, buf, sizeof(buf), &got);
+    assert_true(r == TLS_IO_DONE || r == TLS_IO_WANT_READ);
     assert_int_equal(got, 3);
     assert_int_equal(tls_read(p.cli, buf, sizeof(buf), &got), TLS_IO_ERROR);
     assert_contains(tls_error(p.cli), "without close_notify");
