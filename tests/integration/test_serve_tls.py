@@ -357,13 +357,19 @@ def test_hostile_answers_to_ssl_request(pgwarden_bin, pg_tls, case):
 def test_server_require_against_a_plain_server(pgwarden_bin, pg):
     """The plain PostgreSQL fixture answers N: require fails with a message, prefer goes on in
     the clear."""
+    from pgfixture import free_port
     dbs = {"postgres": f"host=127.0.0.1 port={pg.port} dbname=postgres"}
+    http = free_port()
     p = Pooler(pgwarden_bin, pg, databases=dbs,
-               settings={"server_tls_sslmode": "require"}).start()
+               settings={"server_tls_sslmode": "require", "http_listen": str(http)}).start()
     try:
         msg = connect_error(p.dsn())
         assert "server does not accept TLS" in msg, msg
         assert "server does not accept TLS" in p.log()
+        # Counted on the server side as a protocol failure, nothing else.
+        counts = tls_counts(http)
+        assert counts[(FAIL, "server", "protocol")] >= 1, counts
+        assert not any(v for k, v in counts.items() if k != (FAIL, "server", "protocol")), counts
     finally:
         p.stop()
     p = Pooler(pgwarden_bin, pg, databases=dbs, settings={"server_tls_sslmode": "prefer"}).start()
