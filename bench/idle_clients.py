@@ -2,7 +2,9 @@
 """Opens N idle PostgreSQL client connections with raw sockets and holds them open.
 
 Each connection sends a protocol-3.0 StartupMessage (user, database) and waits for
-ReadyForQuery; nothing else is sent until the end. Connections are opened in batches (the
+ReadyForQuery; nothing else is sent until the end. With --tls each one first sends an
+SSLRequest, expects 'S' and runs a TLS handshake (as libpq's sslmode=require: no certificate
+check), then logs in over TLS. Connections are opened in batches (the
 pooler's listen backlog is finite). psycopg or libpq per connection would cost far more client
 memory and time than this.
 
@@ -18,6 +20,7 @@ import asyncio
 import json
 import resource
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -39,15 +42,68 @@ def error_text(body):
     return f"{fields.get('S', 'ERROR')}: {fields.get('M', '?')}"
 
 
-async def open_one(loop, host, port, packet, timeout):
+SSL_REQUEST = struct.pack("!II", 8, 80877103)
+
+
+class TlsConn:
+    """A logged-in client over TLS: asyncio's stream pair (the loop reads the socket, so
+    liveness is asked of the stream, not peeked off the socket)."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    async def recv(self, n):
+        return await self.reader.read(n)
+
+    def alive(self):
+        return not self.reader.at_eof() and not self.writer.is_closing()
+
+    def close(self, last):
+        try:
+            self.writer.write(last)
+        except (OSError, RuntimeError):
+            pass
+        self.writer.close()
+
+
+class PlainConn:
+    def __init__(self, loop, sock):
+        self.loop, self.sock = loop, sock
+
+    async def recv(self, n):
+        return await self.loop.sock_recv(self.sock, n)
+
+    def alive(self):
+        return still_open(self.sock)
+
+    def close(self, last):
+        try:
+            self.sock.send(last)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+async def open_one(loop, host, port, packet, timeout, tls_ctx=None):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setblocking(False)
+    conn = PlainConn(loop, s)
     try:
         await asyncio.wait_for(loop.sock_connect(s, (host, port)), timeout)
-        await asyncio.wait_for(loop.sock_sendall(s, packet), timeout)
+        if tls_ctx is not None:
+            await asyncio.wait_for(loop.sock_sendall(s, SSL_REQUEST), timeout)
+            answer = await asyncio.wait_for(loop.sock_recv(s, 1), timeout)
+            if answer != b"S":
+                raise ConnectionError(f"SSLRequest answered {answer!r}")
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                sock=s, ssl=tls_ctx, server_hostname=""), timeout)
+            conn = TlsConn(reader, writer)
+            writer.write(packet)
+        else:
+            await asyncio.wait_for(loop.sock_sendall(s, packet), timeout)
         buf = b""
         while True:
-            chunk = await asyncio.wait_for(loop.sock_recv(s, 65536), timeout)
+            chunk = await asyncio.wait_for(conn.recv(65536), timeout)
             if not chunk:
                 raise ConnectionError("server closed the connection during startup")
             buf += chunk
@@ -63,8 +119,10 @@ async def open_one(loop, host, port, packet, timeout):
                     raise ConnectionError(f"server asks for authentication "
                                           f"(code {struct.unpack('!i', body[:4])[0]})")
                 if mtype == b"Z":
-                    return s
+                    return conn
     except BaseException:
+        if isinstance(conn, TlsConn):
+            conn.writer.close()
         s.close()
         raise
 
@@ -89,7 +147,14 @@ async def main():
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=10.0, help="per connection, seconds")
     ap.add_argument("--hold", type=float, default=300.0, help="give up waiting for stdin after")
+    ap.add_argument("--tls", action="store_true",
+                    help="SSLRequest and TLS before the startup (sslmode=require)")
     args = ap.parse_args()
+    tls_ctx = None
+    if args.tls:
+        tls_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls_ctx.check_hostname = False
+        tls_ctx.verify_mode = ssl.CERT_NONE
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = args.clients + 64
@@ -108,7 +173,8 @@ async def main():
         n = min(args.batch, remaining)
         remaining -= n
         results = await asyncio.gather(
-            *[open_one(loop, args.host, args.port, packet, args.timeout) for _ in range(n)],
+            *[open_one(loop, args.host, args.port, packet, args.timeout, tls_ctx)
+              for _ in range(n)],
             return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
@@ -129,14 +195,12 @@ async def main():
     except asyncio.TimeoutError:
         pass
     t1 = time.monotonic()
-    alive = sum(1 for s in socks if still_open(s))
+    await asyncio.sleep(0.2)  # TLS: let the loop read any close that came meanwhile
+    alive = sum(1 for s in socks if s.alive())
     terminate = b"X\0\0\0\4"
     for s in socks:
-        try:
-            s.send(terminate)
-        except OSError:
-            pass
-        s.close()
+        s.close(terminate)
+    await asyncio.sleep(0.2)  # TLS: the streams flush their Terminate
     print(json.dumps({"event": "closed", "still_open": alive,
                       "seconds": round(time.monotonic() - t1, 3)}), flush=True)
 

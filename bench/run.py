@@ -13,6 +13,8 @@ available" with the reason from its log, and the rest of the run goes on.
 
   bench/run.py --quick              one round of short runs (under 3 minutes)
   bench/run.py                      the full suite (3 rounds of 20 s runs, ~20 minutes)
+  bench/run.py --tls --scenarios select,connect,idle
+                                    the same with TLS on every hop (reports latest-tls.*)
   bench/run.py --help               every option
 """
 import argparse
@@ -67,6 +69,8 @@ SYSCALL_NAMES = ["sendto", "recvfrom", "read", "write", "readv", "writev", "send
                  "close", "fcntl", "setsockopt", "io_uring_enter"]
 
 _children = []  # every Popen we start, for cleanup
+# libpq settings every client we start gets (--tls: PGSSLMODE=require); see clean_env.
+CLIENT_ENV = {}
 
 
 def log(msg):
@@ -76,6 +80,7 @@ def log(msg):
 def clean_env():
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"
+    env.update(CLIENT_ENV)
     return env
 
 
@@ -254,8 +259,8 @@ class Meter:
 class BenchPg(PgServer):
     """The test fixture's server with room for 250 direct clients and trust on loopback."""
 
-    def __init__(self, bindir=None, max_connections=300, shared_buffers="256MB"):
-        super().__init__(bindir)
+    def __init__(self, bindir=None, max_connections=300, shared_buffers="256MB", ssl=False):
+        super().__init__(bindir, ssl=ssl)
         self.max_connections = max_connections
         self.shared_buffers = shared_buffers
 
@@ -354,6 +359,14 @@ class Pooler(Target):
                 "admin_users = postgres\n"
                 "log_connections = 0\n"
                 "log_disconnections = 0\n")
+            if self.opts.tls:
+                # TLS on both hops, the same settings for both poolers: clients must use it
+                # (pgbench connects with sslmode=require), and the pooler asks PostgreSQL for
+                # it without checking the certificate (as sslmode=require).
+                f.write("client_tls_sslmode = require\n"
+                        f"client_tls_key_file = {self.pg.cert('server.key')}\n"
+                        f"client_tls_cert_file = {self.pg.cert('server.crt')}\n"
+                        "server_tls_sslmode = require\n")
         if self.run_as:
             pw = pwd.getpwnam(self.run_as)
             for root, dirs, files in os.walk(self.dir):
@@ -616,15 +629,15 @@ def run_stream(target, scen, rows, workdir):
 
 
 # --------------------------------------------------------------------------- idle clients
-def run_idle(target, n, batch):
+def run_idle(target, n, batch, tls=False):
     rec = {"scenario": "idle", "target": target.name, "ok": False, "clients": n}
     pids = target.pids()
     time.sleep(0.5)
     before = status_kb(pids, "VmRSS")
     reset_peak_rss(pids)
     p = popen([sys.executable, os.path.join(HERE, "idle_clients.py"), "--port", str(target.port),
-               "-n", str(n), "--batch", str(batch)], stdin=subprocess.PIPE,
-              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               "-n", str(n), "--batch", str(batch)] + (["--tls"] if tls else []),
+              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = p.stdout.readline()
         ready = json.loads(line) if line.strip() else {}
@@ -868,9 +881,16 @@ def evaluate_targets(results):
     ratio_row("TPC-B tps", "tpcb", 1.0)
     ratio_row("`-S -c 250` tps", "c250", 1.0)
     k = kbpc.get(("idle", "pgwarden"))
-    rows.append((f"RSS per idle client ({results['meta']['idle_clients']:,} clients)", "≤ 0.8 KB",
-                 fmt(kbpc.get(("idle", "pgbouncer")), 2, " KB"), fmt(k, 2, " KB"),
-                 verdict(k[0] if k else None, 0.8, False, " KB")))
+    if results["meta"].get("tls"):
+        # No goal for TLS clients: the issue asks for the numbers and the ratio.
+        kb = kbpc.get(("idle", "pgbouncer"))
+        rows.append((f"RSS per idle TLS client ({results['meta']['idle_clients']:,} clients)",
+                     "reported", fmt(kb, 2, " KB"), fmt(k, 2, " KB"),
+                     f"{k[0] / kb[0]:.2f}× PgBouncer" if k and kb and kb[0] else "–"))
+    else:
+        rows.append((f"RSS per idle client ({results['meta']['idle_clients']:,} clients)",
+                     "≤ 0.8 KB", fmt(kbpc.get(("idle", "pgbouncer")), 2, " KB"), fmt(k, 2, " KB"),
+                     verdict(k[0] if k else None, 0.8, False, " KB")))
     for scen in STREAM_SCENARIOS:
         g = growth.get((scen, "pgwarden"))
         gb = growth.get((scen, "pgbouncer"))
@@ -911,8 +931,13 @@ def render_report(results):
              f"{meta['pool_size']}, trust auth, log_connections off, fd limit "
              f"{meta['nofile']}, both reach PostgreSQL over "
              f"{'TCP 127.0.0.1' if meta['server_via'] == 'tcp' else 'the unix socket'}."
-             + (f" pgwarden sends: {meta['pgwarden_sends']}." if meta.get("pgwarden_sends")
-                else ""))
+             + (" **TLS on every hop**: clients with sslmode=require to the pooler (or to "
+                "PostgreSQL for direct), client_tls_sslmode and server_tls_sslmode require, "
+                "PostgreSQL ssl=on; certificates from scripts/make-test-certs (EC P-256)."
+                if meta.get("tls") else "")
+             + (f" pgwarden sends: {meta['pgwarden_sends']}"
+                + (" (not to TLS destinations: each of those is one send() through OpenSSL)"
+                   if meta.get("tls") else "") + "." if meta.get("pgwarden_sends") else ""))
     L.append(f"- {meta['rounds']} interleaved round(s) of {meta['duration']} s per pgbench run "
              f"(order per scenario: {', '.join(LABEL[t] for t in meta['targets'])}"
              + (", rotated every round" if meta['rounds'] > 1 else "") + "); medians of "
@@ -939,7 +964,10 @@ def render_report(results):
         for n in (info or {}).get("notes", []):
             L.append(f"- {LABEL[t]}: {n}")
     L.append("")
-    L.append("## Targets of issue 4 (pgwarden vs PgBouncer, same run)")
+    L.append("## Targets of issue 4 (pgwarden vs PgBouncer, same run)" if not meta.get("tls") else
+             "## Targets (pgwarden vs PgBouncer, same run; with TLS the goals are the two tps "
+             "rows, -S -c 50 ≥ 1.15× and -S -C -c 20 ≥ 1.0×; CPU and system-call rows keep the "
+             "plain run's goals for reference)")
     L.append("")
     L.append("| target | goal | PgBouncer | pgwarden | verdict |")
     L.append("|---|---|---|---|---|")
@@ -1024,6 +1052,8 @@ def render_report(results):
         L.append(f"## {meta['idle_clients']:,} idle clients")
         L.append("")
         L.append("Raw-socket clients (bench/idle_clients.py) complete the startup handshake "
+                 + ("over TLS (SSLRequest, a TLS 1.3 handshake, then the startup) "
+                    if meta.get("tls") else "") +
                  "and stay idle, opened against a freshly restarted pooler (memory freed by "
                  "earlier runs would otherwise be reused and hide the cost); "
                  "RSS per client = (RSS with all clients open − RSS before) / "
@@ -1076,9 +1106,15 @@ def render_report(results):
     for n in results.get("not_measured", []):
         L.append(f"- {n}")
     L.append("")
-    L.append("Chart: `latest.png` (throughput relative to direct, and pooler CPU per "
-             "transaction). Raw numbers of every run: `latest.json`.")
+    base = latest_base(results)
+    L.append(f"Chart: `{base}.png` (throughput relative to direct, and pooler CPU per "
+             f"transaction). Raw numbers of every run: `{base}.json`.")
     return "\n".join(L) + "\n"
+
+
+def latest_base(results):
+    """File name stem of a run's reports: TLS runs keep their own, beside the plain ones."""
+    return "latest-tls" if results.get("meta", {}).get("tls") else "latest"
 
 
 def render_chart(results, png, workdir):
@@ -1177,6 +1213,11 @@ def parse_args(argv):
     ap.add_argument("--pool-size", type=int, default=20)
     ap.add_argument("--server-via", choices=["tcp", "unix"], default="tcp",
                     help="how both poolers reach PostgreSQL")
+    ap.add_argument("--tls", action="store_true",
+                    help="TLS on every hop: PostgreSQL ssl=on, clients (pgbench, idle clients) "
+                         "with sslmode=require to the pooler or PostgreSQL, the poolers with "
+                         "client_tls_sslmode and server_tls_sslmode require; reports go to "
+                         "latest-tls.* (needs --server-via tcp)")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
                     help="comma list of " + ",".join(ALL_SCENARIOS))
@@ -1206,6 +1247,8 @@ def parse_args(argv):
         a.syscall_scenarios = "select,connect" if q else ",".join(PGBENCH_SCENARIOS)
     a.syscall_scenarios = [] if a.syscall_scenarios == "none" else \
         [s for s in a.syscall_scenarios.split(",") if s in PGBENCH_SCENARIOS]
+    if a.tls and a.server_via != "tcp":
+        ap.error("--tls needs --server-via tcp (a unix socket is never encrypted)")
     a.targets = [t for t in TARGETS if t in a.targets.split(",")]
     a.scenarios = [s for s in ALL_SCENARIOS if s in a.scenarios.split(",")]
     return a
@@ -1243,19 +1286,22 @@ def main(argv=None):
         workdir = tempfile.mkdtemp(prefix="pgwarden-bench-render-")
         try:
             os.makedirs(opts.out, exist_ok=True)
-            err = render_chart(results, os.path.join(opts.out, "latest.png"), workdir)
+            base = latest_base(results)
+            err = render_chart(results, os.path.join(opts.out, f"{base}.png"), workdir)
             report = render_report(results)
-            with open(os.path.join(opts.out, "latest.md"), "w") as f:
+            with open(os.path.join(opts.out, f"{base}.md"), "w") as f:
                 f.write(report)
             if opts.update_docs:
-                update_docs(report)
-            log(f"rendered {opts.out}/latest.md" + (f" ({err})" if err else " and latest.png"))
+                update_docs(report, base)
+            log(f"rendered {opts.out}/{base}.md" + (f" ({err})" if err else f" and {base}.png"))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGHUP, on_sigterm)
     nofile = raise_nofile()
+    if opts.tls:
+        CLIENT_ENV["PGSSLMODE"] = "require"
     t_start = time.monotonic()
     started = datetime.datetime.now(datetime.timezone.utc)
     workdir = tempfile.mkdtemp(prefix="pgwarden-bench-")
@@ -1287,6 +1333,7 @@ def main(argv=None):
             "cpu": cpu_model, "cores": os.cpu_count(), "mem_gb": mem_gb,
             "kernel": platform.release(), "scale": opts.scale, "pool_size": opts.pool_size,
             "rounds": opts.rounds, "duration": opts.duration, "server_via": opts.server_via,
+            "tls": opts.tls,
             "targets": opts.targets, "scenarios": opts.scenarios,
             "idle_clients": opts.idle_clients, "nofile": nofile,
             "stream_rows": opts.stream_mb * 1000000 // ROW_BYTES,
@@ -1300,7 +1347,7 @@ def main(argv=None):
         log(f"work dir {workdir}; background CPU load "
             f"{results['meta']['background_load_pct']} %; starting PostgreSQL")
         # 250 direct clients plus both poolers' server connections, with room to spare.
-        pg = BenchPg(max_connections=max(300, 250 + 2 * opts.pool_size + 20))
+        pg = BenchPg(max_connections=max(300, 250 + 2 * opts.pool_size + 20), ssl=opts.tls)
         pg.start()
         results["meta"]["pg_version"] = pg.psql("SHOW server_version")
         results["meta"]["max_connections"] = pg.max_connections
@@ -1372,7 +1419,7 @@ def main(argv=None):
                         if not t.restart_fresh(port()):
                             log(f"{LABEL[name]} did not restart: {t.reason}")
                             continue
-                        rec = run_idle(t, opts.idle_clients, 100)
+                        rec = run_idle(t, opts.idle_clients, 100, opts.tls)
                     rec["round"] = rnd
                     if not rec["ok"] and not t.alive() and name != "direct":
                         rec["error"] = (rec.get("error", "") + f"; {LABEL[name]} died: "
@@ -1430,27 +1477,28 @@ def main(argv=None):
 
 
 DOCS = os.path.join(ROOT, "docs", "BENCHMARKS.md")
-BEGIN, END = "<!-- latest-report:begin -->", "<!-- latest-report:end -->"
 
 
-def update_docs(report):
+def update_docs(report, base="latest"):
     """Replaces the text between the markers in docs/BENCHMARKS.md with the report, its
-    headings moved two levels down (it sits under '## Latest report')."""
+    headings moved two levels down (it sits under '## Latest report'). A TLS run (base
+    latest-tls) has markers of its own."""
+    BEGIN, END = f"<!-- {base}-report:begin -->", f"<!-- {base}-report:end -->"
     with open(DOCS) as f:
         doc = f.read()
     if BEGIN not in doc or END not in doc:
         log(f"{DOCS} has no {BEGIN} … {END} markers; not updated")
         return
     body = re.sub(r"^(#+) ", lambda m: "#" * min(6, len(m.group(1)) + 2) + " ", report, flags=re.M)
-    body = body.replace("Chart: `latest.png`", "Chart: [`bench/results/latest.png`]"
-                        "(../bench/results/latest.png)")
-    body = body.replace("Raw numbers of every run: `latest.json`",
-                        "Raw numbers of every run: `bench/results/latest.json`")
+    body = body.replace(f"Chart: `{base}.png`", f"Chart: [`bench/results/{base}.png`]"
+                        f"(../bench/results/{base}.png)")
+    body = body.replace(f"Raw numbers of every run: `{base}.json`",
+                        f"Raw numbers of every run: `bench/results/{base}.json`")
     head, rest = doc.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     with open(DOCS, "w") as f:
         f.write(head + BEGIN + "\n\n" + body.strip() + "\n\n![latest chart]"
-                "(../bench/results/latest.png)\n\n" + END + tail)
+                f"(../bench/results/{base}.png)\n\n" + END + tail)
     log(f"pasted the report into {DOCS}")
 
 
@@ -1469,24 +1517,27 @@ def write_results(results, opts, workdir, started):
             r["target"] == "pgwarden" and r.get("ok") for r in results["runs"]):
         nm.append("pgwarden: " + results["targets"]["pgwarden"]["reason"])
     os.makedirs(opts.out, exist_ok=True)
-    stamp = started.strftime("%Y%m%d-%H%M%S") + ("-quick" if opts.quick else "-full")
-    png = os.path.join(opts.out, "latest.png")
+    base = latest_base(results)
+    stamp = started.strftime("%Y%m%d-%H%M%S") + ("-quick" if opts.quick else "-full") \
+        + ("-tls" if opts.tls else "")
+    png = os.path.join(opts.out, f"{base}.png")
     err = render_chart(results, png, workdir)
     if err:
         nm.append(f"Chart: {err}")
     report = render_report(results)
-    for name, text in (("latest.md", report), ("latest.json", json.dumps(results, indent=1))):
+    for name, text in ((f"{base}.md", report),
+                       (f"{base}.json", json.dumps(results, indent=1))):
         with open(os.path.join(opts.out, name), "w") as f:
             f.write(text)
         shutil.copyfile(os.path.join(opts.out, name),
-                        os.path.join(opts.out, f"{stamp}.{name.split('.')[1]}"))
+                        os.path.join(opts.out, f"{stamp}.{name.rsplit('.', 1)[1]}"))
     if not err:
         shutil.copyfile(png, os.path.join(opts.out, f"{stamp}.png"))
     if opts.update_docs:
-        update_docs(report)
+        update_docs(report, base)
     print()
     print(report)
-    log(f"report: {os.path.join(opts.out, 'latest.md')} (copy {stamp}.md), chart latest.png")
+    log(f"report: {os.path.join(opts.out, base + '.md')} (copy {stamp}.md), chart {base}.png")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@
 #include "live/pool_source.h"
 #include "manager/analysis.h"
 #include "manager/stats.h"
+#include "net/tls.h"
 #include "pool/pool.h"
 
 #define API_PREFIX "/api/v1/"
@@ -53,6 +54,23 @@ static bool snapshots(struct api_call *x, const struct snapshot **cur, const str
     return true;
 }
 
+/* {"handshakes": N, "failures": {"protocol": N, ...}}: one side's TLS counters, the same
+ * numbers as /metrics' pgwarden_tls_* families. */
+static cJSON *tls_side_json(const struct tls_counters *k)
+{
+    cJSON *side = cJSON_CreateObject();
+    cJSON *failures = side ? cJSON_AddObjectToObject(side, "failures") : NULL;
+    if (!failures) {
+        cJSON_Delete(side);
+        return NULL;
+    }
+    cJSON_AddNumberToObject(side, "handshakes", (double)k->handshakes);
+    for (int f = 0; f < TLS_FAILURE_COUNT; f++)
+        cJSON_AddNumberToObject(failures, tls_failure_name((enum tls_failure)f),
+                                (double)k->failures[f]);
+    return side;
+}
+
 static void api_monitor(struct api_call *x)
 {
     const struct snapshot *cur, *prev;
@@ -65,6 +83,12 @@ static void api_monitor(struct api_call *x)
     }
     x->run.data = report_json_stats(&stats, cur, x->run.opts);
     stats_report_free(&stats);
+    /* Serve mode only (the pooler's own handshakes): data.tls.client and data.tls.server. */
+    cJSON *tls = x->run.data ? cJSON_AddObjectToObject(x->run.data, "tls") : NULL;
+    if (tls) {
+        cJSON_AddItemToObject(tls, "client", tls_side_json(&x->p->tls_client_counts));
+        cJSON_AddItemToObject(tls, "server", tls_side_json(&x->p->tls_server_counts));
+    }
 }
 
 static void api_detect_leaks(struct api_call *x)

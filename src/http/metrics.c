@@ -10,12 +10,15 @@
 #include "http/metrics.h"
 
 #include <event2/buffer.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "live/readiness.h"
 #include "manager/histogram.h"
+#include "net/tls.h"
 #include "pool/handout.h"
 #include "pool/pool.h"
 
@@ -177,16 +180,25 @@ enum metric_unit {
     UNIT_US_AS_SECONDS, /* the getter returns microseconds; exposed in seconds */
 };
 
+/* One sample of a process-wide family that has several (one per label set). */
+#define SERIES_MAX 16
+struct series_sample {
+    char labels[64]; /* side="client",reason="protocol" */
+    int64_t value;
+};
+
 struct metric_def {
     const char *name;
     enum metric_type type;
     enum metric_unit unit;
     const char *help;
-    /* Exactly one getter is set: process-wide, per pool, or a per-pool histogram. */
+    /* Exactly one getter is set: process-wide, per pool, a per-pool histogram, or a
+     * process-wide series (fills at most SERIES_MAX samples, returns how many). */
     int64_t (*process_get)(const struct pooler *p);
     int64_t (*pool_get)(const struct pool_view *v);
     const struct histogram *(*hist_get)(const struct pool_view *v);
     const char *process_labels; /* fixed labels of a process-wide sample, or NULL */
+    size_t (*series_get)(const struct pooler *p, struct series_sample *out);
 };
 
 static int64_t get_one(const struct pooler *p)
@@ -219,6 +231,45 @@ static int64_t get_clients_login(const struct pooler *p)
 static int64_t get_cancel_reqs(const struct pooler *p)
 {
     return p->n_cancel_reqs;
+}
+
+/* TLS handshakes by side: clients (we accept) and servers (we connect). */
+static const struct {
+    const char *label;
+    size_t offset;
+} TLS_SIDES[] = {
+    {"side=\"client\"", offsetof(struct pooler, tls_client_counts)},
+    {"side=\"server\"", offsetof(struct pooler, tls_server_counts)},
+};
+
+static const struct tls_counters *tls_side(const struct pooler *p, size_t i)
+{
+    return (const struct tls_counters *)((const char *)p + TLS_SIDES[i].offset);
+}
+
+static size_t series_tls_handshakes(const struct pooler *p, struct series_sample *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(TLS_SIDES) / sizeof(TLS_SIDES[0]); i++, n++) {
+        snprintf(out[n].labels, sizeof(out[n].labels), "%s", TLS_SIDES[i].label);
+        out[n].value = (int64_t)tls_side(p, i)->handshakes;
+    }
+    return n;
+}
+
+/* Every side and reason, zeros included: a series that appears only after the first failure
+ * breaks rate() over the window it appeared in. */
+static size_t series_tls_failures(const struct pooler *p, struct series_sample *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(TLS_SIDES) / sizeof(TLS_SIDES[0]); i++) {
+        for (int f = 0; f < TLS_FAILURE_COUNT && n < SERIES_MAX; f++, n++) {
+            snprintf(out[n].labels, sizeof(out[n].labels), "%s,reason=\"%s\"", TLS_SIDES[i].label,
+                     tls_failure_name((enum tls_failure)f));
+            out[n].value = (int64_t)tls_side(p, i)->failures[f];
+        }
+    }
+    return n;
 }
 
 /* Per-pool getters: one line each, named after what they read. */
@@ -274,14 +325,15 @@ static const struct histogram *hist_query(const struct pool_view *v)
 
 /* One row per metric; the macros fill the getter slot that fits. */
 /* clang-format off */
-#define PROCESS(name, type, help, fn) {name, type, UNIT_NUMBER, help, fn, NULL, NULL, NULL}
-#define POOL(name, type, unit, help, fn) {name, type, unit, help, NULL, fn, NULL, NULL}
-#define HIST(name, help, fn) {name, METRIC_HISTOGRAM, UNIT_US_AS_SECONDS, help, NULL, NULL, fn, NULL}
+#define PROCESS(name, type, help, fn) {name, type, UNIT_NUMBER, help, fn, NULL, NULL, NULL, NULL}
+#define POOL(name, type, unit, help, fn) {name, type, unit, help, NULL, fn, NULL, NULL, NULL}
+#define HIST(name, help, fn) {name, METRIC_HISTOGRAM, UNIT_US_AS_SECONDS, help, NULL, NULL, fn, NULL, NULL}
+#define SERIES(name, type, help, fn) {name, type, UNIT_NUMBER, help, NULL, NULL, NULL, NULL, fn}
 /* clang-format on */
 
 static const struct metric_def METRICS[] = {
     {"pgwarden_info", METRIC_GAUGE, UNIT_NUMBER, "pgwarden build information (always 1)", get_one,
-     NULL, NULL, "version=\"" PGWARDEN_VERSION "\""},
+     NULL, NULL, "version=\"" PGWARDEN_VERSION "\"", NULL},
     PROCESS("pgwarden_ready", METRIC_GAUGE,
             "1 when a server connection could be handed out now (the /readyz rule), else 0",
             get_ready),
@@ -292,6 +344,14 @@ static const struct metric_def METRICS[] = {
             "client connections still in startup or authentication", get_clients_login),
     PROCESS("pgwarden_cancel_requests", METRIC_GAUGE, "cancel requests in flight to PostgreSQL",
             get_cancel_reqs),
+    SERIES("pgwarden_tls_handshakes_total", METRIC_COUNTER,
+           "TLS handshakes completed and accepted, with clients (side client) and with "
+           "PostgreSQL (side server)",
+           series_tls_handshakes),
+    SERIES("pgwarden_tls_handshake_failures_total", METRIC_COUNTER,
+           "TLS handshakes that failed or were refused, by side and reason (protocol, "
+           "certificate, cipher, closed, other)",
+           series_tls_failures),
 
     POOL("pgwarden_pool_clients_active", METRIC_GAUGE, UNIT_NUMBER,
          "client connections linked to a server connection", get_cl_active),
@@ -470,7 +530,7 @@ enum metrics_step metrics_render_step(struct metrics_render *r, struct evbuffer 
             return o->failed ? METRICS_FAILED : METRICS_MORE;
         }
         const struct metric_def *d = &METRICS[r->metric];
-        if (!d->process_get && r->n_pools == 0) {
+        if (!d->process_get && !d->series_get && r->n_pools == 0) {
             r->metric++; /* a family without samples is noise */
             continue;
         }
@@ -487,6 +547,20 @@ enum metrics_step metrics_render_step(struct metrics_render *r, struct evbuffer 
             out_put(o, " ", 1);
             out_value(o, d->unit, d->process_get(r->p));
             out_put(o, "\n", 1);
+            r->metric++;
+            continue;
+        }
+        if (d->series_get) {
+            struct series_sample samples[SERIES_MAX];
+            size_t n = d->series_get(r->p, samples);
+            for (size_t i = 0; i < n; i++) {
+                out_put(o, d->name, name_len);
+                out_put(o, "{", 1);
+                out_str(o, samples[i].labels);
+                out_put(o, "} ", 2);
+                out_value(o, d->unit, samples[i].value);
+                out_put(o, "\n", 1);
+            }
             r->metric++;
             continue;
         }

@@ -70,6 +70,8 @@ struct tls_conn {
     bool failed;        /* fatal error seen: no close_notify, every call fails */
     bool verify_failed; /* err holds the certificate check's reason */
     bool bio_eof;       /* recv returned 0 */
+    bool bio_drained;   /* the last recv filled less than asked: the socket was empty */
+    uint8_t failure;    /* enum tls_failure of the failure, valid when failed */
 };
 
 /* ---- settings ---- */
@@ -771,8 +773,10 @@ static int bio_read(BIO *bio, char *out, int outl)
     do
         r = recv(c->fd, out, (size_t)outl, 0);
     while (r < 0 && errno == EINTR);
-    if (r > 0)
+    if (r > 0) {
+        c->bio_drained = r < outl;
         return (int)r;
+    }
     if (r == 0) {
         c->bio_eof = true;
         return 0;
@@ -857,6 +861,7 @@ struct tls_conn *tls_conn_new(struct tls_context *ctx, int fd, const char *host,
         return NULL;
     }
     c->fd = fd;
+    c->failure = TLS_FAILURE_OTHER; /* outcome() names the class of each failure it sees */
     c->ctx = ctx;
     ctx->refs++;
     BIO_METHOD *method = bio_method();
@@ -962,8 +967,108 @@ const char *tls_io_name(enum tls_io r)
     return "?";
 }
 
-/* Names the outcome of a failed SSL call (rc <= 0), recording the reason of a failure.
- * saved_errno is errno right after the call. */
+/* ---- failure classes (/metrics) ---- */
+
+static const char *const failure_names[TLS_FAILURE_COUNT] = {
+    [TLS_FAILURE_PROTOCOL] = "protocol", [TLS_FAILURE_CERTIFICATE] = "certificate",
+    [TLS_FAILURE_CIPHER] = "cipher",     [TLS_FAILURE_CLOSED] = "closed",
+    [TLS_FAILURE_OTHER] = "other",
+};
+
+const char *tls_failure_name(enum tls_failure f)
+{
+    return (unsigned)f < TLS_FAILURE_COUNT ? failure_names[f] : "other";
+}
+
+/* OpenSSL's SSL-library reasons that name a class; any other reason is "other". Alerts the
+ * peer sent (SSL_R_*ALERT*) count as our own failure of the same kind would: the peer's
+ * "unknown CA" is a certificate problem on our side. */
+static const struct {
+    int reason;
+    enum tls_failure failure;
+} FAILURE_REASONS[] = {
+    {SSL_R_WRONG_VERSION_NUMBER, TLS_FAILURE_PROTOCOL},
+    {SSL_R_UNSUPPORTED_PROTOCOL, TLS_FAILURE_PROTOCOL},
+    {SSL_R_UNKNOWN_PROTOCOL, TLS_FAILURE_PROTOCOL},
+    {SSL_R_NO_PROTOCOLS_AVAILABLE, TLS_FAILURE_PROTOCOL},
+    {SSL_R_VERSION_TOO_LOW, TLS_FAILURE_PROTOCOL},
+    {SSL_R_VERSION_TOO_HIGH, TLS_FAILURE_PROTOCOL},
+    {SSL_R_TLSV1_ALERT_PROTOCOL_VERSION, TLS_FAILURE_PROTOCOL},
+    {SSL_R_INAPPROPRIATE_FALLBACK, TLS_FAILURE_PROTOCOL},
+    {SSL_R_TLSV1_ALERT_INAPPROPRIATE_FALLBACK, TLS_FAILURE_PROTOCOL},
+    {SSL_R_HTTP_REQUEST, TLS_FAILURE_PROTOCOL},
+    {SSL_R_HTTPS_PROXY_REQUEST, TLS_FAILURE_PROTOCOL},
+    {SSL_R_PACKET_LENGTH_TOO_LONG, TLS_FAILURE_PROTOCOL},
+    {SSL_R_RECORD_LENGTH_MISMATCH, TLS_FAILURE_PROTOCOL},
+    {SSL_R_BAD_PACKET_LENGTH, TLS_FAILURE_PROTOCOL},
+    {SSL_R_LENGTH_MISMATCH, TLS_FAILURE_PROTOCOL},
+    {SSL_R_BAD_RECORD_TYPE, TLS_FAILURE_PROTOCOL},
+    {SSL_R_UNEXPECTED_MESSAGE, TLS_FAILURE_PROTOCOL},
+    {SSL_R_UNEXPECTED_RECORD, TLS_FAILURE_PROTOCOL},
+    {SSL_R_LENGTH_TOO_SHORT, TLS_FAILURE_PROTOCOL},
+    {SSL_R_LENGTH_TOO_LONG, TLS_FAILURE_PROTOCOL},
+    {SSL_R_BAD_LENGTH, TLS_FAILURE_PROTOCOL},
+    {SSL_R_BAD_HANDSHAKE_LENGTH, TLS_FAILURE_PROTOCOL},
+    {SSL_R_RECORD_TOO_SMALL, TLS_FAILURE_PROTOCOL},
+    {SSL_R_ENCRYPTED_LENGTH_TOO_LONG, TLS_FAILURE_PROTOCOL},
+    {SSL_R_EXTRA_DATA_IN_MESSAGE, TLS_FAILURE_PROTOCOL},
+    {SSL_R_BAD_EXTENSION, TLS_FAILURE_PROTOCOL},
+    {SSL_R_UNEXPECTED_CCS_MESSAGE, TLS_FAILURE_PROTOCOL},
+    {SSL_R_SSLV3_ALERT_UNEXPECTED_MESSAGE, TLS_FAILURE_PROTOCOL},
+    {SSL_R_SSLV3_ALERT_ILLEGAL_PARAMETER, TLS_FAILURE_PROTOCOL},
+    {SSL_R_TLSV1_ALERT_DECODE_ERROR, TLS_FAILURE_PROTOCOL},
+    {SSL_R_NO_APPLICATION_PROTOCOL, TLS_FAILURE_PROTOCOL},
+    {SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL, TLS_FAILURE_PROTOCOL},
+    {SSL_R_CERTIFICATE_VERIFY_FAILED, TLS_FAILURE_CERTIFICATE},
+    {SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE, TLS_FAILURE_CERTIFICATE},
+    {SSL_R_NO_CERTIFICATES_RETURNED, TLS_FAILURE_CERTIFICATE},
+    {SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED, TLS_FAILURE_CERTIFICATE},
+    {SSL_R_SSLV3_ALERT_BAD_CERTIFICATE, TLS_FAILURE_CERTIFICATE},
+    {SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE, TLS_FAILURE_CERTIFICATE},
+    {SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED, TLS_FAILURE_CERTIFICATE},
+    {SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED, TLS_FAILURE_CERTIFICATE},
+    {SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN, TLS_FAILURE_CERTIFICATE},
+    {SSL_R_TLSV1_ALERT_UNKNOWN_CA, TLS_FAILURE_CERTIFICATE},
+    {SSL_R_TLSV1_ALERT_ACCESS_DENIED, TLS_FAILURE_CERTIFICATE},
+    {SSL_R_NO_SHARED_CIPHER, TLS_FAILURE_CIPHER},
+    {SSL_R_NO_CIPHERS_AVAILABLE, TLS_FAILURE_CIPHER},
+    {SSL_R_NO_SHARED_GROUPS, TLS_FAILURE_CIPHER},
+    {SSL_R_NO_SUITABLE_KEY_SHARE, TLS_FAILURE_CIPHER},
+    {SSL_R_NO_SHARED_SIGNATURE_ALGORITHMS, TLS_FAILURE_CIPHER},
+    {SSL_R_TLSV1_ALERT_INSUFFICIENT_SECURITY, TLS_FAILURE_CIPHER},
+    /* A bare handshake_failure alert is what a peer sends when nothing it offered fits. */
+    {SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE, TLS_FAILURE_CIPHER},
+    {SSL_R_UNEXPECTED_EOF_WHILE_READING, TLS_FAILURE_CLOSED},
+};
+
+static enum tls_failure failure_of_error(unsigned long err)
+{
+    if (ERR_GET_LIB(err) != ERR_LIB_SSL)
+        return TLS_FAILURE_OTHER;
+    int reason = ERR_GET_REASON(err);
+    for (size_t i = 0; i < sizeof(FAILURE_REASONS) / sizeof(FAILURE_REASONS[0]); i++)
+        if (FAILURE_REASONS[i].reason == reason)
+            return FAILURE_REASONS[i].failure;
+    return TLS_FAILURE_OTHER;
+}
+
+/* A system call's failure: the peer went away, or something else. */
+static enum tls_failure failure_of_errno(int e)
+{
+    return e == 0 || e == ECONNRESET || e == EPIPE || e == ETIMEDOUT || e == ECONNABORTED
+               ? TLS_FAILURE_CLOSED
+               : TLS_FAILURE_OTHER;
+}
+
+enum tls_failure tls_failure_of(const struct tls_conn *c)
+{
+    if (!c->failed)
+        return TLS_FAILURE_CLOSED;
+    return c->verify_failed ? TLS_FAILURE_CERTIFICATE : (enum tls_failure)c->failure;
+}
+
+/* Names the outcome of a failed SSL call (rc <= 0), recording the reason of a failure and
+ * its class. saved_errno is errno right after the call. */
 static enum tls_io outcome(struct tls_conn *c, int rc, int saved_errno)
 {
     int e = SSL_get_error(c->ssl, rc);
@@ -977,6 +1082,7 @@ static enum tls_io outcome(struct tls_conn *c, int rc, int saved_errno)
         ERR_clear_error();
         return TLS_IO_EOF;
     case SSL_ERROR_SYSCALL:
+        c->failure = (uint8_t)failure_of_errno(saved_errno);
         if (saved_errno != 0)
             conn_fail(c, "%s", strerror(saved_errno));
         else
@@ -987,6 +1093,7 @@ static enum tls_io outcome(struct tls_conn *c, int rc, int saved_errno)
         unsigned long err = ERR_peek_error();
         int reason = ERR_GET_REASON(err);
         char why[160];
+        c->failure = (uint8_t)failure_of_error(err);
         if (ERR_GET_LIB(err) == ERR_LIB_SSL && reason == SSL_R_UNEXPECTED_EOF_WHILE_READING)
             conn_fail(c, "the peer closed the connection%s",
                       in_handshake ? " during the TLS handshake"
@@ -998,6 +1105,7 @@ static enum tls_io outcome(struct tls_conn *c, int rc, int saved_errno)
         break;
     }
     default:
+        c->failure = TLS_FAILURE_OTHER;
         conn_fail(c, "unexpected OpenSSL result %d", e);
         break;
     }
@@ -1051,8 +1159,17 @@ enum tls_io tls_read(struct tls_conn *c, void *buf, size_t len, size_t *got)
     size_t total = 0;
     while (total < len) {
         size_t n = 0;
+        c->bio_drained = false;
         enum tls_io r = ssl_call(c, OP_READ, (char *)buf + total, len - total, &n);
         total += n;
+        /* A short recv emptied the socket (read_ahead asks for a whole buffer), and nothing
+         * waits inside OpenSSL: the next SSL_read could only end in EAGAIN. Saying WANT_READ
+         * now saves that system call on every read, as a plain short read does. */
+        if (r == TLS_IO_DONE && c->bio_drained && !SSL_has_pending(c->ssl) &&
+            SSL_pending(c->ssl) == 0 && !c->preread) {
+            *got = total;
+            return TLS_IO_WANT_READ;
+        }
         if (r == TLS_IO_DONE)
             continue;
         *got = total;

@@ -125,9 +125,11 @@ enum tls_io tls_handshake(struct tls_conn *c);
 /* Reads decrypted bytes until buf is full or nothing more can be had without waiting.
  * *got is always set and must be booked whatever the result. TLS_IO_DONE with *got < len
  * means an end (EOF or error) follows on the next call; WANT_READ/WANT_WRITE mean nothing
- * is left until that edge (edge-triggered: the socket was drained). So a TLS reader keeps
- * reading while the result is TLS_IO_DONE, never by comparing *got with len. EOF and ERROR
- * come with *got == 0. */
+ * is left until that edge (edge-triggered: the socket was drained). WANT_READ with *got > 0
+ * may also follow a short recv, which drained the socket, without the system call that
+ * would prove it; a peer that shut down its side may then still have its end to give (read
+ * on while the loop reports the hang-up). So a TLS reader keeps reading while the result is
+ * TLS_IO_DONE, never by comparing *got with len. EOF and ERROR come with *got == 0. */
 enum tls_io tls_read(struct tls_conn *c, void *buf, size_t len, size_t *got);
 /* Encrypts and sends buf until all is sent or the socket would block. *sent is always set
  * and must be booked. After WANT_READ/WANT_WRITE, the next call must offer the unsent bytes
@@ -141,6 +143,30 @@ bool tls_pending(const struct tls_conn *c);
 /* Why the connection failed ("certificate verify failed: ..."), or "" when it has not.
  * Borrowed: valid until the next call on c. */
 const char *tls_error(const struct tls_conn *c);
+/* Why a handshake failed, in the few classes /metrics counts (a label per class; OpenSSL's
+ * reason is mapped by a table in tls.c, the full text stays in tls_error and the log). */
+enum tls_failure {
+    TLS_FAILURE_PROTOCOL,    /* not TLS, no version both accept, a malformed record or
+                                message, ALPN refused, or TLS required and not started */
+    TLS_FAILURE_CERTIFICATE, /* a certificate was refused or missing (either side's check) */
+    TLS_FAILURE_CIPHER,      /* no cipher, group or signature algorithm both accept */
+    TLS_FAILURE_CLOSED,      /* the peer closed or reset the connection, or time ran out */
+    TLS_FAILURE_OTHER,
+    TLS_FAILURE_COUNT,
+};
+/* Static label value: "protocol", "certificate", "cipher", "closed", "other". */
+const char *tls_failure_name(enum tls_failure f);
+/* The class of the connection's failure; TLS_FAILURE_CLOSED when it has not failed (it is
+ * being closed during its handshake: the peer hung up or a timeout ended it). */
+enum tls_failure tls_failure_of(const struct tls_conn *c);
+
+/* Handshake outcomes of one side (clients or servers) since start, for /metrics. Plain data
+ * kept by the pooler; every TLS connection adds to it exactly once (pool/conn.c). */
+struct tls_counters {
+    uint64_t handshakes;                  /* completed and accepted */
+    uint64_t failures[TLS_FAILURE_COUNT]; /* by class */
+};
+
 /* "TLSv1.3" etc., and the cipher's OpenSSL name; static strings, "" before the handshake
  * is done. */
 const char *tls_version(const struct tls_conn *c);

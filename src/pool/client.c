@@ -1049,10 +1049,12 @@ static bool client_tls_handshake(struct client *c)
     }
     /* Direct TLS is told from a plain connection by ALPN alone (PostgreSQL 17's rule). */
     if (c->login->tls_direct && !tls_alpn_selected(c->conn.tls)) {
+        pconn_tls_book_failure(&c->conn, &c->pooler->tls_client_counts, TLS_FAILURE_PROTOCOL);
         log_tls_failure(c, "direct TLS refused", "the client did not offer ALPN \"postgresql\"");
         client_close(c, "direct TLS without ALPN");
         return false;
     }
+    pconn_tls_book_ok(&c->conn, &c->pooler->tls_client_counts);
     char desc[128];
     tls_describe(c->conn.tls, desc, sizeof(desc));
     log_debug("pool", "client %llu: TLS established%s: %s", (unsigned long long)c->id,
@@ -1402,6 +1404,8 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
     /* client_tls_sslmode require and up: TCP clients must use TLS (unix sockets need not). */
     struct tls_context *tls = client_tls_context(c);
     if (!c->conn.tls && tls && tls_context_sslmode(tls) >= TLS_REQUIRE) {
+        /* Counted as a protocol failure: the client spoke the protocol without TLS. */
+        pconn_tls_book_failure(&c->conn, &p->tls_client_counts, TLS_FAILURE_PROTOCOL);
         client_fail(c, "08P01", "SSL required");
         goto out;
     }

@@ -22,6 +22,11 @@ static enum fill_result tls_fill(struct pconn *c, struct iobuf *b, size_t want)
     case TLS_IO_DONE:
         return FILL_OK; /* the buffer is full or an end is queued: may_read stays set */
     case TLS_IO_WANT_READ:
+        /* After a short read (tls_read's shortcut) a peer that shut down still has its
+         * close_notify or EOF to give, and no new edge will say so: read on, as the plain
+         * path does. */
+        if (got && c->closing)
+            return FILL_OK;
         c->may_read = false;
         return got ? FILL_OK : FILL_AGAIN;
     case TLS_IO_WANT_WRITE:
@@ -170,6 +175,28 @@ unsigned pconn_tls_edges(struct pconn *c, unsigned what)
         what |= NET_IO_READABLE;
     }
     return what;
+}
+
+void pconn_tls_book_ok(struct pconn *c, struct tls_counters *counts)
+{
+    if (c->tls_booked)
+        return;
+    c->tls_booked = true;
+    counts->handshakes++;
+}
+
+void pconn_tls_book_failure(struct pconn *c, struct tls_counters *counts, enum tls_failure why)
+{
+    if (c->tls_booked)
+        return;
+    c->tls_booked = true;
+    counts->failures[why < TLS_FAILURE_COUNT ? why : TLS_FAILURE_OTHER]++;
+}
+
+void pconn_tls_book_close(struct pconn *c, struct tls_counters *counts)
+{
+    if (c->tls)
+        pconn_tls_book_failure(c, counts, tls_failure_of(c->tls));
 }
 
 void pconn_release_if_empty(struct pooler *p, struct pconn *c)

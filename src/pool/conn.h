@@ -43,6 +43,13 @@ void pconn_sent(struct pconn *src, size_t n, int64_t *counter);
  * TLS write the readable one. Returns the io callback's `what` with those edges added, so
  * the callback's usual paths (read on readable, flush on writable) resume them. */
 unsigned pconn_tls_edges(struct pconn *c, unsigned what);
+/* TLS accounting: each connection that tries TLS lands in counts exactly once. ok books a
+ * finished handshake the pooler accepted; failure books a refusal the caller decided (ALPN
+ * missing, TLS required but not offered: c->tls may be NULL then); close books a connection
+ * closed before either, by the class tls_failure_of gives (called when it is freed). */
+void pconn_tls_book_ok(struct pconn *c, struct tls_counters *counts);
+void pconn_tls_book_failure(struct pconn *c, struct tls_counters *counts, enum tls_failure why);
+void pconn_tls_book_close(struct pconn *c, struct tls_counters *counts);
 /* Returns the buffer to the cache when it holds nothing. */
 void pconn_release_if_empty(struct pooler *p, struct pconn *c);
 void pconn_drop_buffer(struct pooler *p, struct pconn *c);

@@ -422,6 +422,7 @@ void pooler_reap(struct pooler *p)
         client_change_state(c, CL_FREE);
         plist_remove(&c->flush_node); /* closed before its deferred send ran */
         net_io_free(c->conn.io);
+        pconn_tls_book_close(&c->conn, &p->tls_client_counts);
         tls_conn_free(c->conn.tls); /* its close_notify needs the socket */
         close(c->conn.fd);
         free(c);
@@ -431,6 +432,7 @@ void pooler_reap(struct pooler *p)
         server_change_state(s, SV_FREE);
         plist_remove(&s->flush_node); /* closed before its deferred send ran */
         net_io_free(s->conn.io);
+        pconn_tls_book_close(&s->conn, &p->tls_server_counts);
         tls_conn_free(s->conn.tls);
         if (s->conn.fd >= 0)
             close(s->conn.fd);

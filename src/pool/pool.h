@@ -28,6 +28,7 @@
 
 #include "config/pooler_config.h"
 #include "manager/histogram.h"
+#include "net/tls.h"
 #include "net/loop.h"
 #include "net/sendq.h"
 #include "net/sock.h"
@@ -85,6 +86,7 @@ struct pconn {
     /* TLS only: an operation waits for the other edge than its own (pconn_tls_edges). */
     bool read_wants_write; /* a read needs the writable edge before it can go on */
     bool send_wants_read;  /* a send needs the readable edge before it can go on */
+    bool tls_booked;       /* its handshake's outcome is in the pooler's tls_*_counts */
 };
 
 struct client_login; /* private to client.c */
@@ -345,6 +347,9 @@ struct pooler {
      * reference, so a swap never pulls one from under an open connection. */
     struct tls_context *client_tls; /* owned */
     struct tls_context *server_tls; /* owned */
+    /* Handshake outcomes since start, for /metrics (pconn_tls_book_*). */
+    struct tls_counters tls_client_counts;
+    struct tls_counters tls_server_counts;
 #define POOLER_SEND_BATCH 64   /* sends per system call (a turn with more makes several) */
     bool flushing;             /* inside the flusher: it picks up what is deferred meanwhile */
     bool flush_direct;         /* the flusher's last wave: nothing is deferred any more */

@@ -733,6 +733,7 @@ static bool read_ssl_answer(struct server *s)
     if (answer == 'N' && !more) {
         struct tls_context *ctx = server_tls_context(s);
         if (ctx && tls_context_sslmode(ctx) >= TLS_REQUIRE) {
+            pconn_tls_book_failure(&s->conn, &p->tls_server_counts, TLS_FAILURE_PROTOCOL);
             char msg[160];
             snprintf(msg, sizeof(msg), "server does not accept TLS (server_tls_sslmode = %s)",
                      tls_sslmode_name(tls_context_sslmode(ctx)));
@@ -779,6 +780,7 @@ static bool server_tls_handshake(struct server *s)
         login_refused(s, "08006", msg);
         return false;
     }
+    pconn_tls_book_ok(&s->conn, &s->pool->pooler->tls_server_counts);
     tls_describe(s->conn.tls, msg, sizeof(msg));
     log_debug("pool", "server %llu: TLS established: %s", (unsigned long long)s->id, msg);
     if (!send_startup(s)) {

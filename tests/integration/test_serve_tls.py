@@ -3,6 +3,7 @@ Python's ssl for PostgreSQL 17's direct TLS) against each client_tls_sslmode, pg
 a PostgreSQL with ssl = on (the pg_tls fixture) for each server_tls_sslmode, certificates that
 must fail verify-full, hostile or plain servers, and reloads that change certificates."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -356,13 +357,19 @@ def test_hostile_answers_to_ssl_request(pgwarden_bin, pg_tls, case):
 def test_server_require_against_a_plain_server(pgwarden_bin, pg):
     """The plain PostgreSQL fixture answers N: require fails with a message, prefer goes on in
     the clear."""
+    from pgfixture import free_port
     dbs = {"postgres": f"host=127.0.0.1 port={pg.port} dbname=postgres"}
+    http = free_port()
     p = Pooler(pgwarden_bin, pg, databases=dbs,
-               settings={"server_tls_sslmode": "require"}).start()
+               settings={"server_tls_sslmode": "require", "http_listen": str(http)}).start()
     try:
         msg = connect_error(p.dsn())
         assert "server does not accept TLS" in msg, msg
         assert "server does not accept TLS" in p.log()
+        # Counted on the server side as a protocol failure, nothing else.
+        counts = tls_counts(http)
+        assert counts[(FAIL, "server", "protocol")] >= 1, counts
+        assert not any(v for k, v in counts.items() if k != (FAIL, "server", "protocol")), counts
     finally:
         p.stop()
     p = Pooler(pgwarden_bin, pg, databases=dbs, settings={"server_tls_sslmode": "prefer"}).start()
@@ -556,5 +563,112 @@ def test_bad_tls_file_stops_startup(pgwarden_bin, pg_tls):
         assert out.returncode == 3, out
         assert "client_tls_key_file" in out.stderr and "/nonexistent/pgwarden.key" in out.stderr, \
             out.stderr
+    finally:
+        p.stop()
+
+
+# ---- 6. /metrics: handshakes and failures by side and reason ----
+
+def tls_counts(http_port):
+    """{(metric, side, reason): value} of the pgwarden_tls_* families, from a real parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
+        body = r.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(body):
+        for s in fam.samples:
+            if s.name.startswith("pgwarden_tls_"):
+                out[(s.name, s.labels["side"], s.labels.get("reason", ""))] = s.value
+    return out
+
+
+def tls_delta(before, after):
+    """Only the counters that moved, as {(metric, side, reason): increase}."""
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
+HS, FAIL = "pgwarden_tls_handshakes_total", "pgwarden_tls_handshake_failures_total"
+
+
+def test_metrics_count_handshakes_and_failures(pgwarden_bin, pg_tls):
+    from pgfixture import free_port
+    http = free_port()
+    p = tls_pooler(pgwarden_bin, pg_tls, settings={"http_listen": str(http)}).start()
+    try:
+        c0 = tls_counts(http)
+        # Every side and reason is there from the start, at zero.
+        assert len(c0) == 2 + 2 * 5 and not any(c0.values()), c0
+
+        def step(action, want):
+            before = tls_counts(http)
+            action()
+            wait_for(lambda: tls_delta(before, tls_counts(http)) == want,
+                     what=f"counters {want}, got {tls_delta(before, tls_counts(http))}")
+
+        # A good client: one client handshake; its server login one server handshake.
+        step(lambda: serves_tls(client_dsn(p, pg_tls)),
+             {(HS, "client", ""): 1, (HS, "server", ""): 1})
+        # The client does not trust our certificate: it sends unknown_ca.
+        step(lambda: connect_error(client_dsn(p, pg_tls,
+                                              sslrootcert=pg_tls.cert("untrusted.crt"))),
+             {(FAIL, "client", "certificate"): 1})
+        # A plain client where client_tls_sslmode = require.
+        step(lambda: connect_error(client_dsn(p, pg_tls, "disable")),
+             {(FAIL, "client", "protocol"): 1})
+
+        def garbage_hello():
+            s = raw_connect(p.port)
+            s.sendall(SSL_REQUEST)
+            assert s.recv(1) == b"S"
+            s.sendall(b"\x16\x03\x01\x00\x08" + b"\x01\x00\x00\x04junk")
+            raw_recv_all(s)
+            s.close()
+        step(garbage_hello, {(FAIL, "client", "protocol"): 1})
+
+        def hang_up():
+            s = raw_connect(p.port)
+            s.sendall(SSL_REQUEST)
+            assert s.recv(1) == b"S"
+            s.close()
+        step(hang_up, {(FAIL, "client", "closed"): 1})
+        # The JSON API's monitor carries the same numbers (once the manager has run).
+        import json
+        import urllib.error
+        import urllib.request
+
+        def monitor():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/v1/monitor",
+                                            timeout=10) as r:
+                    return json.load(r)["data"]["tls"]
+            except urllib.error.HTTPError:
+                return None  # 503 until the manager's first look
+        tls = wait_for(monitor, what="/api/v1/monitor")
+        assert tls["client"] == {"handshakes": 1, "failures": {
+            "protocol": 2, "certificate": 1, "cipher": 0, "closed": 1, "other": 0}}, tls
+        assert tls["server"]["handshakes"] == 1, tls
+        # SHOW CLIENTS' tls column as PgBouncer's: version/cipher[/key exchange].
+        with psycopg.connect(client_dsn(p, pg_tls)) as c:
+            c.execute("SELECT 1")
+            rows = [r for r in console(p, "SHOW CLIENTS") if r["tls"]]
+            assert rows and all(
+                re.fullmatch(r"TLSv1\.[23]/[A-Z0-9_-]+(/ECDH=[A-Za-z0-9_-]+)?", r["tls"])
+                for r in rows), rows
+    finally:
+        p.stop()
+
+    # The server side: PostgreSQL's certificate is not signed by the CA we trust.
+    http = free_port()
+    p = tls_pooler(pgwarden_bin, pg_tls, client_mode="disable",
+                   settings={"http_listen": str(http),
+                             "server_tls_ca_file": pg_tls.cert("untrusted.crt")}).start()
+    try:
+        before = tls_counts(http)
+        connect_error(p.dsn())
+        wait_for(lambda: tls_delta(before, tls_counts(http)).get((FAIL, "server", "certificate"),
+                                                                 0) >= 1,
+                 what="a server certificate failure counted")
+        assert not tls_delta(before, tls_counts(http)).get((HS, "server", ""))
     finally:
         p.stop()
