@@ -4,6 +4,7 @@
 #   make check-sanitize   the same tests on an ASan+UBSan build
 #   make demo       throwaway PostgreSQL with planted problems, then full-analysis
 #   make fuzz-smoke build every libFuzzer target and run each briefly
+#   make fuzz       every fuzz target for FUZZ_SECONDS (default 60), then its line coverage
 #   make bench-manager  what the live manager costs: tps with it on vs off, side by side
 #   make soak       mixed workload for DURATION seconds (default 600), then a verdict
 #   make format     clang-format every C file (except those listed in .clang-format-pending)
@@ -14,7 +15,7 @@ SAN_BUILD ?= build-sanitize
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS ?=
 
-.PHONY: all build setup check check-unit check-integration check-sanitize demo format format-check clean bench bench-quick bench-manager fuzz-smoke soak soak-sanitize
+.PHONY: all build setup check check-unit check-integration check-sanitize demo format format-check clean fuzz bench bench-quick bench-manager fuzz-smoke soak soak-sanitize
 
 all: build
 
@@ -66,6 +67,10 @@ bench-quick: setup
 
 fuzz-smoke: setup
 	@scripts/fuzz-smoke
+
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz
 
 DURATION ?= 600
 soak: setup
