@@ -5,6 +5,7 @@
 #   make demo       throwaway PostgreSQL with planted problems, then full-analysis
 #   make fuzz-smoke build every libFuzzer target and run each briefly
 #   make fuzz       every fuzz target for FUZZ_SECONDS (default 60), then its line coverage
+#   make alloc-failure  pgwarden serve under load with failing allocations (about a minute)
 #   make bench-manager  what the live manager costs: tps with it on vs off, side by side
 #   make soak       mixed workload for DURATION seconds (default 600), then a verdict
 #   make format     clang-format every C file (except those listed in .clang-format-pending)
@@ -15,7 +16,7 @@ SAN_BUILD ?= build-sanitize
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS ?=
 
-.PHONY: all build setup check check-unit check-integration check-sanitize demo format format-check clean fuzz bench bench-quick bench-manager fuzz-smoke soak soak-sanitize
+.PHONY: all build setup check check-unit check-integration check-sanitize demo format format-check clean fuzz alloc-failure bench bench-quick bench-manager fuzz-smoke soak soak-sanitize
 
 all: build
 
@@ -69,6 +70,15 @@ fuzz-smoke: setup
 	@scripts/fuzz-smoke
 
 FUZZ_SECONDS ?= 60
+FAILALLOC_BUILD ?= build-failalloc
+ALLOC_FAILURE_ARGS ?=
+# An ASan + UBSan build whose own allocations fail on demand (src/common/failalloc.h).
+alloc-failure: setup
+	cmake -S . -B $(FAILALLOC_BUILD) -DCMAKE_BUILD_TYPE=Debug -DPGWARDEN_WERROR=ON \
+	  -DPGWARDEN_SANITIZE=ON -DPGWARDEN_FAILALLOC=ON >/dev/null
+	cmake --build $(FAILALLOC_BUILD) -j $(JOBS) --target pgwarden
+	$(PYTHON) tests/alloc_failure/run.py --bin $(abspath $(FAILALLOC_BUILD))/pgwarden $(ALLOC_FAILURE_ARGS)
+
 fuzz: setup
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz
 
@@ -92,4 +102,4 @@ format-check: setup
 	@scripts/format-check
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(FAILALLOC_BUILD) build-fuzz-cov
