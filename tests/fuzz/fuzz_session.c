@@ -205,19 +205,31 @@ static void fake_error(struct fake *f, const char *code, const char *text)
         f->xact = 'E';
 }
 
-static void fake_ready(struct fake *f)
-{
-    size_t at = msg_begin(&f->out, 'Z');
-    bytes_put(&f->out, &f->xact, 1);
-    msg_end(&f->out, at);
-}
-
 static struct fake_stmt *fake_find(struct fake_stmt *set, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++)
         if (set[i].used && !strcmp(set[i].name, name))
             return &set[i];
     return NULL;
+}
+
+static void fake_ready(struct fake *f)
+{
+    if (f->xact == 'I') {
+        /* Portals end with their transaction, as in PostgreSQL. The unnamed statement does
+         * not (it lives until the next unnamed Parse or simple Query), so in transaction
+         * pooling a client that Binds "" without its own Parse reaches the statement another
+         * client left there: a known limit of pgwarden (docs: bad-inputs trap 4.4, the
+         * unnamed statement across round trips) that this fake hides by dropping it here, so
+         * the fuzzer looks for other crossings. */
+        memset(f->portals, 0, sizeof(f->portals));
+        struct fake_stmt *unnamed = fake_find(f->stmts, 16, "");
+        if (unnamed)
+            unnamed->used = false;
+    }
+    size_t at = msg_begin(&f->out, 'Z');
+    bytes_put(&f->out, &f->xact, 1);
+    msg_end(&f->out, at);
 }
 
 static void fake_put(struct fake_stmt *set, size_t n, const char *name, const char *query)
