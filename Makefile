@@ -4,16 +4,19 @@
 #   make check-sanitize   the same tests on an ASan+UBSan build
 #   make demo       throwaway PostgreSQL with planted problems, then full-analysis
 #   make fuzz-smoke build every libFuzzer target and run each briefly
+#   make fuzz       every fuzz target for FUZZ_SECONDS (default 60), then its line coverage
+#   make alloc-failure  pgwarden serve under load with failing allocations (about a minute)
 #   make bench-manager  what the live manager costs: tps with it on vs off, side by side
 #   make soak       mixed workload for DURATION seconds (default 600), then a verdict
-#   make format     clang-format every C file
+#   make format     clang-format every C file (except those listed in .clang-format-pending)
+#   make format-check  fail, listing them, when C files under src/ and tests/ are not formatted
 PYTHON ?= /usr/bin/python3
 BUILD ?= build
 SAN_BUILD ?= build-sanitize
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS ?=
 
-.PHONY: all build setup check check-unit check-integration check-sanitize demo format clean bench bench-quick bench-manager fuzz-smoke soak soak-sanitize
+.PHONY: all build setup check check-unit check-integration check-sanitize demo format format-check clean fuzz alloc-failure bench bench-quick bench-manager fuzz-smoke soak soak-sanitize
 
 all: build
 
@@ -66,6 +69,19 @@ bench-quick: setup
 fuzz-smoke: setup
 	@scripts/fuzz-smoke
 
+FUZZ_SECONDS ?= 60
+FAILALLOC_BUILD ?= build-failalloc
+ALLOC_FAILURE_ARGS ?=
+# An ASan + UBSan build whose own allocations fail on demand (src/common/failalloc.h).
+alloc-failure: setup
+	cmake -S . -B $(FAILALLOC_BUILD) -DCMAKE_BUILD_TYPE=Debug -DPGWARDEN_WERROR=ON \
+	  -DPGWARDEN_SANITIZE=ON -DPGWARDEN_FAILALLOC=ON >/dev/null
+	cmake --build $(FAILALLOC_BUILD) -j $(JOBS) --target pgwarden
+	$(PYTHON) tests/alloc_failure/run.py --bin $(abspath $(FAILALLOC_BUILD))/pgwarden $(ALLOC_FAILURE_ARGS)
+
+fuzz: setup
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz
+
 DURATION ?= 600
 soak: setup
 	@$(MAKE) --no-print-directory build
@@ -79,7 +95,11 @@ soak-sanitize: setup $(SAN_BUILD)/CMakeCache.txt
 	  $(PYTHON) scripts/soak.py --bin $(abspath $(SAN_BUILD))/pgwarden --duration $(SOAK_SANITIZE_DURATION)
 
 format:
-	find src tests bench -name '*.[ch]' -print0 | xargs -0 -r clang-format -i
+	find src tests bench -name '*.[ch]' | grep -vxF -f .clang-format-pending | \
+	  xargs -r clang-format -i
+
+format-check: setup
+	@scripts/format-check
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(FAILALLOC_BUILD) build-fuzz-cov

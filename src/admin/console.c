@@ -93,8 +93,7 @@ static bool listed(const char *list, const char *name)
 
 enum console_access console_peer_access(const char *user, bool same_uid_over_unix_socket)
 {
-    return same_uid_over_unix_socket && !strcmp(user, "pgbouncer") ? CONSOLE_ADMIN
-                                                                   : CONSOLE_DENIED;
+    return same_uid_over_unix_socket && !strcmp(user, "pgbouncer") ? CONSOLE_ADMIN : CONSOLE_DENIED;
 }
 
 enum console_access console_access_for(const struct pooler_config *cfg, const char *user)
@@ -230,7 +229,6 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
 }
 
 /* ---- dispatch ---- */
-
 
 /* ---- PAUSE, RESUME, RELOAD, SHUTDOWN ---- */
 
@@ -468,8 +466,8 @@ enum arg_rule {
 struct console_command {
     const char *words; /* upper case, as normalise() leaves them */
     enum arg_rule arg;
-    bool admin_only; /* stats_users may not run it */
-    void (*show)(struct pooler *p, struct console_out *o);                  /* or: */
+    bool admin_only;                                       /* stats_users may not run it */
+    void (*show)(struct pooler *p, struct console_out *o); /* or: */
     void (*act)(struct pooler *p, const char *sql, struct console_out *o); /* sql as typed */
 };
 

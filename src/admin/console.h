@@ -41,8 +41,8 @@ enum console_wait {
 
 struct console_out {
     struct wire_buf buf;
-    size_t sent;     /* bytes already delivered (a large SHOW may need several sends) */
-    uint8_t wait;    /* enum console_wait: the answer is completed by console_wait_finish */
+    size_t sent;      /* bytes already delivered (a large SHOW may need several sends) */
+    uint8_t wait;     /* enum console_wait: the answer is completed by console_wait_finish */
     char wait_db[64]; /* the database waited for, "" = all */
 };
 /* Makes o empty; console_out_free releases its bytes. */
@@ -72,8 +72,7 @@ void console_wait_finish(enum console_wait wait, struct console_out *o);
 
 /* Parses "SET key = value" (or "SET key TO value"; value bare or in single quotes with ''
  * for a quote; a trailing ';' allowed). False when sql is not that, or a part is too long. */
-bool console_parse_set(const char *sql, char *key, size_t key_len, char *value,
-                       size_t value_len);
+bool console_parse_set(const char *sql, char *key, size_t key_len, char *value, size_t value_len);
 
 /* Handles one simple Query (sql NUL-terminated) from a console client; appends the result
  * and ReadyForQuery to o. */

@@ -16,10 +16,9 @@
 
 void manager_console_leaks(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {
-        "client",      "pid:q",    "user",     "database",     "application", "addr",
-        "state",       "score:q",  "held_s:q", "idle_s:q",     "xact_s:q",    "reclaim",
-        "reason",      "last_query"};
+    static const char *const cols[] = {"client",   "pid:q",   "user",    "database",  "application",
+                                       "addr",     "state",   "score:q", "held_s:q",  "idle_s:q",
+                                       "xact_s:q", "reclaim", "reason",  "last_query"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     const struct leak_report *leaks = p->manager ? live_manager_leaks(p->manager) : NULL;
@@ -45,8 +44,8 @@ void manager_console_leaks(struct pooler *p, struct console_out *o)
         size_t len = 0;
         reasons[0] = '\0';
         for (size_t k = 0; k < s->n_reasons; k++)
-            len += (size_t)snprintf(reasons + len, sizeof(reasons) - len, "%s%s",
-                                    k ? "; " : "", s->reasons[k]);
+            len += (size_t)snprintf(reasons + len, sizeof(reasons) - len, "%s%s", k ? "; " : "",
+                                    s->reasons[k]);
         reply_text(&r, reasons);
         reply_text(&r, c->last_query);
     }
@@ -83,8 +82,8 @@ void manager_console_events(struct pooler *p, struct console_out *o)
 void manager_console_scaling(struct pooler *p, struct console_out *o)
 {
     static const char *const cols[] = {
-        "database", "user",      "configured:q", "min:q",    "max:q",   "size:q", "servers:q",
-        "waiting:q", "target:q", "decision",     "applied", "status",  "reason", "server_slots:q"};
+        "database",  "user",     "configured:q", "min:q",   "max:q",  "size:q", "servers:q",
+        "waiting:q", "target:q", "decision",     "applied", "status", "reason", "server_slots:q"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     struct live_pool_view v;
@@ -114,11 +113,22 @@ void manager_console_scaling(struct pooler *p, struct console_out *o)
  * the epoch (0 = none). */
 void manager_console_snapshot(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {
-        "id:q",        "pid:q",          "user",          "database",         "application",
-        "client_addr", "state",          "connected_ms:q", "state_change_ms:q", "xact_start_ms:q",
-        "query_start_ms:q", "requests:q", "taken_ms:q", "output_blocked_ms:q", "hold_total_ms:q",
-        "app_usual_hold_ms:q"};
+    static const char *const cols[] = {"id:q",
+                                       "pid:q",
+                                       "user",
+                                       "database",
+                                       "application",
+                                       "client_addr",
+                                       "state",
+                                       "connected_ms:q",
+                                       "state_change_ms:q",
+                                       "xact_start_ms:q",
+                                       "query_start_ms:q",
+                                       "requests:q",
+                                       "taken_ms:q",
+                                       "output_blocked_ms:q",
+                                       "hold_total_ms:q",
+                                       "app_usual_hold_ms:q"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     const struct snapshot *snap = p->manager ? live_manager_snapshot(p->manager) : NULL;
@@ -149,9 +159,10 @@ void manager_console_snapshot(struct pooler *p, struct console_out *o)
 void manager_console_snapshot_totals(struct pooler *p, struct console_out *o)
 {
     static const char *const cols[] = {
-        "taken_ms:q",      "requests_total:q", "query_time_total_ms:q", "created_total:q",
-        "closed_total:q",  "connect_time_total_ms:q", "waiting_clients:q",
-        "wait_time_total_ms:q", "waits_total:q", "pool_min:q", "pool_max:q", "pool_current:q"};
+        "taken_ms:q",        "requests_total:q",     "query_time_total_ms:q",
+        "created_total:q",   "closed_total:q",       "connect_time_total_ms:q",
+        "waiting_clients:q", "wait_time_total_ms:q", "waits_total:q",
+        "pool_min:q",        "pool_max:q",           "pool_current:q"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     const struct snapshot *snap = p->manager ? live_manager_snapshot(p->manager) : NULL;
@@ -179,16 +190,37 @@ void manager_console_snapshot_totals(struct pooler *p, struct console_out *o)
  * so `--target pgwarden://` analyses what the live manager analyses. */
 void manager_console_snapshot_pools(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {
-        "database",          "user",          "server",           "pool_mode",
-        "size:q",            "reserve:q",     "max_size:q",       "server_usable:q",
-        "cl_active:q",       "cl_waiting:q",  "cl_idle:q",        "sv_active:q",
-        "sv_idle:q",         "sv_tested:q",   "sv_login:q",       "xacts_per_sec:n",
-        "queries_per_sec:n",   "servers_opened_per_sec:n", "servers_closed_per_sec:n",
-        "bytes_in_per_sec:n",  "bytes_out_per_sec:n", "avg_xact_ms:n",  "avg_query_ms:n",
-        "avg_wait_ms:n",       "wait_p95_ms:n",   "wait_p99_ms:n",      "wait_max_ms:n",
-        "xact_p95_ms:n",       "xact_p99_ms:n",   "query_wait_timeout_ms:q",
-        "idle_transaction_timeout_ms:q"};
+    static const char *const cols[] = {"database",
+                                       "user",
+                                       "server",
+                                       "pool_mode",
+                                       "size:q",
+                                       "reserve:q",
+                                       "max_size:q",
+                                       "server_usable:q",
+                                       "cl_active:q",
+                                       "cl_waiting:q",
+                                       "cl_idle:q",
+                                       "sv_active:q",
+                                       "sv_idle:q",
+                                       "sv_tested:q",
+                                       "sv_login:q",
+                                       "xacts_per_sec:n",
+                                       "queries_per_sec:n",
+                                       "servers_opened_per_sec:n",
+                                       "servers_closed_per_sec:n",
+                                       "bytes_in_per_sec:n",
+                                       "bytes_out_per_sec:n",
+                                       "avg_xact_ms:n",
+                                       "avg_query_ms:n",
+                                       "avg_wait_ms:n",
+                                       "wait_p95_ms:n",
+                                       "wait_p99_ms:n",
+                                       "wait_max_ms:n",
+                                       "xact_p95_ms:n",
+                                       "xact_p99_ms:n",
+                                       "query_wait_timeout_ms:q",
+                                       "idle_transaction_timeout_ms:q"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     const struct snapshot *snap = p->manager ? live_manager_snapshot(p->manager) : NULL;
@@ -204,12 +236,20 @@ void manager_console_snapshot_pools(struct pooler *p, struct console_out *o)
                               pl->sv_idle,   pl->sv_tested,  pl->sv_login};
         for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++)
             reply_int(&r, counts[k]);
-        const double values[] = {
-            pl->xacts_per_sec,    pl->queries_per_sec,   pl->servers_opened_per_sec,
-            pl->servers_closed_per_sec, pl->bytes_in_per_sec, pl->bytes_out_per_sec,
-            pl->avg_xact_ms,      pl->avg_query_ms,      pl->avg_wait_ms,
-            pl->wait_p95_ms,      pl->wait_p99_ms,       pl->wait_max_ms,
-            pl->xact_p95_ms,      pl->xact_p99_ms};
+        const double values[] = {pl->xacts_per_sec,
+                                 pl->queries_per_sec,
+                                 pl->servers_opened_per_sec,
+                                 pl->servers_closed_per_sec,
+                                 pl->bytes_in_per_sec,
+                                 pl->bytes_out_per_sec,
+                                 pl->avg_xact_ms,
+                                 pl->avg_query_ms,
+                                 pl->avg_wait_ms,
+                                 pl->wait_p95_ms,
+                                 pl->wait_p99_ms,
+                                 pl->wait_max_ms,
+                                 pl->xact_p95_ms,
+                                 pl->xact_p99_ms};
         for (size_t k = 0; k < sizeof(values) / sizeof(values[0]); k++)
             reply_double(&r, values[k], 3);
         reply_int(&r, pl->query_wait_timeout_ms);
@@ -262,9 +302,8 @@ void manager_console_analysis(struct pooler *p, struct console_out *o)
 void manager_console_health(struct pooler *p, struct console_out *o)
 {
     static const char *const cols[] = {
-        "database", "user",       "servers:q",    "idle:q",         "probes:q",
-        "failed:q", "recent:q",   "recent_failed:q", "avg_ms",      "p95_ms",
-        "max_ms",   "status",     "reason",       "last_error"};
+        "database",        "user",   "servers:q", "idle:q", "probes:q", "failed:q", "recent:q",
+        "recent_failed:q", "avg_ms", "p95_ms",    "max_ms", "status",   "reason",   "last_error"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     struct live_pool_view v;
@@ -321,7 +360,7 @@ void manager_console_settings(struct pooler *p, struct console_out *o)
 
 static void kill_idle_rows(struct pooler *p, struct console_out *o, bool execute)
 {
-    static const char *const cols[] = {"client", "pid:q",  "user",   "database",
+    static const char *const cols[] = {"client",      "pid:q",    "user",   "database",
                                        "application", "idle_s:q", "result", "reason"};
     struct kill_plan plan;
     if (!p->manager || !live_manager_kill_idle(p->manager, execute, &plan)) {

@@ -37,12 +37,23 @@ static int64_t max_wait_us(const struct pool *pool, int64_t now)
 
 void pooler_tables_pools(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {
-        "database",         "user",          "cl_active:i",         "cl_waiting:i",
-        "cl_active_cancel_req:i", "cl_waiting_cancel_req:i", "sv_active:i", "sv_active_cancel:i",
-        "sv_being_canceled:i", "sv_idle:i",  "sv_used:i",           "sv_tested:i",
-        "sv_login:i",       "maxwait:i",     "maxwait_us:i",        "pool_mode",
-        "load_balance_hosts"};
+    static const char *const cols[] = {"database",
+                                       "user",
+                                       "cl_active:i",
+                                       "cl_waiting:i",
+                                       "cl_active_cancel_req:i",
+                                       "cl_waiting_cancel_req:i",
+                                       "sv_active:i",
+                                       "sv_active_cancel:i",
+                                       "sv_being_canceled:i",
+                                       "sv_idle:i",
+                                       "sv_used:i",
+                                       "sv_tested:i",
+                                       "sv_login:i",
+                                       "maxwait:i",
+                                       "maxwait_us:i",
+                                       "pool_mode",
+                                       "load_balance_hosts"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     int64_t now = pooler_now(p);
@@ -136,8 +147,8 @@ static void add_pool_stats(struct db_stats *d, const struct pool *pool)
 /* Calls fn once per database (in the order its first pool was made) with its counters, the
  * console's "pgbouncer" last (its commands, as PgBouncer counts them); with all, once for all
  * of them together. */
-static void each_db_stats(struct pooler *p, bool all, void (*fn)(struct reply *, const struct db_stats *),
-                          struct reply *r)
+static void each_db_stats(struct pooler *p, bool all,
+                          void (*fn)(struct reply *, const struct db_stats *), struct reply *r)
 {
     struct db_stats everything = {.database = NULL};
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
@@ -207,8 +218,8 @@ static void averages_of(const struct db_stats *d, struct db_averages *a)
 static void totals_values(const struct pool_stats *t, int64_t v[N_STATS_COUNTERS])
 {
     const int64_t values[N_STATS_COUNTERS] = {
-        t->server_assignments, t->xact_count,    t->query_count,   t->bytes_received,
-        t->bytes_sent,         t->xact_time_us,  t->query_time_us, t->wait_time_us,
+        t->server_assignments, t->xact_count,         t->query_count,   t->bytes_received,
+        t->bytes_sent,         t->xact_time_us,       t->query_time_us, t->wait_time_us,
         t->client_parse_count, t->server_parse_count, t->bind_count};
     memcpy(v, values, sizeof(values));
 }
@@ -218,9 +229,8 @@ static void averages_values(const struct db_stats *d, int64_t v[N_STATS_COUNTERS
     struct db_averages a;
     averages_of(d, &a);
     const int64_t values[N_STATS_COUNTERS] = {
-        a.server_assignments, a.xacts,      a.queries,       a.received,
-        a.sent,               a.xact_time,  a.query_time,    a.wait_time,
-        a.client_parses,      a.server_parses, a.binds};
+        a.server_assignments, a.xacts,     a.queries,       a.received,      a.sent, a.xact_time,
+        a.query_time,         a.wait_time, a.client_parses, a.server_parses, a.binds};
     memcpy(v, values, sizeof(values));
 }
 
@@ -261,10 +271,17 @@ static void stats_averages_row(struct reply *r, const struct db_stats *d)
 
 static void totals_rows(struct reply *r, const struct db_stats *d)
 {
-    static const char *const names[N_STATS_COUNTERS] = {
-        "server_assignment_count", "xact_count", "query_count",       "received",
-        "sent",                    "xact_time",  "query_time",        "wait_time",
-        "client_parse_count",      "server_parse_count", "bind_count"};
+    static const char *const names[N_STATS_COUNTERS] = {"server_assignment_count",
+                                                        "xact_count",
+                                                        "query_count",
+                                                        "received",
+                                                        "sent",
+                                                        "xact_time",
+                                                        "query_time",
+                                                        "wait_time",
+                                                        "client_parse_count",
+                                                        "server_parse_count",
+                                                        "bind_count"};
     int64_t totals[N_STATS_COUNTERS], avgs[N_STATS_COUNTERS];
     totals_values(&d->total, totals);
     averages_values(d, avgs);
@@ -294,39 +311,63 @@ static void stats_table(struct pooler *p, struct console_out *o, const char *con
 
 void pooler_tables_stats(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {
-        "database",                 "total_server_assignment_count:n",
-        "total_xact_count:n",       "total_query_count:n",
-        "total_received:n",         "total_sent:n",
-        "total_xact_time:n",        "total_query_time:n",
-        "total_wait_time:n",        "total_client_parse_count:n",
-        "total_server_parse_count:n", "total_bind_count:n",
-        "avg_server_assignment_count:n", "avg_xact_count:n",
-        "avg_query_count:n",        "avg_recv:n",
-        "avg_sent:n",               "avg_xact_time:n",
-        "avg_query_time:n",         "avg_wait_time:n",
-        "avg_client_parse_count:n", "avg_server_parse_count:n",
-        "avg_bind_count:n"};
+    static const char *const cols[] = {"database",
+                                       "total_server_assignment_count:n",
+                                       "total_xact_count:n",
+                                       "total_query_count:n",
+                                       "total_received:n",
+                                       "total_sent:n",
+                                       "total_xact_time:n",
+                                       "total_query_time:n",
+                                       "total_wait_time:n",
+                                       "total_client_parse_count:n",
+                                       "total_server_parse_count:n",
+                                       "total_bind_count:n",
+                                       "avg_server_assignment_count:n",
+                                       "avg_xact_count:n",
+                                       "avg_query_count:n",
+                                       "avg_recv:n",
+                                       "avg_sent:n",
+                                       "avg_xact_time:n",
+                                       "avg_query_time:n",
+                                       "avg_wait_time:n",
+                                       "avg_client_parse_count:n",
+                                       "avg_server_parse_count:n",
+                                       "avg_bind_count:n"};
     stats_table(p, o, cols, REPLY_COLS(cols), false, stats_row);
 }
 
 void pooler_tables_stats_totals(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {
-        "database",        "server_assignment_count:n", "xact_count:n",  "query_count:n",
-        "bytes_received:n", "bytes_sent:n",             "xact_time:n",   "query_time:n",
-        "wait_time:n",     "client_parse_count:n",      "server_parse_count:n",
-        "bind_count:n"};
+    static const char *const cols[] = {"database",
+                                       "server_assignment_count:n",
+                                       "xact_count:n",
+                                       "query_count:n",
+                                       "bytes_received:n",
+                                       "bytes_sent:n",
+                                       "xact_time:n",
+                                       "query_time:n",
+                                       "wait_time:n",
+                                       "client_parse_count:n",
+                                       "server_parse_count:n",
+                                       "bind_count:n"};
     stats_table(p, o, cols, REPLY_COLS(cols), false, stats_totals_row);
 }
 
 void pooler_tables_stats_averages(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {
-        "database",        "server_assignment_count:n", "xact_count:n",  "query_count:n",
-        "bytes_received:n", "bytes_sent:n",             "xact_time:n",   "query_time:n",
-        "wait_time:n",     "avg_client_parse_count:n",  "avg_server_parse_count:n",
-        "avg_bind_count:n"};
+    static const char *const cols[] = {"database",
+                                       "server_assignment_count:n",
+                                       "xact_count:n",
+                                       "query_count:n",
+                                       "bytes_received:n",
+                                       "bytes_sent:n",
+                                       "xact_time:n",
+                                       "query_time:n",
+                                       "wait_time:n",
+                                       "avg_client_parse_count:n",
+                                       "avg_server_parse_count:n",
+                                       "avg_bind_count:n"};
     stats_table(p, o, cols, REPLY_COLS(cols), false, stats_averages_row);
 }
 
@@ -339,9 +380,10 @@ void pooler_tables_totals(struct pooler *p, struct console_out *o)
 /* pgwarden's own per-pool counters that PgBouncer's tables have no column for. */
 void pooler_tables_pool_counters(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {
-        "database",          "user",              "servers_created:q", "servers_closed:q",
-        "clients_created:q", "clients_closed:q",  "login_failures:q",  "connect_time:q"};
+    static const char *const cols[] = {"database",          "user",
+                                       "servers_created:q", "servers_closed:q",
+                                       "clients_created:q", "clients_closed:q",
+                                       "login_failures:q",  "connect_time:q"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
@@ -415,12 +457,23 @@ static int64_t user_client_count(struct pooler *p, const char *user)
 
 void pooler_tables_databases(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {
-        "name",          "host",          "port:i",          "database",
-        "force_user",    "pool_size:i",   "min_pool_size:i", "reserve_pool_size:i",
-        "server_lifetime:i", "pool_mode", "load_balance_hosts", "max_connections:i",
-        "current_connections:i", "max_client_connections:i", "current_client_connections:i",
-        "paused:i",      "disabled:i"};
+    static const char *const cols[] = {"name",
+                                       "host",
+                                       "port:i",
+                                       "database",
+                                       "force_user",
+                                       "pool_size:i",
+                                       "min_pool_size:i",
+                                       "reserve_pool_size:i",
+                                       "server_lifetime:i",
+                                       "pool_mode",
+                                       "load_balance_hosts",
+                                       "max_connections:i",
+                                       "current_connections:i",
+                                       "max_client_connections:i",
+                                       "current_client_connections:i",
+                                       "paused:i",
+                                       "disabled:i"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     const struct pooler_config *cfg = p->cfg;
@@ -438,8 +491,8 @@ void pooler_tables_databases(struct pooler *p, struct console_out *o)
         reply_int(&r, cfg->server_lifetime_ms / 1000);
         reply_text(&r, db->pool_mode >= 0 ? pool_mode_name((enum pool_mode)db->pool_mode) : NULL);
         reply_text(&r, NULL);
-        reply_int(&r, db->max_db_connections >= 0 ? db->max_db_connections
-                                                  : cfg->max_db_connections);
+        reply_int(&r,
+                  db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections);
         reply_int(&r, pool_db_server_count(p, db->name));
         reply_int(&r, db->max_db_client_connections > 0 ? db->max_db_client_connections
                                                         : cfg->max_db_client_connections);
@@ -485,8 +538,8 @@ static void user_row(struct pooler *p, struct reply *r, const char *name)
     char size[16] = "";
     if (u && u->pool_size >= 0)
         snprintf(size, sizeof(size), "%9d", u->pool_size);
-    int max = u && u->max_user_connections >= 0 ? u->max_user_connections
-                                                : cfg->max_user_connections;
+    int max =
+        u && u->max_user_connections >= 0 ? u->max_user_connections : cfg->max_user_connections;
     reply_row(r);
     reply_text(r, name);
     reply_text(r, size);
@@ -495,7 +548,7 @@ static void user_row(struct pooler *p, struct reply *r, const char *name)
     reply_int(r, max);
     reply_int(r, pool_user_server_count(p, name));
     reply_int(r, u && u->max_user_client_connections > 0 ? u->max_user_client_connections
-                                                        : cfg->max_user_client_connections);
+                                                         : cfg->max_user_client_connections);
     reply_int(r, user_client_count(p, name));
 }
 
@@ -538,9 +591,14 @@ static void console_user_names(struct user_names *u, char *list_copy)
 
 void pooler_tables_users(struct pooler *p, struct console_out *o)
 {
-    static const char *const cols[] = {
-        "name",  "pool_size", "reserve_pool_size", "pool_mode", "max_user_connections:i",
-        "current_connections:i", "max_user_client_connections:i", "current_client_connections:i"};
+    static const char *const cols[] = {"name",
+                                       "pool_size",
+                                       "reserve_pool_size",
+                                       "pool_mode",
+                                       "max_user_connections:i",
+                                       "current_connections:i",
+                                       "max_user_client_connections:i",
+                                       "current_client_connections:i"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     /* [users] entries, users with pools, the console's users (admin_users, stats_users, and
@@ -656,10 +714,9 @@ static void buffer_columns(struct reply *r, const struct pconn *c)
 }
 
 static const char *const SOCKET_COLS[] = {
-    "type",      "user",      "database",   "replication", "state",        "addr",
-    "port:i",    "local_addr", "local_port:i", "connect_time", "request_time", "wait:i",
-    "wait_us:i", "close_needed:i", "ptr",   "link",        "remote_pid:i", "tls",
-    "application_name", "prepared_statements:i", "id:q",
+    "type", "user", "database", "replication", "state", "addr", "port:i", "local_addr",
+    "local_port:i", "connect_time", "request_time", "wait:i", "wait_us:i", "close_needed:i", "ptr",
+    "link", "remote_pid:i", "tls", "application_name", "prepared_statements:i", "id:q",
     /* SHOW SOCKETS and ACTIVE_SOCKETS add the buffer's state */
     "recv_pos:i", "pkt_pos:i", "pkt_remain:i", "send_pos:i", "send_remain:i", "pkt_avail:i",
     "send_avail:i"};
@@ -771,7 +828,7 @@ static void server_row(struct reply *r, const struct pool *pool, const struct se
 
 struct client_list {
     const struct plist *list;
-    const char *state;       /* SHOW CLIENTS */
+    const char *state;        /* SHOW CLIENTS */
     const char *socket_state; /* SHOW SOCKETS */
 };
 
@@ -861,9 +918,9 @@ void pooler_tables_active_sockets(struct pooler *p, struct console_out *o)
 void pooler_tables_fds(struct pooler *p, struct console_out *o)
 {
     static const char *const cols[] = {
-        "fd:i",       "task",       "user",     "database",         "addr",
-        "port:i",     "cancel:q",   "link:i",   "client_encoding",  "std_strings",
-        "datestyle",  "timezone",   "password", "scram_client_key", "scram_server_key"};
+        "fd:i",      "task",     "user",     "database",         "addr",
+        "port:i",    "cancel:q", "link:i",   "client_encoding",  "std_strings",
+        "datestyle", "timezone", "password", "scram_client_key", "scram_server_key"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     for (int i = 0; i < p->n_listeners; i++) {
@@ -993,11 +1050,12 @@ void pooler_tables_mem(struct pooler *p, struct console_out *o)
         int64_t size, used, free;
     } rows[] = {
         {"pool_cache", (int64_t)sizeof(struct pool), pools, 0},
-        {"client_cache", (int64_t)sizeof(struct client), count_clients(p) + count(&p->login_clients), 0},
+        {"client_cache", (int64_t)sizeof(struct client),
+         count_clients(p) + count(&p->login_clients), 0},
         {"server_cache", (int64_t)sizeof(struct server), count_servers(p), 0},
         {"iobuf_cache", (int64_t)p->bufs.size, (int64_t)p->bufs.n_used, (int64_t)p->bufs.n_free},
-        {"prepared_statement_cache", (int64_t)sizeof(struct prepared_stmt),
-         (int64_t)p->stmts.count, 0},
+        {"prepared_statement_cache", (int64_t)sizeof(struct prepared_stmt), (int64_t)p->stmts.count,
+         0},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         reply_row(&r);

@@ -24,7 +24,7 @@ struct action_run {
     struct manager_options *opts; /* the target's own settings may fill what the user left */
     const char *conninfo;
     const struct target_source *source; /* inspect or serve mode, from conninfo */
-    bool assume_yes;     /* skip the interactive confirmation of --execute */
+    bool assume_yes;                    /* skip the interactive confirmation of --execute */
     int probe_timeout_ms;
 
     /* Outputs. */

@@ -14,23 +14,21 @@ static const struct action_def actions[] = {
      "SHOW SNAPSHOT and SHOW SNAPSHOT_TOTALS instead (utilisation of the pools' sizes).\n"
      "With --watch D it reports again every D over the same connection, rates from the\n"
      "previous report, until Ctrl-C or --count reports. Changes nothing.",
-     true, inspect_action_monitor, render_table_monitor,
-     inspect_action_monitor_report, OPTION_USE_MONITOR},
+     true, inspect_action_monitor, render_table_monitor, inspect_action_monitor_report,
+     OPTION_USE_MONITOR},
     {"detect-leaks", "connections that look leaked, with a score and the evidence",
      "Scores every client connection 0-100 from its evidence (idle in transaction versus\n"
      "--leak-hold-threshold, transaction age, connection age, applications whose connection\n"
      "count only grows between the two samples, utilisation versus\n"
      "--leak-detection-threshold) and lists the suspects with their reasons. Changes nothing.",
-     true, inspect_action_detect_leaks, render_table_detect_leaks, NULL,
-     OPTION_USE_DETECT_LEAKS},
+     true, inspect_action_detect_leaks, render_table_detect_leaks, NULL, OPTION_USE_DETECT_LEAKS},
     {"health-check", "can we connect and query, how fast, how often it fails",
      "Opens --connections fresh connections in parallel, times the connect and SELECT 1 on\n"
      "each, and reports latency percentiles, the failure rate, connection headroom and\n"
      "whether the server is in recovery. Against pgwarden:// each probe is a fresh admin\n"
      "console login and one SHOW VERSION, one after another. Against an unreachable server\n"
      "it still reports (failure rate 1.0, exit code 2).",
-     false, inspect_action_health_check, render_table_health_check, NULL,
-     OPTION_USE_HEALTH_CHECK},
+     false, inspect_action_health_check, render_table_health_check, NULL, OPTION_USE_HEALTH_CHECK},
     {"auto-scale", "the pool size that fits the observed load",
      "Estimates concurrency with Little's law from two samples and proposes a pool size\n"
      "within --min-pool-size/--max-pool-size, the server's usable slots and the\n"

@@ -250,10 +250,10 @@ static const struct cli_option {
     bool takes_value;
     cli_option_fn apply;
 } CLI_OPTIONS[] = {
-    {"target", "-t", true, set_target},   {"format", "-f", true, set_format},
-    {"config", "-c", true, skip_config},  {"timeout", NULL, true, set_timeout},
-    {"watch", NULL, true, set_watch},     {"count", NULL, true, set_count},
-    {"help", "-h", false, set_help},      {"yes", "-y", false, set_yes},
+    {"target", "-t", true, set_target},    {"format", "-f", true, set_format},
+    {"config", "-c", true, skip_config},   {"timeout", NULL, true, set_timeout},
+    {"watch", NULL, true, set_watch},      {"count", NULL, true, set_count},
+    {"help", "-h", false, set_help},       {"yes", "-y", false, set_yes},
     {"verbose", "-v", false, set_verbose}, {"execute", NULL, false, set_execute},
 };
 
@@ -286,8 +286,8 @@ static bool check_watch(const struct cli_invocation *inv, char *err, size_t err_
                 used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
                                          used ? ", " : "", a->name);
         }
-        snprintf(err, err_len, "--watch is not available for %s (only for %s)",
-                 inv->action->name, names);
+        snprintf(err, err_len, "--watch is not available for %s (only for %s)", inv->action->name,
+                 names);
         return false;
     }
     if (inv->watch_count > 0 && inv->watch_ms == 0) {
@@ -298,8 +298,7 @@ static bool check_watch(const struct cli_invocation *inv, char *err, size_t err_
 }
 
 /* Parses argv into inv. Returns false with one sentence in err. */
-static bool parse_args(int argc, char **argv, struct cli_invocation *inv, char *err,
-                       size_t err_len)
+static bool parse_args(int argc, char **argv, struct cli_invocation *inv, char *err, size_t err_len)
 {
     /* The config file is applied first so that command-line options override it. */
     for (int i = 1; i < argc; i++) {
@@ -406,8 +405,8 @@ int cli_run_action(int argc, char **argv)
     }
     log_configure(LOG_LEVEL_WARNING, LOG_FORMAT_TEXT, NULL);
 
-    struct cli_invocation inv = {.action = action, .format = OUTPUT_TABLE,
-                                 .probe_timeout_ms = 5000};
+    struct cli_invocation inv = {
+        .action = action, .format = OUTPUT_TABLE, .probe_timeout_ms = 5000};
     options_init_defaults(&inv.opts);
     char err[512];
     if (!parse_args(argc, argv, &inv, err, sizeof(err))) {
@@ -434,8 +433,7 @@ int cli_run_action(int argc, char **argv)
     };
     if (inv.watch_ms > 0) {
         struct watch_request req = {
-            .base = &run, .format = inv.format, .every_ms = inv.watch_ms,
-            .count = inv.watch_count};
+            .base = &run, .format = inv.format, .every_ms = inv.watch_ms, .count = inv.watch_count};
         int code = watch_run(&req);
         options_free(&inv.opts);
         return code;

@@ -162,8 +162,8 @@ static void describe_stats(char *out, size_t len, const struct stats_report *st,
     if (st->max > 0)
         snprintf(max, sizeof(max), " of %d %s (%.1f%% %s in use)", st->max,
                  capacity_words[mode].slots, st->utilization_pct, capacity_words[mode].whole);
-    snprintf(out, len, "%d connection%s%s: %d active, %d idle, %d idle in transaction%s",
-             st->total, st->total == 1 ? "" : "s", max, st->active, st->idle, st->idle_in_transaction, rate);
+    snprintf(out, len, "%d connection%s%s: %d active, %d idle, %d idle in transaction%s", st->total,
+             st->total == 1 ? "" : "s", max, st->active, st->idle, st->idle_in_transaction, rate);
 }
 
 void inspect_action_monitor_report(struct action_run *run, const struct snapshot *prev,
@@ -401,8 +401,7 @@ void inspect_action_full_analysis(struct action_run *run)
     struct scaling_decision scaling;
     scaling_decide(prev_of(&s), &s.cur, run->opts, run->opts->current_size, &scaling);
 
-    size_t n_probes = run->opts->health_connections > 0 ? (size_t)run->opts->health_connections
-                                                        : 1;
+    size_t n_probes = run->opts->health_connections > 0 ? (size_t)run->opts->health_connections : 1;
     struct health_probe *probes = calloc(n_probes, sizeof(*probes));
     struct health_report health;
     if (probes != NULL) {
@@ -455,10 +454,11 @@ static void format_perfdata(char *out, size_t len, const struct stats_report *st
     threshold_count(c, sizeof(c), &o->status_critical, st->max);
     if (st->max > 0)
         snprintf(max, sizeof(max), "%d", st->max);
-    int n = snprintf(out, len, "connections=%d;%s;%s;0;%s utilization=%.1f%%;;;0;100 total=%d "
-                               "idle_in_transaction=%d waiting=%d leak_suspects=%zu",
-                     st->in_use, w, c, max, st->utilization_pct, st->total,
-                     st->idle_in_transaction, st->waiting, leaks->total_suspected);
+    int n = snprintf(out, len,
+                     "connections=%d;%s;%s;0;%s utilization=%.1f%%;;;0;100 total=%d "
+                     "idle_in_transaction=%d waiting=%d leak_suspects=%zu",
+                     st->in_use, w, c, max, st->utilization_pct, st->total, st->idle_in_transaction,
+                     st->waiting, leaks->total_suspected);
     if (n < 0 || (size_t)n >= len)
         out[len - 1] = '\0';
 }

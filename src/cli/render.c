@@ -9,8 +9,8 @@
 #include "cli/table.h"
 #include "common/units.h"
 
-cJSON *render_envelope(const struct action_run *run, const char *action_name,
-                       const char *timestamp, double duration_ms)
+cJSON *render_envelope(const struct action_run *run, const char *action_name, const char *timestamp,
+                       double duration_ms)
 {
     cJSON *env = cJSON_CreateObject();
     cJSON_AddStringToObject(env, "action", action_name);
@@ -61,8 +61,9 @@ static void print_envelope(const struct action_run *run, const char *action_name
         free(text);
     } else {
         /* Still one valid JSON document, never a partial one. */
-        fprintf(out, "{\"action\": \"%s\", \"success\": false, \"data\": null, \"error\": "
-                     "{\"code\": \"out_of_memory\", \"message\": \"out of memory\"}}\n",
+        fprintf(out,
+                "{\"action\": \"%s\", \"success\": false, \"data\": null, \"error\": "
+                "{\"code\": \"out_of_memory\", \"message\": \"out of memory\"}}\n",
                 action_name);
     }
     cJSON_Delete(env);
@@ -74,8 +75,8 @@ void render_json(const struct action_run *run, const char *action_name, const ch
     print_envelope(run, action_name, timestamp, duration_ms, false, out);
 }
 
-void render_json_line(const struct action_run *run, const char *action_name,
-                      const char *timestamp, double duration_ms, FILE *out)
+void render_json_line(const struct action_run *run, const char *action_name, const char *timestamp,
+                      double duration_ms, FILE *out)
 {
     print_envelope(run, action_name, timestamp, duration_ms, true, out);
 }
@@ -184,8 +185,8 @@ static void pools_table(const cJSON *pools, FILE *out)
     if (cJSON_GetArraySize(pools) <= 0)
         return;
     print_section(out, "Pools");
-    const char *h[] = {"DATABASE", "USER", "MODE", "SIZE", "CL ACT", "CL WAIT", "SV ACT",
-                       "SV IDLE", "TX/S", "WAIT P99", "WAIT MAX", "TX P99"};
+    const char *h[] = {"DATABASE", "USER",    "MODE", "SIZE",     "CL ACT",   "CL WAIT",
+                       "SV ACT",   "SV IDLE", "TX/S", "WAIT P99", "WAIT MAX", "TX P99"};
     enum { N = sizeof(h) / sizeof(h[0]) };
     struct table t;
     table_init(&t, N, h);
@@ -198,12 +199,15 @@ static void pools_table(const cJSON *pools, FILE *out)
         const cJSON *rate = field(p, "per_sec"), *tm = field(p, "timing_ms");
         char size[16], ca[16], cw[16], sa[16], si[16], tps[16], w99[32], wmax[32], x99[32];
         snprintf(tps, sizeof(tps), "%.1f", num(rate, "transactions"));
-        const char *row[N] = {str(p, "database"), str(p, "user"), str(p, "pool_mode"),
+        const char *row[N] = {str(p, "database"),
+                              str(p, "user"),
+                              str(p, "pool_mode"),
                               fmt_num(size, 16, num(p, "size")),
                               fmt_num(ca, 16, num(cl, "active")),
                               fmt_num(cw, 16, num(cl, "waiting")),
                               fmt_num(sa, 16, num(sv, "active")),
-                              fmt_num(si, 16, num(sv, "idle")), tps,
+                              fmt_num(si, 16, num(sv, "idle")),
+                              tps,
                               fmt_ms(w99, sizeof(w99), num(tm, "wait_p99")),
                               fmt_ms(wmax, sizeof(wmax), num(tm, "wait_max")),
                               fmt_ms(x99, sizeof(x99), num(tm, "transaction_p99"))};
@@ -229,8 +233,8 @@ void render_table_monitor(const struct action_run *run, FILE *out)
         {
             char n1[16], n2[16], n3[16], n4[16];
             const char *row[] = {str(a, "application")[0] ? str(a, "application") : "(none)",
-                                 fmt_num(n1, 16, num(a, "total")), fmt_num(n2, 16, num(a, "active")),
-                                 fmt_num(n3, 16, num(a, "idle")),
+                                 fmt_num(n1, 16, num(a, "total")),
+                                 fmt_num(n2, 16, num(a, "active")), fmt_num(n3, 16, num(a, "idle")),
                                  fmt_num(n4, 16, num(a, "idle_in_transaction"))};
             table_add_row(&t, row);
         }
@@ -254,9 +258,13 @@ void render_table_monitor(const struct action_run *run, FILE *out)
             for (char *q = query; *q; q++)
                 if (*q == '\n' || *q == '\t')
                     *q = ' ';
-            const char *row[] = {fmt_num(pid, 16, num(c, "pid")), str(c, "user"),
-                                 str(c, "database"), str(c, "application"), str(c, "state"),
-                                 fmt_ms(dur, sizeof(dur), num(c, "state_ms")), query};
+            const char *row[] = {fmt_num(pid, 16, num(c, "pid")),
+                                 str(c, "user"),
+                                 str(c, "database"),
+                                 str(c, "application"),
+                                 str(c, "state"),
+                                 fmt_ms(dur, sizeof(dur), num(c, "state_ms")),
+                                 query};
             table_add_row(&t, row);
         }
         table_print(&t, out);
@@ -286,9 +294,13 @@ static void leaks_table(const cJSON *data, FILE *out)
                     o += (size_t)snprintf(why + o, sizeof(why) - o, "%s%s", o ? "; " : "",
                                           r->valuestring);
             }
-            const char *row[] = {fmt_num(score, 16, num(s, "score")), fmt_num(pid, 16, num(s, "pid")),
-                                 str(s, "user"), str(s, "application"), str(s, "state"),
-                                 fmt_ms(idle, sizeof(idle), num(s, "idle_ms")), why};
+            const char *row[] = {fmt_num(score, 16, num(s, "score")),
+                                 fmt_num(pid, 16, num(s, "pid")),
+                                 str(s, "user"),
+                                 str(s, "application"),
+                                 str(s, "state"),
+                                 fmt_ms(idle, sizeof(idle), num(s, "idle_ms")),
+                                 why};
             table_add_row(&t, row);
         }
         table_print(&t, out);
@@ -310,8 +322,8 @@ static void health_table(const cJSON *data, FILE *out)
     snprintf(line, sizeof(line), "%s healthy of %s", fmt_num(b, sizeof(b), num(data, "healthy")),
              fmt_num(b + 16, 16, num(data, "total_checked")));
     print_kv(out, "probes", line);
-    snprintf(line, sizeof(line), "avg %.2f ms, p95 %.2f ms, max %.2f ms", num(data, "avg_latency_ms"),
-             num(data, "p95_latency_ms"), num(data, "max_latency_ms"));
+    snprintf(line, sizeof(line), "avg %.2f ms, p95 %.2f ms, max %.2f ms",
+             num(data, "avg_latency_ms"), num(data, "p95_latency_ms"), num(data, "max_latency_ms"));
     print_kv(out, "latency", line);
     snprintf(line, sizeof(line), "%.1f%%", num(data, "failure_rate") * 100.0);
     print_kv(out, "failure rate", line);
@@ -374,9 +386,12 @@ static void kill_table(const cJSON *data, FILE *out)
     cJSON_ArrayForEach(a, actions)
     {
         char pid[16], idle[32];
-        const char *row[] = {fmt_num(pid, 16, num(a, "pid")), str(a, "user"),
-                             str(a, "application"), str(a, "state"),
-                             fmt_ms(idle, sizeof(idle), num(a, "idle_ms")), str(a, "result"),
+        const char *row[] = {fmt_num(pid, 16, num(a, "pid")),
+                             str(a, "user"),
+                             str(a, "application"),
+                             str(a, "state"),
+                             fmt_ms(idle, sizeof(idle), num(a, "idle_ms")),
+                             str(a, "result"),
                              str(a, "reason")};
         table_add_row(&t, row);
     }
@@ -401,7 +416,7 @@ void render_table_full_analysis(const struct action_run *run, FILE *out)
         print_section(out, "Anomalies");
         const cJSON *a;
         cJSON_ArrayForEach(a, anomalies)
-        fprintf(out, "  [%s] %s\n", str(a, "severity"), str(a, "message"));
+            fprintf(out, "  [%s] %s\n", str(a, "severity"), str(a, "message"));
     }
     const cJSON *leaks = field(d, "leaks");
     print_section(out, "Leak suspects");

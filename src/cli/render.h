@@ -9,13 +9,13 @@
 
 /* Builds the envelope; takes ownership of nothing (data is copied by reference and detached
  * again). Returns a new cJSON owned by the caller. */
-cJSON *render_envelope(const struct action_run *run, const char *action_name,
-                       const char *timestamp, double duration_ms);
+cJSON *render_envelope(const struct action_run *run, const char *action_name, const char *timestamp,
+                       double duration_ms);
 void render_json(const struct action_run *run, const char *action_name, const char *timestamp,
                  double duration_ms, FILE *out);
 /* The same envelope on one line (JSON Lines), for a stream of reports such as --watch. */
-void render_json_line(const struct action_run *run, const char *action_name,
-                      const char *timestamp, double duration_ms, FILE *out);
+void render_json_line(const struct action_run *run, const char *action_name, const char *timestamp,
+                      double duration_ms, FILE *out);
 void render_table(const struct action_run *run, FILE *out, FILE *err);
 
 /* Table renderers of the registry, one per action. */

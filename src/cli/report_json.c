@@ -270,8 +270,7 @@ cJSON *report_json_scaling(const struct scaling_decision *scaling)
     cJSON_AddBoolToObject(data, "applied", scaling->applied);
     cJSON_AddNumberToObject(data, "observed_concurrency", round2(scaling->observed_concurrency));
     cJSON_AddNumberToObject(data, "peak_busy", scaling->peak_busy);
-    add_number_or_null(data, "server_budget", scaling->server_budget,
-                       scaling->server_budget >= 0);
+    add_number_or_null(data, "server_budget", scaling->server_budget, scaling->server_budget >= 0);
     return data;
 }
 

@@ -47,9 +47,10 @@ static bool console_may_kill(PGconn *conn, const struct snapshot *snap,
 
 static const struct target_source sources[] = {
     {CONSOLE_SOURCE_SCHEME, "serve", SNAPSHOT_MODE_SERVE, console_source_connect,
-     console_source_adopt_settings, console_source_take_snapshot, console_source_probe, console_may_kill, console_source_kill},
-    {NULL, "inspect", SNAPSHOT_MODE_INSPECT, inspect_connect, NULL, inspect_take_snapshot, probe_run,
-     inspect_may_kill, inspect_kill},
+     console_source_adopt_settings, console_source_take_snapshot, console_source_probe,
+     console_may_kill, console_source_kill},
+    {NULL, "inspect", SNAPSHOT_MODE_INSPECT, inspect_connect, NULL, inspect_take_snapshot,
+     probe_run, inspect_may_kill, inspect_kill},
 };
 
 const struct target_source *target_source_for(const char *target)

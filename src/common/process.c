@@ -25,8 +25,8 @@ FILE *process_open_regular_for_writing(const char *path, bool append)
         errno = EINVAL; /* say so, rather than what open() of it would say (ENXIO) */
         return NULL;
     }
-    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK | (append ? O_APPEND : 0),
-                  0644);
+    int fd =
+        open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK | (append ? O_APPEND : 0), 0644);
     if (fd < 0)
         return NULL;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -245,4 +245,3 @@ void process_daemon_ready(void)
     close(daemon_ready_fd);
     daemon_ready_fd = -1;
 }
-

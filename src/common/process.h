@@ -32,8 +32,7 @@ struct process_run_as {
     char name[256];
 };
 
-bool process_run_as_resolve(const char *name, struct process_run_as *r, char *err,
-                            size_t err_len);
+bool process_run_as_resolve(const char *name, struct process_run_as *r, char *err, size_t err_len);
 /* Drops root for good (groups, group, user) and checks it cannot be regained. */
 bool process_run_as_switch(const struct process_run_as *r, char *err, size_t err_len);
 

@@ -306,9 +306,12 @@ struct api_route {
 };
 
 static const struct api_route ROUTES[] = {
-    {"monitor", false, api_monitor},          {"detect-leaks", false, api_detect_leaks},
-    {"health-check", true, api_health_check}, {"auto-scale", true, api_auto_scale},
-    {"kill-idle", true, api_kill_idle},       {"full-analysis", false, api_full_analysis},
+    {"monitor", false, api_monitor},
+    {"detect-leaks", false, api_detect_leaks},
+    {"health-check", true, api_health_check},
+    {"auto-scale", true, api_auto_scale},
+    {"kill-idle", true, api_kill_idle},
+    {"full-analysis", false, api_full_analysis},
     {"events", false, api_events},
 };
 
@@ -363,13 +366,13 @@ void api_parse_request(const char *path, bool post, const char *body, const char
         refuse(req, 405, "bad_input", "this action only reads: use GET");
 }
 
-int api_handle(struct pooler *p, const char *path, bool post, const char *body,
-               bool acting_allowed, const char *query, struct evbuffer *out)
+int api_handle(struct pooler *p, const char *path, bool post, const char *body, bool acting_allowed,
+               const char *query, struct evbuffer *out)
 {
     struct api_request req;
     api_parse_request(path, post, body, query, &req);
-    struct api_call x = {.p = p, .m = p->manager, .req = &req, .acting_allowed = acting_allowed,
-                         .status = 200};
+    struct api_call x = {
+        .p = p, .m = p->manager, .req = &req, .acting_allowed = acting_allowed, .status = 200};
     double started = timestamp_monotonic_ms();
     x.run.opts = &p->cfg->manager;
     x.run.source = target_source_for(CONSOLE_SOURCE_SCHEME);

@@ -41,8 +41,8 @@ void api_parse_request(const char *path, bool post, const char *body, const char
 /* Answers one request for path (an api route). post: the method was POST, with body (may be
  * NULL). acting_allowed: a bearer token is configured (and was checked). Returns the HTTP
  * status and fills out with the JSON body. */
-int api_handle(struct pooler *p, const char *path, bool post, const char *body,
-               bool acting_allowed, const char *query, struct evbuffer *out);
+int api_handle(struct pooler *p, const char *path, bool post, const char *body, bool acting_allowed,
+               const char *query, struct evbuffer *out);
 
 /* GET /api/v1/events?follow: the events as Server-Sent Events, streamed (http_server keeps
  * the stream and calls api_write_events_sse every second). The query's keys are matched

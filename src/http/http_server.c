@@ -50,7 +50,7 @@
 #define HTTP_MAX_BODY_SIZE    65536
 #define HTTP_BACKLOG          64
 #define HTTP_TOKEN_MAX        4096
-#define HTTP_MAX_FOLLOWERS    16   /* open /api/v1/events?follow streams */
+#define HTTP_MAX_FOLLOWERS    16 /* open /api/v1/events?follow streams */
 /* The listener may accept a few more in the turn that reaches the cap. */
 #define HTTP_TRACK_SLOTS (HTTP_MAX_CONNECTIONS + 16)
 
@@ -303,8 +303,7 @@ static void follow_events(struct http_server *srv, struct evhttp_request *req, c
         return;
     }
     uint64_t since = api_events_since(query);
-    const char *resume =
-        evhttp_find_header(evhttp_request_get_input_headers(req), "Last-Event-ID");
+    const char *resume = evhttp_find_header(evhttp_request_get_input_headers(req), "Last-Event-ID");
     if (resume)
         since = api_parse_seq(resume, strlen(resume));
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
@@ -418,8 +417,8 @@ static void metrics_stream_slice(evutil_socket_t fd_unused, short what, void *ar
     (void)what;
     struct metrics_stream *st = arg;
     struct evbuffer *b = evbuffer_new();
-    enum metrics_step step = b ? metrics_render_step(st->render, b, METRICS_SLICE_BYTES)
-                               : METRICS_FAILED;
+    enum metrics_step step =
+        b ? metrics_render_step(st->render, b, METRICS_SLICE_BYTES) : METRICS_FAILED;
     if (b && evbuffer_get_length(b))
         evhttp_send_reply_chunk(st->req, b);
     if (b)

@@ -101,13 +101,19 @@ static bool starts_with(const char *text, const char *prefix)
 
 bool collector_is_infrastructure(const char *user, const char *application)
 {
-    static const char *const apps[] = {"Supavisor", "pgbouncer", "PgBouncer",
-                                       INSPECT_APPLICATION_NAME, "supabase_mt_realtime",
+    static const char *const apps[] = {"Supavisor",
+                                       "pgbouncer",
+                                       "PgBouncer",
+                                       INSPECT_APPLICATION_NAME,
+                                       "supabase_mt_realtime",
                                        "pg_cron scheduler"};
     static const char *const app_prefixes[] = {"PostgREST", "pg_net", "pgwarden-"};
-    static const char *const users[] = {"supabase_admin", "supabase_replication_admin",
-                                        "authenticator", "supabase_auth_admin",
-                                        "supabase_storage_admin", "supabase_realtime_admin",
+    static const char *const users[] = {"supabase_admin",
+                                        "supabase_replication_admin",
+                                        "authenticator",
+                                        "supabase_auth_admin",
+                                        "supabase_storage_admin",
+                                        "supabase_realtime_admin",
                                         "pgbouncer"};
     for (size_t i = 0; i < sizeof(apps) / sizeof(apps[0]); i++)
         if (strcmp(application, apps[i]) == 0)
@@ -213,8 +219,8 @@ static void database_like_pattern(const char *filter, char *out, size_t out_len)
     out[o] = '\0';
 }
 
-static bool read_counters(PGconn *conn, const struct manager_options *opts,
-                          struct snapshot *snap, struct inspect_error *err)
+static bool read_counters(PGconn *conn, const struct manager_options *opts, struct snapshot *snap,
+                          struct inspect_error *err)
 {
     bool sessions = snap->server.version_num >= 140000;
     char pattern[2 * SNAPSHOT_NAME_LEN + 2];

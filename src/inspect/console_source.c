@@ -623,13 +623,20 @@ static enum read_result read_pools(PGconn *conn, struct snapshot *snap, struct i
                          &pl->sv_idle,   &pl->sv_tested,  &pl->sv_login};
         for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++)
             *counts[k] = (int)get_i64(res, i, col[POOL_SIZE + (int)k]);
-        double *values[] = {&pl->xacts_per_sec,    &pl->queries_per_sec,
-                            &pl->servers_opened_per_sec, &pl->servers_closed_per_sec,
-                            &pl->bytes_in_per_sec, &pl->bytes_out_per_sec,
-                            &pl->avg_xact_ms,      &pl->avg_query_ms,
-                            &pl->avg_wait_ms,      &pl->wait_p95_ms,
-                            &pl->wait_p99_ms,      &pl->wait_max_ms,
-                            &pl->xact_p95_ms,      &pl->xact_p99_ms};
+        double *values[] = {&pl->xacts_per_sec,
+                            &pl->queries_per_sec,
+                            &pl->servers_opened_per_sec,
+                            &pl->servers_closed_per_sec,
+                            &pl->bytes_in_per_sec,
+                            &pl->bytes_out_per_sec,
+                            &pl->avg_xact_ms,
+                            &pl->avg_query_ms,
+                            &pl->avg_wait_ms,
+                            &pl->wait_p95_ms,
+                            &pl->wait_p99_ms,
+                            &pl->wait_max_ms,
+                            &pl->xact_p95_ms,
+                            &pl->xact_p99_ms};
         for (size_t k = 0; k < sizeof(values) / sizeof(values[0]); k++)
             *values[k] = get_double(res, i, col[POOL_XACTS_PER_SEC + (int)k]);
         pl->query_wait_timeout_ms = get_i64(res, i, col[POOL_QUERY_WAIT_TIMEOUT_MS]);

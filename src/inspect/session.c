@@ -89,8 +89,7 @@ PGconn *inspect_connect(const char *conninfo, struct inspect_target *target,
         return NULL;
     }
     const char *version = PQparameterStatus(conn, "server_version");
-    snprintf(target->server_version, sizeof(target->server_version), "%s",
-             version ? version : "");
+    snprintf(target->server_version, sizeof(target->server_version), "%s", version ? version : "");
     target->version_num = PQserverVersion(conn);
     if (target->version_num < INSPECT_MIN_VERSION) {
         inspect_error_set(err, "server_too_old", NULL,
@@ -119,8 +118,8 @@ PGresult *inspect_query(PGconn *conn, const char *sql, int n_params, const char 
     PGresult *res = PQexecParams(conn, sql, n_params, NULL, params, NULL, NULL, 0);
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
         const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-        const char *code = (sqlstate && strcmp(sqlstate, "42501") == 0) ? "permission_denied"
-                                                                          : "query_failed";
+        const char *code =
+            (sqlstate && strcmp(sqlstate, "42501") == 0) ? "permission_denied" : "query_failed";
         inspect_error_from_result(err, code, conn, res);
         PQclear(res);
         return NULL;

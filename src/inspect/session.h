@@ -8,7 +8,7 @@
 #include <stdbool.h>
 
 #define INSPECT_APPLICATION_NAME "pgwarden-inspect"
-#define INSPECT_MIN_VERSION 120000
+#define INSPECT_MIN_VERSION      120000
 
 struct inspect_error {
     char code[48];     /* connection_failed, auth_failed, server_too_old, query_failed, ... */

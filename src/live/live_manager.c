@@ -31,8 +31,8 @@ struct pool_watch {
     struct snapshot_counters prev; /* counters at the previous decision (rates) */
     int64_t prev_ms;               /* 0 = no previous decision */
     struct scaling_decision last;
-    int lo, hi; /* bounds of the last decision */
-    char hold[160]; /* what held the last decision back, or that it went ahead */
+    int lo, hi;                  /* bounds of the last decision */
+    char hold[160];              /* what held the last decision back, or that it went ahead */
     struct health_report health; /* summary of the pool's recent probes */
     bool have_health;
 };
@@ -175,14 +175,14 @@ static void act_on_suspects(struct live_manager *m)
         }
         if (steps >= RECLAIM_MAX_PER_RUN)
             continue;
-        enum reclaim_level step = reclaim_next_step(opts->leak_reclaim, &t->reclaim,
-                                                    s->conn->state, m->cur.taken_ms, gap);
+        enum reclaim_level step = reclaim_next_step(opts->leak_reclaim, &t->reclaim, s->conn->state,
+                                                    m->cur.taken_ms, gap);
         if (step == RECLAIM_OFF)
             continue;
         steps++;
         char outcome[128];
-        bool done = pool_executor_reclaim(m->pooler, s->conn->id, step, why, outcome,
-                                          sizeof(outcome));
+        bool done =
+            pool_executor_reclaim(m->pooler, s->conn->id, step, why, outcome, sizeof(outcome));
         char reason[EVENT_REASON_LEN + 256];
         snprintf(reason, sizeof(reason), "leak_reclaim = %s, score %d (%s): %s",
                  reclaim_level_name(opts->leak_reclaim), s->score, why, outcome);
@@ -282,7 +282,7 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
         return;
     bool apply = mode == SCALE_NOW || (mode == SCALE_PERIODIC && opts->auto_scaling);
     int before = pool->pool_size;
-    enum event_kind kind = !apply                              ? EVENT_SCALE_RECOMMEND
+    enum event_kind kind = !apply                             ? EVENT_SCALE_RECOMMEND
                            : g->last.decision == SCALING_GROW ? EVENT_SCALE_GROW
                                                               : EVENT_SCALE_SHRINK;
     if (apply) {
@@ -293,9 +293,9 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
     e->before = before;
     e->after = g->last.target_size;
     event_set_reason(e, g->last.reason);
-    log_info("manager", "%s: pool %s/%s size %d -> %d (bounds %d..%d): %s",
-             event_kind_name(kind), pool->db_name, pool->user_name, before,
-             g->last.target_size, g->lo, g->hi, g->last.reason);
+    log_info("manager", "%s: pool %s/%s size %d -> %d (bounds %d..%d): %s", event_kind_name(kind),
+             pool->db_name, pool->user_name, before, g->last.target_size, g->lo, g->hi,
+             g->last.reason);
 }
 
 static void scale_pools(struct live_manager *m, int64_t now_ms)
@@ -341,8 +341,7 @@ static void summarize_health(struct live_manager *m, struct pool *pool, int64_t 
     enum report_status before = w->have_health ? w->health.status : REPORT_OK;
     health_summarize(probes, n_probes, NULL, &m->pooler->cfg->manager, &w->health);
     /* No server can be opened right now: the database is down whatever the probes said. */
-    if (pool->last_error && pool->n_servers == 0 &&
-        pool->retry_after_us > pooler_now(m->pooler)) {
+    if (pool->last_error && pool->n_servers == 0 && pool->retry_after_us > pooler_now(m->pooler)) {
         w->health.status = REPORT_CRITICAL;
         snprintf(w->health.reason, sizeof(w->health.reason), "server logins fail: %s",
                  pool->last_error);
@@ -430,8 +429,8 @@ bool live_manager_kill_idle(struct live_manager *m, bool execute, struct kill_pl
         }
         char reason[EVENT_REASON_LEN + 32];
         snprintf(reason, sizeof(reason), "%s%s", execute ? "" : "dry run: ", a->reason);
-        struct event *e = record(m, execute ? EVENT_KILL_IDLE : EVENT_KILL_IDLE_PLANNED, rec,
-                                 reason);
+        struct event *e =
+            record(m, execute ? EVENT_KILL_IDLE : EVENT_KILL_IDLE_PLANNED, rec, reason);
         e->before = a->idle_ms / 1000;
     }
     return true;
@@ -495,8 +494,7 @@ size_t live_manager_pool_count(const struct live_manager *m)
     return m->n_watch;
 }
 
-bool live_manager_pool_at(const struct live_manager *m, size_t i,
-                             struct live_pool_view *out)
+bool live_manager_pool_at(const struct live_manager *m, size_t i, struct live_pool_view *out)
 {
     if (i >= m->n_watch)
         return false;

@@ -2,8 +2,8 @@
  * Every second it takes a snapshot of the pools (live/pool_source), runs detect-leaks on it,
  * logs each new suspect once, takes the graduated reclaim steps `leak_reclaim` allows
  * (live/pool_executor), resizes pools within their bounds (manager/autoscale), probes idle
- * servers every health_check_interval, and records every decision and action as an event. The console and
- * the HTTP API read its latest results; nothing here runs on the per-message path. */
+ * servers every health_check_interval, and records every decision and action as an event. The
+ * console and the HTTP API read its latest results; nothing here runs on the per-message path. */
 #ifndef PGWARDEN_LIVE_LIVE_MANAGER_H
 #define PGWARDEN_LIVE_LIVE_MANAGER_H
 
@@ -63,8 +63,8 @@ int live_manager_health_check(struct live_manager *m);
 struct live_pool_view {
     const struct pool *pool;
     const struct scaling_decision *decision;
-    int lo, hi;       /* the pool's bounds (autoscale_bounds) */
-    const char *hold; /* why it was or was not applied */
+    int lo, hi;                         /* the pool's bounds (autoscale_bounds) */
+    const char *hold;                   /* why it was or was not applied */
     const struct health_report *health; /* latest health summary, NULL before the first */
 };
 /* The recent probe outcomes of every pool, ids numbered across pools; *out is owned by the
@@ -89,7 +89,6 @@ bool live_manager_analyse(const struct live_manager *m, struct live_analysis *ou
 void live_analysis_free(struct live_analysis *a);
 
 size_t live_manager_pool_count(const struct live_manager *m);
-bool live_manager_pool_at(const struct live_manager *m, size_t i,
-                             struct live_pool_view *out);
+bool live_manager_pool_at(const struct live_manager *m, size_t i, struct live_pool_view *out);
 
 #endif

@@ -37,7 +37,8 @@ bool pool_executor_reclaim(struct pooler *p, int64_t client_id, enum reclaim_lev
     case RECLAIM_LEVEL_COUNT:
         break;
     }
-    snprintf(outcome, outcome_len, "%s", done ? "done" : "not now: the client or its server is busy");
+    snprintf(outcome, outcome_len, "%s",
+             done ? "done" : "not now: the client or its server is busy");
     return done;
 }
 

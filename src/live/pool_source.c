@@ -85,8 +85,7 @@ static double window_quantile_ms(const struct histogram *now, const struct histo
 static int count_idle_clients(const struct pool *pool)
 {
     int idle = 0;
-    for (const struct plist *m = pool->active_clients.next; m != &pool->active_clients;
-         m = m->next)
+    for (const struct plist *m = pool->active_clients.next; m != &pool->active_clients; m = m->next)
         idle += plist_entry(m, struct client, node)->server == NULL;
     return idle;
 }
@@ -111,7 +110,8 @@ static bool add_pool(const struct pool *pool, struct snapshot *snap)
     r->cl_active = (int)plist_count(&pool->active_clients) - r->cl_idle;
     r->cl_waiting =
         (int)(plist_count(&pool->waiting_clients) + plist_count(&pool->waiting_login_clients));
-    r->sv_active = (int)(plist_count(&pool->active_servers) + plist_count(&pool->canceling_servers));
+    r->sv_active =
+        (int)(plist_count(&pool->active_servers) + plist_count(&pool->canceling_servers));
     r->sv_idle = (int)plist_count(&pool->idle_servers);
     r->sv_tested = (int)plist_count(&pool->tested_servers);
     r->sv_login = (int)plist_count(&pool->login_servers);
@@ -126,8 +126,8 @@ static bool add_pool(const struct pool *pool, struct snapshot *snap)
     r->avg_wait_ms = (double)a->wait_time_us / 1000.0;
     r->wait_p95_ms = window_quantile_ms(&t->wait_hist, &m->wait_hist, 0.95);
     r->wait_p99_ms = window_quantile_ms(&t->wait_hist, &m->wait_hist, 0.99);
-    int64_t wait_max = pool->wait_max_us > pool->prev_wait_max_us ? pool->wait_max_us
-                                                                  : pool->prev_wait_max_us;
+    int64_t wait_max =
+        pool->wait_max_us > pool->prev_wait_max_us ? pool->wait_max_us : pool->prev_wait_max_us;
     r->wait_max_ms = r->wait_p99_ms < 0 ? -1 : (double)wait_max / 1000.0;
     r->xact_p95_ms = window_quantile_ms(&t->xact_hist, &m->xact_hist, 0.95);
     r->xact_p99_ms = window_quantile_ms(&t->xact_hist, &m->xact_hist, 0.99);

@@ -17,7 +17,7 @@ enum conn_state pool_source_conn_state(const struct client *c);
  * to snap, which the caller initialised with snapshot_init(SNAPSHOT_MODE_SERVE, ...), and
  * fills counters and capacity. False when memory ran out (snap keeps what was added). */
 __attribute__((warn_unused_result)) bool pool_source_fill(const struct pooler *p, const char *db,
-                                                            struct snapshot *snap);
+                                                          struct snapshot *snap);
 
 /* The pool's recent background probe outcomes as the engine's probe records (at most
  * POOL_PROBE_KEEP, written to out); returns how many. */

@@ -27,8 +27,8 @@
 #define IDLE_XACT_TIMEOUT_FLOOR_MS 1000
 /* A session pool whose servers are busy less than this share of the time would need far
  * fewer servers in transaction pooling. */
-#define SESSION_BUSY_SHARE   0.2
-#define SESSION_MIN_SERVERS  2
+#define SESSION_BUSY_SHARE  0.2
+#define SESSION_MIN_SERVERS 2
 
 static void add_anomaly(struct analysis_report *out, const char *code, enum report_status severity,
                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -339,8 +339,8 @@ static void check_pool_queueing(const struct pool_record *pl, struct analysis_re
                        "Pool %s/%s queues clients (p99 wait %.0f ms): %.1f tx/s x %.1f ms per "
                        "transaction keeps %.1f servers busy (Little's law); with %.0f%% headroom "
                        "it needs %d, it has %d.%s",
-                       pl->database, pl->user, pl->wait_p99_ms, pl->xacts_per_sec,
-                       pl->avg_xact_ms, busy, (POOL_SIZE_HEADROOM - 1.0) * 100.0, need, pl->size,
+                       pl->database, pl->user, pl->wait_p99_ms, pl->xacts_per_sec, pl->avg_xact_ms,
+                       busy, (POOL_SIZE_HEADROOM - 1.0) * 100.0, need, pl->size,
                        pl->max_size > pl->size ? " Auto-scaling may grow it up to max_pool_size."
                                                : "");
 }
@@ -355,20 +355,19 @@ static void check_session_pool(const struct pool_record *pl, struct analysis_rep
     double share = pl->queries_per_sec * pl->avg_query_ms / 1000.0 / (double)pl->sv_active;
     if (share >= SESSION_BUSY_SHARE)
         return;
-    add_recommendation(out, REPORT_OK, "pool_mode = transaction",
-                       "Pool %s/%s runs in session mode and its %d linked servers are busy %.0f%% "
-                       "of the time: if its clients keep no session state (SET, LISTEN, session "
-                       "advisory locks, temporary tables, WITH HOLD cursors), transaction "
-                       "pooling serves them with about %d.",
-                       pl->database, pl->user, pl->sv_active, share * 100.0,
-                       (int)ceil(pl->queries_per_sec * pl->avg_query_ms / 1000.0 *
-                                 POOL_SIZE_HEADROOM));
+    add_recommendation(
+        out, REPORT_OK, "pool_mode = transaction",
+        "Pool %s/%s runs in session mode and its %d linked servers are busy %.0f%% "
+        "of the time: if its clients keep no session state (SET, LISTEN, session "
+        "advisory locks, temporary tables, WITH HOLD cursors), transaction "
+        "pooling serves them with about %d.",
+        pl->database, pl->user, pl->sv_active, share * 100.0,
+        (int)ceil(pl->queries_per_sec * pl->avg_query_ms / 1000.0 * POOL_SIZE_HEADROOM));
 }
 
 /* idle_transaction_timeout off: suggest one from the observed transaction times, so a
  * client that leaves a transaction open gives its server back on its own. */
-static void check_idle_transaction_timeout(const struct snapshot *cur,
-                                           struct analysis_report *out)
+static void check_idle_transaction_timeout(const struct snapshot *cur, struct analysis_report *out)
 {
     double p99 = -1;
     for (size_t i = 0; i < cur->n_pools; i++) {
@@ -389,8 +388,8 @@ static void check_idle_transaction_timeout(const struct snapshot *cur,
                        "idle_transaction_timeout is off: transactions take up to %s (p99 over "
                        "the recent stats periods), so %llds (%.0fx that, at least 1 s) ends "
                        "only clients that left a transaction open.",
-                       units_format_duration((int64_t)ceil(p99), a, sizeof(a)),
-                       (long long)seconds, IDLE_XACT_TIMEOUT_FACTOR);
+                       units_format_duration((int64_t)ceil(p99), a, sizeof(a)), (long long)seconds,
+                       IDLE_XACT_TIMEOUT_FACTOR);
 }
 
 static void check_pools(const struct snapshot *cur, struct analysis_report *out)

@@ -15,7 +15,7 @@
 #define ANALYSIS_MAX_ITEMS 32
 
 struct anomaly {
-    char code[48];   /* e.g. "capacity_near_limit", "idle_in_transaction", "connection_churn" */
+    char code[48]; /* e.g. "capacity_near_limit", "idle_in_transaction", "connection_churn" */
     enum report_status severity;
     char message[256];
 };

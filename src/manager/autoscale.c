@@ -21,8 +21,8 @@ int autoscale_fair_share(int usable_slots, int pools_on_server, int configured)
     return share > configured ? share : configured;
 }
 
-bool autoscale_accept(struct autoscale_state *st, const struct scaling_decision *d,
-                      int64_t now_ms, int64_t interval_ms, char *why, size_t why_len)
+bool autoscale_accept(struct autoscale_state *st, const struct scaling_decision *d, int64_t now_ms,
+                      int64_t interval_ms, char *why, size_t why_len)
 {
     if (d->decision == SCALING_HOLD || d->target_size == d->current_size) {
         st->streak = 0;
@@ -51,6 +51,7 @@ bool autoscale_accept(struct autoscale_state *st, const struct scaling_decision 
     }
     st->last_resize_ms = now_ms;
     st->streak = 0;
-    snprintf(why, why_len, "%s confirmed %d times in a row", scaling_verdict_name(d->decision), need);
+    snprintf(why, why_len, "%s confirmed %d times in a row", scaling_verdict_name(d->decision),
+             need);
     return true;
 }

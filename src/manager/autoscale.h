@@ -13,10 +13,10 @@
 
 /* Consecutive equal verdicts needed before a resize: growing answers queueing quickly,
  * shrinking waits for sustained idleness. */
-#define AUTOSCALE_GROW_STREAK 2
+#define AUTOSCALE_GROW_STREAK   2
 #define AUTOSCALE_SHRINK_STREAK 10
 /* Intervals to wait after a resize before the next one in the same direction. */
-#define AUTOSCALE_GROW_COOLDOWN 2
+#define AUTOSCALE_GROW_COOLDOWN   2
 #define AUTOSCALE_SHRINK_COOLDOWN 10
 
 /* Bounds of a pool whose configured size (default_pool_size / pool_size) is base: from
@@ -39,7 +39,7 @@ struct autoscale_state {
 
 /* Feeds one decision; true when it should be applied now. why says what holds it back (or
  * that it goes ahead). interval_ms is the time between decisions. */
-bool autoscale_accept(struct autoscale_state *st, const struct scaling_decision *d,
-                      int64_t now_ms, int64_t interval_ms, char *why, size_t why_len);
+bool autoscale_accept(struct autoscale_state *st, const struct scaling_decision *d, int64_t now_ms,
+                      int64_t interval_ms, char *why, size_t why_len);
 
 #endif

@@ -12,25 +12,25 @@
 #include "manager/snapshot.h"
 
 enum event_kind {
-    EVENT_LEAK_SUSPECTED,    /* a client became a leak suspect */
-    EVENT_LEAK_CLEARED,      /* a suspect is no longer one (it moved on or left) */
-    EVENT_RECLAIM_NOTICE,    /* the suspect was sent a notice */
-    EVENT_RECLAIM_CANCEL,    /* its running query was cancelled */
-    EVENT_RECLAIM_ROLLBACK,  /* its transaction was rolled back and its server reclaimed */
+    EVENT_LEAK_SUSPECTED,     /* a client became a leak suspect */
+    EVENT_LEAK_CLEARED,       /* a suspect is no longer one (it moved on or left) */
+    EVENT_RECLAIM_NOTICE,     /* the suspect was sent a notice */
+    EVENT_RECLAIM_CANCEL,     /* its running query was cancelled */
+    EVENT_RECLAIM_ROLLBACK,   /* its transaction was rolled back and its server reclaimed */
     EVENT_RECLAIM_DISCONNECT, /* it was disconnected */
-    EVENT_SCALE_GROW,        /* a pool's size was raised */
-    EVENT_SCALE_SHRINK,      /* a pool's size was lowered */
-    EVENT_SCALE_RECOMMEND,   /* auto_scaling = off: a resize the manager would have made */
-    EVENT_HEALTH_CHANGED,    /* a pool's health status changed (before/after: report_status) */
-    EVENT_KILL_IDLE,         /* kill-idle disconnected a client (before: idle seconds) */
-    EVENT_KILL_IDLE_PLANNED, /* a dry run of kill-idle would have */
+    EVENT_SCALE_GROW,         /* a pool's size was raised */
+    EVENT_SCALE_SHRINK,       /* a pool's size was lowered */
+    EVENT_SCALE_RECOMMEND,    /* auto_scaling = off: a resize the manager would have made */
+    EVENT_HEALTH_CHANGED,     /* a pool's health status changed (before/after: report_status) */
+    EVENT_KILL_IDLE,          /* kill-idle disconnected a client (before: idle seconds) */
+    EVENT_KILL_IDLE_PLANNED,  /* a dry run of kill-idle would have */
     EVENT_KIND_COUNT,
 };
 
 #define EVENT_REASON_LEN 256
 
 struct event {
-    uint64_t seq; /* 1, 2, ... in the order recorded */
+    uint64_t seq;  /* 1, 2, ... in the order recorded */
     int64_t at_ms; /* wall clock, ms since the epoch */
     enum event_kind kind;
     char database[SNAPSHOT_NAME_LEN];

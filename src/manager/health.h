@@ -17,7 +17,7 @@ struct health_probe {
     double latency_ms; /* connect + query; for failures, time until the failure */
     double connect_ms;
     double query_ms;
-    char error[256];   /* "" when healthy; never contains a password */
+    char error[256];      /* "" when healthy; never contains a password */
     char error_class[32]; /* db_slots_exhausted, auth, network, timeout, admin_shutdown, ... */
     char sqlstate[6];
 };

@@ -39,8 +39,7 @@ struct growth {
 
 static int compare_growth(const void *a, const void *b)
 {
-    return strcmp(((const struct growth *)a)->application,
-                  ((const struct growth *)b)->application);
+    return strcmp(((const struct growth *)a)->application, ((const struct growth *)b)->application);
 }
 
 /* Index of the first norm whose application is not below app (the insert position). */

@@ -22,8 +22,8 @@
 
 struct hold_norm {
     char application[SNAPSHOT_NAME_LEN];
-    double hold_ms; /* decayed sum of hold time */
-    double xacts;   /* decayed count of transactions */
+    double hold_ms;  /* decayed sum of hold time */
+    double xacts;    /* decayed count of transactions */
     int64_t seen_ms; /* last observation that had transactions of this application */
 };
 

@@ -174,15 +174,16 @@ int leaks_score_connection(const struct snapshot *cur, const struct conn_record 
         }
     } else if (cur->mode == SNAPSHOT_MODE_SERVE && rec->pid != 0) {
         double r = (double)idle / (double)hold;
-        double points = r < 1.0 ? W_HOLD_BELOW * r
-                                : W_HOLD_AT_HOLD + W_HOLD_BEYOND * fmin((r - 1.0) / IIT_BEYOND_SPAN, 1.0);
+        double points =
+            r < 1.0 ? W_HOLD_BELOW * r
+                    : W_HOLD_AT_HOLD + W_HOLD_BEYOND * fmin((r - 1.0) / IIT_BEYOND_SPAN, 1.0);
         int p = (int)lround(points);
         score += p;
         add_reason(out,
                    "holds a server connection without traffic for %s (session pooling; "
                    "leak_hold_threshold %s) (+%d)",
-                   units_format_duration(idle, a, sizeof(a)), units_format_duration(hold, b, sizeof(b)),
-                   p);
+                   units_format_duration(idle, a, sizeof(a)),
+                   units_format_duration(hold, b, sizeof(b)), p);
     } else {
         double r = (double)idle / (double)idle_timeout;
         if (r >= 1.0) {

@@ -11,7 +11,7 @@
 #include "manager/snapshot.h"
 
 #define LEAK_MAX_REASONS 8
-#define LEAK_REASON_LEN 160
+#define LEAK_REASON_LEN  160
 
 struct leak_suspect {
     const struct conn_record *conn; /* borrowed from the current snapshot */

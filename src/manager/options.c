@@ -48,49 +48,59 @@ static enum options_result set_threshold(struct manager_options *opts, const cha
                                          const char *value, char *err, size_t err_len);
 
 #define FIELD(name) offsetof(struct manager_options, name)
-#define U_MONITOR  OPTION_USE_MONITOR
-#define U_LEAKS    OPTION_USE_DETECT_LEAKS
-#define U_HEALTH   OPTION_USE_HEALTH_CHECK
-#define U_SCALE    OPTION_USE_AUTO_SCALE
-#define U_KILL     OPTION_USE_KILL_IDLE
-#define U_ANALYSIS OPTION_USE_FULL_ANALYSIS
-#define U_STATUS   OPTION_USE_STATUS
-#define U_SERVE    OPTION_USE_SERVE
+#define U_MONITOR   OPTION_USE_MONITOR
+#define U_LEAKS     OPTION_USE_DETECT_LEAKS
+#define U_HEALTH    OPTION_USE_HEALTH_CHECK
+#define U_SCALE     OPTION_USE_AUTO_SCALE
+#define U_KILL      OPTION_USE_KILL_IDLE
+#define U_ANALYSIS  OPTION_USE_FULL_ANALYSIS
+#define U_STATUS    OPTION_USE_STATUS
+#define U_SERVE     OPTION_USE_SERVE
 /* The filters narrow what every action but health-check looks at. */
 #define U_FILTERED (U_MONITOR | U_LEAKS | U_SCALE | U_KILL | U_ANALYSIS | U_STATUS)
 
 static const struct option_spec option_table[] = {
     {"idle_timeout", OPT_DURATION, FIELD(idle_timeout_ms), NULL, 0, 0, "300s",
-     "a connection idle this long is a kill-idle candidate", U_LEAKS | U_KILL | U_ANALYSIS | U_STATUS | U_SERVE},
+     "a connection idle this long is a kill-idle candidate",
+     U_LEAKS | U_KILL | U_ANALYSIS | U_STATUS | U_SERVE},
     {"max_connection_age", OPT_DURATION_OFF, FIELD(max_connection_age_ms), NULL, 0, 0, "3600s",
-     "older connections are retired (serve) or flagged (inspect); 0 turns this off", U_LEAKS | U_ANALYSIS | U_STATUS | U_SERVE},
+     "older connections are retired (serve) or flagged (inspect); 0 turns this off",
+     U_LEAKS | U_ANALYSIS | U_STATUS | U_SERVE},
     {"leak_detection_threshold", OPT_PERCENT, FIELD(leak_detection_threshold_pct), NULL, 0, 0,
-     "80%", "pool/server utilisation above which leak suspects raise the risk level", U_MONITOR | U_LEAKS | U_ANALYSIS | U_STATUS | U_SERVE},
+     "80%", "pool/server utilisation above which leak suspects raise the risk level",
+     U_MONITOR | U_LEAKS | U_ANALYSIS | U_STATUS | U_SERVE},
     {"leak_hold_threshold", OPT_DURATION, FIELD(leak_hold_threshold_ms), NULL, 0, 0, "60s",
-     "idle-in-transaction or held-without-activity time that makes a suspect", U_LEAKS | U_KILL | U_ANALYSIS | U_STATUS | U_SERVE},
+     "idle-in-transaction or held-without-activity time that makes a suspect",
+     U_LEAKS | U_KILL | U_ANALYSIS | U_STATUS | U_SERVE},
     {"leak_reclaim", OPT_LIST, 0, set_leak_reclaim, 0, 0, "off",
      "serve: how far the manager may go with a leak suspect, one step at a time: off, notice, "
-     "cancel, rollback, disconnect", U_SERVE},
+     "cancel, rollback, disconnect",
+     U_SERVE},
     {"health_check_interval", OPT_DURATION, FIELD(health_check_interval_ms), NULL, 0, 0, "30s",
      "background health probes (serve)", U_SERVE},
     {"live", OPT_BOOL, FIELD(live), NULL, 0, 0, "on",
      "serve: run the manager inside the pooler (read at start; off: the pools are served and "
-     "nothing watches them)", U_SERVE},
+     "nothing watches them)",
+     U_SERVE},
     {"auto_scaling", OPT_BOOL, FIELD(auto_scaling), NULL, 0, 0, "on",
      "apply scaling decisions (serve); off = recommend only", U_SERVE},
     {"max_kill_percentage", OPT_PERCENT, FIELD(max_kill_percentage), NULL, 0, 0, "25%",
-     "kill-idle never removes more than this share of client connections per run", U_KILL | U_ANALYSIS | U_SERVE},
+     "kill-idle never removes more than this share of client connections per run",
+     U_KILL | U_ANALYSIS | U_SERVE},
     {"min_pool_size", OPT_INT, FIELD(min_pool_size), NULL, 0, 100000, "5",
      "smallest pool auto-scaling proposes", U_SCALE | U_ANALYSIS | U_SERVE},
     {"max_pool_size", OPT_INT, FIELD(max_pool_size), NULL, 1, 100000, "100",
      "largest pool auto-scaling proposes", U_SCALE | U_ANALYSIS | U_SERVE},
     {"growth_rate", OPT_PERCENT, FIELD(growth_rate_pct), NULL, 0, 0, "20%",
-     "largest growth step of one scaling decision (0 = never grow)", U_SCALE | U_ANALYSIS | U_SERVE},
+     "largest growth step of one scaling decision (0 = never grow)",
+     U_SCALE | U_ANALYSIS | U_SERVE},
     {"shrink_rate", OPT_PERCENT, FIELD(shrink_rate_pct), NULL, 0, 0, "15%",
-     "largest shrink step of one scaling decision (0 = never shrink)", U_SCALE | U_ANALYSIS | U_SERVE},
+     "largest shrink step of one scaling decision (0 = never shrink)",
+     U_SCALE | U_ANALYSIS | U_SERVE},
     {"interval", OPT_DURATION_OFF, FIELD(interval_ms), NULL, 0, 0, "1s",
      "time between the two samples that give rates (0 = one sample, no rates; serve: how often "
-     "auto-scaling decides, at least 1 s)", U_MONITOR | U_LEAKS | U_SCALE | U_ANALYSIS | U_SERVE},
+     "auto-scaling decides, at least 1 s)",
+     U_MONITOR | U_LEAKS | U_SCALE | U_ANALYSIS | U_SERVE},
     {"connections", OPT_INT, FIELD(health_connections), NULL, 1, 1000, "5",
      "parallel probe connections of health-check", U_HEALTH | U_ANALYSIS},
     {"current_size", OPT_INT, FIELD(current_size), NULL, -1, 100000, "-1",
@@ -104,18 +114,23 @@ static const struct option_spec option_table[] = {
     {"application", OPT_STRING, FIELD(filter_application), NULL, 0, 0, "",
      "only connections of this application_name (trailing * matches a prefix)", U_FILTERED},
     {"exclude_user", OPT_LIST, 0, add_exclude_users, 0, 0, "",
-     "never kill connections of these users (repeatable, comma-separated)", U_KILL | U_ANALYSIS | U_SERVE},
+     "never kill connections of these users (repeatable, comma-separated)",
+     U_KILL | U_ANALYSIS | U_SERVE},
     {"exclude_app", OPT_LIST, 0, add_exclude_apps, 0, 0, "",
-     "never kill connections of these applications (repeatable, comma-separated)", U_KILL | U_ANALYSIS | U_SERVE},
+     "never kill connections of these applications (repeatable, comma-separated)",
+     U_KILL | U_ANALYSIS | U_SERVE},
     {"warning", OPT_LIST, 0, set_threshold, 0, 0, "",
      "status: WARNING from this many client connections in use, or this share of the "
-     "capacity (80%); replaces the utilisation rule", U_STATUS},
+     "capacity (80%); replaces the utilisation rule",
+     U_STATUS},
     {"critical", OPT_LIST, 0, set_threshold, 0, 0, "",
      "status: CRITICAL from this many client connections in use, or this share of the "
-     "capacity (95%)", U_STATUS},
+     "capacity (95%)",
+     U_STATUS},
     {"exclude_addr", OPT_LIST, 0, add_exclude_addrs, 0, 0, "",
      "never kill connections from these client addresses or CIDR blocks, e.g. another "
-     "pooler's host (repeatable, comma-separated)", U_KILL | U_ANALYSIS | U_SERVE},
+     "pooler's host (repeatable, comma-separated)",
+     U_KILL | U_ANALYSIS | U_SERVE},
 };
 
 #define N_OPTIONS (sizeof(option_table) / sizeof(option_table[0]))

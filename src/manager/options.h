@@ -22,19 +22,19 @@ struct options_threshold {
 };
 
 struct manager_options {
-    int64_t idle_timeout_ms;          /* idle this long: kill-idle candidate */
-    int64_t max_connection_age_ms;    /* older: retired (serve) / flagged (inspect) */
+    int64_t idle_timeout_ms;             /* idle this long: kill-idle candidate */
+    int64_t max_connection_age_ms;       /* older: retired (serve) / flagged (inspect) */
     double leak_detection_threshold_pct; /* utilisation above which suspects raise the risk */
-    int64_t leak_hold_threshold_ms;   /* idle-in-transaction time that makes a suspect */
-    enum reclaim_level leak_reclaim;  /* serve: furthest reclaim step for suspects */
-    int64_t health_check_interval_ms; /* background probes (serve) */
-    bool live;                        /* serve: run the live manager (read at start) */
-    bool auto_scaling;                /* apply scaling decisions (serve) */
-    double max_kill_percentage;       /* share of client connections one kill run may remove */
+    int64_t leak_hold_threshold_ms;      /* idle-in-transaction time that makes a suspect */
+    enum reclaim_level leak_reclaim;     /* serve: furthest reclaim step for suspects */
+    int64_t health_check_interval_ms;    /* background probes (serve) */
+    bool live;                           /* serve: run the live manager (read at start) */
+    bool auto_scaling;                   /* apply scaling decisions (serve) */
+    double max_kill_percentage;          /* share of client connections one kill run may remove */
     int min_pool_size;
     int max_pool_size;
-    double growth_rate_pct;           /* largest growth step of one scaling decision */
-    double shrink_rate_pct;           /* largest shrink step of one scaling decision */
+    double growth_rate_pct; /* largest growth step of one scaling decision */
+    double shrink_rate_pct; /* largest shrink step of one scaling decision */
 
     /* Per-run options of the actions. */
     int64_t interval_ms;    /* time between the two samples that give rates */

@@ -29,11 +29,11 @@ struct kill_action {
 
 struct kill_plan {
     bool dry_run;
-    size_t candidates;      /* idle long enough and not protected */
-    size_t killed;          /* executor: terminated */
-    size_t skipped;         /* protected or over the limit */
-    int limit;              /* most connections this run may remove */
-    int client_connections; /* the base of the percentage */
+    size_t candidates;           /* idle long enough and not protected */
+    size_t killed;               /* executor: terminated */
+    size_t skipped;              /* protected or over the limit */
+    int limit;                   /* most connections this run may remove */
+    int client_connections;      /* the base of the percentage */
     struct kill_action *actions; /* owned: planned first (oldest idle first), then skipped */
     size_t n_actions;
 };
@@ -43,11 +43,11 @@ struct kill_plan {
  * leak_hold_threshold; other states are never listed. Protected (listed as
  * KILL_SKIPPED_PROTECTED, never planned): is_self, invisible rows, superusers, replication
  * connections (walsenders), pgwarden's own connections (snapshot_is_pgwarden_conn),
- * infrastructure, excluded users, applications and client addresses. limit = floor(max_kill_percentage / 100 x
- * client_connections), where client_connections counts EVERY record in the snapshot
- * (filtered out and invisible ones too: they all hold slots). Candidates are ordered idle in
- * transaction first (they hold locks and xmin), then longest idle first; those beyond the
- * limit are KILL_SKIPPED_LIMIT. dry_run = !opts->execute. Returns false only when memory
+ * infrastructure, excluded users, applications and client addresses. limit =
+ * floor(max_kill_percentage / 100 x client_connections), where client_connections counts EVERY
+ * record in the snapshot (filtered out and invisible ones too: they all hold slots). Candidates are
+ * ordered idle in transaction first (they hold locks and xmin), then longest idle first; those
+ * beyond the limit are KILL_SKIPPED_LIMIT. dry_run = !opts->execute. Returns false only when memory
  * runs out. */
 bool reaper_plan(const struct snapshot *snap, const struct manager_options *opts,
                  struct kill_plan *out) __attribute__((warn_unused_result));

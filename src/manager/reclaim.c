@@ -4,8 +4,10 @@
 #include <strings.h>
 
 static const char *const LEVEL_NAMES[RECLAIM_LEVEL_COUNT] = {
-    [RECLAIM_OFF] = "off",           [RECLAIM_NOTICE] = "notice",
-    [RECLAIM_CANCEL] = "cancel",     [RECLAIM_ROLLBACK] = "rollback",
+    [RECLAIM_OFF] = "off",
+    [RECLAIM_NOTICE] = "notice",
+    [RECLAIM_CANCEL] = "cancel",
+    [RECLAIM_ROLLBACK] = "rollback",
     [RECLAIM_DISCONNECT] = "disconnect",
 };
 

@@ -9,9 +9,9 @@
 #include <stdint.h>
 
 /* Sizes follow PostgreSQL: names are at most NAMEDATALEN-1 (63) bytes. */
-#define SNAPSHOT_NAME_LEN 64
-#define SNAPSHOT_ADDR_LEN 48
-#define SNAPSHOT_QUERY_LEN 256
+#define SNAPSHOT_NAME_LEN      64
+#define SNAPSHOT_ADDR_LEN      48
+#define SNAPSHOT_QUERY_LEN     256
 #define SNAPSHOT_TIMESTAMP_LEN 40
 
 enum snapshot_mode {
@@ -52,16 +52,16 @@ struct conn_record {
     char last_query[SNAPSHOT_QUERY_LEN];
     char wait_event_type[SNAPSHOT_NAME_LEN];
     bool is_superuser;
-    bool waiting_on_lock;  /* wait_event_type = 'Lock' */
-    bool blocking_others;  /* appears in another backend's pg_blocking_pids() */
+    bool waiting_on_lock; /* wait_event_type = 'Lock' */
+    bool blocking_others; /* appears in another backend's pg_blocking_pids() */
     /* A replication connection itself (a walsender), never a leak suspect nor a kill target.
      * A role's REPLICATION attribute does not make its ordinary sessions one. */
     bool is_replication;
-    bool is_self;          /* the inspecting session itself */
-    bool is_infrastructure; /* pooler/platform roles and apps (Supavisor, PostgREST, ...) */
-    bool visible;          /* false when the row read "<insufficient privilege>" */
-    int64_t requests;      /* serve: queries/transactions served on this connection */
-    int64_t hold_total_ms; /* serve: server time held by those finished transactions */
+    bool is_self;              /* the inspecting session itself */
+    bool is_infrastructure;    /* pooler/platform roles and apps (Supavisor, PostgREST, ...) */
+    bool visible;              /* false when the row read "<insufficient privilege>" */
+    int64_t requests;          /* serve: queries/transactions served on this connection */
+    int64_t hold_total_ms;     /* serve: server time held by those finished transactions */
     int64_t app_usual_hold_ms; /* serve: what this application usually holds a server per
                                   transaction (manager/hold_norms); 0 = not known yet */
     int64_t output_blocked_ms; /* serve: the client has left results unread this long while
@@ -95,12 +95,12 @@ struct snapshot_counters {
     int64_t xact_commit;
     int64_t xact_rollback;
     bool has_pool_totals;
-    int64_t requests_total;   /* transactions/queries served */
+    int64_t requests_total; /* transactions/queries served */
     double query_time_total_ms;
-    int64_t created_total;    /* connections opened */
-    int64_t closed_total;     /* connections closed */
+    int64_t created_total; /* connections opened */
+    int64_t closed_total;  /* connections closed */
     double connect_time_total_ms;
-    int waiting_clients;      /* clients queued right now */
+    int waiting_clients; /* clients queued right now */
     double wait_time_total_ms;
     int64_t waits_total;
 };
@@ -109,8 +109,8 @@ struct snapshot_counters {
 struct snapshot_server {
     int version_num;
     bool in_recovery;
-    bool can_read_all;  /* superuser or pg_read_all_stats: all rows visible */
-    bool can_signal;    /* superuser or pg_signal_backend */
+    bool can_read_all; /* superuser or pg_read_all_stats: all rows visible */
+    bool can_signal;   /* superuser or pg_signal_backend */
     bool is_superuser;
     bool looks_like_supabase;
     int64_t idle_in_xact_session_timeout_ms;

@@ -25,7 +25,7 @@ int stats_in_use(const struct snapshot *snap)
         using = 0;
         for (size_t i = 0; i < snap->n_conns; i++)
             if (snap->conns[i].pid != 0 || snap->conns[i].state == CONN_STATE_WAITING)
-                using++;
+                using ++;
     }
     return (int)using;
 }

@@ -78,6 +78,11 @@ bool net_loop_run(struct net_loop *loop)
     return event_base_dispatch(loop->base) >= 0;
 }
 
+bool net_loop_run_once(struct net_loop *loop)
+{
+    return event_base_loop(loop->base, EVLOOP_NONBLOCK) >= 0;
+}
+
 void net_loop_stop(struct net_loop *loop)
 {
     event_base_loopbreak(loop->base);

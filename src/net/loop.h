@@ -35,6 +35,10 @@ void net_loop_free(struct net_loop *loop);
 /* Runs until net_loop_stop. Returns false if the loop could not run. */
 __attribute__((warn_unused_result)) bool net_loop_run(struct net_loop *loop);
 void net_loop_stop(struct net_loop *loop);
+/* Runs one turn without waiting: the callbacks of whatever is ready now, then returns. For
+ * code that drives the pooler in-process (the stateful fuzz target); false if the loop could
+ * not run. */
+__attribute__((warn_unused_result)) bool net_loop_run_once(struct net_loop *loop);
 /* Microseconds since the epoch, cached once per loop turn (no system call). */
 int64_t net_loop_now_us(struct net_loop *loop);
 /* Name of the kernel backend (epoll). */

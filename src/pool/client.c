@@ -60,6 +60,7 @@ enum scan_result {
     SCAN_OK,
     SCAN_NEED_FLUSH, /* a rewrite needs the bytes before it sent first */
     SCAN_TOO_BIG,    /* a message to rewrite does not fit in pkt_buf */
+    SCAN_NO_MEMORY,  /* a message to rewrite could not be, for want of memory */
     SCAN_TERMINATE,  /* the client sent Terminate (not forwarded) */
     SCAN_BAD,        /* framing error */
     SCAN_BAD_TYPE,   /* not a frontend message type */
@@ -78,6 +79,7 @@ static const struct {
     [SCAN_BAD] = {"08P01", "invalid message length"},
     [SCAN_BAD_TYPE] = {"08P01", "invalid frontend message type"},
     [SCAN_TOO_BIG] = {"08P01", "prepared statement message larger than pkt_buf"},
+    [SCAN_NO_MEMORY] = {"53200", "out of memory"},
     [SCAN_MALFORMED] = {"08P01", "malformed Parse, Bind, Describe or Close message"},
     [SCAN_SERVER_FAILED] = {"08006", "server connection failed"},
     [SCAN_RESERVED] = {"42501", "statement names beginning with pgw_ and the pooler's secret "
@@ -1726,6 +1728,7 @@ enum rewrite_result {
     RW_NEED_MORE,  /* wait for more bytes of the message */
     RW_NEED_FLUSH, /* no room: send the bytes before the message first */
     RW_TOO_BIG,
+    RW_NO_MEMORY,
     RW_BAD,      /* malformed: the client is ended with a protocol error */
     RW_RESERVED, /* names one of the pooler's statements: the client is ended */
     RW_SEND_FAILED, /* the replacement had to go straight to the server and could not */
@@ -1902,7 +1905,7 @@ static enum rewrite_result refuse_name_reuse(struct client *c, struct server *s,
     size_t cap = WIRE_HEADER_LEN + name_len + 4;
     uint8_t *msg = malloc(cap);
     if (!msg)
-        return RW_TOO_BIG;
+        return RW_NO_MEMORY;
     struct wire_buf w;
     wire_buf_init(&w, msg, cap);
     size_t mm = wire_msg_begin(&w, WIRE_FE_PARSE);
@@ -1978,7 +1981,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         uint8_t small[512];
         uint8_t *repl = repl_cap <= sizeof(small) ? small : malloc(repl_cap);
         if (!repl)
-            return RW_TOO_BIG;
+            return RW_NO_MEMORY;
         struct wire_buf w;
         wire_buf_init(&w, repl, repl_cap);
         put_plan(c, &w, st, &plan);
@@ -2029,7 +2032,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         struct prepared_stmt *st = cname ? stmt_registry_get(&p->stmts, rest, rest_len) : NULL;
         if (!st) {
             free(cname);
-            return RW_TOO_BIG;
+            return RW_NO_MEMORY;
         }
         /* Sent even when the server already has it (re-created, Close first) so the
          * client gets exactly one ParseComplete for its Parse, in order. */
@@ -2040,7 +2043,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         if (!repl) {
             stmt_unref(&p->stmts, st);
             free(cname);
-            return RW_TOO_BIG;
+            return RW_NO_MEMORY;
         }
         struct wire_buf w;
         wire_buf_init(&w, repl, repl_cap);
@@ -2084,7 +2087,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     uint8_t small[512];
     uint8_t *repl = repl_cap <= sizeof(small) ? small : malloc(repl_cap);
     if (!repl)
-        return RW_TOO_BIG;
+        return RW_NO_MEMORY;
     struct wire_buf w;
     wire_buf_init(&w, repl, repl_cap);
     if (type == WIRE_FE_DESCRIBE) {
@@ -2175,6 +2178,8 @@ static enum scan_result client_scan(struct client *c, struct server *s)
                 return SCAN_NEED_FLUSH;
             case RW_TOO_BIG:
                 return SCAN_TOO_BIG;
+            case RW_NO_MEMORY:
+                return SCAN_NO_MEMORY;
             case RW_BAD:
                 return SCAN_MALFORMED;
             case RW_RESERVED:

@@ -280,8 +280,7 @@ static void sweep_lost_hangups(struct pooler *p)
             struct server *s = plist_entry(node, struct server, node);
             sweep_add(fds, who, &n, &s->conn, true, s);
         }
-        for (node = pool->active_clients.next; node != &pool->active_clients;
-             node = node->next) {
+        for (node = pool->active_clients.next; node != &pool->active_clients; node = node->next) {
             struct client *c = plist_entry(node, struct client, node);
             if (!c->server && c->conn.buf)
                 sweep_add(fds, who, &n, &c->conn, false, c);

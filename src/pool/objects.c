@@ -22,18 +22,39 @@
 
 /* ---- pools ---- */
 
-static char *dup_or_null(const char *s)
+/* The strings pool_apply_config copies from the config, built whole before any is swapped in. */
+struct pool_strings {
+    char *host;
+    char *server_db;
+    char *server_user;
+    char *password;
+    char *connect_query;
+    char *startup_extra[8];
+    int n_startup_extra;
+};
+
+static void pool_strings_free(struct pool_strings *ps)
 {
-    return s ? strdup(s) : NULL;
+    free(ps->host);
+    free(ps->server_db);
+    free(ps->server_user);
+    if (ps->password) {
+        memset(ps->password, 0, strlen(ps->password));
+        free(ps->password);
+    }
+    free(ps->connect_query);
+    for (int i = 0; i < ps->n_startup_extra; i++)
+        free(ps->startup_extra[i]);
+    memset(ps, 0, sizeof(*ps));
 }
 
-void pool_apply_config(struct pool *pool)
+bool pool_apply_config(struct pool *pool)
 {
     const struct pooler_config *cfg = pool->pooler->cfg;
     const struct pooler_db_config *db = pooler_config_find_db(cfg, pool->db_name);
     const struct pooler_user_config *u = pooler_config_find_user(cfg, pool->user_name);
     if (!db)
-        return; /* removed from the config: keep serving with the old settings */
+        return true; /* removed from the config: keep serving with the old settings */
 
     const char *host = db->host ? db->host : "/var/run/postgresql";
     const char *server_db = db->dbname ? db->dbname : pool->db_name;
@@ -42,36 +63,51 @@ void pool_apply_config(struct pool *pool)
     const char *server_user = forced ? db->user : pool->user_name;
     const char *password =
         forced && db->password ? db->password : auth_file_lookup(&cfg->auth, server_user);
-    bool target_changed = pool->host == NULL || strcmp(pool->host, host) != 0 ||
-                          pool->port != db->port || strcmp(pool->server_db, server_db) != 0 ||
-                          strcmp(pool->server_user, server_user) != 0;
-    free(pool->host);
-    free(pool->server_db);
-    free(pool->server_user);
-    if (pool->password) {
-        memset(pool->password, 0, strlen(pool->password));
-        free(pool->password);
-    }
-    pool->host = strdup(host);
-    pool->port = db->port;
-    pool->server_db = strdup(server_db);
-    pool->server_user = strdup(server_user);
-    pool->password = dup_or_null(password);
-    for (int i = 0; i < pool->n_startup_extra; i++)
-        free(pool->startup_extra[i]);
-    pool->n_startup_extra = 0;
+    /* Copies first, swapped in only when every one was made: out of memory leaves the pool
+     * as it was (a new pool is then not created), never with a NULL where a string is due. */
+    struct pool_strings next = {0};
+    bool ok = (next.host = strdup(host)) && (next.server_db = strdup(server_db)) &&
+              (next.server_user = strdup(server_user)) &&
+              (!password || (next.password = strdup(password))) &&
+              (pool->auth_lookup || !db->connect_query ||
+               (next.connect_query = strdup(db->connect_query))); /* never on auth_user's pool */
     const char *extras[][2] = {{"client_encoding", db->client_encoding},
                                {"datestyle", db->datestyle},
                                {"timezone", db->timezone},
                                {"application_name", db->application_name}};
-    for (size_t i = 0; i < 4; i++) {
-        if (extras[i][1] && pool->n_startup_extra + 2 <= 8) {
-            pool->startup_extra[pool->n_startup_extra++] = strdup(extras[i][0]);
-            pool->startup_extra[pool->n_startup_extra++] = strdup(extras[i][1]);
+    for (size_t i = 0; ok && i < 4; i++) {
+        if (extras[i][1] && next.n_startup_extra + 2 <= 8) {
+            ok = (next.startup_extra[next.n_startup_extra++] = strdup(extras[i][0])) &&
+                 (next.startup_extra[next.n_startup_extra++] = strdup(extras[i][1]));
         }
     }
-    free(pool->connect_query);
-    pool->connect_query = pool->auth_lookup ? NULL : dup_or_null(db->connect_query);
+    if (!ok) {
+        pool_strings_free(&next);
+        log_error("pool", "out of memory applying the configuration of %s/%s: kept as it was",
+                  pool->db_name, pool->user_name);
+        return false;
+    }
+    bool target_changed = pool->host == NULL || strcmp(pool->host, host) != 0 ||
+                          pool->port != db->port || strcmp(pool->server_db, server_db) != 0 ||
+                          strcmp(pool->server_user, server_user) != 0;
+    struct pool_strings old = {
+        .host = pool->host,
+        .server_db = pool->server_db,
+        .server_user = pool->server_user,
+        .password = pool->password,
+        .connect_query = pool->connect_query,
+        .n_startup_extra = pool->n_startup_extra,
+    };
+    memcpy(old.startup_extra, pool->startup_extra, sizeof(old.startup_extra));
+    pool_strings_free(&old);
+    pool->host = next.host;
+    pool->port = db->port;
+    pool->server_db = next.server_db;
+    pool->server_user = next.server_user;
+    pool->password = next.password;
+    pool->connect_query = next.connect_query;
+    memcpy(pool->startup_extra, next.startup_extra, sizeof(pool->startup_extra));
+    pool->n_startup_extra = next.n_startup_extra;
 
     /* A [users] setting beats the database's, which beats [pgbouncer] (PgBouncer's order).
      * The user is the pool's: for a forced-user database, the forced user's entry applies,
@@ -122,6 +158,7 @@ void pool_apply_config(struct pool *pool)
         pool->welcome = NULL;
         pool->welcome_len = 0;
     }
+    return true;
 }
 
 static struct pool *find_or_make(struct pooler *p, const struct pooler_db_config *db,
@@ -147,12 +184,11 @@ static struct pool *find_or_make(struct pooler *p, const struct pooler_db_config
         return NULL;
     }
     pool_init_lists(pool);
-    pool_apply_config(pool);
-    control_apply(pool);
-    if (!pool->host) {
+    if (!pool_apply_config(pool) || !pool->host) {
         pool_free(pool);
         return NULL;
     }
+    control_apply(pool);
     plist_append(&p->pools, &pool->node);
     (void)db;
     log_debug("pool", "new %spool %s/%s (%s mode, size %d)", auth_lookup ? "auth_query " : "",
@@ -296,7 +332,7 @@ struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
     c->conn.io = net_io_new(p->loop, fd, c->conn.want_write ? NET_IO_EDGE_RW : NET_IO_EDGE_READ,
                             client_io_cb, c);
     if (!c->conn.io)
-        client_close(c, "cannot watch the socket");
+        client_fail(c, "53200", "out of memory: cannot watch the socket");
     return c;
 }
 

@@ -12,8 +12,9 @@ struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const
 struct pool *pool_get_auth(struct pooler *p, const struct pooler_db_config *db,
                            const char *db_name, const char *auth_user);
 /* Applies (possibly new) config values to an existing pool; marks servers close_needed when
- * the connection target changed. */
-void pool_apply_config(struct pool *pool);
+ * the connection target changed. False when out of memory: the error is logged and the pool
+ * keeps the settings it had (a reload then leaves it on the old ones). */
+bool pool_apply_config(struct pool *pool);
 void pool_free(struct pool *pool);
 /* Why a client that authenticated as login_user for pool (the admin pool for a console login)
  * may not log in now, or NULL; *sqlstate is set with a reason. Refused: a login to a database

@@ -28,7 +28,7 @@ struct prepared_stmt {
     uint32_t refs;
     uint8_t name_len;
     char name[STMT_NAME_MAX]; /* "pgw_<secret>_<id>" */
-    size_t body_len; /* bytes of the Parse body after the statement name */
+    size_t body_len;          /* bytes of the Parse body after the statement name */
     uint8_t body[];
 };
 

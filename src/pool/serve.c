@@ -258,8 +258,16 @@ static void accept_cb(int fd, unsigned what, void *arg)
         return;
     }
     unmap_ipv4(&addr);
-    if (!client_new(p, cfd, &addr))
-        close(cfd);
+    if (!client_new(p, cfd, &addr)) {
+        /* Out of memory for this one client: it is told so (net_refuse closes the socket), the
+         * others are not affected. */
+        uint8_t buf[128];
+        struct wire_buf b;
+        wire_buf_init(&b, buf, sizeof(buf));
+        wire_build_error(&b, "FATAL", "53200", "out of memory");
+        net_refuse(cfd, buf, b.len);
+        log_warning("serve", "out of memory accepting a client: refused it");
+    }
 }
 
 static bool add_tcp_listener(struct pooler *p, const char *addr, char *err, size_t err_len)

@@ -443,22 +443,27 @@ static bool send_startup(struct server *s)
 #define WELCOME_MAX_PARAMS 256
 #define WELCOME_MAX_BYTES (64 * 1024)
 
-/* Adds one ParameterStatus to the welcome kept for the pool's clients. False when the server
- * sent more than a PostgreSQL would (or no memory): the login fails. */
-static bool welcome_append(struct server *s, const uint8_t *msg, size_t len)
+enum welcome_result {
+    WELCOME_OK,
+    WELCOME_TOO_MUCH,  /* more than a PostgreSQL sends: the server refused, in effect */
+    WELCOME_NO_MEMORY, /* our failure: this login fails, the server is not to blame */
+};
+
+/* Adds one ParameterStatus to the welcome kept for the pool's clients. */
+static enum welcome_result welcome_append(struct server *s, const uint8_t *msg, size_t len)
 {
     struct server_login *l = s->login;
     if (++l->welcome_params > WELCOME_MAX_PARAMS || l->welcome_len + len > WELCOME_MAX_BYTES)
-        return false;
+        return WELCOME_TOO_MUCH;
     if (s->pool->welcome_ready)
-        return true; /* counted only: the pool already has its welcome */
+        return WELCOME_OK; /* counted only: the pool already has its welcome */
     uint8_t *w = realloc(l->welcome, l->welcome_len + len);
     if (!w)
-        return false;
+        return WELCOME_NO_MEMORY;
     memcpy(w + l->welcome_len, msg, len);
     l->welcome = w;
     l->welcome_len += len;
-    return true;
+    return WELCOME_OK;
 }
 
 /* The largest PasswordMessage the pooler builds: a cleartext password from auth_file or the
@@ -859,7 +864,12 @@ static void login_event(struct server *s, unsigned what)
                 int id = params_lookup(name);
                 if (id >= 0)
                     pstr_set(&s->params[id], value);
-                if (!welcome_append(s, msg, WIRE_HEADER_LEN + len)) {
+                enum welcome_result w = welcome_append(s, msg, WIRE_HEADER_LEN + len);
+                if (w == WELCOME_NO_MEMORY) {
+                    login_failed(s, "53200", "out of memory");
+                    return;
+                }
+                if (w == WELCOME_TOO_MUCH) {
                     login_refused(s, "08P01", "too many ParameterStatus messages from server");
                     return;
                 }

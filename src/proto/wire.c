@@ -394,8 +394,8 @@ bool wire_parse_data_row_int(const uint8_t *body, size_t len, long long *out)
 {
     if (len < 6 || (body[0] << 8 | body[1]) < 1)
         return false;
-    uint32_t n = (uint32_t)body[2] << 24 | (uint32_t)body[3] << 16 | (uint32_t)body[4] << 8 |
-                 body[5];
+    uint32_t n =
+        (uint32_t)body[2] << 24 | (uint32_t)body[3] << 16 | (uint32_t)body[4] << 8 | body[5];
     if (n == 0xFFFFFFFFu || n == 0 || n > 20 || n > len - 6)
         return false; /* NULL, empty, or not a number that fits */
     long long v = 0;

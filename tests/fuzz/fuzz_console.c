@@ -96,8 +96,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     text[size] = '\0';
     char key[16], value[32];
     if (console_parse_set(text, key, sizeof(key), value, sizeof(value))) {
-        if (strnlen(key, sizeof(key)) == sizeof(key) || strnlen(value, sizeof(value)) == sizeof(value) ||
-            key[0] == '\0')
+        if (strnlen(key, sizeof(key)) == sizeof(key) ||
+            strnlen(value, sizeof(value)) == sizeof(value) || key[0] == '\0')
             abort();
     }
     free(text);

@@ -53,8 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case 'D': {
             long long v;
-            if (wire_parse_data_row_int(body, len, &v) && (v > 100000000000LL * 10 + 9 ||
-                                                           v < -(100000000000LL * 10 + 9)))
+            if (wire_parse_data_row_int(body, len, &v) &&
+                (v > 100000000000LL * 10 + 9 || v < -(100000000000LL * 10 + 9)))
                 __builtin_trap();
             break;
         }

@@ -27,12 +27,11 @@ static const char *const EXAMPLE =
     "hostssl all         all         all            cert map=certmap\n"
     "host    all         all         0.0.0.0/0      reject\n";
 
-static const struct hba_rule *ask(const struct hba *h, bool unix_socket, bool tls,
-                                  const char *ip, const char *db, const char *user)
+static const struct hba_rule *ask(const struct hba *h, bool unix_socket, bool tls, const char *ip,
+                                  const char *db, const char *user)
 {
     unsigned char addr[16];
-    struct hba_request req = {.unix_socket = unix_socket, .tls = tls, .database = db,
-                              .user = user};
+    struct hba_request req = {.unix_socket = unix_socket, .tls = tls, .database = db, .user = user};
     if (ip) {
         req.family = strchr(ip, ':') ? AF_INET6 : AF_INET;
         assert_int_equal(inet_pton(req.family, ip, addr), 1);
@@ -75,8 +74,8 @@ static void test_every_line_type_and_method(void **state)
     assert_int_equal(r->method, HBA_CERT);
     assert_string_equal(r->map, "certmap");
     /* replication: only lines naming it; "all" does not cover it. */
-    struct hba_request repl = {.database = "x", .user = "repl", .replication = true,
-                               .family = AF_INET6};
+    struct hba_request repl = {
+        .database = "x", .user = "repl", .replication = true, .family = AF_INET6};
     unsigned char one[16] = {0};
     one[15] = 1;
     repl.addr = one;
@@ -147,8 +146,8 @@ static void test_at_file_and_ident_map(void **state)
     assert_non_null(strstr(err, "none.conf"));
 
     struct ident_map m;
-    assert_true(ident_parse("# map sys db\ncertmap  CN-alice  alice\nlocal root all\n", "ident",
-                            &m, err, sizeof(err)));
+    assert_true(ident_parse("# map sys db\ncertmap  CN-alice  alice\nlocal root all\n", "ident", &m,
+                            err, sizeof(err)));
     assert_true(ident_allows(&m, "certmap", "CN-alice", "alice"));
     assert_false(ident_allows(&m, "certmap", "CN-alice", "bob"));
     assert_true(ident_allows(&m, "local", "root", "anyone"));

@@ -32,8 +32,8 @@ static void test_learns_only_what_finished_between_snapshots(void **state)
     client(&prev, 1, "web", 1000, 900000); /* history before the manager looked: ignored */
     fx_snapshot(&cur, SNAPSHOT_MODE_SERVE, FX_NOW + 1000);
     client(&cur, 1, "web", 1030, 900000 + 150); /* 30 transactions, 5 ms each */
-    client(&cur, 2, "web", 0, 0);                /* nothing finished */
-    client(&cur, 3, "batch", 10, 20000);         /* new: all of its 10 count, too few */
+    client(&cur, 2, "web", 0, 0);               /* nothing finished */
+    client(&cur, 3, "batch", 10, 20000);        /* new: all of its 10 count, too few */
     assert_true(hold_norms_observe(&hn, &prev, &cur));
     assert_int_equal(hold_norms_usual_ms(&hn, "web"), 5);
     assert_int_equal(hold_norms_usual_ms(&hn, "batch"), 0); /* 10 < HOLD_NORMS_MIN_XACTS */

@@ -74,9 +74,9 @@ static void test_hysteresis_and_cooldown(void **state)
 static void test_fair_share(void **state)
 {
     (void)state;
-    assert_int_equal(autoscale_fair_share(0, 3, 20), 0);    /* unknown: no bound */
-    assert_int_equal(autoscale_fair_share(97, 4, 10), 24);  /* equal share */
-    assert_int_equal(autoscale_fair_share(97, 4, 30), 30);  /* never below the config */
+    assert_int_equal(autoscale_fair_share(0, 3, 20), 0);   /* unknown: no bound */
+    assert_int_equal(autoscale_fair_share(97, 4, 10), 24); /* equal share */
+    assert_int_equal(autoscale_fair_share(97, 4, 30), 30); /* never below the config */
     assert_int_equal(autoscale_fair_share(97, 0, 5), 97);
 }
 

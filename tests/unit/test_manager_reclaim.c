@@ -35,8 +35,7 @@ static void test_option_default_off_and_parsed(void **state)
     char err[200];
     assert_int_equal(options_set(&o, "leak-reclaim", "cancel", err, sizeof(err)), OPTIONS_OK);
     assert_int_equal(o.leak_reclaim, RECLAIM_CANCEL);
-    assert_int_equal(options_set(&o, "leak_reclaim", "kill", err, sizeof(err)),
-                     OPTIONS_BAD_VALUE);
+    assert_int_equal(options_set(&o, "leak_reclaim", "kill", err, sizeof(err)), OPTIONS_BAD_VALUE);
     assert_non_null(strstr(err, "leak_reclaim"));
     options_free(&o);
 }

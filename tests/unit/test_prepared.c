@@ -96,7 +96,7 @@ static void test_server_sets_evict_least_recently_used(void **state)
     for (uint64_t id = 1; id <= 3; id++)
         assert_true(server_stmts_prepared(&s, id));
     assert_int_equal(server_stmts_victim(&s, 4), 0); /* below the bound: nothing to close */
-    assert_int_equal(server_stmts_victim(&s, 3), 1);  /* at it: the oldest */
+    assert_int_equal(server_stmts_victim(&s, 3), 1); /* at it: the oldest */
     server_stmts_touch(&s, server_stmts_find(&s, 1));
     assert_int_equal(server_stmts_victim(&s, 3), 2);
     /* Adding an existing id refreshes it instead of duplicating. */

@@ -302,7 +302,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_lengths),   cmocka_unit_test(test_startup_message),
         cmocka_unit_test(test_special_requests), cmocka_unit_test(test_build_and_parse),
-        cmocka_unit_test(test_sasl_initial), cmocka_unit_test(test_growable_buffer),
+        cmocka_unit_test(test_sasl_initial),     cmocka_unit_test(test_growable_buffer),
         cmocka_unit_test(test_data_row_int),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
