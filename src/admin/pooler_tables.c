@@ -2,7 +2,6 @@
  * ":i" int4, ":q" int8, ":n" numeric, text otherwise (admin/reply.h). */
 #include "admin/pooler_tables.h"
 
-
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>

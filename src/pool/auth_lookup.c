@@ -26,11 +26,11 @@
 #include "proto/wire.h"
 
 struct auth_lookup {
-    struct plist node;      /* on pool->lookups */
-    struct pool *pool;      /* borrowed */
-    struct client *client;  /* borrowed; NULL once the client left */
-    struct server *server;  /* borrowed: the server running the query, NULL while queued */
-    char *user;             /* owned */
+    struct plist node;     /* on pool->lookups */
+    struct pool *pool;     /* borrowed */
+    struct client *client; /* borrowed; NULL once the client left */
+    struct server *server; /* borrowed: the server running the query, NULL while queued */
+    char *user;            /* owned */
     struct auth_lookup_answer answer;
     char error[256]; /* the server's ErrorResponse, "" when none */
 };
@@ -143,8 +143,7 @@ static void finish(struct auth_lookup *req, const char *error)
     if (!c)
         ; /* nobody waits: nothing to say */
     else if (why && !error)
-        log_warning("pool", "auth_query for user %s in %s: %s", req->user, req->pool->db_name,
-                    why);
+        log_warning("pool", "auth_query for user %s in %s: %s", req->user, req->pool->db_name, why);
     else if (error)
         log_warning("pool", "auth_query for user %s in %s failed: %s", req->user,
                     req->pool->db_name, error);
@@ -269,8 +268,8 @@ bool auth_lookup_start(struct client *c, const char *db_name, const char *user,
     req->client = c;
     plist_append(&pool->lookups, &req->node);
     *out = req;
-    log_debug("pool", "client %llu: auth_query for user %s in %s", (unsigned long long)c->id,
-              user, db_name);
+    log_debug("pool", "client %llu: auth_query for user %s in %s", (unsigned long long)c->id, user,
+              db_name);
     auth_lookup_pump(pool);
     return true;
 }
@@ -296,9 +295,8 @@ void auth_lookup_on_error(struct server *s, const uint8_t *body, size_t len)
 {
     struct wire_error e;
     if (s->lookup && wire_parse_error(body, len, &e))
-        snprintf(s->lookup->error, sizeof(s->lookup->error), "%s%s%s",
-                 e.sqlstate ? e.sqlstate : "", e.sqlstate ? " " : "",
-                 e.message ? e.message : "error from server");
+        snprintf(s->lookup->error, sizeof(s->lookup->error), "%s%s%s", e.sqlstate ? e.sqlstate : "",
+                 e.sqlstate ? " " : "", e.message ? e.message : "error from server");
 }
 
 void auth_lookup_query_done(struct server *s)

@@ -21,8 +21,8 @@ enum auth_lookup_verdict {
 /* The answer collected so far: rows are fed one DataRow body at a time. */
 struct auth_lookup_answer {
     unsigned rows;
-    bool bad;      /* a row of the wrong shape */
-    char *secret;  /* owned (wiped when freed): the first row's secret, NULL = NULL */
+    bool bad;     /* a row of the wrong shape */
+    char *secret; /* owned (wiped when freed): the first row's secret, NULL = NULL */
 };
 
 /* Feeds one DataRow body: the row must have two columns, the first equal to user. */
@@ -42,10 +42,10 @@ __attribute__((warn_unused_result)) bool auth_lookup_start(struct client *c, con
 void auth_lookup_cancel(struct auth_lookup *req);
 
 /* Hooks of the server side (server.c, handout.c). */
-void auth_lookup_pump(struct pool *pool);            /* a server of pool became idle */
+void auth_lookup_pump(struct pool *pool); /* a server of pool became idle */
 void auth_lookup_on_row(struct server *s, const uint8_t *body, size_t len);
 void auth_lookup_on_error(struct server *s, const uint8_t *body, size_t len);
-void auth_lookup_query_done(struct server *s);       /* its ReadyForQuery arrived */
+void auth_lookup_query_done(struct server *s); /* its ReadyForQuery arrived */
 void auth_lookup_server_gone(struct server *s, const char *why);
 void auth_lookup_login_failed(struct pool *pool, const char *why);
 

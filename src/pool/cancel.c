@@ -118,14 +118,12 @@ static struct cancel_req *open_cancel_conn(struct pooler *p, int fd, uint32_t pi
 static void forward_to_peer(struct pooler *p, int peer_id, uint32_t pid, uint32_t key)
 {
     if (cancel_key_ttl(key) == 0) {
-        log_info("pool", "cancel request for peer %d dropped: forwarded too many times",
-                 peer_id);
+        log_info("pool", "cancel request for peer %d dropped: forwarded too many times", peer_id);
         return;
     }
     const struct pooler_peer_config *peer = pooler_config_find_peer(p->cfg, peer_id);
     if (!peer) {
-        log_warning("pool", "cancel request for peer %d dropped: no such peer in [peers]",
-                    peer_id);
+        log_warning("pool", "cancel request for peer %d dropped: no such peer in [peers]", peer_id);
         return;
     }
     if (p->n_cancel_reqs >= p->cfg->max_client_conn) {
@@ -144,8 +142,7 @@ static void forward_to_peer(struct pooler *p, int peer_id, uint32_t pid, uint32_
         r->peer_id = peer_id;
 }
 
-void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key_bytes,
-                          size_t key_len)
+void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key_bytes, size_t key_len)
 {
     if (key_len != 4)
         return;

@@ -34,8 +34,8 @@ void client_finish_login(struct client *c);
 /* auth_query's answer for a client waiting in login (auth_lookup.c): error set when no
  * answer could be had (the client is failed with it); else the verdict and, for
  * AUTH_LOOKUP_SECRET, the secret (borrowed, copied). */
-void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict,
-                             const char *secret, const char *error);
+void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict, const char *secret,
+                             const char *error);
 /* Frees what the client module keeps for c (its login state, its session): when c closes. */
 void client_login_free(struct client *c);
 /* The user the client logged in as (console clients included). */

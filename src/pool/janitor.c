@@ -95,8 +95,8 @@ static void fast_close(struct pool *pool)
     plist_for_each_safe(n, tmp, &pool->active_servers)
     {
         struct server *s = plist_entry(n, struct server, node);
-        if (s->close_needed && s->client && s->xact == WIRE_XACT_IDLE &&
-            !server_owes_answers(s) && client_is_quiet(s->client))
+        if (s->close_needed && s->client && s->xact == WIRE_XACT_IDLE && !server_owes_answers(s) &&
+            client_is_quiet(s->client))
             client_fail(s->client, "08P01", "database configuration changed");
     }
 }

@@ -207,8 +207,8 @@ struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const
     return find_or_make(p, db, db_name, user, false);
 }
 
-struct pool *pool_get_auth(struct pooler *p, const struct pooler_db_config *db,
-                           const char *db_name, const char *auth_user)
+struct pool *pool_get_auth(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
+                           const char *auth_user)
 {
     return find_or_make(p, db, db_name, auth_user, true);
 }

@@ -9,8 +9,8 @@ struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const
                       const char *user);
 /* auth_user's own pool in db_name, apart from the pool clients logging in as auth_user use
  * (auth_lookup.c runs auth_query on its servers). */
-struct pool *pool_get_auth(struct pooler *p, const struct pooler_db_config *db,
-                           const char *db_name, const char *auth_user);
+struct pool *pool_get_auth(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
+                           const char *auth_user);
 /* Applies (possibly new) config values to an existing pool; marks servers close_needed when
  * the connection target changed. False when out of memory: the error is logged and the pool
  * keeps the settings it had (a reload then leaves it on the old ones). */

@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-#define CANCEL_KEY_TTL_MASK 3u
+#define CANCEL_KEY_TTL_MASK    3u
 #define CANCEL_KEY_MAX_PEER_ID 16383
 
 /* Writes peer_id into a random (pid, key) pair and sets the full TTL. */

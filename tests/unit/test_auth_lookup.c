@@ -45,14 +45,17 @@ static enum auth_lookup_verdict judge(const char *a, const char *b, int rows)
 static void test_verdicts(void **state)
 {
     (void)state;
-    assert_int_equal(judge("alice", "md5" "0123456789abcdef0123456789abcdef", 1),
+    assert_int_equal(judge("alice",
+                           "md5"
+                           "0123456789abcdef0123456789abcdef",
+                           1),
                      AUTH_LOOKUP_SECRET);
     assert_int_equal(judge("alice", "plain-pw", 1), AUTH_LOOKUP_SECRET);
     assert_int_equal(judge("alice", "x", 0), AUTH_LOOKUP_NO_USER);
     assert_int_equal(judge("alice", NULL, 1), AUTH_LOOKUP_NO_USER); /* expired */
     assert_int_equal(judge("alice", "", 1), AUTH_LOOKUP_NO_USER);
     assert_int_equal(judge("alice", "pw", 2), AUTH_LOOKUP_BAD_ANSWER);
-    assert_int_equal(judge("bob", "pw", 1), AUTH_LOOKUP_BAD_ANSWER);  /* someone else */
+    assert_int_equal(judge("bob", "pw", 1), AUTH_LOOKUP_BAD_ANSWER); /* someone else */
     assert_int_equal(judge(NULL, "pw", 1), AUTH_LOOKUP_BAD_ANSWER);
     assert_int_equal(judge("alice", "SCRAM-SHA-256$junk", 1), AUTH_LOOKUP_BAD_ANSWER);
     assert_int_equal(judge("alice", "md5short", 1), AUTH_LOOKUP_BAD_ANSWER);

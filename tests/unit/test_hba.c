@@ -185,8 +185,8 @@ static void test_spaced_lists_and_cert_on_host(void **state)
     (void)state;
     struct hba h;
     char err[256];
-    assert_true(hba_parse("host db u1,u2 , u3 10.0.0.0/8 md5\nhost all all all cert\n",
-                          "hba.conf", NULL, &h, err, sizeof(err)));
+    assert_true(hba_parse("host db u1,u2 , u3 10.0.0.0/8 md5\nhost all all all cert\n", "hba.conf",
+                          NULL, &h, err, sizeof(err)));
     assert_int_equal(h.n, 2);
     assert_int_equal(h.rules[0].users.n, 3);
     assert_string_equal(h.rules[0].users.names[2], "u3");
@@ -201,8 +201,8 @@ static void test_decide_defaults_to_reject(void **state)
     (void)state;
     struct hba h;
     char err[256];
-    assert_true(hba_parse("hostssl all all all scram-sha-256\n", "hba.conf", NULL, &h, err,
-                          sizeof(err)));
+    assert_true(
+        hba_parse("hostssl all all all scram-sha-256\n", "hba.conf", NULL, &h, err, sizeof(err)));
     unsigned char addr[4] = {127, 0, 0, 1};
     struct hba_request req = {.family = AF_INET, .addr = addr, .database = "d", .user = "u"};
     const struct hba_rule *rule = NULL;
@@ -225,8 +225,8 @@ static void test_identity_with_and_without_map(void **state)
     (void)state;
     struct ident_map m;
     char err[256];
-    assert_true(ident_parse("ops  root  postgres\nops  alice  all\nother bob bob\n", "ident",
-                            &m, err, sizeof(err)));
+    assert_true(ident_parse("ops  root  postgres\nops  alice  all\nother bob bob\n", "ident", &m,
+                            err, sizeof(err)));
     assert_true(hba_identity_ok(&m, NULL, "bob", "bob"));
     assert_false(hba_identity_ok(&m, NULL, "bob", "alice"));
     assert_false(hba_identity_ok(&m, NULL, NULL, "bob")); /* no proven identity */
