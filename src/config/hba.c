@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 
 /* Bounds: a file is read whole, so its size is bounded; an @file holds names only. */
-#define HBA_MAX_FILE  (1024 * 1024)
-#define HBA_MAX_ITEMS 4096 /* items of one field */
+#define HBA_MAX_FILE   (1024 * 1024)
+#define HBA_MAX_ITEMS  4096 /* items of one field */
 #define HBA_MAX_FIELDS 64
 
 /* One item of a field: its text, and whether it was quoted (a quoted keyword is a name). */
@@ -247,7 +247,8 @@ static bool read_names(const struct field *f, bool for_db, const char *dir, stru
             out->sameuser = true;
         } else if (for_db && keyword(it, "replication")) {
             out->replication = true;
-        } else if (!it->quoted && (!strcmp(it->text, "samerole") || !strcmp(it->text, "samegroup"))) {
+        } else if (!it->quoted &&
+                   (!strcmp(it->text, "samerole") || !strcmp(it->text, "samegroup"))) {
             *why = "samerole and samegroup are not supported (role membership is the server's)";
             return false;
         } else if (!it->quoted && it->text[0] == '+') {
@@ -287,8 +288,8 @@ static const struct {
     const char *name;
     enum hba_method method;
 } METHODS[] = {
-    {"trust", HBA_TRUST},       {"reject", HBA_REJECT}, {"password", HBA_PASSWORD},
-    {"md5", HBA_MD5},           {"scram-sha-256", HBA_SCRAM}, {"cert", HBA_CERT},
+    {"trust", HBA_TRUST}, {"reject", HBA_REJECT},       {"password", HBA_PASSWORD},
+    {"md5", HBA_MD5},     {"scram-sha-256", HBA_SCRAM}, {"cert", HBA_CERT},
     {"peer", HBA_PEER},
 };
 
@@ -460,8 +461,7 @@ static bool add_rule(struct field *fields, size_t n, int line_no, void *ctx, con
             hp->out->first_skipped_line = line_no;
         return true;
     }
-    struct hba_rule *grown =
-        ok ? realloc(hp->out->rules, (hp->out->n + 1) * sizeof(*grown)) : NULL;
+    struct hba_rule *grown = ok ? realloc(hp->out->rules, (hp->out->n + 1) * sizeof(*grown)) : NULL;
     if (ok && !grown) {
         ok = false;
         *why = "out of memory";
@@ -579,8 +579,8 @@ const struct hba_rule *hba_match(const struct hba *hba, const struct hba_request
         if (!conn_matches(r->conn, req) || !database_matches(&r->databases, req) ||
             !names_match(&r->users, req->user))
             continue;
-        if (!r->any_addr && (req->unix_socket || !req->addr ||
-                             !cidr_contains(&r->addr, req->family, req->addr)))
+        if (!r->any_addr &&
+            (req->unix_socket || !req->addr || !cidr_contains(&r->addr, req->family, req->addr)))
             continue;
         return r;
     }

@@ -43,45 +43,52 @@ struct key_def {
 static const struct key_def KEYS[] = {
     {"listen_addr", KEY_STRING, OFF(listen_addr), "127.0.0.1", true,
      "comma-separated TCP addresses to listen on (\"*\" = all IPv4 and IPv6 addresses, empty = "
-     "no TCP)", true},
-    {"listen_port", KEY_INT, OFF(listen_port), "6432", true,
-     "TCP port, also names the unix socket", true},
+     "no TCP)",
+     true},
+    {"listen_port", KEY_INT, OFF(listen_port), "6432", true, "TCP port, also names the unix socket",
+     true},
     {"unix_socket_dir", KEY_STRING, OFF(unix_socket_dir), "/tmp", true,
      "directory of the unix socket .s.PGSQL.<port> (empty = none)", true},
     {"listen_backlog", KEY_INT, OFF(listen_backlog), "128", true, "listen(2) backlog", true},
     {"so_reuseport", KEY_BOOL, OFF(so_reuseport), "0", true,
      "set SO_REUSEPORT on the TCP listeners, so several pgwarden processes share the port (give "
      "each its own unix_socket_dir and pidfile, and a peer_id with [peers] so that cancel "
-     "requests reach the process holding the query)", true},
+     "requests reach the process holding the query)",
+     true},
     {"peer_id", KEY_INT, OFF(peer_id), "0", true,
      "this process's id in a group of peered processes, 1..16383 (0 = no peering); it is "
-     "written into the cancel keys handed to clients", true},
+     "written into the cancel keys handed to clients",
+     true},
     {"tcp_defer_accept", KEY_BOOL, OFF(tcp_defer_accept), "1", true,
      "TCP listeners report a new client only once its first packet has arrived "
      "(TCP_DEFER_ACCEPT, 1 s; a silent client is accepted after that), saving a wake-up per "
-     "connection", true},
+     "connection",
+     true},
     {"auth_type", KEY_AUTH_TYPE, OFF(auth_type), "md5", true,
      "client authentication: trust, plain, md5, scram-sha-256, cert (TLS client certificate "
      "whose common name is the user), peer (unix socket, the peer's Unix user), hba (per "
-     "auth_hba_file)", false},
+     "auth_hba_file)",
+     false},
     {"auth_file", KEY_STRING, OFF(auth_file), "", true,
      "userlist.txt with \"user\" \"secret\" lines (plain, md5 or SCRAM secrets)", false},
     {"auth_user", KEY_STRING, OFF(auth_user), "", true,
      "user whose auth_file secret logs in to run auth_query for users auth_file does not list "
-     "(empty = no lookups)", false},
+     "(empty = no lookups)",
+     false},
     {"auth_query", KEY_STRING, OFF(auth_query),
      "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM "
      "pg_authid WHERE rolname=$1 AND rolcanlogin",
      true, "query returning (user name, secret) for $1; a NULL secret refuses the user", false},
     {"auth_dbname", KEY_STRING, OFF(auth_dbname), "", true,
      "[databases] entry auth_query runs in (empty = the client's database; a database's own "
-     "auth_dbname= wins)", false},
+     "auth_dbname= wins)",
+     false},
     {"auth_hba_file", KEY_STRING, OFF(auth_hba_file), "", true,
      "pg_hba.conf-style rules for auth_type = hba (local, host, hostssl, hostnossl; read at "
-     "start and on reload)", false},
-    {"auth_ident_file", KEY_STRING, OFF(auth_ident_file), "", true,
-     "user name maps (\"map system-user database-user\") for map= on peer and cert lines",
+     "start and on reload)",
      false},
+    {"auth_ident_file", KEY_STRING, OFF(auth_ident_file), "", true,
+     "user name maps (\"map system-user database-user\") for map= on peer and cert lines", false},
     {"pool_mode", KEY_POOL_MODE, OFF(pool_mode), "session", true,
      "when a server returns to the pool: session, transaction, statement", false},
     {"max_client_conn", KEY_INT, OFF(max_client_conn), "100", true,
@@ -108,7 +115,8 @@ static const struct key_def KEYS[] = {
      "also run server_reset_query in transaction mode", false},
     {"server_check_query", KEY_STRING, OFF(server_check_query), "", true,
      "health check before reusing a server idle longer than server_check_delay (empty = the "
-     "empty query)", false},
+     "empty query)",
+     false},
     {"server_check_delay", KEY_DURATION, OFF(server_check_delay_ms), "30", true,
      "idle time after which a server is checked before reuse (0 = check before every reuse)",
      false},
@@ -116,7 +124,8 @@ static const struct key_def KEYS[] = {
      "period over which SHOW STATS averages are computed", false},
     {"server_lifetime", KEY_DURATION, OFF(server_lifetime_ms), "3600", true,
      "servers older than this are closed when released (with jitter; 0 = a server serves one "
-     "client, then is closed)", false},
+     "client, then is closed)",
+     false},
     {"server_idle_timeout", KEY_DURATION, OFF(server_idle_timeout_ms), "600", true,
      "idle servers are closed after this (0 = never)", false},
     {"server_connect_timeout", KEY_DURATION, OFF(server_connect_timeout_ms), "15", true,
@@ -147,13 +156,15 @@ static const struct key_def KEYS[] = {
      "largest protocol message accepted", false},
     {"max_prepared_statements", KEY_INT, OFF(max_prepared_statements), "200", true,
      "transaction/statement mode: protocol-level named statements kept prepared per server "
-     "connection, least recently used closed first (0 = named statements are not tracked)", false},
+     "connection, least recently used closed first (0 = named statements are not tracked)",
+     false},
     {"ignore_startup_parameters", KEY_STRING, OFF(ignore_startup_parameters), "", true,
      "comma-separated startup parameters accepted and ignored (e.g. extra_float_digits)", false},
     {"track_extra_parameters", KEY_STRING, OFF(track_extra_parameters), "IntervalStyle", true,
      "comma-separated parameters besides the five PgBouncer tracks whose changes PostgreSQL "
      "reports (ParameterStatus): a client's value, from its startup packet or its SET, is "
-     "restored on every server it is given", false},
+     "restored on every server it is given",
+     false},
     {"log_connections", KEY_BOOL, OFF(log_connections), "1", true, "log client logins", false},
     {"log_disconnections", KEY_BOOL, OFF(log_disconnections), "1", true,
      "log disconnections with the reason", false},
@@ -162,13 +173,15 @@ static const struct key_def KEYS[] = {
     {"logfile", KEY_STRING, OFF(logfile), "", true, "log file (empty = stderr)", false},
     {"pidfile", KEY_STRING, OFF(pidfile), "", true,
      "write the process id here; refuse to start while it names a live process (read at "
-     "start)", true},
+     "start)",
+     true},
     {"user", KEY_STRING, OFF(user), "", true,
      "Unix user to switch to once the listeners are bound (needs root; read at start)", true},
     {"admin_users", KEY_STRING, OFF(admin_users), "", true, "admin console users", false},
     {"stats_users", KEY_STRING, OFF(stats_users), "", true, "read-only admin console users", false},
     {"verbose", KEY_INT, OFF(verbose), "0", true, "1 = debug, 2 = trace logging", false},
-    {"tcp_keepalive", KEY_BOOL, OFF(tcp_keepalive), "1", true, "TCP keepalive on all sockets", false},
+    {"tcp_keepalive", KEY_BOOL, OFF(tcp_keepalive), "1", true, "TCP keepalive on all sockets",
+     false},
     {"tcp_keepidle", KEY_INT, OFF(tcp_keepidle), "0", true,
      "seconds idle before the first keepalive probe (0 = kernel default)", false},
     {"tcp_keepintvl", KEY_INT, OFF(tcp_keepintvl), "0", true,
@@ -177,11 +190,13 @@ static const struct key_def KEYS[] = {
      "unanswered probes before the connection is dropped (0 = kernel default)", false},
     {"tcp_user_timeout", KEY_INT, OFF(tcp_user_timeout_ms), "0", true,
      "milliseconds unacknowledged data may wait before the connection fails (TCP_USER_TIMEOUT; "
-     "0 = off)", false},
+     "0 = off)",
+     false},
     {"client_tls_sslmode", KEY_SSLMODE, OFF(client_tls.sslmode), "disable", true,
      "TLS for clients: disable (an SSLRequest is answered N), allow/prefer (TLS when the client "
      "asks), require (plain TCP clients are refused; unix socket clients are not), verify-ca/"
-     "verify-full (a client certificate signed by client_tls_ca_file is required)", false},
+     "verify-full (a client certificate signed by client_tls_ca_file is required)",
+     false},
     {"client_tls_key_file", KEY_STRING, OFF(client_tls.key_file), "", true,
      "private key (PEM, not encrypted) for TLS with clients", false},
     {"client_tls_cert_file", KEY_STRING, OFF(client_tls.cert_file), "", true,
@@ -193,7 +208,8 @@ static const struct key_def KEYS[] = {
      false},
     {"client_tls_ciphers", KEY_STRING, OFF(client_tls.ciphers), "default", true,
      "TLS 1.2 and older cipher list for clients (OpenSSL syntax; default/secure/fast/normal = "
-     "OpenSSL's default, all)", false},
+     "OpenSSL's default, all)",
+     false},
     {"client_tls13_ciphers", KEY_STRING, OFF(client_tls.tls13_ciphers), "", true,
      "TLS 1.3 suites for clients, ':'-separated (empty = OpenSSL's default)", false},
     {"client_tls_dheparams", KEY_STRING, OFF(client_tls.dheparams), "auto", true,
@@ -203,7 +219,8 @@ static const struct key_def KEYS[] = {
     {"server_tls_sslmode", KEY_SSLMODE, OFF(server_tls.sslmode), "prefer", true,
      "TLS to PostgreSQL over TCP: disable, allow/prefer (TLS when the server agrees, else plain), "
      "require (TLS or no connection), verify-ca (and a trusted certificate), verify-full (and "
-     "the host name matches)", false},
+     "the host name matches)",
+     false},
     {"server_tls_ca_file", KEY_STRING, OFF(server_tls.ca_file), "", true,
      "CA certificates for PostgreSQL's certificate (\"system\" = OpenSSL's store)", false},
     {"server_tls_key_file", KEY_STRING, OFF(server_tls.key_file), "", true,
@@ -223,15 +240,18 @@ static const struct key_def KEYS[] = {
      "graceful shutdowns (SIGINT, SIGTERM) end after this at the latest (0 = wait forever)", false},
     {"io_uring", KEY_BOOL, OFF(io_uring), "1", false,
      "send each loop turn's requests and results in one io_uring system call (read at start; "
-     "falls back to send() where io_uring is unavailable)", true},
+     "falls back to send() where io_uring is unavailable)",
+     true},
     {"http_listen", KEY_STRING, OFF(http_listen), "", false,
      "HTTP endpoint for /healthz, /readyz and /metrics: \"port\" (on 127.0.0.1) or "
-     "\"host:port\" (empty = no HTTP; read at start)", true},
+     "\"host:port\" (empty = no HTTP; read at start)",
+     true},
     {"http_auth_token", KEY_STRING, OFF(http_auth_token), "", false,
      "bearer token every HTTP endpoint but /healthz requires (empty = none; shown masked)", false},
     {"http_auth_token_file", KEY_STRING, OFF(http_auth_token_file), "", false,
      "file whose first line is the HTTP bearer token (instead of http_auth_token; read at start "
-     "and on reload)", false},
+     "and on reload)",
+     false},
 };
 
 /*
@@ -787,8 +807,8 @@ static bool user_connstr_cb(void *ctx, const char *key, const char *value, char 
         while (k < sizeof(USER_KEYS) / sizeof(USER_KEYS[0]) && strcmp(USER_KEYS[k].key, key))
             k++;
         if (k == sizeof(USER_KEYS) / sizeof(USER_KEYS[0])) {
-            add_warning(((struct user_parse *)ctx)->cfg,
-                        "[users] %s: unknown setting '%s' ignored", u->name, key);
+            add_warning(((struct user_parse *)ctx)->cfg, "[users] %s: unknown setting '%s' ignored",
+                        u->name, key);
             return true;
         }
         void *field = (char *)u + USER_KEYS[k].offset;
@@ -844,8 +864,9 @@ static bool peer_connstr_cb(void *ctx, const char *key, const char *value, char 
     if (!strcmp(key, "host")) {
         if (value[0] != '/' && !net_host_is_numeric(value)) {
             /* Resolving would block the loop when a cancel comes: names are not taken. */
-            snprintf(err, err_len, "host: a peer is a unix socket directory or a numeric "
-                                   "address");
+            snprintf(err, err_len,
+                     "host: a peer is a unix socket directory or a numeric "
+                     "address");
             return false;
         }
         free(peer->host);
@@ -1238,7 +1259,6 @@ void pooler_config_describe(pooler_config_describe_fn emit, void *ctx)
         emit(ctx, KEYS[i].pgbouncer ? "pgbouncer" : "pgwarden", KEYS[i].name, KEYS[i].default_text,
              KEYS[i].pgbouncer, KEYS[i].meaning);
 }
-
 
 void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_fn emit, void *ctx)
 {

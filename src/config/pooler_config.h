@@ -50,7 +50,7 @@ struct pooler_db_config {
     int max_db_connections;
     int max_db_client_connections;
     int64_t server_lifetime_ms; /* -1 = the [pgbouncer] value (0 there: used once) */
-    int pool_mode; /* enum pool_mode or -1 */
+    int pool_mode;              /* enum pool_mode or -1 */
 };
 
 /* One side's *_tls_* keys. Strings are owned; "" = not set. dheparams and ecdhcurve exist
@@ -70,8 +70,8 @@ struct pooler_tls_config {
 /* One [users] entry. Numbers are -1 when not set; the timeouts override the [pgbouncer] ones
  * for this user's clients when set above 0 (PgBouncer). */
 struct pooler_user_config {
-    char *name;     /* owned */
-    int pool_mode;  /* enum pool_mode or -1 */
+    char *name;    /* owned */
+    int pool_mode; /* enum pool_mode or -1 */
     int pool_size;
     int reserve_pool_size;
     int max_user_connections;
@@ -100,7 +100,7 @@ struct pooler_config {
     int listen_backlog;
     bool tcp_defer_accept; /* wake on a new client only once its first packet is there */
     enum pooler_auth_type auth_type;
-    char *auth_file; /* owned; NULL = none */
+    char *auth_file;       /* owned; NULL = none */
     char *auth_user;       /* owned; "" = no auth_query lookups */
     char *auth_query;      /* owned: $1 is the user name */
     char *auth_dbname;     /* owned; "" = the client's database */
@@ -116,7 +116,7 @@ struct pooler_config {
     int max_user_connections;
     int max_db_client_connections;   /* clients per database (0 = no limit) */
     int max_user_client_connections; /* clients per user (0 = no limit) */
-    char *server_reset_query; /* owned; "" = none */
+    char *server_reset_query;        /* owned; "" = none */
     bool server_reset_query_always;
     char *server_check_query; /* owned; "" = the empty query */
     int64_t server_check_delay_ms;
@@ -135,7 +135,7 @@ struct pooler_config {
     bool server_fast_close; /* session pooling: a server marked close_needed leaves at once */
     int64_t pkt_buf;
     int64_t max_packet_size;
-    int max_prepared_statements; /* per server connection, LRU; 0 = no rewriting */
+    int max_prepared_statements;     /* per server connection, LRU; 0 = no rewriting */
     char *ignore_startup_parameters; /* owned: comma-separated */
     char *track_extra_parameters;    /* owned: comma-separated; their SETs are followed */
     bool log_connections;

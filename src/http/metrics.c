@@ -488,8 +488,8 @@ static void out_histogram(struct out *o, const struct metric_def *m, size_t name
 /* An exposition in progress: the pools' values are taken once, at the start (one consistent
  * moment), then written out a slice at a time. */
 struct metrics_render {
-    const struct pooler *p; /* borrowed */
-    struct out *o;          /* owned */
+    const struct pooler *p;  /* borrowed */
+    struct out *o;           /* owned */
     struct pool_view *views; /* owned */
     size_t n_pools;
     size_t metric; /* next metric family */

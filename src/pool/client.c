@@ -1,6 +1,6 @@
 /* Client side: TLS (SSLRequest or PostgreSQL 17's direct TLS), startup packet,
- * authentication (trust, plain, md5, SCRAM-SHA-256, cert, peer; per auth_hba_file), the welcome, and the client→server data
- * path. */
+ * authentication (trust, plain, md5, SCRAM-SHA-256, cert, peer; per auth_hba_file), the welcome,
+ * and the client→server data path. */
 #include "pool/client.h"
 
 #include <pwd.h>
@@ -42,9 +42,9 @@ struct client_login {
     char *database; /* owned */
     char *secret;   /* owned copy; NULL when the user is unknown (the exchange still runs) */
     enum login_step step;
-    enum hba_method method; /* what this client must pass (auth_type, or its HBA line) */
+    enum hba_method method;     /* what this client must pass (auth_type, or its HBA line) */
     struct auth_lookup *lookup; /* owned by auth_lookup.c; set while STEP_LOOKUP */
-    bool looked_up; /* the secret came from auth_query: the user is known */
+    bool looked_up;             /* the secret came from auth_query: the user is known */
     uint8_t salt[MD5_AUTH_SALT_LEN];
     struct scram_server scram;
     enum console_access peer_access; /* console access granted by the peer's identity alone */
@@ -58,15 +58,15 @@ struct client_login {
 
 enum scan_result {
     SCAN_OK,
-    SCAN_NEED_FLUSH, /* a rewrite needs the bytes before it sent first */
-    SCAN_TOO_BIG,    /* a message to rewrite does not fit in pkt_buf */
-    SCAN_NO_MEMORY,  /* a message to rewrite could not be, for want of memory */
-    SCAN_TERMINATE,  /* the client sent Terminate (not forwarded) */
-    SCAN_BAD,        /* framing error */
-    SCAN_BAD_TYPE,   /* not a frontend message type */
-    SCAN_MALFORMED,  /* a message whose contents the pooler must read is malformed */
-    SCAN_BLOCKED,    /* the server's owed queue is full: wait for its answers */
-    SCAN_RESERVED,   /* the client named a statement of the pooler's own */
+    SCAN_NEED_FLUSH,    /* a rewrite needs the bytes before it sent first */
+    SCAN_TOO_BIG,       /* a message to rewrite does not fit in pkt_buf */
+    SCAN_NO_MEMORY,     /* a message to rewrite could not be, for want of memory */
+    SCAN_TERMINATE,     /* the client sent Terminate (not forwarded) */
+    SCAN_BAD,           /* framing error */
+    SCAN_BAD_TYPE,      /* not a frontend message type */
+    SCAN_MALFORMED,     /* a message whose contents the pooler must read is malformed */
+    SCAN_BLOCKED,       /* the server's owed queue is full: wait for its answers */
+    SCAN_RESERVED,      /* the client named a statement of the pooler's own */
     SCAN_SERVER_FAILED, /* sending to the server failed */
     SCAN_RESULT_COUNT,
 };
@@ -178,8 +178,8 @@ struct client_session {
     struct staged *staged; /* owned */
     uint32_t n_staged;
     uint32_t cap_staged;
-    uint32_t sent;                 /* requests forwarded */
-    uint32_t answered;             /* ReadyForQuery messages that answered them */
+    uint32_t sent;                  /* requests forwarded */
+    uint32_t answered;              /* ReadyForQuery messages that answered them */
     struct pending *unnamed_stmt;   /* owned: the effect of the unnamed statement, or NULL */
     struct pending *unnamed_portal; /* owned: the same of the unnamed portal */
     bool xact_failed; /* an error or a ROLLBACK since the transaction of the staged changes began */
@@ -841,9 +841,8 @@ static void console_login(struct client *c, const uint8_t *sasl_final, size_t sa
 {
     struct pooler *p = c->pooler;
     struct client_login *l = c->login;
-    enum console_access access = l->peer_access != CONSOLE_DENIED
-                                     ? l->peer_access
-                                     : console_access_for(p->cfg, l->user);
+    enum console_access access =
+        l->peer_access != CONSOLE_DENIED ? l->peer_access : console_access_for(p->cfg, l->user);
     if (access == CONSOLE_DENIED || !p->admin_pool) {
         client_fail(c, "28000", "not allowed to use the admin console");
         return;
@@ -1209,8 +1208,8 @@ static const enum hba_method GLOBAL_METHOD[] = {
 /* What c must pass to log in as user to database; *rule is the HBA line that decided (NULL
  * without auth_type = hba, or when no line matched: then the answer is reject). The rule is
  * borrowed from the running config: use it before returning to the loop. */
-static enum hba_method login_method(const struct client *c, const char *database,
-                                    const char *user, const struct hba_rule **rule)
+static enum hba_method login_method(const struct client *c, const char *database, const char *user,
+                                    const struct hba_rule **rule)
 {
     const struct pooler_config *cfg = c->pooler->cfg;
     *rule = NULL;
@@ -1352,8 +1351,8 @@ static bool lookup_needed(const struct client *c)
            pooler_config_find_db(cfg, lookup_database(c));
 }
 
-void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict,
-                             const char *secret, const char *error)
+void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict, const char *secret,
+                             const char *error)
 {
     struct client_login *l = c->login;
     l->lookup = NULL;
@@ -1478,8 +1477,8 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
      * needs no password (PgBouncer's rule): the operator is already that user. */
     if (console_is_admin_db(database)) {
         uid_t peer;
-        bool same_uid = c->addr.family == AF_UNIX && net_peer_uid(c->conn.fd, &peer) &&
-                        peer == geteuid();
+        bool same_uid =
+            c->addr.family == AF_UNIX && net_peer_uid(c->conn.fd, &peer) && peer == geteuid();
         l->peer_access = console_peer_access(user, same_uid);
         if (l->peer_access != CONSOLE_DENIED) {
             free(st);
@@ -1729,8 +1728,8 @@ enum rewrite_result {
     RW_NEED_FLUSH, /* no room: send the bytes before the message first */
     RW_TOO_BIG,
     RW_NO_MEMORY,
-    RW_BAD,      /* malformed: the client is ended with a protocol error */
-    RW_RESERVED, /* names one of the pooler's statements: the client is ended */
+    RW_BAD,         /* malformed: the client is ended with a protocol error */
+    RW_RESERVED,    /* names one of the pooler's statements: the client is ended */
     RW_SEND_FAILED, /* the replacement had to go straight to the server and could not */
 };
 
@@ -1990,9 +1989,9 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         wire_put_bytes(&w, portal, portal_len + 1);
         wire_put_bytes(&w, st->name, (size_t)st->name_len + 1);
         uint32_t placed = 0;
-        enum rewrite_result r = w.overflow ? RW_TOO_BIG
-                                           : replace_bytes(c, s, &m, prefix_old, repl,
-                                                           (uint32_t)w.len, &placed);
+        enum rewrite_result r =
+            w.overflow ? RW_TOO_BIG
+                       : replace_bytes(c, s, &m, prefix_old, repl, (uint32_t)w.len, &placed);
         if (repl != small)
             free(repl);
         if (r != RW_DONE)
@@ -2049,9 +2048,9 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         wire_buf_init(&w, repl, repl_cap);
         put_plan(c, &w, st, &plan);
         uint32_t placed = 0;
-        enum rewrite_result r = w.overflow ? RW_TOO_BIG
-                                           : replace_bytes(c, s, &m, (uint32_t)total, repl,
-                                                           (uint32_t)w.len, &placed);
+        enum rewrite_result r =
+            w.overflow ? RW_TOO_BIG
+                       : replace_bytes(c, s, &m, (uint32_t)total, repl, (uint32_t)w.len, &placed);
         free(repl);
         if (r != RW_DONE) {
             stmt_unref(&p->stmts, st);
@@ -2372,7 +2371,8 @@ bool client_reclaim_server(struct client *c, const char *why)
     c->request_us = 0;
     forget_requests(c); /* rolled back: its SETs with it */
     s->last_used_us = pooler_now(p);
-    log_info("pool", "client %llu: transaction rolled back and server %llu returned to the pool: %s",
+    log_info("pool",
+             "client %llu: transaction rolled back and server %llu returned to the pool: %s",
              (unsigned long long)c->id, (unsigned long long)s->id, why);
     /* The server answers the pooler's own queries before anyone else gets it. */
     bool reset = pool->mode == POOL_MODE_SESSION || p->cfg->server_reset_query_always;

@@ -89,10 +89,10 @@ struct pconn {
     bool tls_booked;       /* its handshake's outcome is in the pooler's tls_*_counts */
 };
 
-struct client_login; /* private to client.c */
+struct client_login;   /* private to client.c */
 struct client_session; /* private to client.c */
-struct console_out;  /* admin/console.h: pending console output */
-struct server_login; /* private to server.c */
+struct console_out;    /* admin/console.h: pending console output */
+struct server_login;   /* private to server.c */
 
 struct client {
     struct plist node;                /* on the list of its state */
@@ -129,8 +129,8 @@ struct client {
     bool owed_wait; /* stopped forwarding: its server's owed queue is full (backpressure);
                        the server's answers resume it */
     int64_t output_blocked_us; /* since when its results wait on its socket (0 = they do not) */
-    bool reclaimed; /* the manager rolled its transaction back and took its server: its next
-                       request is answered with an error (client_reclaim_server) */
+    bool reclaimed;        /* the manager rolled its transaction back and took its server: its next
+                              request is answered with an error (client_reclaim_server) */
     uint32_t discard_left; /* reclaimed: bytes of a dropped message still to come */
     int64_t wait_noticed_us; /* state_us of the wait it was told about (query_wait_notify) */
 };
@@ -163,14 +163,14 @@ struct server {
     int64_t probe_start_us;    /* a health probe is in flight since then (0 = none) */
     bool reading_slots;        /* the pooler's query for the server's usable slots is due */
     uint16_t cancels_in_flight;
-    uint8_t state;           /* enum server_state: written only by server_change_state */
-    uint8_t xact;            /* last ReadyForQuery status */
-    bool close_needed;       /* config changed or lifetime over: close when released */
-    bool welcome_source;     /* its login ParameterStatus messages become the pool's welcome */
-    bool used_since_ready;   /* linked to a client since its login or its last check/reset
-                                query: server_check_delay = 0 checks it before the next */
-    uint8_t deferred_scan;   /* outcome of a scan (release, ...) whose bytes were only partly
-                                sent to the client: acted on once they are (server.c) */
+    uint8_t state;         /* enum server_state: written only by server_change_state */
+    uint8_t xact;          /* last ReadyForQuery status */
+    bool close_needed;     /* config changed or lifetime over: close when released */
+    bool welcome_source;   /* its login ParameterStatus messages become the pool's welcome */
+    bool used_since_ready; /* linked to a client since its login or its last check/reset
+                              query: server_check_delay = 0 checks it before the next */
+    uint8_t deferred_scan; /* outcome of a scan (release, ...) whose bytes were only partly
+                              sent to the client: acted on once they are (server.c) */
 };
 
 /* Counters the manager reads (cumulative since start). */
@@ -231,7 +231,7 @@ struct pool {
     int n_startup_extra;
     char *connect_query; /* owned, may be NULL */
     enum pool_mode mode;
-    bool is_admin; /* the admin console's pseudo-pool: no servers */
+    bool is_admin;       /* the admin console's pseudo-pool: no servers */
     int pool_size;       /* servers the pool may open now (auto-scaling moves it) */
     int configured_size; /* pool_size as the config gives it; a reload that keeps it keeps
                             a size the manager learned */
@@ -246,10 +246,10 @@ struct pool {
     int64_t idle_transaction_timeout_ms;
     int64_t transaction_timeout_ms;
     int64_t client_idle_timeout_ms;
-    bool forced_user;           /* user_name is the database's user=: min_pool_size is kept
-                                   even with no client (PgBouncer) */
-    bool auth_lookup; /* auth_user's pool that runs auth_query (auth_lookup.c): no client
-                         ever gets its servers, so no client's startup parameters reach them */
+    bool forced_user;     /* user_name is the database's user=: min_pool_size is kept
+                             even with no client (PgBouncer) */
+    bool auth_lookup;     /* auth_user's pool that runs auth_query (auth_lookup.c): no client
+                             ever gets its servers, so no client's startup parameters reach them */
     struct plist lookups; /* auth_lookup.c: requests queued or running on this pool */
 
     struct plist waiting_login_clients;
@@ -286,8 +286,8 @@ struct pool {
     int server_usable_slots; /* the server's max_connections minus reserved slots, read at a
                                 server login (0 = not known yet) */
     int64_t slots_read_us;   /* when that was last asked */
-    bool db_paused;   /* PAUSE <db>: no server handed out, idle ones closed (pool/control) */
-    bool db_disabled; /* DISABLE <db>: no new client logins (pool/control) */
+    bool db_paused;          /* PAUSE <db>: no server handed out, idle ones closed (pool/control) */
+    bool db_disabled;        /* DISABLE <db>: no new client logins (pool/control) */
     /* Totals at the start of the current stats_period, and the per-second averages of the
      * last complete period (SHOW STATS avg_* columns). */
     struct pool_stats stats_mark;
@@ -331,9 +331,9 @@ struct pooler {
     int n_clients;
     int n_cancel_reqs;
     uint64_t next_id;
-    struct net_timer *janitor; /* owned: periodic housekeeping */
+    struct net_timer *janitor;    /* owned: periodic housekeeping */
     struct live_manager *manager; /* owned: the engine run on these pools (live/live_manager.h) */
-    struct net_timer *reaper;  /* owned: frees closed objects after the loop turn */
+    struct net_timer *reaper;     /* owned: frees closed objects after the loop turn */
     /* Sends held back to the end of the loop turn, after every ready socket was read (see
      * pooler_defer_send): clients' scanned requests, and servers' finished results whose
      * ReadyForQuery releases the server once they are sent. */
@@ -350,9 +350,9 @@ struct pooler {
     /* Handshake outcomes since start, for /metrics (pconn_tls_book_*). */
     struct tls_counters tls_client_counts;
     struct tls_counters tls_server_counts;
-#define POOLER_SEND_BATCH 64   /* sends per system call (a turn with more makes several) */
-    bool flushing;             /* inside the flusher: it picks up what is deferred meanwhile */
-    bool flush_direct;         /* the flusher's last wave: nothing is deferred any more */
+#define POOLER_SEND_BATCH 64 /* sends per system call (a turn with more makes several) */
+    bool flushing;           /* inside the flusher: it picks up what is deferred meanwhile */
+    bool flush_direct;       /* the flusher's last wave: nothing is deferred any more */
 #define POOLER_MAX_LISTENERS 8
     int listen_fds[POOLER_MAX_LISTENERS];
     struct net_io *listen_ios[POOLER_MAX_LISTENERS]; /* owned */

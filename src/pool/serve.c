@@ -718,16 +718,11 @@ struct serve_args {
 static bool parse_serve_args(int argc, char **argv, struct serve_args *a, int *exit_code)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"daemon", no_argument, NULL, 'd'},
-        {"quiet", no_argument, NULL, 'q'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"user", required_argument, NULL, 'u'},
-        {"reboot", no_argument, NULL, 'R'},
-        {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},
-        {"describe-config", no_argument, NULL, 'D'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},    {"daemon", no_argument, NULL, 'd'},
+        {"quiet", no_argument, NULL, 'q'},           {"verbose", no_argument, NULL, 'v'},
+        {"user", required_argument, NULL, 'u'},      {"reboot", no_argument, NULL, 'R'},
+        {"version", no_argument, NULL, 'V'},         {"help", no_argument, NULL, 'h'},
+        {"describe-config", no_argument, NULL, 'D'}, {NULL, 0, NULL, 0},
     };
     int opt;
     memset(a, 0, sizeof(*a));

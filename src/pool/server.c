@@ -71,9 +71,9 @@ void server_login_free(struct server *s)
 
 /* max_connections minus the slots only superusers (and, on PostgreSQL 16+, roles with
  * pg_use_reserved_connections) may use: what ordinary pools can have at most. */
-#define SLOTS_QUERY                                                                             \
-    "SELECT coalesce(current_setting('max_connections', true)::int, 0)"                         \
-    " - coalesce(current_setting('superuser_reserved_connections', true)::int, 0)"              \
+#define SLOTS_QUERY                                                                                \
+    "SELECT coalesce(current_setting('max_connections', true)::int, 0)"                            \
+    " - coalesce(current_setting('superuser_reserved_connections', true)::int, 0)"                 \
     " - coalesce(current_setting('reserved_connections', true)::int, 0)"
 #define SLOTS_REREAD_US (600LL * 1000000) /* settings change only with a server restart */
 
@@ -89,8 +89,8 @@ static const struct {
     const char *tag;
     bool all_dropped;
 } STMT_TAGS[] = {
-    {"DISCARD ALL", true}, {"DEALLOCATE ALL", true}, {"DEALLOCATE", false},
-    {"PREPARE", false},    {"DO", false},            {"CALL", false},
+    {"DISCARD ALL", true}, {"DEALLOCATE ALL", true}, {"DEALLOCATE", false}, {"PREPARE", false},
+    {"DO", false},         {"CALL", false},
 };
 
 /* A CommandComplete body (tag and NUL) from a client's command. Only these short tags are
@@ -343,8 +343,8 @@ void server_close(struct server *s, const char *reason)
     else
         log_debug("pool", "server %llu %s/%s: closing because: %s (age=%llds)",
                   (unsigned long long)s->id, pool->db_name, pool->user_name, reason, age_s);
-    pool_note_probe(s, false, reason); /* a probe in flight failed with its server */
-    auth_lookup_server_gone(s, reason);  /* and so did an auth_query */
+    pool_note_probe(s, false, reason);  /* a probe in flight failed with its server */
+    auth_lookup_server_gone(s, reason); /* and so did an auth_query */
     if (s->client) {
         struct client *c = s->client;
         s->client = NULL;
@@ -441,7 +441,7 @@ static bool send_startup(struct server *s)
  * more with extensions), each under its NAMEDATALEN name and a setting of at most a few kB;
  * a server that sends far more is not a PostgreSQL the pool should keep. */
 #define WELCOME_MAX_PARAMS 256
-#define WELCOME_MAX_BYTES (64 * 1024)
+#define WELCOME_MAX_BYTES  (64 * 1024)
 
 enum welcome_result {
     WELCOME_OK,
@@ -1004,9 +1004,8 @@ static enum server_scan_result server_scan(struct server *s)
         if (type == WIRE_BE_PARAMETER_STATUS || type == WIRE_BE_COMMAND_COMPLETE ||
             type == WIRE_BE_READY_FOR_QUERY || type == WIRE_BE_ERROR ||
             type == WIRE_BE_PARSE_COMPLETE)
-            client_note_server_message(s, !swallow, type,
-                                       b->end - cn->scan - WIRE_HEADER_LEN >= len ? body : NULL,
-                                       len);
+            client_note_server_message(
+                s, !swallow, type, b->end - cn->scan - WIRE_HEADER_LEN >= len ? body : NULL, len);
         switch (type) {
         case WIRE_BE_READY_FOR_QUERY: {
             uint8_t st;
