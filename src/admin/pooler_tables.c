@@ -34,6 +34,14 @@ static int64_t max_wait_us(const struct pool *pool, int64_t now)
     return now - plist_entry(first, struct client, node)->state_us;
 }
 
+/* load_balance_hosts as PgBouncer shows it: only for a host list. */
+static const char *load_balance_name(const char *host, bool disable)
+{
+    if (!host || !strchr(host, ','))
+        return NULL;
+    return disable ? "disable" : "round-robin";
+}
+
 void pooler_tables_pools(struct pooler *p, struct console_out *o)
 {
     static const char *const cols[] = {"database",
@@ -79,7 +87,7 @@ void pooler_tables_pools(struct pooler *p, struct console_out *o)
         for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
             reply_int(&r, counts[i]);
         reply_text(&r, pool_mode_name(pool->mode));
-        reply_text(&r, NULL); /* one host per database: no load balancing to report */
+        reply_text(&r, load_balance_name(pool->host, !pool->host_round_robin));
     }
     reply_end(&r, "SHOW");
 }
@@ -489,7 +497,7 @@ void pooler_tables_databases(struct pooler *p, struct console_out *o)
         reply_int(&r, db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size);
         reply_int(&r, cfg->server_lifetime_ms / 1000);
         reply_text(&r, db->pool_mode >= 0 ? pool_mode_name((enum pool_mode)db->pool_mode) : NULL);
-        reply_text(&r, NULL);
+        reply_text(&r, load_balance_name(db->host, db->load_balance_disable));
         reply_int(&r,
                   db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections);
         reply_int(&r, pool_db_server_count(p, db->name));
@@ -995,8 +1003,11 @@ static int64_t count_users(struct pooler *p)
 static int64_t count_dns_names(struct pooler *p)
 {
     int64_t n = 0;
-    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next)
-        n += plist_entry(it, struct pool, node)->have_addr;
+    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
+        const struct pool *pool = plist_entry(it, struct pool, node);
+        for (int i = 0; i < pool->n_hosts; i++)
+            n += pool->hosts[i].have_addr;
+    }
     return n;
 }
 
@@ -1075,17 +1086,20 @@ void pooler_tables_dns_hosts(struct pooler *p, struct console_out *o)
     int64_t now = pooler_now(p);
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         const struct pool *pool = plist_entry(n, struct pool, node);
-        if (!pool->have_addr)
-            continue;
-        char addr[80];
-        struct net_addr a = {0};
-        net_addr_from_sockaddr(&a, (const struct sockaddr *)&pool->addr.ss, pool->addr.len);
-        net_addr_format(&a, addr, sizeof(addr));
-        int64_t ttl = pool->addr_expires_us > now ? (pool->addr_expires_us - now) / 1000000 : 0;
-        reply_row(&r);
-        reply_text(&r, pool->host);
-        reply_int(&r, ttl);
-        reply_text(&r, addr);
+        for (int i = 0; i < pool->n_hosts; i++) {
+            const struct pool_host *h = &pool->hosts[i];
+            if (!h->have_addr)
+                continue;
+            char addr[80];
+            struct net_addr a = {0};
+            net_addr_from_sockaddr(&a, (const struct sockaddr *)&h->addr.ss, h->addr.len);
+            net_addr_format(&a, addr, sizeof(addr));
+            int64_t ttl = h->addr_expires_us > now ? (h->addr_expires_us - now) / 1000000 : 0;
+            reply_row(&r);
+            reply_text(&r, h->name);
+            reply_int(&r, ttl);
+            reply_text(&r, addr);
+        }
     }
     reply_end(&r, "SHOW");
 }

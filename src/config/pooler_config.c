@@ -635,9 +635,29 @@ static bool db_connstr_cb(void *ctx, const char *key, const char *value, char *e
     struct pooler_db_config *db = ((struct db_parse *)ctx)->db;
     long long i;
     bool ok = true;
-    if (!strcmp(key, "host"))
+    if (!strcmp(key, "host")) {
+        /* A list: no empty entry ("a,,b", a trailing comma), at most 16 (pool.h). */
+        int n = 1;
+        for (const char *c = value; *c; c++)
+            n += *c == ',';
+        if (!value[0] || value[0] == ',' || value[strlen(value) - 1] == ',' ||
+            strstr(value, ",,") || n > 16) {
+            snprintf(err, err_len, "host: '%.64s' is not a host or a list of up to 16 hosts",
+                     value);
+            return false;
+        }
         ok = set_str(&db->host, value);
-    else if (!strcmp(key, "port")) {
+    } else if (!strcmp(key, "load_balance_hosts")) {
+        if (!strcmp(value, "round-robin"))
+            db->load_balance_disable = false;
+        else if (!strcmp(value, "disable"))
+            db->load_balance_disable = true;
+        else {
+            snprintf(err, err_len, "load_balance_hosts: '%.32s' is not round-robin or disable",
+                     value);
+            return false;
+        }
+    } else if (!strcmp(key, "port")) {
         if (!parse_int(value, 1, 65535, &i)) {
             snprintf(err, err_len, "port: '%.32s' is not a port number", value);
             return false;

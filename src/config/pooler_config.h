@@ -33,7 +33,8 @@ enum pooler_auth_type {
 /* One [databases] entry. Numeric fields are -1 when not set (the [pgbouncer] default applies). */
 struct pooler_db_config {
     char *name;             /* owned: the name clients connect to ("*" = fallback) */
-    char *host;             /* owned: NULL = unix socket in /var/run/postgresql (as PgBouncer) */
+    char *host;             /* owned: NULL = unix socket in /var/run/postgresql (as PgBouncer);
+                               a comma-separated list of up to 16 hosts */
     int port;               /* 5432 when unset */
     char *dbname;           /* owned: NULL = same as name (or the client's for "*") */
     char *user;             /* owned: forced server user, NULL = the client's user */
@@ -51,6 +52,8 @@ struct pooler_db_config {
     int max_db_client_connections;
     int64_t server_lifetime_ms; /* -1 = the [pgbouncer] value (0 there: used once) */
     int pool_mode;              /* enum pool_mode or -1 */
+    bool load_balance_disable;  /* load_balance_hosts = disable: keep to one host of the list
+                                   until a connection to it fails (else round-robin) */
 };
 
 /* One side's *_tls_* keys. Strings are owned; "" = not set. dheparams and ecdhcurve exist

@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "pool/handout.h"
 #include "pool/objects.h"
+#include "pool/server.h"
 #include "proto/cancel_key.h"
 #include "proto/wire.h"
 
@@ -223,13 +224,14 @@ void cancel_req_start(struct pooler *p, struct server *s)
         return;
     }
     struct pool *pool = s->pool;
+    const struct pool_host *h = server_host(s); /* the host of a list this server is on */
     int fd = -1;
-    if (pool->host[0] == '/' || net_host_is_numeric(pool->host))
-        fd = net_connect(pool->host, pool->port, err, sizeof(err));
-    else if (pool->have_addr) /* the address this server was reached at */
-        fd = net_connect_addr(&pool->addr, err, sizeof(err));
+    if (h->name[0] == '/' || net_host_is_numeric(h->name))
+        fd = net_connect(h->name, pool->port, err, sizeof(err));
+    else if (h->have_addr) /* the address this server was reached at */
+        fd = net_connect_addr(&h->addr, err, sizeof(err));
     else
-        snprintf(err, sizeof(err), "no resolved address for %s", pool->host);
+        snprintf(err, sizeof(err), "no resolved address for %s", h->name);
     if (fd < 0) {
         log_warning("pool", "cancel: %s", err);
         return;

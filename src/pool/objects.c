@@ -25,6 +25,7 @@
 /* The strings pool_apply_config copies from the config, built whole before any is swapped in. */
 struct pool_strings {
     char *host;
+    char *host_names;
     char *server_db;
     char *server_user;
     char *password;
@@ -36,6 +37,7 @@ struct pool_strings {
 static void pool_strings_free(struct pool_strings *ps)
 {
     free(ps->host);
+    free(ps->host_names);
     free(ps->server_db);
     free(ps->server_user);
     if (ps->password) {
@@ -66,8 +68,8 @@ bool pool_apply_config(struct pool *pool)
     /* Copies first, swapped in only when every one was made: out of memory leaves the pool
      * as it was (a new pool is then not created), never with a NULL where a string is due. */
     struct pool_strings next = {0};
-    bool ok = (next.host = strdup(host)) && (next.server_db = strdup(server_db)) &&
-              (next.server_user = strdup(server_user)) &&
+    bool ok = (next.host = strdup(host)) && (next.host_names = strdup(host)) &&
+              (next.server_db = strdup(server_db)) && (next.server_user = strdup(server_user)) &&
               (!password || (next.password = strdup(password))) &&
               (pool->auth_lookup || !db->connect_query ||
                (next.connect_query = strdup(db->connect_query))); /* never on auth_user's pool */
@@ -92,6 +94,7 @@ bool pool_apply_config(struct pool *pool)
                           strcmp(pool->server_user, server_user) != 0;
     struct pool_strings old = {
         .host = pool->host,
+        .host_names = pool->host_names,
         .server_db = pool->server_db,
         .server_user = pool->server_user,
         .password = pool->password,
@@ -101,7 +104,16 @@ bool pool_apply_config(struct pool *pool)
     memcpy(old.startup_extra, pool->startup_extra, sizeof(old.startup_extra));
     pool_strings_free(&old);
     pool->host = next.host;
+    pool->host_names = next.host_names;
     pool->port = db->port;
+    /* host=a,b,c: PgBouncer's host list (the config checked that no entry is empty). */
+    pool->n_hosts = 0;
+    for (char *save = NULL, *h = strtok_r(pool->host_names, ",", &save);
+         h && pool->n_hosts < POOL_MAX_HOSTS; h = strtok_r(NULL, ",", &save))
+        pool->hosts[pool->n_hosts++] = (struct pool_host){.name = h};
+    if (pool->next_host >= pool->n_hosts)
+        pool->next_host = 0;
+    pool->host_round_robin = !db->load_balance_disable;
     pool->server_db = next.server_db;
     pool->server_user = next.server_user;
     pool->password = next.password;
@@ -147,7 +159,6 @@ bool pool_apply_config(struct pool *pool)
     pool->transaction_timeout_ms = u && u->transaction_timeout_ms > 0 ? u->transaction_timeout_ms
                                                                       : cfg->transaction_timeout_ms;
     if (target_changed) {
-        pool->have_addr = false;
         struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
                                  &pool->login_servers, &pool->canceling_servers};
         for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
@@ -283,6 +294,7 @@ void pool_free(struct pool *pool)
     free(pool->db_name);
     free(pool->user_name);
     free(pool->host);
+    free(pool->host_names);
     free(pool->server_db);
     free(pool->server_user);
     if (pool->password) {

@@ -149,6 +149,7 @@ struct server {
     struct pconn conn;
     struct owed_queue owed;    /* what the server still owes for the messages sent to it */
     struct server_stmts stmts; /* pooler statements prepared on this server */
+    uint8_t host_idx;          /* its entry in pool->hosts */
     uint64_t id;
     uint32_t be_pid; /* PostgreSQL's BackendKeyData */
     uint32_t be_key;
@@ -215,6 +216,16 @@ struct pool_probes {
     char last_error[128]; /* of the newest failure, "" when none */
 };
 
+#define POOL_MAX_HOSTS 16
+
+/* One entry of a database's host list (host=a,b,c), with its DNS cache. */
+struct pool_host {
+    const char *name;         /* borrowed from pool->host_names */
+    struct net_sockaddr addr; /* last resolved address of a host name */
+    bool have_addr;
+    int64_t addr_expires_us;
+};
+
 struct pool {
     struct plist node;     /* pooler->pools */
     struct pooler *pooler; /* borrowed */
@@ -222,8 +233,13 @@ struct pool {
     char *user_name;       /* owned: the clients' user, or the database's forced user (user=),
                               whose one pool every client of the database shares */
     /* Server connection settings resolved from the config (owned copies). */
-    char *host; /* "/dir" for unix sockets */
+    char *host; /* as configured: "/dir" for unix sockets, or a comma-separated list */
     int port;
+    char *host_names; /* owned: host with its commas turned into NULs */
+    struct pool_host hosts[POOL_MAX_HOSTS];
+    int n_hosts;
+    int next_host;         /* the entry the next server connects to */
+    bool host_round_robin; /* load_balance_hosts: round-robin (else disable) */
     char *server_db;
     char *server_user;
     char *password;         /* owned, may be NULL: plain password, md5 or SCRAM secret */
@@ -271,10 +287,6 @@ struct pool {
     bool have_scram_keys; /* SCRAM pass-through keys from an authenticated client */
     uint8_t scram_client_key[SCRAM_KEY_LEN];
     uint8_t scram_server_key[SCRAM_KEY_LEN];
-
-    struct net_sockaddr addr; /* last resolved address of a host name (DNS cache) */
-    bool have_addr;
-    int64_t addr_expires_us;
 
     int64_t retry_after_us; /* no new server logins before this (server_login_retry) */
     char *last_error;       /* owned: message of the last failed server login, NULL once one

@@ -227,21 +227,36 @@ static bool attach_socket(struct server *s, int fd)
 static void login_failed(struct server *s, const char *sqlstate, const char *msg);
 static void login_refused(struct server *s, const char *sqlstate, const char *msg);
 
+/* load_balance_hosts = disable: a failed connection moves the pool to the next host of its
+ * list (round-robin moves on anyway). */
+static void move_past_failed_host(struct pool *pool, int idx)
+{
+    if (!pool->host_round_robin && pool->n_hosts > 1 && pool->next_host == idx)
+        pool->next_host = (idx + 1) % pool->n_hosts;
+}
+
+struct pool_host *server_host(const struct server *s)
+{
+    struct pool *pool = s->pool;
+    /* A reload may have shortened the list under a server that was still in use. */
+    return &pool->hosts[s->host_idx < pool->n_hosts ? s->host_idx : 0];
+}
+
 static void resolved_cb(void *arg, bool ok, const struct net_sockaddr *addr, const char *err)
 {
     struct server *s = arg;
-    struct pool *pool = s->pool;
+    struct pool_host *h = server_host(s);
     s->login->resolve = NULL;
     char msg[256];
     if (!ok) {
         /* A name that does not resolve will not for the next client either. */
-        snprintf(msg, sizeof(msg), "cannot resolve %s: %s", pool->host, err);
+        snprintf(msg, sizeof(msg), "cannot resolve %s: %s", h->name, err);
         login_refused(s, "08006", msg);
         return;
     }
-    pool->addr = *addr;
-    pool->have_addr = true;
-    pool->addr_expires_us = pooler_now(pool->pooler) + DNS_CACHE_US;
+    h->addr = *addr;
+    h->have_addr = true;
+    h->addr_expires_us = pooler_now(s->pool->pooler) + DNS_CACHE_US;
     int fd = net_connect_addr(addr, msg, sizeof(msg));
     if (fd < 0) {
         login_failed(s, NULL, msg);
@@ -275,24 +290,30 @@ bool server_launch(struct pool *pool)
     plist_init(&s->flush_node);
     scram_client_init(&l->scram);
     s->connect_us = pooler_now(p);
+    /* A host list (host=a,b,c): round-robin moves on with every new connection; disable
+     * stays on one entry until a connection to it fails (end_login moves on then). */
+    s->host_idx = (uint8_t)(pool->next_host < pool->n_hosts ? pool->next_host : 0);
+    if (pool->host_round_robin && pool->n_hosts > 1)
+        pool->next_host = (s->host_idx + 1) % pool->n_hosts;
+    struct pool_host *h = server_host(s);
 
     /* Unix sockets and numeric addresses connect at once; names go through the resolver
      * (or its cache) so the loop never waits for DNS. */
     int fd = -1;
     bool pending = false, unresolved = false;
     struct net_sockaddr addr;
-    const char *host = pool->host;
+    const char *host = h->name;
     if (host[0] == '/' || net_host_is_numeric(host)) {
         fd = net_connect(host, pool->port, err, sizeof(err));
-    } else if (pool->have_addr && s->connect_us < pool->addr_expires_us) {
-        fd = net_connect_addr(&pool->addr, err, sizeof(err));
+    } else if (h->have_addr && s->connect_us < h->addr_expires_us) {
+        fd = net_connect_addr(&h->addr, err, sizeof(err));
     } else {
         switch (net_resolve_start(p->loop, host, pool->port, &addr, err, sizeof(err), resolved_cb,
                                   s, &l->resolve)) {
         case NET_RESOLVE_DONE:
-            pool->addr = addr;
-            pool->have_addr = true;
-            pool->addr_expires_us = s->connect_us + DNS_CACHE_US;
+            h->addr = addr;
+            h->have_addr = true;
+            h->addr_expires_us = s->connect_us + DNS_CACHE_US;
             fd = net_connect_addr(&addr, err, sizeof(err));
             break;
         case NET_RESOLVE_PENDING:
@@ -311,6 +332,7 @@ bool server_launch(struct pool *pool)
                  unresolved ? "" : "connect failed: ", fd < 0 ? err : "out of memory");
         log_warning("pool", "%s/%s: server login failed: %s", pool->db_name, pool->user_name, msg);
         record_login_failure(pool, "08006", msg);
+        move_past_failed_host(pool, s->host_idx);
         free(s);
         free(l);
         if (unresolved) /* as in resolved_cb: the waiting clients are told */
@@ -325,7 +347,7 @@ bool server_launch(struct pool *pool)
     pool->stats.servers_created++;
     server_change_state(s, SV_LOGIN);
     log_debug("pool", "server %llu: %s %s:%d for %s/%s", (unsigned long long)s->id,
-              pending ? "resolving" : "connecting to", pool->host, pool->port, pool->db_name,
+              pending ? "resolving" : "connecting to", host, pool->port, pool->db_name,
               pool->user_name);
     return true;
 }
@@ -397,6 +419,7 @@ static void end_login(struct server *s, bool refused, const char *sqlstate, cons
     log_warning("pool", "%s/%s: server login failed: %s%s%s", pool->db_name, pool->user_name,
                 sqlstate ? sqlstate : "", sqlstate ? " " : "", msg);
     record_login_failure(pool, sqlstate ? sqlstate : "08006", msg);
+    move_past_failed_host(pool, s->host_idx);
     server_close(s, msg);
     auth_lookup_login_failed(pool, msg);
     if (refused && sqlstate && strcmp(sqlstate, SQLSTATE_CANNOT_CONNECT_NOW) != 0)
@@ -639,7 +662,7 @@ static void login_complete(struct server *s)
  * marks the server close_needed, so a stale decision never outlives its login. */
 static struct tls_context *server_tls_context(const struct server *s)
 {
-    return s->pool->host[0] == '/' ? NULL : s->pool->pooler->server_tls;
+    return server_host(s)->name[0] == '/' ? NULL : s->pool->pooler->server_tls;
 }
 
 /* PgBouncer's line for a new server connection, with the pooler's own address over TCP. */
@@ -648,7 +671,7 @@ static void log_connected(const struct server *s)
     const struct pool *pool = s->pool;
     if (!pool->pooler->cfg->log_connections)
         return;
-    if (pool->host[0] == '/') {
+    if (server_host(s)->name[0] == '/') {
         log_info("pool", "server %llu %s/%s: new connection to server", (unsigned long long)s->id,
                  pool->db_name, pool->user_name);
         return;
@@ -725,7 +748,8 @@ static bool read_ssl_answer(struct server *s)
             login_failed(s, NULL, "server_tls_sslmode changed to disable during the login");
             return false;
         }
-        s->conn.tls = tls_conn_new(ctx, s->conn.fd, s->pool->host, NULL, 0, err, sizeof(err));
+        s->conn.tls =
+            tls_conn_new(ctx, s->conn.fd, server_host(s)->name, NULL, 0, err, sizeof(err));
         if (!s->conn.tls) {
             char msg[400];
             snprintf(msg, sizeof(msg), "cannot start TLS with the server: %s", err);

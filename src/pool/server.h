@@ -13,6 +13,8 @@
  * recorded as a failed login). */
 bool server_launch(struct pool *pool);
 void server_close(struct server *s, const char *reason);
+/* The entry of its pool's host list that s connects (or connected) to. */
+struct pool_host *server_host(const struct server *s);
 /* Ends a login that broke off (server_connect_timeout): recorded as a failed login, retried
  * after server_login_retry while clients stay queued. */
 void server_login_failed(struct server *s, const char *sqlstate, const char *msg);
