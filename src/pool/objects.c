@@ -50,6 +50,17 @@ static void pool_strings_free(struct pool_strings *ps)
     memset(ps, 0, sizeof(*ps));
 }
 
+void pooler_init_lists(struct pooler *p)
+{
+    plist_init(&p->pools);
+    plist_init(&p->login_clients);
+    plist_init(&p->justfree_clients);
+    plist_init(&p->justfree_servers);
+    plist_init(&p->cancel_reqs);
+    plist_init(&p->flush_clients);
+    plist_init(&p->flush_servers);
+}
+
 bool pool_apply_config(struct pool *pool)
 {
     const struct pooler_config *cfg = pool->pooler->cfg;

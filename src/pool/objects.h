@@ -15,6 +15,8 @@ struct pool *pool_get_auth(struct pooler *p, const struct pooler_db_config *db, 
  * the connection target changed. False when out of memory: the error is logged and the pool
  * keeps the settings it had (a reload then leaves it on the old ones). */
 bool pool_apply_config(struct pool *pool);
+/* Empties the lists of a pooler being set up (serve, and the session fuzzer's harness). */
+void pooler_init_lists(struct pooler *p);
 void pool_free(struct pool *pool);
 /* Why a client that authenticated as login_user for pool (the admin pool for a console login)
  * may not log in now, or NULL; *sqlstate is set with a reason. Refused: a login to a database

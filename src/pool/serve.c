@@ -841,13 +841,7 @@ int serve_main(int argc, char **argv)
     apply_tcp_opts(p.cfg);
     signal(SIGPIPE, SIG_IGN);
 
-    plist_init(&p.pools);
-    plist_init(&p.login_clients);
-    plist_init(&p.justfree_clients);
-    plist_init(&p.justfree_servers);
-    plist_init(&p.cancel_reqs);
-    plist_init(&p.flush_clients);
-    plist_init(&p.flush_servers);
+    pooler_init_lists(&p);
     iobuf_cache_init(&p.bufs, (uint32_t)p.cfg->pkt_buf);
     /* About one bucket per allowed client: the table's pages are touched as keys spread over
      * it, so an oversized table would show up as memory per idle client. */

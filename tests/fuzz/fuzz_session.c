@@ -786,13 +786,7 @@ static bool pooler_up(void)
         fprintf(stderr, "fuzz_session: config: %s\n", err);
         abort();
     }
-    plist_init(&p.pools);
-    plist_init(&p.login_clients);
-    plist_init(&p.justfree_clients);
-    plist_init(&p.justfree_servers);
-    plist_init(&p.cancel_reqs);
-    plist_init(&p.flush_clients);
-    plist_init(&p.flush_servers);
+    pooler_init_lists(&p);
     iobuf_cache_init(&p.bufs, (uint32_t)p.cfg->pkt_buf);
     p.cancel_buckets = 256;
     p.cancel_table = calloc(p.cancel_buckets, sizeof(*p.cancel_table));
