@@ -235,6 +235,13 @@ static void move_past_failed_host(struct pool *pool, int idx)
         pool->next_host = (idx + 1) % pool->n_hosts;
 }
 
+bool server_mid_message(const struct server *s)
+{
+    /* body_left: the message's header and first bytes are scanned, and go out as they come
+     * (a message larger than the buffer is streamed), its end has not arrived. */
+    return s->conn.body_left > 0;
+}
+
 struct pool_host *server_host(const struct server *s)
 {
     struct pool *pool = s->pool;
@@ -369,6 +376,7 @@ void server_close(struct server *s, const char *reason)
     auth_lookup_server_gone(s, reason); /* and so did an auth_query */
     if (s->client) {
         struct client *c = s->client;
+        c->output_torn |= server_mid_message(s);
         s->client = NULL;
         c->server = NULL;
         client_fail(c, "08006", "server connection closed: %s", reason);

@@ -13,6 +13,9 @@
  * recorded as a failed login). */
 bool server_launch(struct pool *pool);
 void server_close(struct server *s, const char *reason);
+/* Part of a message from s may have reached its client, the rest is still due: nothing else
+ * may be written to the client now. */
+bool server_mid_message(const struct server *s);
 /* The entry of its pool's host list that s connects (or connected) to. */
 struct pool_host *server_host(const struct server *s);
 /* Ends a login that broke off (server_connect_timeout): recorded as a failed login, retried
