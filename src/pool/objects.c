@@ -387,8 +387,9 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
     if (c->output_torn || (c->server && server_mid_message(c->server))) {
         /* Inside a server message the client has partly received, an ErrorResponse would be
          * read as that message's bytes: the connection just ends (the client sees it cut). */
-        log_info("pool", "client %llu: closing without an error message (it is inside a "
-                         "result message): %s %s",
+        log_info("pool",
+                 "client %llu: closing without an error message (it is inside a "
+                 "result message): %s %s",
                  (unsigned long long)c->id, sqlstate, msg);
         client_close(c, msg);
         return;

@@ -129,8 +129,8 @@ struct client {
     bool owed_wait; /* stopped forwarding: its server's owed queue is full (backpressure);
                        the server's answers resume it */
     int64_t output_blocked_us; /* since when its results wait on its socket (0 = they do not) */
-    bool output_torn; /* a server message was cut after part of it reached the client: an
-                         ErrorResponse now would be read as that message's bytes */
+    bool output_torn;          /* a server message was cut after part of it reached the client: an
+                                  ErrorResponse now would be read as that message's bytes */
     bool reclaimed;        /* the manager rolled its transaction back and took its server: its next
                               request is answered with an error (client_reclaim_server) */
     uint32_t discard_left; /* reclaimed: bytes of a dropped message still to come */
