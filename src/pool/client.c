@@ -937,6 +937,7 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
                 free(pool->password);
             }
             pool->password = copy;
+            pool->password_looked_up = true;
         }
     }
     /* SCRAM pass-through: the ClientKey recovered from this client logs us in to PostgreSQL

@@ -76,6 +76,12 @@ bool pool_apply_config(struct pool *pool)
     const char *server_user = forced ? db->user : pool->user_name;
     const char *password =
         forced && db->password ? db->password : auth_file_lookup(&cfg->auth, server_user);
+    /* A user auth_file does not list keeps the secret auth_query found for it (else the
+     * pool's next login would have none until a client logged in again). */
+    bool keep_looked_up = !password && pool->password_looked_up && pool->password &&
+                          pool->server_user && !strcmp(pool->server_user, server_user);
+    if (keep_looked_up)
+        password = pool->password;
     /* Copies first, swapped in only when every one was made: out of memory leaves the pool
      * as it was (a new pool is then not created), never with a NULL where a string is due. */
     struct pool_strings next = {0};
@@ -128,6 +134,7 @@ bool pool_apply_config(struct pool *pool)
     pool->server_db = next.server_db;
     pool->server_user = next.server_user;
     pool->password = next.password;
+    pool->password_looked_up = keep_looked_up;
     pool->connect_query = next.connect_query;
     memcpy(pool->startup_extra, next.startup_extra, sizeof(pool->startup_extra));
     pool->n_startup_extra = next.n_startup_extra;

@@ -245,6 +245,7 @@ struct pool {
     char *server_db;
     char *server_user;
     char *password;         /* owned, may be NULL: plain password, md5 or SCRAM secret */
+    bool password_looked_up; /* password came from auth_query: a reload keeps it */
     char *startup_extra[8]; /* owned: key, value pairs sent in the server StartupMessage */
     int n_startup_extra;
     char *connect_query; /* owned, may be NULL */

@@ -3,6 +3,7 @@ list get their secret from the database (SCRAM and md5), and then log in to the 
 expired, unknown and wrong-password logins fail alike; hostile answers (0 rows, 2 rows, NULL,
 garbage) and a failing or unreachable auth database give clear errors without stalling
 anybody else."""
+import signal
 import time
 
 import psycopg
@@ -158,5 +159,24 @@ def test_auth_database_down(pgwarden_bin, roles):
         assert "authentication lookup failed" in m, m
         assert who(dsn(p, "app_user", "app-pw")) == "app_user"
         assert p.alive()
+    finally:
+        p.stop()
+
+
+def test_reload_keeps_the_looked_up_secret(pgwarden_bin, roles):
+    """After a reload, a pool whose user came from auth_query still has the secret for its
+    next server login: a connected client whose server died gets a new one without logging
+    in again."""
+    p = aq_pooler(pgwarden_bin, roles, auth_type="md5",
+                  settings={"pool_mode": "transaction"}).start()
+    try:
+        with psycopg.connect(dsn(p, "md5_user", "md5-pw"), autocommit=True) as c:
+            first = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+            p.signal(signal.SIGHUP)
+            time.sleep(0.5)
+            roles.psql(f"SELECT pg_terminate_backend({first}, 5000)")
+            time.sleep(0.6)  # the janitor's sweep or the next handout notices the close
+            assert c.execute("SELECT pg_backend_pid()").fetchone()[0] != first
+        assert "no usable password" not in p.log()
     finally:
         p.stop()
