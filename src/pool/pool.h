@@ -244,9 +244,9 @@ struct pool {
     bool host_round_robin; /* load_balance_hosts: round-robin (else disable) */
     char *server_db;
     char *server_user;
-    char *password;         /* owned, may be NULL: plain password, md5 or SCRAM secret */
+    char *password;          /* owned, may be NULL: plain password, md5 or SCRAM secret */
     bool password_looked_up; /* password came from auth_query: a reload keeps it */
-    char *startup_extra[8]; /* owned: key, value pairs sent in the server StartupMessage */
+    char *startup_extra[8];  /* owned: key, value pairs sent in the server StartupMessage */
     int n_startup_extra;
     char *connect_query; /* owned, may be NULL */
     enum pool_mode mode;
