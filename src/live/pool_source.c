@@ -167,6 +167,14 @@ bool pool_source_fill_pool(const struct pool *pool, struct snapshot *snap)
 bool pool_source_fill(const struct pooler *p, const char *db, struct snapshot *snap)
 {
     snap->counters.has_pool_totals = true;
+    size_t clients = 0;
+    for (const struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        const struct pool *pool = plist_entry(n, struct pool, node);
+        if (!db || !strcmp(db, pool->db_name))
+            clients += (size_t)pool->n_clients;
+    }
+    if (!snapshot_reserve_conns(snap, snap->n_conns + clients))
+        return false;
     for (const struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         const struct pool *pool = plist_entry(n, struct pool, node);
         if (db && strcmp(db, pool->db_name) != 0)

@@ -13,6 +13,18 @@ void snapshot_init(struct snapshot *snap, enum snapshot_mode mode, int64_t taken
     snap->taken_ms = taken_ms;
 }
 
+bool snapshot_reserve_conns(struct snapshot *snap, size_t n)
+{
+    if (n <= snap->cap_conns)
+        return true;
+    struct conn_record *grown = realloc(snap->conns, n * sizeof(*grown));
+    if (grown == NULL)
+        return false;
+    snap->conns = grown;
+    snap->cap_conns = n;
+    return true;
+}
+
 struct conn_record *snapshot_add_conn(struct snapshot *snap)
 {
     if (snap->n_conns == snap->cap_conns) {

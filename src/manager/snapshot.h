@@ -169,6 +169,10 @@ void snapshot_init(struct snapshot *snap, enum snapshot_mode mode, int64_t taken
 /* Appends a zeroed record and returns it (borrowed; valid until the next append), or NULL
  * when memory runs out. */
 struct conn_record *snapshot_add_conn(struct snapshot *snap);
+/* Room for n connections in one allocation, when the count is known beforehand (serve): a
+ * record is some 700 bytes and the manager keeps two snapshots, so the doubling's slack
+ * would show in memory per idle client. False when memory ran out. */
+bool snapshot_reserve_conns(struct snapshot *snap, size_t n);
 /* Appends a zeroed pool record (quantiles -1) and returns it, or NULL on out of memory. */
 struct pool_record *snapshot_add_pool(struct snapshot *snap);
 const char *snapshot_pool_mode_name(enum snapshot_pool_mode mode);
