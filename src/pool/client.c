@@ -2209,7 +2209,7 @@ static enum scan_result client_scan(struct client *c, struct server *s)
         if (r == RW_PASS) {
             const uint8_t *body = b->data + cn->scan + WIRE_HEADER_LEN;
             uint32_t have = b->end - cn->scan - WIRE_HEADER_LEN;
-            unnamed_stmt_note(&s->unnamed, c->id, type, body, have);
+            unnamed_stmt_note(&s->unnamed, c->id, type, body, have < len ? have : len);
             /* Before a rewrite changes it (looking again at a message a rewrite waits for
              * changes nothing). */
             note_client_message(c, type, body, have, len);
