@@ -2126,7 +2126,49 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     return RW_DONE;
 }
 
+/* Sends Close('S', "") ahead of the message at the scan point, its answer swallowed (see
+ * struct unnamed_stmt in prepared.h). */
+static enum rewrite_result close_foreign_unnamed(struct client *c, struct server *s)
+{
+    uint8_t msg[WIRE_HEADER_LEN + 2];
+    struct wire_buf w;
+    wire_buf_init(&w, msg, sizeof(msg));
+    put_close_stmt(&w, "");
+    uint32_t m = c->conn.scan, placed = 0;
+    enum rewrite_result r =
+        w.overflow ? RW_TOO_BIG : replace_bytes(c, s, &m, 0, msg, (uint32_t)w.len, &placed);
+    if (r != RW_DONE)
+        return r;
+    server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, 0);
+    unnamed_stmt_closed(&s->unnamed);
+    c->conn.scan = m + placed;
+    return RW_DONE;
+}
+
 /* ---- forwarding ---- */
+
+static enum scan_result scan_result_of(enum rewrite_result r)
+{
+    switch (r) {
+    case RW_PASS:
+    case RW_DONE:
+    case RW_NEED_MORE:
+        break;
+    case RW_NEED_FLUSH:
+        return SCAN_NEED_FLUSH;
+    case RW_TOO_BIG:
+        return SCAN_TOO_BIG;
+    case RW_NO_MEMORY:
+        return SCAN_NO_MEMORY;
+    case RW_BAD:
+        return SCAN_MALFORMED;
+    case RW_RESERVED:
+        return SCAN_RESERVED;
+    case RW_SEND_FAILED:
+        return SCAN_SERVER_FAILED;
+    }
+    return SCAN_OK;
+}
 
 static enum scan_result client_scan(struct client *c, struct server *s)
 {
@@ -2160,35 +2202,28 @@ static enum scan_result client_scan(struct client *c, struct server *s)
             c->owed_wait = true;
             return SCAN_BLOCKED;
         }
-        /* Before a rewrite changes it (looking again at a message a rewrite waits for
-         * changes nothing). */
-        note_client_message(c, type, b->data + cn->scan + WIRE_HEADER_LEN,
-                            b->end - cn->scan - WIRE_HEADER_LEN, len);
-        if (s->pool->mode != POOL_MODE_SESSION &&
-            (type == WIRE_FE_PARSE || type == WIRE_FE_BIND || type == WIRE_FE_DESCRIBE ||
-             type == WIRE_FE_CLOSE)) {
-            switch (rewrite_message(c, s, type, len)) {
-            case RW_PASS:
-                break;
-            case RW_DONE:
-                continue; /* the rewrite counted what it placed */
-            case RW_NEED_MORE:
-                return SCAN_OK;
-            case RW_NEED_FLUSH:
-                return SCAN_NEED_FLUSH;
-            case RW_TOO_BIG:
-                return SCAN_TOO_BIG;
-            case RW_NO_MEMORY:
-                return SCAN_NO_MEMORY;
-            case RW_BAD:
-                return SCAN_MALFORMED;
-            case RW_RESERVED:
-                return SCAN_RESERVED;
-            case RW_SEND_FAILED:
-                return SCAN_SERVER_FAILED;
-            }
-            b = cn->buf; /* unchanged, but keep the reader honest */
+        /* Another client may have left the unnamed statement on this server: close it
+         * before this client's first message, then look at that message again. */
+        enum rewrite_result r = RW_PASS;
+        if (unnamed_stmt_foreign(&s->unnamed, c->id, type))
+            r = close_foreign_unnamed(c, s);
+        if (r == RW_PASS) {
+            const uint8_t *body = b->data + cn->scan + WIRE_HEADER_LEN;
+            uint32_t have = b->end - cn->scan - WIRE_HEADER_LEN;
+            unnamed_stmt_note(&s->unnamed, c->id, type, body, have < len ? have : len);
+            /* Before a rewrite changes it (looking again at a message a rewrite waits for
+             * changes nothing). */
+            note_client_message(c, type, body, have, len);
+            if (s->pool->mode != POOL_MODE_SESSION &&
+                (type == WIRE_FE_PARSE || type == WIRE_FE_BIND || type == WIRE_FE_DESCRIBE ||
+                 type == WIRE_FE_CLOSE))
+                r = rewrite_message(c, s, type, len);
         }
+        if (r == RW_DONE)
+            continue; /* the rewrite counted what it placed */
+        if (r != RW_PASS)
+            return scan_result_of(r);
+        b = cn->buf; /* unchanged, but keep the reader honest */
         server_note_frontend(s, type, 0, 0);
         cn->scan += WIRE_HEADER_LEN;
         cn->body_left = len;

@@ -149,9 +149,10 @@ struct server {
     struct server_login *login; /* owned; only during LOGIN */
     struct pstr *params[PARAM_COUNT]; /* owned references: the server's session values */
     struct pconn conn;
-    struct owed_queue owed;    /* what the server still owes for the messages sent to it */
-    struct server_stmts stmts; /* pooler statements prepared on this server */
-    uint8_t host_idx;          /* its entry in pool->hosts */
+    struct owed_queue owed;      /* what the server still owes for the messages sent to it */
+    struct server_stmts stmts;   /* pooler statements prepared on this server */
+    struct unnamed_stmt unnamed; /* who may have left the unnamed statement (prepared.h) */
+    uint8_t host_idx;            /* its entry in pool->hosts */
     uint64_t id;
     uint32_t be_pid; /* PostgreSQL's BackendKeyData */
     uint32_t be_key;

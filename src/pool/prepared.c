@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/wire.h"
+
 bool stmt_registry_init(struct stmt_registry *r)
 {
     r->n_buckets = 1024;
@@ -269,4 +271,28 @@ void server_stmts_free(struct server_stmts *s)
     free(s->e);
     s->e = NULL;
     s->n = s->cap = 0;
+}
+
+bool unnamed_stmt_foreign(const struct unnamed_stmt *u, uint64_t client, uint8_t type)
+{
+    if (u->client == 0 || u->client == client)
+        return false;
+    /* Outside COPY these are ignored: the Close goes with the next message that is not, so
+     * that it rides in front of real work and the server is still idle when it arrives. */
+    return type != WIRE_FE_FLUSH && type != WIRE_FE_COPY_DATA && type != WIRE_FE_COPY_DONE &&
+           type != WIRE_FE_COPY_FAIL;
+}
+
+void unnamed_stmt_closed(struct unnamed_stmt *u)
+{
+    u->client = 0;
+}
+
+void unnamed_stmt_note(struct unnamed_stmt *u, uint64_t client, uint8_t type, const uint8_t *body,
+                       uint32_t have)
+{
+    /* Without the first body byte the name is unknown: assume it is empty (the cost of being
+     * wrong is one Close for the next client). */
+    if (type == WIRE_FE_PARSE && (have == 0 || body[0] == 0))
+        u->client = client;
 }

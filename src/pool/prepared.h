@@ -112,4 +112,37 @@ uint32_t server_stmts_victims(const struct server_stmts *s, uint32_t max, uint64
 void server_stmts_distrust(struct server_stmts *s);
 void server_stmts_free(struct server_stmts *s);
 
+/* The unnamed statement (a Parse with an empty name) is never renamed, and PostgreSQL keeps
+ * it past the end of the transaction: it lives until the next unnamed Parse or simple Query
+ * on that connection. In transaction or statement pooling (and in session pooling without a
+ * reset query) a server passes from client to client, so a client's Bind or Describe of ""
+ * sent without its own Parse would run the statement another client left there, SQL text
+ * and literals included. The unnamed portal cannot cross: protocol portals are never
+ * holdable, and a server changes hands only between transactions.
+ *
+ * Each server remembers which client may have left an unnamed statement on it: the last one
+ * that sent it a Parse that may be unnamed. When a different client sends that server its
+ * first message that is not ignored outside COPY (the server is idle then, so nothing can
+ * skip it), the pooler puts Close('S', "") in front and swallows its CloseComplete. The
+ * server then holds no unnamed statement of anyone else, and answers that client exactly as
+ * its own connection would: 26000 for a Bind or Describe of "" without a Parse. A client
+ * that gets back the server it used keeps its statement (as on PostgreSQL), and a client
+ * that Parses first pays one 7-byte message in the same round trip, only when the server
+ * last served another client that used the unnamed statement.
+ *
+ * Deciding per Bind instead would need to know whether an earlier Parse of "" in the
+ * pipeline ran (a Parse skipped after an error leaves the old statement in place), which is
+ * known only once the server answers. */
+struct unnamed_stmt {
+    uint64_t client; /* id of the client that may have left one, 0 = nobody may have */
+};
+/* Whether a Close('S', "") must go to the server ahead of a message of this type from
+ * client. The caller then sends it and calls unnamed_stmt_closed. */
+bool unnamed_stmt_foreign(const struct unnamed_stmt *u, uint64_t client, uint8_t type);
+void unnamed_stmt_closed(struct unnamed_stmt *u);
+/* A message of client goes to the server; body holds have bytes of it. A Parse whose name
+ * may be empty marks the statement the client's. */
+void unnamed_stmt_note(struct unnamed_stmt *u, uint64_t client, uint8_t type, const uint8_t *body,
+                       uint32_t have);
+
 #endif

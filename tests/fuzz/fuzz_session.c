@@ -215,18 +215,12 @@ static struct fake_stmt *fake_find(struct fake_stmt *set, size_t n, const char *
 
 static void fake_ready(struct fake *f)
 {
-    if (f->xact == 'I') {
-        /* Portals end with their transaction, as in PostgreSQL. The unnamed statement does
-         * not (it lives until the next unnamed Parse or simple Query), so in transaction
-         * pooling a client that Binds "" without its own Parse reaches the statement another
-         * client left there: a known limit of pgwarden (docs: bad-inputs trap 4.4, the
-         * unnamed statement across round trips) that this fake hides by dropping it here, so
-         * the fuzzer looks for other crossings. */
+    /* Portals end with their transaction, as in PostgreSQL. The unnamed statement does not:
+     * it lives until the next unnamed Parse or simple Query (fake_message), so a client that
+     * Binds "" without its own Parse would reach one another client left on its server
+     * unless the pooler closes it first (struct unnamed_stmt in pool/prepared.h). */
+    if (f->xact == 'I')
         memset(f->portals, 0, sizeof(f->portals));
-        struct fake_stmt *unnamed = fake_find(f->stmts, 16, "");
-        if (unnamed)
-            unnamed->used = false;
-    }
     size_t at = msg_begin(&f->out, 'Z');
     bytes_put(&f->out, &f->xact, 1);
     msg_end(&f->out, at);
@@ -341,11 +335,19 @@ static void fake_message(struct fake *f, uint8_t type, const uint8_t *body, uint
         return;
     }
     switch (type) {
-    case 'Q':
+    case 'Q': {
+        /* A simple Query drops the unnamed statement and portal first (exec_simple_query). */
+        struct fake_stmt *unnamed = fake_find(f->stmts, 16, "");
+        if (unnamed)
+            unnamed->used = false;
+        unnamed = fake_find(f->portals, 4, "");
+        if (unnamed)
+            unnamed->used = false;
         fake_run(f, s1, true);
         if (f->mode == FAKE_NORMAL)
             fake_ready(f);
         return;
+    }
     case 'P':
         if (s1[0] && fake_find(f->stmts, 16, s1)) {
             fake_error(f, "42P05", "prepared statement already exists");

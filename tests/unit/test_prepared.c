@@ -124,12 +124,41 @@ static void test_server_sets_evict_least_recently_used(void **state)
     assert_int_equal(s.n, 0);
 }
 
+static void test_unnamed_statement_closed_for_the_next_client(void **state)
+{
+    (void)state;
+    struct unnamed_stmt u = {0};
+    const uint8_t unnamed[] = {0, 'S', 0}, named[] = {'s', 0};
+    /* Nobody left one: nothing to close. */
+    assert_false(unnamed_stmt_foreign(&u, 7, 'B'));
+    unnamed_stmt_note(&u, 7, 'P', named, sizeof(named));
+    assert_int_equal(u.client, 0); /* a named Parse leaves the unnamed statement alone */
+    unnamed_stmt_note(&u, 7, 'P', unnamed, sizeof(unnamed));
+    assert_int_equal(u.client, 7);
+    unnamed_stmt_note(&u, 7, 'B', unnamed, sizeof(unnamed));
+    assert_int_equal(u.client, 7);
+    /* Its owner keeps it; another client gets a Close before its first real message, not
+     * before messages the server ignores outside COPY. */
+    assert_false(unnamed_stmt_foreign(&u, 7, 'B'));
+    assert_false(unnamed_stmt_foreign(&u, 8, 'H'));
+    assert_false(unnamed_stmt_foreign(&u, 8, 'd'));
+    assert_true(unnamed_stmt_foreign(&u, 8, 'Q'));
+    assert_true(unnamed_stmt_foreign(&u, 8, 'S'));
+    assert_true(unnamed_stmt_foreign(&u, 8, 'P'));
+    unnamed_stmt_closed(&u);
+    assert_false(unnamed_stmt_foreign(&u, 8, 'B'));
+    /* A Parse whose name has not arrived yet counts as unnamed. */
+    unnamed_stmt_note(&u, 8, 'P', NULL, 0);
+    assert_int_equal(u.client, 8);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_registry_shares_bodies_and_names_them_secretly),
         cmocka_unit_test(test_client_names_bind_replace_and_free),
         cmocka_unit_test(test_server_sets_evict_least_recently_used),
+        cmocka_unit_test(test_unnamed_statement_closed_for_the_next_client),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
