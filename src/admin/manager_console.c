@@ -47,7 +47,7 @@ void manager_console_leaks(struct pooler *p, struct console_out *o)
             len += (size_t)snprintf(reasons + len, sizeof(reasons) - len, "%s%s", k ? "; " : "",
                                     s->reasons[k]);
         reply_text(&r, reasons);
-        reply_text(&r, c->last_query);
+        reply_text(&r, snapshot_str(c->last_query));
     }
     reply_end(&r, "SHOW");
 }

@@ -52,11 +52,11 @@ cJSON *report_json_connection(const struct snapshot *snap, const struct conn_rec
     cJSON_AddNumberToObject(c, "state_ms", (double)snapshot_age_ms(snap, rec->state_change_ms));
     add_number_or_null(c, "xact_age_ms", (double)snapshot_age_ms(snap, rec->xact_start_ms),
                        rec->xact_start_ms > 0);
-    cJSON_AddStringToObject(c, "wait_event_type", rec->wait_event_type);
+    cJSON_AddStringToObject(c, "wait_event_type", snapshot_str(rec->wait_event_type));
     cJSON_AddBoolToObject(c, "blocking_others", rec->blocking_others);
     cJSON_AddBoolToObject(c, "superuser", rec->is_superuser);
     cJSON_AddBoolToObject(c, "self", rec->is_self);
-    cJSON_AddStringToObject(c, "last_query", rec->visible ? rec->last_query : "");
+    cJSON_AddStringToObject(c, "last_query", rec->visible ? snapshot_str(rec->last_query) : "");
     return c;
 }
 
@@ -197,8 +197,9 @@ cJSON *report_json_leaks(const struct leak_report *leaks, const struct snapshot 
         cJSON *reasons = cJSON_AddArrayToObject(o, "reasons");
         for (size_t r = 0; r < s->n_reasons; r++)
             cJSON_AddItemToArray(reasons, cJSON_CreateString(s->reasons[r]));
-        cJSON_AddStringToObject(o, "last_query", rec->visible ? rec->last_query : "");
-        if (rec->backend_start_text[0])
+        cJSON_AddStringToObject(o, "last_query",
+                                rec->visible ? snapshot_str(rec->last_query) : "");
+        if (rec->backend_start_text && rec->backend_start_text[0])
             cJSON_AddStringToObject(o, "backend_start", rec->backend_start_text);
         cJSON_AddItemToArray(list, o);
     }

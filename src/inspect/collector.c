@@ -94,6 +94,12 @@ static void get_text(char *out, size_t out_len, const PGresult *res, int row, in
     snprintf(out, out_len, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
 }
 
+static bool dup_text(char **field, size_t max, const PGresult *res, int row, int col)
+{
+    return snapshot_set_text(field, PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col),
+                             max);
+}
+
 static bool starts_with(const char *text, const char *prefix)
 {
     return strncmp(text, prefix, strlen(prefix)) == 0;
@@ -184,14 +190,19 @@ static bool read_activity(PGconn *conn, struct snapshot *snap, struct inspect_er
         rec->state_change_ms = get_i64(res, i, 7);
         rec->xact_start_ms = get_i64(res, i, 8);
         rec->query_start_ms = get_i64(res, i, 9);
-        get_text(rec->backend_start_text, sizeof(rec->backend_start_text), res, i, 10);
-        get_text(rec->wait_event_type, sizeof(rec->wait_event_type), res, i, 11);
-        get_text(rec->last_query, sizeof(rec->last_query), res, i, 12);
+        if (!dup_text(&rec->backend_start_text, SNAPSHOT_TIMESTAMP_LEN, res, i, 10) ||
+            !dup_text(&rec->wait_event_type, SNAPSHOT_NAME_LEN, res, i, 11) ||
+            !dup_text(&rec->last_query, SNAPSHOT_QUERY_LEN, res, i, 12)) {
+            inspect_error_set(err, "out_of_memory", NULL, "out of memory reading %d sessions",
+                              rows);
+            PQclear(res);
+            return false;
+        }
         rec->is_superuser = get_bool(res, i, 13);
         rec->is_self = get_bool(res, i, 14);
         rec->blocking_others = get_bool(res, i, 15);
         rec->visible = get_bool(res, i, 16);
-        rec->waiting_on_lock = strcmp(rec->wait_event_type, "Lock") == 0;
+        rec->waiting_on_lock = strcmp(rec->wait_event_type, "Lock") == 0; /* set just above */
         rec->is_infrastructure = collector_is_infrastructure(rec->user, rec->application);
         if (!rec->visible)
             snap->server.invisible_rows++;

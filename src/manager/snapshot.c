@@ -71,8 +71,25 @@ const char *snapshot_pool_mode_name(enum snapshot_pool_mode mode)
                : "unknown";
 }
 
+const char *snapshot_str(const char *text)
+{
+    return text ? text : "";
+}
+
+bool snapshot_set_text(char **field, const char *value, size_t max)
+{
+    free(*field);
+    *field = strndup(value, max - 1);
+    return *field != NULL;
+}
+
 void snapshot_free(struct snapshot *snap)
 {
+    for (size_t i = 0; i < snap->n_conns; i++) {
+        free(snap->conns[i].backend_start_text);
+        free(snap->conns[i].last_query);
+        free(snap->conns[i].wait_event_type);
+    }
     free(snap->conns);
     snap->conns = NULL;
     snap->n_conns = 0;

@@ -46,11 +46,15 @@ struct conn_record {
     int64_t state_change_ms; /* when the current state began */
     int64_t xact_start_ms;   /* 0 when not in a transaction */
     int64_t query_start_ms;  /* start of the last query, 0 if none yet */
-    /* Identity for re-checks: pg_stat_activity.backend_start as PostgreSQL printed it, so an
-     * executor can compare it exactly without a round trip through floating seconds. */
-    char backend_start_text[SNAPSHOT_TIMESTAMP_LEN];
-    char last_query[SNAPSHOT_QUERY_LEN];
-    char wait_event_type[SNAPSHOT_NAME_LEN];
+    /* Inspect mode only: owned by the snapshot (snapshot_free frees them), NULL when not known
+     * (always in serve, where a record per client is kept twice and these texts would be
+     * most of its size). Read them through snapshot_str.
+     * backend_start_text is the identity for re-checks: pg_stat_activity.backend_start as
+     * PostgreSQL printed it, so an executor can compare it exactly without a round trip
+     * through floating seconds. last_query is cut at SNAPSHOT_QUERY_LEN - 1 bytes. */
+    char *backend_start_text;
+    char *last_query;
+    char *wait_event_type;
     bool is_superuser;
     bool waiting_on_lock; /* wait_event_type = 'Lock' */
     bool blocking_others; /* appears in another backend's pg_blocking_pids() */
@@ -169,6 +173,11 @@ void snapshot_init(struct snapshot *snap, enum snapshot_mode mode, int64_t taken
 /* Appends a zeroed record and returns it (borrowed; valid until the next append), or NULL
  * when memory runs out. */
 struct conn_record *snapshot_add_conn(struct snapshot *snap);
+/* A record's optional text, "" when the snapshot does not have it. */
+const char *snapshot_str(const char *text);
+/* Sets an optional text of a record to a copy of value, cut at max - 1 bytes. False when
+ * memory ran out. */
+bool snapshot_set_text(char **field, const char *value, size_t max);
 /* Room for n connections in one allocation, when the count is known beforehand (serve): a
  * record is some 700 bytes and the manager keeps two snapshots, so the doubling's slack
  * would show in memory per idle client. False when memory ran out. */
