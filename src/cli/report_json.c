@@ -197,8 +197,7 @@ cJSON *report_json_leaks(const struct leak_report *leaks, const struct snapshot 
         cJSON *reasons = cJSON_AddArrayToObject(o, "reasons");
         for (size_t r = 0; r < s->n_reasons; r++)
             cJSON_AddItemToArray(reasons, cJSON_CreateString(s->reasons[r]));
-        cJSON_AddStringToObject(o, "last_query",
-                                rec->visible ? snapshot_str(rec->last_query) : "");
+        cJSON_AddStringToObject(o, "last_query", rec->visible ? snapshot_str(rec->last_query) : "");
         if (rec->backend_start_text && rec->backend_start_text[0])
             cJSON_AddStringToObject(o, "backend_start", rec->backend_start_text);
         cJSON_AddItemToArray(list, o);

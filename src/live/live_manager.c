@@ -250,8 +250,8 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
     snapshot_init(&cur, SNAPSHOT_MODE_SERVE, now_ms);
     snapshot_init(&prev, SNAPSHOT_MODE_SERVE, g->prev_ms);
     prev.counters = g->prev;
-    bool filled = snapshot_reserve_conns(&cur, (size_t)pool->n_clients) &&
-                  pool_source_fill_pool(pool, &cur);
+    bool filled =
+        snapshot_reserve_conns(&cur, (size_t)pool->n_clients) && pool_source_fill_pool(pool, &cur);
     /* The pools sharing this pool's server split its usable slots. */
     int sharing = 0;
     for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next) {
