@@ -256,9 +256,14 @@ static void resolved_cb(void *arg, bool ok, const struct net_sockaddr *addr, con
     s->login->resolve = NULL;
     char msg[256];
     if (!ok) {
-        /* A name that does not resolve will not for the next client either. */
-        snprintf(msg, sizeof(msg), "cannot resolve %s: %s", h->name, err);
-        login_refused(s, "08006", msg);
+        /* A name that does not resolve will not for the next client either; but in a host
+         * list the next host may serve, so the clients wait for it (PgBouncer). */
+        /* PgBouncer's words first ("server DNS lookup failed"), then which name and why. */
+        snprintf(msg, sizeof(msg), "server DNS lookup failed: cannot resolve %s: %s", h->name, err);
+        if (s->pool->n_hosts > 1)
+            login_failed(s, "08006", msg);
+        else
+            login_refused(s, "08006", msg);
         return;
     }
     h->addr = *addr;
@@ -336,13 +341,14 @@ bool server_launch(struct pool *pool)
             close(fd);
         char msg[300];
         snprintf(msg, sizeof(msg), "%s%s",
-                 unresolved ? "" : "connect failed: ", fd < 0 ? err : "out of memory");
+                 unresolved ? "server DNS lookup failed: " : "connect failed: ",
+                 fd < 0 ? err : "out of memory");
         log_warning("pool", "%s/%s: server login failed: %s", pool->db_name, pool->user_name, msg);
         record_login_failure(pool, "08006", msg);
         move_past_failed_host(pool, s->host_idx);
         free(s);
         free(l);
-        if (unresolved) /* as in resolved_cb: the waiting clients are told */
+        if (unresolved && pool->n_hosts <= 1) /* as in resolved_cb */
             pool_fail_waiters(pool);
         return false;
     }
@@ -692,8 +698,11 @@ static void log_connected(const struct server *s)
         net_addr_from_sockaddr(&local, (const struct sockaddr *)&ss, len);
         net_addr_format(&local, addr, sizeof(addr));
     }
-    log_info("pool", "server %llu %s/%s: new connection to server (from %s)",
-             (unsigned long long)s->id, pool->db_name, pool->user_name, addr);
+    /* PgBouncer names the server's address before the event ("db/user@host:port new
+     * connection to server"); tools and its test suite look for it. */
+    log_info("pool", "server %llu %s/%s@%s:%d new connection to server (from %s)",
+             (unsigned long long)s->id, pool->db_name, pool->user_name, server_host(s)->name,
+             pool->port, addr);
 }
 
 /* The socket is connected: ask for TLS, or log in in the clear. */

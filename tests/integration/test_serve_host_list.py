@@ -93,3 +93,20 @@ def test_bad_load_balance_hosts_is_refused(pgwarden_bin, pg):
         p.start()
     assert "is not round-robin or disable" in str(e.value)
     p.stop()
+
+
+def test_disable_moves_past_a_name_that_does_not_resolve(pgwarden_bin, pg):
+    """A host of the list that does not resolve is a failed connection like any other: the
+    clients wait while the pool moves to the next host (PgBouncer's
+    test_load_balance_hosts_disable_bad_first)."""
+    p = start(pgwarden_bin, pg, "pgwarden-no-such-host.invalid,127.0.0.1", balance="disable")
+    conns = []
+    try:
+        conns = [psycopg.connect(p.dsn(dbname="hl"), autocommit=True, connect_timeout=20)
+                 for _ in range(2)]
+        assert [server_side_addr(c) for c in conns] == ["127.0.0.1"] * 2
+        assert "cannot resolve pgwarden-no-such-host.invalid" in p.log()
+    finally:
+        for c in conns:
+            c.close()
+        p.stop()
