@@ -137,7 +137,7 @@ static bool may_wait_during_shutdown(struct client *c)
         client_fail(c, "08P01", "server shutting down");
         return false;
     }
-    if (p->shutdown_since_us && c->connect_us >= p->shutdown_since_us) {
+    if (p->shutdown_since_us && c->id > p->shutdown_last_id) {
         client_fail(c, "08P01", "pooler is shutting down");
         return false;
     }

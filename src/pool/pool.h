@@ -377,8 +377,10 @@ struct pooler {
     bool accept_paused;
     bool reap_scheduled;
     enum pooler_run_state run_state;
-    int64_t shutdown_since_us; /* when SHUTDOWN WAIT_FOR_* began (0 = running): clients that
-                                  logged in since are refused a server */
+    int64_t shutdown_since_us; /* when SHUTDOWN WAIT_FOR_* began (0 = running) */
+    uint64_t shutdown_last_id; /* the last id handed out before shutdown began: clients with a
+                                  larger id came since and are refused a server (ids, not
+                                  clock times, which can step) */
     int64_t shutdown_deadline_us;
     int64_t stats_period_start_us;
     int exit_code;

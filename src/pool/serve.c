@@ -398,6 +398,7 @@ static void begin_shutdown(struct pooler *p, enum pooler_run_state how, const ch
                                             : "shutting down after clients disconnect");
     p->run_state = how;
     p->shutdown_since_us = pooler_now(p);
+    p->shutdown_last_id = p->next_id;
     if (p->cfg->shutdown_timeout_ms > 0)
         p->shutdown_deadline_us = pooler_now(p) + p->cfg->shutdown_timeout_ms * 1000;
     /* Stop accepting TCP clients; the process exits once the condition holds. Clients that
