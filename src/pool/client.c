@@ -277,7 +277,16 @@ const char *client_user_name(const struct client *c)
 {
     if (c->session)
         return c->session->user;
-    return c->pool ? c->pool->user_name : "";
+    if (c->pool)
+        return c->pool->user_name;
+    return c->login && c->login->user ? c->login->user : "";
+}
+
+const char *client_database_name(const struct client *c)
+{
+    if (c->pool)
+        return c->pool->db_name;
+    return c->login && c->login->database ? c->login->database : "";
 }
 
 /* The client's startup value of a parameter, or NULL. */

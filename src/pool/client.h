@@ -38,8 +38,12 @@ void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict,
                              const char *error);
 /* Frees what the client module keeps for c (its login state, its session): when c closes. */
 void client_login_free(struct client *c);
-/* The user the client logged in as (console clients included). */
+/* The user the client logged in as (console clients included), or asked for while it is
+ * still logging in; "" before its startup packet. */
 const char *client_user_name(const struct client *c);
+/* The database of the client's pool, or the one it asked for while logging in; "" before
+ * its startup packet. */
+const char *client_database_name(const struct client *c);
 
 /* Sends s, as one pooler query answered before the client's next request, the SET and RESET
  * statements that give it c's session parameters; records them as s's. False when it could

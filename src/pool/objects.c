@@ -418,12 +418,14 @@ void client_close(struct client *c, const char *reason)
     if (c->state == CL_JUSTFREE)
         return;
     struct pooler *p = c->pooler;
-    if (p->cfg->log_disconnections && c->state != CL_LOGIN) {
+    /* Logins that fail are logged too (PgBouncer's line): an operator looking for why a
+     * client was refused finds the reason next to who asked. */
+    if (p->cfg->log_disconnections && reason) {
         char addr[64];
         net_addr_format(&c->addr, addr, sizeof(addr));
+        const char *db = client_database_name(c), *user = client_user_name(c);
         log_info("pool", "client %llu %s %s/%s: closing because: %s (age=%llds)",
-                 (unsigned long long)c->id, addr, c->pool ? c->pool->db_name : "-",
-                 c->pool ? c->pool->user_name : "-", reason,
+                 (unsigned long long)c->id, addr, *db ? db : "-", *user ? user : "-", reason,
                  (long long)((pooler_now(p) - c->connect_us) / 1000000));
     }
     struct server *s = c->server;

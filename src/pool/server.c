@@ -427,11 +427,18 @@ void server_close(struct server *s, const char *reason)
  *   the policy refuses) and a name that
  *   does not resolve
  */
-static void end_login(struct server *s, bool refused, const char *sqlstate, const char *msg)
+static void end_login(struct server *s, bool refused, const char *severity, const char *sqlstate,
+                      const char *msg)
 {
     struct pool *pool = s->pool;
-    log_warning("pool", "%s/%s: server login failed: %s%s%s", pool->db_name, pool->user_name,
-                sqlstate ? sqlstate : "", sqlstate ? " " : "", msg);
+    /* The server's own words as PgBouncer logs them ("FATAL database ... does not exist"),
+     * then the SQLSTATE; pgwarden's own reasons carry only the SQLSTATE. */
+    if (severity)
+        log_warning("pool", "%s/%s: server login failed: %s %s (%s)", pool->db_name,
+                    pool->user_name, severity, msg, sqlstate ? sqlstate : "");
+    else
+        log_warning("pool", "%s/%s: server login failed: %s%s%s", pool->db_name, pool->user_name,
+                    sqlstate ? sqlstate : "", sqlstate ? " " : "", msg);
     record_login_failure(pool, sqlstate ? sqlstate : "08006", msg);
     move_past_failed_host(pool, s->host_idx);
     server_close(s, msg);
@@ -443,7 +450,7 @@ static void end_login(struct server *s, bool refused, const char *sqlstate, cons
 /* The login broke off: unreachable server, a close, a protocol error. */
 static void login_failed(struct server *s, const char *sqlstate, const char *msg)
 {
-    end_login(s, false, sqlstate, msg);
+    end_login(s, false, NULL, sqlstate, msg);
 }
 
 void server_login_failed(struct server *s, const char *sqlstate, const char *msg)
@@ -454,7 +461,7 @@ void server_login_failed(struct server *s, const char *sqlstate, const char *msg
 /* The server (or the lack of credentials it accepts) refused the login. */
 static void login_refused(struct server *s, const char *sqlstate, const char *msg)
 {
-    end_login(s, true, sqlstate, msg);
+    end_login(s, true, NULL, sqlstate, msg);
 }
 
 static bool send_startup(struct server *s)
@@ -928,7 +935,8 @@ static void login_event(struct server *s, unsigned what)
                 if (!wire_parse_error(body, len, &e))
                     memset(&e, 0, sizeof(e));
                 snprintf(m, sizeof(m), "%s", e.message ? e.message : "server login failed");
-                login_refused(s, e.sqlstate && strlen(e.sqlstate) == 5 ? e.sqlstate : "08P01", m);
+                end_login(s, true, e.severity ? e.severity : "ERROR",
+                          e.sqlstate && strlen(e.sqlstate) == 5 ? e.sqlstate : "08P01", m);
                 return;
             }
             case WIRE_BE_READY_FOR_QUERY: {

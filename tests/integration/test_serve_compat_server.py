@@ -5,6 +5,7 @@ failed together when the server refuses the login), a server that PostgreSQL end
 long cleartext passwords, SHUTDOWN WAIT_FOR_SERVERS, server_lifetime = 0, the per-database
 and per-user settings, and PgBouncer's log lines."""
 import os
+import re
 import shutil
 import signal
 import struct
@@ -534,6 +535,29 @@ def test_pgbouncer_log_lines(pgwarden_bin, pg):
         assert "new connection to server (from 127.0.0.1:" in log, log
         assert "taking connection from reserve_pool" in log, log
         assert "closing because: query timeout" in log, log
+    finally:
+        p.stop()
+
+
+def test_refused_logins_are_logged_with_their_reason(pgwarden_bin, pg):
+    """A client refused while it logs in gets PgBouncer's "closing because:" line naming the
+    database and user it asked for, and a server's refusal is logged with its severity."""
+    dbs = {"postgres": f"host=127.0.0.1 port={pg.port} dbname=postgres",
+           "gone": f"host=127.0.0.1 port={pg.port} dbname=no_such_pg_db"}
+    p = Pooler(pgwarden_bin, pg, databases=dbs,
+               settings={"server_tls_sslmode": "disable"}).start()
+    try:
+        with pytest.raises(psycopg.OperationalError, match="no such database: nosuchdb"):
+            psycopg.connect(p.dsn("postgres", "nosuchdb"))
+        with pytest.raises(psycopg.OperationalError, match='"no_such_pg_db" does not exist'):
+            psycopg.connect(p.dsn("postgres", "gone"))
+        log = full_log(p)
+        assert re.search(r"nosuchdb/postgres: closing because: no such database: nosuchdb "
+                         r"\(age=\d+s\)", log), log
+        assert 'server login failed: FATAL database "no_such_pg_db" does not exist (3D000)' \
+            in log, log
+        assert re.search(r'gone/postgres: closing because: database "no_such_pg_db" does not '
+                         r"exist", log), log
     finally:
         p.stop()
 
