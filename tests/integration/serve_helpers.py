@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 
 from pgfixture import PASSWORDS, free_port
 
@@ -151,11 +152,16 @@ def startup_packet(user, database, extra=None, version=196608):
     return struct.pack("!I", len(body) + 4) + body
 
 
+# Bytes read past the message a read_messages call stopped at, per socket: the next call
+# starts with them (two pipelined Syncs' answers often arrive in one recv).
+_unread = weakref.WeakKeyDictionary()
+
+
 def read_messages(sock, timeout=5.0, until=None):
     """Reads backend messages until `until` type byte is seen or the peer closes.
     Returns a list of (type, body)."""
     sock.settimeout(timeout)
-    buf = b""
+    buf = _unread.pop(sock, b"")
     msgs = []
     end = time.time() + timeout
     while time.time() < end:
@@ -167,6 +173,8 @@ def read_messages(sock, timeout=5.0, until=None):
             msgs.append((t, buf[5:1 + ln]))
             buf = buf[1 + ln:]
             if until is not None and t == until:
+                if buf:
+                    _unread[sock] = buf
                 return msgs
         try:
             chunk = sock.recv(65536)
@@ -178,6 +186,18 @@ def read_messages(sock, timeout=5.0, until=None):
             break
         buf += chunk
     return msgs
+
+
+def read_until_readies(sock, n, timeout=20.0):
+    """Reads messages until n ReadyForQuery arrived (or the peer closed, or `timeout` passed
+    with nothing new); returns them all. What came after the n-th is kept for the next read."""
+    out = []
+    for _ in range(n):
+        got = read_messages(sock, timeout, until=b"Z")
+        out += got
+        if not got or got[-1][0] != b"Z":
+            break
+    return out
 
 
 def error_fields(body):

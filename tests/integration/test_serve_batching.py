@@ -377,6 +377,21 @@ class Frozen:
         return False
 
 
+def wait_backend(pg, marker, states, timeout=10.0):
+    """Waits until the server backend whose current or last query contains marker is in one
+    of states (pg_stat_activity): the tests below freeze the pooler around a moment defined by
+    the server (the query arrived; its answer left), not by a guess at how long that takes."""
+    deadline = time.time() + timeout
+    with psycopg.connect(pg.dsn(), autocommit=True) as c:
+        while True:
+            row = c.execute("SELECT state FROM pg_stat_activity WHERE query LIKE %s AND pid <> "
+                            "pg_backend_pid()", (f"%{marker}%",)).fetchone()
+            if row and row[0] in states:
+                return
+            assert time.time() < deadline, f"no backend with {marker!r} in {states}: {row}"
+            time.sleep(0.002)
+
+
 @pytest.mark.parametrize("io_uring", [1, 0])
 def test_request_in_the_turn_of_a_deferred_release_keeps_the_server(pgwarden_bin, pg,
                                                                      io_uring):
@@ -390,9 +405,10 @@ def test_request_in_the_turn_of_a_deferred_release_keeps_the_server(pgwarden_bin
         other = login_raw(p)
         for i in range(15):
             s.sendall(query_msg(f"SELECT 'first-{i}', pg_sleep(0.05)"))
-            time.sleep(0.01)  # forwarded to the server, which answers in 50 ms
+            wait_backend(pg, f"'first-{i}'", ("active", "idle"))  # forwarded to the server
             with Frozen(p):
-                time.sleep(0.08)  # the result reaches the pooler's socket
+                wait_backend(pg, f"'first-{i}'", ("idle",))  # answered
+                time.sleep(0.01)  # the result reaches the pooler's socket
                 other.sendall(query_msg(f"SELECT 'other-{i}', pg_backend_pid()"))
                 time.sleep(0.005)
                 second = ("BEGIN" if i % 3 == 2 else f"SELECT 'second-{i}', pg_backend_pid()")
@@ -442,9 +458,10 @@ def test_client_gone_before_its_deferred_result_releases_the_server(pgwarden_bin
         for i in range(15):
             s = login_raw(p)
             s.sendall(query_msg(f"SELECT 'gone-{i}', pg_sleep(0.05)"))
-            time.sleep(0.01)  # forwarded to the server, which answers in 50 ms
+            wait_backend(pg, f"'gone-{i}'", ("active", "idle"))  # forwarded to the server
             with Frozen(p):
-                time.sleep(0.08)  # the result reaches the pooler's socket
+                wait_backend(pg, f"'gone-{i}'", ("idle",))  # answered
+                time.sleep(0.01)  # the result reaches the pooler's socket
                 s.close()
                 time.sleep(0.01)
             time.sleep(0.02)
@@ -555,7 +572,7 @@ def test_clients_vanishing_after_a_query(pgwarden_bin, pgbench_db, io_uring):
 # When a client reset its connection before its deferred result went out, the pooler finds out
 # by failing to send it ('could not send to client'); the whole result, ReadyForQuery included,
 # had arrived, so the server is idle and must be released (server_pump keeps the release
-# pending for client_close), not closed as busy.
+# pending for objects_client_close), not closed as busy.
 @pytest.mark.parametrize("io_uring", [1, 0])
 def test_result_for_a_reset_client_releases_the_server(pgwarden_bin, pg, io_uring):
     """A client sends SELECT 1 and resets the connection (RST). When the pooler only finds

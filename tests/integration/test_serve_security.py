@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from serve_helpers import (Pooler, data_row_values, error_fields, login_raw, query_msg,
-                           read_messages, rss_kb)
+                           read_messages, read_until_readies, rss_kb)
 
 
 @pytest.fixture
@@ -26,37 +26,6 @@ def pooler(pgwarden_bin, pg):
 
 def msg(t, body=b""):
     return t + struct.pack("!I", len(body) + 4) + body
-
-
-_pending = {}
-
-
-def read_until_readies(sock, n, timeout=20):
-    """Reads messages until n ReadyForQuery arrived; returns them all. Bytes after the last
-    one are kept for the next call on the same socket."""
-    buf = _pending.pop(sock, b"")
-    got, out = 0, []
-    deadline = time.time() + timeout
-    sock.settimeout(0.2)
-    while time.time() < deadline:
-        while got < n and len(buf) >= 5:
-            (ln,) = struct.unpack("!I", buf[1:5])
-            if len(buf) < 1 + ln:
-                break
-            out.append((buf[0:1], buf[5:1 + ln]))
-            got += buf[0:1] == b"Z"
-            buf = buf[1 + ln:]
-        if got >= n:
-            break
-        try:
-            chunk = sock.recv(65536)
-        except (TimeoutError, OSError):
-            continue
-        if not chunk:
-            break
-        buf += chunk
-    _pending[sock] = buf
-    return out
 
 
 def rows(msgs):
