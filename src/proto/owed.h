@@ -76,8 +76,11 @@ struct owed_entry {
  * the server's own 8 KB send buffer fills and flushes long before the queue does (every
  * queued message owes at least 5 bytes), so waiting can never deadlock. */
 #define OWED_MAX_ENTRIES 4096
-/* Room one rewritten client message may need (an injected Close and Parse, the message). */
-#define OWED_RESERVE 4
+/* Room one client message may need once rewritten: a Close of an unnamed statement another
+ * client left, Closes of up to 16 least recently used statements (PLAN_MAX_EVICT in
+ * pool/client.c), a Close and Parse that re-create the statement, and the message itself.
+ * A message is only taken while this much is free, so a rewrite never meets a full queue. */
+#define OWED_RESERVE 20
 
 /* Called for every Parse or Close with an id that the server did not carry out (an error or
  * a skip dropped it): after a Parse the statement is not there after all, after a Close it
