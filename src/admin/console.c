@@ -151,7 +151,7 @@ static void argument(const char *sql, char *out, size_t len)
 /* PgBouncer's answer to PAUSE and KILL while everything is paused already. */
 static bool refuse_when_paused(const struct pooler *p, struct console_out *o)
 {
-    if (p->run_state != POOLER_PAUSED)
+    if (p->run_state != POOLER_PAUSED && p->run_state != POOLER_SUSPENDED)
         return false;
     reply_error(o, "55000", "already suspended/paused");
     return true;
@@ -277,7 +277,7 @@ static void resume_command(struct pooler *p, const char *sql, struct console_out
         reply_error(o, "55000", "database %s is not paused", db);
         return;
     }
-    if (!db[0] && p->run_state != POOLER_PAUSED) {
+    if (!db[0] && p->run_state != POOLER_PAUSED && p->run_state != POOLER_SUSPENDED) {
         reply_error(o, "55000", "pooler is not paused/suspended");
         return;
     }
@@ -308,13 +308,18 @@ static void wait_close_command(struct pooler *p, const char *sql, struct console
         wait_for(o, CONSOLE_WAIT_CLOSE, db);
 }
 
+/* PgBouncer's SUSPEND: stop reading pooled clients and their servers, answer once what was
+ * read is sent on; RESUME goes on. New clients log in and wait for a server meanwhile. */
 static void suspend_command(struct pooler *p, const char *sql, struct console_out *o)
 {
-    (void)p;
     (void)sql;
-    reply_error(o, "0A000",
-                "SUSPEND prepares PgBouncer's online restart (-R), which pgwarden does not have: "
-                "restart it instead (clients reconnect)");
+    if (refuse_when_paused(p, o))
+        return;
+    if (!serve_suspend(p)) {
+        reply_error(o, "55000", "pooler is shutting down");
+        return;
+    }
+    wait_for(o, CONSOLE_WAIT_SUSPEND, "");
 }
 
 bool console_wait_over(const struct pooler *p, enum console_wait wait, const char *db)
@@ -324,6 +329,8 @@ bool console_wait_over(const struct pooler *p, enum console_wait wait, const cha
         return control_paused_done(p, db);
     case CONSOLE_WAIT_CLOSE:
         return control_closed_done(p, db);
+    case CONSOLE_WAIT_SUSPEND:
+        return control_suspend_flushed(p);
     case CONSOLE_WAIT_NONE:
         break;
     }
@@ -332,7 +339,13 @@ bool console_wait_over(const struct pooler *p, enum console_wait wait, const cha
 
 void console_wait_finish(enum console_wait wait, struct console_out *o)
 {
-    reply_complete(o, wait == CONSOLE_WAIT_PAUSE ? "PAUSE" : "WAIT_CLOSE");
+    static const char *const tags[] = {
+        [CONSOLE_WAIT_NONE] = "",
+        [CONSOLE_WAIT_PAUSE] = "PAUSE",
+        [CONSOLE_WAIT_CLOSE] = "WAIT_CLOSE",
+        [CONSOLE_WAIT_SUSPEND] = "SUSPEND",
+    };
+    reply_complete(o, tags[wait]);
     wire_build_ready(&o->buf, WIRE_XACT_IDLE);
 }
 

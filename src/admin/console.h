@@ -35,8 +35,9 @@ enum console_access console_peer_access(const char *user, bool same_uid_over_uni
  * when done); the client's further input waits with it. */
 enum console_wait {
     CONSOLE_WAIT_NONE,
-    CONSOLE_WAIT_PAUSE, /* no server of the database (all: "") linked to a client */
-    CONSOLE_WAIT_CLOSE, /* no server of the database marked to be closed */
+    CONSOLE_WAIT_PAUSE,   /* no server of the database (all: "") linked to a client */
+    CONSOLE_WAIT_CLOSE,   /* no server of the database marked to be closed */
+    CONSOLE_WAIT_SUSPEND, /* what was read before SUSPEND has been sent on */
 };
 
 struct console_out {

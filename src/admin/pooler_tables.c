@@ -1160,9 +1160,9 @@ void pooler_tables_state(struct pooler *p, struct console_out *o)
         const char *key;
         bool on;
     } rows[] = {
-        {"active", p->run_state != POOLER_PAUSED},
+        {"active", p->run_state != POOLER_PAUSED && p->run_state != POOLER_SUSPENDED},
         {"paused", p->run_state == POOLER_PAUSED},
-        {"suspended", false},
+        {"suspended", p->run_state == POOLER_SUSPENDED},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         reply_row(&r);

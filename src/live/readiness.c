@@ -16,8 +16,8 @@ enum readiness_result readiness_check(const struct pooler *p, char *reason, size
         snprintf(reason, reason_len, "shutting down");
         return READINESS_SHUTTING_DOWN;
     }
-    if (p->run_state == POOLER_PAUSED) {
-        snprintf(reason, reason_len, "paused");
+    if (p->run_state == POOLER_PAUSED || p->run_state == POOLER_SUSPENDED) {
+        snprintf(reason, reason_len, p->run_state == POOLER_PAUSED ? "paused" : "suspended");
         return READINESS_PAUSED;
     }
     for (const struct plist *n = p->pools.next; n != &p->pools; n = n->next) {

@@ -12,7 +12,7 @@ struct pooler;
 enum readiness_result {
     READINESS_READY,
     READINESS_SHUTTING_DOWN, /* SIGINT/SIGTERM: no new clients are accepted */
-    READINESS_PAUSED,        /* PAUSE / SIGUSR1: no servers are handed out */
+    READINESS_PAUSED,        /* PAUSE / SIGUSR1 / SUSPEND: no servers are handed out */
     READINESS_LOGIN_FAILING, /* a pool's server logins fail and it has no idle server */
 };
 

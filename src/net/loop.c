@@ -118,6 +118,12 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
     io->fn((int)fd, w, io->arg);
 }
 
+void net_io_activate_read(struct net_io *io)
+{
+    if (io && io->ev)
+        event_active(io->ev, EV_READ, 0);
+}
+
 struct net_io *net_io_new(struct net_loop *loop, int fd, enum net_io_mode mode, net_io_fn fn,
                           void *arg)
 {

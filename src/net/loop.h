@@ -59,6 +59,9 @@ void net_io_free(struct net_io *io);
 /* Level-triggered registrations only: stop/start watching (EMFILE back-off, pause). */
 void net_io_pause(struct net_io *io);
 void net_io_resume(struct net_io *io);
+/* Runs io's callback in this loop turn as if its fd had just become readable: for work held
+ * back on purpose (SUSPEND), whose edge-triggered wake-up already passed. */
+void net_io_activate_read(struct net_io *io);
 
 struct net_timer *net_timer_new(struct net_loop *loop, net_timer_fn fn, void *arg);
 /* (Re)arms the timer; periodic timers fire every ms until stopped. */

@@ -860,7 +860,8 @@ static void console_login(struct client *c, const uint8_t *sasl_final, size_t sa
      * stays open while the pooler shuts down. */
     const char *sqlstate;
     bool limited = access != CONSOLE_ADMIN &&
-                   (p->run_state == POOLER_RUNNING || p->run_state == POOLER_PAUSED);
+                   (p->run_state == POOLER_RUNNING || p->run_state == POOLER_PAUSED ||
+                    p->run_state == POOLER_SUSPENDED);
     const char *refusal = limited ? objects_login_refusal(p->admin_pool, l->user, &sqlstate) : NULL;
     if (refusal) {
         objects_client_fail(c, sqlstate, "%s", refusal);
@@ -2538,9 +2539,12 @@ void client_pump(struct client *c)
     }
     if (c->owed_wait)
         return; /* the server's answers resume this client (server_pump) */
+    /* Suspended: what is buffered still goes out, the socket waits (may_read stays set, so
+     * RESUME picks up where this stopped). */
+    const bool can_read = !pooler_reads_suspended(p);
     for (;;) {
         enum fill_result r = FILL_AGAIN;
-        if (c->conn.may_read) {
+        if (c->conn.may_read && can_read) {
             r = conn_fill(p, &c->conn);
             if (r == FILL_EOF || r == FILL_ERROR) {
                 objects_client_close(c, r == FILL_EOF ? "client closed the connection"
@@ -2577,7 +2581,7 @@ void client_pump(struct client *c)
                 return;
             }
             if (h == WIRE_HEADER_INCOMPLETE) {
-                if (c->conn.may_read)
+                if (c->conn.may_read && can_read)
                     continue;
                 break;
             }
@@ -2636,7 +2640,7 @@ void client_pump(struct client *c)
             return; /* what was counted went out; the rest waits for the server's answers */
         if (sr == SCAN_NEED_FLUSH)
             continue;
-        if (!c->conn.may_read)
+        if (!c->conn.may_read || !can_read)
             break;
         /* A full buffer that neither scanned nor sent anything can never make progress:
          * end this client rather than spin on it. */

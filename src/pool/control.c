@@ -112,6 +112,29 @@ bool control_paused_done(const struct pooler *p, const char *db)
     return true;
 }
 
+/* Whole messages read into cn's buffer and not yet sent on (a partial one waits for the rest,
+ * which SUSPEND does not read). */
+static bool holds_unsent(const struct pconn *cn)
+{
+    return cn->buf && cn->buf->pos < cn->scan;
+}
+
+bool control_suspend_flushed(const struct pooler *p)
+{
+    for (const struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        const struct pool *pool = plist_entry(n, struct pool, node);
+        for (const struct plist *m = pool->active_servers.next; m != &pool->active_servers;
+             m = m->next)
+            if (holds_unsent(&plist_entry(m, struct server, node)->conn))
+                return false;
+        for (const struct plist *m = pool->active_clients.next; m != &pool->active_clients;
+             m = m->next)
+            if (holds_unsent(&plist_entry(m, struct client, node)->conn))
+                return false;
+    }
+    return true;
+}
+
 static bool any_close_needed(const struct plist *list)
 {
     for (const struct plist *m = list->next; m != list; m = m->next)

@@ -29,6 +29,9 @@ void control_apply(struct pool *pool);
  * a client; WAIT_CLOSE's once none is marked to be closed. */
 bool control_paused_done(const struct pooler *p, const char *db);
 bool control_closed_done(const struct pooler *p, const char *db);
+/* SUSPEND is answered when this holds: nothing read from a pooled client or a linked server
+ * is left unsent. */
+bool control_suspend_flushed(const struct pooler *p);
 
 void control_free(struct pooler *p);
 

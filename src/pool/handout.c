@@ -237,7 +237,8 @@ void handout_activate(struct pool *pool)
 {
     struct pooler *p = pool->pooler;
     /* PAUSE and the SIGINT shutdown hand out no servers: clients queue until RESUME. */
-    if (p->run_state == POOLER_PAUSED || p->run_state == POOLER_SHUTDOWN_SERVERS || pool->db_paused)
+    if (p->run_state == POOLER_PAUSED || p->run_state == POOLER_SUSPENDED ||
+        p->run_state == POOLER_SHUTDOWN_SERVERS || pool->db_paused)
         return;
     int64_t now = pooler_now(p);
     for (;;) {

@@ -319,6 +319,7 @@ struct pool {
 enum pooler_run_state {
     POOLER_RUNNING,
     POOLER_PAUSED,
+    POOLER_SUSPENDED, /* SUSPEND: pooled clients and their servers are not read until RESUME */
     POOLER_SHUTDOWN_SERVERS, /* SIGINT: stop accepting, exit when no server is in use */
     POOLER_SHUTDOWN_CLIENTS, /* SIGTERM: stop accepting, exit when no client is left */
 };
@@ -387,6 +388,14 @@ struct pooler {
     struct db_control *db_controls; /* owned: per-database PAUSE/DISABLE (pool/control) */
     size_t n_db_controls;
 };
+
+/* SUSPEND: no bytes are read from logged-in clients or from servers linked to them (what
+ * was read already is still forwarded and sent); logins, the console and the pooler's own
+ * queries on idle servers go on. */
+static inline bool pooler_reads_suspended(const struct pooler *p)
+{
+    return p->run_state == POOLER_SUSPENDED;
+}
 
 /* Now, in microseconds since the epoch, as cached for this loop turn (no system call). */
 static inline int64_t pooler_now(struct pooler *p)

@@ -386,6 +386,27 @@ static void resume_all(struct pooler *p)
         handout_activate(plist_entry(n, struct pool, node));
 }
 
+/* After SUSPEND: every pooled client and linked server whose socket was left unread gets its
+ * read callback again (the edge that announced the bytes has passed). */
+static void wake_suspended_reads(struct pooler *p)
+{
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        for (struct plist *it = pool->active_servers.next; it != &pool->active_servers;
+             it = it->next) {
+            struct server *s = plist_entry(it, struct server, node);
+            if (s->conn.may_read)
+                net_io_activate_read(s->conn.io);
+        }
+        for (struct plist *it = pool->active_clients.next; it != &pool->active_clients;
+             it = it->next) {
+            struct client *c = plist_entry(it, struct client, node);
+            if (c->conn.may_read)
+                net_io_activate_read(c->conn.io);
+        }
+    }
+}
+
 static void begin_shutdown(struct pooler *p, enum pooler_run_state how, const char *sig)
 {
     if (p->run_state == POOLER_SHUTDOWN_SERVERS || p->run_state == POOLER_SHUTDOWN_CLIENTS) {
@@ -396,7 +417,10 @@ static void begin_shutdown(struct pooler *p, enum pooler_run_state how, const ch
     log_info("serve", "%s: %s", sig,
              how == POOLER_SHUTDOWN_SERVERS ? "shutting down after servers are released"
                                             : "shutting down after clients disconnect");
+    bool was_suspended = p->run_state == POOLER_SUSPENDED;
     p->run_state = how;
+    if (was_suspended)
+        wake_suspended_reads(p);
     p->shutdown_since_us = pooler_now(p);
     p->shutdown_last_id = p->next_id;
     if (p->cfg->shutdown_timeout_ms > 0)
@@ -432,11 +456,23 @@ void serve_pause(struct pooler *p)
     }
 }
 
+bool serve_suspend(struct pooler *p)
+{
+    if (p->run_state != POOLER_RUNNING)
+        return false;
+    log_info("serve", "suspending: pooled clients and their servers are not read until resumed");
+    p->run_state = POOLER_SUSPENDED;
+    return true;
+}
+
 void serve_resume(struct pooler *p)
 {
-    if (p->run_state == POOLER_PAUSED) {
+    if (p->run_state == POOLER_PAUSED || p->run_state == POOLER_SUSPENDED) {
         log_info("serve", "resuming");
+        bool was_suspended = p->run_state == POOLER_SUSPENDED;
         p->run_state = POOLER_RUNNING;
+        if (was_suspended)
+            wake_suspended_reads(p);
         resume_all(p);
     }
 }

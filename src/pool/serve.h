@@ -19,6 +19,8 @@ int serve_main(int argc, char **argv);
 /* ---- pooler actions (PAUSE, RESUME, RELOAD, SHUTDOWN on the admin console) ---- */
 void serve_pause(struct pooler *p);
 void serve_resume(struct pooler *p);
+/* SUSPEND: false (nothing changed) unless the pooler was running. */
+bool serve_suspend(struct pooler *p);
 /* Returns false with the reason in err when the new configuration was refused. */
 bool serve_reload(struct pooler *p, char *err, size_t err_len);
 /* SET key = value: changes one key of the running configuration (until the next RELOAD) and

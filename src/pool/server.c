@@ -1176,7 +1176,9 @@ void server_pump(struct server *s)
         if (s->state == SV_JUSTFREE || s->state == SV_LOGIN)
             return;
         bool progressed = false;
-        if (s->conn.may_read) {
+        /* Suspended: a server linked to a client is not read (see pooler_reads_suspended). */
+        const bool can_read = !(s->client && pooler_reads_suspended(p));
+        if (s->conn.may_read && can_read) {
             enum fill_result r = conn_fill(p, &s->conn);
             if (r == FILL_EOF || r == FILL_ERROR) {
                 server_close(s, r == FILL_EOF ? "server closed the connection"
@@ -1277,9 +1279,9 @@ void server_pump(struct server *s)
             continue;
         }
         }
-        if (!s->conn.may_read && !progressed)
+        if ((!s->conn.may_read || !can_read) && !progressed)
             break;
-        if (!s->conn.may_read && (!s->conn.buf || s->conn.scan == s->conn.buf->end))
+        if ((!s->conn.may_read || !can_read) && (!s->conn.buf || s->conn.scan == s->conn.buf->end))
             break;
     }
     if (s->state == SV_JUSTFREE)

@@ -9,7 +9,8 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import Pooler, raw_connect, read_messages, rss_kb, startup_packet
+from serve_helpers import (Pooler, query_msg, raw_connect, read_messages, rss_kb,
+                           startup_packet)
 
 
 def wait_exit(p, timeout):
@@ -120,6 +121,64 @@ def test_pause_and_resume(pgwarden_bin, pg):
             p.signal(signal.SIGUSR2)
             t.join(timeout=10)
             assert result.get("v") == 42
+    finally:
+        p.stop()
+
+
+def _console(p):
+    return psycopg.connect(p.dsn("postgres", "pgbouncer", password=""), autocommit=True)
+
+
+def _answer_within(sock, seconds):
+    """The messages up to ReadyForQuery if they arrive within seconds, else None."""
+    msgs = read_messages(sock, timeout=seconds, until=b"Z")
+    return msgs if msgs and msgs[-1][0] == b"Z" else None
+
+
+def test_suspend_stops_reading_until_resume(pgwarden_bin, pg):
+    """SUSPEND: a session client's next query and a query already running wait unanswered,
+    a client that logs in meanwhile waits for a server, the console keeps working; RESUME
+    delivers everything, in order."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               settings={"admin_users": "postgres"}).start()
+    try:
+        idle = raw_connect(p.port)
+        idle.sendall(startup_packet("postgres", "postgres"))
+        assert _answer_within(idle, 10)
+        running = raw_connect(p.port)
+        running.sendall(startup_packet("postgres", "postgres"))
+        assert _answer_within(running, 10)
+        running.sendall(query_msg("SELECT pg_sleep(0.5), 'running'"))
+        time.sleep(0.1)
+        with _console(p) as con:
+            con.execute("SUSPEND")
+            state = dict(con.execute("SHOW STATE").fetchall())
+            assert state["suspended"] == "yes" and state["active"] == "no", state
+            with pytest.raises(psycopg.Error, match="already suspended/paused"):
+                con.execute("PAUSE")
+            with pytest.raises(psycopg.Error, match="already suspended/paused"):
+                con.execute("SUSPEND")
+        idle.sendall(query_msg("SELECT 'during'"))
+        late = raw_connect(p.port)
+        late.sendall(startup_packet("postgres", "postgres"))
+        late_login = read_messages(late, timeout=1.0, until=b"Z")
+        assert _answer_within(running, 1.0) is None, "the running query's result was read"
+        assert _answer_within(idle, 0.3) is None, "a query was read while suspended"
+        with _console(p) as con:
+            con.execute("RESUME")
+            assert dict(con.execute("SHOW STATE").fetchall())["active"] == "yes"
+        got = _answer_within(running, 10)
+        assert got and any(b"running" in body for t, body in got if t == b"D"), got
+        got = _answer_within(idle, 10)
+        assert got and any(b"during" in body for t, body in got if t == b"D"), got
+        if not (late_login and late_login[-1][0] == b"Z"):
+            late_login = read_messages(late, timeout=10, until=b"Z")
+        assert late_login and late_login[-1][0] == b"Z", late_login
+        late.sendall(query_msg("SELECT 'late'"))
+        got = _answer_within(late, 10)
+        assert got and any(b"late" in body for t, body in got if t == b"D"), got
+        for sock in (idle, running, late):
+            sock.close()
     finally:
         p.stop()
 
