@@ -2,7 +2,7 @@
  * will dispatch through it too. */
 #include <string.h>
 
-#include "cli/action.h"
+#include "cli/actions.h"
 #include "cli/inspect_actions.h"
 #include "cli/render.h"
 

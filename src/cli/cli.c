@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli/action.h"
+#include "cli/actions.h"
 #include "cli/render.h"
 #include "cli/target_source.h"
 #include "cli/watch.h"

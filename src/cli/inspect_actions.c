@@ -7,7 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli/action.h"
+#include "cli/actions.h"
 #include "cli/inspect_actions.h"
 #include "cli/report_json.h"
 #include "common/units.h"

@@ -4,7 +4,7 @@
 #ifndef PGWARDEN_CLI_INSPECT_ACTIONS_H
 #define PGWARDEN_CLI_INSPECT_ACTIONS_H
 
-#include "cli/action.h"
+#include "cli/actions.h"
 
 void inspect_actions_monitor(struct action_run *run);
 /* The monitor report from two given snapshots (the registry's watch_report). */

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "cli/action.h"
+#include "cli/actions.h"
 #include "cli/render.h"
 #include "cli/report_json.h"
 #include "cli/target_source.h"

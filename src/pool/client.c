@@ -2660,12 +2660,7 @@ void client_io_cb(int fd, unsigned what, void *arg)
     struct client *c = arg;
     if (c->state == CL_JUSTFREE)
         return;
-    if (c->conn.tls)
-        what = pconn_tls_edges(&c->conn, what);
-    if (what & NET_IO_CLOSED)
-        c->conn.closing = true;
-    if (what & NET_IO_READABLE)
-        c->conn.may_read = true;
+    what = conn_note_edges(&c->conn, what);
     if (c->state == CL_LOGIN) {
         client_pump(c); /* a TLS handshake may wait for either edge */
         return;

@@ -5,7 +5,7 @@
  * TLS and edge triggering: a TLS read is repeated while it returns TLS_IO_DONE (a short read
  * says nothing about the socket: bytes may wait inside OpenSSL), and may_read drops only
  * when it asks for an edge. A read that needs the writable edge, or a write that needs the
- * readable one, leaves a flag that pconn_tls_edges turns into the edge the operation's own
+ * readable one, leaves a flag that conn_tls_edges turns into the edge the operation's own
  * path waits for. */
 #include "pool/conn.h"
 
@@ -164,7 +164,7 @@ void conn_sent(struct pconn *src, size_t n, int64_t *counter)
     }
 }
 
-unsigned pconn_tls_edges(struct pconn *c, unsigned what)
+unsigned conn_tls_edges(struct pconn *c, unsigned what)
 {
     if ((what & NET_IO_READABLE) && c->send_wants_read) {
         c->send_wants_read = false;
@@ -174,6 +174,17 @@ unsigned pconn_tls_edges(struct pconn *c, unsigned what)
         c->read_wants_write = false;
         what |= NET_IO_READABLE;
     }
+    return what;
+}
+
+unsigned conn_note_edges(struct pconn *c, unsigned what)
+{
+    if (c->tls)
+        what = conn_tls_edges(c, what);
+    if (what & NET_IO_CLOSED)
+        c->closing = true;
+    if (what & NET_IO_READABLE)
+        c->may_read = true;
     return what;
 }
 

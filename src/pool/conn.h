@@ -17,7 +17,7 @@ enum fill_result {
     FILL_ERROR,
     FILL_NO_MEMORY,
     FILL_WANT_WRITE, /* TLS: nothing read; the read goes on at the socket's writable edge
-                        (registered), which pconn_tls_edges turns into a readable one */
+                        (registered), which conn_tls_edges turns into a readable one */
 };
 enum fill_result conn_fill(struct pooler *p, struct pconn *c);
 enum flush_result {
@@ -42,7 +42,10 @@ void conn_sent(struct pconn *src, size_t n, int64_t *counter);
 /* TLS connections only (callers test c->tls): a TLS read may need the writable edge and a
  * TLS write the readable one. Returns the io callback's `what` with those edges added, so
  * the callback's usual paths (read on readable, flush on writable) resume them. */
-unsigned pconn_tls_edges(struct pconn *c, unsigned what);
+unsigned conn_tls_edges(struct pconn *c, unsigned what);
+/* What an I/O callback is told about c's socket, noted on c: TLS edges translated (above), a
+ * hang-up (closing) and readable bytes (may_read) remembered. Returns the edges to act on. */
+unsigned conn_note_edges(struct pconn *c, unsigned what);
 /* TLS accounting: each connection that tries TLS lands in counts exactly once. ok books a
  * finished handshake the pooler accepted; failure books a refusal the caller decided (ALPN
  * missing, TLS required but not offered: c->tls may be NULL then); close books a connection

@@ -42,4 +42,9 @@ void objects_client_close(struct client *c, const char *reason);
 void objects_schedule_reap(struct pooler *p);
 void objects_reap(struct pooler *p);
 
+/* Teardown: every client is closed (pooled ones told 57P01), every server closed, the
+ * closed objects, cancel requests, pools and the console pool freed. The loop and the
+ * pooler's own buffers stay for the caller. */
+void objects_close_all(struct pooler *p);
+
 #endif

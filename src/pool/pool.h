@@ -83,7 +83,7 @@ struct pconn {
     bool send_now;        /* the flusher is pumping its deferred send: send, do not defer again */
     bool want_write;      /* registered for writable edges: a send was partial (or a TLS read
                              waits for the writable edge) */
-    /* TLS only: an operation waits for the other edge than its own (pconn_tls_edges). */
+    /* TLS only: an operation waits for the other edge than its own (conn_tls_edges). */
     bool read_wants_write; /* a read needs the writable edge before it can go on */
     bool send_wants_read;  /* a send needs the readable edge before it can go on */
     bool tls_booked;       /* its handshake's outcome is in the pooler's tls_*_counts */

@@ -1315,12 +1315,7 @@ void server_io_cb(int fd, unsigned what, void *arg)
     struct server *s = arg;
     if (s->state == SV_JUSTFREE)
         return;
-    if (s->conn.tls)
-        what = pconn_tls_edges(&s->conn, what);
-    if (what & NET_IO_CLOSED)
-        s->conn.closing = true;
-    if (what & NET_IO_READABLE)
-        s->conn.may_read = true;
+    what = conn_note_edges(&s->conn, what);
     if (s->state == SV_LOGIN) {
         login_event(s, what);
         return;

@@ -800,33 +800,7 @@ static bool pooler_up(void)
 
 static void pooler_down(void)
 {
-    control_free(&p);
-    struct plist *n;
-    while ((n = plist_first(&p.login_clients)) != NULL)
-        objects_client_close(plist_entry(n, struct client, node), "shutdown");
-    for (n = p.pools.next; n != &p.pools; n = n->next) {
-        struct pool *pool = plist_entry(n, struct pool, node);
-        struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
-                                 &pool->waiting_login_clients};
-        for (size_t i = 0; i < 3; i++) {
-            struct plist *m;
-            while ((m = plist_first(lists[i])) != NULL)
-                objects_client_close(plist_entry(m, struct client, node), "shutdown");
-        }
-        struct plist *slists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
-                                  &pool->login_servers, &pool->canceling_servers};
-        for (size_t i = 0; i < 5; i++) {
-            struct plist *m;
-            while ((m = plist_first(slists[i])) != NULL)
-                server_close(plist_entry(m, struct server, node), "shutdown");
-        }
-    }
-    objects_reap(&p);
-    cancel_reqs_free_all(&p);
-    while ((n = plist_first(&p.pools)) != NULL) {
-        plist_remove(n);
-        objects_pool_free(plist_entry(n, struct pool, node));
-    }
+    objects_close_all(&p);
     net_timer_free(p.reaper);
     net_timer_free(p.flusher);
     net_loop_free(p.loop);

@@ -229,15 +229,15 @@ static void test_crossed_edges(void **state)
     (void)state;
     struct pconn c = {.tls = NULL};
     c.read_wants_write = true;
-    assert_int_equal(pconn_tls_edges(&c, NET_IO_WRITABLE), NET_IO_WRITABLE | NET_IO_READABLE);
+    assert_int_equal(conn_tls_edges(&c, NET_IO_WRITABLE), NET_IO_WRITABLE | NET_IO_READABLE);
     assert_false(c.read_wants_write);
     c.send_wants_read = true;
-    assert_int_equal(pconn_tls_edges(&c, NET_IO_READABLE), NET_IO_READABLE | NET_IO_WRITABLE);
+    assert_int_equal(conn_tls_edges(&c, NET_IO_READABLE), NET_IO_READABLE | NET_IO_WRITABLE);
     assert_false(c.send_wants_read);
     /* Nothing waits: edges pass unchanged. */
-    assert_int_equal(pconn_tls_edges(&c, NET_IO_READABLE), NET_IO_READABLE);
+    assert_int_equal(conn_tls_edges(&c, NET_IO_READABLE), NET_IO_READABLE);
     c.send_wants_read = true;
-    assert_int_equal(pconn_tls_edges(&c, NET_IO_WRITABLE), NET_IO_WRITABLE);
+    assert_int_equal(conn_tls_edges(&c, NET_IO_WRITABLE), NET_IO_WRITABLE);
     assert_true(c.send_wants_read); /* still waiting for its readable edge */
 }
 

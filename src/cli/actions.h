@@ -1,8 +1,8 @@
 /* The action registry: name -> handler and table renderer, shared by the command line (and
  * later the HTTP API). A handler fills an action_run: the `data` JSON on success, or an
  * error; the renderer wraps it in the result envelope. */
-#ifndef PGWARDEN_CLI_ACTION_H
-#define PGWARDEN_CLI_ACTION_H
+#ifndef PGWARDEN_CLI_ACTIONS_H
+#define PGWARDEN_CLI_ACTIONS_H
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
