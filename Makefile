@@ -7,6 +7,7 @@
 #   make fuzz       every fuzz target for FUZZ_SECONDS (default 60), then its line coverage
 #   make alloc-failure  pgwarden serve under load with failing allocations (about a minute)
 #   make bench-manager  what the live manager costs: tps with it on vs off, side by side
+#   make bench-reuseport  one and two processes on one port (so_reuseport) vs PgBouncer's
 #   make soak       mixed workload for DURATION seconds (default 600), then a verdict
 #   make format     clang-format every C file (except those listed in .clang-format-pending)
 #   make format-check  fail, listing them, when C files under src/ and tests/ are not formatted
@@ -16,7 +17,7 @@ SAN_BUILD ?= build-sanitize
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS ?=
 
-.PHONY: all build setup check check-unit check-integration check-sanitize demo format format-check clean fuzz alloc-failure bench bench-quick bench-manager fuzz-smoke soak soak-sanitize
+.PHONY: all build setup check check-unit check-integration check-sanitize demo format format-check clean fuzz alloc-failure bench bench-quick bench-manager bench-reuseport fuzz-smoke soak soak-sanitize
 
 all: build
 
@@ -56,6 +57,13 @@ bench: setup
 	@$(MAKE) --no-print-directory build
 	@bench/setup.sh
 	@$(PYTHON) bench/run.py --pgwarden $(abspath $(BUILD))/pgwarden $(BENCH_ARGS)
+	@$(PYTHON) bench/reuseport.py --pgwarden $(abspath $(BUILD))/pgwarden
+
+# One and two processes on one port (so_reuseport), pgwarden next to PgBouncer.
+bench-reuseport: setup
+	@$(MAKE) --no-print-directory build
+	@bench/setup.sh
+	@$(PYTHON) bench/reuseport.py --pgwarden $(abspath $(BUILD))/pgwarden $(BENCH_ARGS)
 
 bench-manager: setup
 	@$(MAKE) --no-print-directory build
