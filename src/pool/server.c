@@ -985,6 +985,11 @@ void server_drop_undelivered_result(struct server *s)
     struct iobuf *b = s->conn.buf;
     if (s->deferred_scan == SSCAN_OK || !b || s->conn.scan != b->end)
         return; /* nothing held back, or bytes not yet scanned: the caller sees it busy */
+    /* Tests look for this line: it shows the race was exercised. */
+    log_debug("pool",
+              "server %llu: result dropped undelivered: its client left in the turn "
+              "the result ended",
+              (unsigned long long)s->id);
     b->pos = b->end = 0;
     s->conn.scan = 0;
     s->deferred_scan = SSCAN_OK;
@@ -1207,8 +1212,14 @@ void server_pump(struct server *s)
              * server meanwhile, which keeps the server linked. */
             if (sr == SSCAN_OK)
                 sr = (enum server_scan_result)s->deferred_scan;
-            if (sr == SSCAN_RELEASE && !release_due(s))
+            if (sr == SSCAN_RELEASE && !release_due(s)) {
+                /* Tests look for this line: it shows the race was exercised. */
+                log_debug("pool",
+                          "server %llu: kept by its client, whose next request came in "
+                          "the turn its result ended",
+                          (unsigned long long)s->id);
                 sr = SSCAN_OK;
+            }
             s->deferred_scan = SSCAN_OK;
         }
         struct client *c = s->client;

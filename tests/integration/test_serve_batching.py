@@ -19,6 +19,9 @@ POOL_SIZE = 5
 BATCHED = "sends are batched per loop turn with io_uring"
 FALLBACK = "sending with one send() per message"
 BUSY_CLOSE = "client disconnected while the server was busy"
+# Debug lines that show the frozen-loop tests exercised their race (server.c).
+KEPT_IN_TURN = "whose next request came in the turn its result ended"
+DROPPED_IN_TURN = "result dropped undelivered: its client left in the turn"
 
 
 def start_pooler(binary, pg, pool_size=POOL_SIZE, io_uring=None, settings=None):
@@ -442,6 +445,8 @@ def test_request_in_the_turn_of_a_deferred_release_keeps_the_server(pgwarden_bin
         assert "protocol violation" not in log, log_tail(p)
         assert BUSY_CLOSE not in log, log_tail(p)
         assert int(stats_row(p)["servers_created"]) == 1, stats_row(p)
+        # The pooler says the race happened: a fast or slow machine cannot pass without it.
+        assert KEPT_IN_TURN in log, log_tail(p)
     finally:
         p.stop()
 
@@ -471,6 +476,7 @@ def test_client_gone_before_its_deferred_result_releases_the_server(pgwarden_bin
         log = full_log(p)
         assert "protocol violation" not in log, log_tail(p)
         assert BUSY_CLOSE not in log, log_tail(p)
+        assert DROPPED_IN_TURN in log, log_tail(p)  # the race happened (see above)
         assert len(pids) == 1, pids
         st = stats_row(p)
         assert int(st["servers_created"]) == 1, st
