@@ -1248,14 +1248,34 @@ size_t tls_describe(const struct tls_conn *c, char *buf, size_t len)
             buf[0] = '\0';
         return 0;
     }
+    /* PgBouncer's form: an elliptic curve by name ("ECDH=X25519"), finite-field
+     * Diffie-Hellman by its size in bits ("DH=2048"). */
     char kx[64] = "";
     int nid = SSL_get_negotiated_group(c->ssl);
-    if (nid > 0) {
+    EVP_PKEY *key = NULL;
+    if (nid >= NID_ffdhe2048 && nid <= NID_ffdhe8192) {
+        static const struct {
+            int nid, bits;
+        } ffdhe[] = {{NID_ffdhe2048, 2048},
+                     {NID_ffdhe3072, 3072},
+                     {NID_ffdhe4096, 4096},
+                     {NID_ffdhe6144, 6144},
+                     {NID_ffdhe8192, 8192}};
+        for (size_t i = 0; i < sizeof(ffdhe) / sizeof(ffdhe[0]); i++)
+            if (ffdhe[i].nid == nid)
+                snprintf(kx, sizeof(kx), "/DH=%d", ffdhe[i].bits);
+    } else if (nid > 0) {
         const char *group =
             (nid & TLSEXT_nid_unknown) ? SSL_group_to_name(c->ssl, nid) : OBJ_nid2sn(nid);
-        bool ffdh = nid >= NID_ffdhe2048 && nid <= NID_ffdhe8192;
         if (group)
-            snprintf(kx, sizeof(kx), "/%s=%s", ffdh ? "DH" : "ECDH", group);
+            snprintf(kx, sizeof(kx), "/ECDH=%s", group);
+    } else if ((SSL_is_server(c->ssl) ? SSL_get_tmp_key(c->ssl, &key)
+                                      : SSL_get_peer_tmp_key(c->ssl, &key)) &&
+               key) {
+        /* TLS 1.2 DHE with client_tls_dheparams: no named group, a key of that size. */
+        if (EVP_PKEY_is_a(key, "DH"))
+            snprintf(kx, sizeof(kx), "/DH=%d", EVP_PKEY_get_bits(key));
+        EVP_PKEY_free(key);
     }
     int n = snprintf(buf, len, "%s/%s%s", tls_version(c), tls_cipher(c), kx);
     return n < 0 ? 0 : (size_t)n;

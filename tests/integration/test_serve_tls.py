@@ -673,3 +673,17 @@ def test_metrics_count_handshakes_and_failures(pgwarden_bin, pg_tls):
         assert not tls_delta(before, tls_counts(http)).get((HS, "server", ""))
     finally:
         p.stop()
+
+
+@pytest.mark.parametrize("groups, want", [("ffdhe2048", "/DH=2048"), ("prime256v1", "/ECDH=prime256v1")])
+def test_tls_column_names_the_key_exchange_as_pgbouncer(pgwarden_bin, pg_tls, groups, want):
+    """SHOW CLIENTS' tls column ends with the key exchange in PgBouncer's form: a curve by
+    name, finite-field Diffie-Hellman by its size in bits."""
+    p = tls_pooler(pgwarden_bin, pg_tls, settings={"client_tls_ecdhcurve": groups}).start()
+    try:
+        with psycopg.connect(client_dsn(p, pg_tls)) as c:
+            c.execute("SELECT 1")
+            rows = [r for r in console(p, "SHOW CLIENTS") if r["tls"]]
+            assert rows and all(r["tls"].endswith(want) for r in rows), rows
+    finally:
+        p.stop()
