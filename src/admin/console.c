@@ -273,6 +273,10 @@ static void resume_command(struct pooler *p, const char *sql, struct console_out
     char db[64];
     if (!database_argument(p, sql, db, sizeof(db), o))
         return;
+    if (p->run_state == POOLER_SHUTDOWN_SERVERS || p->run_state == POOLER_SHUTDOWN_CLIENTS) {
+        reply_error(o, "08P01", "pooler is shutting down"); /* PgBouncer's answer */
+        return;
+    }
     if (db[0] && !control_db_paused(p, db)) {
         reply_error(o, "55000", "database %s is not paused", db);
         return;

@@ -194,10 +194,13 @@ bool objects_pool_apply_config(struct pool *pool)
 static struct pool *find_or_make(struct pooler *p, const struct pooler_db_config *db,
                                  const char *db_name, const char *user, bool auth_lookup)
 {
+    bool db_known = false;
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         struct pool *pool = plist_entry(n, struct pool, node);
-        if (pool->auth_lookup == auth_lookup && !strcmp(pool->db_name, db_name) &&
-            !strcmp(pool->user_name, user))
+        if (strcmp(pool->db_name, db_name))
+            continue;
+        db_known = true;
+        if (pool->auth_lookup == auth_lookup && !strcmp(pool->user_name, user))
             return pool;
     }
     struct pool *pool = calloc(1, sizeof(*pool));
@@ -220,7 +223,9 @@ static struct pool *find_or_make(struct pooler *p, const struct pooler_db_config
     }
     control_apply(pool);
     plist_append(&p->pools, &pool->node);
-    (void)db;
+    /* PgBouncer's line for a database that exists only through the "*" entry. */
+    if (!db_known && !strcmp(db->name, "*"))
+        log_info("pool", "registered new auto-database: %s", db_name);
     log_debug("pool", "new %spool %s/%s (%s mode, size %d)", auth_lookup ? "auth_query " : "",
               db_name, user, pooler_config_pool_mode_name(pool->mode), pool->pool_size);
     return pool;

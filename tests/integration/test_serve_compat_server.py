@@ -488,7 +488,33 @@ def test_sigusr2_during_shutdown_is_ignored(pgwarden_bin, pg):
         p.signal(signal.SIGUSR2)
         wait_for(lambda: "got SIGUSR2 while shutting down, ignoring" in full_log(p), timeout=5,
                  what="the SIGUSR2 line")
+        # RESUME cannot undo a shutdown: PgBouncer's answer (test_misc::resume_during_shutdown).
+        with psycopg.connect(host=p.dir, port=p.port, user="postgres", dbname="pgbouncer",
+                             autocommit=True) as c:  # TCP listeners are closed by now
+            with pytest.raises(psycopg.errors.ProtocolViolation, match="pooler is shutting down"):
+                c.execute("RESUME")
         held.close()
+    finally:
+        p.stop()
+
+
+def test_auto_database_is_logged_once_when_registered(pgwarden_bin, pg):
+    """A database known only through the "*" entry: PgBouncer's "registered new
+    auto-database" line, once per database, not for configured ones."""
+    dbs = {"postgres": f"host=127.0.0.1 port={pg.port} dbname=postgres",
+           "*": f"host=127.0.0.1 port={pg.port}"}
+    pg.psql("DROP DATABASE IF EXISTS autodb_x")
+    pg.psql("CREATE DATABASE autodb_x")
+    p = Pooler(pgwarden_bin, pg, databases=dbs,
+               settings={"server_tls_sslmode": "disable"}).start()
+    try:
+        for _ in range(2):
+            for db in ("postgres", "autodb_x"):
+                with psycopg.connect(p.dsn("postgres", db), autocommit=True) as c:
+                    assert c.execute("SELECT current_database()").fetchone()[0] == db
+        log = full_log(p)
+        assert log.count("registered new auto-database: autodb_x") == 1, log
+        assert "registered new auto-database: postgres" not in log, log
     finally:
         p.stop()
 
