@@ -75,8 +75,10 @@ bool objects_pool_apply_config(struct pool *pool)
     /* auth_user's pool logs in as auth_user even where the database forces another user. */
     bool forced = db->user && !pool->auth_lookup;
     const char *server_user = forced ? db->user : pool->user_name;
-    const char *password =
-        forced && db->password ? db->password : auth_file_lookup(&cfg->auth, server_user);
+    /* An empty password= is no password: auth_file's is used, as when the key is absent. */
+    const char *password = forced && db->password && db->password[0]
+                               ? db->password
+                               : auth_file_lookup(&cfg->auth, server_user);
     /* A user auth_file does not list keeps the secret auth_query found for it (else the
      * pool's next login would have none until a client logged in again). */
     bool keep_looked_up = !password && pool->password_looked_up && pool->password &&

@@ -588,6 +588,20 @@ def test_refused_logins_are_logged_with_their_reason(pgwarden_bin, pg):
         p.stop()
 
 
+@pytest.mark.parametrize("user", ["md5_user", "app_user"])
+def test_an_empty_database_password_falls_back_to_auth_file(pgwarden_bin, pg, user):
+    """`password=` with nothing after it is no password: the forced user logs in to the
+    server with auth_file's secret (md5 and SCRAM), not with an empty one."""
+    dbs = {"forced": f"host=127.0.0.1 port={pg.port} dbname=postgres user={user} password="}
+    p = Pooler(pgwarden_bin, pg, databases=dbs,
+               settings={"server_tls_sslmode": "disable"}).start()
+    try:
+        with psycopg.connect(p.dsn("postgres", "forced"), autocommit=True) as c:
+            assert c.execute("SELECT current_user").fetchone()[0] == user
+    finally:
+        p.stop()
+
+
 # -- 11. per-database and per-user settings -----------------------------------------------
 
 
