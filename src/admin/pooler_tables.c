@@ -696,18 +696,8 @@ static void local_addr_text(int fd, char *ip, size_t ip_len, int *port)
 /* The peer's process id over a unix socket (0 when unknown or over TCP). */
 static int peer_pid(int fd, const struct net_addr *a)
 {
-#ifdef SO_PEERCRED
-    if (a->family == AF_UNIX && fd >= 0) {
-        struct ucred cred;
-        socklen_t len = sizeof(cred);
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
-            return (int)cred.pid;
-    }
-#else
-    (void)fd;
-    (void)a;
-#endif
-    return 0;
+    pid_t pid;
+    return a->family == AF_UNIX && fd >= 0 && net_peer_pid(fd, &pid) ? (int)pid : 0;
 }
 
 /* Bytes a socket's buffer holds: [pos, scan) accounted and sendable, [scan, end) not yet. */

@@ -150,6 +150,14 @@ static const struct key_def KEYS[] = {
      "session pooling: a server marked to be closed (RECONNECT, a changed database entry) is "
      "closed with its client at the end of the current transaction instead of the session",
      false},
+    {"server_round_robin", KEY_BOOL, OFF(server_round_robin), "0", true,
+     "hand out idle servers oldest-released first, spreading load over all of them (default: "
+     "most recently released first, so a few stay busy and the rest can time out)",
+     false},
+    {"application_name_add_host", KEY_BOOL, OFF(application_name_add_host), "0", true,
+     "append \" - ADDRESS:PORT\" of the client to the application_name it starts with (\"app\" "
+     "when it sends none), so the server's pg_stat_activity shows where a session comes from",
+     false},
     {"pkt_buf", KEY_SIZE, OFF(pkt_buf), "8192", true,
      "bytes of the I/O buffer an active connection borrows (PgBouncer: 4096)", true},
     {"max_packet_size", KEY_SIZE, OFF(max_packet_size), "2147483647", true,
@@ -286,9 +294,7 @@ static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"dns_nxdomain_ttl", RULE_IGNORE, NULL},
     {"dns_zone_check_period", RULE_IGNORE, NULL},
     {"resolv_conf", RULE_IGNORE, NULL},
-    {"server_round_robin", RULE_IGNORE, NULL},
     {"disable_pqexec", RULE_IGNORE, NULL},
-    {"application_name_add_host", RULE_IGNORE, NULL},
     {"conffile", RULE_IGNORE, NULL},
     {"service_name", RULE_IGNORE, NULL},
     {"job_name", RULE_IGNORE, NULL},

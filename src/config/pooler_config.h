@@ -135,7 +135,9 @@ struct pooler_config {
     int64_t query_wait_timeout_ms;
     int64_t transaction_timeout_ms; /* a transaction open longer is ended with its client */
     int64_t query_wait_notify_ms;   /* a client queued this long is told so (0 = never) */
-    bool server_fast_close; /* session pooling: a server marked close_needed leaves at once */
+    bool server_fast_close;  /* session pooling: a server marked close_needed leaves at once */
+    bool server_round_robin; /* idle servers handed out FIFO instead of LIFO */
+    bool application_name_add_host; /* " - ADDRESS:PORT" appended to application_name */
     int64_t pkt_buf;
     int64_t max_packet_size;
     int max_prepared_statements;     /* per server connection, LRU; 0 = no rewriting */

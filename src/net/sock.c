@@ -308,12 +308,26 @@ void net_refuse(int fd, const void *msg, size_t len)
     close(fd);
 }
 
+static bool peer_cred(int fd, struct ucred *cred)
+{
+    socklen_t len = sizeof(*cred);
+    return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) == 0 && len == sizeof(*cred);
+}
+
 bool net_peer_uid(int fd, uid_t *uid)
 {
     struct ucred cred;
-    socklen_t len = sizeof(cred);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof(cred))
+    if (!peer_cred(fd, &cred))
         return false;
     *uid = cred.uid;
+    return true;
+}
+
+bool net_peer_pid(int fd, pid_t *pid)
+{
+    struct ucred cred;
+    if (!peer_cred(fd, &cred) || cred.pid <= 0)
+        return false;
+    *pid = cred.pid;
     return true;
 }

@@ -80,6 +80,8 @@ enum net_io_result net_send(int fd, const void *buf, size_t len, size_t *n);
 
 /* The Unix user of the process at the other end of a unix socket; false when unknown. */
 bool net_peer_uid(int fd, uid_t *uid);
+/* The process id of a unix socket's peer (SO_PEERCRED); false when unknown. */
+bool net_peer_pid(int fd, pid_t *pid);
 
 /* Best effort: sends msg (an error for the client) on a just-accepted socket and closes it. */
 void net_refuse(int fd, const void *msg, size_t len);

@@ -1143,6 +1143,33 @@ static bool take_param(struct client *c, const char *name, const char *value, bo
     return true;
 }
 
+/* application_name_add_host: PgBouncer's "NAME - ADDRESS:PORT" ("app" for a client that sent
+ * no name; "unix(PID@HOST):PORT" over the unix socket), set once at the start, so the server's
+ * pg_stat_activity tells where a session comes from. False after failing the client. */
+static bool add_host_to_application_name(struct client *c)
+{
+    char where[160];
+    if (c->addr.family == AF_UNIX) {
+        pid_t pid = 0;
+        char host[64] = "";
+        (void)net_peer_pid(c->conn.fd, &pid);
+        if (gethostname(host, sizeof(host) - 1) != 0)
+            snprintf(host, sizeof(host), "somehost");
+        snprintf(where, sizeof(where), "unix(%ld@%s):%d", (long)pid, host,
+                 c->pooler->cfg->listen_port);
+    } else {
+        net_addr_format(&c->addr, where, sizeof(where));
+    }
+    const struct pstr *own = startup_value(c, PARAM_APPLICATION_NAME);
+    char name[400];
+    snprintf(name, sizeof(name), "%s - %s", own ? own->str : "app", where);
+    if (!set_startup_value(c, PARAM_APPLICATION_NAME, name)) {
+        objects_client_fail(c, "53200", "out of memory");
+        return false;
+    }
+    return true;
+}
+
 /* The client authenticated: its parameters without a slot get one. False after failing it. */
 static bool take_deferred_params(struct client *c)
 {
@@ -1479,6 +1506,8 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
         objects_client_fail(c, "53300", "no more connections allowed (max_client_conn)");
         goto out;
     }
+    if (cfg->application_name_add_host && !add_host_to_application_name(c))
+        goto out;
     struct client_login *l = c->login;
     l->user = strdup(user);
     l->database = strdup(database);

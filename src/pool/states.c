@@ -123,8 +123,9 @@ void states_server_change(struct server *s, enum server_state next)
     if (!list)
         return;
     /* Idle servers are used most-recently-released first: their caches are warm and the
-     * least used ones age out through server_idle_timeout. */
-    if (next == SV_IDLE)
+     * least used ones age out through server_idle_timeout. server_round_robin spreads the
+     * load instead (oldest first), and a server to be closed goes last (PgBouncer's order). */
+    if (next == SV_IDLE && !s->close_needed && !s->pool->pooler->cfg->server_round_robin)
         plist_prepend(list, &s->node);
     else
         plist_append(list, &s->node);

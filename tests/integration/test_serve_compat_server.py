@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import tempfile
 import threading
@@ -598,6 +599,48 @@ def test_an_empty_database_password_falls_back_to_auth_file(pgwarden_bin, pg, us
     try:
         with psycopg.connect(p.dsn("postgres", "forced"), autocommit=True) as c:
             assert c.execute("SELECT current_user").fetchone()[0] == user
+    finally:
+        p.stop()
+
+
+def test_application_name_add_host(pgwarden_bin, pg):
+    """application_name_add_host: the server sees "NAME - ADDRESS:PORT" (the client's own
+    address), "app - ..." for a client that sends no name, "unix(PID@HOST):PORT" over the
+    unix socket; a later SET is left alone."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               settings={"application_name_add_host": "1"}).start()
+    try:
+        with psycopg.connect(p.dsn(), application_name="billing", autocommit=True) as c:
+            got = c.execute("SELECT application_name FROM pg_stat_activity "
+                            "WHERE pid = pg_backend_pid()").fetchone()[0]
+            with socket.socket(fileno=os.dup(c.pgconn.socket)) as own:
+                port = own.getsockname()[1]
+            assert got == f"billing - 127.0.0.1:{port}", got
+            c.execute("SET application_name = 'renamed'")
+            assert c.execute("SHOW application_name").fetchone()[0] == "renamed"
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            got = c.execute("SHOW application_name").fetchone()[0]
+            assert re.fullmatch(r"app - 127\.0\.0\.1:\d+", got), got
+        with psycopg.connect(host=p.dir, port=p.port, user="postgres", dbname="postgres",
+                             application_name="local", autocommit=True) as c:
+            got = c.execute("SHOW application_name").fetchone()[0]
+            assert re.fullmatch(rf"local - unix\({os.getpid()}@[^)]+\):{p.port}", got), got
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("round_robin", ["0", "1"])
+def test_server_round_robin(pgwarden_bin, pg, round_robin):
+    """Idle servers are handed out most recently released first (one server does all the
+    work of a sequential client), or with server_round_robin oldest first (all take turns)."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "3", "min_pool_size": "3",
+                         "server_round_robin": round_robin, **ADMIN}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            wait_for(lambda: len(servers_of(p, "postgres")) >= 3, what="three servers")
+            pids = [c.execute("SELECT pg_backend_pid()").fetchone()[0] for _ in range(9)]
+        assert len(set(pids)) == (3 if round_robin == "1" else 1), pids
     finally:
         p.stop()
 
