@@ -1777,16 +1777,17 @@ enum rewrite_result {
 
 /* Replaces old_len bytes at offset m of the client's buffer by new_len bytes; *placed is how
  * many bytes of the replacement are in the buffer from m on (to be forwarded like the rest).
- * A buffer full of pipelined messages may leave no room for a longer replacement of its first
- * message: everything before it is sent already, so the replacement goes straight to the
- * server, the old bytes are dropped, and *placed is 0. */
+ * A buffer full of pipelined messages (or holding one long Parse) may leave no room for a
+ * longer replacement of its first message: everything before it is sent already, so the
+ * buffer grows by what is missing; only when that allocation fails does the replacement go
+ * straight to the server (which a large one may not fit), the old bytes dropped, *placed 0. */
 static enum rewrite_result replace_bytes(struct client *c, struct server *s, uint32_t *m,
                                          uint32_t old_len, const uint8_t *repl, uint32_t new_len,
                                          uint32_t *placed)
 {
     struct pconn *cn = &c->conn;
     struct iobuf *b = cn->buf;
-    uint32_t cap = c->pooler->bufs.size;
+    uint32_t cap = b->cap;
     if (new_len > old_len && b->end + (new_len - old_len) > cap) {
         if (b->pos > 0) {
             uint32_t shift = b->pos;
@@ -1796,9 +1797,13 @@ static enum rewrite_result replace_bytes(struct client *c, struct server *s, uin
             cn->scan -= shift;
             *m -= shift;
         }
-        if (b->end + (new_len - old_len) > cap) {
-            if (*m > b->pos)
-                return RW_NEED_FLUSH;
+        if (b->end + (new_len - old_len) > cap && *m > b->pos)
+            return RW_NEED_FLUSH;
+        if (b->end + (new_len - old_len) > cap &&
+            (uint64_t)b->end + (new_len - old_len) <= UINT32_MAX &&
+            iobuf_grow(&cn->buf, b->end + (new_len - old_len)))
+            b = cn->buf;
+        if (b->end + (new_len - old_len) > b->cap) {
             if (!server_send_raw(s, repl, new_len))
                 return RW_SEND_FAILED;
             c->pool->stats.bytes_received += new_len;
@@ -1984,13 +1989,37 @@ static void note_named_parse(struct client *c, const struct client_stmt *cs)
     (void)pending_push(c, &e); /* copies the name */
 }
 
+/* A message to rewrite whose bytes have not all arrived, starting at offset m of the client's
+ * buffer. One larger than the buffer (a long query in a named Parse; PgBouncer takes them
+ * too) is given a larger buffer for itself once what precedes it is sent and the buffer is
+ * full: doubling each time, so memory follows the bytes received, never a length the client
+ * merely claims (max_packet_size bounds the length). */
+static enum rewrite_result await_whole_message(struct client *c, uint32_t m, uint64_t total)
+{
+    struct pconn *cn = &c->conn;
+    struct iobuf *b = cn->buf;
+    if (m + total <= b->cap || b->end < b->cap)
+        return RW_NEED_MORE; /* it fits once read, or reading goes on first */
+    if (m > b->pos)
+        return RW_NEED_FLUSH; /* send what precedes it; conn_fill then slides it to the front */
+    if (b->pos > 0)
+        return RW_NEED_MORE; /* conn_fill slides the message to the front */
+    uint64_t want = (uint64_t)b->cap * 2;
+    if (want > total)
+        want = total;
+    if (want > UINT32_MAX)
+        return RW_TOO_BIG;
+    if (!iobuf_grow(&cn->buf, (uint32_t)want))
+        return RW_NO_MEMORY;
+    return RW_NEED_MORE;
+}
+
 static enum rewrite_result rewrite_message(struct client *c, struct server *s, uint8_t type,
                                            uint32_t len)
 {
     struct pconn *cn = &c->conn;
     struct iobuf *b = cn->buf;
     struct pooler *p = c->pooler;
-    uint32_t cap = p->bufs.size;
     uint32_t m = cn->scan;
     uint32_t avail = b->end - m;
     uint64_t total = (uint64_t)WIRE_HEADER_LEN + len;
@@ -2006,7 +2035,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         if (!z2) {
             if (have_body == len)
                 return RW_BAD; /* the whole message is here and has no two names */
-            return total > cap ? RW_TOO_BIG : RW_NEED_MORE;
+            return await_whole_message(c, m, total);
         }
         const char *portal = (const char *)body;
         const char *name = (const char *)z1 + 1;
@@ -2058,10 +2087,8 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     if (have_body == 0)
         return RW_NEED_MORE; /* the first body byte decides (named or not) */
     /* Parse, Describe and Close are rewritten whole. */
-    if (total > cap)
-        return type == WIRE_FE_PARSE ? RW_TOO_BIG : RW_PASS;
     if (avail < total)
-        return RW_NEED_MORE;
+        return await_whole_message(c, m, total);
     if (!body_well_formed(type, body, len))
         return RW_BAD;
     if (type == WIRE_FE_PARSE) {
@@ -2216,9 +2243,11 @@ static enum scan_result scan_result_of(enum rewrite_result r)
 static enum scan_result client_scan(struct client *c, struct server *s)
 {
     struct pconn *cn = &c->conn;
-    struct iobuf *b = cn->buf;
     uint32_t max = (uint32_t)c->pooler->cfg->max_packet_size;
-    while (cn->scan < b->end) {
+    for (;;) {
+        struct iobuf *b = cn->buf; /* each turn: a rewrite may have grown (moved) it */
+        if (cn->scan >= b->end)
+            break;
         if (cn->body_left) {
             uint32_t n = b->end - cn->scan;
             if (n > cn->body_left)
@@ -2266,7 +2295,6 @@ static enum scan_result client_scan(struct client *c, struct server *s)
             continue; /* the rewrite counted what it placed */
         if (r != RW_PASS)
             return scan_result_of(r);
-        b = cn->buf; /* unchanged, but keep the reader honest */
         server_note_frontend(s, type, 0, 0);
         cn->scan += WIRE_HEADER_LEN;
         cn->body_left = len;
@@ -2637,7 +2665,7 @@ void client_pump(struct client *c)
             objects_client_fail(c, "08006", "server connection failed");
             return;
         }
-        uint32_t scan_before = c->conn.scan;
+        uint32_t scan_before = c->conn.scan, cap_before = c->conn.buf->cap;
         int64_t sent_before = c->pool->stats.bytes_received;
         enum scan_result sr = client_scan(c, s);
         /* A complete request goes out at the end of the loop turn (batch_defer_send); the
@@ -2671,10 +2699,11 @@ void client_pump(struct client *c)
             continue;
         if (!c->conn.may_read || !can_read)
             break;
-        /* A full buffer that neither scanned nor sent anything can never make progress:
-         * end this client rather than spin on it. */
+        /* A full buffer that neither scanned, sent nor grew can never make progress: end
+         * this client rather than spin on it. */
         if (r == FILL_FULL && c->conn.scan == scan_before &&
-            c->pool->stats.bytes_received == sent_before) {
+            c->pool->stats.bytes_received == sent_before && c->conn.buf &&
+            c->conn.buf->cap == cap_before) {
             objects_client_fail(c, "08P01", "protocol error: a message could not be processed");
             return;
         }

@@ -54,7 +54,7 @@ enum fill_result conn_fill(struct pooler *p, struct pconn *c)
         c->scan = 0;
     }
     struct iobuf *b = c->buf;
-    uint32_t cap = p->bufs.size;
+    uint32_t cap = b->cap;
     if (b->end == cap && b->pos > 0) {
         /* Slide the unsent bytes to the front; only partial headers or an unsent tail are
          * ever moved, never a whole buffer per message. */

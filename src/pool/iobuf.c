@@ -35,14 +35,27 @@ struct iobuf *iobuf_get(struct iobuf_cache *cache)
     }
     b->next_free = NULL;
     b->pos = b->end = 0;
+    b->cap = cache->size;
     cache->n_used++;
     return b;
+}
+
+bool iobuf_grow(struct iobuf **buf, uint32_t cap)
+{
+    if ((*buf)->cap >= cap)
+        return true;
+    struct iobuf *b = realloc(*buf, sizeof(*b) + cap);
+    if (!b)
+        return false;
+    b->cap = cap;
+    *buf = b;
+    return true;
 }
 
 void iobuf_put(struct iobuf_cache *cache, struct iobuf *buf)
 {
     cache->n_used--;
-    if (cache->n_free >= cache->max_free) {
+    if (cache->n_free >= cache->max_free || buf->cap != cache->size) {
         free(buf);
         return;
     }

@@ -109,3 +109,65 @@ def test_prepared_messages_split_at_every_byte(pooler):
         rows = [body for t, body in msgs if t == b"D"]
         assert rows and rows[0].endswith(b"42"), msgs
     s.close()
+
+
+def _long_query(tag, n_bytes):
+    """A query of about n_bytes that returns tag: a long IN list, as ORMs build them."""
+    items = ", ".join(str(i) for i in range(n_bytes // 7))
+    return f"SELECT '{tag}'::text WHERE 1 IN ({items})"
+
+
+@pytest.mark.parametrize("n_bytes", [9000, 40000, 300000])
+def test_named_statement_longer_than_pkt_buf(pooler, n_bytes):
+    """A named Parse larger than pkt_buf (8 kB) is held whole for the rewrite, in a buffer of
+    its own: 4 clients prepare and run long statements over 2 servers, each gets its own
+    result, pipelined and not, and the pooler's memory goes back down."""
+    errors, results = [], {}
+
+    def client(tag):
+        try:
+            with psycopg.connect(pooler.dsn(), autocommit=True, prepare_threshold=0) as c:
+                q = _long_query(tag, n_bytes)
+                for _ in range(3):
+                    results.setdefault(tag, []).append(c.execute(q).fetchone()[0])
+                with c.pipeline():
+                    curs = [c.execute(q, prepare=True) for _ in range(3)]
+                results[tag] += [cur.fetchone()[0] for cur in curs]
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(f"{tag}: {e!r}")
+
+    threads = [threading.Thread(target=client, args=(f"c{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert results == {f"c{i}": [f"c{i}"] * 6 for i in range(4)}, results
+    assert pooler.alive()
+
+
+def test_long_statement_name_and_long_bind(pooler):
+    """A 16 kB statement name (Parse, Bind, Describe, Close) and a Bind whose parameters pass
+    pkt_buf: renamed and answered like short ones."""
+    import struct
+    from serve_helpers import raw_connect, read_messages, startup_packet
+    s = raw_connect(pooler.port)
+    s.sendall(startup_packet("postgres", "postgres"))
+    assert read_messages(s, until=b"Z")[-1][0] == b"Z"
+    name = b"n" * 16384
+    value = b"v" * 20000
+    parse = _msg(b"P", name + b"\0SELECT length($1::text)\0" + struct.pack("!HI", 1, 25))
+    bind = _msg(b"B", b"\0" + name + b"\0" + struct.pack("!HH", 0, 1) +
+                struct.pack("!I", len(value)) + value + struct.pack("!H", 0))
+    describe = _msg(b"D", b"S" + name + b"\0")
+    execute = _msg(b"E", b"\0" + struct.pack("!I", 0))
+    close = _msg(b"C", b"S" + name + b"\0")
+    sync = _msg(b"S", b"")
+    s.sendall(parse + describe + bind + execute + close + sync)
+    msgs = read_messages(s, timeout=20, until=b"Z")
+    types = [t for t, _ in msgs]
+    assert b"E" not in types, msgs
+    assert types == [b"1", b"t", b"T", b"2", b"D", b"C", b"3", b"Z"], types
+    assert [body for t, body in msgs if t == b"D"][0].endswith(b"20000")
+    s.close()
+    assert pooler.alive()
