@@ -73,15 +73,18 @@ static const struct key_def KEYS[] = {
      "userlist.txt with \"user\" \"secret\" lines (plain, md5 or SCRAM secrets)", false},
     {"auth_user", KEY_STRING, OFF(auth_user), "", true,
      "user whose auth_file secret logs in to run auth_query for users auth_file does not list "
-     "(empty = no lookups)",
+     "(empty = no lookups; a database's own auth_user= wins)",
      false},
     {"auth_query", KEY_STRING, OFF(auth_query),
      "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM "
      "pg_authid WHERE rolname=$1 AND rolcanlogin",
-     true, "query returning (user name, secret) for $1; a NULL secret refuses the user", false},
+     true,
+     "query returning (user name, secret) for $1; a NULL secret refuses the user (a database's "
+     "own auth_query= wins)",
+     false},
     {"auth_dbname", KEY_STRING, OFF(auth_dbname), "", true,
      "[databases] entry auth_query runs in (empty = the client's database; a database's own "
-     "auth_dbname= wins)",
+     "auth_dbname= wins; not the admin console)",
      false},
     {"auth_hba_file", KEY_STRING, OFF(auth_hba_file), "", true,
      "pg_hba.conf-style rules for auth_type = hba (local, host, hostssl, hostnossl; read at "
