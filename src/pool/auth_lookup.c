@@ -98,7 +98,7 @@ enum auth_lookup_verdict auth_lookup_judge(const struct auth_lookup_answer *a, c
     }
     if (!a->secret || !a->secret[0]) {
         *why = "no password (NULL: expired or never set)";
-        return AUTH_LOOKUP_NO_USER;
+        return AUTH_LOOKUP_NO_SECRET;
     }
     /* A secret that claims a kind must be one: a garbled SCRAM or md5 secret is never taken
      * for a plaintext password. */

@@ -14,7 +14,9 @@
 /* What one auth_query answer means (pure: auth_lookup_judge). */
 enum auth_lookup_verdict {
     AUTH_LOOKUP_SECRET,    /* exactly one row naming the user, with a usable secret */
-    AUTH_LOOKUP_NO_USER,   /* no row, or a NULL secret (expired): the login fails */
+    AUTH_LOOKUP_NO_USER,   /* no row: the login fails */
+    AUTH_LOOKUP_NO_SECRET, /* the user's row with a NULL or empty secret (expired, or none
+                              set): a password login fails, trust lets the user in */
     AUTH_LOOKUP_BAD_ANSWER /* rows of another shape, two rows, a garbled secret: fails too */
 };
 

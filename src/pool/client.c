@@ -19,6 +19,7 @@
 #include "pool/batch.h"
 #include "pool/cancel.h"
 #include "pool/conn.h"
+#include "pool/control.h"
 #include "pool/handout.h"
 #include "pool/objects.h"
 #include "pool/server.h"
@@ -46,6 +47,7 @@ struct client_login {
     struct auth_lookup *lookup; /* owned by auth_lookup.c; set while STEP_LOOKUP */
     bool looked_up;             /* the secret came from auth_query: the user is known */
     bool lookup_ran;            /* auth_query answered (whatever it said) */
+    bool lookup_found;          /* its answer named the user, with a secret or without */
     uint8_t salt[MD5_AUTH_SALT_LEN];
     struct scram_server scram;
     enum console_access peer_access; /* console access granted by the peer's identity alone */
@@ -1234,7 +1236,7 @@ static bool user_known(const struct client *c, const char *database, const char 
 {
     const struct pooler_config *cfg = c->pooler->cfg;
     return !cfg->auth_file || !cfg->auth_file[0] || console_is_admin_db(database) ||
-           auth_file_lists(&cfg->auth, user) || c->login->looked_up;
+           auth_file_lists(&cfg->auth, user) || c->login->lookup_found;
 }
 
 /* cert: the verified client certificate's common name; peer: the unix socket peer's Unix
@@ -1397,6 +1399,10 @@ static void start_lookup(struct client *c)
         client_fail(c, "08P01", "bouncer config error");
         return;
     }
+    if (control_db_disabled(c->pooler, where)) {
+        client_fail(c, "08P01", "authentication database \"%s\" is disabled", where);
+        return;
+    }
     l->step = STEP_LOOKUP;
     if (!auth_lookup_start(c, where, lookup_user(c), lookup_query(c), l->user, &l->lookup))
         client_fail(c, "53200", "out of memory");
@@ -1420,6 +1426,9 @@ void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict,
         return;
     }
     l->looked_up = verdict == AUTH_LOOKUP_SECRET;
+    /* A row without a secret is a user all the same: trust, which checks no password, lets
+     * it in (PgBouncer); a password exchange fails for want of a secret. */
+    l->lookup_found = l->looked_up || verdict == AUTH_LOOKUP_NO_SECRET;
     begin_auth(c);
 }
 

@@ -17,7 +17,8 @@ from serve_helpers import Pooler, wait_for
 @pytest.fixture(scope="module")
 def roles(pg):
     pg.psql("DROP ROLE IF EXISTS aq_lookup; DROP ROLE IF EXISTS aq_scram; "
-            "DROP ROLE IF EXISTS aq_expired;"
+            "DROP ROLE IF EXISTS aq_expired; DROP ROLE IF EXISTS aq_nopw;"
+            "CREATE ROLE aq_nopw LOGIN;"  # no password at all: trust alone lets it in
             "CREATE ROLE aq_lookup LOGIN SUPERUSER;"  # reads pg_authid (trusted over the socket)
             "SET password_encryption = 'scram-sha-256';"
             "CREATE ROLE aq_scram LOGIN PASSWORD 'scram-pw';"
@@ -197,7 +198,8 @@ def console(p, sql):
     """The console as user pgbouncer over the unix socket (the pooler's own Unix user)."""
     with psycopg.connect(f"host={p.dir} port={p.port} user=pgbouncer dbname=pgbouncer",
                          autocommit=True) as c:
-        return c.execute(sql).fetchall()
+        cur = c.execute(sql)
+        return cur.fetchall() if cur.description else []
 
 
 def test_database_auth_query_beats_the_global_one(pgwarden_bin, roles):
@@ -246,13 +248,15 @@ def test_database_auth_user_without_a_global_one(pgwarden_bin, roles):
 
 def test_database_auth_user_under_trust(pgwarden_bin, roles):
     """auth_type = trust with an entry's auth_user: a user the query finds gets in without a
-    password; one it does not find hears PgBouncer's "no such user"."""
+    password, even one whose password is NULL (none set: trust checks none, as in PgBouncer);
+    one it does not find hears PgBouncer's "no such user"."""
     sock = f"host={roles.socket_dir} port={roles.port} dbname=postgres"
     databases = {"postgres": f"{sock} auth_user=aq_lookup"}
     p = Pooler(pgwarden_bin, roles, auth_type="trust", databases=databases,
                userlist={"app_user": "app-pw"}).start()
     try:
         assert who(dsn(p, "aq_scram", "", db="postgres")) == "aq_scram"
+        assert who(dsn(p, "aq_nopw", "", db="postgres")) == "aq_nopw"
         m = failure(dsn(p, "aq_ghost", "", db="postgres"))
         assert "no such user" in m, m
         assert p.alive()
@@ -348,5 +352,20 @@ def test_unconfigured_auth_database(pgwarden_bin, roles):
         m = failure(dsn(p, "md5_user", "md5-pw"))
         assert "bouncer config error" in m, m
         assert 'authentication database "nosuchdb" is not configured' in p.log()
+    finally:
+        p.stop()
+
+
+def test_disabled_auth_database(pgwarden_bin, roles):
+    """DISABLE on the auth database stops its lookups with PgBouncer's message; ENABLE brings
+    them back."""
+    tcp = TCP_DB.format(port=roles.port, db="appdb")
+    p = aq_pooler(pgwarden_bin, roles, auth_type="md5", databases={"appdb": tcp}).start()
+    try:
+        console(p, "DISABLE postgres")
+        m = failure(dsn(p, "md5_user", "md5-pw"))
+        assert 'authentication database "postgres" is disabled' in m, m
+        console(p, "ENABLE postgres")
+        assert who(dsn(p, "md5_user", "md5-pw")) == "md5_user"
     finally:
         p.stop()
