@@ -351,9 +351,11 @@ void auth_lookup_expire(struct pool *pool, int64_t now)
         if (req->server && run_ms > 0 && age_ms > run_ms) {
             snprintf(why, sizeof(why), "auth_query ran longer than %s (%lld ms)", run_key,
                      (long long)run_ms);
-            /* Closing fails req (auth_lookup_server_gone) and may end other requests of
-             * this pool too: start over. */
-            server_close(req->server, why);
+            /* req ends first, so that the close owes it nothing; the close may end or start
+             * other requests of this pool: start over. */
+            struct server *s = req->server;
+            finish(req, why);
+            server_close(s, why);
             next = pool->lookups.next;
         } else if (!req->server && cfg->query_wait_timeout_ms > 0 &&
                    age_ms > cfg->query_wait_timeout_ms) {

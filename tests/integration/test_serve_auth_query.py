@@ -58,6 +58,15 @@ def who(d):
         return c.execute("SELECT current_user").fetchone()[0]
 
 
+def refusal(d):
+    """The login's error, or "" when it succeeds (for polling)."""
+    try:
+        psycopg.connect(d).close()
+        return ""
+    except psycopg.OperationalError as e:
+        return str(e)
+
+
 def failure(d):
     with pytest.raises(psycopg.OperationalError) as e:
         psycopg.connect(d)
@@ -219,7 +228,7 @@ def test_database_auth_query_beats_the_global_one(pgwarden_bin, roles):
                                 "substring(passwd, 1, 3) FROM pg_shadow WHERE usename = $1'")
         p.write_config()
         p.signal(signal.SIGHUP)
-        wait_for(lambda: "password authentication failed" in failure(
+        wait_for(lambda: "password authentication failed" in refusal(
             dsn(p, "md5_user", "md5-pw")), what="the reloaded auth_query")
         assert p.alive()
     finally:
@@ -367,5 +376,26 @@ def test_disabled_auth_database(pgwarden_bin, roles):
         assert 'authentication database "postgres" is disabled' in m, m
         console(p, "ENABLE postgres")
         assert who(dsn(p, "md5_user", "md5-pw")) == "md5_user"
+    finally:
+        p.stop()
+
+
+def test_queued_lookup_ends_at_query_wait_timeout(pgwarden_bin, roles):
+    """A lookup that waits for a server of the lookup pool (its one server is stuck in
+    aq_sleepy's query) gives up at query_wait_timeout, with a message that says so."""
+    import threading
+    p = aq_pooler(pgwarden_bin, roles, query="SELECT * FROM aq_slow($1)", auth_type="md5",
+                  settings={"query_timeout": "0", "query_wait_timeout": "1",
+                            "client_login_timeout": "8", "default_pool_size": "1"}).start()
+    try:
+        stuck = threading.Thread(target=lambda: failure(dsn(p, "aq_sleepy", "x")))
+        stuck.start()
+        # the lookup pool's server runs the query (sv_tested, the 12th column)
+        wait_for(lambda: any(r[:2] == ("postgres", "aq_lookup") and r[11] == 1
+                             for r in console(p, "SHOW POOLS")), what="aq_sleepy's lookup")
+        m = failure(dsn(p, "md5_user", "md5-pw"))
+        assert "authentication lookup failed" in m and "query_wait_timeout" in m, m
+        stuck.join(20)
+        assert p.alive()
     finally:
         p.stop()
