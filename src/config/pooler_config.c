@@ -73,15 +73,18 @@ static const struct key_def KEYS[] = {
      "userlist.txt with \"user\" \"secret\" lines (plain, md5 or SCRAM secrets)", false},
     {"auth_user", KEY_STRING, OFF(auth_user), "", true,
      "user whose auth_file secret logs in to run auth_query for users auth_file does not list "
-     "(empty = no lookups)",
+     "(empty = no lookups; a database's own auth_user= wins)",
      false},
     {"auth_query", KEY_STRING, OFF(auth_query),
      "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM "
      "pg_authid WHERE rolname=$1 AND rolcanlogin",
-     true, "query returning (user name, secret) for $1; a NULL secret refuses the user", false},
+     true,
+     "query returning (user name, secret) for $1; a NULL secret refuses the user (a database's "
+     "own auth_query= wins)",
+     false},
     {"auth_dbname", KEY_STRING, OFF(auth_dbname), "", true,
      "[databases] entry auth_query runs in (empty = the client's database; a database's own "
-     "auth_dbname= wins)",
+     "auth_dbname= wins; not the admin console)",
      false},
     {"auth_hba_file", KEY_STRING, OFF(auth_hba_file), "", true,
      "pg_hba.conf-style rules for auth_type = hba (local, host, hostssl, hostnossl; read at "
@@ -265,9 +268,9 @@ static const struct key_def KEYS[] = {
 /*
  * PgBouncer keys pgwarden does not implement. Each has a rule chosen by what running without
  * the feature means. Most only tune something pgwarden does its own way: a warning says the
- * key is ignored. Where the file asks for a protection pgwarden cannot give (an HBA file,
- * passwords looked up with auth_query), starting anyway would weaken it without a word, so the
- * load fails instead, naming the key and its value; a reload then keeps the running config.
+ * key is ignored. Where the file asks for a protection pgwarden cannot give, starting anyway
+ * would weaken it without a word, so the load fails instead, naming the key and its value; a
+ * reload then keeps the running config.
  */
 enum unimplemented_rule {
     RULE_IGNORE,        /* harmless without it: warn that it is ignored */
@@ -279,9 +282,6 @@ struct unimplemented_key {
     enum unimplemented_rule rule;
     const char *risk; /* REFUSE_IF_SET: what happens without the feature */
 };
-
-static const char AUTH_QUERY_RISK[] =
-    "a per-database auth_user or auth_query is not implemented; set them in [pgbouncer]";
 
 static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"syslog", RULE_IGNORE, NULL},
@@ -306,12 +306,6 @@ static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"autodb_idle_timeout", RULE_IGNORE, NULL},
     {"server_check_query_timeout", RULE_IGNORE, NULL},
     {"idle_transaction_timeout_notify", RULE_IGNORE, NULL},
-};
-
-/* The same for the parameters of a [databases] connection string. */
-static const struct unimplemented_key UNIMPLEMENTED_DB[] = {
-    {"auth_user", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
-    {"auth_query", RULE_REFUSE_IF_SET, AUTH_QUERY_RISK},
 };
 
 enum unimplemented_verdict {
@@ -687,6 +681,10 @@ static bool db_connstr_cb(void *ctx, const char *key, const char *value, char *e
         ok = set_str(&db->connect_query, value);
     else if (!strcmp(key, "auth_dbname"))
         ok = set_str(&db->auth_dbname, value);
+    else if (!strcmp(key, "auth_user"))
+        ok = set_str(&db->auth_user, value);
+    else if (!strcmp(key, "auth_query"))
+        ok = set_str(&db->auth_query, value);
     else if (!strcmp(key, "pool_size") || !strcmp(key, "min_pool_size") ||
              !strcmp(key, "reserve_pool") || !strcmp(key, "reserve_pool_size") ||
              !strcmp(key, "max_db_connections") || !strcmp(key, "max_db_client_connections")) {
@@ -720,14 +718,8 @@ static bool db_connstr_cb(void *ctx, const char *key, const char *value, char *e
             return false;
         }
     } else {
-        struct pooler_config *cfg = ((struct db_parse *)ctx)->cfg;
-        const struct unimplemented_key *u = find_unimplemented(
-            UNIMPLEMENTED_DB, sizeof(UNIMPLEMENTED_DB) / sizeof(UNIMPLEMENTED_DB[0]), key);
-        char where[128];
-        snprintf(where, sizeof(where), "[databases] %s: ", db->name);
-        if (u)
-            return apply_unimplemented(cfg, u, value, where, where, err, err_len);
-        add_warning(cfg, "%sunknown connection parameter '%s' ignored", where, key);
+        add_warning(((struct db_parse *)ctx)->cfg,
+                    "[databases] %s: unknown connection parameter '%s' ignored", db->name, key);
     }
     if (!ok)
         snprintf(err, err_len, "out of memory");
@@ -750,6 +742,8 @@ static void db_free(struct pooler_db_config *db)
     free(db->application_name);
     free(db->connect_query);
     free(db->auth_dbname);
+    free(db->auth_user);
+    free(db->auth_query);
 }
 
 static bool add_db(struct pooler_config *cfg, const char *name, const char *value, char *err,
@@ -1039,6 +1033,13 @@ static bool check_values(struct pooler_config *cfg, const char *name, char *err,
                  "%s: auth_type cert needs client_tls_sslmode verify-ca or verify-full (and "
                  "client_tls_ca_file): only then do clients present a certificate",
                  name);
+        return false;
+    }
+    /* The console is no database a query can run in (PgBouncer's words). A database entry's
+     * auth_dbname= naming it is refused at login instead, as PgBouncer does. */
+    if (!strcmp(cfg->auth_dbname, "pgbouncer") || !strcmp(cfg->auth_dbname, "pgwarden")) {
+        snprintf(err, err_len, "%s: cannot use the reserved \"%s\" database as an auth_dbname",
+                 name, cfg->auth_dbname);
         return false;
     }
     bool password_type = cfg->auth_type == POOLER_AUTH_PLAIN || cfg->auth_type == POOLER_AUTH_MD5 ||

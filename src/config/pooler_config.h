@@ -45,6 +45,8 @@ struct pooler_db_config {
     char *application_name; /* owned */
     char *connect_query;    /* owned: run once after each server login */
     char *auth_dbname;      /* owned: where auth_query runs for this database, NULL = global */
+    char *auth_user;        /* owned: who runs auth_query for this database, NULL = global */
+    char *auth_query;       /* owned: the lookup for this database's clients, NULL = global */
     int pool_size;
     int min_pool_size;
     int reserve_pool;

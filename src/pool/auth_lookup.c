@@ -31,6 +31,8 @@ struct auth_lookup {
     struct client *client; /* borrowed; NULL once the client left */
     struct server *server; /* borrowed: the server running the query, NULL while queued */
     char *user;            /* owned */
+    char *query;           /* owned: the auth_query in force when the client came */
+    int64_t since_us;      /* queued or sent at (pooler_now): the timeouts count from here */
     struct auth_lookup_answer answer;
     char error[256]; /* the server's ErrorResponse, "" when none */
 };
@@ -96,7 +98,7 @@ enum auth_lookup_verdict auth_lookup_judge(const struct auth_lookup_answer *a, c
     }
     if (!a->secret || !a->secret[0]) {
         *why = "no password (NULL: expired or never set)";
-        return AUTH_LOOKUP_NO_USER;
+        return AUTH_LOOKUP_NO_SECRET;
     }
     /* A secret that claims a kind must be one: a garbled SCRAM or md5 secret is never taken
      * for a plaintext password. */
@@ -151,6 +153,7 @@ static void finish(struct auth_lookup *req, const char *error)
         client_auth_lookup_done(c, v, v == AUTH_LOOKUP_SECRET ? req->answer.secret : NULL, error);
     auth_lookup_answer_clear(&req->answer);
     free(req->user);
+    free(req->query);
     free(req);
 }
 
@@ -230,7 +233,8 @@ void auth_lookup_pump(struct pool *pool)
         states_server_change(s, SV_TESTED);
         s->lookup = req;
         req->server = s;
-        if (!send_query(s, p->cfg->auth_query, req->user)) {
+        req->since_us = pooler_now(p);
+        if (!send_query(s, req->query, req->user)) {
             server_close(s, "auth_query could not be sent"); /* fails req (server_gone) */
             n = pool->lookups.next;
         }
@@ -253,23 +257,26 @@ void auth_lookup_pump(struct pool *pool)
     }
 }
 
-bool auth_lookup_start(struct client *c, const char *db_name, const char *user,
-                       struct auth_lookup **out)
+bool auth_lookup_start(struct client *c, const char *db_name, const char *auth_user,
+                       const char *query, const char *user, struct auth_lookup **out)
 {
     struct pooler *p = c->pooler;
     const struct pooler_db_config *db = pooler_config_find_db(p->cfg, db_name);
     struct auth_lookup *req = calloc(1, sizeof(*req));
-    struct pool *pool = db ? objects_pool_get_auth(p, db, db_name, p->cfg->auth_user) : NULL;
-    if (!req || !pool || !(req->user = strdup(user))) {
+    struct pool *pool = db ? objects_pool_get_auth(p, db, db_name, auth_user) : NULL;
+    if (!req || !pool || !(req->user = strdup(user)) || !(req->query = strdup(query))) {
+        if (req)
+            free(req->user);
         free(req);
         return false;
     }
     req->pool = pool;
     req->client = c;
+    req->since_us = pooler_now(p);
     plist_append(&pool->lookups, &req->node);
     *out = req;
-    log_debug("pool", "client %llu: auth_query for user %s in %s", (unsigned long long)c->id, user,
-              db_name);
+    log_debug("pool", "client %llu: auth_query for user %s in %s as %s", (unsigned long long)c->id,
+              user, db_name, auth_user);
     auth_lookup_pump(pool);
     return true;
 }
@@ -294,8 +301,10 @@ void auth_lookup_on_row(struct server *s, const uint8_t *body, size_t len)
 void auth_lookup_on_error(struct server *s, const uint8_t *body, size_t len)
 {
     struct wire_error e;
+    /* PgBouncer's words for a query that fails ("bouncer config error"), then the server's. */
     if (s->lookup && wire_parse_error(body, len, &e))
-        snprintf(s->lookup->error, sizeof(s->lookup->error), "%s%s%s", e.sqlstate ? e.sqlstate : "",
+        snprintf(s->lookup->error, sizeof(s->lookup->error),
+                 "bouncer config error: the server answered %s%s%s", e.sqlstate ? e.sqlstate : "",
                  e.sqlstate ? " " : "", e.message ? e.message : "error from server");
 }
 
@@ -319,4 +328,41 @@ void auth_lookup_login_failed(struct pool *pool, const char *why)
 {
     if (pool->auth_lookup && pool->n_servers == 0)
         fail_queued(pool, why);
+}
+
+/* PgBouncer runs auth_query on a server linked to the waiting client, so its janitor's
+ * timeouts apply to it: query_wait_timeout while the lookup waits for a server, query_timeout
+ * (auth_user's own, else the global) once it runs. Without query_timeout the running lookup
+ * is still bounded by client_login_timeout: its client is gone by then, and the server that
+ * is stuck in it would otherwise be held for as long as the query hangs. A timed-out server
+ * is closed (its session is mid-query) and the lookup fails with the reason. */
+void auth_lookup_expire(struct pool *pool, int64_t now)
+{
+    const struct pooler_config *cfg = pool->pooler->cfg;
+    int64_t run_ms =
+        pool->query_timeout_ms > 0 ? pool->query_timeout_ms : cfg->client_login_timeout_ms;
+    const char *run_key = pool->query_timeout_ms > 0 ? "query_timeout" : "client_login_timeout";
+    struct plist *n, *next;
+    for (n = pool->lookups.next; n != &pool->lookups; n = next) {
+        next = n->next;
+        struct auth_lookup *req = plist_entry(n, struct auth_lookup, node);
+        int64_t age_ms = (now - req->since_us) / 1000;
+        char why[160];
+        if (req->server && run_ms > 0 && age_ms > run_ms) {
+            snprintf(why, sizeof(why), "auth_query ran longer than %s (%lld ms)", run_key,
+                     (long long)run_ms);
+            /* req ends first, so that the close owes it nothing; the close may end or start
+             * other requests of this pool: start over. */
+            struct server *s = req->server;
+            finish(req, why);
+            server_close(s, why);
+            next = pool->lookups.next;
+        } else if (!req->server && cfg->query_wait_timeout_ms > 0 &&
+                   age_ms > cfg->query_wait_timeout_ms) {
+            snprintf(why, sizeof(why),
+                     "no server for auth_query within query_wait_timeout (%lld ms)",
+                     (long long)cfg->query_wait_timeout_ms);
+            finish(req, why);
+        }
+    }
 }

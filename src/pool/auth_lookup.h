@@ -14,7 +14,9 @@
 /* What one auth_query answer means (pure: auth_lookup_judge). */
 enum auth_lookup_verdict {
     AUTH_LOOKUP_SECRET,    /* exactly one row naming the user, with a usable secret */
-    AUTH_LOOKUP_NO_USER,   /* no row, or a NULL secret (expired): the login fails */
+    AUTH_LOOKUP_NO_USER,   /* no row: the login fails */
+    AUTH_LOOKUP_NO_SECRET, /* the user's row with a NULL or empty secret (expired, or none
+                              set): a password login fails, trust lets the user in */
     AUTH_LOOKUP_BAD_ANSWER /* rows of another shape, two rows, a garbled secret: fails too */
 };
 
@@ -32,10 +34,11 @@ void auth_lookup_answer_row(struct auth_lookup_answer *a, const char *user, cons
 enum auth_lookup_verdict auth_lookup_judge(const struct auth_lookup_answer *a, const char **why);
 void auth_lookup_answer_clear(struct auth_lookup_answer *a);
 
-/* Starts looking up user's secret for client c, in the database db_name (a [databases]
- * entry). The answer comes back through client_auth_lookup_done (client.h), never from
- * inside this call. False: out of memory. */
+/* Starts looking up user's secret for client c: query runs as auth_user in the database
+ * db_name (a [databases] entry). The answer comes back through client_auth_lookup_done
+ * (client.h), never from inside this call. False: out of memory. */
 __attribute__((warn_unused_result)) bool auth_lookup_start(struct client *c, const char *db_name,
+                                                           const char *auth_user, const char *query,
                                                            const char *user,
                                                            struct auth_lookup **out);
 /* The client is gone: its request is forgotten (a query running for it finishes unheard). */
@@ -48,5 +51,7 @@ void auth_lookup_on_error(struct server *s, const uint8_t *body, size_t len);
 void auth_lookup_query_done(struct server *s); /* its ReadyForQuery arrived */
 void auth_lookup_server_gone(struct server *s, const char *why);
 void auth_lookup_login_failed(struct pool *pool, const char *why);
+/* The janitor's pass over an auth_query pool: lookups that waited or ran too long fail. */
+void auth_lookup_expire(struct pool *pool, int64_t now);
 
 #endif

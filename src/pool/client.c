@@ -19,6 +19,7 @@
 #include "pool/batch.h"
 #include "pool/cancel.h"
 #include "pool/conn.h"
+#include "pool/control.h"
 #include "pool/handout.h"
 #include "pool/objects.h"
 #include "pool/server.h"
@@ -45,6 +46,8 @@ struct client_login {
     enum hba_method method;     /* what this client must pass (auth_type, or its HBA line) */
     struct auth_lookup *lookup; /* owned by auth_lookup.c; set while STEP_LOOKUP */
     bool looked_up;             /* the secret came from auth_query: the user is known */
+    bool lookup_ran;            /* auth_query answered (whatever it said) */
+    bool lookup_found;          /* its answer named the user, with a secret or without */
     uint8_t salt[MD5_AUTH_SALT_LEN];
     struct scram_server scram;
     enum console_access peer_access; /* console access granted by the peer's identity alone */
@@ -1272,7 +1275,7 @@ static bool user_known(const struct client *c, const char *database, const char 
 {
     const struct pooler_config *cfg = c->pooler->cfg;
     return !cfg->auth_file || !cfg->auth_file[0] || console_is_admin_db(database) ||
-           auth_file_lists(&cfg->auth, user) || c->login->looked_up;
+           auth_file_lists(&cfg->auth, user) || c->login->lookup_found;
 }
 
 /* cert: the verified client certificate's common name; peer: the unix socket peer's Unix
@@ -1304,12 +1307,35 @@ static bool identity_proven(const struct client *c, enum hba_method method,
     return ok;
 }
 
+/* The [databases] entry whose auth_user, auth_query and auth_dbname override the global ones
+ * for c. The console has none: like PgBouncer's admin database it takes only the [pgbouncer]
+ * values (a "*" entry does not reach it). */
+static const struct pooler_db_config *auth_entry(const struct client *c)
+{
+    if (console_is_admin_db(c->login->database))
+        return NULL;
+    return pooler_config_find_db(c->pooler->cfg, c->login->database);
+}
+
+/* Each setting: the database's when it has one, else the global (PgBouncer's precedence). */
+static const char *lookup_user(const struct client *c)
+{
+    const struct pooler_db_config *db = auth_entry(c);
+    return db && db->auth_user && db->auth_user[0] ? db->auth_user : c->pooler->cfg->auth_user;
+}
+
+static const char *lookup_query(const struct client *c)
+{
+    const struct pooler_db_config *db = auth_entry(c);
+    return db && db->auth_query && db->auth_query[0] ? db->auth_query : c->pooler->cfg->auth_query;
+}
+
 /* The [databases] entry auth_query runs in: the client's database entry's auth_dbname=,
  * else the global auth_dbname, else the client's database itself (PgBouncer's order). */
 static const char *lookup_database(const struct client *c)
 {
     const struct pooler_config *cfg = c->pooler->cfg;
-    const struct pooler_db_config *db = pooler_config_find_db(cfg, c->login->database);
+    const struct pooler_db_config *db = auth_entry(c);
     if (db && db->auth_dbname && db->auth_dbname[0])
         return db->auth_dbname;
     if (cfg->auth_dbname[0])
@@ -1333,8 +1359,11 @@ static void begin_auth(struct client *c)
     case HBA_TRUST:
         /* PgBouncer's rule: with an auth_file, trust still lets in only the users it lists
          * (with any secret, or none). The console goes by admin_users and stats_users. */
+        /* A user auth_query did not find is "no such user", PgBouncer's words: trust has no
+         * password exchange whose failure could hide that the user is unknown. */
         if (!user_known(c, database, user)) {
-            objects_client_fail(c, "28000", "\"trust\" authentication failed");
+            objects_client_fail(c, "28000", "%s",
+                                l->lookup_ran ? "no such user" : "\"trust\" authentication failed");
             return;
         }
         auth_done(c, NULL, 0);
@@ -1379,16 +1408,44 @@ static void begin_auth(struct client *c)
     send_or_close(c, &b);
 }
 
-/* auth_user is set, the user is not in auth_file, and its method checks who it is: its
- * secret comes from auth_query. Not for the console, nor for a database the config does not
- * have (no lookup can be made: the user stays unknown and fails like a wrong password). */
+/* auth_user is set (the database's or the global), the user is not in auth_file, and its
+ * method checks who it is: its secret comes from auth_query. Not for a database the config
+ * does not have (the user stays unknown and fails like a wrong password, as the database
+ * does not exist either); the console counts as one. */
 static bool lookup_needed(const struct client *c)
 {
     const struct pooler_config *cfg = c->pooler->cfg;
     const struct client_login *l = c->login;
-    return cfg->auth_user[0] && l->method != HBA_REJECT && !console_is_admin_db(l->database) &&
-           !auth_file_lists(&cfg->auth, l->user) && pooler_config_find_db(cfg, l->database) &&
-           pooler_config_find_db(cfg, lookup_database(c));
+    return lookup_user(c)[0] && l->method != HBA_REJECT && !auth_file_lists(&cfg->auth, l->user) &&
+           (console_is_admin_db(l->database) || pooler_config_find_db(cfg, l->database));
+}
+
+/* Starts the lookup, or refuses a configuration that cannot make it with PgBouncer's log
+ * line and its "bouncer config error" to the client. */
+static void start_lookup(struct client *c)
+{
+    struct client_login *l = c->login;
+    const char *where = lookup_database(c);
+    if (console_is_admin_db(where)) {
+        log_error("pool", "client %llu: cannot use the reserved \"%s\" database as an auth_dbname",
+                  (unsigned long long)c->id, where);
+        objects_client_fail(c, "08P01", "bouncer config error");
+        return;
+    }
+    if (!pooler_config_find_db(c->pooler->cfg, where)) {
+        log_error("pool", "client %llu: authentication database \"%s\" is not configured",
+                  (unsigned long long)c->id, where);
+        objects_client_fail(c, "08P01", "bouncer config error");
+        return;
+    }
+    if (control_db_disabled(c->pooler, where)) {
+        objects_client_fail(c, "08P01", "authentication database \"%s\" is disabled", where);
+        return;
+    }
+    l->step = STEP_LOOKUP;
+    if (!auth_lookup_start(c, where, lookup_user(c), lookup_query(c), l->user, &l->lookup))
+        objects_client_fail(c, "53200", "out of memory");
+    /* the answer (maybe already given) goes on in client_auth_lookup_done */
 }
 
 void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict, const char *secret,
@@ -1396,6 +1453,7 @@ void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict,
 {
     struct client_login *l = c->login;
     l->lookup = NULL;
+    l->lookup_ran = true;
     if (error) {
         objects_client_fail(c, "08006", "authentication lookup failed: %s", error);
         return;
@@ -1407,6 +1465,9 @@ void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict,
         return;
     }
     l->looked_up = verdict == AUTH_LOOKUP_SECRET;
+    /* A row without a secret is a user all the same: trust, which checks no password, lets
+     * it in (PgBouncer); a password exchange fails for want of a secret. */
+    l->lookup_found = l->looked_up || verdict == AUTH_LOOKUP_NO_SECRET;
     begin_auth(c);
 }
 
@@ -1539,11 +1600,8 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
     }
     free(st);
     if (lookup_needed(c)) {
-        const char *where = lookup_database(c);
-        l->step = STEP_LOOKUP;
-        if (!auth_lookup_start(c, where, user, &l->lookup))
-            objects_client_fail(c, "53200", "out of memory");
-        return; /* the answer (maybe already given) goes on in client_auth_lookup_done */
+        start_lookup(c);
+        return;
     }
     begin_auth(c);
     return;

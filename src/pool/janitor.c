@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "pool/auth_lookup.h"
 #include "pool/cancel.h"
 #include "pool/client.h"
 #include "pool/handout.h"
@@ -108,6 +109,8 @@ static void check_pool(struct pool *pool, int64_t now)
 
     fail_waiting(pool, &pool->waiting_clients, now);
     fail_waiting(pool, &pool->waiting_login_clients, now);
+    if (pool->auth_lookup)
+        auth_lookup_expire(pool, now);
     notify_queued(pool, now);
     fast_close(pool);
 

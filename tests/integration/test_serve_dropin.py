@@ -21,10 +21,9 @@ REFUSED = [("pgbouncer", "auth_type", method) for method in ("hba", "cert", "pam
 REFUSED += [
     ("pgbouncer", "server_tls_sslmode", "requre"),  # a typo is no sslmode
     ("pgbouncer", "client_tls_sslmode", "on"),
-    # auth_user, auth_query, auth_hba_file and auth_ident_file are implemented; the
-    # per-database auth_user and auth_query are not
-    ("databases", "auth_user", "pgbouncer_auth"),
-    ("databases", "auth_query", "SELECT_usename,passwd_FROM_pg_shadow"),
+    # auth_user, auth_query (global and per database), auth_hba_file and auth_ident_file are
+    # implemented; the console is no auth database
+    ("pgbouncer", "auth_dbname", "pgbouncer"),
 ]
 
 

@@ -52,8 +52,8 @@ static void test_verdicts(void **state)
                      AUTH_LOOKUP_SECRET);
     assert_int_equal(judge("alice", "plain-pw", 1), AUTH_LOOKUP_SECRET);
     assert_int_equal(judge("alice", "x", 0), AUTH_LOOKUP_NO_USER);
-    assert_int_equal(judge("alice", NULL, 1), AUTH_LOOKUP_NO_USER); /* expired */
-    assert_int_equal(judge("alice", "", 1), AUTH_LOOKUP_NO_USER);
+    assert_int_equal(judge("alice", NULL, 1), AUTH_LOOKUP_NO_SECRET); /* expired */
+    assert_int_equal(judge("alice", "", 1), AUTH_LOOKUP_NO_SECRET);
     assert_int_equal(judge("alice", "pw", 2), AUTH_LOOKUP_BAD_ANSWER);
     assert_int_equal(judge("bob", "pw", 1), AUTH_LOOKUP_BAD_ANSWER); /* someone else */
     assert_int_equal(judge(NULL, "pw", 1), AUTH_LOOKUP_BAD_ANSWER);

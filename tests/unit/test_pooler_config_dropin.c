@@ -44,15 +44,39 @@ static void test_refused(void **state)
         snprintf(line, sizeof(line), "client_tls_sslmode = %s", modes[i]);
         expect_refused(line, "client_tls_sslmode", modes[i]);
     }
-    /* auth_user and auth_query are implemented globally; per database they are refused. */
     /* hba needs its file; cert needs a TLS mode that asks clients for a certificate. */
     expect_refused("auth_type = hba", "auth_type", "hba");
     expect_refused("auth_type = cert", "auth_type", "cert");
     expect_refused("auth_type = pam", "auth_type", "pam");
     expect_refused("auth_type = ldap", "auth_type", "ldap");
-    /* In [pgwarden] too, and per database. */
-    expect_refused("[databases]\napp = host=/tmp auth_user=authenticator", "auth_user",
-                   "authenticator");
+    /* The console is no database auth_query can run in (PgBouncer refuses it too). */
+    expect_refused("auth_dbname = pgbouncer", "auth_dbname", "reserved \"pgbouncer\"");
+}
+
+/* auth_user, auth_query and auth_dbname in a [databases] entry are the entry's own: NULL in
+ * an entry without them (the global ones apply). */
+static void test_database_auth_settings(void **state)
+{
+    (void)state;
+    struct pooler_config cfg;
+    char err[512] = "";
+    assert_true(pooler_config_load_string(
+        "[databases]\napp = host=/tmp auth_user=authenticator auth_dbname=authdb "
+        "auth_query='SELECT u, p FROM f($1)'\nother = host=/tmp\n"
+        "[pgbouncer]\nauth_type = trust\nauth_user = global_user\n",
+        "t.ini", &cfg, err, sizeof(err)));
+    const struct pooler_db_config *app = pooler_config_find_db(&cfg, "app");
+    const struct pooler_db_config *other = pooler_config_find_db(&cfg, "other");
+    assert_non_null(app);
+    assert_non_null(other);
+    assert_string_equal(app->auth_user, "authenticator");
+    assert_string_equal(app->auth_query, "SELECT u, p FROM f($1)");
+    assert_string_equal(app->auth_dbname, "authdb");
+    assert_null(other->auth_user);
+    assert_null(other->auth_query);
+    assert_string_equal(cfg.auth_user, "global_user");
+    assert_int_equal(cfg.n_warnings, 0);
+    pooler_config_free(&cfg);
 }
 
 /* Loads text; returns how many warnings mention needle (cfg is freed). */
@@ -294,6 +318,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_database_auth_settings),
         cmocka_unit_test(test_accepted_with_or_without_warning),
         cmocka_unit_test(test_warnings_are_kept_for_the_log),
         cmocka_unit_test(test_user_key),
