@@ -26,6 +26,10 @@ bool pool_login_failing(const struct pool *pool);
 void pool_keep_min_size(struct pool *pool);
 /* The server finished login or a reset/check query. */
 void pool_server_ready(struct server *s);
+/* A replication server (linked to its client since its launch) finished its login: it
+ * becomes ACTIVE for good and its client gets the server's own ParameterStatus messages
+ * (params, params_len bytes) as its welcome. */
+void pool_replication_ready(struct server *s, const uint8_t *params, size_t params_len);
 /* Sends a health probe (server_check_query, default the empty query) to an idle server; it
  * is back in the pool when answered. False when it could not be sent (the server is closed). */
 bool pool_probe_server(struct server *s);

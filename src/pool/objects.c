@@ -382,6 +382,8 @@ struct client *client_find(struct pooler *p, uint64_t id)
     return NULL;
 }
 
+static void fail_with(struct client *c, const char *reason, const char *sqlstate, const char *msg);
+
 void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
     if (c->state == CL_JUSTFREE)
@@ -391,6 +393,26 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    fail_with(c, msg, sqlstate, msg);
+}
+
+void client_fail_reason(struct client *c, const char *reason, const char *sqlstate, const char *fmt,
+                        ...)
+{
+    if (c->state == CL_JUSTFREE)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fail_with(c, reason, sqlstate, msg);
+}
+
+/* Sends msg as a FATAL error (unless the client is inside a message) and closes the client;
+ * the log says reason. */
+static void fail_with(struct client *c, const char *reason, const char *sqlstate, const char *msg)
+{
     if (c->output_torn || (c->server && server_mid_message(c->server))) {
         /* Inside a server message the client has partly received, an ErrorResponse would be
          * read as that message's bytes: the connection just ends (the client sees it cut). */
@@ -398,7 +420,7 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
                  "client %llu: closing without an error message (it is inside a "
                  "result message): %s %s",
                  (unsigned long long)c->id, sqlstate, msg);
-        client_close(c, msg);
+        client_close(c, reason);
         return;
     }
     uint8_t out[700];
@@ -410,7 +432,7 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
                  sqlstate, msg);
     if (!b.overflow && !client_send_raw(c, out, b.len))
         log_debug("pool", "client %llu: error message not delivered", (unsigned long long)c->id);
-    client_close(c, msg);
+    client_close(c, reason);
 }
 
 void client_close(struct client *c, const char *reason)
@@ -427,6 +449,16 @@ void client_close(struct client *c, const char *reason)
                  (long long)((pooler_now(p) - c->connect_us) / 1000000));
     }
     struct server *s = c->server;
+    struct pool *reopen = NULL;
+    if (s && s->replication != STARTUP_REPLICATION_NONE) {
+        /* Its walsender served no one else and never will (PgBouncer's words). The pool may
+         * launch for its waiters once this client is off the lists. */
+        c->server = NULL;
+        s->client = NULL;
+        server_close(s, "replication client was closed");
+        reopen = s->pool;
+        s = NULL;
+    }
     if (s) {
         /* A server is only reused when the protocol says it is idle outside a transaction
          * and holds nothing unsent or unread; anything else would hand an open transaction
@@ -463,9 +495,13 @@ void client_close(struct client *c, const char *reason)
         c->pool->n_clients--;
         c->pool->stats.clients_closed++;
     }
+    free(c->repl_options);
+    c->repl_options = NULL;
     p->n_clients--;
     client_change_state(c, CL_JUSTFREE);
     pooler_schedule_reap(p);
+    if (reopen)
+        pool_activate(reopen);
 }
 
 /* ---- freeing after the loop turn ---- */

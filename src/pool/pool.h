@@ -38,6 +38,7 @@
 #include "pool/prepared.h"
 #include "proto/owed.h"
 #include "proto/scram.h"
+#include "proto/startup_options.h"
 
 struct pooler;
 struct pool;
@@ -135,6 +136,11 @@ struct client {
                               request is answered with an error (client_reclaim_server) */
     uint32_t discard_left; /* reclaimed: bytes of a dropped message still to come */
     int64_t wait_noticed_us; /* state_us of the wait it was told about (query_wait_notify) */
+    /* A replication connection (enum startup_replication): it waits in WAITING_LOGIN for a
+     * server of its own, opened with its startup parameters, linked to it for life and closed
+     * with it (handout.c, "Replication connections" in ARCHITECTURE.md). */
+    uint8_t replication;
+    char *repl_options; /* owned: its "options" startup parameter, passed on verbatim */
 };
 
 struct auth_lookup; /* private to auth_lookup.c */
@@ -175,6 +181,9 @@ struct server {
                               query: server_check_delay = 0 checks it before the next */
     uint8_t deferred_scan; /* outcome of a scan (release, ...) whose bytes were only partly
                               sent to the client: acted on once they are (server.c) */
+    uint8_t replication;   /* enum startup_replication: a walsender opened for the client it is
+                              linked to from its launch; never idle, never reused. Its bytes
+                              pass through unexamined, outside the owed model */
 };
 
 /* Counters the manager reads (cumulative since start). */
