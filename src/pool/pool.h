@@ -124,8 +124,12 @@ struct client {
     uint8_t state;          /* enum client_state: written only by client_change_state */
     uint8_t console_access; /* enum console_access for admin console clients */
     uint8_t console_wait;   /* enum console_wait: a command whose answer waits (PAUSE, ...) */
-    char *console_wait_db;  /* owned: the database it waits for, NULL = all */
-    bool console_skipping;  /* console: discarding extended-protocol messages up to Sync */
+    /* A replication connection (enum startup_replication): it waits in WAITING_LOGIN for a
+     * server of its own, opened with its startup parameters, linked to it for life and closed
+     * with it ("Replication connections" in ARCHITECTURE.md). */
+    uint8_t replication;
+    char *console_wait_db; /* owned: the database it waits for, NULL = all */
+    bool console_skipping; /* console: discarding extended-protocol messages up to Sync */
     bool in_cancel_table;
     bool owed_wait; /* stopped forwarding: its server's owed queue is full (backpressure);
                        the server's answers resume it */
@@ -136,11 +140,9 @@ struct client {
                               request is answered with an error (client_reclaim_server) */
     uint32_t discard_left; /* reclaimed: bytes of a dropped message still to come */
     int64_t wait_noticed_us; /* state_us of the wait it was told about (query_wait_notify) */
-    /* A replication connection (enum startup_replication): it waits in WAITING_LOGIN for a
-     * server of its own, opened with its startup parameters, linked to it for life and closed
-     * with it (handout.c, "Replication connections" in ARCHITECTURE.md). */
-    uint8_t replication;
-    char *repl_options; /* owned: its "options" startup parameter, passed on verbatim */
+    /* owned: a replication client's "options" startup parameter, passed on verbatim to its
+     * server; NULL otherwise */
+    char *repl_options;
 };
 
 struct auth_lookup; /* private to auth_lookup.c */
