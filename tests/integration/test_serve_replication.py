@@ -319,3 +319,75 @@ def test_reconnect_closes_walsender(pooler, pg):
         assert "database configuration changed" in pooler.log()
     finally:
         r.close()
+
+
+def test_pg_basebackup(pooler, pg):
+    """BASE_BACKUP streams a tar per tablespace through the pooler (COPY out of a walsender)."""
+    outdir = tempfile.mkdtemp(prefix="pgwarden-basebackup-")
+    out = subprocess.run([pg.bin("pg_basebackup"), "--dbname", pooler.dsn(), "--pgdata",
+                          os.path.join(outdir, "data"), "--checkpoint=fast", "--wal-method=none"],
+                         capture_output=True, text=True, env=pg_env(pooler), timeout=120)
+    assert out.returncode == 0, out.stderr + pooler.log()
+    assert os.path.exists(os.path.join(outdir, "data", "PG_VERSION"))
+    assert wait_for(lambda: walsenders(pg) == 0)
+
+
+def test_subscription_through_pooler(pgwarden_bin, pg):
+    """CREATE SUBSCRIPTION whose connection goes through the pooler in transaction pooling:
+    the apply worker's options (settings PostgreSQL does not report) reach its walsender, the
+    initial COPY and a later change arrive."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction", auth_type="scram-sha-256",
+               settings={"admin_users": "postgres"}).start()
+    table = "sub_" + uuid.uuid4().hex[:8]
+    slot = table + "_slot"
+    try:
+        pg.psql(f"CREATE TABLE {table}(a int PRIMARY KEY); INSERT INTO {table} VALUES (1);"
+                f"CREATE PUBLICATION {table}_pub FOR TABLE {table}")
+        pg.psql(f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
+        pg.psql(f"CREATE TABLE {table}(a int PRIMARY KEY)", dbname="appdb")
+        conninfo = p.dsn().replace("connect_timeout=10", "")
+        pg.psql(f"CREATE SUBSCRIPTION {table}_sub CONNECTION '{conninfo}' "
+                f"PUBLICATION {table}_pub WITH (slot_name = '{slot}', create_slot = false)",
+                dbname="appdb")
+
+        def count():
+            return int(pg.psql(f"SELECT count(*) FROM {table}", dbname="appdb"))
+
+        assert wait_for(lambda: count() == 1, timeout=30), p.log()
+        pg.psql(f"INSERT INTO {table} VALUES (2)")
+        assert wait_for(lambda: count() == 2, timeout=30), p.log()
+        assert any(s["replication"] == "logical" for s in console(p, "SHOW SERVERS"))
+    finally:
+        pg.psql(f"DROP SUBSCRIPTION IF EXISTS {table}_sub", dbname="appdb")
+        p.stop()
+        pg.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                f"WHERE slot_name = '{slot}'")
+        pg.psql(f"DROP PUBLICATION IF EXISTS {table}_pub; DROP TABLE IF EXISTS {table}")
+        pg.psql(f"DROP TABLE IF EXISTS {table}", dbname="appdb")
+
+
+def test_hba_physical_needs_replication_line(pgwarden_bin, pg):
+    """auth_type = hba: a physical replication connection matches only lines for the
+    database "replication"; a logical one matches its own database, as in PostgreSQL."""
+    p = Pooler(pgwarden_bin, pg, auth_type="hba",
+               settings={"auth_hba_file": "hba.conf", "admin_users": "postgres"})
+    with open(os.path.join(p.dir, "hba.conf"), "w") as f:
+        f.write("host replication postgres 127.0.0.1/32 reject\n"
+                "host all all 127.0.0.1/32 scram-sha-256\n")
+    p.start()
+    try:
+        with psycopg.connect(p.dsn(replication="database"), autocommit=True) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn(replication="true"))
+        # "all" does not cover physical replication: without the reject line no line matches.
+        with open(os.path.join(p.dir, "hba.conf"), "w") as f:
+            f.write("host all all 127.0.0.1/32 scram-sha-256\n")
+        with psycopg.connect(p.dsn(dbname="pgbouncer"), autocommit=True) as c:
+            c.execute("RELOAD")
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn(replication="true"))
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        p.stop()
