@@ -126,7 +126,7 @@ static void check_pool(struct pool *pool, int64_t now)
         /* A walsender streams for as long as its client wants: no query, transaction or
          * idle-in-transaction timeout applies (its bytes are not followed, see server.c).
          * Never released, it would outlive a RECONNECT or a changed database entry: it is
-         * closed at once, with its client (PgBouncer does so too). */
+         * closed now, with its client (PgBouncer does so too). */
         if (s->replication != STARTUP_REPLICATION_NONE) {
             if (s->close_needed)
                 server_close(s, "database configuration changed");

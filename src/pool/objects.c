@@ -383,6 +383,8 @@ struct client *client_find(struct pooler *p, uint64_t id)
 }
 
 static void fail_with(struct client *c, const char *reason, const char *sqlstate, const char *msg);
+static void log_closing(struct client *c, const char *reason);
+static void close_logged(struct client *c);
 
 void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
@@ -430,24 +432,40 @@ static void fail_with(struct client *c, const char *reason, const char *sqlstate
     if (c->pooler->cfg->log_pooler_errors)
         log_info("pool", "client %llu: closing with error %s: %s", (unsigned long long)c->id,
                  sqlstate, msg);
+    /* Logged before the error is sent: whoever reads the log once the client has its error
+     * (PgBouncer's test suite) finds the line. */
+    log_closing(c, reason);
     if (!b.overflow && !client_send_raw(c, out, b.len))
         log_debug("pool", "client %llu: error message not delivered", (unsigned long long)c->id);
-    client_close(c, reason);
+    close_logged(c);
+}
+
+/* PgBouncer's "closing because" line (log_disconnections), for clients past their login. */
+static void log_closing(struct client *c, const char *reason)
+{
+    struct pooler *p = c->pooler;
+    if (!p->cfg->log_disconnections || c->state == CL_LOGIN)
+        return;
+    char addr[64];
+    net_addr_format(&c->addr, addr, sizeof(addr));
+    log_info("pool", "client %llu %s %s/%s: closing because: %s (age=%llds)",
+             (unsigned long long)c->id, addr, c->pool ? c->pool->db_name : "-",
+             c->pool ? c->pool->user_name : "-", reason,
+             (long long)((pooler_now(p) - c->connect_us) / 1000000));
 }
 
 void client_close(struct client *c, const char *reason)
 {
     if (c->state == CL_JUSTFREE)
         return;
+    log_closing(c, reason);
+    close_logged(c);
+}
+
+/* client_close after its log line. */
+static void close_logged(struct client *c)
+{
     struct pooler *p = c->pooler;
-    if (p->cfg->log_disconnections && c->state != CL_LOGIN) {
-        char addr[64];
-        net_addr_format(&c->addr, addr, sizeof(addr));
-        log_info("pool", "client %llu %s %s/%s: closing because: %s (age=%llds)",
-                 (unsigned long long)c->id, addr, c->pool ? c->pool->db_name : "-",
-                 c->pool ? c->pool->user_name : "-", reason,
-                 (long long)((pooler_now(p) - c->connect_us) / 1000000));
-    }
     struct server *s = c->server;
     struct pool *reopen = NULL;
     if (s && s->replication != STARTUP_REPLICATION_NONE) {

@@ -683,7 +683,8 @@ static void login_complete(struct server *s)
     if (s->replication != STARTUP_REPLICATION_NONE) {
         /* Its parameters are its client's (application_name, options): they are that
          * client's welcome, never the pool's. No pooler query runs on it (a physical
-         * walsender takes no SQL): neither the slots query nor connect_query. */
+         * walsender takes no SQL): neither the slots query nor connect_query. A login that
+         * went through shows the server can be reached: a cached failure goes. */
         free(pool->last_error);
         pool->last_error = NULL;
         pool->retry_after_us = 0;
