@@ -174,8 +174,8 @@ static bool read_activity(PGconn *conn, struct snapshot *snap, struct inspect_er
     for (int i = 0; i < rows; i++) {
         struct conn_record *rec = snapshot_add_conn(snap);
         if (rec == NULL) {
-            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d sessions",
-                              rows);
+            inspect_session_error_set(err, "out_of_memory", NULL,
+                                      "out of memory reading %d sessions", rows);
             PQclear(res);
             return false;
         }
@@ -185,7 +185,8 @@ static bool read_activity(PGconn *conn, struct snapshot *snap, struct inspect_er
         get_text(rec->database, sizeof(rec->database), res, i, 2);
         get_text(rec->application, sizeof(rec->application), res, i, 3);
         get_text(rec->client_addr, sizeof(rec->client_addr), res, i, 4);
-        rec->state = snapshot_conn_state_from_text(PQgetisnull(res, i, 5) ? NULL : PQgetvalue(res, i, 5));
+        rec->state =
+            snapshot_conn_state_from_text(PQgetisnull(res, i, 5) ? NULL : PQgetvalue(res, i, 5));
         rec->connected_ms = get_i64(res, i, 6);
         rec->state_change_ms = get_i64(res, i, 7);
         rec->xact_start_ms = get_i64(res, i, 8);
@@ -193,8 +194,8 @@ static bool read_activity(PGconn *conn, struct snapshot *snap, struct inspect_er
         if (!dup_text(&rec->backend_start_text, SNAPSHOT_TIMESTAMP_LEN, res, i, 10) ||
             !dup_text(&rec->wait_event_type, SNAPSHOT_NAME_LEN, res, i, 11) ||
             !dup_text(&rec->last_query, SNAPSHOT_QUERY_LEN, res, i, 12)) {
-            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d sessions",
-                              rows);
+            inspect_session_error_set(err, "out_of_memory", NULL,
+                                      "out of memory reading %d sessions", rows);
             PQclear(res);
             return false;
         }
