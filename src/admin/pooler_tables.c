@@ -767,7 +767,7 @@ static void client_row(struct reply *r, struct pooler *p, const struct pool *poo
     const char *user = client_user_name(c);
     reply_text(r, user[0] ? user : "(nouser)");
     reply_text(r, pool->db_name);
-    reply_text(r, "none");
+    reply_text(r, startup_options_replication_name((enum startup_replication)c->replication));
     reply_text(r, state);
     reply_text(r, ip);
     reply_int(r, port);
@@ -805,7 +805,7 @@ static void server_row(struct reply *r, const struct pool *pool, const struct se
     reply_text(r, "S");
     reply_text(r, pool->server_user);
     reply_text(r, pool->db_name);
-    reply_text(r, "none");
+    reply_text(r, startup_options_replication_name((enum startup_replication)s->replication));
     reply_text(r, state);
     reply_text(r, unix_socket ? "unix" : pool->host);
     reply_int(r, pool->port);

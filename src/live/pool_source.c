@@ -59,6 +59,9 @@ static bool add_client(const struct pool *pool, const struct client *c, struct s
     r->xact_start_ms = in_xact && c->request_us ? c->request_us / 1000 : 0;
     r->query_start_ms = c->request_us ? c->request_us / 1000 : c->active_us / 1000;
     r->visible = true;
+    /* Its walsender holds a server for as long as it streams: never a leak suspect nor a
+     * kill target (the engine protects replication connections). */
+    r->is_replication = c->replication != STARTUP_REPLICATION_NONE;
     r->requests = c->xacts;
     r->hold_total_ms = c->hold_us / 1000;
     if (c->output_blocked_us && c->server)

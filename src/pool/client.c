@@ -828,6 +828,36 @@ static void finish_login_with(struct client *c, const uint8_t *prefix, size_t pr
     client_pump(c);
 }
 
+void client_finish_replication_login(struct client *c, const uint8_t *params, size_t params_len)
+{
+    /* The server's ParameterStatus messages as they are: the walsender was started with this
+     * client's settings, so its reports are the client's values. */
+    size_t cap = params_len + 32;
+    uint8_t *out = malloc(cap);
+    if (!out) {
+        objects_client_fail(c, "53200", "out of memory");
+        return;
+    }
+    struct wire_buf b;
+    wire_buf_init(&b, out, cap);
+    wire_put_bytes(&b, params, params_len);
+    wire_build_backend_key(&b, c->cancel_pid, c->cancel_key);
+    wire_build_ready(&b, WIRE_XACT_IDLE);
+    bool ok = !b.overflow && client_send_raw(c, out, b.len);
+    free(out);
+    if (!ok) {
+        objects_client_close(c, "could not send welcome");
+        return;
+    }
+    if (c->conn.buf) {
+        if (c->conn.buf->pos == c->conn.buf->end)
+            c->conn.buf->pos = c->conn.buf->end = 0;
+        c->conn.scan = c->conn.buf->pos;
+    }
+    states_client_change(c, CL_ACTIVE);
+    client_pump(c);
+}
+
 void client_want_writable(struct client *c)
 {
     c->conn.want_write = true; /* before the registration (first read): registered RW */
@@ -979,7 +1009,9 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
     if (sasl_final)
         wire_build_auth_sasl_final(&b, sasl_final, sasl_final_len);
     wire_build_auth_ok(&b);
-    if (pool->welcome_ready && !b.overflow) {
+    /* A replication client waits for a server of its own (handout_activate launches it) and
+     * is greeted with that server's parameters (client_finish_replication_login). */
+    if (pool->welcome_ready && c->replication == STARTUP_REPLICATION_NONE && !b.overflow) {
         /* One send for AuthenticationOk and the welcome: the pooled login path is short. */
         states_client_change(c, CL_WAITING_LOGIN);
         finish_login_with(c, out, b.len);
@@ -1265,6 +1297,9 @@ static enum hba_method login_method(const struct client *c, const char *database
         .addr = c->addr.ip,
         .database = database,
         .user = user,
+        /* Physical replication matches only lines whose database is "replication"; a
+         * logical walsender is a connection to its database (PostgreSQL's rule). */
+        .replication = c->replication == STARTUP_REPLICATION_PHYSICAL,
     };
     return hba_decide(&cfg->hba, &req, rule);
 }
@@ -1528,11 +1563,34 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
         objects_client_fail(c, "53200", "out of memory");
         goto out;
     }
+    /* A replication client gets a server of its own, opened with its own startup packet:
+     * its "options" go there verbatim, any switch included (CREATE SUBSCRIPTION sends
+     * settings that are not reported, which SET could not carry over), as PgBouncer does. */
+    const char *repl = wire_startup_get(st, "replication");
+    enum startup_replication rk =
+        repl ? startup_options_replication_parse(repl) : STARTUP_REPLICATION_NONE;
+    if (rk == STARTUP_REPLICATION_INVALID) {
+        objects_client_fail(c, "22023", "invalid value for parameter \"replication\": \"%.64s\"",
+                            repl);
+        goto out;
+    }
+    if (rk != STARTUP_REPLICATION_NONE && console_is_admin_db(database)) {
+        objects_client_fail(c, "08P01",
+                            "replication connections to the admin console are not supported");
+        goto out;
+    }
+    c->replication = (uint8_t)rk;
     /* Settings in "options" first: parameters of the packet itself override them, as in
      * PostgreSQL. */
     const char *options = wire_startup_get(st, "options");
-    if (options && options[0] && !take_options(c, options))
+    if (rk != STARTUP_REPLICATION_NONE) {
+        if (options && options[0] && !(c->repl_options = strdup(options))) {
+            objects_client_fail(c, "53200", "out of memory");
+            goto out;
+        }
+    } else if (options && options[0] && !take_options(c, options)) {
         goto out;
+    }
     const char *unsupported[WIRE_MAX_STARTUP_PARAMS];
     size_t n_unsupported = 0;
     for (size_t i = 0; i < st->n_params; i++) {
@@ -1542,8 +1600,7 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
         } else if (!strncmp(k, "_pq_.", 5)) {
             unsupported[n_unsupported++] = k;
         } else if (!strcmp(k, "replication")) {
-            objects_client_fail(c, "08P01", "replication connections are not supported");
-            goto out;
+            continue; /* read above */
         } else if (!take_param(c, k, v, false)) {
             goto out;
         }
@@ -2326,6 +2383,14 @@ static enum scan_result client_scan(struct client *c, struct server *s)
             return SCAN_TERMINATE;
         if (owed_msg_of(type) == OWED_NOT_ALLOWED)
             return SCAN_BAD_TYPE; /* e.g. a second StartupMessage: never forwarded */
+        if (s->replication != STARTUP_REPLICATION_NONE) {
+            /* Its own walsender: replication commands, CopyData status updates and CopyDone
+             * pass as they are. Nothing is rewritten and nothing is counted as owed (the
+             * server is never released, see server_scan). */
+            cn->scan += WIRE_HEADER_LEN;
+            cn->body_left = len;
+            continue;
+        }
         if (!owed_has_room(&s->owed)) {
             /* The server owes answers for as many messages as the pooler keeps count of:
              * forward nothing more until they arrive (the server's answers resume us). */

@@ -31,6 +31,10 @@ bool client_reclaim_server(struct client *c, const char *why);
 bool client_cancel_query(struct client *c);
 /* Pool's first server logged in: finish the logins of waiting clients. */
 void client_finish_login(struct client *c);
+/* A replication client's own server logged in (and is linked to it): greet the client with
+ * that server's ParameterStatus messages (params_len bytes), its cancel key and
+ * ReadyForQuery. */
+void client_finish_replication_login(struct client *c, const uint8_t *params, size_t params_len);
 /* auth_query's answer for a client waiting in login (auth_lookup.c): error set when no
  * answer could be had (the client is failed with it); else the verdict and, for
  * AUTH_LOOKUP_SECRET, the secret (borrowed, copied). */

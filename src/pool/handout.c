@@ -1,8 +1,9 @@
 /* Handing servers to clients and taking them back: link a waiting client to an idle server
  * (after a check query when the server sat unused too long), launch servers within the pool's
  * limits (closing an idle server of another pool when max_db_connections or
- * max_user_connections is what stands in the way), release a server at the end of a
- * transaction (reset query, cancel in flight, lifetime), and the background health probes. */
+ * max_user_connections is what stands in the way), launch a replication client's own server
+ * and link it for good, release a server at the end of a transaction (reset query, cancel in
+ * flight, lifetime), and the background health probes. */
 #include "pool/handout.h"
 
 #include <stdio.h>
@@ -44,15 +45,18 @@ int handout_user_server_count(struct pooler *p, const char *user)
     return n;
 }
 
-/* Servers that can serve a client now or soon: logged in and not marked to be closed. */
+/* Servers that can serve a client now or soon: logged in, not marked to be closed, and not
+ * a replication client's own. */
 static int usable_servers(const struct pool *pool)
 {
     int n = 0;
     const struct plist *lists[] = {&pool->idle_servers, &pool->active_servers,
                                    &pool->tested_servers, &pool->canceling_servers};
     for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
-        for (const struct plist *m = lists[i]->next; m != lists[i]; m = m->next)
-            n += !plist_entry(m, struct server, node)->close_needed;
+        for (const struct plist *m = lists[i]->next; m != lists[i]; m = m->next) {
+            const struct server *s = plist_entry(m, struct server, node);
+            n += !s->close_needed && s->replication == STARTUP_REPLICATION_NONE;
+        }
     return n;
 }
 
@@ -233,6 +237,66 @@ static bool evict_idle_server(struct pool *pool, enum launch_verdict why)
     return true;
 }
 
+/* Makes room under pool_size for a replication client: closes the pool's idle server that has
+ * been unused longest (PgBouncer evicts so too; a replication client cannot share). False
+ * when the pool has none idle. */
+static bool evict_pool_idle_server(struct pool *pool)
+{
+    if (plist_empty(&pool->idle_servers))
+        return false;
+    server_close(plist_entry(pool->idle_servers.prev, struct server, node), "evicted");
+    return true;
+}
+
+/* Opens a server of its own for each replication client that waits without one. Its server
+ * counts like any other against pool_size, max_db_connections and max_user_connections
+ * (PgBouncer counts it so); an idle server of the pool, or of the database's or user's other
+ * pools, is closed to make room. When no room can be made the client waits for a server to
+ * close (query_wait_timeout bounds it). The reserve pool is not used for them. */
+static void launch_replication_servers(struct pool *pool, int64_t now)
+{
+    struct plist *n, *tmp;
+    plist_for_each_safe(n, tmp, &pool->waiting_login_clients)
+    {
+        struct client *c = plist_entry(n, struct client, node);
+        if (c->replication == STARTUP_REPLICATION_NONE || c->server)
+            continue;
+        enum launch_verdict v;
+        for (;;) {
+            v = launch_verdict(pool, now, false);
+            if (v == LAUNCH_POOL_FULL && evict_pool_idle_server(pool))
+                continue;
+            if ((v == LAUNCH_DB_FULL || v == LAUNCH_USER_FULL) && evict_idle_server(pool, v))
+                continue;
+            break;
+        }
+        /* A launch that fails at once is a failed login (recorded; waiters may have been
+         * failed): the list may have changed, so stop here. */
+        if (v != LAUNCH_OK || !server_launch_for(pool, c))
+            return;
+    }
+}
+
+/* Clients waiting for the pool's welcome (a replication client waits for its own server
+ * instead, and never counts here). */
+static bool plain_login_waiter(const struct pool *pool)
+{
+    for (const struct plist *m = pool->waiting_login_clients.next;
+         m != &pool->waiting_login_clients; m = m->next)
+        if (plist_entry(m, struct client, node)->replication == STARTUP_REPLICATION_NONE)
+            return true;
+    return false;
+}
+
+/* Logins under way for the pool's shared servers (a replication server is its client's). */
+static size_t plain_logins(const struct pool *pool)
+{
+    size_t n = 0;
+    for (const struct plist *m = pool->login_servers.next; m != &pool->login_servers; m = m->next)
+        n += plist_entry(m, struct server, node)->replication == STARTUP_REPLICATION_NONE;
+    return n;
+}
+
 void handout_activate(struct pool *pool)
 {
     struct pooler *p = pool->pooler;
@@ -257,13 +321,14 @@ void handout_activate(struct pool *pool)
      * (the steady state under load) returns before counting anything. */
     if (plist_empty(&pool->waiting_clients) && plist_empty(&pool->waiting_login_clients))
         return;
+    launch_replication_servers(pool, now);
     enum launch_verdict v = launch_verdict(pool, now, true);
     if (v == LAUNCH_NOT_NOW || v == LAUNCH_POOL_FULL)
         return;
     size_t want = plist_count(&pool->waiting_clients);
-    if (!pool->welcome_ready && !plist_empty(&pool->waiting_login_clients))
+    if (!pool->welcome_ready && plain_login_waiter(pool))
         want++;
-    size_t launching = plist_count(&pool->login_servers) + plist_count(&pool->tested_servers);
+    size_t launching = plain_logins(pool) + plist_count(&pool->tested_servers);
     while (want > launching) {
         v = launch_verdict(pool, now, true);
         if ((v == LAUNCH_DB_FULL || v == LAUNCH_USER_FULL) && evict_idle_server(pool, v))
@@ -382,12 +447,39 @@ void handout_server_ready(struct server *s)
         auth_lookup_pump(pool); /* its only users */
         return;
     }
-    if (pool->welcome_ready) {
-        struct plist *n;
-        while ((n = plist_first(&pool->waiting_login_clients)) != NULL)
-            client_finish_login(plist_entry(n, struct client, node));
+    /* Each finished login may change the list (its client pumps): look again from the start
+     * each time. Replication clients wait for their own server, not for the welcome. */
+    for (bool again = pool->welcome_ready; again;) {
+        again = false;
+        for (struct plist *m = pool->waiting_login_clients.next; m != &pool->waiting_login_clients;
+             m = m->next) {
+            struct client *c = plist_entry(m, struct client, node);
+            if (c->replication == STARTUP_REPLICATION_NONE) {
+                client_finish_login(c);
+                again = true;
+                break;
+            }
+        }
     }
     handout_activate(pool);
+}
+
+void handout_replication_ready(struct server *s, const uint8_t *params, size_t params_len)
+{
+    struct pool *pool = s->pool;
+    struct client *c = s->client;
+    int64_t now = pooler_now(pool->pooler);
+    if (!c) {
+        server_close(s, "replication client was closed");
+        handout_activate(pool);
+        return;
+    }
+    states_server_change(s, SV_ACTIVE);
+    s->last_used_us = now;
+    s->used_since_ready = true;
+    c->request_us = now;
+    pool->stats.server_assignments++;
+    client_finish_replication_login(c, params, params_len);
 }
 
 void handout_release_server(struct server *s)

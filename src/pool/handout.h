@@ -26,6 +26,10 @@ bool handout_login_failing(const struct pool *pool);
 void handout_keep_min_size(struct pool *pool);
 /* The server finished login or a reset/check query. */
 void handout_server_ready(struct server *s);
+/* A replication server (linked to its client since its launch) finished its login: it
+ * becomes ACTIVE for good and its client gets the server's own ParameterStatus messages
+ * (params, params_len bytes) as its welcome. */
+void handout_replication_ready(struct server *s, const uint8_t *params, size_t params_len);
 /* Sends a health probe (server_check_query, default the empty query) to an idle server; it
  * is back in the pool when answered. False when it could not be sent (the server is closed). */
 bool handout_probe_server(struct server *s);

@@ -126,6 +126,15 @@ static void check_pool(struct pool *pool, int64_t now)
                 objects_client_fail(c, "08P01", "client_idle_timeout");
             continue;
         }
+        /* A walsender streams for as long as its client wants: no query, transaction or
+         * idle-in-transaction timeout applies (its bytes are not followed, see server.c).
+         * Never released, it would outlive a RECONNECT or a changed database entry: it is
+         * closed now, with its client (PgBouncer does so too). */
+        if (s->replication != STARTUP_REPLICATION_NONE) {
+            if (s->close_needed)
+                server_close(s, "database configuration changed");
+            continue;
+        }
         bool busy = server_owes_answers(s);
         /* From the query's start, not the transaction's (or the session's) */
         int64_t began = c->query_us > c->request_us ? c->query_us : c->request_us;

@@ -390,6 +390,10 @@ struct client *objects_client_find(struct pooler *p, uint64_t id)
     return NULL;
 }
 
+static void fail_with(struct client *c, const char *reason, const char *sqlstate, const char *msg);
+static void log_closing(struct client *c, const char *reason);
+static void close_logged(struct client *c);
+
 void objects_client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
     if (c->state == CL_JUSTFREE)
@@ -399,6 +403,26 @@ void objects_client_fail(struct client *c, const char *sqlstate, const char *fmt
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    fail_with(c, msg, sqlstate, msg);
+}
+
+void objects_client_fail_reason(struct client *c, const char *reason, const char *sqlstate,
+                                const char *fmt, ...)
+{
+    if (c->state == CL_JUSTFREE)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fail_with(c, reason, sqlstate, msg);
+}
+
+/* Sends msg as a FATAL error (unless the client is inside a message) and closes the client;
+ * the log says reason. */
+static void fail_with(struct client *c, const char *reason, const char *sqlstate, const char *msg)
+{
     if (c->output_torn || (c->server && server_mid_message(c->server))) {
         /* Inside a server message the client has partly received, an ErrorResponse would be
          * read as that message's bytes: the connection just ends (the client sees it cut). */
@@ -406,7 +430,7 @@ void objects_client_fail(struct client *c, const char *sqlstate, const char *fmt
                  "client %llu: closing without an error message (it is inside a "
                  "result message): %s %s",
                  (unsigned long long)c->id, sqlstate, msg);
-        objects_client_close(c, msg);
+        objects_client_close(c, reason);
         return;
     }
     uint8_t out[700];
@@ -416,27 +440,52 @@ void objects_client_fail(struct client *c, const char *sqlstate, const char *fmt
     if (c->pooler->cfg->log_pooler_errors)
         log_info("pool", "client %llu: closing with error %s: %s", (unsigned long long)c->id,
                  sqlstate, msg);
+    /* Logged before the error is sent: whoever reads the log once the client has its error
+     * (PgBouncer's test suite) finds the line. */
+    log_closing(c, reason);
     if (!b.overflow && !client_send_raw(c, out, b.len))
         log_debug("pool", "client %llu: error message not delivered", (unsigned long long)c->id);
-    objects_client_close(c, msg);
+    close_logged(c);
+}
+
+/* PgBouncer's "closing because" line (log_disconnections). Logins that fail are logged too:
+ * an operator looking for why a client was refused finds the reason next to who asked. */
+static void log_closing(struct client *c, const char *reason)
+{
+    struct pooler *p = c->pooler;
+    if (!p->cfg->log_disconnections || !reason)
+        return;
+    char addr[64];
+    net_addr_format(&c->addr, addr, sizeof(addr));
+    const char *db = client_database_name(c), *user = client_user_name(c);
+    log_info("pool", "client %llu %s %s/%s: closing because: %s (age=%llds)",
+             (unsigned long long)c->id, addr, *db ? db : "-", *user ? user : "-", reason,
+             (long long)((pooler_now(p) - c->connect_us) / 1000000));
 }
 
 void objects_client_close(struct client *c, const char *reason)
 {
     if (c->state == CL_JUSTFREE)
         return;
+    log_closing(c, reason);
+    close_logged(c);
+}
+
+/* objects_client_close after its log line. */
+static void close_logged(struct client *c)
+{
     struct pooler *p = c->pooler;
-    /* Logins that fail are logged too (PgBouncer's line): an operator looking for why a
-     * client was refused finds the reason next to who asked. */
-    if (p->cfg->log_disconnections && reason) {
-        char addr[64];
-        net_addr_format(&c->addr, addr, sizeof(addr));
-        const char *db = client_database_name(c), *user = client_user_name(c);
-        log_info("pool", "client %llu %s %s/%s: closing because: %s (age=%llds)",
-                 (unsigned long long)c->id, addr, *db ? db : "-", *user ? user : "-", reason,
-                 (long long)((pooler_now(p) - c->connect_us) / 1000000));
-    }
     struct server *s = c->server;
+    struct pool *reopen = NULL;
+    if (s && s->replication != STARTUP_REPLICATION_NONE) {
+        /* Its walsender served no one else and never will (PgBouncer's words). The pool may
+         * launch for its waiters once this client is off the lists. */
+        c->server = NULL;
+        s->client = NULL;
+        server_close(s, "replication client was closed");
+        reopen = s->pool;
+        s = NULL;
+    }
     if (s) {
         /* A server is only reused when the protocol says it is idle outside a transaction
          * and holds nothing unsent or unread; anything else would hand an open transaction
@@ -473,9 +522,13 @@ void objects_client_close(struct client *c, const char *reason)
         c->pool->n_clients--;
         c->pool->stats.clients_closed++;
     }
+    free(c->repl_options);
+    c->repl_options = NULL;
     p->n_clients--;
     states_client_change(c, CL_JUSTFREE);
     objects_schedule_reap(p);
+    if (reopen)
+        handout_activate(reopen);
 }
 
 /* ---- freeing after the loop turn ---- */

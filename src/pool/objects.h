@@ -35,6 +35,10 @@ struct client *objects_client_find(struct pooler *p, uint64_t id);
 /* Sends an ErrorResponse (best effort) and closes. */
 void objects_client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same, with the log's "closing because" saying reason instead of the message (PgBouncer's
+ * words in the log, the whole story for the client). */
+void objects_client_fail_reason(struct client *c, const char *reason, const char *sqlstate,
+                                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Closes the connection; its server is released when clean, closed otherwise. */
 void objects_client_close(struct client *c, const char *reason);
 

@@ -38,6 +38,7 @@
 #include "pool/prepared.h"
 #include "proto/owed.h"
 #include "proto/scram.h"
+#include "proto/startup_options.h"
 
 struct pooler;
 struct pool;
@@ -123,8 +124,12 @@ struct client {
     uint8_t state;          /* enum client_state: written only by states_client_change */
     uint8_t console_access; /* enum console_access for admin console clients */
     uint8_t console_wait;   /* enum console_wait: a command whose answer waits (PAUSE, ...) */
-    char *console_wait_db;  /* owned: the database it waits for, NULL = all */
-    bool console_skipping;  /* console: discarding extended-protocol messages up to Sync */
+    /* A replication connection (enum startup_replication): it waits in WAITING_LOGIN for a
+     * server of its own, opened with its startup parameters, linked to it for life and closed
+     * with it ("Replication connections" in ARCHITECTURE.md). */
+    uint8_t replication;
+    char *console_wait_db; /* owned: the database it waits for, NULL = all */
+    bool console_skipping; /* console: discarding extended-protocol messages up to Sync */
     bool in_cancel_table;
     bool owed_wait; /* stopped forwarding: its server's owed queue is full (backpressure);
                        the server's answers resume it */
@@ -135,6 +140,9 @@ struct client {
                               request is answered with an error (client_reclaim_server) */
     uint32_t discard_left; /* reclaimed: bytes of a dropped message still to come */
     int64_t wait_noticed_us; /* state_us of the wait it was told about (query_wait_notify) */
+    /* owned: a replication client's "options" startup parameter, passed on verbatim to its
+     * server; NULL otherwise */
+    char *repl_options;
 };
 
 struct auth_lookup; /* private to auth_lookup.c */
@@ -175,6 +183,9 @@ struct server {
                               query: server_check_delay = 0 checks it before the next */
     uint8_t deferred_scan; /* outcome of a scan (release, ...) whose bytes were only partly
                               sent to the client: acted on once they are (server.c) */
+    uint8_t replication;   /* enum startup_replication: a walsender opened for the client it is
+                              linked to from its launch; never idle, never reused. Its bytes
+                              pass through unexamined, outside the owed model */
 };
 
 /* Counters the manager reads (cumulative since start). */

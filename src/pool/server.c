@@ -283,6 +283,11 @@ static void resolved_cb(void *arg, bool ok, const struct net_sockaddr *addr, con
 
 bool server_launch(struct pool *pool)
 {
+    return server_launch_for(pool, NULL);
+}
+
+bool server_launch_for(struct pool *pool, struct client *repl_client)
+{
     struct pooler *p = pool->pooler;
     char err[256] = "";
     struct server *s = calloc(1, sizeof(*s));
@@ -356,6 +361,14 @@ bool server_launch(struct pool *pool)
         l->step = SL_RESOLVING;
     int64_t life = jittered_lifetime_us(pool);
     s->expire_us = life ? s->connect_us + life : 0;
+    if (repl_client) {
+        /* Linked from the start: its startup packet is the client's (send_startup), and
+         * closing either end closes the other. */
+        s->replication = repl_client->replication;
+        s->client = repl_client;
+        repl_client->server = s;
+        s->expire_us = 0; /* a walsender lives as long as its client */
+    }
     pool->n_servers++;
     pool->stats.servers_created++;
     states_server_change(s, SV_LOGIN);
@@ -431,6 +444,27 @@ static void end_login(struct server *s, bool refused, const char *severity, cons
                       const char *msg)
 {
     struct pool *pool = s->pool;
+    if (s->replication != STARTUP_REPLICATION_NONE) {
+        /* A walsender's login is its client's alone: PostgreSQL may refuse it for reasons
+         * of its own (the role may not replicate, no pg_hba.conf replication line) that say
+         * nothing about the pool's other logins, so the pool records no failure, blocks no
+         * retry and fails no other client, whether refused or broken off. PgBouncer's words
+         * in the log ("login failed"), PostgreSQL's for the client. */
+        log_warning("pool", "%s/%s: replication server login failed: %s%s%s", pool->db_name,
+                    pool->user_name, sqlstate ? sqlstate : "", sqlstate ? " " : "", msg);
+        move_past_failed_host(pool, s->host_idx);
+        struct client *c = s->client;
+        if (c) {
+            s->client = NULL;
+            c->server = NULL;
+        }
+        server_close(s, "login failed");
+        if (c)
+            objects_client_fail_reason(c, "login failed", sqlstate ? sqlstate : "08006",
+                                       "login failed: %s", msg);
+        handout_activate(pool);
+        return;
+    }
     /* The server's own words as PgBouncer logs them ("FATAL database ... does not exist"),
      * then the SQLSTATE; pgwarden's own reasons carry only the SQLSTATE. */
     if (severity)
@@ -467,14 +501,29 @@ static void login_refused(struct server *s, const char *sqlstate, const char *ms
 static bool send_startup(struct server *s)
 {
     struct pool *pool = s->pool;
-    struct wire_startup_param params[8];
+    struct wire_startup_param params[8 + PARAM_COUNT + 2];
     size_t n = 0;
     params[n++] = (struct wire_startup_param){"user", pool->server_user};
     params[n++] = (struct wire_startup_param){"database", pool->server_db};
     for (int i = 0; i + 1 < pool->n_startup_extra && n < 8; i += 2)
         params[n++] =
             (struct wire_startup_param){pool->startup_extra[i], pool->startup_extra[i + 1]};
-    uint8_t buf[2048];
+    struct client *c = s->client;
+    if (s->replication != STARTUP_REPLICATION_NONE && c) {
+        /* A walsender takes its session settings only here: a physical one runs no SET. So
+         * the client's startup parameters and its "options" go in the packet, as PgBouncer
+         * sends them; the database entry's own settings above come first and the client's
+         * override them. */
+        params[n++] = (struct wire_startup_param){
+            "replication",
+            startup_options_replication_value((enum startup_replication)s->replication)};
+        for (int i = 0; i < PARAM_COUNT; i++)
+            if (c->params[i])
+                params[n++] = (struct wire_startup_param){params_name(i), c->params[i]->str};
+        if (c->repl_options)
+            params[n++] = (struct wire_startup_param){"options", c->repl_options};
+    }
+    uint8_t buf[8192];
     struct wire_buf b;
     wire_buf_init(&b, buf, sizeof(buf));
     wire_build_startup(&b, params, n);
@@ -499,7 +548,7 @@ static enum welcome_result welcome_append(struct server *s, const uint8_t *msg, 
     struct server_login *l = s->login;
     if (++l->welcome_params > WELCOME_MAX_PARAMS || l->welcome_len + len > WELCOME_MAX_BYTES)
         return WELCOME_TOO_MUCH;
-    if (s->pool->welcome_ready)
+    if (s->pool->welcome_ready && s->replication == STARTUP_REPLICATION_NONE)
         return WELCOME_OK; /* counted only: the pool already has its welcome */
     uint8_t *w = realloc(l->welcome, l->welcome_len + len);
     if (!w)
@@ -639,6 +688,24 @@ static void login_complete(struct server *s)
     struct pool *pool = s->pool;
     struct server_login *l = s->login;
     pool->stats.connect_time_us += pooler_now(pool->pooler) - s->connect_us;
+    if (s->replication != STARTUP_REPLICATION_NONE) {
+        /* Its parameters are its client's (application_name, options): they are that
+         * client's welcome, never the pool's. No pooler query runs on it (a physical
+         * walsender takes no SQL): neither the slots query nor connect_query. A login that
+         * went through shows the server can be reached: a cached failure goes. */
+        free(pool->last_error);
+        pool->last_error = NULL;
+        pool->retry_after_us = 0;
+        uint8_t *welcome = l->welcome;
+        size_t welcome_len = l->welcome_len;
+        l->welcome = NULL;
+        server_login_free(s);
+        log_debug("pool", "server %llu: replication connection logged in (backend pid %u)",
+                  (unsigned long long)s->id, s->be_pid);
+        handout_replication_ready(s, welcome, welcome_len);
+        free(welcome);
+        return;
+    }
     if (!pool->welcome_ready) {
         free(pool->welcome);
         pool->welcome = l->welcome;
@@ -1023,6 +1090,23 @@ static enum server_scan_result server_scan(struct server *s)
             break;
         if (h == WIRE_HEADER_BAD_LENGTH)
             return SSCAN_BAD;
+        if (s->replication != STARTUP_REPLICATION_NONE) {
+            /* A walsender's answers (CopyBothResponse, XLogData in CopyData, results of
+             * replication commands) go to its one client as they come: the owed model, which
+             * exists to find the moment a server may be released, has nothing to decide for
+             * a server that is never released. Without a client nothing is forwarded. */
+            uint32_t whole = WIRE_HEADER_LEN + len;
+            if (b->end - cn->scan >= whole) {
+                cn->scan += whole;
+            } else {
+                cn->body_left = whole - (b->end - cn->scan);
+                cn->scan = b->end;
+                cn->drop_body = c == NULL;
+            }
+            if (c == NULL)
+                b->pos = cn->scan;
+            continue;
+        }
         bool internal = s->internal_pending > 0;
         bool swallow = c == NULL || internal;
         if (!swallow && owed_answer_swallowed(&s->owed, type))

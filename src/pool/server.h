@@ -12,6 +12,10 @@
 /* Launches a server login for pool; false when it could not even start (the failure is
  * recorded as a failed login). */
 bool server_launch(struct pool *pool);
+/* The same for a replication client's own server (repl_client not NULL): linked to it from
+ * the start, its startup packet asks for the client's kind of walsender with the client's
+ * parameters; it is never idle and never serves anyone else. */
+bool server_launch_for(struct pool *pool, struct client *repl_client);
 void server_close(struct server *s, const char *reason);
 /* Part of a message from s may have reached its client, the rest is still due: nothing else
  * may be written to the client now. */

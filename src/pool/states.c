@@ -28,7 +28,7 @@ static const bool CLIENT_MOVES[CL_STATE_COUNT][CL_STATE_COUNT] = {
 
 static const bool SERVER_MOVES[SV_STATE_COUNT][SV_STATE_COUNT] = {
     [SV_FREE] = {[SV_LOGIN] = true},
-    [SV_LOGIN] = {[SV_IDLE] = true, [SV_TESTED] = true, [SV_JUSTFREE] = true},
+    [SV_LOGIN] = {[SV_IDLE] = true, [SV_TESTED] = true, [SV_ACTIVE] = true, [SV_JUSTFREE] = true},
     [SV_IDLE] = {[SV_ACTIVE] = true, [SV_TESTED] = true, [SV_JUSTFREE] = true},
     [SV_TESTED] = {[SV_IDLE] = true, [SV_JUSTFREE] = true},
     [SV_ACTIVE] =

@@ -99,3 +99,58 @@ const char *startup_options_error(enum startup_options_result r)
     }
     return NULL;
 }
+
+/* PostgreSQL's parse_bool: the words, any case, and their prefixes ("t", "of" but not "o"). */
+static const struct {
+    const char *word;
+    size_t min_prefix;
+    bool value;
+} BOOL_WORDS[] = {
+    {"true", 1, true}, {"false", 1, false}, {"yes", 1, true}, {"no", 1, false},
+    {"on", 2, true},   {"off", 2, false},   {"1", 1, true},   {"0", 1, false},
+};
+
+static bool prefix_of(const char *value, const char *word, size_t min_prefix)
+{
+    size_t n = strlen(value);
+    if (n < min_prefix || n > strlen(word))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = value[i];
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (char)(ch - 'A' + 'a');
+        if (ch != word[i])
+            return false;
+    }
+    return true;
+}
+
+enum startup_replication startup_options_replication_parse(const char *value)
+{
+    if (!strcmp(value, "database"))
+        return STARTUP_REPLICATION_LOGICAL;
+    for (size_t i = 0; i < sizeof(BOOL_WORDS) / sizeof(BOOL_WORDS[0]); i++)
+        if (prefix_of(value, BOOL_WORDS[i].word, BOOL_WORDS[i].min_prefix))
+            return BOOL_WORDS[i].value ? STARTUP_REPLICATION_PHYSICAL : STARTUP_REPLICATION_NONE;
+    return STARTUP_REPLICATION_INVALID;
+}
+
+static const struct {
+    const char *value; /* sent to PostgreSQL */
+    const char *name;  /* shown on the console */
+} REPLICATION_KINDS[] = {
+    [STARTUP_REPLICATION_NONE] = {NULL, "none"},
+    [STARTUP_REPLICATION_LOGICAL] = {"database", "logical"},
+    [STARTUP_REPLICATION_PHYSICAL] = {"true", "physical"},
+    [STARTUP_REPLICATION_INVALID] = {NULL, "none"},
+};
+
+const char *startup_options_replication_value(enum startup_replication kind)
+{
+    return REPLICATION_KINDS[kind].value;
+}
+
+const char *startup_options_replication_name(enum startup_replication kind)
+{
+    return REPLICATION_KINDS[kind].name;
+}

@@ -29,4 +29,20 @@ enum startup_options_result startup_options_parse(const char *options, char *scr
 /* PgBouncer's words for STARTUP_OPTIONS_UNSUPPORTED and STARTUP_OPTIONS_TOO_LONG. */
 const char *startup_options_error(enum startup_options_result r);
 
+/* The "replication" startup parameter, read as PostgreSQL reads it: "database" asks for a
+ * logical walsender (SQL allowed), a true boolean (on, true, yes, 1, and their unambiguous
+ * prefixes, any case) for a physical one, a false boolean for none. */
+enum startup_replication {
+    STARTUP_REPLICATION_NONE,
+    STARTUP_REPLICATION_LOGICAL,
+    STARTUP_REPLICATION_PHYSICAL,
+    STARTUP_REPLICATION_INVALID, /* neither "database" nor a boolean */
+};
+
+enum startup_replication startup_options_replication_parse(const char *value);
+/* The value that asks PostgreSQL for this kind ("database", "true"); NULL for NONE. */
+const char *startup_options_replication_value(enum startup_replication kind);
+/* SHOW CLIENTS / SHOW SERVERS' replication column: none, logical, physical. */
+const char *startup_options_replication_name(enum startup_replication kind);
+
 #endif

@@ -8,7 +8,8 @@ own; run as the `postgres` user when we are root (initdb refuses root). Roles cr
   trust_user   ordinary role, trusted over TCP (no password)
   monitor      pg_read_all_stats + pg_signal_backend, password "monitor-pw"
   nopriv       ordinary role without monitoring privileges, password "nopriv-pw"
-Every role may connect over the unix socket without a password.
+Every role may connect over the unix socket without a password. wal_level = logical, and
+pg_hba.conf lets replication connections in (unix socket: trust; TCP: scram-sha-256).
 
 PgServer(ssl=True) also turns TLS on over TCP (plain TCP stays allowed): certificates from
 scripts/make-test-certs in <base>/certs (ca, server for localhost/127.0.0.1, client, expired,
@@ -153,6 +154,9 @@ class PgServer:
                 "host all trust_user 127.0.0.1/32 trust\n"
                 "host all md5_user 127.0.0.1/32 md5\n"
                 "host all all 127.0.0.1/32 scram-sha-256\n"
+                # "all" does not cover physical replication (test_serve_replication.py)
+                "local replication all trust\n"
+                "host replication all 127.0.0.1/32 scram-sha-256\n"
             )
         self.port = free_port()
         if self.ssl:
@@ -186,6 +190,8 @@ class PgServer:
                 "max_connections = 120\n"
                 "shared_buffers = 64MB\n"
                 "log_min_messages = warning\n"
+                # Logical decoding and walsenders for test_serve_replication.py
+                "wal_level = logical\nmax_wal_senders = 10\nmax_replication_slots = 10\n"
             )
             if self.ssl:
                 f.write(

@@ -323,7 +323,7 @@ def test_slowloris_cut_by_login_timeout(pgwarden_bin, pg):
     ({"user": ""}, "28000"),
     ({"user": "postgres", "database": "x" * 64}, "08P01"),
     ({"user": "postgres", "database": "x" * 5000}, "08P01"),
-    ({"user": "postgres", "replication": "database"}, "08P01"),
+    ({"user": "postgres", "replication": "sometimes"}, "22023"),  # neither database nor bool
     ({"user": "postgres", "search_path; DROP TABLE t": "evil"}, "08P01"),  # not a name
 ])
 def test_bad_startup_parameters(pooler, params, code):

@@ -85,11 +85,37 @@ static void test_refusals(void **state)
                      STARTUP_OPTIONS_TOO_LONG);
 }
 
+/* "replication" as PostgreSQL reads it: "database", or a boolean with its prefixes. */
+static void test_replication(void **state)
+{
+    (void)state;
+    const struct {
+        const char *value;
+        enum startup_replication kind;
+    } cases[] = {
+        {"database", STARTUP_REPLICATION_LOGICAL}, {"true", STARTUP_REPLICATION_PHYSICAL},
+        {"yes", STARTUP_REPLICATION_PHYSICAL},     {"On", STARTUP_REPLICATION_PHYSICAL},
+        {"1", STARTUP_REPLICATION_PHYSICAL},       {"t", STARTUP_REPLICATION_PHYSICAL},
+        {"false", STARTUP_REPLICATION_NONE},       {"off", STARTUP_REPLICATION_NONE},
+        {"no", STARTUP_REPLICATION_NONE},          {"0", STARTUP_REPLICATION_NONE},
+        {"o", STARTUP_REPLICATION_INVALID},        {"Database", STARTUP_REPLICATION_INVALID},
+        {"", STARTUP_REPLICATION_INVALID},         {"truest", STARTUP_REPLICATION_INVALID},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_int_equal(startup_options_replication_parse(cases[i].value), cases[i].kind);
+    assert_string_equal(startup_options_replication_value(STARTUP_REPLICATION_LOGICAL), "database");
+    assert_string_equal(startup_options_replication_value(STARTUP_REPLICATION_PHYSICAL), "true");
+    assert_null(startup_options_replication_value(STARTUP_REPLICATION_NONE));
+    assert_string_equal(startup_options_replication_name(STARTUP_REPLICATION_NONE), "none");
+    assert_string_equal(startup_options_replication_name(STARTUP_REPLICATION_PHYSICAL), "physical");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_settings),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_replication),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
