@@ -367,6 +367,9 @@ class Pooler(Target):
                         f"client_tls_key_file = {self.pg.cert('server.key')}\n"
                         f"client_tls_cert_file = {self.pg.cert('server.crt')}\n"
                         "server_tls_sslmode = require\n")
+            if self.name == "pgwarden" and self.opts.pgwarden_manager == "off":
+                # pgwarden's own section (PgBouncer would warn about it): the pooler alone.
+                f.write("\n[manager]\nlive = off\n")
         if self.run_as:
             pw = pwd.getpwnam(self.run_as)
             for root, dirs, files in os.walk(self.dir):
@@ -927,7 +930,9 @@ def render_report(results):
              "shared_buffers 256MB), "
              f"{meta['pgbench_version']}, scale {meta['scale']}.")
     L.append(f"- Poolers: {meta['pgbouncer_version']}; pgwarden {meta['pgwarden_version']} "
-             f"({meta['pgwarden_bin']}). Transaction pooling, default_pool_size "
+             f"({meta['pgwarden_bin']}"
+             + ("; live manager off" if meta.get("pgwarden_manager") == "off" else "")
+             + f"). Transaction pooling, default_pool_size "
              f"{meta['pool_size']}, trust auth, log_connections off, fd limit "
              f"{meta['nofile']}, both reach PostgreSQL over "
              f"{'TCP 127.0.0.1' if meta['server_via'] == 'tcp' else 'the unix socket'}."
@@ -1222,6 +1227,9 @@ def parse_args(argv):
     ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
                     help="comma list of " + ",".join(ALL_SCENARIOS))
     ap.add_argument("--idle-clients", type=int, default=10000)
+    ap.add_argument("--pgwarden-manager", choices=["on", "off"], default="on",
+                    help="pgwarden's live manager ([manager] live; off measures the pooler "
+                         "without it)")
     ap.add_argument("--stream-mb", type=int, help="size of the large result (default 500, quick 200)")
     ap.add_argument("--syscall-duration", type=int, help="seconds per traced run (default 8, quick 3)")
     ap.add_argument("--syscall-scenarios",
@@ -1341,6 +1349,7 @@ def main(argv=None):
             "pgbench_version": tool_version(["pgbench", "--version"]),
             "pgbouncer_version": tool_version([opts.pgbouncer, "--version"]),
             "pgwarden_version": pgw_version, "pgwarden_bin": opts.pgwarden,
+            "pgwarden_manager": opts.pgwarden_manager,
         }
 
         results["meta"]["background_load_pct"] = background_load()
