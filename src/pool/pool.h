@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/heap.h"
 #include "config/pooler_config.h"
 #include "manager/histogram.h"
 #include "net/tls.h"
@@ -386,6 +387,7 @@ struct pooler {
     int exit_code;
     struct db_control *db_controls; /* owned: per-database PAUSE/DISABLE (pool/control) */
     size_t n_db_controls;
+    struct heap_trim heap; /* the janitor returns what bursts freed (common/heap.h) */
 };
 
 /* Now, in microseconds since the epoch, as cached for this loop turn (no system call). */
