@@ -99,8 +99,12 @@ const char *snapshot_name(struct snapshot *snap, const char *text, size_t max)
 
 bool snapshot_reserve_conns(struct snapshot *snap, size_t n)
 {
-    if (n <= snap->cap_conns)
+    /* A reused array (snapshot_reset) shrinks when the clients it was sized for have left,
+     * or it would hold their memory for as long as the pooler runs. */
+    if (n <= snap->cap_conns && (n >= snap->cap_conns / 2 || n < snap->n_conns))
         return true;
+    if (n == 0)
+        n = 1;
     struct conn_record *grown = realloc(snap->conns, n * sizeof(*grown));
     if (grown == NULL)
         return false;

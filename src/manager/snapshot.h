@@ -205,7 +205,8 @@ const char *snapshot_str(const char *text);
 bool snapshot_set_text(char **field, const char *value, size_t max);
 /* Room for n connections in one allocation, when the count is known beforehand (serve): the
  * manager keeps a record per client in two snapshots, so the doubling's slack would show in
- * memory per idle client. False when memory ran out. */
+ * memory per idle client. An array more than twice too large shrinks to n. False when memory
+ * ran out. */
 bool snapshot_reserve_conns(struct snapshot *snap, size_t n);
 /* Appends a zeroed pool record (quantiles -1) and returns it, or NULL on out of memory. */
 struct pool_record *snapshot_add_pool(struct snapshot *snap);
