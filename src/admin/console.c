@@ -173,14 +173,14 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
             reply_error(o, "08P01", "invalid client pointer supplied");
             return;
         }
-        struct client *c = client_find(p, id);
+        struct client *c = objects_client_find(p, id);
         if (!c) {
             reply_error(o, "08P01", "client not found");
             return;
         }
         /* Same loop turn as any hand-off: the client is closed in the state it is in now; a
          * busy server dies with it. */
-        client_fail(c, "57P01", "terminated by the admin console (KILL_CLIENT)");
+        objects_client_fail(c, "57P01", "terminated by the admin console (KILL_CLIENT)");
         reply_complete(o, "KILL_CLIENT");
         return;
     }
@@ -206,7 +206,7 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
             for (size_t i = 0; i < 3; i++) {
                 struct plist *m;
                 while ((m = plist_first(clists[i])) != NULL)
-                    client_fail(plist_entry(m, struct client, node), "57P01",
+                    objects_client_fail(plist_entry(m, struct client, node), "57P01",
                                 "terminated by the admin console (KILL)");
             }
             for (size_t i = 0; i < 5; i++) {
@@ -264,7 +264,7 @@ static void pause_command(struct pooler *p, const char *sql, struct console_out 
         return;
     }
     if (!db[0])
-        pooler_pause(p);
+        serve_pause(p);
     wait_for(o, CONSOLE_WAIT_PAUSE, db);
 }
 
@@ -284,7 +284,7 @@ static void resume_command(struct pooler *p, const char *sql, struct console_out
     if (db[0])
         control_resume(p, db);
     else
-        pooler_resume(p);
+        serve_resume(p);
     reply_complete(o, "RESUME");
 }
 
@@ -340,11 +340,11 @@ static void reload_command(struct pooler *p, const char *sql, struct console_out
 {
     (void)sql;
     char err[512];
-    if (pooler_reload(p, err, sizeof(err))) {
+    if (serve_reload(p, err, sizeof(err))) {
         reply_complete(o, "RELOAD");
         return;
     }
-    /* PgBouncer's message (pooler_reload logs why); the reason goes in the error's detail
+    /* PgBouncer's message (serve_reload logs why); the reason goes in the error's detail
      * too, which psql and libpq show under it. The configuration stays. */
     struct wire_buf *b = &o->buf;
     size_t m = wire_msg_begin(b, WIRE_BE_ERROR);
@@ -369,9 +369,9 @@ static void shutdown_command(struct pooler *p, const char *sql, struct console_o
     char how[64];
     argument(sql, how, sizeof(how));
     if (!how[0]) {
-        pooler_shutdown(p);
+        serve_shutdown(p);
     } else if (!strcasecmp(how, "WAIT_FOR_SERVERS") || !strcasecmp(how, "WAIT_FOR_CLIENTS")) {
-        pooler_shutdown_when(p, !strcasecmp(how, "WAIT_FOR_CLIENTS"));
+        serve_shutdown_when(p, !strcasecmp(how, "WAIT_FOR_CLIENTS"));
     } else {
         reply_error(o, "42601", "SHUTDOWN takes WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS");
         return;
@@ -447,7 +447,7 @@ static void set_command(struct pooler *p, const char *sql, struct console_out *o
         reply_error(o, "42601", "SET needs: SET key = value (quote values with spaces: 'a b')");
         return;
     }
-    if (!pooler_set(p, key, value, err, sizeof(err))) {
+    if (!serve_set(p, key, value, err, sizeof(err))) {
         reply_error(o, "F0000", "%s", err);
         return;
     }

@@ -3,7 +3,7 @@
  * (so existing exporters keep working) plus PAUSE, RESUME, RELOAD and SHUTDOWN for
  * admin_users. stats_users may only SHOW. Pooler-wide actions go through pool/serve.h (the
  * console declares nothing the pooler implements); KILL and KILL_CLIENT close objects with
- * client_fail/server_close, everything else only reads the pool objects. */
+ * objects_client_fail/server_close, everything else only reads the pool objects. */
 #ifndef PGWARDEN_ADMIN_CONSOLE_H
 #define PGWARDEN_ADMIN_CONSOLE_H
 

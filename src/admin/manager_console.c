@@ -34,7 +34,7 @@ void manager_console_leaks(struct pooler *p, struct console_out *o)
         reply_text(&r, c->database);
         reply_text(&r, c->application);
         reply_text(&r, c->client_addr[0] ? c->client_addr : "unix");
-        reply_text(&r, conn_state_name(c->state));
+        reply_text(&r, snapshot_conn_state_name(c->state));
         reply_int(&r, s->score);
         reply_int(&r, s->held_ms / 1000);
         reply_int(&r, s->idle_ms / 1000);
@@ -60,14 +60,14 @@ void manager_console_events(struct pooler *p, struct console_out *o)
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     const struct event_ring *ev = p->manager ? live_manager_events(p->manager) : NULL;
     for (size_t i = 0; ev && i < ev->n; i++) {
-        const struct event *e = event_ring_at(ev, i);
+        const struct event *e = events_ring_at(ev, i);
         char when[40], client[32];
         reply_format_time(e->at_ms * 1000, when, sizeof(when));
         snprintf(client, sizeof(client), "c%lld", (long long)e->client_id);
         reply_row(&r);
         reply_int(&r, (int64_t)e->seq);
         reply_text(&r, when);
-        reply_text(&r, event_kind_name(e->kind));
+        reply_text(&r, events_kind_name(e->kind));
         reply_text(&r, e->database);
         reply_text(&r, e->user);
         reply_text(&r, e->client_id ? client : "");
@@ -141,7 +141,7 @@ void manager_console_snapshot(struct pooler *p, struct console_out *o)
         reply_text(&r, c->database);
         reply_text(&r, c->application);
         reply_text(&r, c->client_addr);
-        reply_text(&r, conn_state_name(c->state));
+        reply_text(&r, snapshot_conn_state_name(c->state));
         reply_int(&r, c->connected_ms);
         reply_int(&r, c->state_change_ms);
         reply_int(&r, c->xact_start_ms);
@@ -294,7 +294,7 @@ void manager_console_analysis(struct pooler *p, struct console_out *o)
             reply_text(&r, a->recommendations[i].message);
             reply_text(&r, a->recommendations[i].setting);
         }
-        live_analysis_free(&la);
+        live_manager_analysis_free(&la);
     }
     reply_end(&r, "SHOW");
 }
@@ -380,10 +380,10 @@ static void kill_idle_rows(struct pooler *p, struct console_out *o, bool execute
         reply_text(&r, a->conn->database);
         reply_text(&r, a->conn->application);
         reply_int(&r, a->idle_ms / 1000);
-        reply_text(&r, kill_result_name(a->result));
+        reply_text(&r, reaper_kill_result_name(a->result));
         reply_text(&r, a->reason);
     }
-    kill_plan_free(&plan);
+    reaper_kill_plan_free(&plan);
     reply_end(&r, "KILL_IDLE");
 }
 

@@ -57,8 +57,8 @@ struct action_def {
 };
 
 /* NULL when no action has that name. */
-const struct action_def *action_find(const char *name);
+const struct action_def *actions_find(const char *name);
 /* The registry, terminated by an entry with name NULL. */
-const struct action_def *action_all(void);
+const struct action_def *actions_all(void);
 
 #endif

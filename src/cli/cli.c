@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli/action.h"
+#include "cli/actions.h"
 #include "cli/render.h"
 #include "cli/target_source.h"
 #include "cli/watch.h"
@@ -44,7 +44,7 @@ void cli_print_usage(FILE *out)
             "pgwarden://[USER[:PASSWORD]@]HOST:PORT; without it, DATABASE_URL or the PG*\n"
             "variables are used):\n",
             PGWARDEN_VERSION);
-    for (const struct action_def *a = action_all(); a->name != NULL; a++)
+    for (const struct action_def *a = actions_all(); a->name != NULL; a++)
         fprintf(out, "  %-15s %s\n", a->name, a->summary);
     fprintf(out, "\nRun 'pgwarden serve --help' for the pooler's options and signals, and\n"
                  "'pgwarden ACTION --help' for the options of an action.\n"
@@ -56,7 +56,7 @@ bool cli_is_pgbouncer_command_line(const char *arg)
 {
     if (arg[0] == '-')
         return true;
-    if (action_find(arg) != NULL)
+    if (actions_find(arg) != NULL)
         return false;
     size_t n = strlen(arg);
     struct stat st;
@@ -281,7 +281,7 @@ static bool check_watch(const struct cli_invocation *inv, char *err, size_t err_
     if (inv->watch_ms > 0 && inv->action->watch_report == NULL) {
         char names[256] = "";
         size_t used = 0;
-        for (const struct action_def *a = action_all(); a->name != NULL; a++) {
+        for (const struct action_def *a = actions_all(); a->name != NULL; a++) {
             if (a->watch_report != NULL && used < sizeof(names))
                 used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
                                          used ? ", " : "", a->name);
@@ -396,7 +396,7 @@ static bool wants_json(int argc, char **argv)
 int cli_run_action(int argc, char **argv)
 {
     bool json = wants_json(argc, argv);
-    const struct action_def *action = action_find(argv[0]);
+    const struct action_def *action = actions_find(argv[0]);
     if (action == NULL) {
         char msg[256];
         snprintf(msg, sizeof(msg), "unknown action '%s' (run 'pgwarden --help' for the list)",
@@ -422,7 +422,7 @@ int cli_run_action(int argc, char **argv)
     char ts[40];
     timestamp_format_iso(timestamp_now_ms(), ts, sizeof(ts));
     double started = timestamp_monotonic_ms();
-    const char *conninfo = inspect_resolve_conninfo(inv.target);
+    const char *conninfo = inspect_session_resolve_conninfo(inv.target);
     struct action_run run = {
         .action = action,
         .opts = &inv.opts,

@@ -7,7 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli/action.h"
+#include "cli/actions.h"
 #include "cli/inspect_actions.h"
 #include "cli/report_json.h"
 #include "common/units.h"
@@ -118,7 +118,7 @@ static bool open_samples(struct action_run *run, struct inspect_samples *s, bool
 static void out_of_memory(struct action_run *run)
 {
     struct inspect_error err = {0};
-    inspect_error_set(&err, "out_of_memory", NULL, "out of memory while analysing");
+    inspect_session_error_set(&err, "out_of_memory", NULL, "out of memory while analysing");
     fail(run, &err);
 }
 
@@ -166,7 +166,7 @@ static void describe_stats(char *out, size_t len, const struct stats_report *st,
              st->total == 1 ? "" : "s", max, st->active, st->idle, st->idle_in_transaction, rate);
 }
 
-void inspect_action_monitor_report(struct action_run *run, const struct snapshot *prev,
+void inspect_actions_monitor_report(struct action_run *run, const struct snapshot *prev,
                                    const struct snapshot *cur)
 {
     struct stats_report stats;
@@ -181,12 +181,12 @@ void inspect_action_monitor_report(struct action_run *run, const struct snapshot
     stats_report_free(&stats);
 }
 
-void inspect_action_monitor(struct action_run *run)
+void inspect_actions_monitor(struct action_run *run)
 {
     struct inspect_samples s;
     if (!open_samples(run, &s, true))
         return;
-    inspect_action_monitor_report(run, prev_of(&s), &s.cur);
+    inspect_actions_monitor_report(run, prev_of(&s), &s.cur);
     samples_free(&s);
 }
 
@@ -204,11 +204,11 @@ static void describe_leaks(char *out, size_t len, const struct leak_report *leak
              "for %s, score %d",
              leaks->total_suspected, leaks->total_suspected == 1 ? "" : "s", leaks->confidence,
              leaks_risk_name(leaks->risk_level), worst->conn->pid, worst->conn->user,
-             worst->conn->application, conn_state_name(worst->conn->state),
+             worst->conn->application, snapshot_conn_state_name(worst->conn->state),
              units_format_duration(worst->idle_ms, idle, sizeof(idle)), worst->score);
 }
 
-void inspect_action_detect_leaks(struct action_run *run)
+void inspect_actions_detect_leaks(struct action_run *run)
 {
     struct inspect_samples s;
     if (!open_samples(run, &s, true))
@@ -223,7 +223,7 @@ void inspect_action_detect_leaks(struct action_run *run)
     char text[400];
     describe_leaks(text, sizeof(text), &leaks);
     conclude(run, leaks_status(&leaks), text);
-    leak_report_free(&leaks);
+    leaks_report_free(&leaks);
     samples_free(&s);
 }
 
@@ -252,7 +252,7 @@ static void run_health(struct action_run *run, struct inspect_samples *s, bool *
     *n_out = n;
 }
 
-void inspect_action_health_check(struct action_run *run)
+void inspect_actions_health_check(struct action_run *run)
 {
     struct inspect_samples s;
     memset(&s, 0, sizeof(s));
@@ -279,7 +279,7 @@ void inspect_action_health_check(struct action_run *run)
     samples_free(&s);
 }
 
-void inspect_action_auto_scale(struct action_run *run)
+void inspect_actions_auto_scale(struct action_run *run)
 {
     struct inspect_samples s;
     if (!open_samples(run, &s, true))
@@ -317,7 +317,7 @@ static size_t count_planned(const struct kill_plan *plan)
     return n;
 }
 
-void inspect_action_kill_idle(struct action_run *run)
+void inspect_actions_kill_idle(struct action_run *run)
 {
     struct inspect_samples s;
     if (!open_samples(run, &s, false))
@@ -339,9 +339,9 @@ void inspect_action_kill_idle(struct action_run *run)
     if (run->opts->execute && planned > 0) {
         if (!confirm_kill(run, planned)) {
             struct inspect_error err = {0};
-            inspect_error_set(&err, "refused", NULL, "not confirmed; nothing was done");
+            inspect_session_error_set(&err, "refused", NULL, "not confirmed; nothing was done");
             fail(run, &err);
-            kill_plan_free(&plan);
+            reaper_kill_plan_free(&plan);
             samples_free(&s);
             return;
         }
@@ -374,11 +374,11 @@ void inspect_action_kill_idle(struct action_run *run)
                  run->opts->max_kill_percentage, plan.client_connections);
     }
     run->data = report_json_kill_plan(&plan, &s.cur);
-    kill_plan_free(&plan);
+    reaper_kill_plan_free(&plan);
     samples_free(&s);
 }
 
-void inspect_action_full_analysis(struct action_run *run)
+void inspect_actions_full_analysis(struct action_run *run)
 {
     struct inspect_samples s;
     if (!open_samples(run, &s, true))
@@ -391,7 +391,7 @@ void inspect_action_full_analysis(struct action_run *run)
     bool idle_ok = leaks_ok && reaper_plan(&s.cur, run->opts, &idle);
     if (!idle_ok) {
         if (leaks_ok)
-            leak_report_free(&leaks);
+            leaks_report_free(&leaks);
         if (stats_ok)
             stats_report_free(&stats);
         out_of_memory(run);
@@ -424,8 +424,8 @@ void inspect_action_full_analysis(struct action_run *run)
              leaks_risk_name(leaks.risk_level));
     conclude(run, analysis.status, text);
     free(probes);
-    kill_plan_free(&idle);
-    leak_report_free(&leaks);
+    reaper_kill_plan_free(&idle);
+    leaks_report_free(&leaks);
     stats_report_free(&stats);
     samples_free(&s);
 }
@@ -463,7 +463,7 @@ static void format_perfdata(char *out, size_t len, const struct stats_report *st
         out[len - 1] = '\0';
 }
 
-void inspect_action_status(struct action_run *run)
+void inspect_actions_status(struct action_run *run)
 {
     struct inspect_samples s;
     if (!open_samples(run, &s, false))
@@ -500,7 +500,7 @@ void inspect_action_status(struct action_run *run)
     cJSON_AddNumberToObject(data, "leak_suspects", (double)leaks.total_suspected);
     cJSON_AddNumberToObject(data, "leak_confidence", leaks.confidence);
     run->data = data;
-    leak_report_free(&leaks);
+    leaks_report_free(&leaks);
     stats_report_free(&stats);
     samples_free(&s);
 }

@@ -4,17 +4,17 @@
 #ifndef PGWARDEN_CLI_INSPECT_ACTIONS_H
 #define PGWARDEN_CLI_INSPECT_ACTIONS_H
 
-#include "cli/action.h"
+#include "cli/actions.h"
 
-void inspect_action_monitor(struct action_run *run);
+void inspect_actions_monitor(struct action_run *run);
 /* The monitor report from two given snapshots (the registry's watch_report). */
-void inspect_action_monitor_report(struct action_run *run, const struct snapshot *prev,
+void inspect_actions_monitor_report(struct action_run *run, const struct snapshot *prev,
                                    const struct snapshot *cur);
-void inspect_action_detect_leaks(struct action_run *run);
-void inspect_action_health_check(struct action_run *run);
-void inspect_action_auto_scale(struct action_run *run);
-void inspect_action_kill_idle(struct action_run *run);
-void inspect_action_full_analysis(struct action_run *run);
-void inspect_action_status(struct action_run *run);
+void inspect_actions_detect_leaks(struct action_run *run);
+void inspect_actions_health_check(struct action_run *run);
+void inspect_actions_auto_scale(struct action_run *run);
+void inspect_actions_kill_idle(struct action_run *run);
+void inspect_actions_full_analysis(struct action_run *run);
+void inspect_actions_status(struct action_run *run);
 
 #endif

@@ -5,7 +5,7 @@
 
 #include <stdio.h>
 
-#include "cli/action.h"
+#include "cli/actions.h"
 
 /* Builds the envelope; takes ownership of nothing (data is copied by reference and detached
  * again). Returns a new cJSON owned by the caller. */

@@ -46,7 +46,7 @@ cJSON *report_json_connection(const struct snapshot *snap, const struct conn_rec
     cJSON_AddStringToObject(c, "database", rec->database);
     cJSON_AddStringToObject(c, "application", rec->application);
     cJSON_AddStringToObject(c, "client_addr", rec->client_addr);
-    cJSON_AddStringToObject(c, "state", conn_state_name(rec->state));
+    cJSON_AddStringToObject(c, "state", snapshot_conn_state_name(rec->state));
     add_epoch_ms_as_iso(c, "connected_at", rec->connected_ms);
     cJSON_AddNumberToObject(c, "held_ms", (double)snapshot_age_ms(snap, rec->connected_ms));
     cJSON_AddNumberToObject(c, "state_ms", (double)snapshot_age_ms(snap, rec->state_change_ms));
@@ -189,7 +189,7 @@ cJSON *report_json_leaks(const struct leak_report *leaks, const struct snapshot 
         cJSON_AddStringToObject(o, "database", rec->database);
         cJSON_AddStringToObject(o, "application", rec->application);
         cJSON_AddStringToObject(o, "client_addr", rec->client_addr);
-        cJSON_AddStringToObject(o, "state", conn_state_name(rec->state));
+        cJSON_AddStringToObject(o, "state", snapshot_conn_state_name(rec->state));
         cJSON_AddNumberToObject(o, "held_ms", (double)s->held_ms);
         cJSON_AddNumberToObject(o, "idle_ms", (double)s->idle_ms);
         cJSON_AddNumberToObject(o, "xact_age_ms", (double)s->xact_age_ms);
@@ -291,9 +291,9 @@ cJSON *report_json_kill_plan(const struct kill_plan *plan, const struct snapshot
         add_number_or_null(o, "pid", a->conn->pid, a->conn->pid > 0);
         cJSON_AddStringToObject(o, "user", a->conn->user);
         cJSON_AddStringToObject(o, "application", a->conn->application);
-        cJSON_AddStringToObject(o, "state", conn_state_name(a->conn->state));
+        cJSON_AddStringToObject(o, "state", snapshot_conn_state_name(a->conn->state));
         cJSON_AddNumberToObject(o, "idle_ms", (double)a->idle_ms);
-        cJSON_AddStringToObject(o, "result", kill_result_name(a->result));
+        cJSON_AddStringToObject(o, "result", reaper_kill_result_name(a->result));
         cJSON_AddStringToObject(o, "reason", a->reason);
         cJSON_AddItemToArray(actions, o);
     }

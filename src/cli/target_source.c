@@ -24,7 +24,7 @@ static bool inspect_may_kill(PGconn *conn, const struct snapshot *snap,
     (void)conn;
     if (snap->server.can_signal)
         return true;
-    inspect_error_set(err, "refused", "42501",
+    inspect_session_error_set(err, "refused", "42501",
                       "role '%s' may not terminate other sessions: it needs superuser or "
                       "membership in pg_signal_backend; nothing was done",
                       described->user);
@@ -49,7 +49,7 @@ static const struct target_source sources[] = {
     {CONSOLE_SOURCE_SCHEME, "serve", SNAPSHOT_MODE_SERVE, console_source_connect,
      console_source_adopt_settings, console_source_take_snapshot, console_source_probe,
      console_may_kill, console_source_kill},
-    {NULL, "inspect", SNAPSHOT_MODE_INSPECT, inspect_connect, NULL, inspect_take_snapshot,
+    {NULL, "inspect", SNAPSHOT_MODE_INSPECT, inspect_session_connect, NULL, inspect_take_snapshot,
      probe_run, inspect_may_kill, inspect_kill},
 };
 

@@ -5,7 +5,7 @@
 
 #include <stdint.h>
 
-#include "cli/action.h"
+#include "cli/actions.h"
 
 struct watch_request {
     const struct action_run *base; /* borrowed: the inputs of every report (action, opts,

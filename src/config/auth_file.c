@@ -15,7 +15,7 @@
 #include "proto/md5_auth.h"
 #include "proto/scram.h"
 
-enum auth_secret_kind auth_secret_kind(const char *secret)
+enum auth_file_secret_kind auth_file_secret_kind(const char *secret)
 {
     if (secret == NULL || secret[0] == '\0')
         return AUTH_SECRET_NONE;
@@ -26,7 +26,7 @@ enum auth_secret_kind auth_secret_kind(const char *secret)
     return AUTH_SECRET_PLAIN;
 }
 
-const char *auth_secret_kind_name(enum auth_secret_kind kind)
+const char *auth_file_secret_kind_name(enum auth_file_secret_kind kind)
 {
     switch (kind) {
     case AUTH_SECRET_NONE:

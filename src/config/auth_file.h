@@ -12,16 +12,16 @@
 #define AUTH_FILE_MAX_USER_LEN   1024
 #define AUTH_FILE_MAX_SECRET_LEN 8192
 
-enum auth_secret_kind {
+enum auth_file_secret_kind {
     AUTH_SECRET_NONE,  /* empty or NULL: no password; never authenticates by password */
     AUTH_SECRET_PLAIN, /* a plaintext password */
     AUTH_SECRET_MD5,   /* "md5" + 32 lowercase hex digits */
     AUTH_SECRET_SCRAM, /* starts with "SCRAM-SHA-256$" (validated when used) */
 };
 
-enum auth_secret_kind auth_secret_kind(const char *secret);
+enum auth_file_secret_kind auth_file_secret_kind(const char *secret);
 /* "none", "plain", "md5", "scram" (for logs and SHOW output: never the secret itself). */
-const char *auth_secret_kind_name(enum auth_secret_kind kind);
+const char *auth_file_secret_kind_name(enum auth_file_secret_kind kind);
 
 struct auth_entry {
     char *user;   /* owned */

@@ -522,7 +522,7 @@ bool hba_identity_ok(const struct ident_map *map, const char *map_name, const ch
         return false;
     if (!map_name)
         return !strcmp(system_user, db_user);
-    return map && ident_allows(map, map_name, system_user, db_user);
+    return map && hba_ident_allows(map, map_name, system_user, db_user);
 }
 
 const char *hba_missing_map(const struct hba *hba, const struct ident_map *map)
@@ -621,28 +621,28 @@ static bool add_ident(struct field *fields, size_t n, int line_no, void *ctx, co
     return true;
 }
 
-bool ident_parse(const char *text, const char *name, struct ident_map *out, char *err,
+bool hba_ident_parse(const char *text, const char *name, struct ident_map *out, char *err,
                  size_t err_len)
 {
     memset(out, 0, sizeof(*out));
     if (each_line(text, name, add_ident, out, err, err_len))
         return true;
-    ident_free(out);
+    hba_ident_free(out);
     return false;
 }
 
-bool ident_load(const char *path, struct ident_map *out, char *err, size_t err_len)
+bool hba_ident_load(const char *path, struct ident_map *out, char *err, size_t err_len)
 {
     memset(out, 0, sizeof(*out));
     char *text = read_file(path, err, err_len, "auth_ident_file");
     if (!text)
         return false;
-    bool ok = ident_parse(text, path, out, err, err_len);
+    bool ok = hba_ident_parse(text, path, out, err, err_len);
     free(text);
     return ok;
 }
 
-void ident_free(struct ident_map *map)
+void hba_ident_free(struct ident_map *map)
 {
     for (size_t i = 0; i < map->n; i++) {
         free(map->entries[i].map);
@@ -653,7 +653,7 @@ void ident_free(struct ident_map *map)
     memset(map, 0, sizeof(*map));
 }
 
-bool ident_allows(const struct ident_map *map, const char *map_name, const char *system_user,
+bool hba_ident_allows(const struct ident_map *map, const char *map_name, const char *system_user,
                   const char *db_user)
 {
     for (size_t i = 0; i < map->n; i++) {

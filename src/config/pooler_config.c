@@ -440,7 +440,7 @@ static int parse_pool_mode(const char *v)
     return -1;
 }
 
-const char *pool_mode_name(enum pool_mode mode)
+const char *pooler_config_pool_mode_name(enum pool_mode mode)
 {
     switch (mode) {
     case POOL_MODE_SESSION:
@@ -1075,7 +1075,7 @@ static bool load_hba(struct pooler_config *cfg, const char *name, char *err, siz
     }
     if (cfg->auth_ident_file && cfg->auth_ident_file[0]) {
         config_relative_path(name, cfg->auth_ident_file, path, sizeof(path));
-        if (!ident_load(path, &cfg->ident, err, err_len))
+        if (!hba_ident_load(path, &cfg->ident, err, err_len))
             return false;
     }
     config_relative_path(name, cfg->auth_hba_file, path, sizeof(path));
@@ -1166,7 +1166,7 @@ void pooler_config_free(struct pooler_config *cfg)
     cfg->n_peers = 0;
     auth_file_free(&cfg->auth);
     hba_free(&cfg->hba);
-    ident_free(&cfg->ident);
+    hba_ident_free(&cfg->ident);
     options_free(&cfg->manager);
     free(cfg->config_file);
     for (size_t i = 0; i < cfg->n_warnings; i++)
@@ -1311,7 +1311,7 @@ void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_f
             snprintf(buf, sizeof(buf), "%lld", (long long)*(const int64_t *)field);
             break;
         case KEY_POOL_MODE:
-            v = pool_mode_name(*(const enum pool_mode *)field);
+            v = pooler_config_pool_mode_name(*(const enum pool_mode *)field);
             break;
         case KEY_AUTH_TYPE: {
             static const char *const names[] = {"trust", "plain", "md5", "scram-sha-256",

@@ -230,7 +230,7 @@ const struct pooler_db_config *pooler_config_find_db(const struct pooler_config 
 const struct pooler_user_config *pooler_config_find_user(const struct pooler_config *cfg,
                                                          const char *name);
 
-const char *pool_mode_name(enum pool_mode mode);
+const char *pooler_config_pool_mode_name(enum pool_mode mode);
 
 /* The client_tls_* (client_side) or server_tls_* settings of cfg, for tls_context_new_*. The
  * strings are borrowed from cfg: valid while cfg is. */

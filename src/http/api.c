@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "cli/action.h"
+#include "cli/actions.h"
 #include "cli/render.h"
 #include "cli/report_json.h"
 #include "cli/target_source.h"
@@ -160,7 +160,7 @@ static void api_kill_idle(struct api_call *x)
         return;
     }
     x->run.data = report_json_kill_plan(&plan, live_manager_snapshot(x->m));
-    kill_plan_free(&plan);
+    reaper_kill_plan_free(&plan);
 }
 
 static void api_full_analysis(struct api_call *x)
@@ -174,7 +174,7 @@ static void api_full_analysis(struct api_call *x)
         return;
     }
     x->run.data = report_json_analysis(&la.analysis, la.cur, la.probes, la.n_probes, x->run.opts);
-    live_analysis_free(&la);
+    live_manager_analysis_free(&la);
 }
 
 /* One event as the API shows it, or NULL when memory runs out. */
@@ -186,7 +186,7 @@ static cJSON *event_json(const struct event *e)
         timestamp_format_iso(e->at_ms, when, sizeof(when));
         cJSON_AddNumberToObject(o, "seq", (double)e->seq);
         cJSON_AddStringToObject(o, "time", when);
-        cJSON_AddStringToObject(o, "event", event_kind_name(e->kind));
+        cJSON_AddStringToObject(o, "event", events_kind_name(e->kind));
         cJSON_AddStringToObject(o, "database", e->database);
         cJSON_AddStringToObject(o, "user", e->user);
         cJSON_AddStringToObject(o, "application", e->application);
@@ -209,7 +209,7 @@ static void api_events(struct api_call *x)
     cJSON *data = cJSON_CreateObject();
     cJSON *list = data ? cJSON_AddArrayToObject(data, "events") : NULL;
     for (size_t i = 0; list && i < ev->n; i++) {
-        const struct event *e = event_ring_at(ev, i);
+        const struct event *e = events_ring_at(ev, i);
         if (e->seq <= x->req->since)
             continue;
         cJSON *o = event_json(e);
@@ -283,7 +283,7 @@ uint64_t api_write_events_sse(struct pooler *p, uint64_t after, struct evbuffer 
         return after;
     const struct event_ring *ev = live_manager_events(p->manager);
     for (size_t i = 0; i < ev->n; i++) {
-        const struct event *e = event_ring_at(ev, i);
+        const struct event *e = events_ring_at(ev, i);
         if (e->seq <= after)
             continue;
         cJSON *o = event_json(e);
@@ -292,7 +292,7 @@ uint64_t api_write_events_sse(struct pooler *p, uint64_t after, struct evbuffer 
         if (!text)
             break;
         evbuffer_add_printf(out, "id: %llu\nevent: %s\ndata: %s\n\n", (unsigned long long)e->seq,
-                            event_kind_name(e->kind), text);
+                            events_kind_name(e->kind), text);
         free(text);
         after = e->seq;
     }

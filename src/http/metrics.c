@@ -148,7 +148,7 @@ static void view_fill(struct pool_view *v, const struct pool *pool, int64_t now_
     v->sv_active = (int)plist_count(&pool->active_servers);
     for (const struct plist *n = pool->idle_servers.next; n != &pool->idle_servers; n = n->next) {
         const struct server *s = plist_entry(n, struct server, node);
-        if (pool_server_due_check(s, now_us))
+        if (handout_server_due_check(s, now_us))
             v->sv_used++;
         else
             v->sv_idle++;
@@ -195,7 +195,7 @@ struct metric_def {
     /* Exactly one getter is set: process-wide, per pool, a per-pool histogram, or a
      * process-wide series (fills at most SERIES_MAX samples, returns how many). */
     int64_t (*process_get)(const struct pooler *p);
-    int64_t (*pool_get)(const struct pool_view *v);
+    int64_t (*objects_pool_get)(const struct pool_view *v);
     const struct histogram *(*hist_get)(const struct pool_view *v);
     const char *process_labels; /* fixed labels of a process-wide sample, or NULL */
     size_t (*series_get)(const struct pooler *p, struct series_sample *out);
@@ -575,7 +575,7 @@ enum metrics_step metrics_render_step(struct metrics_render *r, struct evbuffer 
             out_put(o, "{", 1);
             out_put(o, r->views[k].labels, r->views[k].labels_len);
             out_put(o, "} ", 2);
-            out_value(o, d->unit, d->pool_get(&r->views[k]));
+            out_value(o, d->unit, d->objects_pool_get(&r->views[k]));
             out_put(o, "\n", 1);
         }
         if (++r->pool == r->n_pools) {

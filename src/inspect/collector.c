@@ -139,11 +139,11 @@ bool collector_is_infrastructure(const char *user, const char *application)
 
 static bool read_environment(PGconn *conn, struct snapshot *snap, struct inspect_error *err)
 {
-    PGresult *res = inspect_query(conn, environment_sql, 0, NULL, err);
+    PGresult *res = inspect_session_query(conn, environment_sql, 0, NULL, err);
     if (res == NULL)
         return false;
     if (PQntuples(res) != 1) {
-        inspect_error_set(err, "query_failed", NULL, "the current role is not in pg_roles");
+        inspect_session_error_set(err, "query_failed", NULL, "the current role is not in pg_roles");
         PQclear(res);
         return false;
     }
@@ -171,21 +171,21 @@ static bool read_environment(PGconn *conn, struct snapshot *snap, struct inspect
 
 static bool read_activity(PGconn *conn, struct snapshot *snap, struct inspect_error *err)
 {
-    PGresult *res = inspect_query(conn, activity_sql, 0, NULL, err);
+    PGresult *res = inspect_session_query(conn, activity_sql, 0, NULL, err);
     if (res == NULL)
         return false;
     int rows = PQntuples(res);
     for (int i = 0; i < rows; i++) {
         struct conn_record *rec = snapshot_add_conn(snap);
         if (rec == NULL) {
-            inspect_error_set(err, "out_of_memory", NULL, "out of memory reading %d sessions",
+            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d sessions",
                               rows);
             PQclear(res);
             return false;
         }
         rec->id = get_i64(res, i, 0);
         rec->pid = (int32_t)rec->id;
-        rec->state = conn_state_from_text(PQgetisnull(res, i, 5) ? NULL : PQgetvalue(res, i, 5));
+        rec->state = snapshot_conn_state_from_text(PQgetisnull(res, i, 5) ? NULL : PQgetvalue(res, i, 5));
         rec->connected_ms = get_i64(res, i, 6);
         rec->state_change_ms = get_i64(res, i, 7);
         rec->xact_start_ms = get_i64(res, i, 8);
@@ -197,7 +197,7 @@ static bool read_activity(PGconn *conn, struct snapshot *snap, struct inspect_er
             !dup_text(&rec->backend_start_text, SNAPSHOT_TIMESTAMP_LEN, res, i, 10) ||
             !dup_text(&rec->wait_event_type, SNAPSHOT_NAME_LEN, res, i, 11) ||
             !dup_text(&rec->last_query, SNAPSHOT_QUERY_LEN, res, i, 12)) {
-            inspect_error_set(err, "out_of_memory", NULL, "out of memory reading %d sessions",
+            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d sessions",
                               rows);
             PQclear(res);
             return false;
@@ -245,7 +245,7 @@ static bool read_counters(PGconn *conn, const struct manager_options *opts, stru
         params[0] = pattern;
     }
     PGresult *res =
-        inspect_query(conn, sessions ? counters_sql_14 : counters_sql_12, 1, params, err);
+        inspect_session_query(conn, sessions ? counters_sql_14 : counters_sql_12, 1, params, err);
     if (res == NULL)
         return false;
     struct snapshot_counters *c = &snap->counters;

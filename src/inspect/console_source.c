@@ -181,7 +181,7 @@ bool console_source_parse_uri(const char *uri, struct console_uri *u, struct ins
     }
     return true;
 bad:
-    inspect_error_set(err, "bad_input", NULL, "the pgwarden:// target is malformed: %s", why);
+    inspect_session_error_set(err, "bad_input", NULL, "the pgwarden:// target is malformed: %s", why);
     return false;
 }
 
@@ -239,12 +239,12 @@ static void console_uri_forget_password(struct console_uri *u)
 static void login_failure_reason(char *out, size_t out_len, const char *libpq_message)
 {
     char line[400];
-    inspect_first_line(line, sizeof(line), libpq_message);
+    inspect_session_first_line(line, sizeof(line), libpq_message);
     const char *reason = line;
     const char *failed = strstr(line, " failed: ");
     if (failed != NULL)
         reason = failed + strlen(" failed: ");
-    inspect_first_line(out, out_len, reason[0] ? reason : "could not connect");
+    inspect_session_first_line(out, out_len, reason[0] ? reason : "could not connect");
 }
 
 /* Runs one console command; NULL with err filled when it did not return want. */
@@ -257,11 +257,11 @@ static PGresult *console_exec(PGconn *conn, const char *command, ExecStatusType 
     const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     char line[400];
-    inspect_first_line(line, sizeof(line), primary ? primary : PQerrorMessage(conn));
+    inspect_session_first_line(line, sizeof(line), primary ? primary : PQerrorMessage(conn));
     const char *code = PQstatus(conn) == CONNECTION_BAD                     ? "connection_failed"
                        : sqlstate != NULL && strcmp(sqlstate, "42501") == 0 ? "permission_denied"
                                                                             : "query_failed";
-    inspect_error_set(err, code, sqlstate, "the pgwarden console answered %s with: %s", command,
+    inspect_session_error_set(err, code, sqlstate, "the pgwarden console answered %s with: %s", command,
                       line[0] ? line : "no result");
     PQclear(res);
     return NULL;
@@ -286,7 +286,7 @@ PGconn *console_source_connect(const char *uri, struct inspect_target *target,
     PGconn *conn = PQconnectdbParams(lp.keys, lp.values, 0);
     console_uri_forget_password(&u);
     if (conn == NULL) {
-        inspect_error_set(err, "out_of_memory", NULL, "could not allocate a connection");
+        inspect_session_error_set(err, "out_of_memory", NULL, "could not allocate a connection");
         return NULL;
     }
     if (PQstatus(conn) != CONNECTION_OK) {
@@ -296,7 +296,7 @@ PGconn *console_source_connect(const char *uri, struct inspect_target *target,
          * is in neither admin_users nor stats_users is an authorisation failure too. */
         bool auth = strcmp(health_classify_error(NULL, reason), "auth") == 0 ||
                     strstr(reason, "not allowed") != NULL;
-        inspect_error_set(err, auth ? "auth_failed" : "connection_failed", NULL,
+        inspect_session_error_set(err, auth ? "auth_failed" : "connection_failed", NULL,
                           "could not log in to the pgwarden admin console at %s:%s as %s: %s",
                           target->host, target->port, target->user, reason);
         PQfinish(conn);
@@ -312,7 +312,7 @@ PGconn *console_source_connect(const char *uri, struct inspect_target *target,
     bool is_pgwarden = strncmp(version, "pgwarden", strlen("pgwarden")) == 0;
     PQclear(res);
     if (!is_pgwarden) {
-        inspect_error_set(err, "query_failed", NULL,
+        inspect_session_error_set(err, "query_failed", NULL,
                           "%s:%s runs '%s', not pgwarden: pgwarden:// targets need pgwarden's "
                           "SHOW SNAPSHOT",
                           target->host, target->port, target->server_version);
@@ -401,7 +401,7 @@ static bool find_columns(const PGresult *res, const char *command, const char *c
     for (size_t i = 0; i < n; i++) {
         index[i] = PQfnumber(res, names[i]);
         if (index[i] < 0) {
-            inspect_error_set(err, "query_failed", NULL,
+            inspect_session_error_set(err, "query_failed", NULL,
                               "%s has no column '%s': this pgwarden is too old for pgwarden:// "
                               "targets",
                               command, names[i]);
@@ -492,7 +492,7 @@ static enum read_result read_clients(PGconn *conn, struct snapshot *snap, struct
         }
         struct conn_record *rec = snapshot_add_conn(snap);
         if (rec == NULL) {
-            inspect_error_set(err, "out_of_memory", NULL, "out of memory reading %d clients", rows);
+            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d clients", rows);
             PQclear(res);
             return READ_FAILED;
         }
@@ -503,11 +503,11 @@ static enum read_result read_clients(PGconn *conn, struct snapshot *snap, struct
             !get_name(snap, &rec->application, SNAPSHOT_NAME_LEN, res, i,
                       col[CLIENT_APPLICATION]) ||
             !get_name(snap, &rec->client_addr, SNAPSHOT_ADDR_LEN, res, i, col[CLIENT_ADDR])) {
-            inspect_error_set(err, "out_of_memory", NULL, "out of memory reading %d clients", rows);
+            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d clients", rows);
             PQclear(res);
             return READ_FAILED;
         }
-        rec->state = conn_state_from_text(PQgetvalue(res, i, col[CLIENT_STATE]));
+        rec->state = snapshot_conn_state_from_text(PQgetvalue(res, i, col[CLIENT_STATE]));
         rec->connected_ms = get_i64(res, i, col[CLIENT_CONNECTED_MS]);
         rec->state_change_ms = get_i64(res, i, col[CLIENT_STATE_CHANGE_MS]);
         rec->xact_start_ms = get_i64(res, i, col[CLIENT_XACT_START_MS]);
@@ -621,7 +621,7 @@ static enum read_result read_pools(PGconn *conn, struct snapshot *snap, struct i
     for (int i = 0; i < rows; i++) {
         struct pool_record *pl = snapshot_add_pool(snap);
         if (pl == NULL) {
-            inspect_error_set(err, "out_of_memory", NULL, "out of memory reading %d pools", rows);
+            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d pools", rows);
             PQclear(res);
             return READ_FAILED;
         }
@@ -688,7 +688,7 @@ bool console_source_take_snapshot(PGconn *conn, const struct manager_options *op
         if (r == READ_FAILED)
             return false;
         if (timestamp_monotonic_ms() >= deadline) {
-            inspect_error_set(err, "query_failed", NULL, "%s",
+            inspect_session_error_set(err, "query_failed", NULL, "%s",
                               r == READ_TORN  ? "the pooler's snapshot kept changing while it was "
                                                 "read"
                               : newer_than_ms ? "the pooler's manager took no new snapshot "
@@ -788,7 +788,7 @@ static void probe_one(const struct login_params *lp, double deadline, struct hea
         }
     }
     char sqlstate[6], message[256];
-    bool ok = inspect_read_one_row(conn, sqlstate, message, sizeof(message));
+    bool ok = inspect_session_read_one_row(conn, sqlstate, message, sizeof(message));
     if (!ok) {
         probe_fail(r, started, sqlstate, message[0] ? message : "SHOW VERSION returned no row");
     } else {
@@ -838,12 +838,12 @@ bool console_source_may_kill(PGconn *conn, const struct inspect_target *target,
     PQclear(res);
     if (lost) {
         char line[400];
-        inspect_first_line(line, sizeof(line), PQerrorMessage(conn));
-        inspect_error_set(err, "connection_failed", NULL, "lost the pgwarden console: %s", line);
+        inspect_session_first_line(line, sizeof(line), PQerrorMessage(conn));
+        inspect_session_error_set(err, "connection_failed", NULL, "lost the pgwarden console: %s", line);
         return false;
     }
     if (refused) {
-        inspect_error_set(err, "refused", "42501",
+        inspect_session_error_set(err, "refused", "42501",
                           "user '%s' may only read the pgwarden console (stats_users): "
                           "KILL_CLIENT needs a user in admin_users; nothing was done",
                           target->user);
@@ -886,7 +886,7 @@ static void kill_one(PGconn *conn, struct kill_action *action)
     } else {
         const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
         char line[160];
-        inspect_first_line(line, sizeof(line), primary ? primary : PQerrorMessage(conn));
+        inspect_session_first_line(line, sizeof(line), primary ? primary : PQerrorMessage(conn));
         bool denied = sqlstate != NULL && strcmp(sqlstate, "42501") == 0;
         action->result = denied ? KILL_DENIED : KILL_FAILED;
         snprintf(action->reason, sizeof(action->reason), "%s: %s",

@@ -32,7 +32,7 @@ static void probe_fail(struct probe_slot *slot, const char *sqlstate, const char
     struct health_probe *r = slot->result;
     r->healthy = false;
     r->latency_ms = timestamp_monotonic_ms() - slot->started_ms;
-    inspect_first_line(r->error, sizeof(r->error), message);
+    inspect_session_first_line(r->error, sizeof(r->error), message);
     snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", sqlstate ? sqlstate : "");
     snprintf(r->error_class, sizeof(r->error_class), "%s",
              health_classify_error(sqlstate, r->error));
@@ -66,7 +66,7 @@ static void advance_query(struct probe_slot *slot)
     if (PQisBusy(slot->conn))
         return;
     char sqlstate[6], message[256];
-    bool ok = inspect_read_one_row(slot->conn, sqlstate, message, sizeof(message));
+    bool ok = inspect_session_read_one_row(slot->conn, sqlstate, message, sizeof(message));
     if (!ok) {
         probe_fail(slot, sqlstate, message[0] ? message : "SELECT 1 returned no row");
         return;

@@ -8,7 +8,7 @@
 
 #include "manager/health.h"
 
-const char *inspect_resolve_conninfo(const char *target)
+const char *inspect_session_resolve_conninfo(const char *target)
 {
     if (target != NULL && target[0] != '\0')
         return target;
@@ -18,7 +18,7 @@ const char *inspect_resolve_conninfo(const char *target)
     return "";
 }
 
-void inspect_error_set(struct inspect_error *err, const char *code, const char *sqlstate,
+void inspect_session_error_set(struct inspect_error *err, const char *code, const char *sqlstate,
                        const char *fmt, ...)
 {
     snprintf(err->code, sizeof(err->code), "%s", code);
@@ -29,7 +29,7 @@ void inspect_error_set(struct inspect_error *err, const char *code, const char *
     va_end(ap);
 }
 
-void inspect_first_line(char *out, size_t out_len, const char *text)
+void inspect_session_first_line(char *out, size_t out_len, const char *text)
 {
     if (text == NULL)
         text = "";
@@ -42,14 +42,14 @@ void inspect_first_line(char *out, size_t out_len, const char *text)
     out[n] = '\0';
 }
 
-void inspect_error_from_result(struct inspect_error *err, const char *code, PGconn *conn,
+void inspect_session_error_from_result(struct inspect_error *err, const char *code, PGconn *conn,
                                const PGresult *res)
 {
     const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     char line[400];
-    inspect_first_line(line, sizeof(line), primary ? primary : PQerrorMessage(conn));
-    inspect_error_set(err, code, sqlstate, "%s", line);
+    inspect_session_first_line(line, sizeof(line), primary ? primary : PQerrorMessage(conn));
+    inspect_session_error_set(err, code, sqlstate, "%s", line);
 }
 
 static void fill_target(PGconn *conn, struct inspect_target *target)
@@ -64,7 +64,7 @@ static void fill_target(PGconn *conn, struct inspect_target *target)
     snprintf(target->user, sizeof(target->user), "%s", user ? user : "");
 }
 
-PGconn *inspect_connect(const char *conninfo, struct inspect_target *target,
+PGconn *inspect_session_connect(const char *conninfo, struct inspect_target *target,
                         struct inspect_error *err)
 {
     memset(target, 0, sizeof(*target));
@@ -75,16 +75,16 @@ PGconn *inspect_connect(const char *conninfo, struct inspect_target *target,
     const char *values[] = {conninfo, INSPECT_APPLICATION_NAME, connect_timeout, NULL};
     PGconn *conn = PQconnectdbParams(keys, values, 1);
     if (conn == NULL) {
-        inspect_error_set(err, "out_of_memory", NULL, "could not allocate a connection");
+        inspect_session_error_set(err, "out_of_memory", NULL, "could not allocate a connection");
         return NULL;
     }
     fill_target(conn, target);
     if (PQstatus(conn) != CONNECTION_OK) {
         char line[400];
-        inspect_first_line(line, sizeof(line), PQerrorMessage(conn));
+        inspect_session_first_line(line, sizeof(line), PQerrorMessage(conn));
         const char *cls = health_classify_error(NULL, line);
         const char *code = strcmp(cls, "auth") == 0 ? "auth_failed" : "connection_failed";
-        inspect_error_set(err, code, NULL, "%s", line[0] ? line : "could not connect");
+        inspect_session_error_set(err, code, NULL, "%s", line[0] ? line : "could not connect");
         PQfinish(conn);
         return NULL;
     }
@@ -92,7 +92,7 @@ PGconn *inspect_connect(const char *conninfo, struct inspect_target *target,
     snprintf(target->server_version, sizeof(target->server_version), "%s", version ? version : "");
     target->version_num = PQserverVersion(conn);
     if (target->version_num < INSPECT_MIN_VERSION) {
-        inspect_error_set(err, "server_too_old", NULL,
+        inspect_session_error_set(err, "server_too_old", NULL,
                           "PostgreSQL %s is too old: pgwarden needs PostgreSQL 12 or newer",
                           target->server_version);
         PQfinish(conn);
@@ -103,7 +103,7 @@ PGconn *inspect_connect(const char *conninfo, struct inspect_target *target,
      * Supavisor) refuse unknown startup parameters. */
     PGresult *res = PQexec(conn, "SET statement_timeout = '5s'; SET lock_timeout = '1s'");
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        inspect_error_from_result(err, "query_failed", conn, res);
+        inspect_session_error_from_result(err, "query_failed", conn, res);
         PQclear(res);
         PQfinish(conn);
         return NULL;
@@ -112,7 +112,7 @@ PGconn *inspect_connect(const char *conninfo, struct inspect_target *target,
     return conn;
 }
 
-PGresult *inspect_query(PGconn *conn, const char *sql, int n_params, const char *const *params,
+PGresult *inspect_session_query(PGconn *conn, const char *sql, int n_params, const char *const *params,
                         struct inspect_error *err)
 {
     PGresult *res = PQexecParams(conn, sql, n_params, NULL, params, NULL, NULL, 0);
@@ -120,14 +120,14 @@ PGresult *inspect_query(PGconn *conn, const char *sql, int n_params, const char 
         const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
         const char *code =
             (sqlstate && strcmp(sqlstate, "42501") == 0) ? "permission_denied" : "query_failed";
-        inspect_error_from_result(err, code, conn, res);
+        inspect_session_error_from_result(err, code, conn, res);
         PQclear(res);
         return NULL;
     }
     return res;
 }
 
-bool inspect_read_one_row(PGconn *conn, char sqlstate[6], char *message, size_t message_len)
+bool inspect_session_read_one_row(PGconn *conn, char sqlstate[6], char *message, size_t message_len)
 {
     bool ok = false;
     sqlstate[0] = '\0';
@@ -139,7 +139,7 @@ bool inspect_read_one_row(PGconn *conn, char sqlstate[6], char *message, size_t 
         } else {
             const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
             snprintf(sqlstate, 6, "%s", state ? state : "");
-            inspect_first_line(message, message_len, PQresultErrorMessage(res));
+            inspect_session_first_line(message, message_len, PQresultErrorMessage(res));
         }
         PQclear(res);
     }

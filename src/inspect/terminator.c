@@ -58,7 +58,7 @@ static void execute_one(PGconn *conn, const char *sql, const struct exclusions *
     snprintf(state_change, sizeof(state_change), "%lld", (long long)rec->state_change_ms);
     const char *params[8] = {pid,
                              snapshot_str(rec->backend_start_text),
-                             conn_state_name(rec->state),
+                             snapshot_conn_state_name(rec->state),
                              state_change,
                              ex->users,
                              ex->apps,

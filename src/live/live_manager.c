@@ -68,7 +68,7 @@ struct live_manager *live_manager_new(struct pooler *p)
     snapshot_init(&m->prev, SNAPSHOT_MODE_SERVE, 0);
     snapshot_init(&m->cur, SNAPSHOT_MODE_SERVE, 0);
     hold_norms_init(&m->norms);
-    if (!event_ring_init(&m->events, EVENT_RING_DEFAULT_CAP) ||
+    if (!events_ring_init(&m->events, EVENT_RING_DEFAULT_CAP) ||
         !(m->timer = net_timer_new(p->loop, run_cb, m))) {
         live_manager_free(m);
         return NULL;
@@ -84,11 +84,11 @@ void live_manager_free(struct live_manager *m)
     if (m->timer)
         net_timer_free(m->timer);
     if (m->have_leaks)
-        leak_report_free(&m->leaks);
+        leaks_report_free(&m->leaks);
     snapshot_free(&m->prev);
     snapshot_free(&m->cur);
     hold_norms_free(&m->norms);
-    event_ring_free(&m->events);
+    events_ring_free(&m->events);
     free(m->tracks);
     free(m->watch);
     free(m);
@@ -125,11 +125,11 @@ static struct suspect_track *track_for(struct live_manager *m, int64_t client_id
 static struct event *record(struct live_manager *m, enum event_kind kind,
                             const struct conn_record *rec, const char *reason)
 {
-    struct event *e = event_ring_push(&m->events, kind, m->cur.taken_ms);
-    event_set_conn(e, rec);
-    event_set_reason(e, reason);
+    struct event *e = events_ring_push(&m->events, kind, m->cur.taken_ms);
+    events_set_conn(e, rec);
+    events_set_reason(e, reason);
     log_warning("manager", "%s: client %lld %s%s%s/%s app '%s' backend pid %d: %s",
-                event_kind_name(kind), (long long)rec->id, rec->client_addr,
+                events_kind_name(kind), (long long)rec->id, rec->client_addr,
                 rec->client_addr[0] ? " " : "", rec->database, rec->user, rec->application,
                 (int)rec->pid, reason);
     return e;
@@ -139,7 +139,7 @@ static struct event *record(struct live_manager *m, enum event_kind kind,
 static struct event *record_pool(struct live_manager *m, enum event_kind kind,
                                  const struct pool *pool, int64_t now_ms)
 {
-    struct event *e = event_ring_push(&m->events, kind, now_ms);
+    struct event *e = events_ring_push(&m->events, kind, now_ms);
     snprintf(e->database, sizeof(e->database), "%s", pool->db_name);
     snprintf(e->user, sizeof(e->user), "%s", pool->user_name);
     return e;
@@ -203,7 +203,7 @@ static void act_on_suspects(struct live_manager *m)
             connected = m->cur.conns[j].id == t->client_id;
         if (t->suspected && !t->seen) {
             t->suspected = false;
-            struct event *e = event_ring_push(&m->events, EVENT_LEAK_CLEARED, m->cur.taken_ms);
+            struct event *e = events_ring_push(&m->events, EVENT_LEAK_CLEARED, m->cur.taken_ms);
             e->client_id = t->client_id;
             snprintf(e->reason, sizeof(e->reason), "no longer a suspect (%s)",
                      connected ? "active again" : "disconnected");
@@ -314,8 +314,8 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
     struct event *e = record_pool(m, kind, pool, now_ms);
     e->before = before;
     e->after = g->last.target_size;
-    event_set_reason(e, g->last.reason);
-    log_info("manager", "%s: pool %s/%s size %d -> %d (bounds %d..%d): %s", event_kind_name(kind),
+    events_set_reason(e, g->last.reason);
+    log_info("manager", "%s: pool %s/%s size %d -> %d (bounds %d..%d): %s", events_kind_name(kind),
              pool->db_name, pool->user_name, before, g->last.target_size, g->lo, g->hi,
              g->last.reason);
 }
@@ -377,7 +377,7 @@ static void summarize_health(struct live_manager *m, struct pool *pool, int64_t 
     char reason[EVENT_REASON_LEN + 64];
     snprintf(reason, sizeof(reason), "%s -> %s: %s", report_status_name(before),
              report_status_name(w->health.status), w->health.reason);
-    event_set_reason(e, reason);
+    events_set_reason(e, reason);
     log_warning("manager", "health_changed: pool %s/%s %s", pool->db_name, pool->user_name,
                 e->reason);
 }
@@ -402,7 +402,7 @@ void live_manager_run(struct live_manager *m)
 {
     struct pooler *p = m->pooler;
     if (m->have_leaks) {
-        leak_report_free(&m->leaks);
+        leaks_report_free(&m->leaks);
         m->have_leaks = false;
     }
     /* The previous look becomes the one before; its arrays take this look. */
@@ -442,12 +442,12 @@ bool live_manager_kill_idle(struct live_manager *m, bool execute, struct kill_pl
             continue;
         const struct conn_record *rec = a->conn;
         if (execute) {
-            struct client *c = client_find(m->pooler, (uint64_t)rec->id);
+            struct client *c = objects_client_find(m->pooler, (uint64_t)rec->id);
             if (!c || pool_source_conn_state(c) != rec->state) {
                 a->result = KILL_GONE;
                 continue;
             }
-            client_fail(c, "57P01", "terminated by pgwarden kill-idle: %s", a->reason);
+            objects_client_fail(c, "57P01", "terminated by pgwarden kill-idle: %s", a->reason);
             a->result = KILL_TERMINATED;
             out->killed++;
         }
@@ -505,10 +505,10 @@ bool live_manager_analyse(const struct live_manager *m, struct live_analysis *ou
     return true;
 }
 
-void live_analysis_free(struct live_analysis *a)
+void live_manager_analysis_free(struct live_analysis *a)
 {
     free(a->probes);
-    kill_plan_free(&a->idle);
+    reaper_kill_plan_free(&a->idle);
     stats_report_free(&a->stats);
     memset(a, 0, sizeof(*a));
 }

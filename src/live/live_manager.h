@@ -47,7 +47,7 @@ const struct event_ring *live_manager_events(const struct live_manager *m);
  * idle_timeout, clients idle in a transaction past leak_hold_threshold, within
  * max_kill_percentage) on a fresh snapshot, and with execute disconnects the planned clients.
  * Every planned or taken action is an event. False when memory ran out. The plan's records
- * point into the manager's snapshot (valid until the next run); free it with kill_plan_free. */
+ * point into the manager's snapshot (valid until the next run); free it with reaper_kill_plan_free. */
 bool live_manager_kill_idle(struct live_manager *m, bool execute, struct kill_plan *out);
 
 /* One auto-scaling decision per pool now, without hysteresis or cooldown; applied when apply
@@ -86,7 +86,7 @@ struct live_analysis {
 /* False before the manager's first run or when memory ran out (nothing to free then). */
 bool live_manager_analyse(const struct live_manager *m, struct live_analysis *out)
     __attribute__((warn_unused_result));
-void live_analysis_free(struct live_analysis *a);
+void live_manager_analysis_free(struct live_analysis *a);
 
 size_t live_manager_pool_count(const struct live_manager *m);
 bool live_manager_pool_at(const struct live_manager *m, size_t i, struct live_pool_view *out);

@@ -11,7 +11,7 @@
 bool pool_executor_reclaim(struct pooler *p, int64_t client_id, enum reclaim_level step,
                            const char *why, char *outcome, size_t outcome_len)
 {
-    struct client *c = client_find(p, (uint64_t)client_id);
+    struct client *c = objects_client_find(p, (uint64_t)client_id);
     if (!c) {
         snprintf(outcome, outcome_len, "client gone");
         return false;
@@ -30,7 +30,7 @@ bool pool_executor_reclaim(struct pooler *p, int64_t client_id, enum reclaim_lev
         done = client_reclaim_server(c, why);
         break;
     case RECLAIM_DISCONNECT:
-        client_fail(c, "25P03", "pgwarden closed this connection: it looked leaked (%s)", why);
+        objects_client_fail(c, "25P03", "pgwarden closed this connection: it looked leaked (%s)", why);
         done = true;
         break;
     case RECLAIM_OFF:
@@ -54,7 +54,7 @@ void pool_executor_resize(struct pool *pool, int size)
 {
     pool->pool_size = size;
     pool_executor_trim(pool);
-    pool_activate(pool);
+    handout_activate(pool);
 }
 
 int pool_executor_probe_idle(struct pool *pool, int64_t quiet_us)
@@ -67,7 +67,7 @@ int pool_executor_probe_idle(struct pool *pool, int64_t quiet_us)
         n = n->next; /* a probed server leaves the idle list */
         if (now - s->last_used_us < quiet_us)
             continue;
-        if (pool_probe_server(s))
+        if (handout_probe_server(s))
             sent++;
     }
     return sent;

@@ -67,7 +67,7 @@ static bool add_client(const struct pool *pool, const struct client *c, const ch
     r->connected_ms = c->connect_us / 1000;
     int64_t changed = c->state_us > c->active_us ? c->state_us : c->active_us;
     r->state_change_ms = changed / 1000;
-    bool in_xact = conn_state_in_xact(r->state) || r->state == CONN_STATE_ACTIVE;
+    bool in_xact = snapshot_conn_state_in_xact(r->state) || r->state == CONN_STATE_ACTIVE;
     r->xact_start_ms = in_xact && c->request_us ? c->request_us / 1000 : 0;
     r->query_start_ms = c->request_us ? c->request_us / 1000 : c->active_us / 1000;
     r->visible = true;

@@ -99,7 +99,7 @@ static void check_idle_in_transaction(const struct snapshot *cur,
         const struct conn_record *rec = &cur->conns[i];
         /* Only sessions detect-leaks could report: otherwise this anomaly would count
          * sessions the leak report never accounts for. */
-        if (!leaks_may_suspect(opts, rec) || !conn_state_in_xact(rec->state))
+        if (!leaks_may_suspect(opts, rec) || !snapshot_conn_state_in_xact(rec->state))
             continue;
         int64_t idle = snapshot_age_ms(cur, rec->state_change_ms);
         if (idle > opts->leak_hold_threshold_ms) {
@@ -119,7 +119,7 @@ static void check_idle_in_transaction(const struct snapshot *cur,
     bool leaked_xact = false;
     if (out->leaks != NULL) {
         for (size_t i = 0; i < out->leaks->total_suspected; i++)
-            leaked_xact |= conn_state_in_xact(out->leaks->suspects[i].conn->state);
+            leaked_xact |= snapshot_conn_state_in_xact(out->leaks->suspects[i].conn->state);
     }
     if ((over > 0 || leaked_xact) && cur->server.idle_in_xact_session_timeout_ms == 0) {
         char setting[128];

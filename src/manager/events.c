@@ -20,12 +20,12 @@ static const char *const KIND_NAMES[EVENT_KIND_COUNT] = {
     [EVENT_KILL_IDLE_PLANNED] = "kill_idle_planned",
 };
 
-const char *event_kind_name(enum event_kind kind)
+const char *events_kind_name(enum event_kind kind)
 {
     return (unsigned)kind < EVENT_KIND_COUNT ? KIND_NAMES[kind] : "unknown";
 }
 
-bool event_ring_init(struct event_ring *r, size_t cap)
+bool events_ring_init(struct event_ring *r, size_t cap)
 {
     memset(r, 0, sizeof(*r));
     r->e = calloc(cap ? cap : 1, sizeof(*r->e));
@@ -34,13 +34,13 @@ bool event_ring_init(struct event_ring *r, size_t cap)
     return r->e != NULL;
 }
 
-void event_ring_free(struct event_ring *r)
+void events_ring_free(struct event_ring *r)
 {
     free(r->e);
     memset(r, 0, sizeof(*r));
 }
 
-struct event *event_ring_push(struct event_ring *r, enum event_kind kind, int64_t at_ms)
+struct event *events_ring_push(struct event_ring *r, enum event_kind kind, int64_t at_ms)
 {
     size_t slot;
     if (r->n < r->cap) {
@@ -58,12 +58,12 @@ struct event *event_ring_push(struct event_ring *r, enum event_kind kind, int64_
     return e;
 }
 
-const struct event *event_ring_at(const struct event_ring *r, size_t i)
+const struct event *events_ring_at(const struct event_ring *r, size_t i)
 {
     return i < r->n ? &r->e[(r->first + i) % r->cap] : NULL;
 }
 
-void event_set_conn(struct event *e, const struct conn_record *rec)
+void events_set_conn(struct event *e, const struct conn_record *rec)
 {
     snprintf(e->database, sizeof(e->database), "%s", rec->database);
     snprintf(e->user, sizeof(e->user), "%s", rec->user);
@@ -73,7 +73,7 @@ void event_set_conn(struct event *e, const struct conn_record *rec)
     e->pid = rec->pid;
 }
 
-void event_set_reason(struct event *e, const char *text)
+void events_set_reason(struct event *e, const char *text)
 {
     size_t n = strlen(text);
     if (n >= sizeof(e->reason))

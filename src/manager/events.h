@@ -54,16 +54,16 @@ struct event_ring {
 
 #define EVENT_RING_DEFAULT_CAP 1000
 
-bool event_ring_init(struct event_ring *r, size_t cap);
-void event_ring_free(struct event_ring *r);
+bool events_ring_init(struct event_ring *r, size_t cap);
+void events_ring_free(struct event_ring *r);
 /* A new zeroed event with its seq, kind and time set, overwriting the oldest when full. */
-struct event *event_ring_push(struct event_ring *r, enum event_kind kind, int64_t at_ms);
+struct event *events_ring_push(struct event_ring *r, enum event_kind kind, int64_t at_ms);
 /* The i-th event held, oldest first (i < r->n). */
-const struct event *event_ring_at(const struct event_ring *r, size_t i);
+const struct event *events_ring_at(const struct event_ring *r, size_t i);
 /* Fills pool and client identity from a snapshot record. */
-void event_set_conn(struct event *e, const struct conn_record *rec);
+void events_set_conn(struct event *e, const struct conn_record *rec);
 /* Copies text into the reason, cut at EVENT_REASON_LEN - 1 bytes. */
-void event_set_reason(struct event *e, const char *text);
-const char *event_kind_name(enum event_kind kind);
+void events_set_reason(struct event *e, const char *text);
+const char *events_kind_name(enum event_kind kind);
 
 #endif

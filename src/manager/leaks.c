@@ -79,7 +79,7 @@ static bool never_suspect(const struct conn_record *rec)
 
 static bool is_idle_state(enum conn_state state)
 {
-    return state == CONN_STATE_IDLE || conn_state_in_xact(state);
+    return state == CONN_STATE_IDLE || snapshot_conn_state_in_xact(state);
 }
 
 static const char *app_label(const char *application)
@@ -143,7 +143,7 @@ int leaks_score_connection(const struct snapshot *cur, const struct conn_record 
 
     if (!is_idle_state(rec->state)) {
         /* only the unread results above count */
-    } else if (conn_state_in_xact(rec->state)) {
+    } else if (snapshot_conn_state_in_xact(rec->state)) {
         double r = (double)idle / (double)hold;
         double points;
         if (r < 1.0)
@@ -398,7 +398,7 @@ static void write_recommendation(const struct snapshot *cur, const struct manage
         }
     }
     int n = 0;
-    if (conn_state_in_xact(worst->state)) {
+    if (snapshot_conn_state_in_xact(worst->state)) {
         n = snprintf(out->recommendation, len,
                      "%zu suspected connection%s from application '%s' (user '%s') sit idle in "
                      "a transaction for up to %s: commit or roll back on every code path and "
@@ -505,11 +505,11 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
     write_recommendation(cur, opts, pressure, out);
     return true;
 oom:
-    leak_report_free(out);
+    leaks_report_free(out);
     return false;
 }
 
-void leak_report_free(struct leak_report *report)
+void leaks_report_free(struct leak_report *report)
 {
     free(report->suspects);
     free(report->growth);

@@ -60,7 +60,7 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
 /* Scores one connection on its own evidence (no growth or utilisation terms). */
 int leaks_score_connection(const struct snapshot *cur, const struct conn_record *rec,
                            const struct manager_options *opts, struct leak_suspect *out);
-void leak_report_free(struct leak_report *report);
+void leaks_report_free(struct leak_report *report);
 
 /* "none", "low", "medium", "high" (the JSON risk_level). */
 const char *leaks_risk_name(enum leak_risk risk);

@@ -9,7 +9,7 @@
 
 #include "common/units.h"
 
-const char *kill_result_name(enum kill_result result)
+const char *reaper_kill_result_name(enum kill_result result)
 {
     switch (result) {
     case KILL_PLANNED:
@@ -60,7 +60,7 @@ static int compare_actions(const void *a, const void *b)
 {
     const struct kill_action *x = a;
     const struct kill_action *y = b;
-    bool xi = conn_state_in_xact(x->conn->state), yi = conn_state_in_xact(y->conn->state);
+    bool xi = snapshot_conn_state_in_xact(x->conn->state), yi = snapshot_conn_state_in_xact(y->conn->state);
     if (xi != yi)
         return xi ? -1 : 1;
     if (x->idle_ms != y->idle_ms)
@@ -104,7 +104,7 @@ bool reaper_plan(const struct snapshot *snap, const struct manager_options *opts
         if (rec->state == CONN_STATE_IDLE) {
             threshold = opts->idle_timeout_ms;
             threshold_name = "idle_timeout";
-        } else if (conn_state_in_xact(rec->state)) {
+        } else if (snapshot_conn_state_in_xact(rec->state)) {
             threshold = opts->leak_hold_threshold_ms;
             threshold_name = "leak_hold_threshold";
         } else {
@@ -121,11 +121,11 @@ bool reaper_plan(const struct snapshot *snap, const struct manager_options *opts
         if (prot_reason != NULL) {
             act->result = KILL_SKIPPED_PROTECTED;
             snprintf(act->reason, sizeof(act->reason), "%s (%s for %s)", prot_reason,
-                     conn_state_name(rec->state), a);
-        } else if (conn_state_in_xact(rec->state)) {
+                     snapshot_conn_state_name(rec->state), a);
+        } else if (snapshot_conn_state_in_xact(rec->state)) {
             snprintf(act->reason, sizeof(act->reason),
                      "%s for %s (> %s %s); terminating frees its slot%s",
-                     conn_state_name(rec->state), a, threshold_name, b,
+                     snapshot_conn_state_name(rec->state), a, threshold_name, b,
                      rec->state == CONN_STATE_IDLE_IN_XACT ? " and its locks" : "");
         } else {
             snprintf(act->reason, sizeof(act->reason), "idle for %s (> %s %s)", a, threshold_name,
@@ -155,7 +155,7 @@ bool reaper_plan(const struct snapshot *snap, const struct manager_options *opts
     return true;
 }
 
-void kill_plan_free(struct kill_plan *plan)
+void reaper_kill_plan_free(struct kill_plan *plan)
 {
     free(plan->actions);
     plan->actions = NULL;

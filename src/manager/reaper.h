@@ -51,7 +51,7 @@ struct kill_plan {
  * runs out. */
 bool reaper_plan(const struct snapshot *snap, const struct manager_options *opts,
                  struct kill_plan *out) __attribute__((warn_unused_result));
-void kill_plan_free(struct kill_plan *plan);
-const char *kill_result_name(enum kill_result result);
+void reaper_kill_plan_free(struct kill_plan *plan);
+const char *reaper_kill_result_name(enum kill_result result);
 
 #endif

@@ -36,7 +36,7 @@ bool reclaim_step_applies(enum reclaim_level step, enum conn_state state)
     case RECLAIM_CANCEL:
         return state == CONN_STATE_ACTIVE;
     case RECLAIM_ROLLBACK:
-        return conn_state_in_xact(state);
+        return snapshot_conn_state_in_xact(state);
     case RECLAIM_OFF:
     case RECLAIM_LEVEL_COUNT:
         break;

@@ -213,14 +213,14 @@ static const char *const state_names[] = {
     [CONN_STATE_OTHER] = "other",
 };
 
-const char *conn_state_name(enum conn_state state)
+const char *snapshot_conn_state_name(enum conn_state state)
 {
     if ((unsigned)state >= sizeof(state_names) / sizeof(state_names[0]))
         return "other";
     return state_names[state];
 }
 
-enum conn_state conn_state_from_text(const char *text)
+enum conn_state snapshot_conn_state_from_text(const char *text)
 {
     if (text == NULL)
         return CONN_STATE_OTHER;
@@ -231,7 +231,7 @@ enum conn_state conn_state_from_text(const char *text)
     return CONN_STATE_OTHER;
 }
 
-bool conn_state_in_xact(enum conn_state state)
+bool snapshot_conn_state_in_xact(enum conn_state state)
 {
     return state == CONN_STATE_IDLE_IN_XACT || state == CONN_STATE_IDLE_IN_XACT_ABORTED;
 }

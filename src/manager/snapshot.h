@@ -228,9 +228,9 @@ int64_t snapshot_age_ms(const struct snapshot *snap, int64_t at_ms);
 /* True when the record's application_name marks it as a pgwarden connection. */
 bool snapshot_is_pgwarden_conn(const struct conn_record *rec);
 
-const char *conn_state_name(enum conn_state state);
+const char *snapshot_conn_state_name(enum conn_state state);
 /* Maps pg_stat_activity.state text (NULL allowed) to the enum. */
-enum conn_state conn_state_from_text(const char *text);
-bool conn_state_in_xact(enum conn_state state);
+enum conn_state snapshot_conn_state_from_text(const char *text);
+bool snapshot_conn_state_in_xact(enum conn_state state);
 
 #endif

@@ -126,7 +126,7 @@ static bool group_by_application(const struct snapshot *cur, const struct manage
             app->active++;
         else if (recs[i]->state == CONN_STATE_IDLE)
             app->idle++;
-        else if (conn_state_in_xact(recs[i]->state))
+        else if (snapshot_conn_state_in_xact(recs[i]->state))
             app->idle_in_transaction++;
     }
     free(recs);
@@ -261,7 +261,7 @@ bool stats_compute(const struct snapshot *prev, const struct snapshot *cur,
             if (xact > out->longest_transaction_ms)
                 out->longest_transaction_ms = xact;
         }
-        if (rec->state == CONN_STATE_IDLE || conn_state_in_xact(rec->state)) {
+        if (rec->state == CONN_STATE_IDLE || snapshot_conn_state_in_xact(rec->state)) {
             int64_t idle = snapshot_age_ms(cur, rec->state_change_ms);
             if (idle > out->longest_idle_ms)
                 out->longest_idle_ms = idle;

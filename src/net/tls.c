@@ -521,7 +521,7 @@ static bool configure_common(struct builder *b, const struct tls_protocols *prot
     SSL_CTX *ssl_ctx = b->ctx->ssl_ctx;
     char name[64], why[160];
     /* Partial writes and moving buffers: the caller's unsent bytes move when its buffer
-     * slides (pconn_fill). AUTO_RETRY: see the design note. */
+     * slides (conn_fill). AUTO_RETRY: see the design note. */
     SSL_CTX_set_mode(ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                   SSL_MODE_RELEASE_BUFFERS | SSL_MODE_AUTO_RETRY);
     SSL_CTX_set_options(ssl_ctx,

@@ -1,6 +1,6 @@
 /* auth_query lookups (see auth_lookup.h).
  *
- *   client login --auth_lookup_start--> request queued on pool_get_auth(db, auth_user)
+ *   client login --auth_lookup_start--> request queued on objects_pool_get_auth(db, auth_user)
  *   idle server of that pool --Parse/Bind($1 = user)/Execute/Sync--> DataRows, ReadyForQuery
  *   --auth_lookup_judge--> client_auth_lookup_done(secret | no user | error)
  *
@@ -100,7 +100,7 @@ enum auth_lookup_verdict auth_lookup_judge(const struct auth_lookup_answer *a, c
     }
     /* A secret that claims a kind must be one: a garbled SCRAM or md5 secret is never taken
      * for a plaintext password. */
-    enum auth_secret_kind kind = auth_secret_kind(a->secret);
+    enum auth_file_secret_kind kind = auth_file_secret_kind(a->secret);
     if (kind == AUTH_SECRET_SCRAM) {
         struct scram_secret parsed;
         bool ok = scram_secret_parse(a->secret, &parsed);
@@ -227,7 +227,7 @@ void auth_lookup_pump(struct pool *pool)
             n = pool->lookups.next;
             continue;
         }
-        server_change_state(s, SV_TESTED);
+        states_server_change(s, SV_TESTED);
         s->lookup = req;
         req->server = s;
         if (!send_query(s, p->cfg->auth_query, req->user)) {
@@ -259,7 +259,7 @@ bool auth_lookup_start(struct client *c, const char *db_name, const char *user,
     struct pooler *p = c->pooler;
     const struct pooler_db_config *db = pooler_config_find_db(p->cfg, db_name);
     struct auth_lookup *req = calloc(1, sizeof(*req));
-    struct pool *pool = db ? pool_get_auth(p, db, db_name, p->cfg->auth_user) : NULL;
+    struct pool *pool = db ? objects_pool_get_auth(p, db, db_name, p->cfg->auth_user) : NULL;
     if (!req || !pool || !(req->user = strdup(user))) {
         free(req);
         return false;

@@ -1,5 +1,5 @@
-/* Send batching: sends held back to the end of the loop turn (pooler_defer_send,
- * pooler_defer_result) and handed to the kernel in one system call per wave. */
+/* Send batching: sends held back to the end of the loop turn (batch_defer_send,
+ * batch_defer_result) and handed to the kernel in one system call per wave. */
 #include "pool/batch.h"
 
 #include "common/log.h"
@@ -27,7 +27,7 @@ static void batched_send_done(void *tag, ssize_t result, void *arg)
     /* Failures are left to the pumps below: their own send() sees the same EAGAIN or error
      * and takes the usual path (wait for writability, or close). */
     if (result > 0)
-        pconn_sent(bs->src, (size_t)result, bs->counter);
+        conn_sent(bs->src, (size_t)result, bs->counter);
 }
 
 static void submit_batch(struct pooler *p)
@@ -142,7 +142,7 @@ static bool flusher_arm(struct pooler *p)
     return true;
 }
 
-bool pooler_defer_send(struct client *c)
+bool batch_defer_send(struct client *c)
 {
     if (!flusher_arm(c->pooler))
         return false;
@@ -151,7 +151,7 @@ bool pooler_defer_send(struct client *c)
     return true;
 }
 
-bool pooler_defer_result(struct server *s)
+bool batch_defer_result(struct server *s)
 {
     struct pooler *p = s->pool->pooler;
     if (!flusher_arm(p))

@@ -9,8 +9,8 @@
 
 /* Queues c's scanned request for sending at the end of the loop turn. False when the
  * flusher could not be created (send now instead). */
-__attribute__((warn_unused_result)) bool pooler_defer_send(struct client *c);
+__attribute__((warn_unused_result)) bool batch_defer_send(struct client *c);
 /* Queues s's finished result (whose ReadyForQuery releases s once sent) the same way. */
-__attribute__((warn_unused_result)) bool pooler_defer_result(struct server *s);
+__attribute__((warn_unused_result)) bool batch_defer_result(struct server *s);
 
 #endif

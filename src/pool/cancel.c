@@ -60,7 +60,7 @@ static size_t cancel_bucket(const struct pooler *p, uint32_t pid, uint32_t key)
     return ((pid ^ (key * 0x9E3779B1u)) * 0x85EBCA6Bu >> 7) & (p->cancel_buckets - 1);
 }
 
-void client_register_cancel(struct client *c)
+void cancel_register_client(struct client *c)
 {
     struct pooler *p = c->pooler;
     int peer_id = p->cfg->peer_id;
@@ -90,7 +90,7 @@ void client_register_cancel(struct client *c)
                 (unsigned long long)c->id);
 }
 
-void client_unregister_cancel(struct client *c)
+void cancel_unregister_client(struct client *c)
 {
     if (!c->in_cancel_table)
         return;
@@ -143,7 +143,7 @@ static void forward_to_peer(struct pooler *p, int peer_id, uint32_t pid, uint32_
         r->peer_id = peer_id;
 }
 
-void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key_bytes, size_t key_len)
+void cancel_handle_request(struct pooler *p, uint32_t pid, const uint8_t *key_bytes, size_t key_len)
 {
     if (key_len != 4)
         return;
@@ -177,10 +177,10 @@ static void cancel_req_finish(struct cancel_req *r)
     if (s && s->cancels_in_flight > 0) {
         s->cancels_in_flight--;
         if (s->cancels_in_flight == 0 && s->state == SV_BEING_CANCELED)
-            pool_release_server(s);
+            handout_release_server(s);
     }
     r->pooler->n_cancel_reqs--;
-    pooler_schedule_reap(r->pooler);
+    objects_schedule_reap(r->pooler);
 }
 
 static void cancel_cb(int fd, unsigned what, void *arg)

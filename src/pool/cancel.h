@@ -9,11 +9,11 @@
 #include "pool/pool.h"
 
 /* Gives c a random BackendKeyData of ours and enters it in the cancel-key table. */
-void client_register_cancel(struct client *c);
-void client_unregister_cancel(struct client *c);
+void cancel_register_client(struct client *c);
+void cancel_unregister_client(struct client *c);
 
 /* Cancel request received on a fresh connection. */
-void pooler_handle_cancel(struct pooler *p, uint32_t pid, const uint8_t *key, size_t key_len);
+void cancel_handle_request(struct pooler *p, uint32_t pid, const uint8_t *key, size_t key_len);
 
 /* Opens a cancel connection for the query s is running (dropped when too many are in
  * flight). */

@@ -206,7 +206,7 @@ static void *room_for_one(void *items, uint32_t n, uint32_t *cap, size_t size)
 
 static void pending_clear(struct pending *e)
 {
-    pstr_unref(e->value);
+    params_unref(e->value);
     free(e->name);
     memset(e, 0, sizeof(*e));
     e->kind = PENDING_NONE;
@@ -217,7 +217,7 @@ static bool pending_copy(struct pending *dst, const struct pending *src)
 {
     pending_clear(dst);
     *dst = *src;
-    dst->value = pstr_ref(src->value);
+    dst->value = params_ref(src->value);
     dst->name = src->name ? strdup(src->name) : NULL;
     if (src->name && !dst->name) {
         pending_clear(dst);
@@ -250,7 +250,7 @@ static void pending_drop(struct pending **e)
 static void drop_staged(struct client_session *ss)
 {
     for (uint32_t i = 0; i < ss->n_staged; i++)
-        pstr_unref(ss->staged[i].value);
+        params_unref(ss->staged[i].value);
     ss->n_staged = 0;
 }
 
@@ -260,7 +260,7 @@ static void session_free(struct client *c)
     if (!ss)
         return;
     for (uint32_t i = 0; i < ss->n_startup; i++)
-        pstr_unref(ss->startup[i].value);
+        params_unref(ss->startup[i].value);
     free(ss->startup);
     for (uint32_t i = 0; i < ss->n_pending; i++)
         pending_clear(&ss->pending[i]);
@@ -295,22 +295,22 @@ static struct pstr *startup_value(const struct client *c, int param)
 static bool set_startup_value(struct client *c, int param, const char *value)
 {
     struct client_session *ss = c->session;
-    struct pstr *v = pstr_intern(value);
+    struct pstr *v = params_intern(value);
     if (!ss || !v) {
-        pstr_unref(v);
+        params_unref(v);
         return false;
     }
-    pstr_assign(&c->params[param], v);
+    params_assign(&c->params[param], v);
     for (uint32_t i = 0; i < ss->n_startup; i++) {
         if (ss->startup[i].param == param) {
-            pstr_unref(ss->startup[i].value);
+            params_unref(ss->startup[i].value);
             ss->startup[i].value = v;
             return true;
         }
     }
     struct startup_value *grown = realloc(ss->startup, (ss->n_startup + 1) * sizeof(*grown));
     if (!grown) {
-        pstr_unref(v);
+        params_unref(v);
         return false;
     }
     ss->startup = grown;
@@ -339,7 +339,7 @@ bool client_sync_server_params(struct client *c, struct server *s)
          * take_canonical). */
         for (int i = 0; ok && i < PARAM_COUNT; i++)
             if (!params_reported(i))
-                pstr_assign(&s->params[i], c->params[i]);
+                params_assign(&s->params[i], c->params[i]);
     }
     free(sql);
     return ok;
@@ -359,7 +359,7 @@ static void take_canonical(struct client *c, struct server *s)
                   "%s -> %s",
                   (unsigned long long)c->id, params_name(i), c->params[i] ? c->params[i]->str : "",
                   s->params[i]->str);
-        pstr_assign(&c->params[i], s->params[i]);
+        params_assign(&c->params[i], s->params[i]);
     }
 }
 
@@ -371,11 +371,11 @@ static void reset_param(struct client *c, struct server *s, int param)
     struct pstr *start = startup_value(c, param);
     if (params_reported(param)) {
         if (start)
-            pstr_assign(&c->params[param], start); /* what the server reported is its own */
+            params_assign(&c->params[param], start); /* what the server reported is its own */
         return;
     }
-    pstr_assign(&c->params[param], start);
-    pstr_assign(&s->params[param], NULL);
+    params_assign(&c->params[param], start);
+    params_assign(&s->params[param], NULL);
 }
 
 static bool stage(struct client_session *ss, uint8_t kind, int param, struct pstr *value)
@@ -384,7 +384,7 @@ static bool stage(struct client_session *ss, uint8_t kind, int param, struct pst
     if (!room)
         return false;
     ss->staged = room;
-    ss->staged[ss->n_staged++] = (struct staged){kind, (int16_t)param, pstr_ref(value)};
+    ss->staged[ss->n_staged++] = (struct staged){kind, (int16_t)param, params_ref(value)};
     return true;
 }
 
@@ -395,8 +395,8 @@ static void commit_staged(struct client *c, struct server *s)
     for (uint32_t i = 0; i < ss->n_staged; i++) {
         const struct staged *x = &ss->staged[i];
         if (x->kind == SQL_EFFECT_SET) {
-            pstr_assign(&c->params[x->param], x->value);
-            pstr_assign(&s->params[x->param], x->value);
+            params_assign(&c->params[x->param], x->value);
+            params_assign(&s->params[x->param], x->value);
         } else if (x->kind == SQL_EFFECT_SET_DEFAULT) {
             reset_param(c, s, x->param);
         } else {
@@ -418,7 +418,7 @@ static void commit_staged(struct client *c, struct server *s)
 static void pending_done(struct client *c, struct pending *e, bool confirmed)
 {
     if (e->kind == PENDING_PARSE && confirmed) {
-        struct client_stmt *cs = client_stmt_find(c->stmts, e->name);
+        struct client_stmt *cs = prepared_client_find(c->stmts, e->name);
         if (cs && cs->seq == e->seq)
             cs->confirmed = true;
     }
@@ -481,7 +481,7 @@ static void effect_entry(const struct sql_effect *e, uint32_t group, struct pend
         /* A parameter the server reports is followed through its reports; of the others,
          * those the pooler keeps (someone's startup value) through the statement. */
         if (p >= 0 && e->kind == SQL_EFFECT_SET && !params_reported(p))
-            out->value = pstr_intern_sql(e->value, e->value_len);
+            out->value = params_intern_sql(e->value, e->value_len);
     }
     if (e->kind == SQL_EFFECT_DEALLOCATE)
         out->name = strdup(e->name); /* NULL on out of memory: then no effect */
@@ -612,7 +612,7 @@ static void effect_confirmed(struct client *c, enum sql_tag tag)
             (void)stage(ss, SQL_EFFECT_SET_DEFAULT, e->param, NULL);
         break;
     case SQL_EFFECT_DISCARD_ALL:
-        client_stmts_free(reg, &c->stmts);
+        prepared_client_free_all(reg, &c->stmts);
         (void)stage(ss, SQL_EFFECT_RESET_ALL, -1, NULL);
         break;
     case SQL_EFFECT_RESET_ALL:
@@ -620,10 +620,10 @@ static void effect_confirmed(struct client *c, enum sql_tag tag)
         break;
     case SQL_EFFECT_DEALLOCATE:
         if (e->name)
-            client_stmt_remove(reg, &c->stmts, e->name);
+            prepared_client_remove(reg, &c->stmts, e->name);
         break;
     case SQL_EFFECT_DEALLOCATE_ALL:
-        client_stmts_free(reg, &c->stmts);
+        prepared_client_free_all(reg, &c->stmts);
         break;
     case SQL_EFFECT_SET_OTHER:
         break;
@@ -688,11 +688,11 @@ void client_note_server_message(struct server *s, bool ours, uint8_t type, const
     if (type == WIRE_BE_COMMAND_COMPLETE && !c && body) {
         /* The reset query (DISCARD ALL, RESET ALL) on a released server: it is back at its
          * login values, of those it does not report too. */
-        enum sql_tag tag = sql_tag_of((const char *)body, len);
+        enum sql_tag tag = sql_effects_tag_of((const char *)body, len);
         if (tag == SQL_TAG_DISCARD_ALL || tag == SQL_TAG_RESET)
             for (int p = 0; p < PARAM_COUNT; p++)
                 if (!params_reported(p))
-                    pstr_assign(&s->params[p], NULL);
+                    params_assign(&s->params[p], NULL);
         return;
     }
     if (!c || !c->session)
@@ -707,13 +707,13 @@ void client_note_server_message(struct server *s, bool ours, uint8_t type, const
             return;
         /* The client's own SET, a ROLLBACK, or the pooler's SET (in the server's spelling of
          * the client's value): the client has the server's value from now on. */
-        pstr_set(&c->params[id], value);
+        params_set(&c->params[id], value);
         return;
     }
     case WIRE_BE_COMMAND_COMPLETE: {
         if (!ours || !body)
             return;
-        enum sql_tag tag = sql_tag_of((const char *)body, len);
+        enum sql_tag tag = sql_effects_tag_of((const char *)body, len);
         if (tag != SQL_TAG_NONE)
             effect_confirmed(c, tag);
         else if (len >= 8 && !memcmp(body, "ROLLBACK", 8))
@@ -759,13 +759,13 @@ static void finish_login_with(struct client *c, const uint8_t *prefix, size_t pr
     size_t cap = pool->welcome_len + 64 + prefix_len;
     for (int i = 0; i < PARAM_COUNT; i++) {
         if (!c->params[i] && pool->defaults[i])
-            c->params[i] = pstr_ref(pool->defaults[i]);
+            c->params[i] = params_ref(pool->defaults[i]);
         if (c->params[i])
             cap += c->params[i]->len + strlen(params_name(i)) + 8;
     }
     uint8_t *out = malloc(cap);
     if (!out) {
-        client_fail(c, "53200", "out of memory");
+        objects_client_fail(c, "53200", "out of memory");
         return;
     }
     struct wire_buf b;
@@ -785,7 +785,7 @@ static void finish_login_with(struct client *c, const uint8_t *prefix, size_t pr
             if (id >= 0) {
                 params_mark_reported(id);
                 if (!c->params[id])
-                    pstr_set(&c->params[id], value);
+                    params_set(&c->params[id], value);
                 if (c->params[id]) {
                     value = c->params[id]->str;
                     sent[id] = true;
@@ -803,7 +803,7 @@ static void finish_login_with(struct client *c, const uint8_t *prefix, size_t pr
     bool ok = !b.overflow && client_send_raw(c, out, b.len);
     free(out);
     if (!ok) {
-        client_close(c, "could not send welcome");
+        objects_client_close(c, "could not send welcome");
         return;
     }
     /* Bytes the client pipelined after its login are forwarded from here on. */
@@ -812,7 +812,7 @@ static void finish_login_with(struct client *c, const uint8_t *prefix, size_t pr
             c->conn.buf->pos = c->conn.buf->end = 0;
         c->conn.scan = c->conn.buf->pos;
     }
-    client_change_state(c, CL_ACTIVE);
+    states_client_change(c, CL_ACTIVE);
     client_pump(c);
 }
 
@@ -827,13 +827,13 @@ bool client_send_raw(struct client *c, const void *data, size_t len)
     /* Inside the TLS handshake nothing can be sent: not in the clear, not encrypted yet. */
     if (c->login && c->login->step == STEP_TLS_HANDSHAKE)
         return false;
-    return pconn_send_all(&c->conn, data, len);
+    return conn_send_all(&c->conn, data, len);
 }
 
 static void send_or_close(struct client *c, struct wire_buf *b)
 {
     if (b->overflow || !client_send_raw(c, b->data, b->len))
-        client_close(c, "could not send to client");
+        objects_client_close(c, "could not send to client");
 }
 
 /* Authentication succeeded (or trust): resolve the database, join the pool, greet. */
@@ -844,7 +844,7 @@ static void console_login(struct client *c, const uint8_t *sasl_final, size_t sa
     enum console_access access =
         l->peer_access != CONSOLE_DENIED ? l->peer_access : console_access_for(p->cfg, l->user);
     if (access == CONSOLE_DENIED || !p->admin_pool) {
-        client_fail(c, "28000", "not allowed to use the admin console");
+        objects_client_fail(c, "28000", "not allowed to use the admin console");
         return;
     }
     /* Stats users count against the client limits, admins do not (PgBouncer); the console
@@ -852,9 +852,9 @@ static void console_login(struct client *c, const uint8_t *sasl_final, size_t sa
     const char *sqlstate;
     bool limited = access != CONSOLE_ADMIN &&
                    (p->run_state == POOLER_RUNNING || p->run_state == POOLER_PAUSED);
-    const char *refusal = limited ? pool_login_refusal(p->admin_pool, l->user, &sqlstate) : NULL;
+    const char *refusal = limited ? objects_login_refusal(p->admin_pool, l->user, &sqlstate) : NULL;
     if (refusal) {
-        client_fail(c, sqlstate, "%s", refusal);
+        objects_client_fail(c, sqlstate, "%s", refusal);
         return;
     }
     log_info("pool", "client %llu: admin console login user=%s (%s)", (unsigned long long)c->id,
@@ -882,11 +882,11 @@ static void console_login(struct client *c, const uint8_t *sasl_final, size_t sa
               client_send_raw(c, o.buf.data, o.buf.len) && client_send_raw(c, tail, t.len);
     console_out_free(&o);
     if (!ok) {
-        client_close(c, "could not send to client");
+        objects_client_close(c, "could not send to client");
         return;
     }
-    client_change_state(c, CL_WAITING_LOGIN);
-    client_change_state(c, CL_ACTIVE);
+    states_client_change(c, CL_WAITING_LOGIN);
+    states_client_change(c, CL_ACTIVE);
     if (c->conn.buf) {
         if (c->conn.buf->pos == c->conn.buf->end)
             c->conn.buf->pos = c->conn.buf->end = 0;
@@ -905,25 +905,25 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
     }
     const struct pooler_db_config *db = pooler_config_find_db(p->cfg, l->database);
     if (!db) {
-        client_fail(c, "3D000", "no such database: %s", l->database);
+        objects_client_fail(c, "3D000", "no such database: %s", l->database);
         return;
     }
     if (!take_deferred_params(c))
         return;
-    struct pool *pool = pool_get(p, db, l->database, l->user);
+    struct pool *pool = objects_pool_get(p, db, l->database, l->user);
     if (!pool) {
-        client_fail(c, "53200", "out of memory");
+        objects_client_fail(c, "53200", "out of memory");
         return;
     }
     if (pool->db_disabled) {
-        client_fail(c, "57P03", "database \"%s\" is disabled (DISABLE on the admin console)",
+        objects_client_fail(c, "57P03", "database \"%s\" is disabled (DISABLE on the admin console)",
                     l->database);
         return;
     }
     const char *sqlstate;
-    const char *refusal = pool_login_refusal(pool, l->user, &sqlstate);
+    const char *refusal = objects_login_refusal(pool, l->user, &sqlstate);
     if (refusal) {
-        client_fail(c, sqlstate, "%s", refusal);
+        objects_client_fail(c, sqlstate, "%s", refusal);
         return;
     }
     /* A secret auth_query found is the server's own: the pool logs in with it (md5) or with
@@ -958,7 +958,7 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
                  l->database, l->user);
     }
     login_free(c);
-    client_register_cancel(c);
+    cancel_register_client(c);
 
     uint8_t out[SCRAM_OUT_MAX + 64];
     struct wire_buf b;
@@ -968,30 +968,30 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
     wire_build_auth_ok(&b);
     if (pool->welcome_ready && !b.overflow) {
         /* One send for AuthenticationOk and the welcome: the pooled login path is short. */
-        client_change_state(c, CL_WAITING_LOGIN);
+        states_client_change(c, CL_WAITING_LOGIN);
         finish_login_with(c, out, b.len);
         return;
     }
     send_or_close(c, &b);
     if (c->state == CL_JUSTFREE)
         return;
-    client_change_state(c, CL_WAITING_LOGIN);
+    states_client_change(c, CL_WAITING_LOGIN);
     if (pool->retry_after_us > pooler_now(p) && pool->last_error && pool->n_servers == 0) {
-        client_fail(c, pool->last_sqlstate, "%s", pool->last_error);
+        objects_client_fail(c, pool->last_sqlstate, "%s", pool->last_error);
         return;
     }
-    pool_activate(pool);
+    handout_activate(pool);
 }
 
 static void auth_failed(struct client *c)
 {
-    client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->login->user);
+    objects_client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->login->user);
 }
 
 /* PgBouncer's words for a failed SCRAM exchange first, then PostgreSQL's. */
 static void sasl_failed(struct client *c)
 {
-    client_fail(c, "28P01",
+    objects_client_fail(c, "28P01",
                 "SASL authentication failed: password authentication failed for user \"%s\"",
                 c->login->user);
 }
@@ -1021,7 +1021,7 @@ static bool start_tls(struct client *c, const uint8_t *preread, size_t preread_l
                                sizeof(err));
     if (!c->conn.tls) {
         log_tls_failure(c, "cannot start TLS", err);
-        client_close(c, "cannot start TLS");
+        objects_client_close(c, "cannot start TLS");
         return false;
     }
     c->login->step = STEP_TLS_HANDSHAKE;
@@ -1046,17 +1046,17 @@ static bool client_tls_handshake(struct client *c)
     case TLS_IO_EOF:
     case TLS_IO_ERROR:
         log_tls_failure(c, "TLS handshake failed", tls_error(c->conn.tls));
-        client_close(c, "TLS handshake failed");
+        objects_client_close(c, "TLS handshake failed");
         return false;
     }
     /* Direct TLS is told from a plain connection by ALPN alone (PostgreSQL 17's rule). */
     if (c->login->tls_direct && !tls_alpn_selected(c->conn.tls)) {
-        pconn_tls_book_failure(&c->conn, &c->pooler->tls_client_counts, TLS_FAILURE_PROTOCOL);
+        conn_tls_book_failure(&c->conn, &c->pooler->tls_client_counts, TLS_FAILURE_PROTOCOL);
         log_tls_failure(c, "direct TLS refused", "the client did not offer ALPN \"postgresql\"");
-        client_close(c, "direct TLS without ALPN");
+        objects_client_close(c, "direct TLS without ALPN");
         return false;
     }
-    pconn_tls_book_ok(&c->conn, &c->pooler->tls_client_counts);
+    conn_tls_book_ok(&c->conn, &c->pooler->tls_client_counts);
     char desc[128];
     tls_describe(c->conn.tls, desc, sizeof(desc));
     log_debug("pool", "client %llu: TLS established%s: %s", (unsigned long long)c->id,
@@ -1074,16 +1074,16 @@ static void answer_encryption_request(struct client *c, enum wire_startup_kind k
     /* Bytes sent before our answer would be read as if they came after the handshake
      * (CVE-2021-23214 class): refuse them. */
     if (extra > 0) {
-        client_fail(c, "08P01", "unexpected data after encryption request");
+        objects_client_fail(c, "08P01", "unexpected data after encryption request");
     } else if (c->conn.tls) {
-        client_fail(c, "08P01", "encryption request inside an encrypted connection");
+        objects_client_fail(c, "08P01", "encryption request inside an encrypted connection");
     } else if (kind == WIRE_STARTUP_SSL && client_tls_context(c)) {
         if (!client_send_raw(c, "S", 1))
-            client_close(c, "could not answer encryption request");
+            objects_client_close(c, "could not answer encryption request");
         else
             (void)start_tls(c, NULL, 0, false);
     } else if (!client_send_raw(c, "N", 1)) {
-        client_close(c, "could not answer encryption request");
+        objects_client_close(c, "could not answer encryption request");
     }
 }
 
@@ -1106,7 +1106,7 @@ static bool take_param(struct client *c, const char *name, const char *value, bo
         }
     }
     if (id < 0 && !params_valid_name(name)) {
-        client_fail(c, "08P01", "invalid startup parameter name: %.64s", name);
+        objects_client_fail(c, "08P01", "invalid startup parameter name: %.64s", name);
         return false;
     }
     if (id < 0) {
@@ -1117,7 +1117,7 @@ static bool take_param(struct client *c, const char *name, const char *value, bo
         char *n = grown ? strdup(name) : NULL, *v = n ? strdup(value) : NULL;
         if (!v) {
             free(n);
-            client_fail(c, "53200", "out of memory");
+            objects_client_fail(c, "53200", "out of memory");
             return false;
         }
         l->deferred[2 * l->n_deferred] = n;
@@ -1126,7 +1126,7 @@ static bool take_param(struct client *c, const char *name, const char *value, bo
         return true;
     }
     if (!set_startup_value(c, id, value)) {
-        client_fail(c, "53200", "out of memory");
+        objects_client_fail(c, "53200", "out of memory");
         return false;
     }
     return true;
@@ -1140,14 +1140,14 @@ static bool take_deferred_params(struct client *c)
         const char *name = l->deferred[2 * i], *value = l->deferred[2 * i + 1];
         int id = params_register(name);
         if (id < 0) {
-            client_fail(c, "53400",
+            objects_client_fail(c, "53400",
                         "too many different startup parameters in use (pgwarden follows %d; "
                         "ignore_startup_parameters can drop some): %.64s",
                         PARAM_COUNT, name);
             return false;
         }
         if (!set_startup_value(c, id, value)) {
-            client_fail(c, "53200", "out of memory");
+            objects_client_fail(c, "53200", "out of memory");
             return false;
         }
     }
@@ -1164,7 +1164,7 @@ static bool take_option(void *arg, const char *name, const char *value)
     struct options_ctx *x = arg;
     if (!strcmp(name, "user") || !strcmp(name, "database") || !strcmp(name, "options") ||
         !strcmp(name, "replication") || !strncmp(name, "_pq_.", 5)) {
-        client_fail(x->c, "08P01", "unsupported startup parameter in options: %.64s", name);
+        objects_client_fail(x->c, "08P01", "unsupported startup parameter in options: %.64s", name);
         x->failed = true;
         return false;
     }
@@ -1182,7 +1182,7 @@ static bool take_options(struct client *c, const char *options)
     size_t n = strlen(options) + 1; /* an unescaped word is never longer */
     char *scratch = malloc(n);
     if (!scratch) {
-        client_fail(c, "53200", "out of memory");
+        objects_client_fail(c, "53200", "out of memory");
         return false;
     }
     struct options_ctx x = {c, false};
@@ -1191,7 +1191,7 @@ static bool take_options(struct client *c, const char *options)
     if (x.failed)
         return false;
     if (r != STARTUP_OPTIONS_OK) {
-        client_fail(c, "08P01", "%s", startup_options_error(r));
+        objects_client_fail(c, "08P01", "%s", startup_options_error(r));
         return false;
     }
     return true;
@@ -1295,7 +1295,7 @@ static void begin_auth(struct client *c)
         /* PgBouncer's rule: with an auth_file, trust still lets in only the users it lists
          * (with any secret, or none). The console goes by admin_users and stats_users. */
         if (!user_known(c, database, user)) {
-            client_fail(c, "28000", "\"trust\" authentication failed");
+            objects_client_fail(c, "28000", "\"trust\" authentication failed");
             return;
         }
         auth_done(c, NULL, 0);
@@ -1304,7 +1304,7 @@ static void begin_auth(struct client *c)
     case HBA_PEER:
         /* The connection itself proves who the client is; no password is asked. */
         if (!user_known(c, database, user) || !identity_proven(c, l->method, rule, user)) {
-            client_fail(c, "28000", "%s authentication failed for user \"%s\"",
+            objects_client_fail(c, "28000", "%s authentication failed for user \"%s\"",
                         l->method == HBA_CERT ? "certificate" : "peer", user);
             return;
         }
@@ -1316,13 +1316,13 @@ static void begin_auth(struct client *c)
     case HBA_MD5:
         /* A SCRAM secret cannot check an md5 answer: that user logs in with SCRAM instead
          * (PgBouncer). */
-        if (l->secret && auth_secret_kind(l->secret) == AUTH_SECRET_SCRAM) {
+        if (l->secret && auth_file_secret_kind(l->secret) == AUTH_SECRET_SCRAM) {
             wire_build_auth_sasl(&b, SCRAM_MECHANISM);
             l->step = STEP_SASL_INITIAL;
             break;
         }
         if (!md5_auth_make_salt(l->salt)) {
-            client_fail(c, "XX000", "could not generate a salt");
+            objects_client_fail(c, "XX000", "could not generate a salt");
             return;
         }
         wire_build_auth_md5(&b, l->salt);
@@ -1358,13 +1358,13 @@ void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict,
     struct client_login *l = c->login;
     l->lookup = NULL;
     if (error) {
-        client_fail(c, "08006", "authentication lookup failed: %s", error);
+        objects_client_fail(c, "08006", "authentication lookup failed: %s", error);
         return;
     }
     /* No user, an expired one, or an answer that makes no sense: the exchange runs without a
      * secret and fails like a wrong password. */
     if (verdict == AUTH_LOOKUP_SECRET && !(l->secret = strdup(secret))) {
-        client_fail(c, "53200", "out of memory");
+        objects_client_fail(c, "53200", "out of memory");
         return;
     }
     l->looked_up = verdict == AUTH_LOOKUP_SECRET;
@@ -1377,7 +1377,7 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
     const struct pooler_config *cfg = p->cfg;
     struct wire_startup *st = malloc(sizeof(*st));
     if (!st) {
-        client_fail(c, "53200", "out of memory");
+        objects_client_fail(c, "53200", "out of memory");
         return;
     }
     enum wire_startup_kind kind = wire_parse_startup(pkt, len, st);
@@ -1390,15 +1390,15 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
         answer_encryption_request(c, kind, extra);
         goto out;
     case WIRE_STARTUP_CANCEL:
-        pooler_handle_cancel(p, st->cancel_pid, st->cancel_key, st->cancel_key_len);
-        client_close(c, "cancel request handled");
+        cancel_handle_request(p, st->cancel_pid, st->cancel_key, st->cancel_key_len);
+        objects_client_close(c, "cancel request handled");
         goto out;
     case WIRE_STARTUP_BAD_VERSION:
-        client_fail(c, "0A000", "unsupported frontend protocol %u.%u: server supports 3.0",
+        objects_client_fail(c, "0A000", "unsupported frontend protocol %u.%u: server supports 3.0",
                     WIRE_PROTOCOL_MAJOR(st->version), WIRE_PROTOCOL_MINOR(st->version));
         goto out;
     case WIRE_STARTUP_MALFORMED:
-        client_fail(c, "08P01", "invalid startup packet layout");
+        objects_client_fail(c, "08P01", "invalid startup packet layout");
         goto out;
     case WIRE_STARTUP_MESSAGE:
         break;
@@ -1407,25 +1407,25 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
     struct tls_context *tls = client_tls_context(c);
     if (!c->conn.tls && tls && tls_context_sslmode(tls) >= TLS_REQUIRE) {
         /* Counted as a protocol failure: the client spoke the protocol without TLS. */
-        pconn_tls_book_failure(&c->conn, &p->tls_client_counts, TLS_FAILURE_PROTOCOL);
-        client_fail(c, "08P01", "SSL required");
+        conn_tls_book_failure(&c->conn, &p->tls_client_counts, TLS_FAILURE_PROTOCOL);
+        objects_client_fail(c, "08P01", "SSL required");
         goto out;
     }
 
     const char *user = wire_startup_get(st, "user");
     const char *database = wire_startup_get(st, "database");
     if (!user || !user[0]) {
-        client_fail(c, "28000", "no PostgreSQL user name specified in startup packet");
+        objects_client_fail(c, "28000", "no PostgreSQL user name specified in startup packet");
         goto out;
     }
     if (!database || !database[0])
         database = user;
     if (strlen(user) > 63 || strlen(database) > 63) {
-        client_fail(c, "08P01", "user or database name longer than 63 bytes");
+        objects_client_fail(c, "08P01", "user or database name longer than 63 bytes");
         goto out;
     }
     if (!session_new(c, user)) {
-        client_fail(c, "53200", "out of memory");
+        objects_client_fail(c, "53200", "out of memory");
         goto out;
     }
     /* Settings in "options" first: parameters of the packet itself override them, as in
@@ -1442,7 +1442,7 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
         } else if (!strncmp(k, "_pq_.", 5)) {
             unsupported[n_unsupported++] = k;
         } else if (!strcmp(k, "replication")) {
-            client_fail(c, "08P01", "replication connections are not supported");
+            objects_client_fail(c, "08P01", "replication connections are not supported");
             goto out;
         } else if (!take_param(c, k, v, false)) {
             goto out;
@@ -1451,7 +1451,7 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
     if (WIRE_PROTOCOL_MINOR(st->version) > 0 || n_unsupported > 0) {
         wire_build_negotiate_protocol(&b, WIRE_PROTOCOL_3_0, unsupported, n_unsupported);
         if (b.overflow || !client_send_raw(c, out, b.len)) {
-            client_close(c, "could not negotiate protocol");
+            objects_client_close(c, "could not negotiate protocol");
             goto out;
         }
         wire_buf_init(&b, out, sizeof(out));
@@ -1460,18 +1460,18 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
      * for it). */
     if ((p->run_state == POOLER_SHUTDOWN_CLIENTS || p->run_state == POOLER_SHUTDOWN_SERVERS) &&
         !console_is_admin_db(database)) {
-        client_fail(c, "57P01", "pgwarden is shutting down");
+        objects_client_fail(c, "57P01", "pgwarden is shutting down");
         goto out;
     }
     if (p->n_clients > cfg->max_client_conn) {
-        client_fail(c, "53300", "no more connections allowed (max_client_conn)");
+        objects_client_fail(c, "53300", "no more connections allowed (max_client_conn)");
         goto out;
     }
     struct client_login *l = c->login;
     l->user = strdup(user);
     l->database = strdup(database);
     if (!l->user || !l->database) {
-        client_fail(c, "53200", "out of memory");
+        objects_client_fail(c, "53200", "out of memory");
         goto out;
     }
     /* The console user "pgbouncer" over the unix socket, run by the pooler's own Unix user,
@@ -1492,7 +1492,7 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
     if (l->method != HBA_TRUST && l->method != HBA_REJECT) {
         const char *secret = auth_file_lookup(&cfg->auth, user);
         if (secret && !(l->secret = strdup(secret))) {
-            client_fail(c, "53200", "out of memory");
+            objects_client_fail(c, "53200", "out of memory");
             goto out;
         }
     }
@@ -1501,7 +1501,7 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
         const char *where = lookup_database(c);
         l->step = STEP_LOOKUP;
         if (!auth_lookup_start(c, where, user, &l->lookup))
-            client_fail(c, "53200", "out of memory");
+            objects_client_fail(c, "53200", "out of memory");
         return; /* the answer (maybe already given) goes on in client_auth_lookup_done */
     }
     begin_auth(c);
@@ -1515,7 +1515,7 @@ out:
 
 static bool verify_plain(const char *secret, const char *user, const char *password)
 {
-    switch (auth_secret_kind(secret)) {
+    switch (auth_file_secret_kind(secret)) {
     case AUTH_SECRET_NONE:
         return false;
     case AUTH_SECRET_PLAIN: {
@@ -1559,7 +1559,7 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
         break;
     case STEP_PASSWORD: {
         if (len == 0 || body[len - 1] != 0 || memchr(body, 0, len) != body + len - 1) {
-            client_fail(c, "08P01", "invalid password packet");
+            objects_client_fail(c, "08P01", "invalid password packet");
             return;
         }
         const char *pw = (const char *)body;
@@ -1582,15 +1582,15 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
         const uint8_t *data;
         size_t dlen;
         if (!wire_parse_sasl_initial(body, len, &mech, &data, &dlen) || !data) {
-            client_fail(c, "08P01", "invalid SASLInitialResponse");
+            objects_client_fail(c, "08P01", "invalid SASLInitialResponse");
             return;
         }
         if (strcmp(mech, SCRAM_MECHANISM) != 0) {
-            client_fail(c, "28000", "unsupported SASL mechanism");
+            objects_client_fail(c, "28000", "unsupported SASL mechanism");
             return;
         }
         enum scram_result r = SCRAM_BAD_SECRET;
-        if (l->secret && auth_secret_kind(l->secret) != AUTH_SECRET_MD5)
+        if (l->secret && auth_file_secret_kind(l->secret) != AUTH_SECRET_MD5)
             r = scram_server_start(&l->scram, l->secret, (const char *)data, dlen, scram_out,
                                    sizeof(scram_out), &scram_len, err, sizeof(err));
         if (r == SCRAM_BAD_SECRET) {
@@ -1601,7 +1601,7 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
                                           sizeof(scram_out), &scram_len, err, sizeof(err));
         }
         if (r != SCRAM_OK) {
-            client_fail(c, "08P01", "invalid SCRAM exchange: %s", err);
+            objects_client_fail(c, "08P01", "invalid SCRAM exchange: %s", err);
             return;
         }
         wire_build_auth_sasl_continue(&b, scram_out, scram_len);
@@ -1617,14 +1617,14 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
             return;
         }
         if (r != SCRAM_OK) {
-            client_fail(c, "08P01", "invalid SCRAM exchange: %s", err);
+            objects_client_fail(c, "08P01", "invalid SCRAM exchange: %s", err);
             return;
         }
         auth_done(c, (const uint8_t *)scram_out, scram_len);
         return;
     }
     }
-    client_fail(c, "08P01", "unexpected authentication message");
+    objects_client_fail(c, "08P01", "unexpected authentication message");
 }
 
 /* Reads and handles startup-phase packets until the client is logged in or must wait. */
@@ -1632,7 +1632,7 @@ static void login_pump(struct client *c)
 {
     struct pooler *p = c->pooler;
     if (!c->login && !(c->login = calloc(1, sizeof(*c->login)))) {
-        client_fail(c, "53200", "out of memory");
+        objects_client_fail(c, "53200", "out of memory");
         return;
     }
     for (;;) {
@@ -1642,13 +1642,13 @@ static void login_pump(struct client *c)
             break; /* an edge resumes it */
         }
         if (c->conn.may_read) {
-            enum fill_result r = pconn_fill(p, &c->conn);
+            enum fill_result r = conn_fill(p, &c->conn);
             if (r == FILL_EOF || r == FILL_ERROR) {
-                client_close(c, "client closed the connection during login");
+                objects_client_close(c, "client closed the connection during login");
                 return;
             }
             if (r == FILL_NO_MEMORY) {
-                client_fail(c, "53200", "out of memory");
+                objects_client_fail(c, "53200", "out of memory");
                 return;
             }
         }
@@ -1675,7 +1675,7 @@ static void login_pump(struct client *c)
                 break;
             }
             if (len < WIRE_STARTUP_HEADER_LEN || len > WIRE_MAX_STARTUP_LEN || len > p->bufs.size) {
-                client_fail(c, "08P01", "invalid startup packet length");
+                objects_client_fail(c, "08P01", "invalid startup packet length");
                 return;
             }
             if (avail < len) {
@@ -1692,7 +1692,7 @@ static void login_pump(struct client *c)
             enum wire_header_result h =
                 wire_parse_header(d, avail, p->bufs.size - WIRE_HEADER_LEN, &type, &blen);
             if (h == WIRE_HEADER_BAD_LENGTH) {
-                client_fail(c, "08P01", "invalid password packet length");
+                objects_client_fail(c, "08P01", "invalid password packet length");
                 return;
             }
             if (h == WIRE_HEADER_INCOMPLETE || avail - WIRE_HEADER_LEN < blen) {
@@ -1701,7 +1701,7 @@ static void login_pump(struct client *c)
                 break;
             }
             if (type != WIRE_FE_PASSWORD) {
-                client_fail(c, "08P01", "expected a password response, got message type 0x%02x",
+                objects_client_fail(c, "08P01", "expected a password response, got message type 0x%02x",
                             type);
                 return;
             }
@@ -1717,7 +1717,7 @@ static void login_pump(struct client *c)
             c->conn.scan = 0;
         }
     }
-    pconn_release_if_empty(p, &c->conn);
+    conn_release_if_empty(p, &c->conn);
 }
 
 /* ---- prepared statements in transaction mode (see prepared.h) ---- */
@@ -1808,9 +1808,9 @@ static void plan_statement(const struct client *c, struct server *s, const struc
                            bool for_client_parse, struct stmt_plan *plan)
 {
     memset(plan, 0, sizeof(*plan));
-    struct server_stmt *e = server_stmts_find(&s->stmts, st->id);
+    struct server_stmt *e = prepared_server_find(&s->stmts, st->id);
     if (e && e->verified && !for_client_parse) {
-        server_stmts_touch(&s->stmts, e);
+        prepared_server_touch(&s->stmts, e);
         return;
     }
     plan->parse = true;
@@ -1818,7 +1818,7 @@ static void plan_statement(const struct client *c, struct server *s, const struc
     plan->kept = e != NULL;
     if (!e) {
         int max = c->pooler->cfg->max_prepared_statements;
-        plan->n_evict = server_stmts_victims(&s->stmts, max > 0 ? (uint32_t)max : 1, plan->evict,
+        plan->n_evict = prepared_server_victims(&s->stmts, max > 0 ? (uint32_t)max : 1, plan->evict,
                                              PLAN_MAX_EVICT);
     }
 }
@@ -1838,7 +1838,7 @@ static void put_plan(const struct client *c, struct wire_buf *w, const struct pr
 {
     for (uint32_t i = 0; i < plan->n_evict; i++) {
         char name[STMT_NAME_MAX];
-        stmt_registry_name(&c->pooler->stmts, plan->evict[i], name);
+        prepared_registry_name(&c->pooler->stmts, plan->evict[i], name);
         put_close_stmt(w, name);
     }
     if (plan->close_first)
@@ -1854,7 +1854,7 @@ static void note_plan(struct server *s, const struct prepared_stmt *st,
 {
     for (uint32_t i = 0; i < plan->n_evict; i++) {
         server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, plan->evict[i]);
-        server_stmts_remove(&s->stmts, plan->evict[i]);
+        prepared_server_remove(&s->stmts, plan->evict[i]);
     }
     if (plan->close_first)
         server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, 0);
@@ -1864,7 +1864,7 @@ static void note_plan(struct server *s, const struct prepared_stmt *st,
     if (!plan->kept)
         s->pool->stats.server_parse_count++;
     server_note_frontend(s, WIRE_FE_PARSE, parse_flags | (plan->kept ? OWED_KEPT : 0), st->id);
-    if (!server_stmts_prepared(&s->stmts, st->id))
+    if (!prepared_server_prepared(&s->stmts, st->id))
         s->close_needed = true;
 }
 
@@ -1969,9 +1969,9 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         const char *name = (const char *)z1 + 1;
         if (!name[0])
             return RW_PASS;
-        struct client_stmt *cs = client_stmt_find(c->stmts, name);
+        struct client_stmt *cs = prepared_client_find(c->stmts, name);
         if (!cs)
-            return stmt_registry_owns_name(&p->stmts, name) ? RW_RESERVED : RW_PASS;
+            return prepared_registry_owns_name(&p->stmts, name) ? RW_RESERVED : RW_PASS;
         struct prepared_stmt *st = cs->stmt;
         size_t portal_len = strlen(portal), name_len = strlen(name);
         uint32_t prefix_old = (uint32_t)(WIRE_HEADER_LEN + portal_len + 1 + name_len + 1);
@@ -2023,13 +2023,13 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         return RW_BAD;
     if (type == WIRE_FE_PARSE) {
         const char *name = (const char *)body;
-        const struct client_stmt *bound = client_stmt_find(c->stmts, name);
+        const struct client_stmt *bound = prepared_client_find(c->stmts, name);
         if (bound && bound->confirmed)
             return refuse_name_reuse(c, s, m, (uint32_t)total);
         const uint8_t *rest = (const uint8_t *)memchr(body, 0, len) + 1;
         size_t rest_len = len - (size_t)(rest - body);
         char *cname = strdup(name); /* the name's bytes are about to be replaced */
-        struct prepared_stmt *st = cname ? stmt_registry_get(&p->stmts, rest, rest_len) : NULL;
+        struct prepared_stmt *st = cname ? prepared_registry_get(&p->stmts, rest, rest_len) : NULL;
         if (!st) {
             free(cname);
             return RW_NO_MEMORY;
@@ -2041,7 +2041,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         size_t repl_cap = plan_bytes(&plan, st);
         uint8_t *repl = malloc(repl_cap);
         if (!repl) {
-            stmt_unref(&p->stmts, st);
+            prepared_stmt_unref(&p->stmts, st);
             free(cname);
             return RW_NO_MEMORY;
         }
@@ -2054,7 +2054,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
                        : replace_bytes(c, s, &m, (uint32_t)total, repl, (uint32_t)w.len, &placed);
         free(repl);
         if (r != RW_DONE) {
-            stmt_unref(&p->stmts, st);
+            prepared_stmt_unref(&p->stmts, st);
             free(cname);
             return r;
         }
@@ -2065,7 +2065,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         /* After note_plan: this may drop the last reference to the client's old statement,
          * never to st. Once the server's ParseComplete confirms the binding, the name cannot
          * be prepared again (refuse_name_reuse). */
-        struct client_stmt *cs = client_stmt_set(&p->stmts, &c->stmts, cname, st);
+        struct client_stmt *cs = prepared_client_set(&p->stmts, &c->stmts, cname, st);
         if (!cs)
             s->close_needed = true;
         else
@@ -2076,9 +2076,9 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     if (body[0] != 'S' || body[1] == 0)
         return RW_PASS; /* a portal, or the unnamed statement */
     const char *name = (const char *)body + 1;
-    struct client_stmt *cs = client_stmt_find(c->stmts, name);
+    struct client_stmt *cs = prepared_client_find(c->stmts, name);
     if (!cs)
-        return stmt_registry_owns_name(&p->stmts, name) ? RW_RESERVED : RW_PASS;
+        return prepared_registry_owns_name(&p->stmts, name) ? RW_RESERVED : RW_PASS;
     struct prepared_stmt *st = cs->stmt;
     struct stmt_plan plan = {0};
     if (type == WIRE_FE_DESCRIBE)
@@ -2100,7 +2100,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         /* The server keeps the statement for other clients; closing a name that does not
          * exist still answers CloseComplete, which the client expects. */
         char none[STMT_NAME_MAX];
-        stmt_registry_name(&p->stmts, 0, none); /* ids start at 1: never a statement */
+        prepared_registry_name(&p->stmts, 0, none); /* ids start at 1: never a statement */
         put_close_stmt(&w, none);
     }
     char *cname = type == WIRE_FE_CLOSE ? strdup(name) : NULL;
@@ -2117,7 +2117,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     cn->scan = m + placed;
     cn->body_left = 0;
     if (type == WIRE_FE_CLOSE) {
-        client_stmt_remove(&p->stmts, &c->stmts, cname);
+        prepared_client_remove(&p->stmts, &c->stmts, cname);
         free(cname);
     } else {
         note_plan(s, st, &plan, OWED_SWALLOW);
@@ -2140,7 +2140,7 @@ static enum rewrite_result close_foreign_unnamed(struct client *c, struct server
     if (r != RW_DONE)
         return r;
     server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, 0);
-    unnamed_stmt_closed(&s->unnamed);
+    prepared_unnamed_closed(&s->unnamed);
     c->conn.scan = m + placed;
     return RW_DONE;
 }
@@ -2205,12 +2205,12 @@ static enum scan_result client_scan(struct client *c, struct server *s)
         /* Another client may have left the unnamed statement on this server: close it
          * before this client's first message, then look at that message again. */
         enum rewrite_result r = RW_PASS;
-        if (unnamed_stmt_foreign(&s->unnamed, c->id, type))
+        if (prepared_unnamed_foreign(&s->unnamed, c->id, type))
             r = close_foreign_unnamed(c, s);
         if (r == RW_PASS) {
             const uint8_t *body = b->data + cn->scan + WIRE_HEADER_LEN;
             uint32_t have = b->end - cn->scan - WIRE_HEADER_LEN;
-            unnamed_stmt_note(&s->unnamed, c->id, type, body, have < len ? have : len);
+            prepared_unnamed_note(&s->unnamed, c->id, type, body, have < len ? have : len);
             /* Before a rewrite changes it (looking again at a message a rewrite waits for
              * changes nothing). */
             note_client_message(c, type, body, have, len);
@@ -2237,14 +2237,14 @@ static bool console_flush(struct client *c)
     struct console_out *o = c->console;
     while (o && o->sent < o->buf.len) {
         size_t n = 0;
-        enum flush_result r = pconn_send(&c->conn, o->buf.data + o->sent, o->buf.len - o->sent, &n);
+        enum flush_result r = conn_send(&c->conn, o->buf.data + o->sent, o->buf.len - o->sent, &n);
         o->sent += n;
         if (r == FLUSH_PARTIAL) {
             client_want_writable(c);
             return true; /* the writable edge resumes it */
         }
         if (r == FLUSH_ERROR) {
-            client_close(c, "could not send to client");
+            objects_client_close(c, "could not send to client");
             return false;
         }
     }
@@ -2262,13 +2262,13 @@ static void console_pump(struct client *c)
     struct pooler *p = c->pooler;
     while (!c->console) {
         if (c->conn.may_read) {
-            enum fill_result r = pconn_fill(p, &c->conn);
+            enum fill_result r = conn_fill(p, &c->conn);
             if (r == FILL_EOF || r == FILL_ERROR) {
-                client_close(c, "console client closed the connection");
+                objects_client_close(c, "console client closed the connection");
                 return;
             }
             if (r == FILL_NO_MEMORY) {
-                client_fail(c, "53200", "out of memory");
+                objects_client_fail(c, "53200", "out of memory");
                 return;
             }
         }
@@ -2282,7 +2282,7 @@ static void console_pump(struct client *c)
         enum wire_header_result h = wire_parse_header(b->data + b->pos, b->end - b->pos,
                                                       p->bufs.size - WIRE_HEADER_LEN, &type, &len);
         if (h == WIRE_HEADER_BAD_LENGTH) {
-            client_fail(c, "08P01", "invalid message length");
+            objects_client_fail(c, "08P01", "invalid message length");
             return;
         }
         if (h == WIRE_HEADER_INCOMPLETE || b->end - b->pos - WIRE_HEADER_LEN < len) {
@@ -2292,12 +2292,12 @@ static void console_pump(struct client *c)
         }
         const uint8_t *body = b->data + b->pos + WIRE_HEADER_LEN;
         if (type == WIRE_FE_TERMINATE) {
-            client_close(c, "client sent Terminate");
+            objects_client_close(c, "client sent Terminate");
             return;
         }
         c->console = malloc(sizeof(*c->console));
         if (!c->console) {
-            client_fail(c, "53200", "out of memory");
+            objects_client_fail(c, "53200", "out of memory");
             return;
         }
         console_out_init(c->console);
@@ -2308,7 +2308,7 @@ static void console_pump(struct client *c)
         }
         if (console_handle_message(p, (enum console_access)c->console_access, type, body, len,
                                    &c->console_skipping, c->console) != CONSOLE_ANSWERED) {
-            client_fail(c, "08P01", "invalid message on the admin console");
+            objects_client_fail(c, "08P01", "invalid message on the admin console");
             return;
         }
         b->pos += WIRE_HEADER_LEN + len;
@@ -2316,14 +2316,14 @@ static void console_pump(struct client *c)
             b->pos = b->end = 0;
         c->conn.scan = b->pos;
         if (c->console->buf.overflow) {
-            client_fail(c, "53200", "out of memory");
+            objects_client_fail(c, "53200", "out of memory");
             return;
         }
         if (c->console->wait != CONSOLE_WAIT_NONE) {
             c->console_wait = c->console->wait;
             c->console_wait_db = c->console->wait_db[0] ? strdup(c->console->wait_db) : NULL;
             if (c->console->wait_db[0] && !c->console_wait_db) {
-                client_fail(c, "53200", "out of memory");
+                objects_client_fail(c, "53200", "out of memory");
                 return;
             }
         }
@@ -2331,7 +2331,7 @@ static void console_pump(struct client *c)
             return;
     }
     if (c->state == CL_ACTIVE)
-        pconn_release_if_empty(p, &c->conn);
+        conn_release_if_empty(p, &c->conn);
 }
 
 void client_console_finish_waits(struct pooler *p)
@@ -2348,7 +2348,7 @@ void client_console_finish_waits(struct pooler *p)
             continue;
         c->console = malloc(sizeof(*c->console));
         if (!c->console) {
-            client_fail(c, "53200", "out of memory");
+            objects_client_fail(c, "53200", "out of memory");
             continue;
         }
         console_out_init(c->console);
@@ -2357,7 +2357,7 @@ void client_console_finish_waits(struct pooler *p)
         free(c->console_wait_db);
         c->console_wait_db = NULL;
         if (c->console->buf.overflow) {
-            client_fail(c, "53200", "out of memory");
+            objects_client_fail(c, "53200", "out of memory");
             continue;
         }
         if (console_flush(c) && c->state != CL_JUSTFREE)
@@ -2388,7 +2388,7 @@ bool client_send_notice(struct client *c, const char *message)
     if (b.overflow)
         return false;
     if (!client_send_raw(c, out, b.len)) {
-        client_close(c, "a notice could not be delivered");
+        objects_client_close(c, "a notice could not be delivered");
         return false;
     }
     return true;
@@ -2413,13 +2413,13 @@ bool client_reclaim_server(struct client *c, const char *why)
     /* The server answers the pooler's own queries before anyone else gets it. */
     bool reset = pool->mode == POOL_MODE_SESSION || p->cfg->server_reset_query_always;
     if (reset && p->cfg->server_reset_query[0])
-        server_stmts_free(&s->stmts); /* DISCARD ALL drops prepared statements too */
-    server_change_state(s, SV_TESTED);
+        prepared_server_free_all(&s->stmts); /* DISCARD ALL drops prepared statements too */
+    states_server_change(s, SV_TESTED);
     if (!server_send_internal_query(s, "ROLLBACK") ||
         (reset && p->cfg->server_reset_query[0] &&
          !server_send_internal_query(s, p->cfg->server_reset_query))) {
         server_close(s, "rollback could not be sent");
-        pool_activate(pool);
+        handout_activate(pool);
     }
     return true;
 }
@@ -2452,18 +2452,18 @@ static bool answer_reclaimed(struct client *c)
         uint32_t len;
         enum wire_header_result h = wire_parse_header(b->data + b->pos, have, max, &type, &len);
         if (h == WIRE_HEADER_BAD_LENGTH) {
-            client_fail(c, "08P01", "invalid message length");
+            objects_client_fail(c, "08P01", "invalid message length");
             return false;
         }
         if (h == WIRE_HEADER_INCOMPLETE)
             break;
         if (type == WIRE_FE_TERMINATE) {
-            client_close(c, "client sent Terminate");
+            objects_client_close(c, "client sent Terminate");
             return false;
         }
         enum owed_msg m = owed_msg_of(type);
         if (m == OWED_NOT_ALLOWED) {
-            client_fail(c, "08P01", "invalid frontend message type");
+            objects_client_fail(c, "08P01", "invalid frontend message type");
             return false;
         }
         uint64_t total = (uint64_t)WIRE_HEADER_LEN + len;
@@ -2486,7 +2486,7 @@ static bool answer_reclaimed(struct client *c)
         wire_build_ready(&w, WIRE_XACT_IDLE);
         c->reclaimed = false;
         if (w.overflow || !client_send_raw(c, out, w.len)) {
-            client_close(c, "could not deliver the reclaim error");
+            objects_client_close(c, "could not deliver the reclaim error");
             return false;
         }
     }
@@ -2514,7 +2514,7 @@ void client_pump(struct client *c)
         /* The request stays in the socket or buffer until a server is free; only a client
          * that went away is dealt with now. */
         if (c->conn.closing)
-            client_close(c, "client closed the connection while waiting");
+            objects_client_close(c, "client closed the connection while waiting");
         return;
     case CL_ACTIVE:
         break;
@@ -2528,14 +2528,14 @@ void client_pump(struct client *c)
     for (;;) {
         enum fill_result r = FILL_AGAIN;
         if (c->conn.may_read) {
-            r = pconn_fill(p, &c->conn);
+            r = conn_fill(p, &c->conn);
             if (r == FILL_EOF || r == FILL_ERROR) {
-                client_close(c, r == FILL_EOF ? "client closed the connection"
+                objects_client_close(c, r == FILL_EOF ? "client closed the connection"
                                               : "client connection error");
                 return;
             }
             if (r == FILL_NO_MEMORY) {
-                client_fail(c, "53200", "out of memory");
+                objects_client_fail(c, "53200", "out of memory");
                 return;
             }
             if (r == FILL_OK) {
@@ -2560,7 +2560,7 @@ void client_pump(struct client *c)
             enum wire_header_result h = wire_parse_header(
                 b->data + b->pos, b->end - b->pos, (uint32_t)p->cfg->max_packet_size, &type, &len);
             if (h == WIRE_HEADER_BAD_LENGTH) {
-                client_fail(c, "08P01", "invalid message length");
+                objects_client_fail(c, "08P01", "invalid message length");
                 return;
             }
             if (h == WIRE_HEADER_INCOMPLETE) {
@@ -2569,14 +2569,14 @@ void client_pump(struct client *c)
                 break;
             }
             if (type == WIRE_FE_TERMINATE) {
-                client_close(c, "client sent Terminate");
+                objects_client_close(c, "client sent Terminate");
                 return;
             }
             if (owed_msg_of(type) == OWED_NOT_ALLOWED) {
-                client_fail(c, "08P01", "invalid frontend message type");
+                objects_client_fail(c, "08P01", "invalid frontend message type");
                 return;
             }
-            pool_request_server(c);
+            handout_request_server(c);
             if (!c->server)
                 return; /* waiting, or failed and closed */
         }
@@ -2588,18 +2588,18 @@ void client_pump(struct client *c)
             c->server = NULL;
             s->client = NULL;
             server_close(s, "could not send SET");
-            client_fail(c, "08006", "server connection failed");
+            objects_client_fail(c, "08006", "server connection failed");
             return;
         }
         uint32_t scan_before = c->conn.scan;
         int64_t sent_before = c->pool->stats.bytes_received;
         enum scan_result sr = client_scan(c, s);
-        /* A complete request goes out at the end of the loop turn (pooler_defer_send); the
+        /* A complete request goes out at the end of the loop turn (batch_defer_send); the
          * bytes stay accounted in [pos, scan) of the client's buffer until then. */
         if (sr == SCAN_OK && !c->conn.send_now && c->conn.buf->pos < c->conn.scan &&
-            pooler_defer_send(c))
+            batch_defer_send(c))
             return;
-        switch (pconn_flush(&c->conn, &s->conn, &c->pool->stats.bytes_received)) {
+        switch (conn_flush(&c->conn, &s->conn, &c->pool->stats.bytes_received)) {
         case FLUSH_DONE:
             break;
         case FLUSH_PARTIAL:
@@ -2608,15 +2608,15 @@ void client_pump(struct client *c)
             c->server = NULL;
             s->client = NULL;
             server_close(s, "send to server failed");
-            client_fail(c, "08006", "server connection failed");
+            objects_client_fail(c, "08006", "server connection failed");
             return;
         }
         if (sr == SCAN_TERMINATE) {
-            client_close(c, "client sent Terminate");
+            objects_client_close(c, "client sent Terminate");
             return;
         }
         if (SCAN_FAILURES[sr].sqlstate) {
-            client_fail(c, SCAN_FAILURES[sr].sqlstate, "%s", SCAN_FAILURES[sr].message);
+            objects_client_fail(c, SCAN_FAILURES[sr].sqlstate, "%s", SCAN_FAILURES[sr].message);
             return;
         }
         if (sr == SCAN_BLOCKED)
@@ -2629,12 +2629,12 @@ void client_pump(struct client *c)
          * end this client rather than spin on it. */
         if (r == FILL_FULL && c->conn.scan == scan_before &&
             c->pool->stats.bytes_received == sent_before) {
-            client_fail(c, "08P01", "protocol error: a message could not be processed");
+            objects_client_fail(c, "08P01", "protocol error: a message could not be processed");
             return;
         }
     }
     if (c->state == CL_ACTIVE)
-        pconn_release_if_empty(p, &c->conn);
+        conn_release_if_empty(p, &c->conn);
 }
 
 void client_io_cb(int fd, unsigned what, void *arg)
@@ -2644,7 +2644,7 @@ void client_io_cb(int fd, unsigned what, void *arg)
     if (c->state == CL_JUSTFREE)
         return;
     if (c->conn.tls)
-        what = pconn_tls_edges(&c->conn, what);
+        what = conn_tls_edges(&c->conn, what);
     if (what & NET_IO_CLOSED)
         c->conn.closing = true;
     if (what & NET_IO_READABLE)

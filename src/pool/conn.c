@@ -5,7 +5,7 @@
  * TLS and edge triggering: a TLS read is repeated while it returns TLS_IO_DONE (a short read
  * says nothing about the socket: bytes may wait inside OpenSSL), and may_read drops only
  * when it asks for an edge. A read that needs the writable edge, or a write that needs the
- * readable one, leaves a flag that pconn_tls_edges turns into the edge the operation's own
+ * readable one, leaves a flag that conn_tls_edges turns into the edge the operation's own
  * path waits for. */
 #include "pool/conn.h"
 
@@ -45,7 +45,7 @@ static enum fill_result tls_fill(struct pconn *c, struct iobuf *b, size_t want)
     return FILL_ERROR;
 }
 
-enum fill_result pconn_fill(struct pooler *p, struct pconn *c)
+enum fill_result conn_fill(struct pooler *p, struct pconn *c)
 {
     if (!c->buf) {
         c->buf = iobuf_get(&p->bufs);
@@ -107,7 +107,7 @@ static enum flush_result tls_send(struct pconn *dst, const void *data, size_t le
     return FLUSH_ERROR;
 }
 
-enum flush_result pconn_send(struct pconn *dst, const void *data, size_t len, size_t *sent)
+enum flush_result conn_send(struct pconn *dst, const void *data, size_t len, size_t *sent)
 {
     *sent = 0;
     if (dst->tls)
@@ -126,12 +126,12 @@ enum flush_result pconn_send(struct pconn *dst, const void *data, size_t len, si
     return FLUSH_ERROR;
 }
 
-bool pconn_send_all(struct pconn *dst, const void *data, size_t len)
+bool conn_send_all(struct pconn *dst, const void *data, size_t len)
 {
     size_t off = 0;
     while (off < len) {
         size_t n = 0;
-        enum flush_result r = pconn_send(dst, (const uint8_t *)data + off, len - off, &n);
+        enum flush_result r = conn_send(dst, (const uint8_t *)data + off, len - off, &n);
         off += n;
         /* A plain send that took part of it may take the rest; anything else would block. */
         if (r == FLUSH_ERROR || (r == FLUSH_PARTIAL && (n == 0 || dst->tls)))
@@ -140,19 +140,19 @@ bool pconn_send_all(struct pconn *dst, const void *data, size_t len)
     return true;
 }
 
-enum flush_result pconn_flush(struct pconn *src, struct pconn *dst, int64_t *counter)
+enum flush_result conn_flush(struct pconn *src, struct pconn *dst, int64_t *counter)
 {
     struct iobuf *b = src->buf;
     if (!b || b->pos >= src->scan)
         return FLUSH_DONE;
     size_t n = 0;
-    enum flush_result r = pconn_send(dst, b->data + b->pos, src->scan - b->pos, &n);
+    enum flush_result r = conn_send(dst, b->data + b->pos, src->scan - b->pos, &n);
     if (n > 0)
-        pconn_sent(src, n, counter);
+        conn_sent(src, n, counter);
     return r;
 }
 
-void pconn_sent(struct pconn *src, size_t n, int64_t *counter)
+void conn_sent(struct pconn *src, size_t n, int64_t *counter)
 {
     struct iobuf *b = src->buf;
     b->pos += (uint32_t)n;
@@ -164,7 +164,7 @@ void pconn_sent(struct pconn *src, size_t n, int64_t *counter)
     }
 }
 
-unsigned pconn_tls_edges(struct pconn *c, unsigned what)
+unsigned conn_tls_edges(struct pconn *c, unsigned what)
 {
     if ((what & NET_IO_READABLE) && c->send_wants_read) {
         c->send_wants_read = false;
@@ -177,7 +177,7 @@ unsigned pconn_tls_edges(struct pconn *c, unsigned what)
     return what;
 }
 
-void pconn_tls_book_ok(struct pconn *c, struct tls_counters *counts)
+void conn_tls_book_ok(struct pconn *c, struct tls_counters *counts)
 {
     if (c->tls_booked)
         return;
@@ -185,7 +185,7 @@ void pconn_tls_book_ok(struct pconn *c, struct tls_counters *counts)
     counts->handshakes++;
 }
 
-void pconn_tls_book_failure(struct pconn *c, struct tls_counters *counts, enum tls_failure why)
+void conn_tls_book_failure(struct pconn *c, struct tls_counters *counts, enum tls_failure why)
 {
     if (c->tls_booked)
         return;
@@ -193,13 +193,13 @@ void pconn_tls_book_failure(struct pconn *c, struct tls_counters *counts, enum t
     counts->failures[why < TLS_FAILURE_COUNT ? why : TLS_FAILURE_OTHER]++;
 }
 
-void pconn_tls_book_close(struct pconn *c, struct tls_counters *counts)
+void conn_tls_book_close(struct pconn *c, struct tls_counters *counts)
 {
     if (c->tls)
-        pconn_tls_book_failure(c, counts, tls_failure_of(c->tls));
+        conn_tls_book_failure(c, counts, tls_failure_of(c->tls));
 }
 
-void pconn_release_if_empty(struct pooler *p, struct pconn *c)
+void conn_release_if_empty(struct pooler *p, struct pconn *c)
 {
     if (c->buf && c->buf->pos == c->buf->end) {
         iobuf_put(&p->bufs, c->buf);
@@ -208,7 +208,7 @@ void pconn_release_if_empty(struct pooler *p, struct pconn *c)
     }
 }
 
-void pconn_drop_buffer(struct pooler *p, struct pconn *c)
+void conn_drop_buffer(struct pooler *p, struct pconn *c)
 {
     if (c->buf) {
         iobuf_put(&p->bufs, c->buf);

@@ -45,7 +45,7 @@ static void sync_pools(struct pooler *p, const char *db)
         pool->db_paused = d && d->paused;
         pool->db_disabled = d && d->disabled;
         if (was_paused && !pool->db_paused)
-            pool_activate(pool);
+            handout_activate(pool);
     }
 }
 

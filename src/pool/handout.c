@@ -22,7 +22,7 @@
  * gets it. Under load servers come back far sooner, so the hot path pays nothing. */
 #define IDLE_PEEK_AFTER_US 10000
 
-int pool_db_server_count(struct pooler *p, const char *db_name)
+int handout_db_server_count(struct pooler *p, const char *db_name)
 {
     int n = 0;
     for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
@@ -33,7 +33,7 @@ int pool_db_server_count(struct pooler *p, const char *db_name)
     return n;
 }
 
-int pool_user_server_count(struct pooler *p, const char *user)
+int handout_user_server_count(struct pooler *p, const char *user)
 {
     int n = 0;
     for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
@@ -56,13 +56,13 @@ static int usable_servers(const struct pool *pool)
     return n;
 }
 
-bool pool_login_failing(const struct pool *pool)
+bool handout_login_failing(const struct pool *pool)
 {
     return pool->last_error && pool->retry_after_us > pooler_now(pool->pooler) &&
            plist_empty(&pool->login_servers) && pool->n_servers == 0;
 }
 
-bool pool_server_due_check(const struct server *s, int64_t now)
+bool handout_server_due_check(const struct server *s, int64_t now)
 {
     int64_t delay_ms = s->pool->pooler->cfg->server_check_delay_ms;
     if (delay_ms == 0)
@@ -86,8 +86,8 @@ static struct server *take_idle_server(struct pool *pool, int64_t now)
         }
         if (now - s->last_used_us >= IDLE_PEEK_AFTER_US && !server_idle_alive(s))
             continue;
-        if (pool_server_due_check(s, now)) {
-            server_change_state(s, SV_TESTED);
+        if (handout_server_due_check(s, now)) {
+            states_server_change(s, SV_TESTED);
             if (!server_send_internal_query(s, check))
                 server_close(s, "check query could not be sent");
             continue;
@@ -100,14 +100,14 @@ static struct server *take_idle_server(struct pool *pool, int64_t now)
 static void link_client(struct client *c, struct server *s)
 {
     int64_t now = pooler_now(c->pooler);
-    server_change_state(s, SV_ACTIVE);
+    states_server_change(s, SV_ACTIVE);
     if (c->state == CL_WAITING) {
         c->pool->stats.wait_time_us += now - c->state_us;
         c->pool->stats.wait_count++;
         histogram_observe(&c->pool->stats.wait_hist, now - c->state_us);
         if (now - c->state_us > c->pool->wait_max_us)
             c->pool->wait_max_us = now - c->state_us;
-        client_change_state(c, CL_ACTIVE);
+        states_client_change(c, CL_ACTIVE);
     }
     c->server = s;
     s->client = c;
@@ -123,7 +123,7 @@ static void link_client(struct client *c, struct server *s)
         c->server = NULL;
         s->client = NULL;
         server_close(s, "could not send SET");
-        client_fail(c, "08006", "server connection failed");
+        objects_client_fail(c, "08006", "server connection failed");
         return;
     }
 }
@@ -134,17 +134,17 @@ static bool may_wait_during_shutdown(struct client *c)
 {
     struct pooler *p = c->pooler;
     if (p->run_state == POOLER_SHUTDOWN_SERVERS) {
-        client_fail(c, "08P01", "server shutting down");
+        objects_client_fail(c, "08P01", "server shutting down");
         return false;
     }
     if (p->shutdown_since_us && c->id > p->shutdown_last_id) {
-        client_fail(c, "08P01", "pooler is shutting down");
+        objects_client_fail(c, "08P01", "pooler is shutting down");
         return false;
     }
     return true;
 }
 
-void pool_request_server(struct client *c)
+void handout_request_server(struct client *c)
 {
     struct pool *pool = c->pool;
     struct pooler *p = c->pooler;
@@ -160,16 +160,16 @@ void pool_request_server(struct client *c)
         }
     }
     if (c->state != CL_WAITING)
-        client_change_state(c, CL_WAITING);
+        states_client_change(c, CL_WAITING);
     /* PgBouncer's fast fail: while logins keep failing and no server is left, a client is
      * told at once instead of queueing behind a retry that is not due yet. */
-    if (pool_login_failing(pool)) {
-        client_fail(c, pool->last_sqlstate,
+    if (handout_login_failing(pool)) {
+        objects_client_fail(c, pool->last_sqlstate,
                     "server login has been failing, cached error: %s (server_login_retry)",
                     pool->last_error);
         return;
     }
-    pool_activate(pool);
+    handout_activate(pool);
 }
 
 /* Whether a server may be launched for pool now, and if not, what is in the way. */
@@ -200,10 +200,10 @@ static enum launch_verdict launch_verdict(struct pool *pool, int64_t now, bool r
     if (pool->n_servers >= limit)
         return LAUNCH_POOL_FULL;
     if (pool->max_db_connections > 0 &&
-        pool_db_server_count(p, pool->db_name) >= pool->max_db_connections)
+        handout_db_server_count(p, pool->db_name) >= pool->max_db_connections)
         return LAUNCH_DB_FULL;
     if (pool->max_user_connections > 0 &&
-        pool_user_server_count(p, pool->user_name) >= pool->max_user_connections)
+        handout_user_server_count(p, pool->user_name) >= pool->max_user_connections)
         return LAUNCH_USER_FULL;
     return LAUNCH_OK;
 }
@@ -233,7 +233,7 @@ static bool evict_idle_server(struct pool *pool, enum launch_verdict why)
     return true;
 }
 
-void pool_activate(struct pool *pool)
+void handout_activate(struct pool *pool)
 {
     struct pooler *p = pool->pooler;
     /* PAUSE and the SIGINT shutdown hand out no servers: clients queue until RESUME. */
@@ -280,7 +280,7 @@ void pool_activate(struct pool *pool)
     }
 }
 
-void pool_keep_min_size(struct pool *pool)
+void handout_keep_min_size(struct pool *pool)
 {
     struct pooler *p = pool->pooler;
     if (p->run_state != POOLER_RUNNING || pool->min_pool_size <= 0)
@@ -296,7 +296,7 @@ void pool_keep_min_size(struct pool *pool)
     }
 }
 
-void pool_fail_waiters(struct pool *pool)
+void handout_fail_waiters(struct pool *pool)
 {
     /* A server still in use keeps the pool working: its clients go on, and the waiting ones
      * get it in turn. Servers marked to be closed do not count: they leave once released. */
@@ -304,10 +304,10 @@ void pool_fail_waiters(struct pool *pool)
         return;
     struct plist *n;
     while ((n = plist_first(&pool->waiting_login_clients)) != NULL)
-        client_fail(plist_entry(n, struct client, node), pool->last_sqlstate, "%s",
+        objects_client_fail(plist_entry(n, struct client, node), pool->last_sqlstate, "%s",
                     pool->last_error);
     while ((n = plist_first(&pool->waiting_clients)) != NULL)
-        client_fail(plist_entry(n, struct client, node), pool->last_sqlstate, "%s",
+        objects_client_fail(plist_entry(n, struct client, node), pool->last_sqlstate, "%s",
                     pool->last_error);
 }
 
@@ -317,10 +317,10 @@ void pool_fail_waiters(struct pool *pool)
  * gets the server (params sync), so clients never see it. */
 #define POOL_IDLE_APPLICATION_NAME SNAPSHOT_PGWARDEN_APP_PREFIX
 
-bool pool_probe_server(struct server *s)
+bool handout_probe_server(struct server *s)
 {
     struct pooler *p = s->pool->pooler;
-    server_change_state(s, SV_TESTED);
+    states_server_change(s, SV_TESTED);
     s->probe_start_us = pooler_now(p);
     const struct pstr *app = s->params[PARAM_APPLICATION_NAME];
     const char *check = p->cfg->server_check_query;
@@ -332,12 +332,12 @@ bool pool_probe_server(struct server *s)
         check = sql;
     if (server_send_internal_query(s, check))
         return true;
-    pool_note_probe(s, false, "probe could not be sent");
+    handout_note_probe(s, false, "probe could not be sent");
     server_close(s, "health probe could not be sent");
     return false;
 }
 
-void pool_note_probe(struct server *s, bool ok, const char *error)
+void handout_note_probe(struct server *s, bool ok, const char *error)
 {
     if (!s->probe_start_us)
         return;
@@ -362,7 +362,7 @@ static bool server_expired(const struct server *s, int64_t now)
     return s->expire_us && now >= s->expire_us;
 }
 
-void pool_server_ready(struct server *s)
+void handout_server_ready(struct server *s)
 {
     struct pool *pool = s->pool;
     int64_t now = pooler_now(pool->pooler);
@@ -371,12 +371,12 @@ void pool_server_ready(struct server *s)
     if (s->close_needed || (s->used_since_ready && server_expired(s, now))) {
         server_close(s,
                      s->close_needed ? "database configuration changed" : "server lifetime over");
-        pool_activate(pool);
+        handout_activate(pool);
         return;
     }
     s->last_used_us = now;
     s->used_since_ready = false;
-    server_change_state(s, SV_IDLE);
+    states_server_change(s, SV_IDLE);
     if (pool->auth_lookup) {
         auth_lookup_pump(pool); /* its only users */
         return;
@@ -386,10 +386,10 @@ void pool_server_ready(struct server *s)
         while ((n = plist_first(&pool->waiting_login_clients)) != NULL)
             client_finish_login(plist_entry(n, struct client, node));
     }
-    pool_activate(pool);
+    handout_activate(pool);
 }
 
-void pool_release_server(struct server *s)
+void handout_release_server(struct server *s)
 {
     struct client *c = s->client;
     struct pool *pool = s->pool;
@@ -405,23 +405,23 @@ void pool_release_server(struct server *s)
     if (s->cancels_in_flight > 0) {
         /* A cancel aimed at this client's query may still land; nobody else may get the
          * server until it has. */
-        server_change_state(s, SV_BEING_CANCELED);
+        states_server_change(s, SV_BEING_CANCELED);
         return;
     }
     if (s->close_needed || server_expired(s, now)) {
         server_close(s,
                      s->close_needed ? "database configuration changed" : "server lifetime over");
-        pool_activate(pool);
+        handout_activate(pool);
         return;
     }
     if (reset && p->cfg->server_reset_query[0]) {
         /* DISCARD ALL drops prepared statements too: forget what the server had. */
-        server_stmts_free(&s->stmts);
-        server_change_state(s, SV_TESTED);
+        prepared_server_free_all(&s->stmts);
+        states_server_change(s, SV_TESTED);
         if (!server_send_internal_query(s, p->cfg->server_reset_query))
             server_close(s, "reset query could not be sent");
         return;
     }
-    server_change_state(s, SV_IDLE);
-    pool_activate(pool);
+    states_server_change(s, SV_IDLE);
+    handout_activate(pool);
 }

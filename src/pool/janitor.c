@@ -52,10 +52,10 @@ static void fail_waiting(struct pool *pool, struct plist *list, int64_t now)
             continue;
         /* A wait that ends because logins keep failing says so. */
         if (pool->last_error)
-            client_fail(c, "08P01", "%s (server login has been failing: %s)", why,
+            objects_client_fail(c, "08P01", "%s (server login has been failing: %s)", why,
                         pool->last_error);
         else
-            client_fail(c, "08P01", "%s", why);
+            objects_client_fail(c, "08P01", "%s", why);
     }
 }
 
@@ -81,7 +81,7 @@ static void notify_queued(struct pool *pool, int64_t now)
         wire_buf_init(&b, out, sizeof(out));
         wire_build_notice(&b, "NOTICE", "00000", QUEUED_NOTICE);
         if (!client_send_raw(c, out, b.len))
-            client_close(c, "could not send the queue notice");
+            objects_client_close(c, "could not send the queue notice");
     }
 }
 
@@ -98,7 +98,7 @@ static void fast_close(struct pool *pool)
         struct server *s = plist_entry(n, struct server, node);
         if (s->close_needed && s->client && s->xact == WIRE_XACT_IDLE && !server_owes_answers(s) &&
             client_is_quiet(s->client))
-            client_fail(s->client, "08P01", "database configuration changed");
+            objects_client_fail(s->client, "08P01", "database configuration changed");
     }
 }
 
@@ -121,7 +121,7 @@ static void check_pool(struct pool *pool, int64_t now)
         if (!s) {
             if (pool->client_idle_timeout_ms > 0 &&
                 now - c->active_us > pool->client_idle_timeout_ms * 1000)
-                client_fail(c, "08P01", "client_idle_timeout");
+                objects_client_fail(c, "08P01", "client_idle_timeout");
             continue;
         }
         bool busy = server_owes_answers(s);
@@ -129,21 +129,21 @@ static void check_pool(struct pool *pool, int64_t now)
         int64_t began = c->query_us > c->request_us ? c->query_us : c->request_us;
         if (busy && pool->query_timeout_ms > 0 && began &&
             now - began > pool->query_timeout_ms * 1000) {
-            client_fail(c, "57014", "query timeout (query_timeout)");
+            objects_client_fail(c, "57014", "query timeout (query_timeout)");
             continue;
         }
         /* Idle in a transaction since the server's last ReadyForQuery (PgBouncer counts
          * from the server's side: a long query is not idleness). */
         if (!busy && s->xact != WIRE_XACT_IDLE && pool->idle_transaction_timeout_ms > 0 &&
             now - s->ready_us > pool->idle_transaction_timeout_ms * 1000) {
-            client_fail(c, "25P03", "idle transaction timeout (idle_transaction_timeout)");
+            objects_client_fail(c, "25P03", "idle transaction timeout (idle_transaction_timeout)");
             continue;
         }
         /* From the transaction's first request (request_us: the first message after the
          * last transaction ended), busy or idle. */
         if (pool->transaction_timeout_ms > 0 && c->request_us &&
             now - c->request_us > pool->transaction_timeout_ms * 1000)
-            client_fail(c, "25P04", "transaction timeout (transaction_timeout)");
+            objects_client_fail(c, "25P04", "transaction timeout (transaction_timeout)");
     }
 
     plist_for_each_safe(n, tmp, &pool->login_servers)
@@ -172,8 +172,8 @@ static void check_pool(struct pool *pool, int64_t now)
             server_close(s, "server idle timeout");
     }
 
-    pool_keep_min_size(pool);
-    pool_activate(pool);
+    handout_keep_min_size(pool);
+    handout_activate(pool);
 }
 
 /* A forced-user database with a min_pool_size has its pool before any client comes, so that
@@ -187,7 +187,7 @@ static void create_forced_pools(struct pooler *p)
         const struct pooler_db_config *db = &cfg->dbs[i];
         int min = db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size;
         if (db->user && min > 0 && strcmp(db->name, "*") != 0 &&
-            !pool_get(p, db, db->name, db->user))
+            !objects_pool_get(p, db, db->name, db->user))
             log_warning("pool", "%s/%s: out of memory for the pool", db->name, db->user);
     }
 }
@@ -324,7 +324,7 @@ void janitor_run(void *arg)
         struct client *c = plist_entry(n, struct client, node);
         if (cfg->client_login_timeout_ms > 0 &&
             now - c->connect_us > cfg->client_login_timeout_ms * 1000)
-            client_fail(c, "08P01", "client_login_timeout");
+            objects_client_fail(c, "08P01", "client_login_timeout");
     }
     create_forced_pools(p);
     for (n = p->pools.next; n != &p->pools; n = n->next)

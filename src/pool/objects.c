@@ -22,7 +22,7 @@
 
 /* ---- pools ---- */
 
-/* The strings pool_apply_config copies from the config, built whole before any is swapped in. */
+/* The strings objects_pool_apply_config copies from the config, built whole before any is swapped in. */
 struct pool_strings {
     char *host;
     char *host_names;
@@ -50,7 +50,7 @@ static void pool_strings_free(struct pool_strings *ps)
     memset(ps, 0, sizeof(*ps));
 }
 
-void pooler_init_lists(struct pooler *p)
+void objects_init_pooler_lists(struct pooler *p)
 {
     plist_init(&p->pools);
     plist_init(&p->login_clients);
@@ -61,7 +61,7 @@ void pooler_init_lists(struct pooler *p)
     plist_init(&p->flush_servers);
 }
 
-bool pool_apply_config(struct pool *pool)
+bool objects_pool_apply_config(struct pool *pool)
 {
     const struct pooler_config *cfg = pool->pooler->cfg;
     const struct pooler_db_config *db = pooler_config_find_db(cfg, pool->db_name);
@@ -209,23 +209,23 @@ static struct pool *find_or_make(struct pooler *p, const struct pooler_db_config
     pool->server_db = strdup("");
     pool->server_user = strdup("");
     if (!pool->db_name || !pool->user_name || !pool->server_db || !pool->server_user) {
-        pool_free(pool);
+        objects_pool_free(pool);
         return NULL;
     }
-    pool_init_lists(pool);
-    if (!pool_apply_config(pool) || !pool->host) {
-        pool_free(pool);
+    states_init_pool_lists(pool);
+    if (!objects_pool_apply_config(pool) || !pool->host) {
+        objects_pool_free(pool);
         return NULL;
     }
     control_apply(pool);
     plist_append(&p->pools, &pool->node);
     (void)db;
     log_debug("pool", "new %spool %s/%s (%s mode, size %d)", auth_lookup ? "auth_query " : "",
-              db_name, user, pool_mode_name(pool->mode), pool->pool_size);
+              db_name, user, pooler_config_pool_mode_name(pool->mode), pool->pool_size);
     return pool;
 }
 
-struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
+struct pool *objects_pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
                       const char *user)
 {
     /* A database with a forced user has one pool, keyed by that user (PgBouncer keys pools
@@ -236,7 +236,7 @@ struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const
     return find_or_make(p, db, db_name, user, false);
 }
 
-struct pool *pool_get_auth(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
+struct pool *objects_pool_get_auth(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
                            const char *auth_user)
 {
     return find_or_make(p, db, db_name, auth_user, true);
@@ -278,7 +278,7 @@ static int user_client_count(const struct pooler *p, const char *user)
     return n;
 }
 
-const char *pool_login_refusal(const struct pool *pool, const char *login_user,
+const char *objects_login_refusal(const struct pool *pool, const char *login_user,
                                const char **sqlstate)
 {
     const struct pooler *p = pool->pooler;
@@ -307,7 +307,7 @@ const char *pool_login_refusal(const struct pool *pool, const char *login_user,
     return NULL;
 }
 
-void pool_free(struct pool *pool)
+void objects_pool_free(struct pool *pool)
 {
     free(pool->db_name);
     free(pool->user_name);
@@ -325,14 +325,14 @@ void pool_free(struct pool *pool)
     free(pool->welcome);
     free(pool->last_error);
     for (int i = 0; i < PARAM_COUNT; i++)
-        pstr_unref(pool->defaults[i]);
+        params_unref(pool->defaults[i]);
     memset(pool->scram_client_key, 0, sizeof(pool->scram_client_key));
     free(pool);
 }
 
 /* ---- clients ---- */
 
-struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
+struct client *objects_client_new(struct pooler *p, int fd, const struct net_addr *addr)
 {
     struct client *c = calloc(1, sizeof(*c));
     if (!c)
@@ -345,7 +345,7 @@ struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
     plist_init(&c->flush_node);
     plist_init(&c->node);
     p->n_clients++;
-    client_change_state(c, CL_LOGIN);
+    states_client_change(c, CL_LOGIN);
     /* Read before registering: the client usually sent its first packet (SSLRequest or
      * StartupMessage) before we accepted, so answering now saves a loop turn and a wake-up
      * per connection. Registering afterwards is safe with edge triggering: epoll reports
@@ -355,18 +355,18 @@ struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr)
     /* Refused already: freed with the other closed clients. */
     if (c->state == CL_JUSTFREE)
         return c;
-    pconn_release_if_empty(p, &c->conn); /* nothing arrived yet: hold no buffer meanwhile */
+    conn_release_if_empty(p, &c->conn); /* nothing arrived yet: hold no buffer meanwhile */
     /* Read interest only: registering for writes too would report the new socket writable at
      * once, a wake-up and loop turn for nothing on every connection; partial sends ask for
      * the writable edge (client_want_writable). */
     c->conn.io = net_io_new(p->loop, fd, c->conn.want_write ? NET_IO_EDGE_RW : NET_IO_EDGE_READ,
                             client_io_cb, c);
     if (!c->conn.io)
-        client_fail(c, "53200", "out of memory: cannot watch the socket");
+        objects_client_fail(c, "53200", "out of memory: cannot watch the socket");
     return c;
 }
 
-struct client *client_find(struct pooler *p, uint64_t id)
+struct client *objects_client_find(struct pooler *p, uint64_t id)
 {
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         struct pool *pool = plist_entry(n, struct pool, node);
@@ -382,7 +382,7 @@ struct client *client_find(struct pooler *p, uint64_t id)
     return NULL;
 }
 
-void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
+void objects_client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 {
     if (c->state == CL_JUSTFREE)
         return;
@@ -398,7 +398,7 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
                  "client %llu: closing without an error message (it is inside a "
                  "result message): %s %s",
                  (unsigned long long)c->id, sqlstate, msg);
-        client_close(c, msg);
+        objects_client_close(c, msg);
         return;
     }
     uint8_t out[700];
@@ -410,10 +410,10 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
                  sqlstate, msg);
     if (!b.overflow && !client_send_raw(c, out, b.len))
         log_debug("pool", "client %llu: error message not delivered", (unsigned long long)c->id);
-    client_close(c, msg);
+    objects_client_close(c, msg);
 }
 
-void client_close(struct client *c, const char *reason)
+void objects_client_close(struct client *c, const char *reason)
 {
     if (c->state == CL_JUSTFREE)
         return;
@@ -436,7 +436,7 @@ void client_close(struct client *c, const char *reason)
         server_drop_undelivered_result(s);
         if (!unsent && server_is_clean(s) &&
             !(s->conn.buf && s->conn.buf->pos < s->conn.buf->end)) {
-            pool_release_server(s);
+            handout_release_server(s);
         } else {
             c->server = NULL;
             s->client = NULL;
@@ -444,7 +444,7 @@ void client_close(struct client *c, const char *reason)
         }
         c->server = NULL;
     }
-    client_unregister_cancel(c);
+    cancel_unregister_client(c);
     client_login_free(c);
     if (c->console) {
         console_out_free(c->console);
@@ -453,10 +453,10 @@ void client_close(struct client *c, const char *reason)
     }
     free(c->console_wait_db);
     c->console_wait_db = NULL;
-    client_stmts_free(&p->stmts, &c->stmts);
-    pconn_drop_buffer(p, &c->conn);
+    prepared_client_free_all(&p->stmts, &c->stmts);
+    conn_drop_buffer(p, &c->conn);
     for (int i = 0; i < PARAM_COUNT; i++) {
-        pstr_unref(c->params[i]);
+        params_unref(c->params[i]);
         c->params[i] = NULL;
     }
     if (c->pool) {
@@ -464,18 +464,18 @@ void client_close(struct client *c, const char *reason)
         c->pool->stats.clients_closed++;
     }
     p->n_clients--;
-    client_change_state(c, CL_JUSTFREE);
-    pooler_schedule_reap(p);
+    states_client_change(c, CL_JUSTFREE);
+    objects_schedule_reap(p);
 }
 
 /* ---- freeing after the loop turn ---- */
 
 static void reap_cb(void *arg)
 {
-    pooler_reap(arg);
+    objects_reap(arg);
 }
 
-void pooler_schedule_reap(struct pooler *p)
+void objects_schedule_reap(struct pooler *p)
 {
     if (!p->reaper) {
         p->reaper = net_timer_new(p->loop, reap_cb, p);
@@ -488,27 +488,27 @@ void pooler_schedule_reap(struct pooler *p)
     }
 }
 
-void pooler_reap(struct pooler *p)
+void objects_reap(struct pooler *p)
 {
     struct plist *n;
     p->reap_scheduled = false;
     cancel_reqs_expire(p, 0); /* frees finished cancel connections only */
     while ((n = plist_first(&p->justfree_clients)) != NULL) {
         struct client *c = plist_entry(n, struct client, node);
-        client_change_state(c, CL_FREE);
+        states_client_change(c, CL_FREE);
         plist_remove(&c->flush_node); /* closed before its deferred send ran */
         net_io_free(c->conn.io);
-        pconn_tls_book_close(&c->conn, &p->tls_client_counts);
+        conn_tls_book_close(&c->conn, &p->tls_client_counts);
         tls_conn_free(c->conn.tls); /* its close_notify needs the socket */
         close(c->conn.fd);
         free(c);
     }
     while ((n = plist_first(&p->justfree_servers)) != NULL) {
         struct server *s = plist_entry(n, struct server, node);
-        server_change_state(s, SV_FREE);
+        states_server_change(s, SV_FREE);
         plist_remove(&s->flush_node); /* closed before its deferred send ran */
         net_io_free(s->conn.io);
-        pconn_tls_book_close(&s->conn, &p->tls_server_counts);
+        conn_tls_book_close(&s->conn, &p->tls_server_counts);
         tls_conn_free(s->conn.tls);
         if (s->conn.fd >= 0)
             close(s->conn.fd);

@@ -5,19 +5,19 @@
 
 #include "pool/pool.h"
 
-struct pool *pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
+struct pool *objects_pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
                       const char *user);
 /* auth_user's own pool in db_name, apart from the pool clients logging in as auth_user use
  * (auth_lookup.c runs auth_query on its servers). */
-struct pool *pool_get_auth(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
+struct pool *objects_pool_get_auth(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
                            const char *auth_user);
 /* Applies (possibly new) config values to an existing pool; marks servers close_needed when
  * the connection target changed. False when out of memory: the error is logged and the pool
  * keeps the settings it had (a reload then leaves it on the old ones). */
-bool pool_apply_config(struct pool *pool);
+bool objects_pool_apply_config(struct pool *pool);
 /* Empties the lists of a pooler being set up (serve, and the session fuzzer's harness). */
-void pooler_init_lists(struct pooler *p);
-void pool_free(struct pool *pool);
+void objects_init_pooler_lists(struct pooler *p);
+void objects_pool_free(struct pool *pool);
 /* Why a client that authenticated as login_user for pool (the admin pool for a console login)
  * may not log in now, or NULL; *sqlstate is set with a reason. Refused: a login to a database
  * while the pooler shuts down (SHUTDOWN WAIT_FOR_SERVERS / WAIT_FOR_CLIENTS, SIGINT,
@@ -26,20 +26,20 @@ void pool_free(struct pool *pool);
  * max_user_client_connections (clients that logged in as login_user, console ones included).
  * Who is exempt (PgBouncer: admin users on the console) is the caller's to decide. Called
  * before the client is counted in pool. The returned string is static. */
-const char *pool_login_refusal(const struct pool *pool, const char *login_user,
+const char *objects_login_refusal(const struct pool *pool, const char *login_user,
                                const char **sqlstate);
 
-struct client *client_new(struct pooler *p, int fd, const struct net_addr *addr);
+struct client *objects_client_new(struct pooler *p, int fd, const struct net_addr *addr);
 /* The logged-in client with this id (as SHOW CLIENTS prints it) in any pool, or NULL. */
-struct client *client_find(struct pooler *p, uint64_t id);
+struct client *objects_client_find(struct pooler *p, uint64_t id);
 /* Sends an ErrorResponse (best effort) and closes. */
-void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
+void objects_client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Closes the connection; its server is released when clean, closed otherwise. */
-void client_close(struct client *c, const char *reason);
+void objects_client_close(struct client *c, const char *reason);
 
-/* Closed clients and servers (JUSTFREE) are freed by pooler_reap after the loop turn. */
-void pooler_schedule_reap(struct pooler *p);
-void pooler_reap(struct pooler *p);
+/* Closed clients and servers (JUSTFREE) are freed by objects_reap after the loop turn. */
+void objects_schedule_reap(struct pooler *p);
+void objects_reap(struct pooler *p);
 
 #endif

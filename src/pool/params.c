@@ -148,24 +148,24 @@ static struct pstr *intern(const char *s, size_t len, bool sql)
     return p;
 }
 
-struct pstr *pstr_intern(const char *s)
+struct pstr *params_intern(const char *s)
 {
     return intern(s, strlen(s), false);
 }
 
-struct pstr *pstr_intern_sql(const char *s, size_t len)
+struct pstr *params_intern_sql(const char *s, size_t len)
 {
     return intern(s, len, true);
 }
 
-struct pstr *pstr_ref(struct pstr *p)
+struct pstr *params_ref(struct pstr *p)
 {
     if (p)
         p->refs++;
     return p;
 }
 
-void pstr_unref(struct pstr *p)
+void params_unref(struct pstr *p)
 {
     if (!p || --p->refs > 0)
         return;
@@ -176,21 +176,21 @@ void pstr_unref(struct pstr *p)
     free(p);
 }
 
-void pstr_set(struct pstr **slot, const char *value)
+void params_set(struct pstr **slot, const char *value)
 {
-    struct pstr *n = pstr_intern(value);
+    struct pstr *n = params_intern(value);
     if (!n)
         return;
-    pstr_unref(*slot);
+    params_unref(*slot);
     *slot = n;
 }
 
-void pstr_assign(struct pstr **slot, struct pstr *value)
+void params_assign(struct pstr **slot, struct pstr *value)
 {
     if (*slot == value)
         return;
-    pstr_unref(*slot);
-    *slot = pstr_ref(value);
+    params_unref(*slot);
+    *slot = params_ref(value);
 }
 
 /* A value as SQL: the text of an SQL value as it is; a string as a literal, '' quoted, or E''

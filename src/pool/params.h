@@ -58,16 +58,16 @@ bool params_tracked(int id);
  * longer listed keep their slots but are tracked no more. Starts as "IntervalStyle". */
 void params_track_extra(const char *list);
 
-/* Interned copy with one reference taken (NULL on out of memory); release with pstr_unref. */
-struct pstr *pstr_intern(const char *s);
+/* Interned copy with one reference taken (NULL on out of memory); release with params_unref. */
+struct pstr *params_intern(const char *s);
 /* The same for SQL text of len bytes (an SQL value list). */
-struct pstr *pstr_intern_sql(const char *s, size_t len);
-struct pstr *pstr_ref(struct pstr *p);
-void pstr_unref(struct pstr *p);
+struct pstr *params_intern_sql(const char *s, size_t len);
+struct pstr *params_ref(struct pstr *p);
+void params_unref(struct pstr *p);
 /* Replaces *slot with an interned value (keeps the old one on out of memory). */
-void pstr_set(struct pstr **slot, const char *value);
+void params_set(struct pstr **slot, const char *value);
 /* Replaces *slot with another reference (NULL allowed). */
-void pstr_assign(struct pstr **slot, struct pstr *value);
+void params_assign(struct pstr **slot, struct pstr *value);
 
 /* Appends to sql what takes a session from have to want: "SET name='value';" where want has a
  * value that differs from have, "RESET name;" where want has none and have has one. Returns

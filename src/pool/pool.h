@@ -2,7 +2,7 @@
  * the header of the file that implements them (states.h, objects.h, handout.h, batch.h,
  * cancel.h, client.h, server.h, conn.h, janitor.h, serve.h).
  *
- * State is the list an object sits on: client_change_state() and server_change_state()
+ * State is the list an object sits on: states_client_change() and states_server_change()
  * (states.h) are the only writers of the state field, and they check every move against a
  * table of legal transitions.
  *
@@ -84,7 +84,7 @@ struct pconn {
     bool send_now;        /* the flusher is pumping its deferred send: send, do not defer again */
     bool want_write;      /* registered for writable edges: a send was partial (or a TLS read
                              waits for the writable edge) */
-    /* TLS only: an operation waits for the other edge than its own (pconn_tls_edges). */
+    /* TLS only: an operation waits for the other edge than its own (conn_tls_edges). */
     bool read_wants_write; /* a read needs the writable edge before it can go on */
     bool send_wants_read;  /* a send needs the readable edge before it can go on */
     bool tls_booked;       /* its handshake's outcome is in the pooler's tls_*_counts */
@@ -121,7 +121,7 @@ struct client {
     struct net_addr addr;
     uint32_t xacts;         /* transactions served (released servers) */
     int64_t hold_us;        /* server time held by those transactions */
-    uint8_t state;          /* enum client_state: written only by client_change_state */
+    uint8_t state;          /* enum client_state: written only by states_client_change */
     uint8_t console_access; /* enum console_access for admin console clients */
     uint8_t console_wait;   /* enum console_wait: a command whose answer waits (PAUSE, ...) */
     char *console_wait_db;  /* owned: the database it waits for, NULL = all */
@@ -168,7 +168,7 @@ struct server {
     int64_t probe_start_us;    /* a health probe is in flight since then (0 = none) */
     bool reading_slots;        /* the pooler's query for the server's usable slots is due */
     uint16_t cancels_in_flight;
-    uint8_t state;         /* enum server_state: written only by server_change_state */
+    uint8_t state;         /* enum server_state: written only by states_server_change */
     uint8_t xact;          /* last ReadyForQuery status */
     bool close_needed;     /* config changed or lifetime over: close when released */
     bool welcome_source;   /* its login ParameterStatus messages become the pool's welcome */
@@ -352,7 +352,7 @@ struct pooler {
     struct live_manager *manager; /* owned: the engine run on these pools (live/live_manager.h) */
     struct net_timer *reaper;     /* owned: frees closed objects after the loop turn */
     /* Sends held back to the end of the loop turn, after every ready socket was read (see
-     * pooler_defer_send): clients' scanned requests, and servers' finished results whose
+     * batch_defer_send): clients' scanned requests, and servers' finished results whose
      * ReadyForQuery releases the server once they are sent. */
     struct plist flush_clients;
     struct plist flush_servers;

@@ -8,7 +8,7 @@
 
 #include "proto/wire.h"
 
-bool stmt_registry_init(struct stmt_registry *r)
+bool prepared_registry_init(struct stmt_registry *r)
 {
     r->n_buckets = 1024;
     r->buckets = calloc(r->n_buckets, sizeof(*r->buckets));
@@ -25,13 +25,13 @@ bool stmt_registry_init(struct stmt_registry *r)
     return true;
 }
 
-size_t stmt_registry_name(const struct stmt_registry *r, uint64_t id, char out[STMT_NAME_MAX])
+size_t prepared_registry_name(const struct stmt_registry *r, uint64_t id, char out[STMT_NAME_MAX])
 {
     int n = snprintf(out, STMT_NAME_MAX, "pgw_%s_%llu", r->secret, (unsigned long long)id);
     return n < 0 ? 0 : (size_t)n;
 }
 
-void stmt_registry_destroy(struct stmt_registry *r)
+void prepared_registry_destroy(struct stmt_registry *r)
 {
     for (size_t i = 0; r->buckets && i < r->n_buckets; i++) {
         struct prepared_stmt *st = r->buckets[i];
@@ -45,7 +45,7 @@ void stmt_registry_destroy(struct stmt_registry *r)
     r->buckets = NULL;
 }
 
-bool stmt_registry_owns_name(const struct stmt_registry *r, const char *name)
+bool prepared_registry_owns_name(const struct stmt_registry *r, const char *name)
 {
     size_t n = strlen(r->secret);
     return !strncmp(name, "pgw_", 4) && !strncmp(name + 4, r->secret, n) && name[4 + n] == '_';
@@ -61,7 +61,7 @@ static uint32_t hash_bytes(const uint8_t *p, size_t len)
     return h;
 }
 
-struct prepared_stmt *stmt_registry_get(struct stmt_registry *r, const uint8_t *body, size_t len)
+struct prepared_stmt *prepared_registry_get(struct stmt_registry *r, const uint8_t *body, size_t len)
 {
     uint32_t h = hash_bytes(body, len);
     struct prepared_stmt **bucket = &r->buckets[h % r->n_buckets];
@@ -77,7 +77,7 @@ struct prepared_stmt *stmt_registry_get(struct stmt_registry *r, const uint8_t *
     st->id = ++r->next_id;
     st->hash = h;
     st->refs = 1;
-    st->name_len = (uint8_t)stmt_registry_name(r, st->id, st->name);
+    st->name_len = (uint8_t)prepared_registry_name(r, st->id, st->name);
     st->body_len = len;
     memcpy(st->body, body, len);
     st->next = *bucket;
@@ -86,7 +86,7 @@ struct prepared_stmt *stmt_registry_get(struct stmt_registry *r, const uint8_t *
     return st;
 }
 
-void stmt_unref(struct stmt_registry *r, struct prepared_stmt *st)
+void prepared_stmt_unref(struct stmt_registry *r, struct prepared_stmt *st)
 {
     if (!st || --st->refs > 0)
         return;
@@ -100,7 +100,7 @@ void stmt_unref(struct stmt_registry *r, struct prepared_stmt *st)
     free(st);
 }
 
-struct client_stmt *client_stmt_find(struct client_stmt *list, const char *name)
+struct client_stmt *prepared_client_find(struct client_stmt *list, const char *name)
 {
     for (; list; list = list->next)
         if (!strcmp(list->name, name))
@@ -108,23 +108,23 @@ struct client_stmt *client_stmt_find(struct client_stmt *list, const char *name)
     return NULL;
 }
 
-struct client_stmt *client_stmt_set(struct stmt_registry *r, struct client_stmt **list,
+struct client_stmt *prepared_client_set(struct stmt_registry *r, struct client_stmt **list,
                                     const char *name, struct prepared_stmt *st)
 {
     static uint32_t seq;
-    struct client_stmt *cs = client_stmt_find(*list, name);
+    struct client_stmt *cs = prepared_client_find(*list, name);
     if (!cs) {
         size_t n = strlen(name);
         cs = malloc(sizeof(*cs) + n + 1);
         if (!cs) {
-            stmt_unref(r, st);
+            prepared_stmt_unref(r, st);
             return NULL;
         }
         memcpy(cs->name, name, n + 1);
         cs->next = *list;
         *list = cs;
     } else {
-        stmt_unref(r, cs->stmt);
+        prepared_stmt_unref(r, cs->stmt);
     }
     cs->stmt = st;
     cs->seq = ++seq;
@@ -132,30 +132,30 @@ struct client_stmt *client_stmt_set(struct stmt_registry *r, struct client_stmt 
     return cs;
 }
 
-void client_stmt_remove(struct stmt_registry *r, struct client_stmt **list, const char *name)
+void prepared_client_remove(struct stmt_registry *r, struct client_stmt **list, const char *name)
 {
     for (struct client_stmt **link = list; *link; link = &(*link)->next) {
         if (!strcmp((*link)->name, name)) {
             struct client_stmt *cs = *link;
             *link = cs->next;
-            stmt_unref(r, cs->stmt);
+            prepared_stmt_unref(r, cs->stmt);
             free(cs);
             return;
         }
     }
 }
 
-void client_stmts_free(struct stmt_registry *r, struct client_stmt **list)
+void prepared_client_free_all(struct stmt_registry *r, struct client_stmt **list)
 {
     while (*list) {
         struct client_stmt *cs = *list;
         *list = cs->next;
-        stmt_unref(r, cs->stmt);
+        prepared_stmt_unref(r, cs->stmt);
         free(cs);
     }
 }
 
-struct server_stmt *server_stmts_find(struct server_stmts *s, uint64_t id)
+struct server_stmt *prepared_server_find(struct server_stmts *s, uint64_t id)
 {
     for (uint32_t i = 0; i < s->n; i++)
         if (s->e[i].id == id)
@@ -163,7 +163,7 @@ struct server_stmt *server_stmts_find(struct server_stmts *s, uint64_t id)
     return NULL;
 }
 
-void server_stmts_touch(struct server_stmts *s, struct server_stmt *e)
+void prepared_server_touch(struct server_stmts *s, struct server_stmt *e)
 {
     e->last_use = ++s->clock;
 }
@@ -171,7 +171,7 @@ void server_stmts_touch(struct server_stmts *s, struct server_stmt *e)
 /* The entry of id, added when missing (unverified). */
 static struct server_stmt *find_or_add(struct server_stmts *s, uint64_t id)
 {
-    struct server_stmt *e = server_stmts_find(s, id);
+    struct server_stmt *e = prepared_server_find(s, id);
     if (e)
         return e;
     if (s->n == s->cap) {
@@ -194,28 +194,28 @@ static bool record(struct server_stmts *s, uint64_t id, bool verified)
     if (!e)
         return false;
     e->verified = verified;
-    server_stmts_touch(s, e);
+    prepared_server_touch(s, e);
     return true;
 }
 
-bool server_stmts_prepared(struct server_stmts *s, uint64_t id)
+bool prepared_server_prepared(struct server_stmts *s, uint64_t id)
 {
     return record(s, id, true);
 }
 
-bool server_stmts_add(struct server_stmts *s, uint64_t id)
+bool prepared_server_add(struct server_stmts *s, uint64_t id)
 {
     return record(s, id, false);
 }
 
-void server_stmts_remove(struct server_stmts *s, uint64_t id)
+void prepared_server_remove(struct server_stmts *s, uint64_t id)
 {
-    struct server_stmt *e = server_stmts_find(s, id);
+    struct server_stmt *e = prepared_server_find(s, id);
     if (e)
         *e = s->e[--s->n];
 }
 
-uint64_t server_stmts_victim(const struct server_stmts *s, uint32_t max)
+uint64_t prepared_server_victim(const struct server_stmts *s, uint32_t max)
 {
     if (s->n == 0 || s->n < max)
         return 0;
@@ -232,7 +232,7 @@ static int by_last_use(const void *a, const void *b)
     return x->last_use < y->last_use ? -1 : x->last_use > y->last_use;
 }
 
-uint32_t server_stmts_victims(const struct server_stmts *s, uint32_t max, uint64_t *out,
+uint32_t prepared_server_victims(const struct server_stmts *s, uint32_t max, uint64_t *out,
                               uint32_t cap)
 {
     if (max == 0)
@@ -243,12 +243,12 @@ uint32_t server_stmts_victims(const struct server_stmts *s, uint32_t max, uint64
     if (want > cap)
         want = cap;
     if (want == 1) {
-        out[0] = server_stmts_victim(s, max);
+        out[0] = prepared_server_victim(s, max);
         return 1;
     }
     struct server_stmt *sorted = malloc(s->n * sizeof(*sorted));
     if (!sorted) {
-        out[0] = server_stmts_victim(s, max); /* one at a time, as before */
+        out[0] = prepared_server_victim(s, max); /* one at a time, as before */
         return 1;
     }
     memcpy(sorted, s->e, s->n * sizeof(*sorted));
@@ -259,21 +259,21 @@ uint32_t server_stmts_victims(const struct server_stmts *s, uint32_t max, uint64
     return want;
 }
 
-void server_stmts_distrust(struct server_stmts *s)
+void prepared_server_distrust(struct server_stmts *s)
 {
     s->suspect = true;
     for (uint32_t i = 0; i < s->n; i++)
         s->e[i].verified = false;
 }
 
-void server_stmts_free(struct server_stmts *s)
+void prepared_server_free_all(struct server_stmts *s)
 {
     free(s->e);
     s->e = NULL;
     s->n = s->cap = 0;
 }
 
-bool unnamed_stmt_foreign(const struct unnamed_stmt *u, uint64_t client, uint8_t type)
+bool prepared_unnamed_foreign(const struct unnamed_stmt *u, uint64_t client, uint8_t type)
 {
     if (u->client == 0 || u->client == client)
         return false;
@@ -283,12 +283,12 @@ bool unnamed_stmt_foreign(const struct unnamed_stmt *u, uint64_t client, uint8_t
            type != WIRE_FE_COPY_FAIL;
 }
 
-void unnamed_stmt_closed(struct unnamed_stmt *u)
+void prepared_unnamed_closed(struct unnamed_stmt *u)
 {
     u->client = 0;
 }
 
-void unnamed_stmt_note(struct unnamed_stmt *u, uint64_t client, uint8_t type, const uint8_t *body,
+void prepared_unnamed_note(struct unnamed_stmt *u, uint64_t client, uint8_t type, const uint8_t *body,
                        uint32_t have)
 {
     /* Without the first body byte the name is unknown: assume it is empty (the cost of being

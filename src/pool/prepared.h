@@ -50,25 +50,25 @@ struct stmt_registry {
 };
 
 /* False on out of memory or when no random secret can be drawn. */
-bool stmt_registry_init(struct stmt_registry *r);
+bool prepared_registry_init(struct stmt_registry *r);
 /* The server-side name of statement id; returns its length. */
-size_t stmt_registry_name(const struct stmt_registry *r, uint64_t id, char out[STMT_NAME_MAX]);
-void stmt_registry_destroy(struct stmt_registry *r);
+size_t prepared_registry_name(const struct stmt_registry *r, uint64_t id, char out[STMT_NAME_MAX]);
+void prepared_registry_destroy(struct stmt_registry *r);
 /* True when name is one the pooler gives its statements ("pgw_<secret>_..."): a client may
  * know it only by reading pg_prepared_statements, and must not use it. */
-bool stmt_registry_owns_name(const struct stmt_registry *r, const char *name);
+bool prepared_registry_owns_name(const struct stmt_registry *r, const char *name);
 /* The shared statement for a Parse body (query\0 + types), with a reference taken. */
-struct prepared_stmt *stmt_registry_get(struct stmt_registry *r, const uint8_t *body, size_t len);
-void stmt_unref(struct stmt_registry *r, struct prepared_stmt *st);
+struct prepared_stmt *prepared_registry_get(struct stmt_registry *r, const uint8_t *body, size_t len);
+void prepared_stmt_unref(struct stmt_registry *r, struct prepared_stmt *st);
 
 /* The client's statement called name, or NULL. */
-struct client_stmt *client_stmt_find(struct client_stmt *list, const char *name);
+struct client_stmt *prepared_client_find(struct client_stmt *list, const char *name);
 /* Binds name to st in the client's list (replacing an older binding), unconfirmed and with a
  * new seq; takes over the reference. NULL on out of memory (the reference is then dropped). */
-struct client_stmt *client_stmt_set(struct stmt_registry *r, struct client_stmt **list,
+struct client_stmt *prepared_client_set(struct stmt_registry *r, struct client_stmt **list,
                                     const char *name, struct prepared_stmt *st);
-void client_stmt_remove(struct stmt_registry *r, struct client_stmt **list, const char *name);
-void client_stmts_free(struct stmt_registry *r, struct client_stmt **list);
+void prepared_client_remove(struct stmt_registry *r, struct client_stmt **list, const char *name);
+void prepared_client_free_all(struct stmt_registry *r, struct client_stmt **list);
 
 /* Which statements a server has prepared, with when each was last used (small sets bounded by
  * max_prepared_statements, linear search). */
@@ -90,27 +90,27 @@ struct server_stmts {
     bool suspect;
 };
 /* The entry of id, or NULL. */
-struct server_stmt *server_stmts_find(struct server_stmts *s, uint64_t id);
+struct server_stmt *prepared_server_find(struct server_stmts *s, uint64_t id);
 /* Marks an entry used now. */
-void server_stmts_touch(struct server_stmts *s, struct server_stmt *e);
+void prepared_server_touch(struct server_stmts *s, struct server_stmt *e);
 /* Records id as prepared by the pooler's own Parse (verified). False on out of memory. */
-bool server_stmts_prepared(struct server_stmts *s, uint64_t id);
+bool prepared_server_prepared(struct server_stmts *s, uint64_t id);
 /* A Close of id that the server skipped, or a Parse replacing a statement it held that it
  * skipped: the statement stays (or is back). Whether it is the pooler's own is not known, so
  * it is recorded unverified and re-created before its next use. False on out of memory. */
-bool server_stmts_add(struct server_stmts *s, uint64_t id);
-void server_stmts_remove(struct server_stmts *s, uint64_t id);
+bool prepared_server_add(struct server_stmts *s, uint64_t id);
+void prepared_server_remove(struct server_stmts *s, uint64_t id);
 /* The least recently used statement to close before one more is prepared when the server
  * holds max or more (0 = none to close). */
-uint64_t server_stmts_victim(const struct server_stmts *s, uint32_t max);
+uint64_t prepared_server_victim(const struct server_stmts *s, uint32_t max);
 /* The statements to close, least recently used first, so that one more fits within max
  * (after max_prepared_statements was lowered, more than one); at most cap of them go to out.
  * Returns how many. */
-uint32_t server_stmts_victims(const struct server_stmts *s, uint32_t max, uint64_t *out,
+uint32_t prepared_server_victims(const struct server_stmts *s, uint32_t max, uint64_t *out,
                               uint32_t cap);
 /* SQL-level PREPARE or DEALLOCATE ran: every statement must be re-created before use. */
-void server_stmts_distrust(struct server_stmts *s);
-void server_stmts_free(struct server_stmts *s);
+void prepared_server_distrust(struct server_stmts *s);
+void prepared_server_free_all(struct server_stmts *s);
 
 /* The unnamed statement (a Parse with an empty name) is never renamed, and PostgreSQL keeps
  * it past the end of the transaction: it lives until the next unnamed Parse or simple Query
@@ -137,12 +137,12 @@ struct unnamed_stmt {
     uint64_t client; /* id of the client that may have left one, 0 = nobody may have */
 };
 /* Whether a Close('S', "") must go to the server ahead of a message of this type from
- * client. The caller then sends it and calls unnamed_stmt_closed. */
-bool unnamed_stmt_foreign(const struct unnamed_stmt *u, uint64_t client, uint8_t type);
-void unnamed_stmt_closed(struct unnamed_stmt *u);
+ * client. The caller then sends it and calls prepared_unnamed_closed. */
+bool prepared_unnamed_foreign(const struct unnamed_stmt *u, uint64_t client, uint8_t type);
+void prepared_unnamed_closed(struct unnamed_stmt *u);
 /* A message of client goes to the server; body holds have bytes of it. A Parse whose name
  * may be empty marks the statement the client's. */
-void unnamed_stmt_note(struct unnamed_stmt *u, uint64_t client, uint8_t type, const uint8_t *body,
+void prepared_unnamed_note(struct unnamed_stmt *u, uint64_t client, uint8_t type, const uint8_t *body,
                        uint32_t have);
 
 #endif

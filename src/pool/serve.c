@@ -258,7 +258,7 @@ static void accept_cb(int fd, unsigned what, void *arg)
         return;
     }
     unmap_ipv4(&addr);
-    if (!client_new(p, cfd, &addr)) {
+    if (!objects_client_new(p, cfd, &addr)) {
         /* Out of memory for this one client: it is told so (net_refuse closes the socket), the
          * others are not affected. */
         uint8_t buf[128];
@@ -383,7 +383,7 @@ static void close_listeners(struct pooler *p)
 static void resume_all(struct pooler *p)
 {
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next)
-        pool_activate(plist_entry(n, struct pool, node));
+        handout_activate(plist_entry(n, struct pool, node));
 }
 
 static void begin_shutdown(struct pooler *p, enum pooler_run_state how, const char *sig)
@@ -424,7 +424,7 @@ static void on_sigquit(void *arg)
     net_loop_stop(p->loop);
 }
 
-void pooler_pause(struct pooler *p)
+void serve_pause(struct pooler *p)
 {
     if (p->run_state == POOLER_RUNNING) {
         log_info("serve", "pausing: no servers are handed out until resumed");
@@ -432,7 +432,7 @@ void pooler_pause(struct pooler *p)
     }
 }
 
-void pooler_resume(struct pooler *p)
+void serve_resume(struct pooler *p)
 {
     if (p->run_state == POOLER_PAUSED) {
         log_info("serve", "resuming");
@@ -441,13 +441,13 @@ void pooler_resume(struct pooler *p)
     }
 }
 
-void pooler_shutdown_when(struct pooler *p, bool wait_for_clients)
+void serve_shutdown_when(struct pooler *p, bool wait_for_clients)
 {
     begin_shutdown(p, wait_for_clients ? POOLER_SHUTDOWN_CLIENTS : POOLER_SHUTDOWN_SERVERS,
                    wait_for_clients ? "SHUTDOWN WAIT_FOR_CLIENTS" : "SHUTDOWN WAIT_FOR_SERVERS");
 }
 
-void pooler_shutdown(struct pooler *p)
+void serve_shutdown(struct pooler *p)
 {
     log_info("serve", "SHUTDOWN requested on the admin console");
     net_loop_stop(p->loop);
@@ -520,12 +520,12 @@ static void apply_config(struct pooler *p)
 {
     params_track_extra(p->cfg->track_extra_parameters);
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next)
-        pool_apply_config(plist_entry(n, struct pool, node));
+        objects_pool_apply_config(plist_entry(n, struct pool, node));
     apply_logging(p->cfg, extra_verbose);
     apply_tcp_opts(p->cfg); /* new server connections; accepted clients inherit the listener's */
 }
 
-bool pooler_reload(struct pooler *p, char *err, size_t err_len)
+bool serve_reload(struct pooler *p, char *err, size_t err_len)
 {
     struct pooler_config *next = calloc(1, sizeof(*next));
     if (!next) {
@@ -580,7 +580,7 @@ static void find_value(void *ctx, const char *key, const char *value, const char
         kv->value = strdup(value);
 }
 
-bool pooler_set(struct pooler *p, const char *key, const char *value, char *err, size_t err_len)
+bool serve_set(struct pooler *p, const char *key, const char *value, char *err, size_t err_len)
 {
     /* A TLS key is kept only when its side's context builds: the old value is put back
      * otherwise, and err says why (a bad file, a missing key). */
@@ -616,7 +616,7 @@ bool pooler_set(struct pooler *p, const char *key, const char *value, char *err,
 static void on_sigusr1(void *arg)
 {
     log_info("serve", "SIGUSR1");
-    pooler_pause(arg);
+    serve_pause(arg);
 }
 
 static void on_sigusr2(void *arg)
@@ -627,14 +627,14 @@ static void on_sigusr2(void *arg)
         return;
     }
     log_info("serve", "SIGUSR2");
-    pooler_resume(p);
+    serve_resume(p);
 }
 
 static void on_sighup(void *arg)
 {
     char err[1024];
     log_info("serve", "SIGHUP: reloading");
-    (void)pooler_reload(arg, err, sizeof(err));
+    (void)serve_reload(arg, err, sizeof(err));
 }
 
 /* ---- teardown ---- */
@@ -652,11 +652,11 @@ static struct pool *admin_pool_new(struct pooler *p)
     pool->host = strdup("");
     pool->server_db = strdup("");
     pool->server_user = strdup("");
-    pool_init_lists(pool);
+    states_init_pool_lists(pool);
     plist_init(&pool->node);
     if (!pool->db_name || !pool->user_name || !pool->host || !pool->server_db ||
         !pool->server_user) {
-        pool_free(pool);
+        objects_pool_free(pool);
         return NULL;
     }
     return pool;
@@ -671,10 +671,10 @@ static void close_everything(struct pooler *p)
     control_free(p);
     struct plist *n;
     while ((n = plist_first(&p->login_clients)) != NULL)
-        client_close(plist_entry(n, struct client, node), "shutdown");
+        objects_client_close(plist_entry(n, struct client, node), "shutdown");
     if (p->admin_pool) {
         while ((n = plist_first(&p->admin_pool->active_clients)) != NULL)
-            client_close(plist_entry(n, struct client, node), "shutdown");
+            objects_client_close(plist_entry(n, struct client, node), "shutdown");
     }
     for (n = p->pools.next; n != &p->pools; n = n->next) {
         struct pool *pool = plist_entry(n, struct pool, node);
@@ -683,7 +683,7 @@ static void close_everything(struct pooler *p)
         for (size_t i = 0; i < 3; i++) {
             struct plist *m;
             while ((m = plist_first(lists[i])) != NULL)
-                client_fail(plist_entry(m, struct client, node), "57P01",
+                objects_client_fail(plist_entry(m, struct client, node), "57P01",
                             "pgwarden is shutting down");
         }
         struct plist *slists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
@@ -694,14 +694,14 @@ static void close_everything(struct pooler *p)
                 server_close(plist_entry(m, struct server, node), "shutdown");
         }
     }
-    pooler_reap(p);
+    objects_reap(p);
     cancel_reqs_free_all(p);
     while ((n = plist_first(&p->pools)) != NULL) {
         plist_remove(n);
-        pool_free(plist_entry(n, struct pool, node));
+        objects_pool_free(plist_entry(n, struct pool, node));
     }
     if (p->admin_pool) {
-        pool_free(p->admin_pool);
+        objects_pool_free(p->admin_pool);
         p->admin_pool = NULL;
     }
 }
@@ -842,7 +842,7 @@ int serve_main(int argc, char **argv)
     apply_tcp_opts(p.cfg);
     signal(SIGPIPE, SIG_IGN);
 
-    pooler_init_lists(&p);
+    objects_init_pooler_lists(&p);
     iobuf_cache_init(&p.bufs, (uint32_t)p.cfg->pkt_buf);
     /* About one bucket per allowed client: the table's pages are touched as keys spread over
      * it, so an oversized table would show up as memory per idle client. */
@@ -852,7 +852,7 @@ int serve_main(int argc, char **argv)
     p.cancel_table = calloc(p.cancel_buckets, sizeof(*p.cancel_table));
     p.loop = net_loop_new();
     p.admin_pool = admin_pool_new(&p);
-    if (!p.cancel_table || !p.loop || !stmt_registry_init(&p.stmts) || !p.admin_pool) {
+    if (!p.cancel_table || !p.loop || !prepared_registry_init(&p.stmts) || !p.admin_pool) {
         startup_failed("cannot create the event loop");
         goto out;
     }
@@ -908,7 +908,7 @@ int serve_main(int argc, char **argv)
              PGWARDEN_VERSION, p.cfg->listen_addr, p.cfg->listen_port,
              p.unix_path[0] ? " and " : "", p.unix_path,
              p.cfg->auth_type == POOLER_AUTH_TRUST ? "trust auth" : "password auth",
-             pool_mode_name(p.cfg->pool_mode), net_loop_backend(p.loop));
+             pooler_config_pool_mode_name(p.cfg->pool_mode), net_loop_backend(p.loop));
     process_daemon_ready();
     if (!net_loop_run(p.loop)) {
         fprintf(stderr, "pgwarden serve: event loop failed\n");
@@ -933,7 +933,7 @@ out:
     tls_context_free(p.client_tls);
     tls_context_free(p.server_tls);
     iobuf_cache_destroy(&p.bufs);
-    stmt_registry_destroy(&p.stmts);
+    prepared_registry_destroy(&p.stmts);
     free(p.cancel_table);
     pooler_config_free(p.cfg);
     free(p.cfg);

@@ -17,15 +17,15 @@ struct pooler;
 int serve_main(int argc, char **argv);
 
 /* ---- pooler actions (PAUSE, RESUME, RELOAD, SHUTDOWN on the admin console) ---- */
-void pooler_pause(struct pooler *p);
-void pooler_resume(struct pooler *p);
+void serve_pause(struct pooler *p);
+void serve_resume(struct pooler *p);
 /* Returns false with the reason in err when the new configuration was refused. */
-bool pooler_reload(struct pooler *p, char *err, size_t err_len);
+bool serve_reload(struct pooler *p, char *err, size_t err_len);
 /* SET key = value: changes one key of the running configuration (until the next RELOAD) and
  * applies it; false with the reason in err when refused (nothing changed then). */
-bool pooler_set(struct pooler *p, const char *key, const char *value, char *err, size_t err_len);
-void pooler_shutdown(struct pooler *p);
+bool serve_set(struct pooler *p, const char *key, const char *value, char *err, size_t err_len);
+void serve_shutdown(struct pooler *p);
 /* SHUTDOWN WAIT_FOR_SERVERS (false) / WAIT_FOR_CLIENTS (true): as SIGINT / SIGTERM. */
-void pooler_shutdown_when(struct pooler *p, bool wait_for_clients);
+void serve_shutdown_when(struct pooler *p, bool wait_for_clients);
 
 #endif

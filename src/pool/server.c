@@ -103,7 +103,7 @@ static void note_command_tag(struct server *s, const char *body, uint32_t len)
         if (STMT_TAGS[i].all_dropped)
             s->stmts.n = 0;
         else
-            server_stmts_distrust(&s->stmts);
+            prepared_server_distrust(&s->stmts);
         return;
     }
 }
@@ -112,8 +112,8 @@ static void forget_stmt(void *ctx, enum owed_msg msg, uint64_t id)
 {
     struct server *s = ctx;
     if (msg == OWED_PARSE)
-        server_stmts_remove(&s->stmts, id);
-    else if (!server_stmts_add(&s->stmts, id)) /* a skipped Close: the statement stays */
+        prepared_server_remove(&s->stmts, id);
+    else if (!prepared_server_add(&s->stmts, id)) /* a skipped Close: the statement stays */
         s->close_needed = true;
 }
 
@@ -139,7 +139,7 @@ bool server_is_clean(const struct server *s)
  * buffer; failing to send them at once means the connection is unusable. */
 bool server_send_raw(struct server *s, const void *data, size_t len)
 {
-    return pconn_send_all(&s->conn, data, len);
+    return conn_send_all(&s->conn, data, len);
 }
 
 bool server_send_internal_query(struct server *s, const char *sql)
@@ -349,7 +349,7 @@ bool server_launch(struct pool *pool)
         free(s);
         free(l);
         if (unresolved && pool->n_hosts <= 1) /* as in resolved_cb */
-            pool_fail_waiters(pool);
+            handout_fail_waiters(pool);
         return false;
     }
     if (pending)
@@ -358,7 +358,7 @@ bool server_launch(struct pool *pool)
     s->expire_us = life ? s->connect_us + life : 0;
     pool->n_servers++;
     pool->stats.servers_created++;
-    server_change_state(s, SV_LOGIN);
+    states_server_change(s, SV_LOGIN);
     log_debug("pool", "server %llu: %s %s:%d for %s/%s", (unsigned long long)s->id,
               pending ? "resolving" : "connecting to", host, pool->port, pool->db_name,
               pool->user_name);
@@ -378,14 +378,14 @@ void server_close(struct server *s, const char *reason)
     else
         log_debug("pool", "server %llu %s/%s: closing because: %s (age=%llds)",
                   (unsigned long long)s->id, pool->db_name, pool->user_name, reason, age_s);
-    pool_note_probe(s, false, reason);  /* a probe in flight failed with its server */
+    handout_note_probe(s, false, reason);  /* a probe in flight failed with its server */
     auth_lookup_server_gone(s, reason); /* and so did an auth_query */
     if (s->client) {
         struct client *c = s->client;
         c->output_torn |= server_mid_message(s);
         s->client = NULL;
         c->server = NULL;
-        client_fail(c, "08006", "server connection closed: %s", reason);
+        objects_client_fail(c, "08006", "server connection closed: %s", reason);
     }
     /* A polite Terminate lets PostgreSQL end the backend without logging an error. */
     if (s->state != SV_LOGIN && s->conn.fd >= 0) {
@@ -398,17 +398,17 @@ void server_close(struct server *s, const char *reason)
     }
     cancel_reqs_forget_server(p, s);
     server_login_free(s);
-    server_stmts_free(&s->stmts);
+    prepared_server_free_all(&s->stmts);
     owed_reset(&s->owed);
-    pconn_drop_buffer(p, &s->conn);
+    conn_drop_buffer(p, &s->conn);
     for (int i = 0; i < PARAM_COUNT; i++) {
-        pstr_unref(s->params[i]);
+        params_unref(s->params[i]);
         s->params[i] = NULL;
     }
     pool->n_servers--;
     pool->stats.servers_closed++;
-    server_change_state(s, SV_JUSTFREE);
-    pooler_schedule_reap(p);
+    states_server_change(s, SV_JUSTFREE);
+    objects_schedule_reap(p);
 }
 
 /* What a failed login means for the clients waiting for the pool (PgBouncer's rules):
@@ -417,7 +417,7 @@ void server_close(struct server *s, const char *reason)
  *   broke off the login (a refused        server_login_retry (their wait is bounded by
  *   connect, a close, connect timeout,    query_timeout / query_wait_timeout); new clients
  *   a garbled message)                    meanwhile are told the error at once
- *                                         (pool_login_failing)
+ *                                         (handout_login_failing)
  *   57P03 (starting up, shutting down)    clients stay queued; nobody is told
  *   refused: an ErrorResponse, no usable  every waiting client gets the error now: a
  *   credentials (28xxx), and, where       retry would only meet the same answer
@@ -437,7 +437,7 @@ static void end_login(struct server *s, bool refused, const char *sqlstate, cons
     server_close(s, msg);
     auth_lookup_login_failed(pool, msg);
     if (refused && sqlstate && strcmp(sqlstate, SQLSTATE_CANNOT_CONNECT_NOW) != 0)
-        pool_fail_waiters(pool);
+        handout_fail_waiters(pool);
 }
 
 /* The login broke off: unreachable server, a close, a protocol error. */
@@ -532,7 +532,7 @@ static bool handle_auth(struct server *s, const uint8_t *body, size_t len)
     case WIRE_AUTH_OK:
         return true;
     case WIRE_AUTH_CLEARTEXT:
-        if (!pw || auth_secret_kind(pw) != AUTH_SECRET_PLAIN) {
+        if (!pw || auth_file_secret_kind(pw) != AUTH_SECRET_PLAIN) {
             login_refused(s, "28P01", "server asked for a cleartext password; none is configured");
             return false;
         }
@@ -577,7 +577,7 @@ static bool handle_auth(struct server *s, const uint8_t *body, size_t len)
             r = scram_client_start(&l->scram, "", NULL, pool->scram_client_key,
                                    pool->scram_server_key, out, sizeof(out), &out_len, err,
                                    sizeof(err));
-        } else if (pw && auth_secret_kind(pw) == AUTH_SECRET_PLAIN) {
+        } else if (pw && auth_file_secret_kind(pw) == AUTH_SECRET_PLAIN) {
             r = scram_client_start(&l->scram, "", pw, NULL, NULL, out, sizeof(out), &out_len, err,
                                    sizeof(err));
         } else {
@@ -638,8 +638,8 @@ static void login_complete(struct server *s)
         pool->welcome_len = l->welcome_len;
         l->welcome = NULL;
         for (int i = 0; i < PARAM_COUNT; i++) {
-            pstr_unref(pool->defaults[i]);
-            pool->defaults[i] = pstr_ref(s->params[i]);
+            params_unref(pool->defaults[i]);
+            pool->defaults[i] = params_ref(s->params[i]);
         }
         pool->welcome_ready = true;
     }
@@ -653,7 +653,7 @@ static void login_complete(struct server *s)
     int64_t now = pooler_now(pool->pooler);
     bool read_slots = !pool->slots_read_us || now - pool->slots_read_us > SLOTS_REREAD_US;
     if (read_slots || pool->connect_query) {
-        server_change_state(s, SV_TESTED);
+        states_server_change(s, SV_TESTED);
         if (read_slots) {
             pool->slots_read_us = now;
             s->reading_slots = true;
@@ -666,7 +666,7 @@ static void login_complete(struct server *s)
             server_close(s, "connect_query could not be sent");
         return;
     }
-    pool_server_ready(s);
+    handout_server_ready(s);
 }
 
 /* ---- TLS to the server ---- */
@@ -739,7 +739,7 @@ static bool read_ssl_answer(struct server *s)
     struct pooler *p = s->pool->pooler;
     if (!s->conn.may_read)
         return false;
-    switch (pconn_fill(p, &s->conn)) {
+    switch (conn_fill(p, &s->conn)) {
     case FILL_OK:
         break;
     case FILL_AGAIN:
@@ -757,7 +757,7 @@ static bool read_ssl_answer(struct server *s)
     struct iobuf *b = s->conn.buf;
     uint8_t answer = b->data[b->pos];
     bool more = b->end - b->pos > 1;
-    pconn_drop_buffer(p, &s->conn);
+    conn_drop_buffer(p, &s->conn);
     if (answer == 'S' && !more) {
         struct tls_context *ctx = server_tls_context(s);
         char err[300];
@@ -779,7 +779,7 @@ static bool read_ssl_answer(struct server *s)
     if (answer == 'N' && !more) {
         struct tls_context *ctx = server_tls_context(s);
         if (ctx && tls_context_sslmode(ctx) >= TLS_REQUIRE) {
-            pconn_tls_book_failure(&s->conn, &p->tls_server_counts, TLS_FAILURE_PROTOCOL);
+            conn_tls_book_failure(&s->conn, &p->tls_server_counts, TLS_FAILURE_PROTOCOL);
             char msg[160];
             snprintf(msg, sizeof(msg), "server does not accept TLS (server_tls_sslmode = %s)",
                      tls_sslmode_name(tls_context_sslmode(ctx)));
@@ -826,7 +826,7 @@ static bool server_tls_handshake(struct server *s)
         login_refused(s, "08006", msg);
         return false;
     }
-    pconn_tls_book_ok(&s->conn, &s->pool->pooler->tls_server_counts);
+    conn_tls_book_ok(&s->conn, &s->pool->pooler->tls_server_counts);
     tls_describe(s->conn.tls, msg, sizeof(msg));
     log_debug("pool", "server %llu: TLS established: %s", (unsigned long long)s->id, msg);
     if (!send_startup(s)) {
@@ -864,7 +864,7 @@ static void login_event(struct server *s, unsigned what)
         return;
     for (;;) {
         if (s->conn.may_read) {
-            enum fill_result r = pconn_fill(p, &s->conn);
+            enum fill_result r = conn_fill(p, &s->conn);
             if (r == FILL_EOF || r == FILL_ERROR) {
                 login_failed(s, NULL, "server closed the connection during login");
                 return;
@@ -904,7 +904,7 @@ static void login_event(struct server *s, unsigned what)
                 }
                 int id = params_lookup(name);
                 if (id >= 0)
-                    pstr_set(&s->params[id], value);
+                    params_set(&s->params[id], value);
                 enum welcome_result w = welcome_append(s, msg, WIRE_HEADER_LEN + len);
                 if (w == WELCOME_NO_MEMORY) {
                     login_failed(s, "53200", "out of memory");
@@ -943,7 +943,7 @@ static void login_event(struct server *s, unsigned what)
                     login_refused(s, "08P01", "unexpected data after server login");
                     return;
                 }
-                pconn_drop_buffer(p, &s->conn);
+                conn_drop_buffer(p, &s->conn);
                 login_complete(s);
                 return;
             }
@@ -960,7 +960,7 @@ static void login_event(struct server *s, unsigned what)
         if (!s->conn.may_read)
             break;
     }
-    pconn_release_if_empty(p, &s->conn);
+    conn_release_if_empty(p, &s->conn);
 }
 
 /* ---- server → client ---- */
@@ -981,7 +981,7 @@ void server_drop_undelivered_result(struct server *s)
     s->conn.scan = 0;
     s->deferred_scan = SSCAN_OK;
     plist_remove(&s->flush_node);
-    pconn_release_if_empty(s->pool->pooler, &s->conn);
+    conn_release_if_empty(s->pool->pooler, &s->conn);
 }
 
 static enum server_scan_result server_scan(struct server *s)
@@ -1082,7 +1082,7 @@ static enum server_scan_result server_scan(struct server *s)
                 return SSCAN_BAD;
             int id = params_lookup(name);
             if (id >= 0)
-                pstr_set(&s->params[id], value); /* the client's: client_note_server_message */
+                params_set(&s->params[id], value); /* the client's: client_note_server_message */
             break;
         }
         case WIRE_BE_ERROR:
@@ -1109,7 +1109,7 @@ static enum server_scan_result server_scan(struct server *s)
                  * block (no PREPARE/DEALLOCATE tag to see) changed them. Re-create before
                  * next use. */
                 if (e.sqlstate && (!strcmp(e.sqlstate, "26000") || !strcmp(e.sqlstate, "42P05")))
-                    server_stmts_distrust(&s->stmts);
+                    prepared_server_distrust(&s->stmts);
                 /* The backend exits after a FATAL: read on to its end now rather than trust
                  * a short read (its reset may already be queued behind these bytes). */
                 if (e.severity && (!strcmp(e.severity, "FATAL") || !strcmp(e.severity, "PANIC")))
@@ -1169,11 +1169,11 @@ void server_pump(struct server *s)
             return;
         bool progressed = false;
         if (s->conn.may_read) {
-            enum fill_result r = pconn_fill(p, &s->conn);
+            enum fill_result r = conn_fill(p, &s->conn);
             if (r == FILL_EOF || r == FILL_ERROR) {
                 server_close(s, r == FILL_EOF ? "server closed the connection"
                                               : "server connection error");
-                pool_activate(pool);
+                handout_activate(pool);
                 return;
             }
             if (r == FILL_NO_MEMORY) {
@@ -1203,14 +1203,14 @@ void server_pump(struct server *s)
         }
         struct client *c = s->client;
         if (c) {
-            /* A finished result goes out at the end of the loop turn (pooler_defer_result),
+            /* A finished result goes out at the end of the loop turn (batch_defer_result),
              * after every ready socket was read; the release waits for it. */
             if (sr == SSCAN_RELEASE && !s->conn.send_now && b->pos < s->conn.scan &&
-                pooler_defer_result(s)) {
+                batch_defer_result(s)) {
                 s->deferred_scan = (uint8_t)sr;
                 return;
             }
-            switch (pconn_flush(&s->conn, &c->conn, &pool->stats.bytes_sent)) {
+            switch (conn_flush(&s->conn, &c->conn, &pool->stats.bytes_sent)) {
             case FLUSH_DONE:
                 c->output_blocked_us = 0;
                 break;
@@ -1228,7 +1228,7 @@ void server_pump(struct server *s)
                  * the release pending so closing the client releases it, not closes it. */
                 if (sr == SSCAN_RELEASE)
                     s->deferred_scan = (uint8_t)sr;
-                client_close(c, "could not send to client");
+                objects_client_close(c, "could not send to client");
                 return;
             }
         } else if (b->pos == b->end) {
@@ -1242,25 +1242,25 @@ void server_pump(struct server *s)
             continue;
         case SSCAN_BAD:
             server_close(s, "protocol violation from server");
-            pool_activate(pool);
+            handout_activate(pool);
             return;
         case SSCAN_INTERNAL_ERROR:
-            pool_note_probe(s, false, "probe query failed on the server");
+            handout_note_probe(s, false, "probe query failed on the server");
             server_close(s, "pooler query failed on server");
-            pool_activate(pool);
+            handout_activate(pool);
             return;
         case SSCAN_INTERNAL_DONE:
             auth_lookup_query_done(s);
-            pool_note_probe(s, true, NULL);
-            pool_server_ready(s);
+            handout_note_probe(s, true, NULL);
+            handout_server_ready(s);
             continue;
         case SSCAN_NO_XACT_BLOCKS:
             /* As PgBouncer: the open transaction dies with its server. */
-            client_fail(c, "08P01", "transaction blocks not allowed in statement pooling mode");
-            pool_activate(pool);
+            objects_client_fail(c, "08P01", "transaction blocks not allowed in statement pooling mode");
+            handout_activate(pool);
             return;
         case SSCAN_RELEASE: {
-            pool_release_server(s);
+            handout_release_server(s);
             /* A client that already sent its next request competes for a server again. */
             if (c && c->state == CL_ACTIVE && !c->server && c->conn.buf &&
                 c->conn.buf->pos < c->conn.buf->end)
@@ -1295,7 +1295,7 @@ void server_pump(struct server *s)
         if (s->state == SV_JUSTFREE)
             return;
     }
-    pconn_release_if_empty(p, &s->conn);
+    conn_release_if_empty(p, &s->conn);
 }
 
 void server_io_cb(int fd, unsigned what, void *arg)
@@ -1305,7 +1305,7 @@ void server_io_cb(int fd, unsigned what, void *arg)
     if (s->state == SV_JUSTFREE)
         return;
     if (s->conn.tls)
-        what = pconn_tls_edges(&s->conn, what);
+        what = conn_tls_edges(&s->conn, what);
     if (what & NET_IO_CLOSED)
         s->conn.closing = true;
     if (what & NET_IO_READABLE)

@@ -37,12 +37,12 @@ static const bool SERVER_MOVES[SV_STATE_COUNT][SV_STATE_COUNT] = {
     [SV_JUSTFREE] = {[SV_FREE] = true},
 };
 
-const char *client_state_name(enum client_state st)
+const char *states_client_name(enum client_state st)
 {
     return st < CL_STATE_COUNT ? CLIENT_STATE_NAMES[st] : "?";
 }
 
-const char *server_state_name(enum server_state st)
+const char *states_server_name(enum server_state st)
 {
     return st < SV_STATE_COUNT ? SERVER_STATE_NAMES[st] : "?";
 }
@@ -67,14 +67,14 @@ static struct plist *client_list_for(struct client *c, enum client_state st)
     return NULL;
 }
 
-void client_change_state(struct client *c, enum client_state next)
+void states_client_change(struct client *c, enum client_state next)
 {
     enum client_state prev = (enum client_state)c->state;
     log_trace("pool", "client %llu going from %s to %s", (unsigned long long)c->id,
-              client_state_name(prev), client_state_name(next));
+              states_client_name(prev), states_client_name(next));
     if (!CLIENT_MOVES[prev][next])
         log_error("pool", "client %llu: illegal state change %s -> %s", (unsigned long long)c->id,
-                  client_state_name(prev), client_state_name(next));
+                  states_client_name(prev), states_client_name(next));
     if (prev != CL_FREE)
         plist_remove(&c->node);
     c->state = (uint8_t)next;
@@ -107,14 +107,14 @@ static struct plist *server_list_for(struct server *s, enum server_state st)
     return NULL;
 }
 
-void server_change_state(struct server *s, enum server_state next)
+void states_server_change(struct server *s, enum server_state next)
 {
     enum server_state prev = (enum server_state)s->state;
     log_trace("pool", "server %llu going from %s to %s", (unsigned long long)s->id,
-              server_state_name(prev), server_state_name(next));
+              states_server_name(prev), states_server_name(next));
     if (!SERVER_MOVES[prev][next])
         log_error("pool", "server %llu: illegal state change %s -> %s", (unsigned long long)s->id,
-                  server_state_name(prev), server_state_name(next));
+                  states_server_name(prev), states_server_name(next));
     if (prev != SV_FREE)
         plist_remove(&s->node);
     s->state = (uint8_t)next;
@@ -130,7 +130,7 @@ void server_change_state(struct server *s, enum server_state next)
         plist_append(list, &s->node);
 }
 
-void pool_init_lists(struct pool *pool)
+void states_init_pool_lists(struct pool *pool)
 {
     plist_init(&pool->waiting_login_clients);
     plist_init(&pool->active_clients);

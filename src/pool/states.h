@@ -5,15 +5,15 @@
 
 #include "pool/pool.h"
 
-const char *client_state_name(enum client_state st);
-const char *server_state_name(enum server_state st);
+const char *states_client_name(enum client_state st);
+const char *states_server_name(enum server_state st);
 /* Moves the object to the list of next, stamps state_us, traces the move and logs an error
  * for a move the table does not allow. */
-void client_change_state(struct client *c, enum client_state next);
-void server_change_state(struct server *s, enum server_state next);
+void states_client_change(struct client *c, enum client_state next);
+void states_server_change(struct server *s, enum server_state next);
 
 /* Makes every client and server list of a new pool empty (real pools and the admin
  * console's pseudo-pool alike). */
-void pool_init_lists(struct pool *pool);
+void states_init_pool_lists(struct pool *pool);
 
 #endif

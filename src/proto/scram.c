@@ -966,7 +966,7 @@ void scram_client_clear(struct scram_client *st)
     scram_client_init(st);
 }
 
-static enum scram_result client_fail(struct scram_client *st, enum scram_result r, char *err,
+static enum scram_result objects_client_fail(struct scram_client *st, enum scram_result r, char *err,
                                      size_t err_len, const char *msg)
 {
     st->phase = SCRAM_CLIENT_FAILED;
@@ -986,23 +986,23 @@ static enum scram_result client_start(struct scram_client *st, const char *user,
     struct outbuf o = {.data = out, .cap = out_cap};
 
     if (st->phase != SCRAM_CLIENT_INIT)
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "SCRAM client exchange already started");
     if (out == NULL || out_len == NULL)
-        return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "no output buffer");
+        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "no output buffer");
     if ((password != NULL) == (client_key != NULL || server_key != NULL) ||
         (client_key != NULL) != (server_key != NULL))
-        return client_fail(st, SCRAM_BAD_SECRET, err, err_len,
+        return objects_client_fail(st, SCRAM_BAD_SECRET, err, err_len,
                            "SCRAM client needs either a password or both keys");
     if (user == NULL)
         user = "";
     if (strlen(user) > MAX_CLIENT_USER_LEN)
-        return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "user name too long");
+        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "user name too long");
 
     if (password != NULL) {
         st->password = strdup(password);
         if (st->password == NULL)
-            return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "out of memory");
+            return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "out of memory");
     } else {
         memcpy(st->client_key, client_key, SCRAM_KEY_LEN);
         memcpy(st->server_key, server_key, SCRAM_KEY_LEN);
@@ -1022,10 +1022,10 @@ static enum scram_result client_start(struct scram_client *st, const char *user,
     out_str(&o, ",r=");
     out_str(&o, nonce);
     if (o.overflow)
-        return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "SCRAM output buffer too small");
+        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "SCRAM output buffer too small");
     st->client_first_bare = dup_mem(out + 3, o.len - 3);
     if (st->client_first_bare == NULL)
-        return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "out of memory");
+        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "out of memory");
     st->client_nonce_len = strlen(nonce);
     *out_len = o.len;
     st->phase = SCRAM_CLIENT_FIRST_SENT;
@@ -1040,7 +1040,7 @@ enum scram_result scram_client_start(struct scram_client *st, const char *user,
     char nonce[SCRAM_OUT_MAX];
 
     if (!random_nonce(nonce))
-        return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "could not generate nonce");
+        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "could not generate nonce");
     return client_start(st, user, password, client_key, server_key, nonce, out, out_cap, out_len,
                         err, err_len);
 }
@@ -1053,7 +1053,7 @@ enum scram_result scram_client_start_with_nonce(struct scram_client *st, const c
 {
     if (client_nonce == NULL || strlen(client_nonce) > MAX_FIXED_NONCE_LEN ||
         !valid_nonce(client_nonce, strlen(client_nonce)))
-        return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "invalid fixed client nonce");
+        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "invalid fixed client nonce");
     return client_start(st, user, password, client_key, server_key, client_nonce, out, out_cap,
                         out_len, err, err_len);
 }
@@ -1074,37 +1074,37 @@ enum scram_result scram_client_continue(struct scram_client *st, const char *ser
     struct outbuf o = {.data = out, .cap = out_cap};
 
     if (st->phase != SCRAM_CLIENT_FIRST_SENT)
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "unexpected SCRAM server-first message");
     if (out == NULL || out_len == NULL)
-        return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "no output buffer");
+        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "no output buffer");
     if (!check_message(server_first, len, err, err_len))
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len, NULL);
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len, NULL);
 
     if (c.p[0] == 'm')
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "SCRAM mandatory extensions (m=) are not supported");
     if (!read_attr(&c, 'r', &nonce, &nonce_len))
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "malformed SCRAM message (nonce attribute r= expected)");
     if (nonce_len > SCRAM_MAX_NONCE_LEN)
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "malformed SCRAM message (server nonce too long)");
     if (!valid_nonce(nonce, nonce_len) || nonce_len <= st->client_nonce_len ||
         memcmp(nonce, st->client_first_bare + strlen(st->client_first_bare) - st->client_nonce_len,
                st->client_nonce_len) != 0)
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "invalid SCRAM response (nonce mismatch)");
     if (!read_attr(&c, 's', &salt_b64, &salt_b64_len) ||
         !scram_base64_decode(salt_b64, salt_b64_len, salt, sizeof(salt), &salt_len) ||
         salt_len == 0)
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "malformed SCRAM message (invalid or too long salt)");
     if (!read_attr(&c, 'i', &iter_s, &iter_len))
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "malformed SCRAM message (iteration count attribute i= expected)");
     if (!parse_iterations(iter_s, iter_len, INT_MAX, &iterations))
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "malformed SCRAM message (invalid iteration count)");
     if (iterations > SCRAM_CLIENT_MAX_ITERATIONS) {
         /* Name the count: an administrator who raised scram_iterations needs to see why. */
@@ -1112,15 +1112,15 @@ enum scram_result scram_client_continue(struct scram_client *st, const char *ser
 
         snprintf(msg, sizeof(msg), "server asked for %d SCRAM iterations; at most %d are accepted",
                  iterations, SCRAM_CLIENT_MAX_ITERATIONS);
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len, msg);
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len, msg);
     }
     if (!at_end(&c))
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "malformed SCRAM message (garbage at end of server-first)");
 
     if (!st->have_keys) {
         if (!client_keys(st->password, salt, salt_len, iterations, st->client_key, st->server_key))
-            return client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len,
+            return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len,
                                "SCRAM key derivation failed");
         free_wiped(st->password);
         st->password = NULL;
@@ -1135,7 +1135,7 @@ enum scram_result scram_client_continue(struct scram_client *st, const char *ser
         !sha256(st->client_key, SCRAM_KEY_LEN, stored) ||
         !hmac_sha256(stored, SCRAM_KEY_LEN, am, am_len, sig) ||
         !hmac_sha256(st->server_key, SCRAM_KEY_LEN, am, am_len, st->server_signature)) {
-        r = client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "SCRAM computation failed");
+        r = objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "SCRAM computation failed");
         goto done;
     }
     for (size_t i = 0; i < SCRAM_KEY_LEN; i++)
@@ -1143,7 +1143,7 @@ enum scram_result scram_client_continue(struct scram_client *st, const char *ser
     out_str(&o, ",p=");
     out_b64(&o, proof, SCRAM_KEY_LEN);
     if (o.overflow) {
-        r = client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "SCRAM output buffer too small");
+        r = objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "SCRAM output buffer too small");
         goto done;
     }
     *out_len = o.len;
@@ -1165,10 +1165,10 @@ enum scram_result scram_client_finish(struct scram_client *st, const char *serve
     uint8_t sig[SCRAM_KEY_LEN];
 
     if (st->phase != SCRAM_CLIENT_FINAL_SENT)
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "unexpected SCRAM server-final message");
     if (!check_message(server_final, len, err, err_len))
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len, NULL);
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len, NULL);
 
     if (len >= 2 && server_final[0] == 'e' && server_final[1] == '=') {
         /* Pass the server's reason on, but only as short printable text. */
@@ -1179,14 +1179,14 @@ enum scram_result scram_client_finish(struct scram_client *st, const char *serve
         for (size_t i = 2; i < len && n < 100 + 25; i++)
             msg[n++] = (server_final[i] >= 0x20 && server_final[i] < 0x7f) ? server_final[i] : '?';
         msg[n] = '\0';
-        return client_fail(st, SCRAM_AUTH_FAILED, err, err_len, msg);
+        return objects_client_fail(st, SCRAM_AUTH_FAILED, err, err_len, msg);
     }
     if (!read_attr(&c, 'v', &val, &val_len) || !at_end(&c) ||
         !b64_decode_exact(val, val_len, sig, SCRAM_KEY_LEN))
-        return client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
+        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
                            "malformed SCRAM message (invalid server signature)");
     if (CRYPTO_memcmp(sig, st->server_signature, SCRAM_KEY_LEN) != 0)
-        return client_fail(st, SCRAM_AUTH_FAILED, err, err_len, "invalid SCRAM server signature");
+        return objects_client_fail(st, SCRAM_AUTH_FAILED, err, err_len, "invalid SCRAM server signature");
     st->phase = SCRAM_CLIENT_DONE;
     return SCRAM_OK;
 }

@@ -461,7 +461,7 @@ void sql_effects_scan(const char *text, size_t len, bool backslash_escapes, sql_
     }
 }
 
-enum sql_tag sql_tag_of(const char *body, size_t len)
+enum sql_tag sql_effects_tag_of(const char *body, size_t len)
 {
     while (len > 0 && body[len - 1] == '\0')
         len--;

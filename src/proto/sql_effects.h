@@ -5,7 +5,7 @@
  * SET, its value are read. Anything else is no effect.
  *
  * The scan says what each statement would do if it succeeds; the caller pairs it with the
- * statement's CommandComplete (sql_tag_of) before believing it. Pure code: no I/O, no
+ * statement's CommandComplete (sql_effects_tag_of) before believing it. Pure code: no I/O, no
  * allocation. */
 #ifndef PGWARDEN_PROTO_SQL_EFFECTS_H
 #define PGWARDEN_PROTO_SQL_EFFECTS_H
@@ -58,6 +58,6 @@ void sql_effects_scan(const char *text, size_t len, bool backslash_escapes, sql_
                       void *ctx);
 
 /* The tag of a CommandComplete body (tag text, NUL included or not). */
-enum sql_tag sql_tag_of(const char *body, size_t len);
+enum sql_tag sql_effects_tag_of(const char *body, size_t len);
 
 #endif

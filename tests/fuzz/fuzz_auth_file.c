@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const char *expected = af.entries[i].secret[0] != '\0' ? af.entries[i].secret : NULL;
             if (secret != expected)
                 __builtin_trap();
-            (void)auth_secret_kind(secret);
+            (void)auth_file_secret_kind(secret);
         }
         (void)auth_file_lookup(&af, "");
         auth_file_free(&af);

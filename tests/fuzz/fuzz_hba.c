@@ -49,22 +49,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         /* The same text as its own ident map: every map= it names is checked against it. */
         struct ident_map self;
-        if (ident_parse(text, "i", &self, err, sizeof(err))) {
+        if (hba_ident_parse(text, "i", &self, err, sizeof(err))) {
             const char *missing = hba_missing_map(&h, &self);
             for (size_t i = 0; missing && i < self.n; i++)
                 if (!strcmp(self.entries[i].map, missing))
                     abort();
             for (size_t i = 0; i < h.n; i++)
                 (void)hba_identity_ok(&self, h.rules[i].map, "u", "u");
-            ident_free(&self);
+            hba_ident_free(&self);
         }
         hba_free(&h);
     } else if (strncmp(err, "f:", 2) != 0) {
         abort(); /* a refusal names the file and line */
     }
     struct ident_map m;
-    if (ident_parse(text, "i", &m, err, sizeof(err)))
-        ident_free(&m);
+    if (hba_ident_parse(text, "i", &m, err, sizeof(err)))
+        hba_ident_free(&m);
     free(text);
     return 0;
 }

@@ -788,12 +788,12 @@ static bool pooler_up(void)
         fprintf(stderr, "fuzz_session: config: %s\n", err);
         abort();
     }
-    pooler_init_lists(&p);
+    objects_init_pooler_lists(&p);
     iobuf_cache_init(&p.bufs, (uint32_t)p.cfg->pkt_buf);
     p.cancel_buckets = 256;
     p.cancel_table = calloc(p.cancel_buckets, sizeof(*p.cancel_table));
     p.loop = net_loop_new();
-    if (!p.cancel_table || !p.loop || !stmt_registry_init(&p.stmts))
+    if (!p.cancel_table || !p.loop || !prepared_registry_init(&p.stmts))
         abort();
     return true;
 }
@@ -803,7 +803,7 @@ static void pooler_down(void)
     control_free(&p);
     struct plist *n;
     while ((n = plist_first(&p.login_clients)) != NULL)
-        client_close(plist_entry(n, struct client, node), "shutdown");
+        objects_client_close(plist_entry(n, struct client, node), "shutdown");
     for (n = p.pools.next; n != &p.pools; n = n->next) {
         struct pool *pool = plist_entry(n, struct pool, node);
         struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
@@ -811,7 +811,7 @@ static void pooler_down(void)
         for (size_t i = 0; i < 3; i++) {
             struct plist *m;
             while ((m = plist_first(lists[i])) != NULL)
-                client_close(plist_entry(m, struct client, node), "shutdown");
+                objects_client_close(plist_entry(m, struct client, node), "shutdown");
         }
         struct plist *slists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
                                   &pool->login_servers, &pool->canceling_servers};
@@ -821,17 +821,17 @@ static void pooler_down(void)
                 server_close(plist_entry(m, struct server, node), "shutdown");
         }
     }
-    pooler_reap(&p);
+    objects_reap(&p);
     cancel_reqs_free_all(&p);
     while ((n = plist_first(&p.pools)) != NULL) {
         plist_remove(n);
-        pool_free(plist_entry(n, struct pool, node));
+        objects_pool_free(plist_entry(n, struct pool, node));
     }
     net_timer_free(p.reaper);
     net_timer_free(p.flusher);
     net_loop_free(p.loop);
     iobuf_cache_destroy(&p.bufs);
-    stmt_registry_destroy(&p.stmts);
+    prepared_registry_destroy(&p.stmts);
     free(p.cancel_table);
     pooler_config_free(p.cfg);
     free(p.cfg);
@@ -1020,7 +1020,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* The client has already sent its first bytes when accepted, or not: either way. */
         if (setup & (4u << k))
             client_write(k, clients[k].pend.len);
-        (void)client_new(&p, sv[1], &addr);
+        (void)objects_client_new(&p, sv[1], &addr);
     }
     pump();
 

@@ -86,6 +86,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char tag[32];
     size_t t = x.len < sizeof(tag) ? x.len : sizeof(tag);
     memcpy(tag, x.text, t);
-    (void)sql_tag_of(tag, t);
+    (void)sql_effects_tag_of(tag, t);
     return 0;
 }

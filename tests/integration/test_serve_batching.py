@@ -555,7 +555,7 @@ def test_clients_vanishing_after_a_query(pgwarden_bin, pgbench_db, io_uring):
 # When a client reset its connection before its deferred result went out, the pooler finds out
 # by failing to send it ('could not send to client'); the whole result, ReadyForQuery included,
 # had arrived, so the server is idle and must be released (server_pump keeps the release
-# pending for client_close), not closed as busy.
+# pending for objects_client_close), not closed as busy.
 @pytest.mark.parametrize("io_uring", [1, 0])
 def test_result_for_a_reset_client_releases_the_server(pgwarden_bin, pg, io_uring):
     """A client sends SELECT 1 and resets the connection (RST). When the pooler only finds

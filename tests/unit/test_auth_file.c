@@ -61,10 +61,10 @@ static void test_basic(void **state)
     assert_null(auth_file_lookup(&af, ""));
     assert_null(auth_file_lookup(&af, NULL));
 
-    assert_int_equal(auth_secret_kind(auth_file_lookup(&af, "alice")), AUTH_SECRET_PLAIN);
-    assert_int_equal(auth_secret_kind(auth_file_lookup(&af, "bob")), AUTH_SECRET_MD5);
-    assert_int_equal(auth_secret_kind(auth_file_lookup(&af, "carol")), AUTH_SECRET_SCRAM);
-    assert_int_equal(auth_secret_kind(auth_file_lookup(&af, "erin")), AUTH_SECRET_NONE);
+    assert_int_equal(auth_file_secret_kind(auth_file_lookup(&af, "alice")), AUTH_SECRET_PLAIN);
+    assert_int_equal(auth_file_secret_kind(auth_file_lookup(&af, "bob")), AUTH_SECRET_MD5);
+    assert_int_equal(auth_file_secret_kind(auth_file_lookup(&af, "carol")), AUTH_SECRET_SCRAM);
+    assert_int_equal(auth_file_secret_kind(auth_file_lookup(&af, "erin")), AUTH_SECRET_NONE);
     auth_file_free(&af);
     assert_int_equal(af.count, 0);
     auth_file_free(&af); /* twice is fine */
@@ -73,15 +73,15 @@ static void test_basic(void **state)
 static void test_secret_kinds(void **state)
 {
     (void)state;
-    assert_int_equal(auth_secret_kind(NULL), AUTH_SECRET_NONE);
-    assert_int_equal(auth_secret_kind(""), AUTH_SECRET_NONE);
-    assert_int_equal(auth_secret_kind("md5"), AUTH_SECRET_PLAIN);
-    assert_int_equal(auth_secret_kind("md520c46e3762c864548e296b33c3406aa"), AUTH_SECRET_PLAIN);
-    assert_int_equal(auth_secret_kind("md520c46e3762c864548e296b33c3406aa9"), AUTH_SECRET_MD5);
-    assert_int_equal(auth_secret_kind("SCRAM-SHA-256$"), AUTH_SECRET_SCRAM);
-    assert_int_equal(auth_secret_kind("scram-sha-256$x"), AUTH_SECRET_PLAIN);
-    assert_string_equal(auth_secret_kind_name(AUTH_SECRET_MD5), "md5");
-    assert_string_equal(auth_secret_kind_name(AUTH_SECRET_NONE), "none");
+    assert_int_equal(auth_file_secret_kind(NULL), AUTH_SECRET_NONE);
+    assert_int_equal(auth_file_secret_kind(""), AUTH_SECRET_NONE);
+    assert_int_equal(auth_file_secret_kind("md5"), AUTH_SECRET_PLAIN);
+    assert_int_equal(auth_file_secret_kind("md520c46e3762c864548e296b33c3406aa"), AUTH_SECRET_PLAIN);
+    assert_int_equal(auth_file_secret_kind("md520c46e3762c864548e296b33c3406aa9"), AUTH_SECRET_MD5);
+    assert_int_equal(auth_file_secret_kind("SCRAM-SHA-256$"), AUTH_SECRET_SCRAM);
+    assert_int_equal(auth_file_secret_kind("scram-sha-256$x"), AUTH_SECRET_PLAIN);
+    assert_string_equal(auth_file_secret_kind_name(AUTH_SECRET_MD5), "md5");
+    assert_string_equal(auth_file_secret_kind_name(AUTH_SECRET_NONE), "none");
 }
 
 /* `"user" ""` must never let anybody in: md5 and SCRAM would otherwise accept the empty
@@ -103,7 +103,7 @@ static void test_empty_secret_is_no_secret(void **state)
     assert_null(auth_file_lookup(&af, "empty"));
     assert_null(auth_file_lookup(&af, "u"));
     assert_string_equal(auth_file_lookup(&af, "v"), "vpw");
-    assert_int_equal(auth_secret_kind(auth_file_lookup(&af, "empty")), AUTH_SECRET_NONE);
+    assert_int_equal(auth_file_secret_kind(auth_file_lookup(&af, "empty")), AUTH_SECRET_NONE);
     auth_file_free(&af);
 }
 

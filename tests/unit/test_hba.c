@@ -146,16 +146,16 @@ static void test_at_file_and_ident_map(void **state)
     assert_non_null(strstr(err, "none.conf"));
 
     struct ident_map m;
-    assert_true(ident_parse("# map sys db\ncertmap  CN-alice  alice\nlocal root all\n", "ident", &m,
+    assert_true(hba_ident_parse("# map sys db\ncertmap  CN-alice  alice\nlocal root all\n", "ident", &m,
                             err, sizeof(err)));
-    assert_true(ident_allows(&m, "certmap", "CN-alice", "alice"));
-    assert_false(ident_allows(&m, "certmap", "CN-alice", "bob"));
-    assert_true(ident_allows(&m, "local", "root", "anyone"));
-    assert_false(ident_allows(&m, "other", "root", "anyone"));
-    ident_free(&m);
-    assert_false(ident_parse("m a\n", "ident", &m, err, sizeof(err)));
+    assert_true(hba_ident_allows(&m, "certmap", "CN-alice", "alice"));
+    assert_false(hba_ident_allows(&m, "certmap", "CN-alice", "bob"));
+    assert_true(hba_ident_allows(&m, "local", "root", "anyone"));
+    assert_false(hba_ident_allows(&m, "other", "root", "anyone"));
+    hba_ident_free(&m);
+    assert_false(hba_ident_parse("m a\n", "ident", &m, err, sizeof(err)));
     assert_non_null(strstr(err, "ident:1: expected"));
-    assert_false(ident_parse("m /regex$ b\n", "ident", &m, err, sizeof(err)));
+    assert_false(hba_ident_parse("m /regex$ b\n", "ident", &m, err, sizeof(err)));
     snprintf(path, sizeof(path), "rm -rf %s", dir);
     assert_int_equal(system(path), 0);
 }
@@ -225,7 +225,7 @@ static void test_identity_with_and_without_map(void **state)
     (void)state;
     struct ident_map m;
     char err[256];
-    assert_true(ident_parse("ops  root  postgres\nops  alice  all\nother bob bob\n", "ident", &m,
+    assert_true(hba_ident_parse("ops  root  postgres\nops  alice  all\nother bob bob\n", "ident", &m,
                             err, sizeof(err)));
     assert_true(hba_identity_ok(&m, NULL, "bob", "bob"));
     assert_false(hba_identity_ok(&m, NULL, "bob", "alice"));
@@ -243,7 +243,7 @@ static void test_identity_with_and_without_map(void **state)
     assert_string_equal(hba_missing_map(&h, &m), "gone");
     assert_string_equal(hba_missing_map(&h, NULL), "ops");
     hba_free(&h);
-    ident_free(&m);
+    hba_ident_free(&m);
 }
 
 int main(void)

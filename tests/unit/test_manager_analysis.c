@@ -40,8 +40,8 @@ static void run_all(const struct snapshot *prev, const struct snapshot *cur,
 static void free_all(struct reports *r)
 {
     stats_report_free(&r->stats);
-    leak_report_free(&r->leaks);
-    kill_plan_free(&r->idle);
+    leaks_report_free(&r->leaks);
+    reaper_kill_plan_free(&r->idle);
 }
 
 static const struct anomaly *find_anomaly(const struct analysis_report *a, const char *code)

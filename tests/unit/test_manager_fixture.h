@@ -40,7 +40,7 @@ static inline struct conn_record *fx_conn_at(struct snapshot *snap, int64_t id, 
     rec->connected_ms = snap->taken_ms - FX_S(age_s);
     rec->state_change_ms = snap->taken_ms - FX_S(in_state_s);
     rec->query_start_ms = rec->state_change_ms;
-    if (conn_state_in_xact(state))
+    if (snapshot_conn_state_in_xact(state))
         rec->xact_start_ms = rec->state_change_ms;
     else if (state == CONN_STATE_ACTIVE)
         rec->xact_start_ms = rec->state_change_ms;

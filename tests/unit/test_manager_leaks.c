@@ -111,7 +111,7 @@ static void test_never_suspected(void **state)
     assert_int_equal(r.confidence, 0);
     assert_int_equal(r.risk_level, LEAK_RISK_NONE);
     assert_string_equal(r.recommendation, "No leak suspects among 8 connections.");
-    leak_report_free(&r);
+    leaks_report_free(&r);
     snapshot_free(&cur);
     options_free(&o);
 }
@@ -145,13 +145,13 @@ static void test_detect_orders_and_recommends(void **state)
                         "in a transaction for up to 10m: commit or roll back on every code path "
                         "and release connections in a finally block; set ALTER ROLE \"app\" SET "
                         "idle_in_transaction_session_timeout = '1min' so the server ends them.");
-    leak_report_free(&r);
+    leaks_report_free(&r);
 
     /* With the server timeout already set the advice says so instead. */
     cur.server.idle_in_xact_session_timeout_ms = 300000;
     assert_true(leaks_detect(NULL, &cur, &o, &r));
     assert_non_null(strstr(r.recommendation, "idle_in_transaction_session_timeout (5min) will"));
-    leak_report_free(&r);
+    leaks_report_free(&r);
 
     /* A third suspect lifts the confidence to high. */
     fx_conn(&cur, 6, "app", "api", CONN_STATE_IDLE_IN_XACT, 600);
@@ -162,13 +162,13 @@ static void test_detect_orders_and_recommends(void **state)
     /* Equal scores: longer idle first, then id. */
     assert_int_equal(r.suspects[0].conn->id, 4);
     assert_int_equal(r.suspects[1].conn->id, 6);
-    leak_report_free(&r);
+    leaks_report_free(&r);
 
     /* Filters apply: only bob's connections are looked at. */
     assert_int_equal(options_set(&o, "user", "bob", NULL, 0), OPTIONS_OK);
     assert_true(leaks_detect(NULL, &cur, &o, &r));
     assert_false(r.detected);
-    leak_report_free(&r);
+    leaks_report_free(&r);
     snapshot_free(&cur);
     options_free(&o);
 }
@@ -194,7 +194,7 @@ static void test_pressure_raises_scores_and_risk(void **state)
     assert_int_equal(r.confidence, 67);
     assert_int_equal(r.risk_level, LEAK_RISK_HIGH);
     assert_non_null(strstr(r.recommendation, "above leak_detection_threshold 80%: act now."));
-    leak_report_free(&r);
+    leaks_report_free(&r);
 
     /* Full server (100%): the bump is 15, and plain idle past the timeout still stays below a
      * suspect (12 + 15 = 27). */
@@ -204,7 +204,7 @@ static void test_pressure_raises_scores_and_risk(void **state)
     assert_true(r.utilization_pct == 100.0);
     assert_int_equal(r.total_suspected, 1);
     assert_int_equal(r.suspects[0].score, 67);
-    leak_report_free(&r);
+    leaks_report_free(&r);
     snapshot_free(&cur);
     options_free(&o);
 }
@@ -255,7 +255,7 @@ static void test_growth_flagged(void **state)
     /* Its idle members get +10 over the 12 that idle 600 s earns: still not suspects alone. */
     assert_false(r.detected);
     assert_non_null(strstr(r.recommendation, "application 'leaky' (user 'u') grew from 3 to 6"));
-    leak_report_free(&r);
+    leaks_report_free(&r);
 
     /* Same data under pressure: growth + idle + pressure (12 + 10 + 10) crosses the line for
      * the growing app only. */
@@ -269,7 +269,7 @@ static void test_growth_flagged(void **state)
     assert_non_null(strstr(r.suspects[0].reasons[1], "grew from 3 to 6 connections and closed "
                                                      "none (+10)"));
     assert_non_null(strstr(r.recommendation, "held idle for up to 10m"));
-    leak_report_free(&r);
+    leaks_report_free(&r);
     snapshot_free(&prev);
     snapshot_free(&cur);
     options_free(&o);
@@ -290,7 +290,7 @@ static void test_clock_and_scale_edges(void **state)
     assert_true(leaks_detect(&prev, &cur, &o, &r));
     assert_false(r.detected);
     assert_int_equal(r.total_suspected, 0);
-    leak_report_free(&r);
+    leaks_report_free(&r);
     snapshot_free(&prev);
     snapshot_free(&cur);
 
@@ -309,7 +309,7 @@ static void test_clock_and_scale_edges(void **state)
     assert_int_equal(r.suspects[0].conn->id, 4951); /* the longest idle */
     assert_int_equal(r.confidence, 85);             /* 70 + 15 corroboration (capped) */
     assert_int_equal(r.risk_level, LEAK_RISK_HIGH);
-    leak_report_free(&r);
+    leaks_report_free(&r);
     snapshot_free(&cur);
 
     /* Empty server. */
@@ -317,7 +317,7 @@ static void test_clock_and_scale_edges(void **state)
     assert_true(leaks_detect(NULL, &cur, &o, &r));
     assert_false(r.detected);
     assert_int_equal(r.risk_level, LEAK_RISK_NONE);
-    leak_report_free(&r);
+    leaks_report_free(&r);
     snapshot_free(&cur);
     options_free(&o);
 }
@@ -350,7 +350,7 @@ static void test_serve_holding_and_not_reading(void **state)
     struct leak_report rep;
     assert_true(leaks_detect(NULL, &cur, &o, &rep));
     assert_int_equal(rep.total_suspected, 2);
-    leak_report_free(&rep);
+    leaks_report_free(&rep);
     /* Below the threshold: not yet. */
     stuck->output_blocked_ms = FX_S(30);
     assert_int_equal(leaks_score_connection(&cur, stuck, &o, &sus), 0);

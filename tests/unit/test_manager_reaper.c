@@ -61,13 +61,13 @@ static void test_candidates_and_order(void **state)
     assert_string_equal(p.actions[0].reason,
                         "idle in transaction (aborted) for 2m (> leak_hold_threshold 1m); "
                         "terminating frees its slot");
-    assert_string_equal(kill_result_name(KILL_PLANNED), "planned");
-    kill_plan_free(&p);
+    assert_string_equal(reaper_kill_result_name(KILL_PLANNED), "planned");
+    reaper_kill_plan_free(&p);
 
     o.execute = true;
     assert_true(reaper_plan(&cur, &o, &p));
     assert_false(p.dry_run);
-    kill_plan_free(&p);
+    reaper_kill_plan_free(&p);
     snapshot_free(&cur);
     options_free(&o);
 }
@@ -113,7 +113,7 @@ static void test_every_protection(void **state)
                         "15m)");
     assert_non_null(strstr(action_for(&p, 7)->reason, "exclude_app"));
     /* Protected ones never consume the limit. */
-    kill_plan_free(&p);
+    reaper_kill_plan_free(&p);
     snapshot_free(&cur);
     options_free(&o);
 }
@@ -139,19 +139,19 @@ static void test_limit_rounding(void **state)
     assert_string_equal(p.actions[1].reason,
                         "over the per-run limit of 1 (max_kill_percentage 25% of 7 client "
                         "connections); idle for 6m 45s");
-    kill_plan_free(&p);
+    reaper_kill_plan_free(&p);
 
     /* The base counts every client connection, busy, filtered out or invisible. */
     fx_conn(&cur, 100, "app", "api", CONN_STATE_ACTIVE, 1); /* 8 -> 25% = 2 */
     assert_true(reaper_plan(&cur, &o, &p));
     assert_int_equal(p.limit, 2);
-    kill_plan_free(&p);
+    reaper_kill_plan_free(&p);
     assert_int_equal(options_set(&o, "application", "nothing-matches", NULL, 0), OPTIONS_OK);
     assert_true(reaper_plan(&cur, &o, &p));
     assert_int_equal(p.limit, 2);
     assert_int_equal(p.candidates, 0);
     assert_int_equal(p.n_actions, 0);
-    kill_plan_free(&p);
+    reaper_kill_plan_free(&p);
     assert_int_equal(options_set(&o, "application", "", NULL, 0), OPTIONS_OK);
 
     /* 10% of 30 is exactly 3 (no binary rounding down to 2). */
@@ -161,14 +161,14 @@ static void test_limit_rounding(void **state)
     assert_true(reaper_plan(&cur, &o, &p));
     assert_int_equal(p.client_connections, 30);
     assert_int_equal(p.limit, 3);
-    kill_plan_free(&p);
+    reaper_kill_plan_free(&p);
     /* 0% kills nothing; small servers round down to 0. */
     o.max_kill_percentage = 0;
     assert_true(reaper_plan(&cur, &o, &p));
     assert_int_equal(p.limit, 0);
     assert_int_equal(p.skipped, 7);
     assert_int_equal(p.actions[0].result, KILL_SKIPPED_LIMIT);
-    kill_plan_free(&p);
+    reaper_kill_plan_free(&p);
     snapshot_free(&cur);
 
     fx_snapshot(&cur, SNAPSHOT_MODE_INSPECT, FX_NOW);
@@ -180,7 +180,7 @@ static void test_limit_rounding(void **state)
     assert_int_equal(p.limit, 0);
     assert_int_equal(p.candidates, 3);
     assert_int_equal(p.skipped, 3);
-    kill_plan_free(&p);
+    reaper_kill_plan_free(&p);
     snapshot_free(&cur);
     options_free(&o);
 }
@@ -196,12 +196,12 @@ static void test_empty_future_and_many(void **state)
     assert_true(reaper_plan(&cur, &o, &p));
     assert_int_equal(p.limit, 0);
     assert_int_equal(p.n_actions, 0);
-    kill_plan_free(&p);
+    reaper_kill_plan_free(&p);
     /* A state change in the future (clock skew) is age 0: never a candidate. */
     fx_conn(&cur, 1, "app", "api", CONN_STATE_IDLE, 900)->state_change_ms = FX_NOW + 1000;
     assert_true(reaper_plan(&cur, &o, &p));
     assert_int_equal(p.n_actions, 0);
-    kill_plan_free(&p);
+    reaper_kill_plan_free(&p);
     snapshot_free(&cur);
 
     /* 5000 connections, all idle long enough: 1250 planned, 3750 over the limit. */
@@ -217,7 +217,7 @@ static void test_empty_future_and_many(void **state)
     assert_int_equal(p.actions[1250].result, KILL_SKIPPED_LIMIT);
     for (size_t i = 1; i < p.n_actions; i++)
         assert_true(p.actions[i - 1].idle_ms >= p.actions[i].idle_ms);
-    kill_plan_free(&p);
+    reaper_kill_plan_free(&p);
     snapshot_free(&cur);
     options_free(&o);
 }

@@ -85,30 +85,30 @@ static void test_event_ring_keeps_newest(void **state)
 {
     (void)state;
     struct event_ring r;
-    assert_true(event_ring_init(&r, 3));
+    assert_true(events_ring_init(&r, 3));
     for (int i = 0; i < 5; i++)
-        event_ring_push(&r, EVENT_LEAK_SUSPECTED, 1000 + i)->after = i;
+        events_ring_push(&r, EVENT_LEAK_SUSPECTED, 1000 + i)->after = i;
     assert_int_equal(r.n, 3);
     for (size_t i = 0; i < 3; i++) {
-        const struct event *e = event_ring_at(&r, i);
+        const struct event *e = events_ring_at(&r, i);
         assert_int_equal(e->seq, 3 + i);
         assert_int_equal(e->after, 2 + (int64_t)i);
         assert_int_equal(e->at_ms, 1002 + (int64_t)i);
     }
-    assert_null(event_ring_at(&r, 3));
+    assert_null(events_ring_at(&r, 3));
     struct conn_record rec;
     memset(&rec, 0, sizeof(rec));
     rec.id = 9;
     rec.pid = 77;
     rec.user = rec.application = rec.client_addr = "";
     rec.database = "app";
-    struct event *e = event_ring_push(&r, EVENT_RECLAIM_ROLLBACK, 2000);
-    event_set_conn(e, &rec);
-    assert_string_equal(event_ring_at(&r, 2)->database, "app");
-    assert_int_equal(event_ring_at(&r, 2)->pid, 77);
-    assert_string_equal(event_kind_name(EVENT_RECLAIM_ROLLBACK), "reclaim_rollback");
-    assert_string_equal(event_kind_name(EVENT_KIND_COUNT), "unknown");
-    event_ring_free(&r);
+    struct event *e = events_ring_push(&r, EVENT_RECLAIM_ROLLBACK, 2000);
+    events_set_conn(e, &rec);
+    assert_string_equal(events_ring_at(&r, 2)->database, "app");
+    assert_int_equal(events_ring_at(&r, 2)->pid, 77);
+    assert_string_equal(events_kind_name(EVENT_RECLAIM_ROLLBACK), "reclaim_rollback");
+    assert_string_equal(events_kind_name(EVENT_KIND_COUNT), "unknown");
+    events_ring_free(&r);
 }
 
 int main(void)

@@ -177,8 +177,8 @@ static void test_leak_scope_and_analysis_agree(void **state)
                                 "protected: superuser session (idle in transaction for 2m)");
         }
     }
-    kill_plan_free(&plan);
-    leak_report_free(&leaks);
+    reaper_kill_plan_free(&plan);
+    leaks_report_free(&leaks);
     snapshot_free(&cur);
     options_free(&o);
 }
@@ -235,7 +235,7 @@ static void test_kill_idle_spares_pgwarden_and_excluded_addresses(void **state)
     assert_int_equal(action_of(&plan, 7)->result, KILL_PLANNED);
     assert_int_equal(action_of(&plan, 8)->result, KILL_PLANNED);
     assert_int_equal(plan.candidates, 3);
-    kill_plan_free(&plan);
+    reaper_kill_plan_free(&plan);
     snapshot_free(&cur);
     options_free(&o);
 }

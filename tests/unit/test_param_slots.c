@@ -92,11 +92,11 @@ static void test_set_statements(void **state)
     int efd = params_register("extra_float_digits");
     assert_true(efd >= 0);
     struct pstr *want[PARAM_COUNT] = {0}, *have[PARAM_COUNT] = {0};
-    want[efd] = pstr_intern_sql("3", 1);
-    have[efd] = pstr_intern("3"); /* the same text as a string is another value */
+    want[efd] = params_intern_sql("3", 1);
+    have[efd] = params_intern("3"); /* the same text as a string is another value */
     assert_ptr_not_equal(want[efd], have[efd]);
-    want[PARAM_APPLICATION_NAME] = pstr_intern("it's");
-    have[PARAM_TIMEZONE] = pstr_intern("UTC");
+    want[PARAM_APPLICATION_NAME] = params_intern("it's");
+    have[PARAM_TIMEZONE] = params_intern("UTC");
     const struct pstr *const *w = (const struct pstr *const *)want;
     const struct pstr *const *h = (const struct pstr *const *)have;
     size_t need = params_set_len(w, h);
@@ -108,18 +108,18 @@ static void test_set_statements(void **state)
     assert_int_equal(strlen(sql) + 1, need);
     free(sql);
     for (int i = 0; i < PARAM_COUNT; i++) {
-        pstr_unref(want[i]);
-        pstr_unref(have[i]);
+        params_unref(want[i]);
+        params_unref(have[i]);
     }
-    /* pstr_assign takes a reference and drops the old one. */
-    struct pstr *slot = NULL, *v = pstr_intern("x");
-    pstr_assign(&slot, v);
+    /* params_assign takes a reference and drops the old one. */
+    struct pstr *slot = NULL, *v = params_intern("x");
+    params_assign(&slot, v);
     assert_int_equal(v->refs, 2);
-    pstr_assign(&slot, v);
+    params_assign(&slot, v);
     assert_int_equal(v->refs, 2);
-    pstr_assign(&slot, NULL);
+    params_assign(&slot, NULL);
     assert_int_equal(v->refs, 1);
-    pstr_unref(v);
+    params_unref(v);
 }
 
 int main(void)

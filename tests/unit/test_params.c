@@ -27,45 +27,45 @@ static void test_lookup_is_case_insensitive_and_bounded(void **state)
 static void test_interning_shares_and_frees(void **state)
 {
     (void)state;
-    struct pstr *a = pstr_intern("UTF8");
-    struct pstr *b = pstr_intern("UTF8");
-    struct pstr *c = pstr_intern("LATIN1");
+    struct pstr *a = params_intern("UTF8");
+    struct pstr *b = params_intern("UTF8");
+    struct pstr *c = params_intern("LATIN1");
     assert_non_null(a);
     assert_ptr_equal(a, b); /* the same value is one object: comparing is a pointer compare */
     assert_ptr_not_equal(a, c);
     assert_int_equal(a->refs, 2);
-    assert_ptr_equal(pstr_ref(a), a);
+    assert_ptr_equal(params_ref(a), a);
     assert_int_equal(a->refs, 3);
-    pstr_unref(a);
-    pstr_unref(b);
-    pstr_unref(a);
+    params_unref(a);
+    params_unref(b);
+    params_unref(a);
     /* The last reference freed it: interning again gives a fresh object with one ref. */
-    struct pstr *again = pstr_intern("UTF8");
+    struct pstr *again = params_intern("UTF8");
     assert_int_equal(again->refs, 1);
-    pstr_unref(again);
-    pstr_unref(c);
-    pstr_unref(NULL);
-    assert_null(pstr_ref(NULL));
+    params_unref(again);
+    params_unref(c);
+    params_unref(NULL);
+    assert_null(params_ref(NULL));
 
     struct pstr *slot = NULL;
-    pstr_set(&slot, "x");
-    pstr_set(&slot, "y");
+    params_set(&slot, "x");
+    params_set(&slot, "y");
     assert_string_equal(slot->str, "y");
     assert_int_equal(slot->refs, 1);
-    pstr_unref(slot);
+    params_unref(slot);
 
     /* Many distinct values (more than the table's buckets) all intern and free. */
     struct pstr *many[3000];
     char name[32];
     for (int i = 0; i < 3000; i++) {
         snprintf(name, sizeof(name), "value-%d", i);
-        many[i] = pstr_intern(name);
+        many[i] = params_intern(name);
         assert_non_null(many[i]);
     }
     for (int i = 0; i < 3000; i++) {
         snprintf(name, sizeof(name), "value-%d", i);
         assert_string_equal(many[i]->str, name);
-        pstr_unref(many[i]);
+        params_unref(many[i]);
     }
 }
 
@@ -73,12 +73,12 @@ static void test_set_statement_only_for_differences_and_quoted(void **state)
 {
     (void)state;
     struct pstr *want[PARAM_COUNT] = {0}, *have[PARAM_COUNT] = {0};
-    want[PARAM_TIMEZONE] = pstr_intern("UTC");
-    have[PARAM_TIMEZONE] = pstr_ref(want[PARAM_TIMEZONE]); /* same: nothing to set */
-    want[PARAM_APPLICATION_NAME] = pstr_intern("it's a \\ test");
-    have[PARAM_APPLICATION_NAME] = pstr_intern("other");
+    want[PARAM_TIMEZONE] = params_intern("UTC");
+    have[PARAM_TIMEZONE] = params_ref(want[PARAM_TIMEZONE]); /* same: nothing to set */
+    want[PARAM_APPLICATION_NAME] = params_intern("it's a \\ test");
+    have[PARAM_APPLICATION_NAME] = params_intern("other");
     want[PARAM_DATESTYLE] = NULL; /* the server's default: what it had at login */
-    have[PARAM_DATESTYLE] = pstr_intern("ISO, MDY");
+    have[PARAM_DATESTYLE] = params_intern("ISO, MDY");
     const struct pstr *const *w = (const struct pstr *const *)want;
     const struct pstr *const *h = (const struct pstr *const *)have;
     size_t need = params_set_len(w, h);
@@ -92,17 +92,17 @@ static void test_set_statement_only_for_differences_and_quoted(void **state)
     assert_int_equal(params_build_set(w, h, sql, need - 1), -1);
     free(sql);
     /* Nothing differs: an empty statement of length 1 (the NUL). */
-    pstr_unref(have[PARAM_APPLICATION_NAME]);
-    have[PARAM_APPLICATION_NAME] = pstr_ref(want[PARAM_APPLICATION_NAME]);
-    pstr_unref(have[PARAM_DATESTYLE]);
+    params_unref(have[PARAM_APPLICATION_NAME]);
+    have[PARAM_APPLICATION_NAME] = params_ref(want[PARAM_APPLICATION_NAME]);
+    params_unref(have[PARAM_DATESTYLE]);
     have[PARAM_DATESTYLE] = NULL;
     assert_int_equal(params_set_len(w, h), 1);
     char empty[1];
     assert_int_equal(params_build_set(w, h, empty, 1), 0);
     assert_string_equal(empty, "");
     for (int i = 0; i < PARAM_COUNT; i++) {
-        pstr_unref(want[i]);
-        pstr_unref(have[i]);
+        params_unref(want[i]);
+        params_unref(have[i]);
     }
 }
 

@@ -95,8 +95,8 @@ static void fixture_open(struct fixture *f)
 
 static void fixture_close(struct fixture *f)
 {
-    pconn_drop_buffer(&f->p, &f->a);
-    pconn_drop_buffer(&f->p, &f->b);
+    conn_drop_buffer(&f->p, &f->a);
+    conn_drop_buffer(&f->p, &f->b);
     tls_conn_free(f->a.tls);
     tls_conn_free(f->b.tls);
     close(f->a.fd);
@@ -125,12 +125,12 @@ static void peer_write(struct fixture *f, size_t from, size_t n)
 }
 
 /* Reads everything b sent into a's buffers, a buffer at a time, checking the pattern; stops
- * when pconn_fill asks for an edge. Returns the bytes read. */
+ * when conn_fill asks for an edge. Returns the bytes read. */
 static size_t read_all(struct fixture *f, size_t from)
 {
     size_t got = 0;
     for (int turns = 0; turns < 10000 && f->a.may_read; turns++) {
-        enum fill_result r = pconn_fill(&f->p, &f->a);
+        enum fill_result r = conn_fill(&f->p, &f->a);
         assert_true(r == FILL_OK || r == FILL_FULL || r == FILL_AGAIN);
         struct iobuf *b = f->a.buf;
         for (uint32_t i = b->pos; i < b->end; i++)
@@ -150,10 +150,10 @@ static void test_reads_on_while_tls_says_so(void **state)
     /* Four records, more than a buffer: the first fill fills the buffer and leaves the rest
      * inside OpenSSL or the socket, so may_read must stay set although no edge will come. */
     peer_write(&f, 0, 40000);
-    assert_int_equal(pconn_fill(&f.p, &f.a), FILL_OK);
+    assert_int_equal(conn_fill(&f.p, &f.a), FILL_OK);
     assert_int_equal(f.a.buf->end, PKT_BUF);
     assert_true(f.a.may_read);
-    assert_int_equal(pconn_fill(&f.p, &f.a), FILL_FULL); /* nothing moved: flush first */
+    assert_int_equal(conn_fill(&f.p, &f.a), FILL_FULL); /* nothing moved: flush first */
     f.a.buf->pos = f.a.buf->end = 0;
     size_t got = PKT_BUF + read_all(&f, PKT_BUF);
     assert_int_equal(got, 40000);
@@ -173,10 +173,10 @@ static void test_close_notify_is_eof(void **state)
     peer_write(&f, 0, 10);
     tls_conn_free(f.b.tls); /* sends close_notify */
     f.b.tls = NULL;
-    assert_int_equal(pconn_fill(&f.p, &f.a), FILL_OK); /* the bytes first ... */
+    assert_int_equal(conn_fill(&f.p, &f.a), FILL_OK); /* the bytes first ... */
     assert_int_equal(f.a.buf->end, 10);
     assert_true(f.a.may_read);
-    assert_int_equal(pconn_fill(&f.p, &f.a), FILL_EOF); /* ... then the end */
+    assert_int_equal(conn_fill(&f.p, &f.a), FILL_EOF); /* ... then the end */
     fixture_close(&f);
 }
 
@@ -192,7 +192,7 @@ static void test_blocked_send_is_finished_with_the_same_bytes(void **state)
         stream[i] = pattern(i);
     size_t off = 0, received = 0, n = 0;
     enum flush_result r = FLUSH_DONE;
-    while (off < total && (r = pconn_send(&f.b, stream + off, total - off, &n)) == FLUSH_DONE)
+    while (off < total && (r = conn_send(&f.b, stream + off, total - off, &n)) == FLUSH_DONE)
         off += n;
     assert_int_equal(r, FLUSH_PARTIAL);
     off += n;
@@ -205,7 +205,7 @@ static void test_blocked_send_is_finished_with_the_same_bytes(void **state)
         received += got;
         if (off < total) {
             /* The writable edge: the unsent bytes are offered again, never fewer. */
-            r = pconn_send(&f.b, stream + off, total - off, &n);
+            r = conn_send(&f.b, stream + off, total - off, &n);
             assert_int_not_equal(r, FLUSH_ERROR);
             off += n;
         }
@@ -215,10 +215,10 @@ static void test_blocked_send_is_finished_with_the_same_bytes(void **state)
     assert_memory_equal(in, stream, total);
     /* Blocked again, the pooler's own short messages do not wait: refused at once (the
      * connection is then closed by its owner). */
-    while ((r = pconn_send(&f.b, stream, total, &n)) == FLUSH_DONE)
+    while ((r = conn_send(&f.b, stream, total, &n)) == FLUSH_DONE)
         ;
     assert_int_equal(r, FLUSH_PARTIAL);
-    assert_false(pconn_send_all(&f.b, "Zabc", 4));
+    assert_false(conn_send_all(&f.b, "Zabc", 4));
     free(in);
     free(stream);
     fixture_close(&f);
@@ -229,15 +229,15 @@ static void test_crossed_edges(void **state)
     (void)state;
     struct pconn c = {.tls = NULL};
     c.read_wants_write = true;
-    assert_int_equal(pconn_tls_edges(&c, NET_IO_WRITABLE), NET_IO_WRITABLE | NET_IO_READABLE);
+    assert_int_equal(conn_tls_edges(&c, NET_IO_WRITABLE), NET_IO_WRITABLE | NET_IO_READABLE);
     assert_false(c.read_wants_write);
     c.send_wants_read = true;
-    assert_int_equal(pconn_tls_edges(&c, NET_IO_READABLE), NET_IO_READABLE | NET_IO_WRITABLE);
+    assert_int_equal(conn_tls_edges(&c, NET_IO_READABLE), NET_IO_READABLE | NET_IO_WRITABLE);
     assert_false(c.send_wants_read);
     /* Nothing waits: edges pass unchanged. */
-    assert_int_equal(pconn_tls_edges(&c, NET_IO_READABLE), NET_IO_READABLE);
+    assert_int_equal(conn_tls_edges(&c, NET_IO_READABLE), NET_IO_READABLE);
     c.send_wants_read = true;
-    assert_int_equal(pconn_tls_edges(&c, NET_IO_WRITABLE), NET_IO_WRITABLE);
+    assert_int_equal(conn_tls_edges(&c, NET_IO_WRITABLE), NET_IO_WRITABLE);
     assert_true(c.send_wants_read); /* still waiting for its readable edge */
 }
 
@@ -252,18 +252,18 @@ static void test_plain_send_and_flush(void **state)
     struct pconn src = {.fd = fd[0], .may_read = true}, dst = {.fd = fd[0]};
     struct pconn peer = {.fd = fd[1], .may_read = true};
     assert_int_equal(write(fd[1], "hello", 5), 5);
-    assert_int_equal(pconn_fill(&p, &src), FILL_OK);
+    assert_int_equal(conn_fill(&p, &src), FILL_OK);
     assert_false(src.may_read); /* plain: a short read drained the socket */
     src.scan = src.buf->end;
     int64_t counter = 0;
-    assert_int_equal(pconn_flush(&src, &peer, &counter), FLUSH_DONE);
+    assert_int_equal(conn_flush(&src, &peer, &counter), FLUSH_DONE);
     assert_int_equal(counter, 5);
     char back[8] = "";
     assert_int_equal(read(fd[0], back, sizeof(back)), 5);
     assert_memory_equal(back, "hello", 5);
-    assert_true(pconn_send_all(&dst, "abc", 3));
+    assert_true(conn_send_all(&dst, "abc", 3));
     assert_int_equal(read(fd[1], back, sizeof(back)), 3);
-    pconn_drop_buffer(&p, &src);
+    conn_drop_buffer(&p, &src);
     close(fd[0]);
     close(fd[1]);
     iobuf_cache_destroy(&p.bufs);

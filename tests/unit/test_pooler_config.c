@@ -119,9 +119,9 @@ static void test_set_quoting(void **state)
 {
     (void)state;
     struct pstr *want[PARAM_COUNT] = {0}, *have[PARAM_COUNT] = {0};
-    want[PARAM_APPLICATION_NAME] = pstr_intern("it's a \\ test");
-    want[PARAM_TIMEZONE] = pstr_intern("UTC");
-    have[PARAM_TIMEZONE] = pstr_ref(want[PARAM_TIMEZONE]);
+    want[PARAM_APPLICATION_NAME] = params_intern("it's a \\ test");
+    want[PARAM_TIMEZONE] = params_intern("UTC");
+    have[PARAM_TIMEZONE] = params_ref(want[PARAM_TIMEZONE]);
     char sql[256];
     int n = params_build_set((const struct pstr *const *)want, (const struct pstr *const *)have,
                              sql, sizeof(sql));
@@ -135,7 +135,7 @@ static void test_set_quoting(void **state)
     memset(big, 'x', sizeof(big) - 1);
     big[sizeof(big) - 1] = 0;
     struct pstr *w2[PARAM_COUNT] = {0};
-    w2[PARAM_APPLICATION_NAME] = pstr_intern(big);
+    w2[PARAM_APPLICATION_NAME] = params_intern(big);
     size_t need = params_set_len((const struct pstr *const *)w2, (const struct pstr *const *)have);
     char out[6000];
     assert_true(need <= sizeof(out));
@@ -145,12 +145,12 @@ static void test_set_quoting(void **state)
                      2);
     assert_non_null(strstr(out, "RESET TimeZone;"));
     assert_int_equal(strlen(out), need - 1);
-    assert_ptr_equal(pstr_intern("UTC"), want[PARAM_TIMEZONE]);
-    pstr_unref(want[PARAM_TIMEZONE]);
-    pstr_unref(want[PARAM_TIMEZONE]);
-    pstr_unref(have[PARAM_TIMEZONE]);
-    pstr_unref(want[PARAM_APPLICATION_NAME]);
-    pstr_unref(w2[PARAM_APPLICATION_NAME]);
+    assert_ptr_equal(params_intern("UTC"), want[PARAM_TIMEZONE]);
+    params_unref(want[PARAM_TIMEZONE]);
+    params_unref(want[PARAM_TIMEZONE]);
+    params_unref(have[PARAM_TIMEZONE]);
+    params_unref(want[PARAM_APPLICATION_NAME]);
+    params_unref(w2[PARAM_APPLICATION_NAME]);
 }
 
 int main(void)

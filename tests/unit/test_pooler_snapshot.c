@@ -42,11 +42,11 @@ static void make_client(struct pooler *p, struct pool *pool, struct client *c, u
     c->id = id;
     c->conn.fd = -1;
     plist_init(&c->node);
-    client_change_state(c, CL_LOGIN);
+    states_client_change(c, CL_LOGIN);
     c->pool = pool;
-    client_change_state(c, CL_ACTIVE);
+    states_client_change(c, CL_ACTIVE);
     if (st != CL_ACTIVE)
-        client_change_state(c, st);
+        states_client_change(c, st);
 }
 
 static void test_snapshot_states(void **state)
@@ -56,7 +56,7 @@ static void test_snapshot_states(void **state)
     struct pooler_config cfg;
     init_pooler(&p, &cfg);
     const struct pooler_db_config *db = pooler_config_find_db(&cfg, "app");
-    struct pool *pool = pool_get(&p, db, "app", "alice");
+    struct pool *pool = objects_pool_get(&p, db, "app", "alice");
     assert_non_null(pool);
     assert_string_equal(pool->server_db, "real");
     assert_int_equal(pool->mode, POOL_MODE_TRANSACTION);
@@ -65,7 +65,7 @@ static void test_snapshot_states(void **state)
     make_client(&p, pool, &busy, 1, CL_ACTIVE);
     make_client(&p, pool, &waiting, 2, CL_WAITING);
     make_client(&p, pool, &idle, 3, CL_ACTIVE);
-    idle.params[PARAM_APPLICATION_NAME] = pstr_intern("reporting");
+    idle.params[PARAM_APPLICATION_NAME] = params_intern("reporting");
 
     struct server s;
     memset(&s, 0, sizeof(s));
@@ -73,9 +73,9 @@ static void test_snapshot_states(void **state)
     s.be_pid = 4242;
     s.conn.fd = -1;
     plist_init(&s.node);
-    server_change_state(&s, SV_LOGIN);
-    server_change_state(&s, SV_IDLE);
-    server_change_state(&s, SV_ACTIVE);
+    states_server_change(&s, SV_LOGIN);
+    states_server_change(&s, SV_IDLE);
+    states_server_change(&s, SV_ACTIVE);
     s.xact = WIRE_XACT_IN_BLOCK;
     busy.server = &s;
     s.client = &busy;
@@ -127,9 +127,9 @@ static void test_snapshot_states(void **state)
     plist_remove(&waiting.node);
     plist_remove(&idle.node);
     plist_remove(&s.node);
-    pstr_unref(idle.params[PARAM_APPLICATION_NAME]);
+    params_unref(idle.params[PARAM_APPLICATION_NAME]);
     plist_remove(&pool->node);
-    pool_free(pool);
+    objects_pool_free(pool);
     net_loop_free(p.loop);
     pooler_config_free(&cfg);
 }

@@ -125,15 +125,15 @@ static void test_statements_and_quoting(void **state)
 static void test_tags(void **state)
 {
     (void)state;
-    assert_int_equal(sql_tag_of("SET", 4), SQL_TAG_SET);
-    assert_int_equal(sql_tag_of("SET", 3), SQL_TAG_SET);
-    assert_int_equal(sql_tag_of("RESET", 6), SQL_TAG_RESET);
-    assert_int_equal(sql_tag_of("DISCARD ALL", 12), SQL_TAG_DISCARD_ALL);
-    assert_int_equal(sql_tag_of("DEALLOCATE", 11), SQL_TAG_DEALLOCATE);
-    assert_int_equal(sql_tag_of("DEALLOCATE ALL", 15), SQL_TAG_DEALLOCATE_ALL);
-    assert_int_equal(sql_tag_of("SET CONSTRAINTS", 16), SQL_TAG_NONE);
-    assert_int_equal(sql_tag_of("SELECT 1", 9), SQL_TAG_NONE);
-    assert_int_equal(sql_tag_of("", 0), SQL_TAG_NONE);
+    assert_int_equal(sql_effects_tag_of("SET", 4), SQL_TAG_SET);
+    assert_int_equal(sql_effects_tag_of("SET", 3), SQL_TAG_SET);
+    assert_int_equal(sql_effects_tag_of("RESET", 6), SQL_TAG_RESET);
+    assert_int_equal(sql_effects_tag_of("DISCARD ALL", 12), SQL_TAG_DISCARD_ALL);
+    assert_int_equal(sql_effects_tag_of("DEALLOCATE", 11), SQL_TAG_DEALLOCATE);
+    assert_int_equal(sql_effects_tag_of("DEALLOCATE ALL", 15), SQL_TAG_DEALLOCATE_ALL);
+    assert_int_equal(sql_effects_tag_of("SET CONSTRAINTS", 16), SQL_TAG_NONE);
+    assert_int_equal(sql_effects_tag_of("SELECT 1", 9), SQL_TAG_NONE);
+    assert_int_equal(sql_effects_tag_of("", 0), SQL_TAG_NONE);
 }
 
 int main(void)
