@@ -207,7 +207,7 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
                 struct plist *m;
                 while ((m = plist_first(clists[i])) != NULL)
                     objects_client_fail(plist_entry(m, struct client, node), "57P01",
-                                "terminated by the admin console (KILL)");
+                                        "terminated by the admin console (KILL)");
             }
             for (size_t i = 0; i < 5; i++) {
                 struct plist *m;

@@ -496,7 +496,9 @@ void pooler_tables_databases(struct pooler *p, struct console_out *o)
         reply_int(&r, db->min_pool_size >= 0 ? db->min_pool_size : cfg->min_pool_size);
         reply_int(&r, db->reserve_pool >= 0 ? db->reserve_pool : cfg->reserve_pool_size);
         reply_int(&r, cfg->server_lifetime_ms / 1000);
-        reply_text(&r, db->pool_mode >= 0 ? pooler_config_pool_mode_name((enum pool_mode)db->pool_mode) : NULL);
+        reply_text(&r, db->pool_mode >= 0
+                           ? pooler_config_pool_mode_name((enum pool_mode)db->pool_mode)
+                           : NULL);
         reply_text(&r, load_balance_name(db->host, db->load_balance_disable));
         reply_int(&r,
                   db->max_db_connections >= 0 ? db->max_db_connections : cfg->max_db_connections);
@@ -551,7 +553,9 @@ static void user_row(struct pooler *p, struct reply *r, const char *name)
     reply_text(r, name);
     reply_text(r, size);
     reply_text(r, ""); /* no per-user reserve_pool_size */
-    reply_text(r, u && u->pool_mode >= 0 ? pooler_config_pool_mode_name((enum pool_mode)u->pool_mode) : NULL);
+    reply_text(r, u && u->pool_mode >= 0
+                      ? pooler_config_pool_mode_name((enum pool_mode)u->pool_mode)
+                      : NULL);
     reply_int(r, max);
     reply_int(r, handout_user_server_count(p, name));
     reply_int(r, u && u->max_user_client_connections > 0 ? u->max_user_client_connections

@@ -167,7 +167,7 @@ static void describe_stats(char *out, size_t len, const struct stats_report *st,
 }
 
 void inspect_actions_monitor_report(struct action_run *run, const struct snapshot *prev,
-                                   const struct snapshot *cur)
+                                    const struct snapshot *cur)
 {
     struct stats_report stats;
     if (!stats_compute(prev, cur, run->opts, &stats)) {

@@ -9,7 +9,7 @@
 void inspect_actions_monitor(struct action_run *run);
 /* The monitor report from two given snapshots (the registry's watch_report). */
 void inspect_actions_monitor_report(struct action_run *run, const struct snapshot *prev,
-                                   const struct snapshot *cur);
+                                    const struct snapshot *cur);
 void inspect_actions_detect_leaks(struct action_run *run);
 void inspect_actions_health_check(struct action_run *run);
 void inspect_actions_auto_scale(struct action_run *run);

@@ -25,9 +25,9 @@ static bool inspect_may_kill(PGconn *conn, const struct snapshot *snap,
     if (snap->server.can_signal)
         return true;
     inspect_session_error_set(err, "refused", "42501",
-                      "role '%s' may not terminate other sessions: it needs superuser or "
-                      "membership in pg_signal_backend; nothing was done",
-                      described->user);
+                              "role '%s' may not terminate other sessions: it needs superuser or "
+                              "membership in pg_signal_backend; nothing was done",
+                              described->user);
     return false;
 }
 

@@ -622,7 +622,7 @@ static bool add_ident(struct field *fields, size_t n, int line_no, void *ctx, co
 }
 
 bool hba_ident_parse(const char *text, const char *name, struct ident_map *out, char *err,
-                 size_t err_len)
+                     size_t err_len)
 {
     memset(out, 0, sizeof(*out));
     if (each_line(text, name, add_ident, out, err, err_len))
@@ -654,7 +654,7 @@ void hba_ident_free(struct ident_map *map)
 }
 
 bool hba_ident_allows(const struct ident_map *map, const char *map_name, const char *system_user,
-                  const char *db_user)
+                      const char *db_user)
 {
     for (size_t i = 0; i < map->n; i++) {
         const struct ident_entry *e = &map->entries[i];

@@ -100,11 +100,11 @@ struct ident_map {
 bool hba_ident_load(const char *path, struct ident_map *out, char *err, size_t err_len)
     __attribute__((warn_unused_result));
 bool hba_ident_parse(const char *text, const char *name, struct ident_map *out, char *err,
-                 size_t err_len) __attribute__((warn_unused_result));
+                     size_t err_len) __attribute__((warn_unused_result));
 void hba_ident_free(struct ident_map *map);
 /* True when the map lets system_user log in as db_user. */
 bool hba_ident_allows(const struct ident_map *map, const char *map_name, const char *system_user,
-                  const char *db_user);
+                      const char *db_user);
 /* Whether the identity the connection proved (system_user: the peer's Unix user name or the
  * certificate's common name; NULL when there is none) may log in as db_user: the same name
  * without map_name, else through map_name in map (map may be NULL: nothing is allowed). */

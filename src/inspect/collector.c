@@ -178,14 +178,15 @@ static bool read_activity(PGconn *conn, struct snapshot *snap, struct inspect_er
     for (int i = 0; i < rows; i++) {
         struct conn_record *rec = snapshot_add_conn(snap);
         if (rec == NULL) {
-            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d sessions",
-                              rows);
+            inspect_session_error_set(err, "out_of_memory", NULL,
+                                      "out of memory reading %d sessions", rows);
             PQclear(res);
             return false;
         }
         rec->id = get_i64(res, i, 0);
         rec->pid = (int32_t)rec->id;
-        rec->state = snapshot_conn_state_from_text(PQgetisnull(res, i, 5) ? NULL : PQgetvalue(res, i, 5));
+        rec->state =
+            snapshot_conn_state_from_text(PQgetisnull(res, i, 5) ? NULL : PQgetvalue(res, i, 5));
         rec->connected_ms = get_i64(res, i, 6);
         rec->state_change_ms = get_i64(res, i, 7);
         rec->xact_start_ms = get_i64(res, i, 8);
@@ -197,8 +198,8 @@ static bool read_activity(PGconn *conn, struct snapshot *snap, struct inspect_er
             !dup_text(&rec->backend_start_text, SNAPSHOT_TIMESTAMP_LEN, res, i, 10) ||
             !dup_text(&rec->wait_event_type, SNAPSHOT_NAME_LEN, res, i, 11) ||
             !dup_text(&rec->last_query, SNAPSHOT_QUERY_LEN, res, i, 12)) {
-            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d sessions",
-                              rows);
+            inspect_session_error_set(err, "out_of_memory", NULL,
+                                      "out of memory reading %d sessions", rows);
             PQclear(res);
             return false;
         }

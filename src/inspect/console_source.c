@@ -181,7 +181,8 @@ bool console_source_parse_uri(const char *uri, struct console_uri *u, struct ins
     }
     return true;
 bad:
-    inspect_session_error_set(err, "bad_input", NULL, "the pgwarden:// target is malformed: %s", why);
+    inspect_session_error_set(err, "bad_input", NULL, "the pgwarden:// target is malformed: %s",
+                              why);
     return false;
 }
 
@@ -261,8 +262,8 @@ static PGresult *console_exec(PGconn *conn, const char *command, ExecStatusType 
     const char *code = PQstatus(conn) == CONNECTION_BAD                     ? "connection_failed"
                        : sqlstate != NULL && strcmp(sqlstate, "42501") == 0 ? "permission_denied"
                                                                             : "query_failed";
-    inspect_session_error_set(err, code, sqlstate, "the pgwarden console answered %s with: %s", command,
-                      line[0] ? line : "no result");
+    inspect_session_error_set(err, code, sqlstate, "the pgwarden console answered %s with: %s",
+                              command, line[0] ? line : "no result");
     PQclear(res);
     return NULL;
 }
@@ -296,9 +297,10 @@ PGconn *console_source_connect(const char *uri, struct inspect_target *target,
          * is in neither admin_users nor stats_users is an authorisation failure too. */
         bool auth = strcmp(health_classify_error(NULL, reason), "auth") == 0 ||
                     strstr(reason, "not allowed") != NULL;
-        inspect_session_error_set(err, auth ? "auth_failed" : "connection_failed", NULL,
-                          "could not log in to the pgwarden admin console at %s:%s as %s: %s",
-                          target->host, target->port, target->user, reason);
+        inspect_session_error_set(
+            err, auth ? "auth_failed" : "connection_failed", NULL,
+            "could not log in to the pgwarden admin console at %s:%s as %s: %s", target->host,
+            target->port, target->user, reason);
         PQfinish(conn);
         return NULL;
     }
@@ -312,10 +314,11 @@ PGconn *console_source_connect(const char *uri, struct inspect_target *target,
     bool is_pgwarden = strncmp(version, "pgwarden", strlen("pgwarden")) == 0;
     PQclear(res);
     if (!is_pgwarden) {
-        inspect_session_error_set(err, "query_failed", NULL,
-                          "%s:%s runs '%s', not pgwarden: pgwarden:// targets need pgwarden's "
-                          "SHOW SNAPSHOT",
-                          target->host, target->port, target->server_version);
+        inspect_session_error_set(
+            err, "query_failed", NULL,
+            "%s:%s runs '%s', not pgwarden: pgwarden:// targets need pgwarden's "
+            "SHOW SNAPSHOT",
+            target->host, target->port, target->server_version);
         PQfinish(conn);
         return NULL;
     }
@@ -401,10 +404,11 @@ static bool find_columns(const PGresult *res, const char *command, const char *c
     for (size_t i = 0; i < n; i++) {
         index[i] = PQfnumber(res, names[i]);
         if (index[i] < 0) {
-            inspect_session_error_set(err, "query_failed", NULL,
-                              "%s has no column '%s': this pgwarden is too old for pgwarden:// "
-                              "targets",
-                              command, names[i]);
+            inspect_session_error_set(
+                err, "query_failed", NULL,
+                "%s has no column '%s': this pgwarden is too old for pgwarden:// "
+                "targets",
+                command, names[i]);
             return false;
         }
     }
@@ -492,7 +496,8 @@ static enum read_result read_clients(PGconn *conn, struct snapshot *snap, struct
         }
         struct conn_record *rec = snapshot_add_conn(snap);
         if (rec == NULL) {
-            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d clients", rows);
+            inspect_session_error_set(err, "out_of_memory", NULL,
+                                      "out of memory reading %d clients", rows);
             PQclear(res);
             return READ_FAILED;
         }
@@ -503,7 +508,8 @@ static enum read_result read_clients(PGconn *conn, struct snapshot *snap, struct
             !get_name(snap, &rec->application, SNAPSHOT_NAME_LEN, res, i,
                       col[CLIENT_APPLICATION]) ||
             !get_name(snap, &rec->client_addr, SNAPSHOT_ADDR_LEN, res, i, col[CLIENT_ADDR])) {
-            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d clients", rows);
+            inspect_session_error_set(err, "out_of_memory", NULL,
+                                      "out of memory reading %d clients", rows);
             PQclear(res);
             return READ_FAILED;
         }
@@ -621,7 +627,8 @@ static enum read_result read_pools(PGconn *conn, struct snapshot *snap, struct i
     for (int i = 0; i < rows; i++) {
         struct pool_record *pl = snapshot_add_pool(snap);
         if (pl == NULL) {
-            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d pools", rows);
+            inspect_session_error_set(err, "out_of_memory", NULL, "out of memory reading %d pools",
+                                      rows);
             PQclear(res);
             return READ_FAILED;
         }
@@ -688,13 +695,14 @@ bool console_source_take_snapshot(PGconn *conn, const struct manager_options *op
         if (r == READ_FAILED)
             return false;
         if (timestamp_monotonic_ms() >= deadline) {
-            inspect_session_error_set(err, "query_failed", NULL, "%s",
-                              r == READ_TORN  ? "the pooler's snapshot kept changing while it was "
-                                                "read"
-                              : newer_than_ms ? "the pooler's manager took no new snapshot "
-                                                "within 3.5 s (is it stalled?)"
-                                              : "the pooler's manager has not taken a snapshot "
-                                                "yet");
+            inspect_session_error_set(
+                err, "query_failed", NULL, "%s",
+                r == READ_TORN  ? "the pooler's snapshot kept changing while it was "
+                                  "read"
+                : newer_than_ms ? "the pooler's manager took no new snapshot "
+                                  "within 3.5 s (is it stalled?)"
+                                : "the pooler's manager has not taken a snapshot "
+                                  "yet");
             return false;
         }
         sleep_ms(POLL_SNAPSHOT_MS);
@@ -839,14 +847,15 @@ bool console_source_may_kill(PGconn *conn, const struct inspect_target *target,
     if (lost) {
         char line[400];
         inspect_session_first_line(line, sizeof(line), PQerrorMessage(conn));
-        inspect_session_error_set(err, "connection_failed", NULL, "lost the pgwarden console: %s", line);
+        inspect_session_error_set(err, "connection_failed", NULL, "lost the pgwarden console: %s",
+                                  line);
         return false;
     }
     if (refused) {
         inspect_session_error_set(err, "refused", "42501",
-                          "user '%s' may only read the pgwarden console (stats_users): "
-                          "KILL_CLIENT needs a user in admin_users; nothing was done",
-                          target->user);
+                                  "user '%s' may only read the pgwarden console (stats_users): "
+                                  "KILL_CLIENT needs a user in admin_users; nothing was done",
+                                  target->user);
         return false;
     }
     return true;

@@ -19,7 +19,7 @@ const char *inspect_session_resolve_conninfo(const char *target)
 }
 
 void inspect_session_error_set(struct inspect_error *err, const char *code, const char *sqlstate,
-                       const char *fmt, ...)
+                               const char *fmt, ...)
 {
     snprintf(err->code, sizeof(err->code), "%s", code);
     snprintf(err->sqlstate, sizeof(err->sqlstate), "%s", sqlstate ? sqlstate : "");
@@ -43,7 +43,7 @@ void inspect_session_first_line(char *out, size_t out_len, const char *text)
 }
 
 void inspect_session_error_from_result(struct inspect_error *err, const char *code, PGconn *conn,
-                               const PGresult *res)
+                                       const PGresult *res)
 {
     const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -65,7 +65,7 @@ static void fill_target(PGconn *conn, struct inspect_target *target)
 }
 
 PGconn *inspect_session_connect(const char *conninfo, struct inspect_target *target,
-                        struct inspect_error *err)
+                                struct inspect_error *err)
 {
     memset(target, 0, sizeof(*target));
     /* Expanding dbname lets a URI or key=value string carry everything while our own keys
@@ -93,8 +93,8 @@ PGconn *inspect_session_connect(const char *conninfo, struct inspect_target *tar
     target->version_num = PQserverVersion(conn);
     if (target->version_num < INSPECT_MIN_VERSION) {
         inspect_session_error_set(err, "server_too_old", NULL,
-                          "PostgreSQL %s is too old: pgwarden needs PostgreSQL 12 or newer",
-                          target->server_version);
+                                  "PostgreSQL %s is too old: pgwarden needs PostgreSQL 12 or newer",
+                                  target->server_version);
         PQfinish(conn);
         return NULL;
     }
@@ -112,8 +112,8 @@ PGconn *inspect_session_connect(const char *conninfo, struct inspect_target *tar
     return conn;
 }
 
-PGresult *inspect_session_query(PGconn *conn, const char *sql, int n_params, const char *const *params,
-                        struct inspect_error *err)
+PGresult *inspect_session_query(PGconn *conn, const char *sql, int n_params,
+                                const char *const *params, struct inspect_error *err)
 {
     PGresult *res = PQexecParams(conn, sql, n_params, NULL, params, NULL, NULL, 0);
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {

@@ -33,25 +33,26 @@ const char *inspect_session_resolve_conninfo(const char *target);
  * target description even on failure (as far as libpq knows it). Returns NULL on failure
  * with err filled. The caller owns the connection (PQfinish). */
 PGconn *inspect_session_connect(const char *conninfo, struct inspect_target *target,
-                        struct inspect_error *err);
+                                struct inspect_error *err);
 
 /* Fills err from a failed result or connection: SQLSTATE, a code and the first line of the
  * server's message. */
 void inspect_session_error_from_result(struct inspect_error *err, const char *code, PGconn *conn,
-                               const PGresult *res);
+                                       const PGresult *res);
 void inspect_session_error_set(struct inspect_error *err, const char *code, const char *sqlstate,
-                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+                               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Copies the first line of a libpq/server message without its "ERROR:  "/"FATAL:  " prefix:
  * messages end with a newline and may carry DETAIL/HINT lines; errors show one sentence. */
 void inspect_session_first_line(char *out, size_t out_len, const char *text);
 
 /* Runs a query expected to return tuples; NULL (with err filled) on failure. */
-PGresult *inspect_session_query(PGconn *conn, const char *sql, int n_params, const char *const *params,
-                        struct inspect_error *err);
+PGresult *inspect_session_query(PGconn *conn, const char *sql, int n_params,
+                                const char *const *params, struct inspect_error *err);
 
 /* Reads every result of the query sent on conn; true when one of them was exactly one row.
  * Otherwise sqlstate (6 bytes) and message get the error's SQLSTATE and first line, if any. */
-bool inspect_session_read_one_row(PGconn *conn, char sqlstate[6], char *message, size_t message_len);
+bool inspect_session_read_one_row(PGconn *conn, char sqlstate[6], char *message,
+                                  size_t message_len);
 
 #endif

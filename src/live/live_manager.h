@@ -47,7 +47,8 @@ const struct event_ring *live_manager_events(const struct live_manager *m);
  * idle_timeout, clients idle in a transaction past leak_hold_threshold, within
  * max_kill_percentage) on a fresh snapshot, and with execute disconnects the planned clients.
  * Every planned or taken action is an event. False when memory ran out. The plan's records
- * point into the manager's snapshot (valid until the next run); free it with reaper_kill_plan_free. */
+ * point into the manager's snapshot (valid until the next run); free it with reaper_kill_plan_free.
+ */
 bool live_manager_kill_idle(struct live_manager *m, bool execute, struct kill_plan *out);
 
 /* One auto-scaling decision per pool now, without hysteresis or cooldown; applied when apply

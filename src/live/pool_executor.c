@@ -30,7 +30,8 @@ bool pool_executor_reclaim(struct pooler *p, int64_t client_id, enum reclaim_lev
         done = client_reclaim_server(c, why);
         break;
     case RECLAIM_DISCONNECT:
-        objects_client_fail(c, "25P03", "pgwarden closed this connection: it looked leaked (%s)", why);
+        objects_client_fail(c, "25P03", "pgwarden closed this connection: it looked leaked (%s)",
+                            why);
         done = true;
         break;
     case RECLAIM_OFF:

@@ -60,7 +60,8 @@ static int compare_actions(const void *a, const void *b)
 {
     const struct kill_action *x = a;
     const struct kill_action *y = b;
-    bool xi = snapshot_conn_state_in_xact(x->conn->state), yi = snapshot_conn_state_in_xact(y->conn->state);
+    bool xi = snapshot_conn_state_in_xact(x->conn->state),
+         yi = snapshot_conn_state_in_xact(y->conn->state);
     if (xi != yi)
         return xi ? -1 : 1;
     if (x->idle_ms != y->idle_ms)

@@ -1,6 +1,6 @@
 /* auth_user + auth_query: a client whose user auth_file does not list gets its secret from
- * the database, looked up over auth_user's own pool (objects_pool_get_auth) without blocking the loop.
- * The client waits in login meanwhile; the answer (a secret, or none) then authenticates it
+ * the database, looked up over auth_user's own pool (objects_pool_get_auth) without blocking the
+ * loop. The client waits in login meanwhile; the answer (a secret, or none) then authenticates it
  * exactly as an auth_file entry would. Nothing is cached: every such login asks again, so a
  * changed or expired password counts at once. */
 #ifndef PGWARDEN_POOL_AUTH_LOOKUP_H

@@ -916,8 +916,8 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
         return;
     }
     if (pool->db_disabled) {
-        objects_client_fail(c, "57P03", "database \"%s\" is disabled (DISABLE on the admin console)",
-                    l->database);
+        objects_client_fail(
+            c, "57P03", "database \"%s\" is disabled (DISABLE on the admin console)", l->database);
         return;
     }
     const char *sqlstate;
@@ -985,15 +985,16 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
 
 static void auth_failed(struct client *c)
 {
-    objects_client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->login->user);
+    objects_client_fail(c, "28P01", "password authentication failed for user \"%s\"",
+                        c->login->user);
 }
 
 /* PgBouncer's words for a failed SCRAM exchange first, then PostgreSQL's. */
 static void sasl_failed(struct client *c)
 {
-    objects_client_fail(c, "28P01",
-                "SASL authentication failed: password authentication failed for user \"%s\"",
-                c->login->user);
+    objects_client_fail(
+        c, "28P01", "SASL authentication failed: password authentication failed for user \"%s\"",
+        c->login->user);
 }
 
 /* ---- TLS ---- */
@@ -1140,10 +1141,11 @@ static bool take_deferred_params(struct client *c)
         const char *name = l->deferred[2 * i], *value = l->deferred[2 * i + 1];
         int id = params_register(name);
         if (id < 0) {
-            objects_client_fail(c, "53400",
-                        "too many different startup parameters in use (pgwarden follows %d; "
-                        "ignore_startup_parameters can drop some): %.64s",
-                        PARAM_COUNT, name);
+            objects_client_fail(
+                c, "53400",
+                "too many different startup parameters in use (pgwarden follows %d; "
+                "ignore_startup_parameters can drop some): %.64s",
+                PARAM_COUNT, name);
             return false;
         }
         if (!set_startup_value(c, id, value)) {
@@ -1305,7 +1307,7 @@ static void begin_auth(struct client *c)
         /* The connection itself proves who the client is; no password is asked. */
         if (!user_known(c, database, user) || !identity_proven(c, l->method, rule, user)) {
             objects_client_fail(c, "28000", "%s authentication failed for user \"%s\"",
-                        l->method == HBA_CERT ? "certificate" : "peer", user);
+                                l->method == HBA_CERT ? "certificate" : "peer", user);
             return;
         }
         auth_done(c, NULL, 0);
@@ -1395,7 +1397,7 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
         goto out;
     case WIRE_STARTUP_BAD_VERSION:
         objects_client_fail(c, "0A000", "unsupported frontend protocol %u.%u: server supports 3.0",
-                    WIRE_PROTOCOL_MAJOR(st->version), WIRE_PROTOCOL_MINOR(st->version));
+                            WIRE_PROTOCOL_MAJOR(st->version), WIRE_PROTOCOL_MINOR(st->version));
         goto out;
     case WIRE_STARTUP_MALFORMED:
         objects_client_fail(c, "08P01", "invalid startup packet layout");
@@ -1701,8 +1703,8 @@ static void login_pump(struct client *c)
                 break;
             }
             if (type != WIRE_FE_PASSWORD) {
-                objects_client_fail(c, "08P01", "expected a password response, got message type 0x%02x",
-                            type);
+                objects_client_fail(c, "08P01",
+                                    "expected a password response, got message type 0x%02x", type);
                 return;
             }
             b->pos += WIRE_HEADER_LEN + blen;
@@ -1819,7 +1821,7 @@ static void plan_statement(const struct client *c, struct server *s, const struc
     if (!e) {
         int max = c->pooler->cfg->max_prepared_statements;
         plan->n_evict = prepared_server_victims(&s->stmts, max > 0 ? (uint32_t)max : 1, plan->evict,
-                                             PLAN_MAX_EVICT);
+                                                PLAN_MAX_EVICT);
     }
 }
 
@@ -2531,7 +2533,7 @@ void client_pump(struct client *c)
             r = conn_fill(p, &c->conn);
             if (r == FILL_EOF || r == FILL_ERROR) {
                 objects_client_close(c, r == FILL_EOF ? "client closed the connection"
-                                              : "client connection error");
+                                                      : "client connection error");
                 return;
             }
             if (r == FILL_NO_MEMORY) {

@@ -34,7 +34,7 @@ enum flush_result conn_send(struct pconn *dst, const void *data, size_t len, siz
  * pooler writes itself (errors, login, internal queries) on a socket whose send buffer is
  * empty or nearly so: a peer that does not take them loses its connection. */
 __attribute__((warn_unused_result)) bool conn_send_all(struct pconn *dst, const void *data,
-                                                        size_t len);
+                                                       size_t len);
 /* Sends src's accounted range [pos, scan) to dst and books what went. */
 enum flush_result conn_flush(struct pconn *src, struct pconn *dst, int64_t *counter);
 /* Books n bytes of src's sendable range as sent (conn_flush, or a batched send). */

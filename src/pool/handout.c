@@ -165,8 +165,8 @@ void handout_request_server(struct client *c)
      * told at once instead of queueing behind a retry that is not due yet. */
     if (handout_login_failing(pool)) {
         objects_client_fail(c, pool->last_sqlstate,
-                    "server login has been failing, cached error: %s (server_login_retry)",
-                    pool->last_error);
+                            "server login has been failing, cached error: %s (server_login_retry)",
+                            pool->last_error);
         return;
     }
     handout_activate(pool);
@@ -305,10 +305,10 @@ void handout_fail_waiters(struct pool *pool)
     struct plist *n;
     while ((n = plist_first(&pool->waiting_login_clients)) != NULL)
         objects_client_fail(plist_entry(n, struct client, node), pool->last_sqlstate, "%s",
-                    pool->last_error);
+                            pool->last_error);
     while ((n = plist_first(&pool->waiting_clients)) != NULL)
         objects_client_fail(plist_entry(n, struct client, node), pool->last_sqlstate, "%s",
-                    pool->last_error);
+                            pool->last_error);
 }
 
 /* What a server idle in the pool calls itself in pg_stat_activity, so that pgwarden (and an

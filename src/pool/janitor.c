@@ -53,7 +53,7 @@ static void fail_waiting(struct pool *pool, struct plist *list, int64_t now)
         /* A wait that ends because logins keep failing says so. */
         if (pool->last_error)
             objects_client_fail(c, "08P01", "%s (server login has been failing: %s)", why,
-                        pool->last_error);
+                                pool->last_error);
         else
             objects_client_fail(c, "08P01", "%s", why);
     }

@@ -22,7 +22,8 @@
 
 /* ---- pools ---- */
 
-/* The strings objects_pool_apply_config copies from the config, built whole before any is swapped in. */
+/* The strings objects_pool_apply_config copies from the config, built whole before any is swapped
+ * in. */
 struct pool_strings {
     char *host;
     char *host_names;
@@ -225,8 +226,8 @@ static struct pool *find_or_make(struct pooler *p, const struct pooler_db_config
     return pool;
 }
 
-struct pool *objects_pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
-                      const char *user)
+struct pool *objects_pool_get(struct pooler *p, const struct pooler_db_config *db,
+                              const char *db_name, const char *user)
 {
     /* A database with a forced user has one pool, keyed by that user (PgBouncer keys pools
      * by database and server user): its pool_size bounds the database's servers however many
@@ -236,8 +237,8 @@ struct pool *objects_pool_get(struct pooler *p, const struct pooler_db_config *d
     return find_or_make(p, db, db_name, user, false);
 }
 
-struct pool *objects_pool_get_auth(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
-                           const char *auth_user)
+struct pool *objects_pool_get_auth(struct pooler *p, const struct pooler_db_config *db,
+                                   const char *db_name, const char *auth_user)
 {
     return find_or_make(p, db, db_name, auth_user, true);
 }
@@ -279,7 +280,7 @@ static int user_client_count(const struct pooler *p, const char *user)
 }
 
 const char *objects_login_refusal(const struct pool *pool, const char *login_user,
-                               const char **sqlstate)
+                                  const char **sqlstate)
 {
     const struct pooler *p = pool->pooler;
     const struct pooler_config *cfg = p->cfg;

@@ -5,12 +5,12 @@
 
 #include "pool/pool.h"
 
-struct pool *objects_pool_get(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
-                      const char *user);
+struct pool *objects_pool_get(struct pooler *p, const struct pooler_db_config *db,
+                              const char *db_name, const char *user);
 /* auth_user's own pool in db_name, apart from the pool clients logging in as auth_user use
  * (auth_lookup.c runs auth_query on its servers). */
-struct pool *objects_pool_get_auth(struct pooler *p, const struct pooler_db_config *db, const char *db_name,
-                           const char *auth_user);
+struct pool *objects_pool_get_auth(struct pooler *p, const struct pooler_db_config *db,
+                                   const char *db_name, const char *auth_user);
 /* Applies (possibly new) config values to an existing pool; marks servers close_needed when
  * the connection target changed. False when out of memory: the error is logged and the pool
  * keeps the settings it had (a reload then leaves it on the old ones). */
@@ -27,7 +27,7 @@ void objects_pool_free(struct pool *pool);
  * Who is exempt (PgBouncer: admin users on the console) is the caller's to decide. Called
  * before the client is counted in pool. The returned string is static. */
 const char *objects_login_refusal(const struct pool *pool, const char *login_user,
-                               const char **sqlstate);
+                                  const char **sqlstate);
 
 struct client *objects_client_new(struct pooler *p, int fd, const struct net_addr *addr);
 /* The logged-in client with this id (as SHOW CLIENTS prints it) in any pool, or NULL. */

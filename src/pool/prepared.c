@@ -61,7 +61,8 @@ static uint32_t hash_bytes(const uint8_t *p, size_t len)
     return h;
 }
 
-struct prepared_stmt *prepared_registry_get(struct stmt_registry *r, const uint8_t *body, size_t len)
+struct prepared_stmt *prepared_registry_get(struct stmt_registry *r, const uint8_t *body,
+                                            size_t len)
 {
     uint32_t h = hash_bytes(body, len);
     struct prepared_stmt **bucket = &r->buckets[h % r->n_buckets];
@@ -109,7 +110,7 @@ struct client_stmt *prepared_client_find(struct client_stmt *list, const char *n
 }
 
 struct client_stmt *prepared_client_set(struct stmt_registry *r, struct client_stmt **list,
-                                    const char *name, struct prepared_stmt *st)
+                                        const char *name, struct prepared_stmt *st)
 {
     static uint32_t seq;
     struct client_stmt *cs = prepared_client_find(*list, name);
@@ -233,7 +234,7 @@ static int by_last_use(const void *a, const void *b)
 }
 
 uint32_t prepared_server_victims(const struct server_stmts *s, uint32_t max, uint64_t *out,
-                              uint32_t cap)
+                                 uint32_t cap)
 {
     if (max == 0)
         max = 1;
@@ -288,8 +289,8 @@ void prepared_unnamed_closed(struct unnamed_stmt *u)
     u->client = 0;
 }
 
-void prepared_unnamed_note(struct unnamed_stmt *u, uint64_t client, uint8_t type, const uint8_t *body,
-                       uint32_t have)
+void prepared_unnamed_note(struct unnamed_stmt *u, uint64_t client, uint8_t type,
+                           const uint8_t *body, uint32_t have)
 {
     /* Without the first body byte the name is unknown: assume it is empty (the cost of being
      * wrong is one Close for the next client). */

@@ -58,7 +58,8 @@ void prepared_registry_destroy(struct stmt_registry *r);
  * know it only by reading pg_prepared_statements, and must not use it. */
 bool prepared_registry_owns_name(const struct stmt_registry *r, const char *name);
 /* The shared statement for a Parse body (query\0 + types), with a reference taken. */
-struct prepared_stmt *prepared_registry_get(struct stmt_registry *r, const uint8_t *body, size_t len);
+struct prepared_stmt *prepared_registry_get(struct stmt_registry *r, const uint8_t *body,
+                                            size_t len);
 void prepared_stmt_unref(struct stmt_registry *r, struct prepared_stmt *st);
 
 /* The client's statement called name, or NULL. */
@@ -66,7 +67,7 @@ struct client_stmt *prepared_client_find(struct client_stmt *list, const char *n
 /* Binds name to st in the client's list (replacing an older binding), unconfirmed and with a
  * new seq; takes over the reference. NULL on out of memory (the reference is then dropped). */
 struct client_stmt *prepared_client_set(struct stmt_registry *r, struct client_stmt **list,
-                                    const char *name, struct prepared_stmt *st);
+                                        const char *name, struct prepared_stmt *st);
 void prepared_client_remove(struct stmt_registry *r, struct client_stmt **list, const char *name);
 void prepared_client_free_all(struct stmt_registry *r, struct client_stmt **list);
 
@@ -107,7 +108,7 @@ uint64_t prepared_server_victim(const struct server_stmts *s, uint32_t max);
  * (after max_prepared_statements was lowered, more than one); at most cap of them go to out.
  * Returns how many. */
 uint32_t prepared_server_victims(const struct server_stmts *s, uint32_t max, uint64_t *out,
-                              uint32_t cap);
+                                 uint32_t cap);
 /* SQL-level PREPARE or DEALLOCATE ran: every statement must be re-created before use. */
 void prepared_server_distrust(struct server_stmts *s);
 void prepared_server_free_all(struct server_stmts *s);
@@ -142,7 +143,7 @@ bool prepared_unnamed_foreign(const struct unnamed_stmt *u, uint64_t client, uin
 void prepared_unnamed_closed(struct unnamed_stmt *u);
 /* A message of client goes to the server; body holds have bytes of it. A Parse whose name
  * may be empty marks the statement the client's. */
-void prepared_unnamed_note(struct unnamed_stmt *u, uint64_t client, uint8_t type, const uint8_t *body,
-                       uint32_t have);
+void prepared_unnamed_note(struct unnamed_stmt *u, uint64_t client, uint8_t type,
+                           const uint8_t *body, uint32_t have);
 
 #endif

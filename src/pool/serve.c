@@ -684,7 +684,7 @@ static void close_everything(struct pooler *p)
             struct plist *m;
             while ((m = plist_first(lists[i])) != NULL)
                 objects_client_fail(plist_entry(m, struct client, node), "57P01",
-                            "pgwarden is shutting down");
+                                    "pgwarden is shutting down");
         }
         struct plist *slists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
                                   &pool->login_servers, &pool->canceling_servers};

@@ -378,8 +378,8 @@ void server_close(struct server *s, const char *reason)
     else
         log_debug("pool", "server %llu %s/%s: closing because: %s (age=%llds)",
                   (unsigned long long)s->id, pool->db_name, pool->user_name, reason, age_s);
-    handout_note_probe(s, false, reason);  /* a probe in flight failed with its server */
-    auth_lookup_server_gone(s, reason); /* and so did an auth_query */
+    handout_note_probe(s, false, reason); /* a probe in flight failed with its server */
+    auth_lookup_server_gone(s, reason);   /* and so did an auth_query */
     if (s->client) {
         struct client *c = s->client;
         c->output_torn |= server_mid_message(s);
@@ -1256,7 +1256,8 @@ void server_pump(struct server *s)
             continue;
         case SSCAN_NO_XACT_BLOCKS:
             /* As PgBouncer: the open transaction dies with its server. */
-            objects_client_fail(c, "08P01", "transaction blocks not allowed in statement pooling mode");
+            objects_client_fail(c, "08P01",
+                                "transaction blocks not allowed in statement pooling mode");
             handout_activate(pool);
             return;
         case SSCAN_RELEASE: {

@@ -966,8 +966,8 @@ void scram_client_clear(struct scram_client *st)
     scram_client_init(st);
 }
 
-static enum scram_result objects_client_fail(struct scram_client *st, enum scram_result r, char *err,
-                                     size_t err_len, const char *msg)
+static enum scram_result objects_client_fail(struct scram_client *st, enum scram_result r,
+                                             char *err, size_t err_len, const char *msg)
 {
     st->phase = SCRAM_CLIENT_FAILED;
     /* The password is not needed after a failure: do not keep it around. */
@@ -987,13 +987,13 @@ static enum scram_result client_start(struct scram_client *st, const char *user,
 
     if (st->phase != SCRAM_CLIENT_INIT)
         return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "SCRAM client exchange already started");
+                                   "SCRAM client exchange already started");
     if (out == NULL || out_len == NULL)
         return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "no output buffer");
     if ((password != NULL) == (client_key != NULL || server_key != NULL) ||
         (client_key != NULL) != (server_key != NULL))
         return objects_client_fail(st, SCRAM_BAD_SECRET, err, err_len,
-                           "SCRAM client needs either a password or both keys");
+                                   "SCRAM client needs either a password or both keys");
     if (user == NULL)
         user = "";
     if (strlen(user) > MAX_CLIENT_USER_LEN)
@@ -1022,7 +1022,8 @@ static enum scram_result client_start(struct scram_client *st, const char *user,
     out_str(&o, ",r=");
     out_str(&o, nonce);
     if (o.overflow)
-        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "SCRAM output buffer too small");
+        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len,
+                                   "SCRAM output buffer too small");
     st->client_first_bare = dup_mem(out + 3, o.len - 3);
     if (st->client_first_bare == NULL)
         return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "out of memory");
@@ -1040,7 +1041,8 @@ enum scram_result scram_client_start(struct scram_client *st, const char *user,
     char nonce[SCRAM_OUT_MAX];
 
     if (!random_nonce(nonce))
-        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "could not generate nonce");
+        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len,
+                                   "could not generate nonce");
     return client_start(st, user, password, client_key, server_key, nonce, out, out_cap, out_len,
                         err, err_len);
 }
@@ -1053,7 +1055,8 @@ enum scram_result scram_client_start_with_nonce(struct scram_client *st, const c
 {
     if (client_nonce == NULL || strlen(client_nonce) > MAX_FIXED_NONCE_LEN ||
         !valid_nonce(client_nonce, strlen(client_nonce)))
-        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "invalid fixed client nonce");
+        return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len,
+                                   "invalid fixed client nonce");
     return client_start(st, user, password, client_key, server_key, client_nonce, out, out_cap,
                         out_len, err, err_len);
 }
@@ -1075,7 +1078,7 @@ enum scram_result scram_client_continue(struct scram_client *st, const char *ser
 
     if (st->phase != SCRAM_CLIENT_FIRST_SENT)
         return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "unexpected SCRAM server-first message");
+                                   "unexpected SCRAM server-first message");
     if (out == NULL || out_len == NULL)
         return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "no output buffer");
     if (!check_message(server_first, len, err, err_len))
@@ -1083,29 +1086,30 @@ enum scram_result scram_client_continue(struct scram_client *st, const char *ser
 
     if (c.p[0] == 'm')
         return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "SCRAM mandatory extensions (m=) are not supported");
+                                   "SCRAM mandatory extensions (m=) are not supported");
     if (!read_attr(&c, 'r', &nonce, &nonce_len))
         return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "malformed SCRAM message (nonce attribute r= expected)");
+                                   "malformed SCRAM message (nonce attribute r= expected)");
     if (nonce_len > SCRAM_MAX_NONCE_LEN)
         return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "malformed SCRAM message (server nonce too long)");
+                                   "malformed SCRAM message (server nonce too long)");
     if (!valid_nonce(nonce, nonce_len) || nonce_len <= st->client_nonce_len ||
         memcmp(nonce, st->client_first_bare + strlen(st->client_first_bare) - st->client_nonce_len,
                st->client_nonce_len) != 0)
         return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "invalid SCRAM response (nonce mismatch)");
+                                   "invalid SCRAM response (nonce mismatch)");
     if (!read_attr(&c, 's', &salt_b64, &salt_b64_len) ||
         !scram_base64_decode(salt_b64, salt_b64_len, salt, sizeof(salt), &salt_len) ||
         salt_len == 0)
         return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "malformed SCRAM message (invalid or too long salt)");
+                                   "malformed SCRAM message (invalid or too long salt)");
     if (!read_attr(&c, 'i', &iter_s, &iter_len))
-        return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "malformed SCRAM message (iteration count attribute i= expected)");
+        return objects_client_fail(
+            st, SCRAM_PROTOCOL_ERROR, err, err_len,
+            "malformed SCRAM message (iteration count attribute i= expected)");
     if (!parse_iterations(iter_s, iter_len, INT_MAX, &iterations))
         return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "malformed SCRAM message (invalid iteration count)");
+                                   "malformed SCRAM message (invalid iteration count)");
     if (iterations > SCRAM_CLIENT_MAX_ITERATIONS) {
         /* Name the count: an administrator who raised scram_iterations needs to see why. */
         char msg[128];
@@ -1116,12 +1120,12 @@ enum scram_result scram_client_continue(struct scram_client *st, const char *ser
     }
     if (!at_end(&c))
         return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "malformed SCRAM message (garbage at end of server-first)");
+                                   "malformed SCRAM message (garbage at end of server-first)");
 
     if (!st->have_keys) {
         if (!client_keys(st->password, salt, salt_len, iterations, st->client_key, st->server_key))
             return objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len,
-                               "SCRAM key derivation failed");
+                                       "SCRAM key derivation failed");
         free_wiped(st->password);
         st->password = NULL;
     }
@@ -1143,7 +1147,8 @@ enum scram_result scram_client_continue(struct scram_client *st, const char *ser
     out_str(&o, ",p=");
     out_b64(&o, proof, SCRAM_KEY_LEN);
     if (o.overflow) {
-        r = objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len, "SCRAM output buffer too small");
+        r = objects_client_fail(st, SCRAM_INTERNAL_ERROR, err, err_len,
+                                "SCRAM output buffer too small");
         goto done;
     }
     *out_len = o.len;
@@ -1166,7 +1171,7 @@ enum scram_result scram_client_finish(struct scram_client *st, const char *serve
 
     if (st->phase != SCRAM_CLIENT_FINAL_SENT)
         return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "unexpected SCRAM server-final message");
+                                   "unexpected SCRAM server-final message");
     if (!check_message(server_final, len, err, err_len))
         return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len, NULL);
 
@@ -1184,9 +1189,10 @@ enum scram_result scram_client_finish(struct scram_client *st, const char *serve
     if (!read_attr(&c, 'v', &val, &val_len) || !at_end(&c) ||
         !b64_decode_exact(val, val_len, sig, SCRAM_KEY_LEN))
         return objects_client_fail(st, SCRAM_PROTOCOL_ERROR, err, err_len,
-                           "malformed SCRAM message (invalid server signature)");
+                                   "malformed SCRAM message (invalid server signature)");
     if (CRYPTO_memcmp(sig, st->server_signature, SCRAM_KEY_LEN) != 0)
-        return objects_client_fail(st, SCRAM_AUTH_FAILED, err, err_len, "invalid SCRAM server signature");
+        return objects_client_fail(st, SCRAM_AUTH_FAILED, err, err_len,
+                                   "invalid SCRAM server signature");
     st->phase = SCRAM_CLIENT_DONE;
     return SCRAM_OK;
 }

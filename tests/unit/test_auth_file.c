@@ -76,7 +76,8 @@ static void test_secret_kinds(void **state)
     assert_int_equal(auth_file_secret_kind(NULL), AUTH_SECRET_NONE);
     assert_int_equal(auth_file_secret_kind(""), AUTH_SECRET_NONE);
     assert_int_equal(auth_file_secret_kind("md5"), AUTH_SECRET_PLAIN);
-    assert_int_equal(auth_file_secret_kind("md520c46e3762c864548e296b33c3406aa"), AUTH_SECRET_PLAIN);
+    assert_int_equal(auth_file_secret_kind("md520c46e3762c864548e296b33c3406aa"),
+                     AUTH_SECRET_PLAIN);
     assert_int_equal(auth_file_secret_kind("md520c46e3762c864548e296b33c3406aa9"), AUTH_SECRET_MD5);
     assert_int_equal(auth_file_secret_kind("SCRAM-SHA-256$"), AUTH_SECRET_SCRAM);
     assert_int_equal(auth_file_secret_kind("scram-sha-256$x"), AUTH_SECRET_PLAIN);

@@ -146,8 +146,8 @@ static void test_at_file_and_ident_map(void **state)
     assert_non_null(strstr(err, "none.conf"));
 
     struct ident_map m;
-    assert_true(hba_ident_parse("# map sys db\ncertmap  CN-alice  alice\nlocal root all\n", "ident", &m,
-                            err, sizeof(err)));
+    assert_true(hba_ident_parse("# map sys db\ncertmap  CN-alice  alice\nlocal root all\n", "ident",
+                                &m, err, sizeof(err)));
     assert_true(hba_ident_allows(&m, "certmap", "CN-alice", "alice"));
     assert_false(hba_ident_allows(&m, "certmap", "CN-alice", "bob"));
     assert_true(hba_ident_allows(&m, "local", "root", "anyone"));
@@ -225,8 +225,8 @@ static void test_identity_with_and_without_map(void **state)
     (void)state;
     struct ident_map m;
     char err[256];
-    assert_true(hba_ident_parse("ops  root  postgres\nops  alice  all\nother bob bob\n", "ident", &m,
-                            err, sizeof(err)));
+    assert_true(hba_ident_parse("ops  root  postgres\nops  alice  all\nother bob bob\n", "ident",
+                                &m, err, sizeof(err)));
     assert_true(hba_identity_ok(&m, NULL, "bob", "bob"));
     assert_false(hba_identity_ok(&m, NULL, "bob", "alice"));
     assert_false(hba_identity_ok(&m, NULL, NULL, "bob")); /* no proven identity */
