@@ -89,9 +89,13 @@ static bool get_bool(const PGresult *res, int row, int col)
     return !PQgetisnull(res, row, col) && PQgetvalue(res, row, col)[0] == 't';
 }
 
-static void get_text(char *out, size_t out_len, const PGresult *res, int row, int col)
+/* Interns a column's text as a record name (cut at max - 1 bytes); false when memory ran
+ * out. */
+static bool get_name(struct snapshot *snap, const char **field, size_t max, const PGresult *res,
+                     int row, int col)
 {
-    snprintf(out, out_len, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
+    *field = snapshot_name(snap, PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col), max);
+    return *field != NULL;
 }
 
 static bool dup_text(char **field, size_t max, const PGresult *res, int row, int col)
@@ -181,17 +185,17 @@ static bool read_activity(PGconn *conn, struct snapshot *snap, struct inspect_er
         }
         rec->id = get_i64(res, i, 0);
         rec->pid = (int32_t)rec->id;
-        get_text(rec->user, sizeof(rec->user), res, i, 1);
-        get_text(rec->database, sizeof(rec->database), res, i, 2);
-        get_text(rec->application, sizeof(rec->application), res, i, 3);
-        get_text(rec->client_addr, sizeof(rec->client_addr), res, i, 4);
         rec->state =
             snapshot_conn_state_from_text(PQgetisnull(res, i, 5) ? NULL : PQgetvalue(res, i, 5));
         rec->connected_ms = get_i64(res, i, 6);
         rec->state_change_ms = get_i64(res, i, 7);
         rec->xact_start_ms = get_i64(res, i, 8);
         rec->query_start_ms = get_i64(res, i, 9);
-        if (!dup_text(&rec->backend_start_text, SNAPSHOT_TIMESTAMP_LEN, res, i, 10) ||
+        if (!get_name(snap, &rec->user, SNAPSHOT_NAME_LEN, res, i, 1) ||
+            !get_name(snap, &rec->database, SNAPSHOT_NAME_LEN, res, i, 2) ||
+            !get_name(snap, &rec->application, SNAPSHOT_NAME_LEN, res, i, 3) ||
+            !get_name(snap, &rec->client_addr, SNAPSHOT_ADDR_LEN, res, i, 4) ||
+            !dup_text(&rec->backend_start_text, SNAPSHOT_TIMESTAMP_LEN, res, i, 10) ||
             !dup_text(&rec->wait_event_type, SNAPSHOT_NAME_LEN, res, i, 11) ||
             !dup_text(&rec->last_query, SNAPSHOT_QUERY_LEN, res, i, 12)) {
             inspect_session_error_set(err, "out_of_memory", NULL,

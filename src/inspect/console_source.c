@@ -425,6 +425,15 @@ static void get_text(char *out, size_t out_len, const PGresult *res, int row, in
     snprintf(out, out_len, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
 }
 
+/* Interns a column's text as a record name (cut at max - 1 bytes); false when memory ran
+ * out. */
+static bool get_name(struct snapshot *snap, const char **field, size_t max, const PGresult *res,
+                     int row, int col)
+{
+    *field = snapshot_name(snap, PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col), max);
+    return *field != NULL;
+}
+
 enum read_result {
     READ_OK,
     READ_FAILED,  /* err says why */
@@ -494,10 +503,16 @@ static enum read_result read_clients(PGconn *conn, struct snapshot *snap, struct
         }
         rec->id = get_i64(res, i, col[CLIENT_ID]);
         rec->pid = (int32_t)get_i64(res, i, col[CLIENT_PID]);
-        get_text(rec->user, sizeof(rec->user), res, i, col[CLIENT_USER]);
-        get_text(rec->database, sizeof(rec->database), res, i, col[CLIENT_DATABASE]);
-        get_text(rec->application, sizeof(rec->application), res, i, col[CLIENT_APPLICATION]);
-        get_text(rec->client_addr, sizeof(rec->client_addr), res, i, col[CLIENT_ADDR]);
+        if (!get_name(snap, &rec->user, SNAPSHOT_NAME_LEN, res, i, col[CLIENT_USER]) ||
+            !get_name(snap, &rec->database, SNAPSHOT_NAME_LEN, res, i, col[CLIENT_DATABASE]) ||
+            !get_name(snap, &rec->application, SNAPSHOT_NAME_LEN, res, i,
+                      col[CLIENT_APPLICATION]) ||
+            !get_name(snap, &rec->client_addr, SNAPSHOT_ADDR_LEN, res, i, col[CLIENT_ADDR])) {
+            inspect_session_error_set(err, "out_of_memory", NULL,
+                                      "out of memory reading %d clients", rows);
+            PQclear(res);
+            return READ_FAILED;
+        }
         rec->state = snapshot_conn_state_from_text(PQgetvalue(res, i, col[CLIENT_STATE]));
         rec->connected_ms = get_i64(res, i, col[CLIENT_CONNECTED_MS]);
         rec->state_change_ms = get_i64(res, i, col[CLIENT_STATE_CHANGE_MS]);

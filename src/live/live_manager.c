@@ -239,6 +239,18 @@ enum scale_mode {
     SCALE_DRY_RUN,
 };
 
+/* The records of pool in the run's snapshot (m->cur, taken this loop turn), or NULL when it
+ * does not hold that pool. */
+static const struct pool_record *pool_in_cur(const struct live_manager *m, const struct pool *pool)
+{
+    for (size_t i = 0; i < m->cur.n_pools; i++) {
+        const struct pool_record *r = &m->cur.pools[i];
+        if (!strcmp(r->database, pool->db_name) && !strcmp(r->user, pool->user_name))
+            return r;
+    }
+    return NULL;
+}
+
 static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms,
                        int64_t interval_ms, enum scale_mode mode)
 {
@@ -246,12 +258,21 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
     struct pool_watch *g = watch_for(m, pool);
     if (!g)
         return;
-    struct snapshot cur, prev;
-    snapshot_init(&cur, SNAPSHOT_MODE_SERVE, now_ms);
+    /* The periodic run reads the pool's clients from the snapshot it just took instead of
+     * copying them: a copy would be one more record per client at every run. */
+    const struct pool_record *taken = mode == SCALE_PERIODIC ? pool_in_cur(m, pool) : NULL;
+    struct snapshot own, prev;
+    snapshot_init(&own, SNAPSHOT_MODE_SERVE, now_ms);
     snapshot_init(&prev, SNAPSHOT_MODE_SERVE, g->prev_ms);
     prev.counters = g->prev;
-    bool filled =
-        snapshot_reserve_conns(&cur, (size_t)pool->n_clients) && pool_source_fill_pool(pool, &cur);
+    bool filled = (taken || snapshot_reserve_conns(&own, (size_t)pool->n_clients)) &&
+                  pool_source_fill_pool(pool, !taken, &own);
+    /* cur: own's pool and counters; the records are own's or borrowed from m->cur. */
+    struct snapshot cur = own;
+    if (taken) {
+        cur.conns = m->cur.conns + taken->first_conn;
+        cur.n_conns = cur.cap_conns = taken->n_conns;
+    }
     /* The pools sharing this pool's server split its usable slots. */
     int sharing = 0;
     for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next) {
@@ -269,7 +290,7 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
     }
     g->prev = cur.counters;
     g->prev_ms = now_ms;
-    snapshot_free(&cur);
+    snapshot_free(&own);
     if (!filled)
         return;
     bool go;
@@ -384,9 +405,11 @@ void live_manager_run(struct live_manager *m)
         leaks_report_free(&m->leaks);
         m->have_leaks = false;
     }
-    snapshot_free(&m->prev);
+    /* The previous look becomes the one before; its arrays take this look. */
+    struct snapshot older = m->prev;
     m->prev = m->cur;
-    snapshot_init(&m->cur, SNAPSHOT_MODE_SERVE, snapshot_now_ms());
+    m->cur = older;
+    snapshot_reset(&m->cur, SNAPSHOT_MODE_SERVE, snapshot_now_ms());
     if (!pool_source_fill(p, NULL, &m->cur)) {
         log_warning("manager", "out of memory taking a snapshot of the pools; skipping this run");
         return;

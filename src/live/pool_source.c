@@ -25,32 +25,44 @@ enum conn_state pool_source_conn_state(const struct client *c)
     return CONN_STATE_IDLE; /* session mode: holds a server between transactions */
 }
 
-static bool add_client(const struct pool *pool, const struct client *c, struct snapshot *snap)
+/* The client's address without its port ("" for unix sockets) into buf. */
+static void client_ip(const struct client *c, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (c->addr.family != AF_INET && c->addr.family != AF_INET6)
+        return;
+    char a[64];
+    net_addr_format(&c->addr, a, sizeof(a));
+    char *colon = strrchr(a, ':'); /* drop the port */
+    if (colon)
+        *colon = '\0';
+    const char *ip = a[0] == '[' ? a + 1 : a;
+    size_t n = strlen(ip);
+    if (n && ip[n - 1] == ']')
+        n--;
+    if (n >= len)
+        n = len - 1;
+    memcpy(buf, ip, n);
+    buf[n] = '\0';
+}
+
+/* user and database are the pool's names, already interned in snap. */
+static bool add_client(const struct pool *pool, const struct client *c, const char *user,
+                       const char *database, struct snapshot *snap)
 {
     struct conn_record *r = snapshot_add_conn(snap);
     if (!r)
         return false;
     r->id = (int64_t)c->id;
     r->pid = c->server ? (int32_t)c->server->be_pid : 0;
-    snprintf(r->user, sizeof(r->user), "%s", pool->user_name);
-    snprintf(r->database, sizeof(r->database), "%s", pool->db_name);
+    r->user = user;
+    r->database = database;
     const struct pstr *app = c->params[PARAM_APPLICATION_NAME];
-    snprintf(r->application, sizeof(r->application), "%s", app ? app->str : "");
-    if (c->addr.family == AF_INET || c->addr.family == AF_INET6) {
-        char a[64];
-        net_addr_format(&c->addr, a, sizeof(a));
-        char *colon = strrchr(a, ':'); /* drop the port */
-        if (colon)
-            *colon = '\0';
-        const char *ip = a[0] == '[' ? a + 1 : a;
-        size_t n = strlen(ip);
-        if (n && ip[n - 1] == ']')
-            n--;
-        if (n >= sizeof(r->client_addr))
-            n = sizeof(r->client_addr) - 1;
-        memcpy(r->client_addr, ip, n);
-        r->client_addr[n] = '\0';
-    }
+    char ip[SNAPSHOT_ADDR_LEN];
+    client_ip(c, ip, sizeof(ip));
+    if (!(r->application = snapshot_name(snap, app ? app->str : "", SNAPSHOT_NAME_LEN)) ||
+        !(r->client_addr = snapshot_name(snap, ip, sizeof(ip))))
+        return false;
     r->state = pool_source_conn_state(c);
     r->connected_ms = c->connect_us / 1000;
     int64_t changed = c->state_us > c->active_us ? c->state_us : c->active_us;
@@ -139,19 +151,26 @@ static bool add_pool(const struct pool *pool, struct snapshot *snap)
     return true;
 }
 
-bool pool_source_fill_pool(const struct pool *pool, struct snapshot *snap)
+bool pool_source_fill_pool(const struct pool *pool, bool with_clients, struct snapshot *snap)
 {
     if (!add_pool(pool, snap))
         return false;
+    size_t rec = snap->n_pools - 1; /* by index: adding records may move the pool array */
+    snap->pools[rec].first_conn = snap->n_conns;
     struct snapshot_counters *k = &snap->counters;
     struct snapshot_capacity *cap = &snap->capacity;
     k->has_pool_totals = true;
+    const char *user = snapshot_name(snap, pool->user_name, SNAPSHOT_NAME_LEN);
+    const char *database = snapshot_name(snap, pool->db_name, SNAPSHOT_NAME_LEN);
+    if (!user || !database)
+        return false;
     const struct plist *lists[] = {&pool->active_clients, &pool->waiting_clients,
                                    &pool->waiting_login_clients};
-    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+    for (size_t i = 0; with_clients && i < sizeof(lists) / sizeof(lists[0]); i++)
         for (const struct plist *m = lists[i]->next; m != lists[i]; m = m->next)
-            if (!add_client(pool, plist_entry(m, struct client, node), snap))
+            if (!add_client(pool, plist_entry(m, struct client, node), user, database, snap))
                 return false;
+    snap->pools[rec].n_conns = snap->n_conns - snap->pools[rec].first_conn;
     k->requests_total += pool->stats.xact_count;
     k->query_time_total_ms += (double)pool->stats.query_time_us / 1000.0;
     k->created_total += pool->stats.servers_created;
@@ -182,7 +201,7 @@ bool pool_source_fill(const struct pooler *p, const char *db, struct snapshot *s
         const struct pool *pool = plist_entry(n, struct pool, node);
         if (db && strcmp(db, pool->db_name) != 0)
             continue;
-        if (!pool_source_fill_pool(pool, snap))
+        if (!pool_source_fill_pool(pool, true, snap))
             return false;
     }
     return true;

@@ -23,8 +23,9 @@ __attribute__((warn_unused_result)) bool pool_source_fill(const struct pooler *p
  * POOL_PROBE_KEEP, written to out); returns how many. */
 size_t pool_source_probes(const struct pool *pool, struct health_probe *out);
 
-/* The same for one pool only (its clients, counters and limits). */
-__attribute__((warn_unused_result)) bool pool_source_fill_pool(const struct pool *pool,
-                                                               struct snapshot *snap);
+/* The same for one pool only (its counters and limits, and its clients' records when
+ * with_clients; its pool record tells where they are in snap->conns). */
+__attribute__((warn_unused_result)) bool
+pool_source_fill_pool(const struct pool *pool, bool with_clients, struct snapshot *snap);
 
 #endif

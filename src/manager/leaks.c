@@ -444,11 +444,11 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
 
     if (prev != NULL && !find_growth(prev, cur, opts, out))
         goto oom;
-    if (cur->n_conns > 0) {
-        out->suspects = malloc(cur->n_conns * sizeof(*out->suspects));
-        if (out->suspects == NULL)
-            goto oom;
-    }
+    /* Each candidate is scored in a scratch record and only suspects are kept: a record is
+     * over a kilobyte, and room for every connection would be megabytes with 10,000 idle
+     * clients, allocated and freed every run. */
+    size_t cap = 0;
+    struct leak_suspect scratch;
     for (size_t i = 0; i < cur->n_conns; i++) {
         const struct conn_record *rec = &cur->conns[i];
         /* Busy connections are doing work, unless the work waits on a client that stopped
@@ -456,7 +456,7 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
         bool stalled = cur->mode == SNAPSHOT_MODE_SERVE && rec->output_blocked_ms > 0;
         if (!leaks_may_suspect(opts, rec) || (!is_idle_state(rec->state) && !stalled))
             continue;
-        struct leak_suspect *s = &out->suspects[out->total_suspected];
+        struct leak_suspect *s = &scratch;
         int score = leaks_score_connection(cur, rec, opts, s);
         const struct leak_growth *g = growth_of(out, rec);
         if (g != NULL) {
@@ -472,21 +472,20 @@ bool leaks_detect(const struct snapshot *prev, const struct snapshot *cur,
                        out->utilization_pct, opts->leak_detection_threshold_pct, pressure_points);
         }
         s->score = score > 100 ? 100 : score;
-        if (s->score >= LEAK_SUSPECT_MIN_SCORE)
-            out->total_suspected++;
+        if (s->score < LEAK_SUSPECT_MIN_SCORE)
+            continue;
+        if (out->total_suspected == cap) {
+            size_t grown = cap ? cap * 2 : 16;
+            struct leak_suspect *more = realloc(out->suspects, grown * sizeof(*more));
+            if (more == NULL)
+                goto oom;
+            out->suspects = more;
+            cap = grown;
+        }
+        out->suspects[out->total_suspected++] = *s;
     }
     if (out->total_suspected > 1)
         qsort(out->suspects, out->total_suspected, sizeof(*out->suspects), compare_suspects);
-    /* The scratch array had room for every connection; keep only the suspects. */
-    if (out->total_suspected > 0 && out->total_suspected < cur->n_conns) {
-        struct leak_suspect *fit =
-            realloc(out->suspects, out->total_suspected * sizeof(*out->suspects));
-        if (fit != NULL)
-            out->suspects = fit;
-    } else if (out->total_suspected == 0) {
-        free(out->suspects);
-        out->suspects = NULL;
-    }
 
     if (out->total_suspected > 0) {
         out->detected = true;

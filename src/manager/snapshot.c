@@ -13,10 +13,98 @@ void snapshot_init(struct snapshot *snap, enum snapshot_mode mode, int64_t taken
     snap->taken_ms = taken_ms;
 }
 
+/* Frees the records' own texts and the interned names; the arrays stay. */
+static void free_texts(struct snapshot *snap)
+{
+    for (size_t i = 0; i < snap->n_conns; i++) {
+        free(snap->conns[i].backend_start_text);
+        free(snap->conns[i].last_query);
+        free(snap->conns[i].wait_event_type);
+    }
+    for (size_t i = 0; i < snap->names.cap; i++)
+        free(snap->names.slots[i]);
+    free(snap->names.slots);
+    memset(&snap->names, 0, sizeof(snap->names));
+}
+
+void snapshot_reset(struct snapshot *snap, enum snapshot_mode mode, int64_t taken_ms)
+{
+    free_texts(snap);
+    struct conn_record *conns = snap->conns;
+    size_t cap_conns = snap->cap_conns;
+    struct pool_record *pools = snap->pools;
+    size_t cap_pools = snap->cap_pools;
+    snapshot_init(snap, mode, taken_ms);
+    snap->conns = conns;
+    snap->cap_conns = cap_conns;
+    snap->pools = pools;
+    snap->cap_pools = cap_pools;
+}
+
+/* FNV-1a of the first len bytes. */
+static size_t name_hash(const char *text, size_t len)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)text[i]) * 1099511628211ULL;
+    return (size_t)h;
+}
+
+/* The slot holding the first len bytes of text, or the empty slot where they would go. */
+static char **name_slot(const struct snapshot_names *names, const char *text, size_t len)
+{
+    size_t mask = names->cap - 1;
+    for (size_t i = name_hash(text, len) & mask;; i = (i + 1) & mask) {
+        char *s = names->slots[i];
+        if (s == NULL || (strncmp(s, text, len) == 0 && s[len] == '\0'))
+            return &names->slots[i];
+    }
+}
+
+/* Keeps the set at most half full. */
+static bool names_grow(struct snapshot_names *names)
+{
+    if (2 * (names->n + 1) <= names->cap)
+        return true;
+    struct snapshot_names grown = {.cap = names->cap ? names->cap * 2 : 16};
+    grown.slots = calloc(grown.cap, sizeof(*grown.slots));
+    if (grown.slots == NULL)
+        return false;
+    for (size_t i = 0; i < names->cap; i++) {
+        char *s = names->slots[i];
+        if (s != NULL)
+            *name_slot(&grown, s, strlen(s)) = s;
+    }
+    grown.n = names->n;
+    free(names->slots);
+    *names = grown;
+    return true;
+}
+
+const char *snapshot_name(struct snapshot *snap, const char *text, size_t max)
+{
+    if (text == NULL || text[0] == '\0')
+        return "";
+    size_t len = strnlen(text, max - 1);
+    if (!names_grow(&snap->names))
+        return NULL;
+    char **slot = name_slot(&snap->names, text, len);
+    if (*slot == NULL) {
+        if ((*slot = strndup(text, len)) == NULL)
+            return NULL;
+        snap->names.n++;
+    }
+    return *slot;
+}
+
 bool snapshot_reserve_conns(struct snapshot *snap, size_t n)
 {
-    if (n <= snap->cap_conns)
+    /* A reused array (snapshot_reset) shrinks when the clients it was sized for have left,
+     * or it would hold their memory for as long as the pooler runs. */
+    if (n <= snap->cap_conns && (n >= snap->cap_conns / 2 || n < snap->n_conns))
         return true;
+    if (n == 0)
+        n = 1;
     struct conn_record *grown = realloc(snap->conns, n * sizeof(*grown));
     if (grown == NULL)
         return false;
@@ -37,6 +125,7 @@ struct conn_record *snapshot_add_conn(struct snapshot *snap)
     }
     struct conn_record *rec = &snap->conns[snap->n_conns++];
     memset(rec, 0, sizeof(*rec));
+    rec->user = rec->database = rec->application = rec->client_addr = "";
     rec->visible = true;
     return rec;
 }
@@ -85,11 +174,7 @@ bool snapshot_set_text(char **field, const char *value, size_t max)
 
 void snapshot_free(struct snapshot *snap)
 {
-    for (size_t i = 0; i < snap->n_conns; i++) {
-        free(snap->conns[i].backend_start_text);
-        free(snap->conns[i].last_query);
-        free(snap->conns[i].wait_event_type);
-    }
+    free_texts(snap);
     free(snap->conns);
     snap->conns = NULL;
     snap->n_conns = 0;

@@ -33,15 +33,21 @@ enum conn_state {
 };
 
 /* One connection. Times are milliseconds since the Unix epoch; 0 means "not known / none"
- * (xact_start_ms is 0 outside a transaction). */
+ * (xact_start_ms is 0 outside a transaction).
+ *
+ * The names (user, database, application, client_addr) are never NULL ("" when not known)
+ * and are interned in the snapshot (snapshot_name): a record holds four pointers rather than
+ * four arrays, and the live manager keeps a record per client twice (this run's and the
+ * previous one), so 10,000 clients of one application cost the texts once, not 20,000 times.
+ * They live as long as the snapshot that holds the record. */
 struct conn_record {
     int64_t id;  /* serve: client id; inspect: backend pid */
     int32_t pid; /* server backend pid, 0 when none is linked */
-    char user[SNAPSHOT_NAME_LEN];
-    char database[SNAPSHOT_NAME_LEN];
-    char application[SNAPSHOT_NAME_LEN];
-    char client_addr[SNAPSHOT_ADDR_LEN]; /* "" for unix sockets */
     enum conn_state state;
+    const char *user;        /* borrowed from the snapshot's names */
+    const char *database;    /* borrowed from the snapshot's names */
+    const char *application; /* borrowed from the snapshot's names */
+    const char *client_addr; /* borrowed from the snapshot's names; "" for unix sockets */
     int64_t connected_ms;    /* backend_start / client connect time */
     int64_t state_change_ms; /* when the current state began */
     int64_t xact_start_ms;   /* 0 when not in a transaction */
@@ -55,21 +61,21 @@ struct conn_record {
     char *backend_start_text;
     char *last_query;
     char *wait_event_type;
-    bool is_superuser;
-    bool waiting_on_lock; /* wait_event_type = 'Lock' */
-    bool blocking_others; /* appears in another backend's pg_blocking_pids() */
-    /* A replication connection itself (a walsender), never a leak suspect nor a kill target.
-     * A role's REPLICATION attribute does not make its ordinary sessions one. */
-    bool is_replication;
-    bool is_self;              /* the inspecting session itself */
-    bool is_infrastructure;    /* pooler/platform roles and apps (Supavisor, PostgREST, ...) */
-    bool visible;              /* false when the row read "<insufficient privilege>" */
     int64_t requests;          /* serve: queries/transactions served on this connection */
     int64_t hold_total_ms;     /* serve: server time held by those finished transactions */
     int64_t app_usual_hold_ms; /* serve: what this application usually holds a server per
                                   transaction (manager/hold_norms); 0 = not known yet */
     int64_t output_blocked_ms; /* serve: the client has left results unread this long while
                                   holding a server (its socket takes no more); 0 = not */
+    bool is_superuser;
+    bool waiting_on_lock; /* wait_event_type = 'Lock' */
+    bool blocking_others; /* appears in another backend's pg_blocking_pids() */
+    /* A replication connection itself (a walsender), never a leak suspect nor a kill target.
+     * A role's REPLICATION attribute does not make its ordinary sessions one. */
+    bool is_replication;
+    bool is_self;           /* the inspecting session itself */
+    bool is_infrastructure; /* pooler/platform roles and apps (Supavisor, PostgREST, ...) */
+    bool visible;           /* false when the row read "<insufficient privilege>" */
 };
 
 /* Server slot budget. usable = max_connections - superuser_reserved - reserved. */
@@ -150,9 +156,19 @@ struct pool_record {
     double avg_xact_ms, avg_query_ms, avg_wait_ms;
     double wait_p95_ms, wait_p99_ms, wait_max_ms;
     double xact_p95_ms, xact_p99_ms;
+    /* Its clients' records: snap->conns[first_conn .. first_conn + n_conns) (serve mode fills
+     * a pool's clients right after its record). */
+    size_t first_conn, n_conns;
     /* The pooler's timeouts for this pool, 0 = off. */
     int64_t query_wait_timeout_ms;
     int64_t idle_transaction_timeout_ms;
+};
+
+/* Interned texts: an open-addressing set of owned strings (slots NULL when empty). */
+struct snapshot_names {
+    char **slots; /* owned, and each string in it */
+    size_t cap;   /* 0 or a power of two */
+    size_t n;
 };
 
 struct snapshot {
@@ -167,20 +183,30 @@ struct snapshot {
     struct snapshot_capacity capacity;
     struct snapshot_counters counters;
     struct snapshot_server server;
+    struct snapshot_names names; /* owned: what the records' names point to */
 };
 
 void snapshot_init(struct snapshot *snap, enum snapshot_mode mode, int64_t taken_ms);
-/* Appends a zeroed record and returns it (borrowed; valid until the next append), or NULL
- * when memory runs out. */
+/* Empties snap for a new look at taken_ms (as snapshot_free then snapshot_init) but keeps
+ * its record array: the live manager refills the same two arrays every run instead of
+ * freeing one and growing another, which would leave holes in the heap. */
+void snapshot_reset(struct snapshot *snap, enum snapshot_mode mode, int64_t taken_ms);
+/* Appends a zeroed record (names "") and returns it (borrowed; valid until the next append),
+ * or NULL when memory runs out. */
 struct conn_record *snapshot_add_conn(struct snapshot *snap);
+/* The snapshot's copy of text, cut at max - 1 bytes (NULL reads as ""): one copy per distinct
+ * text, owned by snap and valid until snapshot_reset or snapshot_free. NULL when memory ran
+ * out. */
+const char *snapshot_name(struct snapshot *snap, const char *text, size_t max);
 /* A record's optional text, "" when the snapshot does not have it. */
 const char *snapshot_str(const char *text);
 /* Sets an optional text of a record to a copy of value, cut at max - 1 bytes. False when
  * memory ran out. */
 bool snapshot_set_text(char **field, const char *value, size_t max);
-/* Room for n connections in one allocation, when the count is known beforehand (serve): a
- * record is some 700 bytes and the manager keeps two snapshots, so the doubling's slack
- * would show in memory per idle client. False when memory ran out. */
+/* Room for n connections in one allocation, when the count is known beforehand (serve): the
+ * manager keeps a record per client in two snapshots, so the doubling's slack would show in
+ * memory per idle client. An array more than twice too large shrinks to n. False when memory
+ * ran out. */
 bool snapshot_reserve_conns(struct snapshot *snap, size_t n);
 /* Appends a zeroed pool record (quantiles -1) and returns it, or NULL on out of memory. */
 struct pool_record *snapshot_add_pool(struct snapshot *snap);

@@ -2,6 +2,7 @@
  * from the difference of two snapshots (guarded against clock jumps and counter resets). */
 #include "manager/stats.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,8 +119,7 @@ static bool group_by_application(const struct snapshot *cur, const struct manage
     for (size_t i = 0; i < n; i++) {
         if (i == 0 || strcmp(recs[i]->application, recs[i - 1]->application) != 0) {
             app = &out->by_application[out->n_applications++];
-            memcpy(app->application, recs[i]->application, sizeof(app->application));
-            app->application[sizeof(app->application) - 1] = '\0';
+            snprintf(app->application, sizeof(app->application), "%s", recs[i]->application);
         }
         app->total++;
         if (recs[i]->state == CONN_STATE_ACTIVE || recs[i]->state == CONN_STATE_FASTPATH)

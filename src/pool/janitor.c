@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/heap.h"
 #include "common/log.h"
 #include "pool/auth_lookup.h"
 #include "pool/cancel.h"
@@ -343,6 +344,8 @@ void janitor_run(void *arg)
     sweep_lost_hangups(p);
     cancel_reqs_expire(p, now);
     client_console_finish_waits(p);
+    if (heap_trim_if_freed(&p->heap))
+        log_debug("pool", "returned freed heap memory to the kernel (trim %zu)", p->heap.trims);
 
     bool stopping =
         p->run_state == POOLER_SHUTDOWN_SERVERS || p->run_state == POOLER_SHUTDOWN_CLIENTS;

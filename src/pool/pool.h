@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/heap.h"
 #include "config/pooler_config.h"
 #include "manager/histogram.h"
 #include "net/tls.h"
@@ -398,6 +399,7 @@ struct pooler {
     int exit_code;
     struct db_control *db_controls; /* owned: per-database PAUSE/DISABLE (pool/control) */
     size_t n_db_controls;
+    struct heap_trim heap; /* the janitor returns what bursts freed (common/heap.h) */
 };
 
 /* SUSPEND: no bytes are read from logged-in clients or from servers linked to them (what

@@ -33,9 +33,9 @@ static inline struct conn_record *fx_conn_at(struct snapshot *snap, int64_t id, 
         return NULL;
     rec->id = id;
     rec->pid = (int32_t)id;
-    snprintf(rec->user, sizeof(rec->user), "%s", user);
-    snprintf(rec->database, sizeof(rec->database), "%s", "appdb");
-    snprintf(rec->application, sizeof(rec->application), "%s", app);
+    rec->user = snapshot_name(snap, user, SNAPSHOT_NAME_LEN);
+    rec->database = snapshot_name(snap, "appdb", SNAPSHOT_NAME_LEN);
+    rec->application = snapshot_name(snap, app, SNAPSHOT_NAME_LEN);
     rec->state = state;
     rec->connected_ms = snap->taken_ms - FX_S(age_s);
     rec->state_change_ms = snap->taken_ms - FX_S(in_state_s);

@@ -148,20 +148,21 @@ static void test_filters_and_excludes(void **state)
 
     struct conn_record rec;
     memset(&rec, 0, sizeof(rec));
-    strcpy(rec.user, "app");
-    strcpy(rec.database, "shop");
-    strcpy(rec.application, "api-7");
+    rec.user = "app";
+    rec.database = "shop";
+    rec.application = "api-7";
+    rec.client_addr = "";
     assert_true(options_match_filters(&o, &rec));
     assert_int_equal(options_set(&o, "user", "app", err, sizeof(err)), OPTIONS_OK);
     assert_int_equal(options_set(&o, "database", "shop", err, sizeof(err)), OPTIONS_OK);
     assert_int_equal(options_set(&o, "application", "api-*", err, sizeof(err)), OPTIONS_OK);
     assert_true(options_match_filters(&o, &rec));
-    strcpy(rec.application, "worker");
+    rec.application = "worker";
     assert_false(options_match_filters(&o, &rec));
     assert_int_equal(options_set(&o, "application", "", err, sizeof(err)), OPTIONS_OK);
     assert_null(o.filter_application);
     assert_true(options_match_filters(&o, &rec));
-    strcpy(rec.user, "other");
+    rec.user = "other";
     assert_false(options_match_filters(&o, &rec));
 
     /* The list is bounded, and says so. */

@@ -100,7 +100,8 @@ static void test_event_ring_keeps_newest(void **state)
     memset(&rec, 0, sizeof(rec));
     rec.id = 9;
     rec.pid = 77;
-    strcpy(rec.database, "app");
+    rec.user = rec.application = rec.client_addr = "";
+    rec.database = "app";
     struct event *e = events_ring_push(&r, EVENT_RECLAIM_ROLLBACK, 2000);
     events_set_conn(e, &rec);
     assert_string_equal(events_ring_at(&r, 2)->database, "app");

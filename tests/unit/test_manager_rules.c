@@ -206,13 +206,13 @@ static void test_kill_idle_spares_pgwarden_and_excluded_addresses(void **state)
     fx_conn(&cur, 1, "app", "pgwarden", CONN_STATE_IDLE, 900);
     fx_conn(&cur, 2, "app", "pgwarden-inspect", CONN_STATE_IDLE, 900);
     fx_conn(&cur, 3, "app", "", CONN_STATE_IDLE, 900); /* PgBouncer after its reset query */
-    snprintf(cur.conns[2].client_addr, SNAPSHOT_ADDR_LEN, "10.0.0.7");
+    cur.conns[2].client_addr = snapshot_name(&cur, "10.0.0.7", SNAPSHOT_ADDR_LEN);
     fx_conn(&cur, 4, "app", "", CONN_STATE_IDLE, 900);
-    snprintf(cur.conns[3].client_addr, SNAPSHOT_ADDR_LEN, "10.0.1.7");
+    cur.conns[3].client_addr = snapshot_name(&cur, "10.0.1.7", SNAPSHOT_ADDR_LEN);
     fx_conn(&cur, 5, "app", "", CONN_STATE_IDLE_IN_XACT, 900);
-    snprintf(cur.conns[4].client_addr, SNAPSHOT_ADDR_LEN, "::ffff:10.0.0.8");
+    cur.conns[4].client_addr = snapshot_name(&cur, "::ffff:10.0.0.8", SNAPSHOT_ADDR_LEN);
     fx_conn(&cur, 6, "app", "", CONN_STATE_IDLE, 900);
-    snprintf(cur.conns[5].client_addr, SNAPSHOT_ADDR_LEN, "2001:db8::7");
+    cur.conns[5].client_addr = snapshot_name(&cur, "2001:db8::7", SNAPSHOT_ADDR_LEN);
     fx_conn(&cur, 7, "app", "", CONN_STATE_IDLE, 900); /* unix socket: no address */
     fx_conn(&cur, 8, "app", "my-pgwardenish-app", CONN_STATE_IDLE, 900);
 

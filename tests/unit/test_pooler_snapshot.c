@@ -106,6 +106,12 @@ static void test_snapshot_states(void **state)
     assert_int_equal(snap.capacity.pool_max, 20);
     assert_int_equal(snap.capacity.pool_min, 2);
     assert_int_equal(snap.capacity.pool_current, 1);
+    /* The pool record says where its clients' records are; the names are one copy each. */
+    assert_int_equal(snap.n_pools, 1);
+    assert_int_equal(snap.pools[0].first_conn, 0);
+    assert_int_equal(snap.pools[0].n_conns, 3);
+    assert_ptr_equal(snap.conns[0].user, snap.conns[2].user);
+    assert_ptr_equal(snap.conns[0].database, snap.conns[1].database);
     snapshot_free(&snap);
 
     /* A filter on another database yields nothing. */
@@ -128,10 +134,62 @@ static void test_snapshot_states(void **state)
     pooler_config_free(&cfg);
 }
 
+/* Names are interned per snapshot, cut like the arrays they replaced; a reset keeps the
+ * record array for the next look, and a reserve shrinks one that is far too large. */
+static void test_snapshot_names_and_reuse(void **state)
+{
+    (void)state;
+    struct snapshot snap;
+    snapshot_init(&snap, SNAPSHOT_MODE_SERVE, 1000);
+    const char *a = snapshot_name(&snap, "app", SNAPSHOT_NAME_LEN);
+    assert_string_equal(a, "app");
+    assert_ptr_equal(snapshot_name(&snap, "app", SNAPSHOT_NAME_LEN), a);
+    assert_ptr_not_equal(snapshot_name(&snap, "ap", SNAPSHOT_NAME_LEN), a);
+    assert_string_equal(snapshot_name(&snap, "", SNAPSHOT_NAME_LEN), "");
+    assert_string_equal(snapshot_name(&snap, NULL, SNAPSHOT_NAME_LEN), "");
+    char long_name[100];
+    memset(long_name, 'x', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    assert_int_equal(strlen(snapshot_name(&snap, long_name, SNAPSHOT_NAME_LEN)),
+                     SNAPSHOT_NAME_LEN - 1);
+    /* Many distinct names grow the set and keep each findable. */
+    const char *first[200];
+    for (int i = 0; i < 200; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "n%d", i);
+        first[i] = snapshot_name(&snap, name, SNAPSHOT_NAME_LEN);
+        assert_non_null(first[i]);
+    }
+    for (int i = 0; i < 200; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "n%d", i);
+        assert_ptr_equal(snapshot_name(&snap, name, SNAPSHOT_NAME_LEN), first[i]);
+    }
+    struct conn_record *r = snapshot_add_conn(&snap);
+    assert_non_null(r);
+    assert_string_equal(r->user, "");
+    assert_string_equal(r->client_addr, "");
+
+    assert_true(snapshot_reserve_conns(&snap, 1000));
+    struct conn_record *array = snap.conns;
+    snapshot_reset(&snap, SNAPSHOT_MODE_SERVE, 2000);
+    assert_int_equal(snap.taken_ms, 2000);
+    assert_int_equal(snap.n_conns, 0);
+    assert_int_equal(snap.names.n, 0);
+    assert_ptr_equal(snap.conns, array);
+    assert_int_equal(snap.cap_conns, 1000);
+    assert_true(snapshot_reserve_conns(&snap, 600)); /* fits: kept */
+    assert_int_equal(snap.cap_conns, 1000);
+    assert_true(snapshot_reserve_conns(&snap, 10)); /* the clients left: shrunk */
+    assert_int_equal(snap.cap_conns, 10);
+    snapshot_free(&snap);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_snapshot_states),
+        cmocka_unit_test(test_snapshot_names_and_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
