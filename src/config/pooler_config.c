@@ -161,6 +161,10 @@ static const struct key_def KEYS[] = {
      "append \" - ADDRESS:PORT\" of the client to the application_name it starts with (\"app\" "
      "when it sends none), so the server's pg_stat_activity shows where a session comes from",
      false},
+    {"suspend_timeout", KEY_DURATION, OFF(suspend_timeout_ms), "10", true,
+     "SUSPEND waits this long for what was read to be sent on, then drops the connections "
+     "that hold it back (0 = wait forever)",
+     false},
     {"pkt_buf", KEY_SIZE, OFF(pkt_buf), "8192", true,
      "bytes of the I/O buffer an active connection borrows (PgBouncer: 4096)", true},
     {"max_packet_size", KEY_SIZE, OFF(max_packet_size), "2147483647", true,
@@ -301,7 +305,6 @@ static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"log_stats", RULE_IGNORE, NULL},
     {"auth_ldap_options", RULE_IGNORE, NULL}, /* only used by auth_type = ldap, refused */
     {"sbuf_loopcnt", RULE_IGNORE, NULL},
-    {"suspend_timeout", RULE_IGNORE, NULL},
     {"cancel_wait_timeout", RULE_IGNORE, NULL},
     {"autodb_idle_timeout", RULE_IGNORE, NULL},
     {"server_check_query_timeout", RULE_IGNORE, NULL},

@@ -169,6 +169,7 @@ struct pooler_config {
     char *log_format;               /* owned: "text" or "json" */
     int server_lifetime_jitter_pct; /* spread of server_lifetime, +/- percent */
     int64_t shutdown_timeout_ms;    /* deadline of graceful shutdowns; 0 = none */
+    int64_t suspend_timeout_ms;     /* SUSPEND drops what has not flushed by then; 0 = none */
     bool io_uring;                  /* batch a turn's deferred sends (read at start only) */
     char *http_listen;              /* owned: "" = no HTTP; "port" or "host:port" */
     char *http_auth_token;          /* owned, secret: bearer token ("" = none) */

@@ -2144,7 +2144,12 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         have_body = len;
 
     if (type == WIRE_FE_BIND) {
-        /* Only the two leading names matter; parameters stream through untouched. */
+        /* Only the two leading names matter; parameters stream through untouched. Names not
+         * found in a pkt_buf's worth are looked for again only once the buffer is full or the
+         * message whole: looking through everything received at each arrival would be
+         * quadratic in a long name sent in small pieces, and stall the pooler. */
+        if (have_body < len && have_body > p->bufs.size && b->end < b->cap)
+            return RW_NEED_MORE;
         const uint8_t *z1 = memchr(body, 0, have_body);
         const uint8_t *z2 = z1 ? memchr(z1 + 1, 0, have_body - (size_t)(z1 + 1 - body)) : NULL;
         if (!z2) {

@@ -6,6 +6,8 @@
 
 #include "common/log.h"
 #include "pool/handout.h"
+#include "pool/objects.h"
+#include "pool/server.h"
 
 static struct db_control *find(const struct pooler *p, const char *db)
 {
@@ -133,6 +135,48 @@ bool control_suspend_flushed(const struct pooler *p)
                 return false;
     }
     return true;
+}
+
+/* The first client (or, without one, server) of p that still holds unsent bytes while
+ * suspended; NULL when everything is flushed. */
+static struct pconn *first_unflushed(struct pooler *p, struct client **c, struct server **s)
+{
+    for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        for (struct plist *m = pool->active_clients.next; m != &pool->active_clients; m = m->next) {
+            *c = plist_entry(m, struct client, node);
+            if (holds_unsent(&(*c)->conn) || ((*c)->server && holds_unsent(&(*c)->server->conn)))
+                return &(*c)->conn;
+        }
+        *c = NULL;
+        for (struct plist *m = pool->active_servers.next; m != &pool->active_servers; m = m->next) {
+            *s = plist_entry(m, struct server, node);
+            if (holds_unsent(&(*s)->conn))
+                return &(*s)->conn;
+        }
+        *s = NULL;
+    }
+    return NULL;
+}
+
+void control_suspend_expire(struct pooler *p, int64_t now)
+{
+    int64_t limit_ms = p->cfg->suspend_timeout_ms;
+    if (p->run_state != POOLER_SUSPENDED || limit_ms <= 0 ||
+        now - p->suspend_since_us < limit_ms * 1000)
+        return;
+    /* One at a time, looking again from the start: closing a client may close its server,
+     * which moves both off the lists being walked. */
+    struct client *c = NULL;
+    struct server *s = NULL;
+    while (first_unflushed(p, &c, &s)) {
+        if (c)
+            objects_client_fail(c, "08P01", "suspend_timeout");
+        else
+            server_close(s, "suspend_timeout");
+        if ((c && c->state != CL_JUSTFREE) || (!c && s->state != SV_JUSTFREE))
+            break; /* still listed: never spin on it */
+    }
 }
 
 static bool any_close_needed(const struct plist *list)

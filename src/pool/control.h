@@ -32,6 +32,10 @@ bool control_closed_done(const struct pooler *p, const char *db);
 /* SUSPEND is answered when this holds: nothing read from a pooled client or a linked server
  * is left unsent. */
 bool control_suspend_flushed(const struct pooler *p);
+/* suspend_timeout (PgBouncer's): once SUSPEND has waited that long, the clients and servers
+ * still holding unsent bytes are closed, so that its answer cannot be held back for ever by a
+ * client that reads nothing. */
+void control_suspend_expire(struct pooler *p, int64_t now);
 
 void control_free(struct pooler *p);
 

@@ -11,6 +11,7 @@
 #include "pool/auth_lookup.h"
 #include "pool/cancel.h"
 #include "pool/client.h"
+#include "pool/control.h"
 #include "pool/handout.h"
 #include "pool/objects.h"
 #include "pool/server.h"
@@ -343,6 +344,7 @@ void janitor_run(void *arg)
         check_pool(plist_entry(n, struct pool, node), now);
     sweep_lost_hangups(p);
     cancel_reqs_expire(p, now);
+    control_suspend_expire(p, now);
     client_console_finish_waits(p);
     if (heap_trim_if_freed(&p->heap))
         log_debug("pool", "returned freed heap memory to the kernel (trim %zu)", p->heap.trims);

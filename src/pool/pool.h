@@ -391,6 +391,7 @@ struct pooler {
     bool reap_scheduled;
     enum pooler_run_state run_state;
     int64_t shutdown_since_us; /* when SHUTDOWN WAIT_FOR_* began (0 = running) */
+    int64_t suspend_since_us;  /* when the last SUSPEND began (suspend_timeout counts from it) */
     uint64_t shutdown_last_id; /* the last id handed out before shutdown began: clients with a
                                   larger id came since and are refused a server (ids, not
                                   clock times, which can step) */

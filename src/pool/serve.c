@@ -462,6 +462,7 @@ bool serve_suspend(struct pooler *p)
         return false;
     log_info("serve", "suspending: pooled clients and their servers are not read until resumed");
     p->run_state = POOLER_SUSPENDED;
+    p->suspend_since_us = pooler_now(p);
     return true;
 }
 

@@ -677,7 +677,8 @@ static void client_queue(struct input *in, int k)
         return;
     uint8_t kind = take(in);
     char text[200];
-    const char *name = names[take(in) % 4];
+    uint8_t name_pick = take(in);
+    const char *name = names[name_pick % 4];
     size_t at;
     switch (kind % 18) {
     case 0:
@@ -689,7 +690,13 @@ static void client_queue(struct input *in, int k)
         query_text(text, sizeof(text), k, take(in));
         at = msg_begin(b, 'P');
         put_str(b, name);
-        put_str(b, text);
+        bytes_put(b, text, strlen(text));
+        /* The name byte's top bits: sometimes a Parse longer than pkt_buf (4 to 16 kB of
+         * trailing spaces), which a named statement's rewrite holds whole in a grown buffer. */
+        for (size_t pad = name_pick >= 0xc0 ? (size_t)((name_pick >> 4) - 11) * 4096 : 0; pad;
+             pad--)
+            bytes_put(b, " ", 1);
+        bytes_put(b, "", 1);
         put_u16(b, 0);
         msg_end(b, at);
         return;

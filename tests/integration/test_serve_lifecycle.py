@@ -3,6 +3,7 @@ resume, the wait/idle timeouts, and memory with many idle clients."""
 import os
 import resource
 import signal
+import socket
 import threading
 import time
 
@@ -404,4 +405,45 @@ def test_out_of_descriptors_refuses_with_an_error_and_recovers(pgwarden_bin, pg)
     finally:
         for c in held:
             c.close()
+        p.stop()
+
+
+def test_suspend_timeout_drops_a_client_that_does_not_read(pgwarden_bin, pg):
+    """SUSPEND answers once what was read is sent on; a client that reads none of its result
+    would hold that answer forever. As in PgBouncer, suspend_timeout bounds the wait: the
+    connection that could not be flushed is dropped, SUSPEND answers, RESUME serves the
+    others."""
+    # A large pkt_buf: more unsent bytes than the kernel's socket buffers ever take from a
+    # client that reads nothing (a few kB left over are taken in the end).
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               settings={"admin_users": "postgres", "suspend_timeout": "1",
+                         "pkt_buf": "262144"}).start()
+    try:
+        # A small receive buffer, fixed before connecting (no autotuning): it fills at once.
+        stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.settimeout(5)
+        stuck.connect(("127.0.0.1", p.port))
+        stuck.sendall(startup_packet("postgres", "postgres"))
+        assert _answer_within(stuck, 10)
+        stuck.sendall(query_msg("SELECT repeat('x', 1000000) FROM generate_series(1, 50)"))
+        time.sleep(1.0)  # its socket and the pooler's buffer fill; it reads nothing
+        other = psycopg.connect(p.dsn(), autocommit=True)
+        assert other.execute("SELECT 1").fetchone()[0] == 1
+        result = {}
+
+        def suspend():
+            with _console(p) as con:
+                result["tag"] = con.execute("SUSPEND").statusmessage
+                con.execute("RESUME")
+
+        t = threading.Thread(target=suspend)
+        t.start()
+        t.join(30)
+        assert result.get("tag") == "SUSPEND", "SUSPEND was not answered"
+        assert "closing because: suspend_timeout" in p.log(), p.log()
+        assert other.execute("SELECT 2").fetchone()[0] == 2
+        other.close()
+        stuck.close()
+    finally:
         p.stop()

@@ -171,3 +171,44 @@ def test_long_statement_name_and_long_bind(pooler):
     assert [body for t, body in msgs if t == b"D"][0].endswith(b"20000")
     s.close()
     assert pooler.alive()
+
+
+def _cpu_seconds(pid):
+    """User plus system CPU time a process has used, in seconds."""
+    import os
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_bind_names_arriving_slowly_are_not_rescanned(pooler):
+    """A Bind whose names have not arrived yet is looked at again as its bytes come: with a
+    long name sent in small pieces, looking through everything received at each piece is
+    quadratic, and the one-threaded pooler would spend its time on this client alone. The
+    pooler's CPU time over the upload stays a small part of the time the upload takes (a
+    quadratic look keeps it busy throughout), and the Bind is answered."""
+    import socket
+    import struct
+    import time
+    from serve_helpers import login_raw, read_messages
+    s = login_raw(pooler)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    n = 64 << 20
+    tail = b"\0" + b"nosuchstatement\0" + struct.pack("!HHH", 0, 0, 0)
+    body_len = n + len(tail)
+    s.sendall(b"B" + struct.pack("!I", body_len + 4))
+    pid = pooler.proc.pid
+    cpu0, t0 = _cpu_seconds(pid), time.monotonic()
+    piece = b"p" * 4096
+    for _ in range(n // len(piece)):
+        s.sendall(piece)
+        time.sleep(0.0005)
+    wall = time.monotonic() - t0
+    s.sendall(tail + _msg(b"S", b""))
+    msgs = read_messages(s, timeout=60, until=b"Z")
+    cpu = _cpu_seconds(pid) - cpu0
+    assert [t for t, _ in msgs] == [b"E", b"Z"], msgs
+    assert b"nosuchstatement" in msgs[0][1], msgs
+    s.close()
+    assert pooler.alive()
+    assert cpu < wall / 4, f"pooler used {cpu:.2f} s of CPU over a {wall:.2f} s upload"
