@@ -167,12 +167,11 @@ def main(argv=None):
         bench.subprocess.run(["pgbench", "-i", "-q", "-s", "10", "-h", pg.socket_dir, "-p",
                               str(pg.port), "-U", "postgres", "postgres"], check=True,
                              capture_output=True, env=bench.clean_env())
-        port = 21100
         for r in range(opts.rounds):
             for scen in opts.scenarios:
                 for name, binary, args in poolers:
                     for n in (1, 2):
-                        port = bench.free_port(port + 7, 32000)
+                        port = bench.free_port(21000, 32000)  # a fresh one each time
                         bench.log(f"round {r + 1}: {scen} through {name} x{n} (port {port})")
                         rec = measure(name, binary, args, n, scen, opts, base, pg, workdir,
                                       port, f"{name}-{n}-{scen}-{r}")
