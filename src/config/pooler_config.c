@@ -207,6 +207,10 @@ static const struct key_def KEYS[] = {
      "milliseconds unacknowledged data may wait before the connection fails (TCP_USER_TIMEOUT; "
      "0 = off)",
      false},
+    {"tcp_socket_buffer", KEY_INT, OFF(tcp_socket_buffer), "0", true,
+     "bytes of the kernel's send and receive buffers (SO_SNDBUF, SO_RCVBUF) of client and "
+     "server TCP sockets (0 = the kernel's default)",
+     false},
     {"client_tls_sslmode", KEY_SSLMODE, OFF(client_tls.sslmode), "disable", true,
      "TLS for clients: disable (an SSLRequest is answered N), allow/prefer (TLS when the client "
      "asks), require (plain TCP clients are refused; unix socket clients are not), verify-ca/"
@@ -293,7 +297,6 @@ static const struct unimplemented_key UNIMPLEMENTED[] = {
     {"syslog_facility", RULE_IGNORE, NULL},
     {"unix_socket_mode", RULE_IGNORE, NULL},
     {"unix_socket_group", RULE_IGNORE, NULL},
-    {"tcp_socket_buffer", RULE_IGNORE, NULL},
     {"dns_max_ttl", RULE_IGNORE, NULL},
     {"dns_nxdomain_ttl", RULE_IGNORE, NULL},
     {"dns_zone_check_period", RULE_IGNORE, NULL},

@@ -159,6 +159,7 @@ struct pooler_config {
     int tcp_keepintvl;
     int tcp_keepcnt;
     int tcp_user_timeout_ms; /* milliseconds, as PgBouncer */
+    int tcp_socket_buffer;   /* bytes, SO_SNDBUF and SO_RCVBUF (0 = the kernel's) */
 
     /* TLS (docs/TLS.md): client_tls_* for connections from clients (pgwarden is the TLS
      * server), server_tls_* for connections to PostgreSQL. */

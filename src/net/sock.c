@@ -20,6 +20,17 @@ void net_set_tcp_opts(const struct net_tcp_opts *opts)
     tcp_opts = *opts;
 }
 
+/* Kernel socket buffers: set on listeners and outgoing sockets with the other options, and
+ * again on each accepted client, so that a reload that changes tcp_socket_buffer reaches new
+ * clients too (the listener's value is the one they would inherit otherwise). */
+static void set_socket_buffer(int fd)
+{
+    if (tcp_opts.socket_buffer <= 0)
+        return;
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &tcp_opts.socket_buffer, sizeof(int));
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &tcp_opts.socket_buffer, sizeof(int));
+}
+
 static void tune_tcp(int fd)
 {
     int one = 1;
@@ -35,6 +46,7 @@ static void tune_tcp(int fd)
     }
     if (tcp_opts.user_timeout_ms > 0)
         (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &tcp_opts.user_timeout_ms, sizeof(int));
+    set_socket_buffer(fd);
 }
 
 static int listen_tcp(const char *addr, int port, int backlog, bool defer_accept, bool reuseport,
@@ -143,6 +155,8 @@ enum net_accept_result net_accept(int lfd, int *fd_out, struct net_addr *peer)
             return NET_ACCEPT_NO_FDS;
         return NET_ACCEPT_ERROR;
     }
+    if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
+        set_socket_buffer(fd);
     net_addr_from_sockaddr(peer, (const struct sockaddr *)&ss, sl);
     *fd_out = fd;
     return NET_ACCEPT_OK;

@@ -30,6 +30,7 @@ struct net_tcp_opts {
     int keepintvl_s;
     int keepcnt;
     int user_timeout_ms; /* TCP_USER_TIMEOUT: unacknowledged data makes the connection fail */
+    int socket_buffer;   /* SO_SNDBUF and SO_RCVBUF in bytes (the kernel doubles it) */
 };
 /* Process-wide defaults (set at start-up and on reload; single-threaded). */
 void net_set_tcp_opts(const struct net_tcp_opts *opts);
@@ -58,7 +59,8 @@ enum net_accept_result {
     NET_ACCEPT_ERROR,
 };
 /* accept4(NONBLOCK|CLOEXEC); TCP peers inherit TCP_NODELAY and keepalive from the
- * listener (Linux copies both to accepted sockets). */
+ * listener (Linux copies both to accepted sockets); socket_buffer is set on each, so that
+ * the current value applies. */
 enum net_accept_result net_accept(int lfd, int *fd_out, struct net_addr *peer);
 
 /* Starts a non-blocking connect. host starting with '/' is a unix socket directory.

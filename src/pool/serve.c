@@ -150,6 +150,7 @@ static void apply_tcp_opts(const struct pooler_config *cfg)
         .keepintvl_s = cfg->tcp_keepintvl,
         .keepcnt = cfg->tcp_keepcnt,
         .user_timeout_ms = cfg->tcp_user_timeout_ms,
+        .socket_buffer = cfg->tcp_socket_buffer,
     };
     net_set_tcp_opts(&o);
 }
