@@ -101,7 +101,9 @@ struct pooler_config {
     /* [pgbouncer] */
     char *listen_addr; /* owned; "" = no TCP listener */
     int listen_port;
-    char *unix_socket_dir; /* owned; "" = no unix socket */
+    char *unix_socket_dir;   /* owned; "" = no unix socket */
+    int unix_socket_mode;    /* permission bits of the socket file */
+    char *unix_socket_group; /* owned; "" = the process's group; a name or a number */
     int listen_backlog;
     bool tcp_defer_accept; /* wake on a new client only once its first packet is there */
     enum pooler_auth_type auth_type;

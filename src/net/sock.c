@@ -111,8 +111,8 @@ int net_listen_tcp_shared(const char *addr, int port, int backlog, bool defer_ac
     return listen_tcp(addr, port, backlog, defer_accept, true, err, err_len);
 }
 
-int net_listen_unix(const char *dir, int port, int backlog, char *path_out, size_t path_len,
-                    char *err, size_t err_len)
+int net_listen_unix(const char *dir, int port, int backlog, mode_t mode, gid_t gid, char *path_out,
+                    size_t path_len, char *err, size_t err_len)
 {
     struct sockaddr_un sun = {0};
     sun.sun_family = AF_UNIX;
@@ -139,7 +139,16 @@ int net_listen_unix(const char *dir, int port, int backlog, char *path_out, size
         close(fd);
         return -1;
     }
-    (void)chmod(sun.sun_path, 0777);
+    /* A socket nobody can reach as asked is a start-up error (PgBouncer stops too), not a
+     * listener that silently lets in more, or fewer, users than the file says. */
+    if ((gid != (gid_t)-1 && chown(sun.sun_path, (uid_t)-1, gid) != 0) ||
+        chmod(sun.sun_path, mode) != 0) {
+        snprintf(err, err_len, "cannot set the group or mode of %s: %s", sun.sun_path,
+                 strerror(errno));
+        close(fd);
+        unlink(sun.sun_path);
+        return -1;
+    }
     return fd;
 }
 

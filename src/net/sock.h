@@ -48,9 +48,11 @@ int net_listen_tcp(const char *addr, int port, int backlog, bool defer_accept, c
  * connections over them (so_reuseport). */
 int net_listen_tcp_shared(const char *addr, int port, int backlog, bool defer_accept, char *err,
                           size_t err_len);
-/* Listening unix socket dir/.s.PGSQL.<port>; removes a stale socket first. */
-int net_listen_unix(const char *dir, int port, int backlog, char *path_out, size_t path_len,
-                    char *err, size_t err_len);
+/* Listening unix socket dir/.s.PGSQL.<port>; removes a stale socket first. The socket file
+ * gets group gid ((gid_t)-1 = the process's) and then the permission bits mode: who may
+ * connect is decided by the file (unix_socket_mode, unix_socket_group). */
+int net_listen_unix(const char *dir, int port, int backlog, mode_t mode, gid_t gid, char *path_out,
+                    size_t path_len, char *err, size_t err_len);
 
 enum net_accept_result {
     NET_ACCEPT_OK,

@@ -329,8 +329,12 @@ static bool open_listeners(struct pooler *p, char *err, size_t err_len)
             return false;
     }
     if (cfg->unix_socket_dir && cfg->unix_socket_dir[0]) {
+        gid_t gid;
+        if (!process_group_resolve(cfg->unix_socket_group, &gid, err, err_len))
+            return false;
         int fd = net_listen_unix(cfg->unix_socket_dir, cfg->listen_port, cfg->listen_backlog,
-                                 p->unix_path, sizeof(p->unix_path), err, err_len);
+                                 (mode_t)cfg->unix_socket_mode, gid, p->unix_path,
+                                 sizeof(p->unix_path), err, err_len);
         if (fd < 0)
             return false;
         p->listen_fds[p->n_listeners++] = fd;
@@ -578,12 +582,19 @@ bool serve_reload(struct pooler *p, char *err, size_t err_len)
     /* Listeners and buffer sizes are fixed for the process's life. */
     struct pooler_config *old = p->cfg;
     if (strcmp(next->listen_addr, old->listen_addr) || next->listen_port != old->listen_port ||
-        strcmp(next->unix_socket_dir, old->unix_socket_dir) || next->pkt_buf != old->pkt_buf)
-        log_warning("serve", "reload: listen_addr, listen_port, unix_socket_dir and pkt_buf "
-                             "changes need a restart; keeping the old values");
+        strcmp(next->unix_socket_dir, old->unix_socket_dir) || next->pkt_buf != old->pkt_buf ||
+        next->unix_socket_mode != old->unix_socket_mode ||
+        strcmp(next->unix_socket_group, old->unix_socket_group))
+        log_warning("serve", "reload: listen_addr, listen_port, unix_socket_dir, "
+                             "unix_socket_mode, unix_socket_group and pkt_buf changes need a "
+                             "restart; keeping the old values");
     next->listen_port = old->listen_port;
     next->pkt_buf = old->pkt_buf;
-    char *t = next->listen_addr;
+    next->unix_socket_mode = old->unix_socket_mode;
+    char *t = next->unix_socket_group;
+    next->unix_socket_group = old->unix_socket_group;
+    old->unix_socket_group = t;
+    t = next->listen_addr;
     next->listen_addr = old->listen_addr;
     old->listen_addr = t;
     t = next->unix_socket_dir;

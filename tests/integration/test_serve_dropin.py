@@ -502,3 +502,78 @@ def test_listen_everywhere_ipv4_and_ipv6(pgwarden_bin, pg):
         assert _serves(p, "::1")
     finally:
         p.stop()
+
+
+# ---- 5. unix socket mode and group ----
+
+def _socket_file(p):
+    return os.path.join(p.dir, f".s.PGSQL.{p.port}")
+
+
+def _a_group_other_than_ours():
+    """A group this process is not in by default (postgres where it exists), else our own."""
+    import grp
+    try:
+        return grp.getgrnam("postgres")
+    except KeyError:
+        return grp.getgrgid(os.getgid())
+
+
+def test_unix_socket_default_mode(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg).start()
+    try:
+        st = os.stat(_socket_file(p))
+        assert st.st_mode & 0o7777 == 0o777, oct(st.st_mode)
+        assert st.st_gid == os.getgid()
+        assert "unix_socket" not in p.log(), p.log()
+    finally:
+        p.stop()
+
+
+def test_unix_socket_mode_and_group(pgwarden_bin, pg):
+    """As PgBouncer: the socket file gets unix_socket_group, then unix_socket_mode (octal), so
+    that the file decides which local users may connect."""
+    g = _a_group_other_than_ours()
+    p = Pooler(pgwarden_bin, pg,
+               settings={"unix_socket_mode": "0750", "unix_socket_group": g.gr_name}).start()
+    try:
+        st = os.stat(_socket_file(p))
+        assert st.st_mode & 0o7777 == 0o750, oct(st.st_mode)
+        assert st.st_gid == g.gr_gid, (st.st_gid, g)
+        assert "not supported" not in p.log(), p.log()
+        # Still a working socket for those allowed (root here, or the owner).
+        with psycopg.connect(host=p.dir, port=p.port, user="postgres", dbname="postgres",
+                             password="", connect_timeout=10) as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+        # Read at start only: a reload leaves the file as it is.
+        p.settings["unix_socket_mode"] = "0700"
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: p.log().count("configuration reloaded") >= 1, what="the reload")
+        assert "unix_socket_mode, unix_socket_group and pkt_buf changes need a restart" in p.log()
+        assert os.stat(_socket_file(p)).st_mode & 0o7777 == 0o750
+    finally:
+        p.stop()
+    # A group given by number is taken as it is.
+    p = Pooler(pgwarden_bin, pg,
+               settings={"unix_socket_mode": "0660", "unix_socket_group": str(g.gr_gid)}).start()
+    try:
+        st = os.stat(_socket_file(p))
+        assert st.st_mode & 0o7777 == 0o660 and st.st_gid == g.gr_gid, (oct(st.st_mode), st)
+    finally:
+        p.stop()
+
+
+def test_unix_socket_bad_group_or_mode_stops_start(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, settings={"unix_socket_group": "no-such-group-here"})
+    try:
+        with pytest.raises(RuntimeError, match="no-such-group-here"):
+            p.start()
+    finally:
+        p.stop()
+    p = Pooler(pgwarden_bin, pg, settings={"unix_socket_mode": "rw-rw----"})
+    try:
+        with pytest.raises(RuntimeError, match="unix_socket_mode"):
+            p.start()
+    finally:
+        p.stop()
