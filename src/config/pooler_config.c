@@ -192,6 +192,12 @@ static const struct key_def KEYS[] = {
     {"log_pooler_errors", KEY_BOOL, OFF(log_pooler_errors), "1", true,
      "log errors the pooler sends to clients", false},
     {"logfile", KEY_STRING, OFF(logfile), "", true, "log file (empty = stderr)", false},
+    {"syslog", KEY_BOOL, OFF(syslog), "0", true,
+     "log lines of level info and above go to syslog as well (as \"component: message\")", false},
+    {"syslog_ident", KEY_STRING, OFF(syslog_ident), "pgbouncer", true,
+     "the program name syslog shows for pgwarden's lines", false},
+    {"syslog_facility", KEY_STRING, OFF(syslog_facility), "daemon", true,
+     "syslog facility: auth, authpriv, daemon, user, local0 .. local7", false},
     {"pidfile", KEY_STRING, OFF(pidfile), "", true,
      "write the process id here; refuse to start while it names a live process (read at "
      "start)",
@@ -298,9 +304,6 @@ struct unimplemented_key {
 };
 
 static const struct unimplemented_key UNIMPLEMENTED[] = {
-    {"syslog", RULE_IGNORE, NULL},
-    {"syslog_ident", RULE_IGNORE, NULL},
-    {"syslog_facility", RULE_IGNORE, NULL},
     {"dns_max_ttl", RULE_IGNORE, NULL},
     {"dns_nxdomain_ttl", RULE_IGNORE, NULL},
     {"dns_zone_check_period", RULE_IGNORE, NULL},
@@ -1039,6 +1042,14 @@ static bool check_values(struct pooler_config *cfg, const char *name, char *err,
         cfg->max_packet_size = 0x7fffffffLL;
     if (cfg->server_lifetime_jitter_pct > 50) {
         snprintf(err, err_len, "%s: server_lifetime_jitter must be 0..50 (percent)", name);
+        return false;
+    }
+    int facility;
+    if (!log_syslog_facility_parse(cfg->syslog_facility, &facility)) {
+        snprintf(err, err_len,
+                 "%s: syslog_facility '%.64s' is not one of auth, authpriv, daemon, user, "
+                 "local0 .. local7",
+                 name, cfg->syslog_facility);
         return false;
     }
     if (strcmp(cfg->log_format, "text") && strcmp(cfg->log_format, "json")) {

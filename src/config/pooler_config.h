@@ -150,8 +150,11 @@ struct pooler_config {
     bool log_connections;
     bool log_disconnections;
     bool log_pooler_errors;
-    char *logfile;     /* owned; "" = stderr */
-    char *pidfile;     /* owned; "" = none */
+    char *logfile;         /* owned; "" = stderr */
+    bool syslog;           /* log lines go to syslog as well */
+    char *syslog_ident;    /* owned: the name syslog shows ("pgbouncer", as PgBouncer) */
+    char *syslog_facility; /* owned: auth, authpriv, daemon, user, local0..local7 */
+    char *pidfile;         /* owned; "" = none */
     char *user;        /* owned: Unix user to switch to once listening; "" = stay (read at start) */
     char *admin_users; /* owned; kept for the admin console */
     char *stats_users; /* owned */

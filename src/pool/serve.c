@@ -114,6 +114,8 @@ static void apply_logging(const struct pooler_config *cfg, int extra_verbose)
         if (quiet_sink)
             out = quiet_sink;
     }
+    /* syslog first: the lines that follow (the load's warnings among them) go there too. */
+    log_configure_syslog(cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
     log_configure(level, fmt, out);
 }
 
@@ -121,6 +123,7 @@ static void apply_logging(const struct pooler_config *cfg, int extra_verbose)
 static void release_logging(void)
 {
     log_configure(LOG_LEVEL_INFO, LOG_FORMAT_TEXT, stderr);
+    log_configure_syslog(false, NULL, NULL);
     if (log_file) {
         fclose(log_file);
         log_file = NULL;
@@ -796,12 +799,13 @@ static bool parse_serve_args(int argc, char **argv, struct serve_args *a, int *e
 /* What -d needs, checked before going to the background, where nobody would see the error. */
 static bool daemon_check(const struct pooler_config *cfg, char *err, size_t err_len)
 {
-    if (!cfg->pidfile || !cfg->pidfile[0] || !cfg->logfile || !cfg->logfile[0]) {
-        snprintf(err, err_len, "-d needs pidfile and logfile in %s (pgwarden has no syslog)",
+    bool has_logfile = cfg->logfile && cfg->logfile[0];
+    if (!cfg->pidfile || !cfg->pidfile[0] || (!has_logfile && !cfg->syslog)) {
+        snprintf(err, err_len, "-d needs pidfile, and logfile or syslog = 1, in %s",
                  cfg->config_file);
         return false;
     }
-    if (!log_file) {
+    if (has_logfile && !log_file) {
         snprintf(err, err_len, "-d needs a logfile it can open (%s)", cfg->logfile);
         return false;
     }

@@ -36,10 +36,30 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.server_reset_query, "DISCARD ALL");
     assert_int_equal(cfg.unix_socket_mode, 0777);
     assert_string_equal(cfg.unix_socket_group, "");
+    assert_false(cfg.syslog);
+    assert_string_equal(cfg.syslog_ident, "pgbouncer");
+    assert_string_equal(cfg.syslog_facility, "daemon");
     pooler_config_free(&cfg);
 }
 
 static void expect_error(const char *text, const char *needle);
+
+static void test_syslog_keys(void **state)
+{
+    (void)state;
+    struct pooler_config cfg;
+    char err[512];
+    assert_true(pooler_config_load_string("[pgbouncer]\nauth_type = trust\nsyslog = 1\n"
+                                          "syslog_ident = pgw\nsyslog_facility = local5\n",
+                                          "t.ini", &cfg, err, sizeof(err)));
+    assert_true(cfg.syslog);
+    assert_string_equal(cfg.syslog_ident, "pgw");
+    assert_string_equal(cfg.syslog_facility, "local5");
+    assert_int_equal(cfg.n_warnings, 0);
+    pooler_config_free(&cfg);
+    expect_error("[pgbouncer]\nauth_type = trust\nsyslog_facility = local8\n",
+                 "syslog_facility 'local8'");
+}
 
 /* unix_socket_mode is read as PgBouncer reads it: C notation, so a leading 0 is octal. */
 static void test_unix_socket_mode(void **state)
@@ -190,7 +210,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),         cmocka_unit_test(test_values_and_sections),
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_set_quoting),
-        cmocka_unit_test(test_unix_socket_mode),
+        cmocka_unit_test(test_unix_socket_mode), cmocka_unit_test(test_syslog_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -117,9 +117,16 @@ static void test_accepted_with_or_without_warning(void **state)
     assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\nauth_hba_file = /no/hba\n",
                                     "auth_hba_file is used only with auth_type = hba"),
                      1);
-    assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\nsyslog = 1\n",
-                                    "t.ini:3: 'syslog' is not supported"),
+    assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\ndns_max_ttl = 1\n",
+                                    "t.ini:3: 'dns_max_ttl' is not supported"),
                      1);
+    /* Implemented PgBouncer keys say nothing. */
+    assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\nsyslog = 1\n"
+                                    "syslog_ident = pgb\nsyslog_facility = local0\n"
+                                    "unix_socket_mode = 0770\nunix_socket_group = postgres\n"
+                                    "tcp_socket_buffer = 65536\n",
+                                    ""),
+                     0);
     assert_int_equal(warnings_about("[databases]\napp = host=/tmp auth_dbname=x\n"
                                     "[pgbouncer]\nauth_type = trust\nauth_user = a\n",
                                     "auth"),
