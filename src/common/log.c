@@ -95,6 +95,11 @@ void log_configure_syslog(bool on, const char *ident, const char *facility)
     snprintf(syslog_ident, sizeof(syslog_ident), "%s", name);
 }
 
+bool log_syslog_enabled(void)
+{
+    return syslog_on;
+}
+
 void log_set_syslog_ops(const struct log_syslog_ops *ops)
 {
     syslog_close();

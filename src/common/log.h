@@ -31,6 +31,8 @@ enum log_level log_get_level(void);
  * connection to syslog and opens it again with the new ones (a reload). facility is a name
  * log_syslog_facility_parse accepts; an unknown one falls back to daemon, as in PgBouncer. */
 void log_configure_syslog(bool on, const char *ident, const char *facility);
+/* True while log_configure_syslog has it on. */
+bool log_syslog_enabled(void);
 /* auth, authpriv, daemon, user, local0 .. local7 (PgBouncer's list) to the LOG_* code. */
 bool log_syslog_facility_parse(const char *name, int *facility);
 

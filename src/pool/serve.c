@@ -136,12 +136,12 @@ static void release_logging(void)
 
 static int extra_verbose;
 
-/* A reason not to start: on stderr (a daemon shares its caller's until it is ready) and in
- * the logfile when one is open. */
+/* A reason not to start: on stderr (a daemon shares its caller's until it is ready), and in
+ * the logfile when one is open and in syslog when it is on. */
 static void startup_failed(const char *why)
 {
     fprintf(stderr, "pgwarden serve: %s\n", why);
-    if (log_file)
+    if (log_file || log_syslog_enabled())
         log_error("serve", "not starting: %s", why);
 }
 

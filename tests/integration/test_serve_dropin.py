@@ -718,6 +718,12 @@ def test_daemon_with_syslog_and_no_logfile(pgwarden_bin, pg):
         assert _serves(p)
         m = log.wait(lambda m: m[2] == "pgw-daemon" and m[1] == LOG_INFO, "from the daemon")
         assert m[0] == 3, m  # daemon, PgBouncer's default facility
+        # A second one is refused (the pidfile names a live process): the reason is on the
+        # caller's stderr and, with no logfile, in syslog.
+        out = _run([p.binary, "-d", p.ini])
+        assert out.returncode == 3, out
+        m = log.wait(lambda m: "not starting" in m[3], "for the refusal")
+        assert m[1] == 3, m  # LOG_ERR
         os.kill(pid, signal.SIGTERM)
         assert _wait_gone(pid)
         log.wait(lambda m: "shut down" in m[3], "for the shutdown")
