@@ -732,3 +732,47 @@ def test_daemon_with_syslog_and_no_logfile(pgwarden_bin, pg):
             _stop_pid(pid)
         p.stop()
         rx.close()
+
+
+# ---- 7. tcp_socket_buffer ----
+
+def _skmem(local_port=None, remote_port=None):
+    """rb and tb (receive and send buffer sizes) of the established loopback TCP sockets with
+    that local or remote port, as ss -m reports them."""
+    flt = f"sport = :{local_port}" if local_port else f"dport = :{remote_port}"
+    out = subprocess.run(["ss", "-tmnH", "state", "established", f"( {flt} )"],
+                         capture_output=True, text=True, check=True).stdout
+    found = []
+    for part in out.split("skmem:(")[1:]:
+        fields = part.split(")")[0].split(",")  # r0,rb131072,t0,tb87040,...
+        size = {f[:2]: int(f[2:]) for f in fields if f[:2] in ("rb", "tb")}
+        found.append((size["rb"], size["tb"]))
+    return found
+
+
+def test_tcp_socket_buffer(pgwarden_bin, pg):
+    """As PgBouncer: SO_SNDBUF and SO_RCVBUF on the client and the server TCP sockets (Linux
+    reports twice the value set); a reload changes it for the next connections."""
+    if not shutil.which("ss"):
+        pytest.skip("needs ss (iproute2)")
+    p = Pooler(pgwarden_bin, pg, server_via="tcp", pool_mode="session",
+               settings={"tcp_socket_buffer": "32768"}).start()
+    try:
+        with psycopg.connect(p.dsn()) as c:
+            c.execute("SELECT 1")
+            clients = _skmem(local_port=p.port)
+            assert clients == [(65536, 65536)], clients
+            # The pooler's server connection: a socket to PostgreSQL's port whose peer is not
+            # a pooler client (PostgreSQL's own ends have PostgreSQL's port as local port).
+            servers = _skmem(remote_port=pg.port)
+            assert (65536, 65536) in servers, servers
+        assert "not supported" not in p.log(), p.log()
+        p.settings["tcp_socket_buffer"] = "16384"
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in p.log(), what="the reload")
+        with psycopg.connect(p.dsn()) as c:
+            c.execute("SELECT 1")
+            assert _skmem(local_port=p.port) == [(32768, 32768)], _skmem(local_port=p.port)
+    finally:
+        p.stop()
