@@ -1,5 +1,5 @@
-/* Log line formatting (text or JSON lines, control bytes always escaped) and password
- * redaction. */
+/* Log line formatting (text or JSON lines, control bytes always escaped), the syslog sink,
+ * and password redaction. */
 #include "common/log.h"
 
 #include "common/timestamp.h"
@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 
 static enum log_level current_level = LOG_LEVEL_INFO;
 static enum log_format current_format = LOG_FORMAT_TEXT;
@@ -17,6 +18,107 @@ static const char *const level_names[] = {
     [LOG_LEVEL_ERROR] = "error", [LOG_LEVEL_WARNING] = "warning", [LOG_LEVEL_INFO] = "info",
     [LOG_LEVEL_DEBUG] = "debug", [LOG_LEVEL_TRACE] = "trace",
 };
+
+/* ---- syslog ---- */
+
+static void libc_open(const char *ident, int option, int facility)
+{
+    openlog(ident, option, facility);
+}
+
+static void libc_send(int priority, const char *line)
+{
+    syslog(priority, "%s", line);
+}
+
+static void libc_close(void)
+{
+    closelog();
+}
+
+static const struct log_syslog_ops libc_syslog = {libc_open, libc_send, libc_close};
+static const struct log_syslog_ops *syslog_ops = &libc_syslog;
+
+static bool syslog_on;
+static bool syslog_opened;
+static int syslog_facility = LOG_DAEMON;
+/* openlog keeps the pointer it is given, so the ident lives here, not in a config that a
+ * reload frees. */
+static char syslog_ident[64] = "pgwarden";
+
+/* PgBouncer sends info and more severe to syslog (its syslog level is fixed at info). */
+#define SYSLOG_MAX_LEVEL LOG_LEVEL_INFO
+
+static const int syslog_priorities[] = {
+    [LOG_LEVEL_ERROR] = LOG_ERR,   [LOG_LEVEL_WARNING] = LOG_WARNING, [LOG_LEVEL_INFO] = LOG_INFO,
+    [LOG_LEVEL_DEBUG] = LOG_DEBUG, [LOG_LEVEL_TRACE] = LOG_DEBUG,
+};
+
+static const struct {
+    const char *name;
+    int code;
+} syslog_facilities[] = {
+    {"auth", LOG_AUTH},     {"authpriv", LOG_AUTHPRIV}, {"daemon", LOG_DAEMON},
+    {"user", LOG_USER},     {"local0", LOG_LOCAL0},     {"local1", LOG_LOCAL1},
+    {"local2", LOG_LOCAL2}, {"local3", LOG_LOCAL3},     {"local4", LOG_LOCAL4},
+    {"local5", LOG_LOCAL5}, {"local6", LOG_LOCAL6},     {"local7", LOG_LOCAL7},
+};
+
+bool log_syslog_facility_parse(const char *name, int *facility)
+{
+    for (size_t i = 0; i < sizeof(syslog_facilities) / sizeof(syslog_facilities[0]); i++) {
+        if (name != NULL && strcmp(name, syslog_facilities[i].name) == 0) {
+            *facility = syslog_facilities[i].code;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void syslog_close(void)
+{
+    if (syslog_opened)
+        syslog_ops->close();
+    syslog_opened = false;
+}
+
+void log_configure_syslog(bool on, const char *ident, const char *facility)
+{
+    int code = LOG_DAEMON;
+    (void)log_syslog_facility_parse(facility, &code);
+    const char *name = ident != NULL && ident[0] != '\0' ? ident : "pgwarden";
+    if (!on || code != syslog_facility || strncmp(name, syslog_ident, sizeof(syslog_ident)) != 0)
+        syslog_close();
+    syslog_on = on;
+    syslog_facility = code;
+    snprintf(syslog_ident, sizeof(syslog_ident), "%s", name);
+}
+
+bool log_syslog_enabled(void)
+{
+    return syslog_on;
+}
+
+void log_set_syslog_ops(const struct log_syslog_ops *ops)
+{
+    syslog_close();
+    syslog_ops = ops != NULL ? ops : &libc_syslog;
+}
+
+/* Opened on the first line, as PgBouncer does: a reload that only turns syslog on costs
+ * nothing until there is something to say. */
+static void syslog_send(enum log_level level, const char *line)
+{
+    if (!syslog_on || level > SYSLOG_MAX_LEVEL)
+        return;
+    if (!syslog_opened) {
+        syslog_ops->open(syslog_ident, LOG_PID, syslog_facility);
+        syslog_opened = true;
+    }
+    syslog_ops->send(syslog_priorities[level], line);
+}
+
+/* ---- lines ---- */
 
 void log_configure(enum log_level level, enum log_format format, FILE *out)
 {
@@ -47,6 +149,8 @@ bool log_enabled(enum log_level level)
  * an input of n bytes.
  */
 #define ESCAPED_SIZE(n) (4 * (n) + 1)
+
+#define MESSAGE_SIZE 2048 /* a formatted message is cut here */
 
 static void escape_controls(const char *in, char *out, size_t out_size)
 {
@@ -111,12 +215,28 @@ static char *json_escape_del(char *json)
     return out;
 }
 
+/* Components are short fixed tags; they are escaped too so that nothing a caller passes can
+ * break a text line. The results live in static buffers until the next call (one thread). */
+static const char *text_component(const char *component)
+{
+    static char safe[256];
+    escape_controls(component, safe, sizeof(safe));
+    return safe;
+}
+
+static const char *text_message(const char *message)
+{
+    static char safe[ESCAPED_SIZE(MESSAGE_SIZE)];
+    escape_controls(message, safe, sizeof(safe));
+    return safe;
+}
+
 void log_write(enum log_level level, const char *component, const char *fmt, ...)
 {
     if (!log_enabled(level))
         return;
     FILE *out = log_out ? log_out : stderr;
-    char message[2048];
+    char message[MESSAGE_SIZE];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(message, sizeof(message), fmt, ap);
@@ -139,15 +259,17 @@ void log_write(enum log_level level, const char *component, const char *fmt, ...
         free(text);
         cJSON_Delete(line);
     } else {
-        /* Components are short fixed tags; they are escaped too so that nothing a caller
-         * passes can break a text line. */
-        char safe_component[256];
-        char safe_message[ESCAPED_SIZE(sizeof(message))];
-        escape_controls(component, safe_component, sizeof(safe_component));
-        escape_controls(message, safe_message, sizeof(safe_message));
-        fprintf(out, "%s %s %s: %s\n", ts, level_names[level], safe_component, safe_message);
+        fprintf(out, "%s %s %s: %s\n", ts, level_names[level], text_component(component),
+                text_message(message));
     }
     fflush(out);
+    /* syslog gets the text form whatever log_format says: it stamps time, ident and pid
+     * itself, and its readers expect one plain line. */
+    if (syslog_on && level <= SYSLOG_MAX_LEVEL) {
+        char line[256 + ESCAPED_SIZE(sizeof(message)) + 2];
+        snprintf(line, sizeof(line), "%s: %s", text_component(component), text_message(message));
+        syslog_send(level, line);
+    }
 }
 
 /* Redacts "password=..." values in key=value strings. A value ends at unquoted white space;

@@ -1,5 +1,6 @@
-/* Logging: human text lines (default) or JSON lines, to stderr or a file. Messages never
- * contain secrets; callers pass connection strings through log_redact_conninfo first. */
+/* Logging: human text lines (default) or JSON lines, to stderr or a file, and with syslog on
+ * to syslog as well. Messages never contain secrets; callers pass connection strings through
+ * log_redact_conninfo first. */
 #ifndef PGWARDEN_COMMON_LOG_H
 #define PGWARDEN_COMMON_LOG_H
 
@@ -22,6 +23,28 @@ enum log_format {
 /* Process-wide settings; set at start-up and on reload (single-threaded). */
 void log_configure(enum log_level level, enum log_format format, FILE *out /* borrowed */);
 enum log_level log_get_level(void);
+
+/* syslog (PgBouncer's syslog, syslog_ident, syslog_facility): with on, every line of level
+ * info or more severe also goes to syslog as "component: message" (control bytes escaped as
+ * in the text format; syslog adds time, ident and pid). Levels map as in PgBouncer: error to
+ * LOG_ERR, warning to LOG_WARNING, info to LOG_INFO. A change of ident or facility closes the
+ * connection to syslog and opens it again with the new ones (a reload). facility is a name
+ * log_syslog_facility_parse accepts; an unknown one falls back to daemon, as in PgBouncer. */
+void log_configure_syslog(bool on, const char *ident, const char *facility);
+/* True while log_configure_syslog has it on. */
+bool log_syslog_enabled(void);
+/* auth, authpriv, daemon, user, local0 .. local7 (PgBouncer's list) to the LOG_* code. */
+bool log_syslog_facility_parse(const char *name, int *facility);
+
+/* The seam between the log and the C library's syslog, so that tests can see what would be
+ * sent. Ident is owned by the log module and stays valid until the next close. */
+struct log_syslog_ops {
+    void (*open)(const char *ident, int option, int facility);
+    void (*send)(int priority, const char *line);
+    void (*close)(void);
+};
+/* NULL restores the C library's openlog, syslog and closelog. */
+void log_set_syslog_ops(const struct log_syslog_ops *ops /* borrowed */);
 bool log_enabled(enum log_level level);
 
 /* One line per call. `component` is a short module tag ("pool", "inspect", "manager").

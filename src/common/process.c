@@ -152,6 +152,28 @@ bool process_run_as_resolve(const char *name, struct process_run_as *r, char *er
     return true;
 }
 
+bool process_group_resolve(const char *name, gid_t *gid, char *err, size_t err_len)
+{
+    *gid = (gid_t)-1;
+    if (!name || !name[0])
+        return true;
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(name, &end, 10);
+    if (*end == '\0' && errno == 0 && n < (unsigned long)(gid_t)-1) {
+        *gid = (gid_t)n;
+        return true;
+    }
+    errno = 0;
+    struct group *gr = getgrnam(name);
+    if (!gr) {
+        snprintf(err, err_len, "group %s: %s", name, errno ? strerror(errno) : "no such group");
+        return false;
+    }
+    *gid = gr->gr_gid;
+    return true;
+}
+
 /* Drops root for good: supplementary groups, group, then user (in this order: after setuid
  * the others are no longer allowed). Checks that root cannot be regained. */
 bool process_run_as_switch(const struct process_run_as *r, char *err, size_t err_len)

@@ -33,6 +33,9 @@ struct process_run_as {
 };
 
 bool process_run_as_resolve(const char *name, struct process_run_as *r, char *err, size_t err_len);
+/* The group named by name: a group name, or a number taken as it is (as PgBouncer reads
+ * unix_socket_group). An empty name gives (gid_t)-1, which chown(2) reads as "unchanged". */
+bool process_group_resolve(const char *name, gid_t *gid, char *err, size_t err_len);
 /* Drops root for good (groups, group, user) and checks it cannot be regained. */
 bool process_run_as_switch(const struct process_run_as *r, char *err, size_t err_len);
 

@@ -26,6 +26,7 @@ enum key_type {
     KEY_POOL_MODE,
     KEY_AUTH_TYPE,
     KEY_SSLMODE, /* enum tls_sslmode */
+    KEY_MODE,    /* int file mode bits; C notation as PgBouncer reads it: 0777 octal, 0x1ff hex */
 };
 
 struct key_def {
@@ -49,6 +50,11 @@ static const struct key_def KEYS[] = {
      true},
     {"unix_socket_dir", KEY_STRING, OFF(unix_socket_dir), "/tmp", true,
      "directory of the unix socket .s.PGSQL.<port> (empty = none)", true},
+    {"unix_socket_mode", KEY_MODE, OFF(unix_socket_mode), "0777", true,
+     "file mode of the unix socket (octal as 0777; read at start)", true},
+    {"unix_socket_group", KEY_STRING, OFF(unix_socket_group), "", true,
+     "group (name or number) the unix socket is given (empty = the process's; read at start)",
+     true},
     {"listen_backlog", KEY_INT, OFF(listen_backlog), "128", true, "listen(2) backlog", true},
     {"so_reuseport", KEY_BOOL, OFF(so_reuseport), "0", true,
      "set SO_REUSEPORT on the TCP listeners, so several pgwarden processes share the port (give "
@@ -186,6 +192,12 @@ static const struct key_def KEYS[] = {
     {"log_pooler_errors", KEY_BOOL, OFF(log_pooler_errors), "1", true,
      "log errors the pooler sends to clients", false},
     {"logfile", KEY_STRING, OFF(logfile), "", true, "log file (empty = stderr)", false},
+    {"syslog", KEY_BOOL, OFF(syslog), "0", true,
+     "log lines of level info and above go to syslog as well (as \"component: message\")", false},
+    {"syslog_ident", KEY_STRING, OFF(syslog_ident), "pgbouncer", true,
+     "the program name syslog shows for pgwarden's lines", false},
+    {"syslog_facility", KEY_STRING, OFF(syslog_facility), "daemon", true,
+     "syslog facility: auth, authpriv, daemon, user, local0 .. local7", false},
     {"pidfile", KEY_STRING, OFF(pidfile), "", true,
      "write the process id here; refuse to start while it names a live process (read at "
      "start)",
@@ -206,6 +218,10 @@ static const struct key_def KEYS[] = {
     {"tcp_user_timeout", KEY_INT, OFF(tcp_user_timeout_ms), "0", true,
      "milliseconds unacknowledged data may wait before the connection fails (TCP_USER_TIMEOUT; "
      "0 = off)",
+     false},
+    {"tcp_socket_buffer", KEY_INT, OFF(tcp_socket_buffer), "0", true,
+     "bytes of the kernel's send and receive buffers (SO_SNDBUF, SO_RCVBUF) of client and "
+     "server TCP sockets (0 = the kernel's default)",
      false},
     {"client_tls_sslmode", KEY_SSLMODE, OFF(client_tls.sslmode), "disable", true,
      "TLS for clients: disable (an SSLRequest is answered N), allow/prefer (TLS when the client "
@@ -288,12 +304,6 @@ struct unimplemented_key {
 };
 
 static const struct unimplemented_key UNIMPLEMENTED[] = {
-    {"syslog", RULE_IGNORE, NULL},
-    {"syslog_ident", RULE_IGNORE, NULL},
-    {"syslog_facility", RULE_IGNORE, NULL},
-    {"unix_socket_mode", RULE_IGNORE, NULL},
-    {"unix_socket_group", RULE_IGNORE, NULL},
-    {"tcp_socket_buffer", RULE_IGNORE, NULL},
     {"dns_max_ttl", RULE_IGNORE, NULL},
     {"dns_nxdomain_ttl", RULE_IGNORE, NULL},
     {"dns_zone_check_period", RULE_IGNORE, NULL},
@@ -352,6 +362,19 @@ static bool parse_int(const char *v, long long lo, long long hi, long long *out)
     char *end;
     long long x = strtoll(v, &end, 10);
     if (errno || end == v || *end != '\0' || x < lo || x > hi)
+        return false;
+    *out = x;
+    return true;
+}
+
+/* A file mode in C notation, as PgBouncer reads unix_socket_mode: a leading 0 means octal,
+ * 0x hex, else decimal; only permission bits (up to 07777) are accepted. */
+static bool parse_mode(const char *v, long long *out)
+{
+    errno = 0;
+    char *end;
+    long long x = strtoll(v, &end, 0);
+    if (errno || end == v || *end != '\0' || x < 0 || x > 07777)
         return false;
     *out = x;
     return true;
@@ -551,6 +574,13 @@ static bool set_key(struct pooler_config *cfg, const struct key_def *k, const ch
         *(enum tls_sslmode *)field = m;
         return true;
     }
+    case KEY_MODE:
+        if (!parse_mode(v, &i)) {
+            snprintf(err, err_len, "%s: '%.64s' is not a file mode (octal, e.g. 0770)", k->name, v);
+            return false;
+        }
+        *(int *)field = (int)i;
+        return true;
     }
     return false;
 }
@@ -1014,6 +1044,14 @@ static bool check_values(struct pooler_config *cfg, const char *name, char *err,
         snprintf(err, err_len, "%s: server_lifetime_jitter must be 0..50 (percent)", name);
         return false;
     }
+    int facility;
+    if (!log_syslog_facility_parse(cfg->syslog_facility, &facility)) {
+        snprintf(err, err_len,
+                 "%s: syslog_facility '%.64s' is not one of auth, authpriv, daemon, user, "
+                 "local0 .. local7",
+                 name, cfg->syslog_facility);
+        return false;
+    }
     if (strcmp(cfg->log_format, "text") && strcmp(cfg->log_format, "json")) {
         snprintf(err, err_len, "%s: log_format must be text or json", name);
         return false;
@@ -1242,6 +1280,7 @@ static size_t field_size(enum key_type type)
         [KEY_POOL_MODE] = sizeof(enum pool_mode),
         [KEY_AUTH_TYPE] = sizeof(enum pooler_auth_type),
         [KEY_SSLMODE] = sizeof(enum tls_sslmode),
+        [KEY_MODE] = sizeof(int),
     };
     return sizes[type];
 }
@@ -1331,6 +1370,9 @@ void pooler_config_values(const struct pooler_config *cfg, pooler_config_value_f
         }
         case KEY_SSLMODE:
             v = tls_sslmode_name(*(const enum tls_sslmode *)field);
+            break;
+        case KEY_MODE:
+            snprintf(buf, sizeof(buf), "0%03o", (unsigned)*(const int *)field);
             break;
         }
         emit(ctx, k->name, v, k->default_text, !k->restart);

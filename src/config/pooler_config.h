@@ -101,7 +101,9 @@ struct pooler_config {
     /* [pgbouncer] */
     char *listen_addr; /* owned; "" = no TCP listener */
     int listen_port;
-    char *unix_socket_dir; /* owned; "" = no unix socket */
+    char *unix_socket_dir;   /* owned; "" = no unix socket */
+    int unix_socket_mode;    /* permission bits of the socket file */
+    char *unix_socket_group; /* owned; "" = the process's group; a name or a number */
     int listen_backlog;
     bool tcp_defer_accept; /* wake on a new client only once its first packet is there */
     enum pooler_auth_type auth_type;
@@ -148,8 +150,11 @@ struct pooler_config {
     bool log_connections;
     bool log_disconnections;
     bool log_pooler_errors;
-    char *logfile;     /* owned; "" = stderr */
-    char *pidfile;     /* owned; "" = none */
+    char *logfile;         /* owned; "" = stderr */
+    bool syslog;           /* log lines go to syslog as well */
+    char *syslog_ident;    /* owned: the name syslog shows ("pgbouncer", as PgBouncer) */
+    char *syslog_facility; /* owned: auth, authpriv, daemon, user, local0..local7 */
+    char *pidfile;         /* owned; "" = none */
     char *user;        /* owned: Unix user to switch to once listening; "" = stay (read at start) */
     char *admin_users; /* owned; kept for the admin console */
     char *stats_users; /* owned */
@@ -159,6 +164,7 @@ struct pooler_config {
     int tcp_keepintvl;
     int tcp_keepcnt;
     int tcp_user_timeout_ms; /* milliseconds, as PgBouncer */
+    int tcp_socket_buffer;   /* bytes, SO_SNDBUF and SO_RCVBUF (0 = the kernel's) */
 
     /* TLS (docs/TLS.md): client_tls_* for connections from clients (pgwarden is the TLS
      * server), server_tls_* for connections to PostgreSQL. */

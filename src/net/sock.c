@@ -20,6 +20,17 @@ void net_set_tcp_opts(const struct net_tcp_opts *opts)
     tcp_opts = *opts;
 }
 
+/* Kernel socket buffers: set on listeners and outgoing sockets with the other options, and
+ * again on each accepted client, so that a reload that changes tcp_socket_buffer reaches new
+ * clients too (the listener's value is the one they would inherit otherwise). */
+static void set_socket_buffer(int fd)
+{
+    if (tcp_opts.socket_buffer <= 0)
+        return;
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &tcp_opts.socket_buffer, sizeof(int));
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &tcp_opts.socket_buffer, sizeof(int));
+}
+
 static void tune_tcp(int fd)
 {
     int one = 1;
@@ -35,6 +46,7 @@ static void tune_tcp(int fd)
     }
     if (tcp_opts.user_timeout_ms > 0)
         (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &tcp_opts.user_timeout_ms, sizeof(int));
+    set_socket_buffer(fd);
 }
 
 static int listen_tcp(const char *addr, int port, int backlog, bool defer_accept, bool reuseport,
@@ -99,8 +111,8 @@ int net_listen_tcp_shared(const char *addr, int port, int backlog, bool defer_ac
     return listen_tcp(addr, port, backlog, defer_accept, true, err, err_len);
 }
 
-int net_listen_unix(const char *dir, int port, int backlog, char *path_out, size_t path_len,
-                    char *err, size_t err_len)
+int net_listen_unix(const char *dir, int port, int backlog, mode_t mode, gid_t gid, char *path_out,
+                    size_t path_len, char *err, size_t err_len)
 {
     struct sockaddr_un sun = {0};
     sun.sun_family = AF_UNIX;
@@ -127,7 +139,16 @@ int net_listen_unix(const char *dir, int port, int backlog, char *path_out, size
         close(fd);
         return -1;
     }
-    (void)chmod(sun.sun_path, 0777);
+    /* A socket nobody can reach as asked is a start-up error (PgBouncer stops too), not a
+     * listener that silently lets in more, or fewer, users than the file says. */
+    if ((gid != (gid_t)-1 && chown(sun.sun_path, (uid_t)-1, gid) != 0) ||
+        chmod(sun.sun_path, mode) != 0) {
+        snprintf(err, err_len, "cannot set the group or mode of %s: %s", sun.sun_path,
+                 strerror(errno));
+        close(fd);
+        unlink(sun.sun_path);
+        return -1;
+    }
     return fd;
 }
 
@@ -143,6 +164,8 @@ enum net_accept_result net_accept(int lfd, int *fd_out, struct net_addr *peer)
             return NET_ACCEPT_NO_FDS;
         return NET_ACCEPT_ERROR;
     }
+    if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
+        set_socket_buffer(fd);
     net_addr_from_sockaddr(peer, (const struct sockaddr *)&ss, sl);
     *fd_out = fd;
     return NET_ACCEPT_OK;

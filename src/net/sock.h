@@ -30,6 +30,7 @@ struct net_tcp_opts {
     int keepintvl_s;
     int keepcnt;
     int user_timeout_ms; /* TCP_USER_TIMEOUT: unacknowledged data makes the connection fail */
+    int socket_buffer;   /* SO_SNDBUF and SO_RCVBUF in bytes (the kernel doubles it) */
 };
 /* Process-wide defaults (set at start-up and on reload; single-threaded). */
 void net_set_tcp_opts(const struct net_tcp_opts *opts);
@@ -47,9 +48,11 @@ int net_listen_tcp(const char *addr, int port, int backlog, bool defer_accept, c
  * connections over them (so_reuseport). */
 int net_listen_tcp_shared(const char *addr, int port, int backlog, bool defer_accept, char *err,
                           size_t err_len);
-/* Listening unix socket dir/.s.PGSQL.<port>; removes a stale socket first. */
-int net_listen_unix(const char *dir, int port, int backlog, char *path_out, size_t path_len,
-                    char *err, size_t err_len);
+/* Listening unix socket dir/.s.PGSQL.<port>; removes a stale socket first. The socket file
+ * gets group gid ((gid_t)-1 = the process's) and then the permission bits mode: who may
+ * connect is decided by the file (unix_socket_mode, unix_socket_group). */
+int net_listen_unix(const char *dir, int port, int backlog, mode_t mode, gid_t gid, char *path_out,
+                    size_t path_len, char *err, size_t err_len);
 
 enum net_accept_result {
     NET_ACCEPT_OK,
@@ -58,7 +61,8 @@ enum net_accept_result {
     NET_ACCEPT_ERROR,
 };
 /* accept4(NONBLOCK|CLOEXEC); TCP peers inherit TCP_NODELAY and keepalive from the
- * listener (Linux copies both to accepted sockets). */
+ * listener (Linux copies both to accepted sockets); socket_buffer is set on each, so that
+ * the current value applies. */
 enum net_accept_result net_accept(int lfd, int *fd_out, struct net_addr *peer);
 
 /* Starts a non-blocking connect. host starting with '/' is a unix socket directory.

@@ -114,6 +114,8 @@ static void apply_logging(const struct pooler_config *cfg, int extra_verbose)
         if (quiet_sink)
             out = quiet_sink;
     }
+    /* syslog first: the lines that follow (the load's warnings among them) go there too. */
+    log_configure_syslog(cfg->syslog, cfg->syslog_ident, cfg->syslog_facility);
     log_configure(level, fmt, out);
 }
 
@@ -121,6 +123,7 @@ static void apply_logging(const struct pooler_config *cfg, int extra_verbose)
 static void release_logging(void)
 {
     log_configure(LOG_LEVEL_INFO, LOG_FORMAT_TEXT, stderr);
+    log_configure_syslog(false, NULL, NULL);
     if (log_file) {
         fclose(log_file);
         log_file = NULL;
@@ -133,12 +136,12 @@ static void release_logging(void)
 
 static int extra_verbose;
 
-/* A reason not to start: on stderr (a daemon shares its caller's until it is ready) and in
- * the logfile when one is open. */
+/* A reason not to start: on stderr (a daemon shares its caller's until it is ready), and in
+ * the logfile when one is open and in syslog when it is on. */
 static void startup_failed(const char *why)
 {
     fprintf(stderr, "pgwarden serve: %s\n", why);
-    if (log_file)
+    if (log_file || log_syslog_enabled())
         log_error("serve", "not starting: %s", why);
 }
 
@@ -150,6 +153,7 @@ static void apply_tcp_opts(const struct pooler_config *cfg)
         .keepintvl_s = cfg->tcp_keepintvl,
         .keepcnt = cfg->tcp_keepcnt,
         .user_timeout_ms = cfg->tcp_user_timeout_ms,
+        .socket_buffer = cfg->tcp_socket_buffer,
     };
     net_set_tcp_opts(&o);
 }
@@ -328,8 +332,12 @@ static bool open_listeners(struct pooler *p, char *err, size_t err_len)
             return false;
     }
     if (cfg->unix_socket_dir && cfg->unix_socket_dir[0]) {
+        gid_t gid;
+        if (!process_group_resolve(cfg->unix_socket_group, &gid, err, err_len))
+            return false;
         int fd = net_listen_unix(cfg->unix_socket_dir, cfg->listen_port, cfg->listen_backlog,
-                                 p->unix_path, sizeof(p->unix_path), err, err_len);
+                                 (mode_t)cfg->unix_socket_mode, gid, p->unix_path,
+                                 sizeof(p->unix_path), err, err_len);
         if (fd < 0)
             return false;
         p->listen_fds[p->n_listeners++] = fd;
@@ -577,12 +585,19 @@ bool serve_reload(struct pooler *p, char *err, size_t err_len)
     /* Listeners and buffer sizes are fixed for the process's life. */
     struct pooler_config *old = p->cfg;
     if (strcmp(next->listen_addr, old->listen_addr) || next->listen_port != old->listen_port ||
-        strcmp(next->unix_socket_dir, old->unix_socket_dir) || next->pkt_buf != old->pkt_buf)
-        log_warning("serve", "reload: listen_addr, listen_port, unix_socket_dir and pkt_buf "
-                             "changes need a restart; keeping the old values");
+        strcmp(next->unix_socket_dir, old->unix_socket_dir) || next->pkt_buf != old->pkt_buf ||
+        next->unix_socket_mode != old->unix_socket_mode ||
+        strcmp(next->unix_socket_group, old->unix_socket_group))
+        log_warning("serve", "reload: listen_addr, listen_port, unix_socket_dir, "
+                             "unix_socket_mode, unix_socket_group and pkt_buf changes need a "
+                             "restart; keeping the old values");
     next->listen_port = old->listen_port;
     next->pkt_buf = old->pkt_buf;
-    char *t = next->listen_addr;
+    next->unix_socket_mode = old->unix_socket_mode;
+    char *t = next->unix_socket_group;
+    next->unix_socket_group = old->unix_socket_group;
+    old->unix_socket_group = t;
+    t = next->listen_addr;
     next->listen_addr = old->listen_addr;
     old->listen_addr = t;
     t = next->unix_socket_dir;
@@ -784,12 +799,13 @@ static bool parse_serve_args(int argc, char **argv, struct serve_args *a, int *e
 /* What -d needs, checked before going to the background, where nobody would see the error. */
 static bool daemon_check(const struct pooler_config *cfg, char *err, size_t err_len)
 {
-    if (!cfg->pidfile || !cfg->pidfile[0] || !cfg->logfile || !cfg->logfile[0]) {
-        snprintf(err, err_len, "-d needs pidfile and logfile in %s (pgwarden has no syslog)",
+    bool has_logfile = cfg->logfile && cfg->logfile[0];
+    if (!cfg->pidfile || !cfg->pidfile[0] || (!has_logfile && !cfg->syslog)) {
+        snprintf(err, err_len, "-d needs pidfile, and logfile or syslog = 1, in %s",
                  cfg->config_file);
         return false;
     }
-    if (!log_file) {
+    if (has_logfile && !log_file) {
         snprintf(err, err_len, "-d needs a logfile it can open (%s)", cfg->logfile);
         return false;
     }

@@ -965,7 +965,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
              "max_packet_size = %d\n",
              dir, FAKE_PORT, path, MAX_PACKET);
     char err[256], sock_path[256];
-    listen_fd = net_listen_unix(dir, FAKE_PORT, 64, sock_path, sizeof(sock_path), err, sizeof(err));
+    listen_fd = net_listen_unix(dir, FAKE_PORT, 64, 0777, (gid_t)-1, sock_path, sizeof(sock_path),
+                                err, sizeof(err));
     if (listen_fd < 0) {
         fprintf(stderr, "fuzz_session: %s\n", err);
         abort();

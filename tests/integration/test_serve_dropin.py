@@ -190,14 +190,14 @@ def test_disable_is_silent_with_tls_files(pgwarden_bin, pg):
 # ---- 2. config warnings reach the logfile ----
 
 def test_config_warnings_reach_logfile(pgwarden_bin, pg):
-    p = Pooler(pgwarden_bin, pg, settings={"some_future_key": "1", "syslog_ident": "pgb"})
+    p = Pooler(pgwarden_bin, pg, settings={"some_future_key": "1", "dns_max_ttl": "20"})
     p.users = {"postgres": "pool_size=3 some_future_setting=5"}
     p.write_config()
     p.start()
     try:
         log = p.log()
         assert "unknown key 'some_future_key'" in log, log
-        assert "'syslog_ident' is not supported" in log, log
+        assert "'dns_max_ttl' is not supported" in log, log
         assert "unknown setting 'some_future_setting'" in log, log
         # A reload's warnings go to the logfile as well.
         p.settings["another_future_key"] = "2"
@@ -500,5 +500,279 @@ def test_listen_everywhere_ipv4_and_ipv6(pgwarden_bin, pg):
         if not _ipv6_loopback():
             pytest.skip("no IPv6 loopback on this machine")
         assert _serves(p, "::1")
+    finally:
+        p.stop()
+
+
+# ---- 5. unix socket mode and group ----
+
+def _socket_file(p):
+    return os.path.join(p.dir, f".s.PGSQL.{p.port}")
+
+
+def _a_group_other_than_ours():
+    """A group this process is not in by default (postgres where it exists), else our own."""
+    import grp
+    try:
+        return grp.getgrnam("postgres")
+    except KeyError:
+        return grp.getgrgid(os.getgid())
+
+
+def test_unix_socket_default_mode(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg).start()
+    try:
+        st = os.stat(_socket_file(p))
+        assert st.st_mode & 0o7777 == 0o777, oct(st.st_mode)
+        assert st.st_gid == os.getgid()
+        assert "unix_socket" not in p.log(), p.log()
+    finally:
+        p.stop()
+
+
+def test_unix_socket_mode_and_group(pgwarden_bin, pg):
+    """As PgBouncer: the socket file gets unix_socket_group, then unix_socket_mode (octal), so
+    that the file decides which local users may connect."""
+    g = _a_group_other_than_ours()
+    p = Pooler(pgwarden_bin, pg,
+               settings={"unix_socket_mode": "0750", "unix_socket_group": g.gr_name}).start()
+    try:
+        st = os.stat(_socket_file(p))
+        assert st.st_mode & 0o7777 == 0o750, oct(st.st_mode)
+        assert st.st_gid == g.gr_gid, (st.st_gid, g)
+        assert "not supported" not in p.log(), p.log()
+        # Still a working socket for those allowed (root here, or the owner).
+        with psycopg.connect(host=p.dir, port=p.port, user="postgres", dbname="postgres",
+                             password="", connect_timeout=10) as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+        # Read at start only: a reload leaves the file as it is.
+        p.settings["unix_socket_mode"] = "0700"
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: p.log().count("configuration reloaded") >= 1, what="the reload")
+        assert "unix_socket_mode, unix_socket_group and pkt_buf changes need a restart" in p.log()
+        assert os.stat(_socket_file(p)).st_mode & 0o7777 == 0o750
+    finally:
+        p.stop()
+    # A group given by number is taken as it is.
+    p = Pooler(pgwarden_bin, pg,
+               settings={"unix_socket_mode": "0660", "unix_socket_group": str(g.gr_gid)}).start()
+    try:
+        st = os.stat(_socket_file(p))
+        assert st.st_mode & 0o7777 == 0o660 and st.st_gid == g.gr_gid, (oct(st.st_mode), st)
+    finally:
+        p.stop()
+
+
+def test_unix_socket_bad_group_or_mode_stops_start(pgwarden_bin, pg):
+    p = Pooler(pgwarden_bin, pg, settings={"unix_socket_group": "no-such-group-here"})
+    try:
+        with pytest.raises(RuntimeError, match="no-such-group-here"):
+            p.start()
+    finally:
+        p.stop()
+    p = Pooler(pgwarden_bin, pg, settings={"unix_socket_mode": "rw-rw----"})
+    try:
+        with pytest.raises(RuntimeError, match="unix_socket_mode"):
+            p.start()
+    finally:
+        p.stop()
+
+
+# ---- 6. syslog ----
+#
+# glibc's syslog() writes to /dev/log and nowhere else. To read what pgwarden sends, it runs
+# in a private mount namespace (unshare -m, needs root) whose /dev is a fresh tmpfs holding
+# the few devices a process needs and /dev/log, a link to a datagram socket this test reads.
+# The host's /dev is not touched.
+
+_SYSLOG_WRAPPER = """#!/bin/sh
+exec unshare --mount --propagation private sh -c '
+set -e
+mkdir -p "$0/olddev"
+mount --bind /dev "$0/olddev"
+mount -t tmpfs -o mode=755 tmpfs /dev
+for d in null zero random urandom; do
+    touch /dev/$d
+    mount --bind "$0/olddev/$d" /dev/$d
+done
+ln -s /proc/self/fd /dev/fd
+ln -s "$0/log.sock" /dev/log
+exec "$@"' "{dir}" "{binary}" "$@"
+"""
+
+
+def _syslog_pooler(pgwarden_bin, pg, settings):
+    """A Pooler whose /dev/log is a datagram socket in its directory, and that socket."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("reading syslog needs root and unshare (a private /dev/log)")
+    p = Pooler(pgwarden_bin, pg, settings=settings)
+    wrapper = os.path.join(p.dir, "in-own-dev.sh")
+    with open(wrapper, "w") as f:
+        f.write(_SYSLOG_WRAPPER.replace("{dir}", p.dir).replace("{binary}", pgwarden_bin))
+    os.chmod(wrapper, 0o755)
+    probe = subprocess.run([wrapper, "--version"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        shutil.rmtree(p.dir, ignore_errors=True)
+        pytest.skip(f"no private mount namespace here: {probe.stderr.strip()}")
+    p.binary = wrapper
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(os.path.join(p.dir, "log.sock"))
+    return p, rx
+
+
+class _Syslog:
+    """Datagrams received so far, parsed: (facility, severity, ident, message)."""
+
+    def __init__(self, rx):
+        self.rx = rx
+        self.seen = []
+
+    def _drain(self, timeout):
+        self.rx.settimeout(timeout)
+        try:
+            while True:
+                raw = self.rx.recv(65536).decode(errors="replace")
+                # <PRI>Mmm dd hh:mm:ss ident[pid]: message
+                assert raw.startswith("<"), raw
+                pri, rest = raw[1:].split(">", 1)
+                head, msg = rest[16:].split(": ", 1)
+                ident = head.split("[", 1)[0]
+                self.seen.append((int(pri) >> 3, int(pri) & 7, ident, msg))
+                self.rx.settimeout(0)
+        except (BlockingIOError, socket.timeout):
+            pass
+
+    def wait(self, pred, what):
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            for m in self.seen:
+                if pred(m):
+                    return m
+            self._drain(0.2)
+        raise AssertionError(f"no syslog message {what}; got {self.seen}")
+
+    def new_since(self, n):
+        self._drain(0)
+        return self.seen[n:]
+
+
+LOG_LOCAL2, LOG_USER = 18, 1  # facility numbers (the LOG_* codes >> 3)
+LOG_WARNING, LOG_INFO = 4, 6
+
+
+def test_syslog_lines_ident_facility_and_reload(pgwarden_bin, pg):
+    p, rx = _syslog_pooler(pgwarden_bin, pg, {"syslog": "1", "syslog_ident": "pgw-test",
+                                              "syslog_facility": "local2",
+                                              "some_future_key": "1"})
+    log = _Syslog(rx)
+    try:
+        p.start()
+        # The load's warnings reach syslog too, with PgBouncer's level mapping.
+        w = log.wait(lambda m: "unknown key 'some_future_key'" in m[3], "for the config warning")
+        assert w[:3] == (LOG_LOCAL2, LOG_WARNING, "pgw-test"), w
+        assert w[3].startswith("config: "), w
+        with psycopg.connect(p.dsn()) as c:
+            c.execute("SELECT 1")
+        m = log.wait(lambda m: m[3].startswith("pool: ") and "login" in m[3], "for the login")
+        assert m[:3] == (LOG_LOCAL2, LOG_INFO, "pgw-test"), m
+        assert "not supported" not in p.log(), p.log()
+        # The logfile still gets every line.
+        assert "unknown key 'some_future_key'" in p.log()
+
+        # A reload changes ident and facility.
+        p.settings.update({"syslog_ident": "pgw-two", "syslog_facility": "user"})
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        m = log.wait(lambda m: "configuration reloaded" in m[3], "for the reload")
+        assert m[:3] == (LOG_USER, LOG_INFO, "pgw-two"), m
+
+        # And turns it off: the logfile goes on, syslog hears nothing more.
+        p.settings["syslog"] = "0"
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: p.log().count("configuration reloaded") >= 2, what="the second reload")
+        # "SIGHUP: reloading" comes before the new configuration applies, the rest after.
+        n = len(log.new_since(0))
+        assert log.seen[-1][3] == "serve: SIGHUP: reloading", log.seen
+        with psycopg.connect(p.dsn()) as c:
+            c.execute("SELECT 1")
+        wait_for(lambda: p.log().count("login") >= 2, what="the second login in the logfile")
+        assert log.new_since(n) == [], log.seen[n:]
+    finally:
+        p.stop()
+        rx.close()
+
+
+def test_daemon_with_syslog_and_no_logfile(pgwarden_bin, pg):
+    """As PgBouncer: -d needs a pidfile; with syslog on, no logfile is needed."""
+    p, rx = _syslog_pooler(pgwarden_bin, pg, {"syslog": "1", "syslog_ident": "pgw-daemon"})
+    log = _Syslog(rx)
+    del p.settings["logfile"]
+    pidfile = _with_pidfile(p)
+    pid = None
+    try:
+        out = _run([p.binary, "-d", p.ini])
+        assert out.returncode == 0, out
+        pid = _read_pid(pidfile)
+        assert _serves(p)
+        m = log.wait(lambda m: m[2] == "pgw-daemon" and m[1] == LOG_INFO, "from the daemon")
+        assert m[0] == 3, m  # daemon, PgBouncer's default facility
+        # A second one is refused (the pidfile names a live process): the reason is on the
+        # caller's stderr and, with no logfile, in syslog.
+        out = _run([p.binary, "-d", p.ini])
+        assert out.returncode == 3, out
+        m = log.wait(lambda m: "not starting" in m[3], "for the refusal")
+        assert m[1] == 3, m  # LOG_ERR
+        os.kill(pid, signal.SIGTERM)
+        assert _wait_gone(pid)
+        log.wait(lambda m: "shut down" in m[3], "for the shutdown")
+    finally:
+        if pid:
+            _stop_pid(pid)
+        p.stop()
+        rx.close()
+
+
+# ---- 7. tcp_socket_buffer ----
+
+def _skmem(local_port=None, remote_port=None):
+    """rb and tb (receive and send buffer sizes) of the established loopback TCP sockets with
+    that local or remote port, as ss -m reports them."""
+    flt = f"sport = :{local_port}" if local_port else f"dport = :{remote_port}"
+    out = subprocess.run(["ss", "-tmnH", "state", "established", f"( {flt} )"],
+                         capture_output=True, text=True, check=True).stdout
+    found = []
+    for part in out.split("skmem:(")[1:]:
+        fields = part.split(")")[0].split(",")  # r0,rb131072,t0,tb87040,...
+        size = {f[:2]: int(f[2:]) for f in fields if f[:2] in ("rb", "tb")}
+        found.append((size["rb"], size["tb"]))
+    return found
+
+
+def test_tcp_socket_buffer(pgwarden_bin, pg):
+    """As PgBouncer: SO_SNDBUF and SO_RCVBUF on the client and the server TCP sockets (Linux
+    reports twice the value set); a reload changes it for the next connections."""
+    if not shutil.which("ss"):
+        pytest.skip("needs ss (iproute2)")
+    p = Pooler(pgwarden_bin, pg, server_via="tcp", pool_mode="session",
+               settings={"tcp_socket_buffer": "32768"}).start()
+    try:
+        with psycopg.connect(p.dsn()) as c:
+            c.execute("SELECT 1")
+            clients = _skmem(local_port=p.port)
+            assert clients == [(65536, 65536)], clients
+            # The pooler's server connection: a socket to PostgreSQL's port whose peer is not
+            # a pooler client (PostgreSQL's own ends have PostgreSQL's port as local port).
+            servers = _skmem(remote_port=pg.port)
+            assert (65536, 65536) in servers, servers
+        assert "not supported" not in p.log(), p.log()
+        p.settings["tcp_socket_buffer"] = "16384"
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in p.log(), what="the reload")
+        with psycopg.connect(p.dsn()) as c:
+            c.execute("SELECT 1")
+            assert _skmem(local_port=p.port) == [(32768, 32768)], _skmem(local_port=p.port)
     finally:
         p.stop()

@@ -440,8 +440,8 @@ def test_server_is_released_when_the_end_of_a_result_was_sent_in_pieces(pgwarden
     """A large result read slowly: the server must be released once the rest is delivered,
     not stay linked to a client that has gone idle (pool of one, so a held server starves the
     next client). The send that carries the final ReadyForQuery may be partial here; this
-    run does not force it (that needs a small pooler send buffer, tcp_socket_buffer, which is
-    not implemented yet), so the partial case is covered by reasoning in server_pump."""
+    run does not force it (a small tcp_socket_buffer makes it likely, not certain), so the
+    partial case is covered by reasoning in server_pump."""
     p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
                settings={"default_pool_size": "1", "query_wait_timeout": "4"}).start()
     try:

@@ -1,6 +1,7 @@
 /* Unit tests for log lines: ordinary lines are written unchanged, control bytes from
  * client-supplied strings are escaped so that no message can forge or split a line, in the
- * text and in the JSON format. */
+ * text and in the JSON format; the syslog sink (through its seam) gets PgBouncer's levels,
+ * ident and facility. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -158,6 +160,120 @@ static void test_json_escapes(void **state)
     assert_non_null(strstr(text, "\"component\":\"pool\",\"msg\":\"plain\"}\n"));
 }
 
+/* ---- syslog, through the seam ---- */
+
+static struct {
+    int opens, closes;
+    char ident[64];
+    int option, facility;
+    int n;
+    int priority[16];
+    char line[16][512];
+} sent;
+
+static void fake_open(const char *ident, int option, int facility)
+{
+    sent.opens++;
+    snprintf(sent.ident, sizeof(sent.ident), "%s", ident);
+    sent.option = option;
+    sent.facility = facility;
+}
+
+static void fake_send(int priority, const char *line)
+{
+    if (sent.n < 16) {
+        sent.priority[sent.n] = priority;
+        snprintf(sent.line[sent.n], sizeof(sent.line[0]), "%s", line);
+    }
+    sent.n++;
+}
+
+static void fake_close(void)
+{
+    sent.closes++;
+}
+
+static const struct log_syslog_ops fake_ops = {fake_open, fake_send, fake_close};
+
+static void test_syslog_levels_and_lines(void **state)
+{
+    (void)state;
+    memset(&sent, 0, sizeof(sent));
+    log_set_syslog_ops(&fake_ops);
+    log_configure_syslog(true, "pgbouncer", "local3");
+    start(LOG_FORMAT_JSON);
+    log_configure(LOG_LEVEL_TRACE, LOG_FORMAT_JSON, out);
+    assert_int_equal(sent.opens, 0); /* opened with the first line */
+    log_error("pool", "e %d", 1);
+    log_warning("config", "w");
+    log_info("serve", "i\nforged");
+    log_debug("pool", "not for syslog");
+    log_trace("pool", "nor this");
+    assert_int_equal(sent.opens, 1);
+    assert_string_equal(sent.ident, "pgbouncer");
+    assert_int_equal(sent.facility, LOG_LOCAL3);
+    assert_true(sent.option & LOG_PID);
+    assert_int_equal(sent.n, 3); /* info and above, as PgBouncer */
+    assert_int_equal(sent.priority[0], LOG_ERR);
+    assert_int_equal(sent.priority[1], LOG_WARNING);
+    assert_int_equal(sent.priority[2], LOG_INFO);
+    /* The text form, without a timestamp, whatever log_format says; control bytes escaped. */
+    assert_string_equal(sent.line[0], "pool: e 1");
+    assert_string_equal(sent.line[2], "serve: i\\nforged");
+    /* The file still gets every line. */
+    assert_non_null(strstr(written(), "not for syslog"));
+
+    /* A reload with another ident or facility reopens; the same settings do not. */
+    log_configure_syslog(true, "pgbouncer", "local3");
+    log_info("serve", "same");
+    assert_int_equal(sent.closes, 0);
+    log_configure_syslog(true, "pgw-2", "user");
+    assert_int_equal(sent.closes, 1);
+    log_info("serve", "after reload");
+    assert_int_equal(sent.opens, 2);
+    assert_string_equal(sent.ident, "pgw-2");
+    assert_int_equal(sent.facility, LOG_USER);
+
+    /* Off: closed, and nothing more is sent. */
+    int n = sent.n;
+    log_configure_syslog(false, "pgw-2", "user");
+    assert_int_equal(sent.closes, 2);
+    log_error("pool", "file only");
+    assert_int_equal(sent.n, n);
+    log_set_syslog_ops(NULL);
+}
+
+static void test_syslog_facility_names(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        int code;
+    } names[] = {{"auth", LOG_AUTH}, {"authpriv", LOG_AUTHPRIV}, {"daemon", LOG_DAEMON},
+                 {"user", LOG_USER}, {"local0", LOG_LOCAL0},     {"local7", LOG_LOCAL7}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        int code = -1;
+        assert_true(log_syslog_facility_parse(names[i].name, &code));
+        assert_int_equal(code, names[i].code);
+    }
+    int code;
+    assert_false(log_syslog_facility_parse("local8", &code));
+    assert_false(log_syslog_facility_parse("DAEMON", &code));
+    assert_false(log_syslog_facility_parse("", &code));
+    assert_false(log_syslog_facility_parse(NULL, &code));
+
+    /* An unknown facility (a caller that did not check) falls back to daemon, as PgBouncer. */
+    memset(&sent, 0, sizeof(sent));
+    log_set_syslog_ops(&fake_ops);
+    log_configure_syslog(true, "", "nonsense");
+    start(LOG_FORMAT_TEXT);
+    log_info("serve", "x");
+    assert_int_equal(sent.facility, LOG_DAEMON);
+    assert_string_equal(sent.ident, "pgwarden"); /* an empty ident names the program */
+    log_configure_syslog(false, NULL, NULL);
+    log_set_syslog_ops(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -165,6 +281,8 @@ int main(void)
         cmocka_unit_test(test_control_bytes_escaped),
         cmocka_unit_test(test_long_message),
         cmocka_unit_test(test_json_escapes),
+        cmocka_unit_test(test_syslog_levels_and_lines),
+        cmocka_unit_test(test_syslog_facility_names),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

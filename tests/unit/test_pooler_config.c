@@ -34,7 +34,59 @@ static void test_defaults(void **state)
     assert_false(cfg.server_fast_close);
     assert_int_equal(cfg.pool_mode, POOL_MODE_SESSION);
     assert_string_equal(cfg.server_reset_query, "DISCARD ALL");
+    assert_int_equal(cfg.unix_socket_mode, 0777);
+    assert_string_equal(cfg.unix_socket_group, "");
+    assert_false(cfg.syslog);
+    assert_string_equal(cfg.syslog_ident, "pgbouncer");
+    assert_string_equal(cfg.syslog_facility, "daemon");
     pooler_config_free(&cfg);
+}
+
+static void expect_error(const char *text, const char *needle);
+
+static void test_syslog_keys(void **state)
+{
+    (void)state;
+    struct pooler_config cfg;
+    char err[512];
+    assert_true(pooler_config_load_string("[pgbouncer]\nauth_type = trust\nsyslog = 1\n"
+                                          "syslog_ident = pgw\nsyslog_facility = local5\n",
+                                          "t.ini", &cfg, err, sizeof(err)));
+    assert_true(cfg.syslog);
+    assert_string_equal(cfg.syslog_ident, "pgw");
+    assert_string_equal(cfg.syslog_facility, "local5");
+    assert_int_equal(cfg.n_warnings, 0);
+    pooler_config_free(&cfg);
+    expect_error("[pgbouncer]\nauth_type = trust\nsyslog_facility = local8\n",
+                 "syslog_facility 'local8'");
+}
+
+/* unix_socket_mode is read as PgBouncer reads it: C notation, so a leading 0 is octal. */
+static void test_unix_socket_mode(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        int mode;
+    } ok[] = {{"0770", 0770}, {"0x1ff", 0777}, {"384", 0600}, {"0", 0}, {"07777", 07777}};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        struct pooler_config cfg;
+        char err[512], text[128];
+        snprintf(text, sizeof(text),
+                 "[pgbouncer]\nauth_type = trust\nunix_socket_mode = %s\nunix_socket_group = "
+                 "staff\n",
+                 ok[i].text);
+        assert_true(pooler_config_load_string(text, "t.ini", &cfg, err, sizeof(err)));
+        assert_int_equal(cfg.unix_socket_mode, ok[i].mode);
+        assert_string_equal(cfg.unix_socket_group, "staff");
+        assert_int_equal(cfg.n_warnings, 0);
+        pooler_config_free(&cfg);
+    }
+    expect_error("[pgbouncer]\nauth_type = trust\nunix_socket_mode = 0778\n", "unix_socket_mode");
+    expect_error("[pgbouncer]\nauth_type = trust\nunix_socket_mode = 010000\n", "file mode");
+    expect_error("[pgbouncer]\nauth_type = trust\nunix_socket_mode = -1\n", "file mode");
+    expect_error("[pgbouncer]\nauth_type = trust\nunix_socket_mode = rw\n", "file mode");
+    expect_error("[pgbouncer]\nauth_type = trust\nunix_socket_mode =\n", "file mode");
 }
 
 static void test_values_and_sections(void **state)
@@ -156,10 +208,9 @@ static void test_set_quoting(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_values_and_sections),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_set_quoting),
+        cmocka_unit_test(test_defaults),         cmocka_unit_test(test_values_and_sections),
+        cmocka_unit_test(test_errors),           cmocka_unit_test(test_set_quoting),
+        cmocka_unit_test(test_unix_socket_mode), cmocka_unit_test(test_syslog_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -117,9 +117,16 @@ static void test_accepted_with_or_without_warning(void **state)
     assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\nauth_hba_file = /no/hba\n",
                                     "auth_hba_file is used only with auth_type = hba"),
                      1);
-    assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\nsyslog = 1\n",
-                                    "t.ini:3: 'syslog' is not supported"),
+    assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\ndns_max_ttl = 1\n",
+                                    "t.ini:3: 'dns_max_ttl' is not supported"),
                      1);
+    /* Implemented PgBouncer keys say nothing. */
+    assert_int_equal(warnings_about("[pgbouncer]\nauth_type = trust\nsyslog = 1\n"
+                                    "syslog_ident = pgb\nsyslog_facility = local0\n"
+                                    "unix_socket_mode = 0770\nunix_socket_group = postgres\n"
+                                    "tcp_socket_buffer = 65536\n",
+                                    ""),
+                     0);
     assert_int_equal(warnings_about("[databases]\napp = host=/tmp auth_dbname=x\n"
                                     "[pgbouncer]\nauth_type = trust\nauth_user = a\n",
                                     "auth"),
@@ -314,10 +321,40 @@ static void test_tls_show_config_and_set(void **state)
     pooler_config_free(&cfg);
 }
 
+/* SHOW CONFIG and SET for the syslog, unix socket and socket buffer keys: PgBouncer's
+ * reload rules (unix_socket_mode and _group at start only; the others live). */
+static void test_socket_and_syslog_keys_show_config_and_set(void **state)
+{
+    (void)state;
+    struct pooler_config cfg;
+    char err[512];
+    load_pgbouncer("unix_socket_mode = 0x1f8", &cfg);
+    struct seen s = {"unix_socket_mode", "", true};
+    pooler_config_values(&cfg, find_key, &s);
+    assert_string_equal(s.value, "0770"); /* shown in octal, as it is written */
+    assert_false(s.reloadable);
+    assert_int_equal(pooler_config_set(&cfg, "unix_socket_mode", "0700", err, sizeof(err)),
+                     POOLER_SET_REFUSED);
+    assert_int_equal(pooler_config_set(&cfg, "unix_socket_group", "staff", err, sizeof(err)),
+                     POOLER_SET_REFUSED);
+    assert_int_equal(pooler_config_set(&cfg, "syslog", "1", err, sizeof(err)), POOLER_SET_OK);
+    assert_true(cfg.syslog);
+    assert_int_equal(pooler_config_set(&cfg, "syslog_facility", "local9", err, sizeof(err)),
+                     POOLER_SET_REFUSED);
+    assert_string_equal(cfg.syslog_facility, "daemon");
+    assert_int_equal(pooler_config_set(&cfg, "syslog_facility", "local1", err, sizeof(err)),
+                     POOLER_SET_OK);
+    assert_int_equal(pooler_config_set(&cfg, "tcp_socket_buffer", "131072", err, sizeof(err)),
+                     POOLER_SET_OK);
+    assert_int_equal(cfg.tcp_socket_buffer, 131072);
+    pooler_config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_socket_and_syslog_keys_show_config_and_set),
         cmocka_unit_test(test_database_auth_settings),
         cmocka_unit_test(test_accepted_with_or_without_warning),
         cmocka_unit_test(test_warnings_are_kept_for_the_log),
