@@ -765,6 +765,28 @@ void client_finish_login(struct client *c)
 
 /* Sends prefix (AuthenticationOk when called from auth_done), the welcome, BackendKeyData
  * and ReadyForQuery in one send. */
+/* Ends a welcome built in b (over out, owned: freed here) with BackendKeyData and
+ * ReadyForQuery, sends it and makes the client active: what it pipelined after its login is
+ * forwarded from here on. */
+static void send_welcome(struct client *c, struct wire_buf *b, uint8_t *out)
+{
+    wire_build_backend_key(b, c->cancel_pid, c->cancel_key);
+    wire_build_ready(b, WIRE_XACT_IDLE);
+    bool ok = !b->overflow && client_send_raw(c, out, b->len);
+    free(out);
+    if (!ok) {
+        objects_client_close(c, "could not send welcome");
+        return;
+    }
+    if (c->conn.buf) {
+        if (c->conn.buf->pos == c->conn.buf->end)
+            c->conn.buf->pos = c->conn.buf->end = 0;
+        c->conn.scan = c->conn.buf->pos;
+    }
+    states_client_change(c, CL_ACTIVE);
+    client_pump(c);
+}
+
 static void finish_login_with(struct client *c, const uint8_t *prefix, size_t prefix_len)
 {
     struct pool *pool = c->pool;
@@ -810,22 +832,7 @@ static void finish_login_with(struct client *c, const uint8_t *prefix, size_t pr
     for (int i = 0; i < PARAM_COUNT; i++)
         if (!sent[i] && c->params[i] && params_tracked(i))
             wire_build_parameter_status(&b, params_name(i), c->params[i]->str);
-    wire_build_backend_key(&b, c->cancel_pid, c->cancel_key);
-    wire_build_ready(&b, WIRE_XACT_IDLE);
-    bool ok = !b.overflow && client_send_raw(c, out, b.len);
-    free(out);
-    if (!ok) {
-        objects_client_close(c, "could not send welcome");
-        return;
-    }
-    /* Bytes the client pipelined after its login are forwarded from here on. */
-    if (c->conn.buf) {
-        if (c->conn.buf->pos == c->conn.buf->end)
-            c->conn.buf->pos = c->conn.buf->end = 0;
-        c->conn.scan = c->conn.buf->pos;
-    }
-    states_client_change(c, CL_ACTIVE);
-    client_pump(c);
+    send_welcome(c, &b, out);
 }
 
 void client_finish_replication_login(struct client *c, const uint8_t *params, size_t params_len)
@@ -841,21 +848,7 @@ void client_finish_replication_login(struct client *c, const uint8_t *params, si
     struct wire_buf b;
     wire_buf_init(&b, out, cap);
     wire_put_bytes(&b, params, params_len);
-    wire_build_backend_key(&b, c->cancel_pid, c->cancel_key);
-    wire_build_ready(&b, WIRE_XACT_IDLE);
-    bool ok = !b.overflow && client_send_raw(c, out, b.len);
-    free(out);
-    if (!ok) {
-        objects_client_close(c, "could not send welcome");
-        return;
-    }
-    if (c->conn.buf) {
-        if (c->conn.buf->pos == c->conn.buf->end)
-            c->conn.buf->pos = c->conn.buf->end = 0;
-        c->conn.scan = c->conn.buf->pos;
-    }
-    states_client_change(c, CL_ACTIVE);
-    client_pump(c);
+    send_welcome(c, &b, out);
 }
 
 void client_want_writable(struct client *c)

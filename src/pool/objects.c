@@ -394,29 +394,33 @@ static void fail_with(struct client *c, const char *reason, const char *sqlstate
 static void log_closing(struct client *c, const char *reason);
 static void close_logged(struct client *c);
 
-void objects_client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
+/* The two entry points below: the message formatted, the log's reason the message itself
+ * when none is given. */
+static void vfail(struct client *c, const char *reason, const char *sqlstate, const char *fmt,
+                  va_list ap)
 {
     if (c->state == CL_JUSTFREE)
         return;
     char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    fail_with(c, reason ? reason : msg, sqlstate, msg);
+}
+
+void objects_client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vfail(c, NULL, sqlstate, fmt, ap);
     va_end(ap);
-    fail_with(c, msg, sqlstate, msg);
 }
 
 void objects_client_fail_reason(struct client *c, const char *reason, const char *sqlstate,
                                 const char *fmt, ...)
 {
-    if (c->state == CL_JUSTFREE)
-        return;
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vfail(c, reason, sqlstate, fmt, ap);
     va_end(ap);
-    fail_with(c, reason, sqlstate, msg);
 }
 
 /* Sends msg as a FATAL error (unless the client is inside a message) and closes the client;
