@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -137,6 +138,10 @@ static const struct key_def KEYS[] = {
      false},
     {"server_idle_timeout", KEY_DURATION, OFF(server_idle_timeout_ms), "600", true,
      "idle servers are closed after this (0 = never)", false},
+    {"autodb_idle_timeout", KEY_DURATION, OFF(autodb_idle_timeout_ms), "3600", true,
+     "pools of databases made from the \"*\" entry are freed, with their statistics, once "
+     "unused this long",
+     false},
     {"server_connect_timeout", KEY_DURATION, OFF(server_connect_timeout_ms), "15", true,
      "connect plus login to PostgreSQL must finish within this", false},
     {"server_login_retry", KEY_DURATION, OFF(server_login_retry_ms), "15", true,
@@ -155,6 +160,10 @@ static const struct key_def KEYS[] = {
      "close clients whose transaction has been open longer than this (0 = never)", false},
     {"query_wait_notify", KEY_DURATION, OFF(query_wait_notify_ms), "5", true,
      "a client queued for a server longer than this gets a notice saying so (0 = never)", false},
+    {"cancel_wait_timeout", KEY_DURATION, OFF(cancel_wait_timeout_ms), "10", true,
+     "a cancel request not yet sent on to PostgreSQL after this is dropped and its "
+     "connection closed (0 = wait as long as it takes)",
+     false},
     {"server_fast_close", KEY_BOOL, OFF(server_fast_close), "0", true,
      "session pooling: a server marked to be closed (RECONNECT, a changed database entry) is "
      "closed with its client at the end of the current transaction instead of the session",
@@ -173,8 +182,16 @@ static const struct key_def KEYS[] = {
      false},
     {"pkt_buf", KEY_SIZE, OFF(pkt_buf), "8192", true,
      "bytes of the I/O buffer an active connection borrows (PgBouncer: 4096)", true},
+    {"sbuf_loopcnt", KEY_INT, OFF(sbuf_loopcnt), "5", true,
+     "how many pkt_buf-sized reads one connection gets per loop turn before the others are "
+     "served (0 = no cap)",
+     false},
     {"max_packet_size", KEY_SIZE, OFF(max_packet_size), "2147483647", true,
      "largest protocol message accepted", false},
+    {"disable_pqexec", KEY_BOOL, OFF(disable_pqexec), "0", true,
+     "refuse the simple Query protocol: a client that sends a Query message is disconnected "
+     "(only clients that use the extended protocol keep working; read at start)",
+     true},
     {"max_prepared_statements", KEY_INT, OFF(max_prepared_statements), "200", true,
      "transaction/statement mode: protocol-level named statements kept prepared per server "
      "connection, least recently used closed first (0 = named statements are not tracked)",
@@ -191,6 +208,8 @@ static const struct key_def KEYS[] = {
      "log disconnections with the reason", false},
     {"log_pooler_errors", KEY_BOOL, OFF(log_pooler_errors), "1", true,
      "log errors the pooler sends to clients", false},
+    {"log_stats", KEY_BOOL, OFF(log_stats), "1", true,
+     "log a \"stats:\" line of per-second averages over all pools every stats_period", false},
     {"logfile", KEY_STRING, OFF(logfile), "", true, "log file (empty = stderr)", false},
     {"syslog", KEY_BOOL, OFF(syslog), "0", true,
      "log lines of level info and above go to syslog as well (as \"component: message\")", false},
@@ -201,6 +220,14 @@ static const struct key_def KEYS[] = {
     {"pidfile", KEY_STRING, OFF(pidfile), "", true,
      "write the process id here; refuse to start while it names a live process (read at "
      "start)",
+     true},
+    {"conffile", KEY_STRING, OFF(config_file), "", true,
+     "the configuration file being used (default: the one on the command line); SET changes "
+     "which file the next RELOAD reads",
+     false},
+    {"service_name", KEY_STRING, OFF(service_name), "pgbouncer", true,
+     "Windows service name in PgBouncer; accepted and unused here", true},
+    {"job_name", KEY_STRING, OFF(service_name), "pgbouncer", true, "another name of service_name",
      true},
     {"user", KEY_STRING, OFF(user), "", true,
      "Unix user to switch to once the listeners are bound (needs root; read at start)", true},
@@ -223,6 +250,23 @@ static const struct key_def KEYS[] = {
      "bytes of the kernel's send and receive buffers (SO_SNDBUF, SO_RCVBUF) of client and "
      "server TCP sockets (0 = the kernel's default)",
      false},
+    {"dns_max_ttl", KEY_DURATION, OFF(dns_max_ttl_ms), "15", true,
+     "a server host name's resolved address is reused this long before it is looked up again "
+     "(the DNS answer's own TTL is not used)",
+     false},
+    {"dns_nxdomain_ttl", KEY_DURATION, OFF(dns_nxdomain_ttl_ms), "15", true,
+     "a host name that did not resolve (NXDOMAIN or any lookup error) fails new server logins "
+     "at once for this long, without asking DNS again",
+     false},
+    {"dns_zone_check_period", KEY_DURATION, OFF(dns_zone_check_period_ms), "0", true,
+     "accepted for PgBouncer configs: zone serial checks exist only in PgBouncer's c-ares "
+     "build; pgwarden's resolver (libevent's, as PgBouncer's evdns build) never makes them, "
+     "and a value above 0 gets a warning",
+     false},
+    {"resolv_conf", KEY_STRING, OFF(resolv_conf), "", true,
+     "resolv.conf-style file naming the DNS servers and options for server host names (empty "
+     "= the system's /etc/resolv.conf; read at start)",
+     true},
     {"client_tls_sslmode", KEY_SSLMODE, OFF(client_tls.sslmode), "disable", true,
      "TLS for clients: disable (an SSLRequest is answered N), allow/prefer (TLS when the client "
      "asks), require (plain TCP clients are refused; unix socket clients are not), verify-ca/"
@@ -304,21 +348,7 @@ struct unimplemented_key {
 };
 
 static const struct unimplemented_key UNIMPLEMENTED[] = {
-    {"dns_max_ttl", RULE_IGNORE, NULL},
-    {"dns_nxdomain_ttl", RULE_IGNORE, NULL},
-    {"dns_zone_check_period", RULE_IGNORE, NULL},
-    {"resolv_conf", RULE_IGNORE, NULL},
-    {"disable_pqexec", RULE_IGNORE, NULL},
-    {"conffile", RULE_IGNORE, NULL},
-    {"service_name", RULE_IGNORE, NULL},
-    {"job_name", RULE_IGNORE, NULL},
-    {"log_stats", RULE_IGNORE, NULL},
     {"auth_ldap_options", RULE_IGNORE, NULL}, /* only used by auth_type = ldap, refused */
-    {"sbuf_loopcnt", RULE_IGNORE, NULL},
-    {"cancel_wait_timeout", RULE_IGNORE, NULL},
-    {"autodb_idle_timeout", RULE_IGNORE, NULL},
-    {"server_check_query_timeout", RULE_IGNORE, NULL},
-    {"idle_transaction_timeout_notify", RULE_IGNORE, NULL},
 };
 
 enum unimplemented_verdict {
@@ -380,15 +410,20 @@ static bool parse_mode(const char *v, long long *out)
     return true;
 }
 
+/* PgBouncer keeps its switches in integer keys, so "2" or "-1" mean on there: any integer is
+ * accepted, 0 = off; and the words on/off, true/false, yes/no. */
 static bool parse_bool(const char *v, bool *out)
 {
-    if (!strcmp(v, "1") || !strcasecmp(v, "on") || !strcasecmp(v, "true") ||
-        !strcasecmp(v, "yes")) {
+    long long i;
+    if (parse_int(v, LLONG_MIN, LLONG_MAX, &i)) {
+        *out = i != 0;
+        return true;
+    }
+    if (!strcasecmp(v, "on") || !strcasecmp(v, "true") || !strcasecmp(v, "yes")) {
         *out = true;
         return true;
     }
-    if (!strcmp(v, "0") || !strcasecmp(v, "off") || !strcasecmp(v, "false") ||
-        !strcasecmp(v, "no")) {
+    if (!strcasecmp(v, "off") || !strcasecmp(v, "false") || !strcasecmp(v, "no")) {
         *out = false;
         return true;
     }
@@ -1142,8 +1177,34 @@ static bool load_hba(struct pooler_config *cfg, const char *name, char *err, siz
     return true;
 }
 
+/* Values that PgBouncer takes with a default instead of an error: a file it starts with must
+ * start pgwarden too, so they get a warning (SET on the console refuses them instead). */
+static bool soften_values(struct pooler_config *cfg, const char *name)
+{
+    int facility;
+    if (!log_syslog_facility_parse(cfg->syslog_facility, &facility)) {
+        add_warning(cfg, "%s: syslog_facility '%.64s' is unknown; daemon is used", name,
+                    cfg->syslog_facility);
+        char *daemon = strdup("daemon");
+        if (!daemon)
+            return false;
+        free(cfg->syslog_facility);
+        cfg->syslog_facility = daemon;
+    }
+    if (cfg->dns_zone_check_period_ms > 0)
+        add_warning(cfg,
+                    "%s: dns_zone_check_period is ignored: zone serial checks need a c-ares "
+                    "resolver and pgwarden's is libevent's (as in PgBouncer built with evdns)",
+                    name);
+    return true;
+}
+
 static bool finish(struct pooler_config *cfg, const char *name, char *err, size_t err_len)
 {
+    if (!soften_values(cfg, name)) {
+        snprintf(err, err_len, "out of memory");
+        return false;
+    }
     if (!check_values(cfg, name, err, err_len))
         return false;
     if (cfg->auth_file && cfg->auth_file[0]) {
@@ -1169,6 +1230,7 @@ bool pooler_config_load_string(const char *text, const char *name, struct pooler
         snprintf(err, err_len, "out of memory");
         return false;
     }
+    free(cfg->config_file); /* the conffile key's default */
     cfg->config_file = strdup(name);
     if (!ini_parse_string(text, name, entry_cb, cfg, err, err_len) ||
         !finish(cfg, name, err, err_len)) {
@@ -1184,6 +1246,7 @@ bool pooler_config_load(const char *path, struct pooler_config *cfg, char *err, 
         snprintf(err, err_len, "out of memory");
         return false;
     }
+    free(cfg->config_file);
     cfg->config_file = strdup(path);
     if (!ini_parse_file(path, entry_cb, cfg, err, err_len) || !finish(cfg, path, err, err_len)) {
         pooler_config_free(cfg);
@@ -1216,7 +1279,6 @@ void pooler_config_free(struct pooler_config *cfg)
     hba_free(&cfg->hba);
     hba_ident_free(&cfg->ident);
     options_free(&cfg->manager);
-    free(cfg->config_file);
     for (size_t i = 0; i < cfg->n_warnings; i++)
         free(cfg->warnings[i]);
     free(cfg->warnings);
@@ -1225,7 +1287,6 @@ void pooler_config_free(struct pooler_config *cfg)
     cfg->dbs = NULL;
     cfg->users = NULL;
     cfg->n_dbs = cfg->n_users = 0;
-    cfg->config_file = NULL;
 }
 
 const struct pooler_db_config *pooler_config_find_db(const struct pooler_config *cfg,

@@ -163,8 +163,18 @@ struct pooler_config {
     int tcp_keepidle;
     int tcp_keepintvl;
     int tcp_keepcnt;
-    int tcp_user_timeout_ms; /* milliseconds, as PgBouncer */
-    int tcp_socket_buffer;   /* bytes, SO_SNDBUF and SO_RCVBUF (0 = the kernel's) */
+    int tcp_user_timeout_ms;          /* milliseconds, as PgBouncer */
+    int tcp_socket_buffer;            /* bytes, SO_SNDBUF and SO_RCVBUF (0 = the kernel's) */
+    int64_t dns_max_ttl_ms;           /* a resolved server address is reused this long */
+    int64_t dns_nxdomain_ttl_ms;      /* a failed lookup is remembered this long */
+    int64_t dns_zone_check_period_ms; /* accepted; zone serial checks need c-ares (warning) */
+    char *resolv_conf;                /* owned: resolver configuration ("" = the system's) */
+    bool disable_pqexec;              /* a simple Query message ends the client (read at start) */
+    bool log_stats;                   /* a "stats:" line every stats_period */
+    int sbuf_loopcnt; /* reads of pkt_buf bytes one connection gets per loop turn (0 = no cap) */
+    int64_t cancel_wait_timeout_ms; /* a cancel not sent on within this is dropped (0 = never) */
+    int64_t autodb_idle_timeout_ms; /* auto-database ("*") pools unused this long are freed */
+    char *service_name;             /* owned: Windows service name; accepted, unused here */
 
     /* TLS (docs/TLS.md): client_tls_* for connections from clients (pgwarden is the TLS
      * server), server_tls_* for connections to PostgreSQL. */

@@ -26,7 +26,7 @@ struct suspect_track {
 
 /* What the manager keeps about one pool between runs: auto-scaling and health. */
 struct pool_watch {
-    const struct pool *pool; /* borrowed: pools live as long as the pooler */
+    const struct pool *pool; /* borrowed: forgotten before the pool is freed */
     struct autoscale_state state;
     struct snapshot_counters prev; /* counters at the previous decision (rates) */
     int64_t prev_ms;               /* 0 = no previous decision */
@@ -92,6 +92,16 @@ void live_manager_free(struct live_manager *m)
     free(m->tracks);
     free(m->watch);
     free(m);
+}
+
+void live_manager_forget_pool(struct live_manager *m, const struct pool *pool)
+{
+    for (size_t i = 0; m && i < m->n_watch; i++) {
+        if (m->watch[i].pool == pool) {
+            m->watch[i] = m->watch[--m->n_watch];
+            return;
+        }
+    }
 }
 
 /* Room for one more element in a growable array of n elements; false on out of memory. */

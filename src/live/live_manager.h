@@ -29,6 +29,9 @@ struct live_manager;
 /* Starts the periodic runs on p's loop. NULL when memory runs out. */
 struct live_manager *live_manager_new(struct pooler *p);
 void live_manager_free(struct live_manager *m);
+/* pool is about to be freed (an auto-database unused for autodb_idle_timeout): what the
+ * manager keeps about it goes. */
+void live_manager_forget_pool(struct live_manager *m, const struct pool *pool);
 
 /* One run now (the timer calls this; tests and commands may too). */
 void live_manager_run(struct live_manager *m);

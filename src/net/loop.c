@@ -21,7 +21,7 @@ struct signal_ctx {
 
 struct net_loop {
     struct event_base *base;            /* owned */
-    struct evdns_base *dns;             /* owned; created on first lookup */
+    struct evdns_base *dns;             /* owned; created on first lookup, or from resolv_conf */
     struct timespec hosts_mtime;        /* of /etc/hosts when evdns last read it */
     struct event *signals[MAX_SIGNALS]; /* owned */
     struct signal_ctx sigctx[MAX_SIGNALS];
@@ -295,6 +295,39 @@ static void resolve_cb(int result, struct evutil_addrinfo *res, void *arg)
     free(r);
 }
 
+/* evdns's codes for a resolv.conf it cannot use. */
+static const char *resolv_conf_error(int code)
+{
+    static const char *const why[] = {
+        [1] = "cannot open it", [2] = "cannot stat it", [3] = "it is too large",
+        [4] = "out of memory",  [5] = "short read",     [6] = "it lists no nameserver",
+    };
+    return code > 0 && code < (int)(sizeof(why) / sizeof(why[0])) ? why[code] : "unknown error";
+}
+
+bool net_resolve_use_conf(struct net_loop *loop, const char *path, char *err, size_t err_len)
+{
+    struct evdns_base *dns = evdns_base_new(loop->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (!dns) {
+        snprintf(err, err_len, "cannot initialise the DNS resolver");
+        return false;
+    }
+    /* DNS_OPTIONS_ALL: nameservers, search, options, and the hosts file. */
+    int code = evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, path);
+    if (code) {
+        snprintf(err, err_len, "resolv_conf %s: %s", path, resolv_conf_error(code));
+        evdns_base_free(dns, 0);
+        return false;
+    }
+    if (loop->dns)
+        evdns_base_free(loop->dns, 1);
+    loop->dns = dns;
+    struct stat hosts;
+    if (stat(HOSTS_FILE, &hosts) == 0)
+        loop->hosts_mtime = hosts.st_mtim;
+    return true;
+}
+
 enum net_resolve_result net_resolve_start(struct net_loop *loop, const char *host, int port,
                                           struct net_sockaddr *out, char *err, size_t err_len,
                                           net_resolve_fn fn, void *arg, struct net_resolve **handle)
@@ -342,13 +375,13 @@ enum net_resolve_result net_resolve_start(struct net_loop *loop, const char *hos
         if (r->ok)
             *out = r->addr;
         else
-            snprintf(err, err_len, "cannot resolve %s: %s", host, r->err);
+            snprintf(err, err_len, "%s", r->err);
         free(r);
         return res;
     }
     if (!r->req) {
         /* evdns_getaddrinfo returns NULL only after calling back; defensive. */
-        snprintf(err, err_len, "cannot resolve %s", host);
+        snprintf(err, err_len, "lookup not started");
         free(r);
         return NET_RESOLVE_FAILED;
     }

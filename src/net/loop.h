@@ -78,9 +78,12 @@ void net_timer_free(struct net_timer *t);
 enum net_resolve_result {
     NET_RESOLVE_DONE,    /* answered at once (hosts file, cache): *out is set */
     NET_RESOLVE_PENDING, /* fn will be called later, unless cancelled */
-    NET_RESOLVE_FAILED,  /* err says why */
+    NET_RESOLVE_FAILED,  /* err says why (the resolver's reason, without the name) */
 };
 struct net_resolve; /* opaque: one pending lookup */
+/* Lookups use the nameservers and options of path (resolv.conf syntax) instead of the
+ * system's; false, with err, when the file cannot be read or names no nameserver. */
+bool net_resolve_use_conf(struct net_loop *loop, const char *path, char *err, size_t err_len);
 typedef void (*net_resolve_fn)(void *arg, bool ok, const struct net_sockaddr *addr,
                                const char *err);
 enum net_resolve_result net_resolve_start(struct net_loop *loop, const char *host, int port,

@@ -295,7 +295,10 @@ void cancel_reqs_forget_server(struct pooler *p, struct server *s)
 
 void cancel_reqs_expire(struct pooler *p, int64_t now_us)
 {
-    int64_t limit = p->cfg->server_connect_timeout_ms * 1000;
+    /* cancel_wait_timeout (PgBouncer's): a cancel that has not been delivered by then (the
+     * server's host does not answer, or never closes the connection) is given up, so that
+     * a server that cannot be reached does not hold descriptors forever. 0 = wait. */
+    int64_t limit = p->cfg->cancel_wait_timeout_ms * 1000;
     struct plist *n, *tmp;
     plist_for_each_safe(n, tmp, &p->cancel_reqs)
     {
@@ -305,7 +308,17 @@ void cancel_reqs_expire(struct pooler *p, int64_t now_us)
             net_io_free(r->io);
             close(r->fd);
             free(r);
-        } else if (now_us - r->start_us > limit) {
+        } else if (limit > 0 && now_us - r->start_us > limit) {
+            if (r->server)
+                log_info("pool",
+                         "server %llu: cancel request dropped: not delivered within "
+                         "cancel_wait_timeout",
+                         (unsigned long long)r->server->id);
+            else
+                log_info("pool",
+                         "cancel request for peer %d dropped: not delivered within "
+                         "cancel_wait_timeout",
+                         r->peer_id);
             cancel_req_finish(r);
         }
     }

@@ -20,7 +20,7 @@ void cancel_handle_request(struct pooler *p, uint32_t pid, const uint8_t *key, s
 void cancel_req_start(struct pooler *p, struct server *s);
 /* s is going away: its cancels in flight no longer refer to it. */
 void cancel_reqs_forget_server(struct pooler *p, struct server *s);
-/* Frees finished cancel connections and finishes those older than server_connect_timeout
+/* Frees finished cancel connections and finishes those older than cancel_wait_timeout
  * (now_us 0: finished ones only). */
 void cancel_reqs_expire(struct pooler *p, int64_t now_us);
 void cancel_reqs_free_all(struct pooler *p);

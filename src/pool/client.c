@@ -71,6 +71,7 @@ enum scan_result {
     SCAN_BLOCKED,       /* the server's owed queue is full: wait for its answers */
     SCAN_RESERVED,      /* the client named a statement of the pooler's own */
     SCAN_SERVER_FAILED, /* sending to the server failed */
+    SCAN_PQEXEC,        /* a simple Query while disable_pqexec is on */
     SCAN_RESULT_COUNT,
 };
 
@@ -85,6 +86,7 @@ static const struct {
     [SCAN_NO_MEMORY] = {"53200", "out of memory"},
     [SCAN_MALFORMED] = {"08P01", "malformed Parse, Bind, Describe or Close message"},
     [SCAN_SERVER_FAILED] = {"08006", "server connection failed"},
+    [SCAN_PQEXEC] = {"08P01", "PQexec disallowed"}, /* PgBouncer's words */
     [SCAN_RESERVED] = {"42501", "statement names beginning with pgw_ and the pooler's secret "
                                 "are reserved for the pooler"},
 };
@@ -2379,6 +2381,10 @@ static enum scan_result client_scan(struct client *c, struct server *s)
             return SCAN_BAD;
         if (type == WIRE_FE_TERMINATE)
             return SCAN_TERMINATE;
+        /* Simple Query runs several statements from one string, which SQL injection relies
+         * on; with it refused, only the extended protocol's single statements pass. */
+        if (type == WIRE_FE_QUERY && c->pooler->cfg->disable_pqexec)
+            return SCAN_PQEXEC;
         if (owed_msg_of(type) == OWED_NOT_ALLOWED)
             return SCAN_BAD_TYPE; /* e.g. a second StartupMessage: never forwarded */
         if (s->replication != STARTUP_REPLICATION_NONE) {
@@ -2719,7 +2725,8 @@ void client_pump(struct client *c)
         return; /* the server's answers resume this client (server_pump) */
     /* Suspended: what is buffered still goes out, the socket waits (may_read stays set, so
      * RESUME picks up where this stopped). */
-    const bool can_read = !pooler_reads_suspended(p);
+    bool can_read = !pooler_reads_suspended(p);
+    int reads = 0; /* sbuf_loopcnt: spent, the client is woken again later in the turn */
     for (;;) {
         enum fill_result r = FILL_AGAIN;
         if (c->conn.may_read && can_read) {
@@ -2734,6 +2741,8 @@ void client_pump(struct client *c)
                 return;
             }
             if (r == FILL_OK) {
+                if (conn_read_budget_spent(&c->conn, &reads, p->cfg->sbuf_loopcnt))
+                    can_read = false;
                 c->active_us = pooler_now(p);
                 /* A request starts when bytes arrive while its server owes nothing (in
                  * session pooling the server stays linked between queries). */

@@ -11,6 +11,7 @@
 
 #include <string.h>
 
+#include "common/log.h"
 #include "net/tls.h"
 
 static enum fill_result tls_fill(struct pconn *c, struct iobuf *b, size_t want)
@@ -88,6 +89,16 @@ enum fill_result conn_fill(struct pooler *p, struct pconn *c)
     }
     c->may_read = false;
     return FILL_ERROR;
+}
+
+bool conn_read_budget_spent(struct pconn *c, int *reads, int cap)
+{
+    if (cap <= 0 || ++*reads < cap || !c->may_read)
+        return false;
+    log_trace("pool", "fd %d: %d reads this turn (sbuf_loopcnt); more after the others", c->fd,
+              cap);
+    net_io_activate_read(c->io);
+    return true;
 }
 
 static enum flush_result tls_send(struct pconn *dst, const void *data, size_t len, size_t *sent)

@@ -20,6 +20,10 @@ enum fill_result {
                         (registered), which conn_tls_edges turns into a readable one */
 };
 enum fill_result conn_fill(struct pooler *p, struct pconn *c);
+/* sbuf_loopcnt: counts one read of this loop turn in *reads. True once cap reads were made
+ * while the socket may hold more: the caller stops reading, and the connection is woken again
+ * after the others that are ready, so one big result cannot hold up the loop (cap 0 = never). */
+bool conn_read_budget_spent(struct pconn *c, int *reads, int cap);
 enum flush_result {
     FLUSH_DONE,
     FLUSH_PARTIAL, /* destination would block: its writable edge resumes (its readable edge

@@ -8,6 +8,7 @@
 
 #include "common/heap.h"
 #include "common/log.h"
+#include "live/live_manager.h"
 #include "pool/auth_lookup.h"
 #include "pool/cancel.h"
 #include "pool/client.h"
@@ -205,6 +206,51 @@ static void create_forced_pools(struct pooler *p)
     }
 }
 
+/* A pool of a database that exists only through the "*" entry, with nothing in it and
+ * nothing that may come back to it (a paused or disabled database keeps its pool: its
+ * state lives there). */
+static bool autodb_pool_unused(const struct pooler *p, const struct pool *pool)
+{
+    const struct pooler_db_config *db = pooler_config_find_db(p->cfg, pool->db_name);
+    return db && !strcmp(db->name, "*") && pool->n_clients == 0 && pool->n_servers == 0 &&
+           plist_empty(&pool->lookups) && plist_empty(&pool->waiting_login_clients) &&
+           !pool->db_paused && !pool->db_disabled;
+}
+
+/* autodb_idle_timeout (PgBouncer's): pools made for databases of the "*" entry are freed,
+ * statistics and all, once unused that long, so that a stream of database names does not
+ * grow memory for ever. */
+static void free_unused_autodb_pools(struct pooler *p, int64_t now)
+{
+    int64_t limit = p->cfg->autodb_idle_timeout_ms * 1000;
+    bool reaped = false;
+    struct plist *n, *tmp;
+    plist_for_each_safe(n, tmp, &p->pools)
+    {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        if (limit <= 0 || !autodb_pool_unused(p, pool)) {
+            pool->unused_since_us = 0;
+            continue;
+        }
+        if (!pool->unused_since_us)
+            pool->unused_since_us = now;
+        if (now - pool->unused_since_us <= limit)
+            continue;
+        if (!reaped) {
+            objects_reap(p); /* closed clients and servers may still point at the pool */
+            reaped = true;
+        }
+        log_info("pool",
+                 "%s/%s: auto-database pool freed, unused for %llds "
+                 "(autodb_idle_timeout)",
+                 pool->db_name, pool->user_name,
+                 (long long)((now - pool->unused_since_us) / 1000000));
+        plist_remove(&pool->node);
+        live_manager_forget_pool(p->manager, pool);
+        objects_pool_free(pool);
+    }
+}
+
 static bool any_active_servers(struct pooler *p)
 {
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
@@ -213,6 +259,25 @@ static bool any_active_servers(struct pooler *p)
             return true;
     }
     return false;
+}
+
+/* log_stats: PgBouncer's line ("stats: N xacts/s, ..."), every stats_period, so that log
+ * readers find the same words: rates per second, times averaged per transaction, query and
+ * wait. */
+static void log_stats_line(const struct pool_stats *d, double secs)
+{
+    log_info("stats",
+             "%lld xacts/s, %lld queries/s, %lld client parses/s, %lld server parses/s, "
+             "%lld binds/s, in %lld B/s, out %lld B/s, xact %lld us, query %lld us, wait %lld us",
+             (long long)((double)d->xact_count / secs), (long long)((double)d->query_count / secs),
+             (long long)((double)d->client_parse_count / secs),
+             (long long)((double)d->server_parse_count / secs),
+             (long long)((double)d->bind_count / secs),
+             (long long)((double)d->bytes_received / secs),
+             (long long)((double)d->bytes_sent / secs),
+             (long long)(d->xact_count ? d->xact_time_us / d->xact_count : 0),
+             (long long)(d->query_count ? d->query_time_us / d->query_count : 0),
+             (long long)(d->wait_count ? d->wait_time_us / d->wait_count : 0));
 }
 
 /* Closes a stats period: averages per second (times: per transaction/query, as PgBouncer). */
@@ -226,12 +291,24 @@ static void roll_stats(struct pooler *p, int64_t now)
     if (period_us < p->cfg->stats_period_ms * 1000 || period_us <= 0)
         return;
     double secs = (double)period_us / 1e6;
+    struct pool_stats all = {0}; /* this period's changes summed over the pools (log_stats) */
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         struct pool *pool = plist_entry(n, struct pool, node);
         struct pool_stats *t = &pool->stats, *m = &pool->stats_mark, *a = &pool->stats_avg;
         int64_t xacts = t->xact_count - m->xact_count;
         int64_t queries = t->query_count - m->query_count;
         int64_t waits = t->wait_count - m->wait_count;
+        all.xact_count += xacts;
+        all.query_count += queries;
+        all.wait_count += waits;
+        all.xact_time_us += t->xact_time_us - m->xact_time_us;
+        all.query_time_us += t->query_time_us - m->query_time_us;
+        all.wait_time_us += t->wait_time_us - m->wait_time_us;
+        all.client_parse_count += t->client_parse_count - m->client_parse_count;
+        all.server_parse_count += t->server_parse_count - m->server_parse_count;
+        all.bind_count += t->bind_count - m->bind_count;
+        all.bytes_received += t->bytes_received - m->bytes_received;
+        all.bytes_sent += t->bytes_sent - m->bytes_sent;
         a->xact_count = (int64_t)((double)xacts / secs);
         a->query_count = (int64_t)((double)queries / secs);
         a->bytes_received = (int64_t)((double)(t->bytes_received - m->bytes_received) / secs);
@@ -248,6 +325,8 @@ static void roll_stats(struct pooler *p, int64_t now)
         pool->wait_max_us = 0;
     }
     p->stats_period_start_us = now;
+    if (p->cfg->log_stats)
+        log_stats_line(&all, secs);
 }
 
 static void sweep_add(struct pollfd *fds, struct swept *who, size_t *n, struct pconn *cn,
@@ -342,6 +421,7 @@ void janitor_run(void *arg)
     create_forced_pools(p);
     for (n = p->pools.next; n != &p->pools; n = n->next)
         check_pool(plist_entry(n, struct pool, node), now);
+    free_unused_autodb_pools(p, now);
     sweep_lost_hangups(p);
     cancel_reqs_expire(p, now);
     control_suspend_expire(p, now);

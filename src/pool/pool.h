@@ -238,7 +238,10 @@ struct pool_host {
     const char *name;         /* borrowed from pool->host_names */
     struct net_sockaddr addr; /* last resolved address of a host name */
     bool have_addr;
-    int64_t addr_expires_us;
+    int64_t addr_expires_us;        /* dns_max_ttl after the lookup */
+    int64_t lookup_failed_until_us; /* dns_nxdomain_ttl after a failed lookup: until then new
+                                       logins fail at once for lookup_error */
+    char lookup_error[64];          /* the resolver's reason (gai_strerror's words) */
 };
 
 struct pool {
@@ -323,7 +326,9 @@ struct pool {
     /* The mark of the period before (quantiles cover one to two periods, never an empty
      * window right after a roll), and the longest wait of this period and the last. */
     struct pool_stats stats_prev_mark;
-    int64_t period_us; /* length of the last complete stats period */
+    int64_t period_us;       /* length of the last complete stats period */
+    int64_t unused_since_us; /* an auto-database's pool with no client or server since then
+                                (0 = in use; freed after autodb_idle_timeout) */
     int64_t wait_max_us;
     int64_t prev_wait_max_us;
 };

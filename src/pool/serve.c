@@ -587,11 +587,13 @@ bool serve_reload(struct pooler *p, char *err, size_t err_len)
     if (strcmp(next->listen_addr, old->listen_addr) || next->listen_port != old->listen_port ||
         strcmp(next->unix_socket_dir, old->unix_socket_dir) || next->pkt_buf != old->pkt_buf ||
         next->unix_socket_mode != old->unix_socket_mode ||
-        strcmp(next->unix_socket_group, old->unix_socket_group))
+        strcmp(next->unix_socket_group, old->unix_socket_group) ||
+        next->disable_pqexec != old->disable_pqexec)
         log_warning("serve", "reload: listen_addr, listen_port, unix_socket_dir, "
-                             "unix_socket_mode, unix_socket_group and pkt_buf changes need a "
-                             "restart; keeping the old values");
+                             "unix_socket_mode, unix_socket_group, pkt_buf and disable_pqexec "
+                             "changes need a restart; keeping the old values");
     next->listen_port = old->listen_port;
+    next->disable_pqexec = old->disable_pqexec;
     next->pkt_buf = old->pkt_buf;
     next->unix_socket_mode = old->unix_socket_mode;
     char *t = next->unix_socket_group;
@@ -882,6 +884,13 @@ int serve_main(int argc, char **argv)
             log_warning("serve", "%s: sending with one send() per message", err);
     }
     spare_fd_take();
+    /* Read once, at start, like PgBouncer: a file that names no nameserver stops the start
+     * rather than leaving every server host name unresolvable. */
+    if (p.cfg->resolv_conf[0] &&
+        !net_resolve_use_conf(p.loop, p.cfg->resolv_conf, err, sizeof(err))) {
+        startup_failed(err);
+        goto out;
+    }
     /* Before the switch to `user`: key files are often readable by root only. A reload after
      * the switch reads them as that user. */
     if (!tls_build(p.cfg, true, &p.client_tls, err, sizeof(err)) ||

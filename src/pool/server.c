@@ -26,9 +26,6 @@
 #include "proto/md5_auth.h"
 #include "proto/scram.h"
 
-/* How long a resolved server address is reused (PgBouncer's dns_max_ttl default). */
-#define DNS_CACHE_US (15 * 1000000LL)
-
 enum server_login_step {
     SL_RESOLVING, /* waiting for an asynchronous DNS answer; no socket yet */
     SL_CONNECTING,
@@ -249,26 +246,45 @@ struct pool_host *server_host(const struct server *s)
     return &pool->hosts[s->host_idx < pool->n_hosts ? s->host_idx : 0];
 }
 
+/* A lookup's answer is kept for dns_max_ttl, a failure for dns_nxdomain_ttl (PgBouncer's
+ * keys): within them new logins neither ask DNS again nor wait for it. */
+static void remember_address(struct pool *pool, struct pool_host *h,
+                             const struct net_sockaddr *addr, int64_t now)
+{
+    h->addr = *addr;
+    h->have_addr = true;
+    h->addr_expires_us = now + pool->pooler->cfg->dns_max_ttl_ms * 1000;
+    h->lookup_failed_until_us = 0;
+}
+
+static void remember_lookup_failure(struct pool *pool, struct pool_host *h, const char *why,
+                                    int64_t now)
+{
+    snprintf(h->lookup_error, sizeof(h->lookup_error), "%s", why);
+    h->lookup_failed_until_us = now + pool->pooler->cfg->dns_nxdomain_ttl_ms * 1000;
+}
+
 static void resolved_cb(void *arg, bool ok, const struct net_sockaddr *addr, const char *err)
 {
     struct server *s = arg;
     struct pool_host *h = server_host(s);
     s->login->resolve = NULL;
-    char msg[256];
+    int64_t now = pooler_now(s->pool->pooler);
+    char msg[320];
     if (!ok) {
+        remember_lookup_failure(s->pool, h, err, now);
         /* A name that does not resolve will not for the next client either; but in a host
          * list the next host may serve, so the clients wait for it (PgBouncer). */
         /* PgBouncer's words first ("server DNS lookup failed"), then which name and why. */
-        snprintf(msg, sizeof(msg), "server DNS lookup failed: cannot resolve %s: %s", h->name, err);
+        snprintf(msg, sizeof(msg), "server DNS lookup failed: cannot resolve %s: %s", h->name,
+                 h->lookup_error);
         if (s->pool->n_hosts > 1)
             login_failed(s, "08006", msg);
         else
             login_refused(s, "08006", msg);
         return;
     }
-    h->addr = *addr;
-    h->have_addr = true;
-    h->addr_expires_us = pooler_now(s->pool->pooler) + DNS_CACHE_US;
+    remember_address(s->pool, h, addr, now);
     int fd = net_connect_addr(addr, msg, sizeof(msg));
     if (fd < 0) {
         login_failed(s, NULL, msg);
@@ -324,19 +340,22 @@ bool server_launch_for(struct pool *pool, struct client *repl_client)
         fd = net_connect(host, pool->port, err, sizeof(err));
     } else if (h->have_addr && s->connect_us < h->addr_expires_us) {
         fd = net_connect_addr(&h->addr, err, sizeof(err));
+    } else if (s->connect_us < h->lookup_failed_until_us) {
+        snprintf(err, sizeof(err), "cannot resolve %s: %s", host, h->lookup_error);
+        unresolved = true;
     } else {
         switch (net_resolve_start(p->loop, host, pool->port, &addr, err, sizeof(err), resolved_cb,
                                   s, &l->resolve)) {
         case NET_RESOLVE_DONE:
-            h->addr = addr;
-            h->have_addr = true;
-            h->addr_expires_us = s->connect_us + DNS_CACHE_US;
+            remember_address(pool, h, &addr, s->connect_us);
             fd = net_connect_addr(&addr, err, sizeof(err));
             break;
         case NET_RESOLVE_PENDING:
             pending = true;
             break;
         case NET_RESOLVE_FAILED:
+            remember_lookup_failure(pool, h, err, s->connect_us);
+            snprintf(err, sizeof(err), "cannot resolve %s: %s", host, h->lookup_error);
             unresolved = true;
             break;
         }
@@ -1261,12 +1280,14 @@ void server_pump(struct server *s)
 {
     struct pool *pool = s->pool;
     struct pooler *p = pool->pooler;
+    int reads = 0;
+    bool budget_spent = false; /* sbuf_loopcnt reads made: the rest waits for a later wake-up */
     for (;;) {
         if (s->state == SV_JUSTFREE || s->state == SV_LOGIN)
             return;
         bool progressed = false;
         /* Suspended: a server linked to a client is not read (see pooler_reads_suspended). */
-        const bool can_read = !(s->client && pooler_reads_suspended(p));
+        const bool can_read = !budget_spent && !(s->client && pooler_reads_suspended(p));
         if (s->conn.may_read && can_read) {
             enum fill_result r = conn_fill(p, &s->conn);
             if (r == FILL_EOF || r == FILL_ERROR) {
@@ -1280,6 +1301,8 @@ void server_pump(struct server *s)
                 return;
             }
             progressed = r == FILL_OK;
+            if (progressed)
+                budget_spent = conn_read_budget_spent(&s->conn, &reads, p->cfg->sbuf_loopcnt);
         }
         struct iobuf *b = s->conn.buf;
         if (!b)

@@ -190,14 +190,15 @@ def test_disable_is_silent_with_tls_files(pgwarden_bin, pg):
 # ---- 2. config warnings reach the logfile ----
 
 def test_config_warnings_reach_logfile(pgwarden_bin, pg):
-    p = Pooler(pgwarden_bin, pg, settings={"some_future_key": "1", "dns_max_ttl": "20"})
+    p = Pooler(pgwarden_bin, pg, settings={"some_future_key": "1",
+                                           "syslog_facility": "local9"})
     p.users = {"postgres": "pool_size=3 some_future_setting=5"}
     p.write_config()
     p.start()
     try:
         log = p.log()
         assert "unknown key 'some_future_key'" in log, log
-        assert "'dns_max_ttl' is not supported" in log, log
+        assert "syslog_facility 'local9' is unknown; daemon is used" in log, log
         assert "unknown setting 'some_future_setting'" in log, log
         # A reload's warnings go to the logfile as well.
         p.settings["another_future_key"] = "2"
@@ -550,7 +551,8 @@ def test_unix_socket_mode_and_group(pgwarden_bin, pg):
         p.write_config()
         p.signal(signal.SIGHUP)
         wait_for(lambda: p.log().count("configuration reloaded") >= 1, what="the reload")
-        assert "unix_socket_mode, unix_socket_group and pkt_buf changes need a restart" in p.log()
+        assert "unix_socket_mode, unix_socket_group, pkt_buf and disable_pqexec changes need a " \
+            "restart" in p.log()
         assert os.stat(_socket_file(p)).st_mode & 0o7777 == 0o750
     finally:
         p.stop()

@@ -39,6 +39,17 @@ static void test_defaults(void **state)
     assert_false(cfg.syslog);
     assert_string_equal(cfg.syslog_ident, "pgbouncer");
     assert_string_equal(cfg.syslog_facility, "daemon");
+    /* PgBouncer 1.25's defaults for the keys it shares. */
+    assert_int_equal(cfg.dns_max_ttl_ms, 15000);
+    assert_int_equal(cfg.dns_nxdomain_ttl_ms, 15000);
+    assert_int_equal(cfg.dns_zone_check_period_ms, 0);
+    assert_string_equal(cfg.resolv_conf, "");
+    assert_false(cfg.disable_pqexec);
+    assert_true(cfg.log_stats);
+    assert_int_equal(cfg.sbuf_loopcnt, 5);
+    assert_int_equal(cfg.cancel_wait_timeout_ms, 10000);
+    assert_int_equal(cfg.autodb_idle_timeout_ms, 3600000);
+    assert_string_equal(cfg.service_name, "pgbouncer");
     pooler_config_free(&cfg);
 }
 
@@ -57,8 +68,14 @@ static void test_syslog_keys(void **state)
     assert_string_equal(cfg.syslog_facility, "local5");
     assert_int_equal(cfg.n_warnings, 0);
     pooler_config_free(&cfg);
-    expect_error("[pgbouncer]\nauth_type = trust\nsyslog_facility = local8\n",
-                 "syslog_facility 'local8'");
+    /* An unknown facility is PgBouncer's daemon, with a warning; syslog takes any integer. */
+    assert_true(pooler_config_load_string("[pgbouncer]\nauth_type = trust\nsyslog = 2\n"
+                                          "syslog_facility = local8\n",
+                                          "t.ini", &cfg, err, sizeof(err)));
+    assert_true(cfg.syslog);
+    assert_string_equal(cfg.syslog_facility, "daemon");
+    assert_int_equal(cfg.n_warnings, 1);
+    pooler_config_free(&cfg);
 }
 
 /* unix_socket_mode is read as PgBouncer reads it: C notation, so a leading 0 is octal. */
