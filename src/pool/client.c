@@ -1486,6 +1486,10 @@ void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict,
         objects_client_fail(c, "08006", "authentication lookup failed: %s", error);
         return;
     }
+    if (verdict == AUTH_LOOKUP_QUERY_FAILED) {
+        objects_client_fail(c, "08P01", "bouncer config error");
+        return;
+    }
     /* No user, an expired one, or an answer that makes no sense: the exchange runs without a
      * secret and fails like a wrong password. */
     if (verdict == AUTH_LOOKUP_SECRET && !(l->secret = strdup(secret))) {
