@@ -62,7 +62,7 @@ struct client_login {
 enum scan_result {
     SCAN_OK,
     SCAN_NEED_FLUSH,    /* a rewrite needs the bytes before it sent first */
-    SCAN_TOO_BIG,       /* a message to rewrite does not fit in pkt_buf */
+    SCAN_OVERFLOW,      /* a rewrite did not fit the buffer sized for it: a pooler bug */
     SCAN_NO_MEMORY,     /* a message to rewrite could not be, for want of memory */
     SCAN_TERMINATE,     /* the client sent Terminate (not forwarded) */
     SCAN_BAD,           /* framing error */
@@ -81,7 +81,8 @@ static const struct {
 } SCAN_FAILURES[SCAN_RESULT_COUNT] = {
     [SCAN_BAD] = {"08P01", "invalid message length"},
     [SCAN_BAD_TYPE] = {"08P01", "invalid frontend message type"},
-    [SCAN_TOO_BIG] = {"08P01", "prepared statement message larger than pkt_buf"},
+    [SCAN_OVERFLOW] = {"XX000", "internal error: a rewritten prepared statement message did "
+                                "not fit its buffer"},
     [SCAN_NO_MEMORY] = {"53200", "out of memory"},
     [SCAN_MALFORMED] = {"08P01", "malformed Parse, Bind, Describe or Close message"},
     [SCAN_SERVER_FAILED] = {"08006", "server connection failed"},
@@ -1880,7 +1881,11 @@ enum rewrite_result {
     RW_DONE,       /* replaced in the buffer; scan and body_left updated */
     RW_NEED_MORE,  /* wait for more bytes of the message */
     RW_NEED_FLUSH, /* no room: send the bytes before the message first */
-    RW_TOO_BIG,
+    /* The replacement overflowed the buffer sized for it, or a message would need offsets
+     * past 32 bits: neither can happen (sizes are computed ahead, max_packet_size stops a
+     * message at 2 GB), so it ends the client as an internal error. A message longer than
+     * pkt_buf is no reason: the client's buffer grows for it (await_whole_message). */
+    RW_OVERFLOW,
     RW_NO_MEMORY,
     RW_BAD,         /* malformed: the client is ended with a protocol error */
     RW_RESERVED,    /* names one of the pooler's statements: the client is ended */
@@ -2076,7 +2081,7 @@ static enum rewrite_result refuse_name_reuse(struct client *c, struct server *s,
     wire_msg_end(&w, mm);
     uint32_t placed = 0;
     enum rewrite_result r =
-        w.overflow ? RW_TOO_BIG : replace_bytes(c, s, &m, 0, msg, (uint32_t)w.len, &placed);
+        w.overflow ? RW_OVERFLOW : replace_bytes(c, s, &m, 0, msg, (uint32_t)w.len, &placed);
     free(msg);
     if (r != RW_DONE)
         return r;
@@ -2120,7 +2125,7 @@ static enum rewrite_result await_whole_message(struct client *c, uint32_t m, uin
     if (want > total)
         want = total;
     if (want > UINT32_MAX)
-        return RW_TOO_BIG;
+        return RW_OVERFLOW;
     if (!iobuf_grow(&cn->buf, (uint32_t)want))
         return RW_NO_MEMORY;
     return RW_NEED_MORE;
@@ -2180,7 +2185,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         wire_put_bytes(&w, st->name, (size_t)st->name_len + 1);
         uint32_t placed = 0;
         enum rewrite_result r =
-            w.overflow ? RW_TOO_BIG
+            w.overflow ? RW_OVERFLOW
                        : replace_bytes(c, s, &m, prefix_old, repl, (uint32_t)w.len, &placed);
         if (repl != small)
             free(repl);
@@ -2237,7 +2242,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         put_plan(c, &w, st, &plan);
         uint32_t placed = 0;
         enum rewrite_result r =
-            w.overflow ? RW_TOO_BIG
+            w.overflow ? RW_OVERFLOW
                        : replace_bytes(c, s, &m, (uint32_t)total, repl, (uint32_t)w.len, &placed);
         free(repl);
         if (r != RW_DONE) {
@@ -2291,9 +2296,13 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         put_close_stmt(&w, none);
     }
     char *cname = type == WIRE_FE_CLOSE ? strdup(name) : NULL;
-    enum rewrite_result r = RW_TOO_BIG;
+    enum rewrite_result r;
     uint32_t placed = 0;
-    if (!w.overflow && (type != WIRE_FE_CLOSE || cname))
+    if (type == WIRE_FE_CLOSE && !cname)
+        r = RW_NO_MEMORY;
+    else if (w.overflow)
+        r = RW_OVERFLOW;
+    else
         r = replace_bytes(c, s, &m, (uint32_t)total, repl, (uint32_t)w.len, &placed);
     if (repl != small)
         free(repl);
@@ -2323,7 +2332,7 @@ static enum rewrite_result close_foreign_unnamed(struct client *c, struct server
     put_close_stmt(&w, "");
     uint32_t m = c->conn.scan, placed = 0;
     enum rewrite_result r =
-        w.overflow ? RW_TOO_BIG : replace_bytes(c, s, &m, 0, msg, (uint32_t)w.len, &placed);
+        w.overflow ? RW_OVERFLOW : replace_bytes(c, s, &m, 0, msg, (uint32_t)w.len, &placed);
     if (r != RW_DONE)
         return r;
     server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, 0);
@@ -2343,8 +2352,8 @@ static enum scan_result scan_result_of(enum rewrite_result r)
         break;
     case RW_NEED_FLUSH:
         return SCAN_NEED_FLUSH;
-    case RW_TOO_BIG:
-        return SCAN_TOO_BIG;
+    case RW_OVERFLOW:
+        return SCAN_OVERFLOW;
     case RW_NO_MEMORY:
         return SCAN_NO_MEMORY;
     case RW_BAD:
