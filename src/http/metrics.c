@@ -21,6 +21,7 @@
 #include "net/tls.h"
 #include "pool/handout.h"
 #include "pool/pool.h"
+#include "proto/scram.h"
 
 /* ---- output staging ---- */
 
@@ -233,6 +234,15 @@ static int64_t get_cancel_reqs(const struct pooler *p)
     return p->n_cancel_reqs;
 }
 
+/* PBKDF2 runs on the loop thread and costs milliseconds: how often the caches missed. */
+static int64_t get_pbkdf2_runs(const struct pooler *p)
+{
+    (void)p;
+    struct scram_cache_stats st;
+    scram_cache_get_stats(&st);
+    return (int64_t)st.pbkdf2_runs;
+}
+
 /* TLS handshakes by side: clients (we accept) and servers (we connect). */
 static const struct {
     const char *label;
@@ -344,6 +354,10 @@ static const struct metric_def METRICS[] = {
             "client connections still in startup or authentication", get_clients_login),
     PROCESS("pgwarden_cancel_requests", METRIC_GAUGE, "cancel requests in flight to PostgreSQL",
             get_cancel_reqs),
+    PROCESS("pgwarden_scram_pbkdf2_total", METRIC_COUNTER,
+            "PBKDF2 derivations run on the event loop: SCRAM logins and cleartext passwords "
+            "checked against SCRAM secrets that no cache could serve",
+            get_pbkdf2_runs),
     SERIES("pgwarden_tls_handshakes_total", METRIC_COUNTER,
            "TLS handshakes completed and accepted, with clients (side client) and with "
            "PostgreSQL (side server)",

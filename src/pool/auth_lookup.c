@@ -131,24 +131,32 @@ void auth_lookup_answer_clear(struct auth_lookup_answer *a)
 /* ---- requests ---- */
 
 /* Ends req: unlinks it, tells its client (if still there) and frees it. error: the lookup
- * could not be made (no verdict). */
+ * could not be made (no verdict). An ErrorResponse to the query beats both: the server's
+ * words go to the log alone, and the client, who has not authenticated, hears
+ * AUTH_LOOKUP_QUERY_FAILED (PgBouncer's bare "bouncer config error"). */
 static void finish(struct auth_lookup *req, const char *error)
 {
     plist_remove(&req->node);
     if (req->server)
         req->server->lookup = NULL;
     struct client *c = req->client;
-    const char *why = error;
     enum auth_lookup_verdict v = AUTH_LOOKUP_BAD_ANSWER;
-    if (!error)
+    if (req->error[0]) {
+        v = AUTH_LOOKUP_QUERY_FAILED;
+        error = NULL;
+        /* logged even when the client left: the query is broken for every login */
+        log_warning("pool", "auth_query for user %s in %s failed: %s", req->user,
+                    req->pool->db_name, req->error);
+    } else if (!error) {
+        const char *why;
         v = auth_lookup_judge(&req->answer, &why);
-    if (!c)
-        ; /* nobody waits: nothing to say */
-    else if (why && !error)
-        log_warning("pool", "auth_query for user %s in %s: %s", req->user, req->pool->db_name, why);
-    else if (error)
+        if (c && why)
+            log_warning("pool", "auth_query for user %s in %s: %s", req->user, req->pool->db_name,
+                        why);
+    } else if (c) { /* nobody waits for a request that ends unsent: nothing to say */
         log_warning("pool", "auth_query for user %s in %s failed: %s", req->user,
                     req->pool->db_name, error);
+    }
     if (c)
         client_auth_lookup_done(c, v, v == AUTH_LOOKUP_SECRET ? req->answer.secret : NULL, error);
     auth_lookup_answer_clear(&req->answer);
@@ -301,11 +309,16 @@ void auth_lookup_on_row(struct server *s, const uint8_t *body, size_t len)
 void auth_lookup_on_error(struct server *s, const uint8_t *body, size_t len)
 {
     struct wire_error e;
-    /* PgBouncer's words for a query that fails ("bouncer config error"), then the server's. */
-    if (s->lookup && wire_parse_error(body, len, &e))
+    /* For the log only (finish): the client is never told the server's words. */
+    if (!s->lookup)
+        return;
+    if (!wire_parse_error(body, len, &e))
         snprintf(s->lookup->error, sizeof(s->lookup->error),
-                 "bouncer config error: the server answered %s%s%s", e.sqlstate ? e.sqlstate : "",
-                 e.sqlstate ? " " : "", e.message ? e.message : "error from server");
+                 "the server answered a malformed ErrorResponse");
+    else
+        snprintf(s->lookup->error, sizeof(s->lookup->error), "the server answered %s%s%s",
+                 e.sqlstate ? e.sqlstate : "", e.sqlstate ? " " : "",
+                 e.message ? e.message : "error from server");
 }
 
 void auth_lookup_query_done(struct server *s)
@@ -313,7 +326,7 @@ void auth_lookup_query_done(struct server *s)
     struct auth_lookup *req = s->lookup;
     if (!req)
         return;
-    finish(req, req->error[0] ? req->error : NULL);
+    finish(req, NULL);
 }
 
 void auth_lookup_server_gone(struct server *s, const char *why)
@@ -321,7 +334,7 @@ void auth_lookup_server_gone(struct server *s, const char *why)
     struct auth_lookup *req = s->lookup;
     if (!req)
         return;
-    finish(req, req->error[0] ? req->error : why);
+    finish(req, why);
 }
 
 void auth_lookup_login_failed(struct pool *pool, const char *why)

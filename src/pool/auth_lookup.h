@@ -11,13 +11,16 @@
 
 #include "pool/pool.h"
 
-/* What one auth_query answer means (pure: auth_lookup_judge). */
+/* What one auth_query answer means (pure: auth_lookup_judge), or that the query failed. */
 enum auth_lookup_verdict {
-    AUTH_LOOKUP_SECRET,    /* exactly one row naming the user, with a usable secret */
-    AUTH_LOOKUP_NO_USER,   /* no row: the login fails */
-    AUTH_LOOKUP_NO_SECRET, /* the user's row with a NULL or empty secret (expired, or none
-                              set): a password login fails, trust lets the user in */
-    AUTH_LOOKUP_BAD_ANSWER /* rows of another shape, two rows, a garbled secret: fails too */
+    AUTH_LOOKUP_SECRET,      /* exactly one row naming the user, with a usable secret */
+    AUTH_LOOKUP_NO_USER,     /* no row: the login fails */
+    AUTH_LOOKUP_NO_SECRET,   /* the user's row with a NULL or empty secret (expired, or none
+                                set): a password login fails, trust lets the user in */
+    AUTH_LOOKUP_BAD_ANSWER,  /* rows of another shape, two rows, a garbled secret: fails too */
+    AUTH_LOOKUP_QUERY_FAILED /* the server answered the query with an error: logged with the
+                                server's words; the client, not authenticated yet, hears only
+                                PgBouncer's "bouncer config error" */
 };
 
 /* The answer collected so far: rows are fed one DataRow body at a time. */

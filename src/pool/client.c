@@ -62,7 +62,7 @@ struct client_login {
 enum scan_result {
     SCAN_OK,
     SCAN_NEED_FLUSH,    /* a rewrite needs the bytes before it sent first */
-    SCAN_TOO_BIG,       /* a message to rewrite does not fit in pkt_buf */
+    SCAN_OVERFLOW,      /* a rewrite did not fit the buffer sized for it: a pooler bug */
     SCAN_NO_MEMORY,     /* a message to rewrite could not be, for want of memory */
     SCAN_TERMINATE,     /* the client sent Terminate (not forwarded) */
     SCAN_BAD,           /* framing error */
@@ -82,7 +82,8 @@ static const struct {
 } SCAN_FAILURES[SCAN_RESULT_COUNT] = {
     [SCAN_BAD] = {"08P01", "invalid message length"},
     [SCAN_BAD_TYPE] = {"08P01", "invalid frontend message type"},
-    [SCAN_TOO_BIG] = {"08P01", "prepared statement message larger than pkt_buf"},
+    [SCAN_OVERFLOW] = {"XX000", "internal error: a rewritten prepared statement message did "
+                                "not fit its buffer"},
     [SCAN_NO_MEMORY] = {"53200", "out of memory"},
     [SCAN_MALFORMED] = {"08P01", "malformed Parse, Bind, Describe or Close message"},
     [SCAN_SERVER_FAILED] = {"08006", "server connection failed"},
@@ -1488,6 +1489,10 @@ void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict,
         objects_client_fail(c, "08006", "authentication lookup failed: %s", error);
         return;
     }
+    if (verdict == AUTH_LOOKUP_QUERY_FAILED) {
+        objects_client_fail(c, "08P01", "bouncer config error");
+        return;
+    }
     /* No user, an expired one, or an answer that makes no sense: the exchange runs without a
      * secret and fails like a wrong password. */
     if (verdict == AUTH_LOOKUP_SECRET && !(l->secret = strdup(secret))) {
@@ -1679,16 +1684,10 @@ static bool verify_plain(const char *secret, const char *user, const char *passw
             return false;
         return CRYPTO_memcmp(built, secret, MD5_AUTH_SECRET_LEN) == 0;
     }
-    case AUTH_SECRET_SCRAM: {
-        struct scram_secret stored, derived;
-        bool ok = scram_secret_parse(secret, &stored) &&
-                  scram_secret_from_password_with_salt(password, stored.salt, stored.salt_len,
-                                                       stored.iterations, &derived) &&
-                  CRYPTO_memcmp(stored.stored_key, derived.stored_key, SCRAM_KEY_LEN) == 0;
-        scram_secret_clear(&stored);
-        scram_secret_clear(&derived);
-        return ok;
-    }
+    case AUTH_SECRET_SCRAM:
+        /* PBKDF2 on the loop thread: a user's repeat login with the same password is
+         * served from scram.c's cache of the last one that verified. */
+        return scram_verify_plain(user, secret, password);
     }
     return false;
 }
@@ -1878,7 +1877,11 @@ enum rewrite_result {
     RW_DONE,       /* replaced in the buffer; scan and body_left updated */
     RW_NEED_MORE,  /* wait for more bytes of the message */
     RW_NEED_FLUSH, /* no room: send the bytes before the message first */
-    RW_TOO_BIG,
+    /* The replacement overflowed the buffer sized for it, or a message would need offsets
+     * past 32 bits: neither can happen (sizes are computed ahead, max_packet_size stops a
+     * message at 2 GB), so it ends the client as an internal error. A message longer than
+     * pkt_buf is no reason: the client's buffer grows for it (await_whole_message). */
+    RW_OVERFLOW,
     RW_NO_MEMORY,
     RW_BAD,         /* malformed: the client is ended with a protocol error */
     RW_RESERVED,    /* names one of the pooler's statements: the client is ended */
@@ -2074,7 +2077,7 @@ static enum rewrite_result refuse_name_reuse(struct client *c, struct server *s,
     wire_msg_end(&w, mm);
     uint32_t placed = 0;
     enum rewrite_result r =
-        w.overflow ? RW_TOO_BIG : replace_bytes(c, s, &m, 0, msg, (uint32_t)w.len, &placed);
+        w.overflow ? RW_OVERFLOW : replace_bytes(c, s, &m, 0, msg, (uint32_t)w.len, &placed);
     free(msg);
     if (r != RW_DONE)
         return r;
@@ -2118,7 +2121,7 @@ static enum rewrite_result await_whole_message(struct client *c, uint32_t m, uin
     if (want > total)
         want = total;
     if (want > UINT32_MAX)
-        return RW_TOO_BIG;
+        return RW_OVERFLOW;
     if (!iobuf_grow(&cn->buf, (uint32_t)want))
         return RW_NO_MEMORY;
     return RW_NEED_MORE;
@@ -2178,7 +2181,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         wire_put_bytes(&w, st->name, (size_t)st->name_len + 1);
         uint32_t placed = 0;
         enum rewrite_result r =
-            w.overflow ? RW_TOO_BIG
+            w.overflow ? RW_OVERFLOW
                        : replace_bytes(c, s, &m, prefix_old, repl, (uint32_t)w.len, &placed);
         if (repl != small)
             free(repl);
@@ -2235,7 +2238,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         put_plan(c, &w, st, &plan);
         uint32_t placed = 0;
         enum rewrite_result r =
-            w.overflow ? RW_TOO_BIG
+            w.overflow ? RW_OVERFLOW
                        : replace_bytes(c, s, &m, (uint32_t)total, repl, (uint32_t)w.len, &placed);
         free(repl);
         if (r != RW_DONE) {
@@ -2289,9 +2292,13 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         put_close_stmt(&w, none);
     }
     char *cname = type == WIRE_FE_CLOSE ? strdup(name) : NULL;
-    enum rewrite_result r = RW_TOO_BIG;
+    enum rewrite_result r;
     uint32_t placed = 0;
-    if (!w.overflow && (type != WIRE_FE_CLOSE || cname))
+    if (type == WIRE_FE_CLOSE && !cname)
+        r = RW_NO_MEMORY;
+    else if (w.overflow)
+        r = RW_OVERFLOW;
+    else
         r = replace_bytes(c, s, &m, (uint32_t)total, repl, (uint32_t)w.len, &placed);
     if (repl != small)
         free(repl);
@@ -2321,7 +2328,7 @@ static enum rewrite_result close_foreign_unnamed(struct client *c, struct server
     put_close_stmt(&w, "");
     uint32_t m = c->conn.scan, placed = 0;
     enum rewrite_result r =
-        w.overflow ? RW_TOO_BIG : replace_bytes(c, s, &m, 0, msg, (uint32_t)w.len, &placed);
+        w.overflow ? RW_OVERFLOW : replace_bytes(c, s, &m, 0, msg, (uint32_t)w.len, &placed);
     if (r != RW_DONE)
         return r;
     server_note_frontend(s, WIRE_FE_CLOSE, OWED_SWALLOW, 0);
@@ -2341,8 +2348,8 @@ static enum scan_result scan_result_of(enum rewrite_result r)
         break;
     case RW_NEED_FLUSH:
         return SCAN_NEED_FLUSH;
-    case RW_TOO_BIG:
-        return SCAN_TOO_BIG;
+    case RW_OVERFLOW:
+        return SCAN_OVERFLOW;
     case RW_NO_MEMORY:
         return SCAN_NO_MEMORY;
     case RW_BAD:

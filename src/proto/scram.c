@@ -493,8 +493,24 @@ void scram_secret_clear(struct scram_secret *secret)
  *
  * An entry holds the tag and what was derived (what an auth_file SCRAM secret holds anyway),
  * never the password. The tag keys are random per process, so a tag says nothing outside it.
+ *
+ * A third table serves cleartext passwords (auth_type plain) checked against a stored SCRAM
+ * secret, where the salt is the secret's and checking means one PBKDF2 per login. It keeps,
+ * per user, the last password that verified, next to the secret it verified against:
+ *
+ *   plain table   tag = HMAC(plain_tag_key, user)
+ *                 -> secret_tag = HMAC(plain_tag_key, user NUL secret text)
+ *                    password_tag = HMAC(secret_tag, password)
+ *
+ * The same password against the same secret text is then two compares, in constant time. A
+ * changed secret (reload, auth_query) does not match secret_tag: the entry is dropped and
+ * PBKDF2 decides. Only passwords that verified are stored, so wrong ones always pay the full
+ * check and can never push a user's entry out. Like the other tables it holds keyed hashes
+ * of passwords: whoever can read the process's memory can test guesses at HMAC speed instead
+ * of PBKDF2 speed, as with the derivation tables.
+ *
  * Tables are fixed arrays with least-recently-used replacement; a miss costs one PBKDF2, as
- * every login did before. Only the loop thread calls in, so nothing is locked. Both tables and
+ * every login did before. Only the loop thread calls in, so nothing is locked. The tables and
  * the keys are wiped at exit.
  * ------------------------------------------------------------------------------------------ */
 
@@ -504,20 +520,30 @@ static struct {
     uint8_t mock_salt[SCRAM_KEY_LEN];
     uint8_t server_tag[SCRAM_KEY_LEN];
     uint8_t client_tag[SCRAM_KEY_LEN];
+    uint8_t plain_tag[SCRAM_KEY_LEN];
 } process_keys;
 static bool process_keys_ok;
 static pthread_once_t process_keys_once = PTHREAD_ONCE_INIT;
 
 struct cache_slot {
     bool used;
-    uint64_t last_use;                 /* cache_clock at the last hit, for LRU replacement */
-    uint8_t tag[SCRAM_KEY_LEN];        /* keyed hash of the inputs, never the password */
-    struct scram_secret secret;        /* salt, iterations, StoredKey, ServerKey */
-    uint8_t client_key[SCRAM_KEY_LEN]; /* client table only: the server side needs no ClientKey */
+    uint64_t last_use;          /* cache_clock at the last hit, for LRU replacement */
+    uint8_t tag[SCRAM_KEY_LEN]; /* keyed hash of the inputs, never the password */
+    union {
+        struct {                               /* server and client tables */
+            struct scram_secret secret;        /* salt, iterations, StoredKey, ServerKey */
+            uint8_t client_key[SCRAM_KEY_LEN]; /* client table only: the server side needs none */
+        };
+        struct {                                 /* plain table (tag: the user's) */
+            uint8_t secret_tag[SCRAM_KEY_LEN];   /* the secret text the password verified against */
+            uint8_t password_tag[SCRAM_KEY_LEN]; /* the password that verified */
+        };
+    };
 };
 
 static struct cache_slot server_cache[SCRAM_SERVER_CACHE_SLOTS];
 static struct cache_slot client_cache[SCRAM_CLIENT_CACHE_SLOTS];
+static struct cache_slot plain_cache[SCRAM_PLAIN_CACHE_SLOTS];
 static uint64_t cache_clock;
 
 static void wipe_at_exit(void)
@@ -531,7 +557,8 @@ static void process_keys_init(void)
 {
     process_keys_ok = RAND_bytes(process_keys.mock_salt, SCRAM_KEY_LEN) == 1 &&
                       RAND_bytes(process_keys.server_tag, SCRAM_KEY_LEN) == 1 &&
-                      RAND_bytes(process_keys.client_tag, SCRAM_KEY_LEN) == 1;
+                      RAND_bytes(process_keys.client_tag, SCRAM_KEY_LEN) == 1 &&
+                      RAND_bytes(process_keys.plain_tag, SCRAM_KEY_LEN) == 1;
     /* Failing to register only means the keys are not wiped at exit. */
     (void)atexit(wipe_at_exit);
 }
@@ -541,27 +568,44 @@ static bool process_keys_ready(void)
     return pthread_once(&process_keys_once, process_keys_init) == 0 && process_keys_ok;
 }
 
-/* Returns the slot holding tag (*hit = true) or, on a miss, the slot to fill: a free one, else
- * the least recently used one, wiped. */
-static struct cache_slot *cache_find(struct cache_slot *table, size_t n,
-                                     const uint8_t tag[SCRAM_KEY_LEN], bool *hit)
+/* The slot holding tag, or NULL. */
+static struct cache_slot *cache_lookup(struct cache_slot *table, size_t n,
+                                       const uint8_t tag[SCRAM_KEY_LEN])
 {
-    struct cache_slot *victim = &table[0];
-
     for (size_t i = 0; i < n; i++) {
         struct cache_slot *s = &table[i];
 
         if (s->used && CRYPTO_memcmp(s->tag, tag, SCRAM_KEY_LEN) == 0) {
             s->last_use = ++cache_clock;
-            *hit = true;
             return s;
         }
-        if (victim->used && (!s->used || s->last_use < victim->last_use))
+    }
+    return NULL;
+}
+
+/* The slot to fill: a free one, else the least recently used one, wiped. */
+static struct cache_slot *cache_victim(struct cache_slot *table, size_t n)
+{
+    struct cache_slot *victim = &table[0];
+
+    for (size_t i = 1; i < n && victim->used; i++) {
+        struct cache_slot *s = &table[i];
+
+        if (!s->used || s->last_use < victim->last_use)
             victim = s;
     }
     OPENSSL_cleanse(victim, sizeof(*victim));
-    *hit = false;
     return victim;
+}
+
+/* Returns the slot holding tag (*hit = true) or, on a miss, the slot to fill. */
+static struct cache_slot *cache_find(struct cache_slot *table, size_t n,
+                                     const uint8_t tag[SCRAM_KEY_LEN], bool *hit)
+{
+    struct cache_slot *s = cache_lookup(table, n, tag);
+
+    *hit = s != NULL;
+    return s ? s : cache_victim(table, n);
 }
 
 static void cache_fill(struct cache_slot *slot, const uint8_t tag[SCRAM_KEY_LEN])
@@ -639,6 +683,71 @@ static bool client_keys(const char *password, const uint8_t *salt, size_t salt_l
     return ok;
 }
 
+/* The full check of a cleartext password against a stored secret: one PBKDF2 with the
+ * secret's salt and iterations. */
+static bool plain_matches(const char *password, const struct scram_secret *stored)
+{
+    struct scram_secret derived;
+    bool ok = scram_secret_from_password_with_salt(password, stored->salt, stored->salt_len,
+                                                   stored->iterations, &derived) &&
+              CRYPTO_memcmp(stored->stored_key, derived.stored_key, SCRAM_KEY_LEN) == 0;
+    scram_secret_clear(&derived);
+    return ok;
+}
+
+bool scram_verify_plain(const char *user, const char *secret_text, const char *password)
+{
+    struct scram_secret stored;
+    uint8_t user_tag[SCRAM_KEY_LEN], secret_tag[SCRAM_KEY_LEN], password_tag[SCRAM_KEY_LEN];
+    size_t user_len = strlen(user), secret_len = strlen(secret_text);
+    struct cache_slot *slot = NULL;
+    bool ok;
+
+    if (!scram_secret_parse(secret_text, &stored))
+        return false;
+    /* user NUL secret: the user tag hashes bytes without a NUL, so the two never collide */
+    char *joined = malloc(user_len + 1 + secret_len);
+    bool tagged = joined && process_keys_ready() &&
+                  hmac_sha256(process_keys.plain_tag, SCRAM_KEY_LEN, user, user_len, user_tag);
+    if (tagged) {
+        memcpy(joined, user, user_len + 1);
+        memcpy(joined + user_len + 1, secret_text, secret_len);
+        tagged = hmac_sha256(process_keys.plain_tag, SCRAM_KEY_LEN, joined,
+                             user_len + 1 + secret_len, secret_tag) &&
+                 hmac_sha256(secret_tag, SCRAM_KEY_LEN, password, strlen(password), password_tag);
+    }
+    free(joined);
+    if (tagged) {
+        slot = cache_lookup(plain_cache, SCRAM_PLAIN_CACHE_SLOTS, user_tag);
+        if (slot && CRYPTO_memcmp(slot->secret_tag, secret_tag, SCRAM_KEY_LEN) != 0) {
+            /* The user's secret changed since: what verified then proves nothing now. */
+            OPENSSL_cleanse(slot, sizeof(*slot));
+            slot = NULL;
+        }
+    }
+    if (slot && CRYPTO_memcmp(slot->password_tag, password_tag, SCRAM_KEY_LEN) == 0) {
+        cache_stats.plain_hits++;
+        ok = true;
+    } else {
+        /* Another password (or none remembered): PBKDF2 decides. Only a password that
+         * verifies takes a slot (the user's own, else a free or the least recently used
+         * one), so wrong passwords never evict anybody. */
+        ok = plain_matches(password, &stored);
+        if (ok && tagged) {
+            if (!slot)
+                slot = cache_victim(plain_cache, SCRAM_PLAIN_CACHE_SLOTS);
+            memcpy(slot->secret_tag, secret_tag, SCRAM_KEY_LEN);
+            memcpy(slot->password_tag, password_tag, SCRAM_KEY_LEN);
+            cache_fill(slot, user_tag);
+        }
+    }
+    scram_secret_clear(&stored);
+    OPENSSL_cleanse(user_tag, sizeof(user_tag));
+    OPENSSL_cleanse(secret_tag, sizeof(secret_tag));
+    OPENSSL_cleanse(password_tag, sizeof(password_tag));
+    return ok;
+}
+
 void scram_cache_get_stats(struct scram_cache_stats *out)
 {
     *out = cache_stats;
@@ -648,6 +757,7 @@ void scram_cache_clear(void)
 {
     OPENSSL_cleanse(server_cache, sizeof(server_cache));
     OPENSSL_cleanse(client_cache, sizeof(client_cache));
+    OPENSSL_cleanse(plain_cache, sizeof(plain_cache));
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@
  * client side. A miss costs one PBKDF2, so more entries than slots only costs speed. */
 #define SCRAM_SERVER_CACHE_SLOTS 256
 #define SCRAM_CLIENT_CACHE_SLOTS 64
+/* Users whose last accepted cleartext password is remembered (scram_verify_plain). */
+#define SCRAM_PLAIN_CACHE_SLOTS 256
 /* Every message we build fits in a buffer of this size (out_cap >= this always suffices). */
 #define SCRAM_OUT_MAX 1280
 /* Longest formatted secret, with NUL. */
@@ -230,21 +232,31 @@ __attribute__((warn_unused_result)) enum scram_result scram_client_finish(struct
                                                                           size_t err_len);
 
 /* ---- derivation caches ----
- * Each process keeps the keys it derived from plaintext passwords (never the passwords
- * themselves: entries are found by a keyed hash) so that repeated logins run no PBKDF2 on
- * the event loop. scram.c explains why. The tables live for the whole process and are wiped
- * at exit. */
+ * Each process keeps the keys it derived from plaintext passwords, and for each user the
+ * cleartext password that last verified against its SCRAM secret (never the passwords
+ * themselves: keyed hashes), so that repeated logins run no PBKDF2 on the event loop. scram.c
+ * explains why. The tables live for the whole process and are wiped at exit. */
 
 struct scram_cache_stats {
     uint64_t pbkdf2_runs; /* PBKDF2 derivations run by this module, through a cache or not */
     uint64_t server_hits; /* plaintext-password logins served without PBKDF2 */
     uint64_t client_hits; /* logins to PostgreSQL served without PBKDF2 */
+    uint64_t plain_hits;  /* cleartext passwords checked against a SCRAM secret without PBKDF2 */
 };
+
+/* Checks a cleartext password (auth_type plain) against user's stored SCRAM secret (its
+ * text). The first check, and every check of another password, runs PBKDF2 with the secret's
+ * salt and iterations; a password that verified is remembered for its user and that exact
+ * secret text, so the same password again is a constant-time compare of keyed hashes. A
+ * secret that changes (reload, auth_query) forgets it. False for a wrong password or a
+ * secret that does not parse. */
+__attribute__((warn_unused_result)) bool
+scram_verify_plain(const char *user, const char *secret_text, const char *password);
 
 /* Copies the counters (cumulative since process start; scram_cache_clear keeps them). */
 void scram_cache_get_stats(struct scram_cache_stats *out);
 
-/* Wipes both caches (OPENSSL_cleanse): the next login for each password derives again, and a
+/* Wipes the caches (OPENSSL_cleanse): the next login for each password derives again, and a
  * plaintext password gets a new salt. Not needed for correctness (a changed password simply
  * misses); for tests, and for callers that want keys of removed users gone at once. */
 void scram_cache_clear(void);

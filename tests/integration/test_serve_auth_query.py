@@ -128,14 +128,32 @@ def test_hostile_answers_fail_like_a_wrong_password(pgwarden_bin, roles, query, 
         p.stop()
 
 
-def test_query_error_is_a_clear_error(pgwarden_bin, roles):
-    p = aq_pooler(pgwarden_bin, roles, query="SELECT nosuchcolumn FROM pg_class WHERE $1 = ''",
-                  auth_type="md5").start()
+def fatal_text(m):
+    """The text of the server's FATAL in libpq's message, whole."""
+    assert "FATAL:" in m, m
+    return m.rsplit("FATAL:", 1)[1].strip()
+
+
+@pytest.mark.parametrize("query,server_words", [
+    ("SELECT nosuchcolumn FROM pg_class WHERE $1 = ''",
+     '42703 column "nosuchcolumn" does not exist'),
+    ("SELECT usename, passwd FROM no_such_table WHERE usename = $1",
+     '42P01 relation "no_such_table" does not exist'),
+])
+def test_query_error_tells_the_client_only_bouncer_config_error(pgwarden_bin, roles, query,
+                                                                server_words):
+    """A query the server refuses: the client, not authenticated yet, hears PgBouncer's bare
+    "bouncer config error" and nothing of the server's answer; the log has the database, the
+    user, the SQLSTATE and the server's message."""
+    p = aq_pooler(pgwarden_bin, roles, query=query, auth_type="md5").start()
     try:
         m = failure(dsn(p, "md5_user", "md5-pw"))
-        assert "authentication lookup failed" in m and "nosuchcolumn" in m, m
-        assert "bouncer config error" in m, m  # PgBouncer's words
-        assert '"nosuchcolumn" does not exist' in p.log()
+        assert fatal_text(m) == "bouncer config error", m
+        word = server_words.split('"')[1]
+        assert word not in m and "does not exist" not in m, m
+        assert (f"auth_query for user md5_user in postgres failed: the server answered "
+                f"{server_words}") in p.log(), p.log()
+        assert p.alive()
     finally:
         p.stop()
 

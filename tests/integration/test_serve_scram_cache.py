@@ -1,13 +1,23 @@
 """SCRAM derivation caches seen from outside: a plaintext auth_file user keeps one salt (so a
-repeated login runs no PBKDF2) and its server-first looks like an unknown user's; a hostile
-server asking for too many iterations gets a clear refusal instead of stalling the pooler."""
+repeated login runs no PBKDF2) and its server-first looks like an unknown user's; a cleartext
+password (auth_type = plain) checked against a SCRAM secret runs PBKDF2 once, not at every
+login, and a wrong or outdated password still fails; a hostile server asking for too many
+iterations gets a clear refusal instead of stalling the pooler."""
 import base64
+import hashlib
+import hmac
+import http.client
+import os
+import re
+import signal
 import struct
 
 import psycopg
 import pytest
 
-from serve_helpers import FakeServer, PASSWORDS, Pooler, raw_connect, read_messages, startup_packet
+from pgfixture import free_port
+from serve_helpers import (FakeServer, PASSWORDS, Pooler, raw_connect, read_messages,
+                           startup_packet, wait_for)
 
 AUTH_SASL = 10
 AUTH_SASL_CONTINUE = 11
@@ -59,6 +69,76 @@ def test_plaintext_salt_stable_and_like_unknown_user(pgwarden_bin, pg):
             psycopg.connect(p.dsn("app_user", "appdb", password="wrong"))
         with psycopg.connect(p.dsn("app_user", "appdb")) as c:
             assert c.execute("SELECT 1").fetchone()[0] == 1
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def scram_secret(password, iterations=4096):
+    """A stored SCRAM-SHA-256 secret for password, with a new random salt (as PostgreSQL
+    makes them)."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return (f"SCRAM-SHA-256${iterations}:{b64(salt)}$"
+            f"{b64(hashlib.sha256(client_key).digest())}:{b64(server_key)}")
+
+
+def pbkdf2_runs(http_port):
+    conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    m = re.search(r"^pgwarden_scram_pbkdf2_total (\d+)$", body, re.M)
+    assert m, body[:2000]
+    return int(m.group(1))
+
+
+def logs_in(p, password):
+    try:
+        with psycopg.connect(p.dsn("app_user", "appdb", password=password)) as c:
+            assert c.execute("SELECT current_user").fetchone()[0] == "app_user"
+        return True
+    except psycopg.OperationalError as e:
+        assert "password authentication failed" in str(e), e
+        return False
+
+
+def test_plain_against_scram_secret_runs_pbkdf2_once(pgwarden_bin, pg):
+    """auth_type = plain with a SCRAM secret in auth_file: the first login runs PBKDF2, a
+    repeat with the same password none (the pooler's server login goes over the unix socket,
+    where PostgreSQL trusts it, so every run counted is the client check). A wrong password
+    after a good one fails and pays the full check; after a reload brings a new secret, the
+    old password fails and the new one logs in, once with PBKDF2 and then without."""
+    http_port = free_port()
+    p = Pooler(pgwarden_bin, pg, auth_type="plain",
+               userlist={"app_user": scram_secret("first-pw")},
+               settings={"http_listen": f"127.0.0.1:{http_port}"}).start()
+    try:
+        runs = pbkdf2_runs(http_port)
+        steps = [("first-pw", True, 1), ("first-pw", True, 0), ("first-pw", True, 0),
+                 ("wrong-pw", False, 1), ("first-pw", True, 0)]
+        for password, ok, cost in steps:
+            assert logs_in(p, password) == ok, password
+            now = pbkdf2_runs(http_port)
+            assert now - runs == cost, (password, now - runs)
+            runs = now
+        # The secret changes on reload: what verified before proves nothing now.
+        p.userlist["app_user"] = scram_secret("second-pw")
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: not logs_in(p, "first-pw"), what="the reloaded auth_file")
+        runs = pbkdf2_runs(http_port)
+        for password, ok, cost in [("second-pw", True, 1), ("second-pw", True, 0),
+                                   ("first-pw", False, 1), ("second-pw", True, 0)]:
+            assert logs_in(p, password) == ok, password
+            now = pbkdf2_runs(http_port)
+            assert now - runs == cost, (password, now - runs)
+            runs = now
         assert p.alive()
     finally:
         p.stop()

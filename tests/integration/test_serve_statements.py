@@ -158,7 +158,8 @@ def test_replacement_hidden_in_do_block_is_not_run_for_victim(pooler):
 def test_pipelined_prepared_statements_in_a_full_buffer(pgwarden_bin, pg):
     """A pipeline fills the client's buffer; when the first message of the buffer is a Bind
     whose rewrite is longer (the pooler's statement name, an injected Parse), it must still
-    go out: once failed with 'prepared statement message larger than pkt_buf'."""
+    go out: it once failed, the rewrite being refused for want of room in pkt_buf (the buffer
+    now grows)."""
     import threading
     p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
                settings={"default_pool_size": "1", "pkt_buf": "2048"}).start()

@@ -1072,6 +1072,91 @@ static void test_client_cache_eviction(void **state)
     }
 }
 
+/* A stored secret's text for password, with a salt of its own (i=1 keeps this fast). */
+static void secret_text(const char *password, uint8_t salt_byte, char out[SCRAM_SECRET_MAX])
+{
+    uint8_t salt[SCRAM_DEFAULT_SALT_LEN];
+    struct scram_secret s;
+
+    memset(salt, salt_byte, sizeof(salt));
+    assert_true(scram_secret_from_password_with_salt(password, salt, sizeof(salt), 1, &s));
+    assert_true(scram_secret_format(&s, out, SCRAM_SECRET_MAX));
+    scram_secret_clear(&s);
+}
+
+/* Checks password and asserts the result and how many PBKDF2 runs and cache hits it took. */
+static void expect_plain(const char *user, const char *secret, const char *password, bool ok,
+                         uint64_t runs, uint64_t hits)
+{
+    struct scram_cache_stats before, after;
+
+    scram_cache_get_stats(&before);
+    assert_int_equal(scram_verify_plain(user, secret, password), ok);
+    scram_cache_get_stats(&after);
+    assert_int_equal(after.pbkdf2_runs - before.pbkdf2_runs, runs);
+    assert_int_equal(after.plain_hits - before.plain_hits, hits);
+}
+
+/* auth_type plain against a SCRAM secret: the password that last verified for a user is a
+ * cheap compare next time; wrong passwords, other users and a changed secret run PBKDF2. */
+static void test_verify_plain_remembers_last_accepted(void **state)
+{
+    (void)state;
+    char a[SCRAM_SECRET_MAX], b[SCRAM_SECRET_MAX];
+
+    secret_text("pw-a", 1, a);
+    secret_text("pw-b", 2, b);
+    scram_cache_clear();
+    expect_plain("alice", a, "pw-a", true, 1, 0);
+    expect_plain("alice", a, "pw-a", true, 0, 1);
+    expect_plain("alice", a, "nope", false, 1, 0); /* the full check, and a refusal */
+    expect_plain("alice", a, "", false, 1, 0);
+    expect_plain("alice", a, "pw-a", true, 0, 1); /* a wrong password replaced nothing */
+    expect_plain("bob", a, "pw-a", true, 1, 0);   /* per user */
+    expect_plain("bob", a, "pw-a", true, 0, 1);
+    /* alice's secret changes (reload, auth_query): her old password fails, the new one
+     * verifies once with PBKDF2 and then from the cache */
+    expect_plain("alice", b, "pw-a", false, 1, 0);
+    expect_plain("alice", b, "pw-b", true, 1, 0);
+    expect_plain("alice", b, "pw-b", true, 0, 1);
+    /* and back: what verified against b proves nothing against a */
+    expect_plain("alice", a, "pw-b", false, 1, 0);
+    expect_plain("alice", a, "pw-a", true, 1, 0);
+    expect_plain("bob", a, "pw-a", true, 0, 1); /* bob's entry was never touched */
+    /* a secret that does not parse checks nothing */
+    expect_plain("alice", "SCRAM-SHA-256$garbage", "pw-a", false, 0, 0);
+    /* cleared: derived again */
+    scram_cache_clear();
+    expect_plain("alice", a, "pw-a", true, 1, 0);
+}
+
+/* Only passwords that verified take a slot: any number of wrong ones, for users remembered
+ * or not, evicts nobody; a full table gives the least recently used user's slot to a new
+ * user who verified. */
+static void test_verify_plain_wrong_never_evicts(void **state)
+{
+    (void)state;
+    char secret[SCRAM_SECRET_MAX], user[32];
+
+    secret_text("shared-pw", 3, secret);
+    scram_cache_clear();
+    for (int i = 0; i < SCRAM_PLAIN_CACHE_SLOTS; i++) {
+        snprintf(user, sizeof(user), "user%d", i);
+        expect_plain(user, secret, "shared-pw", true, 1, 0);
+    }
+    for (int i = 0; i < 2 * SCRAM_PLAIN_CACHE_SLOTS; i++) {
+        snprintf(user, sizeof(user), i % 2 ? "user%d" : "ghost%d", i / 2);
+        expect_plain(user, secret, "wrong", false, 1, 0);
+    }
+    for (int i = 0; i < SCRAM_PLAIN_CACHE_SLOTS; i++) {
+        snprintf(user, sizeof(user), "user%d", i);
+        expect_plain(user, secret, "shared-pw", true, 0, 1);
+    }
+    expect_plain("newcomer", secret, "shared-pw", true, 1, 0); /* takes user0's slot */
+    expect_plain("user0", secret, "shared-pw", true, 1, 0);
+    expect_plain("newcomer", secret, "shared-pw", true, 0, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1099,6 +1184,8 @@ int main(void)
         cmocka_unit_test(test_client_iteration_cap),
         cmocka_unit_test(test_client_cache_rfc_vector),
         cmocka_unit_test(test_client_cache_eviction),
+        cmocka_unit_test(test_verify_plain_remembers_last_accepted),
+        cmocka_unit_test(test_verify_plain_wrong_never_evicts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
