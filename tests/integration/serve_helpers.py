@@ -290,6 +290,11 @@ def wait_for(fn, timeout=15, what="condition"):
 SSL_REQUEST_CODE = 80877103
 
 
+def be_msg(t, body):
+    """A backend message: type byte, length, body."""
+    return t + struct.pack("!I", len(body) + 4) + body
+
+
 class FakeServer:
     """A listening socket on loopback that plays a PostgreSQL server: each accepted connection
     is handed to serve(conn) in a thread of its own; subclasses speak the protocol."""
@@ -332,6 +337,21 @@ class FakeServer:
                 raise OSError("closed")
             buf += chunk
         return buf
+
+    def read_msg(self, conn):
+        """One frontend message: (type byte, body)."""
+        t = self.read_exact(conn, 1)
+        (ln,) = struct.unpack("!I", self.read_exact(conn, 4))
+        return t, self.read_exact(conn, ln - 4)
+
+    @staticmethod
+    def send_login_ok(conn, pid=4242):
+        """What a server without a password says after the StartupMessage: AuthenticationOk,
+        two ParameterStatus, BackendKeyData and ReadyForQuery."""
+        conn.sendall(be_msg(b"R", struct.pack("!I", 0)) +
+                     be_msg(b"S", b"server_version\x0016.0\0") +
+                     be_msg(b"S", b"client_encoding\0UTF8\0") +
+                     be_msg(b"K", struct.pack("!II", pid, 1)) + be_msg(b"Z", b"I"))
 
     def read_startup(self, conn):
         """Reads the pooler's StartupMessage and returns its body, answering an SSLRequest

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from pgfixture import PASSWORDS
-from serve_helpers import FakeServer, Pooler, console_rows, wait_for
+from serve_helpers import FakeServer, Pooler, be_msg, console_rows, wait_for
 
 ADMIN = {"admin_users": "postgres"}
 
@@ -69,10 +69,6 @@ def sleeper(p, user, db, seconds):
     return go
 
 
-def be_msg(t, body):
-    return t + struct.pack("!I", len(body) + 4) + body
-
-
 def error_msg(sqlstate, message):
     fields = b"SFATAL\0" + b"C" + sqlstate.encode() + b"\0" + b"M" + message.encode() + b"\0\0"
     return be_msg(b"E", fields)
@@ -98,11 +94,6 @@ class MiniServer(FakeServer):
         self.passwords = []
         super().__init__()
 
-    def read_msg(self, conn):
-        t = self.read_exact(conn, 1)
-        (ln,) = struct.unpack("!I", self.read_exact(conn, 4))
-        return t, self.read_exact(conn, ln - 4)
-
     def serve(self, conn):
         conn.settimeout(10)
         self.read_startup(conn)
@@ -117,10 +108,7 @@ class MiniServer(FakeServer):
             if t != b"p" or body.rstrip(b"\0").decode() != self.password:
                 conn.sendall(error_msg("28P01", "password authentication failed"))
                 return
-        conn.sendall(be_msg(b"R", struct.pack("!I", 0)) +
-                     be_msg(b"S", b"server_version\x0016.0\0") +
-                     be_msg(b"S", b"client_encoding\0UTF8\0") +
-                     be_msg(b"K", struct.pack("!II", 4242, 1)) + be_msg(b"Z", b"I"))
+        self.send_login_ok(conn)
         while not self.stopping:
             t, body = self.read_msg(conn)
             if t == b"X":

@@ -5,7 +5,6 @@ cannot be delivered, a stand-in server that never answers)."""
 import hashlib
 import os
 import signal
-import struct
 import subprocess
 import threading
 import time
@@ -13,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import FakeServer, Pooler, console_rows, wait_for
+from serve_helpers import FakeServer, Pooler, be_msg, console_rows, wait_for
 
 ADMIN = {"admin_users": "postgres"}
 
@@ -156,26 +155,14 @@ def test_sbuf_loopcnt_yields_between_reads(pgwarden_bin, pg, loopcnt):
 
 # ---- cancel_wait_timeout ----
 
-def _be_msg(t, body):
-    return t + struct.pack("!I", len(body) + 4) + body
-
-
 class SilentServer(FakeServer):
     """Logs the pooler in and answers its queries, but never a pg_sleep. It serves one
     connection at a time, so a cancel request's connection is accepted by the kernel and
     never read or closed: the cancel is never delivered."""
 
-    def read_msg(self, conn):
-        t = self.read_exact(conn, 1)
-        (ln,) = struct.unpack("!I", self.read_exact(conn, 4))
-        return t, self.read_exact(conn, ln - 4)
-
     def serve(self, conn):
         self.read_startup(conn)
-        conn.sendall(_be_msg(b"R", struct.pack("!I", 0)) +
-                     _be_msg(b"S", b"server_version\x0016.0\0") +
-                     _be_msg(b"S", b"client_encoding\0UTF8\0") +
-                     _be_msg(b"K", struct.pack("!II", 4242, 1)) + _be_msg(b"Z", b"I"))
+        self.send_login_ok(conn)
         while not self.stopping:
             t, body = self.read_msg(conn)
             if t == b"X":
@@ -186,7 +173,7 @@ class SilentServer(FakeServer):
                 while not self.stopping:
                     time.sleep(0.1)
                 return
-            conn.sendall(_be_msg(b"E", b"SERROR\0C42704\0Mnot here\0\0") + _be_msg(b"Z", b"I"))
+            conn.sendall(be_msg(b"E", b"SERROR\0C42704\0Mnot here\0\0") + be_msg(b"Z", b"I"))
 
 
 @pytest.mark.parametrize("timeout", ["1", "0"])

@@ -27,7 +27,6 @@ import pytest
 
 from fake_dns import FakeDns
 from fault_proxy import Fault, FaultProxy
-from pgfixture import free_port
 from serve_helpers import (Pooler, console_rows, login_raw, query_msg, read_messages,
                            wait_for)
 

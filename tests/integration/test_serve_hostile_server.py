@@ -11,11 +11,7 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import FakeServer, Pooler, rss_kb
-
-
-def be_msg(t, body):
-    return t + struct.pack("!I", len(body) + 4) + body
+from serve_helpers import FakeServer, Pooler, be_msg, rss_kb
 
 
 class FloodingServer(FakeServer):

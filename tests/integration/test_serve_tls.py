@@ -17,8 +17,8 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import (FakeServer, Pooler, error_fields, raw_connect, read_messages, rss_kb,
-                           startup_packet, wait_for)
+from serve_helpers import (FakeServer, Pooler, be_msg, error_fields, raw_connect, read_messages,
+                           rss_kb, startup_packet, wait_for)
 
 SSL_REQUEST = struct.pack("!II", 8, 80877103)
 
@@ -316,10 +316,6 @@ class SslAnswerServer(FakeServer):
             self.after.append(conn.recv(65536))
         except socket.timeout:
             self.after.append(b"<silence>")
-
-
-def be_msg(t, body):
-    return t + struct.pack("!I", len(body) + 4) + body
 
 
 @pytest.mark.parametrize("case", ["S-then-bytes", "error-response", "N-under-require"])
