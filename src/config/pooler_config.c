@@ -99,6 +99,10 @@ static const struct key_def KEYS[] = {
      false},
     {"auth_ident_file", KEY_STRING, OFF(auth_ident_file), "", true,
      "user name maps (\"map system-user database-user\") for map= on peer and cert lines", false},
+    {"scram_iterations", KEY_INT, OFF(scram_iterations), "4096", true,
+     "PBKDF2 iterations of the SCRAM secrets pgwarden derives itself: for a plaintext "
+     "auth_file password checked over SCRAM, and for an unknown user's mock exchange",
+     false},
     {"pool_mode", KEY_POOL_MODE, OFF(pool_mode), "session", true,
      "when a server returns to the pool: session, transaction, statement", false},
     {"max_client_conn", KEY_INT, OFF(max_client_conn), "100", true,
@@ -1075,6 +1079,10 @@ static bool check_values(struct pooler_config *cfg, const char *name, char *err,
     }
     if (cfg->max_packet_size > 0x7fffffffLL)
         cfg->max_packet_size = 0x7fffffffLL;
+    if (cfg->scram_iterations < 1) {
+        snprintf(err, err_len, "%s: scram_iterations must be at least 1", name);
+        return false;
+    }
     if (cfg->server_lifetime_jitter_pct > 50) {
         snprintf(err, err_len, "%s: server_lifetime_jitter must be 0..50 (percent)", name);
         return false;

@@ -175,6 +175,7 @@ struct pooler_config {
     int64_t cancel_wait_timeout_ms; /* a cancel not sent on within this is dropped (0 = never) */
     int64_t autodb_idle_timeout_ms; /* auto-database ("*") pools unused this long are freed */
     char *service_name;             /* owned: Windows service name; accepted, unused here */
+    int scram_iterations;           /* of the SCRAM secrets the pooler derives itself */
 
     /* TLS (docs/TLS.md): client_tls_* for connections from clients (pgwarden is the TLS
      * server), server_tls_* for connections to PostgreSQL. */

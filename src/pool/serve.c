@@ -26,6 +26,7 @@
 #include "pool/objects.h"
 #include "pool/server.h"
 #include "pool/states.h"
+#include "proto/scram.h"
 #include "proto/wire.h"
 
 #define JANITOR_PERIOD_MS 500
@@ -564,6 +565,7 @@ static bool tls_apply(struct pooler *p, bool client_side, char *err, size_t err_
 static void apply_config(struct pooler *p)
 {
     params_track_extra(p->cfg->track_extra_parameters);
+    scram_set_iterations(p->cfg->scram_iterations);
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next)
         objects_pool_apply_config(plist_entry(n, struct pool, node));
     apply_logging(p->cfg, extra_verbose);
@@ -841,6 +843,7 @@ int serve_main(int argc, char **argv)
     }
     apply_logging(p.cfg, extra_verbose);
     params_track_extra(p.cfg->track_extra_parameters);
+    scram_set_iterations(p.cfg->scram_iterations);
     /* The load's warnings go out now that the log target is open, so they reach the logfile. */
     pooler_config_log_warnings(p.cfg);
     struct process_run_as run_as;

@@ -615,8 +615,16 @@ static void cache_fill(struct cache_slot *slot, const uint8_t tag[SCRAM_KEY_LEN]
     slot->used = true;
 }
 
+/* The count of the secrets the pooler derives for plaintext passwords and unknown users. */
+static int own_iterations = SCRAM_DEFAULT_ITERATIONS;
+
+void scram_set_iterations(int iterations)
+{
+    own_iterations = iterations > 0 ? iterations : SCRAM_DEFAULT_ITERATIONS;
+}
+
 /* The secret for a plaintext password (server side): from the cache, or derived once with a
- * random salt and the default iteration count, exactly the shape of a mock secret. */
+ * random salt and scram_iterations, exactly the shape of a mock secret. */
 static bool plain_secret(const char *password, struct scram_secret *out)
 {
     uint8_t tag[SCRAM_KEY_LEN], salt[SCRAM_DEFAULT_SALT_LEN];
@@ -627,12 +635,11 @@ static bool plain_secret(const char *password, struct scram_secret *out)
         !hmac_sha256(process_keys.server_tag, SCRAM_KEY_LEN, password, strlen(password), tag))
         return false;
     slot = cache_find(server_cache, SCRAM_SERVER_CACHE_SLOTS, tag, &hit);
-    if (hit) {
+    if (hit && slot->secret.iterations == own_iterations) {
         cache_stats.server_hits++;
     } else {
         ok = RAND_bytes(salt, sizeof(salt)) == 1 &&
-             derive_secret(password, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS, &slot->secret,
-                           NULL);
+             derive_secret(password, salt, sizeof(salt), own_iterations, &slot->secret, NULL);
         if (ok)
             cache_fill(slot, tag);
     }
@@ -906,7 +913,7 @@ enum scram_result scram_server_start_doomed(struct scram_server *st, const char 
 
 /* An unknown user gets the same shape of secret as a cached plaintext password: a 16-byte salt
  * that is stable for the name (a real user's salt never changes either) yet unpredictable from
- * outside, and the default iteration count. */
+ * outside, and scram_iterations. */
 static bool mock_secret(const char *user, struct scram_secret *s)
 {
     uint8_t h[SCRAM_KEY_LEN];
@@ -916,7 +923,7 @@ static bool mock_secret(const char *user, struct scram_secret *s)
     if (!hmac_sha256(process_keys.mock_salt, SCRAM_KEY_LEN, user, strlen(user), h))
         return false;
     memset(s, 0, sizeof(*s));
-    s->iterations = SCRAM_DEFAULT_ITERATIONS;
+    s->iterations = own_iterations;
     s->salt_len = SCRAM_DEFAULT_SALT_LEN;
     memcpy(s->salt, h, SCRAM_DEFAULT_SALT_LEN);
     /* Keys that no password derives: the proof check fails, and doomed forces it anyway. */

@@ -96,6 +96,12 @@ __attribute__((warn_unused_result)) bool scram_secret_parse(const char *text,
 __attribute__((warn_unused_result)) bool scram_secret_format(const struct scram_secret *secret,
                                                              char *out, size_t out_cap);
 
+/* scram_iterations (PgBouncer's key): the iteration count of the secrets the pooler makes
+ * itself, for a plaintext password it checks over SCRAM and for an unknown user's mock secret
+ * (1 and up; default SCRAM_DEFAULT_ITERATIONS). Cached secrets of another count are made
+ * again at their next use. */
+void scram_set_iterations(int iterations);
+
 /* Derives a secret from a plaintext password with a random 16-byte salt and 4096 iterations.
  * Uncached: every call runs PBKDF2 and picks a new salt. */
 __attribute__((warn_unused_result)) bool scram_secret_from_password(const char *password,

@@ -5,6 +5,7 @@ cannot be delivered, a stand-in server that never answers)."""
 import hashlib
 import os
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -12,7 +13,8 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import FakeServer, Pooler, be_msg, console_rows, wait_for
+from serve_helpers import (FakeServer, Pooler, be_msg, console_rows, raw_connect, read_messages,
+                           startup_packet, wait_for)
 
 ADMIN = {"admin_users": "postgres"}
 
@@ -276,5 +278,49 @@ def test_conffile_shows_and_redirects_reload(pgwarden_bin, pg):
         cfg = {r["key"]: r["value"] for r in console_rows(p, "SHOW CONFIG")}
         assert cfg["default_pool_size"] == "9" and cfg["conffile"] == other, cfg
         assert f"configuration reloaded from {other}" in p.log()
+    finally:
+        p.stop()
+
+
+# ---- scram_iterations ----
+
+def _server_first_iterations(p, user):
+    """Starts a SCRAM exchange as user and returns the i= of the pooler's server-first."""
+    with raw_connect(p.port) as s:
+        s.sendall(startup_packet(user, "appdb"))
+        t, body = read_messages(s, until=b"R")[-1]
+        assert t == b"R" and struct.unpack("!I", body[:4])[0] == 10, body  # AuthenticationSASL
+        first = b"n,,n=,r=fyko+d2lbbFgONRv9qkxdawL"
+        s.sendall(b"p" + struct.pack("!I", 4 + 14 + 4 + len(first)) + b"SCRAM-SHA-256\0" +
+                  struct.pack("!I", len(first)) + first)
+        t, body = read_messages(s, until=b"R")[-1]
+        assert t == b"R" and struct.unpack("!I", body[:4])[0] == 11, body  # SASLContinue
+        fields = dict(f.split("=", 1) for f in body[4:].decode().split(","))
+        return int(fields["i"])
+
+
+def test_scram_iterations_of_the_pooler_s_own_secrets(pgwarden_bin, pg):
+    """auth_file holds plaintext passwords: the SCRAM secret the pooler derives from one, and
+    the mock secret of an unknown user, use scram_iterations; a reload changes it."""
+    p = Pooler(pgwarden_bin, pg, auth_type="scram-sha-256",
+               settings={"scram_iterations": "5000"}).start()
+    try:
+        assert _server_first_iterations(p, "app_user") == 5000
+        assert _server_first_iterations(p, "nobody_here") == 5000
+        with psycopg.connect(p.dsn("app_user", "appdb")) as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+        p.settings["scram_iterations"] = "4100"
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in p.log(), what="the reload")
+        assert _server_first_iterations(p, "app_user") == 4100
+        with psycopg.connect(p.dsn("app_user", "appdb")) as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        p.stop()
+    p = Pooler(pgwarden_bin, pg, auth_type="scram-sha-256")
+    try:
+        p.start()
+        assert _server_first_iterations(p, "app_user") == 4096  # PgBouncer's default
     finally:
         p.stop()

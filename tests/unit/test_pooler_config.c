@@ -50,6 +50,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.cancel_wait_timeout_ms, 10000);
     assert_int_equal(cfg.autodb_idle_timeout_ms, 3600000);
     assert_string_equal(cfg.service_name, "pgbouncer");
+    assert_int_equal(cfg.scram_iterations, 4096);
     pooler_config_free(&cfg);
 }
 
