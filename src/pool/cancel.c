@@ -309,16 +309,18 @@ void cancel_reqs_expire(struct pooler *p, int64_t now_us)
             close(r->fd);
             free(r);
         } else if (limit > 0 && now_us - r->start_us > limit) {
+            /* PgBouncer's words ("closing because: cancel_wait_timeout"). */
+            long long age = (long long)((now_us - r->start_us) / 1000000);
             if (r->server)
                 log_info("pool",
-                         "server %llu: cancel request dropped: not delivered within "
-                         "cancel_wait_timeout",
-                         (unsigned long long)r->server->id);
+                         "server %llu: cancel request closing because: cancel_wait_timeout "
+                         "(age=%llds)",
+                         (unsigned long long)r->server->id, age);
             else
                 log_info("pool",
-                         "cancel request for peer %d dropped: not delivered within "
-                         "cancel_wait_timeout",
-                         r->peer_id);
+                         "cancel request for peer %d closing because: cancel_wait_timeout "
+                         "(age=%llds)",
+                         r->peer_id, age);
             cancel_req_finish(r);
         }
     }
