@@ -25,6 +25,7 @@
 #include "pool/server.h"
 #include "pool/states.h"
 #include "proto/md5_auth.h"
+#include "proto/password.h"
 #include "proto/scram.h"
 #include "proto/sql_effects.h"
 #include "proto/startup_options.h"
@@ -1669,29 +1670,6 @@ out:
 
 /* ---- password messages ---- */
 
-static bool verify_plain(const char *secret, const char *user, const char *password)
-{
-    switch (auth_file_secret_kind(secret)) {
-    case AUTH_SECRET_NONE:
-        return false;
-    case AUTH_SECRET_PLAIN: {
-        size_t a = strlen(secret), b = strlen(password);
-        return a == b && CRYPTO_memcmp(secret, password, a) == 0;
-    }
-    case AUTH_SECRET_MD5: {
-        char built[MD5_AUTH_BUF_SIZE];
-        if (!md5_auth_build_secret(password, user, built))
-            return false;
-        return CRYPTO_memcmp(built, secret, MD5_AUTH_SECRET_LEN) == 0;
-    }
-    case AUTH_SECRET_SCRAM:
-        /* PBKDF2 on the loop thread: a user's repeat login with the same password is
-         * served from scram.c's cache of the last one that verified. */
-        return scram_verify_plain(user, secret, password);
-    }
-    return false;
-}
-
 static void handle_auth_message(struct client *c, const uint8_t *body, size_t len)
 {
     struct client_login *l = c->login;
@@ -1708,23 +1686,20 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
     case STEP_LOOKUP:
         break;
     case STEP_PASSWORD: {
-        if (len == 0 || body[len - 1] != 0 || memchr(body, 0, len) != body + len - 1) {
+        enum password_challenge challenge = l->method == HBA_MD5 || l->method == HBA_REJECT
+                                                ? PASSWORD_CHALLENGE_MD5
+                                                : PASSWORD_CHALLENGE_CLEARTEXT;
+        switch (password_check(body, len, challenge, l->secret, l->user, l->salt)) {
+        case PASSWORD_MALFORMED:
             objects_client_fail(c, "08P01", "invalid password packet");
             return;
-        }
-        const char *pw = (const char *)body;
-        bool ok = false;
-        if (l->secret) {
-            if (l->method == HBA_MD5 || l->method == HBA_REJECT)
-                ok = md5_auth_verify(l->secret, l->user, l->salt, pw, len - 1) == MD5_AUTH_OK;
-            else
-                ok = verify_plain(l->secret, l->user, pw);
-        }
-        if (!ok) {
+        case PASSWORD_WRONG:
             auth_failed(c);
             return;
+        case PASSWORD_OK:
+            auth_done(c, NULL, 0);
+            return;
         }
-        auth_done(c, NULL, 0);
         return;
     }
     case STEP_SASL_INITIAL: {
