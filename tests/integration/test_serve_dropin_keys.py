@@ -56,6 +56,25 @@ def test_disable_pqexec_refuses_simple_query(pgwarden_bin, pg):
         p.stop()
 
 
+def test_disable_pqexec_refuses_before_waiting_for_a_server(pgwarden_bin, pg):
+    """As PgBouncer, a simple Query is refused when it arrives, not once a server is free:
+    with the pool busy, the client hears "PQexec disallowed", not query_wait_timeout."""
+    p = Pooler(pgwarden_bin, pg, settings={"disable_pqexec": "1", "default_pool_size": "1",
+                                           "query_wait_timeout": "2"}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as holder:
+            # Extended protocol (PQexecParams): the pool's one server stays linked.
+            assert holder.pgconn.exec_params(b"BEGIN", []).status == \
+                psycopg.pq.ExecStatus.COMMAND_OK
+            out = _psql(p, "SELECT 1")
+            assert out.returncode != 0, out
+            assert "PQexec disallowed" in out.stderr, out
+            assert holder.pgconn.exec_params(b"COMMIT", []).status == \
+                psycopg.pq.ExecStatus.COMMAND_OK
+    finally:
+        p.stop()
+
+
 def test_simple_query_allowed_by_default(pgwarden_bin, pg):
     p = Pooler(pgwarden_bin, pg).start()
     try:
