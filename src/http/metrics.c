@@ -103,7 +103,11 @@ static void out_us_as_seconds(struct out *o, int64_t us)
 #define LABELS_LEN 320 /* database and user names are at most 63 bytes, escaped at most twice */
 
 struct pool_view {
-    const struct pool *pool; /* borrowed */
+    /* Copies, not the pool: an auto-database's pool may be freed (autodb_idle_timeout)
+     * between two slices of the exposition. */
+    int n_servers, min_pool_size, pool_size, reserve_pool;
+    bool login_failing;
+    struct pool_stats stats;
     int cl_active, cl_idle, cl_waiting;
     int sv_active, sv_idle, sv_used, sv_tested, sv_login, sv_canceling;
     int64_t max_wait_us;
@@ -132,7 +136,12 @@ static size_t escape_label(char *dst, size_t room, const char *v)
 static void view_fill(struct pool_view *v, const struct pool *pool, int64_t now_us)
 {
     memset(v, 0, offsetof(struct pool_view, labels));
-    v->pool = pool;
+    v->n_servers = pool->n_servers;
+    v->min_pool_size = pool->min_pool_size;
+    v->pool_size = pool->pool_size;
+    v->reserve_pool = pool->reserve_pool;
+    v->login_failing = pool->last_error != NULL;
+    v->stats = pool->stats;
     for (const struct plist *n = pool->active_clients.next; n != &pool->active_clients;
          n = n->next) {
         if (plist_entry(n, struct client, node)->server)
@@ -297,40 +306,40 @@ POOL_GETTER(get_sv_used, v->sv_used)
 POOL_GETTER(get_sv_tested, v->sv_tested)
 POOL_GETTER(get_sv_login, v->sv_login)
 POOL_GETTER(get_sv_canceling, v->sv_canceling)
-POOL_GETTER(get_size_current, v->pool->n_servers)
-POOL_GETTER(get_size_min, v->pool->min_pool_size)
-POOL_GETTER(get_size_max, v->pool->pool_size)
-POOL_GETTER(get_reserve, v->pool->reserve_pool)
+POOL_GETTER(get_size_current, v->n_servers)
+POOL_GETTER(get_size_min, v->min_pool_size)
+POOL_GETTER(get_size_max, v->pool_size)
+POOL_GETTER(get_reserve, v->reserve_pool)
 POOL_GETTER(get_max_wait, v->max_wait_us)
-POOL_GETTER(get_login_failing, v->pool->last_error != NULL)
-POOL_GETTER(get_xacts, v->pool->stats.xact_count)
-POOL_GETTER(get_queries, v->pool->stats.query_count)
-POOL_GETTER(get_waits, v->pool->stats.wait_count)
-POOL_GETTER(get_received, v->pool->stats.bytes_received)
-POOL_GETTER(get_sent, v->pool->stats.bytes_sent)
-POOL_GETTER(get_xact_time, v->pool->stats.xact_time_us)
-POOL_GETTER(get_query_time, v->pool->stats.query_time_us)
-POOL_GETTER(get_wait_time, v->pool->stats.wait_time_us)
-POOL_GETTER(get_sv_opened, v->pool->stats.servers_created)
-POOL_GETTER(get_sv_closed, v->pool->stats.servers_closed)
-POOL_GETTER(get_cl_opened, v->pool->stats.clients_created)
-POOL_GETTER(get_cl_closed, v->pool->stats.clients_closed)
-POOL_GETTER(get_login_failures, v->pool->stats.login_failures)
-POOL_GETTER(get_connect_time, v->pool->stats.connect_time_us)
+POOL_GETTER(get_login_failing, v->login_failing)
+POOL_GETTER(get_xacts, v->stats.xact_count)
+POOL_GETTER(get_queries, v->stats.query_count)
+POOL_GETTER(get_waits, v->stats.wait_count)
+POOL_GETTER(get_received, v->stats.bytes_received)
+POOL_GETTER(get_sent, v->stats.bytes_sent)
+POOL_GETTER(get_xact_time, v->stats.xact_time_us)
+POOL_GETTER(get_query_time, v->stats.query_time_us)
+POOL_GETTER(get_wait_time, v->stats.wait_time_us)
+POOL_GETTER(get_sv_opened, v->stats.servers_created)
+POOL_GETTER(get_sv_closed, v->stats.servers_closed)
+POOL_GETTER(get_cl_opened, v->stats.clients_created)
+POOL_GETTER(get_cl_closed, v->stats.clients_closed)
+POOL_GETTER(get_login_failures, v->stats.login_failures)
+POOL_GETTER(get_connect_time, v->stats.connect_time_us)
 
 static const struct histogram *hist_wait(const struct pool_view *v)
 {
-    return &v->pool->stats.wait_hist;
+    return &v->stats.wait_hist;
 }
 
 static const struct histogram *hist_xact(const struct pool_view *v)
 {
-    return &v->pool->stats.xact_hist;
+    return &v->stats.xact_hist;
 }
 
 static const struct histogram *hist_query(const struct pool_view *v)
 {
-    return &v->pool->stats.query_hist;
+    return &v->stats.query_hist;
 }
 
 /* One row per metric; the macros fill the getter slot that fits. */

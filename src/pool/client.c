@@ -2762,6 +2762,13 @@ void client_pump(struct client *c)
                 objects_client_fail(c, "08P01", "invalid frontend message type");
                 return;
             }
+            /* Refused before it asks for a server (as PgBouncer): a busy pool would keep the
+             * client waiting, and a server would be taken, for a message that never goes. */
+            if (type == WIRE_FE_QUERY && p->cfg->disable_pqexec) {
+                objects_client_fail(c, SCAN_FAILURES[SCAN_PQEXEC].sqlstate, "%s",
+                                    SCAN_FAILURES[SCAN_PQEXEC].message);
+                return;
+            }
             handout_request_server(c);
             if (!c->server)
                 return; /* waiting, or failed and closed */

@@ -594,6 +594,9 @@ bool serve_reload(struct pooler *p, char *err, size_t err_len)
         log_warning("serve", "reload: listen_addr, listen_port, unix_socket_dir, "
                              "unix_socket_mode, unix_socket_group, pkt_buf and disable_pqexec "
                              "changes need a restart; keeping the old values");
+    if (strcmp(next->resolv_conf, old->resolv_conf))
+        log_warning("serve", "reload: resolv_conf changes need a restart; keeping %s",
+                    old->resolv_conf[0] ? old->resolv_conf : "the system's resolver");
     next->listen_port = old->listen_port;
     next->disable_pqexec = old->disable_pqexec;
     next->pkt_buf = old->pkt_buf;
@@ -607,6 +610,10 @@ bool serve_reload(struct pooler *p, char *err, size_t err_len)
     t = next->unix_socket_dir;
     next->unix_socket_dir = old->unix_socket_dir;
     old->unix_socket_dir = t;
+    /* The resolver read it at start (net_resolve_use_conf): SHOW CONFIG shows that file. */
+    t = next->resolv_conf;
+    next->resolv_conf = old->resolv_conf;
+    old->resolv_conf = t;
     p->cfg = next;
     pooler_config_free(old);
     free(old);

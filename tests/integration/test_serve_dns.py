@@ -2,13 +2,14 @@
 server of the test's, so no namespace is needed), dns_max_ttl bounds how long an answer is
 reused, dns_nxdomain_ttl how long a failed lookup fails new logins without asking again."""
 import os
+import signal
 import time
 
 import psycopg
 import pytest
 
 from fake_dns import FakeDns
-from serve_helpers import Pooler
+from serve_helpers import Pooler, console_rows, wait_for
 
 NAME = "pgwarden-dns-keys.invalid-host"
 
@@ -123,5 +124,28 @@ def test_unusable_resolv_conf_stops_start(pgwarden_bin, pg, content, why):
     try:
         with pytest.raises(RuntimeError, match=f"resolv_conf {path}: {why}"):
             p.start()
+    finally:
+        p.stop()
+
+
+def test_resolv_conf_change_needs_a_restart(pgwarden_bin, pg, dns):
+    """resolv_conf is read at start (PgBouncer's too): a reload that changes it says so and
+    keeps showing the file in use, not one that was never read."""
+    dns.mode = "answer"
+    p = _pooler(pgwarden_bin, pg, dns, admin_users="postgres")
+    try:
+        used = p.settings["resolv_conf"]
+        other = os.path.join(p.dir, "other-resolv.conf")
+        with open(other, "w") as f:
+            f.write("nameserver 127.0.0.1:9\n")
+        p.settings["resolv_conf"] = other
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: "resolv_conf" in p.log() and "need a restart" in p.log(),
+                 what="the reload's warning")
+        rows = console_rows(p, "SHOW CONFIG")
+        assert [r["value"] for r in rows if r["key"] == "resolv_conf"] == [used], rows
+        ok, err = _login(p)
+        assert ok, err + p.log()
     finally:
         p.stop()

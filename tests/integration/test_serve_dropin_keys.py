@@ -3,6 +3,7 @@ sbuf_loopcnt, cancel_wait_timeout, autodb_idle_timeout, conffile and service_nam
 Each is checked on the wire or in the log against a real PostgreSQL (or, for a cancel that
 cannot be delivered, a stand-in server that never answers)."""
 import hashlib
+import http.client
 import os
 import signal
 import struct
@@ -13,6 +14,7 @@ import time
 import psycopg
 import pytest
 
+from pgfixture import free_port
 from serve_helpers import (FakeServer, Pooler, be_msg, console_rows, raw_connect, read_messages,
                            startup_packet, wait_for)
 
@@ -50,6 +52,25 @@ def test_disable_pqexec_refuses_simple_query(pgwarden_bin, pg):
         wait_for(lambda: "disable_pqexec changes need a restart" in p.log(), what="the warning")
         out = _psql(p, "SELECT 1")
         assert "PQexec disallowed" in out.stderr, out
+    finally:
+        p.stop()
+
+
+def test_disable_pqexec_refuses_before_waiting_for_a_server(pgwarden_bin, pg):
+    """As PgBouncer, a simple Query is refused when it arrives, not once a server is free:
+    with the pool busy, the client hears "PQexec disallowed", not query_wait_timeout."""
+    p = Pooler(pgwarden_bin, pg, settings={"disable_pqexec": "1", "default_pool_size": "1",
+                                           "query_wait_timeout": "2"}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as holder:
+            # Extended protocol (PQexecParams): the pool's one server stays linked.
+            assert holder.pgconn.exec_params(b"BEGIN", []).status == \
+                psycopg.pq.ExecStatus.COMMAND_OK
+            out = _psql(p, "SELECT 1")
+            assert out.returncode != 0, out
+            assert "PQexec disallowed" in out.stderr, out
+            assert holder.pgconn.exec_params(b"COMMIT", []).status == \
+                psycopg.pq.ExecStatus.COMMAND_OK
     finally:
         p.stop()
 
@@ -253,6 +274,70 @@ def test_configured_databases_are_never_freed(pgwarden_bin, pg):
         assert any(r["database"] == "appdb" for r in console_rows(p, "SHOW POOLS"))
         assert "auto-database pool freed" not in p.log()
     finally:
+        p.stop()
+
+
+def _scrape_metrics(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _full_log(p):
+    with open(p.logfile) as f:
+        return f.read()
+
+
+def test_autodb_pools_freed_while_metrics_stream(pgwarden_bin, pg):
+    """A /metrics exposition of many pools is written a slice per loop turn; the janitor may
+    free auto-database pools between two slices. The slices still to come must not read the
+    freed pools (the sanitizer build reports a use-after-free; a plain build reads freed
+    memory silently)."""
+    http_port = free_port()
+    # The databases do not exist: each login makes a pool, PostgreSQL refuses it at once, and
+    # no backend stays.
+    p = Pooler(pgwarden_bin, pg, databases={"*": f"host={pg.socket_dir} port={pg.port}"},
+               settings={"autodb_idle_timeout": "2", "http_listen": str(http_port),
+                         **ADMIN}).start()
+    stop = threading.Event()
+    failures, sizes = [], []
+
+    def scrape_loop():
+        while not stop.is_set():
+            try:
+                status, body = _scrape_metrics(http_port)
+                sizes.append(len(body))
+                if status != 200:
+                    failures.append(status)
+            except (OSError, http.client.HTTPException) as e:
+                failures.append(repr(e))
+                return
+
+    # Scrapes overlap, so that one is always in progress when the janitor frees pools.
+    threads = [threading.Thread(target=scrape_loop) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        names = [f"no_such_db_{i}" for i in range(200)]
+        for name in names:
+            with pytest.raises(psycopg.OperationalError, match="does not exist"):
+                psycopg.connect(p.dsn(dbname=name)).close()
+        wait_for(lambda: _full_log(p).count("auto-database pool freed") >= len(names) or
+                 not p.alive(), timeout=30, what="the auto-database pools freed")
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert p.alive(), p.log()
+        assert not failures, failures
+        # Several slices (256 KiB each) per scrape while the pools were there.
+        assert max(sizes) > 3 * 256 * 1024, max(sizes)
+        assert _scrape_metrics(http_port)[0] == 200
+    finally:
+        stop.set()
         p.stop()
 
 
