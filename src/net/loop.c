@@ -29,7 +29,8 @@ struct net_loop {
 };
 
 struct net_io {
-    struct event *ev; /* owned */
+    struct event *ev;    /* owned */
+    struct event *later; /* owned: the zero timer of net_io_read_later, made on first use */
     net_io_fn fn;
     void *arg; /* borrowed */
     short flags;
@@ -118,6 +119,25 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
     io->fn((int)fd, w, io->arg);
 }
 
+static void later_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct net_io *io = arg;
+    io->fn((int)event_get_fd(io->ev), NET_IO_READABLE, io->arg);
+}
+
+void net_io_read_later(struct net_io *io)
+{
+    if (!io || !io->ev)
+        return;
+    if (!io->later)
+        io->later = evtimer_new(event_get_base(io->ev), later_cb, io);
+    static const struct timeval now = {0, 0};
+    if (!io->later || evtimer_add(io->later, &now) != 0)
+        event_active(io->ev, EV_READ, 0); /* out of memory: at least not lost */
+}
+
 void net_io_activate_read(struct net_io *io)
 {
     if (io && io->ev)
@@ -165,6 +185,8 @@ void net_io_free(struct net_io *io)
     if (!io)
         return;
     event_free(io->ev);
+    if (io->later)
+        event_free(io->later);
     free(io);
 }
 

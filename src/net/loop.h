@@ -62,6 +62,10 @@ void net_io_resume(struct net_io *io);
 /* Runs io's callback in this loop turn as if its fd had just become readable: for work held
  * back on purpose (SUSPEND), whose edge-triggered wake-up already passed. */
 void net_io_activate_read(struct net_io *io);
+/* Runs io's callback as readable at the next loop turn, once the loop has looked for other
+ * ready sockets and due timers (a zero timer: what PgBouncer's sbuf_loopcnt does); for a
+ * connection that stopped reading to let the others go first. */
+void net_io_read_later(struct net_io *io);
 
 struct net_timer *net_timer_new(struct net_loop *loop, net_timer_fn fn, void *arg);
 /* (Re)arms the timer; periodic timers fire every ms until stopped. */

@@ -97,7 +97,7 @@ bool conn_read_budget_spent(struct pconn *c, int *reads, int cap)
         return false;
     log_trace("pool", "fd %d: %d reads this turn (sbuf_loopcnt); more after the others", c->fd,
               cap);
-    net_io_activate_read(c->io);
+    net_io_read_later(c->io);
     return true;
 }
 

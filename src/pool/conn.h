@@ -22,7 +22,8 @@ enum fill_result {
 enum fill_result conn_fill(struct pooler *p, struct pconn *c);
 /* sbuf_loopcnt: counts one read of this loop turn in *reads. True once cap reads were made
  * while the socket may hold more: the caller stops reading, and the connection is woken again
- * after the others that are ready, so one big result cannot hold up the loop (cap 0 = never). */
+ * at the next loop turn, after the loop has served the other ready sockets and due timers, so
+ * one big result cannot hold up the loop (cap 0 = never). */
 bool conn_read_budget_spent(struct pconn *c, int *reads, int cap);
 enum flush_result {
     FLUSH_DONE,
