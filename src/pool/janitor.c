@@ -262,8 +262,8 @@ static bool any_active_servers(struct pooler *p)
 }
 
 /* log_stats: PgBouncer's line ("stats: N xacts/s, ..."), every stats_period, so that log
- * readers find the same words: rates per second, times averaged per transaction, query and
- * wait. */
+ * readers find the same words and figures: rates per second, times averaged per transaction
+ * and query, and the wait averaged over every server handed out (as SHOW STATS). */
 static void log_stats_line(const struct pool_stats *d, double secs)
 {
     log_info("stats",
@@ -277,7 +277,7 @@ static void log_stats_line(const struct pool_stats *d, double secs)
              (long long)((double)d->bytes_sent / secs),
              (long long)(d->xact_count ? d->xact_time_us / d->xact_count : 0),
              (long long)(d->query_count ? d->query_time_us / d->query_count : 0),
-             (long long)(d->wait_count ? d->wait_time_us / d->wait_count : 0));
+             (long long)(d->server_assignments ? d->wait_time_us / d->server_assignments : 0));
 }
 
 /* Closes a stats period: averages per second (times: per transaction/query, as PgBouncer). */
@@ -300,7 +300,7 @@ static void roll_stats(struct pooler *p, int64_t now)
         int64_t waits = t->wait_count - m->wait_count;
         all.xact_count += xacts;
         all.query_count += queries;
-        all.wait_count += waits;
+        all.server_assignments += t->server_assignments - m->server_assignments;
         all.xact_time_us += t->xact_time_us - m->xact_time_us;
         all.query_time_us += t->query_time_us - m->query_time_us;
         all.wait_time_us += t->wait_time_us - m->wait_time_us;
