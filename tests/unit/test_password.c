@@ -25,6 +25,16 @@ static enum password_verdict check(const char *answer, enum password_challenge h
     return password_check((const uint8_t *)answer, strlen(answer) + 1, how, secret, "user", salt);
 }
 
+/* A stored SCRAM secret for password (16 iterations, a salt of salt_byte and zeros). */
+static void scram_text(const char *password, uint8_t salt_byte, char text[SCRAM_SECRET_MAX])
+{
+    struct scram_secret s;
+    uint8_t scram_salt[16] = {salt_byte};
+    assert_true(
+        scram_secret_from_password_with_salt(password, scram_salt, sizeof(scram_salt), 16, &s));
+    assert_true(scram_secret_format(&s, text, SCRAM_SECRET_MAX));
+}
+
 static void test_framing(void **state)
 {
     (void)state;
@@ -52,12 +62,8 @@ static void test_md5_answers(void **state)
     assert_int_equal(check(MD5_RESPONSE, how, MD5_SECRET), PASSWORD_OK);
     assert_int_equal(check(MD5_RESPONSE, how, "pencil2"), PASSWORD_WRONG);
     assert_int_equal(check("pencil", how, "pencil"), PASSWORD_WRONG); /* cleartext is no answer */
-    struct scram_secret s;
     char text[SCRAM_SECRET_MAX];
-    static const uint8_t scram_salt[16] = {9};
-    assert_true(
-        scram_secret_from_password_with_salt("pencil", scram_salt, sizeof(scram_salt), 16, &s));
-    assert_true(scram_secret_format(&s, text, sizeof(text)));
+    scram_text("pencil", 9, text);
     assert_int_equal(check(MD5_RESPONSE, how, text), PASSWORD_WRONG);
 }
 
@@ -71,12 +77,8 @@ static void test_cleartext_against_each_secret(void **state)
     assert_int_equal(check("Pencil", how, MD5_SECRET), PASSWORD_WRONG);
     /* An md5 secret's text given as the password is not the password. */
     assert_int_equal(check(MD5_SECRET, how, MD5_SECRET), PASSWORD_WRONG);
-    struct scram_secret s;
     char text[SCRAM_SECRET_MAX];
-    static const uint8_t scram_salt[16] = {7};
-    assert_true(
-        scram_secret_from_password_with_salt("pencil", scram_salt, sizeof(scram_salt), 16, &s));
-    assert_true(scram_secret_format(&s, text, sizeof(text)));
+    scram_text("pencil", 7, text);
     assert_int_equal(check("pencil", how, text), PASSWORD_OK);
     assert_int_equal(check("pencil", how, text), PASSWORD_OK); /* the remembered one */
     assert_int_equal(check("pencils", how, text), PASSWORD_WRONG);
