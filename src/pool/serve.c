@@ -572,6 +572,15 @@ static void apply_config(struct pooler *p)
     apply_tcp_opts(p->cfg); /* new server connections; accepted clients inherit the listener's */
 }
 
+/* A read-at-start string key: the new config takes the running value, the old one (freed
+ * next) the value the file asked for. */
+static void keep_string(char **next, char **old)
+{
+    char *t = *next;
+    *next = *old;
+    *old = t;
+}
+
 bool serve_reload(struct pooler *p, char *err, size_t err_len)
 {
     struct pooler_config *next = calloc(1, sizeof(*next));
@@ -601,19 +610,11 @@ bool serve_reload(struct pooler *p, char *err, size_t err_len)
     next->disable_pqexec = old->disable_pqexec;
     next->pkt_buf = old->pkt_buf;
     next->unix_socket_mode = old->unix_socket_mode;
-    char *t = next->unix_socket_group;
-    next->unix_socket_group = old->unix_socket_group;
-    old->unix_socket_group = t;
-    t = next->listen_addr;
-    next->listen_addr = old->listen_addr;
-    old->listen_addr = t;
-    t = next->unix_socket_dir;
-    next->unix_socket_dir = old->unix_socket_dir;
-    old->unix_socket_dir = t;
+    keep_string(&next->unix_socket_group, &old->unix_socket_group);
+    keep_string(&next->listen_addr, &old->listen_addr);
+    keep_string(&next->unix_socket_dir, &old->unix_socket_dir);
     /* The resolver read it at start (net_resolve_use_conf): SHOW CONFIG shows that file. */
-    t = next->resolv_conf;
-    next->resolv_conf = old->resolv_conf;
-    old->resolv_conf = t;
+    keep_string(&next->resolv_conf, &old->resolv_conf);
     p->cfg = next;
     pooler_config_free(old);
     free(old);
