@@ -159,6 +159,12 @@ static struct pconn *first_unflushed(struct pooler *p, struct client **c, struct
     return NULL;
 }
 
+bool control_suspend_orphaned(const struct pooler *p)
+{
+    return p->run_state == POOLER_SUSPENDED && (!p->admin_pool || p->admin_pool->n_clients == 0) &&
+           control_suspend_flushed(p);
+}
+
 void control_suspend_expire(struct pooler *p, int64_t now)
 {
     int64_t limit_ms = p->cfg->suspend_timeout_ms;

@@ -36,6 +36,10 @@ bool control_suspend_flushed(const struct pooler *p);
  * still holding unsent bytes are closed, so that its answer cannot be held back for ever by a
  * client that reads nothing. */
 void control_suspend_expire(struct pooler *p, int64_t now);
+/* PgBouncer's safety net: a SUSPEND that has flushed while no console client is connected
+ * is over (the operator who would RESUME it is gone, and pooled clients would wait for
+ * ever). The caller resumes. */
+bool control_suspend_orphaned(const struct pooler *p);
 
 void control_free(struct pooler *p);
 

@@ -15,6 +15,7 @@
 #include "pool/control.h"
 #include "pool/handout.h"
 #include "pool/objects.h"
+#include "pool/serve.h"
 #include "pool/server.h"
 #include "proto/wire.h"
 
@@ -426,6 +427,10 @@ void janitor_run(void *arg)
     cancel_reqs_expire(p, now);
     control_suspend_expire(p, now);
     client_console_finish_waits(p);
+    if (control_suspend_orphaned(p)) {
+        log_info("pool", "admin disappeared when suspended, doing RESUME");
+        serve_resume(p);
+    }
     if (heap_trim_if_freed(&p->heap))
         log_debug("pool", "returned freed heap memory to the kernel (trim %zu)", p->heap.trims);
 

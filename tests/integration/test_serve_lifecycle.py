@@ -139,7 +139,8 @@ def _answer_within(sock, seconds):
 def test_suspend_stops_reading_until_resume(pgwarden_bin, pg):
     """SUSPEND: a session client's next query and a query already running wait unanswered,
     a client that logs in meanwhile waits for a server, the console keeps working; RESUME
-    delivers everything, in order."""
+    delivers everything, in order. The console that suspended stays connected throughout:
+    without one the pooler resumes by itself (next test)."""
     p = Pooler(pgwarden_bin, pg, pool_mode="session",
                settings={"admin_users": "postgres"}).start()
     try:
@@ -159,13 +160,12 @@ def test_suspend_stops_reading_until_resume(pgwarden_bin, pg):
                 con.execute("PAUSE")
             with pytest.raises(psycopg.Error, match="already suspended/paused"):
                 con.execute("SUSPEND")
-        idle.sendall(query_msg("SELECT 'during'"))
-        late = raw_connect(p.port)
-        late.sendall(startup_packet("postgres", "postgres"))
-        late_login = read_messages(late, timeout=1.0, until=b"Z")
-        assert _answer_within(running, 1.0) is None, "the running query's result was read"
-        assert _answer_within(idle, 0.3) is None, "a query was read while suspended"
-        with _console(p) as con:
+            idle.sendall(query_msg("SELECT 'during'"))
+            late = raw_connect(p.port)
+            late.sendall(startup_packet("postgres", "postgres"))
+            late_login = read_messages(late, timeout=1.0, until=b"Z")
+            assert _answer_within(running, 1.0) is None, "the running query's result was read"
+            assert _answer_within(idle, 0.3) is None, "a query was read while suspended"
             con.execute("RESUME")
             assert dict(con.execute("SHOW STATE").fetchall())["active"] == "yes"
         got = _answer_within(running, 10)
@@ -180,6 +180,33 @@ def test_suspend_stops_reading_until_resume(pgwarden_bin, pg):
         assert got and any(b"late" in body for t, body in got if t == b"D"), got
         for sock in (idle, running, late):
             sock.close()
+    finally:
+        p.stop()
+
+
+def test_suspend_ends_when_no_console_client_is_left(pgwarden_bin, pg):
+    """As in PgBouncer, a SUSPEND whose console clients have all gone is resumed by the
+    pooler itself (an operator's psql that dies must not leave every client hanging); while
+    another console client stays connected, the pooler stays suspended."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               settings={"admin_users": "postgres"}).start()
+    try:
+        client = raw_connect(p.port)
+        client.sendall(startup_packet("postgres", "postgres"))
+        assert _answer_within(client, 10)
+        watcher = _console(p)
+        with _console(p) as con:
+            con.execute("SUSPEND")
+        client.sendall(query_msg("SELECT 'while watched'"))
+        assert _answer_within(client, 1.5) is None, "resumed while a console client was left"
+        assert dict(watcher.execute("SHOW STATE").fetchall())["suspended"] == "yes"
+        watcher.close()
+        got = _answer_within(client, 10)
+        assert got and any(b"while watched" in body for t, body in got if t == b"D"), got
+        assert "admin disappeared when suspended, doing RESUME" in p.log(), p.log()
+        with _console(p) as con:
+            assert dict(con.execute("SHOW STATE").fetchall())["active"] == "yes"
+        client.close()
     finally:
         p.stop()
 
