@@ -2579,6 +2579,10 @@ bool client_reclaim_server(struct client *c, const char *why)
     struct server *s = c->server;
     if (!s || !client_is_quiet(c) || s->xact == WIRE_XACT_IDLE)
         return false;
+    /* A cancel this client sent may still land: the server goes to no one else before it
+     * has (as at a release, BEING_CANCELED), so the next run reclaims it instead. */
+    if (s->cancels_in_flight > 0)
+        return false;
     struct pooler *p = c->pooler;
     struct pool *pool = s->pool;
     c->server = NULL;
