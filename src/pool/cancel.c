@@ -321,6 +321,10 @@ void cancel_reqs_expire(struct pooler *p, int64_t now_us)
                          "cancel request for peer %d closing because: cancel_wait_timeout "
                          "(age=%llds)",
                          r->peer_id, age);
+            /* Sent whole, it may still be read and acted on after we close our end: its
+             * server must not run another client's query (handout_release_server). */
+            if (r->server && r->sent == sizeof(r->pkt))
+                r->server->cancel_unsettled = true;
             cancel_req_finish(r);
         }
     }

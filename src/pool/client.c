@@ -2598,6 +2598,12 @@ bool client_reclaim_server(struct client *c, const char *why)
     bool reset = pool->mode == POOL_MODE_SESSION || p->cfg->server_reset_query_always;
     if (reset && p->cfg->server_reset_query[0])
         prepared_server_free_all(&s->stmts); /* DISCARD ALL drops prepared statements too */
+    if (s->cancel_unsettled) {
+        /* A cancel given up may still land on it: closing it rolls back too. */
+        server_close(s, "a cancel given up (cancel_wait_timeout) may still reach it");
+        handout_activate(pool);
+        return true;
+    }
     states_server_change(s, SV_TESTED);
     if (!server_send_internal_query(s, "ROLLBACK") ||
         (reset && p->cfg->server_reset_query[0] &&

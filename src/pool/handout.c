@@ -482,6 +482,18 @@ void handout_replication_ready(struct server *s, const uint8_t *params, size_t p
     client_finish_replication_login(c, params, params_len);
 }
 
+/* Why a server released by its client is closed instead of reused, or NULL. */
+static const char *release_closes(const struct server *s, int64_t now)
+{
+    if (s->cancel_unsettled)
+        return "a cancel given up (cancel_wait_timeout) may still reach it";
+    if (s->close_needed)
+        return "database configuration changed";
+    if (server_expired(s, now))
+        return "server lifetime over";
+    return NULL;
+}
+
 void handout_release_server(struct server *s)
 {
     struct client *c = s->client;
@@ -501,9 +513,9 @@ void handout_release_server(struct server *s)
         states_server_change(s, SV_BEING_CANCELED);
         return;
     }
-    if (s->close_needed || server_expired(s, now)) {
-        server_close(s,
-                     s->close_needed ? "database configuration changed" : "server lifetime over");
+    const char *why = release_closes(s, now);
+    if (why) {
+        server_close(s, why);
         handout_activate(pool);
         return;
     }

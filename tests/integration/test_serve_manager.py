@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import Pooler, console_rows, wait_for
+from serve_helpers import CancelHoldingProxy, Pooler, console_rows, wait_for
 
 
 @contextlib.contextmanager
@@ -471,64 +471,6 @@ def test_idle_pool_servers_are_named_pgwarden_and_spared_by_kill_idle(pgwarden_b
         assert again == pid  # the same pooled server, named for its client while it has one
     finally:
         p.stop()
-
-
-class CancelHoldingProxy:
-    """TCP between the pooler and PostgreSQL: sessions pass as they are; a CancelRequest is
-    held `hold_s` seconds before it is passed on (a slow network or a busy postmaster), so the
-    pooler has a cancel in flight for that long."""
-
-    def __init__(self, pg, hold_s):
-        import socket
-        self.pg, self.hold_s = pg, hold_s
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        self.delivered = []  # times a held cancel reached PostgreSQL
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        import socket
-        while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            up = socket.create_connection((self.pg.host, self.pg.port))
-            threading.Thread(target=self._link, args=(down, up), daemon=True).start()
-
-    def _link(self, down, up):
-        import struct
-        first = down.recv(8, 0x100)  # MSG_WAITALL: length and code of the first packet
-        if len(first) == 8 and struct.unpack("!II", first) == (16, 80877102):
-            first += down.recv(8, 0x100)
-            time.sleep(self.hold_s)
-            up.sendall(first)
-            up.recv(1)  # PostgreSQL closes once the signal is sent
-            self.delivered.append(time.time())
-            down.close()
-            up.close()
-            return
-        up.sendall(first)
-
-        def pump(src, dst):
-            try:
-                while data := src.recv(65536):
-                    dst.sendall(data)
-            except OSError:
-                pass
-            for s in (src, dst):
-                try:
-                    s.shutdown(2)
-                except OSError:
-                    pass
-
-        threading.Thread(target=pump, args=(up, down), daemon=True).start()
-        pump(down, up)
-
-    def close(self):
-        self.listener.close()
 
 
 def test_rollback_reclaim_waits_for_a_cancel_in_flight(pgwarden_bin, pg):
