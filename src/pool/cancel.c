@@ -208,7 +208,14 @@ static void cancel_cb(int fd, unsigned what, void *arg)
         uint8_t tmp[64];
         size_t n;
         enum net_io_result res = net_recv(fd, tmp, sizeof(tmp), &n);
-        if (res == NET_EOF || res == NET_ERROR)
+        if (res == NET_OK && r->server) {
+            /* PostgreSQL sends nothing here. Reading on would wait for an edge the rest of
+             * these bytes and the close behind them never raise (edge-triggered), holding
+             * the server BEING_CANCELED; whether the cancel lands is unknown, so its server
+             * is not handed to another client (handout_release_server closes it). */
+            r->server->cancel_unsettled = true;
+        }
+        if (res != NET_AGAIN)
             cancel_req_finish(r);
     }
 }

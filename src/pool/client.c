@@ -2599,8 +2599,8 @@ bool client_reclaim_server(struct client *c, const char *why)
     if (reset && p->cfg->server_reset_query[0])
         prepared_server_free_all(&s->stmts); /* DISCARD ALL drops prepared statements too */
     if (s->cancel_unsettled) {
-        /* A cancel given up may still land on it: closing it rolls back too. */
-        server_close(s, "a cancel given up (cancel_wait_timeout) may still reach it");
+        /* A cancel whose fate is unknown may still land on it: closing it rolls back too. */
+        server_close(s, "a cancel whose fate is unknown may still reach it");
         handout_activate(pool);
         return true;
     }

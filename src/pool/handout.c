@@ -486,7 +486,7 @@ void handout_replication_ready(struct server *s, const uint8_t *params, size_t p
 static const char *release_closes(const struct server *s, int64_t now)
 {
     if (s->cancel_unsettled)
-        return "a cancel given up (cancel_wait_timeout) may still reach it";
+        return "a cancel whose fate is unknown may still reach it";
     if (s->close_needed)
         return "database configuration changed";
     if (server_expired(s, now))

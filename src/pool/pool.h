@@ -179,9 +179,10 @@ struct server {
     uint8_t state;         /* enum server_state: written only by states_server_change */
     uint8_t xact;          /* last ReadyForQuery status */
     bool close_needed;     /* config changed or lifetime over: close when released */
-    bool cancel_unsettled; /* a cancel sent to it was given up (cancel_wait_timeout) after its
-                              packet left: PostgreSQL may still act on it, so the server is
-                              closed when released, never handed to another client */
+    bool cancel_unsettled; /* a cancel sent to it ended without PostgreSQL's close (given up
+                              at cancel_wait_timeout after its packet left, or answered with
+                              bytes): it may still land, so the server is closed when
+                              released, never handed to another client */
     bool welcome_source;   /* its login ParameterStatus messages become the pool's welcome */
     bool used_since_ready; /* linked to a client since its login or its last check/reset
                               query: server_check_delay = 0 checks it before the next */
