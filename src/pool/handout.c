@@ -297,7 +297,8 @@ static size_t plain_logins(const struct pool *pool)
     return n;
 }
 
-void handout_activate(struct pool *pool)
+/* One pass of handout_activate. */
+static void activate_once(struct pool *pool)
 {
     struct pooler *p = pool->pooler;
     /* PAUSE and the SIGINT shutdown hand out no servers: clients queue until RESUME. */
@@ -344,6 +345,24 @@ void handout_activate(struct pool *pool)
             break;
         launching++;
     }
+}
+
+void handout_activate(struct pool *pool)
+{
+    /* Handing a server to a waiting client pumps that client, which may close at once (its
+     * socket was reset while it waited) and release the server, which calls back in here:
+     * once per queued client, thousands of frames deep (a queue of reset clients overflowed
+     * the stack). A nested call asks the running one for another pass instead. */
+    if (pool->activating) {
+        pool->activate_again = true;
+        return;
+    }
+    pool->activating = true;
+    do {
+        pool->activate_again = false;
+        activate_once(pool);
+    } while (pool->activate_again);
+    pool->activating = false;
 }
 
 void handout_keep_min_size(struct pool *pool)

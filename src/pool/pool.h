@@ -323,6 +323,8 @@ struct pool {
     int64_t slots_read_us;   /* when that was last asked */
     bool db_paused;          /* PAUSE <db>: no server handed out, idle ones closed (pool/control) */
     bool db_disabled;        /* DISABLE <db>: no new client logins (pool/control) */
+    bool activating;         /* handout_activate is running (a nested call asks it for */
+    bool activate_again;     /* another pass instead of recursing) */
     /* Totals at the start of the current stats_period, and the per-second averages of the
      * last complete period (SHOW STATS avg_* columns). */
     struct pool_stats stats_mark;

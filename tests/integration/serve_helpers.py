@@ -77,9 +77,10 @@ class Pooler:
                 for k, v in self.manager.items():
                     f.write(f"{k} = {v}\n")
 
-    def start(self, extra_args=()):
+    def start(self, extra_args=(), preexec_fn=None):
         self.proc = subprocess.Popen([self.binary, "serve", "-c", self.ini, *extra_args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     preexec_fn=preexec_fn)
         deadline = time.time() + 10
         while time.time() < deadline:
             if self.proc.poll() is not None:
