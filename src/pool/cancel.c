@@ -231,14 +231,22 @@ void cancel_req_start(struct pooler *p, struct server *s)
         return;
     }
     struct pool *pool = s->pool;
-    const struct pool_host *h = server_host(s); /* the host of a list this server is on */
     int fd = -1;
-    if (h->name[0] == '/' || net_host_is_numeric(h->name))
-        fd = net_connect(h->name, pool->port, err, sizeof(err));
-    else if (h->have_addr) /* the address this server was reached at */
-        fd = net_connect_addr(&h->addr, err, sizeof(err));
-    else
-        snprintf(err, sizeof(err), "no resolved address for %s", h->name);
+    struct net_sockaddr peer;
+    if (net_peer_sockaddr(s->conn.fd, &peer)) {
+        /* Where this server's backend is, whatever the configuration says now: a reload may
+         * have moved the database (host, port) and a DNS answer may have changed since, while
+         * the query still runs on the server it started on. */
+        fd = net_connect_addr(&peer, err, sizeof(err));
+    } else {
+        const struct pool_host *h = server_host(s); /* the host of a list this server is on */
+        if (h->name[0] == '/' || net_host_is_numeric(h->name))
+            fd = net_connect(h->name, pool->port, err, sizeof(err));
+        else if (h->have_addr) /* the address this server was reached at */
+            fd = net_connect_addr(&h->addr, err, sizeof(err));
+        else
+            snprintf(err, sizeof(err), "no resolved address for %s", h->name);
+    }
     if (fd < 0) {
         log_warning("pool", "cancel: %s", err);
         return;

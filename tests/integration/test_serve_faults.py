@@ -88,6 +88,43 @@ def test_cancel_without_query_hits_nobody(pooler):
         assert done.get("v") == 42
 
 
+def test_cancel_reaches_the_host_the_query_runs_on_after_a_reload(pgwarden_bin, pg):
+    """A reload that moves a database elsewhere leaves running queries where they are (their
+    servers close once released); a cancel for one must go to the server it runs on, not to
+    the new host."""
+    from pgfixture import free_port
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               databases={"postgres": f"host=127.0.0.1 port={pg.port} dbname=postgres"},
+               settings={"admin_users": "postgres"}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as conn:
+            result = {}
+
+            def run():
+                t0 = time.time()
+                try:
+                    conn.execute("SELECT pg_sleep(8)")
+                except psycopg.errors.QueryCanceled as e:
+                    result["error"] = e
+                result["elapsed"] = time.time() - t0
+
+            t = threading.Thread(target=run)
+            t.start()
+            wait_for(lambda: any(r["state"] == "active" for r in console_rows(p, "SHOW SERVERS")),
+                     what="the query running")
+            p.databases["postgres"] = f"host=127.0.0.1 port={free_port()} dbname=postgres"
+            p.write_config()
+            console_rows(p, "SHOW DATABASES")  # a console connection that works
+            with psycopg.connect(p.dsn(dbname="pgbouncer"), autocommit=True) as con:
+                con.execute("RELOAD")
+            conn.cancel()
+            t.join(15)
+            assert isinstance(result.get("error"), psycopg.errors.QueryCanceled), (result,
+                                                                                   p.log())
+            assert result["elapsed"] < 6
+    finally:
+        p.stop()
+
 def test_postgres_restart_pool_recovers(pooler, pg):
     with psycopg.connect(pooler.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone()[0] == 1
