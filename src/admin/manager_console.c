@@ -128,7 +128,8 @@ void manager_console_snapshot(struct pooler *p, struct console_out *o)
                                        "taken_ms:q",
                                        "output_blocked_ms:q",
                                        "hold_total_ms:q",
-                                       "app_usual_hold_ms:q"};
+                                       "app_usual_hold_ms:q",
+                                       "replication:q"};
     struct reply r;
     reply_begin(&r, o, cols, REPLY_COLS(cols));
     const struct snapshot *snap = p->manager ? live_manager_snapshot(p->manager) : NULL;
@@ -151,6 +152,8 @@ void manager_console_snapshot(struct pooler *p, struct console_out *o)
         reply_int(&r, c->output_blocked_ms);
         reply_int(&r, c->hold_total_ms);
         reply_int(&r, c->app_usual_hold_ms);
+        /* 1 for a walsender's client: the CLI's engine must protect it as the manager does. */
+        reply_int(&r, c->is_replication ? 1 : 0);
     }
     reply_end(&r, "SHOW");
 }

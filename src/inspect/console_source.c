@@ -344,6 +344,7 @@ enum client_column {
     CLIENT_OUTPUT_BLOCKED_MS,
     CLIENT_HOLD_TOTAL_MS,
     CLIENT_APP_USUAL_HOLD_MS,
+    CLIENT_REPLICATION,
     N_CLIENT_COLUMNS,
 };
 
@@ -364,6 +365,7 @@ static const char *const client_columns[N_CLIENT_COLUMNS] = {
     [CLIENT_OUTPUT_BLOCKED_MS] = "output_blocked_ms",
     [CLIENT_HOLD_TOTAL_MS] = "hold_total_ms",
     [CLIENT_APP_USUAL_HOLD_MS] = "app_usual_hold_ms",
+    [CLIENT_REPLICATION] = "replication",
 };
 
 enum totals_column {
@@ -522,6 +524,10 @@ static enum read_result read_clients(PGconn *conn, struct snapshot *snap, struct
         rec->output_blocked_ms = get_i64(res, i, col[CLIENT_OUTPUT_BLOCKED_MS]);
         rec->hold_total_ms = get_i64(res, i, col[CLIENT_HOLD_TOTAL_MS]);
         rec->app_usual_hold_ms = get_i64(res, i, col[CLIENT_APP_USUAL_HOLD_MS]);
+        /* A walsender's client: never a leak suspect nor a kill-idle target, as in the
+         * pooler's own manager (a pooler without the column is refused as too old above,
+         * rather than read as if it had none). */
+        rec->is_replication = get_i64(res, i, col[CLIENT_REPLICATION]) != 0;
         /* The same protection rules as inspect mode: a platform service that connects
          * through the pooler (PostgREST, Supavisor, ...) is never a suspect nor a target. */
         rec->is_infrastructure = collector_is_infrastructure(rec->user, rec->application);

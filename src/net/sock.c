@@ -346,6 +346,13 @@ bool net_peer_uid(int fd, uid_t *uid)
     return true;
 }
 
+bool net_peer_sockaddr(int fd, struct net_sockaddr *out)
+{
+    out->len = sizeof(out->ss);
+    return fd >= 0 && getpeername(fd, (struct sockaddr *)&out->ss, &out->len) == 0 &&
+           out->len <= sizeof(out->ss);
+}
+
 bool net_peer_pid(int fd, pid_t *pid)
 {
     struct ucred cred;

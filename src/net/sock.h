@@ -16,7 +16,7 @@ struct net_addr {
     uint8_t ip[16];
 };
 
-/* A resolved socket address (IPv4 or IPv6). */
+/* A resolved socket address (IPv4 or IPv6; a unix socket's path from net_peer_sockaddr). */
 struct net_sockaddr {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -86,6 +86,9 @@ enum net_io_result net_send(int fd, const void *buf, size_t len, size_t *n);
 bool net_peer_uid(int fd, uid_t *uid);
 /* The process id of a unix socket's peer (SO_PEERCRED); false when unknown. */
 bool net_peer_pid(int fd, pid_t *pid);
+/* The address a connected socket's peer is at (getpeername), to open another connection to
+ * the very same server; false when unknown. */
+bool net_peer_sockaddr(int fd, struct net_sockaddr *out);
 
 /* Best effort: sends msg (an error for the client) on a just-accepted socket and closes it. */
 void net_refuse(int fd, const void *msg, size_t len);

@@ -208,7 +208,14 @@ static void cancel_cb(int fd, unsigned what, void *arg)
         uint8_t tmp[64];
         size_t n;
         enum net_io_result res = net_recv(fd, tmp, sizeof(tmp), &n);
-        if (res == NET_EOF || res == NET_ERROR)
+        if (res == NET_OK && r->server) {
+            /* PostgreSQL sends nothing here. Reading on would wait for an edge the rest of
+             * these bytes and the close behind them never raise (edge-triggered), holding
+             * the server BEING_CANCELED; whether the cancel lands is unknown, so its server
+             * is not handed to another client (handout_release_server closes it). */
+            r->server->cancel_unsettled = true;
+        }
+        if (res != NET_AGAIN)
             cancel_req_finish(r);
     }
 }
@@ -224,14 +231,22 @@ void cancel_req_start(struct pooler *p, struct server *s)
         return;
     }
     struct pool *pool = s->pool;
-    const struct pool_host *h = server_host(s); /* the host of a list this server is on */
     int fd = -1;
-    if (h->name[0] == '/' || net_host_is_numeric(h->name))
-        fd = net_connect(h->name, pool->port, err, sizeof(err));
-    else if (h->have_addr) /* the address this server was reached at */
-        fd = net_connect_addr(&h->addr, err, sizeof(err));
-    else
-        snprintf(err, sizeof(err), "no resolved address for %s", h->name);
+    struct net_sockaddr peer;
+    if (net_peer_sockaddr(s->conn.fd, &peer)) {
+        /* Where this server's backend is, whatever the configuration says now: a reload may
+         * have moved the database (host, port) and a DNS answer may have changed since, while
+         * the query still runs on the server it started on. */
+        fd = net_connect_addr(&peer, err, sizeof(err));
+    } else {
+        const struct pool_host *h = server_host(s); /* the host of a list this server is on */
+        if (h->name[0] == '/' || net_host_is_numeric(h->name))
+            fd = net_connect(h->name, pool->port, err, sizeof(err));
+        else if (h->have_addr) /* the address this server was reached at */
+            fd = net_connect_addr(&h->addr, err, sizeof(err));
+        else
+            snprintf(err, sizeof(err), "no resolved address for %s", h->name);
+    }
     if (fd < 0) {
         log_warning("pool", "cancel: %s", err);
         return;
@@ -321,6 +336,10 @@ void cancel_reqs_expire(struct pooler *p, int64_t now_us)
                          "cancel request for peer %d closing because: cancel_wait_timeout "
                          "(age=%llds)",
                          r->peer_id, age);
+            /* Sent whole, it may still be read and acted on after we close our end: its
+             * server must not run another client's query (handout_release_server). */
+            if (r->server && r->sent == sizeof(r->pkt))
+                r->server->cancel_unsettled = true;
             cancel_req_finish(r);
         }
     }

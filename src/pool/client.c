@@ -2579,6 +2579,10 @@ bool client_reclaim_server(struct client *c, const char *why)
     struct server *s = c->server;
     if (!s || !client_is_quiet(c) || s->xact == WIRE_XACT_IDLE)
         return false;
+    /* A cancel this client sent may still land: the server goes to no one else before it
+     * has (as at a release, BEING_CANCELED), so the next run reclaims it instead. */
+    if (s->cancels_in_flight > 0)
+        return false;
     struct pooler *p = c->pooler;
     struct pool *pool = s->pool;
     c->server = NULL;
@@ -2594,6 +2598,12 @@ bool client_reclaim_server(struct client *c, const char *why)
     bool reset = pool->mode == POOL_MODE_SESSION || p->cfg->server_reset_query_always;
     if (reset && p->cfg->server_reset_query[0])
         prepared_server_free_all(&s->stmts); /* DISCARD ALL drops prepared statements too */
+    if (s->cancel_unsettled) {
+        /* A cancel whose fate is unknown may still land on it: closing it rolls back too. */
+        server_close(s, "a cancel whose fate is unknown may still reach it");
+        handout_activate(pool);
+        return true;
+    }
     states_server_change(s, SV_TESTED);
     if (!server_send_internal_query(s, "ROLLBACK") ||
         (reset && p->cfg->server_reset_query[0] &&

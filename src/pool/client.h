@@ -25,7 +25,7 @@ bool client_send_notice(struct client *c, const char *message);
 /* Rolls back the open transaction of a quiet client and returns its server to the pool (after
  * the reset query where one applies). The client stays connected; its next request is answered
  * with an error saying why, and the one after that runs normally. False when the client is not
- * quiet or holds no transaction. */
+ * quiet, holds no transaction, or a cancel for its server is still in flight. */
 bool client_reclaim_server(struct client *c, const char *why);
 /* Cancels the query the client's server is running (as a client cancel request would). */
 bool client_cancel_query(struct client *c);

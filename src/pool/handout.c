@@ -297,7 +297,8 @@ static size_t plain_logins(const struct pool *pool)
     return n;
 }
 
-void handout_activate(struct pool *pool)
+/* One pass of handout_activate. */
+static void activate_once(struct pool *pool)
 {
     struct pooler *p = pool->pooler;
     /* PAUSE and the SIGINT shutdown hand out no servers: clients queue until RESUME. */
@@ -344,6 +345,24 @@ void handout_activate(struct pool *pool)
             break;
         launching++;
     }
+}
+
+void handout_activate(struct pool *pool)
+{
+    /* Handing a server to a waiting client pumps that client, which may close at once (its
+     * socket was reset while it waited) and release the server, which calls back in here:
+     * once per queued client, thousands of frames deep (a queue of reset clients overflowed
+     * the stack). A nested call asks the running one for another pass instead. */
+    if (pool->activating) {
+        pool->activate_again = true;
+        return;
+    }
+    pool->activating = true;
+    do {
+        pool->activate_again = false;
+        activate_once(pool);
+    } while (pool->activate_again);
+    pool->activating = false;
 }
 
 void handout_keep_min_size(struct pool *pool)
@@ -482,6 +501,18 @@ void handout_replication_ready(struct server *s, const uint8_t *params, size_t p
     client_finish_replication_login(c, params, params_len);
 }
 
+/* Why a server released by its client is closed instead of reused, or NULL. */
+static const char *release_closes(const struct server *s, int64_t now)
+{
+    if (s->cancel_unsettled)
+        return "a cancel whose fate is unknown may still reach it";
+    if (s->close_needed)
+        return "database configuration changed";
+    if (server_expired(s, now))
+        return "server lifetime over";
+    return NULL;
+}
+
 void handout_release_server(struct server *s)
 {
     struct client *c = s->client;
@@ -501,9 +532,9 @@ void handout_release_server(struct server *s)
         states_server_change(s, SV_BEING_CANCELED);
         return;
     }
-    if (s->close_needed || server_expired(s, now)) {
-        server_close(s,
-                     s->close_needed ? "database configuration changed" : "server lifetime over");
+    const char *why = release_closes(s, now);
+    if (why) {
+        server_close(s, why);
         handout_activate(pool);
         return;
     }

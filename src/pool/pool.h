@@ -179,6 +179,10 @@ struct server {
     uint8_t state;         /* enum server_state: written only by states_server_change */
     uint8_t xact;          /* last ReadyForQuery status */
     bool close_needed;     /* config changed or lifetime over: close when released */
+    bool cancel_unsettled; /* a cancel sent to it ended without PostgreSQL's close (given up
+                              at cancel_wait_timeout after its packet left, or answered with
+                              bytes): it may still land, so the server is closed when
+                              released, never handed to another client */
     bool welcome_source;   /* its login ParameterStatus messages become the pool's welcome */
     bool used_since_ready; /* linked to a client since its login or its last check/reset
                               query: server_check_delay = 0 checks it before the next */
@@ -319,6 +323,8 @@ struct pool {
     int64_t slots_read_us;   /* when that was last asked */
     bool db_paused;          /* PAUSE <db>: no server handed out, idle ones closed (pool/control) */
     bool db_disabled;        /* DISABLE <db>: no new client logins (pool/control) */
+    bool activating;         /* handout_activate is running (a nested call asks it for */
+    bool activate_again;     /* another pass instead of recursing) */
     /* Totals at the start of the current stats_period, and the per-second averages of the
      * last complete period (SHOW STATS avg_* columns). */
     struct pool_stats stats_mark;

@@ -77,9 +77,10 @@ class Pooler:
                 for k, v in self.manager.items():
                     f.write(f"{k} = {v}\n")
 
-    def start(self, extra_args=()):
+    def start(self, extra_args=(), preexec_fn=None):
         self.proc = subprocess.Popen([self.binary, "serve", "-c", self.ini, *extra_args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     preexec_fn=preexec_fn)
         deadline = time.time() + 10
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -367,3 +368,58 @@ class FakeServer:
         self.stopping = True
         self.sock.close()
         self.thread.join(timeout=10)
+
+
+class CancelHoldingProxy:
+    """TCP between the pooler and PostgreSQL: sessions pass as they are; a CancelRequest is
+    held `hold_s` seconds before it is passed on (a slow network or a busy postmaster), so the
+    pooler has a cancel in flight for that long."""
+
+    def __init__(self, pg, hold_s):
+        self.pg, self.hold_s = pg, hold_s
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.delivered = []  # times a held cancel reached PostgreSQL
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection((self.pg.host, self.pg.port))
+            threading.Thread(target=self._link, args=(down, up), daemon=True).start()
+
+    def _link(self, down, up):
+        first = down.recv(8, socket.MSG_WAITALL)  # length and code of the first packet
+        if len(first) == 8 and struct.unpack("!II", first) == (16, 80877102):
+            first += down.recv(8, socket.MSG_WAITALL)
+            time.sleep(self.hold_s)
+            up.sendall(first)
+            up.recv(1)  # PostgreSQL closes once the signal is sent
+            self.delivered.append(time.time())
+            down.close()
+            up.close()
+            return
+        up.sendall(first)
+
+        def pump(src, dst):
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for s in (src, dst):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+        threading.Thread(target=pump, args=(up, down), daemon=True).start()
+        pump(down, up)
+
+    def close(self):
+        self.listener.close()

@@ -268,3 +268,33 @@ def test_malformed_target_is_bad_input(run_pgwarden):
     err = r.json()["error"]
     assert err["code"] == "bad_input" and "port" in err["message"], err
     assert ":pw@" not in r.stdout
+
+
+def test_kill_idle_spares_a_walsender(pooler, run_pgwarden):
+    """A replication client holds its walsender for life: read through the console, it is as
+    protected as in the pooler's own manager (never planned, never closed)."""
+    with clients(pooler, idle=["idle-victim"]) as (victim,):
+        repl = psycopg.connect(pooler.dsn(replication="database", application_name="walsender-app"),
+                               autocommit=True)
+        try:
+            assert repl.execute("IDENTIFY_SYSTEM").fetchone()[3] == "postgres"
+            wait_for(lambda: {"idle-victim", "walsender-app"} <= set(snapshot_apps(pooler)),
+                     what="both clients in SHOW SNAPSHOT")
+            time.sleep(2.2)  # both idle past --idle-timeout in a manager snapshot
+            r = run_pgwarden("kill-idle", "--target", target(pooler), "--idle-timeout", "1s",
+                             "--max-kill-percentage", "100%", "--format", "json",
+                             "--execute", "--yes")
+            assert r.returncode == 0, (r.stdout, r.stderr)
+            data = r.json()["data"]
+            results = {a["application"]: (a["result"], a["reason"]) for a in data["actions"]}
+            assert results["idle-victim"][0] == "terminated", data
+            assert results["walsender-app"][0] == "skipped_protected", data
+            assert "replication" in results["walsender-app"][1], data
+            assert repl.execute("IDENTIFY_SYSTEM").fetchone()[3] == "postgres"
+            # Nor is it a leak suspect for detect-leaks through the console.
+            leaks = run_pgwarden("detect-leaks", "--target", target(pooler), "--format", "json",
+                                 "--interval", "200ms", "--leak-hold-threshold", "1s")
+            suspects = leaks.json()["data"]["suspected_connections"]
+            assert all(s["application"] != "walsender-app" for s in suspects), suspects
+        finally:
+            repl.close()

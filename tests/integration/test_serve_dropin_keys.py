@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from pgfixture import free_port
-from serve_helpers import (FakeServer, Pooler, be_msg, console_rows, raw_connect, read_messages,
+from serve_helpers import (CancelHoldingProxy, FakeServer, Pooler, be_msg, console_rows, raw_connect, read_messages,
                            startup_packet, wait_for)
 
 ADMIN = {"admin_users": "postgres"}
@@ -235,6 +235,46 @@ def test_cancel_wait_timeout_drops_an_undelivered_cancel(pgwarden_bin, pg, timeo
     finally:
         p.stop()
         srv.stop()
+
+
+def test_cancel_given_up_after_it_was_sent_never_lands_on_another_client(pgwarden_bin, pg):
+    """cancel_wait_timeout gives up a cancel whose packet already left: PostgreSQL may still
+    act on it, so the server it was aimed at must not serve another client's query."""
+    proxy = CancelHoldingProxy(pg, hold_s=4)
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               databases={"postgres": f"host=127.0.0.1 port={proxy.port} dbname=postgres"},
+               settings={"cancel_wait_timeout": "1", "default_pool_size": "1",
+                         "query_wait_timeout": "60", **ADMIN}).start()
+    try:
+        result = {}
+
+        def run(name, sql):
+            with psycopg.connect(p.dsn(application_name=name), autocommit=True) as c:
+                try:
+                    result[name] = c.execute(sql).fetchone()[-1]
+                except psycopg.Error as e:
+                    result[name] = e
+
+        a = psycopg.connect(p.dsn(application_name="a"), autocommit=True)
+        ta = threading.Thread(target=lambda: result.setdefault(
+            "a", a.execute("SELECT pg_sleep(2), 1").fetchone()[-1]))
+        ta.start()
+        wait_for(lambda: any(r["state"] == "active" for r in console_rows(p, "SHOW SERVERS")),
+                 what="a's query running")
+        a.cancel()  # held by the proxy past cancel_wait_timeout
+        tb = threading.Thread(target=run, args=("b", "SELECT pg_sleep(3), 2"))
+        tb.start()  # waits for the only server
+        ta.join(20)
+        tb.join(30)
+        assert result.get("a") == 1, result
+        assert result.get("b") == 2, f"{result!r}\n{p.log()}"
+        assert proxy.delivered, "the held cancel reached PostgreSQL"
+        # Its server was closed once a's transaction ended, not handed to b.
+        assert "a cancel whose fate is unknown may still reach it" in p.log()
+        a.close()
+    finally:
+        p.stop()
+        proxy.close()
 
 
 # ---- autodb_idle_timeout ----

@@ -1,6 +1,8 @@
 """`pgwarden serve` under faults: clients dying mid-transaction, cancels, a PostgreSQL
 restart, and bad bytes from clients. The daemon and other clients must be unaffected."""
 import os
+import resource
+import socket
 import struct
 import threading
 import time
@@ -8,8 +10,8 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import (Pooler, error_fields, login_raw, query_msg, raw_connect,
-                           read_messages, rss_kb, startup_packet)
+from serve_helpers import (Pooler, console_rows, error_fields, login_raw, query_msg, raw_connect,
+                           read_messages, rss_kb, startup_packet, wait_for)
 
 
 @pytest.fixture
@@ -85,6 +87,43 @@ def test_cancel_without_query_hits_nobody(pooler):
         t.join(timeout=10)
         assert done.get("v") == 42
 
+
+def test_cancel_reaches_the_host_the_query_runs_on_after_a_reload(pgwarden_bin, pg):
+    """A reload that moves a database elsewhere leaves running queries where they are (their
+    servers close once released); a cancel for one must go to the server it runs on, not to
+    the new host."""
+    from pgfixture import free_port
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               databases={"postgres": f"host=127.0.0.1 port={pg.port} dbname=postgres"},
+               settings={"admin_users": "postgres"}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as conn:
+            result = {}
+
+            def run():
+                t0 = time.time()
+                try:
+                    conn.execute("SELECT pg_sleep(8)")
+                except psycopg.errors.QueryCanceled as e:
+                    result["error"] = e
+                result["elapsed"] = time.time() - t0
+
+            t = threading.Thread(target=run)
+            t.start()
+            wait_for(lambda: any(r["state"] == "active" for r in console_rows(p, "SHOW SERVERS")),
+                     what="the query running")
+            p.databases["postgres"] = f"host=127.0.0.1 port={free_port()} dbname=postgres"
+            p.write_config()
+            console_rows(p, "SHOW DATABASES")  # a console connection that works
+            with psycopg.connect(p.dsn(dbname="pgbouncer"), autocommit=True) as con:
+                con.execute("RELOAD")
+            conn.cancel()
+            t.join(15)
+            assert isinstance(result.get("error"), psycopg.errors.QueryCanceled), (result,
+                                                                                   p.log())
+            assert result["elapsed"] < 6
+    finally:
+        p.stop()
 
 def test_postgres_restart_pool_recovers(pooler, pg):
     with psycopg.connect(pooler.dsn(), autocommit=True) as conn:
@@ -555,3 +594,50 @@ def test_tcp_defer_accept_waits_for_the_first_packet(pgwarden_bin, pg, defer):
         assert_healthy(p)
     finally:
         p.stop()
+
+
+def test_a_queue_of_reset_clients_is_handed_out_without_recursion(pgwarden_bin, pg):
+    """Clients queued for the only server whose sockets were reset while they waited (the
+    reset reaches the pooler as a plain read event, so they stay queued): when the server
+    comes back, each in turn gets it, finds its socket dead and gives it back. That chain
+    must not nest a call per client: with a 256 kB stack 1500 of them overflowed it (8 MB
+    takes some 20,000)."""
+    if "ASAN_OPTIONS" in os.environ:
+        pytest.skip("AddressSanitizer's frames do not fit the small stack this test sets")
+    n = 1500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2 * n + 200:
+        pytest.skip(f"needs {2 * n + 200} file descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2 * n + 200), hard))
+
+    def small_stack():
+        resource.setrlimit(resource.RLIMIT_STACK, (256 * 1024, resource.RLIM_INFINITY))
+
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1", "max_client_conn": str(n + 50),
+                         "query_wait_timeout": "120", "admin_users": "postgres"}
+               ).start(preexec_fn=small_stack)
+    try:
+        holder = psycopg.connect(p.dsn())
+        holder.execute("SELECT 1")  # holds the only server in a transaction
+        socks = []
+        try:
+            for _ in range(n):
+                s = login_raw(p)
+                s.sendall(query_msg("SELECT 1"))
+                socks.append(s)
+            wait_for(lambda: sum(int(r["cl_waiting"]) for r in console_rows(p, "SHOW POOLS"))
+                     >= n, timeout=60, what="every client queued")
+        finally:
+            for s in socks:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()  # a reset
+        time.sleep(0.5)
+        holder.commit()  # the server goes down the queue
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("SELECT 7").fetchone()[0] == 7
+        assert p.alive(), p.log()
+        holder.close()
+    finally:
+        p.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -153,3 +153,94 @@ def test_reset_right_after_bytes_reaches_the_client(pgwarden_bin, pg, reply):
         if conn is not None:
             conn.close()
         fake.stop()
+
+
+class ChattyCancelServer(FakeServer):
+    """Serves sessions and cancel requests at once (a thread per connection). A query sleeps
+    until a cancel request arrives, then fails with 57014; the cancel connection is answered
+    with bytes PostgreSQL never sends there, then closed."""
+
+    def __init__(self):
+        self.cancelled = threading.Event()
+        super().__init__()
+
+    def run(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        with conn:
+            try:
+                self.serve(conn)
+            except OSError:
+                pass
+
+    def serve(self, conn):
+        (ln,) = struct.unpack("!I", self.read_exact(conn, 4))
+        body = self.read_exact(conn, ln - 4)
+        code = struct.unpack("!I", body[:4])[0]
+        if code == 80877102:  # CancelRequest
+            conn.sendall(b"x" * 300)  # more than one read takes
+            time.sleep(0.3)
+            self.cancelled.set()
+            return  # closed
+        if code == 80877103:  # SSLRequest
+            conn.sendall(b"N")
+            (ln,) = struct.unpack("!I", self.read_exact(conn, 4))
+            self.read_exact(conn, ln - 4)
+        self.send_login_ok(conn)
+        while not self.stopping:
+            t, body = self.read_msg(conn)
+            if t == b"X":
+                return
+            if t != b"Q":
+                continue
+            if b"sleep" in body:
+                self.cancelled.wait(30)
+                self.cancelled.clear()
+                conn.sendall(be_msg(b"E", b"SERROR\0C57014\0Mcanceling statement\0\0") +
+                             be_msg(b"Z", b"I"))
+                continue
+            field = b"x\0" + struct.pack("!IhIhih", 0, 0, 23, 4, -1, 0)  # one int4 column
+            conn.sendall(be_msg(b"T", struct.pack("!h", 1) + field) +
+                         be_msg(b"D", struct.pack("!hi", 1, 1) + b"1") +
+                         be_msg(b"C", b"SELECT 1\0") + be_msg(b"Z", b"I"))
+
+
+def test_bytes_on_a_cancel_connection_do_not_hold_the_server(pgwarden_bin, pg):
+    """A server host that answers a CancelRequest with bytes, then closes: the cancel is over
+    there (not at cancel_wait_timeout, never with 0), and since PostgreSQL would not answer so,
+    its server is closed rather than reused; the next client gets a new one."""
+    evil = ChattyCancelServer()
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               databases={"chatty": f"host=127.0.0.1 port={evil.port} dbname=x"},
+               settings={"default_pool_size": "1", "cancel_wait_timeout": "0",
+                         "query_wait_timeout": "5"}).start()
+    try:
+        with psycopg.connect(p.dsn("app_user", "chatty"), autocommit=True) as a:
+            result = {}
+
+            def sleep():
+                try:
+                    a.execute("SELECT sleep")
+                except psycopg.Error as e:
+                    result["error"] = e
+
+            t = threading.Thread(target=sleep)
+            t.start()
+            time.sleep(0.5)
+            a.cancel()
+            t.join(10)
+            assert isinstance(result.get("error"), psycopg.errors.QueryCanceled), result
+        with psycopg.connect(p.dsn("app_user", "chatty"), autocommit=True) as b:
+            assert b.execute("SELECT 1").fetchone()[0] == 1, p.log()
+        assert "a cancel whose fate is unknown may still reach it" in p.log()
+    finally:
+        p.stop()
+        evil.stop()

@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import Pooler, console_rows, wait_for
+from serve_helpers import CancelHoldingProxy, Pooler, console_rows, wait_for
 
 
 @contextlib.contextmanager
@@ -471,3 +471,42 @@ def test_idle_pool_servers_are_named_pgwarden_and_spared_by_kill_idle(pgwarden_b
         assert again == pid  # the same pooled server, named for its client while it has one
     finally:
         p.stop()
+
+
+def test_rollback_reclaim_waits_for_a_cancel_in_flight(pgwarden_bin, pg):
+    """The leaking client sent a cancel that has not reached PostgreSQL yet: the manager must
+    not hand its server to a waiting client before it has, or the late cancel would stop that
+    other client's query."""
+    proxy = CancelHoldingProxy(pg, hold_s=4)
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               databases={"postgres": f"host=127.0.0.1 port={proxy.port} dbname=postgres"},
+               settings={"default_pool_size": "1", "query_wait_timeout": "60",
+                         "admin_users": "postgres"},
+               manager={"leak_hold_threshold": "1s", "leak_reclaim": "rollback",
+                        "auto_scaling": "off"}).start()
+    try:
+        leaker = psycopg.connect(p.dsn(application_name="leaky-app"))
+        leaker.execute("SELECT 1")  # left open, holding the only server
+        leaker.cancel()  # nothing runs: PostgreSQL ignores it, once it arrives
+        result = {}
+
+        def victim():
+            with psycopg.connect(p.dsn(application_name="victim"), autocommit=True) as c:
+                try:
+                    result["value"] = c.execute("SELECT pg_sleep(3), 42").fetchone()[1]
+                except psycopg.Error as e:
+                    result["error"] = e
+                result["done"] = time.time()
+
+        th = threading.Thread(target=victim)
+        th.start()
+        th.join(40)
+        assert "error" not in result, f"{result['error']!r}\n{p.log()}"
+        assert result.get("value") == 42, p.log()
+        assert proxy.delivered and proxy.delivered[0] < result["done"]
+        kinds = [e["event"] for e in console_rows(p, "SHOW EVENTS")]
+        assert "reclaim_rollback" in kinds, kinds
+        leaker.close()
+    finally:
+        p.stop()
+        proxy.close()

@@ -391,3 +391,28 @@ def test_hba_physical_needs_replication_line(pgwarden_bin, pg):
             assert c.execute("SELECT 1").fetchone()[0] == 1
     finally:
         p.stop()
+
+
+def test_pause_waits_for_a_walsender(pooler, pg):
+    """A walsender is linked to its client for life: PAUSE answers once the replication
+    client has left (PgBouncer counts it as an active server too)."""
+    r = psycopg.connect(pooler.dsn(replication="database"), autocommit=True)
+    done = threading.Event()
+    try:
+        assert r.execute("SELECT 1").fetchone()[0] == 1
+
+        def pause():
+            with psycopg.connect(pooler.dsn(dbname="pgbouncer"), autocommit=True) as c:
+                c.execute("PAUSE postgres")
+                done.set()
+
+        t = threading.Thread(target=pause)
+        t.start()
+        assert not done.wait(1.5), "PAUSE answered while a walsender was linked"
+        r.close()
+        assert done.wait(10), pooler.log()
+        t.join(10)
+    finally:
+        r.close()
+        with psycopg.connect(pooler.dsn(dbname="pgbouncer"), autocommit=True) as c:
+            c.execute("RESUME postgres")
