@@ -47,19 +47,28 @@ static const char *waiting_too_long(const struct pool *pool, const struct client
 
 static void fail_waiting(struct pool *pool, struct plist *list, int64_t now)
 {
-    struct plist *n, *tmp;
-    plist_for_each_safe(n, tmp, list)
-    {
-        struct client *c = plist_entry(n, struct client, node);
-        const char *why = waiting_too_long(pool, c, now);
-        if (!why)
-            continue;
+    /* One at a time, looking again from the start: failing a client may close its server
+     * (a walsender in login), and what that sets off (a launch whose host no longer resolves
+     * fails every waiter) can take the next entry off this list. The list is in order of
+     * waiting, so the ones due are at its front and the rescans are short. */
+    for (;;) {
+        struct client *due = NULL;
+        const char *why = NULL;
+        for (struct plist *n = list->next; n != list && !due; n = n->next) {
+            struct client *c = plist_entry(n, struct client, node);
+            if ((why = waiting_too_long(pool, c, now)) != NULL)
+                due = c;
+        }
+        if (!due)
+            return;
         /* A wait that ends because logins keep failing says so. */
         if (pool->last_error)
-            objects_client_fail(c, "08P01", "%s (server login has been failing: %s)", why,
+            objects_client_fail(due, "08P01", "%s (server login has been failing: %s)", why,
                                 pool->last_error);
         else
-            objects_client_fail(c, "08P01", "%s", why);
+            objects_client_fail(due, "08P01", "%s", why);
+        if (due->state != CL_JUSTFREE)
+            return; /* still listed: never spin on it */
     }
 }
 
