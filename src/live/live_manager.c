@@ -293,7 +293,7 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
         autoscale_fair_share(pool->server_usable_slots, sharing, pool->configured_size);
     if (filled) {
         struct manager_options bounded = *opts;
-        autoscale_bounds(pool->configured_size, opts, &g->lo, &g->hi);
+        autoscale_bounds(pool->configured_size, pool->min_pool_size, opts, &g->lo, &g->hi);
         bounded.min_pool_size = g->lo;
         bounded.max_pool_size = g->hi;
         scaling_decide(g->prev_ms ? &prev : NULL, &cur, &bounded, pool->pool_size, &g->last);

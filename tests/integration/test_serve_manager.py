@@ -471,3 +471,32 @@ def test_idle_pool_servers_are_named_pgwarden_and_spared_by_kill_idle(pgwarden_b
         assert again == pid  # the same pooled server, named for its client while it has one
     finally:
         p.stop()
+
+
+def test_auto_scale_never_shrinks_below_pgbouncer_min_pool_size(pgwarden_bin, pg):
+    """[pgbouncer] min_pool_size promises that many open servers per pool; [manager]
+    min_pool_size only says how far auto-scaling may shrink. A pool shrunk below the former
+    would close the servers the operator asked to keep warm (and never open them again)."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "4", "min_pool_size": "3",
+                         "admin_users": "postgres"},
+               manager={"min_pool_size": "1", "shrink_rate": "100%"}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            c.execute("SELECT 1")
+
+            def row():
+                rows = [r for r in console_rows(p, "SHOW SCALING")
+                        if r["database"] == "postgres" and r["user"] == "postgres"]
+                return rows[0] if rows else None
+            wait_for(lambda: row() and int(row()["servers"]) >= 3, what="min_pool_size servers")
+            for _ in range(3):  # applied at once, without hysteresis
+                console_rows(p, "AUTO_SCALE")
+            time.sleep(1.5)  # the manager's next run closes idle servers above the size
+            r = row()
+            assert int(r["size"]) >= 3, r
+            assert int(r["min"]) == 3, r
+            assert int(r["servers"]) >= 3, r
+            assert c.execute("SELECT 2").fetchone()[0] == 2
+    finally:
+        p.stop()
