@@ -500,3 +500,31 @@ def test_auto_scale_never_shrinks_below_pgbouncer_min_pool_size(pgwarden_bin, pg
             assert c.execute("SELECT 2").fetchone()[0] == 2
     finally:
         p.stop()
+
+
+def test_filtered_out_clients_do_not_shrink_a_pool(pgwarden_bin, pg):
+    """[manager] database/user/application narrow what the reports look at. A pool's clients
+    that fall outside them are still the pooler's clients, not connections on the server: they
+    take none of its slots, so they must not eat the pool's server budget (which shrank the
+    pool, with enough of them to 0: every client then queued until query_wait_timeout)."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "3", "max_client_conn": "400",
+                         "query_wait_timeout": "5", "admin_users": "postgres"},
+               manager={"database": "appdb"}).start()
+    conns = []
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            c.execute("SELECT 1")
+        slots = int(wait_for(lambda: [r for r in console_rows(p, "SHOW SCALING")
+                                      if r["database"] == "postgres"],
+                             what="the pool in SHOW SCALING")[0]["server_slots"])
+        assert 0 < slots < 300, slots
+        conns = [psycopg.connect(p.dsn(), autocommit=True) for _ in range(slots + 2)]
+        rows = console_rows(p, "AUTO_SCALE")
+        row = [r for r in rows if r["database"] == "postgres"][0]
+        assert int(row["size"]) == 3 and int(row["target"]) == 3, row
+        assert conns[0].execute("SELECT 2").fetchone()[0] == 2
+    finally:
+        for c in conns:
+            c.close()
+        p.stop()
