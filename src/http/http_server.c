@@ -51,6 +51,13 @@
 #define HTTP_BACKLOG          64
 #define HTTP_TOKEN_MAX        4096
 #define HTTP_MAX_FOLLOWERS    16 /* open /api/v1/events?follow streams */
+/* Most bytes read ahead from one connection. evhttp leaves reading on while it writes a reply
+ * (to notice a close), with nothing consuming what arrives; without a bound a peer sending
+ * while its reply streams (an event stream, a large /metrics) grew the input buffer by
+ * hundreds of MB a second. At the bound the socket is left unread, so the peer's sends block
+ * in the kernel. It is above the largest request evhttp accepts (headers, body, chunk
+ * framing), so a request can always be read whole. */
+#define HTTP_MAX_READ_AHEAD (4 * (HTTP_MAX_HEADERS_SIZE + HTTP_MAX_BODY_SIZE))
 /* The listener may accept a few more in the turn that reaches the cap. */
 #define HTTP_TRACK_SLOTS (HTTP_MAX_CONNECTIONS + 16)
 
@@ -244,7 +251,10 @@ static struct bufferevent *new_conn_bev_cb(struct event_base *base, void *arg)
     struct http_server *srv = arg;
     /* The same bufferevent evhttp would make itself (it closes the fd on its own). */
     struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
-    if (!bev || srv->n_pending == HTTP_TRACK_SLOTS)
+    if (!bev)
+        return NULL;
+    bufferevent_setwatermark(bev, EV_READ, 0, HTTP_MAX_READ_AHEAD);
+    if (srv->n_pending == HTTP_TRACK_SLOTS)
         return bev; /* served, uncounted */
     /* Our reference keeps the memory valid should evhttp drop the connection before
      * adopt_cb runs. */

@@ -477,3 +477,56 @@ def test_large_metrics_stream_in_slices_and_parse(pgwarden_bin, pg):
             assert c.execute("SELECT 1").fetchone()[0] == 1
     finally:
         p.stop()
+
+
+def test_peer_sending_while_its_reply_streams_is_not_buffered(pgwarden_bin, pg):
+    """evhttp keeps reading a connection while it writes the reply (to notice a close) with
+    nothing consuming what arrives. A peer that opened an event stream (or a large /metrics)
+    and then sent without pause grew the pooler's input buffer by about 200 MB a second, up to
+    the connection's 30 s lifetime. The read side now stops at a bound, so the peer's sends
+    block in the kernel."""
+    p = start_http_pooler(pgwarden_bin, pg)
+    try:
+        pid = p.proc.pid
+        rss0 = rss_kb(pid)
+        s = socket.create_connection(("127.0.0.1", p.http_port), timeout=5)
+        s.sendall(b"GET /api/v1/events?follow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(200).startswith(b"HTTP/1.1 200")
+        s.settimeout(3)
+        junk = b"x" * (1 << 20)
+        sent = 0
+        try:
+            while sent < (256 << 20):
+                s.sendall(junk)
+                sent += len(junk)
+        except OSError:
+            pass  # blocked: the pooler stopped reading
+        rss1 = rss_kb(pid)
+        s.close()
+        print(f"sent {sent >> 20} MB; RSS {rss0} -> {rss1} kB")
+        assert sent < (64 << 20), f"the pooler read {sent >> 20} MB it had no use for"
+        with open(f"/proc/{pid}/maps") as f:
+            sanitized = "libasan" in f.read()
+        if not sanitized:
+            assert rss1 - rss0 < 32 * 1024, f"RSS grew from {rss0} kB to {rss1} kB"
+        assert p.alive(), p.log()
+        assert http_get(p.http_port, "/healthz")[0] == 200
+        # The bound is above the largest request: a body at the limit still reads whole,
+        # also behind a pipelined request on the same connection.
+        body = ('{"pad": "' + "x" * 65000 + '"}').encode()
+        post = (b"POST /api/v1/kill-idle HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        s = socket.create_connection(("127.0.0.1", p.http_port), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + post +
+                  b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        replies = b""
+        while True:
+            got = s.recv(65536)
+            if not got:
+                break
+            replies += got
+        s.close()
+        assert replies.count(b"HTTP/1.1 200 OK") == 3, replies[:2000]
+        assert b'"action":"kill-idle"' in replies
+    finally:
+        p.stop()
