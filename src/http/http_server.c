@@ -421,6 +421,27 @@ static void metrics_stream_later(struct metrics_stream *st)
     event_add(st->next, &now);
 }
 
+/* The last chunk is out of evhttp's buffer (the peer read it): the next slice may go. */
+static void metrics_stream_written(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    metrics_stream_later(arg);
+}
+
+/* Sends one slice; the next is rendered once this one is out, so a scrape holds at most a
+ * slice in memory. Rendering ahead of the peer kept the whole exposition (9 MB with 1,000
+ * pools) buffered for each scraper that does not read, for up to its lifetime. */
+static void metrics_stream_send(struct metrics_stream *st, struct evbuffer *b)
+{
+    if (evbuffer_get_length(b) == 0 || evhttp_request_get_command(st->req) == EVHTTP_REQ_HEAD) {
+        /* evhttp sends no body (HEAD) or there is none: no write will report back. */
+        evhttp_send_reply_chunk(st->req, b);
+        metrics_stream_later(st);
+        return;
+    }
+    evhttp_send_reply_chunk_with_cb(st->req, b, metrics_stream_written, st);
+}
+
 static void metrics_stream_slice(evutil_socket_t fd_unused, short what, void *arg)
 {
     (void)fd_unused;
@@ -429,14 +450,15 @@ static void metrics_stream_slice(evutil_socket_t fd_unused, short what, void *ar
     struct evbuffer *b = evbuffer_new();
     enum metrics_step step =
         b ? metrics_render_step(st->render, b, METRICS_SLICE_BYTES) : METRICS_FAILED;
+    if (step == METRICS_MORE) {
+        metrics_stream_send(st, b);
+        evbuffer_free(b);
+        return;
+    }
     if (b && evbuffer_get_length(b))
         evhttp_send_reply_chunk(st->req, b);
     if (b)
         evbuffer_free(b);
-    if (step == METRICS_MORE) {
-        metrics_stream_later(st);
-        return;
-    }
     /* Done, or out of memory: a cut-short exposition fails the scrape, which is honest. */
     struct evhttp_request *req = st->req;
     metrics_stream_free(st);
@@ -477,9 +499,8 @@ static void handle_metrics(struct http_server *srv, struct evhttp_request *req)
     st->render = r;
     evhttp_connection_set_closecb(st->conn, metrics_stream_closed, st);
     evhttp_send_reply_start(req, 200, "OK");
-    evhttp_send_reply_chunk(req, b);
+    metrics_stream_send(st, b);
     evbuffer_free(b);
-    metrics_stream_later(st);
 }
 
 struct route {
