@@ -239,6 +239,35 @@ def test_bearer_token(pgwarden_bin, pg):
         p.stop()
 
 
+def test_readyz_ignores_a_database_a_client_made_up(pgwarden_bin, pg):
+    """With a "*" entry any client that may log in names the database. One that names a
+    database the server does not have (3D000) made every pool of the pooler look unready
+    until autodb_idle_timeout (an hour by default) freed that pool: a typo, or anyone with a
+    login, took every replica out of its load balancer. The pool still shows as failing in
+    /metrics, and a database whose server is down still makes the pooler unready."""
+    closed = free_port()
+    p = start_http_pooler(pgwarden_bin, pg, databases={
+        "*": f"host={pg.socket_dir} port={pg.port}",
+        "down": f"host=127.0.0.1 port={closed} dbname=postgres"})
+    try:
+        with pytest.raises(psycopg.OperationalError, match="does not exist"):
+            psycopg.connect(p.dsn(dbname="no_such_database"))
+        status, _, body = http_get(p.http_port, "/readyz")
+        assert status == 200, body
+        fams, _ = scrape(p.http_port)
+        assert sample(fams, "pgwarden_ready") == 1
+        assert sample(fams, "pgwarden_pool_login_failing", database="no_such_database",
+                      user="postgres") == 1
+        with psycopg.connect(p.dsn(dbname="postgres")) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn(dbname="down"))
+        status, _, body = http_get(p.http_port, "/readyz")
+        assert status == 503 and '"down"' in body, body
+    finally:
+        p.stop()
+
+
 def test_token_file_and_reload(pgwarden_bin, pg):
     p = Pooler(pgwarden_bin, pg, settings={"http_listen": f"127.0.0.1:{free_port()}",
                                             "http_auth_token_file": "token.txt"})
