@@ -197,8 +197,8 @@ static void act_on_suspects(struct live_manager *m)
         }
         if (steps >= RECLAIM_MAX_PER_RUN)
             continue;
-        enum reclaim_level step = reclaim_next_step(opts->leak_reclaim, &t->reclaim, s->conn->state,
-                                                    m->cur.taken_ms, gap);
+        enum reclaim_level step = reclaim_next_step(reclaim_allowed(opts, s->conn), &t->reclaim,
+                                                    s->conn->state, m->cur.taken_ms, gap);
         if (step == RECLAIM_OFF)
             continue;
         steps++;

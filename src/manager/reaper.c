@@ -30,9 +30,9 @@ const char *reaper_kill_result_name(enum kill_result result)
     return "unknown";
 }
 
-/* Why a record may never be killed, or NULL when it may. Order: the not-overridable rules
- * first (inspect.md section 6, rule 4), then the configured exclusions. */
-static const char *protection(const struct manager_options *opts, const struct conn_record *rec)
+/* Order: the not-overridable rules first (inspect.md section 6, rule 4), then the configured
+ * exclusions. */
+const char *reaper_protection(const struct manager_options *opts, const struct conn_record *rec)
 {
     if (rec->is_self)
         return "protected: the inspecting session itself";
@@ -113,7 +113,7 @@ bool reaper_plan(const struct snapshot *snap, const struct manager_options *opts
         }
         if (idle <= threshold)
             continue;
-        const char *prot_reason = protection(opts, rec);
+        const char *prot_reason = reaper_protection(opts, rec);
         struct kill_action *act = prot_reason ? &prot[n_prot++] : &actions[n_cand++];
         act->conn = rec;
         act->idle_ms = idle;

@@ -528,3 +528,36 @@ def test_filtered_out_clients_do_not_shrink_a_pool(pgwarden_bin, pg):
         for c in conns:
             c.close()
         p.stop()
+
+
+
+def test_reclaim_spares_excluded_clients(pgwarden_bin, pg):
+    """exclude_user / exclude_app / exclude_addr say "never kill connections of these"; the
+    graduated reclaim rolled excluded clients back (and disconnected them, where allowed) like
+    any other suspect. They are still suspects and get the notice, nothing more."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "3", "admin_users": "postgres"},
+               manager={"leak_hold_threshold": "1s", "leak_reclaim": "disconnect",
+                        "exclude_app": "batch-*"}).start()
+    try:
+        kept = psycopg.connect(p.dsn(application_name="batch-nightly"))
+        leaky = psycopg.connect(p.dsn(application_name="leaky-app"))
+        kept.execute("SELECT 1")  # both left idle in a transaction
+        leaky.execute("SELECT 1")
+        wait_for(lambda: any(e["event"] == "reclaim_rollback"
+                             for e in console_rows(p, "SHOW EVENTS")),
+                 timeout=30, what="the leaky client's rollback")
+        time.sleep(2.5)  # the excluded client's steps would have come by now
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            leaky.execute("SELECT 1")
+        assert kept.execute("SELECT 2").fetchone()[0] == 2  # its transaction untouched
+        kept.commit()
+        events = console_rows(p, "SHOW EVENTS")
+        kinds = [e["event"] for e in events]
+        assert kinds.count("reclaim_rollback") == 1, events
+        assert kinds.count("reclaim_notice") == 2, events  # the notice goes to both
+        assert "reclaim_disconnect" not in kinds, events
+        kept.close()
+        leaky.close()
+    finally:
+        p.stop()
