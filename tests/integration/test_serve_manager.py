@@ -561,3 +561,74 @@ def test_reclaim_spares_excluded_clients(pgwarden_bin, pg):
         leaky.close()
     finally:
         p.stop()
+
+
+def test_notice_never_tears_or_closes_a_client_that_stopped_reading(pgwarden_bin, pg):
+    """The notice step checked that nothing was in flight between the client and its server,
+    not that the client's socket had room. A client that stopped reading right after its
+    result, its socket filled to the brim, got the notice cut short (a torn message) and was
+    closed: the gentlest step acted as a disconnect. Such a client now gets no notice (the
+    step is passed) and keeps its connection. Which result size leaves the socket exactly full
+    depends on the kernel's buffer, so the clients' result sizes sweep the socket's capacity,
+    measured first."""
+    import os
+    import socket
+    from serve_helpers import query_msg, read_messages, startup_packet
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               settings={"default_pool_size": "60", "max_client_conn": "100",
+                         "admin_users": "postgres"},
+               manager={"leak_hold_threshold": "1s", "leak_reclaim": "notice"})
+    p.start()
+    path = os.path.join(p.dir, f".s.PGSQL.{p.port}")
+
+    def stalled(size):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(startup_packet("postgres", "postgres"))
+        read_messages(s, timeout=10, until=b"Z")
+        s.sendall(query_msg(f"BEGIN; SELECT repeat('x', {size})"))  # then reads nothing
+        return s
+
+    socks = []
+    try:
+        # What the kernel holds for a client that reads nothing.
+        probe = stalled(4 << 20)
+        socks.append(probe)
+        time.sleep(1)
+        held = len(probe.recv(16 << 20, socket.MSG_PEEK))  # read nothing: it stays full
+        assert held > 10000, held
+        sizes = range(held - 12000, held + 2000, 250)
+        socks += [stalled(n) for n in sizes]
+        time.sleep(10)  # every client a suspect, every notice step taken (10 per run)
+        closed, torn = [], []
+        for n, s in zip(sizes, socks[1:]):
+            s.settimeout(0.3)
+            data = b""
+            eof = False
+            try:
+                while True:
+                    got = s.recv(1 << 20)
+                    if not got:
+                        eof = True
+                        break
+                    data += got
+            except OSError:
+                pass
+            pos = 0
+            while pos + 5 <= len(data):
+                pos += 1 + int.from_bytes(data[pos + 1:pos + 5], "big")
+            if eof:
+                closed.append(n)
+            if pos != len(data):
+                torn.append(n)
+        with open(p.logfile) as f:
+            log = f.read()
+        print(f"capacity {held} B; closed {closed}; torn {torn}")
+        assert not closed and not torn, (closed, torn, held)
+        assert "a notice could not be delivered" not in log
+        kinds = [e["event"] for e in console_rows(p, "SHOW EVENTS")]
+        assert kinds.count("reclaim_notice") >= len(sizes), kinds
+    finally:
+        for s in socks:
+            s.close()
+        p.stop()
