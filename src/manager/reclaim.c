@@ -50,7 +50,7 @@ bool reclaim_step_applies(enum reclaim_level step, enum conn_state state)
 enum reclaim_level reclaim_allowed(const struct manager_options *opts,
                                    const struct conn_record *rec)
 {
-    if (opts->leak_reclaim > RECLAIM_NOTICE && reaper_protection(opts, rec))
+    if (opts->leak_reclaim > RECLAIM_NOTICE && reaper_exclusion(opts, rec))
         return RECLAIM_NOTICE;
     return opts->leak_reclaim;
 }

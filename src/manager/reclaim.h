@@ -41,9 +41,10 @@ bool reclaim_step_applies(enum reclaim_level step, enum conn_state state);
 struct manager_options;
 
 /* The furthest step that may be taken on this suspect: opts->leak_reclaim, but at most a
- * notice for a connection kill-idle never touches (reaper_protection: excluded users,
- * applications and addresses, and the rest). Those rules say "never kill", and a cancel, a
- * rollback or a disconnect would. */
+ * notice for a connection of an excluded user, application or address (reaper_exclusion).
+ * Those settings say "never kill", and a cancel, a rollback or a disconnect would. (The fixed
+ * protections of kill-idle do not apply: a client may name itself "pgwarden…", and
+ * replication clients are never suspects.) */
 enum reclaim_level reclaim_allowed(const struct manager_options *opts,
                                    const struct conn_record *rec);
 

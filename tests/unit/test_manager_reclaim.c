@@ -27,7 +27,8 @@ static void test_level_names_round_trip(void **state)
     assert_false(reclaim_level_from_text(NULL, &l));
 }
 
-/* Connections kill-idle never touches get at most the notice. */
+/* Connections of excluded users, applications and addresses get at most the notice; a name
+ * a client picks itself ("pgwarden…") protects nothing here. */
 static void test_protected_suspects_only_get_the_notice(void **state)
 {
     (void)state;
@@ -50,6 +51,10 @@ static void test_protected_suspects_only_get_the_notice(void **state)
         RECLAIM_OFF);
     assert_int_equal(options_set(&o, "leak_reclaim", "off", NULL, 0), OPTIONS_OK);
     assert_int_equal(reclaim_allowed(&o, app), RECLAIM_OFF); /* never raised */
+    assert_int_equal(options_set(&o, "leak_reclaim", "disconnect", NULL, 0), OPTIONS_OK);
+    struct conn_record *named =
+        fx_conn(&snap, 4, "app", "pgwarden-lookalike", CONN_STATE_IDLE_IN_XACT, 10);
+    assert_int_equal(reclaim_allowed(&o, named), RECLAIM_DISCONNECT);
     snapshot_free(&snap);
     options_free(&o);
 }
