@@ -610,3 +610,57 @@ def test_scrapers_that_do_not_read_hold_one_slice_each(pgwarden_bin, pg):
             assert c.execute("SELECT 1").fetchone()[0] == 1
     finally:
         p.stop()
+
+
+def test_names_that_are_not_utf8_keep_metrics_and_api_readable(pgwarden_bin, pg):
+    """A client picks its database name (through "*") and its application_name, as bytes.
+    One invalid UTF-8 byte in either went out as is: /metrics then failed Prometheus' parser
+    (one invalid label value fails the whole scrape), and /api/v1/monitor, kill-idle,
+    full-analysis and events (which keeps it for its 1,000 events) failed every JSON parser,
+    as did JSON log lines quoting it. Such bytes now go out as U+FFFD."""
+    import json
+    import struct as _struct
+    p = start_http_pooler(pgwarden_bin, pg, settings={"log_format": "json"},
+                          databases={"*": f"host={pg.socket_dir} port={pg.port}"},
+                          manager={"idle_timeout": "1s", "max_kill_percentage": "100%"})
+    socks = []
+    try:
+        for db, app in ((b"postgres", b"app\xff\xfe"), (b"no\xc3such\xe2\x82db", b"other")):
+            s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+            body = (_struct.pack("!I", 196608) + b"user\0postgres\0database\0" + db +
+                    b"\0application_name\0" + app + b"\0\0")
+            s.sendall(_struct.pack("!I", len(body) + 4) + body)
+            s.recv(4096)
+            socks.append(s)
+        time.sleep(2.5)  # the manager's runs see the idle client
+        conn = http.client.HTTPConnection("127.0.0.1", p.http_port, timeout=10)
+        conn.request("GET", "/metrics")
+        raw = conn.getresponse().read()
+        fams = {f.name: f for f in text_string_to_metric_families(raw.decode("utf-8"))}
+        dbs = {s.labels["database"] for s in fams["pgwarden_pool_clients_waiting"].samples}
+        assert "no\ufffdsuch\ufffd\ufffddb" in dbs, dbs
+        for path in ("/api/v1/monitor", "/api/v1/kill-idle", "/api/v1/full-analysis",
+                     "/api/v1/events"):
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            raw = resp.read()
+            doc = json.loads(raw)  # strict UTF-8
+            assert resp.status == 200, doc
+            assert "app\ufffd\ufffd" in raw.decode("utf-8"), (path, doc)
+        conn.close()
+        # The event stream too (the kill-idle dry run above recorded one for the client).
+        s = socket.create_connection(("127.0.0.1", p.http_port), timeout=5)
+        s.sendall(b"GET /api/v1/events?follow HTTP/1.1\r\nHost: x\r\n\r\n")
+        stream = b""
+        while b"app" not in stream:
+            stream += s.recv(65536)
+        s.close()
+        stream.decode("utf-8")
+        # JSON log lines quote the name too (kill_idle_planned names the application).
+        with open(p.logfile, "rb") as f:
+            lines = [json.loads(line) for line in f.read().splitlines()]
+        assert any("app\ufffd\ufffd" in line["msg"] for line in lines)
+    finally:
+        for s in socks:
+            s.close()
+        p.stop()
