@@ -8,6 +8,7 @@
 
 #include "cli/table.h"
 #include "common/units.h"
+#include "common/utf8.h"
 
 cJSON *render_envelope(const struct action_run *run, const char *action_name, const char *timestamp,
                        double duration_ms)
@@ -55,7 +56,8 @@ static void print_envelope(const struct action_run *run, const char *action_name
                            const char *timestamp, double duration_ms, bool compact, FILE *out)
 {
     cJSON *env = render_envelope(run, action_name, timestamp, duration_ms);
-    char *text = compact ? cJSON_PrintUnformatted(env) : cJSON_Print(env);
+    /* Names from a pooler's console or pg_stat_activity may be invalid UTF-8. */
+    char *text = utf8_make_valid(compact ? cJSON_PrintUnformatted(env) : cJSON_Print(env));
     if (text != NULL) {
         fprintf(out, "%s\n", text);
         free(text);

@@ -3,6 +3,7 @@
 #include "common/log.h"
 
 #include "common/timestamp.h"
+#include "common/utf8.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>
@@ -250,7 +251,9 @@ void log_write(enum log_level level, const char *component, const char *fmt, ...
         cJSON_AddStringToObject(line, "level", level_names[level]);
         cJSON_AddStringToObject(line, "component", component);
         cJSON_AddStringToObject(line, "msg", message);
-        char *text = cJSON_PrintUnformatted(line);
+        /* Messages quote clients' names, which may be invalid UTF-8: a log shipper would
+         * reject the line. */
+        char *text = utf8_make_valid(cJSON_PrintUnformatted(line));
         char *safe = text != NULL ? json_escape_del(text) : NULL;
         if (safe != NULL)
             fprintf(out, "%s\n", safe);

@@ -13,6 +13,7 @@
 #include "cli/render.h"
 #include "cli/report_json.h"
 #include "cli/target_source.h"
+#include "common/utf8.h"
 #include "common/timestamp.h"
 #include "inspect/console_source.h"
 #include "live/live_manager.h"
@@ -287,7 +288,8 @@ uint64_t api_write_events_sse(struct pooler *p, uint64_t after, struct evbuffer 
         if (e->seq <= after)
             continue;
         cJSON *o = event_json(e);
-        char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+        /* Names are the clients' bytes: an invalid one would make the stream unreadable. */
+        char *text = utf8_make_valid(o ? cJSON_PrintUnformatted(o) : NULL);
         cJSON_Delete(o);
         if (!text)
             break;
@@ -392,7 +394,9 @@ int api_handle(struct pooler *p, const char *path, bool post, const char *body, 
     timestamp_format_iso(timestamp_now_ms(), when, sizeof(when));
     double ms = timestamp_monotonic_ms() - started;
     cJSON *env = render_envelope(&x.run, req.action, when, ms);
-    char *text = env ? cJSON_PrintUnformatted(env) : NULL;
+    /* Names in the answer (application_name, database) are the clients' bytes: invalid
+     * UTF-8 in one made the whole answer unreadable to a JSON parser. */
+    char *text = utf8_make_valid(env ? cJSON_PrintUnformatted(env) : NULL);
     if (text) {
         evbuffer_add(out, text, strlen(text));
         evbuffer_add(out, "\n", 1);

@@ -12,7 +12,8 @@
  *   kernel's backlog and use no descriptor of ours (HTTP can never starve the pooler of
  *   file descriptors); and (b) an absolute lifetime: evhttp's timeouts are per read, so a
  *   client trickling one header byte at a time (slowloris) would otherwise stay for hours;
- *   the sweep shuts such a socket down and evhttp frees the connection on its own paths.
+ *   the sweep shuts such a socket down and evhttp frees the connection on its own paths;
+ *   and (c) a cap per peer address, so that one peer cannot hold every slot.
  * - Handlers answer synchronously from the pooler's state; /metrics renders in one pass
  *   (see bench/metrics_scrape.py for its time with 1,000 pools). */
 #include "http/http_server.h"
@@ -44,6 +45,7 @@
 #include "pool/pool.h"
 
 #define HTTP_MAX_CONNECTIONS  64
+#define HTTP_MAX_PER_PEER     16   /* open connections from one address */
 #define HTTP_IO_TIMEOUT_S     10   /* no byte read or written for this long: closed */
 #define HTTP_CONN_LIFETIME_S  30   /* any connection, however busy, is closed after this */
 #define HTTP_MAX_HEADERS_SIZE 8192 /* request line and headers together */
@@ -51,6 +53,13 @@
 #define HTTP_BACKLOG          64
 #define HTTP_TOKEN_MAX        4096
 #define HTTP_MAX_FOLLOWERS    16 /* open /api/v1/events?follow streams */
+/* Most bytes read ahead from one connection. evhttp leaves reading on while it writes a reply
+ * (to notice a close), with nothing consuming what arrives; without a bound a peer sending
+ * while its reply streams (an event stream, a large /metrics) grew the input buffer by
+ * hundreds of MB a second. At the bound the socket is left unread, so the peer's sends block
+ * in the kernel. It is above the largest request evhttp accepts (headers, body, chunk
+ * framing), so a request can always be read whole. */
+#define HTTP_MAX_READ_AHEAD (4 * (HTTP_MAX_HEADERS_SIZE + HTTP_MAX_BODY_SIZE))
 /* The listener may accept a few more in the turn that reaches the cap. */
 #define HTTP_TRACK_SLOTS (HTTP_MAX_CONNECTIONS + 16)
 
@@ -60,6 +69,7 @@ struct http_track {
     dev_t dev;
     ino_t ino;
     int64_t start_us;
+    struct net_addr peer; /* its address (the port is not compared) */
 };
 
 /* An open event stream: the request stays unanswered-to-the-end, chunks are sent as events
@@ -85,7 +95,9 @@ struct http_server {
     int n_pending;
     struct http_track tracks[HTTP_TRACK_SLOTS];
     int n_tracks;
-    bool paused; /* at the cap: the listener is disabled */
+    bool paused;        /* at the cap: the listener is disabled */
+    int refused_peer;   /* connections closed since the last sweep: HTTP_MAX_PER_PEER */
+    bool refused_known; /* the log said so already (once per burst) */
     struct http_follower followers[HTTP_MAX_FOLLOWERS];
     int n_followers;
 };
@@ -212,6 +224,28 @@ static void update_pause(struct http_server *srv)
     }
 }
 
+/* Whether the tracked connection is still the socket it was (evhttp has not closed it). */
+static bool track_open(const struct http_track *t)
+{
+    struct stat st;
+    return fstat(t->fd, &st) == 0 && st.st_ino == t->ino && st.st_dev == t->dev;
+}
+
+static bool same_peer(const struct net_addr *a, const struct net_addr *b)
+{
+    return a->family == b->family && !memcmp(a->ip, b->ip, sizeof(a->ip));
+}
+
+/* Open connections from peer's address. The cap alone let one peer hold every slot (each for
+ * its lifetime, then reconnect), and /healthz, a liveness probe's endpoint, went unanswered. */
+static int peer_connections(const struct http_server *srv, const struct net_addr *peer)
+{
+    int n = 0;
+    for (int i = 0; i < srv->n_tracks; i++)
+        n += same_peer(&srv->tracks[i].peer, peer) && track_open(&srv->tracks[i]);
+    return n;
+}
+
 /* Runs once the accepting callback has returned (event_active: the same loop turn), when
  * evhttp has given the new connections their fds. A connection evhttp dropped meanwhile is
  * still valid memory thanks to our reference; its fd then names no socket, or another one,
@@ -225,13 +259,25 @@ static void adopt_cb(evutil_socket_t fd_unused, short what, void *arg)
         struct bufferevent *bev = srv->pending[i];
         evutil_socket_t fd = bufferevent_getfd(bev);
         struct stat st;
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
         if (fd >= 0 && srv->n_tracks < HTTP_TRACK_SLOTS && fstat(fd, &st) == 0 &&
-            S_ISSOCK(st.st_mode)) {
-            struct http_track *t = &srv->tracks[srv->n_tracks++];
-            t->fd = fd;
-            t->dev = st.st_dev;
-            t->ino = st.st_ino;
-            t->start_us = now_us(srv);
+            S_ISSOCK(st.st_mode) && getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+            struct net_addr peer;
+            net_addr_from_sockaddr(&peer, (struct sockaddr *)&ss, len);
+            if (peer_connections(srv, &peer) >= HTTP_MAX_PER_PEER) {
+                /* evhttp sees EOF and frees it, in this turn or the next; untracked, it
+                 * takes no slot meanwhile. */
+                shutdown(fd, SHUT_RDWR);
+                srv->refused_peer++;
+            } else {
+                struct http_track *t = &srv->tracks[srv->n_tracks++];
+                t->fd = fd;
+                t->dev = st.st_dev;
+                t->ino = st.st_ino;
+                t->start_us = now_us(srv);
+                t->peer = peer;
+            }
         }
         bufferevent_decref(bev);
     }
@@ -244,7 +290,10 @@ static struct bufferevent *new_conn_bev_cb(struct event_base *base, void *arg)
     struct http_server *srv = arg;
     /* The same bufferevent evhttp would make itself (it closes the fd on its own). */
     struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
-    if (!bev || srv->n_pending == HTTP_TRACK_SLOTS)
+    if (!bev)
+        return NULL;
+    bufferevent_setwatermark(bev, EV_READ, 0, HTTP_MAX_READ_AHEAD);
+    if (srv->n_pending == HTTP_TRACK_SLOTS)
         return bev; /* served, uncounted */
     /* Our reference keeps the memory valid should evhttp drop the connection before
      * adopt_cb runs. */
@@ -325,11 +374,17 @@ static void sweep_cb(evutil_socket_t fd_unused, short what, void *arg)
     struct http_server *srv = arg;
     int64_t now = now_us(srv);
     int kept = 0;
+    if (srv->refused_peer && !srv->refused_known)
+        log_warning("http",
+                    "closed %d HTTP connections from addresses that already had %d open "
+                    "(logged once until a second passes without any)",
+                    srv->refused_peer, HTTP_MAX_PER_PEER);
+    srv->refused_known = srv->refused_peer > 0;
+    srv->refused_peer = 0;
     for (int i = 0; i < srv->n_tracks; i++) {
         struct http_track *t = &srv->tracks[i];
-        struct stat st;
         /* Closed by evhttp (the fd is gone or names another socket now): forget it. */
-        if (fstat(t->fd, &st) != 0 || st.st_ino != t->ino || st.st_dev != t->dev)
+        if (!track_open(t))
             continue;
         if (now - t->start_us > (int64_t)HTTP_CONN_LIFETIME_S * 1000000) {
             /* evhttp sees EOF or a write error and frees the connection; the next sweep
@@ -411,6 +466,27 @@ static void metrics_stream_later(struct metrics_stream *st)
     event_add(st->next, &now);
 }
 
+/* The last chunk is out of evhttp's buffer (the peer read it): the next slice may go. */
+static void metrics_stream_written(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    metrics_stream_later(arg);
+}
+
+/* Sends one slice; the next is rendered once this one is out, so a scrape holds at most a
+ * slice in memory. Rendering ahead of the peer kept the whole exposition (9 MB with 1,000
+ * pools) buffered for each scraper that does not read, for up to its lifetime. */
+static void metrics_stream_send(struct metrics_stream *st, struct evbuffer *b)
+{
+    if (evbuffer_get_length(b) == 0 || evhttp_request_get_command(st->req) == EVHTTP_REQ_HEAD) {
+        /* evhttp sends no body (HEAD) or there is none: no write will report back. */
+        evhttp_send_reply_chunk(st->req, b);
+        metrics_stream_later(st);
+        return;
+    }
+    evhttp_send_reply_chunk_with_cb(st->req, b, metrics_stream_written, st);
+}
+
 static void metrics_stream_slice(evutil_socket_t fd_unused, short what, void *arg)
 {
     (void)fd_unused;
@@ -419,14 +495,15 @@ static void metrics_stream_slice(evutil_socket_t fd_unused, short what, void *ar
     struct evbuffer *b = evbuffer_new();
     enum metrics_step step =
         b ? metrics_render_step(st->render, b, METRICS_SLICE_BYTES) : METRICS_FAILED;
+    if (step == METRICS_MORE) {
+        metrics_stream_send(st, b);
+        evbuffer_free(b);
+        return;
+    }
     if (b && evbuffer_get_length(b))
         evhttp_send_reply_chunk(st->req, b);
     if (b)
         evbuffer_free(b);
-    if (step == METRICS_MORE) {
-        metrics_stream_later(st);
-        return;
-    }
     /* Done, or out of memory: a cut-short exposition fails the scrape, which is honest. */
     struct evhttp_request *req = st->req;
     metrics_stream_free(st);
@@ -467,9 +544,8 @@ static void handle_metrics(struct http_server *srv, struct evhttp_request *req)
     st->render = r;
     evhttp_connection_set_closecb(st->conn, metrics_stream_closed, st);
     evhttp_send_reply_start(req, 200, "OK");
-    evhttp_send_reply_chunk(req, b);
+    metrics_stream_send(st, b);
     evbuffer_free(b);
-    metrics_stream_later(st);
 }
 
 struct route {

@@ -1,8 +1,8 @@
 /* The HTTP interface of `pgwarden serve` (off unless http_listen is set): /healthz, /readyz
  * and /metrics, served by libevent's evhttp on the pooler's own event loop. Requests are
  * answered synchronously from the pooler's state; a slow or hostile HTTP client is bounded by
- * timeouts, header and body limits, a per-connection lifetime and a cap on connections, so it
- * can never hold up pooling. */
+ * timeouts, header and body limits, a per-connection lifetime and caps on connections (in all
+ * and per peer address), so it can never hold up pooling. */
 #ifndef PGWARDEN_HTTP_HTTP_SERVER_H
 #define PGWARDEN_HTTP_HTTP_SERVER_H
 

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "live/readiness.h"
+#include "common/utf8.h"
 #include "manager/histogram.h"
 #include "net/tls.h"
 #include "pool/handout.h"
@@ -100,7 +101,10 @@ static void out_us_as_seconds(struct out *o, int64_t us)
 
 /* ---- per-pool view, computed once per scrape ---- */
 
-#define LABELS_LEN 320 /* database and user names are at most 63 bytes, escaped at most twice */
+/* Database and user names are at most 63 bytes; escaped, each byte takes at most three
+ * (U+FFFD for a byte that is not UTF-8). */
+#define LABEL_VALUE_ROOM (63 * UTF8_REPLACEMENT_LEN + 2)
+#define LABELS_LEN       (2 * LABEL_VALUE_ROOM + 32)
 
 struct pool_view {
     /* Copies, not the pool: an auto-database's pool may be freed (autodb_idle_timeout)
@@ -115,20 +119,34 @@ struct pool_view {
     size_t labels_len;
 };
 
-/* Label values escape backslash, double quote and newline (text format 0.0.4). */
+/* Label values escape backslash, double quote and newline (text format 0.0.4) and must be
+ * UTF-8: a byte that starts no valid sequence becomes U+FFFD. A database name is the client's
+ * choice (the "*" entry), and Prometheus rejects a whole scrape for one invalid label. */
 static size_t escape_label(char *dst, size_t room, const char *v)
 {
     size_t n = 0;
-    for (; *v && n + 2 < room; v++) {
-        if (*v == '\\' || *v == '"') {
+    size_t left = strlen(v);
+    const unsigned char *u = (const unsigned char *)v;
+    while (left > 0 && n + UTF8_REPLACEMENT_LEN < room) {
+        size_t len = utf8_sequence_len(u, left);
+        if (len == 0) {
+            memcpy(dst + n, UTF8_REPLACEMENT, UTF8_REPLACEMENT_LEN);
+            n += UTF8_REPLACEMENT_LEN;
+            len = 1;
+        } else if (*u == '\\' || *u == '"') {
             dst[n++] = '\\';
-            dst[n++] = *v;
-        } else if (*v == '\n') {
+            dst[n++] = (char)*u;
+        } else if (*u == '\n') {
             dst[n++] = '\\';
             dst[n++] = 'n';
         } else {
-            dst[n++] = *v;
+            if (n + len >= room)
+                break;
+            memcpy(dst + n, u, len);
+            n += len;
         }
+        u += len;
+        left -= len;
     }
     return n;
 }
@@ -169,10 +187,10 @@ static void view_fill(struct pool_view *v, const struct pool *pool, int64_t now_
     size_t n = 0;
     memcpy(v->labels, "database=\"", 10);
     n = 10;
-    n += escape_label(v->labels + n, 140, pool->db_name ? pool->db_name : "");
+    n += escape_label(v->labels + n, LABEL_VALUE_ROOM, pool->db_name ? pool->db_name : "");
     memcpy(v->labels + n, "\",user=\"", 8);
     n += 8;
-    n += escape_label(v->labels + n, 140, pool->user_name ? pool->user_name : "");
+    n += escape_label(v->labels + n, LABEL_VALUE_ROOM, pool->user_name ? pool->user_name : "");
     v->labels[n++] = '"';
     v->labels_len = n;
 }

@@ -24,6 +24,15 @@ struct suspect_track {
     bool seen;      /* a suspect in the current run */
 };
 
+/* A client a kill-idle dry run planned, and since when it had been idle. A dry run is a read
+ * that anyone allowed to read may repeat in a loop: recording (and logging) every planned
+ * client at every run let such a loop push every other event out of the ring and write the
+ * log full, so a client is recorded once per idle period. */
+struct planned_mark {
+    int64_t client_id;
+    int64_t since_ms; /* its record's state_change_ms */
+};
+
 /* What the manager keeps about one pool between runs: auto-scaling and health. */
 struct pool_watch {
     const struct pool *pool; /* borrowed: forgotten before the pool is freed */
@@ -52,6 +61,8 @@ struct live_manager {
     size_t n_watch, cap_watch;
     int64_t last_scaling_ms;
     int64_t last_probe_ms;
+    struct planned_mark *planned; /* owned: the last dry run's, sorted by client id */
+    size_t n_planned;
 };
 
 static void run_cb(void *arg)
@@ -91,6 +102,7 @@ void live_manager_free(struct live_manager *m)
     events_ring_free(&m->events);
     free(m->tracks);
     free(m->watch);
+    free(m->planned);
     free(m);
 }
 
@@ -185,8 +197,8 @@ static void act_on_suspects(struct live_manager *m)
         }
         if (steps >= RECLAIM_MAX_PER_RUN)
             continue;
-        enum reclaim_level step = reclaim_next_step(opts->leak_reclaim, &t->reclaim, s->conn->state,
-                                                    m->cur.taken_ms, gap);
+        enum reclaim_level step = reclaim_next_step(reclaim_allowed(opts, s->conn), &t->reclaim,
+                                                    s->conn->state, m->cur.taken_ms, gap);
         if (step == RECLAIM_OFF)
             continue;
         steps++;
@@ -293,7 +305,7 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
         autoscale_fair_share(pool->server_usable_slots, sharing, pool->configured_size);
     if (filled) {
         struct manager_options bounded = *opts;
-        autoscale_bounds(pool->configured_size, opts, &g->lo, &g->hi);
+        autoscale_bounds(pool->configured_size, pool->min_pool_size, opts, &g->lo, &g->hi);
         bounded.min_pool_size = g->lo;
         bounded.max_pool_size = g->hi;
         scaling_decide(g->prev_ms ? &prev : NULL, &cur, &bounded, pool->pool_size, &g->last);
@@ -439,6 +451,23 @@ void live_manager_run(struct live_manager *m)
     check_health(m, m->cur.taken_ms);
 }
 
+static int compare_marks(const void *a, const void *b)
+{
+    const struct planned_mark *x = a, *y = b;
+    if (x->client_id != y->client_id)
+        return x->client_id < y->client_id ? -1 : 1;
+    return 0;
+}
+
+/* Whether the previous dry run planned this client in the same idle period. */
+static bool planned_before(const struct live_manager *m, const struct conn_record *rec)
+{
+    struct planned_mark key = {.client_id = rec->id};
+    const struct planned_mark *found =
+        m->n_planned ? bsearch(&key, m->planned, m->n_planned, sizeof(key), compare_marks) : NULL;
+    return found && found->since_ms == rec->state_change_ms;
+}
+
 bool live_manager_kill_idle(struct live_manager *m, bool execute, struct kill_plan *out)
 {
     live_manager_run(m); /* plan on the pools as they are now */
@@ -446,12 +475,22 @@ bool live_manager_kill_idle(struct live_manager *m, bool execute, struct kill_pl
     opts.execute = execute;
     if (!reaper_plan(&m->cur, &opts, out))
         return false;
+    /* This dry run's planned clients (out of memory: none, so the next one records all). */
+    struct planned_mark *marks =
+        !execute && out->n_actions ? calloc(out->n_actions, sizeof(*marks)) : NULL;
+    size_t n_marks = 0;
     for (size_t i = 0; i < out->n_actions; i++) {
         struct kill_action *a = &out->actions[i];
         if (a->result != KILL_PLANNED)
             continue;
         const struct conn_record *rec = a->conn;
-        if (execute) {
+        if (!execute) {
+            if (marks)
+                marks[n_marks++] =
+                    (struct planned_mark){.client_id = rec->id, .since_ms = rec->state_change_ms};
+            if (planned_before(m, rec))
+                continue;
+        } else {
             struct client *c = objects_client_find(m->pooler, (uint64_t)rec->id);
             if (!c || pool_source_conn_state(c) != rec->state) {
                 a->result = KILL_GONE;
@@ -466,6 +505,13 @@ bool live_manager_kill_idle(struct live_manager *m, bool execute, struct kill_pl
         struct event *e =
             record(m, execute ? EVENT_KILL_IDLE : EVENT_KILL_IDLE_PLANNED, rec, reason);
         e->before = a->idle_ms / 1000;
+    }
+    if (!execute) {
+        if (marks)
+            qsort(marks, n_marks, sizeof(*marks), compare_marks);
+        free(m->planned);
+        m->planned = marks;
+        m->n_planned = n_marks;
     }
     return true;
 }

@@ -17,11 +17,27 @@ bool pool_executor_reclaim(struct pooler *p, int64_t client_id, enum reclaim_lev
         return false;
     }
     bool done = false;
+    const char *note = NULL; /* an outcome other than "done" or "not now" */
     char text[400];
     switch (step) {
     case RECLAIM_NOTICE:
         snprintf(text, sizeof(text), "pgwarden: this connection looks leaked (%s)", why);
-        done = client_send_notice(c, text);
+        switch (client_send_notice(c, text)) {
+        case CLIENT_NOTICE_SENT:
+            done = true;
+            break;
+        case CLIENT_NOTICE_CLOSED:
+            note = "not sent: the client's connection failed and was closed";
+            break;
+        case CLIENT_NOTICE_NO_ROOM:
+            /* A client that reads nothing cannot be told: the step is passed, so the next
+             * one (when allowed) comes in its time instead of never. */
+            done = true;
+            note = "skipped: the client is not reading (its socket is full)";
+            break;
+        case CLIENT_NOTICE_BUSY:
+            break;
+        }
         break;
     case RECLAIM_CANCEL:
         done = client_cancel_query(c);
@@ -39,7 +55,9 @@ bool pool_executor_reclaim(struct pooler *p, int64_t client_id, enum reclaim_lev
         break;
     }
     snprintf(outcome, outcome_len, "%s",
-             done ? "done" : "not now: the client or its server is busy");
+             note   ? note
+             : done ? "done"
+                    : "not now: the client or its server is busy");
     return done;
 }
 

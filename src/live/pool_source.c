@@ -119,7 +119,7 @@ static bool add_pool(const struct pool *pool, struct snapshot *snap)
     r->size = pool->pool_size;
     r->reserve = pool->reserve_pool;
     int lo;
-    autoscale_bounds(pool->configured_size, &cfg->manager, &lo, &r->max_size);
+    autoscale_bounds(pool->configured_size, pool->min_pool_size, &cfg->manager, &lo, &r->max_size);
     r->server_usable = pool->server_usable_slots;
     r->cl_idle = count_idle_clients(pool);
     r->cl_active = (int)plist_count(&pool->active_clients) - r->cl_idle;

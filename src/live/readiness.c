@@ -7,8 +7,20 @@
 #include "live/readiness.h"
 
 #include <stdio.h>
+#include <string.h>
 
+#include "config/pooler_config.h"
 #include "pool/pool.h"
+
+/* A pool the "*" entry made for a name a client chose, refused because the server has no such
+ * database (SQLSTATE class 3D): the client's mistake, not a database the pooler serves.
+ * Counting it let any client that may log in make the pooler unready, and so leave its load
+ * balancer, until autodb_idle_timeout freed the pool (an hour by default). */
+static bool client_named_missing_db(const struct pooler *p, const struct pool *pool)
+{
+    const struct pooler_db_config *db = pooler_config_find_db(p->cfg, pool->db_name);
+    return db && !strcmp(db->name, "*") && !strncmp(pool->last_sqlstate, "3D", 2);
+}
 
 enum readiness_result readiness_check(const struct pooler *p, char *reason, size_t reason_len)
 {
@@ -22,7 +34,8 @@ enum readiness_result readiness_check(const struct pooler *p, char *reason, size
     }
     for (const struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         const struct pool *pool = plist_entry(n, struct pool, node);
-        if (pool->last_error && plist_empty(&pool->idle_servers)) {
+        if (pool->last_error && plist_empty(&pool->idle_servers) &&
+            !client_named_missing_db(p, pool)) {
             snprintf(reason, reason_len,
                      "database \"%s\" (user \"%s\"): server logins are failing (SQLSTATE %s)",
                      pool->db_name, pool->user_name,

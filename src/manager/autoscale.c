@@ -3,12 +3,14 @@
 
 #include <stdio.h>
 
-void autoscale_bounds(int base, const struct manager_options *opts, int *lo, int *hi)
+void autoscale_bounds(int base, int keep, const struct manager_options *opts, int *lo, int *hi)
 {
     *lo = base;
     *hi = base;
     if (options_is_set(opts, "min_pool_size") && opts->min_pool_size < base)
         *lo = opts->min_pool_size;
+    if (*lo < keep)
+        *lo = keep < base ? keep : base;
     if (options_is_set(opts, "max_pool_size") && opts->max_pool_size > base)
         *hi = opts->max_pool_size;
 }

@@ -21,8 +21,11 @@
 
 /* Bounds of a pool whose configured size (default_pool_size / pool_size) is base: from
  * [manager] min_pool_size (at most base) to max_pool_size (at least base), each only when the
- * user set it; unset, that side stays at base, so a PgBouncer config alone never resizes. */
-void autoscale_bounds(int base, const struct manager_options *opts, int *lo, int *hi);
+ * user set it; unset, that side stays at base, so a PgBouncer config alone never resizes.
+ * keep is the pool's PgBouncer min_pool_size (servers kept open even when idle): the pool
+ * never shrinks below it (nor below base for it), since a size under it would close the
+ * servers the operator asked to keep warm and forbid opening them again. */
+void autoscale_bounds(int base, int keep, const struct manager_options *opts, int *lo, int *hi);
 
 /* The server slots one pool may grow into: an equal share of the server's usable slots
  * (max_connections minus reserved) among the pools that use that server, but never less

@@ -30,8 +30,19 @@ const char *reaper_kill_result_name(enum kill_result result)
     return "unknown";
 }
 
-/* Why a record may never be killed, or NULL when it may. Order: the not-overridable rules
- * first (inspect.md section 6, rule 4), then the configured exclusions. */
+const char *reaper_exclusion(const struct manager_options *opts, const struct conn_record *rec)
+{
+    if (options_user_excluded(opts, rec->user))
+        return "protected: user is excluded (exclude_user)";
+    if (options_app_excluded(opts, rec->application))
+        return "protected: application is excluded (exclude_app)";
+    if (options_addr_excluded(opts, rec->client_addr))
+        return "protected: client address is excluded (exclude_addr)";
+    return NULL;
+}
+
+/* Order: the not-overridable rules first (inspect.md section 6, rule 4), then the configured
+ * exclusions. */
 static const char *protection(const struct manager_options *opts, const struct conn_record *rec)
 {
     if (rec->is_self)
@@ -47,13 +58,7 @@ static const char *protection(const struct manager_options *opts, const struct c
                "\"" SNAPSHOT_PGWARDEN_APP_PREFIX "\")";
     if (rec->is_infrastructure)
         return "protected: pooler/platform infrastructure connection";
-    if (options_user_excluded(opts, rec->user))
-        return "protected: user is excluded (exclude_user)";
-    if (options_app_excluded(opts, rec->application))
-        return "protected: application is excluded (exclude_app)";
-    if (options_addr_excluded(opts, rec->client_addr))
-        return "protected: client address is excluded (exclude_addr)";
-    return NULL;
+    return reaper_exclusion(opts, rec);
 }
 
 static int compare_actions(const void *a, const void *b)

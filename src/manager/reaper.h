@@ -51,6 +51,9 @@ struct kill_plan {
  * runs out. */
 bool reaper_plan(const struct snapshot *snap, const struct manager_options *opts,
                  struct kill_plan *out) __attribute__((warn_unused_result));
+/* Which of the configured exclusions (exclude_user, exclude_app, exclude_addr) protects the
+ * record, or NULL: the part of the protections above an operator chose. */
+const char *reaper_exclusion(const struct manager_options *opts, const struct conn_record *rec);
 void reaper_kill_plan_free(struct kill_plan *plan);
 const char *reaper_kill_result_name(enum kill_result result);
 

@@ -3,6 +3,9 @@
 
 #include <strings.h>
 
+#include "manager/options.h"
+#include "manager/reaper.h"
+
 static const char *const LEVEL_NAMES[RECLAIM_LEVEL_COUNT] = {
     [RECLAIM_OFF] = "off",
     [RECLAIM_NOTICE] = "notice",
@@ -42,6 +45,14 @@ bool reclaim_step_applies(enum reclaim_level step, enum conn_state state)
         break;
     }
     return false;
+}
+
+enum reclaim_level reclaim_allowed(const struct manager_options *opts,
+                                   const struct conn_record *rec)
+{
+    if (opts->leak_reclaim > RECLAIM_NOTICE && reaper_exclusion(opts, rec))
+        return RECLAIM_NOTICE;
+    return opts->leak_reclaim;
 }
 
 int64_t reclaim_step_gap_ms(int64_t leak_hold_threshold_ms)

@@ -38,6 +38,16 @@ bool reclaim_level_from_text(const char *text, enum reclaim_level *out);
  * rollback an open transaction; notice and disconnect always apply. */
 bool reclaim_step_applies(enum reclaim_level step, enum conn_state state);
 
+struct manager_options;
+
+/* The furthest step that may be taken on this suspect: opts->leak_reclaim, but at most a
+ * notice for a connection of an excluded user, application or address (reaper_exclusion).
+ * Those settings say "never kill", and a cancel, a rollback or a disconnect would. (The fixed
+ * protections of kill-idle do not apply: a client may name itself "pgwarden…", and
+ * replication clients are never suspects.) */
+enum reclaim_level reclaim_allowed(const struct manager_options *opts,
+                                   const struct conn_record *rec);
+
 /* Time between two steps on the same client: half of leak_hold_threshold, within 1 s and
  * 60 s, so a client gets about as long to react as it took to become a suspect. */
 int64_t reclaim_step_gap_ms(int64_t leak_hold_threshold_ms);

@@ -149,8 +149,13 @@ void scaling_decide(const struct snapshot *prev, const struct snapshot *cur,
     int usable = stats_capacity_max(cur);
     if (cur->mode == SNAPSHOT_MODE_SERVE)
         usable = cur->capacity.usable;
+    /* In serve mode the records are one pool's clients, not connections on the server (the
+     * other pools are in capacity.usable already, a fair share of the slots): a client the
+     * filters leave out takes no slot. Subtracting it shrank a pool with enough such clients
+     * to 0, where every client queues. */
+    int taken = cur->mode == SNAPSHOT_MODE_SERVE ? 0 : others;
     if (usable > 0) {
-        out->server_budget = usable > others ? usable - others : 0;
+        out->server_budget = usable > taken ? usable - taken : 0;
         if (out->server_budget < hi)
             hi = out->server_budget;
         if (lo > hi)
@@ -167,7 +172,7 @@ void scaling_decide(const struct snapshot *prev, const struct snapshot *cur,
     if (out->server_budget >= 0 && target > out->server_budget) {
         target = out->server_budget;
         say(out, &len, "; bounded to server budget %d (%d usable slots - %d other connections)",
-            target, usable, others);
+            target, usable, taken);
     }
 
     int desired = target;

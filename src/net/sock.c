@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -303,6 +304,16 @@ enum net_io_result net_send(int fd, const void *buf, size_t len, size_t *n)
             return NET_AGAIN;
         return NET_ERROR;
     }
+}
+
+bool net_writable_now(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+    int r;
+    do
+        r = poll(&pfd, 1, 0);
+    while (r < 0 && errno == EINTR);
+    return r == 1 && (pfd.revents & POLLOUT) && !(pfd.revents & (POLLERR | POLLHUP));
 }
 
 void net_addr_format(const struct net_addr *a, char *out, size_t out_len)

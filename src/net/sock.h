@@ -81,6 +81,10 @@ enum net_io_result {
 };
 enum net_io_result net_recv(int fd, void *buf, size_t len, size_t *n);
 enum net_io_result net_send(int fd, const void *buf, size_t len, size_t *n);
+/* Whether the socket reports room to write now (poll, no wait). Linux reports it only with a
+ * good share of the send buffer free (a third for TCP, three quarters for unix sockets), so a
+ * small message then goes out whole. */
+bool net_writable_now(int fd);
 
 /* The Unix user of the process at the other end of a unix socket; false when unknown. */
 bool net_peer_uid(int fd, uid_t *uid);

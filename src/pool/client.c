@@ -14,6 +14,7 @@
 
 #include "admin/console.h"
 #include "common/log.h"
+#include "net/sock.h"
 #include "net/tls.h"
 #include "pool/auth_lookup.h"
 #include "pool/batch.h"
@@ -2557,21 +2558,26 @@ bool client_is_quiet(const struct client *c)
                   !(s->conn.buf && s->conn.buf->pos < s->conn.buf->end));
 }
 
-bool client_send_notice(struct client *c, const char *message)
+enum client_notice_result client_send_notice(struct client *c, const char *message)
 {
     if (!client_is_quiet(c))
-        return false;
+        return CLIENT_NOTICE_BUSY;
     uint8_t out[600];
     struct wire_buf b;
     wire_buf_init(&b, out, sizeof(out));
     wire_build_notice(&b, "WARNING", "01000", message);
     if (b.overflow)
-        return false;
+        return CLIENT_NOTICE_BUSY;
+    /* Quiet says nothing of the socket: a client that stopped reading after its last result
+     * may have left it all but full. Sending then cut the notice short (the client read a
+     * torn message) and closed the client, the harshest step for the gentlest. */
+    if (!net_writable_now(c->conn.fd))
+        return CLIENT_NOTICE_NO_ROOM;
     if (!client_send_raw(c, out, b.len)) {
         objects_client_close(c, "a notice could not be delivered");
-        return false;
+        return CLIENT_NOTICE_CLOSED;
     }
-    return true;
+    return CLIENT_NOTICE_SENT;
 }
 
 bool client_reclaim_server(struct client *c, const char *why)

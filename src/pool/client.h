@@ -20,8 +20,16 @@ void client_pump(struct client *c);
 /* Nothing is in flight between the client and its server either way (or it has none), so
  * the pooler may speak to the client or take the server away without cutting a message. */
 bool client_is_quiet(const struct client *c);
-/* Sends the client a NoticeResponse (WARNING) when it is quiet; false when not sent. */
-bool client_send_notice(struct client *c, const char *message);
+enum client_notice_result {
+    CLIENT_NOTICE_SENT,
+    CLIENT_NOTICE_BUSY,    /* not quiet: bytes in flight between the client and its server */
+    CLIENT_NOTICE_NO_ROOM, /* its socket takes no more (it is not reading): nothing was sent */
+    CLIENT_NOTICE_CLOSED,  /* the send failed: the client was closed */
+};
+/* Sends the client a NoticeResponse (WARNING) when it is quiet and its socket has room for
+ * the whole message (a notice cut short would corrupt the stream and cost the client its
+ * connection). */
+enum client_notice_result client_send_notice(struct client *c, const char *message);
 /* Rolls back the open transaction of a quiet client and returns its server to the pool (after
  * the reset query where one applies). The client stays connected; its next request is answered
  * with an error saying why, and the one after that runs normally. False when the client is not

@@ -168,3 +168,38 @@ def test_events_follow_streams_server_sent_events(pgwarden_bin, pg):
         assert status == 200
     finally:
         p.stop()
+
+
+def test_repeated_dry_runs_record_each_planned_client_once(pgwarden_bin, pg):
+    """GET /api/v1/kill-idle is a read anyone who may read can repeat: each dry run used to
+    record (and log, at warning level) one kill_idle_planned event per planned client, so a
+    loop of GETs pushed every other event out of the ring and wrote the log full. A client is
+    recorded once per idle period; once it was active and idle again it is planned anew."""
+    p = start(pgwarden_bin, pg)
+    conns = []
+    try:
+        conns = [psycopg.connect(p.dsn(application_name=f"idle-{i}"), autocommit=True)
+                 for i in range(3)]
+        for c in conns:
+            c.execute("SELECT 1")
+        time.sleep(2.2)
+        for _ in range(10):
+            status, doc = call(p.http_port, "/api/v1/kill-idle")
+            assert status == 200, doc
+            planned = [a for a in doc["data"]["actions"] if a["result"] == "planned"]
+            assert len(planned) == 3, doc["data"]  # every dry run still shows the plan
+        status, doc = call(p.http_port, "/api/v1/events")
+        kinds = [e["event"] for e in doc["data"]["events"]]
+        assert kinds.count("kill_idle_planned") == 3, kinds
+        assert p.log().count("kill_idle_planned") == 3, p.log()[-3000:]
+        conns[0].execute("SELECT 2")  # active, then idle again: a new idle period
+        time.sleep(2.2)
+        call(p.http_port, "/api/v1/kill-idle")
+        status, doc = call(p.http_port, "/api/v1/events")
+        planned = [e for e in doc["data"]["events"] if e["event"] == "kill_idle_planned"]
+        assert len(planned) == 4, planned
+        assert planned[-1]["application"] == "idle-0", planned
+    finally:
+        for c in conns:
+            c.close()
+        p.stop()

@@ -239,6 +239,35 @@ def test_bearer_token(pgwarden_bin, pg):
         p.stop()
 
 
+def test_readyz_ignores_a_database_a_client_made_up(pgwarden_bin, pg):
+    """With a "*" entry any client that may log in names the database. One that names a
+    database the server does not have (3D000) made every pool of the pooler look unready
+    until autodb_idle_timeout (an hour by default) freed that pool: a typo, or anyone with a
+    login, took every replica out of its load balancer. The pool still shows as failing in
+    /metrics, and a database whose server is down still makes the pooler unready."""
+    closed = free_port()
+    p = start_http_pooler(pgwarden_bin, pg, databases={
+        "*": f"host={pg.socket_dir} port={pg.port}",
+        "down": f"host=127.0.0.1 port={closed} dbname=postgres"})
+    try:
+        with pytest.raises(psycopg.OperationalError, match="does not exist"):
+            psycopg.connect(p.dsn(dbname="no_such_database"))
+        status, _, body = http_get(p.http_port, "/readyz")
+        assert status == 200, body
+        fams, _ = scrape(p.http_port)
+        assert sample(fams, "pgwarden_ready") == 1
+        assert sample(fams, "pgwarden_pool_login_failing", database="no_such_database",
+                      user="postgres") == 1
+        with psycopg.connect(p.dsn(dbname="postgres")) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn(dbname="down"))
+        status, _, body = http_get(p.http_port, "/readyz")
+        assert status == 503 and '"down"' in body, body
+    finally:
+        p.stop()
+
+
 def test_token_file_and_reload(pgwarden_bin, pg):
     p = Pooler(pgwarden_bin, pg, settings={"http_listen": f"127.0.0.1:{free_port()}",
                                             "http_auth_token_file": "token.txt"})
@@ -437,9 +466,9 @@ def test_hostile_http_clients_change_nothing_for_pooled_clients(pgwarden_bin, pg
         p.stop()
 
 
-def test_large_metrics_stream_in_slices_and_parse(pgwarden_bin, pg):
-    """With hundreds of pools /metrics is several MB: it goes out in slices (chunked), and the
-    whole still parses, with every pool's samples."""
+def start_many_pools_pooler(pgwarden_bin, pg, n):
+    """A pooler with n auto-database pools db0..db{n-1} (their server is down, so each login
+    just makes the pool), besides the working postgres database."""
     import struct as _struct
     dead = free_port()
     p = start_http_pooler(pgwarden_bin, pg,
@@ -448,7 +477,7 @@ def test_large_metrics_stream_in_slices_and_parse(pgwarden_bin, pg):
                                      "postgres": f"host={pg.socket_dir} port={pg.port} "
                                                  "dbname=postgres"})
     try:
-        for i in range(300):
+        for i in range(n):
             with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
                 body = _struct.pack("!I", 196608) + b"user\0postgres\0database\0" + \
                     f"db{i}".encode() + b"\0\0"
@@ -458,6 +487,17 @@ def test_large_metrics_stream_in_slices_and_parse(pgwarden_bin, pg):
                     s.recv(4096)
                 except OSError:
                     pass
+    except BaseException:
+        p.stop()
+        raise
+    return p
+
+
+def test_large_metrics_stream_in_slices_and_parse(pgwarden_bin, pg):
+    """With hundreds of pools /metrics is several MB: it goes out in slices (chunked), and the
+    whole still parses, with every pool's samples."""
+    p = start_many_pools_pooler(pgwarden_bin, pg, 300)
+    try:
         status, headers, text = http_get(p.http_port, "/metrics")
         assert status == 200
         assert headers.get("Transfer-Encoding") == "chunked", headers
@@ -476,4 +516,192 @@ def test_large_metrics_stream_in_slices_and_parse(pgwarden_bin, pg):
         with psycopg.connect(p.dsn(), autocommit=True) as c:
             assert c.execute("SELECT 1").fetchone()[0] == 1
     finally:
+        p.stop()
+
+
+def test_peer_sending_while_its_reply_streams_is_not_buffered(pgwarden_bin, pg):
+    """evhttp keeps reading a connection while it writes the reply (to notice a close) with
+    nothing consuming what arrives. A peer that opened an event stream (or a large /metrics)
+    and then sent without pause grew the pooler's input buffer by about 200 MB a second, up to
+    the connection's 30 s lifetime. The read side now stops at a bound, so the peer's sends
+    block in the kernel."""
+    p = start_http_pooler(pgwarden_bin, pg)
+    try:
+        pid = p.proc.pid
+        rss0 = rss_kb(pid)
+        s = socket.create_connection(("127.0.0.1", p.http_port), timeout=5)
+        s.sendall(b"GET /api/v1/events?follow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(200).startswith(b"HTTP/1.1 200")
+        s.settimeout(3)
+        junk = b"x" * (1 << 20)
+        sent = 0
+        try:
+            while sent < (256 << 20):
+                s.sendall(junk)
+                sent += len(junk)
+        except OSError:
+            pass  # blocked: the pooler stopped reading
+        rss1 = rss_kb(pid)
+        s.close()
+        print(f"sent {sent >> 20} MB; RSS {rss0} -> {rss1} kB")
+        assert sent < (64 << 20), f"the pooler read {sent >> 20} MB it had no use for"
+        with open(f"/proc/{pid}/maps") as f:
+            sanitized = "libasan" in f.read()
+        if not sanitized:
+            assert rss1 - rss0 < 32 * 1024, f"RSS grew from {rss0} kB to {rss1} kB"
+        assert p.alive(), p.log()
+        assert http_get(p.http_port, "/healthz")[0] == 200
+        # The bound is above the largest request: a body at the limit still reads whole,
+        # also behind a pipelined request on the same connection.
+        body = ('{"pad": "' + "x" * 65000 + '"}').encode()
+        post = (b"POST /api/v1/kill-idle HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        s = socket.create_connection(("127.0.0.1", p.http_port), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + post +
+                  b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        replies = b""
+        while True:
+            got = s.recv(65536)
+            if not got:
+                break
+            replies += got
+        s.close()
+        assert replies.count(b"HTTP/1.1 200 OK") == 3, replies[:2000]
+        assert b'"action":"kill-idle"' in replies
+    finally:
+        p.stop()
+
+
+def test_scrapers_that_do_not_read_hold_one_slice_each(pgwarden_bin, pg):
+    """A large /metrics is rendered a slice at a time, and the next slice only once the last
+    one is out: before, every slice was rendered in the next loop turn whether or not the
+    peer read, so each scraper that never reads held the whole exposition (about 9 MB with
+    1,000 pools; 15 of them took 105 MB) until its connection timed out. (15: one address
+    may keep 16 HTTP connections open.)"""
+    p = start_many_pools_pooler(pgwarden_bin, pg, 1000)
+    try:
+        pid = p.proc.pid
+        status, _, text = http_get(p.http_port, "/metrics")
+        assert status == 200 and len(text) > 5_000_000, len(text)
+        rss0 = rss_kb(pid)
+        stalled = []
+        for _ in range(15):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", p.http_port))
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            stalled.append(s)
+        time.sleep(3)
+        rss1 = rss_kb(pid)
+        print(f"RSS {rss0} -> {rss1} kB")
+        with open(f"/proc/{pid}/maps") as f:
+            sanitized = "libasan" in f.read()
+        if not sanitized:  # ASan keeps freed memory in quarantine
+            assert rss1 - rss0 < 60 * 1024, f"RSS grew from {rss0} kB to {rss1} kB"
+        # A paced scrape still completes, whole, for a peer that reads; HEAD ends too.
+        status, _, again = http_get(p.http_port, "/metrics")
+        assert status == 200 and len(again) > 5_000_000
+        fams = {f.name: f for f in text_string_to_metric_families(again)}
+        assert len(fams["pgwarden_pool_clients_waiting"].samples) >= 1000
+        status, _, empty = http_get(p.http_port, "/metrics", method="HEAD")
+        assert status == 200 and empty == ""
+        for s in stalled:
+            s.close()
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        p.stop()
+
+
+def test_names_that_are_not_utf8_keep_metrics_and_api_readable(pgwarden_bin, pg):
+    """A client picks its database name (through "*") and its application_name, as bytes.
+    One invalid UTF-8 byte in either went out as is: /metrics then failed Prometheus' parser
+    (one invalid label value fails the whole scrape), and /api/v1/monitor, kill-idle,
+    full-analysis and events (which keeps it for its 1,000 events) failed every JSON parser,
+    as did JSON log lines quoting it. Such bytes now go out as U+FFFD."""
+    import json
+    import struct as _struct
+    p = start_http_pooler(pgwarden_bin, pg, settings={"log_format": "json"},
+                          databases={"*": f"host={pg.socket_dir} port={pg.port}"},
+                          manager={"idle_timeout": "1s", "max_kill_percentage": "100%"})
+    socks = []
+    try:
+        for db, app in ((b"postgres", b"app\xff\xfe"), (b"no\xc3such\xe2\x82db", b"other")):
+            s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+            body = (_struct.pack("!I", 196608) + b"user\0postgres\0database\0" + db +
+                    b"\0application_name\0" + app + b"\0\0")
+            s.sendall(_struct.pack("!I", len(body) + 4) + body)
+            s.recv(4096)
+            socks.append(s)
+        time.sleep(2.5)  # the manager's runs see the idle client
+        conn = http.client.HTTPConnection("127.0.0.1", p.http_port, timeout=10)
+        conn.request("GET", "/metrics")
+        raw = conn.getresponse().read()
+        fams = {f.name: f for f in text_string_to_metric_families(raw.decode("utf-8"))}
+        dbs = {s.labels["database"] for s in fams["pgwarden_pool_clients_waiting"].samples}
+        assert "no\ufffdsuch\ufffd\ufffddb" in dbs, dbs
+        for path in ("/api/v1/monitor", "/api/v1/kill-idle", "/api/v1/full-analysis",
+                     "/api/v1/events"):
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            raw = resp.read()
+            doc = json.loads(raw)  # strict UTF-8
+            assert resp.status == 200, doc
+            assert "app\ufffd\ufffd" in raw.decode("utf-8"), (path, doc)
+        conn.close()
+        # The event stream too (the kill-idle dry run above recorded one for the client).
+        s = socket.create_connection(("127.0.0.1", p.http_port), timeout=5)
+        s.sendall(b"GET /api/v1/events?follow HTTP/1.1\r\nHost: x\r\n\r\n")
+        stream = b""
+        while b"app" not in stream:
+            stream += s.recv(65536)
+        s.close()
+        stream.decode("utf-8")
+        # JSON log lines quote the name too (kill_idle_planned names the application).
+        with open(p.logfile, "rb") as f:
+            lines = [json.loads(line) for line in f.read().splitlines()]
+        assert any("app\ufffd\ufffd" in line["msg"] for line in lines)
+    finally:
+        for s in socks:
+            s.close()
+        p.stop()
+
+
+def test_one_address_cannot_take_every_http_connection(pgwarden_bin, pg):
+    """The 64-connection cap kept HTTP from starving the pooler of descriptors, but one peer
+    could hold all 64 slots (each for the 30 s lifetime, then reconnect): /healthz, which needs
+    no token and is what a liveness probe calls, then went unanswered and the orchestrator
+    restarted a healthy pooler. One address now keeps at most 16 connections open; more from
+    it are closed at once, so other addresses still get in."""
+    p = start_http_pooler(pgwarden_bin, pg)
+    hogs = []
+    try:
+        for _ in range(100):
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", p.http_port))
+            hogs.append(s)
+        time.sleep(1)
+        for s in hogs:  # a first header byte: a request under way on each
+            try:
+                s.send(b"G")
+            except OSError:
+                pass
+        time.sleep(0.5)
+        status, _, body = http_get(p.http_port, "/healthz")
+        assert status == 200, body
+        open_hogs = 0
+        for s in hogs:
+            try:
+                open_hogs += 0 if s.recv(1) == b"" else 1  # b"": closed by the pooler
+            except BlockingIOError:
+                open_hogs += 1  # still open, nothing to read
+            except OSError:
+                pass
+        assert open_hogs <= 16, open_hogs
+        assert p.alive()
+    finally:
+        for s in hogs:
+            s.close()
         p.stop()

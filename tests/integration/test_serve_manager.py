@@ -510,3 +510,164 @@ def test_rollback_reclaim_waits_for_a_cancel_in_flight(pgwarden_bin, pg):
     finally:
         p.stop()
         proxy.close()
+
+
+def test_auto_scale_never_shrinks_below_pgbouncer_min_pool_size(pgwarden_bin, pg):
+    """[pgbouncer] min_pool_size promises that many open servers per pool; [manager]
+    min_pool_size only says how far auto-scaling may shrink. A pool shrunk below the former
+    would close the servers the operator asked to keep warm (and never open them again)."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "4", "min_pool_size": "3",
+                         "admin_users": "postgres"},
+               manager={"min_pool_size": "1", "shrink_rate": "100%"}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            c.execute("SELECT 1")
+
+            def row():
+                rows = [r for r in console_rows(p, "SHOW SCALING")
+                        if r["database"] == "postgres" and r["user"] == "postgres"]
+                return rows[0] if rows else None
+            wait_for(lambda: row() and int(row()["servers"]) >= 3, what="min_pool_size servers")
+            for _ in range(3):  # applied at once, without hysteresis
+                console_rows(p, "AUTO_SCALE")
+            time.sleep(1.5)  # the manager's next run closes idle servers above the size
+            r = row()
+            assert int(r["size"]) >= 3, r
+            assert int(r["min"]) == 3, r
+            assert int(r["servers"]) >= 3, r
+            assert c.execute("SELECT 2").fetchone()[0] == 2
+    finally:
+        p.stop()
+
+
+def test_filtered_out_clients_do_not_shrink_a_pool(pgwarden_bin, pg):
+    """[manager] database/user/application narrow what the reports look at. A pool's clients
+    that fall outside them are still the pooler's clients, not connections on the server: they
+    take none of its slots, so they must not eat the pool's server budget (which shrank the
+    pool, with enough of them to 0: every client then queued until query_wait_timeout)."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "3", "max_client_conn": "400",
+                         "query_wait_timeout": "5", "admin_users": "postgres"},
+               manager={"database": "appdb"}).start()
+    conns = []
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            c.execute("SELECT 1")
+        slots = int(wait_for(lambda: [r for r in console_rows(p, "SHOW SCALING")
+                                      if r["database"] == "postgres"],
+                             what="the pool in SHOW SCALING")[0]["server_slots"])
+        assert 0 < slots < 300, slots
+        conns = [psycopg.connect(p.dsn(), autocommit=True) for _ in range(slots + 2)]
+        rows = console_rows(p, "AUTO_SCALE")
+        row = [r for r in rows if r["database"] == "postgres"][0]
+        assert int(row["size"]) == 3 and int(row["target"]) == 3, row
+        assert conns[0].execute("SELECT 2").fetchone()[0] == 2
+    finally:
+        for c in conns:
+            c.close()
+        p.stop()
+
+
+
+def test_reclaim_spares_excluded_clients(pgwarden_bin, pg):
+    """exclude_user / exclude_app / exclude_addr say "never kill connections of these"; the
+    graduated reclaim rolled excluded clients back (and disconnected them, where allowed) like
+    any other suspect. They are still suspects and get the notice, nothing more."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "3", "admin_users": "postgres"},
+               manager={"leak_hold_threshold": "1s", "leak_reclaim": "disconnect",
+                        "exclude_app": "batch-*"}).start()
+    try:
+        kept = psycopg.connect(p.dsn(application_name="batch-nightly"))
+        leaky = psycopg.connect(p.dsn(application_name="leaky-app"))
+        kept.execute("SELECT 1")  # both left idle in a transaction
+        leaky.execute("SELECT 1")
+        wait_for(lambda: any(e["event"] == "reclaim_rollback"
+                             for e in console_rows(p, "SHOW EVENTS")),
+                 timeout=30, what="the leaky client's rollback")
+        time.sleep(2.5)  # the excluded client's steps would have come by now
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            leaky.execute("SELECT 1")
+        assert kept.execute("SELECT 2").fetchone()[0] == 2  # its transaction untouched
+        kept.commit()
+        events = console_rows(p, "SHOW EVENTS")
+        kinds = [e["event"] for e in events]
+        assert kinds.count("reclaim_rollback") == 1, events
+        assert kinds.count("reclaim_notice") == 2, events  # the notice goes to both
+        assert "reclaim_disconnect" not in kinds, events
+        kept.close()
+        leaky.close()
+    finally:
+        p.stop()
+
+
+def test_notice_never_tears_or_closes_a_client_that_stopped_reading(pgwarden_bin, pg):
+    """The notice step checked that nothing was in flight between the client and its server,
+    not that the client's socket had room. A client that stopped reading right after its
+    result, its socket filled to the brim, got the notice cut short (a torn message) and was
+    closed: the gentlest step acted as a disconnect. Such a client now gets no notice (the
+    step is passed) and keeps its connection. Which result size leaves the socket exactly full
+    depends on the kernel's buffer, so the clients' result sizes sweep the socket's capacity,
+    measured first."""
+    import os
+    import socket
+    from serve_helpers import query_msg, read_messages, startup_packet
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               settings={"default_pool_size": "60", "max_client_conn": "100",
+                         "admin_users": "postgres"},
+               manager={"leak_hold_threshold": "1s", "leak_reclaim": "notice"})
+    p.start()
+    path = os.path.join(p.dir, f".s.PGSQL.{p.port}")
+
+    def stalled(size):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(startup_packet("postgres", "postgres"))
+        read_messages(s, timeout=10, until=b"Z")
+        s.sendall(query_msg(f"BEGIN; SELECT repeat('x', {size})"))  # then reads nothing
+        return s
+
+    socks = []
+    try:
+        # What the kernel holds for a client that reads nothing.
+        probe = stalled(4 << 20)
+        socks.append(probe)
+        time.sleep(1)
+        held = len(probe.recv(16 << 20, socket.MSG_PEEK))  # read nothing: it stays full
+        assert held > 10000, held
+        sizes = range(held - 12000, held + 2000, 250)
+        socks += [stalled(n) for n in sizes]
+        time.sleep(10)  # every client a suspect, every notice step taken (10 per run)
+        closed, torn = [], []
+        for n, s in zip(sizes, socks[1:]):
+            s.settimeout(0.3)
+            data = b""
+            eof = False
+            try:
+                while True:
+                    got = s.recv(1 << 20)
+                    if not got:
+                        eof = True
+                        break
+                    data += got
+            except OSError:
+                pass
+            pos = 0
+            while pos + 5 <= len(data):
+                pos += 1 + int.from_bytes(data[pos + 1:pos + 5], "big")
+            if eof:
+                closed.append(n)
+            if pos != len(data):
+                torn.append(n)
+        with open(p.logfile) as f:
+            log = f.read()
+        print(f"capacity {held} B; closed {closed}; torn {torn}")
+        assert not closed and not torn, (closed, torn, held)
+        assert "a notice could not be delivered" not in log
+        kinds = [e["event"] for e in console_rows(p, "SHOW EVENTS")]
+        assert kinds.count("reclaim_notice") >= len(sizes), kinds
+    finally:
+        for s in socks:
+            s.close()
+        p.stop()

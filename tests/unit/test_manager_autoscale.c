@@ -15,20 +15,29 @@ static void test_bounds_only_from_explicit_keys(void **state)
     struct manager_options o;
     options_init_defaults(&o);
     int lo, hi;
-    autoscale_bounds(20, &o, &lo, &hi);
+    autoscale_bounds(20, 0, &o, &lo, &hi);
     assert_int_equal(lo, 20); /* defaults (5..100) do not apply: a PgBouncer config alone */
     assert_int_equal(hi, 20);
     char err[200];
     assert_int_equal(options_set(&o, "max_pool_size", "50", err, sizeof(err)), OPTIONS_OK);
-    autoscale_bounds(20, &o, &lo, &hi);
+    autoscale_bounds(20, 0, &o, &lo, &hi);
     assert_int_equal(lo, 20);
     assert_int_equal(hi, 50);
     assert_int_equal(options_set(&o, "min_pool_size", "4", err, sizeof(err)), OPTIONS_OK);
-    autoscale_bounds(20, &o, &lo, &hi);
+    autoscale_bounds(20, 0, &o, &lo, &hi);
     assert_int_equal(lo, 4);
-    autoscale_bounds(60, &o, &lo, &hi); /* the configured size is always inside the bounds */
+    autoscale_bounds(60, 0, &o, &lo, &hi); /* the configured size is always inside the bounds */
     assert_int_equal(hi, 60);
     assert_int_equal(lo, 4);
+    /* PgBouncer's min_pool_size (servers kept open) is a floor too, within the base. */
+    autoscale_bounds(20, 8, &o, &lo, &hi);
+    assert_int_equal(lo, 8);
+    assert_int_equal(hi, 50);
+    autoscale_bounds(20, 3, &o, &lo, &hi); /* below [manager] min_pool_size: no change */
+    assert_int_equal(lo, 4);
+    autoscale_bounds(6, 10, &o, &lo, &hi); /* above the configured size: the size is the floor */
+    assert_int_equal(lo, 6);
+    assert_int_equal(hi, 50);
     assert_true(options_is_set(&o, "max-pool-size"));
     assert_false(options_is_set(&o, "idle_timeout"));
     options_free(&o);

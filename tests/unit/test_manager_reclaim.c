@@ -10,6 +10,7 @@
 #include "manager/events.h"
 #include "manager/options.h"
 #include "manager/reclaim.h"
+#include "test_manager_fixture.h"
 
 static void test_level_names_round_trip(void **state)
 {
@@ -24,6 +25,38 @@ static void test_level_names_round_trip(void **state)
     assert_int_equal(l, RECLAIM_ROLLBACK);
     assert_false(reclaim_level_from_text("maybe", &l));
     assert_false(reclaim_level_from_text(NULL, &l));
+}
+
+/* Connections of excluded users, applications and addresses get at most the notice; a name
+ * a client picks itself ("pgwarden…") protects nothing here. */
+static void test_protected_suspects_only_get_the_notice(void **state)
+{
+    (void)state;
+    struct manager_options o;
+    struct snapshot snap;
+    options_init_defaults(&o);
+    fx_snapshot(&snap, SNAPSHOT_MODE_SERVE, FX_NOW);
+    assert_int_equal(options_set(&o, "leak_reclaim", "disconnect", NULL, 0), OPTIONS_OK);
+    assert_int_equal(options_set(&o, "exclude_app", "batch-*", NULL, 0), OPTIONS_OK);
+    assert_int_equal(options_set(&o, "exclude_user", "etl", NULL, 0), OPTIONS_OK);
+    struct conn_record *plain = fx_conn(&snap, 1, "app", "web", CONN_STATE_IDLE_IN_XACT, 10);
+    struct conn_record *app = fx_conn(&snap, 2, "app", "batch-1", CONN_STATE_IDLE_IN_XACT, 10);
+    struct conn_record *user = fx_conn(&snap, 3, "etl", "web", CONN_STATE_IDLE_IN_XACT, 10);
+    assert_int_equal(reclaim_allowed(&o, plain), RECLAIM_DISCONNECT);
+    assert_int_equal(reclaim_allowed(&o, app), RECLAIM_NOTICE);
+    assert_int_equal(reclaim_allowed(&o, user), RECLAIM_NOTICE);
+    struct reclaim_track t = {RECLAIM_NOTICE, FX_NOW - 60000};
+    assert_int_equal(
+        reclaim_next_step(reclaim_allowed(&o, app), &t, CONN_STATE_IDLE_IN_XACT, FX_NOW, 1000),
+        RECLAIM_OFF);
+    assert_int_equal(options_set(&o, "leak_reclaim", "off", NULL, 0), OPTIONS_OK);
+    assert_int_equal(reclaim_allowed(&o, app), RECLAIM_OFF); /* never raised */
+    assert_int_equal(options_set(&o, "leak_reclaim", "disconnect", NULL, 0), OPTIONS_OK);
+    struct conn_record *named =
+        fx_conn(&snap, 4, "app", "pgwarden-lookalike", CONN_STATE_IDLE_IN_XACT, 10);
+    assert_int_equal(reclaim_allowed(&o, named), RECLAIM_DISCONNECT);
+    snapshot_free(&snap);
+    options_free(&o);
 }
 
 static void test_option_default_off_and_parsed(void **state)
@@ -116,6 +149,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_level_names_round_trip),
         cmocka_unit_test(test_option_default_off_and_parsed),
+        cmocka_unit_test(test_protected_suspects_only_get_the_notice),
         cmocka_unit_test(test_steps_climb_one_at_a_time),
         cmocka_unit_test(test_step_gap_bounds),
         cmocka_unit_test(test_event_ring_keeps_newest),

@@ -176,6 +176,28 @@ static void test_server_budget(void **state)
     options_free(&o);
 }
 
+/* Serve mode: the records are a pool's clients; those the filters leave out hold no server
+ * slot, so the budget is the pool's share of the slots whatever their number. */
+static void test_serve_filtered_clients_take_no_slots(void **state)
+{
+    (void)state;
+    struct snapshot cur;
+    struct manager_options o;
+    struct scaling_decision d;
+    fx_options(&o);
+    assert_int_equal(options_set(&o, "application", "api", NULL, 0), OPTIONS_OK);
+    assert_int_equal(options_set(&o, "min_pool_size", "3", NULL, 0), OPTIONS_OK);
+    fx_snapshot(&cur, SNAPSHOT_MODE_SERVE, FX_NOW);
+    cur.capacity.usable = 20;
+    add_idle(&cur, 150, "other", 1);
+    scaling_decide(NULL, &cur, &o, 5, &d);
+    assert_int_equal(d.server_budget, 20);
+    assert_int_equal(d.target_size, 4); /* one 15% step towards min 3, not to 0 */
+    assert_null(strstr(d.reason, "server budget"));
+    snapshot_free(&cur);
+    options_free(&o);
+}
+
 static void test_session_counters_and_guards(void **state)
 {
     (void)state;
@@ -248,6 +270,7 @@ int main(void)
         cmocka_unit_test(test_grow_step_and_max),
         cmocka_unit_test(test_min_bound_and_hold),
         cmocka_unit_test(test_server_budget),
+        cmocka_unit_test(test_serve_filtered_clients_take_no_slots),
         cmocka_unit_test(test_session_counters_and_guards),
         cmocka_unit_test(test_serve_waiting_clients),
     };
