@@ -50,7 +50,11 @@ struct live_manager {
     struct pooler *pooler; /* borrowed */
     struct net_timer *timer;
     struct snapshot prev, cur; /* owned; prev gives growth between runs */
-    struct hold_norms norms;   /* what each application usually holds a server for */
+    /* owned: a requested kill-idle's own look at the pools, outside the prev/cur rotation so
+     * that a request never shortens the periodic run's window; its plan points into it, and
+     * it is emptied at the next periodic run (callers render the plan at once). */
+    struct snapshot look;
+    struct hold_norms norms; /* what each application usually holds a server for */
     bool have_cur;
     struct leak_report leaks; /* owned; suspects point into cur */
     bool have_leaks;
@@ -78,6 +82,7 @@ struct live_manager *live_manager_new(struct pooler *p)
     m->pooler = p;
     snapshot_init(&m->prev, SNAPSHOT_MODE_SERVE, 0);
     snapshot_init(&m->cur, SNAPSHOT_MODE_SERVE, 0);
+    snapshot_init(&m->look, SNAPSHOT_MODE_SERVE, 0);
     hold_norms_init(&m->norms);
     if (!events_ring_init(&m->events, EVENT_RING_DEFAULT_CAP) ||
         !(m->timer = net_timer_new(p->loop, run_cb, m))) {
@@ -98,6 +103,7 @@ void live_manager_free(struct live_manager *m)
         leaks_report_free(&m->leaks);
     snapshot_free(&m->prev);
     snapshot_free(&m->cur);
+    snapshot_free(&m->look);
     hold_norms_free(&m->norms);
     events_ring_free(&m->events);
     free(m->tracks);
@@ -310,8 +316,13 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
         bounded.max_pool_size = g->hi;
         scaling_decide(g->prev_ms ? &prev : NULL, &cur, &bounded, pool->pool_size, &g->last);
     }
-    g->prev = cur.counters;
-    g->prev_ms = now_ms;
+    /* Only the periodic run moves the window: a requested or dry-run decision in between
+     * measures from the last periodic look and leaves it for the next one, so that polling
+     * /api/v1/auto-scale cannot shrink the window the pool is resized on. */
+    if (mode == SCALE_PERIODIC || !g->prev_ms) {
+        g->prev = cur.counters;
+        g->prev_ms = now_ms;
+    }
     snapshot_free(&own);
     if (!filled)
         return;
@@ -423,6 +434,8 @@ static void check_health(struct live_manager *m, int64_t now_ms)
 void live_manager_run(struct live_manager *m)
 {
     struct pooler *p = m->pooler;
+    snapshot_free(&m->look); /* no plan points into it any more */
+    snapshot_init(&m->look, SNAPSHOT_MODE_SERVE, 0);
     if (m->have_leaks) {
         leaks_report_free(&m->leaks);
         m->have_leaks = false;
@@ -470,10 +483,17 @@ static bool planned_before(const struct live_manager *m, const struct conn_recor
 
 bool live_manager_kill_idle(struct live_manager *m, bool execute, struct kill_plan *out)
 {
-    live_manager_run(m); /* plan on the pools as they are now */
+    /* Plans on the pools as they are now, in a look of its own: a full manager run here
+     * would take reclaim steps and turn the snapshots for a request (a dry run acts on
+     * nothing), and repeated requests would shorten the window the periodic run measures
+     * rates over. */
+    snapshot_reset(&m->look, SNAPSHOT_MODE_SERVE, snapshot_now_ms());
+    if (!pool_source_fill(m->pooler, NULL, &m->look))
+        return false;
+    hold_norms_annotate(&m->norms, &m->look);
     struct manager_options opts = m->pooler->cfg->manager;
     opts.execute = execute;
-    if (!reaper_plan(&m->cur, &opts, out))
+    if (!reaper_plan(&m->look, &opts, out))
         return false;
     /* This dry run's planned clients (out of memory: none, so the next one records all). */
     struct planned_mark *marks =

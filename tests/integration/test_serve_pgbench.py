@@ -67,10 +67,20 @@ def test_100_clients_over_pool_of_10(pgwarden_bin, pgbench_db):
     # The backends of an earlier test's pooler may still be exiting: they are not this pool's.
     wait_for(lambda: backends() == 0, timeout=30, what="earlier tests' backends gone")
 
+    seen_at_peak = [""]
+
     def watch():
         while not stop.is_set():
             try:
-                peak[0] = max(peak[0], backends())
+                n = backends()
+                if n > peak[0]:
+                    peak[0] = n
+                    if n > 10:  # what they were, for the failure message
+                        seen_at_peak[0] = pg.psql(
+                            "SELECT pid, backend_start, state, application_name, "
+                            "left(query, 40) FROM pg_stat_activity WHERE "
+                            "backend_type = 'client backend' AND datname = 'postgres' "
+                            "AND pid <> pg_backend_pid()")
             except subprocess.CalledProcessError:
                 pass
             time.sleep(0.2)
@@ -85,5 +95,7 @@ def test_100_clients_over_pool_of_10(pgwarden_bin, pgbench_db):
     finally:
         stop.set()
         t.join()
+        log = p.log()
         p.stop()
-    assert 0 < peak[0] <= 10, f"PostgreSQL saw {peak[0]} pooled backends"
+    assert 0 < peak[0] <= 10, (f"PostgreSQL saw {peak[0]} pooled backends:\n{seen_at_peak[0]}\n"
+                               f"{log}")
