@@ -298,7 +298,10 @@ def be_msg(t, body):
 
 class FakeServer:
     """A listening socket on loopback that plays a PostgreSQL server: each accepted connection
-    is handed to serve(conn) in a thread of its own; subclasses speak the protocol."""
+    is handed to serve(conn), one after another in the accepting thread, or each in a thread
+    of its own when the subclass sets concurrent; subclasses speak the protocol."""
+
+    concurrent = False
 
     def __init__(self):
         from pgfixture import free_port
@@ -320,11 +323,17 @@ class FakeServer:
                 continue
             except OSError:
                 return
-            with conn:
-                try:
-                    self.serve(conn)
-                except OSError:
-                    pass
+            if self.concurrent:
+                threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+            else:
+                self._serve_one(conn)
+
+    def _serve_one(self, conn):
+        with conn:
+            try:
+                self.serve(conn)
+            except OSError:
+                pass
 
     def serve(self, conn):
         raise NotImplementedError

@@ -160,26 +160,11 @@ class ChattyCancelServer(FakeServer):
     until a cancel request arrives, then fails with 57014; the cancel connection is answered
     with bytes PostgreSQL never sends there, then closed."""
 
+    concurrent = True  # the cancel connection arrives while a query is held
+
     def __init__(self):
         self.cancelled = threading.Event()
         super().__init__()
-
-    def run(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn):
-        with conn:
-            try:
-                self.serve(conn)
-            except OSError:
-                pass
 
     def serve(self, conn):
         (ln,) = struct.unpack("!I", self.read_exact(conn, 4))
