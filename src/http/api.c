@@ -304,25 +304,72 @@ uint64_t api_write_events_sse(struct pooler *p, uint64_t after, struct evbuffer 
 struct api_route {
     const char *name;
     bool may_post;
+    bool shared; /* a GET's answer depends on the manager's look alone (struct api_cache) */
     void (*handle)(struct api_call *x);
 };
 
 static const struct api_route ROUTES[] = {
-    {"monitor", false, api_monitor},
-    {"detect-leaks", false, api_detect_leaks},
-    {"health-check", true, api_health_check},
-    {"auto-scale", true, api_auto_scale},
-    {"kill-idle", true, api_kill_idle},
-    {"full-analysis", false, api_full_analysis},
-    {"events", false, api_events},
+    {"monitor", false, true, api_monitor},
+    {"detect-leaks", false, true, api_detect_leaks},
+    {"health-check", true, false, api_health_check},
+    {"auto-scale", true, false, api_auto_scale},
+    {"kill-idle", true, false, api_kill_idle},
+    {"full-analysis", false, true, api_full_analysis},
+    {"events", false, false, api_events},
 };
+#define N_ROUTES (sizeof(ROUTES) / sizeof(ROUTES[0]))
+
+/* One shared answer per route (the query string plays no part in these answers, so it is
+ * not part of the key: a peer cannot fill the cache with variants). */
+struct api_cache {
+    struct api_shared {
+        int64_t look_ms; /* the manager's look it was made from */
+        int status;
+        char *text; /* owned: the whole body */
+        size_t len;
+    } by_route[N_ROUTES];
+};
+
+struct api_cache *api_cache_new(void)
+{
+    return calloc(1, sizeof(struct api_cache));
+}
+
+void api_cache_free(struct api_cache *cache)
+{
+    if (!cache)
+        return;
+    for (size_t i = 0; i < N_ROUTES; i++)
+        free(cache->by_route[i].text);
+    free(cache);
+}
+
+/* The entry req may share, or NULL. */
+static struct api_shared *shared_entry(struct api_cache *cache, const struct api_request *req,
+                                       const struct live_manager *m)
+{
+    if (!cache || !m || req->status != 200 || req->post || !req->route->shared)
+        return NULL;
+    return &cache->by_route[req->route - ROUTES];
+}
+
+static void shared_keep(struct api_shared *e, int64_t look_ms, int status, const char *text,
+                        size_t len)
+{
+    char *copy = malloc(len);
+    if (!copy)
+        return; /* the next request makes its own */
+    memcpy(copy, text, len);
+    free(e->text);
+    *e = (struct api_shared){.look_ms = look_ms, .status = status, .text = copy, .len = len};
+}
 
 static const struct api_route *find_route(const char *path)
 {
     if (!path || strncmp(path, API_PREFIX, strlen(API_PREFIX)))
         return NULL;
     const char *name = path + strlen(API_PREFIX);
-    for (size_t i = 0; i < sizeof(ROUTES) / sizeof(ROUTES[0]); i++)
+    for (size_t i = 0; i < N_ROUTES; i++)
         if (!strcmp(name, ROUTES[i].name))
             return &ROUTES[i];
     return NULL;
@@ -368,11 +415,17 @@ void api_parse_request(const char *path, bool post, const char *body, const char
         refuse(req, 405, "bad_input", "this action only reads: use GET");
 }
 
-int api_handle(struct pooler *p, const char *path, bool post, const char *body, bool acting_allowed,
-               const char *query, struct evbuffer *out)
+int api_handle(struct pooler *p, struct api_cache *cache, const char *path, bool post,
+               const char *body, bool acting_allowed, const char *query, struct evbuffer *out)
 {
     struct api_request req;
     api_parse_request(path, post, body, query, &req);
+    struct api_shared *shared = shared_entry(cache, &req, p->manager);
+    int64_t look_ms = shared ? live_manager_snapshot(p->manager)->taken_ms : 0;
+    if (shared && shared->text && look_ms != 0 && shared->look_ms == look_ms) {
+        evbuffer_add(out, shared->text, shared->len);
+        return shared->status;
+    }
     struct api_call x = {
         .p = p, .m = p->manager, .req = &req, .acting_allowed = acting_allowed, .status = 200};
     double started = timestamp_monotonic_ms();
@@ -398,8 +451,11 @@ int api_handle(struct pooler *p, const char *path, bool post, const char *body, 
      * UTF-8 in one made the whole answer unreadable to a JSON parser. */
     char *text = utf8_make_valid(env ? cJSON_PrintUnformatted(env) : NULL);
     if (text) {
-        evbuffer_add(out, text, strlen(text));
-        evbuffer_add(out, "\n", 1);
+        size_t len = strlen(text);
+        text[len] = '\n'; /* the NUL's place: the body ends with a newline */
+        evbuffer_add(out, text, len + 1);
+        if (shared && look_ms != 0 && x.status == 200)
+            shared_keep(shared, look_ms, x.status, text, len + 1);
         free(text);
     } else {
         x.status = 500;

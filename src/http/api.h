@@ -38,11 +38,21 @@ struct api_request {
 void api_parse_request(const char *path, bool post, const char *body, const char *query,
                        struct api_request *req);
 
-/* Answers one request for path (an api route). post: the method was POST, with body (may be
- * NULL). acting_allowed: a bearer token is configured (and was checked). Returns the HTTP
- * status and fills out with the JSON body. */
-int api_handle(struct pooler *p, const char *path, bool post, const char *body, bool acting_allowed,
-               const char *query, struct evbuffer *out);
+/* The answers of the reading actions (monitor, detect-leaks, full-analysis) depend only on
+ * the manager's latest look at the pools, taken once a second, yet each walks every client:
+ * one is made per action and look, and the requests until the next look share it (the
+ * envelope's timestamp is when it was made). A storm of polls then costs the loop one answer
+ * per action per second instead of one per request. */
+struct api_cache;
+struct api_cache *api_cache_new(void);
+void api_cache_free(struct api_cache *cache);
+
+/* Answers one request for path (an api route). cache: where shared answers are kept (NULL:
+ * every answer is made anew). post: the method was POST, with body (may be NULL).
+ * acting_allowed: a bearer token is configured (and was checked). Returns the HTTP status and
+ * fills out with the JSON body. */
+int api_handle(struct pooler *p, struct api_cache *cache, const char *path, bool post,
+               const char *body, bool acting_allowed, const char *query, struct evbuffer *out);
 
 /* GET /api/v1/events?follow: the events as Server-Sent Events, streamed (http_server keeps
  * the stream and calls api_write_events_sse every second). The query's keys are matched

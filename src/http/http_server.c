@@ -100,6 +100,7 @@ struct http_server {
     bool refused_known; /* the log said so already (once per burst) */
     struct http_follower followers[HTTP_MAX_FOLLOWERS];
     int n_followers;
+    struct api_cache *api_answers; /* owned: the reading actions' shared answers */
 };
 
 /* ---- configuration: address and token ---- */
@@ -575,8 +576,8 @@ static void handle_api(struct http_server *srv, struct evhttp_request *req)
     }
     evbuffer_copyout(in, body, n);
     body[n] = '\0';
-    int status = api_handle(srv->p, evhttp_uri_get_path(uri), post, body, srv->token != NULL,
-                            evhttp_uri_get_query(uri), b);
+    int status = api_handle(srv->p, srv->api_answers, evhttp_uri_get_path(uri), post, body,
+                            srv->token != NULL, evhttp_uri_get_query(uri), b);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", "application/json");
     evhttp_add_header(h, "Cache-Control", "no-store");
@@ -681,8 +682,9 @@ enum http_start_result http_server_start(struct pooler *p, struct http_server **
     srv->listener = evhttp_bound_socket_get_listener(srv->bound);
     srv->adopt = event_new(srv->base, -1, 0, adopt_cb, srv);
     srv->sweep = event_new(srv->base, -1, EV_PERSIST, sweep_cb, srv);
+    srv->api_answers = api_cache_new();
     struct timeval second = {.tv_sec = 1};
-    if (!srv->adopt || !srv->sweep || event_add(srv->sweep, &second) != 0) {
+    if (!srv->adopt || !srv->sweep || !srv->api_answers || event_add(srv->sweep, &second) != 0) {
         snprintf(err, err_len, "cannot create the HTTP timers");
         goto fail;
     }
@@ -734,6 +736,7 @@ void http_server_stop(struct http_server *h)
     /* Frees the listener and every connection. */
     if (h->http)
         evhttp_free(h->http);
+    api_cache_free(h->api_answers);
     free(h->listen);
     token_free(h->token);
     free(h);

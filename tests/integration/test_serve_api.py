@@ -203,3 +203,37 @@ def test_repeated_dry_runs_record_each_planned_client_once(pgwarden_bin, pg):
         for c in conns:
             c.close()
         p.stop()
+
+
+def test_reading_answers_are_made_once_per_manager_look(pgwarden_bin, pg):
+    """monitor, detect-leaks and full-analysis depend on the manager's latest look alone:
+    requests between two looks share one answer (the same body, timestamp included), each
+    action its own, and the next look makes a new one."""
+    p = start(pgwarden_bin, pg)
+
+    def three(path):
+        """Three answers 30 ms apart: made anew, no two could carry the same timestamp; shared,
+        at least two do, as looks are a second apart."""
+        docs = []
+        for _ in range(3):
+            docs.append(call(p.http_port, path)[1])
+            time.sleep(0.03)
+        return docs
+
+    try:
+        wait_for(lambda: call(p.http_port, "/api/v1/monitor")[0] == 200, timeout=10)
+        for action in ("monitor", "detect-leaks", "full-analysis"):
+            docs = three(f"/api/v1/{action}")
+            assert docs[0] == docs[1] or docs[1] == docs[2], (action, docs)
+            time.sleep(1.5)
+            later = call(p.http_port, f"/api/v1/{action}")[1]
+            check_envelope(later, action)
+            assert later["timestamp"] > docs[2]["timestamp"], (action, docs, later)
+        # The query string is no part of these answers, nor of what they are shared by.
+        docs = [call(p.http_port, f"/api/v1/monitor?x={i}")[1] for i in range(3)]
+        assert docs[0] == docs[1] or docs[1] == docs[2], docs
+        # A kill-idle dry run plans on the pools as they are now: never shared.
+        stamps = [d["timestamp"] for d in three("/api/v1/kill-idle")]
+        assert len(set(stamps)) == 3, stamps
+    finally:
+        p.stop()
