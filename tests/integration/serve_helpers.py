@@ -289,6 +289,7 @@ def wait_for(fn, timeout=15, what="condition"):
 
 
 SSL_REQUEST_CODE = 80877103
+CANCEL_REQUEST_CODE = 80877102
 
 
 def be_msg(t, body):
@@ -363,6 +364,16 @@ class FakeServer:
                      be_msg(b"S", b"client_encoding\0UTF8\0") +
                      be_msg(b"K", struct.pack("!II", pid, 1)) + be_msg(b"Z", b"I"))
 
+    def queries(self, conn):
+        """The body of each simple Query the pooler sends, until it says Terminate or the
+        server stops; other messages are read and ignored."""
+        while not self.stopping:
+            t, body = self.read_msg(conn)
+            if t == b"X":
+                return
+            if t == b"Q":
+                yield body
+
     def read_startup(self, conn):
         """Reads the pooler's StartupMessage and returns its body, answering an SSLRequest
         first with 'N' as a server without TLS does."""
@@ -404,7 +415,7 @@ class CancelHoldingProxy:
 
     def _link(self, down, up):
         first = down.recv(8, socket.MSG_WAITALL)  # length and code of the first packet
-        if len(first) == 8 and struct.unpack("!II", first) == (16, 80877102):
+        if len(first) == 8 and struct.unpack("!II", first) == (16, CANCEL_REQUEST_CODE):
             first += down.recv(8, socket.MSG_WAITALL)
             time.sleep(self.hold_s)
             up.sendall(first)

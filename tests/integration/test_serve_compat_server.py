@@ -109,12 +109,7 @@ class MiniServer(FakeServer):
                 conn.sendall(error_msg("28P01", "password authentication failed"))
                 return
         self.send_login_ok(conn)
-        while not self.stopping:
-            t, body = self.read_msg(conn)
-            if t == b"X":
-                return
-            if t != b"Q":
-                continue
+        for body in self.queries(conn):
             if b"max_connections" in body:
                 conn.sendall(error_msg("42704", "no such setting") + be_msg(b"Z", b"I"))
                 continue

@@ -186,12 +186,7 @@ class SilentServer(FakeServer):
     def serve(self, conn):
         self.read_startup(conn)
         self.send_login_ok(conn)
-        while not self.stopping:
-            t, body = self.read_msg(conn)
-            if t == b"X":
-                return
-            if t != b"Q":
-                continue
+        for body in self.queries(conn):
             if b"pg_sleep" in body:
                 while not self.stopping:
                     time.sleep(0.1)

@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from serve_helpers import FakeServer, Pooler, be_msg, rss_kb
+from serve_helpers import CANCEL_REQUEST_CODE, FakeServer, Pooler, be_msg, rss_kb
 
 
 class FloodingServer(FakeServer):
@@ -167,25 +167,14 @@ class ChattyCancelServer(FakeServer):
         super().__init__()
 
     def serve(self, conn):
-        (ln,) = struct.unpack("!I", self.read_exact(conn, 4))
-        body = self.read_exact(conn, ln - 4)
-        code = struct.unpack("!I", body[:4])[0]
-        if code == 80877102:  # CancelRequest
+        body = self.read_startup(conn)
+        if struct.unpack("!I", body[:4])[0] == CANCEL_REQUEST_CODE:
             conn.sendall(b"x" * 300)  # more than one read takes
             time.sleep(0.3)
             self.cancelled.set()
             return  # closed
-        if code == 80877103:  # SSLRequest
-            conn.sendall(b"N")
-            (ln,) = struct.unpack("!I", self.read_exact(conn, 4))
-            self.read_exact(conn, ln - 4)
         self.send_login_ok(conn)
-        while not self.stopping:
-            t, body = self.read_msg(conn)
-            if t == b"X":
-                return
-            if t != b"Q":
-                continue
+        for body in self.queries(conn):
             if b"sleep" in body:
                 self.cancelled.wait(30)
                 self.cancelled.clear()
