@@ -324,8 +324,7 @@ static const struct api_route ROUTES[] = {
 struct api_cache {
     struct api_shared {
         int64_t look_ms; /* the manager's look it was made from */
-        int status;
-        char *text; /* owned: the whole body */
+        char *text;      /* owned: the whole body of a 200 answer */
         size_t len;
     } by_route[N_ROUTES];
 };
@@ -353,15 +352,11 @@ static struct api_shared *shared_entry(struct api_cache *cache, const struct api
     return &cache->by_route[req->route - ROUTES];
 }
 
-static void shared_keep(struct api_shared *e, int64_t look_ms, int status, const char *text,
-                        size_t len)
+/* Keeps text (taken over) as the answer to share until the next look. */
+static void shared_keep(struct api_shared *e, int64_t look_ms, char *text, size_t len)
 {
-    char *copy = malloc(len);
-    if (!copy)
-        return; /* the next request makes its own */
-    memcpy(copy, text, len);
     free(e->text);
-    *e = (struct api_shared){.look_ms = look_ms, .status = status, .text = copy, .len = len};
+    *e = (struct api_shared){.look_ms = look_ms, .text = text, .len = len};
 }
 
 static const struct api_route *find_route(const char *path)
@@ -424,7 +419,7 @@ int api_handle(struct pooler *p, struct api_cache *cache, const char *path, bool
     int64_t look_ms = shared ? live_manager_snapshot(p->manager)->taken_ms : 0;
     if (shared && shared->text && look_ms != 0 && shared->look_ms == look_ms) {
         evbuffer_add(out, shared->text, shared->len);
-        return shared->status;
+        return 200;
     }
     struct api_call x = {
         .p = p, .m = p->manager, .req = &req, .acting_allowed = acting_allowed, .status = 200};
@@ -455,8 +450,9 @@ int api_handle(struct pooler *p, struct api_cache *cache, const char *path, bool
         text[len] = '\n'; /* the NUL's place: the body ends with a newline */
         evbuffer_add(out, text, len + 1);
         if (shared && look_ms != 0 && x.status == 200)
-            shared_keep(shared, look_ms, x.status, text, len + 1);
-        free(text);
+            shared_keep(shared, look_ms, text, len + 1);
+        else
+            free(text);
     } else {
         x.status = 500;
     }
