@@ -216,9 +216,7 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
             }
         } else {
             /* RECONNECT: every server is replaced when it is next released. */
-            for (size_t i = 0; i < 5; i++)
-                for (struct plist *m = lists[i]->next; m != lists[i]; m = m->next)
-                    plist_entry(m, struct server, node)->close_needed = true;
+            objects_pool_mark_servers_obsolete(pool);
         }
     }
     if (arg[0] && !matched && !pooler_config_find_db(p->cfg, arg)) {
@@ -464,9 +462,16 @@ static void set_command(struct pooler *p, const char *sql, struct console_out *o
         reply_error(o, "42601", "SET needs: SET key = value (quote values with spaces: 'a b')");
         return;
     }
-    if (!serve_set(p, key, value, err, sizeof(err))) {
+    switch (serve_set(p, key, value, err, sizeof(err))) {
+    case SERVE_SET_REFUSED:
         reply_error(o, "F0000", "%s", err);
         return;
+    case SERVE_SET_TLS_NOT_APPLIED: /* PgBouncer's words, then the reason */
+        reply_notice_detail(o, "TLS settings could not be applied, still using old configuration",
+                            err);
+        break;
+    case SERVE_SET_APPLIED:
+        break;
     }
     reply_complete(o, "SET");
 }

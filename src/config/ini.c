@@ -149,34 +149,31 @@ fail:
 
 static bool parse_buffer(struct ini_parser *p, char *text, size_t len, const char *file);
 
-/* Directory part of file for resolving relative includes ("." when there is none). */
-static char *dir_of(const char *file)
+bool ini_relative_path(const char *referrer, const char *name, char *out, size_t out_len)
 {
-    const char *slash = strrchr(file, '/');
-
-    if (slash == NULL)
-        return strdup(".");
-    if (slash == file)
-        return strdup("/");
-    return strndup(file, (size_t)(slash - file));
+    const char *slash = strrchr(referrer, '/');
+    int n;
+    if (name[0] == '/' || slash == NULL)
+        n = snprintf(out, out_len, "%s", name);
+    else
+        n = snprintf(out, out_len, "%.*s/%s", slash == referrer ? 0 : (int)(slash - referrer),
+                     referrer, name);
+    if (n < 0 || (size_t)n >= out_len)
+        return false;
+    if (name[0] != '/' && slash != NULL && access(out, F_OK) != 0 && access(name, F_OK) == 0)
+        snprintf(out, out_len, "%s", name);
+    return true;
 }
 
 static bool do_include(struct ini_parser *p, const char *file, int line, const char *target)
 {
-    char *dir = NULL, *path = NULL, *real = NULL, *buf = NULL;
+    char *real = NULL, *buf = NULL;
     size_t len = 0;
     bool ok = false;
-    char rerr[PATH_MAX + 128];
+    char rerr[PATH_MAX + 128], path[PATH_MAX];
 
-    if (target[0] == '/') {
-        path = strdup(target);
-    } else {
-        dir = dir_of(file);
-        if (dir != NULL && asprintf(&path, "%s/%s", dir, target) < 0)
-            path = NULL;
-    }
-    if (path == NULL) {
-        set_errf(p->err, p->err_len, "%s:%d: out of memory", file, line);
+    if (!ini_relative_path(file, target, path, sizeof(path))) {
+        set_errf(p->err, p->err_len, "%s:%d: %%include file name too long", file, line);
         goto done;
     }
     /* depth counts the top-level file, so it is also the nesting level of the new file. */
@@ -216,8 +213,6 @@ static bool do_include(struct ini_parser *p, const char *file, int line, const c
     free(p->stack[--p->depth]);
     p->stack[p->depth] = NULL;
 done:
-    free(dir);
-    free(path);
     free(real);
     free(buf);
     return ok;

@@ -13,11 +13,10 @@
  * - `key = value`: key is everything before the first '=' (trimmed, non-empty, no spaces);
  *   value is everything after it, trimmed, kept raw: it may contain '=', spaces and quotes,
  *   and surrounding double quotes are NOT stripped. Entries before any section are an error.
- * - `%include path`: path (rest of the line, trimmed) is relative to the directory of the
- *   including file (for ini_parse_string: of name, or the working directory if name has no
- *   '/'). Entries of the included file are reported with its own file and line. Errors: a
- *   missing or unreadable file, a file that is not a regular file (a FIFO, a device), an
- *   include loop, nesting deeper than INI_MAX_INCLUDE_DEPTH.
+ * - `%include path`: path (rest of the line, trimmed) is found as ini_relative_path says,
+ *   the including file being the referrer. Entries of the included file are reported with its own
+ * file and line. Errors: a missing or unreadable file, a file that is not a regular file (a FIFO, a
+ * device), an include loop, nesting deeper than INI_MAX_INCLUDE_DEPTH.
  * - Limits: each file at most INI_MAX_FILE_SIZE bytes, all files of one parse together at
  *   most INI_MAX_TOTAL_SIZE, each line at most INI_MAX_LINE_LEN bytes, no NUL bytes.
  */
@@ -29,6 +28,12 @@
 #define INI_MAX_TOTAL_SIZE    (64u * 1024u * 1024u)
 #define INI_MAX_LINE_LEN      (64u * 1024u)
 #define INI_MAX_INCLUDE_DEPTH 10
+
+/* Where a file named in referrer (a config file, an HBA file) is: an absolute name as it is;
+ * a relative one in referrer's directory, unless no such file is there and there is one
+ * relative to the working directory (PgBouncer's rule, so its configurations keep working).
+ * False when the result does not fit in out. */
+bool ini_relative_path(const char *referrer, const char *name, char *out, size_t out_len);
 
 /* Called once per entry, in file order (includes inline). All strings are borrowed and valid
  * only during the call. Return false with a reason in err to stop the parse; the parser

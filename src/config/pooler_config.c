@@ -1136,16 +1136,14 @@ static bool check_values(struct pooler_config *cfg, const char *name, char *err,
     return true;
 }
 
-/* A file named in the config: relative names are relative to the config file's directory. */
-static void config_relative_path(const char *config_name, const char *file, char *path,
-                                 size_t path_len)
+/* Where a file the config names is (ini_relative_path); false with a reason in err. */
+static bool file_path(const char *config_name, const char *setting, const char *file, char *path,
+                      size_t path_len, char *err, size_t err_len)
 {
-    if (file[0] != '/' && strchr(config_name, '/')) {
-        const char *slash = strrchr(config_name, '/');
-        snprintf(path, path_len, "%.*s/%s", (int)(slash - config_name), config_name, file);
-    } else {
-        snprintf(path, path_len, "%s", file);
-    }
+    if (ini_relative_path(config_name, file, path, path_len))
+        return true;
+    snprintf(err, err_len, "%s: %s: file name too long", config_name, setting);
+    return false;
 }
 
 /* auth_hba_file and auth_ident_file, read with the config so that a reload swaps rules and
@@ -1165,12 +1163,13 @@ static bool load_hba(struct pooler_config *cfg, const char *name, char *err, siz
         return false;
     }
     if (cfg->auth_ident_file && cfg->auth_ident_file[0]) {
-        config_relative_path(name, cfg->auth_ident_file, path, sizeof(path));
-        if (!hba_ident_load(path, &cfg->ident, err, err_len))
+        if (!file_path(name, "auth_ident_file", cfg->auth_ident_file, path, sizeof(path), err,
+                       err_len) ||
+            !hba_ident_load(path, &cfg->ident, err, err_len))
             return false;
     }
-    config_relative_path(name, cfg->auth_hba_file, path, sizeof(path));
-    if (!hba_load(path, &cfg->hba, err, err_len))
+    if (!file_path(name, "auth_hba_file", cfg->auth_hba_file, path, sizeof(path), err, err_len) ||
+        !hba_load(path, &cfg->hba, err, err_len))
         return false;
     if (cfg->hba.n_skipped)
         add_warning(cfg,
@@ -1217,8 +1216,8 @@ static bool finish(struct pooler_config *cfg, const char *name, char *err, size_
         return false;
     if (cfg->auth_file && cfg->auth_file[0]) {
         char path[4096];
-        config_relative_path(name, cfg->auth_file, path, sizeof(path));
-        if (!auth_file_load(path, &cfg->auth, err, err_len))
+        if (!file_path(name, "auth_file", cfg->auth_file, path, sizeof(path), err, err_len) ||
+            !auth_file_load(path, &cfg->auth, err, err_len))
             return false;
     }
     if (!load_hba(cfg, name, err, err_len))

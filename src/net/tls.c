@@ -541,7 +541,8 @@ static bool configure_common(struct builder *b, const struct tls_protocols *prot
             return setting_fail(b, "ciphers", b->s->ciphers, "");
     }
     if (is_set(b->s->tls13_ciphers) && SSL_CTX_set_ciphersuites(ssl_ctx, b->s->tls13_ciphers) != 1)
-        return setting_fail(b, "tls13_ciphers", b->s->tls13_ciphers, "");
+        return setting_fail(b, "tls13_ciphers", b->s->tls13_ciphers,
+                            "failed to set the TLSv1.3 cipher suites");
     return true;
 }
 
@@ -573,6 +574,14 @@ static bool configure_accept(struct builder *b)
         SSL_CTX_set_verify(
             ssl_ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT | SSL_VERIFY_CLIENT_ONCE,
             verify_cb);
+        b->ctx->verify_peer = true;
+    } else if (is_set(s->ca_file)) {
+        /* Below verify-ca a root file still asks for a certificate without demanding one,
+         * and checks one that comes (PostgreSQL's and PgBouncer's rule): `cert` lines of
+         * auth_hba_file work under require. */
+        if (!load_pem(b, "ca_file", s->ca_file, use_ca))
+            return false;
+        SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, verify_cb);
         b->ctx->verify_peer = true;
     } else {
         SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_NONE, NULL);
@@ -620,11 +629,14 @@ static bool configure_connect(struct builder *b)
                                  !load_pem(b, "key_file", s->key_file, use_key)))
         return false;
     setting_name(name, sizeof(name), s, "ca_file");
-    bool system_roots = is_set(s->ca_file) && strcmp(s->ca_file, "system") == 0;
-    if (s->sslmode >= TLS_VERIFY_CA && !is_set(s->ca_file)) {
-        snprintf(b->err, b->err_len, "%s %s needs %s (a root certificate file, or \"system\")",
-                 setting_name(other, sizeof(other), s, "sslmode"), tls_sslmode_name(s->sslmode),
-                 name);
+    /* verify-full without a file checks against the system's roots, as PgBouncer does. */
+    bool system_roots =
+        is_set(s->ca_file) ? strcmp(s->ca_file, "system") == 0 : s->sslmode == TLS_VERIFY_FULL;
+    if (s->sslmode == TLS_VERIFY_CA && !is_set(s->ca_file)) {
+        snprintf(b->err, b->err_len,
+                 "%s verify-ca needs %s (a root certificate file; the system's roots only with "
+                 "verify-full)",
+                 setting_name(other, sizeof(other), s, "sslmode"), name);
         return false;
     }
     if (system_roots && s->sslmode != TLS_VERIFY_FULL) {

@@ -62,7 +62,8 @@ struct tls_settings {
     const char *key_file;      /* PEM private key, not encrypted */
     const char *cert_file;     /* PEM certificate, then any intermediates */
     const char *ca_file;       /* PEM root certificates; connecting: "system" = OpenSSL's
-                                  default trust store (libpq's sslrootcert=system) */
+                                  default trust store (libpq's sslrootcert=system), which
+                                  verify-full also uses when none is set (PgBouncer) */
     const char *protocols;     /* see tls_protocols_parse; default "secure" (TLS 1.2+) */
     const char *ciphers;       /* TLS <= 1.2: OpenSSL cipher list; "default", "secure",
                                   "fast", "normal" = OpenSSL's (system) default; "all" */
@@ -75,13 +76,16 @@ struct tls_settings {
 struct tls_context; /* opaque, reference counted */
 
 /* A context that accepts TLS from clients: needs key_file and cert_file; verify-ca and
- * verify-full also need ca_file and then demand a client certificate signed by it. Offers
+ * verify-full also need ca_file and then demand a client certificate signed by it. Below
+ * them a ca_file asks for a certificate without demanding one and checks one that comes
+ * (tls_peer_cn then names it). Offers
  * ALPN "postgresql". Returns NULL with a message naming the setting, the file and OpenSSL's
  * reason in err (also for sslmode disable: no context is needed then). Free with
  * tls_context_free. */
 struct tls_context *tls_context_new_accept(const struct tls_settings *s, char *err, size_t err_len);
-/* A context for connecting to PostgreSQL with libpq's sslmode meanings: verify-ca and
- * verify-full need ca_file (a file or "system"); require with a ca_file verifies the chain
+/* A context for connecting to PostgreSQL with libpq's sslmode meanings: verify-ca needs
+ * ca_file, verify-full takes a file or the system's roots ("system", or no ca_file as in
+ * PgBouncer); require with a ca_file verifies the chain
  * too (libpq's rule); key_file and cert_file, when set, are the client certificate. Returns
  * NULL with a reason in err. Free with tls_context_free. */
 struct tls_context *tls_context_new_connect(const struct tls_settings *s, char *err,

@@ -993,10 +993,12 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
     pool->n_clients++;
     pool->stats.clients_created++;
     if (p->cfg->log_connections) {
-        char addr[64];
+        char addr[64], tls[128] = "";
         net_addr_format(&c->addr, addr, sizeof(addr));
-        log_info("pool", "client %llu %s login db=%s user=%s", (unsigned long long)c->id, addr,
-                 l->database, l->user);
+        if (c->conn.tls) /* PgBouncer's "tls=TLSv1.3/TLS_AES_256_GCM_SHA384/ECDH=X25519" */
+            tls_describe(c->conn.tls, tls, sizeof(tls));
+        log_info("pool", "client %llu %s login db=%s user=%s%s%s", (unsigned long long)c->id, addr,
+                 l->database, l->user, tls[0] ? " tls=" : "", tls);
     }
     login_free(c);
     cancel_register_client(c);

@@ -180,17 +180,31 @@ bool objects_pool_apply_config(struct pool *pool)
     pool->transaction_timeout_ms = u && u->transaction_timeout_ms > 0 ? u->transaction_timeout_ms
                                                                       : cfg->transaction_timeout_ms;
     if (target_changed) {
-        struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
-                                 &pool->login_servers, &pool->canceling_servers};
-        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
-            for (struct plist *n = lists[i]->next; n != lists[i]; n = n->next)
-                plist_entry(n, struct server, node)->close_needed = true;
+        objects_pool_mark_servers_obsolete(pool);
+        /* A login that failed against the old target says nothing about the new one. */
+        objects_pool_forget_login_failure(pool);
         pool->welcome_ready = false;
         free(pool->welcome);
         pool->welcome = NULL;
         pool->welcome_len = 0;
     }
     return true;
+}
+
+void objects_pool_mark_servers_obsolete(struct pool *pool)
+{
+    struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
+                             &pool->login_servers, &pool->canceling_servers};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        for (struct plist *n = lists[i]->next; n != lists[i]; n = n->next)
+            plist_entry(n, struct server, node)->close_needed = true;
+}
+
+void objects_pool_forget_login_failure(struct pool *pool)
+{
+    free(pool->last_error);
+    pool->last_error = NULL;
+    pool->retry_after_us = 0;
 }
 
 static struct pool *find_or_make(struct pooler *p, const struct pooler_db_config *db,

@@ -15,6 +15,12 @@ struct pool *objects_pool_get_auth(struct pooler *p, const struct pooler_db_conf
  * the connection target changed. False when out of memory: the error is logged and the pool
  * keeps the settings it had (a reload then leaves it on the old ones). */
 bool objects_pool_apply_config(struct pool *pool);
+/* Marks every server of pool close_needed: each is closed when next released or taken idle
+ * (RECONNECT, a changed connection target, changed server TLS settings). */
+void objects_pool_mark_servers_obsolete(struct pool *pool);
+/* Forgets the pool's cached failed login (server_login_retry's wait and the fast-fail
+ * message): after a login went through, or once the settings it failed with changed. */
+void objects_pool_forget_login_failure(struct pool *pool);
 /* Empties the lists of a pooler being set up (serve, and the session fuzzer's harness). */
 void objects_init_pooler_lists(struct pooler *p);
 void objects_pool_free(struct pool *pool);

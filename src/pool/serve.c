@@ -517,19 +517,18 @@ static bool tls_build(const struct pooler_config *cfg, bool client_side, struct 
 }
 
 /* PgBouncer reconnects servers when TLS settings change: idle ones are closed now (the next
- * client must not get one made with the old settings), the others once released. */
+ * client must not get one made with the old settings), the others once released. A failed
+ * login cached under the old settings no longer fast-fails clients: the next one tries the
+ * new settings at once. */
 static void replace_servers(struct pooler *p)
 {
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         struct pool *pool = plist_entry(n, struct pool, node);
+        objects_pool_forget_login_failure(pool);
+        objects_pool_mark_servers_obsolete(pool);
         struct plist *m;
         while ((m = plist_first(&pool->idle_servers)) != NULL)
-            server_close(plist_entry(m, struct server, node), "TLS settings changed");
-        struct plist *lists[] = {&pool->active_servers, &pool->tested_servers, &pool->login_servers,
-                                 &pool->canceling_servers};
-        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
-            for (m = lists[i]->next; m != lists[i]; m = m->next)
-                plist_entry(m, struct server, node)->close_needed = true;
+            server_close(plist_entry(m, struct server, node), "obsolete connection");
     }
 }
 
@@ -629,52 +628,20 @@ bool serve_reload(struct pooler *p, char *err, size_t err_len)
     return true;
 }
 
-struct key_value {
-    const char *key;
-    char *value; /* owned */
-};
-
-static void find_value(void *ctx, const char *key, const char *value, const char *default_text,
-                       bool reloadable)
+enum serve_set_result serve_set(struct pooler *p, const char *key, const char *value, char *err,
+                                size_t err_len)
 {
-    (void)default_text;
-    (void)reloadable;
-    struct key_value *kv = ctx;
-    if (!kv->value && !strcasecmp(key, kv->key))
-        kv->value = strdup(value);
-}
-
-bool serve_set(struct pooler *p, const char *key, const char *value, char *err, size_t err_len)
-{
-    /* A TLS key is kept only when its side's context builds: the old value is put back
-     * otherwise, and err says why (a bad file, a missing key). */
+    if (pooler_config_set(p->cfg, key, value, err, err_len) != POOLER_SET_OK)
+        return SERVE_SET_REFUSED;
+    /* PgBouncer keeps a TLS value whose settings do not build yet: rotating a certificate
+     * takes one SET per file, and the key and certificate match only once both are set. */
     bool client_tls = !strncasecmp(key, "client_tls", 10);
     bool tls = client_tls || !strncasecmp(key, "server_tls", 10);
-    struct key_value old = {key, NULL};
-    if (tls) {
-        pooler_config_values(p->cfg, find_value, &old);
-        if (!old.value) {
-            snprintf(err, err_len, "out of memory");
-            return false;
-        }
-    }
-    if (pooler_config_set(p->cfg, key, value, err, err_len) != POOLER_SET_OK) {
-        free(old.value);
-        return false;
-    }
-    if (tls && !tls_apply(p, client_tls, err, err_len)) {
-        char ignored[256];
-        if (pooler_config_set(p->cfg, key, old.value, ignored, sizeof(ignored)) != POOLER_SET_OK)
-            log_error("serve", "SET %s: the previous value could not be restored: %s", key,
-                      ignored);
-        free(old.value);
-        return false;
-    }
-    free(old.value);
+    bool tls_applied = !tls || tls_apply(p, client_tls, err, err_len);
     apply_config(p);
     log_info("serve", "SET %s = '%s' on the admin console (until the next RELOAD)", key, value);
     resume_all(p);
-    return true;
+    return tls_applied ? SERVE_SET_APPLIED : SERVE_SET_TLS_NOT_APPLIED;
 }
 
 static void on_sigusr1(void *arg)

@@ -23,9 +23,18 @@ void serve_resume(struct pooler *p);
 bool serve_suspend(struct pooler *p);
 /* Returns false with the reason in err when the new configuration was refused. */
 bool serve_reload(struct pooler *p, char *err, size_t err_len);
+enum serve_set_result {
+    SERVE_SET_APPLIED,
+    SERVE_SET_TLS_NOT_APPLIED, /* a TLS key: the value is kept (SHOW CONFIG shows it), but its
+                                  side's settings do not build, so TLS goes on with the
+                                  previous ones; err says why. A later SET that completes the
+                                  set (a key after its certificate) applies them all. */
+    SERVE_SET_REFUSED,         /* unknown key or bad value: nothing changed; err says why */
+};
 /* SET key = value: changes one key of the running configuration (until the next RELOAD) and
- * applies it; false with the reason in err when refused (nothing changed then). */
-bool serve_set(struct pooler *p, const char *key, const char *value, char *err, size_t err_len);
+ * applies it. */
+enum serve_set_result serve_set(struct pooler *p, const char *key, const char *value, char *err,
+                                size_t err_len);
 void serve_shutdown(struct pooler *p);
 /* SHUTDOWN WAIT_FOR_SERVERS (false) / WAIT_FOR_CLIENTS (true): as SIGINT / SIGTERM. */
 void serve_shutdown_when(struct pooler *p, bool wait_for_clients);

@@ -712,9 +712,7 @@ static void login_complete(struct server *s)
          * client's welcome, never the pool's. No pooler query runs on it (a physical
          * walsender takes no SQL): neither the slots query nor connect_query. A login that
          * went through shows the server can be reached: a cached failure goes. */
-        free(pool->last_error);
-        pool->last_error = NULL;
-        pool->retry_after_us = 0;
+        objects_pool_forget_login_failure(pool);
         uint8_t *welcome = l->welcome;
         size_t welcome_len = l->welcome_len;
         l->welcome = NULL;
@@ -736,9 +734,7 @@ static void login_complete(struct server *s)
         }
         pool->welcome_ready = true;
     }
-    free(pool->last_error);
-    pool->last_error = NULL;
-    pool->retry_after_us = 0;
+    objects_pool_forget_login_failure(pool);
     server_login_free(s);
     log_debug("pool", "server %llu: logged in (backend pid %u)", (unsigned long long)s->id,
               s->be_pid);

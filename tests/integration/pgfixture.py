@@ -151,6 +151,9 @@ class PgServer:
         with open(os.path.join(self.datadir, "pg_hba.conf"), "w") as f:
             f.write(
                 "local all all trust\n"
+                # tls_only_user (ssl=True only) may log in over TLS alone
+                "hostnossl all tls_only_user 127.0.0.1/32 reject\n"
+                "hostssl all tls_only_user 127.0.0.1/32 trust\n"
                 "host all trust_user 127.0.0.1/32 trust\n"
                 "host all md5_user 127.0.0.1/32 md5\n"
                 "host all all 127.0.0.1/32 scram-sha-256\n"
@@ -262,6 +265,8 @@ class PgServer:
             "SET password_encryption = 'md5';"
             "CREATE ROLE md5_user LOGIN PASSWORD 'md5-pw';"
         )
+        if self.ssl:
+            self.psql("CREATE ROLE tls_only_user LOGIN")
         # CREATE DATABASE cannot share psql -c's implicit transaction.
         self.psql("CREATE DATABASE appdb OWNER app_user")
 

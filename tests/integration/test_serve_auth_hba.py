@@ -175,6 +175,31 @@ def test_cert(pgwarden_bin, pg, certs, auth_type):
         p.stop()
 
 
+def test_hba_cert_under_require_asks_for_a_certificate(pgwarden_bin, pg, certs):
+    """client_tls_sslmode = require with a client_tls_ca_file asks for a certificate without
+    demanding one (PostgreSQL's and PgBouncer's rule): a cert line works, a client without a
+    certificate fails that line, and one whose certificate no CA vouches for fails the
+    handshake."""
+    conf = cert_settings(certs, "hba")
+    conf["client_tls_sslmode"] = "require"
+    p = Pooler(pgwarden_bin, pg, settings=conf)
+    write_hba(p, "hostssl all trust_user 127.0.0.1/32 cert map=certs\n",
+              ident="certs app_user trust_user\n")
+    p.start()
+    try:
+        assert who(cert_dsn(p, certs, "trust_user", "postgres")) == "trust_user"
+        m = failure(f"host=localhost port={p.port} user=trust_user dbname=postgres "
+                    f"sslmode=require sslcert=/nonexistent sslkey=/nonexistent "
+                    f"connect_timeout=10")
+        assert "certificate authentication failed" in m, m
+        assert "cert identity (none) does not allow user trust_user" in p.log()
+        m = failure(cert_dsn(p, certs, "trust_user", "postgres", cert="untrusted"))
+        assert "unknown ca" in m, m
+        assert who(cert_dsn(p, certs, "trust_user", "postgres")) == "trust_user"
+    finally:
+        p.stop()
+
+
 def test_auth_type_cert_needs_a_verifying_tls_mode(pgwarden_bin, pg, certs):
     conf = cert_settings(certs, "cert")
     conf["client_tls_sslmode"] = "require"

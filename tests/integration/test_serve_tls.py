@@ -487,18 +487,87 @@ def reload_with(p, how="RELOAD", **settings):
     else:
         console(p, "RELOAD")
 
+def console_set(p, sql):
+    """Runs a SET on the console; returns the NOTICE messages it answered with (a refused SET
+    raises)."""
+    notices = []
+    with psycopg.connect(host=p.dir, port=p.port, user="pgbouncer", dbname="pgbouncer",
+                         autocommit=True) as c:
+        c.add_notice_handler(lambda d: notices.append(f"{d.message_primary}: {d.message_detail}"))
+        res = c.pgconn.exec_(sql.encode())
+        assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+    return notices
+
+
+def test_set_rotates_a_certificate_one_key_at_a_time(pgwarden_bin, pg_tls):
+    """As in PgBouncer, a TLS key takes its value even when its side's settings do not build
+    yet (a new key does not match the old certificate): the SET answers with a NOTICE, TLS goes
+    on with the old context, and the SET that completes the pair applies both."""
+    p = tls_pooler(pgwarden_bin, pg_tls).start()
+    try:
+        notices = console_set(p, f"SET client_tls_key_file = '{pg_tls.cert('untrusted.key')}'")
+        assert len(notices) == 1 and notices[0].startswith(
+            "TLS settings could not be applied, still using old configuration: "
+            "client_tls_key_file "), notices
+        rows = {r["key"]: r["value"] for r in console(p, "SHOW CONFIG")}
+        assert rows["client_tls_key_file"] == pg_tls.cert("untrusted.key")
+        assert serves_tls(client_dsn(p, pg_tls))  # still the CA-signed certificate
+        assert console_set(p, f"SET client_tls_cert_file = '{pg_tls.cert('untrusted.crt')}'") \
+            == []
+        msg = connect_error(client_dsn(p, pg_tls))
+        assert "certificate verify failed" in msg, msg
+        assert serves_tls(client_dsn(p, pg_tls, sslrootcert=pg_tls.cert("untrusted.crt")))
+        # A value that is no setting at all is still refused, and nothing changes.
+        with psycopg.connect(host=p.dir, port=p.port, user="pgbouncer", dbname="pgbouncer",
+                             autocommit=True) as c:
+            res = c.pgconn.exec_(b"SET client_tls_sslmode = 'sometimes'")
+            assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert {r["key"]: r["value"] for r in console(p, "SHOW CONFIG")}[
+            "client_tls_sslmode"] == "require"
+    finally:
+        p.stop()
+
+
+def test_server_tls_change_forgets_a_cached_login_failure(pgwarden_bin, pg_tls):
+    """A server login that failed under the old server_tls_* settings does not fast-fail the
+    clients that come after the settings changed: the next one tries the new settings at once,
+    not after server_login_retry."""
+    # PostgreSQL lets tls_only_user in over TLS alone.
+    p = tls_pooler(pgwarden_bin, pg_tls, client_mode="disable", server_mode="require",
+                   settings={"server_login_retry": "60"},
+                   databases={"postgres": f"host=localhost port={pg_tls.port} dbname=postgres "
+                                          "user=tls_only_user"}).start()
+    try:
+        with psycopg.connect(p.dsn()) as c:
+            c.execute("SELECT 1")
+        console_set(p, "SET server_tls_sslmode = disable")
+
+        def query_error():
+            with pytest.raises(psycopg.OperationalError) as e:
+                with psycopg.connect(p.dsn()) as c:
+                    c.execute("SELECT 1")
+            return str(e.value)
+        msg = query_error()
+        assert "no encryption" in msg, msg
+        msg = query_error()
+        assert "server login has been failing" in msg, msg
+        console_set(p, "SET server_tls_sslmode = require")
+        with psycopg.connect(p.dsn()) as c:
+            assert c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                             ).fetchone()[0] is True
+    finally:
+        p.stop()
+
+
 def test_reload_with_a_broken_cert_keeps_the_old_context(pgwarden_bin, pg_tls):
     p = tls_pooler(pgwarden_bin, pg_tls).start()
     try:
-        # SET refuses a file that does not build and keeps the value.
-        with psycopg.connect(host=p.dir, port=p.port, user="pgbouncer", dbname="pgbouncer",
-                             autocommit=True) as c:
-            res = c.pgconn.exec_(b"SET client_tls_key_file = '/nonexistent/x.key'")
-            assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
-            assert "client_tls_key_file /nonexistent/x.key" in res.error_message.decode(), \
-                res.error_message
-        rows = {r["key"]: r["value"] for r in console(p, "SHOW CONFIG")}
-        assert rows["client_tls_key_file"] == pg_tls.cert("server.key")
+        # A SET whose file does not build keeps the value, says why, and TLS goes on.
+        notices = console_set(p, "SET client_tls_key_file = '/nonexistent/x.key'")
+        assert len(notices) == 1 and "client_tls_key_file /nonexistent/x.key" in notices[0], \
+            notices
+        assert serves_tls(client_dsn(p, pg_tls))
+        console_set(p, f"SET client_tls_key_file = '{pg_tls.cert('server.key')}'")
         old = psycopg.connect(client_dsn(p, pg_tls), autocommit=True)
         broken = os.path.join(p.dir, "broken.crt")
         with open(broken, "w") as f:

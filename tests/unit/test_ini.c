@@ -457,6 +457,40 @@ static void test_connstr_errors(void **state)
     assert_string_equal(err, "unknown parameter b");
 }
 
+/* A relative name is looked for next to the referrer first, then (PgBouncer's rule) in the
+ * working directory; absolute names and long results are handled. */
+static void test_relative_path(void **state)
+{
+    (void)state;
+    char out[512], referrer[256], cwd[512], expect[512];
+    snprintf(referrer, sizeof(referrer), "%s/main.ini", tmpdir);
+    write_file("beside.txt", "x");
+    write_file("sub/in-cwd.txt", "x");
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(tmpdir), 0);
+    assert_int_equal(chdir("sub"), 0);
+
+    assert_true(ini_relative_path(referrer, "beside.txt", out, sizeof(out)));
+    snprintf(expect, sizeof(expect), "%s/beside.txt", tmpdir);
+    assert_string_equal(out, expect);
+    /* Only in the working directory: that one (PgBouncer's configurations keep working). */
+    assert_true(ini_relative_path(referrer, "in-cwd.txt", out, sizeof(out)));
+    assert_string_equal(out, "in-cwd.txt");
+    /* Nowhere: the referrer's directory, so the error names where it was looked for. */
+    assert_true(ini_relative_path(referrer, "nowhere.txt", out, sizeof(out)));
+    snprintf(expect, sizeof(expect), "%s/nowhere.txt", tmpdir);
+    assert_string_equal(out, expect);
+    assert_true(ini_relative_path(referrer, "/etc/hosts", out, sizeof(out)));
+    assert_string_equal(out, "/etc/hosts");
+    assert_true(ini_relative_path("main.ini", "x.txt", out, sizeof(out)));
+    assert_string_equal(out, "x.txt");
+    assert_true(ini_relative_path("/main.ini", "x.txt", out, sizeof(out)));
+    assert_string_equal(out, "/x.txt");
+    assert_false(ini_relative_path(referrer, "beside.txt", out, 8));
+
+    assert_int_equal(chdir(cwd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -468,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_include_errors),
         cmocka_unit_test(test_include_depth),
         cmocka_unit_test(test_string_include_relative_to_name),
+        cmocka_unit_test(test_relative_path),
         cmocka_unit_test(test_read_file_limits),
         cmocka_unit_test(test_fifo_refused),
         cmocka_unit_test(test_connstr),

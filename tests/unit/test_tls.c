@@ -447,6 +447,17 @@ static void test_verify_ca_failures(void **state)
     handshake_ok(&p);
     pair_close(&p);
 
+    /* verify-full with no root file checks against the system's roots (PgBouncer's
+     * default): a certificate from the test CA is not among them. */
+    struct tls_settings ss = connect_settings(TLS_VERIFY_FULL);
+    ss.ca_file = NULL;
+    struct tls_context *sys = new_connect(&ss);
+    as = accept_settings(TLS_REQUIRE);
+    struct tls_context *test_ca_signed = new_accept(&as);
+    connect_fails(test_ca_signed, sys, "localhost", "certificate verify failed", NULL);
+
+    tls_context_free(test_ca_signed);
+    tls_context_free(sys);
     tls_context_free(pref);
     tls_context_free(req);
     tls_context_free(expired);
@@ -1011,9 +1022,10 @@ static void test_context_errors(void **state)
     expect_accept_error(&s, "not a regular file", NULL);
     unlink(fifo);
 
-    struct tls_settings c = connect_settings(TLS_VERIFY_FULL);
+    struct tls_settings c = connect_settings(TLS_VERIFY_CA);
     c.ca_file = NULL;
-    expect_connect_error(&c, "server_tls_sslmode verify-full needs server_tls_ca_file", NULL);
+    expect_connect_error(&c, "server_tls_sslmode verify-ca needs server_tls_ca_file",
+                         "only with verify-full");
     c = connect_settings(TLS_VERIFY_CA);
     c.ca_file = "system";
     expect_connect_error(&c, "server_tls_ca_file = system needs", "verify-full");
