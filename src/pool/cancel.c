@@ -162,7 +162,7 @@ void cancel_handle_request(struct pooler *p, uint32_t pid, const uint8_t *key_by
      * server has nothing to cancel, and its former server belongs to someone else. */
     if (!c || !c->server || c->server->state != SV_ACTIVE)
         return;
-    cancel_req_start(p, c->server);
+    (void)cancel_req_start(p, c->server); /* a client's cancel is best effort, as in PostgreSQL */
 }
 
 /* ---- cancel connections to servers and peers ---- */
@@ -220,7 +220,7 @@ static void cancel_cb(int fd, unsigned what, void *arg)
     }
 }
 
-void cancel_req_start(struct pooler *p, struct server *s)
+bool cancel_req_start(struct pooler *p, struct server *s)
 {
     char err[256];
     /* A cancel storm must not exhaust file descriptors: at most one cancel connection per
@@ -228,7 +228,7 @@ void cancel_req_start(struct pooler *p, struct server *s)
     if (s->cancels_in_flight >= 2 || p->n_cancel_reqs >= p->cfg->max_client_conn) {
         log_debug("pool", "server %llu: cancel request dropped (too many in flight)",
                   (unsigned long long)s->id);
-        return;
+        return false;
     }
     struct pool *pool = s->pool;
     int fd = -1;
@@ -249,10 +249,12 @@ void cancel_req_start(struct pooler *p, struct server *s)
     }
     if (fd < 0) {
         log_warning("pool", "cancel: %s", err);
-        return;
+        return false;
     }
-    open_cancel_conn(p, fd, s->be_pid, s->be_key, s);
+    if (!open_cancel_conn(p, fd, s->be_pid, s->be_key, s))
+        return false;
     log_debug("pool", "server %llu: cancel request sent", (unsigned long long)s->id);
+    return true;
 }
 
 /* Sends CancelRequest(pid, key) over fd, a connection under way; s is the server whose query

@@ -15,9 +15,10 @@ void cancel_unregister_client(struct client *c);
 /* Cancel request received on a fresh connection. */
 void cancel_handle_request(struct pooler *p, uint32_t pid, const uint8_t *key, size_t key_len);
 
-/* Opens a cancel connection for the query s is running (dropped when too many are in
- * flight). */
-void cancel_req_start(struct pooler *p, struct server *s);
+/* Opens a cancel connection for the query s is running. False when none was opened: too
+ * many are in flight (two on s, or max_client_conn in all), or the connection could not be
+ * made (logged). */
+bool cancel_req_start(struct pooler *p, struct server *s);
 /* s is going away: its cancels in flight no longer refer to it. */
 void cancel_reqs_forget_server(struct pooler *p, struct server *s);
 /* Frees finished cancel connections and finishes those older than cancel_wait_timeout

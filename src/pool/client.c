@@ -2599,6 +2599,14 @@ bool client_reclaim_server(struct client *c, const char *why)
     c->request_us = 0;
     forget_requests(c); /* rolled back: its SETs with it */
     s->last_used_us = pooler_now(p);
+    if (s->cancel_unsettled) {
+        /* A cancel whose fate is unknown may still land on it: closing it rolls back too. */
+        log_info("pool", "client %llu: transaction ended by closing server %llu: %s",
+                 (unsigned long long)c->id, (unsigned long long)s->id, why);
+        server_close(s, "a cancel whose fate is unknown may still reach it");
+        handout_activate(pool);
+        return true;
+    }
     log_info("pool",
              "client %llu: transaction rolled back and server %llu returned to the pool: %s",
              (unsigned long long)c->id, (unsigned long long)s->id, why);
@@ -2606,12 +2614,6 @@ bool client_reclaim_server(struct client *c, const char *why)
     bool reset = pool->mode == POOL_MODE_SESSION || p->cfg->server_reset_query_always;
     if (reset && p->cfg->server_reset_query[0])
         prepared_server_free_all(&s->stmts); /* DISCARD ALL drops prepared statements too */
-    if (s->cancel_unsettled) {
-        /* A cancel whose fate is unknown may still land on it: closing it rolls back too. */
-        server_close(s, "a cancel whose fate is unknown may still reach it");
-        handout_activate(pool);
-        return true;
-    }
     states_server_change(s, SV_TESTED);
     if (!server_send_internal_query(s, "ROLLBACK") ||
         (reset && p->cfg->server_reset_query[0] &&
@@ -2627,8 +2629,7 @@ bool client_cancel_query(struct client *c)
     struct server *s = c->server;
     if (!s || !server_owes_answers(s))
         return false;
-    cancel_req_start(c->pooler, s);
-    return true;
+    return cancel_req_start(c->pooler, s);
 }
 
 /* A reclaimed client's next request: its messages are dropped up to the first Query,

@@ -35,7 +35,8 @@ enum client_notice_result client_send_notice(struct client *c, const char *messa
  * with an error saying why, and the one after that runs normally. False when the client is not
  * quiet, holds no transaction, or a cancel for its server is still in flight. */
 bool client_reclaim_server(struct client *c, const char *why);
-/* Cancels the query the client's server is running (as a client cancel request would). */
+/* Cancels the query the client's server is running (as a client cancel request would).
+ * False when nothing was sent: no query runs, or cancel_req_start opened no connection. */
 bool client_cancel_query(struct client *c);
 /* Pool's first server logged in: finish the logins of waiting clients. */
 void client_finish_login(struct client *c);
