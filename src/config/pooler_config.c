@@ -165,8 +165,10 @@ static const struct key_def KEYS[] = {
     {"query_wait_notify", KEY_DURATION, OFF(query_wait_notify_ms), "5", true,
      "a client queued for a server longer than this gets a notice saying so (0 = never)", false},
     {"cancel_wait_timeout", KEY_DURATION, OFF(cancel_wait_timeout_ms), "10", true,
-     "a cancel request not yet sent on to PostgreSQL after this is dropped and its "
-     "connection closed (0 = wait as long as it takes)",
+     "a cancel connection to PostgreSQL not finished after this (not connected, not sent, or "
+     "not yet closed by PostgreSQL) is given up and closed; its server, held until then, is "
+     "released, and closed instead of reused when the request had gone out whole (0 = wait "
+     "as long as it takes)",
      false},
     {"server_fast_close", KEY_BOOL, OFF(server_fast_close), "0", true,
      "session pooling: a server marked to be closed (RECONNECT, a changed database entry) is "
