@@ -100,7 +100,8 @@ struct http_server {
     bool refused_known; /* the log said so already (once per burst) */
     struct http_follower followers[HTTP_MAX_FOLLOWERS];
     int n_followers;
-    struct api_cache *api_answers; /* owned: the reading actions' shared answers */
+    struct api_cache *api_answers;       /* owned: the reading actions' shared answers */
+    struct metrics_views *metrics_views; /* the pools' values /metrics streams share (metrics.h) */
 };
 
 /* ---- configuration: address and token ---- */
@@ -513,7 +514,7 @@ static void metrics_stream_slice(evutil_socket_t fd_unused, short what, void *ar
 
 static void handle_metrics(struct http_server *srv, struct evhttp_request *req)
 {
-    struct metrics_render *r = metrics_render_begin(srv->p);
+    struct metrics_render *r = metrics_render_begin(srv->p, &srv->metrics_views);
     struct evbuffer *b = r ? evbuffer_new() : NULL;
     enum metrics_step step = b ? metrics_render_step(r, b, METRICS_SLICE_BYTES) : METRICS_FAILED;
     if (step == METRICS_FAILED) {

@@ -19,14 +19,17 @@ __attribute__((warn_unused_result)) bool metrics_render(const struct pooler *p,
 
 /* The same exposition a slice at a time, so a large one never holds the event loop for long:
  * begin takes every pool's values (one consistent moment); each step appends about budget
- * bytes (whole lines). */
+ * bytes (whole lines). With a slot (the caller's, NULL at first), renders that overlap share
+ * one copy of the values when they began within a second of each other; the slot is empty
+ * again once the last of them is freed. */
 struct metrics_render;
+struct metrics_views;
 enum metrics_step {
     METRICS_MORE,   /* call again (in a later loop turn) */
     METRICS_DONE,   /* the exposition is complete */
     METRICS_FAILED, /* out of memory */
 };
-struct metrics_render *metrics_render_begin(const struct pooler *p);
+struct metrics_render *metrics_render_begin(const struct pooler *p, struct metrics_views **slot);
 enum metrics_step metrics_render_step(struct metrics_render *r, struct evbuffer *out,
                                       size_t budget);
 void metrics_render_free(struct metrics_render *r);
