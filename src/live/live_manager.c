@@ -64,6 +64,7 @@ struct live_manager {
     struct pool_watch *watch; /* owned */
     size_t n_watch, cap_watch;
     int64_t last_scaling_ms;
+    bool scaling_was_on; /* auto_scaling at the last run: turning it off undoes its sizes */
     int64_t last_probe_ms;
     struct planned_mark *planned; /* owned: the last dry run's, sorted by client id */
     size_t n_planned;
@@ -353,8 +354,33 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
              g->last.reason);
 }
 
+/* auto_scaling was turned off (RELOAD, SET): every pool goes back to its configured size, as
+ * a restart would give it. A size asked for on the console afterwards (AUTO_SCALE NOW) stays. */
+static void unscale_pools(struct live_manager *m, int64_t now_ms)
+{
+    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next) {
+        struct pool *pool = plist_entry(n, struct pool, node);
+        int before = pool->pool_size;
+        if (before == pool->configured_size)
+            continue;
+        pool_executor_resize(pool, pool->configured_size);
+        struct event *e =
+            record_pool(m, before < pool->configured_size ? EVENT_SCALE_GROW : EVENT_SCALE_SHRINK,
+                        pool, now_ms);
+        e->before = before;
+        e->after = pool->configured_size;
+        events_set_reason(e, "auto_scaling turned off: back to the configured size");
+        log_info("manager", "auto_scaling turned off: pool %s/%s size %d -> %d (configured)",
+                 pool->db_name, pool->user_name, before, pool->configured_size);
+    }
+}
+
 static void scale_pools(struct live_manager *m, int64_t now_ms)
 {
+    bool scaling_on = m->pooler->cfg->manager.auto_scaling;
+    if (m->scaling_was_on && !scaling_on)
+        unscale_pools(m, now_ms);
+    m->scaling_was_on = scaling_on;
     int64_t interval = m->pooler->cfg->manager.interval_ms;
     if (interval < LIVE_MANAGER_PERIOD_MS)
         interval = LIVE_MANAGER_PERIOD_MS;

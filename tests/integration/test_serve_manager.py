@@ -4,6 +4,7 @@ leak_reclaim = rollback their servers go back to the pool so waiting clients pro
 leaking client gets an error on its next statement (not a hang), then works again; every
 step is an event."""
 import contextlib
+import signal
 import threading
 import time
 
@@ -183,6 +184,35 @@ def test_pool_grows_under_queueing_and_shrinks_back(pgwarden_bin, pg):
         wait_for(lambda: [r for r in console_rows(p, "SHOW SCALING")
                           if r["database"] == "postgres" and int(r["servers"]) <= 1],
                  timeout=15, what="extra servers to close")
+    finally:
+        p.stop()
+
+
+def test_turning_auto_scaling_off_restores_the_configured_size(pgwarden_bin, pg):
+    """A pool auto-scaling grew goes back to its configured size when a RELOAD turns
+    auto_scaling off, as a restart would give it, even while its clients still queue; the
+    event says why."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1", "query_wait_timeout": "60",
+                         "admin_users": "postgres"},
+               manager={"max_pool_size": "4", "interval": "500ms", "growth_rate": "100%"}).start()
+    try:
+        def size():
+            rows = [r for r in console_rows(p, "SHOW SCALING")
+                    if r["database"] == "postgres" and r["user"] == "postgres"]
+            return int(rows[0]["size"]) if rows else 0
+        with sleeping_load(p, 6, 0.2):
+            wait_for(lambda: size() == 4, timeout=30, what="the pool to grow")
+            p.manager["auto_scaling"] = "off"
+            p.write_config()
+            p.signal(signal.SIGHUP)
+            wait_for(lambda: size() == 1, timeout=15, what="the configured size back")
+            time.sleep(2)  # queued clients now only make recommendations
+            assert size() == 1
+        events = console_rows(p, "SHOW EVENTS")
+        back = [e for e in events if "auto_scaling turned off" in e["reason"]]
+        assert back and back[-1]["event"] == "scale_shrink" and back[-1]["after"] == "1", events
+        assert [e for e in events if e["event"] == "scale_recommend"], events
     finally:
         p.stop()
 
