@@ -42,8 +42,11 @@ const char *reaper_exclusion(const struct manager_options *opts, const struct co
 }
 
 /* Order: the not-overridable rules first (inspect.md section 6, rule 4), then the configured
- * exclusions. */
-static const char *protection(const struct manager_options *opts, const struct conn_record *rec)
+ * exclusions. The application_name rule is inspect mode's: there pgwarden's own sessions are
+ * rows of pg_stat_activity. In serve mode every record is a pooled client, and the name is
+ * the client's choice: honouring it would let any client exempt itself. */
+static const char *protection(const struct snapshot *snap, const struct manager_options *opts,
+                              const struct conn_record *rec)
 {
     if (rec->is_self)
         return "protected: the inspecting session itself";
@@ -53,7 +56,7 @@ static const char *protection(const struct manager_options *opts, const struct c
         return "protected: superuser session";
     if (rec->is_replication)
         return "protected: replication connection (walsender)";
-    if (snapshot_is_pgwarden_conn(rec))
+    if (snap->mode != SNAPSHOT_MODE_SERVE && snapshot_is_pgwarden_conn(rec))
         return "protected: a pgwarden connection (application_name starts with "
                "\"" SNAPSHOT_PGWARDEN_APP_PREFIX "\")";
     if (rec->is_infrastructure)
@@ -118,7 +121,7 @@ bool reaper_plan(const struct snapshot *snap, const struct manager_options *opts
         }
         if (idle <= threshold)
             continue;
-        const char *prot_reason = protection(opts, rec);
+        const char *prot_reason = protection(snap, opts, rec);
         struct kill_action *act = prot_reason ? &prot[n_prot++] : &actions[n_cand++];
         act->conn = rec;
         act->idle_ms = idle;

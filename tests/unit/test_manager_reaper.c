@@ -118,6 +118,34 @@ static void test_every_protection(void **state)
     options_free(&o);
 }
 
+/* pgwarden's own sessions are protected by their application_name in inspect mode only: in
+ * serve mode the name is a pooled client's choice, and honouring it let a client exempt
+ * itself. */
+static void test_pgwarden_name_protects_in_inspect_mode_only(void **state)
+{
+    (void)state;
+    struct manager_options o;
+    fx_options(&o);
+    o.max_kill_percentage = 100;
+    static const struct {
+        enum snapshot_mode mode;
+        enum kill_result result;
+    } cases[] = {{SNAPSHOT_MODE_INSPECT, KILL_SKIPPED_PROTECTED},
+                 {SNAPSHOT_MODE_SERVE, KILL_PLANNED}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct snapshot cur;
+        struct kill_plan p;
+        fx_snapshot(&cur, cases[i].mode, FX_NOW);
+        fx_conn(&cur, 1, "app", "pgwarden-lookalike", CONN_STATE_IDLE, 900);
+        assert_true(reaper_plan(&cur, &o, &p));
+        assert_int_equal(p.n_actions, 1);
+        assert_int_equal(p.actions[0].result, cases[i].result);
+        reaper_kill_plan_free(&p);
+        snapshot_free(&cur);
+    }
+    options_free(&o);
+}
+
 static void test_limit_rounding(void **state)
 {
     (void)state;
@@ -227,6 +255,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_candidates_and_order),
         cmocka_unit_test(test_every_protection),
+        cmocka_unit_test(test_pgwarden_name_protects_in_inspect_mode_only),
         cmocka_unit_test(test_limit_rounding),
         cmocka_unit_test(test_empty_future_and_many),
     };
