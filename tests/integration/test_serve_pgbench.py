@@ -59,10 +59,12 @@ def test_100_clients_over_pool_of_10(pgwarden_bin, pgbench_db):
     peak = [0]
     stop = threading.Event()
 
+    # Not counted: this watcher's own psql sessions. Each sample is a new one, and the one
+    # before may still be exiting, visible in pg_stat_activity (once counted as an 11th).
     def backends():
         return int(pg.psql("SELECT count(*) FROM pg_stat_activity WHERE "
                            "backend_type = 'client backend' AND datname = 'postgres' "
-                           "AND pid <> pg_backend_pid()"))
+                           "AND application_name <> 'psql'"))
 
     # The backends of an earlier test's pooler may still be exiting: they are not this pool's.
     wait_for(lambda: backends() == 0, timeout=30, what="earlier tests' backends gone")
@@ -80,7 +82,7 @@ def test_100_clients_over_pool_of_10(pgwarden_bin, pgbench_db):
                             "SELECT pid, backend_start, state, application_name, "
                             "left(query, 40) FROM pg_stat_activity WHERE "
                             "backend_type = 'client backend' AND datname = 'postgres' "
-                            "AND pid <> pg_backend_pid()")
+                            "AND application_name <> 'psql'")
             except subprocess.CalledProcessError:
                 pass
             time.sleep(0.2)
