@@ -158,6 +158,9 @@ def test_psql_and_psycopg_tls_on_both_sides(pgwarden_bin, pg_tls):
             assert clients and all(r["tls"].startswith("TLSv1.3/") for r in clients), clients
             servers = console(p, "SHOW SERVERS")
             assert servers and all(r["tls"].startswith("TLSv1.3/") for r in servers), servers
+        # The login line names the TLS version and cipher, as PgBouncer's does.
+        assert re.search(r"login db=postgres user=postgres tls=TLSv1\.3/TLS_\w+", p.log()), \
+            p.log()
         with_tls, without = ssl_of_pooler_backends(pg_tls)
         assert with_tls >= 1 and without == 0, (with_tls, without)
         # The console's own connection (unix socket) is plain: its tls column is empty.
