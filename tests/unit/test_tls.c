@@ -999,7 +999,8 @@ static void test_context_errors(void **state)
     expect_accept_error(&s, "client_tls_ciphers \"NO-SUCH-CIPHER\"", NULL);
     s = accept_settings(TLS_REQUIRE);
     s.tls13_ciphers = "TLS_NOPE";
-    expect_accept_error(&s, "client_tls13_ciphers", NULL);
+    expect_accept_error(&s, "client_tls13_ciphers \"TLS_NOPE\"",
+                        "failed to set the TLSv1.3 cipher suites");
     s = accept_settings(TLS_REQUIRE);
     s.protocols = "tlsv1.4";
     expect_accept_error(&s, "client_tls_protocols", "tlsv1.4");
