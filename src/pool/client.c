@@ -281,6 +281,33 @@ static void session_free(struct client *c)
     c->session = NULL;
 }
 
+static void mark_param(int param, bool in_use[PARAM_COUNT])
+{
+    if (param >= 0 && param < PARAM_COUNT)
+        in_use[param] = true;
+}
+
+void client_params_in_use(const struct client *c, bool in_use[PARAM_COUNT])
+{
+    for (int i = 0; i < PARAM_COUNT; i++)
+        if (c->params[i])
+            in_use[i] = true;
+    const struct client_session *ss = c->session;
+    if (!ss)
+        return;
+    for (uint32_t i = 0; i < ss->n_startup; i++)
+        mark_param(ss->startup[i].param, in_use);
+    /* A SET waiting for its CommandComplete, or staged until COMMIT, names its slot too. */
+    for (uint32_t i = 0; i < ss->n_pending; i++)
+        mark_param(ss->pending[i].param, in_use);
+    for (uint32_t i = 0; i < ss->n_staged; i++)
+        mark_param(ss->staged[i].param, in_use);
+    if (ss->unnamed_stmt)
+        mark_param(ss->unnamed_stmt->param, in_use);
+    if (ss->unnamed_portal)
+        mark_param(ss->unnamed_portal->param, in_use);
+}
+
 const char *client_user_name(const struct client *c)
 {
     if (c->session)
@@ -1212,6 +1239,17 @@ static bool take_deferred_params(struct client *c)
     for (uint32_t i = 0; i < l->n_deferred; i++) {
         const char *name = l->deferred[2 * i], *value = l->deferred[2 * i + 1];
         int id = params_register(name);
+        if (id < 0 && params_valid_name(name)) {
+            /* Every slot is taken: those of names no client, server or pool holds a value for
+             * any more (the clients that brought them left) make room. */
+            bool in_use[PARAM_COUNT] = {false};
+            objects_params_in_use(c->pooler, in_use);
+            int freed = params_recycle(in_use);
+            if (freed > 0)
+                log_debug("pool", "client %llu: %d parameter slots no value refers to recycled",
+                          (unsigned long long)c->id, freed);
+            id = params_register(name);
+        }
         if (id < 0) {
             objects_client_fail(
                 c, "53400",
