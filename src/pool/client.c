@@ -14,6 +14,7 @@
 
 #include "admin/console.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "net/sock.h"
 #include "net/tls.h"
 #include "pool/auth_lookup.h"
@@ -1224,7 +1225,11 @@ static bool add_host_to_application_name(struct client *c)
     }
     const struct pstr *own = startup_value(c, PARAM_APPLICATION_NAME);
     char name[400];
-    snprintf(name, sizeof(name), "%s - %s", own ? own->str : "app", where);
+    int n = snprintf(name, sizeof(name), "%s - %s", own ? own->str : "app", where);
+    /* A long name is cut to fit (as PgBouncer's): never inside a character, or the server
+     * refuses the SET that carries it (invalid byte sequence) and the client is ended. */
+    if (n >= (int)sizeof(name))
+        name[utf8_cut_len(name, sizeof(name) - 1)] = '\0';
     if (!set_startup_value(c, PARAM_APPLICATION_NAME, name)) {
         objects_client_fail(c, "53200", "out of memory");
         return false;

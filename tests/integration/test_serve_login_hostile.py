@@ -1,5 +1,6 @@
-"""Clients that log in to hurt others: what one client brings at login must not keep other
-clients out once it has left."""
+"""What clients bring at login (startup parameters): a client must not keep others out with
+the names it brought once it has left, and what the pooler makes of a client's values must be
+something the server accepts."""
 import psycopg
 import pytest
 
@@ -55,6 +56,27 @@ def test_startup_parameter_names_of_clients_that_left_make_room(pgwarden_bin, pg
         with connect(p, "app_user", "appdb", "-c extra_float_digits=3") as c:
             assert c.execute("SHOW extra_float_digits").fetchone()[0] == "3"
             assert c.execute("SHOW work_mem").fetchone()[0] == "4MB"
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def test_long_application_name_is_cut_between_characters(pgwarden_bin, pg):
+    """application_name_add_host appends the client's address and cuts the result to fit (as
+    PgBouncer does). A long name in 2-, 3- or 4-byte characters was cut inside one, the server
+    refused the SET carrying it (invalid byte sequence for encoding "UTF8"), and the client was
+    ended at its first query with "server connection closed"."""
+    p = Pooler(pgwarden_bin, pg, auth_type="trust",
+               settings={"application_name_add_host": "1"}).start()
+    try:
+        names = ["x" * j + ch * 210 for ch in ("é", "€", "\U0001F600") for j in range(4)]
+        for name in names:
+            with psycopg.connect(p.dsn(), application_name=name) as c:
+                assert c.execute("SELECT 1").fetchone()[0] == 1, name
+        # A short name still carries the address.
+        with psycopg.connect(p.dsn(), application_name="short") as c:
+            got = c.execute("SELECT current_setting('application_name')").fetchone()[0]
+            assert got.startswith("short - 127.0.0.1:"), got
         assert p.alive()
     finally:
         p.stop()
