@@ -251,3 +251,53 @@ def test_reload_reads_the_hba_file_and_keeps_it_when_broken(pgwarden_bin, pg):
         assert p.alive()
     finally:
         p.stop()
+
+
+def expired_client_cert(certs, cn):
+    """A client certificate for cn signed by the test CA whose validity ended in 2020."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    with open(os.path.join(certs, "ca.key"), "rb") as f:
+        ca_key = serialization.load_pem_private_key(f.read(), None)
+    with open(os.path.join(certs, "ca.crt"), "rb") as f:
+        ca = x509.load_pem_x509_certificate(f.read())
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(datetime.datetime(2019, 1, 1))
+            .not_valid_after(datetime.datetime(2020, 1, 1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(ca_key, hashes.SHA256()))
+    name = f"expired_client_{cn}"
+    with open(os.path.join(certs, name + ".crt"), "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(os.path.join(certs, name + ".key"), "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    os.chmod(os.path.join(certs, name + ".key"), 0o600)
+    return name
+
+
+@pytest.mark.parametrize("sslmode", ["require", "verify-ca"])
+def test_expired_client_certificate_never_passes_a_cert_line(pgwarden_bin, pg, certs, sslmode):
+    """A certificate the CA signed for the right name, but expired: the handshake fails,
+    whether client_tls_ca_file asks for a certificate (require) or demands one (verify-ca)."""
+    conf = cert_settings(certs, "hba")
+    conf["client_tls_sslmode"] = sslmode
+    p = Pooler(pgwarden_bin, pg, settings=conf)
+    write_hba(p, "hostssl all app_user 127.0.0.1/32 cert\n")
+    p.start()
+    try:
+        expired = expired_client_cert(certs, "app_user")
+        m = failure(cert_dsn(p, certs, "app_user", cert=expired))
+        assert "certificate expired" in m, m
+        assert "certificate has expired" in p.log(), p.log()
+        assert who(cert_dsn(p, certs, "app_user")) == "app_user"
+    finally:
+        p.stop()
