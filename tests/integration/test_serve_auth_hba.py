@@ -253,8 +253,10 @@ def test_reload_reads_the_hba_file_and_keeps_it_when_broken(pgwarden_bin, pg):
         p.stop()
 
 
-def expired_client_cert(certs, cn):
-    """A client certificate for cn signed by the test CA whose validity ended in 2020."""
+def client_cert(certs, name, cns, expired=False):
+    """A client certificate signed by the test CA with the common names cns (in order; any
+    text, empty or with a NUL), valid now or only in 2019 (expired); returns its name for
+    cert_dsn."""
     import datetime
 
     from cryptography import x509
@@ -266,15 +268,17 @@ def expired_client_cert(certs, cn):
     with open(os.path.join(certs, "ca.crt"), "rb") as f:
         ca = x509.load_pem_x509_certificate(f.read())
     key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = ((datetime.datetime(2019, 1, 1), datetime.datetime(2020, 1, 1)) if expired
+                  else (now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn, _validate=False)
+                         for cn in cns])
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(ca.subject).public_key(key.public_key())
+            .subject_name(subject).issuer_name(ca.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(datetime.datetime(2019, 1, 1))
-            .not_valid_after(datetime.datetime(2020, 1, 1))
+            .not_valid_before(start).not_valid_after(end)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
             .sign(ca_key, hashes.SHA256()))
-    name = f"expired_client_{cn}"
     with open(os.path.join(certs, name + ".crt"), "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     with open(os.path.join(certs, name + ".key"), "wb") as f:
@@ -294,10 +298,36 @@ def test_expired_client_certificate_never_passes_a_cert_line(pgwarden_bin, pg, c
     write_hba(p, "hostssl all app_user 127.0.0.1/32 cert\n")
     p.start()
     try:
-        expired = expired_client_cert(certs, "app_user")
+        expired = client_cert(certs, "expired_app_user", ["app_user"], expired=True)
         m = failure(cert_dsn(p, certs, "app_user", cert=expired))
         assert "certificate expired" in m, m
         assert "certificate has expired" in p.log(), p.log()
         assert who(cert_dsn(p, certs, "app_user")) == "app_user"
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("cns,passes", [
+    (["app_user"], True),
+    (["app_user", "nobody"], True),     # the first CN counts, as in PostgreSQL
+    (["nobody", "app_user"], False),
+    ([""], False),
+    (["app_user\0evil"], False),        # an embedded NUL is no name
+    ([], False),                         # no CN at all
+], ids=["cn", "first-of-two", "second-of-two", "empty", "nul", "none"])
+def test_client_certificate_common_names(pgwarden_bin, pg, certs, cns, passes):
+    """Only the first common name of a trusted certificate, whole, is the identity a cert line
+    checks."""
+    p = Pooler(pgwarden_bin, pg, settings=cert_settings(certs, "hba"))
+    write_hba(p, "hostssl all app_user 127.0.0.1/32 cert\n")
+    p.start()
+    try:
+        name = client_cert(certs, f"cn{len(cns)}_" + "_".join(c.replace("\0", "NUL") for c in cns),
+                           cns)
+        dsn = cert_dsn(p, certs, "app_user", cert=name)
+        if passes:
+            assert who(dsn) == "app_user"
+        else:
+            assert "certificate authentication failed" in failure(dsn)
     finally:
         p.stop()
