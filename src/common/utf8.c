@@ -45,21 +45,6 @@ size_t utf8_sequence_len(const unsigned char *s, size_t n)
     return len;
 }
 
-size_t utf8_cut_len(const char *s, size_t len)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t lead = len;
-    /* Back over the continuation bytes (a sequence has at most three) to the last lead. */
-    while (lead > 0 && len - lead < 3 && (u[lead - 1] & 0xC0) == 0x80)
-        lead--;
-    /* Only a byte that can lead a sequence (C2-F4) is one the cut can have left short. */
-    if (lead == 0 || u[lead - 1] < 0xC2 || u[lead - 1] > 0xF4)
-        return len;
-    lead--;
-    size_t want = u[lead] >= 0xF0 ? 4 : u[lead] >= 0xE0 ? 3 : 2;
-    return len - lead < want ? lead : len;
-}
-
 bool utf8_is_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;

@@ -18,12 +18,6 @@ size_t utf8_sequence_len(const unsigned char *s, size_t n);
 
 bool utf8_is_valid(const char *s, size_t len);
 
-/* How many of s's len bytes to keep so that a cut at len splits no sequence: len, or less
- * when the last sequence starts before len and would end after it (its lead byte and what
- * follows of it are dropped). Bytes that start no valid sequence are no concern here: they
- * are kept. For text cut to fit a buffer (snprintf) that must stay valid where it was. */
-size_t utf8_cut_len(const char *s, size_t len);
-
 /* A copy of s (len bytes) with every byte that starts no valid sequence replaced by U+FFFD:
  * NUL-terminated, owned by the caller (free), its length in *out_len; NULL when memory runs
  * out. */

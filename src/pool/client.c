@@ -14,7 +14,6 @@
 
 #include "admin/console.h"
 #include "common/log.h"
-#include "common/utf8.h"
 #include "net/sock.h"
 #include "net/tls.h"
 #include "pool/auth_lookup.h"
@@ -1163,6 +1162,28 @@ static void answer_encryption_request(struct client *c, enum wire_startup_kind k
 
 /* ---- startup ---- */
 
+/* PostgreSQL's pg_clean_ascii (16 and later), which its application_name check applies: each
+ * byte outside printable ASCII becomes "\xNN". The pooler gives a client's application_name
+ * to its servers in a SET, whose text the server refuses when it is not valid in its encoding
+ * (a Latin-1 name from a client): cleaned first, it is what the server would keep anyway, and
+ * the client is told the value its servers hold. NULL on out of memory; freed by the
+ * caller. */
+static char *clean_ascii(const char *value)
+{
+    size_t n = strlen(value);
+    char *out = malloc(4 * n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const unsigned char *v = (const unsigned char *)value; *v; v++) {
+        if (*v < 32 || *v > 126)
+            o += snprintf(o, 5, "\\x%02x", *v);
+        else
+            *o++ = (char)*v;
+    }
+    *o = '\0';
+    return out;
+}
+
 /* One startup parameter (from the packet, or from "options" when in_options): the five and
  * track_extra_parameters are always taken, names in ignore_startup_parameters are dropped
  * (from "options" too, everything untracked when "options" itself is listed), and any other
@@ -1199,7 +1220,14 @@ static bool take_param(struct client *c, const char *name, const char *value, bo
         l->n_deferred++;
         return true;
     }
-    if (!set_startup_value(c, id, value)) {
+    char *clean = NULL;
+    if (id == PARAM_APPLICATION_NAME && !(value = clean = clean_ascii(value))) {
+        objects_client_fail(c, "53200", "out of memory");
+        return false;
+    }
+    bool ok = set_startup_value(c, id, value);
+    free(clean);
+    if (!ok) {
         objects_client_fail(c, "53200", "out of memory");
         return false;
     }
@@ -1225,11 +1253,9 @@ static bool add_host_to_application_name(struct client *c)
     }
     const struct pstr *own = startup_value(c, PARAM_APPLICATION_NAME);
     char name[400];
-    int n = snprintf(name, sizeof(name), "%s - %s", own ? own->str : "app", where);
-    /* A long name is cut to fit (as PgBouncer's): never inside a character, or the server
-     * refuses the SET that carries it (invalid byte sequence) and the client is ended. */
-    if (n >= (int)sizeof(name))
-        name[utf8_cut_len(name, sizeof(name) - 1)] = '\0';
+    /* Cut to fit, as PgBouncer's: the name is ASCII (clean_ascii), so never inside a
+     * character. */
+    snprintf(name, sizeof(name), "%s - %s", own ? own->str : "app", where);
     if (!set_startup_value(c, PARAM_APPLICATION_NAME, name)) {
         objects_client_fail(c, "53200", "out of memory");
         return false;

@@ -1,10 +1,13 @@
 """What clients bring at login (startup parameters): a client must not keep others out with
 the names it brought once it has left, and what the pooler makes of a client's values must be
 something the server accepts."""
+import struct
+
 import psycopg
 import pytest
 
-from serve_helpers import Pooler
+from serve_helpers import (Pooler, data_row_values, query_msg, raw_connect, read_messages,
+                           read_until_readies)
 
 
 def connect(p, user, db, options):
@@ -61,22 +64,48 @@ def test_startup_parameter_names_of_clients_that_left_make_room(pgwarden_bin, pg
         p.stop()
 
 
-def test_long_application_name_is_cut_between_characters(pgwarden_bin, pg):
-    """application_name_add_host appends the client's address and cuts the result to fit (as
-    PgBouncer does). A long name in 2-, 3- or 4-byte characters was cut inside one, the server
-    refused the SET carrying it (invalid byte sequence for encoding "UTF8"), and the client was
-    ended at its first query with "server connection closed"."""
+def startup(params):
+    """A StartupMessage of (name, value) byte strings: a client's names as bytes."""
+    body = struct.pack("!I", 196608)
+    for k, v in params:
+        body += k + b"\0" + v + b"\0"
+    body += b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+@pytest.mark.parametrize("add_host", ["0", "1"])
+def test_application_name_in_any_encoding(pgwarden_bin, pg, add_host):
+    """pgwarden gives a client's application_name to its servers in a SET, whose text the
+    server refuses when it is not valid in its encoding: a client whose name was Latin-1
+    (b"Caf\\xe9"), or one whose long UTF-8 name application_name_add_host cut inside a
+    character, was ended at its first query ("server connection closed", 08006) and a server
+    connection was closed with it. The name is cleaned as PostgreSQL 16 cleans it (each byte
+    outside printable ASCII becomes \\xNN), and the client is told that value."""
     p = Pooler(pgwarden_bin, pg, auth_type="trust",
-               settings={"application_name_add_host": "1"}).start()
+               settings={"application_name_add_host": add_host}).start()
     try:
+        for name, want in ((b"Caf\xe9", "Caf\\xe9"), (b"tab\there", "tab\\x09here"),
+                           (b"Caf\xc3\xa9", "Caf\\xc3\\xa9")):
+            s = raw_connect(p.port)
+            s.sendall(startup([(b"user", b"postgres"), (b"database", b"postgres"),
+                               (b"application_name", name)]))
+            welcome = read_messages(s, until=b"Z")
+            told = [b.split(b"\0")[1].decode() for t, b in welcome
+                    if t == b"S" and b.startswith(b"application_name\0")]
+            s.sendall(query_msg("SELECT current_setting('application_name')"))
+            got = read_until_readies(s, 1)
+            s.close()
+            rows = [data_row_values(b) for t, b in got if t == b"D"]
+            assert rows and rows[0][0].startswith(want), (name, got)
+            assert told == [rows[0][0]], (told, rows)
+        # Long names in 2-, 3- and 4-byte characters, whatever add_host cuts.
         names = ["x" * j + ch * 210 for ch in ("é", "€", "\U0001F600") for j in range(4)]
         for name in names:
             with psycopg.connect(p.dsn(), application_name=name) as c:
                 assert c.execute("SELECT 1").fetchone()[0] == 1, name
-        # A short name still carries the address.
-        with psycopg.connect(p.dsn(), application_name="short") as c:
+        with psycopg.connect(p.dsn(), application_name="plain") as c:
             got = c.execute("SELECT current_setting('application_name')").fetchone()[0]
-            assert got.startswith("short - 127.0.0.1:"), got
+            assert got == "plain" if add_host == "0" else got.startswith("plain - 127.0.0.1:")
         assert p.alive()
     finally:
         p.stop()

@@ -53,27 +53,6 @@ static void test_repair_replaces_each_bad_byte(void **state)
     free(r);
 }
 
-static void test_cut_len_never_splits_a_sequence(void **state)
-{
-    (void)state;
-    const char *e = "ab\xc3\xa9";            /* "abé" */
-    assert_int_equal(utf8_cut_len(e, 4), 4); /* whole */
-    assert_int_equal(utf8_cut_len(e, 3), 2); /* é cut after its lead byte */
-    assert_int_equal(utf8_cut_len(e, 2), 2);
-    const char *euro = "x\xe2\x82\xac"; /* "x€" */
-    assert_int_equal(utf8_cut_len(euro, 4), 4);
-    assert_int_equal(utf8_cut_len(euro, 3), 1);
-    assert_int_equal(utf8_cut_len(euro, 2), 1);
-    const char *emoji = "\xf0\x9f\x98\x80"; /* U+1F600 */
-    assert_int_equal(utf8_cut_len(emoji, 4), 4);
-    assert_int_equal(utf8_cut_len(emoji, 3), 0);
-    assert_int_equal(utf8_cut_len(emoji, 1), 0);
-    /* Bytes that are invalid anyway are not the cut's doing: kept. */
-    assert_int_equal(utf8_cut_len("a\x80\x80\x80\x80", 5), 5);
-    assert_int_equal(utf8_cut_len("a\xff", 2), 2);
-    assert_int_equal(utf8_cut_len("", 0), 0);
-}
-
 static void test_make_valid_keeps_or_replaces(void **state)
 {
     (void)state;
@@ -93,7 +72,6 @@ int main(void)
         cmocka_unit_test(test_valid_and_invalid_sequences),
         cmocka_unit_test(test_repair_replaces_each_bad_byte),
         cmocka_unit_test(test_make_valid_keeps_or_replaces),
-        cmocka_unit_test(test_cut_len_never_splits_a_sequence),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
