@@ -281,6 +281,33 @@ static void session_free(struct client *c)
     c->session = NULL;
 }
 
+static void mark_param(int param, bool in_use[PARAM_COUNT])
+{
+    if (param >= 0 && param < PARAM_COUNT)
+        in_use[param] = true;
+}
+
+void client_params_in_use(const struct client *c, bool in_use[PARAM_COUNT])
+{
+    for (int i = 0; i < PARAM_COUNT; i++)
+        if (c->params[i])
+            in_use[i] = true;
+    const struct client_session *ss = c->session;
+    if (!ss)
+        return;
+    for (uint32_t i = 0; i < ss->n_startup; i++)
+        mark_param(ss->startup[i].param, in_use);
+    /* A SET waiting for its CommandComplete, or staged until COMMIT, names its slot too. */
+    for (uint32_t i = 0; i < ss->n_pending; i++)
+        mark_param(ss->pending[i].param, in_use);
+    for (uint32_t i = 0; i < ss->n_staged; i++)
+        mark_param(ss->staged[i].param, in_use);
+    if (ss->unnamed_stmt)
+        mark_param(ss->unnamed_stmt->param, in_use);
+    if (ss->unnamed_portal)
+        mark_param(ss->unnamed_portal->param, in_use);
+}
+
 const char *client_user_name(const struct client *c)
 {
     if (c->session)
@@ -1135,6 +1162,28 @@ static void answer_encryption_request(struct client *c, enum wire_startup_kind k
 
 /* ---- startup ---- */
 
+/* PostgreSQL's pg_clean_ascii (16 and later), which its application_name check applies: each
+ * byte outside printable ASCII becomes "\xNN". The pooler gives a client's application_name
+ * to its servers in a SET, whose text the server refuses when it is not valid in its encoding
+ * (a Latin-1 name from a client): cleaned first, it is what the server would keep anyway, and
+ * the client is told the value its servers hold. NULL on out of memory; freed by the
+ * caller. */
+static char *clean_ascii(const char *value)
+{
+    size_t n = strlen(value);
+    char *out = malloc(4 * n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const unsigned char *v = (const unsigned char *)value; *v; v++) {
+        if (*v < 32 || *v > 126)
+            o += snprintf(o, 5, "\\x%02x", *v);
+        else
+            *o++ = (char)*v;
+    }
+    *o = '\0';
+    return out;
+}
+
 /* One startup parameter (from the packet, or from "options" when in_options): the five and
  * track_extra_parameters are always taken, names in ignore_startup_parameters are dropped
  * (from "options" too, everything untracked when "options" itself is listed), and any other
@@ -1171,7 +1220,14 @@ static bool take_param(struct client *c, const char *name, const char *value, bo
         l->n_deferred++;
         return true;
     }
-    if (!set_startup_value(c, id, value)) {
+    char *clean = NULL;
+    if (id == PARAM_APPLICATION_NAME && !(value = clean = clean_ascii(value))) {
+        objects_client_fail(c, "53200", "out of memory");
+        return false;
+    }
+    bool ok = set_startup_value(c, id, value);
+    free(clean);
+    if (!ok) {
         objects_client_fail(c, "53200", "out of memory");
         return false;
     }
@@ -1197,6 +1253,8 @@ static bool add_host_to_application_name(struct client *c)
     }
     const struct pstr *own = startup_value(c, PARAM_APPLICATION_NAME);
     char name[400];
+    /* Cut to fit, as PgBouncer's: the name is ASCII (clean_ascii), so never inside a
+     * character. */
     snprintf(name, sizeof(name), "%s - %s", own ? own->str : "app", where);
     if (!set_startup_value(c, PARAM_APPLICATION_NAME, name)) {
         objects_client_fail(c, "53200", "out of memory");
@@ -1212,6 +1270,17 @@ static bool take_deferred_params(struct client *c)
     for (uint32_t i = 0; i < l->n_deferred; i++) {
         const char *name = l->deferred[2 * i], *value = l->deferred[2 * i + 1];
         int id = params_register(name);
+        if (id < 0 && params_valid_name(name)) {
+            /* Every slot is taken: those of names no client, server or pool holds a value for
+             * any more (the clients that brought them left) make room. */
+            bool in_use[PARAM_COUNT] = {false};
+            objects_params_in_use(c->pooler, in_use);
+            int freed = params_recycle(in_use);
+            if (freed > 0)
+                log_debug("pool", "client %llu: %d parameter slots no value refers to recycled",
+                          (unsigned long long)c->id, freed);
+            id = params_register(name);
+        }
         if (id < 0) {
             objects_client_fail(
                 c, "53400",

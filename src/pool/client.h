@@ -51,6 +51,9 @@ void client_auth_lookup_done(struct client *c, enum auth_lookup_verdict verdict,
                              const char *error);
 /* Frees what the client module keeps for c (its login state, its session): when c closes. */
 void client_login_free(struct client *c);
+/* Marks in in_use the parameter slots c holds a value for or waits to confirm one of
+ * (objects_params_in_use). */
+void client_params_in_use(const struct client *c, bool in_use[PARAM_COUNT]);
 /* The user the client logged in as (console clients included), or asked for while it is
  * still logging in; "" before its startup packet. */
 const char *client_user_name(const struct client *c);

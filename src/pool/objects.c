@@ -404,6 +404,50 @@ struct client *objects_client_find(struct pooler *p, uint64_t id)
     return NULL;
 }
 
+static void mark_values(struct pstr *const values[PARAM_COUNT], bool in_use[PARAM_COUNT])
+{
+    for (int i = 0; i < PARAM_COUNT; i++)
+        if (values[i])
+            in_use[i] = true;
+}
+
+static void mark_clients(const struct plist *list, bool in_use[PARAM_COUNT])
+{
+    for (const struct plist *m = list->next; m != list; m = m->next)
+        client_params_in_use(plist_entry(m, struct client, node), in_use);
+}
+
+static void mark_servers(const struct plist *list, bool in_use[PARAM_COUNT])
+{
+    for (const struct plist *m = list->next; m != list; m = m->next)
+        mark_values(plist_entry(m, struct server, node)->params, in_use);
+}
+
+static void mark_pool(const struct pool *pool, bool in_use[PARAM_COUNT])
+{
+    mark_values(pool->defaults, in_use);
+    mark_clients(&pool->waiting_login_clients, in_use);
+    mark_clients(&pool->active_clients, in_use);
+    mark_clients(&pool->waiting_clients, in_use);
+    mark_servers(&pool->login_servers, in_use);
+    mark_servers(&pool->idle_servers, in_use);
+    mark_servers(&pool->tested_servers, in_use);
+    mark_servers(&pool->active_servers, in_use);
+    mark_servers(&pool->canceling_servers, in_use);
+}
+
+void objects_params_in_use(const struct pooler *p, bool in_use[PARAM_COUNT])
+{
+    /* Closed objects too: they hold their values until the end of the loop turn. */
+    mark_clients(&p->login_clients, in_use);
+    mark_clients(&p->justfree_clients, in_use);
+    mark_servers(&p->justfree_servers, in_use);
+    for (const struct plist *n = p->pools.next; n != &p->pools; n = n->next)
+        mark_pool(plist_entry(n, struct pool, node), in_use);
+    if (p->admin_pool)
+        mark_pool(p->admin_pool, in_use);
+}
+
 static void fail_with(struct client *c, const char *reason, const char *sqlstate, const char *msg);
 static void log_closing(struct client *c, const char *reason);
 static void close_logged(struct client *c);

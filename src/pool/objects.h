@@ -38,6 +38,9 @@ const char *objects_login_refusal(const struct pool *pool, const char *login_use
 struct client *objects_client_new(struct pooler *p, int fd, const struct net_addr *addr);
 /* The logged-in client with this id (as SHOW CLIENTS prints it) in any pool, or NULL. */
 struct client *objects_client_find(struct pooler *p, uint64_t id);
+/* Marks in in_use every parameter slot a value refers to: of a client (its session and its
+ * statements' pending effects), a server or a pool, in any state (params_recycle). */
+void objects_params_in_use(const struct pooler *p, bool in_use[PARAM_COUNT]);
 /* Sends an ErrorResponse (best effort) and closes. */
 void objects_client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -1,6 +1,7 @@
 /* Session parameters: the process-wide slots, the interning table and SET generation. Both
  * tables are process-wide (single-threaded loop); interned values die with their last
- * reference, slots live as long as the process. */
+ * reference, a slot lives until a new name needs it and nothing holds a value for it any more
+ * (params_recycle). */
 #include "pool/params.h"
 
 #include <stdio.h>
@@ -9,9 +10,9 @@
 #include <strings.h>
 
 struct slot {
-    char name[64];
-    bool tracked; /* one of the five, or listed in track_extra_parameters */
-    bool seen;    /* a server reported it at login */
+    char name[64]; /* "" while the slot is free (recycled) */
+    bool tracked;  /* one of the five, or listed in track_extra_parameters */
+    bool seen;     /* a server reported it at login */
 };
 
 static struct slot slots[PARAM_COUNT] = {
@@ -30,7 +31,7 @@ static struct pstr *table[TABLE_SIZE];
 int params_lookup(const char *name)
 {
     for (int i = 0; i < n_slots; i++)
-        if (!strcasecmp(slots[i].name, name))
+        if (slots[i].name[0] && !strcasecmp(slots[i].name, name))
             return i;
     return -1;
 }
@@ -65,12 +66,31 @@ int params_register(const char *name)
     int id = params_lookup(name);
     if (id >= 0)
         return id;
-    if (!params_valid_name(name) || n_slots == PARAM_COUNT)
+    if (!params_valid_name(name))
         return -1;
-    struct slot *s = &slots[n_slots];
+    /* A recycled slot first, so that the slots in use stay within the first n_slots. */
+    for (id = PARAM_FIXED_COUNT; id < n_slots && slots[id].name[0]; id++)
+        ;
+    if (id == PARAM_COUNT)
+        return -1;
+    struct slot *s = &slots[id];
     memset(s, 0, sizeof(*s));
     memcpy(s->name, name, strlen(name) + 1);
-    return n_slots++;
+    if (id == n_slots)
+        n_slots++;
+    return id;
+}
+
+int params_recycle(const bool in_use[PARAM_COUNT])
+{
+    int freed = 0;
+    for (int i = PARAM_FIXED_COUNT; i < n_slots; i++) {
+        if (!slots[i].name[0] || slots[i].tracked || in_use[i])
+            continue;
+        memset(&slots[i], 0, sizeof(slots[i]));
+        freed++;
+    }
+    return freed;
 }
 
 const char *params_name(int id)

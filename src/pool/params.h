@@ -4,7 +4,8 @@
  *
  * Parameters have process-wide slots: the five PgBouncer tracks have fixed ones; the names of
  * track_extra_parameters and of any parameter a client sends at startup (or in "options") get
- * the next free slot for the life of the process. A parameter the server reports
+ * the next free slot; a client's name keeps it until no value refers to it any more and a new
+ * name needs the room (params_recycle). A parameter the server reports
  * (ParameterStatus: the five, track_extra_parameters, and any name in a server's login
  * report) is followed through the server's reports; for the others the pooler knows what it
  * set itself and what the client's own SET statements set (client.c). */
@@ -46,6 +47,13 @@ int params_lookup(const char *name);
  * name (letters, digits, '_' and '$', parts joined by '.', at most 63 bytes) or every slot is
  * taken. */
 int params_register(const char *name);
+/* Frees the slots that are not tracked and that nothing holds a value for (in_use false: no
+ * client, server, pool or pending statement of any client names the slot), so that a new name
+ * can take one; returns how many. Called when a new name finds every slot taken: names that
+ * clients brought and left behind must not keep other clients' names out for good. Only a
+ * slot no value refers to may go to another name, or a server would keep a value the pooler
+ * no longer knows of (and never RESET it for the next client). */
+int params_recycle(const bool in_use[PARAM_COUNT]);
 bool params_valid_name(const char *name);
 const char *params_name(int id);
 /* The server reports the parameter's changes (ParameterStatus). */

@@ -251,3 +251,83 @@ def test_reload_reads_the_hba_file_and_keeps_it_when_broken(pgwarden_bin, pg):
         assert p.alive()
     finally:
         p.stop()
+
+
+def client_cert(certs, name, cns, expired=False):
+    """A client certificate signed by the test CA with the common names cns (in order; any
+    text, empty or with a NUL), valid now or only in 2019 (expired); returns its name for
+    cert_dsn."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    with open(os.path.join(certs, "ca.key"), "rb") as f:
+        ca_key = serialization.load_pem_private_key(f.read(), None)
+    with open(os.path.join(certs, "ca.crt"), "rb") as f:
+        ca = x509.load_pem_x509_certificate(f.read())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = ((datetime.datetime(2019, 1, 1), datetime.datetime(2020, 1, 1)) if expired
+                  else (now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn, _validate=False)
+                         for cn in cns])
+    cert = (x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(ca_key, hashes.SHA256()))
+    with open(os.path.join(certs, name + ".crt"), "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(os.path.join(certs, name + ".key"), "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    os.chmod(os.path.join(certs, name + ".key"), 0o600)
+    return name
+
+
+@pytest.mark.parametrize("sslmode", ["require", "verify-ca"])
+def test_expired_client_certificate_never_passes_a_cert_line(pgwarden_bin, pg, certs, sslmode):
+    """A certificate the CA signed for the right name, but expired: the handshake fails,
+    whether client_tls_ca_file asks for a certificate (require) or demands one (verify-ca)."""
+    conf = cert_settings(certs, "hba")
+    conf["client_tls_sslmode"] = sslmode
+    p = Pooler(pgwarden_bin, pg, settings=conf)
+    write_hba(p, "hostssl all app_user 127.0.0.1/32 cert\n")
+    p.start()
+    try:
+        expired = client_cert(certs, "expired_app_user", ["app_user"], expired=True)
+        m = failure(cert_dsn(p, certs, "app_user", cert=expired))
+        assert "certificate expired" in m, m
+        assert "certificate has expired" in p.log(), p.log()
+        assert who(cert_dsn(p, certs, "app_user")) == "app_user"
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("cns,passes", [
+    (["app_user"], True),
+    (["app_user", "nobody"], True),     # the first CN counts, as in PostgreSQL
+    (["nobody", "app_user"], False),
+    ([""], False),
+    (["app_user\0evil"], False),        # an embedded NUL is no name
+    ([], False),                         # no CN at all
+], ids=["cn", "first-of-two", "second-of-two", "empty", "nul", "none"])
+def test_client_certificate_common_names(pgwarden_bin, pg, certs, cns, passes):
+    """Only the first common name of a trusted certificate, whole, is the identity a cert line
+    checks."""
+    p = Pooler(pgwarden_bin, pg, settings=cert_settings(certs, "hba"))
+    write_hba(p, "hostssl all app_user 127.0.0.1/32 cert\n")
+    p.start()
+    try:
+        name = client_cert(certs, f"cn{len(cns)}_" + "_".join(c.replace("\0", "NUL") for c in cns),
+                           cns)
+        dsn = cert_dsn(p, certs, "app_user", cert=name)
+        if passes:
+            assert who(dsn) == "app_user"
+        else:
+            assert "certificate authentication failed" in failure(dsn)
+    finally:
+        p.stop()

@@ -620,7 +620,9 @@ def test_names_that_are_not_utf8_keep_metrics_and_api_readable(pgwarden_bin, pg)
     One invalid UTF-8 byte in either went out as is: /metrics then failed Prometheus' parser
     (one invalid label value fails the whole scrape), and /api/v1/monitor, kill-idle,
     full-analysis and events (which keeps it for its 1,000 events) failed every JSON parser,
-    as did JSON log lines quoting it. Such bytes now go out as U+FFFD."""
+    as did JSON log lines quoting it. Such bytes now go out as U+FFFD; an application_name
+    is cleaned at login as PostgreSQL cleans it (\\xNN for each byte outside printable
+    ASCII), so it reaches the API and the logs in that form."""
     import json
     import struct as _struct
     p = start_http_pooler(pgwarden_bin, pg, settings={"log_format": "json"},
@@ -649,7 +651,7 @@ def test_names_that_are_not_utf8_keep_metrics_and_api_readable(pgwarden_bin, pg)
             raw = resp.read()
             doc = json.loads(raw)  # strict UTF-8
             assert resp.status == 200, doc
-            assert "app\ufffd\ufffd" in raw.decode("utf-8"), (path, doc)
+            assert "app\\\\xff\\\\xfe" in raw.decode("utf-8"), (path, doc)
         conn.close()
         # The event stream too (the kill-idle dry run above recorded one for the client).
         s = socket.create_connection(("127.0.0.1", p.http_port), timeout=5)
@@ -662,7 +664,7 @@ def test_names_that_are_not_utf8_keep_metrics_and_api_readable(pgwarden_bin, pg)
         # JSON log lines quote the name too (kill_idle_planned names the application).
         with open(p.logfile, "rb") as f:
             lines = [json.loads(line) for line in f.read().splitlines()]
-        assert any("app\ufffd\ufffd" in line["msg"] for line in lines)
+        assert any("app\\xff\\xfe" in line["msg"] for line in lines)
     finally:
         for s in socks:
             s.close()

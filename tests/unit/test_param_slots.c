@@ -1,6 +1,6 @@
 /* Unit tests for pool/params' slots: the five fixed ones, track_extra_parameters, names
- * clients bring, the bound on slots, and SET statements for values a client's own SET gave
- * (SQL text) next to quoted strings. */
+ * clients bring, the bound on slots, slots recycled once no value refers to them, and SET
+ * statements for values a client's own SET gave (SQL text) next to quoted strings. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -86,6 +86,38 @@ static void test_register_and_track(void **state)
     assert_int_equal(params_register("search_path"), sp);
 }
 
+/* Runs after test_register_and_track: every slot is taken. */
+static void test_recycle(void **state)
+{
+    (void)state;
+    assert_int_equal(params_register("late_name"), -1);
+    int sp = params_lookup("search_path");
+    int held = params_lookup("filler_0"), freed = params_lookup("filler_1");
+    int tracked = params_lookup("IntervalStyle");
+    assert_true(held >= 0 && freed >= 0 && tracked >= 0 && sp >= 0);
+    bool in_use[PARAM_COUNT] = {false};
+    in_use[held] = true;
+    in_use[sp] = true;
+    /* Every slot but the held ones, the five and the tracked one goes. */
+    int n = params_recycle(in_use);
+    assert_int_equal(n, PARAM_COUNT - PARAM_FIXED_COUNT - 3);
+    assert_int_equal(params_lookup("filler_1"), -1);
+    assert_string_equal(params_name(freed), "");
+    assert_false(params_reported(freed));
+    assert_int_equal(params_lookup("filler_0"), held);
+    assert_int_equal(params_lookup("IntervalStyle"), tracked);
+    assert_true(params_tracked(tracked));
+    assert_int_equal(params_lookup("client_encoding"), PARAM_CLIENT_ENCODING);
+    /* A new name takes a free slot, the lowest first; nothing is recycled twice. */
+    int late = params_register("late_name");
+    assert_true(late >= PARAM_FIXED_COUNT && late != held && late != sp && late != tracked);
+    assert_false(params_reported(late));
+    assert_false(params_tracked(late));
+    assert_int_equal(params_register("LATE_NAME"), late);
+    in_use[late] = true;
+    assert_int_equal(params_recycle(in_use), 0);
+}
+
 static void test_set_statements(void **state)
 {
     (void)state;
@@ -125,9 +157,8 @@ static void test_set_statements(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fixed_and_default_slots),
-        cmocka_unit_test(test_names),
-        cmocka_unit_test(test_register_and_track),
+        cmocka_unit_test(test_fixed_and_default_slots), cmocka_unit_test(test_names),
+        cmocka_unit_test(test_register_and_track),      cmocka_unit_test(test_recycle),
         cmocka_unit_test(test_set_statements),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
