@@ -1783,7 +1783,8 @@ static void handle_auth_message(struct client *c, const uint8_t *body, size_t le
             return;
         }
         if (strcmp(mech, SCRAM_MECHANISM) != 0) {
-            objects_client_fail(c, "28000", "unsupported SASL mechanism");
+            objects_client_fail(c, "08P01",
+                                "client selected an invalid SASL authentication mechanism");
             return;
         }
         enum scram_result r = SCRAM_BAD_SECRET;

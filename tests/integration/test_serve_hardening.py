@@ -111,6 +111,32 @@ def raw_login(port, user, password, database="postgres"):
         s.close()
 
 
+def test_unknown_sasl_mechanism_is_a_protocol_violation(pgwarden_bin, pg):
+    """A SASLInitialResponse naming a mechanism that was not offered (SCRAM-SHA-256-PLUS
+    without TLS, or made up) gets PostgreSQL's answer: 08P01 "client selected an invalid SASL
+    authentication mechanism", not an authentication failure."""
+    p = Pooler(pgwarden_bin, pg, auth_type="scram-sha-256").start()
+    try:
+        for mech in (b"SCRAM-SHA-256-PLUS", b"NOPE"):
+            s = raw_connect(p.port)
+            reader = _Reader(s)
+            try:
+                s.sendall(startup_packet("app_user", "appdb"))
+                m = reader.next_auth()
+                assert m[0] == "R" and m[1] == AUTH_SASL, m
+                first = b"p=tls-server-end-point,,n=,r=abcdefghijklmnop"
+                s.sendall(_password_msg(mech + b"\0" + struct.pack("!I", len(first)) + first))
+                m = reader.next_auth()
+                assert m[0] == "E", m
+                assert m[1]["C"] == "08P01", m
+                assert m[1]["M"] == "client selected an invalid SASL authentication mechanism", m
+            finally:
+                s.close()
+        assert p.alive()
+    finally:
+        p.stop()
+
+
 @pytest.mark.parametrize("auth_type", ["md5", "scram-sha-256"])
 def test_empty_secret_never_logs_in(pgwarden_bin, pg, auth_type):
     """`"user" ""` in auth_file: an empty password is refused exactly like a wrong one (same
