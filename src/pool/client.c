@@ -1680,7 +1680,12 @@ static void handle_startup(struct client *c, const uint8_t *pkt, size_t len, siz
     }
     if (WIRE_PROTOCOL_MINOR(st->version) > 0 || n_unsupported > 0) {
         wire_build_negotiate_protocol(&b, WIRE_PROTOCOL_3_0, unsupported, n_unsupported);
-        if (b.overflow || !client_send_raw(c, out, b.len)) {
+        if (b.overflow) { /* the names alone would not fit: refused, with a reason */
+            objects_client_fail(c, "08P01",
+                                "too many protocol options (_pq_.*) in the startup packet");
+            goto out;
+        }
+        if (!client_send_raw(c, out, b.len)) {
             objects_client_close(c, "could not negotiate protocol");
             goto out;
         }

@@ -400,6 +400,21 @@ def test_protocol_3_2_negotiated_down(pooler):
     assert types[-1] == b"Z"
 
 
+def test_too_many_protocol_options_get_an_error(pooler):
+    """Protocol options whose names would not fit in one NegotiateProtocolVersion are refused
+    with an error saying so (the connection used to close without a word); a few still
+    negotiate, and the pooler serves on."""
+    opts = {f"_pq_.option_number_{i:03d}_{'x' * 40}": "1" for i in range(60)}
+    s = raw_connect(pooler.port)
+    s.sendall(startup_packet("postgres", "postgres", opts, version=0x00030002))
+    msgs = read_messages(s, until=b"E")
+    s.close()
+    assert msgs and msgs[-1][0] == b"E", msgs
+    fields = error_fields(msgs[-1][1])
+    assert fields["C"] == "08P01" and "protocol options" in fields["M"], fields
+    test_protocol_3_2_negotiated_down(pooler)
+
+
 def test_postgres_restart_under_load(pgwarden_bin, pg):
     p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
                settings={"default_pool_size": "4"}).start()
