@@ -54,6 +54,8 @@ struct client_login {
     struct scram_server scram;
     enum console_access peer_access; /* console access granted by the peer's identity alone */
     bool tls_direct; /* TLS began without an SSLRequest (PostgreSQL 17): ALPN is required */
+    bool ssl_asked;  /* an SSLRequest was answered: a second one is refused (PostgreSQL) */
+    bool gss_asked;  /* likewise a GSSENCRequest (one of each is libpq's prefer/prefer) */
     /* Startup parameters whose names have no slot yet, as name and value (owned pairs): they
      * get one only once the client has authenticated, so that nobody uses the slots up
      * without a password. */
@@ -1144,13 +1146,23 @@ static bool client_tls_handshake(struct client *c)
  * else 'N'. extra: bytes that followed the request in the buffer. */
 static void answer_encryption_request(struct client *c, enum wire_startup_kind kind, size_t extra)
 {
+    bool *asked = kind == WIRE_STARTUP_SSL ? &c->login->ssl_asked : &c->login->gss_asked;
     /* Bytes sent before our answer would be read as if they came after the handshake
      * (CVE-2021-23214 class): refuse them. */
     if (extra > 0) {
         objects_client_fail(c, "08P01", "unexpected data after encryption request");
-    } else if (c->conn.tls) {
+        return;
+    }
+    if (c->conn.tls) {
         objects_client_fail(c, "08P01", "encryption request inside an encrypted connection");
-    } else if (kind == WIRE_STARTUP_SSL && client_tls_context(c)) {
+        return;
+    }
+    if (*asked) { /* PostgreSQL refuses a second one too: it could go on for ever */
+        objects_client_fail(c, "08P01", "encryption requested twice");
+        return;
+    }
+    *asked = true;
+    if (kind == WIRE_STARTUP_SSL && client_tls_context(c)) {
         if (!client_send_raw(c, "S", 1))
             objects_client_close(c, "could not answer encryption request");
         else

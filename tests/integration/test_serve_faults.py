@@ -400,6 +400,32 @@ def test_protocol_3_2_negotiated_down(pooler):
     assert types[-1] == b"Z"
 
 
+def test_each_encryption_request_is_answered_once(pooler):
+    """Without TLS a GSSENCRequest and an SSLRequest are each answered 'N' (libpq asks both
+    with gssencmode and sslmode prefer), then the login goes on; a second request of the same
+    kind is refused, as PostgreSQL refuses it, instead of being answered for ever."""
+    gss, ssl_req = struct.pack("!II", 8, 80877104), struct.pack("!II", 8, 80877103)
+    s = raw_connect(pooler.port)
+    s.sendall(gss)
+    assert s.recv(1) == b"N"
+    s.sendall(ssl_req)
+    assert s.recv(1) == b"N"
+    s.sendall(startup_packet("postgres", "postgres"))
+    msgs = read_messages(s, until=b"Z")
+    s.close()
+    assert msgs[-1][0] == b"Z", msgs
+    for first, again in ((ssl_req, ssl_req), (gss, gss)):
+        s = raw_connect(pooler.port)
+        s.sendall(first)
+        assert s.recv(1) == b"N"
+        s.sendall(again)
+        msgs = read_messages(s, until=b"E")
+        s.close()
+        assert msgs and msgs[-1][0] == b"E", msgs
+        fields = error_fields(msgs[-1][1])
+        assert fields["C"] == "08P01" and "twice" in fields["M"], fields
+
+
 def test_too_many_protocol_options_get_an_error(pooler):
     """Protocol options whose names would not fit in one NegotiateProtocolVersion are refused
     with an error saying so (the connection used to close without a word); a few still
