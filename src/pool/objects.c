@@ -150,6 +150,16 @@ bool objects_pool_apply_config(struct pool *pool)
         mode = db->pool_mode;
     if (u && u->pool_mode >= 0)
         mode = u->pool_mode;
+    /* Only a session pool resets a server when its client leaves: a server a session client
+     * holds (or left with a cancel in flight) may carry that client's SETs, prepared
+     * statements and temporary tables, which a transaction or statement pool would hand to
+     * the next client. Such a server is closed when released instead. */
+    if (pool->mode == POOL_MODE_SESSION && mode != POOL_MODE_SESSION && !pool->is_admin) {
+        struct plist *held[] = {&pool->active_servers, &pool->canceling_servers};
+        for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++)
+            for (struct plist *n = held[i]->next; n != held[i]; n = n->next)
+                plist_entry(n, struct server, node)->close_needed = true;
+    }
     pool->mode = (enum pool_mode)mode;
     int size = db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size;
     if (u && u->pool_size >= 0)
