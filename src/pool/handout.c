@@ -297,10 +297,35 @@ static size_t plain_logins(const struct pool *pool)
     return n;
 }
 
+/* Greets the clients that wait for the pool's welcome once it is there. Whichever server
+ * brought it may be closed before it joins the pool (RECONNECT or a RELOAD marked it during
+ * its login): its clients are greeted all the same, and get a server like any other client.
+ * Replication clients wait for their own server, not for the welcome. */
+static void greet_login_waiters(struct pool *pool)
+{
+    /* Each finished login may change the list (its client pumps): look again from the start
+     * each time. */
+    for (bool again = pool->welcome_ready; again;) {
+        again = false;
+        for (struct plist *m = pool->waiting_login_clients.next; m != &pool->waiting_login_clients;
+             m = m->next) {
+            struct client *c = plist_entry(m, struct client, node);
+            if (c->replication == STARTUP_REPLICATION_NONE) {
+                client_finish_login(c);
+                again = pool->welcome_ready;
+                break;
+            }
+        }
+    }
+}
+
 /* One pass of handout_activate. */
 static void activate_once(struct pool *pool)
 {
     struct pooler *p = pool->pooler;
+    /* A login needs no server, only the welcome: PAUSE does not hold it (as for a client
+     * that arrives once the welcome is there). */
+    greet_login_waiters(pool);
     /* PAUSE and the SIGINT shutdown hand out no servers: clients queue until RESUME. */
     if (p->run_state == POOLER_PAUSED || p->run_state == POOLER_SUSPENDED ||
         p->run_state == POOLER_SHUTDOWN_SERVERS || pool->db_paused)
@@ -466,21 +491,7 @@ void handout_server_ready(struct server *s)
         auth_lookup_pump(pool); /* its only users */
         return;
     }
-    /* Each finished login may change the list (its client pumps): look again from the start
-     * each time. Replication clients wait for their own server, not for the welcome. */
-    for (bool again = pool->welcome_ready; again;) {
-        again = false;
-        for (struct plist *m = pool->waiting_login_clients.next; m != &pool->waiting_login_clients;
-             m = m->next) {
-            struct client *c = plist_entry(m, struct client, node);
-            if (c->replication == STARTUP_REPLICATION_NONE) {
-                client_finish_login(c);
-                again = true;
-                break;
-            }
-        }
-    }
-    handout_activate(pool);
+    handout_activate(pool); /* greets the clients that waited for the welcome */
 }
 
 void handout_replication_ready(struct server *s, const uint8_t *params, size_t params_len)

@@ -77,3 +77,97 @@ def test_set_pool_mode_from_session_does_not_hand_on_session_state(pgwarden_bin,
         a.close()
     finally:
         p.stop()
+
+
+
+def test_reconnect_during_the_first_server_login_does_not_strand_the_client(pgwarden_bin, pg):
+    """RECONNECT (or a RELOAD that moves the database) while the pool's first server is still
+    logging in (here in its connect_query): that server closes instead of joining the pool,
+    but the parameters it reported already make the pool's welcome. The client that waited for
+    it must be greeted with them, not left waiting until query_wait_timeout."""
+    dbs = {"appdb": f"host={pg.socket_dir} port={pg.port} dbname=appdb "
+                    "connect_query='SELECT pg_sleep(1.5)'"}
+    p = Pooler(pgwarden_bin, pg, databases=dbs,
+               settings={"admin_users": "postgres", "query_wait_timeout": "8"}).start()
+    try:
+        got = []
+
+        def login():
+            try:
+                with psycopg.connect(p.dsn(dbname="appdb"), autocommit=True) as c:
+                    got.append(c.execute("SELECT current_database()").fetchone()[0])
+            except psycopg.Error as e:
+                got.append(e)
+
+        t = threading.Thread(target=login)
+        t.start()
+        wait_for(lambda: any(r["database"] == "appdb" for r in console_rows(p, "SHOW SERVERS")),
+                 what="the first server launched")
+        console_exec(p, "RECONNECT appdb")
+        t.join(30)
+        assert got == ["appdb"], str(got) + p.log()
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def run_pgbench(pg, port, *args, timeout=120):
+    cmd = [pg.bin("pgbench"), "-n", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+           *args, "postgres"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={"PGSSLMODE": "disable", "PATH": "/usr/bin:/bin"})
+
+
+def test_reload_and_set_in_a_loop_under_pgbench(pgwarden_bin, pgbench_db):
+    """RELOAD and SET as fast as one console connection sends them while pgbench runs
+    read/write transactions: pgbench sees no error, pgwarden keeps no server PostgreSQL does
+    not list (nor the reverse), and its memory stays flat."""
+    pg = pgbench_db
+    p = make_pooler(pgwarden_bin, pg, default_pool_size="4", max_client_conn="100")
+    try:
+        stop = threading.Event()
+        counts = {"reload": 0, "set": 0}
+        errors = []
+
+        def steer():
+            with psycopg.connect(p.dsn("postgres", "pgbouncer", password=""),
+                                 autocommit=True) as c:
+                sizes = ["2", "6", "4"]
+                i = 0
+                while not stop.is_set():
+                    for sql in (b"RELOAD", f"SET default_pool_size = {sizes[i % 3]}".encode(),
+                                b"SET server_reset_query = 'DISCARD ALL'",
+                                b"SET track_extra_parameters = 'IntervalStyle, search_path'"):
+                        res = c.pgconn.exec_(sql)
+                        if res.status != psycopg.pq.ExecStatus.COMMAND_OK:
+                            errors.append((sql, res.error_message))
+                    counts["reload"] += 1
+                    counts["set"] += 3
+                    i += 1
+
+        t = threading.Thread(target=steer)
+        t.start()
+        rss = []
+        try:
+            for _ in range(3):
+                out = run_pgbench(pg, p.port, "-c", "8", "-j", "2", "-T", "3")
+                assert out.returncode == 0, out.stdout + out.stderr + p.log()
+                assert "number of failed transactions: 0" in out.stdout, out.stdout
+                rss.append(int(open(f"/proc/{p.proc.pid}/status").read()
+                               .split("VmRSS:")[1].split()[0]))
+        finally:
+            stop.set()
+            t.join(30)
+        assert not errors, errors[:3]
+        assert counts["reload"] > 50, counts
+        assert rss[-1] - rss[0] < 4096, rss
+        servers = console_rows(p, "SHOW SERVERS")
+        pids = {int(r["remote_pid"]) for r in servers}
+        backends = {int(x) for x in pg.psql(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' "
+            "AND datname = 'postgres' AND application_name <> 'psql' "
+            "AND pid <> pg_backend_pid()").split()}
+        assert pids == backends, (pids, backends)
+        assert p.alive()
+    finally:
+        p.stop()
