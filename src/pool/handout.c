@@ -23,26 +23,38 @@
  * gets it. Under load servers come back far sooner, so the hot path pays nothing. */
 #define IDLE_PEEK_AFTER_US 10000
 
-int handout_db_server_count(struct pooler *p, const char *db_name)
+int handout_db_server_count(const struct pooler *p, const char *db_name)
 {
     int n = 0;
-    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
-        struct pool *pool = plist_entry(it, struct pool, node);
+    for (const struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
+        const struct pool *pool = plist_entry(it, struct pool, node);
         if (!strcmp(pool->db_name, db_name))
             n += pool->n_servers;
     }
     return n;
 }
 
-int handout_user_server_count(struct pooler *p, const char *user)
+int handout_user_server_count(const struct pooler *p, const char *user)
 {
     int n = 0;
-    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
-        struct pool *pool = plist_entry(it, struct pool, node);
+    for (const struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
+        const struct pool *pool = plist_entry(it, struct pool, node);
         if (!strcmp(pool->user_name, user))
             n += pool->n_servers;
     }
     return n;
+}
+
+const char *handout_over_limit(const struct pool *pool)
+{
+    const struct pooler *p = pool->pooler;
+    if (pool->max_db_connections > 0 &&
+        handout_db_server_count(p, pool->db_name) > pool->max_db_connections)
+        return "more servers than max_db_connections";
+    if (pool->max_user_connections > 0 &&
+        handout_user_server_count(p, pool->user_name) > pool->max_user_connections)
+        return "more servers than max_user_connections";
+    return NULL;
 }
 
 /* Servers that can serve a client now or soon: logged in, not marked to be closed, and not
@@ -519,6 +531,9 @@ static const char *release_closes(const struct server *s, int64_t now)
         return "a cancel whose fate is unknown may still reach it";
     if (s->close_needed)
         return "database configuration changed";
+    const char *over = handout_over_limit(s->pool);
+    if (over)
+        return over;
     if (server_expired(s, now))
         return "server lifetime over";
     return NULL;

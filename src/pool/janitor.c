@@ -182,6 +182,7 @@ static void check_pool(struct pool *pool, int64_t now)
     /* A paused pool gives its idle servers back to PostgreSQL (PgBouncer's PAUSE: the
      * database can be restarted once the active ones are released too). */
     bool paused = pool->db_paused || pool->pooler->run_state == POOLER_PAUSED;
+    const char *over;
     plist_for_each_safe(n, tmp, &pool->idle_servers)
     {
         struct server *s = plist_entry(n, struct server, node);
@@ -191,6 +192,8 @@ static void check_pool(struct pool *pool, int64_t now)
             server_close(s, "database configuration changed");
         else if (s->expire_us && now >= s->expire_us)
             server_close(s, "server lifetime over");
+        else if ((over = handout_over_limit(pool)) != NULL)
+            server_close(s, over); /* the limit was lowered (RELOAD, SET) */
         else if (cfg->server_idle_timeout_ms > 0 && pool->n_servers > pool->min_pool_size &&
                  now - s->last_used_us > cfg->server_idle_timeout_ms * 1000)
             server_close(s, "server idle timeout");

@@ -111,6 +111,78 @@ def test_reconnect_during_the_first_server_login_does_not_strand_the_client(pgwa
         p.stop()
 
 
+
+def concurrent_peak(pg, conns, rounds=5):
+    """Runs short transactions on every connection at once; returns the most backends of
+    appdb seen meanwhile."""
+    seen = [0]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen[0] = max(seen[0], pooler_backends(pg))
+            time.sleep(0.02)
+
+    def work(c):
+        for _ in range(rounds):
+            c.execute("SELECT pg_sleep(0.05)")
+            c.commit()
+
+    w = threading.Thread(target=watch)
+    w.start()
+    ts = [threading.Thread(target=work, args=(c,)) for c in conns]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    done.set()
+    w.join(10)
+    return seen[0]
+
+
+def test_reload_lowering_max_db_connections_closes_servers_over_it(pgwarden_bin, pg):
+    """max_db_connections lowered by RELOAD below the servers the database has: the extra ones
+    close (idle ones at once, busy ones when released) instead of serving on above the new
+    limit; clients queue for the servers left."""
+    p = make_pooler(pgwarden_bin, pg, default_pool_size="4", max_db_connections="4",
+                    reserve_pool_size="0")
+    try:
+        conns = hold_servers(p, 4)
+        assert pooler_backends(pg) == 4
+        p.settings["max_db_connections"] = "2"
+        p.write_config()
+        console_exec(p, "RELOAD")
+        conns[0].commit()
+        conns[1].commit()
+        wait_for(lambda: pooler_backends(pg) == 2, what="idle servers over the limit closed")
+        conns[2].commit()
+        conns[3].commit()
+        wait_for(lambda: pooler_backends(pg) <= 2, what="released servers over the limit closed")
+        assert concurrent_peak(pg, conns) <= 2
+        for c in conns:
+            c.close()
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def test_set_max_user_connections_closes_servers_over_it(pgwarden_bin, pg):
+    """The same for max_user_connections changed by SET on the console."""
+    p = make_pooler(pgwarden_bin, pg, default_pool_size="4", reserve_pool_size="0")
+    try:
+        conns = hold_servers(p, 3)
+        for c in conns:
+            c.commit()
+        assert pooler_backends(pg) == 3
+        console_exec(p, "SET max_user_connections = 1")
+        wait_for(lambda: pooler_backends(pg) == 1, what="idle servers over the limit closed")
+        assert concurrent_peak(pg, conns) <= 1
+        for c in conns:
+            c.close()
+    finally:
+        p.stop()
+
+
 def run_pgbench(pg, port, *args, timeout=120):
     cmd = [pg.bin("pgbench"), "-n", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
            *args, "postgres"]
