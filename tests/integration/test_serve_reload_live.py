@@ -183,6 +183,35 @@ def test_set_max_user_connections_closes_servers_over_it(pgwarden_bin, pg):
         p.stop()
 
 
+
+def test_kill_of_a_database_without_a_pool_yet_holds_its_clients(pgwarden_bin, pg):
+    """KILL db pauses the database until RESUME db (PgBouncer), also when no client of it has
+    logged in yet, so that it has no pool: a client that logs in after the KILL (or was in the
+    middle of its login during it) waits for RESUME instead of being served at once."""
+    p = make_pooler(pgwarden_bin, pg)
+    try:
+        console_exec(p, "KILL appdb")
+        got = []
+
+        def client():
+            try:
+                with psycopg.connect(p.dsn(dbname="appdb"), autocommit=True) as c:
+                    got.append(c.execute("SELECT current_database()").fetchone()[0])
+            except psycopg.Error as e:
+                got.append(e)
+
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(1.0)
+        held = not got
+        console_exec(p, "RESUME appdb")
+        t.join(20)
+        assert held, got
+        assert got == ["appdb"], got
+    finally:
+        p.stop()
+
+
 def run_pgbench(pg, port, *args, timeout=120):
     cmd = [pg.bin("pgbench"), "-n", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
            *args, "postgres"]
