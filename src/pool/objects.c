@@ -67,8 +67,13 @@ bool objects_pool_apply_config(struct pool *pool)
     const struct pooler_config *cfg = pool->pooler->cfg;
     const struct pooler_db_config *db = pooler_config_find_db(cfg, pool->db_name);
     const struct pooler_user_config *u = pooler_config_find_user(cfg, pool->user_name);
-    if (!db)
-        return true; /* removed from the config: keep serving with the old settings */
+    if (!db) {
+        /* Removed from the config: its clients keep being served with the old settings, but
+         * nothing keeps servers open for it any more; the janitor frees the pool once its
+         * last client and server are gone. */
+        pool->min_pool_size = 0;
+        return true;
+    }
 
     const char *host = db->host ? db->host : "/var/run/postgresql";
     const char *server_db = db->dbname ? db->dbname : pool->db_name;

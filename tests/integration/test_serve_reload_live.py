@@ -212,6 +212,48 @@ def test_kill_of_a_database_without_a_pool_yet_holds_its_clients(pgwarden_bin, p
         p.stop()
 
 
+
+def app_user_backends(pg):
+    return int(pg.psql("SELECT count(*) FROM pg_stat_activity "
+                       "WHERE backend_type = 'client backend' AND usename = 'app_user'"))
+
+
+def test_reload_removing_a_database_lets_its_pool_go(pgwarden_bin, pg):
+    """A [databases] entry removed by RELOAD: its clients in a transaction go on, new logins
+    are refused, and once its last client left its servers close and its pool is freed (gone
+    from SHOW POOLS), even for a forced-user database whose min_pool_size kept servers open
+    with no client at all."""
+    dbs = {"postgres": f"host={pg.socket_dir} port={pg.port} dbname=postgres",
+           "appdb": f"host={pg.socket_dir} port={pg.port} dbname=appdb",
+           "forced": f"host=127.0.0.1 port={pg.port} dbname=appdb user=app_user "
+                     "password=app-pw min_pool_size=2"}
+    p = Pooler(pgwarden_bin, pg, databases=dbs, settings={"admin_users": "postgres"}).start()
+    try:
+        wait_for(lambda: app_user_backends(pg) == 2, what="min_pool_size of the forced database")
+        c = psycopg.connect(p.dsn(dbname="appdb"))
+        c.execute("SELECT 1")  # holds its server in a transaction
+        del p.databases["appdb"]
+        del p.databases["forced"]
+        p.write_config()
+        console_exec(p, "RELOAD")
+        assert c.execute("SELECT current_database()").fetchone()[0] == "appdb"
+        c.commit()
+        try:
+            psycopg.connect(p.dsn(dbname="appdb")).close()
+            raise AssertionError("a removed database still takes logins")
+        except psycopg.OperationalError:
+            pass
+        wait_for(lambda: app_user_backends(pg) == 0, what="the removed database's servers closed")
+        assert "forced" not in {r["database"] for r in console_rows(p, "SHOW POOLS")}
+        c.close()
+        wait_for(lambda: pooler_backends(pg) == 0, what="the servers of the last client closed")
+        wait_for(lambda: "appdb" not in {r["database"] for r in console_rows(p, "SHOW POOLS")},
+                 what="the removed database's pool freed")
+        assert p.alive()
+    finally:
+        p.stop()
+
+
 def run_pgbench(pg, port, *args, timeout=120):
     cmd = [pg.bin("pgbench"), "-n", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
            *args, "postgres"]
