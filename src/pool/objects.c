@@ -182,8 +182,18 @@ bool objects_pool_apply_config(struct pool *pool)
         db->max_db_connections > 0 ? db->max_db_connections : cfg->max_db_connections;
     pool->max_user_connections =
         u && u->max_user_connections > 0 ? u->max_user_connections : cfg->max_user_connections;
-    pool->server_lifetime_ms =
+    int64_t lifetime_ms =
         db->server_lifetime_ms >= 0 ? db->server_lifetime_ms : cfg->server_lifetime_ms;
+    if (lifetime_ms != pool->server_lifetime_ms) {
+        /* PgBouncer compares each server's age with the lifetime in force: servers opened
+         * under the old one are given the new one (a lowered lifetime replaces them soon). */
+        pool->server_lifetime_ms = lifetime_ms;
+        struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
+                                 &pool->login_servers, &pool->canceling_servers};
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+            for (struct plist *n = lists[i]->next; n != lists[i]; n = n->next)
+                server_apply_lifetime(plist_entry(n, struct server, node));
+    }
     pool->forced_user = forced && !strcmp(db->user, pool->user_name);
     pool->query_timeout_ms =
         u && u->query_timeout_ms > 0 ? u->query_timeout_ms : cfg->query_timeout_ms;

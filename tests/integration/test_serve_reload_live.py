@@ -254,6 +254,32 @@ def test_reload_removing_a_database_lets_its_pool_go(pgwarden_bin, pg):
         p.stop()
 
 
+
+def appdb_pids(pg):
+    return set(pg.psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                       "AND datname = 'appdb'").split())
+
+
+def test_lowered_server_lifetime_applies_to_open_servers(pgwarden_bin, pg):
+    """server_lifetime lowered by SET (or RELOAD): servers opened under the old, longer
+    lifetime are replaced once they are older than the new one, as PgBouncer compares each
+    server's age with the lifetime in force, not the hour they were given at connect."""
+    p = make_pooler(pgwarden_bin, pg, server_lifetime="3600", server_lifetime_jitter="0")
+    try:
+        with psycopg.connect(p.dsn(dbname="appdb"), autocommit=True) as c:
+            c.execute("SELECT 1")
+            first = appdb_pids(pg)
+            assert len(first) == 1
+            console_exec(p, "SET server_lifetime = 1")
+            time.sleep(1.2)  # older than the new lifetime (not a speed assertion)
+            wait_for(lambda: not (appdb_pids(pg) & first), what="the old server closed")
+            c.execute("SELECT 1")
+            assert appdb_pids(pg) and not (appdb_pids(pg) & first)
+        assert p.alive()
+    finally:
+        p.stop()
+
+
 def run_pgbench(pg, port, *args, timeout=120):
     cmd = [pg.bin("pgbench"), "-n", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
            *args, "postgres"]
