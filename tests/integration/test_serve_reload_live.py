@@ -329,7 +329,8 @@ def test_reload_and_set_in_a_loop_under_pgbench(pgwarden_bin, pgbench_db):
             t.join(30)
         assert not errors, errors[:3]
         assert counts["reload"] > 50, counts
-        assert rss[-1] - rss[0] < 4096, rss
+        if "ASAN_OPTIONS" not in os.environ:  # RSS is meaningless under AddressSanitizer
+            assert rss[-1] - rss[0] < 4096, rss
         servers = console_rows(p, "SHOW SERVERS")
         pids = {int(r["remote_pid"]) for r in servers}
         backends = {int(x) for x in pg.psql(
