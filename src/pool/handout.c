@@ -531,7 +531,9 @@ static const char *release_closes(const struct server *s, int64_t now)
         return "a cancel whose fate is unknown may still reach it";
     if (s->close_needed)
         return "database configuration changed";
-    const char *over = handout_over_limit(s->pool);
+    /* Counting the database's and user's servers on every release would cost each
+     * transaction a walk over the pools: only after a limit was lowered. */
+    const char *over = s->pool->limits_lowered ? handout_over_limit(s->pool) : NULL;
     if (over)
         return over;
     if (server_expired(s, now))

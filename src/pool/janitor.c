@@ -197,13 +197,15 @@ static void check_pool(struct pool *pool, int64_t now)
             server_close(s, "database configuration changed");
         else if (s->expire_us && now >= s->expire_us)
             server_close(s, "server lifetime over");
-        else if ((over = handout_over_limit(pool)) != NULL)
+        else if (pool->limits_lowered && (over = handout_over_limit(pool)) != NULL)
             server_close(s, over); /* the limit was lowered (RELOAD, SET) */
         else if (cfg->server_idle_timeout_ms > 0 && pool->n_servers > pool->min_pool_size &&
                  now - s->last_used_us > cfg->server_idle_timeout_ms * 1000)
             server_close(s, "server idle timeout");
     }
 
+    if (pool->limits_lowered && !handout_over_limit(pool))
+        pool->limits_lowered = false; /* within them again */
     handout_keep_min_size(pool);
     handout_activate(pool);
 }

@@ -178,10 +178,15 @@ bool objects_pool_apply_config(struct pool *pool)
     if (u && u->reserve_pool_size >= 0)
         pool->reserve_pool = u->reserve_pool_size;
     /* 0 in an entry means "no setting here" for these limits, as in PgBouncer. */
-    pool->max_db_connections =
-        db->max_db_connections > 0 ? db->max_db_connections : cfg->max_db_connections;
-    pool->max_user_connections =
+    int max_db = db->max_db_connections > 0 ? db->max_db_connections : cfg->max_db_connections;
+    int max_user =
         u && u->max_user_connections > 0 ? u->max_user_connections : cfg->max_user_connections;
+    if ((max_db > 0 && (pool->max_db_connections == 0 || max_db < pool->max_db_connections)) ||
+        (max_user > 0 &&
+         (pool->max_user_connections == 0 || max_user < pool->max_user_connections)))
+        pool->limits_lowered = true;
+    pool->max_db_connections = max_db;
+    pool->max_user_connections = max_user;
     int64_t lifetime_ms =
         db->server_lifetime_ms >= 0 ? db->server_lifetime_ms : cfg->server_lifetime_ms;
     if (lifetime_ms != pool->server_lifetime_ms) {
