@@ -2,7 +2,6 @@
 servers, sit in transactions or run a benchmark. What the change asks for must hold once it is
 made (limits, modes), and no server may carry one client's session into another's."""
 import os
-import signal
 import subprocess
 import threading
 import time
