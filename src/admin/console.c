@@ -223,6 +223,13 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
         reply_error(o, "08P01", "no such database: %s", arg); /* PgBouncer's code */
         return;
     }
+    /* A database no client has logged in to yet has no pool, but is paused all the same:
+     * clients that log in after the KILL, or were in the middle of their login, wait for
+     * RESUME (PgBouncer pauses the database, not its pools). */
+    if (kill && arg[0] && !matched && !control_pause(p, arg)) {
+        reply_error(o, "53200", "out of memory");
+        return;
+    }
     reply_complete(o, kill ? "KILL" : "RECONNECT");
 }
 

@@ -23,26 +23,38 @@
  * gets it. Under load servers come back far sooner, so the hot path pays nothing. */
 #define IDLE_PEEK_AFTER_US 10000
 
-int handout_db_server_count(struct pooler *p, const char *db_name)
+int handout_db_server_count(const struct pooler *p, const char *db_name)
 {
     int n = 0;
-    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
-        struct pool *pool = plist_entry(it, struct pool, node);
+    for (const struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
+        const struct pool *pool = plist_entry(it, struct pool, node);
         if (!strcmp(pool->db_name, db_name))
             n += pool->n_servers;
     }
     return n;
 }
 
-int handout_user_server_count(struct pooler *p, const char *user)
+int handout_user_server_count(const struct pooler *p, const char *user)
 {
     int n = 0;
-    for (struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
-        struct pool *pool = plist_entry(it, struct pool, node);
+    for (const struct plist *it = p->pools.next; it != &p->pools; it = it->next) {
+        const struct pool *pool = plist_entry(it, struct pool, node);
         if (!strcmp(pool->user_name, user))
             n += pool->n_servers;
     }
     return n;
+}
+
+const char *handout_over_limit(const struct pool *pool)
+{
+    const struct pooler *p = pool->pooler;
+    if (pool->max_db_connections > 0 &&
+        handout_db_server_count(p, pool->db_name) > pool->max_db_connections)
+        return "more servers than max_db_connections";
+    if (pool->max_user_connections > 0 &&
+        handout_user_server_count(p, pool->user_name) > pool->max_user_connections)
+        return "more servers than max_user_connections";
+    return NULL;
 }
 
 /* Servers that can serve a client now or soon: logged in, not marked to be closed, and not
@@ -297,10 +309,35 @@ static size_t plain_logins(const struct pool *pool)
     return n;
 }
 
+/* Greets the clients that wait for the pool's welcome once it is there. Whichever server
+ * brought it may be closed before it joins the pool (RECONNECT or a RELOAD marked it during
+ * its login): its clients are greeted all the same, and get a server like any other client.
+ * Replication clients wait for their own server, not for the welcome. */
+static void greet_login_waiters(struct pool *pool)
+{
+    /* Each finished login may change the list (its client pumps): look again from the start
+     * each time. */
+    for (bool again = pool->welcome_ready; again;) {
+        again = false;
+        for (struct plist *m = pool->waiting_login_clients.next; m != &pool->waiting_login_clients;
+             m = m->next) {
+            struct client *c = plist_entry(m, struct client, node);
+            if (c->replication == STARTUP_REPLICATION_NONE) {
+                client_finish_login(c);
+                again = pool->welcome_ready;
+                break;
+            }
+        }
+    }
+}
+
 /* One pass of handout_activate. */
 static void activate_once(struct pool *pool)
 {
     struct pooler *p = pool->pooler;
+    /* A login needs no server, only the welcome: PAUSE does not hold it (as for a client
+     * that arrives once the welcome is there). */
+    greet_login_waiters(pool);
     /* PAUSE and the SIGINT shutdown hand out no servers: clients queue until RESUME. */
     if (p->run_state == POOLER_PAUSED || p->run_state == POOLER_SUSPENDED ||
         p->run_state == POOLER_SHUTDOWN_SERVERS || pool->db_paused)
@@ -466,21 +503,7 @@ void handout_server_ready(struct server *s)
         auth_lookup_pump(pool); /* its only users */
         return;
     }
-    /* Each finished login may change the list (its client pumps): look again from the start
-     * each time. Replication clients wait for their own server, not for the welcome. */
-    for (bool again = pool->welcome_ready; again;) {
-        again = false;
-        for (struct plist *m = pool->waiting_login_clients.next; m != &pool->waiting_login_clients;
-             m = m->next) {
-            struct client *c = plist_entry(m, struct client, node);
-            if (c->replication == STARTUP_REPLICATION_NONE) {
-                client_finish_login(c);
-                again = true;
-                break;
-            }
-        }
-    }
-    handout_activate(pool);
+    handout_activate(pool); /* greets the clients that waited for the welcome */
 }
 
 void handout_replication_ready(struct server *s, const uint8_t *params, size_t params_len)
@@ -508,6 +531,11 @@ static const char *release_closes(const struct server *s, int64_t now)
         return "a cancel whose fate is unknown may still reach it";
     if (s->close_needed)
         return "database configuration changed";
+    /* Counting the database's and user's servers on every release would cost each
+     * transaction a walk over the pools: only after a limit was lowered. */
+    const char *over = s->pool->limits_lowered ? handout_over_limit(s->pool) : NULL;
+    if (over)
+        return over;
     if (server_expired(s, now))
         return "server lifetime over";
     return NULL;

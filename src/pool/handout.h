@@ -41,7 +41,11 @@ bool handout_server_due_check(const struct server *s, int64_t now);
 void handout_note_probe(struct server *s, bool ok, const char *error);
 /* Servers of every pool of a database / of a user (max_db_connections,
  * max_user_connections). */
-int handout_db_server_count(struct pooler *p, const char *db_name);
-int handout_user_server_count(struct pooler *p, const char *user);
+int handout_db_server_count(const struct pooler *p, const char *db_name);
+int handout_user_server_count(const struct pooler *p, const char *user);
+/* Why pool's database or user has more servers than its max_db_connections or
+ * max_user_connections allows (a RELOAD or SET lowered it), or NULL: a server released or
+ * idle then closes, until the count is back within the limit. */
+const char *handout_over_limit(const struct pool *pool);
 
 #endif

@@ -182,20 +182,30 @@ static void check_pool(struct pool *pool, int64_t now)
     /* A paused pool gives its idle servers back to PostgreSQL (PgBouncer's PAUSE: the
      * database can be restarted once the active ones are released too). */
     bool paused = pool->db_paused || pool->pooler->run_state == POOLER_PAUSED;
+    const char *over;
+    /* A database a reload removed: no client may come back for its idle servers. */
+    bool removed =
+        pool->n_clients == 0 && !pool->is_admin && !pooler_config_find_db(cfg, pool->db_name);
     plist_for_each_safe(n, tmp, &pool->idle_servers)
     {
         struct server *s = plist_entry(n, struct server, node);
         if (paused)
             server_close(s, "pause mode");
+        else if (removed)
+            server_close(s, "database removed from the configuration");
         else if (s->close_needed)
             server_close(s, "database configuration changed");
         else if (s->expire_us && now >= s->expire_us)
             server_close(s, "server lifetime over");
+        else if (pool->limits_lowered && (over = handout_over_limit(pool)) != NULL)
+            server_close(s, over); /* the limit was lowered (RELOAD, SET) */
         else if (cfg->server_idle_timeout_ms > 0 && pool->n_servers > pool->min_pool_size &&
                  now - s->last_used_us > cfg->server_idle_timeout_ms * 1000)
             server_close(s, "server idle timeout");
     }
 
+    if (pool->limits_lowered && !handout_over_limit(pool))
+        pool->limits_lowered = false; /* within them again */
     handout_keep_min_size(pool);
     handout_activate(pool);
 }
@@ -216,21 +226,23 @@ static void create_forced_pools(struct pooler *p)
     }
 }
 
-/* A pool of a database that exists only through the "*" entry, with nothing in it and
- * nothing that may come back to it (a paused or disabled database keeps its pool: its
- * state lives there). */
-static bool autodb_pool_unused(const struct pooler *p, const struct pool *pool)
+/* Whether a pool may be freed: one of a database that exists only through the "*" entry or
+ * that a reload removed, with nothing in it and nothing that may come back to it (a paused
+ * or disabled database keeps its pool: its state lives there). *autodb tells which. */
+static bool pool_unused(const struct pooler *p, const struct pool *pool, bool *autodb)
 {
     const struct pooler_db_config *db = pooler_config_find_db(p->cfg, pool->db_name);
-    return db && !strcmp(db->name, "*") && pool->n_clients == 0 && pool->n_servers == 0 &&
+    *autodb = db && !strcmp(db->name, "*");
+    return (!db || *autodb) && pool->n_clients == 0 && pool->n_servers == 0 &&
            plist_empty(&pool->lookups) && plist_empty(&pool->waiting_login_clients) &&
            !pool->db_paused && !pool->db_disabled;
 }
 
 /* autodb_idle_timeout (PgBouncer's): pools made for databases of the "*" entry are freed,
  * statistics and all, once unused that long, so that a stream of database names does not
- * grow memory for ever. */
-static void free_unused_autodb_pools(struct pooler *p, int64_t now)
+ * grow memory for ever. The pool of a database a reload removed goes as soon as it is
+ * unused: no client can log in to it again. */
+static void free_unused_pools(struct pooler *p, int64_t now)
 {
     int64_t limit = p->cfg->autodb_idle_timeout_ms * 1000;
     bool reaped = false;
@@ -238,23 +250,28 @@ static void free_unused_autodb_pools(struct pooler *p, int64_t now)
     plist_for_each_safe(n, tmp, &p->pools)
     {
         struct pool *pool = plist_entry(n, struct pool, node);
-        if (limit <= 0 || !autodb_pool_unused(p, pool)) {
+        bool autodb;
+        if (!pool_unused(p, pool, &autodb) || (autodb && limit <= 0)) {
             pool->unused_since_us = 0;
             continue;
         }
         if (!pool->unused_since_us)
             pool->unused_since_us = now;
-        if (now - pool->unused_since_us <= limit)
+        if (autodb && now - pool->unused_since_us <= limit)
             continue;
         if (!reaped) {
             objects_reap(p); /* closed clients and servers may still point at the pool */
             reaped = true;
         }
-        log_info("pool",
-                 "%s/%s: auto-database pool freed, unused for %llds "
-                 "(autodb_idle_timeout)",
-                 pool->db_name, pool->user_name,
-                 (long long)((now - pool->unused_since_us) / 1000000));
+        if (autodb)
+            log_info("pool",
+                     "%s/%s: auto-database pool freed, unused for %llds "
+                     "(autodb_idle_timeout)",
+                     pool->db_name, pool->user_name,
+                     (long long)((now - pool->unused_since_us) / 1000000));
+        else
+            log_info("pool", "%s/%s: pool freed: its database was removed from the configuration",
+                     pool->db_name, pool->user_name);
         plist_remove(&pool->node);
         live_manager_forget_pool(p->manager, pool);
         objects_pool_free(pool);
@@ -431,7 +448,7 @@ void janitor_run(void *arg)
     create_forced_pools(p);
     for (n = p->pools.next; n != &p->pools; n = n->next)
         check_pool(plist_entry(n, struct pool, node), now);
-    free_unused_autodb_pools(p, now);
+    free_unused_pools(p, now);
     sweep_lost_hangups(p);
     cancel_reqs_expire(p, now);
     control_suspend_expire(p, now);

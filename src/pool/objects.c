@@ -67,8 +67,13 @@ bool objects_pool_apply_config(struct pool *pool)
     const struct pooler_config *cfg = pool->pooler->cfg;
     const struct pooler_db_config *db = pooler_config_find_db(cfg, pool->db_name);
     const struct pooler_user_config *u = pooler_config_find_user(cfg, pool->user_name);
-    if (!db)
-        return true; /* removed from the config: keep serving with the old settings */
+    if (!db) {
+        /* Removed from the config: its clients keep being served with the old settings, but
+         * nothing keeps servers open for it any more; the janitor frees the pool once its
+         * last client and server are gone. */
+        pool->min_pool_size = 0;
+        return true;
+    }
 
     const char *host = db->host ? db->host : "/var/run/postgresql";
     const char *server_db = db->dbname ? db->dbname : pool->db_name;
@@ -150,6 +155,16 @@ bool objects_pool_apply_config(struct pool *pool)
         mode = db->pool_mode;
     if (u && u->pool_mode >= 0)
         mode = u->pool_mode;
+    /* Only a session pool resets a server when its client leaves: a server a session client
+     * holds (or left with a cancel in flight) may carry that client's SETs, prepared
+     * statements and temporary tables, which a transaction or statement pool would hand to
+     * the next client. Such a server is closed when released instead. */
+    if (pool->mode == POOL_MODE_SESSION && mode != POOL_MODE_SESSION && !pool->is_admin) {
+        struct plist *held[] = {&pool->active_servers, &pool->canceling_servers};
+        for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++)
+            for (struct plist *n = held[i]->next; n != held[i]; n = n->next)
+                plist_entry(n, struct server, node)->close_needed = true;
+    }
     pool->mode = (enum pool_mode)mode;
     int size = db->pool_size >= 0 ? db->pool_size : cfg->default_pool_size;
     if (u && u->pool_size >= 0)
@@ -163,12 +178,27 @@ bool objects_pool_apply_config(struct pool *pool)
     if (u && u->reserve_pool_size >= 0)
         pool->reserve_pool = u->reserve_pool_size;
     /* 0 in an entry means "no setting here" for these limits, as in PgBouncer. */
-    pool->max_db_connections =
-        db->max_db_connections > 0 ? db->max_db_connections : cfg->max_db_connections;
-    pool->max_user_connections =
+    int max_db = db->max_db_connections > 0 ? db->max_db_connections : cfg->max_db_connections;
+    int max_user =
         u && u->max_user_connections > 0 ? u->max_user_connections : cfg->max_user_connections;
-    pool->server_lifetime_ms =
+    if ((max_db > 0 && (pool->max_db_connections == 0 || max_db < pool->max_db_connections)) ||
+        (max_user > 0 &&
+         (pool->max_user_connections == 0 || max_user < pool->max_user_connections)))
+        pool->limits_lowered = true;
+    pool->max_db_connections = max_db;
+    pool->max_user_connections = max_user;
+    int64_t lifetime_ms =
         db->server_lifetime_ms >= 0 ? db->server_lifetime_ms : cfg->server_lifetime_ms;
+    if (lifetime_ms != pool->server_lifetime_ms) {
+        /* PgBouncer compares each server's age with the lifetime in force: servers opened
+         * under the old one are given the new one (a lowered lifetime replaces them soon). */
+        pool->server_lifetime_ms = lifetime_ms;
+        struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
+                                 &pool->login_servers, &pool->canceling_servers};
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+            for (struct plist *n = lists[i]->next; n != lists[i]; n = n->next)
+                server_apply_lifetime(plist_entry(n, struct server, node));
+    }
     pool->forced_user = forced && !strcmp(db->user, pool->user_name);
     pool->query_timeout_ms =
         u && u->query_timeout_ms > 0 ? u->query_timeout_ms : cfg->query_timeout_ms;

@@ -191,6 +191,15 @@ static int64_t jittered_lifetime_us(const struct pool *pool)
     return base;
 }
 
+void server_apply_lifetime(struct server *s)
+{
+    if (s->replication != STARTUP_REPLICATION_NONE)
+        return;
+    int64_t life = jittered_lifetime_us(s->pool);
+    /* Lifetime 0: the server expires at its next use (link_client sets it then). */
+    s->expire_us = life ? s->connect_us + life : 0;
+}
+
 /* Postgres' "the database system is starting up / shutting down / in recovery mode". */
 #define SQLSTATE_CANNOT_CONNECT_NOW "57P03"
 

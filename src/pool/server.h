@@ -17,6 +17,9 @@ bool server_launch(struct pool *pool);
  * parameters; it is never idle and never serves anyone else. */
 bool server_launch_for(struct pool *pool, struct client *repl_client);
 void server_close(struct server *s, const char *reason);
+/* Gives s the end of life its pool's server_lifetime sets now, counted from its connect
+ * (a reload or SET changed it); a replication server keeps living as long as its client. */
+void server_apply_lifetime(struct server *s);
 /* Part of a message from s may have reached its client, the rest is still due: nothing else
  * may be written to the client now. */
 bool server_mid_message(const struct server *s);
