@@ -187,6 +187,10 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
     bool kill = !strcmp(cmd, "KILL") || !strncmp(cmd, "KILL ", 5);
     if (kill && refuse_when_paused(p, o))
         return;
+    if (kill && console_is_admin_db(arg)) { /* PgBouncer's words */
+        reply_error(o, "08P01", "cannot kill admin db: %s", arg);
+        return;
+    }
     int matched = 0;
     for (struct plist *n = p->pools.next; n != &p->pools; n = n->next) {
         struct pool *pool = plist_entry(n, struct pool, node);
@@ -324,6 +328,10 @@ static void suspend_command(struct pooler *p, const char *sql, struct console_ou
     (void)sql;
     if (refuse_when_paused(p, o))
         return;
+    if (control_any_db_paused(p)) { /* PgBouncer's rule and words */
+        reply_error(o, "55000", "cannot suspend with paused databases");
+        return;
+    }
     if (!serve_suspend(p)) {
         reply_error(o, "55000", "pooler is shutting down");
         return;

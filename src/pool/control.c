@@ -91,6 +91,14 @@ bool control_db_paused(const struct pooler *p, const char *db)
     return d && d->paused;
 }
 
+bool control_any_db_paused(const struct pooler *p)
+{
+    for (size_t i = 0; i < p->n_db_controls; i++)
+        if (p->db_controls[i].paused)
+            return true;
+    return false;
+}
+
 bool control_db_disabled(const struct pooler *p, const char *db)
 {
     const struct db_control *d = find(p, db);

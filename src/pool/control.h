@@ -21,6 +21,9 @@ bool control_pause(struct pooler *p, const char *db);
 void control_resume(struct pooler *p, const char *db);
 bool control_disable(struct pooler *p, const char *db, bool disabled);
 bool control_db_paused(const struct pooler *p, const char *db);
+/* Whether any database is paused (PAUSE db, KILL db): SUSPEND is refused then, as in
+ * PgBouncer, since its clients' requests could not be flushed. */
+bool control_any_db_paused(const struct pooler *p);
 bool control_db_disabled(const struct pooler *p, const char *db);
 /* Copies the database's state onto a new pool. */
 void control_apply(struct pool *pool);

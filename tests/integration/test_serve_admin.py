@@ -116,6 +116,26 @@ def test_pause_resume_reload(pooler):
         assert w.execute("SELECT 1").fetchone()[0] == 1
 
 
+def test_kill_admin_db_and_suspend_with_paused_db_are_refused(pooler):
+    """PgBouncer's rules and words: the console's own database cannot be killed, and SUSPEND
+    waits for nothing while a database is paused (its clients' requests could never be
+    flushed): both are refused, and the console goes on."""
+    with console(pooler) as c:
+        for db in ("pgbouncer", "pgwarden"):
+            res = c.pgconn.exec_(f"KILL {db}".encode())
+            assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+            assert res.error_message.decode().startswith(f"ERROR:  cannot kill admin db: {db}")
+        assert c.pgconn.exec_(b"PAUSE postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
+        res = c.pgconn.exec_(b"SUSPEND")
+        assert res.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert b"cannot suspend with paused databases" in res.error_message
+        assert c.pgconn.exec_(b"RESUME postgres").status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert c.pgconn.exec_(b"SUSPEND").status == psycopg.pq.ExecStatus.COMMAND_OK
+        assert c.pgconn.exec_(b"RESUME").status == psycopg.pq.ExecStatus.COMMAND_OK
+    with psycopg.connect(pooler.dsn(), autocommit=True) as w:
+        assert w.execute("SELECT 1").fetchone()[0] == 1
+
+
 def test_extended_protocol_refused(pooler):
     """The extended protocol gets an error, as from PostgreSQL, and the session goes on."""
     with console(pooler) as c:
