@@ -23,6 +23,23 @@ def console_exec(p, sql):
         assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
 
 
+def appdb_client_in_background(p):
+    """Starts a client that logs in to appdb and asks current_database(); returns its thread
+    and the list that gets the answer (or the psycopg error)."""
+    got = []
+
+    def client():
+        try:
+            with psycopg.connect(p.dsn(dbname="appdb"), autocommit=True) as c:
+                got.append(c.execute("SELECT current_database()").fetchone()[0])
+        except psycopg.Error as e:
+            got.append(e)
+
+    t = threading.Thread(target=client)
+    t.start()
+    return t, got
+
+
 def make_pooler(pgwarden_bin, pg, pool_mode="transaction", **settings):
     settings.setdefault("admin_users", "postgres")
     return Pooler(pgwarden_bin, pg, pool_mode=pool_mode, settings=settings).start()
@@ -89,17 +106,7 @@ def test_reconnect_during_the_first_server_login_does_not_strand_the_client(pgwa
     p = Pooler(pgwarden_bin, pg, databases=dbs,
                settings={"admin_users": "postgres", "query_wait_timeout": "8"}).start()
     try:
-        got = []
-
-        def login():
-            try:
-                with psycopg.connect(p.dsn(dbname="appdb"), autocommit=True) as c:
-                    got.append(c.execute("SELECT current_database()").fetchone()[0])
-            except psycopg.Error as e:
-                got.append(e)
-
-        t = threading.Thread(target=login)
-        t.start()
+        t, got = appdb_client_in_background(p)
         wait_for(lambda: any(r["database"] == "appdb" for r in console_rows(p, "SHOW SERVERS")),
                  what="the first server launched")
         console_exec(p, "RECONNECT appdb")
@@ -190,17 +197,7 @@ def test_kill_of_a_database_without_a_pool_yet_holds_its_clients(pgwarden_bin, p
     p = make_pooler(pgwarden_bin, pg)
     try:
         console_exec(p, "KILL appdb")
-        got = []
-
-        def client():
-            try:
-                with psycopg.connect(p.dsn(dbname="appdb"), autocommit=True) as c:
-                    got.append(c.execute("SELECT current_database()").fetchone()[0])
-            except psycopg.Error as e:
-                got.append(e)
-
-        t = threading.Thread(target=client)
-        t.start()
+        t, got = appdb_client_in_background(p)
         time.sleep(1.0)
         held = not got
         console_exec(p, "RESUME appdb")
