@@ -62,6 +62,16 @@ void objects_init_pooler_lists(struct pooler *p)
     plist_init(&p->flush_servers);
 }
 
+/* fn on every server of pool that is not yet JUSTFREE (fn must not move it between lists). */
+static void each_server(struct pool *pool, void (*fn)(struct server *s))
+{
+    struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
+                             &pool->login_servers, &pool->canceling_servers};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        for (struct plist *n = lists[i]->next; n != lists[i]; n = n->next)
+            fn(plist_entry(n, struct server, node));
+}
+
 bool objects_pool_apply_config(struct pool *pool)
 {
     const struct pooler_config *cfg = pool->pooler->cfg;
@@ -193,11 +203,7 @@ bool objects_pool_apply_config(struct pool *pool)
         /* PgBouncer compares each server's age with the lifetime in force: servers opened
          * under the old one are given the new one (a lowered lifetime replaces them soon). */
         pool->server_lifetime_ms = lifetime_ms;
-        struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
-                                 &pool->login_servers, &pool->canceling_servers};
-        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
-            for (struct plist *n = lists[i]->next; n != lists[i]; n = n->next)
-                server_apply_lifetime(plist_entry(n, struct server, node));
+        each_server(pool, server_apply_lifetime);
     }
     pool->forced_user = forced && !strcmp(db->user, pool->user_name);
     pool->query_timeout_ms =
@@ -221,13 +227,14 @@ bool objects_pool_apply_config(struct pool *pool)
     return true;
 }
 
+static void mark_obsolete(struct server *s)
+{
+    s->close_needed = true;
+}
+
 void objects_pool_mark_servers_obsolete(struct pool *pool)
 {
-    struct plist *lists[] = {&pool->idle_servers, &pool->active_servers, &pool->tested_servers,
-                             &pool->login_servers, &pool->canceling_servers};
-    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
-        for (struct plist *n = lists[i]->next; n != lists[i]; n = n->next)
-            plist_entry(n, struct server, node)->close_needed = true;
+    each_server(pool, mark_obsolete);
 }
 
 void objects_pool_forget_login_failure(struct pool *pool)
