@@ -1008,12 +1008,18 @@ static void auth_done(struct client *c, const uint8_t *sasl_final, size_t sasl_f
             }
             pool->password = copy;
             pool->password_looked_up = true;
+            objects_pool_forget_scram_keys(pool);
         }
     }
     /* SCRAM pass-through: the ClientKey recovered from this client logs us in to PostgreSQL
      * when the auth_file (or auth_query) holds the same SCRAM secret the server uses. */
     if (l->scram.have_client_key && pool->password && scram_is_secret(pool->password) &&
         l->secret && !strcmp(l->secret, pool->password)) {
+        /* A login that failed without these keys (none yet, or ones from before the
+         * password changed) says nothing about a login with them. */
+        if (!pool->have_scram_keys ||
+            CRYPTO_memcmp(pool->scram_client_key, l->scram.client_key, SCRAM_KEY_LEN) != 0)
+            objects_pool_forget_login_failure(pool);
         memcpy(pool->scram_client_key, l->scram.client_key, SCRAM_KEY_LEN);
         memcpy(pool->scram_server_key, l->scram.secret.server_key, SCRAM_KEY_LEN);
         pool->have_scram_keys = true;

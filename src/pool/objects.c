@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "admin/console.h"
 #include "common/log.h"
 #include "net/tls.h"
@@ -124,6 +126,11 @@ bool objects_pool_apply_config(struct pool *pool)
                   pool->db_name, pool->user_name);
         return false;
     }
+    /* SCRAM pass-through keys were recovered under the old secret: with a new one they
+     * would fail every server login until a client logged in again. */
+    if ((pool->password == NULL) != (password == NULL) ||
+        (password && strcmp(pool->password, password) != 0))
+        objects_pool_forget_scram_keys(pool);
     bool target_changed = pool->host == NULL || strcmp(pool->host, host) != 0 ||
                           pool->port != db->port || strcmp(pool->server_db, server_db) != 0 ||
                           strcmp(pool->server_user, server_user) != 0;
@@ -235,6 +242,13 @@ static void mark_obsolete(struct server *s)
 void objects_pool_mark_servers_obsolete(struct pool *pool)
 {
     each_server(pool, mark_obsolete);
+}
+
+void objects_pool_forget_scram_keys(struct pool *pool)
+{
+    OPENSSL_cleanse(pool->scram_client_key, sizeof(pool->scram_client_key));
+    OPENSSL_cleanse(pool->scram_server_key, sizeof(pool->scram_server_key));
+    pool->have_scram_keys = false;
 }
 
 void objects_pool_forget_login_failure(struct pool *pool)

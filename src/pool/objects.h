@@ -18,6 +18,9 @@ bool objects_pool_apply_config(struct pool *pool);
 /* Marks every server of pool close_needed: each is closed when next released or taken idle
  * (RECONNECT, a changed connection target, changed server TLS settings). */
 void objects_pool_mark_servers_obsolete(struct pool *pool);
+/* Forgets the SCRAM pass-through keys a client's login left (the secret they were recovered
+ * under changed). */
+void objects_pool_forget_scram_keys(struct pool *pool);
 /* Forgets the pool's cached failed login (server_login_retry's wait and the fast-fail
  * message): after a login went through, or once the settings it failed with changed. */
 void objects_pool_forget_login_failure(struct pool *pool);

@@ -1,9 +1,11 @@
 """Client authentication (trust, plain, md5, scram-sha-256 against auth_file) and server
 login over TCP (trust, md5, SCRAM with a password or with pass-through keys)."""
+import signal
+
 import psycopg
 import pytest
 
-from serve_helpers import PASSWORDS, Pooler
+from serve_helpers import PASSWORDS, Pooler, wait_for
 
 
 def tcp_databases(pg, **forced):
@@ -64,6 +66,43 @@ def test_scram_pass_through(pgwarden_bin, pg):
             psycopg.connect(p.dsn("app_user", "appdb", password="nope"))
     finally:
         p.stop()
+
+
+def test_scram_pass_through_survives_a_password_rotation(pgwarden_bin, pg):
+    """A user's password changes in PostgreSQL and its SCRAM secret in auth_file. The keys
+    recovered from a client that logged in with the old password no longer open a server: they
+    are dropped at the reload, and the first client that logs in with the new password brings
+    keys that do, without waiting out server_login_retry for a failure the old keys caused."""
+    pg.psql("DROP ROLE IF EXISTS rot_user")
+    pg.psql("CREATE ROLE rot_user LOGIN PASSWORD 'first-pw'")
+    secret_sql = "SELECT rolpassword FROM pg_authid WHERE rolname = 'rot_user'"
+    p = Pooler(pgwarden_bin, pg, auth_type="scram-sha-256", databases=tcp_databases(pg),
+               userlist={"rot_user": pg.psql(secret_sql)},
+               settings={"server_login_retry": "60"}).start()
+    try:
+        old_client = psycopg.connect(p.dsn("rot_user", "appdb", password="first-pw"),
+                                     autocommit=True)
+        assert old_client.execute("SELECT 1").fetchone()[0] == 1
+        pg.psql("ALTER ROLE rot_user PASSWORD 'second-pw'")
+        p.userlist = {"rot_user": pg.psql(secret_sql)}
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: p.log().count("configuration reloaded") >= 1, what="the reload")
+        # PostgreSQL ends the server the pool holds: the next query needs a new login, which
+        # the old password's keys cannot make.
+        pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE usename = 'rot_user'")
+        with pytest.raises(psycopg.Error):
+            old_client.execute("SELECT 1")
+        old_client.close()
+        with psycopg.connect(p.dsn("rot_user", "appdb", password="second-pw")) as c:
+            assert c.execute("SELECT current_user").fetchone()[0] == "rot_user"
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn("rot_user", "appdb", password="first-pw"))
+        assert p.alive()
+    finally:
+        p.stop()
+        pg.psql("DROP ROLE IF EXISTS rot_user")
 
 
 def test_forced_user_with_password(pgwarden_bin, pg):
