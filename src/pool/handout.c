@@ -100,6 +100,13 @@ static struct server *take_idle_server(struct pool *pool, int64_t now)
             server_close(s, "obsolete connection");
             continue;
         }
+        /* A lowered max_db/max_user_connections: the janitor closes idle servers over it at
+         * its next pass, but none of them may serve a client meanwhile. */
+        const char *over = pool->limits_lowered ? handout_over_limit(pool) : NULL;
+        if (over) {
+            server_close(s, over);
+            continue;
+        }
         if (now - s->last_used_us >= IDLE_PEEK_AFTER_US && !server_idle_alive(s))
             continue;
         if (handout_server_due_check(s, now)) {

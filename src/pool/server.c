@@ -732,7 +732,9 @@ static void login_complete(struct server *s)
         free(welcome);
         return;
     }
-    if (!pool->welcome_ready) {
+    /* A server a RELOAD made obsolete during its login reports the old target's parameters:
+     * the welcome waits for a server of the target in force. */
+    if (!pool->welcome_ready && !s->close_needed) {
         free(pool->welcome);
         pool->welcome = l->welcome;
         pool->welcome_len = l->welcome_len;

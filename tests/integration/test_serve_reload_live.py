@@ -8,6 +8,7 @@ import time
 
 import psycopg
 
+from fault_proxy import Fault, FaultProxy
 from serve_helpers import Pooler, console_rows, wait_for
 
 
@@ -118,6 +119,46 @@ def test_reconnect_during_the_first_server_login_does_not_strand_the_client(pgwa
 
 
 
+def test_reload_moving_a_database_during_its_first_login_greets_with_the_new_target(
+        pgwarden_bin, pg):
+    """A RELOAD moves the database to another target while the pool's first server is still
+    logging in to the old one. That server closes when its login ends; the parameters it
+    reported are the old target's and must not become the pool's welcome: the client waiting
+    for it is greeted by a server of the new target."""
+    # server_encoding is reported at login only: a client keeps what its welcome said.
+    if pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'latin1db'") == "0":
+        pg.psql("CREATE DATABASE latin1db ENCODING 'LATIN1' TEMPLATE template0 "
+                "LC_COLLATE 'C' LC_CTYPE 'C'")
+    with FaultProxy(pg.port) as proxy:
+        # Server bytes one at a time: the RELOAD lands while the login is under way.
+        proxy.set_fault(Fault("trickle", delay=0.005))
+        dbs = {"appdb": f"host=127.0.0.1 port={proxy.port} dbname=appdb"}
+        p = Pooler(pgwarden_bin, pg, databases=dbs,
+                   settings={"admin_users": "postgres", "query_wait_timeout": "20"}).start()
+        try:
+            got = []
+
+            def client():
+                try:
+                    with psycopg.connect(p.dsn(dbname="appdb"), autocommit=True) as c:
+                        got.append(c.execute("SELECT current_database()").fetchone()[0])
+                        got.append(c.info.parameter_status("server_encoding"))
+                except psycopg.Error as e:
+                    got.append(e)
+
+            t = threading.Thread(target=client)
+            t.start()
+            wait_for(lambda: proxy.links(), what="the first server's connection")
+            p.databases["appdb"] = f"host={pg.socket_dir} port={pg.port} dbname=latin1db"
+            p.write_config()
+            console_exec(p, "RELOAD")
+            t.join(30)
+            assert got == ["latin1db", "LATIN1"], str(got) + p.log()
+            assert p.alive()
+        finally:
+            p.stop()
+
+
 def concurrent_peak(pg, conns, rounds=5):
     """Runs short transactions on every connection at once; returns the most backends of
     appdb seen meanwhile."""
@@ -188,6 +229,28 @@ def test_set_max_user_connections_closes_servers_over_it(pgwarden_bin, pg):
     finally:
         p.stop()
 
+
+
+def test_idle_server_over_a_lowered_limit_serves_no_client(pgwarden_bin, pg):
+    """Right after SET lowers max_db_connections, before the janitor's pass closes the idle
+    servers over it, a client's transaction must not be given one of them: it gets the one
+    server the new limit allows."""
+    p = make_pooler(pgwarden_bin, pg, default_pool_size="4", reserve_pool_size="0")
+    try:
+        conns = hold_servers(p, 3)
+        for c in conns:
+            c.commit()
+        with psycopg.connect(p.dsn("postgres", "pgbouncer", password=""),
+                             autocommit=True) as console:
+            console.execute("SET max_db_connections = 1")
+            conns[0].execute("SELECT 1")  # in a transaction: holds its server
+            servers = [r for r in console.execute("SHOW SERVERS").fetchall()
+                       if r[2] == "appdb"]
+        assert len(servers) == 1, servers
+        for c in conns:
+            c.close()
+    finally:
+        p.stop()
 
 
 def test_kill_of_a_database_without_a_pool_yet_holds_its_clients(pgwarden_bin, pg):
