@@ -14,6 +14,7 @@
 
 #include "admin/console.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "net/sock.h"
 #include "net/tls.h"
 #include "pool/auth_lookup.h"
@@ -821,9 +822,47 @@ static void send_welcome(struct client *c, struct wire_buf *b, uint8_t *out)
     client_pump(c);
 }
 
+/* Whether the pool's welcome reports parameter name with this value. */
+static bool welcome_reports(const struct pool *pool, const char *name, const char *value)
+{
+    for (size_t pos = 0; pos + WIRE_HEADER_LEN <= pool->welcome_len;) {
+        uint32_t len = wire_get_u32(pool->welcome + pos + 1);
+        const char *n, *v;
+        if (wire_parse_parameter_status(pool->welcome + pos + WIRE_HEADER_LEN, len - 4, &n, &v) &&
+            !strcmp(n, name))
+            return !strcmp(v, value);
+        pos += 1 + len;
+    }
+    return false;
+}
+
+/* The first of the client's startup values its servers could not take, or NULL. Each goes to
+ * them in a SET, which a UTF8 server refuses when the text is not UTF-8: the client was ended
+ * at its first query with a bare "server connection failed" and a server was closed. Told at
+ * login instead, with the parameter's name. Single-byte encodings take any byte, SQL_ASCII
+ * anything: only a UTF8 server is checked. */
+static const char *unencodable_startup_value(const struct client *c)
+{
+    const struct client_session *ss = c->session;
+    if (!ss || !welcome_reports(c->pool, "server_encoding", "UTF8"))
+        return NULL;
+    for (uint32_t i = 0; i < ss->n_startup; i++)
+        if (!utf8_is_valid(ss->startup[i].value->str, ss->startup[i].value->len))
+            return params_name(ss->startup[i].param);
+    return NULL;
+}
+
 static void finish_login_with(struct client *c, const uint8_t *prefix, size_t prefix_len)
 {
     struct pool *pool = c->pool;
+    const char *unencodable = unencodable_startup_value(c);
+    if (unencodable) {
+        objects_client_fail(c, "22021",
+                            "invalid byte sequence for encoding \"UTF8\" in startup parameter "
+                            "\"%s\"",
+                            unencodable);
+        return;
+    }
     size_t cap = pool->welcome_len + 64 + prefix_len;
     for (int i = 0; i < PARAM_COUNT; i++) {
         if (!c->params[i] && pool->defaults[i])

@@ -6,8 +6,8 @@ import struct
 import psycopg
 import pytest
 
-from serve_helpers import (Pooler, data_row_values, query_msg, raw_connect, read_messages,
-                           read_until_readies)
+from serve_helpers import (Pooler, data_row_values, error_fields, query_msg, raw_connect,
+                           read_messages, read_until_readies)
 
 
 def connect(p, user, db, options):
@@ -106,6 +106,37 @@ def test_application_name_in_any_encoding(pgwarden_bin, pg, add_host):
         with psycopg.connect(p.dsn(), application_name="plain") as c:
             got = c.execute("SELECT current_setting('application_name')").fetchone()[0]
             assert got == "plain" if add_host == "0" else got.startswith("plain - 127.0.0.1:")
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def test_startup_value_a_utf8_server_cannot_take_is_refused_at_login(pgwarden_bin, pg):
+    """A startup value that is not UTF-8 (here search_path in Latin-1, given directly or in
+    options) reaches the server in the pooler's SET, which a UTF8 server refuses: the client
+    was ended at its first query with a bare 08006 and a server connection was closed. It is
+    now refused at login with 22021 naming the parameter; the pool's servers stay, and valid
+    UTF-8 values pass."""
+    p = Pooler(pgwarden_bin, pg, auth_type="trust", settings={"default_pool_size": "1"}).start()
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:  # the pool's one server
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+        pid_before = pg.psql("SELECT pid FROM pg_stat_activity WHERE datname = 'postgres' "
+                             "AND application_name = '' AND backend_type = 'client backend'")
+        for params in ([(b"search_path", b"caf\xe9")], [(b"options", b"-c search_path=caf\xe9")]):
+            s = raw_connect(p.port)
+            s.sendall(startup([(b"user", b"postgres"), (b"database", b"postgres"), *params]))
+            got = read_messages(s, until=b"Z")
+            s.close()
+            errors = [error_fields(b) for t, b in got if t == b"E"]
+            assert errors and errors[0]["C"] == "22021", got
+            assert '"search_path"' in errors[0]["M"], errors
+            assert not any(t == b"Z" for t, _ in got), got
+        with psycopg.connect(p.dsn(), autocommit=True, options="-c search_path=café") as c:
+            assert "café" in c.execute("SHOW search_path").fetchone()[0]
+        pid_after = pg.psql("SELECT pid FROM pg_stat_activity WHERE datname = 'postgres' "
+                            "AND application_name = '' AND backend_type = 'client backend'")
+        assert pid_before and pid_after == pid_before, (pid_before, pid_after, p.log())
         assert p.alive()
     finally:
         p.stop()
