@@ -110,8 +110,11 @@ def test_cancel_reaches_the_host_the_query_runs_on_after_a_reload(pgwarden_bin, 
 
             t = threading.Thread(target=run)
             t.start()
-            wait_for(lambda: any(r["state"] == "active" for r in console_rows(p, "SHOW SERVERS")),
-                     what="the query running")
+            # A session client's server is active from its login on: wait for the query
+            # itself, or the cancel may come before it and find nothing to cancel.
+            wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity "
+                                     "WHERE query = 'SELECT pg_sleep(8)' AND state = 'active'")
+                     == "1", what="the query running")
             p.databases["postgres"] = f"host=127.0.0.1 port={free_port()} dbname=postgres"
             p.write_config()
             console_rows(p, "SHOW DATABASES")  # a console connection that works
