@@ -200,7 +200,8 @@ static const struct key_def KEYS[] = {
      true},
     {"max_prepared_statements", KEY_INT, OFF(max_prepared_statements), "200", true,
      "transaction/statement mode: protocol-level named statements kept prepared per server "
-     "connection, least recently used closed first (0 = named statements are not tracked)",
+     "connection, least recently used closed first; session mode remembers them too, so "
+     "that a switch of pool_mode keeps them (0 = named statements are not tracked)",
      false},
     {"ignore_startup_parameters", KEY_STRING, OFF(ignore_startup_parameters), "", true,
      "comma-separated startup parameters accepted and ignored (e.g. extra_float_digits)", false},

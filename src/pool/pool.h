@@ -103,7 +103,7 @@ struct client {
     struct server *server;            /* borrowed: the linked server, or NULL */
     struct client_login *login;       /* owned; only during LOGIN */
     struct client *cancel_next;       /* borrowed: cancel-key hash chain */
-    struct client_stmt *stmts;        /* owned: named prepared statements (transaction mode) */
+    struct client_stmt *stmts;        /* owned: named prepared statements (prepared.h) */
     struct client_session *session;   /* owned (client.c): its user, startup parameters and what
                                          its SET, RESET and DEALLOCATE statements did */
     struct console_out *console;      /* owned: unsent admin console output, or NULL */

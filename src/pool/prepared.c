@@ -130,6 +130,7 @@ struct client_stmt *prepared_client_set(struct stmt_registry *r, struct client_s
     cs->stmt = st;
     cs->seq = ++seq;
     cs->confirmed = false;
+    cs->own_server = 0;
     return cs;
 }
 

@@ -212,3 +212,216 @@ def test_bind_names_arriving_slowly_are_not_rescanned(pooler):
     s.close()
     assert pooler.alive()
     assert cpu < wall / 4, f"pooler used {cpu:.2f} s of CPU over a {wall:.2f} s upload"
+
+
+# ---- pool mode switches: statements prepared under one mode keep working under the other ----
+
+def _switching_pooler(pgwarden_bin, pg, mode, **settings):
+    settings.setdefault("admin_users", "postgres")
+    settings.setdefault("default_pool_size", "2")
+    return Pooler(pgwarden_bin, pg, pool_mode=mode, settings=settings).start()
+
+
+def _console(p, sql):
+    with psycopg.connect(p.dsn("postgres", "pgbouncer", password=""), autocommit=True) as c:
+        res = c.pgconn.exec_(sql.encode())
+        assert res.status == psycopg.pq.ExecStatus.COMMAND_OK, res.error_message
+
+
+def _mode_of(p, db="postgres"):
+    from serve_helpers import console_rows
+    return [r["pool_mode"] for r in console_rows(p, "SHOW POOLS") if r["database"] == db]
+
+
+def _run_prepared(c, k, rounds=4):
+    """Executes the client's two prepared statements (psycopg sends Bind/Execute only, no
+    Parse, once they are prepared) and checks each answer is its own."""
+    for i in range(rounds):
+        assert c.execute("SELECT %s::int * 7", (i,), prepare=True).fetchone()[0] == i * 7
+        assert c.execute(f"SELECT %s::text || '-{k}'", (str(i),),
+                         prepare=True).fetchone()[0] == f"{i}-{k}"
+
+
+def _other_client_runs(p):
+    """Another client's transactions, so that servers change hands between the first
+    client's."""
+    with psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=0) as b:
+        for i in range(3):
+            assert b.execute("SELECT %s::int * 11", (i,), prepare=True).fetchone()[0] == i * 11
+
+
+def test_statements_survive_reload_from_session_to_transaction(pgwarden_bin, pg):
+    """Prepared in session mode, used after a RELOAD turns the pool to transaction mode: the
+    server the client held is closed when released (it carries session state), and the
+    statements are prepared again on whichever server the client gets next."""
+    p = _switching_pooler(pgwarden_bin, pg, "session")
+    try:
+        a = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=0)
+        _run_prepared(a, "a")
+        p.settings["pool_mode"] = "transaction"
+        p.write_config()
+        _console(p, "RELOAD")
+        assert _mode_of(p) == ["transaction"]
+        _run_prepared(a, "a")
+        _other_client_runs(p)
+        _run_prepared(a, "a")
+        a.close()
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def test_statements_survive_set_pool_mode_from_transaction_to_session(pgwarden_bin, pg):
+    """Prepared in transaction mode (under the pooler's names), used after console SET turns
+    the pool to session mode: the session server gets them on first use."""
+    p = _switching_pooler(pgwarden_bin, pg, "transaction")
+    try:
+        a = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=0)
+        _run_prepared(a, "a")
+        _other_client_runs(p)
+        _console(p, "SET pool_mode = session")
+        assert _mode_of(p) == ["session"]
+        _run_prepared(a, "a")
+        # a statement prepared in session mode keeps the client's own name on its server,
+        # as PostgreSQL lists it, and runs next to those prepared before
+        assert a.execute("SELECT %s::int - 1", (5,), prepare=True).fetchone()[0] == 4
+        names = {r[0] for r in a.execute("SELECT name FROM pg_prepared_statements")}
+        assert "_pg3_2" in names, names
+        _run_prepared(a, "a")
+        a.close()
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def test_statements_survive_session_transaction_session(pgwarden_bin, pg):
+    """Prepared in session mode on one server, the pool switched to transaction mode (that
+    server is closed once released) and back to session mode: the client's new session server
+    never saw the statements under the client's names, and gets them on first use."""
+    p = _switching_pooler(pgwarden_bin, pg, "session")
+    try:
+        a = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=0)
+        _run_prepared(a, "a")
+        _console(p, "SET pool_mode = transaction")
+        _run_prepared(a, "a")
+        _console(p, "SET pool_mode = session")
+        _run_prepared(a, "a")
+        _console(p, "SET pool_mode = statement")
+        _run_prepared(a, "a")
+        _console(p, "SET pool_mode = session")
+        _run_prepared(a, "a")
+        a.close()
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def test_pgbench_prepared_under_pool_mode_switches(pgwarden_bin, pgbench_db):
+    """pgbench -M prepared (each connection prepares its statements once, then only binds
+    them) while the console switches the pool between session and transaction mode and
+    reloads as fast as it can: no transaction fails."""
+    from serve_helpers import console_rows
+    pg = pgbench_db
+    p = _switching_pooler(pgwarden_bin, pg, "transaction", default_pool_size="4",
+                          max_client_conn="100")
+    try:
+        stop = threading.Event()
+        errors, switches = [], [0]
+
+        def steer():
+            with psycopg.connect(p.dsn("postgres", "pgbouncer", password=""),
+                                 autocommit=True) as c:
+                while not stop.is_set():
+                    for sql in (b"SET pool_mode = session", b"RELOAD",
+                                b"SET pool_mode = transaction", b"RELOAD"):
+                        res = c.pgconn.exec_(sql)
+                        if res.status != psycopg.pq.ExecStatus.COMMAND_OK:
+                            errors.append((sql, res.error_message))
+                    switches[0] += 1
+
+        t = threading.Thread(target=steer)
+        t.start()
+        try:
+            import subprocess
+            cmd = [pg.bin("pgbench"), "-n", "-M", "prepared", "-h", "127.0.0.1", "-p",
+                   str(p.port), "-U", "postgres", "-c", "4", "-j", "2", "-T", "4", "postgres"]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                                 env={"PGSSLMODE": "disable", "PATH": "/usr/bin:/bin"})
+        finally:
+            stop.set()
+            t.join(30)
+        assert out.returncode == 0, out.stdout + out.stderr + p.log()[-3000:]
+        assert "number of failed transactions: 0" in out.stdout, out.stdout
+        assert not errors, errors[:3]
+        assert switches[0] > 10, switches
+        assert console_rows(p, "SHOW POOLS")
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def test_session_mode_statements_keep_postgres_semantics_across_a_switch(pgwarden_bin, pg):
+    """In session mode a protocol Parse keeps the client's name on its server (SQL EXECUTE
+    finds it, a second Parse of the name gets PostgreSQL's 42P05 and the first stays), and
+    what the client dropped or failed to prepare stays gone after a switch: the pooler never
+    brings back a statement PostgreSQL no longer had."""
+    p = _switching_pooler(pgwarden_bin, pg, "session")
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as a:
+            pgc = a.pgconn
+            ok = psycopg.pq.ExecStatus.COMMAND_OK
+            assert pgc.prepare(b"s1", b"SELECT $1::int * 2").status == ok
+            assert pgc.exec_(b"EXECUTE s1(4)").get_value(0, 0) == b"8"
+            r = pgc.prepare(b"s1", b"SELECT 99")
+            assert r.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"42P05", r.error_message
+            assert pgc.exec_prepared(b"s1", [b"5"]).get_value(0, 0) == b"10"
+            assert pgc.prepare(b"s2", b"SELECT $1::int + 1").status == ok
+            assert pgc.exec_(b"DEALLOCATE s2").status == ok
+            r = pgc.prepare(b"s3", b"SELEC broken")
+            assert r.status == psycopg.pq.ExecStatus.FATAL_ERROR
+            _console(p, "SET pool_mode = transaction")
+            assert pgc.exec_prepared(b"s1", [b"6"]).get_value(0, 0) == b"12"
+            _other_client_runs(p)
+            assert pgc.exec_prepared(b"s1", [b"7"]).get_value(0, 0) == b"14"
+            for name in (b"s2", b"s3"):
+                r = pgc.exec_prepared(name, [b"1"])
+                assert r.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"26000", \
+                    (name, r.error_message)
+            # the name of the statement PostgreSQL refused is free again, as on PostgreSQL
+            assert pgc.prepare(b"s3", b"SELECT $1::int - 3").status == ok
+            assert pgc.exec_prepared(b"s3", [b"10"]).get_value(0, 0) == b"7"
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def test_pipelined_second_parse_of_a_name_in_session_mode(pgwarden_bin, pg):
+    """Two Parses of one name in one pipeline, in session mode: PostgreSQL keeps the first
+    and refuses the second. After a switch to transaction mode the name still runs the
+    first statement's SQL on every server, never the refused one's."""
+    import struct
+    from serve_helpers import login_raw, read_messages
+    p = _switching_pooler(pgwarden_bin, pg, "session")
+    try:
+        s = login_raw(p)
+        parse1 = _msg(b"P", b"dup\0SELECT 'first'::text\0" + struct.pack("!H", 0))
+        parse2 = _msg(b"P", b"dup\0SELECT 'second'::text\0" + struct.pack("!H", 0))
+        sync = _msg(b"S", b"")
+        s.sendall(parse1 + parse2 + sync)
+        types = [t for t, _ in read_messages(s, until=b"Z")]
+        assert types == [b"1", b"E", b"Z"], types
+        bind = _msg(b"B", b"\0dup\0" + struct.pack("!HHH", 0, 0, 0))
+        execute = _msg(b"E", b"\0" + struct.pack("!I", 0))
+        for switch in ("SET pool_mode = transaction", None, "SET pool_mode = session", None):
+            if switch:
+                _console(p, switch)
+            else:
+                _other_client_runs(p)
+            s.sendall(bind + execute + sync)
+            msgs = read_messages(s, until=b"Z")
+            rows = [body for t, body in msgs if t == b"D"]
+            assert rows and rows[0].endswith(b"first"), (switch, msgs)
+        s.close()
+        assert p.alive()
+    finally:
+        p.stop()
