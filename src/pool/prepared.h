@@ -48,7 +48,9 @@ struct client_stmt {
      * holds it under the client's own name; 0 when it lives under the pooler's name. On any
      * other server (after a switch of pool mode) it is renamed like the others. */
     uint64_t own_server;
-    char name[]; /* the client's statement name */
+    /* the client's statement name, its first 63 bytes (PostgreSQL keys a statement by
+     * them) */
+    char name[];
 };
 
 struct stmt_registry {
@@ -72,7 +74,8 @@ struct prepared_stmt *prepared_registry_get(struct stmt_registry *r, const uint8
                                             size_t len);
 void prepared_stmt_unref(struct stmt_registry *r, struct prepared_stmt *st);
 
-/* The client's statement called name, or NULL. */
+/* The client's statement called name (names alike in their first 63 bytes are one, as on
+ * PostgreSQL), or NULL. */
 struct client_stmt *prepared_client_find(struct client_stmt *list, const char *name);
 /* Binds name to st in the client's list (replacing an older binding), unconfirmed, under the
  * pooler's name (own_server 0) and with a new seq; takes over the reference. NULL on out of memory

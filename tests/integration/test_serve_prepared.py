@@ -425,3 +425,95 @@ def test_pipelined_second_parse_of_a_name_in_session_mode(pgwarden_bin, pg):
         assert p.alive()
     finally:
         p.stop()
+
+
+def _parse_twice_at_the_name_limit(path):
+    """Prepares two names that differ only after their 63rd byte, runs the second, closes
+    it, runs the first (protocol messages over the unix socket at path): the message types
+    of each answer."""
+    import socket
+    import struct
+    from serve_helpers import read_messages, startup_packet
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(startup_packet("postgres", "postgres"))
+    assert read_messages(s, until=b"Z")[-1][0] == b"Z"
+    n1, n2 = b"n" * 63 + b"_first", b"n" * 63 + b"_second"
+    sync = _msg(b"S", b"")
+
+    def run(name):
+        return (_msg(b"B", b"\0" + name + b"\0" + struct.pack("!HHH", 0, 0, 0)) +
+                _msg(b"E", b"\0" + struct.pack("!I", 0)))
+
+    steps = [_msg(b"P", n1 + b"\0SELECT 'first'::text\0" + struct.pack("!H", 0)),
+             _msg(b"P", n2 + b"\0SELECT 'second'::text\0" + struct.pack("!H", 0)),
+             run(n2), _msg(b"C", b"S" + n2 + b"\0"), run(n1)]
+    out = []
+    for step in steps:
+        s.sendall(step + sync)
+        out.append([t if t != b"D" else body[-6:] for t, body in read_messages(s, until=b"Z")])
+    s.close()
+    return out
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_statement_names_past_the_limit_are_one_name_as_on_postgres(pgwarden_bin, pg, mode):
+    """PostgreSQL keys prepared statements by their first 63 bytes (NAMEDATALEN): two names
+    that differ only after that are one statement. Through the pooler they are too, in
+    transaction mode as across a switch from session mode."""
+    import os
+    direct = _parse_twice_at_the_name_limit(os.path.join(pg.socket_dir, f".s.PGSQL.{pg.port}"))
+    assert direct == [[b"1", b"Z"], [b"E", b"Z"], [b"2", b"\x05first", b"C", b"Z"], [b"3", b"Z"],
+                      [b"E", b"Z"]], direct
+    p = _switching_pooler(pgwarden_bin, pg, mode)
+    try:
+        assert _parse_twice_at_the_name_limit(os.path.join(p.dir, f".s.PGSQL.{p.port}")) == direct
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            pgc = c.pgconn
+            n1, n2 = b"m" * 63 + b"_first", b"m" * 63 + b"_second"
+            ok = psycopg.pq.ExecStatus.COMMAND_OK
+            assert pgc.prepare(n1, b"SELECT 'first'::text").status == ok
+            _console(p, "SET pool_mode = transaction")
+            assert pgc.exec_(b"SELECT 1").status == psycopg.pq.ExecStatus.TUPLES_OK
+            _other_client_runs(p)  # the server the client held was closed: it gets another
+            assert pgc.exec_prepared(n2, []).get_value(0, 0) == b"first"
+        assert p.alive()
+    finally:
+        p.stop()
+
+
+def test_reconnect_in_the_middle_of_a_pipeline(pgwarden_bin, pg):
+    """RECONNECT (and a server_lifetime that ends) while a client's pipeline is between
+    Syncs: the server it holds finishes that pipeline, then is closed, and the client's
+    statements are prepared again on the next server, each running its own SQL."""
+    import struct
+    from serve_helpers import login_raw, read_messages
+    p = _switching_pooler(pgwarden_bin, pg, "transaction")
+    try:
+        s = login_raw(p)
+        parse = [_msg(b"P", f"q{k}\0SELECT 'q{k}'::text\0".encode() + struct.pack("!H", 0))
+                 for k in range(3)]
+        bind = [_msg(b"B", f"\0q{k}\0".encode() + struct.pack("!HHH", 0, 0, 0))
+                for k in range(3)]
+        execute = _msg(b"E", b"\0" + struct.pack("!I", 0))
+        flush, sync = _msg(b"H", b""), _msg(b"S", b"")
+        for round_, change in enumerate(("RECONNECT", "SET server_lifetime = 1")):
+            first = (parse[0] if round_ == 0 else b"") + bind[0] + execute + flush
+            s.sendall(first)
+            msgs = read_messages(s, until=b"C")
+            assert [body for t, body in msgs if t == b"D"][0].endswith(b"q0"), msgs
+            _console(p, change)
+            rest = ((parse[1] + parse[2]) if round_ == 0 else b"") + bind[1] + execute + \
+                bind[2] + execute + sync
+            s.sendall(rest)
+            msgs = read_messages(s, until=b"Z")
+            assert [body[-2:] for t, body in msgs if t == b"D"] == [b"q1", b"q2"], msgs
+            _other_client_runs(p)
+            for k in (2, 0, 1):
+                s.sendall(bind[k] + execute + sync)
+                msgs = read_messages(s, until=b"Z")
+                assert [body[-2:] for t, body in msgs if t == b"D"] == [f"q{k}".encode()], msgs
+        s.close()
+        assert p.alive()
+    finally:
+        p.stop()
