@@ -65,17 +65,18 @@ struct client_login {
 
 enum scan_result {
     SCAN_OK,
-    SCAN_NEED_FLUSH,    /* a rewrite needs the bytes before it sent first */
-    SCAN_OVERFLOW,      /* a rewrite did not fit the buffer sized for it: a pooler bug */
-    SCAN_NO_MEMORY,     /* a message to rewrite could not be, for want of memory */
-    SCAN_TERMINATE,     /* the client sent Terminate (not forwarded) */
-    SCAN_BAD,           /* framing error */
-    SCAN_BAD_TYPE,      /* not a frontend message type */
-    SCAN_MALFORMED,     /* a message whose contents the pooler must read is malformed */
-    SCAN_BLOCKED,       /* the server's owed queue is full: wait for its answers */
-    SCAN_RESERVED,      /* the client named a statement of the pooler's own */
-    SCAN_SERVER_FAILED, /* sending to the server failed */
-    SCAN_PQEXEC,        /* a simple Query while disable_pqexec is on */
+    SCAN_NEED_FLUSH,     /* a rewrite needs the bytes before it sent first */
+    SCAN_OVERFLOW,       /* a rewrite did not fit the buffer sized for it: a pooler bug */
+    SCAN_NO_MEMORY,      /* a message to rewrite could not be, for want of memory */
+    SCAN_TERMINATE,      /* the client sent Terminate (not forwarded) */
+    SCAN_BAD,            /* framing error */
+    SCAN_BAD_TYPE,       /* not a frontend message type */
+    SCAN_MALFORMED,      /* a message whose contents the pooler must read is malformed */
+    SCAN_BLOCKED,        /* the server's owed queue is full: wait for its answers */
+    SCAN_RESERVED,       /* the client named a statement of the pooler's own */
+    SCAN_SERVER_FAILED,  /* sending to the server failed */
+    SCAN_PQEXEC,         /* a simple Query while disable_pqexec is on */
+    SCAN_TOO_MANY_STMTS, /* a named Parse past max_client_prepared_statements */
     SCAN_RESULT_COUNT,
 };
 
@@ -94,6 +95,9 @@ static const struct {
     [SCAN_PQEXEC] = {"08P01", "PQexec disallowed"}, /* PgBouncer's words */
     [SCAN_RESERVED] = {"42501", "statement names beginning with pgw_ and the pooler's secret "
                                 "are reserved for the pooler"},
+    [SCAN_TOO_MANY_STMTS] = {"54000", "too many prepared statements for one client "
+                                      "(max_client_prepared_statements): close or deallocate "
+                                      "some before preparing more"},
 };
 
 static void session_free(struct client *c);
@@ -1962,6 +1966,11 @@ enum rewrite_result {
     RW_BAD,         /* malformed: the client is ended with a protocol error */
     RW_RESERVED,    /* names one of the pooler's statements: the client is ended */
     RW_SEND_FAILED, /* the replacement had to go straight to the server and could not */
+    /* A new named statement past max_client_prepared_statements in transaction or statement
+     * mode: the pooler keeps the query text of each, so one client's memory (and the time to
+     * look its names up) would grow without bound. The client is ended rather than its Parse
+     * refused in the stream: the answers it expects come from the server. */
+    RW_TOO_MANY_STMTS,
 };
 
 /* Replaces old_len bytes at offset m of the client's buffer by new_len bytes; *placed is how
@@ -2332,6 +2341,16 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         if (bound && bound->confirmed)
             return holds_own_name(s, bound) ? RW_PASS /* the server refuses it itself */
                                             : refuse_name_reuse(c, s, m, (uint32_t)total);
+        int most = p->cfg->max_client_prepared_statements;
+        if (!bound && most > 0 && prepared_client_count(c->stmts) >= (size_t)most) {
+            /* Session mode needs nothing remembered to work: the statement only goes
+             * missing after a switch of pool mode (26000 then, as for one never prepared). */
+            if (s->pool->mode == POOL_MODE_SESSION)
+                return RW_PASS;
+            log_info("pool", "client %llu: more than %d prepared statements",
+                     (unsigned long long)c->id, most);
+            return RW_TOO_MANY_STMTS;
+        }
         const uint8_t *rest = (const uint8_t *)memchr(body, 0, len) + 1;
         size_t rest_len = len - (size_t)(rest - body);
         char *cname = strdup(name); /* the name's bytes are about to be replaced */
@@ -2483,6 +2502,8 @@ static enum scan_result scan_result_of(enum rewrite_result r)
         return SCAN_RESERVED;
     case RW_SEND_FAILED:
         return SCAN_SERVER_FAILED;
+    case RW_TOO_MANY_STMTS:
+        return SCAN_TOO_MANY_STMTS;
     }
     return SCAN_OK;
 }

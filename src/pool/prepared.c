@@ -158,6 +158,14 @@ void prepared_client_remove(struct stmt_registry *r, struct client_stmt **list, 
     }
 }
 
+size_t prepared_client_count(const struct client_stmt *list)
+{
+    size_t n = 0;
+    for (; list; list = list->next)
+        n++;
+    return n;
+}
+
 void prepared_client_free_all(struct stmt_registry *r, struct client_stmt **list)
 {
     while (*list) {

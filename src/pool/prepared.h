@@ -83,6 +83,8 @@ struct client_stmt *prepared_client_find(struct client_stmt *list, const char *n
 struct client_stmt *prepared_client_set(struct stmt_registry *r, struct client_stmt **list,
                                         const char *name, struct prepared_stmt *st);
 void prepared_client_remove(struct stmt_registry *r, struct client_stmt **list, const char *name);
+/* How many statements the client has bound. */
+size_t prepared_client_count(const struct client_stmt *list);
 void prepared_client_free_all(struct stmt_registry *r, struct client_stmt **list);
 
 /* Which statements a server has prepared, with when each was last used (small sets bounded by

@@ -517,3 +517,57 @@ def test_reconnect_in_the_middle_of_a_pipeline(pgwarden_bin, pg):
         assert p.alive()
     finally:
         p.stop()
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_statements_one_client_keeps_are_bounded(pgwarden_bin, pg, mode):
+    """The pooler keeps the query text of every statement a client has prepared, to prepare
+    it on whichever server the client gets: max_client_prepared_statements bounds how many,
+    so one client cannot grow the pooler's memory (and the time its Binds take to look names
+    up) without bound. Closed statements make room again; one more ends a transaction-mode
+    client with 54000, and other clients go on. In session mode the client's own server
+    needs nothing remembered: the statement runs, and only a switch of pool mode loses it."""
+    import struct
+    from serve_helpers import error_fields, login_raw, read_messages
+    p = _switching_pooler(pgwarden_bin, pg, mode, max_client_prepared_statements="50")
+    try:
+        s = login_raw(p)
+        sync = _msg(b"S", b"")
+
+        def parse(k):
+            return _msg(b"P", f"s{k}\0SELECT {k}\0".encode() + struct.pack("!H", 0))
+
+        s.sendall(b"".join(parse(k) for k in range(50)) + sync)
+        assert [t for t, _ in read_messages(s, until=b"Z")] == [b"1"] * 50 + [b"Z"]
+        s.sendall(_msg(b"C", b"Ss7\0") + parse(50) + sync)
+        assert [t for t, _ in read_messages(s, until=b"Z")] == [b"3", b"1", b"Z"]
+        s.sendall(_msg(b"B", b"\0s50\0" + struct.pack("!HHH", 0, 0, 0)) +
+                  _msg(b"E", b"\0" + struct.pack("!I", 0)) + sync)
+        assert [body for t, body in read_messages(s, until=b"Z") if t == b"D"] == \
+            [b"\0\x01\0\0\0\x0250"]
+        s.sendall(parse(51) + sync)
+        msgs = read_messages(s, until=b"Z")
+        if mode == "transaction":
+            assert msgs and msgs[-1][0] == b"E", msgs
+            fields = error_fields(msgs[-1][1])
+            assert fields.get("C") == "54000", fields
+            assert "max_client_prepared_statements" in fields.get("M", ""), fields
+        else:
+            assert [t for t, _ in msgs] == [b"1", b"Z"], msgs
+            run = [_msg(b"B", f"\0s{k}\0".encode() + struct.pack("!HHH", 0, 0, 0)) +
+                   _msg(b"E", b"\0" + struct.pack("!I", 0)) + sync for k in (51, 50)]
+            s.sendall(run[0])
+            assert [t for t, _ in read_messages(s, until=b"Z")] == [b"2", b"D", b"C", b"Z"]
+            _console(p, "SET pool_mode = transaction")
+            s.sendall(run[1])  # its last transaction on its session server, which then goes
+            assert [t for t, _ in read_messages(s, until=b"Z")] == [b"2", b"D", b"C", b"Z"]
+            _other_client_runs(p)
+            s.sendall(run[0])
+            msgs = read_messages(s, until=b"Z")
+            assert error_fields(msgs[0][1]).get("C") == "26000", msgs
+            s.sendall(run[1])
+            assert [t for t, _ in read_messages(s, until=b"Z")] == [b"2", b"D", b"C", b"Z"]
+        _other_client_runs(p)
+        assert p.alive()
+    finally:
+        p.stop()
