@@ -571,3 +571,47 @@ def test_statements_one_client_keeps_are_bounded(pgwarden_bin, pg, mode):
         assert p.alive()
     finally:
         p.stop()
+
+
+@pytest.mark.parametrize("mode", ["transaction", "statement"])
+def test_untracked_named_statements_never_reach_another_client(pgwarden_bin, pg, mode):
+    """With max_prepared_statements = 0 named statements are not tracked: a Parse goes to
+    the server under the client's own name. When that server passes to another client, a
+    Bind of the name must not run the first client's SQL: the statements are deallocated
+    before the server goes to another client. The client itself uses its statement (and
+    keeps it while it gets the same server back)."""
+    import struct
+    from serve_helpers import error_fields, login_raw, read_messages
+    p = _switching_pooler(pgwarden_bin, pg, mode, default_pool_size="1",
+                          max_prepared_statements="0")
+    try:
+        sync = _msg(b"S", b"")
+        bind_x = (_msg(b"B", b"\0x\0" + struct.pack("!HHH", 0, 0, 0)) +
+                  _msg(b"E", b"\0" + struct.pack("!I", 0)))
+        a = login_raw(p)
+        a.sendall(_msg(b"P", b"x\0SELECT 'secret of a'::text\0" + struct.pack("!H", 0)) +
+                  bind_x + sync)
+        msgs = read_messages(a, until=b"Z")
+        assert [body[-11:] for t, body in msgs if t == b"D"] == [b"secret of a"], msgs
+        a.sendall(bind_x + sync)  # its next transaction, on the same server
+        msgs = read_messages(a, until=b"Z")
+        assert [body[-11:] for t, body in msgs if t == b"D"] == [b"secret of a"], msgs
+        for _ in range(2):
+            b = login_raw(p)
+            b.sendall(bind_x + sync)
+            msgs = read_messages(b, until=b"Z")
+            assert not [body for t, body in msgs if t == b"D"], msgs
+            assert error_fields(msgs[0][1]).get("C") == "26000", msgs
+            # b's own statement of that name works, and leaves with it too
+            b.sendall(_msg(b"P", b"x\0SELECT 'b'::text\0" + struct.pack("!H", 0)) + bind_x +
+                      sync)
+            msgs = read_messages(b, until=b"Z")
+            assert [body[-1:] for t, body in msgs if t == b"D"] == [b"b"], msgs
+            b.close()
+        a.sendall(_msg(b"Q", b"SELECT name FROM pg_prepared_statements\0"))
+        msgs = read_messages(a, until=b"Z")
+        assert not [body for t, body in msgs if t == b"D"], msgs
+        a.close()
+        assert p.alive()
+    finally:
+        p.stop()
