@@ -2324,17 +2324,17 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     if (len == 0)
         return RW_BAD; /* Parse, Describe and Close all have a body */
     /* The unnamed statement is never renamed, however long its query; with
-     * max_prepared_statements = 0 no statement is (and one that may be named marks the
-     * server to be cleared when released, outside session pooling). */
+     * max_prepared_statements = 0 no statement is, and outside session pooling a named one
+     * marks the server to be cleared before it goes to another client (struct server). */
     if (type == WIRE_FE_PARSE && have_body >= 1 && body[0] == 0)
         return RW_PASS;
+    if (have_body == 0)
+        return RW_NEED_MORE; /* the first body byte decides (named or not) */
     if (type == WIRE_FE_PARSE && p->cfg->max_prepared_statements <= 0) {
         if (s->pool->mode != POOL_MODE_SESSION)
             s->named_stmts_client = c->id;
         return RW_PASS;
     }
-    if (have_body == 0)
-        return RW_NEED_MORE; /* the first body byte decides (named or not) */
     /* Parse, Describe and Close are rewritten whole. */
     if (avail < total)
         return await_whole_message(c, m, total);
