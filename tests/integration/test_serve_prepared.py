@@ -287,7 +287,14 @@ def test_statements_survive_set_pool_mode_from_transaction_to_session(pgwarden_b
         assert a.execute("SELECT %s::int - 1", (5,), prepare=True).fetchone()[0] == 4
         names = {r[0] for r in a.execute("SELECT name FROM pg_prepared_statements")}
         assert "_pg3_2" in names, names
+        # preparing again a name prepared before the switch fails as on PostgreSQL, and the
+        # statement stays
+        for name in (b"_pg3_0", b"_pg3_2"):
+            r = a.pgconn.prepare(name, b"SELECT 'other'::text")
+            assert r.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"42P05", \
+                (name, r.error_message)
         _run_prepared(a, "a")
+        assert a.execute("SELECT %s::int - 1", (5,), prepare=True).fetchone()[0] == 4
         a.close()
         assert p.alive()
     finally:
