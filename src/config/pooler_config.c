@@ -200,7 +200,8 @@ static const struct key_def KEYS[] = {
      true},
     {"max_prepared_statements", KEY_INT, OFF(max_prepared_statements), "200", true,
      "transaction/statement mode: protocol-level named statements kept prepared per server "
-     "connection, least recently used closed first (0 = named statements are not tracked)",
+     "connection, least recently used closed first; session mode remembers them too, so "
+     "that a switch of pool_mode keeps them (0 = named statements are not tracked)",
      false},
     {"ignore_startup_parameters", KEY_STRING, OFF(ignore_startup_parameters), "", true,
      "comma-separated startup parameters accepted and ignored (e.g. extra_float_digits)", false},
@@ -315,6 +316,12 @@ static const struct key_def KEYS[] = {
     {"server_tls13_ciphers", KEY_STRING, OFF(server_tls.tls13_ciphers), "", true,
      "TLS 1.3 suites to PostgreSQL (empty = OpenSSL's default)", false},
     {"log_format", KEY_STRING, OFF(log_format), "text", false, "text or json (JSON lines)", false},
+    {"max_client_prepared_statements", KEY_INT, OFF(max_client_prepared_statements), "10000", false,
+     "most protocol-level named statements one client may have prepared at once while they are "
+     "tracked (the pooler keeps each one's query text); in transaction and statement mode a "
+     "client that prepares one more is disconnected with 54000, in session mode the next ones "
+     "are not remembered across a switch of pool_mode (0 = no limit)",
+     false},
     {"server_lifetime_jitter", KEY_INT, OFF(server_lifetime_jitter_pct), "10", false,
      "server_lifetime is spread by +/- this percent so servers do not expire together", false},
     {"shutdown_timeout", KEY_DURATION, OFF(shutdown_timeout_ms), "0", false,

@@ -144,9 +144,10 @@ struct pooler_config {
     bool application_name_add_host; /* " - ADDRESS:PORT" appended to application_name */
     int64_t pkt_buf;
     int64_t max_packet_size;
-    int max_prepared_statements;     /* per server connection, LRU; 0 = no rewriting */
-    char *ignore_startup_parameters; /* owned: comma-separated */
-    char *track_extra_parameters;    /* owned: comma-separated; their SETs are followed */
+    int max_prepared_statements;        /* per server connection, LRU; 0 = no rewriting */
+    int max_client_prepared_statements; /* named statements one client keeps; 0 = no limit */
+    char *ignore_startup_parameters;    /* owned: comma-separated */
+    char *track_extra_parameters;       /* owned: comma-separated; their SETs are followed */
     bool log_connections;
     bool log_disconnections;
     bool log_pooler_errors;

@@ -66,17 +66,18 @@ struct client_login {
 
 enum scan_result {
     SCAN_OK,
-    SCAN_NEED_FLUSH,    /* a rewrite needs the bytes before it sent first */
-    SCAN_OVERFLOW,      /* a rewrite did not fit the buffer sized for it: a pooler bug */
-    SCAN_NO_MEMORY,     /* a message to rewrite could not be, for want of memory */
-    SCAN_TERMINATE,     /* the client sent Terminate (not forwarded) */
-    SCAN_BAD,           /* framing error */
-    SCAN_BAD_TYPE,      /* not a frontend message type */
-    SCAN_MALFORMED,     /* a message whose contents the pooler must read is malformed */
-    SCAN_BLOCKED,       /* the server's owed queue is full: wait for its answers */
-    SCAN_RESERVED,      /* the client named a statement of the pooler's own */
-    SCAN_SERVER_FAILED, /* sending to the server failed */
-    SCAN_PQEXEC,        /* a simple Query while disable_pqexec is on */
+    SCAN_NEED_FLUSH,     /* a rewrite needs the bytes before it sent first */
+    SCAN_OVERFLOW,       /* a rewrite did not fit the buffer sized for it: a pooler bug */
+    SCAN_NO_MEMORY,      /* a message to rewrite could not be, for want of memory */
+    SCAN_TERMINATE,      /* the client sent Terminate (not forwarded) */
+    SCAN_BAD,            /* framing error */
+    SCAN_BAD_TYPE,       /* not a frontend message type */
+    SCAN_MALFORMED,      /* a message whose contents the pooler must read is malformed */
+    SCAN_BLOCKED,        /* the server's owed queue is full: wait for its answers */
+    SCAN_RESERVED,       /* the client named a statement of the pooler's own */
+    SCAN_SERVER_FAILED,  /* sending to the server failed */
+    SCAN_PQEXEC,         /* a simple Query while disable_pqexec is on */
+    SCAN_TOO_MANY_STMTS, /* a named Parse past max_client_prepared_statements */
     SCAN_RESULT_COUNT,
 };
 
@@ -95,6 +96,9 @@ static const struct {
     [SCAN_PQEXEC] = {"08P01", "PQexec disallowed"}, /* PgBouncer's words */
     [SCAN_RESERVED] = {"42501", "statement names beginning with pgw_ and the pooler's secret "
                                 "are reserved for the pooler"},
+    [SCAN_TOO_MANY_STMTS] = {"54000", "too many prepared statements for one client "
+                                      "(max_client_prepared_statements): close or deallocate "
+                                      "some before preparing more"},
 };
 
 static void session_free(struct client *c);
@@ -461,13 +465,18 @@ static void commit_staged(struct client *c, struct server *s)
 /* A pending entry was answered, or will never be. A named Parse that failed or was skipped
  * keeps its binding, unconfirmed: the name may be prepared again (PostgreSQL has no such
  * statement), and meanwhile a Bind to it prepares it (more lenient than PostgreSQL, which a
- * driver that misses a skipped Parse needs: psycopg 3.1 in a pipeline after an error). */
+ * driver that misses a skipped Parse needs: psycopg 3.1 in a pipeline after an error).
+ * A Parse passed through in session mode that failed loses its binding instead: the server
+ * may hold an earlier statement under that name (a second Parse of a name fails), and after a
+ * switch of pool mode the body remembered must never stand in for the one that ran. */
 static void pending_done(struct client *c, struct pending *e, bool confirmed)
 {
-    if (e->kind == PENDING_PARSE && confirmed) {
+    if (e->kind == PENDING_PARSE) {
         struct client_stmt *cs = prepared_client_find(c->stmts, e->name);
-        if (cs && cs->seq == e->seq)
+        if (cs && cs->seq == e->seq && confirmed)
             cs->confirmed = true;
+        else if (cs && cs->seq == e->seq && cs->own_server)
+            prepared_client_remove(&c->pooler->stmts, &c->stmts, e->name);
     }
     pending_clear(e);
 }
@@ -1996,6 +2005,11 @@ enum rewrite_result {
     RW_BAD,         /* malformed: the client is ended with a protocol error */
     RW_RESERVED,    /* names one of the pooler's statements: the client is ended */
     RW_SEND_FAILED, /* the replacement had to go straight to the server and could not */
+    /* A new named statement past max_client_prepared_statements in transaction or statement
+     * mode: the pooler keeps the query text of each, so one client's memory (and the time to
+     * look its names up) would grow without bound. The client is ended rather than its Parse
+     * refused in the stream: the answers it expects come from the server. */
+    RW_TOO_MANY_STMTS,
 };
 
 /* Replaces old_len bytes at offset m of the client's buffer by new_len bytes; *placed is how
@@ -2199,17 +2213,56 @@ static enum rewrite_result refuse_name_reuse(struct client *c, struct server *s,
     return RW_DONE;
 }
 
-/* A new binding of the client's, confirmed by its ParseComplete (client_note_server_message). */
-static void note_named_parse(struct client *c, const struct client_stmt *cs)
+/* A new binding of the client's, confirmed by its ParseComplete (client_note_server_message).
+ * False when its answer will not be followed. */
+static bool note_named_parse(struct client *c, const struct client_stmt *cs)
 {
     if (!c->session)
-        return;
+        return false;
     struct pending e = {.group = c->session->sent + 1,
                         .kind = PENDING_PARSE,
                         .param = -1,
                         .seq = cs->seq,
                         .name = (char *)cs->name};
-    (void)pending_push(c, &e); /* copies the name */
+    return pending_push(c, &e); /* copies the name */
+}
+
+/* Whether s holds cs under the client's own name: its Parse went there as sent, in session
+ * mode. Its messages then pass as they are, whatever the pool's mode is now. */
+static bool holds_own_name(const struct server *s, const struct client_stmt *cs)
+{
+    return cs->own_server != 0 && cs->own_server == s->id;
+}
+
+/* Session mode: the client's named Parse goes to its server as it is (the statement keeps the
+ * client's name there), and its body is remembered for the servers the client may meet after
+ * a switch of pool mode. Takes over cname and the reference to st.
+ *
+ * The binding must only ever name the body the server holds under that name, or a server met
+ * after a switch would run other SQL than the client's own server did. So a Parse of a name
+ * whose earlier Parse on this server is still unanswered is not remembered (the server
+ * refuses the second when the first succeeds), and neither is one whose answer will not be
+ * followed: such a statement is missing after a switch, never wrong. */
+static enum rewrite_result pass_session_parse(struct client *c, struct server *s, char *cname,
+                                              struct prepared_stmt *st)
+{
+    struct stmt_registry *reg = &c->pooler->stmts;
+    const struct client_stmt *bound = prepared_client_find(c->stmts, cname);
+    if (bound && holds_own_name(s, bound)) { /* unconfirmed: in flight */
+        prepared_stmt_unref(reg, st);
+        free(cname);
+        return RW_PASS;
+    }
+    struct client_stmt *cs = prepared_client_set(reg, &c->stmts, cname, st);
+    if (!cs) {
+        free(cname);
+        return RW_NO_MEMORY;
+    }
+    cs->own_server = s->id;
+    if (!note_named_parse(c, cs))
+        prepared_client_remove(reg, &c->stmts, cname);
+    free(cname);
+    return RW_PASS;
 }
 
 /* A message to rewrite whose bytes have not all arrived, starting at offset m of the client's
@@ -2272,6 +2325,8 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         struct client_stmt *cs = prepared_client_find(c->stmts, name);
         if (!cs)
             return prepared_registry_owns_name(&p->stmts, name) ? RW_RESERVED : RW_PASS;
+        if (holds_own_name(s, cs))
+            return RW_PASS;
         struct prepared_stmt *st = cs->stmt;
         size_t portal_len = strlen(portal), name_len = strlen(name);
         uint32_t prefix_old = (uint32_t)(WIRE_HEADER_LEN + portal_len + 1 + name_len + 1);
@@ -2308,12 +2363,17 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     if (len == 0)
         return RW_BAD; /* Parse, Describe and Close all have a body */
     /* The unnamed statement is never renamed, however long its query; with
-     * max_prepared_statements = 0 no statement is. */
-    if (type == WIRE_FE_PARSE &&
-        ((have_body >= 1 && body[0] == 0) || p->cfg->max_prepared_statements <= 0))
+     * max_prepared_statements = 0 no statement is, and outside session pooling a named one
+     * marks the server to be cleared before it goes to another client (struct server). */
+    if (type == WIRE_FE_PARSE && have_body >= 1 && body[0] == 0)
         return RW_PASS;
     if (have_body == 0)
         return RW_NEED_MORE; /* the first body byte decides (named or not) */
+    if (type == WIRE_FE_PARSE && p->cfg->max_prepared_statements <= 0) {
+        if (s->pool->mode != POOL_MODE_SESSION)
+            s->named_stmts_client = c->id;
+        return RW_PASS;
+    }
     /* Parse, Describe and Close are rewritten whole. */
     if (avail < total)
         return await_whole_message(c, m, total);
@@ -2323,7 +2383,18 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         const char *name = (const char *)body;
         const struct client_stmt *bound = prepared_client_find(c->stmts, name);
         if (bound && bound->confirmed)
-            return refuse_name_reuse(c, s, m, (uint32_t)total);
+            return holds_own_name(s, bound) ? RW_PASS /* the server refuses it itself */
+                                            : refuse_name_reuse(c, s, m, (uint32_t)total);
+        int most = p->cfg->max_client_prepared_statements;
+        if (!bound && most > 0 && prepared_client_count(c->stmts) >= (size_t)most) {
+            /* Session mode needs nothing remembered to work: the statement only goes
+             * missing after a switch of pool mode (26000 then, as for one never prepared). */
+            if (s->pool->mode == POOL_MODE_SESSION)
+                return RW_PASS;
+            log_info("pool", "client %llu: more than %d prepared statements",
+                     (unsigned long long)c->id, most);
+            return RW_TOO_MANY_STMTS;
+        }
         const uint8_t *rest = (const uint8_t *)memchr(body, 0, len) + 1;
         size_t rest_len = len - (size_t)(rest - body);
         char *cname = strdup(name); /* the name's bytes are about to be replaced */
@@ -2332,6 +2403,8 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
             free(cname);
             return RW_NO_MEMORY;
         }
+        if (s->pool->mode == POOL_MODE_SESSION)
+            return pass_session_parse(c, s, cname, st);
         /* Sent even when the server already has it (re-created, Close first) so the
          * client gets exactly one ParseComplete for its Parse, in order. */
         struct stmt_plan plan;
@@ -2367,7 +2440,7 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
         if (!cs)
             s->close_needed = true;
         else
-            note_named_parse(c, cs);
+            (void)note_named_parse(c, cs); /* unfollowed, it stays unconfirmed: lenient */
         free(cname);
         return RW_DONE;
     }
@@ -2377,6 +2450,11 @@ static enum rewrite_result rewrite_message(struct client *c, struct server *s, u
     struct client_stmt *cs = prepared_client_find(c->stmts, name);
     if (!cs)
         return prepared_registry_owns_name(&p->stmts, name) ? RW_RESERVED : RW_PASS;
+    if (holds_own_name(s, cs)) {
+        if (type == WIRE_FE_CLOSE)
+            prepared_client_remove(&p->stmts, &c->stmts, name); /* the server closes it */
+        return RW_PASS;
+    }
     struct prepared_stmt *st = cs->stmt;
     struct stmt_plan plan = {0};
     if (type == WIRE_FE_DESCRIBE)
@@ -2468,6 +2546,8 @@ static enum scan_result scan_result_of(enum rewrite_result r)
         return SCAN_RESERVED;
     case RW_SEND_FAILED:
         return SCAN_SERVER_FAILED;
+    case RW_TOO_MANY_STMTS:
+        return SCAN_TOO_MANY_STMTS;
     }
     return SCAN_OK;
 }
@@ -2530,7 +2610,9 @@ static enum scan_result client_scan(struct client *c, struct server *s)
             /* Before a rewrite changes it (looking again at a message a rewrite waits for
              * changes nothing). */
             note_client_message(c, type, body, have, len);
-            if (s->pool->mode != POOL_MODE_SESSION &&
+            /* In session mode too while statements are tracked: see prepared.h. */
+            if ((s->pool->mode != POOL_MODE_SESSION || c->stmts ||
+                 c->pooler->cfg->max_prepared_statements > 0) &&
                 (type == WIRE_FE_PARSE || type == WIRE_FE_BIND || type == WIRE_FE_DESCRIBE ||
                  type == WIRE_FE_CLOSE))
                 r = rewrite_message(c, s, type, len);

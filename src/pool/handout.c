@@ -86,11 +86,12 @@ bool handout_server_due_check(const struct server *s, int64_t now)
     return now - s->last_used_us > delay_ms * 1000;
 }
 
-/* The first idle server that may be handed out now, or NULL. On the way, servers marked to be
- * closed (RECONNECT, a changed database entry, an ErrorResponse while idle) and servers that
- * PostgreSQL closed are closed, and servers due a check are sent their check query (they are
- * back in the pool once it is answered). */
-static struct server *take_idle_server(struct pool *pool, int64_t now)
+/* The first idle server that may be handed out now to client (an id), or NULL. On the way,
+ * servers marked to be closed (RECONNECT, a changed database entry, an ErrorResponse while
+ * idle) and servers that PostgreSQL closed are closed, servers due a check are sent their
+ * check query, and servers that may hold another client's statements under that client's
+ * names are sent DEALLOCATE ALL (they are back in the pool once it is answered). */
+static struct server *take_idle_server(struct pool *pool, uint64_t client, int64_t now)
 {
     const char *check = pool->pooler->cfg->server_check_query;
     struct plist *n;
@@ -109,6 +110,14 @@ static struct server *take_idle_server(struct pool *pool, int64_t now)
         }
         if (now - s->last_used_us >= IDLE_PEEK_AFTER_US && !server_idle_alive(s))
             continue;
+        if (s->named_stmts_client && s->named_stmts_client != client) {
+            s->named_stmts_client = 0;
+            prepared_server_free_all(&s->stmts); /* the pooler's go too */
+            states_server_change(s, SV_TESTED);
+            if (!server_send_internal_query(s, "DEALLOCATE ALL"))
+                server_close(s, "DEALLOCATE ALL could not be sent");
+            continue;
+        }
         if (handout_server_due_check(s, now)) {
             states_server_change(s, SV_TESTED);
             if (!server_send_internal_query(s, check))
@@ -176,7 +185,7 @@ void handout_request_server(struct client *c)
         return;
     if ((p->run_state == POOLER_RUNNING || p->run_state == POOLER_SHUTDOWN_CLIENTS) &&
         !pool->db_paused && (plist_empty(&pool->waiting_clients) || c->state == CL_WAITING)) {
-        struct server *s = take_idle_server(pool, now);
+        struct server *s = take_idle_server(pool, c->id, now);
         if (s) {
             link_client(c, s);
             return;
@@ -354,10 +363,10 @@ static void activate_once(struct pool *pool)
         struct plist *cn = plist_first(&pool->waiting_clients);
         if (!cn)
             break;
-        struct server *s = take_idle_server(pool, now);
+        struct client *c = plist_entry(cn, struct client, node);
+        struct server *s = take_idle_server(pool, c->id, now);
         if (!s)
             break;
-        struct client *c = plist_entry(cn, struct client, node);
         link_client(c, s);
         if (c->server == s)
             client_pump(c);

@@ -103,7 +103,7 @@ struct client {
     struct server *server;            /* borrowed: the linked server, or NULL */
     struct client_login *login;       /* owned; only during LOGIN */
     struct client *cancel_next;       /* borrowed: cancel-key hash chain */
-    struct client_stmt *stmts;        /* owned: named prepared statements (transaction mode) */
+    struct client_stmt *stmts;        /* owned: named prepared statements (prepared.h) */
     struct client_session *session;   /* owned (client.c): its user, startup parameters and what
                                          its SET, RESET and DEALLOCATE statements did */
     struct console_out *console;      /* owned: unsent admin console output, or NULL */
@@ -186,6 +186,12 @@ struct server {
     bool welcome_source;   /* its login ParameterStatus messages become the pool's welcome */
     bool used_since_ready; /* linked to a client since its login or its last check/reset
                               query: server_check_delay = 0 checks it before the next */
+    /* The client that sent it a named Parse under its own name in a transaction or
+     * statement pool (max_prepared_statements = 0: not tracked), 0 = none. Another client
+     * could Bind that name and run this client's SQL, so DEALLOCATE ALL runs before the
+     * server goes to anyone else; that client gets its statements back with the server, as
+     * its luck would have it on PostgreSQL's side of PgBouncer. */
+    uint64_t named_stmts_client;
     uint8_t deferred_scan; /* outcome of a scan (release, ...) whose bytes were only partly
                               sent to the client: acted on once they are (server.c) */
     uint8_t replication;   /* enum startup_replication: a walsender opened for the client it is

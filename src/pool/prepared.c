@@ -101,10 +101,20 @@ void prepared_stmt_unref(struct stmt_registry *r, struct prepared_stmt *st)
     free(st);
 }
 
+/* PostgreSQL keys prepared statements by the first NAMEDATALEN - 1 bytes of their name (a
+ * longer name is cut there, silently): two names alike up to there are one statement, and a
+ * client's Parse, Bind and Close must find each other as its own connection would. */
+#define PG_NAME_BYTES 63
+
+static bool same_name(const char *a, const char *b)
+{
+    return !strncmp(a, b, PG_NAME_BYTES);
+}
+
 struct client_stmt *prepared_client_find(struct client_stmt *list, const char *name)
 {
     for (; list; list = list->next)
-        if (!strcmp(list->name, name))
+        if (same_name(list->name, name))
             return list;
     return NULL;
 }
@@ -115,13 +125,14 @@ struct client_stmt *prepared_client_set(struct stmt_registry *r, struct client_s
     static uint32_t seq;
     struct client_stmt *cs = prepared_client_find(*list, name);
     if (!cs) {
-        size_t n = strlen(name);
+        size_t n = strnlen(name, PG_NAME_BYTES);
         cs = malloc(sizeof(*cs) + n + 1);
         if (!cs) {
             prepared_stmt_unref(r, st);
             return NULL;
         }
-        memcpy(cs->name, name, n + 1);
+        memcpy(cs->name, name, n);
+        cs->name[n] = 0;
         cs->next = *list;
         *list = cs;
     } else {
@@ -130,13 +141,14 @@ struct client_stmt *prepared_client_set(struct stmt_registry *r, struct client_s
     cs->stmt = st;
     cs->seq = ++seq;
     cs->confirmed = false;
+    cs->own_server = 0;
     return cs;
 }
 
 void prepared_client_remove(struct stmt_registry *r, struct client_stmt **list, const char *name)
 {
     for (struct client_stmt **link = list; *link; link = &(*link)->next) {
-        if (!strcmp((*link)->name, name)) {
+        if (same_name((*link)->name, name)) {
             struct client_stmt *cs = *link;
             *link = cs->next;
             prepared_stmt_unref(r, cs->stmt);
@@ -144,6 +156,14 @@ void prepared_client_remove(struct stmt_registry *r, struct client_stmt **list, 
             return;
         }
     }
+}
+
+size_t prepared_client_count(const struct client_stmt *list)
+{
+    size_t n = 0;
+    for (; list; list = list->next)
+        n++;
+    return n;
 }
 
 void prepared_client_free_all(struct stmt_registry *r, struct client_stmt **list)

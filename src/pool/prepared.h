@@ -3,8 +3,14 @@
  * parameter types) gets one pooler-wide name "pgw_<secret>_<id>", each server remembers which
  * of them it has prepared, and Parse/Bind/Describe/Close are rewritten in the client's buffer.
  * A Bind or Describe for a statement the server lacks gets the stored Parse injected in
- * front of it; the injected ParseComplete is swallowed on the way back. Session mode never
- * rewrites anything.
+ * front of it; the injected ParseComplete is swallowed on the way back.
+ *
+ * Session mode passes a new Parse through under the client's own name (as PostgreSQL shows
+ * it, and SQL-level EXECUTE finds it) but still remembers its body, because a RELOAD or SET
+ * may switch the pool's mode while the client is connected: the client then meets servers
+ * that never saw its statements. A statement is rewritten whenever the client's server is
+ * not the one that holds it under the client's name (client_stmt.own_server), in either
+ * mode, so both directions of a switch keep every statement working.
  *
  * The secret is random per process, so another client cannot guess a statement's name from
  * its id (it can still read names in pg_prepared_statements: SQL-level PREPARE and
@@ -38,7 +44,13 @@ struct client_stmt {
     uint32_t seq;               /* tells this binding from a later one of the same name */
     bool confirmed;             /* the server answered its Parse with ParseComplete: a Parse of
                                    the same name now fails, as on PostgreSQL */
-    char name[];                /* the client's statement name */
+    /* Session pooling: the id of the server its Parse went to as the client sent it, which
+     * holds it under the client's own name; 0 when it lives under the pooler's name. On any
+     * other server (after a switch of pool mode) it is renamed like the others. */
+    uint64_t own_server;
+    /* the client's statement name, its first 63 bytes (PostgreSQL keys a statement by
+     * them) */
+    char name[];
 };
 
 struct stmt_registry {
@@ -62,13 +74,17 @@ struct prepared_stmt *prepared_registry_get(struct stmt_registry *r, const uint8
                                             size_t len);
 void prepared_stmt_unref(struct stmt_registry *r, struct prepared_stmt *st);
 
-/* The client's statement called name, or NULL. */
+/* The client's statement called name (names alike in their first 63 bytes are one, as on
+ * PostgreSQL), or NULL. */
 struct client_stmt *prepared_client_find(struct client_stmt *list, const char *name);
-/* Binds name to st in the client's list (replacing an older binding), unconfirmed and with a
- * new seq; takes over the reference. NULL on out of memory (the reference is then dropped). */
+/* Binds name to st in the client's list (replacing an older binding), unconfirmed, under the
+ * pooler's name (own_server 0) and with a new seq; takes over the reference. NULL on out of memory
+ * (the reference is then dropped). */
 struct client_stmt *prepared_client_set(struct stmt_registry *r, struct client_stmt **list,
                                         const char *name, struct prepared_stmt *st);
 void prepared_client_remove(struct stmt_registry *r, struct client_stmt **list, const char *name);
+/* How many statements the client has bound. */
+size_t prepared_client_count(const struct client_stmt *list);
 void prepared_client_free_all(struct stmt_registry *r, struct client_stmt **list);
 
 /* Which statements a server has prepared, with when each was last used (small sets bounded by

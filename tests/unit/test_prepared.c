@@ -82,6 +82,18 @@ static void test_client_names_bind_replace_and_free(void **state)
     prepared_client_remove(&r, &list, "missing");
     assert_null(prepared_client_find(list, "s1"));
     assert_int_equal(r.count, 1);
+    /* Names alike in their first 63 bytes are one, as PostgreSQL keys them. */
+    char long1[80], long2[80];
+    memset(long1, 'n', 63);
+    memcpy(long2, long1, 63);
+    strcpy(long1 + 63, "_first");
+    strcpy(long2 + 63, "_second");
+    struct prepared_stmt *q4 = prepared_registry_get(&r, BODY("SELECT 4"));
+    assert_true(prepared_client_set(&r, &list, long1, q4));
+    assert_ptr_equal(prepared_client_find(list, long2)->stmt, q4);
+    assert_int_equal(strlen(prepared_client_find(list, long2)->name), 63);
+    long2[62] = 'x';
+    assert_null(prepared_client_find(list, long2));
     prepared_client_free_all(&r, &list);
     assert_null(list);
     assert_int_equal(r.count, 0);
