@@ -703,3 +703,49 @@ def test_notice_never_tears_or_closes_a_client_that_stopped_reading(pgwarden_bin
         for s in socks:
             s.close()
         p.stop()
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_a_long_query_is_not_idle_time(pgwarden_bin, pg, mode):
+    """Idleness counts from the answer of the last request, not from its start: a client whose
+    query just ran longer than the thresholds is neither a leak suspect nor a kill-idle
+    target the moment it gets its answer (in a transaction or not)."""
+    p = Pooler(pgwarden_bin, pg, pool_mode=mode,
+               settings={"default_pool_size": "4", "admin_users": "postgres"},
+               manager={"leak_hold_threshold": "4s", "idle_timeout": "4s",
+                        "max_kill_percentage": "100%"}).start()
+    try:
+        in_xact = psycopg.connect(p.dsn(application_name="long-in-xact"))
+        plain = psycopg.connect(p.dsn(application_name="long-plain"), autocommit=True)
+        done = {}
+
+        def long_plain():
+            plain.execute("SELECT pg_sleep(6)")
+            done["plain"] = True
+
+        th = threading.Thread(target=long_plain)
+        th.start()
+        in_xact.execute("SELECT pg_sleep(6)")  # the transaction stays open
+        th.join(30)
+        assert done.get("plain")
+        # Both just got their answers: idle for well under the 4 s thresholds.
+        plan = console_rows(p, "KILL_IDLE DRY RUN")
+        mine = [r for r in plan if r["application"].startswith("long-")]
+        assert all(r["result"] != "planned" for r in mine), plan
+        assert all(int(r["idle_s"]) < 4 for r in mine), plan
+        # The manager's next run sees them idle too, and suspects neither.
+        wait_for(lambda: {r["application"] for r in console_rows(p, "SHOW SNAPSHOT")
+                          if r["application"].startswith("long-")
+                          and r["state"].startswith("idle")} == {"long-in-xact", "long-plain"},
+                 what="both clients idle in the manager's snapshot")
+        leaks = [r for r in console_rows(p, "SHOW LEAKS") if r["application"].startswith("long-")]
+        assert leaks == [], leaks
+        # Idle past the thresholds, both become targets: idleness is measured, not reset.
+        wait_for(lambda: {r["application"] for r in console_rows(p, "KILL_IDLE DRY RUN")
+                          if r["result"] == "planned"} == {"long-in-xact", "long-plain"},
+                 timeout=30, what="both clients planned once idle past the thresholds")
+        in_xact.rollback()
+        plain.close()
+        in_xact.close()
+    finally:
+        p.stop()
