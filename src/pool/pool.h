@@ -280,9 +280,10 @@ struct pool {
     int reserve_pool;
     int max_db_connections;
     int max_user_connections;
-    bool limits_lowered; /* a reload or SET lowered one of the two: servers over it close when
-                            released (handout_over_limit); the janitor clears it once the
-                            database and user are within them */
+    bool limits_lowered;        /* a reload or SET lowered one of the two, or auto-scaling the
+                                   pool's size: servers over it close when released
+                                   (handout_over_limit); the janitor clears it once the pool,
+                                   database and user are within them */
     int64_t server_lifetime_ms; /* the database's, else the global one; 0 = used once */
     /* The pool user's [users] timeouts where set above 0, else the [pgbouncer] ones (for a
      * forced-user database, the forced user's, as PgBouncer counts them per server user). */

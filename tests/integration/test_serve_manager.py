@@ -219,6 +219,39 @@ def test_turning_auto_scaling_off_restores_the_configured_size(pgwarden_bin, pg)
         p.stop()
 
 
+def test_lowered_max_pool_size_applies_at_the_first_decision(pgwarden_bin, pg):
+    """A RELOAD that lowers [manager] max_pool_size below a grown pool's size brings the pool
+    back under the new bound at the first decision that sees it, while clients still queue:
+    a bound is not a load signal to confirm over ten intervals first."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1", "query_wait_timeout": "60",
+                         "admin_users": "postgres"},
+               manager={"max_pool_size": "5", "interval": "500ms",
+                        "growth_rate": "100%"}).start()
+    try:
+        def row():
+            rows = [r for r in console_rows(p, "SHOW SCALING")
+                    if r["database"] == "postgres" and r["user"] == "postgres"]
+            return rows[0] if rows else None
+        with sleeping_load(p, 8, 0.2):
+            wait_for(lambda: row() and int(row()["size"]) == 5, timeout=30,
+                     what="the pool to grow to max_pool_size")
+            p.manager["max_pool_size"] = "2"
+            p.write_config()
+            p.signal(signal.SIGHUP)
+            first = wait_for(lambda: (r := row()) and r["max"] == "2" and r,
+                             timeout=15, what="a decision under the new bound")
+            assert int(first["size"]) <= 2, first
+            assert first["applied"] == "yes" and first["decision"] == "shrink", first
+            wait_for(lambda: int(row()["servers"]) <= 2, timeout=15,
+                     what="servers above the new bound to close")
+            assert int(row()["size"]) <= 2
+        shrink = [e for e in console_rows(p, "SHOW EVENTS") if e["event"] == "scale_shrink"]
+        assert shrink and shrink[-1]["after"] == "2", shrink
+    finally:
+        p.stop()
+
+
 def test_without_bounds_pool_keeps_configured_size(pgwarden_bin, pg):
     """A PgBouncer config alone never resizes: queueing clients on a pool of 1 stay queued."""
     p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
