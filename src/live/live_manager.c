@@ -44,6 +44,10 @@ struct pool_watch {
     char hold[160];              /* what held the last decision back, or that it went ahead */
     struct health_report health; /* summary of the pool's recent probes */
     bool have_health;
+    /* The last recommendation a dry run recorded: AUTO_SCALE DRY RUN is a read any stats
+     * user may repeat in a loop, and recording the same recommendation at every call let
+     * such a loop push every other event out of the ring and write the log full. */
+    int dry_before, dry_after; /* sizes; dry_after 0 = none recorded */
 };
 
 struct live_manager {
@@ -338,6 +342,12 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
         return;
     bool apply = mode == SCALE_NOW || (mode == SCALE_PERIODIC && opts->auto_scaling);
     int before = pool->pool_size;
+    if (mode == SCALE_DRY_RUN) {
+        if (g->dry_before == before && g->dry_after == g->last.target_size)
+            return; /* recorded already */
+        g->dry_before = before;
+        g->dry_after = g->last.target_size;
+    }
     enum event_kind kind = !apply                             ? EVENT_SCALE_RECOMMEND
                            : g->last.decision == SCALING_GROW ? EVENT_SCALE_GROW
                                                               : EVENT_SCALE_SHRINK;

@@ -252,6 +252,40 @@ def test_lowered_max_pool_size_applies_at_the_first_decision(pgwarden_bin, pg):
         p.stop()
 
 
+def test_repeated_auto_scale_dry_run_records_a_recommendation_once(pgwarden_bin, pg):
+    """AUTO_SCALE DRY RUN is a read any stats user may repeat in a loop: the same
+    recommendation for the same pool is recorded (and logged) once, so a loop cannot push the
+    other events out of SHOW EVENTS; a different one is recorded again."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "4", "admin_users": "postgres",
+                         "stats_users": "monitor"},
+               manager={"min_pool_size": "1", "leak_hold_threshold": "1s",
+                        "interval": "60s"}).start()  # no periodic resize meanwhile
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            c.execute("SELECT 1")  # the pool exists, idle: the engine would shrink it
+        leaker = psycopg.connect(p.dsn(application_name="leaky-app"))
+        leaker.execute("SELECT 1")
+        wait_for(lambda: [e for e in console_rows(p, "SHOW EVENTS")
+                          if e["event"] == "leak_suspected"], what="a leak_suspected event")
+        for _ in range(30):
+            rows = console_rows(p, "AUTO_SCALE DRY RUN", user="monitor")
+            row = [r for r in rows if r["database"] == "postgres" and r["user"] == "postgres"]
+            assert row and int(row[0]["target"]) < 4 and row[0]["applied"] == "no", rows
+        events = console_rows(p, "SHOW EVENTS")
+        recommend = [e for e in events if e["event"] == "scale_recommend"
+                     and e["database"] == "postgres" and e["user"] == "postgres"]
+        assert len(recommend) == 1, recommend
+        assert recommend[0]["before"] == "4" and recommend[0]["after"] == row[0]["target"], \
+            recommend
+        assert [e for e in events if e["event"] == "leak_suspected"], events
+        log = p.log()
+        assert log.count("scale_recommend: pool postgres/postgres") == 1, log[-3000:]
+        leaker.close()
+    finally:
+        p.stop()
+
+
 def test_without_bounds_pool_keeps_configured_size(pgwarden_bin, pg):
     """A PgBouncer config alone never resizes: queueing clients on a pool of 1 stay queued."""
     p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
