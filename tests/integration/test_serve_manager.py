@@ -403,7 +403,8 @@ def test_console_actions_kill_idle_health_check_auto_scale(pgwarden_bin, pg):
 
 def test_client_that_stops_reading_is_a_suspect(pgwarden_bin, pg):
     """A client that asks for a big result and never reads it holds its server; the manager
-    names it (and the session-mode client holding an idle server) in SHOW LEAKS."""
+    names it (and, once a client waits for a server, the session-mode client holding an idle
+    one) in SHOW LEAKS."""
     from serve_helpers import login_raw, query_msg
     p = start(pgwarden_bin, pg, pool_size="2", mode="session")
     try:
@@ -416,12 +417,60 @@ def test_client_that_stops_reading_is_a_suspect(pgwarden_bin, pg):
                                  if "has not read its results" in r["reason"]],
                         timeout=20, what="the client that stopped reading")
         assert int(rows[0]["pid"]) > 0
+        waiter = threading.Thread(target=lambda: psycopg.connect(
+            p.dsn(application_name="waiter"), autocommit=True).execute("SELECT 1").close())
+        waiter.start()  # both servers are held: it queues
         wait_for(lambda: [r for r in console_rows(p, "SHOW LEAKS")
                           if r["application"] == "idle-holder"
                           and "without traffic" in r["reason"]],
                  timeout=20, what="the session client holding an idle server")
         slow.close()
         holder.close()
+        waiter.join(30)
+    finally:
+        p.stop()
+
+
+def test_idle_session_clients_are_not_leaks_until_others_wait(pgwarden_bin, pg):
+    """In session pooling a client keeps its server between transactions by design: a LISTEN
+    client idle far past leak_hold_threshold is no leak suspect and leak_reclaim leaves it
+    alone (it still gets its notifications). Once another client of the pool waits for a
+    server, the held one is denied to it: then it is a suspect and is reclaimed."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               settings={"default_pool_size": "1", "query_wait_timeout": "60",
+                         "admin_users": "postgres"},
+               manager={"leak_hold_threshold": "1s", "leak_reclaim": "disconnect"}).start()
+    try:
+        listener = psycopg.connect(p.dsn(application_name="listener"), autocommit=True)
+        listener.execute("LISTEN jobs")
+
+        def idle_s():
+            rows = [r for r in console_rows(p, "SHOW SNAPSHOT")
+                    if r["application"] == "listener"]
+            return rows and (int(rows[0]["taken_ms"]) - int(rows[0]["state_change_ms"])) / 1000
+        wait_for(lambda: (idle_s() or 0) >= 4, timeout=30,
+                 what="the listener idle for 4x leak_hold_threshold")
+        assert not [r for r in console_rows(p, "SHOW LEAKS") if r["application"] == "listener"]
+        events = console_rows(p, "SHOW EVENTS")
+        assert not [e for e in events if e["event"].startswith(("leak_", "reclaim_"))], events
+        got = []
+        listener.add_notify_handler(lambda n: got.append(n.payload))
+        pg.psql("NOTIFY jobs, 'hello'")
+        wait_for(lambda: listener.execute("SELECT 1") and got, what="the notification")
+        assert got == ["hello"]
+        # A client now waits for the only server: the listener is reclaimed for it.
+        result = {}
+
+        def waiter():
+            with psycopg.connect(p.dsn(application_name="waiter"), autocommit=True) as c:
+                result["value"] = c.execute("SELECT 42").fetchone()[0]
+        th = threading.Thread(target=waiter)
+        th.start()
+        th.join(30)
+        assert result.get("value") == 42
+        kinds = [e["event"] for e in console_rows(p, "SHOW EVENTS")]
+        assert "leak_suspected" in kinds and "reclaim_disconnect" in kinds, kinds
+        listener.close()
     finally:
         p.stop()
 
