@@ -44,6 +44,10 @@ struct pool_watch {
     char hold[160];              /* what held the last decision back, or that it went ahead */
     struct health_report health; /* summary of the pool's recent probes */
     bool have_health;
+    /* The last recommendation a dry run recorded: AUTO_SCALE DRY RUN is a read any stats
+     * user may repeat in a loop, and recording the same recommendation at every call let
+     * such a loop push every other event out of the ring and write the log full. */
+    int dry_before, dry_after; /* sizes; dry_after 0 = none recorded */
 };
 
 struct live_manager {
@@ -115,9 +119,12 @@ void live_manager_free(struct live_manager *m)
 
 void live_manager_forget_pool(struct live_manager *m, const struct pool *pool)
 {
+    /* The order is kept: the watches follow the pool list, so that a run finds each pool's
+     * at its own position (watch_for) instead of searching for it. */
     for (size_t i = 0; m && i < m->n_watch; i++) {
         if (m->watch[i].pool == pool) {
-            m->watch[i] = m->watch[--m->n_watch];
+            memmove(&m->watch[i], &m->watch[i + 1], (m->n_watch - i - 1) * sizeof(*m->watch));
+            m->n_watch--;
             return;
         }
     }
@@ -245,8 +252,13 @@ static void act_on_suspects(struct live_manager *m)
     m->n_tracks = kept;
 }
 
-static struct pool_watch *watch_for(struct live_manager *m, const struct pool *pool)
+/* The watch of pool, the one at position hint (the pool's in the pool list) first: a search
+ * for every pool at every run made the run quadratic in the pools, which clients choosing
+ * database names (auto-databases) can multiply. */
+static struct pool_watch *watch_for(struct live_manager *m, const struct pool *pool, size_t hint)
 {
+    if (hint < m->n_watch && m->watch[hint].pool == pool)
+        return &m->watch[hint];
     for (size_t i = 0; i < m->n_watch; i++)
         if (m->watch[i].pool == pool)
             return &m->watch[i];
@@ -268,28 +280,81 @@ enum scale_mode {
     SCALE_DRY_RUN,
 };
 
-/* The records of pool in the run's snapshot (m->cur, taken this loop turn), or NULL when it
- * does not hold that pool. */
-static const struct pool_record *pool_in_cur(const struct live_manager *m, const struct pool *pool)
+static bool same_pool(const struct pool_record *r, const struct pool *pool)
 {
+    return !strcmp(r->database, pool->db_name) && !strcmp(r->user, pool->user_name);
+}
+
+/* The records of pool in the run's snapshot (m->cur, taken this loop turn), or NULL when it
+ * does not hold that pool. The snapshot lists the pools in the pool list's order: position
+ * hint is looked at first. */
+static const struct pool_record *pool_in_cur(const struct live_manager *m, const struct pool *pool,
+                                             size_t hint)
+{
+    if (hint < m->cur.n_pools && same_pool(&m->cur.pools[hint], pool))
+        return &m->cur.pools[hint];
     for (size_t i = 0; i < m->cur.n_pools; i++) {
         const struct pool_record *r = &m->cur.pools[i];
-        if (!strcmp(r->database, pool->db_name) && !strcmp(r->user, pool->user_name))
+        if (same_pool(r, pool))
             return r;
     }
     return NULL;
 }
 
-static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms,
-                       int64_t interval_ms, enum scale_mode mode)
+/* Where a pool's server is: host, then port. */
+static int compare_servers(const struct pool *a, const struct pool *b)
+{
+    int c = strcmp(a->host ? a->host : "", b->host ? b->host : "");
+    return c ? c : (a->port > b->port) - (a->port < b->port);
+}
+
+struct share_key {
+    const struct pool *pool; /* borrowed */
+    size_t order;            /* its position in the pool list */
+};
+
+static int compare_share_keys(const void *a, const void *b)
+{
+    const struct share_key *x = a, *y = b;
+    return compare_servers(x->pool, y->pool);
+}
+
+/* For each pool, by its position in the pool list, how many pools use its server (itself
+ * included): one sort per run rather than a walk over every pool for each. Owned by the
+ * caller (free); NULL when memory runs out or there is no pool. */
+static int *pools_sharing_servers(const struct pooler *p)
+{
+    size_t n = plist_count(&p->pools);
+    struct share_key *keys = n ? calloc(n, sizeof(*keys)) : NULL;
+    int *sharing = keys ? calloc(n, sizeof(*sharing)) : NULL;
+    if (!sharing) {
+        free(keys);
+        return NULL;
+    }
+    size_t i = 0;
+    for (const struct plist *it = p->pools.next; it != &p->pools; it = it->next, i++)
+        keys[i] = (struct share_key){.pool = plist_entry(it, struct pool, node), .order = i};
+    qsort(keys, n, sizeof(*keys), compare_share_keys);
+    for (size_t start = 0, end; start < n; start = end) {
+        for (end = start + 1; end < n && !compare_servers(keys[start].pool, keys[end].pool);)
+            end++;
+        for (size_t k = start; k < end; k++)
+            sharing[keys[k].order] = (int)(end - start);
+    }
+    free(keys);
+    return sharing;
+}
+
+static void scale_pool(struct live_manager *m, struct pool *pool, size_t order, const int *sharing,
+                       int64_t now_ms, int64_t interval_ms, enum scale_mode mode)
 {
     const struct manager_options *opts = &m->pooler->cfg->manager;
-    struct pool_watch *g = watch_for(m, pool);
+    struct pool_watch *g = watch_for(m, pool, order);
     if (!g)
         return;
     /* The periodic run reads the pool's clients from the snapshot it just took instead of
      * copying them: a copy would be one more record per client at every run. */
-    const struct pool_record *taken = mode == SCALE_PERIODIC ? pool_in_cur(m, pool) : NULL;
+    const struct pool_record *taken = mode == SCALE_PERIODIC ? pool_in_cur(m, pool, order) : NULL;
     struct snapshot own, prev;
     snapshot_init(&own, SNAPSHOT_MODE_SERVE, now_ms);
     snapshot_init(&prev, SNAPSHOT_MODE_SERVE, g->prev_ms);
@@ -303,13 +368,15 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
         cur.n_conns = cur.cap_conns = taken->n_conns;
     }
     /* The pools sharing this pool's server split its usable slots. */
-    int sharing = 0;
-    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next) {
-        const struct pool *o = plist_entry(n, struct pool, node);
-        sharing += o->port == pool->port && o->host && pool->host && !strcmp(o->host, pool->host);
+    int sharers = 0;
+    if (sharing) {
+        sharers = sharing[order];
+    } else { /* out of memory for the sort: count them here */
+        for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next)
+            sharers += !compare_servers(plist_entry(n, struct pool, node), pool);
     }
     cur.capacity.usable =
-        autoscale_fair_share(pool->server_usable_slots, sharing, pool->configured_size);
+        autoscale_fair_share(pool->server_usable_slots, sharers, pool->configured_size);
     if (filled) {
         struct manager_options bounded = *opts;
         autoscale_bounds(pool->configured_size, pool->min_pool_size, opts, &g->lo, &g->hi);
@@ -338,6 +405,12 @@ static void scale_pool(struct live_manager *m, struct pool *pool, int64_t now_ms
         return;
     bool apply = mode == SCALE_NOW || (mode == SCALE_PERIODIC && opts->auto_scaling);
     int before = pool->pool_size;
+    if (mode == SCALE_DRY_RUN) {
+        if (g->dry_before == before && g->dry_after == g->last.target_size)
+            return; /* recorded already */
+        g->dry_before = before;
+        g->dry_after = g->last.target_size;
+    }
     enum event_kind kind = !apply                             ? EVENT_SCALE_RECOMMEND
                            : g->last.decision == SCALING_GROW ? EVENT_SCALE_GROW
                                                               : EVENT_SCALE_SHRINK;
@@ -391,16 +464,23 @@ static void scale_pools(struct live_manager *m, int64_t now_ms)
     if (m->last_scaling_ms && now_ms - m->last_scaling_ms < interval)
         return;
     m->last_scaling_ms = now_ms;
-    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next)
-        scale_pool(m, plist_entry(n, struct pool, node), now_ms, interval, SCALE_PERIODIC);
+    int *sharing = pools_sharing_servers(m->pooler);
+    size_t order = 0;
+    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next, order++)
+        scale_pool(m, plist_entry(n, struct pool, node), order, sharing, now_ms, interval,
+                   SCALE_PERIODIC);
+    free(sharing);
 }
 
 void live_manager_auto_scale(struct live_manager *m, bool apply)
 {
     int64_t now_ms = snapshot_now_ms();
-    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next)
-        scale_pool(m, plist_entry(n, struct pool, node), now_ms, 0,
+    int *sharing = pools_sharing_servers(m->pooler);
+    size_t order = 0;
+    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next, order++)
+        scale_pool(m, plist_entry(n, struct pool, node), order, sharing, now_ms, 0,
                    apply ? SCALE_NOW : SCALE_DRY_RUN);
+    free(sharing);
 }
 
 int live_manager_health_check(struct live_manager *m)
@@ -412,9 +492,10 @@ int live_manager_health_check(struct live_manager *m)
 }
 
 /* The pool's health from its recent probes and its logins; a change of status is an event. */
-static void summarize_health(struct live_manager *m, struct pool *pool, int64_t now_ms)
+static void summarize_health(struct live_manager *m, struct pool *pool, size_t order,
+                             int64_t now_ms)
 {
-    struct pool_watch *w = watch_for(m, pool);
+    struct pool_watch *w = watch_for(m, pool, order);
     if (!w)
         return;
     struct health_probe probes[POOL_PROBE_KEEP];
@@ -450,10 +531,11 @@ static void check_health(struct live_manager *m, int64_t now_ms)
         return;
     m->last_probe_ms = now_ms;
     int64_t quiet_us = interval * 1000 / 2;
-    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next) {
+    size_t order = 0;
+    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next, order++) {
         struct pool *pool = plist_entry(n, struct pool, node);
         pool_executor_probe_idle(pool, quiet_us);
-        summarize_health(m, pool, now_ms);
+        summarize_health(m, pool, order, now_ms);
     }
 }
 

@@ -71,6 +71,10 @@ void pool_executor_trim(struct pool *pool)
 
 void pool_executor_resize(struct pool *pool, int size)
 {
+    /* Under a queue no server of a shrunk pool is ever idle at a run: each one released
+     * goes to the next client. Marked, the pool closes them as they are released. */
+    if (size < pool->pool_size)
+        pool->limits_lowered = true;
     pool->pool_size = size;
     pool_executor_trim(pool);
     handout_activate(pool);

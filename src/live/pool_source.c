@@ -66,6 +66,11 @@ static bool add_client(const struct pool *pool, const struct client *c, const ch
     r->state = pool_source_conn_state(c);
     r->connected_ms = c->connect_us / 1000;
     int64_t changed = c->state_us > c->active_us ? c->state_us : c->active_us;
+    /* An idle client became idle when its last request was answered: counting from the
+     * request's bytes made a query that ran past the thresholds look like as much idleness
+     * (a leak suspect, a kill-idle target) the moment it finished. */
+    if (r->state != CONN_STATE_ACTIVE && r->state != CONN_STATE_WAITING && c->answered_us > changed)
+        changed = c->answered_us;
     r->state_change_ms = changed / 1000;
     bool in_xact = snapshot_conn_state_in_xact(r->state) || r->state == CONN_STATE_ACTIVE;
     r->xact_start_ms = in_xact && c->request_us ? c->request_us / 1000 : 0;

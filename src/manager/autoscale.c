@@ -32,6 +32,22 @@ bool autoscale_accept(struct autoscale_state *st, const struct scaling_decision 
         snprintf(why, why_len, "hold");
         return false;
     }
+    /* Hysteresis waits out load that comes and goes; a pool outside its bounds (a RELOAD
+     * lowered max_pool_size or raised min_pool_size, more pools now share the server) is
+     * not load: confirming it over ten intervals let a lowered maximum be exceeded all that
+     * time. The decision's target is inside the bounds, so it goes at once. */
+    int hi =
+        d->server_budget >= 0 && d->server_budget < d->max_size ? d->server_budget : d->max_size;
+    int lo = d->min_size < hi ? d->min_size : hi;
+    if ((d->decision == SCALING_SHRINK && d->current_size > hi) ||
+        (d->decision == SCALING_GROW && d->current_size < lo)) {
+        st->last_resize_ms = now_ms;
+        st->streak = 0;
+        st->streak_verdict = SCALING_HOLD;
+        snprintf(why, why_len, "size %d outside the bounds %d..%d: %s at once", d->current_size, lo,
+                 hi, scaling_verdict_name(d->decision));
+        return true;
+    }
     if (d->decision != st->streak_verdict) {
         st->streak_verdict = d->decision;
         st->streak = 0;

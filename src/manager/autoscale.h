@@ -41,7 +41,9 @@ struct autoscale_state {
 };
 
 /* Feeds one decision; true when it should be applied now. why says what holds it back (or
- * that it goes ahead). interval_ms is the time between decisions. */
+ * that it goes ahead). interval_ms is the time between decisions. A decision that brings a
+ * pool back inside its bounds (d's min_size..max_size, and server_budget when known) goes
+ * at once, without streak or cooldown. */
 bool autoscale_accept(struct autoscale_state *st, const struct scaling_decision *d, int64_t now_ms,
                       int64_t interval_ms, char *why, size_t why_len);
 

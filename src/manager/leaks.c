@@ -105,6 +105,18 @@ static int score_unusual_hold(const struct conn_record *rec, int64_t xact, struc
     return p;
 }
 
+/* Clients of rec's pool waiting for a server, from the snapshot's pool records (serve mode;
+ * 0 when the snapshot has none for it). */
+static int pool_waiters(const struct snapshot *cur, const struct conn_record *rec)
+{
+    for (size_t i = 0; i < cur->n_pools; i++) {
+        const struct pool_record *pl = &cur->pools[i];
+        if (!strcmp(pl->database, rec->database) && !strcmp(pl->user, rec->user))
+            return pl->cl_waiting;
+    }
+    return 0;
+}
+
 int leaks_score_connection(const struct snapshot *cur, const struct conn_record *rec,
                            const struct manager_options *opts, struct leak_suspect *out)
 {
@@ -125,6 +137,7 @@ int leaks_score_connection(const struct snapshot *cur, const struct conn_record 
     int64_t idle_timeout = opts->idle_timeout_ms > 0 ? opts->idle_timeout_ms : 1;
     char a[32], b[32];
     int score = 0;
+    int waiters = 0;
 
     if (cur->mode == SNAPSHOT_MODE_SERVE && rec->output_blocked_ms >= hold) {
         /* Not busy at all: the server's results wait on a client that stopped reading. */
@@ -172,7 +185,11 @@ int leaks_score_connection(const struct snapshot *cur, const struct conn_record 
             add_reason(out, "transaction open for %s (+%d)",
                        units_format_duration(xact, a, sizeof(a)), W_XACT_OLD);
         }
-    } else if (cur->mode == SNAPSHOT_MODE_SERVE && rec->pid != 0) {
+    } else if (cur->mode == SNAPSHOT_MODE_SERVE && rec->pid != 0 &&
+               (waiters = pool_waiters(cur, rec)) > 0) {
+        /* Only while others wait for a server is the held one denied to anybody: a session
+         * client idle between transactions is otherwise how session pooling works (a LISTEN
+         * client, an application's persistent connection), and is scored as plain idle. */
         double r = (double)idle / (double)hold;
         double points =
             r < 1.0 ? W_HOLD_BELOW * r
@@ -180,10 +197,10 @@ int leaks_score_connection(const struct snapshot *cur, const struct conn_record 
         int p = (int)lround(points);
         score += p;
         add_reason(out,
-                   "holds a server connection without traffic for %s (session pooling; "
-                   "leak_hold_threshold %s) (+%d)",
-                   units_format_duration(idle, a, sizeof(a)),
-                   units_format_duration(hold, b, sizeof(b)), p);
+                   "holds a server connection without traffic for %s while %d client%s of its "
+                   "pool wait%s (session pooling; leak_hold_threshold %s) (+%d)",
+                   units_format_duration(idle, a, sizeof(a)), waiters, waiters == 1 ? "" : "s",
+                   waiters == 1 ? "s" : "", units_format_duration(hold, b, sizeof(b)), p);
     } else {
         double r = (double)idle / (double)idle_timeout;
         if (r >= 1.0) {

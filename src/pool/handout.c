@@ -48,6 +48,10 @@ int handout_user_server_count(const struct pooler *p, const char *user)
 const char *handout_over_limit(const struct pool *pool)
 {
     const struct pooler *p = pool->pooler;
+    /* More than the pool could launch even with its reserve: servers over the size are
+     * only ever left from before it shrank. */
+    if (pool->n_servers > pool->pool_size + pool->reserve_pool)
+        return "more servers than the pool's size";
     if (pool->max_db_connections > 0 &&
         handout_db_server_count(p, pool->db_name) > pool->max_db_connections)
         return "more servers than max_db_connections";

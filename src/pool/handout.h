@@ -43,9 +43,10 @@ void handout_note_probe(struct server *s, bool ok, const char *error);
  * max_user_connections). */
 int handout_db_server_count(const struct pooler *p, const char *db_name);
 int handout_user_server_count(const struct pooler *p, const char *user);
-/* Why pool's database or user has more servers than its max_db_connections or
- * max_user_connections allows (a RELOAD or SET lowered it), or NULL: a server released or
- * idle then closes, until the count is back within the limit. */
+/* Why pool has more servers than its size (with its reserve) allows, or its database or user
+ * more than max_db_connections or max_user_connections (a RELOAD, SET or auto-scaling
+ * lowered it), or NULL: a server released or idle then closes, until the count is back
+ * within the limit. */
 const char *handout_over_limit(const struct pool *pool);
 
 #endif

@@ -115,10 +115,12 @@ struct client {
     uint32_t cancel_pid; /* our BackendKeyData for this client */
     uint32_t cancel_key;
     int64_t connect_us;
-    int64_t state_us;   /* when the current state (or wait) began */
-    int64_t request_us; /* start of the current transaction (linked), 0 when none */
-    int64_t active_us;  /* last activity */
-    int64_t query_us;   /* when the current request's first bytes arrived (query time) */
+    int64_t state_us;    /* when the current state (or wait) began */
+    int64_t request_us;  /* start of the current transaction (linked), 0 when none */
+    int64_t active_us;   /* last activity */
+    int64_t query_us;    /* when the current request's first bytes arrived (query time) */
+    int64_t answered_us; /* when its last request was answered (its ReadyForQuery): idleness
+                            counts from here, a long query is not idle time */
     struct net_addr addr;
     uint32_t xacts;         /* transactions served (released servers) */
     int64_t hold_us;        /* server time held by those transactions */
@@ -284,9 +286,10 @@ struct pool {
     int reserve_pool;
     int max_db_connections;
     int max_user_connections;
-    bool limits_lowered; /* a reload or SET lowered one of the two: servers over it close when
-                            released (handout_over_limit); the janitor clears it once the
-                            database and user are within them */
+    bool limits_lowered;        /* a reload or SET lowered one of the two, or auto-scaling the
+                                   pool's size: servers over it close when released
+                                   (handout_over_limit); the janitor clears it once the pool,
+                                   database and user are within them */
     int64_t server_lifetime_ms; /* the database's, else the global one; 0 = used once */
     /* The pool user's [users] timeouts where set above 0, else the [pgbouncer] ones (for a
      * forced-user database, the forced user's, as PgBouncer counts them per server user). */

@@ -1185,6 +1185,7 @@ static enum server_scan_result server_scan(struct server *s)
             }
             if (c == NULL)
                 return SSCAN_BAD; /* a ReadyForQuery nobody asked for */
+            c->answered_us = s->ready_us;
             s->pool->stats.query_count++;
             int64_t began = c->query_us > c->request_us ? c->query_us : c->request_us;
             if (began) {

@@ -219,6 +219,73 @@ def test_turning_auto_scaling_off_restores_the_configured_size(pgwarden_bin, pg)
         p.stop()
 
 
+def test_lowered_max_pool_size_applies_at_the_first_decision(pgwarden_bin, pg):
+    """A RELOAD that lowers [manager] max_pool_size below a grown pool's size brings the pool
+    back under the new bound at the first decision that sees it, while clients still queue:
+    a bound is not a load signal to confirm over ten intervals first."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "1", "query_wait_timeout": "60",
+                         "admin_users": "postgres"},
+               manager={"max_pool_size": "5", "interval": "500ms",
+                        "growth_rate": "100%"}).start()
+    try:
+        def row():
+            rows = [r for r in console_rows(p, "SHOW SCALING")
+                    if r["database"] == "postgres" and r["user"] == "postgres"]
+            return rows[0] if rows else None
+        with sleeping_load(p, 8, 0.2):
+            wait_for(lambda: row() and int(row()["size"]) == 5, timeout=30,
+                     what="the pool to grow to max_pool_size")
+            p.manager["max_pool_size"] = "2"
+            p.write_config()
+            p.signal(signal.SIGHUP)
+            first = wait_for(lambda: (r := row()) and r["max"] == "2" and r,
+                             timeout=15, what="a decision under the new bound")
+            assert int(first["size"]) <= 2, first
+            assert first["applied"] == "yes" and first["decision"] == "shrink", first
+            wait_for(lambda: int(row()["servers"]) <= 2, timeout=15,
+                     what="servers above the new bound to close")
+            assert int(row()["size"]) <= 2
+        shrink = [e for e in console_rows(p, "SHOW EVENTS") if e["event"] == "scale_shrink"]
+        assert shrink and shrink[-1]["after"] == "2", shrink
+    finally:
+        p.stop()
+
+
+def test_repeated_auto_scale_dry_run_records_a_recommendation_once(pgwarden_bin, pg):
+    """AUTO_SCALE DRY RUN is a read any stats user may repeat in a loop: the same
+    recommendation for the same pool is recorded (and logged) once, so a loop cannot push the
+    other events out of SHOW EVENTS; a different one is recorded again."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
+               settings={"default_pool_size": "4", "admin_users": "postgres",
+                         "stats_users": "monitor"},
+               manager={"min_pool_size": "1", "leak_hold_threshold": "1s",
+                        "interval": "60s"}).start()  # no periodic resize meanwhile
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            c.execute("SELECT 1")  # the pool exists, idle: the engine would shrink it
+        leaker = psycopg.connect(p.dsn(application_name="leaky-app"))
+        leaker.execute("SELECT 1")
+        wait_for(lambda: [e for e in console_rows(p, "SHOW EVENTS")
+                          if e["event"] == "leak_suspected"], what="a leak_suspected event")
+        for _ in range(30):
+            rows = console_rows(p, "AUTO_SCALE DRY RUN", user="monitor")
+            row = [r for r in rows if r["database"] == "postgres" and r["user"] == "postgres"]
+            assert row and int(row[0]["target"]) < 4 and row[0]["applied"] == "no", rows
+        events = console_rows(p, "SHOW EVENTS")
+        recommend = [e for e in events if e["event"] == "scale_recommend"
+                     and e["database"] == "postgres" and e["user"] == "postgres"]
+        assert len(recommend) == 1, recommend
+        assert recommend[0]["before"] == "4" and recommend[0]["after"] == row[0]["target"], \
+            recommend
+        assert [e for e in events if e["event"] == "leak_suspected"], events
+        log = p.log()
+        assert log.count("scale_recommend: pool postgres/postgres") == 1, log[-3000:]
+        leaker.close()
+    finally:
+        p.stop()
+
+
 def test_without_bounds_pool_keeps_configured_size(pgwarden_bin, pg):
     """A PgBouncer config alone never resizes: queueing clients on a pool of 1 stay queued."""
     p = Pooler(pgwarden_bin, pg, pool_mode="transaction",
@@ -336,7 +403,8 @@ def test_console_actions_kill_idle_health_check_auto_scale(pgwarden_bin, pg):
 
 def test_client_that_stops_reading_is_a_suspect(pgwarden_bin, pg):
     """A client that asks for a big result and never reads it holds its server; the manager
-    names it (and the session-mode client holding an idle server) in SHOW LEAKS."""
+    names it (and, once a client waits for a server, the session-mode client holding an idle
+    one) in SHOW LEAKS."""
     from serve_helpers import login_raw, query_msg
     p = start(pgwarden_bin, pg, pool_size="2", mode="session")
     try:
@@ -349,12 +417,60 @@ def test_client_that_stops_reading_is_a_suspect(pgwarden_bin, pg):
                                  if "has not read its results" in r["reason"]],
                         timeout=20, what="the client that stopped reading")
         assert int(rows[0]["pid"]) > 0
+        waiter = threading.Thread(target=lambda: psycopg.connect(
+            p.dsn(application_name="waiter"), autocommit=True).execute("SELECT 1").close())
+        waiter.start()  # both servers are held: it queues
         wait_for(lambda: [r for r in console_rows(p, "SHOW LEAKS")
                           if r["application"] == "idle-holder"
                           and "without traffic" in r["reason"]],
                  timeout=20, what="the session client holding an idle server")
         slow.close()
         holder.close()
+        waiter.join(30)
+    finally:
+        p.stop()
+
+
+def test_idle_session_clients_are_not_leaks_until_others_wait(pgwarden_bin, pg):
+    """In session pooling a client keeps its server between transactions by design: a LISTEN
+    client idle far past leak_hold_threshold is no leak suspect and leak_reclaim leaves it
+    alone (it still gets its notifications). Once another client of the pool waits for a
+    server, the held one is denied to it: then it is a suspect and is reclaimed."""
+    p = Pooler(pgwarden_bin, pg, pool_mode="session",
+               settings={"default_pool_size": "1", "query_wait_timeout": "60",
+                         "admin_users": "postgres"},
+               manager={"leak_hold_threshold": "1s", "leak_reclaim": "disconnect"}).start()
+    try:
+        listener = psycopg.connect(p.dsn(application_name="listener"), autocommit=True)
+        listener.execute("LISTEN jobs")
+
+        def idle_s():
+            rows = [r for r in console_rows(p, "SHOW SNAPSHOT")
+                    if r["application"] == "listener"]
+            return rows and (int(rows[0]["taken_ms"]) - int(rows[0]["state_change_ms"])) / 1000
+        wait_for(lambda: (idle_s() or 0) >= 4, timeout=30,
+                 what="the listener idle for 4x leak_hold_threshold")
+        assert not [r for r in console_rows(p, "SHOW LEAKS") if r["application"] == "listener"]
+        events = console_rows(p, "SHOW EVENTS")
+        assert not [e for e in events if e["event"].startswith(("leak_", "reclaim_"))], events
+        got = []
+        listener.add_notify_handler(lambda n: got.append(n.payload))
+        pg.psql("NOTIFY jobs, 'hello'")
+        wait_for(lambda: listener.execute("SELECT 1") and got, what="the notification")
+        assert got == ["hello"]
+        # A client now waits for the only server: the listener is reclaimed for it.
+        result = {}
+
+        def waiter():
+            with psycopg.connect(p.dsn(application_name="waiter"), autocommit=True) as c:
+                result["value"] = c.execute("SELECT 42").fetchone()[0]
+        th = threading.Thread(target=waiter)
+        th.start()
+        th.join(30)
+        assert result.get("value") == 42
+        kinds = [e["event"] for e in console_rows(p, "SHOW EVENTS")]
+        assert "leak_suspected" in kinds and "reclaim_disconnect" in kinds, kinds
+        listener.close()
     finally:
         p.stop()
 
@@ -702,4 +818,50 @@ def test_notice_never_tears_or_closes_a_client_that_stopped_reading(pgwarden_bin
     finally:
         for s in socks:
             s.close()
+        p.stop()
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_a_long_query_is_not_idle_time(pgwarden_bin, pg, mode):
+    """Idleness counts from the answer of the last request, not from its start: a client whose
+    query just ran longer than the thresholds is neither a leak suspect nor a kill-idle
+    target the moment it gets its answer (in a transaction or not)."""
+    p = Pooler(pgwarden_bin, pg, pool_mode=mode,
+               settings={"default_pool_size": "4", "admin_users": "postgres"},
+               manager={"leak_hold_threshold": "4s", "idle_timeout": "4s",
+                        "max_kill_percentage": "100%"}).start()
+    try:
+        in_xact = psycopg.connect(p.dsn(application_name="long-in-xact"))
+        plain = psycopg.connect(p.dsn(application_name="long-plain"), autocommit=True)
+        done = {}
+
+        def long_plain():
+            plain.execute("SELECT pg_sleep(6)")
+            done["plain"] = True
+
+        th = threading.Thread(target=long_plain)
+        th.start()
+        in_xact.execute("SELECT pg_sleep(6)")  # the transaction stays open
+        th.join(30)
+        assert done.get("plain")
+        # Both just got their answers: idle for well under the 4 s thresholds.
+        plan = console_rows(p, "KILL_IDLE DRY RUN")
+        mine = [r for r in plan if r["application"].startswith("long-")]
+        assert all(r["result"] != "planned" for r in mine), plan
+        assert all(int(r["idle_s"]) < 4 for r in mine), plan
+        # The manager's next run sees them idle too, and suspects neither.
+        wait_for(lambda: {r["application"] for r in console_rows(p, "SHOW SNAPSHOT")
+                          if r["application"].startswith("long-")
+                          and r["state"].startswith("idle")} == {"long-in-xact", "long-plain"},
+                 what="both clients idle in the manager's snapshot")
+        leaks = [r for r in console_rows(p, "SHOW LEAKS") if r["application"].startswith("long-")]
+        assert leaks == [], leaks
+        # Idle past the thresholds, both become targets: idleness is measured, not reset.
+        wait_for(lambda: {r["application"] for r in console_rows(p, "KILL_IDLE DRY RUN")
+                          if r["result"] == "planned"} == {"long-in-xact", "long-plain"},
+                 timeout=30, what="both clients planned once idle past the thresholds")
+        in_xact.rollback()
+        plain.close()
+        in_xact.close()
+    finally:
         p.stop()

@@ -50,7 +50,38 @@ static struct scaling_decision decision(enum scaling_verdict v, int current, int
     d.decision = v;
     d.current_size = current;
     d.target_size = target;
+    d.min_size = 1;
+    d.max_size = 100;
+    d.server_budget = -1;
     return d;
+}
+
+static void test_outside_bounds_goes_at_once(void **state)
+{
+    (void)state;
+    struct autoscale_state st;
+    memset(&st, 0, sizeof(st));
+    char why[160];
+    int64_t iv = 1000, t = 100000;
+    /* A lowered maximum: back under it at the first decision, even right after a resize. */
+    struct scaling_decision grow = decision(SCALING_GROW, 4, 8);
+    assert_false(autoscale_accept(&st, &grow, t, iv, why, sizeof(why)));
+    assert_true(autoscale_accept(&st, &grow, t += iv, iv, why, sizeof(why)));
+    struct scaling_decision over = decision(SCALING_SHRINK, 8, 3);
+    over.max_size = 3;
+    assert_true(autoscale_accept(&st, &over, t += 1, iv, why, sizeof(why)));
+    assert_non_null(strstr(why, "outside the bounds 1..3"));
+    /* The server's budget bounds too. */
+    struct scaling_decision budget = decision(SCALING_SHRINK, 8, 5);
+    budget.server_budget = 5;
+    assert_true(autoscale_accept(&st, &budget, t += 1, iv, why, sizeof(why)));
+    /* A raised minimum: up to it at once. */
+    struct scaling_decision under = decision(SCALING_GROW, 2, 6);
+    under.min_size = 6;
+    assert_true(autoscale_accept(&st, &under, t += 1, iv, why, sizeof(why)));
+    /* Inside the bounds, a shrink still waits for its streak. */
+    struct scaling_decision shrink = decision(SCALING_SHRINK, 8, 6);
+    assert_false(autoscale_accept(&st, &shrink, t += iv, iv, why, sizeof(why)));
 }
 
 static void test_hysteresis_and_cooldown(void **state)
@@ -94,6 +125,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bounds_only_from_explicit_keys),
         cmocka_unit_test(test_hysteresis_and_cooldown),
+        cmocka_unit_test(test_outside_bounds_goes_at_once),
         cmocka_unit_test(test_fair_share),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <stdio.h>
 
 #include "manager/leaks.h"
 #include "test_manager_fixture.h"
@@ -322,9 +323,10 @@ static void test_clock_and_scale_edges(void **state)
     options_free(&o);
 }
 
-/* Serve mode: a session-pooling client that holds its server without traffic, and one that
- * stopped reading its results, are suspects; an idle transaction-pooling client (no server)
- * is not, and neither rule applies to inspect mode's idle sessions. */
+/* Serve mode: a session-pooling client that holds its server without traffic while clients
+ * of its pool wait, and one that stopped reading its results, are suspects; without waiters
+ * the holder is plain idle; an idle transaction-pooling client (no server) is not a suspect,
+ * and neither rule applies to inspect mode's idle sessions. */
 static void test_serve_holding_and_not_reading(void **state)
 {
     (void)state;
@@ -338,9 +340,17 @@ static void test_serve_holding_and_not_reading(void **state)
     struct conn_record *stuck = fx_conn(&cur, 3, "app", "slow-reader", CONN_STATE_ACTIVE, 90);
     stuck->output_blocked_ms = FX_S(90);
     struct leak_suspect sus;
+    /* Nobody waits for a server: holding one between transactions is session pooling. */
+    assert_true(leaks_score_connection(&cur, holder, &o, &sus) < LEAK_SUSPECT_MIN_SCORE);
+    struct pool_record *pool = snapshot_add_pool(&cur);
+    assert_non_null(pool);
+    snprintf(pool->database, sizeof(pool->database), "appdb");
+    snprintf(pool->user, sizeof(pool->user), "app");
+    pool->cl_waiting = 2;
     int s_holder = leaks_score_connection(&cur, holder, &o, &sus);
     assert_true(s_holder >= LEAK_SUSPECT_MIN_SCORE);
     assert_non_null(strstr(sus.reasons[0], "holds a server connection without traffic"));
+    assert_non_null(strstr(sus.reasons[0], "while 2 clients of its pool wait"));
     assert_true(leaks_score_connection(&cur, no_server, &o, &sus) < LEAK_SUSPECT_MIN_SCORE);
     int s_stuck = leaks_score_connection(&cur, stuck, &o, &sus);
     assert_true(s_stuck >= LEAK_SUSPECT_MIN_SCORE);
