@@ -187,6 +187,10 @@ bool objects_pool_apply_config(struct pool *pool)
     if (u && u->pool_size >= 0)
         size = u->pool_size;
     if (size != pool->configured_size) {
+        /* Under a queue no server is ever idle for the janitor: the ones over the new size
+         * close as they are released (handout_over_limit). */
+        if (size < pool->pool_size)
+            pool->limits_lowered = true;
         pool->pool_size = size;
         pool->configured_size = size;
     }
