@@ -19,6 +19,7 @@
 #include "admin/reply.h"
 #include "common/log.h"
 #include "config/pooler_config.h"
+#include "live/pool_source.h"
 #include "pool/control.h"
 #include "pool/handout.h"
 #include "pool/objects.h"
@@ -173,9 +174,31 @@ static void kill_command(struct pooler *p, const char *sql, struct console_out *
             reply_error(o, "08P01", "invalid client pointer supplied");
             return;
         }
+        /* pgwarden's guarded form: the client's state_change_ms and requests as SHOW SNAPSHOT
+         * printed them. The client is closed only when it is still as seen, checked in this
+         * loop turn: kill-idle --execute would otherwise close a client that woke up since
+         * its plan. */
+        const char *guard = strchr(cmd + 12, ' ');
+        long long seen_change = 0, seen_requests = 0;
+        int used = 0;
+        if (guard && (sscanf(guard, " %lld %lld%n", &seen_change, &seen_requests, &used) != 2 ||
+                      guard[used])) {
+            reply_error(o, "42601",
+                        "KILL_CLIENT takes a client id, optionally followed by the client's "
+                        "state_change_ms and requests");
+            return;
+        }
         struct client *c = objects_client_find(p, id);
         if (!c) {
-            reply_error(o, "08P01", "client not found");
+            /* The guarded form's caller tells a client that left from a failure. */
+            reply_error(o, guard ? "42704" : "08P01", "client not found");
+            return;
+        }
+        if (guard && !pool_source_client_unchanged(c, seen_change, seen_requests)) {
+            reply_error(o, "55000",
+                        "client %llu served a request or changed state since it was seen: "
+                        "not closed",
+                        id);
             return;
         }
         /* Same loop turn as any hand-off: the client is closed in the state it is in now; a
@@ -498,6 +521,7 @@ enum arg_rule {
     ARG_OPTIONAL, /* the command, or the command and one argument */
     ARG_REQUIRED, /* the command and one argument */
     ARG_ANY,      /* the command and whatever follows (the act parses sql itself) */
+    ARG_SOME,     /* the command and at least one argument (the act parses sql itself) */
 };
 
 struct console_command {
@@ -551,7 +575,7 @@ static const struct console_command COMMANDS[] = {
     {"AUTO_SCALE", ARG_NONE, true, NULL, manager_console_auto_scale},
     /* steering the pooler */
     {"KILL", ARG_OPTIONAL, true, NULL, kill_command},
-    {"KILL_CLIENT", ARG_REQUIRED, true, NULL, kill_command},
+    {"KILL_CLIENT", ARG_SOME, true, NULL, kill_command}, /* id [state_change_ms requests] */
     {"RECONNECT", ARG_OPTIONAL, true, NULL, kill_command},
     {"PAUSE", ARG_OPTIONAL, true, NULL, pause_command},
     {"RESUME", ARG_OPTIONAL, true, NULL, resume_command},
@@ -572,9 +596,9 @@ static const struct console_command *find_command(const char *cmd)
         size_t n = strlen(k->words);
         if (strncmp(cmd, k->words, n))
             continue;
-        if (cmd[n] == '\0' && k->arg != ARG_REQUIRED)
+        if (cmd[n] == '\0' && k->arg != ARG_REQUIRED && k->arg != ARG_SOME)
             return k;
-        if (cmd[n] == ' ' && k->arg == ARG_ANY)
+        if (cmd[n] == ' ' && (k->arg == ARG_ANY || k->arg == ARG_SOME))
             return k;
         if (cmd[n] == ' ' && k->arg != ARG_NONE && !strchr(cmd + n + 1, ' '))
             return k;

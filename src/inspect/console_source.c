@@ -875,10 +875,10 @@ static const struct conn_record *find_client(const struct snapshot *snap, int64_
     return NULL;
 }
 
-/* KILL_CLIENT closes a client whatever it is doing, so the plan is re-checked first on a
- * newer snapshot: the same client (ids are never reused), in the same state since the same
- * moment, with no request served since. What is left is the window between that snapshot
- * and KILL_CLIENT (at most the manager's period). */
+/* The plan is re-checked first on a newer snapshot: the same client (ids are never reused),
+ * in the same state since the same moment, with no request served since. KILL_CLIENT's
+ * guarded form then checks the same in the pooler's loop turn that closes it, so a client
+ * that woke up after that snapshot is spared too (55000). */
 static bool still_idle(const struct conn_record *planned, const struct conn_record *now)
 {
     return now != NULL && now->state == planned->state &&
@@ -887,8 +887,9 @@ static bool still_idle(const struct conn_record *planned, const struct conn_reco
 
 static void kill_one(PGconn *conn, struct kill_action *action)
 {
-    char command[64];
-    snprintf(command, sizeof(command), "KILL_CLIENT %lld", (long long)action->conn->id);
+    char command[96];
+    snprintf(command, sizeof(command), "KILL_CLIENT %lld %lld %lld", (long long)action->conn->id,
+             (long long)action->conn->state_change_ms, (long long)action->conn->requests);
     PGresult *res = PQexec(conn, command);
     const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
@@ -898,6 +899,10 @@ static void kill_one(PGconn *conn, struct kill_action *action)
         action->result = KILL_GONE;
         snprintf(action->reason, sizeof(action->reason),
                  "spared: the client disconnected before KILL_CLIENT");
+    } else if (sqlstate != NULL && strcmp(sqlstate, "55000") == 0) {
+        action->result = KILL_GONE;
+        snprintf(action->reason, sizeof(action->reason),
+                 "spared: it ran something or changed state just before KILL_CLIENT");
     } else {
         const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
         char line[160];

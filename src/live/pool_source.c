@@ -46,6 +46,25 @@ static void client_ip(const struct client *c, char *buf, size_t len)
     buf[n] = '\0';
 }
 
+/* When the client entered its state (the manager's state_change_ms). */
+static int64_t state_change_ms(const struct client *c, enum conn_state state)
+{
+    int64_t changed = c->state_us > c->active_us ? c->state_us : c->active_us;
+    /* An idle client became idle when its last request was answered: counting from the
+     * request's bytes made a query that ran past the thresholds look like as much idleness
+     * (a leak suspect, a kill-idle target) the moment it finished. */
+    if (state != CONN_STATE_ACTIVE && state != CONN_STATE_WAITING && c->answered_us > changed)
+        changed = c->answered_us;
+    return changed / 1000;
+}
+
+bool pool_source_client_unchanged(const struct client *c, int64_t state_change_ms_seen,
+                                  int64_t requests_seen)
+{
+    return state_change_ms(c, pool_source_conn_state(c)) == state_change_ms_seen &&
+           (int64_t)c->xacts == requests_seen;
+}
+
 /* user and database are the pool's names, already interned in snap. */
 static bool add_client(const struct pool *pool, const struct client *c, const char *user,
                        const char *database, struct snapshot *snap)
@@ -65,13 +84,7 @@ static bool add_client(const struct pool *pool, const struct client *c, const ch
         return false;
     r->state = pool_source_conn_state(c);
     r->connected_ms = c->connect_us / 1000;
-    int64_t changed = c->state_us > c->active_us ? c->state_us : c->active_us;
-    /* An idle client became idle when its last request was answered: counting from the
-     * request's bytes made a query that ran past the thresholds look like as much idleness
-     * (a leak suspect, a kill-idle target) the moment it finished. */
-    if (r->state != CONN_STATE_ACTIVE && r->state != CONN_STATE_WAITING && c->answered_us > changed)
-        changed = c->answered_us;
-    r->state_change_ms = changed / 1000;
+    r->state_change_ms = state_change_ms(c, r->state);
     bool in_xact = snapshot_conn_state_in_xact(r->state) || r->state == CONN_STATE_ACTIVE;
     r->xact_start_ms = in_xact && c->request_us ? c->request_us / 1000 : 0;
     r->query_start_ms = c->request_us ? c->request_us / 1000 : c->active_us / 1000;

@@ -13,6 +13,11 @@
 /* The manager's state for a logged-in client. */
 enum conn_state pool_source_conn_state(const struct client *c);
 
+/* Whether the client is in the state a snapshot saw (its state_change_ms) and served no
+ * request since (its requests): KILL_CLIENT's guard, checked in the loop turn that acts. */
+bool pool_source_client_unchanged(const struct client *c, int64_t state_change_ms_seen,
+                                  int64_t requests_seen);
+
 /* Appends a record per logged-in client of every pool (only database db when db is not NULL)
  * to snap, which the caller initialised with snapshot_init(SNAPSHOT_MODE_SERVE, ...), and
  * fills counters and capacity. False when memory ran out (snap keeps what was added). */

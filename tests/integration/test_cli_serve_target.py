@@ -298,3 +298,44 @@ def test_kill_idle_spares_a_walsender(pooler, run_pgwarden):
             assert all(s["application"] != "walsender-app" for s in suspects), suspects
         finally:
             repl.close()
+
+
+def test_guarded_kill_client_spares_a_client_that_woke_up(pooler):
+    """kill-idle --execute re-checks its plan on a snapshot up to a second old; the client may
+    run something after it. KILL_CLIENT <id> <state_change_ms> <requests> (what SHOW SNAPSHOT
+    printed) closes the client only while it is still as seen, checked in the loop turn that
+    closes it: 55000 otherwise, 42704 for a client that left, 42601 for a malformed guard."""
+    p = pooler
+    with clients(p, idle=["sleeper"]) as (c,):
+        seen = wait_for(lambda: [r for r in console_rows(p, "SHOW SNAPSHOT")
+                                 if r["application"] == "sleeper"], what="the client seen")[0]
+        c.execute("SELECT 2")  # wakes up after the snapshot
+        with psycopg.connect(p.dsn("postgres", "pgbouncer", password=""),
+                             autocommit=True) as con:
+            def kill(args):
+                res = con.pgconn.exec_(f"KILL_CLIENT {args}".encode())
+                return res.error_field(psycopg.pq.DiagnosticField.SQLSTATE)
+
+            stale = f"{seen['id']} {seen['state_change_ms']} {seen['requests']}"
+            assert kill(stale) == b"55000"
+            assert c.execute("SELECT 3").fetchone()[0] == 3  # spared
+            fresh = wait_for(lambda: [r for r in console_rows(p, "SHOW SNAPSHOT")
+                                      if r["application"] == "sleeper" and
+                                      r["requests"] != seen["requests"] and
+                                      r["state"] == "idle"], what="a newer snapshot")[0]
+            # A snapshot may be older than the client's last request: read it again then.
+            for _ in range(20):
+                got = kill(f"{fresh['id']} {fresh['state_change_ms']} {fresh['requests']}")
+                if got is None:
+                    break
+                assert got == b"55000"
+                time.sleep(1.1)
+                fresh = [r for r in console_rows(p, "SHOW SNAPSHOT")
+                         if r["application"] == "sleeper"][0]
+            assert got is None
+            with pytest.raises(psycopg.OperationalError):
+                c.execute("SELECT 4")
+            assert kill(f"{fresh['id']} {fresh['state_change_ms']} {fresh['requests']}") == \
+                b"42704"
+            assert kill(f"{fresh['id']} 12") == b"42601"
+            assert kill("999999") == b"08P01"  # PgBouncer's plain form keeps its code
