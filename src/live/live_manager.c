@@ -20,8 +20,9 @@
 struct suspect_track {
     int64_t client_id;
     struct reclaim_track reclaim;
-    bool suspected; /* a suspect in the latest run */
-    bool seen;      /* a suspect in the current run */
+    bool suspected;           /* a suspect in the latest run */
+    bool seen;                /* a suspect in the current run */
+    struct event_subject who; /* as it was last suspected: its leak_cleared event names it */
 };
 
 /* A client a kill-idle dry run planned, and since when it had been idle. A dry run is a read
@@ -64,6 +65,7 @@ struct live_manager {
     bool have_leaks;
     struct suspect_track *tracks; /* owned */
     size_t n_tracks, cap_tracks;
+    size_t n_tracks_sorted; /* tracks[0..n_tracks_sorted) are in client_id order */
     struct event_ring events;
     struct pool_watch *watch; /* owned */
     size_t n_watch, cap_watch;
@@ -144,11 +146,38 @@ static bool make_room(void **array, size_t n, size_t *cap, size_t elem_size)
     return true;
 }
 
+static int compare_track_ids(const void *a, const void *b)
+{
+    int64_t x = ((const struct suspect_track *)a)->client_id;
+    int64_t y = ((const struct suspect_track *)b)->client_id;
+    return (x > y) - (x < y);
+}
+
+static int compare_ids(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The client's track, or NULL. The tracks kept from earlier runs are sorted (a search per
+ * suspect over every track made a run quadratic in the suspects); only the ones this run
+ * added are searched one by one. */
+static struct suspect_track *find_track(const struct live_manager *m, int64_t client_id)
+{
+    struct suspect_track key = {.client_id = client_id};
+    struct suspect_track *found =
+        bsearch(&key, m->tracks, m->n_tracks_sorted, sizeof(*m->tracks), compare_track_ids);
+    for (size_t i = m->n_tracks_sorted; !found && i < m->n_tracks; i++)
+        if (m->tracks[i].client_id == client_id)
+            found = &m->tracks[i];
+    return found;
+}
+
 static struct suspect_track *track_for(struct live_manager *m, int64_t client_id)
 {
-    for (size_t i = 0; i < m->n_tracks; i++)
-        if (m->tracks[i].client_id == client_id)
-            return &m->tracks[i];
+    struct suspect_track *found = find_track(m, client_id);
+    if (found)
+        return found;
     if (!make_room((void **)&m->tracks, m->n_tracks, &m->cap_tracks, sizeof(*m->tracks)))
         return NULL;
     struct suspect_track *t = &m->tracks[m->n_tracks++];
@@ -202,6 +231,7 @@ static void act_on_suspects(struct live_manager *m)
         if (!t)
             return;
         t->seen = true;
+        events_subject_from_conn(&t->who, s->conn);
         const char *why = s->n_reasons ? s->reasons[0] : "leak suspect";
         if (!t->suspected) {
             t->suspected = true;
@@ -230,26 +260,40 @@ static void act_on_suspects(struct live_manager *m)
         }
         e->after = t->reclaim.done;
     }
-    /* Suspects no longer suspect are announced; clients gone are forgotten. */
+    /* Suspects no longer suspect are announced; clients gone are forgotten. Whether a
+     * track's client is still connected is looked up in the run's client ids, sorted once
+     * (a walk over every client per track made the run quadratic). */
+    int64_t *ids = NULL;
+    if (m->n_tracks > 0 && m->cur.n_conns > 0 && (ids = malloc(m->cur.n_conns * sizeof(*ids)))) {
+        for (size_t j = 0; j < m->cur.n_conns; j++)
+            ids[j] = m->cur.conns[j].id;
+        qsort(ids, m->cur.n_conns, sizeof(*ids), compare_ids);
+    }
     size_t kept = 0;
     for (size_t i = 0; i < m->n_tracks; i++) {
         struct suspect_track *t = &m->tracks[i];
         bool connected = t->seen;
-        for (size_t j = 0; j < m->cur.n_conns && !connected; j++)
-            connected = m->cur.conns[j].id == t->client_id;
+        if (!connected && ids)
+            connected = bsearch(&t->client_id, ids, m->cur.n_conns, sizeof(*ids), compare_ids);
+        else if (!connected && m->cur.n_conns > 0)
+            connected = true; /* out of memory: kept until a later run can tell */
         if (t->suspected && !t->seen) {
             t->suspected = false;
             struct event *e = events_ring_push(&m->events, EVENT_LEAK_CLEARED, m->cur.taken_ms);
-            e->client_id = t->client_id;
+            events_set_subject(e, &t->who);
             snprintf(e->reason, sizeof(e->reason), "no longer a suspect (%s)",
                      connected ? "active again" : "disconnected");
-            log_info("manager", "leak_cleared: client %lld: %s", (long long)e->client_id,
-                     e->reason);
+            log_info("manager", "leak_cleared: client %lld %s%s%s/%s app '%s': %s",
+                     (long long)e->client_id, e->client_addr, e->client_addr[0] ? " " : "",
+                     e->database, e->user, e->application, e->reason);
         }
         if (connected)
             m->tracks[kept++] = *t;
     }
+    free(ids);
     m->n_tracks = kept;
+    qsort(m->tracks, m->n_tracks, sizeof(*m->tracks), compare_track_ids);
+    m->n_tracks_sorted = m->n_tracks;
 }
 
 /* The watch of pool, the one at position hint (the pool's in the pool list) first: a search
@@ -733,10 +777,8 @@ const struct leak_report *live_manager_leaks(const struct live_manager *m)
 
 enum reclaim_level live_manager_reclaim_done(const struct live_manager *m, int64_t client_id)
 {
-    for (size_t i = 0; i < m->n_tracks; i++)
-        if (m->tracks[i].client_id == client_id)
-            return m->tracks[i].reclaim.done;
-    return RECLAIM_OFF;
+    const struct suspect_track *t = find_track(m, client_id);
+    return t ? t->reclaim.done : RECLAIM_OFF;
 }
 
 const struct event_ring *live_manager_events(const struct live_manager *m)

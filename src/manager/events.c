@@ -63,14 +63,31 @@ const struct event *events_ring_at(const struct event_ring *r, size_t i)
     return i < r->n ? &r->e[(r->first + i) % r->cap] : NULL;
 }
 
+void events_subject_from_conn(struct event_subject *s, const struct conn_record *rec)
+{
+    snprintf(s->database, sizeof(s->database), "%s", rec->database);
+    snprintf(s->user, sizeof(s->user), "%s", rec->user);
+    snprintf(s->application, sizeof(s->application), "%s", rec->application);
+    snprintf(s->client_addr, sizeof(s->client_addr), "%s", rec->client_addr);
+    s->client_id = rec->id;
+    s->pid = rec->pid;
+}
+
+void events_set_subject(struct event *e, const struct event_subject *s)
+{
+    memcpy(e->database, s->database, sizeof(e->database));
+    memcpy(e->user, s->user, sizeof(e->user));
+    memcpy(e->application, s->application, sizeof(e->application));
+    memcpy(e->client_addr, s->client_addr, sizeof(e->client_addr));
+    e->client_id = s->client_id;
+    e->pid = s->pid;
+}
+
 void events_set_conn(struct event *e, const struct conn_record *rec)
 {
-    snprintf(e->database, sizeof(e->database), "%s", rec->database);
-    snprintf(e->user, sizeof(e->user), "%s", rec->user);
-    snprintf(e->application, sizeof(e->application), "%s", rec->application);
-    snprintf(e->client_addr, sizeof(e->client_addr), "%s", rec->client_addr);
-    e->client_id = rec->id;
-    e->pid = rec->pid;
+    struct event_subject s;
+    events_subject_from_conn(&s, rec);
+    events_set_subject(e, &s);
 }
 
 void events_set_reason(struct event *e, const char *text)

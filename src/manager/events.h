@@ -62,6 +62,19 @@ struct event *events_ring_push(struct event_ring *r, enum event_kind kind, int64
 const struct event *events_ring_at(const struct event_ring *r, size_t i);
 /* Fills pool and client identity from a snapshot record. */
 void events_set_conn(struct event *e, const struct conn_record *rec);
+
+/* A client's identity as events name it, kept by a caller that reports on the client after
+ * the snapshot its record was in is gone (a suspect cleared once it disconnected). */
+struct event_subject {
+    char database[SNAPSHOT_NAME_LEN];
+    char user[SNAPSHOT_NAME_LEN];
+    char application[SNAPSHOT_NAME_LEN];
+    char client_addr[SNAPSHOT_ADDR_LEN];
+    int64_t client_id;
+    int32_t pid;
+};
+void events_subject_from_conn(struct event_subject *s, const struct conn_record *rec);
+void events_set_subject(struct event *e, const struct event_subject *s);
 /* Copies text into the reason, cut at EVENT_REASON_LEN - 1 bytes. */
 void events_set_reason(struct event *e, const char *text);
 const char *events_kind_name(enum event_kind kind);

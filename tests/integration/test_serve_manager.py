@@ -71,6 +71,17 @@ def test_show_leaks_names_idle_in_transaction_client(pgwarden_bin, pg):
             assert "leaky-app" in lines[0] and row["pid"] in lines[0], lines
             # The leaking client is still untouched: reclaim is off by default.
             assert leaker.execute("SELECT 2").fetchone()[0] == 2
+            leaker.commit()
+            # Active again: the event that clears it names it as the one that suspected it.
+            cleared = wait_for(lambda: [e for e in console_rows(p, "SHOW EVENTS")
+                                        if e["event"] == "leak_cleared"],
+                               what="a leak_cleared event")
+            assert cleared[0]["client"] == row["client"], cleared
+            assert (cleared[0]["database"], cleared[0]["user"]) == ("postgres", "postgres"), \
+                cleared
+            assert "active again" in cleared[0]["reason"], cleared
+            line = [ln for ln in p.log().splitlines() if "leak_cleared" in ln][0]
+            assert "leaky-app" in line and "postgres/postgres" in line, line
     finally:
         p.stop()
 
