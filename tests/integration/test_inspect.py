@@ -340,6 +340,26 @@ def test_kill_idle_says_when_sessions_were_hidden_from_the_role(pg, run_pgwarden
         assert live_pids(pg, app) == {pid_of(c) for c in conns}
 
 
+def test_table_output_never_passes_a_clients_control_bytes_to_the_terminal(pg, run_pgwarden):
+    # Any client chooses its query text: escape sequences in it (clear screen, retitle, a
+    # C1 CSI) must not reach the operator's terminal through the table output.
+    app = "plant-escape"
+    conn = psycopg.connect(pg.dsn(user="app_user"), application_name=app, autocommit=True)
+    try:
+        conn.execute("BEGIN")
+        conn.execute("SELECT '\x1b[2J\x1b]0;owned\x07\u009b31m' AS x")
+        r = run_pgwarden("monitor", "-t", pg.dsn(user="monitor"), "--interval", "0",
+                         "--application", app)
+        assert r.returncode == 0, r.stderr
+        assert str(pid_of(conn)) in r.stdout, r.stdout
+        controls = [ch for ch in r.stdout + r.stderr
+                    if ch not in "\n\t" and (ord(ch) < 0x20 or 0x7f <= ord(ch) < 0xa0)]
+        assert controls == [], repr(r.stdout)
+        assert "SELECT '?[2J?]0;owned??31m'" in r.stdout
+    finally:
+        conn.close()
+
+
 def test_full_analysis_finds_planted_problems(pg, run_pgwarden):
     app = "plant-full"
     specs = [(app, "app_user", "idle_in_xact")] * 2 + [(app, "app_user", "idle")] * 2
