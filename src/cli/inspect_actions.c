@@ -308,6 +308,18 @@ static bool confirm_kill(const struct action_run *run, size_t planned)
     return answer[0] == 'y' || answer[0] == 'Y';
 }
 
+/* The verdict's note on sessions the role could not see: a run that found nothing must not
+ * read as "nothing is idle" when part of the server was hidden from it. */
+static void hidden_note(const struct kill_plan *plan, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (plan->hidden > 0)
+        snprintf(out, len,
+                 "; %zu session%s hidden from this role (it needs pg_read_all_stats) "
+                 "%s not examined",
+                 plan->hidden, plan->hidden == 1 ? "" : "s", plan->hidden == 1 ? "was" : "were");
+}
+
 static size_t count_planned(const struct kill_plan *plan)
 {
     size_t n = 0;
@@ -335,6 +347,8 @@ void inspect_actions_kill_idle(struct action_run *run)
         return;
     }
     size_t planned = count_planned(&plan);
+    char hidden[160];
+    hidden_note(&plan, hidden, sizeof(hidden));
     run->exit_code = report_status_exit_code(REPORT_OK);
     if (run->opts->execute && planned > 0) {
         if (!confirm_kill(run, planned)) {
@@ -357,21 +371,21 @@ void inspect_actions_kill_idle(struct action_run *run)
                 problems++;
         snprintf(run->verdict, sizeof(run->verdict),
                  "%s: terminated %zu of %zu planned session%s (limit %d = %.0f%% of %d client "
-                 "connections)%s",
+                 "connections)%s%s",
                  problems ? "WARNING" : "OK", plan.killed, planned, planned == 1 ? "" : "s",
                  plan.limit, run->opts->max_kill_percentage, plan.client_connections,
-                 problems ? "; some could not be terminated" : "");
+                 problems ? "; some could not be terminated" : "", hidden);
         if (problems)
             run->exit_code = report_status_exit_code(REPORT_WARNING);
     } else if (run->opts->execute) {
-        snprintf(run->verdict, sizeof(run->verdict), "OK: nothing to terminate (%zu candidates)",
-                 plan.candidates);
+        snprintf(run->verdict, sizeof(run->verdict), "OK: nothing to terminate (%zu candidates)%s",
+                 plan.candidates, hidden);
     } else {
         snprintf(run->verdict, sizeof(run->verdict),
                  "DRY RUN: %zu candidate%s, %zu would be terminated (limit %d = %.0f%% of %d "
-                 "client connections); add --execute to act",
+                 "client connections)%s; add --execute to act",
                  plan.candidates, plan.candidates == 1 ? "" : "s", planned, plan.limit,
-                 run->opts->max_kill_percentage, plan.client_connections);
+                 run->opts->max_kill_percentage, plan.client_connections, hidden);
     }
     run->data = report_json_kill_plan(&plan, &s.cur);
     reaper_kill_plan_free(&plan);

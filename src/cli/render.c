@@ -83,7 +83,30 @@ void render_json_line(const struct action_run *run, const char *action_name, con
     print_envelope(run, action_name, timestamp, duration_ms, true, out);
 }
 
-void render_table(const struct action_run *run, FILE *out, FILE *err)
+/* Writes text for a terminal. Names and queries come from any client of the server (a
+ * query's text is whatever it sent), and a control byte reaching the operator's terminal
+ * can clear it, move the cursor over the rows a kill decision is made on, or retitle it.
+ * Every C0 control but newline and tab, DEL, every C1 control (U+0080-U+009F) and every
+ * byte that starts no valid UTF-8 sequence is written as '?'. */
+static void write_for_terminal(const char *text, size_t len, FILE *out)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_sequence_len(s + i, len - i);
+        bool control = n == 0 ||
+                       (n == 1 && (s[i] < 0x20 || s[i] == 0x7f) && s[i] != '\n' && s[i] != '\t') ||
+                       (n == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0);
+        if (control) {
+            fputc('?', out);
+            i += n ? n : 1;
+        } else {
+            fwrite(s + i, 1, n, out);
+            i += n;
+        }
+    }
+}
+
+static void render_table_text(const struct action_run *run, FILE *out, FILE *err)
 {
     if (run->failed) {
         fprintf(err, "pgwarden %s: %s", run->action->name, run->error.message);
@@ -95,6 +118,29 @@ void render_table(const struct action_run *run, FILE *out, FILE *err)
     fprintf(out, "%s\n", run->verdict);
     if (run->action->render_table != NULL && run->data != NULL)
         run->action->render_table(run, out);
+}
+
+void render_table(const struct action_run *run, FILE *out, FILE *err)
+{
+    /* Rendered whole into memory first, so one filter sees every byte of it. */
+    char *text = NULL, *err_text = NULL;
+    size_t len = 0, err_len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    FILE *err_mem = mem ? open_memstream(&err_text, &err_len) : NULL;
+    if (mem == NULL || err_mem == NULL) {
+        if (mem != NULL)
+            fclose(mem);
+        free(text);
+        fprintf(err, "pgwarden %s: out of memory\n", run->action->name);
+        return;
+    }
+    render_table_text(run, mem, err_mem);
+    fclose(mem);
+    fclose(err_mem);
+    write_for_terminal(text, len, out);
+    write_for_terminal(err_text, err_len, err);
+    free(text);
+    free(err_text);
 }
 
 /* ---- small readers over the data JSON ------------------------------------------------ */

@@ -283,6 +283,7 @@ cJSON *report_json_kill_plan(const struct kill_plan *plan, const struct snapshot
     cJSON_AddNumberToObject(data, "skipped", (double)plan->skipped);
     cJSON_AddNumberToObject(data, "limit", plan->limit);
     cJSON_AddNumberToObject(data, "client_connections", plan->client_connections);
+    cJSON_AddNumberToObject(data, "hidden", (double)plan->hidden);
     cJSON *actions = cJSON_AddArrayToObject(data, "actions");
     for (size_t i = 0; i < plan->n_actions; i++) {
         const struct kill_action *a = &plan->actions[i];

@@ -18,6 +18,12 @@ static bool inspect_take_snapshot(PGconn *conn, const struct manager_options *op
     return collector_take_snapshot(conn, opts, snap, err);
 }
 
+/* A name given as the client set it must match the row pg_stat_activity shows. */
+static void inspect_adopt_settings(PGconn *conn, struct manager_options *opts)
+{
+    collector_adopt_names(conn, opts);
+}
+
 static bool inspect_may_kill(PGconn *conn, const struct snapshot *snap,
                              const struct inspect_target *described, struct inspect_error *err)
 {
@@ -49,8 +55,8 @@ static const struct target_source sources[] = {
     {CONSOLE_SOURCE_SCHEME, "serve", SNAPSHOT_MODE_SERVE, console_source_connect,
      console_source_adopt_settings, console_source_take_snapshot, console_source_probe,
      console_may_kill, console_source_kill},
-    {NULL, "inspect", SNAPSHOT_MODE_INSPECT, inspect_session_connect, NULL, inspect_take_snapshot,
-     probe_run, inspect_may_kill, inspect_kill},
+    {NULL, "inspect", SNAPSHOT_MODE_INSPECT, inspect_session_connect, inspect_adopt_settings,
+     inspect_take_snapshot, probe_run, inspect_may_kill, inspect_kill},
 };
 
 const struct target_source *target_source_for(const char *target)

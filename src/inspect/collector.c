@@ -137,6 +137,72 @@ bool collector_is_infrastructure(const char *user, const char *application)
     return false;
 }
 
+/* NAMEDATALEN - 1: pg_stat_activity keeps at most this many bytes of a name. */
+#define SERVER_NAME_MAX 63
+
+/* Cuts at most SERVER_NAME_MAX bytes without splitting a UTF-8 character, as the server's
+ * pg_mbcliplen does; returns the kept length. */
+static size_t clip_name(const char *name, size_t len)
+{
+    if (len <= SERVER_NAME_MAX)
+        return len;
+    size_t n = SERVER_NAME_MAX;
+    while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
+/* A name (its '*' suffix removed) in the server's form, then the '*' again; NULL when
+ * memory ran out. The caller frees the result. */
+static char *server_form(const char *name, bool application, int version_num)
+{
+    size_t len = strlen(name);
+    bool prefix = len > 0 && name[len - 1] == '*';
+    if (prefix)
+        len--;
+    char *out = malloc(len * 4 + 2);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (!application || (c >= 32 && c <= 126))
+            out[o++] = (char)c;
+        else if (version_num >= 160000)
+            o += (size_t)sprintf(out + o, "\\x%02x", c);
+        else
+            out[o++] = '?';
+    }
+    o = application ? (o > SERVER_NAME_MAX ? SERVER_NAME_MAX : o) : clip_name(out, o);
+    if (prefix)
+        out[o++] = '*';
+    out[o] = '\0';
+    return out;
+}
+
+static void adopt_name(char **name, bool application, int version_num)
+{
+    if (*name == NULL)
+        return;
+    char *form = server_form(*name, application, version_num);
+    if (form == NULL)
+        return;
+    free(*name);
+    *name = form;
+}
+
+void collector_adopt_names(PGconn *conn, struct manager_options *opts)
+{
+    int version = PQserverVersion(conn);
+    adopt_name(&opts->filter_user, false, version);
+    adopt_name(&opts->filter_database, false, version);
+    adopt_name(&opts->filter_application, true, version);
+    for (size_t i = 0; i < opts->n_exclude_users; i++)
+        adopt_name(&opts->exclude_users[i], false, version);
+    for (size_t i = 0; i < opts->n_exclude_apps; i++)
+        adopt_name(&opts->exclude_apps[i], true, version);
+}
+
 static bool read_environment(PGconn *conn, struct snapshot *snap, struct inspect_error *err)
 {
     PGresult *res = inspect_session_query(conn, environment_sql, 0, NULL, err);

@@ -21,4 +21,11 @@ bool collector_take_snapshot(PGconn *conn, const struct manager_options *opts,
  * targets (reference inspect.md 1.5 and 6). */
 bool collector_is_infrastructure(const char *user, const char *application);
 
+/* Rewrites the name filters and exclusions into the form pg_stat_activity shows, so a name
+ * given as the client set it matches its row: application names as the server cleans them
+ * (a byte outside printable ASCII becomes '?' before PostgreSQL 16, "\xNN" from 16) and
+ * every name cut to 63 bytes at a character boundary. A trailing '*' (prefix match) is kept.
+ * Idempotent. A name that cannot be rewritten for lack of memory is left as given. */
+void collector_adopt_names(PGconn *conn, struct manager_options *opts);
+
 #endif

@@ -952,13 +952,8 @@ void console_source_adopt_settings(PGconn *conn, struct manager_options *opts)
 {
     PGresult *res = PQexec(conn, "SHOW MANAGER");
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQnfields(res) == 2) {
-        uint64_t given = opts->explicitly_set;
-        for (int i = 0; i < PQntuples(res); i++) {
-            const char *key = PQgetvalue(res, i, 0);
-            if (!options_is_set(opts, key))
-                (void)options_set(opts, key, PQgetvalue(res, i, 1), NULL, 0);
-        }
-        opts->explicitly_set = given; /* still the user's choices only */
+        for (int i = 0; i < PQntuples(res); i++)
+            (void)options_adopt(opts, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
     }
     PQclear(res);
 }

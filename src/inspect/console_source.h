@@ -51,8 +51,9 @@ PGconn *console_source_connect(const char *uri, struct inspect_target *target,
                                struct inspect_error *err);
 
 /* Applies the pooler's [manager] settings (SHOW MANAGER) to every option the user did not
- * set on the command line, so a run judges the pool by the thresholds the pooler itself uses.
- * A pooler too old to answer leaves opts as they are. */
+ * set on the command line, so a run judges the pool by the thresholds the pooler itself uses;
+ * the pooler's exclusions are added to the user's, never replaced (options_adopt). A pooler
+ * too old to answer leaves opts as they are. */
 void console_source_adopt_settings(PGconn *conn, struct manager_options *opts);
 
 /* Reads the pooler's newest manager snapshot. The live manager samples about once a second;

@@ -493,6 +493,55 @@ static bool is_per_run(const char *key)
     return false;
 }
 
+/* The exclusion lists: protections. A target's lists are added to the run's own rather than
+ * replaced by them (options_adopt), and options_each_value shares them. */
+static bool is_protection(const struct option_spec *spec)
+{
+    static const option_setter_fn setters[] = {add_exclude_users, add_exclude_apps,
+                                               add_exclude_addrs};
+    for (size_t i = 0; i < sizeof(setters) / sizeof(setters[0]); i++)
+        if (spec->setter == setters[i])
+            return true;
+    return false;
+}
+
+enum options_result options_adopt(struct manager_options *opts, const char *key, const char *value)
+{
+    const struct option_spec *spec = find_spec(key);
+    if (spec == NULL)
+        return OPTIONS_UNKNOWN_KEY;
+    if (!is_protection(spec) && options_is_set(opts, key))
+        return OPTIONS_OK;
+    uint64_t given = opts->explicitly_set;
+    enum options_result r = options_set(opts, key, value, NULL, 0);
+    opts->explicitly_set = given; /* still the user's choices only */
+    return r;
+}
+
+/* Emits key with the names joined by commas (as the list was given); nothing when memory
+ * runs out, which the caller's reader sees as an empty list. */
+static void emit_list(options_value_fn emit, void *ctx, const char *key, const char *const *names,
+                      size_t n)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(names[i]) + 1;
+    char *joined = malloc(len);
+    if (joined == NULL)
+        return;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(names[i]);
+        if (i > 0)
+            joined[o++] = ',';
+        memcpy(joined + o, names[i], l);
+        o += l;
+    }
+    joined[o] = '\0';
+    emit(ctx, key, joined);
+    free(joined);
+}
+
 void options_each_value(const struct manager_options *opts, options_value_fn emit, void *ctx)
 {
     for (size_t i = 0; i < N_OPTIONS; i++) {
@@ -524,6 +573,15 @@ void options_each_value(const struct manager_options *opts, options_value_fn emi
         }
         emit(ctx, spec->key, text);
     }
+    /* The protections last: a reader that adopts them must honour them too. */
+    emit_list(emit, ctx, "exclude_user", (const char *const *)opts->exclude_users,
+              opts->n_exclude_users);
+    emit_list(emit, ctx, "exclude_app", (const char *const *)opts->exclude_apps,
+              opts->n_exclude_apps);
+    const char *addrs[OPTIONS_MAX_EXCLUDES];
+    for (size_t i = 0; i < opts->n_exclude_addrs; i++)
+        addrs[i] = opts->exclude_addrs[i].text;
+    emit_list(emit, ctx, "exclude_addr", addrs, opts->n_exclude_addrs);
 }
 
 void options_describe(unsigned uses, options_help_fn emit, void *ctx)

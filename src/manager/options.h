@@ -101,6 +101,11 @@ bool options_is_known_key(const char *key);
 /* True when key was given by the user (command line or config), not left at its default. */
 bool options_is_set(const struct manager_options *opts, const char *key);
 
+/* Takes a target's setting (a pooler's [manager] section): a scalar only when the user did
+ * not set it, an exclusion list always, added to the user's, so running the CLI against a
+ * pooler never lifts a protection configured there. Leaves explicitly_set as it was. */
+enum options_result options_adopt(struct manager_options *opts, const char *key, const char *value);
+
 /* Describes the options for --help: calls emit once per key used where uses says (enum
  * option_use bits) with its name (underscore spelling), default and meaning. */
 typedef void (*options_help_fn)(void *ctx, const char *key, const char *default_text,
@@ -108,7 +113,8 @@ typedef void (*options_help_fn)(void *ctx, const char *key, const char *default_
 void options_describe(unsigned uses, options_help_fn emit, void *ctx);
 /* Emits the current value of every scalar policy option (thresholds, limits, sizes; not the
  * per-run ones such as interval, execute or the filters) in a form options_set accepts
- * ("60000ms", "80%", "on", "5"); lists and choices are left out. */
+ * ("60000ms", "80%", "on", "5"), then the exclusion lists (exclude_user, exclude_app,
+ * exclude_addr) comma-separated, possibly empty; other lists and choices are left out. */
 typedef void (*options_value_fn)(void *ctx, const char *key, const char *value);
 void options_each_value(const struct manager_options *opts, options_value_fn emit, void *ctx);
 

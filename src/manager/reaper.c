@@ -107,6 +107,10 @@ bool reaper_plan(const struct snapshot *snap, const struct manager_options *opts
         const struct conn_record *rec = &snap->conns[i];
         if (!options_match_filters(opts, rec))
             continue;
+        /* A hidden row has no state to judge (PostgreSQL shows it NULL), so it is rarely
+         * listed; counted so a run that found nothing can say it could not see everything. */
+        if (!rec->visible)
+            out->hidden++;
         int64_t idle = snapshot_age_ms(snap, rec->state_change_ms);
         int64_t threshold;
         const char *threshold_name;

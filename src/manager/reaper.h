@@ -34,13 +34,15 @@ struct kill_plan {
     size_t skipped;              /* protected or over the limit */
     int limit;                   /* most connections this run may remove */
     int client_connections;      /* the base of the percentage */
+    size_t hidden;               /* passed the filters but hidden from the role: never examined */
     struct kill_action *actions; /* owned: planned first (oldest idle first), then skipped */
     size_t n_actions;
 };
 
 /* Plans one kill-idle run over the records that pass the filters. Idle long enough means:
  * state idle longer than idle_timeout, or idle in transaction (aborted too) longer than
- * leak_hold_threshold; other states are never listed. Protected (listed as
+ * leak_hold_threshold; other states are never listed. Rows hidden from the role (invisible)
+ * are counted in hidden whatever their state. Protected (listed as
  * KILL_SKIPPED_PROTECTED, never planned): is_self, invisible rows, superusers, replication
  * connections (walsenders), pgwarden's own connections (snapshot_is_pgwarden_conn),
  * infrastructure, excluded users, applications and client addresses. limit =

@@ -189,6 +189,32 @@ def test_kill_idle_execute_closes_an_idle_client_with_kill_client(pooler, run_pg
         wait_for(lambda: "idle-victim" not in snapshot_apps(pooler), what="the client gone")
 
 
+def test_kill_idle_honours_the_poolers_own_exclusions(pgwarden_bin, pg, run_pgwarden):
+    # An exclusion configured in the pooler's [manager] section is a protection: a CLI run
+    # against that pooler adds it to its own (here --exclude-user) and spares the client.
+    p = Pooler(pgwarden_bin, pg,
+               settings={"admin_users": "postgres", "default_pool_size": "5"},
+               manager={"exclude_app": "keep-me", "exclude_addr": "10.9.9.9"}).start()
+    try:
+        with clients(p, idle=["keep-me", "idle-victim"]) as (keep, victim):
+            wait_for(lambda: {"keep-me", "idle-victim"} <= set(snapshot_apps(p)),
+                     what="both idle clients")
+            time.sleep(2.2)  # idle past --idle-timeout in a manager snapshot
+            r = run_pgwarden("kill-idle", "--target", target(p), "--idle-timeout", "1s",
+                             "--max-kill-percentage", "100%", "--exclude-user", "nobody",
+                             "--format", "json", "--execute", "--yes")
+            assert r.returncode == 0, (r.stdout, r.stderr)
+            by_app = {a["application"]: a for a in r.json()["data"]["actions"]}
+            assert by_app["keep-me"]["result"] == "skipped_protected", by_app
+            assert "exclude_app" in by_app["keep-me"]["reason"]
+            assert by_app["idle-victim"]["result"] == "terminated", by_app
+            keep.execute("SELECT 1")  # still served
+            with pytest.raises(psycopg.OperationalError):
+                victim.execute("SELECT 1")
+    finally:
+        p.stop()
+
+
 def test_kill_idle_spares_a_client_that_woke_up(pooler, run_pgwarden):
     """The plan is re-checked on a newer snapshot: a client that ran a query between the plan
     and the act keeps its connection."""

@@ -317,6 +317,49 @@ def test_kill_idle_without_privilege_is_refused(pg, run_pgwarden):
     assert "pg_signal_backend" in doc["error"]["message"]
 
 
+def test_kill_idle_says_when_sessions_were_hidden_from_the_role(pg, run_pgwarden):
+    # pg_signal_backend without pg_read_all_stats: other roles' rows are hidden, so the run
+    # can terminate nothing there and must not read as "nothing is idle".
+    pg.psql("DROP ROLE IF EXISTS signal_only; "
+            "CREATE ROLE signal_only LOGIN PASSWORD 'signal-pw'; "
+            "GRANT pg_signal_backend TO signal_only")
+    app = "plant-hidden"
+    with sessions(pg, [(app, "app_user", "idle")] * 2) as conns:
+        time.sleep(1.3)
+        args = ["kill-idle", "-t", pg.dsn(user="signal_only", password="signal-pw"),
+                "--user", "app_user", "--idle-timeout", "1s", "--max-kill-percentage", "100%",
+                "--execute"]
+        r = run_pgwarden(*args, "-f", "json")
+        assert r.returncode == 0, r.stdout
+        d = r.json()["data"]
+        assert d["killed"] == 0 and d["hidden"] >= 2, d
+        table = run_pgwarden(*args)
+        assert table.returncode == 0
+        first = table.stdout.splitlines()[0]
+        assert "hidden from this role" in first and "pg_read_all_stats" in first, first
+        assert live_pids(pg, app) == {pid_of(c) for c in conns}
+
+
+def test_table_output_never_passes_a_clients_control_bytes_to_the_terminal(pg, run_pgwarden):
+    # Any client chooses its query text: escape sequences in it (clear screen, retitle, a
+    # C1 CSI) must not reach the operator's terminal through the table output.
+    app = "plant-escape"
+    conn = psycopg.connect(pg.dsn(user="app_user"), application_name=app, autocommit=True)
+    try:
+        conn.execute("BEGIN")
+        conn.execute("SELECT '\x1b[2J\x1b]0;owned\x07\u009b31m' AS x")
+        r = run_pgwarden("monitor", "-t", pg.dsn(user="monitor"), "--interval", "0",
+                         "--application", app)
+        assert r.returncode == 0, r.stderr
+        assert str(pid_of(conn)) in r.stdout, r.stdout
+        controls = [ch for ch in r.stdout + r.stderr
+                    if ch not in "\n\t" and (ord(ch) < 0x20 or 0x7f <= ord(ch) < 0xa0)]
+        assert controls == [], repr(r.stdout)
+        assert "SELECT '?[2J?]0;owned??31m'" in r.stdout
+    finally:
+        conn.close()
+
+
 def test_full_analysis_finds_planted_problems(pg, run_pgwarden):
     app = "plant-full"
     specs = [(app, "app_user", "idle_in_xact")] * 2 + [(app, "app_user", "idle")] * 2

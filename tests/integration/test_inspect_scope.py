@@ -156,6 +156,41 @@ def test_kill_idle_exclude_addr_spares_another_poolers_connections(pg, run_pgwar
                 c.close()
 
 
+def test_kill_idle_exclude_app_matches_the_name_as_the_client_set_it(pg, run_pgwarden,
+                                                                    pool_role):
+    # pg_stat_activity shows an application_name cleaned (non-ASCII bytes replaced) and cut
+    # to 63 bytes; an exclusion given as the application sets its name must still match.
+    long_app = "scope-long-" + "x" * 70
+    odd_app = "scope-caf\u00e9"
+    names = [long_app, odd_app, "scope-plain"]
+    conns = [psycopg.connect(pg.dsn(user=pool_role, password="pool-pw", application_name=n),
+                             autocommit=True) for n in names]
+    for c in conns:
+        c.execute("SELECT 1")
+    try:
+        time.sleep(1.3)
+        args = ["kill-idle", "-t", pg.dsn(user="monitor"), "-f", "json", "--user", pool_role,
+                "--idle-timeout", "1s", "--max-kill-percentage", "100%"]
+        # The --application filter given the full name finds the session too.
+        found = run_pgwarden(*args, "--application", long_app).json()["data"]
+        assert [a["pid"] for a in found["actions"]] == [pid_of(conns[0])], found
+
+        r = run_pgwarden(*args, "--exclude-app", long_app, "--exclude-app", odd_app,
+                         "--execute")
+        assert r.returncode == 0, r.stdout
+        by_pid = {a["pid"]: a for a in r.json()["data"]["actions"]}
+        for c in conns[:2]:
+            assert by_pid[pid_of(c)]["result"] == "skipped_protected", by_pid
+            assert "exclude_app" in by_pid[pid_of(c)]["reason"]
+        assert by_pid[pid_of(conns[2])]["result"] == "terminated"
+        for c in conns[:2]:
+            c.execute("SELECT 1")  # still alive
+    finally:
+        for c in conns:
+            with contextlib.suppress(Exception):
+                c.close()
+
+
 @pytest.mark.parametrize("value", ["10.0.0.1/33", "not-an-address", "10.0.0.0/8,fe80::/200"])
 def test_bad_exclude_addr_is_bad_input(pg, run_pgwarden, value):
     r = run_pgwarden("kill-idle", "-t", pg.dsn(), "-f", "json", "--exclude-addr", value)

@@ -97,6 +97,7 @@ static void test_every_protection(void **state)
     assert_int_equal(p.candidates, 1);
     assert_int_equal(p.skipped, 7);
     assert_int_equal(p.n_actions, 8);
+    assert_int_equal(p.hidden, 1); /* the invisible row, counted as well as listed */
     assert_int_equal(p.actions[0].conn->id, 8);
     assert_int_equal(p.actions[0].result, KILL_PLANNED);
     for (size_t i = 1; i < p.n_actions; i++)
