@@ -166,7 +166,9 @@ static struct suspect_track *find_track(const struct live_manager *m, int64_t cl
 {
     struct suspect_track key = {.client_id = client_id};
     struct suspect_track *found =
-        bsearch(&key, m->tracks, m->n_tracks_sorted, sizeof(*m->tracks), compare_track_ids);
+        m->n_tracks_sorted == 0
+            ? NULL /* tracks may be NULL: never given to bsearch */
+            : bsearch(&key, m->tracks, m->n_tracks_sorted, sizeof(*m->tracks), compare_track_ids);
     for (size_t i = m->n_tracks_sorted; !found && i < m->n_tracks; i++)
         if (m->tracks[i].client_id == client_id)
             found = &m->tracks[i];
@@ -292,7 +294,8 @@ static void act_on_suspects(struct live_manager *m)
     }
     free(ids);
     m->n_tracks = kept;
-    qsort(m->tracks, m->n_tracks, sizeof(*m->tracks), compare_track_ids);
+    if (m->n_tracks > 1)
+        qsort(m->tracks, m->n_tracks, sizeof(*m->tracks), compare_track_ids);
     m->n_tracks_sorted = m->n_tracks;
 }
 
