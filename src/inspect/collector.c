@@ -104,39 +104,6 @@ static bool dup_text(char **field, size_t max, const PGresult *res, int row, int
                              max);
 }
 
-static bool starts_with(const char *text, const char *prefix)
-{
-    return strncmp(text, prefix, strlen(prefix)) == 0;
-}
-
-bool collector_is_infrastructure(const char *user, const char *application)
-{
-    static const char *const apps[] = {"Supavisor",
-                                       "pgbouncer",
-                                       "PgBouncer",
-                                       INSPECT_APPLICATION_NAME,
-                                       "supabase_mt_realtime",
-                                       "pg_cron scheduler"};
-    static const char *const app_prefixes[] = {"PostgREST", "pg_net", "pgwarden-"};
-    static const char *const users[] = {"supabase_admin",
-                                        "supabase_replication_admin",
-                                        "authenticator",
-                                        "supabase_auth_admin",
-                                        "supabase_storage_admin",
-                                        "supabase_realtime_admin",
-                                        "pgbouncer"};
-    for (size_t i = 0; i < sizeof(apps) / sizeof(apps[0]); i++)
-        if (strcmp(application, apps[i]) == 0)
-            return true;
-    for (size_t i = 0; i < sizeof(app_prefixes) / sizeof(app_prefixes[0]); i++)
-        if (starts_with(application, app_prefixes[i]))
-            return true;
-    for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++)
-        if (strcmp(user, users[i]) == 0)
-            return true;
-    return false;
-}
-
 /* NAMEDATALEN - 1: pg_stat_activity keeps at most this many bytes of a name. */
 #define SERVER_NAME_MAX 63
 
@@ -274,7 +241,8 @@ static bool read_activity(PGconn *conn, struct snapshot *snap, struct inspect_er
         rec->blocking_others = get_bool(res, i, 15);
         rec->visible = get_bool(res, i, 16);
         rec->waiting_on_lock = strcmp(rec->wait_event_type, "Lock") == 0; /* set just above */
-        rec->is_infrastructure = collector_is_infrastructure(rec->user, rec->application);
+        rec->is_infrastructure =
+            snapshot_is_infrastructure(SNAPSHOT_MODE_INSPECT, rec->user, rec->application);
         if (!rec->visible)
             snap->server.invisible_rows++;
     }

@@ -16,11 +16,6 @@ bool collector_take_snapshot(PGconn *conn, const struct manager_options *opts,
                              struct snapshot *snap, struct inspect_error *err)
     __attribute__((warn_unused_result));
 
-/* True for application names and roles that belong to poolers and platform services
- * (Supavisor, PgBouncer, PostgREST, Supabase roles, pgwarden itself): never leaks or kill
- * targets (reference inspect.md 1.5 and 6). */
-bool collector_is_infrastructure(const char *user, const char *application);
-
 /* Rewrites the name filters and exclusions into the form pg_stat_activity shows, so a name
  * given as the client set it matches its row: application names as the server cleans them
  * (a byte outside printable ASCII becomes '?' before PostgreSQL 16, "\xNN" from 16) and

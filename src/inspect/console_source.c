@@ -528,9 +528,10 @@ static enum read_result read_clients(PGconn *conn, struct snapshot *snap, struct
          * pooler's own manager (a pooler without the column is refused as too old above,
          * rather than read as if it had none). */
         rec->is_replication = get_i64(res, i, col[CLIENT_REPLICATION]) != 0;
-        /* The same protection rules as inspect mode: a platform service that connects
-         * through the pooler (PostgREST, Supavisor, ...) is never a suspect nor a target. */
-        rec->is_infrastructure = collector_is_infrastructure(rec->user, rec->application);
+        /* The pooler's own rule (pool_source.c): a platform role that connects through
+         * the pooler is never a suspect nor a target; a client's name exempts nobody. */
+        rec->is_infrastructure =
+            snapshot_is_infrastructure(SNAPSHOT_MODE_SERVE, rec->user, rec->application);
     }
     PQclear(res);
     return READ_OK;

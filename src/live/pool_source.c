@@ -92,6 +92,9 @@ static bool add_client(const struct pool *pool, const struct client *c, const ch
     /* Its walsender holds a server for as long as it streams: never a leak suspect nor a
      * kill target (the engine protects replication connections). */
     r->is_replication = c->replication != STARTUP_REPLICATION_NONE;
+    /* A platform role (Supabase's, PgBouncer's) through the pooler: never a suspect nor a
+     * kill-idle target, as in inspect mode; its application name exempts nobody here. */
+    r->is_infrastructure = snapshot_is_infrastructure(SNAPSHOT_MODE_SERVE, user, r->application);
     r->requests = c->xacts;
     r->hold_total_ms = c->hold_us / 1000;
     if (c->output_blocked_us && c->server)

@@ -203,6 +203,32 @@ bool snapshot_is_pgwarden_conn(const struct conn_record *rec)
                    sizeof(SNAPSHOT_PGWARDEN_APP_PREFIX) - 1) == 0;
 }
 
+bool snapshot_is_infrastructure(enum snapshot_mode mode, const char *user, const char *application)
+{
+    static const char *const apps[] = {"Supavisor", "pgbouncer", "PgBouncer",
+                                       "supabase_mt_realtime", "pg_cron scheduler"};
+    static const char *const app_prefixes[] = {"PostgREST", "pg_net", "pgwarden-"};
+    static const char *const users[] = {"supabase_admin",
+                                        "supabase_replication_admin",
+                                        "authenticator",
+                                        "supabase_auth_admin",
+                                        "supabase_storage_admin",
+                                        "supabase_realtime_admin",
+                                        "pgbouncer"};
+    for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++)
+        if (strcmp(user, users[i]) == 0)
+            return true;
+    if (mode == SNAPSHOT_MODE_SERVE)
+        return false;
+    for (size_t i = 0; i < sizeof(apps) / sizeof(apps[0]); i++)
+        if (strcmp(application, apps[i]) == 0)
+            return true;
+    for (size_t i = 0; i < sizeof(app_prefixes) / sizeof(app_prefixes[0]); i++)
+        if (strncmp(application, app_prefixes[i], strlen(app_prefixes[i])) == 0)
+            return true;
+    return false;
+}
+
 static const char *const state_names[] = {
     [CONN_STATE_ACTIVE] = "active",
     [CONN_STATE_IDLE] = "idle",

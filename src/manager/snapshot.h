@@ -228,6 +228,13 @@ int64_t snapshot_age_ms(const struct snapshot *snap, int64_t at_ms);
 /* True when the record's application_name marks it as a pgwarden connection. */
 bool snapshot_is_pgwarden_conn(const struct conn_record *rec);
 
+/* Whether a connection belongs to the pooler or platform infrastructure (Supabase's roles,
+ * Supavisor, PostgREST, pg_net, pgwarden's own sessions): never a leak suspect nor a kill-idle
+ * target. Roles count in both modes. Application names count in inspect mode only: in serve
+ * mode every record is a pooled client whose name is its own choice, so a name would let any
+ * client exempt itself (the role is what it authenticated as). */
+bool snapshot_is_infrastructure(enum snapshot_mode mode, const char *user, const char *application);
+
 const char *snapshot_conn_state_name(enum conn_state state);
 /* Maps pg_stat_activity.state text (NULL allowed) to the enum. */
 enum conn_state snapshot_conn_state_from_text(const char *text);

@@ -365,3 +365,18 @@ def test_guarded_kill_client_spares_a_client_that_woke_up(pooler):
                 b"42704"
             assert kill(f"{fresh['id']} 12") == b"42601"
             assert kill("999999") == b"08P01"  # PgBouncer's plain form keeps its code
+
+
+def test_a_platform_name_exempts_no_pooled_client(pooler, run_pgwarden):
+    """Through the pooler a client's application_name is its own choice: naming itself like a
+    platform service (PostgREST, pgwarden-...) must not spare it in the CLI's plan against the
+    pooler, which follows the pooler's own rule (snapshot_is_infrastructure: roles only)."""
+    names = ["PostgREST-12", "pgwarden-fake", "plain-app"]
+    with clients(pooler, idle=names):
+        wait_for(lambda: set(names) <= set(snapshot_apps(pooler)), what="the idle clients")
+        time.sleep(2.2)  # idle past --idle-timeout in a manager snapshot
+        r = run_pgwarden("kill-idle", "--target", target(pooler), "--idle-timeout", "1s",
+                         "--max-kill-percentage", "100%", "--format", "json")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        results = {a["application"]: a["result"] for a in r.json()["data"]["actions"]}
+        assert all(results.get(n) == "planned" for n in names), results

@@ -147,6 +147,33 @@ static void test_pgwarden_name_protects_in_inspect_mode_only(void **state)
     options_free(&o);
 }
 
+/* Platform roles are infrastructure in both modes; platform application names only where
+ * they are not the client's own choice (inspect mode). */
+static void test_infrastructure_by_role_everywhere_by_name_in_inspect_only(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *user, *application;
+        bool inspect, serve;
+    } cases[] = {
+        {"authenticator", "anything", true, true},
+        {"supabase_admin", "", true, true},
+        {"app", "PostgREST 12.0.2", true, false},
+        {"app", "Supavisor", true, false},
+        {"app", "pgwarden-inspect", true, false},
+        {"app", "pgwardenish", false, false},
+        {"app", "psql", false, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(
+            snapshot_is_infrastructure(SNAPSHOT_MODE_INSPECT, cases[i].user, cases[i].application),
+            cases[i].inspect);
+        assert_int_equal(
+            snapshot_is_infrastructure(SNAPSHOT_MODE_SERVE, cases[i].user, cases[i].application),
+            cases[i].serve);
+    }
+}
+
 static void test_limit_rounding(void **state)
 {
     (void)state;
@@ -257,6 +284,7 @@ int main(void)
         cmocka_unit_test(test_candidates_and_order),
         cmocka_unit_test(test_every_protection),
         cmocka_unit_test(test_pgwarden_name_protects_in_inspect_mode_only),
+        cmocka_unit_test(test_infrastructure_by_role_everywhere_by_name_in_inspect_only),
         cmocka_unit_test(test_limit_rounding),
         cmocka_unit_test(test_empty_future_and_many),
     };
