@@ -11,7 +11,14 @@
  * (a reused pid is a new backend), same state and same state_change (the session has not
  * run anything since it was planned), still a non-superuser client backend (never a
  * walsender) that is not us nor a pgwarden connection, and not excluded by user,
- * application or client address. PostgreSQL 14+ waits up to 5 s for the backend to exit. */
+ * application or client address. PostgreSQL 14+ waits up to TERMINATE_WAIT_MS for the
+ * backend to exit: less than the session's statement_timeout, or a slow exit would read as a
+ * canceled statement. */
+#define TERMINATE_WAIT_MS   3000
+#define TERMINATE_WAIT_TEXT "3 s"
+#define STR_(x)             #x
+#define STR(x)              STR_(x)
+
 static const char terminate_sql_fmt[] =
     "SELECT %s FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid"
     " WHERE a.pid = $1::int AND a.backend_start = $2::timestamptz"
@@ -49,6 +56,25 @@ struct exclusions {
     char addrs[OPTIONS_MAX_EXCLUDES * (CIDR_TEXT_LEN + 3) + 3];
 };
 
+static void gone(struct kill_action *action, const char *why)
+{
+    action->result = KILL_GONE;
+    snprintf(action->reason, sizeof(action->reason), "%s", why);
+}
+
+/* Whether the backend of params (pid, backend_start) still exists; true when that cannot be
+ * told (the failure then stands). */
+static bool still_there(PGconn *conn, const char *const *params)
+{
+    PGresult *res = PQexecParams(conn,
+                                 "SELECT 1 FROM pg_stat_activity WHERE pid = $1::int"
+                                 " AND backend_start = $2::timestamptz",
+                                 2, NULL, params, NULL, NULL, 0);
+    bool there = PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) > 0;
+    PQclear(res);
+    return there;
+}
+
 static void execute_one(PGconn *conn, const char *sql, const struct exclusions *ex,
                         struct kill_action *action)
 {
@@ -67,16 +93,19 @@ static void execute_one(PGconn *conn, const char *sql, const struct exclusions *
     PGresult *res = PQexecParams(conn, sql, 8, NULL, params, NULL, NULL, 0);
     ExecStatusType status = PQresultStatus(res);
     if (status == PGRES_TUPLES_OK && PQntuples(res) == 0) {
-        action->result = KILL_GONE;
-        snprintf(action->reason, sizeof(action->reason),
-                 "spared: no longer the same idle session (it ran a query, changed state or "
-                 "disconnected since the plan)");
+        gone(action, "spared: no longer the same idle session (it ran a query, changed state or "
+                     "disconnected since the plan)");
     } else if (status == PGRES_TUPLES_OK) {
         bool terminated = PQgetvalue(res, 0, 0)[0] == 't';
         action->result = terminated ? KILL_TERMINATED : KILL_FAILED;
         snprintf(action->reason, sizeof(action->reason), "%s",
                  terminated ? "terminated with pg_terminate_backend"
-                            : "signalled but the backend did not exit within 5 s");
+                            : "signalled but the backend did not exit within " TERMINATE_WAIT_TEXT);
+        /* false also when the backend left between the check and the signal ("not a
+         * PostgreSQL backend process"): a session that is gone is not a failure. */
+        if (!terminated && !still_there(conn, params))
+            gone(action, "spared: the session ended just before the signal, or exited after "
+                         "the wait");
     } else {
         const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
@@ -92,8 +121,9 @@ void terminator_execute(PGconn *conn, const struct manager_options *opts, struct
 {
     char sql[1024];
     snprintf(sql, sizeof(sql), terminate_sql_fmt,
-             PQserverVersion(conn) >= 140000 ? "pg_terminate_backend(a.pid, 5000)"
-                                             : "pg_terminate_backend(a.pid)");
+             PQserverVersion(conn) >= 140000
+                 ? "pg_terminate_backend(a.pid, " STR(TERMINATE_WAIT_MS) ")"
+                 : "pg_terminate_backend(a.pid)");
     struct exclusions ex;
     array_literal(ex.users, sizeof(ex.users), opts->exclude_users, opts->n_exclude_users);
     array_literal(ex.apps, sizeof(ex.apps), opts->exclude_apps, opts->n_exclude_apps);
