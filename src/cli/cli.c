@@ -132,6 +132,18 @@ static bool config_entry(void *ctx, const char *section, const char *key, const 
 
 /* ---- the command line's own options (the manager's come from manager/options) ---- */
 
+/* The options that narrow what an action looks at and acts on. An empty value clears one in
+ * a config file; on the command line it is refused: `--application "$APP"` with APP unset
+ * would widen kill-idle --execute to every application. */
+static bool is_scope_filter(const char *key)
+{
+    static const char *const filters[] = {"user", "database", "application"};
+    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++)
+        if (!strcmp(key, filters[i]))
+            return true;
+    return false;
+}
+
 typedef bool (*cli_option_fn)(struct cli_invocation *inv, const char *value, char *err,
                               size_t err_len);
 
@@ -352,6 +364,13 @@ static bool parse_args(int argc, char **argv, struct cli_invocation *inv, char *
             if (!own->apply(inv, value, err, err_len))
                 return false;
             continue;
+        }
+        if (!value[0] && is_scope_filter(key)) {
+            snprintf(err, err_len,
+                     "option --%s needs a non-empty value (an empty one, say from an unset "
+                     "variable, would select every %s)",
+                     key, key);
+            return false;
         }
         char why[256];
         if (options_set(&inv->opts, key, value, why, sizeof(why)) != OPTIONS_OK) {

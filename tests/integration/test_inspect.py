@@ -388,6 +388,9 @@ def test_full_analysis_finds_planted_problems(pg, run_pgwarden):
     (["monitor", "--idle-timeout", "5x"], "bad_input"),
     (["kill-idle", "--max-kill-percentage", "150%"], "bad_input"),
     (["monitor", "--format", "xml"], "bad_input"),
+    # An empty scope filter (an unset shell variable) would widen kill-idle to everyone.
+    (["kill-idle", "--application", "", "--execute", "--yes"], "bad_input"),
+    (["kill-idle", "--user=", "--execute", "--yes"], "bad_input"),
 ])
 def test_bad_input_is_one_clear_error(run_pgwarden, args, code):
     r = run_pgwarden(*args, "--format", "json") if "--format" not in args else \
