@@ -831,17 +831,28 @@ static void send_welcome(struct client *c, struct wire_buf *b, uint8_t *out)
     client_pump(c);
 }
 
+/* The next ParameterStatus of the pool's welcome from *pos on (which it moves past it):
+ * false at the end. */
+static bool welcome_next(const struct pool *pool, size_t *pos, const char **name,
+                         const char **value)
+{
+    while (*pos + WIRE_HEADER_LEN <= pool->welcome_len) {
+        uint32_t len = wire_get_u32(pool->welcome + *pos + 1);
+        const uint8_t *body = pool->welcome + *pos + WIRE_HEADER_LEN;
+        *pos += 1 + len;
+        if (wire_parse_parameter_status(body, len - 4, name, value))
+            return true;
+    }
+    return false;
+}
+
 /* Whether the pool's welcome reports parameter name with this value. */
 static bool welcome_reports(const struct pool *pool, const char *name, const char *value)
 {
-    for (size_t pos = 0; pos + WIRE_HEADER_LEN <= pool->welcome_len;) {
-        uint32_t len = wire_get_u32(pool->welcome + pos + 1);
-        const char *n, *v;
-        if (wire_parse_parameter_status(pool->welcome + pos + WIRE_HEADER_LEN, len - 4, &n, &v) &&
-            !strcmp(n, name))
+    const char *n, *v;
+    for (size_t pos = 0; welcome_next(pool, &pos, &n, &v);)
+        if (!strcmp(n, name))
             return !strcmp(v, value);
-        pos += 1 + len;
-    }
     return false;
 }
 
@@ -891,25 +902,19 @@ static void finish_login_with(struct client *c, const uint8_t *prefix, size_t pr
      * reports what the welcome names: parameters with a slot among them are followed through
      * its reports (and a slot given after the pool's first login takes its value here). */
     bool sent[PARAM_COUNT] = {false};
-    size_t pos = 0;
-    while (pos + WIRE_HEADER_LEN <= pool->welcome_len) {
-        uint32_t len = wire_get_u32(pool->welcome + pos + 1);
-        const uint8_t *body = pool->welcome + pos + WIRE_HEADER_LEN;
-        const char *name, *value;
-        if (wire_parse_parameter_status(body, len - 4, &name, &value)) {
-            int id = params_lookup(name);
-            if (id >= 0) {
-                params_mark_reported(id);
-                if (!c->params[id])
-                    params_set(&c->params[id], value);
-                if (c->params[id]) {
-                    value = c->params[id]->str;
-                    sent[id] = true;
-                }
+    const char *name, *value;
+    for (size_t pos = 0; welcome_next(pool, &pos, &name, &value);) {
+        int id = params_lookup(name);
+        if (id >= 0) {
+            params_mark_reported(id);
+            if (!c->params[id])
+                params_set(&c->params[id], value);
+            if (c->params[id]) {
+                value = c->params[id]->str;
+                sent[id] = true;
             }
-            wire_build_parameter_status(&b, name, value);
         }
-        pos += 1 + len;
+        wire_build_parameter_status(&b, name, value);
     }
     for (int i = 0; i < PARAM_COUNT; i++)
         if (!sent[i] && c->params[i] && params_tracked(i))
