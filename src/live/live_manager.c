@@ -474,6 +474,18 @@ static void scale_pool(struct live_manager *m, struct pool *pool, size_t order, 
              g->last.reason);
 }
 
+/* One scaling decision for every pool, in the pool list's order (each pool's watch and
+ * snapshot record are found at its position). */
+static void scale_every_pool(struct live_manager *m, int64_t now_ms, int64_t interval_ms,
+                             enum scale_mode mode)
+{
+    int *sharing = pools_sharing_servers(m->pooler);
+    size_t order = 0;
+    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next, order++)
+        scale_pool(m, plist_entry(n, struct pool, node), order, sharing, now_ms, interval_ms, mode);
+    free(sharing);
+}
+
 /* auto_scaling was turned off (RELOAD, SET): every pool goes back to its configured size, as
  * a restart would give it. A size asked for on the console afterwards (AUTO_SCALE NOW) stays. */
 static void unscale_pools(struct live_manager *m, int64_t now_ms)
@@ -511,23 +523,12 @@ static void scale_pools(struct live_manager *m, int64_t now_ms)
     if (m->last_scaling_ms && now_ms - m->last_scaling_ms < interval)
         return;
     m->last_scaling_ms = now_ms;
-    int *sharing = pools_sharing_servers(m->pooler);
-    size_t order = 0;
-    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next, order++)
-        scale_pool(m, plist_entry(n, struct pool, node), order, sharing, now_ms, interval,
-                   SCALE_PERIODIC);
-    free(sharing);
+    scale_every_pool(m, now_ms, interval, SCALE_PERIODIC);
 }
 
 void live_manager_auto_scale(struct live_manager *m, bool apply)
 {
-    int64_t now_ms = snapshot_now_ms();
-    int *sharing = pools_sharing_servers(m->pooler);
-    size_t order = 0;
-    for (struct plist *n = m->pooler->pools.next; n != &m->pooler->pools; n = n->next, order++)
-        scale_pool(m, plist_entry(n, struct pool, node), order, sharing, now_ms, 0,
-                   apply ? SCALE_NOW : SCALE_DRY_RUN);
-    free(sharing);
+    scale_every_pool(m, snapshot_now_ms(), 0, apply ? SCALE_NOW : SCALE_DRY_RUN);
 }
 
 int live_manager_health_check(struct live_manager *m)
